@@ -1,0 +1,78 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "veil",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "veil", targets: ["veil"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
+        .target(name: "Vault", dependencies: ["CSodium"], swiftSettings: swiftSettings),
+        .target(
+            name: "Storage",
+            dependencies: ["Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Policy",
+            dependencies: [.product(name: "Yams", package: "Yams"), "Vault"],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "Consent", dependencies: ["Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
+        .target(name: "Pseudonymization", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
+        .target(name: "Audit", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
+        .target(name: "Ingestion", dependencies: ["Policy", "Consent", "Pseudonymization"], swiftSettings: swiftSettings),
+        .target(name: "FeatureStore", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
+        .target(name: "Recommender", swiftSettings: swiftSettings),
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "Vault", "Storage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
+                "FeatureStore", "Recommender",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "veil",
+            dependencies: [
+                "Vault", "Storage", "Policy", "Recommender", "Gateway",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "VaultTests", dependencies: ["Vault"], swiftSettings: swiftSettings),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
+        .testTarget(name: "RecommenderTests", dependencies: ["Recommender"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway", "Vault", "Storage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

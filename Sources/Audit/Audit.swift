@@ -1,0 +1,1 @@
+// Audit: placeholder while the module is being written.

@@ -1,0 +1,1 @@
+// Consent: placeholder while the module is being written.

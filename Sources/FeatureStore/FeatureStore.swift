@@ -1,0 +1,1 @@
+// FeatureStore: placeholder while the module is being written.

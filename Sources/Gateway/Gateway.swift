@@ -1,0 +1,1 @@
+// Gateway: placeholder while the module is being written.

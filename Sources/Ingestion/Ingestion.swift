@@ -1,0 +1,1 @@
+// Ingestion: placeholder while the module is being written.

@@ -1,0 +1,1 @@
+// Policy: placeholder while the module is being written.

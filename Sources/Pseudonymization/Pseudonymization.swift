@@ -1,0 +1,1 @@
+// Pseudonymization: placeholder while the module is being written.

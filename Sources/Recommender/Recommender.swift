@@ -1,0 +1,1 @@
+// Recommender: placeholder while the module is being written.

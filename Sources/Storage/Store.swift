@@ -1,0 +1,90 @@
+import Foundation
+import GRDB
+
+/// A module's tables: a stable set of named migrations, never edited once shipped.
+public protocol MigrationSet: Sendable {
+    /// Registers this set's migrations, each under a name unique across Veil (prefix it with the module).
+    func register(in migrator: inout DatabaseMigrator)
+}
+
+/// How a database file is opened.
+public struct StoreConfiguration: Sendable {
+    /// `FULL` makes every commit durable against power loss; `NORMAL` in WAL mode survives a process crash.
+    public var fullSync: Bool
+    /// How long a writer waits for a lock before failing.
+    public var busyTimeout: TimeInterval
+    /// Maximum concurrent readers.
+    public var maximumReaders: Int
+
+    public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8) {
+        self.fullSync = fullSync
+        self.busyTimeout = busyTimeout
+        self.maximumReaders = maximumReaders
+    }
+}
+
+/// One SQLite database file in WAL mode, migrated on open.
+///
+/// Every connection runs with foreign keys on and `secure_delete` on, so deleted rows are zeroed in the
+/// file rather than left in free pages.
+public final class Store: Sendable {
+    /// The underlying pool; modules use scoped `read { }` / `write { }` access only.
+    public let pool: DatabasePool
+    public let path: String
+
+    /// Opens (creating if needed) the database at `path` and applies `migrations` in order.
+    public init(path: String, migrations: [any MigrationSet], configuration: StoreConfiguration = .init()) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw StorageError(.cannotOpen, "cannot create data directory \(directory); check that its parent exists and is writable")
+            }
+        }
+        var config = Configuration()
+        config.busyMode = .timeout(configuration.busyTimeout)
+        config.foreignKeysEnabled = true
+        config.maximumReaderCount = configuration.maximumReaders
+        let synchronous = configuration.fullSync ? "FULL" : "NORMAL"
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+        } catch {
+            throw StorageError(.cannotOpen, "cannot open database \(path): \(Store.describe(error))")
+        }
+        self.path = path
+        var migrator = DatabaseMigrator()
+        for set in migrations { set.register(in: &migrator) }
+        do {
+            try migrator.migrate(pool)
+        } catch {
+            throw StorageError(.migrationFailed, "migrating \(path) failed: \(Store.describe(error))")
+        }
+        // Restrict the files to the owner: they hold ciphertext, tokens and wrapped keys.
+        for suffix in ["", "-wal", "-shm"] {
+            _ = try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path + suffix)
+        }
+    }
+
+    /// Moves everything in the WAL into the main file and truncates the WAL, so that no old page image
+    /// (of a deleted key, say) remains in the `-wal` file.
+    public func checkpointAndTruncate() throws {
+        try pool.writeWithoutTransaction { db in
+            _ = try db.checkpoint(.truncate)
+        }
+    }
+
+    /// The files that make up this database (main, -wal, -shm), those that exist.
+    public var files: [String] {
+        [path, path + "-wal", path + "-shm"].filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let db = error as? DatabaseError { return db.message ?? "\(db.resultCode)" }
+        return String(describing: error)
+    }
+}

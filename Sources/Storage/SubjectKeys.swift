@@ -1,0 +1,167 @@
+import Foundation
+import GRDB
+import Synchronization
+import Vault
+
+/// Envelope encryption per subject.
+///
+/// Each subject token has a random 32-byte data key, stored only wrapped by a master key version
+/// (AD = `subject_keys|<token>`). A subject's rows are sealed with that data key, with associated data
+/// binding table, row id and token, so a ciphertext copied to another row, table or subject fails to open.
+/// Erasure deletes the wrapped key: every copy of the subject's rows, backups included, becomes noise.
+public final class SubjectKeys: Sendable {
+    /// The tables this type needs.
+    public struct Migrations: MigrationSet {
+        public init() {}
+        public func register(in migrator: inout DatabaseMigrator) {
+            migrator.registerMigration("storage.v1.subject_keys") { db in
+                try db.execute(sql: """
+                    CREATE TABLE subject_keys (
+                        token TEXT PRIMARY KEY NOT NULL,
+                        key_version INTEGER NOT NULL,
+                        generation INTEGER NOT NULL DEFAULT 1,
+                        wrapped BLOB NOT NULL,
+                        created_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX subject_keys_version ON subject_keys(key_version);
+                    CREATE TABLE shredded_subjects (
+                        token TEXT PRIMARY KEY NOT NULL,
+                        shredded_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+            }
+        }
+    }
+
+    private let ring: KeyRing
+    private let cache = Mutex<[String: SecretKey]>([:])
+    private let cacheLimit: Int
+
+    public init(ring: KeyRing, cacheLimit: Int = 10_000) {
+        self.ring = ring
+        self.cacheLimit = cacheLimit
+    }
+
+    /// The generation recorded in row envelopes sealed with a subject data key.
+    static let dataKeyGeneration: UInt32 = 1
+
+    private static func wrapAD(_ token: String) -> [UInt8] { Array("subject_keys|\(token)".utf8) }
+
+    static func rowAD(table: String, rowID: String, token: String) -> [UInt8] {
+        // Length prefixes keep the encoding unambiguous whatever the parts contain.
+        var ad = [UInt8]("veil.row.v1".utf8)
+        for part in [table, rowID, token] {
+            let bytes = Array(part.utf8)
+            ad.append(contentsOf: withUnsafeBytes(of: UInt32(bytes.count).bigEndian, Array.init))
+            ad.append(contentsOf: bytes)
+        }
+        return ad
+    }
+
+    /// The subject's data key, creating one when `create` is true and none exists.
+    /// - Throws: ``StorageError/Code/shredded`` when the subject was erased and `create` is false.
+    public func dataKey(for token: String, in db: Database, create: Bool) throws -> SecretKey? {
+        if let key = cache.withLock({ $0[token] }) { return key }
+        if let row = try Row.fetchOne(db, sql: "SELECT wrapped FROM subject_keys WHERE token = ?", arguments: [token]) {
+            let wrapped: Data = row["wrapped"]
+            var raw: [UInt8]
+            do {
+                raw = try ring.open(Array(wrapped), associatedData: Self.wrapAD(token))
+            } catch let error as VaultError {
+                throw StorageError(.unreadable, "a subject data key cannot be unwrapped: \(error.message)")
+            }
+            defer { raw.wipe() }
+            let key = try SecretKey(copying: raw, expectedCount: AEAD.keyLength)
+            remember(token, key)
+            return key
+        }
+        guard create else { return nil }
+        let key = SecretKey(randomCount: AEAD.keyLength)
+        let wrapped = key.withUnsafeBytes { ring.seal(Array($0), associatedData: Self.wrapAD(token)) }
+        try db.execute(
+            sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, ?)",
+            arguments: [token, ring.currentVersion, Data(wrapped), Int64(Date().timeIntervalSince1970)])
+        try db.execute(sql: "DELETE FROM shredded_subjects WHERE token = ?", arguments: [token])
+        remember(token, key)
+        return key
+    }
+
+    private func remember(_ token: String, _ key: SecretKey) {
+        cache.withLock { cache in
+            if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
+            cache[token] = key
+        }
+    }
+
+    /// Seals `plaintext` for `token`'s row `rowID` of `table`, creating the subject's key if needed.
+    public func seal(_ plaintext: [UInt8], token: String, table: String, rowID: String, in db: Database) throws -> Data {
+        let key = try dataKey(for: token, in: db, create: true)!
+        return Data(AEAD.seal(plaintext, key: key, version: Self.dataKeyGeneration, associatedData: Self.rowAD(table: table, rowID: rowID, token: token)))
+    }
+
+    /// Opens a value sealed by ``seal(_:token:table:rowID:in:)``.
+    /// - Throws: ``StorageError`` `.shredded` when the subject's key is gone, `.unreadable` on any mismatch.
+    public func open(_ sealed: Data, token: String, table: String, rowID: String, in db: Database) throws -> [UInt8] {
+        guard let key = try dataKey(for: token, in: db, create: false) else {
+            throw StorageError(.shredded, "the subject's data key does not exist (erased or never written)")
+        }
+        do {
+            return try AEAD.open(Array(sealed), associatedData: Self.rowAD(table: table, rowID: rowID, token: token)) { version in
+                guard version == Self.dataKeyGeneration else {
+                    throw VaultError(.unknownKeyVersion, "unknown subject key generation \(version)")
+                }
+                return key
+            }
+        } catch let error as VaultError {
+            throw StorageError(.unreadable, "a sealed row cannot be opened: \(error.message)")
+        }
+    }
+
+    /// Crypto-shreds a subject: deletes its wrapped data key and records the erasure (by token).
+    /// The caller deletes the subject's rows in the same transaction and checkpoints afterwards.
+    /// - Returns: whether a key existed.
+    @discardableResult
+    public func shred(token: String, in db: Database) throws -> Bool {
+        cache.withLock { _ = $0.removeValue(forKey: token) }
+        try db.execute(sql: "DELETE FROM subject_keys WHERE token = ?", arguments: [token])
+        let existed = db.changesCount > 0
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO shredded_subjects (token, shredded_at) VALUES (?, ?)",
+            arguments: [token, Int64(Date().timeIntervalSince1970)])
+        return existed
+    }
+
+    /// Drops every cached data key (after a key ring reload, say).
+    public func clearCache() { cache.withLock { $0.removeAll() } }
+
+    /// How many wrapped keys each master version protects.
+    public static func versionCounts(in db: Database) throws -> [UInt32: Int] {
+        var counts: [UInt32: Int] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT key_version, COUNT(*) AS n FROM subject_keys GROUP BY key_version") {
+            counts[UInt32(row["key_version"] as Int64)] = row["n"]
+        }
+        return counts
+    }
+
+    /// Re-wraps up to `batchSize` subject keys that are not yet under the current master version, in one
+    /// transaction. Call until it returns 0; safe to interrupt and run again.
+    /// - Returns: how many keys this batch re-wrapped.
+    public func rewrapBatch(in pool: DatabasePool, batchSize: Int = 500) throws -> Int {
+        try pool.write { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT token, wrapped FROM subject_keys WHERE key_version <> ? LIMIT ?",
+                arguments: [ring.currentVersion, batchSize])
+            for row in rows {
+                let token: String = row["token"]
+                let wrapped: Data = row["wrapped"]
+                var raw = try ring.open(Array(wrapped), associatedData: Self.wrapAD(token))
+                let rewrapped = ring.seal(raw, associatedData: Self.wrapAD(token))
+                raw.wipe()
+                try db.execute(
+                    sql: "UPDATE subject_keys SET wrapped = ?, key_version = ? WHERE token = ?",
+                    arguments: [Data(rewrapped), ring.currentVersion, token])
+            }
+            return rows.count
+        }
+    }
+}

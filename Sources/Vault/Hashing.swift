@@ -1,0 +1,84 @@
+import CSodium
+
+/// BLAKE2b (crypto_generichash), keyed and unkeyed.
+public enum Hash {
+    /// Unkeyed BLAKE2b of `message`, `length` bytes (16...64).
+    public static func blake2b(_ message: [UInt8], length: Int = 32) -> [UInt8] {
+        compute(message, length: length, key: nil)
+    }
+
+    /// Keyed BLAKE2b: a PRF/MAC of `message` under `key` (16...64 bytes).
+    public static func keyed(_ message: [UInt8], key: SecretKey, length: Int = 32) -> [UInt8] {
+        compute(message, length: length, key: key)
+    }
+
+    private static func compute(_ message: [UInt8], length: Int, key: SecretKey?) -> [UInt8] {
+        precondition((16...64).contains(length), "BLAKE2b output is 16 to 64 bytes")
+        Sodium.ensureReady()
+        var out = [UInt8](repeating: 0, count: length)
+        let status = message.withUnsafeBufferPointer { m in
+            out.withUnsafeMutableBufferPointer { o in
+                if let key {
+                    return crypto_generichash(o.baseAddress!, length, m.baseAddress, UInt64(m.count), key.typedPointer, key.count)
+                }
+                return crypto_generichash(o.baseAddress!, length, m.baseAddress, UInt64(m.count), nil, 0)
+            }
+        }
+        precondition(status == 0, "BLAKE2b cannot fail for valid lengths")
+        return out
+    }
+}
+
+/// Deterministic sub-keys from a master key (crypto_kdf). Suited to per-purpose keys;
+/// never to per-subject erasure keys, which must be random so that deleting them destroys data.
+public enum KeyDerivation {
+    /// Derives a 32-byte sub-key for `context` (exactly 8 ASCII bytes) and `id`.
+    public static func derive(from master: SecretKey, context: String, id: UInt64, length: Int = 32) -> SecretKey {
+        let ctx = Array(context.utf8)
+        precondition(ctx.count == Int(crypto_kdf_contextbytes()), "a KDF context is exactly 8 bytes")
+        precondition(master.count == Int(crypto_kdf_keybytes()), "a KDF master key is 32 bytes")
+        let cctx = ctx.map { CChar(bitPattern: $0) }
+        let key = SecretKey.filled(count: length) { out in
+            cctx.withUnsafeBufferPointer { crypto_kdf_derive_from_key(out, length, id, $0.baseAddress!, master.typedPointer) }
+        }
+        guard let key else { preconditionFailure("crypto_kdf cannot fail for valid lengths") }
+        return key
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Lower-case hexadecimal.
+    public var hexString: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var chars = [UInt8]()
+        chars.reserveCapacity(count * 2)
+        for byte in self {
+            chars.append(digits[Int(byte >> 4)])
+            chars.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: chars, as: UTF8.self)
+    }
+
+    /// Parses hexadecimal; nil on odd length or a non-hex character.
+    public init?(hexString: String) {
+        let utf8 = Array(hexString.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(utf8.count / 2)
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: return c - 48
+            case 97...102: return c - 87
+            case 65...70: return c - 55
+            default: return nil
+            }
+        }
+        var i = 0
+        while i < utf8.count {
+            guard let hi = value(utf8[i]), let lo = value(utf8[i + 1]) else { return nil }
+            bytes.append(hi << 4 | lo)
+            i += 2
+        }
+        self = bytes
+    }
+}

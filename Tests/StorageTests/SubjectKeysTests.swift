@@ -1,0 +1,187 @@
+import Foundation
+import GRDB
+import Testing
+import Vault
+@testable import Storage
+
+/// A table of sealed per-subject records, as a feature module would define one.
+struct NotesTable: MigrationSet {
+    func register(in migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("test.v1.notes") { db in
+            try db.execute(sql: "CREATE TABLE notes (id TEXT PRIMARY KEY, token TEXT NOT NULL, body BLOB NOT NULL)")
+        }
+    }
+}
+
+struct Fixture {
+    let dir: String
+    let ring: KeyRing
+    let store: Store
+    let keys: SubjectKeys
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "veil-storage-\(UUID().uuidString)"
+        ring = try KeyRing.initialize(directory: dir + "/keys")
+        store = try Store(path: dir + "/data/veil.sqlite", migrations: [SubjectKeys.Migrations(), NotesTable()])
+        keys = SubjectKeys(ring: ring)
+    }
+
+    func token(_ subject: String) -> String { Hash.keyed(Array(subject.utf8), key: ring.pseudonymKey).hexString }
+
+    func write(subject: String, id: String, body: String, keys: SubjectKeys? = nil) throws {
+        let keys = keys ?? self.keys
+        let token = token(subject)
+        try store.pool.write { db in
+            let sealed = try keys.seal(Array(body.utf8), token: token, table: "notes", rowID: id, in: db)
+            try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)", arguments: [id, token, sealed])
+        }
+    }
+
+    func read(id: String, keys: SubjectKeys? = nil, store: Store? = nil) throws -> String {
+        let keys = keys ?? self.keys
+        return try (store ?? self.store).pool.read { db in
+            let row = try Row.fetchOne(db, sql: "SELECT token, body FROM notes WHERE id = ?", arguments: [id])!
+            return String(decoding: try keys.open(row["body"], token: row["token"], table: "notes", rowID: id, in: db), as: UTF8.self)
+        }
+    }
+}
+
+@Suite struct SubjectKeysTests {
+    @Test func sealedRowsReadBack() throws {
+        let f = try Fixture()
+        try f.write(subject: "u-1", id: "n1", body: "viewed sku-1")
+        #expect(try f.read(id: "n1") == "viewed sku-1")
+        // A fresh cache must unwrap the key from the database.
+        #expect(try f.read(id: "n1", keys: SubjectKeys(ring: f.ring)) == "viewed sku-1")
+    }
+
+    @Test func ciphertextMovedToAnotherRowFailsToOpen() throws {
+        let f = try Fixture()
+        try f.write(subject: "u-1", id: "n1", body: "first")
+        try f.write(subject: "u-1", id: "n2", body: "second")
+        try f.write(subject: "u-2", id: "n3", body: "third")
+        try f.store.pool.write { db in
+            // Swap the two ciphertexts of the same subject, then move u-2's ciphertext under u-1.
+            let b2: Data = try Data.fetchOne(db, sql: "SELECT body FROM notes WHERE id = 'n2'")!
+            let b3: Data = try Data.fetchOne(db, sql: "SELECT body FROM notes WHERE id = 'n3'")!
+            try db.execute(sql: "UPDATE notes SET body = ? WHERE id = 'n1'", arguments: [b2])
+            try db.execute(sql: "UPDATE notes SET body = ? WHERE id = 'n2'", arguments: [b3])
+        }
+        #expect(throws: StorageError(.unreadable, "")) { try f.read(id: "n1") }
+        #expect(throws: StorageError(.unreadable, "")) { try f.read(id: "n2") }
+        #expect(try f.read(id: "n3") == "third")
+    }
+
+    @Test func bindingHoldsAcrossRandomisedTrials() throws {
+        let f = try Fixture()
+        let token = f.token("u-1")
+        let key = try f.store.pool.write { try f.keys.dataKey(for: token, in: $0, create: true)! }
+        var rng = SystemRandomNumberGenerator()
+        for trial in 0..<1000 {
+            let rowID = "r\(trial)"
+            let sealed = AEAD.seal([UInt8](repeating: 1, count: 20), key: key, version: 1,
+                                   associatedData: SubjectKeys.rowAD(table: "notes", rowID: rowID, token: token))
+            // Change exactly one of: table, row id, token, key version, or one ciphertext byte.
+            var envelope = sealed
+            var ad = SubjectKeys.rowAD(table: "notes", rowID: rowID, token: token)
+            switch trial % 5 {
+            case 0: ad = SubjectKeys.rowAD(table: "notez", rowID: rowID, token: token)
+            case 1: ad = SubjectKeys.rowAD(table: "notes", rowID: "r\(trial + 1)", token: token)
+            case 2: ad = SubjectKeys.rowAD(table: "notes", rowID: rowID, token: f.token("u-2"))
+            case 3: envelope[4] ^= 0x02
+            default: envelope[Int.random(in: 5..<envelope.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
+            }
+            #expect(throws: VaultError.self) { try AEAD.open(envelope, key: key, associatedData: ad) }
+        }
+    }
+
+    @Test func shreddedSubjectCannotBeReadEvenFromABackupTakenBefore() throws {
+        let f = try Fixture()
+        try f.write(subject: "alice@example.com", id: "a1", body: "alice's row")
+        try f.write(subject: "bob@example.com", id: "b1", body: "bob's row")
+        try f.store.checkpointAndTruncate()
+        let backup = f.dir + "/backup.sqlite"
+        try FileManager.default.copyItem(atPath: f.store.path, toPath: backup)
+
+        try f.store.pool.write { db in
+            try f.keys.shred(token: f.token("alice@example.com"), in: db)
+            try db.execute(sql: "DELETE FROM notes WHERE token = ?", arguments: [f.token("alice@example.com")])
+        }
+        try f.store.checkpointAndTruncate()
+
+        // The backup still holds alice's ciphertext, but the only key that opens it is gone from the live table.
+        let backupStore = try Store(path: backup, migrations: [SubjectKeys.Migrations(), NotesTable()])
+        let liveKeys = SubjectKeys(ring: f.ring)
+        let aliceSealed = try backupStore.pool.read { try Data.fetchOne($0, sql: "SELECT body FROM notes WHERE id = 'a1'")! }
+        #expect(throws: StorageError(.shredded, "")) {
+            try f.store.pool.read { db in
+                try liveKeys.open(aliceSealed, token: f.token("alice@example.com"), table: "notes", rowID: "a1", in: db)
+            }
+        }
+        // Other subjects are untouched.
+        #expect(try f.read(id: "b1", keys: liveKeys) == "bob's row")
+    }
+
+    @Test func noPlaintextIdentifierInAnyDatabaseFile() throws {
+        let f = try Fixture()
+        let email = "carol.canary@example.org"
+        let ip = "203.0.113.77"
+        try f.write(subject: email, id: "c1", body: "{\"ip\":\"\(ip)\",\"note\":\"from \(email)\"}")
+        #expect(try f.read(id: "c1").contains(ip))
+        let files = f.store.files
+        #expect(files.contains { $0.hasSuffix("-wal") })
+        // Scan before closing (live WAL) and after a checkpoint.
+        for phase in 0..<2 {
+            if phase == 1 { try f.store.checkpointAndTruncate() }
+            for file in f.store.files {
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+                for needle in [email, ip, "carol.canary"] {
+                    #expect(bytes.range(of: Data(needle.utf8)) == nil, "\(needle) found in \(file)")
+                    #expect(bytes.range(of: Data(needle.utf8).base64EncodedData()) == nil)
+                    #expect(bytes.range(of: Data(Array(needle.utf8).hexString.utf8)) == nil)
+                }
+            }
+        }
+    }
+
+    @Test func rewrapMovesEveryKeyToTheNewVersionInBatchesAndDataStillReads() throws {
+        let f = try Fixture()
+        for i in 0..<25 { try f.write(subject: "u-\(i)", id: "n\(i)", body: "row \(i)") }
+        try KeyRing.rotate(directory: f.ring.directory)
+        let rotated = try KeyRing.load(directory: f.ring.directory)
+        let keys = SubjectKeys(ring: rotated)
+        #expect(try f.store.pool.read { try SubjectKeys.versionCounts(in: $0) } == [1: 25])
+        // New subjects are wrapped under v2 right away.
+        try f.write(subject: "u-new", id: "new", body: "after rotation", keys: keys)
+        #expect(try keys.rewrapBatch(in: f.store.pool, batchSize: 10) == 10)
+        // An interrupted run leaves a mix that still reads.
+        #expect(try f.read(id: "n3", keys: SubjectKeys(ring: rotated)) == "row 3")
+        while try keys.rewrapBatch(in: f.store.pool, batchSize: 10) > 0 {}
+        #expect(try f.store.pool.read { try SubjectKeys.versionCounts(in: $0) } == [2: 26])
+        _ = try KeyRing.retire(directory: f.ring.directory, below: 2)
+        let onlyV2 = SubjectKeys(ring: try KeyRing.load(directory: f.ring.directory))
+        for i in 0..<25 { #expect(try f.read(id: "n\(i)", keys: onlyV2) == "row \(i)") }
+        #expect(try f.read(id: "new", keys: onlyV2) == "after rotation")
+    }
+
+    @Test func storeRunsInWALWithSecureDeleteAndForeignKeys() throws {
+        let f = try Fixture()
+        let (mode, secure, fk) = try f.store.pool.read { db in
+            (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA secure_delete"),
+             try Int.fetchOne(db, sql: "PRAGMA foreign_keys"))
+        }
+        #expect(mode == "wal")
+        #expect(secure == 1)
+        #expect(fk == 1)
+    }
+
+    @Test func unwritableDataDirectoryGivesAClearError() throws {
+        do {
+            _ = try Store(path: "/proc/veil-cannot-exist/veil.sqlite", migrations: [])
+            Issue.record("opening under /proc succeeded")
+        } catch let error as StorageError {
+            #expect(error.code == .cannotOpen)
+            #expect(error.message.contains("/proc/veil-cannot-exist"))
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Testing
+@testable import Vault
+
+func temporaryDirectory(_ name: String = #function) -> String {
+    let path = NSTemporaryDirectory() + "veil-tests-\(UUID().uuidString)"
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+@Suite struct KeyRingTests {
+    @Test func initCreatesOwnerOnlyKeyFilesAndAPublicAuditKey() throws {
+        let dir = temporaryDirectory()
+        let ring = try KeyRing.initialize(directory: dir)
+        #expect(ring.currentVersion == 1)
+        for name in ["master-v1.key", "pseudonym.key", "audit.key"] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: dir + "/" + name)
+            #expect((attributes[.posixPermissions] as! NSNumber).intValue == 0o600, "\(name)")
+        }
+        let pub = try String(contentsOfFile: dir + "/audit.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect([UInt8](hexString: pub) == ring.auditSigner.publicKey.bytes)
+    }
+
+    @Test func initRefusesToOverwriteAnExistingRing() throws {
+        let dir = temporaryDirectory()
+        try KeyRing.initialize(directory: dir)
+        #expect(throws: VaultError.self) { try KeyRing.initialize(directory: dir) }
+    }
+
+    @Test func reloadedRingOpensWhatTheFirstSealed() throws {
+        let dir = temporaryDirectory()
+        let box = try KeyRing.initialize(directory: dir).seal([1, 2, 3], associatedData: [7])
+        #expect(try KeyRing.load(directory: dir).open(box, associatedData: [7]) == [1, 2, 3])
+    }
+
+    @Test func rotationSealsUnderTheNewVersionAndStillOpensTheOld() throws {
+        let dir = temporaryDirectory()
+        let old = try KeyRing.initialize(directory: dir).seal([4, 5], associatedData: [])
+        #expect(try KeyRing.rotate(directory: dir) == 2)
+        let ring = try KeyRing.load(directory: dir)
+        #expect(ring.currentVersion == 2)
+        let new = ring.seal([6], associatedData: [])
+        #expect(try AEAD.keyVersion(of: new) == 2)
+        #expect(try ring.open(old, associatedData: []) == [4, 5])
+    }
+
+    @Test func retiredVersionIsRejectedWithAnExplicitError() throws {
+        let dir = temporaryDirectory()
+        let old = try KeyRing.initialize(directory: dir).seal([4, 5], associatedData: [])
+        try KeyRing.rotate(directory: dir)
+        #expect(try KeyRing.retire(directory: dir, below: 2) == [1])
+        #expect(throws: VaultError(.unknownKeyVersion, "")) {
+            try KeyRing.load(directory: dir).open(old, associatedData: [])
+        }
+        #expect(throws: VaultError.self) { try KeyRing.retire(directory: dir, below: 3) }
+    }
+
+    @Test func looseKeyFilePermissionsStopLoadingWithTheFix() throws {
+        let dir = temporaryDirectory()
+        try KeyRing.initialize(directory: dir)
+        chmod(dir + "/master-v1.key", 0o644)
+        do {
+            _ = try KeyRing.load(directory: dir)
+            Issue.record("a group-readable key file was accepted")
+        } catch let error as VaultError {
+            #expect(error.code == .insecureKeyFile)
+            #expect(error.message.contains("master-v1.key"))
+            #expect(error.message.contains("chmod 600"))
+        }
+    }
+
+    @Test func wrongKeyLengthNamesTheFile() throws {
+        let dir = temporaryDirectory()
+        try KeyRing.initialize(directory: dir)
+        let path = dir + "/pseudonym.key"
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: path))
+        chmod(path, 0o600)
+        do {
+            _ = try KeyRing.load(directory: dir)
+            Issue.record("a short key file was accepted")
+        } catch let error as VaultError {
+            #expect(error.code == .invalidKeyLength)
+            #expect(error.message.contains("pseudonym.key"))
+        }
+    }
+
+    @Test func missingDirectoryOrFileSaysHowToCreateIt() throws {
+        let dir = temporaryDirectory() + "/nope"
+        do {
+            _ = try KeyRing.load(directory: dir)
+            Issue.record("a missing key directory was accepted")
+        } catch let error as VaultError {
+            #expect(error.code == .missingKeyFile)
+            #expect(error.message.contains("veil keys init"))
+        }
+        let dir2 = temporaryDirectory()
+        try KeyRing.initialize(directory: dir2)
+        try FileManager.default.removeItem(atPath: dir2 + "/audit.key")
+        #expect(throws: VaultError(.missingKeyFile, "")) { try KeyRing.load(directory: dir2) }
+    }
+
+    @Test func passphraseRingStoresOnlyASaltAndNeedsThePassphrase() throws {
+        let dir = temporaryDirectory()
+        let box = try KeyRing.initialize(directory: dir, passphrase: "correct horse").seal([1], associatedData: [])
+        #expect(FileManager.default.fileExists(atPath: dir + "/master-v1.salt"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/master-v1.key"))
+        #expect(try KeyRing.load(directory: dir, passphrase: "correct horse").open(box, associatedData: []) == [1])
+        #expect(throws: VaultError(.authenticationFailed, "")) {
+            try KeyRing.load(directory: dir, passphrase: "wrong horse").open(box, associatedData: [])
+        }
+        #expect(throws: VaultError(.missingKeyFile, "")) { try KeyRing.load(directory: dir) }
+    }
+}
