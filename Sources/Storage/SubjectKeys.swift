@@ -143,6 +143,11 @@ public final class SubjectKeys: Sendable {
         return counts
     }
 
+    /// How many wrapped keys each master version protects, read from `store`.
+    public static func versionCounts(in store: Store) throws -> [UInt32: Int] {
+        try store.pool.read { try versionCounts(in: $0) }
+    }
+
     /// Re-wraps up to `batchSize` subject keys that are not yet under the current master version, in one
     /// transaction. Call until it returns 0; safe to interrupt and run again.
     /// - Returns: how many keys this batch re-wrapped.

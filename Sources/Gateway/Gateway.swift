@@ -1,1 +1,0 @@
-// Gateway: placeholder while the module is being written.

@@ -1,0 +1,34 @@
+import Foundation
+import Storage
+import Vault
+
+/// Where one Veil instance keeps its state. Several instances can live side by side with different paths.
+public struct RuntimePaths: Sendable {
+    public var dataDirectory: String
+    public var keysDirectory: String
+    public var policiesDirectory: String
+
+    public init(dataDirectory: String = "./data", keysDirectory: String = "./Keys", policiesDirectory: String = "./Policies") {
+        self.dataDirectory = dataDirectory
+        self.keysDirectory = keysDirectory
+        self.policiesDirectory = policiesDirectory
+    }
+
+    /// Consent, tokens, features, catalog.
+    public var operationalDatabase: String { (dataDirectory as NSString).appendingPathComponent("veil.sqlite") }
+    /// The append-only audit log, kept apart from operational data.
+    public var auditDatabase: String { (dataDirectory as NSString).appendingPathComponent("audit.sqlite") }
+}
+
+/// Opens the pieces of a Veil instance in one place, so the command line and the server agree on them.
+public enum Runtime {
+    /// Every module's tables in the operational database, lowest module first.
+    public static var operationalMigrations: [any MigrationSet] {
+        [SubjectKeys.Migrations()]
+    }
+
+    /// Opens (and migrates) the operational database.
+    public static func openOperationalStore(_ paths: RuntimePaths) throws -> Store {
+        try Store(path: paths.operationalDatabase, migrations: operationalMigrations, configuration: .init(fullSync: false))
+    }
+}

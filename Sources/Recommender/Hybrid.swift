@@ -1,0 +1,38 @@
+/// A weighted blend of several models. Each component's scores are standardised per user
+/// (z-scores over the catalog) before weighting, so weights compare across models with different scales.
+public struct HybridModel: ScoringModel {
+    public let name = "hybrid"
+    public let components: [any ScoringModel]
+    public let weights: [Float]
+    public var itemCount: Int { components[0].itemCount }
+
+    public init(components: [any ScoringModel], weights: [Float]) {
+        precondition(components.count == weights.count && !components.isEmpty)
+        precondition(components.allSatisfy { $0.itemCount == components[0].itemCount })
+        self.components = components
+        self.weights = weights
+    }
+
+    public func score(_ context: UserContext, into out: UnsafeMutableBufferPointer<Float>) {
+        for i in 0..<out.count { out[i] = 0 }
+        var buffer = [Float](repeating: 0, count: itemCount)
+        buffer.withUnsafeMutableBufferPointer { b in
+            for (model, weight) in zip(components, weights) where weight != 0 {
+                model.score(context, into: b)
+                HybridModel.standardise(b)
+                Vec.axpy(weight, b.baseAddress!, out.baseAddress!, itemCount)
+            }
+        }
+    }
+
+    /// In place: (x − mean) / std; all zeros when the row is constant.
+    static func standardise(_ b: UnsafeMutableBufferPointer<Float>) {
+        let n = Float(b.count)
+        var sum: Float = 0, squares: Float = 0
+        for v in b { sum += v; squares += v * v }
+        let mean = sum / n
+        let variance = max(squares / n - mean * mean, 0)
+        let scale: Float = variance > 1e-12 ? 1 / variance.squareRoot() : 0
+        for i in 0..<b.count { b[i] = (b[i] - mean) * scale }
+    }
+}

@@ -1,0 +1,44 @@
+/// The named models `veil evaluate` and the gateway can train, with their default hyperparameters.
+public enum ModelCatalog {
+    public static let names = ["popularity", "trending", "als", "item-knn", "item-knn-bm25", "ease", "hybrid"]
+
+    public struct Options: Sendable {
+        public var threads = 1
+        public var seed: UInt64 = 42
+        public var als = ALS.Configuration()
+        public var easeRegularization: Float = 250
+        public var trendingHalfLife: Double = 7 * 86_400
+        public init() {}
+    }
+
+    public struct UnknownModel: Error, CustomStringConvertible {
+        public let name: String
+        public var description: String { "unknown model '\(name)'; choose one of: \(ModelCatalog.names.joined(separator: ", ")), all" }
+    }
+
+    /// Trains model `name` on `split`'s training data.
+    public static func fit(_ name: String, on split: EvaluationSplit, options: Options) throws -> any ScoringModel {
+        let matrix = split.trainMatrix
+        switch name {
+        case "popularity":
+            return PopularityModel(matrix)
+        case "trending":
+            return TrendingModel(itemCount: matrix.columns, interactions: split.train, halfLife: options.trendingHalfLife)
+        case "als":
+            var cfg = options.als
+            cfg.threads = options.threads
+            cfg.seed = options.seed
+            return ALS(cfg).fit(matrix)
+        case "item-knn":
+            return ItemKNN(similarity: .cosine).fit(matrix)
+        case "item-knn-bm25":
+            return ItemKNN(similarity: .bm25).fit(matrix)
+        case "ease":
+            return EASE(regularization: options.easeRegularization, threads: options.threads).fit(matrix)
+        case "hybrid":
+            return HybridTrainer(options: options).fit(split)
+        default:
+            throw UnknownModel(name: name)
+        }
+    }
+}

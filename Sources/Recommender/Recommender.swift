@@ -1,1 +1,0 @@
-// Recommender: placeholder while the module is being written.

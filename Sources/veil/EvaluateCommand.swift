@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import Recommender
+
+struct EvaluateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Evaluate recommenders on a train/test split (protocol of shared/data/ml-100k/split/PROTOCOL.md).")
+
+    @Option(help: "Training ratings: user<TAB>item<TAB>rating<TAB>timestamp.") var train: String
+    @Option(help: "Test ratings, same format.") var test: String
+    @Option(help: "MovieLens u.item file: the catalog (coverage denominator) and item genres.") var items: String?
+    @Option(help: "Model name or 'all': \(ModelCatalog.names.joined(separator: ", ")).") var model: String = "all"
+    @Option(help: "List length.") var k: Int = 10
+    @Option(help: "Threads for training and scoring.") var threads: Int = 1
+    @Option(help: "Random seed.") var seed: UInt64 = 42
+    @Flag(help: "One JSON object per model per line.") var json = false
+
+    func validate() throws {
+        guard (1...100).contains(k) else { throw ValidationError("--k must be between 1 and 100") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard model == "all" || ModelCatalog.names.contains(model) else {
+            throw ValidationError("unknown model '\(model)'; choose one of: \(ModelCatalog.names.joined(separator: ", ")), all")
+        }
+    }
+
+    func run() throws {
+        let trainRows = try Dataset.parseRatings(readText(train))
+        let testRows = try Dataset.parseRatings(readText(test))
+        let catalog = try items.map { try Dataset.parseMovieLensItems(readText($0)).map { (id: $0.id, features: $0.genres) } } ?? []
+        let split = EvaluationSplit(train: trainRows, test: testRows, catalog: catalog)
+        var options = ModelCatalog.Options()
+        options.threads = threads
+        options.seed = seed
+        let names = model == "all" ? ModelCatalog.names : [model]
+        if !json {
+            print("| model | P@\(k) | R@\(k) | NDCG@\(k) | MAP@\(k) | coverage | train s | score s |")
+            print("|---|---|---|---|---|---|---|---|")
+        }
+        for name in names {
+            let clock = ContinuousClock()
+            var fitted: (any ScoringModel)?
+            let trainTime = try clock.measure { fitted = try ModelCatalog.fit(name, on: split, options: options) }
+            var lists: [[Int32]] = []
+            let scoreTime = clock.measure { lists = split.recommendAll(fitted!, k: k, threads: threads) }
+            let m = split.metrics(lists, k: k)
+            let trainSeconds = trainTime.seconds, scoreSeconds = scoreTime.seconds
+            if json {
+                let fields: [String] = [
+                    "\"model\":\"\(name)\"", "\"precision\":\(fmt(m.precision))", "\"recall\":\(fmt(m.recall))",
+                    "\"ndcg\":\(fmt(m.ndcg))", "\"map\":\(fmt(m.map))", "\"coverage\":\(fmt(m.coverage))",
+                    "\"train_s\":\(fmt(trainSeconds))", "\"score_s\":\(fmt(scoreSeconds))",
+                ]
+                print("{" + fields.joined(separator: ",") + "}")
+            } else {
+                print("| \(name) | \(fmt(m.precision)) | \(fmt(m.recall)) | \(fmt(m.ndcg)) | \(fmt(m.map)) | \(fmt(m.coverage, 3)) | \(fmt(trainSeconds, 3)) | \(fmt(scoreSeconds, 3)) |")
+            }
+        }
+    }
+
+    func readText(_ path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("cannot read \(path); check the path")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+func fmt(_ x: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)f", x) }
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

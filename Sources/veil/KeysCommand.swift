@@ -1,0 +1,97 @@
+import ArgumentParser
+import Gateway
+import Storage
+import Vault
+
+struct KeysCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys",
+        abstract: "Create, rotate and retire the key ring; re-wrap stored data keys.",
+        subcommands: [Init.self, Rotate.self, Rewrap.self, Retire.self, Status.self]
+    )
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a master key, a pseudonymization key and an Ed25519 audit key pair.",
+            discussion: "With VEIL_PASSPHRASE set, the master key is derived with Argon2id and only its salt is stored.")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            let ring = try KeyRing.initialize(directory: common.keysDirectory, passphrase: common.passphrase)
+            print("created key ring in \(common.keysDirectory): master v\(ring.currentVersion), pseudonym key, audit key pair")
+            print("audit public key: \(ring.auditSigner.publicKey.bytes.hexString) (also in \(common.keysDirectory)/audit.pub)")
+        }
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a new master key version; new data keys are wrapped under it, old ones still open.")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            let version = try KeyRing.rotate(directory: common.keysDirectory, passphrase: common.passphrase)
+            print("master key v\(version) is now current; run `veil keys rewrap` to move stored data keys to it")
+        }
+    }
+
+    struct Rewrap: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-wrap every stored subject data key under the current master key, in batches.",
+            discussion: "Each batch is one transaction: the command can be interrupted and run again.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Keys per transaction.") var batchSize: Int = 500
+
+        func validate() throws {
+            guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        }
+
+        func run() throws {
+            let ring = try KeyRing.load(directory: common.keysDirectory, passphrase: common.passphrase)
+            let store = try Runtime.openOperationalStore(common.paths)
+            let keys = SubjectKeys(ring: ring)
+            var total = 0
+            while true {
+                let n = try keys.rewrapBatch(in: store.pool, batchSize: batchSize)
+                if n == 0 { break }
+                total += n
+            }
+            try store.checkpointAndTruncate()
+            let counts = try SubjectKeys.versionCounts(in: store)
+            print("re-wrapped \(total) subject keys; keys per master version: \(describe(counts))")
+        }
+    }
+
+    struct Retire: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete master key versions below a minimum, after checking nothing is still wrapped under them.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Lowest master version to keep.") var below: UInt32
+
+        func run() throws {
+            let store = try Runtime.openOperationalStore(common.paths)
+            let counts = try SubjectKeys.versionCounts(in: store)
+            let stranded = counts.filter { $0.key < below }.values.reduce(0, +)
+            guard stranded == 0 else {
+                throw ValidationError("\(stranded) subject keys are still wrapped under versions below \(below); run `veil keys rewrap` first")
+            }
+            let retired = try KeyRing.retire(directory: common.keysDirectory, below: below)
+            print(retired.isEmpty ? "nothing to retire" : "retired master versions \(retired.map(String.init).joined(separator: ", "))")
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show master key versions and how many data keys each wraps.")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            let ring = try KeyRing.load(directory: common.keysDirectory, passphrase: common.passphrase)
+            print("master versions: \(ring.versions.map { "v\($0)" }.joined(separator: ", ")) (current v\(ring.currentVersion))")
+            let store = try Runtime.openOperationalStore(common.paths)
+            print("subject keys per version: \(describe(try SubjectKeys.versionCounts(in: store)))")
+        }
+    }
+}
+
+func describe(_ counts: [UInt32: Int]) -> String {
+    counts.isEmpty ? "none" : counts.sorted { $0.key < $1.key }.map { "v\($0.key)=\($0.value)" }.joined(separator: ", ")
+}
