@@ -97,9 +97,11 @@ public struct ALS: Sendable {
                 for _ in 0..<steps {
                     for a in 0..<f { ap[a] = Vec.dot(yty + a * f, p, f) }
                     for k in lo..<hi {
-                        let c = val[k]
+                        let weight = val[k] - 1
+                        // With confidence 1 an observed cell weighs like an unobserved one: nothing to add.
+                        if weight == 0 { continue }
                         let yi = y + Int(idx[k]) * f
-                        Vec.axpy((c - 1) * Vec.dot(yi, p, f), yi, ap, f)
+                        Vec.axpy(weight * Vec.dot(yi, p, f), yi, ap, f)
                     }
                     let denominator = Vec.dot(p, ap, f)
                     if denominator <= 0 { return }
@@ -158,5 +160,27 @@ public struct ALSModel: ScoringModel {
                 for i in 0..<itemCount { out[i] = Vec.dot(items.baseAddress! + i * f, v.baseAddress!, f) }
             }
         }
+    }
+}
+
+extension ALSModel {
+    /// The weighted squared loss ALS minimises, summed densely over all cells (for tests and diagnostics on
+    /// small matrices): Σ c_ui (p_ui − x_u·y_i)² + λ(‖X‖² + ‖Y‖²), with c = 1 and p = 0 off the observed cells.
+    public func loss(on userItems: SparseMatrix) -> Double {
+        let f = factors
+        let users = userFactors.count / f
+        var total = 0.0
+        for u in 0..<users {
+            var observed: [Int32: Float] = [:]
+            for p in userItems.offsets[u]..<userItems.offsets[u + 1] { observed[userItems.indices[p]] = userItems.values[p] * configuration.alpha }
+            for i in 0..<itemCount {
+                var prediction: Float = 0
+                for a in 0..<f { prediction += userFactors[u * f + a] * itemFactors[i * f + a] }
+                let (c, target): (Float, Float) = observed[Int32(i)].map { ($0, 1) } ?? (1, 0)
+                total += Double(c * (target - prediction) * (target - prediction))
+            }
+        }
+        let norms = userFactors.reduce(0) { $0 + Double($1 * $1) } + itemFactors.reduce(0) { $0 + Double($1 * $1) }
+        return total + Double(configuration.regularization) * norms
     }
 }

@@ -1,1 +1,0 @@
-// Policy: placeholder while the module is being written.

@@ -1,0 +1,95 @@
+/// Every action a principal can be allowed. Routes map to exactly one action each.
+public enum Action: String, Sendable, CaseIterable, Hashable, Codable {
+    case eventsWrite = "events:write"
+    case consentWrite = "consent:write"
+    case consentRead = "consent:read"
+    case catalogWrite = "catalog:write"
+    case recommendationsRead = "recommendations:read"
+    case auditRead = "audit:read"
+    case auditExport = "audit:export"
+    case subjectsExport = "subjects:export"
+    case subjectsErase = "subjects:erase"
+    case keysRotate = "keys:rotate"
+    case policyReload = "policy:reload"
+}
+
+/// The legal ground a purpose rests on.
+public enum LawfulBasis: String, Sendable, CaseIterable, Codable {
+    case consent
+    case contract
+    case legitimateInterest = "legitimate-interest"
+}
+
+/// How a field is generalized before storage.
+public enum FieldRule: String, Sendable, CaseIterable, Codable {
+    case keep
+    case drop
+    /// Age or birth year → a ten-year band ("25-34").
+    case ageBand = "age-band"
+    /// Location → country or first-level region ("DE-BY" → "DE-BY", "Berlin, DE" → "DE").
+    case region
+    /// User-agent-like device strings → mobile | tablet | desktop | other.
+    case deviceClass = "device-class"
+    /// Referrer URL → search | social | direct | email | other.
+    case referrerClass = "referrer-class"
+    /// Timestamp → the UTC day.
+    case day
+}
+
+public struct Purpose: Sendable, Equatable {
+    public let name: String
+    public let version: Int
+    public let description: String
+    public let lawfulBasis: LawfulBasis
+    public let categories: [String]
+    public let retentionDays: Int
+
+    /// Consent-based purposes default to "no consent"; others apply without a consent record.
+    public var requiresConsent: Bool { lawfulBasis == .consent }
+}
+
+public struct DataCategory: Sendable, Equatable {
+    public let name: String
+    public let description: String
+    /// Field name → rule, for the fields this category keeps in any form.
+    public let fields: [String: FieldRule]
+}
+
+public struct Role: Sendable, Equatable {
+    public let name: String
+    public let actions: Set<Action>
+}
+
+/// A consent notice text shown to people; consents name it by version and the ledger stores its hash.
+public struct Notice: Sendable, Equatable {
+    public let version: String
+    /// Hex BLAKE2b-256 of the notice file's bytes.
+    public let hash: String
+}
+
+/// The validated content of a policy directory.
+public struct PolicySet: Sendable {
+    public let purposes: [String: Purpose]
+    public let categories: [String: DataCategory]
+    public let neverStored: Set<String>
+    public let roles: [String: Role]
+    public let notices: [String: Notice]
+    /// Hex hash of the canonical content: changes whenever any rule changes, not when comments or order do.
+    public let version: String
+
+    /// Whether `role` may perform `action`. Unknown roles may do nothing.
+    public func allows(role: String, _ action: Action) -> Bool {
+        roles[role]?.actions.contains(action) ?? false
+    }
+
+    /// The rule for `field` of `category`, with `never_stored` taking precedence.
+    public func rule(category: String, field: String) -> FieldRule {
+        if neverStored.contains(field) { return .drop }
+        return categories[category]?.fields[field] ?? .drop
+    }
+
+    /// The purposes that may use `category`.
+    public func purposes(using category: String) -> [Purpose] {
+        purposes.values.filter { $0.categories.contains(category) }.sorted { $0.name < $1.name }
+    }
+}

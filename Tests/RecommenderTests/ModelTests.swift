@@ -1,0 +1,185 @@
+import Foundation
+import Testing
+@testable import Recommender
+
+/// Two planted taste groups: users 0..<20 like items 0..<10, users 20..<40 like items 10..<20.
+/// Each user saw 6 of their group's 10 items.
+func plantedMatrix() -> (SparseMatrix, [Interaction]) {
+    var interactions: [Interaction] = []
+    for u in 0..<40 {
+        let base = u < 20 ? 0 : 10
+        for j in 0..<6 { interactions.append(Interaction(user: Int32(u), item: Int32(base + (u + j * 3) % 10), time: Int64(u * 100 + j))) }
+    }
+    return (SparseMatrix(users: 40, items: 20, interactions: interactions), interactions)
+}
+
+func groupPrecision(_ model: any ScoringModel, _ matrix: SparseMatrix) -> Double {
+    var hits = 0, total = 0
+    for u in 0..<matrix.rows {
+        let context = UserContext(user: u, items: Array(matrix.columns(ofRow: u)))
+        let top = model.recommend(context, k: 3)
+        let group = u < 20 ? 0..<10 : 10..<20
+        hits += top.items.filter { group.contains(Int($0)) }.count
+        total += top.items.count
+    }
+    return Double(hits) / Double(total)
+}
+
+@Suite struct ModelTests {
+    @Test func alsLossFallsAndPlantedStructureIsRecovered() {
+        let (matrix, _) = plantedMatrix()
+        var cfg = ALS.Configuration()
+        cfg.factors = 2
+        cfg.regularization = 0.1
+        cfg.alpha = 10
+        cfg.iterations = 0
+        let initial = ALS(cfg).fit(matrix).loss(on: matrix)
+        cfg.iterations = 1
+        let one = ALS(cfg).fit(matrix).loss(on: matrix)
+        cfg.iterations = 10
+        let model = ALS(cfg).fit(matrix)
+        let ten = model.loss(on: matrix)
+        #expect(one < initial)
+        #expect(ten < one)
+        #expect(groupPrecision(model, matrix) > 0.95)
+    }
+
+    @Test func alsIsDeterministicForASeedAndThreadCount() {
+        let (matrix, _) = plantedMatrix()
+        var cfg = ALS.Configuration()
+        cfg.factors = 8
+        cfg.iterations = 3
+        cfg.threads = 2
+        let a = ALS(cfg).fit(matrix), b = ALS(cfg).fit(matrix)
+        #expect(a.userFactors == b.userFactors)
+        #expect(a.itemFactors == b.itemFactors)
+        cfg.seed = 7
+        #expect(ALS(cfg).fit(matrix).userFactors != a.userFactors)
+    }
+
+    @Test func foldInPlacesANewUserInTheRightGroupWithoutRetraining() {
+        let (matrix, _) = plantedMatrix()
+        var cfg = ALS.Configuration()
+        cfg.factors = 4
+        cfg.alpha = 10
+        cfg.iterations = 10
+        let model = ALS(cfg).fit(matrix)
+        let newcomer = UserContext(user: nil, items: [11, 12, 13])
+        let top = model.recommend(newcomer, k: 3)
+        #expect(top.items.allSatisfy { (10..<20).contains($0) && ![11, 12, 13].contains($0) })
+    }
+
+    @Test func itemKNNAndEASERecoverThePlantedGroups() {
+        let (matrix, _) = plantedMatrix()
+        #expect(groupPrecision(ItemKNN(similarity: .cosine, neighbours: 10).fit(matrix), matrix) == 1)
+        #expect(groupPrecision(ItemKNN(similarity: .bm25, neighbours: 10).fit(matrix), matrix) == 1)
+        #expect(groupPrecision(EASE(regularization: 5).fit(matrix), matrix) == 1)
+    }
+
+    @Test func easeMatchesABruteForceSolve() {
+        var rng = SeededGenerator(seed: 3)
+        var entries: [(row: Int32, column: Int32, value: Float)] = []
+        for u in 0..<30 { for i in 0..<12 where rng.nextFloat() < 0.3 { entries.append((Int32(u), Int32(i), 1)) } }
+        let matrix = SparseMatrix(rows: 30, columns: 12, entries: entries)
+        let lambda: Float = 2
+        let model = EASE(regularization: lambda).fit(matrix)
+        // Brute force: B = argmin ‖X − XB‖² + λ‖B‖² with diag(B) = 0, solved column by column through the
+        // normal equations restricted to the other items.
+        let n = 12
+        var gram = [[Double]](repeating: [Double](repeating: 0, count: n), count: n)
+        for u in 0..<30 {
+            let cols = Array(matrix.columns(ofRow: u))
+            for a in cols { for b in cols { gram[Int(a)][Int(b)] += 1 } }
+        }
+        for j in 0..<n {
+            let others = (0..<n).filter { $0 != j }
+            var system = others.map { a in others.map { b in gram[a][b] + (a == b ? Double(lambda) : 0) } + [gram[a][j]] }
+            // Gaussian elimination with partial pivoting.
+            let m = others.count
+            for c in 0..<m {
+                let pivot = (c..<m).max { abs(system[$0][c]) < abs(system[$1][c]) }!
+                system.swapAt(c, pivot)
+                for r in 0..<m where r != c {
+                    let factor = system[r][c] / system[c][c]
+                    for k in c...m { system[r][k] -= factor * system[c][k] }
+                }
+            }
+            for (r, a) in others.enumerated() {
+                let expected = system[r][m] / system[r][r]
+                #expect(abs(Double(model.weights[a * n + j]) - expected) < 1e-4, "B[\(a),\(j)]")
+            }
+            #expect(model.weights[j * n + j] == 0)
+        }
+    }
+
+    @Test func recommendationsNeverContainHistoryOrExcludedItems() {
+        let (matrix, _) = plantedMatrix()
+        let models: [any ScoringModel] = [
+            EASE(regularization: 5).fit(matrix), ItemKNN().fit(matrix), PopularityModel(matrix),
+        ]
+        for model in models {
+            for u in 0..<matrix.rows {
+                let history = Array(matrix.columns(ofRow: u))
+                let excluded: Set<Int32> = [0, 10, 19]
+                let top = model.recommend(UserContext(user: u, items: history), k: 20, excluded: excluded)
+                #expect(top.items.allSatisfy { !history.contains($0) && !excluded.contains($0) })
+                #expect(top.items.count == 20 - history.count - excluded.subtracting(history).count)
+            }
+        }
+    }
+
+    @Test func trendingCountsOnlyThePastAndFavoursRecentEvents() {
+        let events = [
+            Interaction(user: 0, item: 0, time: 0), Interaction(user: 1, item: 0, time: 10),
+            Interaction(user: 2, item: 1, time: 1000), Interaction(user: 3, item: 2, time: 5000),
+        ]
+        let model = TrendingModel(itemCount: 3, interactions: events, halfLife: 100)
+        var scores = [Float](repeating: 0, count: 3)
+        scores.withUnsafeMutableBufferPointer { model.score(UserContext(user: nil, items: [], time: 1100), into: $0) }
+        #expect(scores[2] == 0)
+        #expect(scores[1] > scores[0])
+        #expect(abs(scores[1] - 0.5) < 1e-4)
+    }
+
+    @Test func hybridWeightsAreLearnedOnValidationAndItScores() throws {
+        // Users of two groups rating over time; the split's validation carve-out drives the weights.
+        var train: [RatingRow] = [], test: [RatingRow] = []
+        for u in 0..<40 {
+            let base = u < 20 ? 0 : 10
+            for j in 0..<8 {
+                let row = RatingRow(user: "u\(u)", item: "i\(base + (u + j * 3) % 10)", rating: 4, timestamp: Int64(j))
+                if j < 6 { train.append(row) } else { test.append(row) }
+            }
+        }
+        let split = EvaluationSplit(train: train, test: test)
+        var options = ModelCatalog.Options()
+        options.als.factors = 4
+        options.easeRegularization = 5
+        let hybrid = try ModelCatalog.fit("hybrid", on: split, options: options) as! HybridModel
+        #expect(hybrid.weights.count == HybridTrainer.componentNames.count)
+        #expect(hybrid.weights[0] == 1)
+        let m = split.metrics(split.recommendAll(hybrid, k: 3, threads: 2), k: 3)
+        #expect(m.recall > 0.5)
+    }
+}
+
+@Suite struct DatasetTests {
+    @Test func parsesRatingsAndNamesTheBadLine() throws {
+        let rows = try Dataset.parseRatings("1\t10\t5\t100\n2\t20\t3\t200\n")
+        #expect(rows == [RatingRow(user: "1", item: "10", rating: 5, timestamp: 100), RatingRow(user: "2", item: "20", rating: 3, timestamp: 200)])
+        do {
+            _ = try Dataset.parseRatings("1\t10\t5\t100\n2\t20\n")
+            Issue.record("a short line was accepted")
+        } catch let error as DatasetError {
+            #expect(error.line == 2)
+        }
+    }
+
+    @Test func validationSplitHoldsOutTheLastFifthOfEachUsersTrainRows() {
+        let train = (0..<10).map { RatingRow(user: "u", item: "i\($0)", rating: 1, timestamp: Int64($0)) }
+        let split = EvaluationSplit(train: train, test: [])
+        let validation = split.validationSplit()
+        #expect(validation.train.count == 8)
+        #expect(validation.relevant[0] == Set([split.items.firstIndex(of: "i8")!, split.items.firstIndex(of: "i9")!].map(Int32.init)))
+    }
+}
