@@ -36,11 +36,27 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams"), "Vault"],
             swiftSettings: swiftSettings
         ),
-        .target(name: "Consent", dependencies: ["Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
-        .target(name: "Pseudonymization", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
-        .target(name: "Audit", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
-        .target(name: "Ingestion", dependencies: ["Policy", "Consent", "Pseudonymization"], swiftSettings: swiftSettings),
-        .target(name: "FeatureStore", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
+        .target(
+            name: "Pseudonymization",
+            dependencies: ["Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Consent",
+            dependencies: ["Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Audit",
+            dependencies: ["Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "Ingestion", dependencies: ["Policy", "Pseudonymization"], swiftSettings: swiftSettings),
+        .target(
+            name: "FeatureStore",
+            dependencies: ["Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
         .target(name: "Recommender", swiftSettings: swiftSettings),
         .target(
             name: "Gateway",
@@ -64,6 +80,21 @@ let package = Package(
         .testTarget(name: "VaultTests", dependencies: ["Vault"], swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "PseudonymizationTests",
+            dependencies: ["Pseudonymization", "Policy", "Storage", "Vault"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ConsentTests",
+            dependencies: ["Consent", "Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AuditTests",
+            dependencies: ["Audit", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "RecommenderTests", dependencies: ["Recommender"], swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayTests",

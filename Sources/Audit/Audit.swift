@@ -1,1 +1,0 @@
-// Audit: placeholder while the module is being written.

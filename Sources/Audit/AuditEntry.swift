@@ -1,0 +1,70 @@
+import Foundation
+import Vault
+
+/// What happened, as submitted by the gateway or the command line. Holds tokens, never raw subject ids.
+public struct AuditRecord: Sendable, Equatable, Codable {
+    public var actor: String
+    public var role: String
+    public var action: String
+    public var resource: String
+    public var subjectToken: String?
+    public var purpose: String?
+    /// `allowed`, `denied`, `error`, or a domain outcome such as `erased`.
+    public var outcome: String
+    public var reason: String
+    public var requestID: String
+
+    public init(actor: String, role: String, action: String, resource: String, subjectToken: String? = nil,
+                purpose: String? = nil, outcome: String, reason: String = "", requestID: String = "") {
+        self.actor = actor
+        self.role = role
+        self.action = action
+        self.resource = resource
+        self.subjectToken = subjectToken
+        self.purpose = purpose
+        self.outcome = outcome
+        self.reason = reason
+        self.requestID = requestID
+    }
+}
+
+/// A record in the chain: sequence number, time, previous hash and own hash.
+public struct AuditEntry: Sendable, Equatable, Codable {
+    public var sequence: Int64
+    /// Milliseconds since the epoch, UTC.
+    public var at: Int64
+    public var record: AuditRecord
+    public var previousHash: String
+    public var hash: String
+
+    /// BLAKE2b-256 over a canonical, length-prefixed encoding of every field and the previous hash.
+    static func computeHash(sequence: Int64, at: Int64, record r: AuditRecord, previousHash: String) -> String {
+        var out: [UInt8] = Array("veil.audit.v1".utf8)
+        func put(_ s: String) {
+            let b = Array(s.utf8)
+            out += withUnsafeBytes(of: UInt32(b.count).bigEndian, Array.init)
+            out += b
+        }
+        put(String(sequence)); put(String(at)); put(r.actor); put(r.role); put(r.action); put(r.resource)
+        put(r.subjectToken ?? "-"); put(r.purpose ?? "-"); put(r.outcome); put(r.reason); put(r.requestID); put(previousHash)
+        return Hash.blake2b(out).hexString
+    }
+}
+
+/// A signed statement of the chain head: "the log had `sequence` entries ending in `headHash`".
+public struct AuditCheckpoint: Sendable, Equatable, Codable {
+    public var sequence: Int64
+    public var headHash: String
+    public var at: Int64
+    /// Hex Ed25519 signature over ``message``.
+    public var signature: String
+
+    public var message: [UInt8] { Array("veil.audit.checkpoint.v1|\(sequence)|\(headHash)|\(at)".utf8) }
+}
+
+/// The one error type of the Audit module.
+public struct AuditError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import GRDB
+import Storage
+import Vault
+
+/// The tamper-evident access log, in its own database file.
+///
+/// Append-only: triggers refuse UPDATE and DELETE, and no code path issues them. Appends are group-committed:
+/// callers that arrive while a transaction is being written share the next one, and each caller resumes
+/// only once its entry is durable (synchronous = FULL).
+public actor AuditLog {
+    public struct Migrations: MigrationSet {
+        public init() {}
+        public func register(in migrator: inout DatabaseMigrator) {
+            migrator.registerMigration("audit.v1.entries") { db in
+                try db.execute(sql: """
+                    CREATE TABLE entries (
+                        seq INTEGER PRIMARY KEY,
+                        at INTEGER NOT NULL,
+                        actor TEXT NOT NULL,
+                        role TEXT NOT NULL,
+                        action TEXT NOT NULL,
+                        resource TEXT NOT NULL,
+                        subject_token TEXT,
+                        purpose TEXT,
+                        outcome TEXT NOT NULL,
+                        reason TEXT NOT NULL,
+                        request_id TEXT NOT NULL,
+                        prev_hash TEXT NOT NULL,
+                        hash TEXT NOT NULL
+                    );
+                    CREATE INDEX entries_subject ON entries(subject_token, seq);
+                    CREATE INDEX entries_actor ON entries(actor, seq);
+                    CREATE TABLE checkpoints (
+                        seq INTEGER PRIMARY KEY,
+                        head_hash TEXT NOT NULL,
+                        at INTEGER NOT NULL,
+                        signature TEXT NOT NULL
+                    );
+                    CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    """)
+            }
+        }
+    }
+
+    public static let genesisHash = String(repeating: "0", count: 64)
+
+    public nonisolated let store: Store
+    private let signer: SigningKeyPair
+    private let checkpointInterval: Int64
+    private let now: @Sendable () -> Date
+    private var headSequence: Int64
+    private var headHash: String
+    private var lastCheckpoint: Int64
+    private var queue: [(AuditRecord, CheckedContinuation<AuditEntry, any Error>)] = []
+    private var flushing = false
+
+    /// Opens (creating) the audit database at `path`.
+    /// - Parameters:
+    ///   - checkpointInterval: sign a checkpoint every this many entries.
+    ///   - now: the clock, injected for tests.
+    public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = 1000, now: @escaping @Sendable () -> Date = Date.init) throws {
+        store = try Store(path: path, migrations: [Migrations()], configuration: .init(fullSync: true))
+        self.signer = signer
+        self.checkpointInterval = checkpointInterval
+        self.now = now
+        let head = try store.pool.read { db in try Row.fetchOne(db, sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1") }
+        headSequence = head?["seq"] ?? 0
+        headHash = head?["hash"] ?? Self.genesisHash
+        lastCheckpoint = try store.pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM checkpoints") } ?? 0
+    }
+
+    /// Appends one entry and returns once it is durable.
+    @discardableResult
+    public func append(_ record: AuditRecord) async throws -> AuditEntry {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.append((record, continuation))
+            if !flushing {
+                flushing = true
+                Task { await self.flush() }
+            }
+        }
+    }
+
+    /// Writes queued entries in as few transactions as the arrival pattern allows.
+    private func flush() async {
+        while !queue.isEmpty {
+            let batch = queue
+            queue = []
+            var entries: [AuditEntry] = []
+            entries.reserveCapacity(batch.count)
+            var sequence = headSequence, previous = headHash
+            let at = Int64(now().timeIntervalSince1970 * 1000)
+            for (record, _) in batch {
+                sequence += 1
+                let hash = AuditEntry.computeHash(sequence: sequence, at: at, record: record, previousHash: previous)
+                entries.append(AuditEntry(sequence: sequence, at: at, record: record, previousHash: previous, hash: hash))
+                previous = hash
+            }
+            let checkpoint: AuditCheckpoint? = sequence / checkpointInterval > lastCheckpoint / checkpointInterval
+                ? makeCheckpoint(sequence: sequence, head: previous) : nil
+            let toWrite = entries
+            do {
+                try await store.pool.write { db in
+                    for e in toWrite { try Self.insert(e, in: db) }
+                    if let checkpoint { try Self.insert(checkpoint, in: db) }
+                }
+                headSequence = sequence
+                headHash = previous
+                if let checkpoint { lastCheckpoint = checkpoint.sequence }
+                for (i, (_, continuation)) in batch.enumerated() { continuation.resume(returning: entries[i]) }
+            } catch {
+                for (_, continuation) in batch { continuation.resume(throwing: AuditError("audit append failed: \(error)")) }
+            }
+        }
+        flushing = false
+    }
+
+    private func makeCheckpoint(sequence: Int64, head: String) -> AuditCheckpoint {
+        var cp = AuditCheckpoint(sequence: sequence, headHash: head, at: Int64(now().timeIntervalSince1970 * 1000), signature: "")
+        cp.signature = signer.sign(cp.message).hexString
+        return cp
+    }
+
+    /// Signs a checkpoint over the current head (at shutdown, say). No-op when the head is already checkpointed.
+    @discardableResult
+    public func checkpoint() async throws -> AuditCheckpoint? {
+        guard headSequence > lastCheckpoint else { return nil }
+        let cp = makeCheckpoint(sequence: headSequence, head: headHash)
+        try await store.pool.write { db in try Self.insert(cp, in: db) }
+        lastCheckpoint = cp.sequence
+        return cp
+    }
+
+    /// The number of entries.
+    public var count: Int64 { headSequence }
+
+    static func insert(_ e: AuditEntry, in db: Database) throws {
+        let r = e.record
+        try db.execute(
+            sql: """
+                INSERT INTO entries (seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [e.sequence, e.at, r.actor, r.role, r.action, r.resource, r.subjectToken, r.purpose, r.outcome, r.reason, r.requestID, e.previousHash, e.hash])
+    }
+
+    static func insert(_ c: AuditCheckpoint, in db: Database) throws {
+        try db.execute(sql: "INSERT INTO checkpoints (seq, head_hash, at, signature) VALUES (?, ?, ?, ?)",
+                       arguments: [c.sequence, c.headHash, c.at, c.signature])
+    }
+}

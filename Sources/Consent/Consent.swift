@@ -1,1 +1,0 @@
-// Consent: placeholder while the module is being written.

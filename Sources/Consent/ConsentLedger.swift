@@ -1,0 +1,182 @@
+import Foundation
+import GRDB
+import Policy
+import Storage
+import Vault
+
+/// The append-only, hash-chained consent ledger and the current state derived from it.
+///
+/// Each event's hash covers its content, its sequence number and the previous event's hash, so an edited,
+/// deleted, inserted or reordered event breaks the chain at that point (see ``verify(in:)``).
+/// Consent-based purposes default to "no consent".
+public struct ConsentLedger: Sendable {
+    public struct Migrations: MigrationSet {
+        public init() {}
+        public func register(in migrator: inout DatabaseMigrator) {
+            migrator.registerMigration("consent.v1.ledger") { db in
+                try db.execute(sql: """
+                    CREATE TABLE consent_events (
+                        seq INTEGER PRIMARY KEY,
+                        token TEXT NOT NULL,
+                        purpose TEXT NOT NULL,
+                        body TEXT NOT NULL,
+                        prev_hash TEXT NOT NULL,
+                        hash TEXT NOT NULL
+                    );
+                    CREATE INDEX consent_events_token ON consent_events(token, seq);
+                    CREATE TABLE consent_state (
+                        token TEXT NOT NULL,
+                        purpose TEXT NOT NULL,
+                        granted INTEGER NOT NULL,
+                        seq INTEGER NOT NULL,
+                        expires_at INTEGER,
+                        PRIMARY KEY (token, purpose)
+                    ) WITHOUT ROWID;
+                    CREATE TRIGGER consent_events_no_update BEFORE UPDATE ON consent_events
+                        BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
+                    CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events
+                        BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
+                    """)
+            }
+        }
+    }
+
+    public static let genesisHash = String(repeating: "0", count: 64)
+    public let policy: PolicySet
+
+    public init(policy: PolicySet) { self.policy = policy }
+
+    /// Builds a complete event from a request, filling purpose version, lawful basis and notice hash from the
+    /// policy. Refuses an unknown purpose or notice version.
+    public func makeEvent(
+        token: SubjectToken, purpose: String, granted: Bool, at: Date, sourceApp: String, principal: String,
+        method: ConsentMethod, noticeVersion: String, jurisdiction: String, expiresAt: Date? = nil
+    ) throws -> ConsentEvent {
+        guard let p = policy.purposes[purpose] else {
+            throw ConsentError(.unknownPurpose, "unknown purpose '\(purpose)'; known: \(policy.purposes.keys.sorted().joined(separator: ", "))")
+        }
+        guard let notice = policy.notices[noticeVersion] else {
+            throw ConsentError(.unknownNotice, "unknown notice version '\(noticeVersion)'; known: \(policy.notices.keys.sorted().joined(separator: ", "))")
+        }
+        guard !jurisdiction.isEmpty else { throw ConsentError(.invalid, "jurisdiction is required") }
+        return ConsentEvent(
+            token: token, purpose: purpose, purposeVersion: p.version, lawfulBasis: p.lawfulBasis.rawValue, granted: granted,
+            at: Int64(at.timeIntervalSince1970 * 1000), sourceApp: sourceApp, principal: principal, method: method,
+            noticeVersion: noticeVersion, noticeHash: notice.hash, jurisdiction: jurisdiction,
+            expiresAt: expiresAt.map { Int64($0.timeIntervalSince1970 * 1000) })
+    }
+
+    /// Appends an event and updates the current state in the same transaction.
+    @discardableResult
+    public func append(_ event: ConsentEvent, in db: Database) throws -> ConsentRecord {
+        let head = try Row.fetchOne(db, sql: "SELECT seq, hash FROM consent_events ORDER BY seq DESC LIMIT 1")
+        let sequence: Int64 = (head?["seq"] ?? 0) + 1
+        let previous: String = head?["hash"] ?? Self.genesisHash
+        let hash = Hash.blake2b(event.canonicalBytes(sequence: sequence, previousHash: previous)).hexString
+        let body = String(decoding: try JSONEncoder.sorted.encode(event), as: UTF8.self)
+        try db.execute(
+            sql: "INSERT INTO consent_events (seq, token, purpose, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [sequence, event.token.rawValue, event.purpose, body, previous, hash])
+        try db.execute(
+            sql: """
+                INSERT INTO consent_state (token, purpose, granted, seq, expires_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(token, purpose) DO UPDATE SET granted = excluded.granted, seq = excluded.seq, expires_at = excluded.expires_at
+                """,
+            arguments: [event.token.rawValue, event.purpose, event.granted, sequence, event.expiresAt])
+        return ConsentRecord(sequence: sequence, event: event, previousHash: previous, hash: hash)
+    }
+
+    /// Records a Global Privacy Control signal: a withdrawal of `marketing`. When a live explicit opt-in exists,
+    /// the withdrawal carries `gpcConflict = true` so both stay visible.
+    @discardableResult
+    public func recordGPC(token: SubjectToken, at: Date, sourceApp: String, principal: String, noticeVersion: String, jurisdiction: String, in db: Database) throws -> ConsentRecord {
+        var event = try makeEvent(
+            token: token, purpose: "marketing", granted: false, at: at, sourceApp: sourceApp, principal: principal,
+            method: .gpc, noticeVersion: noticeVersion, jurisdiction: jurisdiction)
+        let current = try decision(token: token, purpose: "marketing", at: at, in: db)
+        event.gpcConflict = current.allowed
+        return try append(event, in: db)
+    }
+
+    /// Whether `purpose` may use `token`'s data at `at`.
+    public func decision(token: SubjectToken, purpose: String, at: Date, in db: Database) throws -> ConsentDecision {
+        guard let p = policy.purposes[purpose] else { return ConsentDecision(allowed: false, reason: .unknownPurpose) }
+        guard p.requiresConsent else { return ConsentDecision(allowed: true, reason: .notConsentBased) }
+        guard let row = try Row.fetchOne(db, sql: "SELECT granted, expires_at FROM consent_state WHERE token = ? AND purpose = ?", arguments: [token.rawValue, purpose]) else {
+            return ConsentDecision(allowed: false, reason: .noRecord)
+        }
+        guard row["granted"] as Bool else { return ConsentDecision(allowed: false, reason: .withdrawn) }
+        if let expires: Int64 = row["expires_at"], expires <= Int64(at.timeIntervalSince1970 * 1000) {
+            return ConsentDecision(allowed: false, reason: .expired)
+        }
+        return ConsentDecision(allowed: true, reason: .granted)
+    }
+
+    /// Current state per purpose (every purpose of the policy).
+    public func state(token: SubjectToken, at: Date, in db: Database) throws -> [String: ConsentDecision] {
+        var out: [String: ConsentDecision] = [:]
+        for purpose in policy.purposes.keys { out[purpose] = try decision(token: token, purpose: purpose, at: at, in: db) }
+        return out
+    }
+
+    /// Every event of one subject, oldest first, with hashes: the proof of consent (GDPR Art. 7(1)).
+    public func history(token: SubjectToken, in db: Database) throws -> [ConsentRecord] {
+        try Row.fetchAll(db, sql: "SELECT seq, body, prev_hash, hash FROM consent_events WHERE token = ? ORDER BY seq", arguments: [token.rawValue]).map(Self.record)
+    }
+
+    static func record(_ row: Row) throws -> ConsentRecord {
+        let body: String = row["body"]
+        let event = try JSONDecoder().decode(ConsentEvent.self, from: Data(body.utf8))
+        return ConsentRecord(sequence: row["seq"], event: event, previousHash: row["prev_hash"], hash: row["hash"])
+    }
+
+    /// The outcome of a chain check.
+    public struct Verification: Sendable, Equatable {
+        public var events: Int
+        /// The first sequence number whose event or link does not verify; nil when intact.
+        public var firstBadSequence: Int64?
+        public var reason: String?
+        public var intact: Bool { firstBadSequence == nil }
+    }
+
+    /// Recomputes every hash and link. Detects an edited, deleted, inserted or reordered event.
+    public func verify(in db: Database) throws -> Verification {
+        var expectedSequence: Int64 = 1
+        var previous = Self.genesisHash
+        var count = 0
+        let cursor = try Row.fetchCursor(db, sql: "SELECT seq, token, purpose, body, prev_hash, hash FROM consent_events ORDER BY seq")
+        while let row = try cursor.next() {
+            let seq: Int64 = row["seq"]
+            func bad(_ reason: String) -> Verification { Verification(events: count, firstBadSequence: min(seq, expectedSequence), reason: reason) }
+            guard seq == expectedSequence else { return bad("sequence gap or reordering: expected \(expectedSequence), found \(seq)") }
+            guard (row["prev_hash"] as String) == previous else { return bad("link to the previous event is broken") }
+            guard let record = try? Self.record(row),
+                  record.event.token.rawValue == (row["token"] as String), record.event.purpose == (row["purpose"] as String) else {
+                return bad("event body is unreadable or disagrees with its columns")
+            }
+            let hash = Hash.blake2b(record.event.canonicalBytes(sequence: seq, previousHash: previous)).hexString
+            guard hash == (row["hash"] as String) else { return bad("event content does not match its hash") }
+            previous = hash
+            expectedSequence += 1
+            count += 1
+        }
+        return Verification(events: count, firstBadSequence: nil, reason: nil)
+    }
+
+    /// Consent events past their expiry become "expired" through ``decision(token:purpose:at:in:)``; this
+    /// lists the (token, purpose) pairs that lapsed, for the retention job to act on.
+    public func lapsed(at: Date, in db: Database) throws -> [(SubjectToken, String)] {
+        try Row.fetchAll(db, sql: "SELECT token, purpose FROM consent_state WHERE granted = 1 AND expires_at IS NOT NULL AND expires_at <= ?",
+                         arguments: [Int64(at.timeIntervalSince1970 * 1000)]).compactMap { row in
+            SubjectToken(rawValue: row["token"]).map { ($0, row["purpose"]) }
+        }
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}

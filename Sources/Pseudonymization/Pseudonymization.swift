@@ -1,1 +1,0 @@
-// Pseudonymization: placeholder while the module is being written.

@@ -1,0 +1,25 @@
+import Storage
+import Vault
+
+/// Turns an app's subject ids into tokens. Stable for a key; namespaces (apps, tenants, or domains such as
+/// recommender vs analytics) give unlinkable tokens for the same id.
+public struct Tokenizer: Sendable {
+    private let key: SecretKey
+    /// The namespace used when a caller names none.
+    public let defaultNamespace: String
+
+    public init(key: SecretKey, defaultNamespace: String = "default") {
+        self.key = key
+        self.defaultNamespace = defaultNamespace
+    }
+
+    /// The token of `subject` in `namespace`.
+    public func token(for subject: String, namespace: String? = nil) -> SubjectToken {
+        let ns = Array((namespace ?? defaultNamespace).utf8)
+        // Length-prefixing the namespace keeps ("ab", "c") and ("a", "bc") apart.
+        var message = withUnsafeBytes(of: UInt32(ns.count).bigEndian, Array.init)
+        message += ns
+        message += Array(subject.utf8)
+        return SubjectToken(rawValue: Hash.keyed(message, key: key, length: 16).hexString)!
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import GRDB
+import Testing
+import Vault
+@testable import Audit
+
+struct AuditFixture {
+    let path: String
+    let signer = SigningKeyPair.generate()
+    let log: AuditLog
+
+    init(checkpointInterval: Int64 = 10) throws {
+        path = NSTemporaryDirectory() + "veil-audit-\(UUID().uuidString)/audit.sqlite"
+        log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval)
+    }
+
+    func fill(_ n: Int) async throws {
+        for i in 0..<n {
+            try await log.append(AuditRecord(actor: "app-\(i % 3)", role: "app", action: "events:write", resource: "/v1/events",
+                                             subjectToken: String(format: "%032x", i), outcome: i % 5 == 0 ? "denied" : "allowed",
+                                             reason: "r\(i)", requestID: "req-\(i)"))
+        }
+    }
+
+    func verify() throws -> AuditVerification {
+        try AuditReader(path: path).verify(publicKey: signer.publicKey)
+    }
+
+    func execute(_ sql: String, _ arguments: StatementArguments = []) throws {
+        try DatabaseQueue(path: path).write { try $0.execute(sql: sql, arguments: arguments) }
+    }
+
+    func string(_ sql: String, _ arguments: StatementArguments = []) throws -> String {
+        try DatabaseQueue(path: path).read { try String.fetchOne($0, sql: sql, arguments: arguments)! }
+    }
+
+    /// Tampers as an attacker with write access to the file would: around the triggers.
+    func tamper(_ sql: String, _ arguments: StatementArguments = []) throws {
+        let queue = try DatabaseQueue(path: path)
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: "DROP TRIGGER IF EXISTS entries_no_update; DROP TRIGGER IF EXISTS entries_no_delete; DROP TRIGGER IF EXISTS checkpoints_no_delete")
+            try db.execute(sql: sql, arguments: arguments)
+        }
+    }
+}
+
+@Suite struct AuditLogTests {
+    @Test func intactLogVerifiesAndCountsEntries() async throws {
+        let f = try AuditFixture()
+        try await f.fill(25)
+        try await f.log.checkpoint()
+        let result = try f.verify()
+        #expect(result.intact)
+        #expect(result.entries == 25)
+        #expect(result.checkpoints == 3)
+    }
+
+    @Test func appendOnlyTriggersRefuseUpdatesAndDeletes() async throws {
+        let f = try AuditFixture()
+        try await f.fill(3)
+        #expect(throws: DatabaseError.self) { try f.execute("UPDATE entries SET outcome = 'allowed'") }
+        #expect(throws: DatabaseError.self) { try f.execute("DELETE FROM entries WHERE seq = 2") }
+    }
+
+    @Test(arguments: ["actor", "role", "action", "resource", "subject_token", "outcome", "reason", "request_id", "at", "hash", "prev_hash"])
+    func aChangedFieldIsCaughtAtItsSequenceNumber(_ column: String) async throws {
+        let f = try AuditFixture()
+        try await f.fill(30)
+        let victim = Int64.random(in: 1...30)
+        if column == "at" {
+            try f.tamper("UPDATE entries SET at = at + 1 WHERE seq = ?", [victim])
+        } else {
+            // Flip one character of the stored text.
+            try f.tamper("UPDATE entries SET \(column) = CASE WHEN substr(\(column), 1, 1) = 'x' THEN 'y' ELSE 'x' END || substr(\(column), 2) WHERE seq = ?", [victim])
+        }
+        let result = try f.verify()
+        #expect(result.firstBadSequence == victim, "\(result.reason ?? "")")
+    }
+
+    @Test func randomSingleByteChangesAreAllDetected() async throws {
+        let f = try AuditFixture()
+        try await f.fill(40)
+        let columns = ["actor", "action", "resource", "subject_token", "outcome", "reason", "request_id", "hash", "prev_hash"]
+        try f.tamper("SELECT 1")
+        for trial in 0..<200 {
+            let seq = Int64.random(in: 1...40)
+            let column = columns[trial % columns.count]
+            let original = try f.string("SELECT \(column) FROM entries WHERE seq = ?", [seq])
+            var bytes = Array(original.utf8)
+            let position = Int.random(in: 0..<bytes.count)
+            bytes[position] = bytes[position] == UInt8(ascii: "z") ? UInt8(ascii: "y") : UInt8(ascii: "z")
+            try f.execute("UPDATE entries SET \(column) = ? WHERE seq = ?", [String(decoding: bytes, as: UTF8.self), seq])
+            #expect(try f.verify().firstBadSequence == seq)
+            try f.execute("UPDATE entries SET \(column) = ? WHERE seq = ?", [original, seq])
+        }
+        #expect(try f.verify().intact)
+    }
+
+    @Test func removedEntryIsCaught() async throws {
+        let f = try AuditFixture()
+        try await f.fill(20)
+        try f.tamper("DELETE FROM entries WHERE seq = 7")
+        #expect(try f.verify().firstBadSequence == 7)
+    }
+
+    @Test func insertedEntryIsCaught() async throws {
+        let f = try AuditFixture()
+        try await f.fill(20)
+        // Shift entries 12… up by one and insert a forged entry 12 with a self-consistent hash.
+        try f.tamper("UPDATE entries SET seq = seq + 1000 WHERE seq >= 12")
+        try f.tamper("UPDATE entries SET seq = seq - 999 WHERE seq >= 1000")
+        let prev = try f.string("SELECT hash FROM entries WHERE seq = 11")
+        let forged = AuditRecord(actor: "ghost", role: "admin", action: "subjects:export", resource: "/v1/subjects/x/export", outcome: "allowed")
+        let hash = AuditEntry.computeHash(sequence: 12, at: 1, record: forged, previousHash: prev)
+        try f.tamper("INSERT INTO entries (seq, at, actor, role, action, resource, outcome, reason, request_id, prev_hash, hash) VALUES (12, 1, 'ghost', 'admin', 'subjects:export', '/v1/subjects/x/export', 'allowed', '', '', ?, ?)", [prev, hash])
+        #expect(try f.verify().firstBadSequence == 13)
+    }
+
+    @Test func reorderedEntriesAreCaught() async throws {
+        let f = try AuditFixture()
+        try await f.fill(20)
+        try f.tamper("UPDATE entries SET seq = -1 WHERE seq = 5")
+        try f.tamper("UPDATE entries SET seq = 5 WHERE seq = 6")
+        try f.tamper("UPDATE entries SET seq = 6 WHERE seq = -1")
+        #expect(try f.verify().firstBadSequence == 5)
+    }
+
+    @Test func logCutBeforeItsLastCheckpointIsCaught() async throws {
+        let f = try AuditFixture(checkpointInterval: 10)
+        try await f.fill(25)
+        try f.tamper("DELETE FROM entries WHERE seq > 17")
+        let result = try f.verify()
+        #expect(result.firstBadSequence == 18)
+        #expect(result.reason?.contains("cut") == true)
+    }
+
+    @Test func forgedCheckpointSignatureIsCaught() async throws {
+        let f = try AuditFixture(checkpointInterval: 10)
+        try await f.fill(12)
+        try f.tamper("DROP TRIGGER IF EXISTS checkpoints_no_update")
+        try f.tamper("UPDATE checkpoints SET at = at + 1 WHERE seq = 10")
+        #expect(try f.verify().firstBadSequence == 10)
+        // And a different key does not verify an untouched log.
+        let g = try AuditFixture(checkpointInterval: 5)
+        try await g.fill(6)
+        #expect(try AuditReader(path: g.path).verify(publicKey: SigningKeyPair.generate().publicKey).firstBadSequence == 5)
+    }
+
+    @Test func concurrentAppendsAreGroupCommittedIntoOneContiguousChain() async throws {
+        let f = try AuditFixture(checkpointInterval: 100)
+        let sequences = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for i in 0..<500 {
+                group.addTask {
+                    try await f.log.append(AuditRecord(actor: "c\(i)", role: "app", action: "events:write", resource: "/v1/events", outcome: "allowed")).sequence
+                }
+            }
+            return try await group.reduce(into: [Int64]()) { $0.append($1) }
+        }
+        #expect(Set(sequences) == Set(1...500))
+        let result = try f.verify()
+        #expect(result.intact)
+        #expect(result.entries == 500)
+        // Fewer transactions than entries: the checkpoint count is bounded by the batches, not the entries.
+        #expect(try AuditReader(path: f.path).checkpoints().count <= 5)
+    }
+
+    @Test func queryFiltersAndPaginates() async throws {
+        let f = try AuditFixture()
+        try await f.fill(30)
+        let reader = try AuditReader(path: f.path)
+        let denied = try reader.query(AuditQuery(outcome: "denied"))
+        #expect(denied.map(\.sequence) == [1, 6, 11, 16, 21, 26])
+        let page1 = try reader.query(AuditQuery(actor: "app-1", limit: 4))
+        #expect(page1.count == 4)
+        let page2 = try reader.query(AuditQuery(actor: "app-1", after: page1.last!.sequence, limit: 100))
+        #expect(page2.count == 6)
+        #expect(Set(page1.map(\.sequence)).isDisjoint(with: page2.map(\.sequence)))
+        let export = String(decoding: try reader.exportJSONLines(), as: UTF8.self)
+        #expect(export.split(separator: "\n").count == 30 + 3)
+    }
+}
