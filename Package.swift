@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -51,7 +54,7 @@ let package = Package(
             dependencies: ["Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
-        .target(name: "Ingestion", dependencies: ["Policy", "Pseudonymization"], swiftSettings: swiftSettings),
+        .target(name: "Ingestion", dependencies: ["Policy", "Pseudonymization", "Vault"], swiftSettings: swiftSettings),
         .target(
             name: "FeatureStore",
             dependencies: ["Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
@@ -65,14 +68,21 @@ let package = Package(
                 "FeatureStore", "Recommender",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            resources: [.copy("openapi.yaml")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "veil",
             dependencies: [
-                "Vault", "Storage", "Policy", "Recommender", "Gateway",
+                "Vault", "Storage", "Policy", "Consent", "Audit", "Ingestion", "Recommender", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

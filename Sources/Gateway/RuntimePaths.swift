@@ -1,4 +1,8 @@
+import Audit
+import Consent
+import FeatureStore
 import Foundation
+import Pseudonymization
 import Storage
 import Vault
 
@@ -24,7 +28,8 @@ public struct RuntimePaths: Sendable {
 public enum Runtime {
     /// Every module's tables in the operational database, lowest module first.
     public static var operationalMigrations: [any MigrationSet] {
-        [SubjectKeys.Migrations()]
+        [SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), FeatureStore.Migrations(),
+         DeliveryLog.Migrations(), PrincipalStore.Migrations()]
     }
 
     /// Opens (and migrates) the operational database.

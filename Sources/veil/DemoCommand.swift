@@ -1,6 +1,159 @@
 import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Gateway
+import Ingestion
+import Logging
+import Policy
+import ServiceLifecycle
+import Vault
 
-struct DemoCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run Veil end to end on generated sample data.")
-    func run() throws { print("demo: being written") }
+/// The end-to-end demo: everything through the real HTTP API of a server started in process.
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run Veil end to end on a generated shop, through its HTTP API.")
+
+    @Option(help: "Working directory (default: a new temporary one).") var dir: String?
+    @Option var users = 300
+    @Option var items = 400
+    @Option var days = 60
+    @Option var seed: UInt64 = 7
+
+    func run() async throws {
+        let started = Date()
+        let root = dir ?? (NSTemporaryDirectory() + "veil-demo-\(UUID().uuidString.prefix(8))")
+        let policies = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Policies").path
+        let policyDir = FileManager.default.fileExists(atPath: "./Policies/purposes.yaml") ? "./Policies" : policies
+        let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: policyDir)
+        step("1. keys and principals in \(root)")
+        try KeyRing.initialize(directory: paths.keysDirectory)
+        var logger = Logger(label: "veil")
+        logger.logLevel = .warning
+        let service = try VeilService(paths: paths, passphrase: nil, logger: logger)
+        let roles = Set(service.policy.roles.keys)
+        let appKey = try service.principals.add(name: "shop-app", role: "app", knownRoles: roles)
+        let recsKey = try service.principals.add(name: "shop-recs", role: "recommendation-client", knownRoles: roles)
+        let officerKey = try service.principals.add(name: "dpo", role: "compliance-officer", knownRoles: roles)
+        let adminKey = try service.principals.add(name: "ops", role: "admin", knownRoles: roles)
+        print("   principals: shop-app (app), shop-recs (recommendation-client), dpo (compliance-officer), ops (admin)")
+
+        var config = ServerConfiguration()
+        config.port = 0
+        config.retrainInterval = 0
+        let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let app = GatewayServer.application(service: service, configuration: config) { port in portContinuation.yield(port) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.run() }
+            var iterator = portStream.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw ValidationError("server did not start") }
+            let api = Client(base: "http://127.0.0.1:\(port)")
+            print("   server listening on 127.0.0.1:\(port)")
+            try await script(api: api, keys: (appKey, recsKey, officerKey, adminKey))
+            group.cancelAll()
+        }
+        step("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; state kept in \(root)")
+    }
+
+    func script(api: Client, keys: (app: String, recs: String, officer: String, admin: String)) async throws {
+        step("2. sample shop: \(users) users, \(items) items, \(days) days (seed \(seed))")
+        let shop = SampleShop(users: users, items: items, days: days, seed: seed)
+        let encoder = JSONEncoder()
+        _ = try await api.send("PUT", "/v1/items", key: keys.app, body: try encoder.encode(["items": shop.items]), expect: 200)
+        print("   catalog: \(shop.items.count) items stored in clear (not personal)")
+
+        step("3. consents: most opt in, some opt out, one sends Global Privacy Control")
+        var optedIn = 0
+        for (n, user) in shop.users.enumerated() {
+            let granted = n % 8 != 7
+            if granted { optedIn += 1 }
+            let body: [String: Any] = ["subject": user.id, "purpose": "personalization", "granted": granted, "method": "banner",
+                                       "notice_version": "2026-01", "jurisdiction": user.location.hasPrefix("US") ? "us_ca" : "EU"]
+            _ = try await api.send("POST", "/v1/consents", key: keys.app, json: body, expect: 201)
+        }
+        let gpcUser = shop.users[1].id
+        _ = try await api.send("POST", "/v1/consents", key: keys.app, json: ["subject": gpcUser, "purpose": "marketing", "granted": true, "method": "settings", "notice_version": "2026-01", "jurisdiction": "us_ca"], expect: 201)
+        let gpc = try await api.send("POST", "/v1/consents", key: keys.app, json: ["subject": gpcUser, "notice_version": "2026-01", "jurisdiction": "us_ca"], headers: ["Sec-GPC": "1"], expect: 201)
+        print("   \(optedIn) of \(shop.users.count) opted in to personalization; GPC from one subject recorded as a marketing withdrawal (conflict with their opt-in flagged: \(gpc["gpc_conflict"] as? Bool ?? false))")
+
+        step("4. \(shop.events.count) events through POST /v1/events in batches of 500")
+        var accepted = 0, anonymized = 0, rejected = 0
+        for start in stride(from: 0, to: shop.events.count, by: 500) {
+            let batch = Array(shop.events[start..<min(start + 500, shop.events.count)])
+            let result = try await api.send("POST", "/v1/events", key: keys.app, body: try encoder.encode(["events": batch]), expect: 200)
+            accepted += result["accepted"] as? Int ?? 0
+            anonymized += result["anonymized"] as? Int ?? 0
+            rejected += (result["rejected"] as? [Any])?.count ?? 0
+        }
+        print("   accepted \(accepted) (of which \(anonymized) without consent: only anonymous item counts kept), rejected \(rejected)")
+        let bad = try await api.send("POST", "/v1/events", key: keys.app, json: ["events": [["id": "x", "kind": "teleport", "subject": "u", "timestamp": "2026-01-01T00:00:00Z", "source": "web"]]], expect: 422)
+        print("   a malformed event is refused with its reason: \((bad["rejected"] as? [[String: Any]])?.first?["reason"] ?? "")")
+
+        step("5. train the hybrid recommender from the feature store (tokens and item ids only)")
+        let trained = try await api.send("POST", "/v1/model/train", key: keys.admin, expect: 200)
+        print("   model \(trained["model_version"] ?? "") over \(trained["users"] ?? "") subjects and \(trained["items"] ?? "") items")
+
+        step("6. recommendations with explanations (as the recommendation client)")
+        let shown = shop.users.enumerated().filter { $0.offset % 8 != 7 }.prefix(3).map(\.element)
+        for user in shown {
+            let recs = try await api.send("GET", "/v1/recommendations/\(encode(user.id))?k=5", key: keys.recs, expect: 200)
+            print("   \(mask(user.id)) (tastes: \(user.tastes.joined(separator: ", "))) personalized=\(recs["personalized"] as? Bool ?? false)")
+            for item in (recs["items"] as? [[String: Any]]) ?? [] {
+                print("     - \(item["item"] ?? "") [\(item["reason"] ?? "")] \(item["explanation"] ?? "")")
+            }
+        }
+        let denied = try await api.send("GET", "/v1/recommendations/\(encode(shop.users[7].id))?k=3", key: keys.recs, expect: 200)
+        print("   \(mask(shop.users[7].id)) opted out: personalized=\(denied["personalized"] as? Bool ?? false) reasons=\(((denied["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })")
+
+        step("7. withdrawal takes effect before the call returns")
+        let withdrawer = shown[0].id
+        _ = try await api.send("POST", "/v1/consents", key: keys.app, json: ["subject": withdrawer, "purpose": "personalization", "granted": false, "method": "settings", "notice_version": "2026-01", "jurisdiction": "EU"], expect: 201)
+        let after = try await api.send("GET", "/v1/recommendations/\(encode(withdrawer))?k=3", key: keys.recs, expect: 200)
+        print("   \(mask(withdrawer)) withdrew: personalized=\(after["personalized"] as? Bool ?? false) reasons=\(((after["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })")
+
+        step("8. erasure by crypto-shredding (as the compliance officer)")
+        let erased = shown[1].id
+        let erase = try await api.send("POST", "/v1/subjects/\(encode(erased))/erase", key: keys.officer, expect: 200)
+        let export = try await api.send("GET", "/v1/subjects/\(encode(erased))/export", key: keys.officer, expect: 200)
+        print("   erased \(mask(erased)): \(erase["rows_deleted"] ?? 0) rows shredded; export now has_data=\(export["has_data"] as? Bool ?? true)")
+        let forbidden = try await api.send("GET", "/v1/audit?limit=1", key: keys.recs, expect: 403)
+        print("   the recommendation client asking for the audit log gets 403: \((forbidden["error"] as? [String: Any])?["message"] ?? "")")
+
+        step("9. the audit log, as the compliance officer")
+        let page = try await api.send("GET", "/v1/audit?limit=1000&outcome=denied", key: keys.officer, expect: 200)
+        print("   denied requests on record: \((page["entries"] as? [Any])?.count ?? 0)")
+        let verify = try await api.send("GET", "/v1/audit/verify", key: keys.officer, expect: 200)
+        guard verify["firstBadSequence"] == nil else { throw ValidationError("audit log failed verification: \(verify)") }
+        print("   verify: \(verify["entries"] ?? 0) entries and \(verify["checkpoints"] ?? 0) signed checkpoints, intact")
+    }
+
+    func step(_ s: String) { print("\n== \(s)") }
+    /// Subject ids are e-mail addresses here: show only their first letters.
+    func mask(_ s: String) -> String { String(s.prefix(6)) + "…" }
+    func encode(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? s }
+}
+
+/// A small JSON client over URLSession, for the demo.
+struct Client: Sendable {
+    let base: String
+
+    func send(_ method: String, _ path: String, key: String, json: [String: Any], headers: [String: String] = [:], expect: Int) async throws -> [String: Any] {
+        try await send(method, path, key: key, body: try JSONSerialization.data(withJSONObject: json), headers: headers, expect: expect)
+    }
+
+    func send(_ method: String, _ path: String, key: String, body: Data? = nil, headers: [String: String] = [:], expect: Int) async throws -> [String: Any] {
+        var request = URLRequest(url: URL(string: base + path)!)
+        request.httpMethod = method
+        request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
+        request.httpBody = body
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        guard status == expect else {
+            throw ValidationError("\(method) \(path) answered \(status), expected \(expect): \(String(decoding: data.prefix(300), as: UTF8.self))")
+        }
+        return object
+    }
 }

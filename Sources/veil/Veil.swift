@@ -8,6 +8,7 @@ struct Veil: AsyncParsableCommand {
         commandName: "veil",
         abstract: "Veil: a consent-first personalization gateway.",
         version: version,
-        subcommands: [KeysCommand.self, EvaluateCommand.self, DemoCommand.self]
+        subcommands: [DemoCommand.self, ServeCommand.self, KeysCommand.self, PrincipalsCommand.self, PolicyCommand.self, ConsentCommand.self,
+                      AuditCommand.self, TrainCommand.self, EvaluateCommand.self, SampleCommand.self]
     )
 }

@@ -1,0 +1,62 @@
+import Foundation
+import Hummingbird
+
+/// The one error type of the HTTP edge. Every 4xx and 5xx leaves Veil in the same shape:
+/// `{"error":{"code","message","request_id"}}`. Messages never hold keys, raw subject ids or stack traces.
+public struct GatewayError: Error, Sendable, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+    public var headers: HTTPFields = [:]
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(status.code) \(code): \(message)" }
+
+    static func badRequest(_ message: String) -> GatewayError { .init(.badRequest, "bad_request", message) }
+    static func unprocessable(_ message: String) -> GatewayError { .init(.unprocessableContent, "unprocessable", message) }
+    static let unauthenticated = GatewayError(.unauthorized, "unauthenticated", "missing, unknown or revoked API key; send Authorization: Bearer <key>")
+    static func forbidden(_ role: String, _ action: String) -> GatewayError {
+        .init(.forbidden, "forbidden", "role '\(role)' may not perform '\(action)'")
+    }
+    static let notFound = GatewayError(.notFound, "not_found", "no such route")
+    static let tooLarge = GatewayError(.contentTooLarge, "payload_too_large", "request body exceeds 1 MiB")
+    static let internalError = GatewayError(.internalServerError, "internal", "internal error; the request id identifies it in the server log")
+
+    struct Body: Encodable {
+        struct Inner: Encodable {
+            let code: String
+            let message: String
+            let request_id: String
+        }
+        let error: Inner
+    }
+
+    func response(requestID: String) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let data = (try? encoder.encode(Body(error: .init(code: code, message: message, request_id: requestID)))) ?? Data()
+        var headers = self.headers
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Maps any error to the edge's shape: ours as they are, Hummingbird's by status, anything else to 500.
+    static func from(_ error: any Error) -> GatewayError {
+        if let error = error as? GatewayError { return error }
+        if let error = error as? any HTTPResponseError {
+            switch error.status.code {
+            case 404: return .notFound
+            case 405: return GatewayError(.methodNotAllowed, "method_not_allowed", "method not allowed on this route")
+            case 413: return .tooLarge
+            case 400..<500: return GatewayError(error.status, "bad_request", "the request could not be processed")
+            default: return .internalError
+            }
+        }
+        return .internalError
+    }
+}

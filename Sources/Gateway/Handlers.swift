@@ -1,0 +1,188 @@
+import Audit
+import FeatureStore
+import Foundation
+import GRDB
+import HTTPTypes
+import Hummingbird
+import Logging
+import Prometheus
+import Policy
+import Storage
+import Vault
+
+typealias Handler = @Sendable (VeilService, Request, VeilRequestContext) async throws -> Response
+
+/// The route handlers: decode, call the service, encode. No privacy logic lives here.
+enum Handlers {
+    static func handler(for spec: RouteSpec) -> Handler {
+        switch (spec.method, spec.path) {
+        case (.get, "/health/live"): return { _, _, _ in try json(["status": "ok"]) }
+        case (.get, "/health/ready"): return ready
+        case (.get, "/metrics"): return { service, _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: service.metrics.render())))
+        }
+        case (.get, "/openapi.yaml"): return { _, _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: OpenAPI.document)))
+        }
+        case (.post, "/v1/consents"): return { service, request, context in
+            let body = try await decode(VeilService.ConsentRequest.self, request, context)
+            let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
+            return try json(service.recordConsent(body, principal: context.principal!, gpcHeader: gpc, note: context.audit), status: .created)
+        }
+        case (.get, "/v1/consents/{subject}"): return { service, _, context in
+            try jsonObject(service.consentState(subject: try subject(context), principal: context.principal!, note: context.audit))
+        }
+        case (.get, "/v1/consents/{subject}/history"): return { service, _, context in
+            try json(["events": service.consentHistory(subject: try subject(context), principal: context.principal!, note: context.audit)])
+        }
+        case (.post, "/v1/events"), (.post, "/v1/feedback"): return { service, request, context in
+            let body = try await collect(request, context)
+            let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
+            let result = try service.ingest(body: body, principal: context.principal!, gpcHeader: gpc, note: context.audit)
+            return try json(result, status: result.accepted + result.duplicates > 0 || result.rejected.isEmpty ? .ok : .unprocessableContent)
+        }
+        case (.put, "/v1/items"): return { service, request, context in
+            struct Items: Decodable { var items: [CatalogItem] }
+            let body = try await decode(Items.self, request, context)
+            try service.upsertItems(body.items)
+            return try json(["stored": body.items.count])
+        }
+        case (.get, "/v1/recommendations/{subject}"): return { service, request, context in
+            var query = VeilService.RecommendationQuery()
+            let params = request.uri.queryParameters
+            if let k = params["k"] {
+                guard let value = Int(String(k)), (1...100).contains(value) else { throw GatewayError.badRequest("k must be a whole number from 1 to 100") }
+                query.k = value
+            }
+            query.categories = list(params["category"])
+            query.exclude = Set(list(params["exclude"]))
+            query.session = list(params["session"])
+            guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
+                throw GatewayError.badRequest("too many values in session, exclude or category")
+            }
+            return try json(service.recommend(subject: try subject(context), query: query, principal: context.principal!,
+                                              requestID: context.requestID, note: context.audit))
+        }
+        case (.post, "/v1/subjects/{subject}/erase"): return { service, _, context in
+            try jsonObject(service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))
+        }
+        case (.get, "/v1/subjects/{subject}/export"): return { service, request, context in
+            let export = try service.export(subject: try subject(context), principal: context.principal!, note: context.audit)
+            return try sealedIfAsked(try encoder.encode(export), request)
+        }
+        case (.get, "/v1/audit"): return { service, request, context in
+            let p = request.uri.queryParameters
+            var q = AuditQuery()
+            q.actor = p["actor"].map(String.init)
+            q.action = p["action"].map(String.init)
+            q.outcome = p["outcome"].map(String.init)
+            if let s = p["subject"] {
+                q.subjectToken = try service.token(for: String(s), principal: context.principal!).rawValue
+            }
+            q.from = try p["from"].map { try millis(String($0), "from") }
+            q.to = try p["to"].map { try millis(String($0), "to") }
+            q.after = try p["cursor"].map { guard let v = Int64(String($0)), v >= 0 else { throw GatewayError.badRequest("cursor must be a sequence number") }; return v } ?? 0
+            q.limit = try p["limit"].map { guard let v = Int(String($0)), (1...1000).contains(v) else { throw GatewayError.badRequest("limit must be 1 to 1000") }; return v } ?? 100
+            let entries = try AuditReader(store: service.audit.store).query(q)
+            struct Page: Encodable { var entries: [AuditEntry]; var next_cursor: Int64? }
+            return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
+        }
+        case (.get, "/v1/audit/verify"): return { service, _, _ in
+            try json(AuditReader(store: service.audit.store).verify(publicKey: service.ring.auditSigner.publicKey))
+        }
+        case (.get, "/v1/audit/export"): return { service, request, _ in
+            try await service.audit.checkpoint()
+            let lines = try AuditReader(store: service.audit.store).exportJSONLines()
+            if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request) }
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
+        }
+        case (.post, "/v1/model/train"): return { service, _, _ in
+            let model = try service.train()
+            return try json(["model_version": model.version, "users": "\(model.users)", "items": "\(model.items.count)"])
+        }
+        default:
+            return { _, _, _ in throw GatewayError.notFound }
+        }
+    }
+
+    static let ready: Handler = { service, _, _ in
+        let dbOK = (try? service.store.pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1
+        let model = service.models.model?.version
+        let body: [String: String] = ["database": dbOK ? "ok" : "unavailable", "model": model ?? "none", "policy": service.policy.version]
+        return try json(body, status: dbOK ? .ok : .serviceUnavailable)
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        e.dateEncodingStrategy = .iso8601
+        return e
+    }()
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
+    }
+
+    static func jsonObject(_ value: [String: Any], status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func collect(_ request: Request, _ context: VeilRequestContext) async throws -> [UInt8] {
+        var request = request
+        do {
+            let buffer = try await request.collectBody(upTo: context.maxUploadSize)
+            return Array(buffer.readableBytesView)
+        } catch {
+            throw GatewayError.tooLarge
+        }
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: VeilRequestContext) async throws -> T {
+        let body = try await collect(request, context)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            return try decoder.decode(T.self, from: Data(body))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw GatewayError.badRequest("missing field '\(key.stringValue)'")
+        } catch let DecodingError.typeMismatch(_, ctx) {
+            throw GatewayError.badRequest("wrong type at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'")
+        } catch let DecodingError.valueNotFound(_, ctx) {
+            throw GatewayError.badRequest("missing value at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'")
+        } catch {
+            throw GatewayError.badRequest("body is not valid JSON for this route")
+        }
+    }
+
+    static func subject(_ context: VeilRequestContext) throws -> String {
+        guard let raw = context.parameters.get("subject"), let subject = raw.removingPercentEncoding else {
+            throw GatewayError.badRequest("subject is missing or badly percent-encoded")
+        }
+        return subject
+    }
+
+    static func list(_ value: Substring?) -> [String] {
+        guard let value else { return [] }
+        return value.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    static func millis(_ s: String, _ name: String) throws -> Int64 {
+        if let n = Int64(s) { return n }
+        let f = ISO8601DateFormatter()
+        guard let d = f.date(from: s) else { throw GatewayError.badRequest("\(name) must be ISO 8601 or epoch milliseconds") }
+        return Int64(d.timeIntervalSince1970 * 1000)
+    }
+
+    /// With `?recipient=<hex X25519 public key>`, the body is sealed to that key (crypto_box_seal) and sent base64.
+    static func sealedIfAsked(_ data: Data, _ request: Request) throws -> Response {
+        guard let hex = request.uri.queryParameters["recipient"] else {
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        guard let key = [UInt8](hexString: String(hex)), key.count == 32 else {
+            throw GatewayError.badRequest("recipient must be a 32-byte X25519 public key in hex")
+        }
+        let sealed = try SealedBox.seal(Array(data), to: key)
+        return try json(["sealed": Data(sealed).base64EncodedString(), "algorithm": "crypto_box_seal"])
+    }
+}

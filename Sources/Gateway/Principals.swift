@@ -1,0 +1,95 @@
+import Foundation
+import GRDB
+import Hummingbird
+import Storage
+import Vault
+
+/// API-key principals. Only a keyed hash of each key is stored; the key itself is shown once, at creation.
+public struct PrincipalStore: Sendable {
+    public struct Migrations: MigrationSet {
+        public init() {}
+        public func register(in migrator: inout DatabaseMigrator) {
+            migrator.registerMigration("gateway.v1.principals") { db in
+                try db.execute(sql: """
+                    CREATE TABLE principals (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        role TEXT NOT NULL,
+                        namespace TEXT NOT NULL,
+                        key_hash TEXT NOT NULL UNIQUE,
+                        created_at INTEGER NOT NULL,
+                        revoked_at INTEGER
+                    ) WITHOUT ROWID
+                    """)
+            }
+        }
+    }
+
+    public struct Listing: Sendable, Equatable {
+        public var name: String
+        public var role: String
+        public var namespace: String
+        public var revoked: Bool
+    }
+
+    private let hashKey: SecretKey
+    public let store: Store
+
+    /// - Parameter ring: the API-key hashing key is derived from its pseudonymization key.
+    public init(store: Store, ring: KeyRing) {
+        self.store = store
+        hashKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "apikeys_", id: 1)
+    }
+
+    func hash(_ key: String) -> [UInt8] { Hash.keyed(Array(key.utf8), key: hashKey) }
+
+    /// Creates a principal and returns its new API key (256 random bits, `vk_` + 64 hex digits).
+    public func add(name: String, role: String, namespace: String = "default", knownRoles: Set<String>) throws -> String {
+        guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw GatewayError.badRequest("principal names are 1-64 letters, digits, '-', '_' or '.'")
+        }
+        guard knownRoles.contains(role) else {
+            throw GatewayError.badRequest("unknown role '\(role)'; roles: \(knownRoles.sorted().joined(separator: ", "))")
+        }
+        let key = "vk_" + SecureRandom.bytes(32).hexString
+        let keyHash = hash(key).hexString
+        try store.pool.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM principals WHERE name = ?", arguments: [name]) == true {
+                throw GatewayError(.conflict, "conflict", "principal '\(name)' exists; revoke it or choose another name")
+            }
+            try db.execute(sql: "INSERT INTO principals (name, role, namespace, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [name, role, namespace, keyHash, Int64(Date().timeIntervalSince1970)])
+        }
+        return key
+    }
+
+    /// Revokes a principal; its key stops working at once.
+    public func revoke(name: String) throws {
+        let changed = try store.pool.write { db -> Int in
+            try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                           arguments: [Int64(Date().timeIntervalSince1970), name])
+            return db.changesCount
+        }
+        guard changed == 1 else { throw GatewayError(.notFound, "not_found", "no active principal named '\(name)'") }
+    }
+
+    public func list() throws -> [Listing] {
+        try store.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, role, namespace, revoked_at FROM principals ORDER BY name").map {
+                Listing(name: $0["name"], role: $0["role"], namespace: $0["namespace"], revoked: ($0["revoked_at"] as Int64?) != nil)
+            }
+        }
+    }
+
+    /// The active principal holding `key`, or nil. The stored hash is compared in constant time.
+    public func authenticate(key: String) throws -> Principal? {
+        guard key.hasPrefix("vk_"), key.utf8.count == 67 else { return nil }
+        let digest = hash(key)
+        return try store.pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?",
+                                             arguments: [digest.hexString]) else { return nil }
+            guard let stored = [UInt8](hexString: row["key_hash"]), SecureRandom.constantTimeEqual(stored, digest) else { return nil }
+            guard (row["revoked_at"] as Int64?) == nil else { return nil }
+            return Principal(name: row["name"], role: row["role"], namespace: row["namespace"])
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import Hummingbird
+import Synchronization
+import Vault
+
+/// Who is calling: resolved from the API key by the gateway, never from a header the client sets.
+public struct Principal: Sendable, Equatable {
+    public var name: String
+    public var role: String
+    /// The token namespace of this principal's app: subjects are tokenized within it.
+    public var namespace: String
+}
+
+/// What one request did, filled by the route and written to the audit log by the middleware, exactly once.
+final class AuditNote: Sendable {
+    struct Fields {
+        var action = "none"
+        var actor = "anonymous"
+        var role = "none"
+        var subjectToken: String?
+        var purpose: String?
+        var reason = ""
+    }
+    let fields = Mutex(Fields())
+    func update(_ body: (inout Fields) -> Void) { fields.withLock { body(&$0) } }
+    var snapshot: Fields { fields.withLock { $0 } }
+}
+
+/// The per-request context: request id, authenticated principal and the audit note.
+public struct VeilRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let requestID: String
+    public var principal: Principal?
+    let audit = AuditNote()
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        requestID = SecureRandom.bytes(8).hexString
+    }
+
+    /// Bodies are capped at 1 MiB.
+    public var maxUploadSize: Int { 1 << 20 }
+}

@@ -1,0 +1,122 @@
+import Audit
+import FeatureStore
+import Foundation
+import GRDB
+import HTTPTypes
+import Hummingbird
+import Logging
+import Prometheus
+import Storage
+import Policy
+import Vault
+
+/// One route: method, path, and the single action that authorizes it (nil only for the public probes).
+public struct RouteSpec: Sendable {
+    public let method: HTTPRequest.Method
+    public let path: String
+    public let action: Action?
+}
+
+/// Every route Veil serves, with its action: the one place authorization is decided.
+public enum RouteTable {
+    public static let routes: [RouteSpec] = [
+        RouteSpec(method: .get, path: "/health/live", action: nil),
+        RouteSpec(method: .get, path: "/health/ready", action: nil),
+        RouteSpec(method: .get, path: "/metrics", action: nil),
+        RouteSpec(method: .get, path: "/openapi.yaml", action: nil),
+        RouteSpec(method: .post, path: "/v1/consents", action: .consentWrite),
+        RouteSpec(method: .get, path: "/v1/consents/{subject}", action: .consentRead),
+        RouteSpec(method: .get, path: "/v1/consents/{subject}/history", action: .consentRead),
+        RouteSpec(method: .post, path: "/v1/events", action: .eventsWrite),
+        RouteSpec(method: .post, path: "/v1/feedback", action: .eventsWrite),
+        RouteSpec(method: .put, path: "/v1/items", action: .catalogWrite),
+        RouteSpec(method: .get, path: "/v1/recommendations/{subject}", action: .recommendationsRead),
+        RouteSpec(method: .post, path: "/v1/subjects/{subject}/erase", action: .subjectsErase),
+        RouteSpec(method: .get, path: "/v1/subjects/{subject}/export", action: .subjectsExport),
+        RouteSpec(method: .get, path: "/v1/audit", action: .auditRead),
+        RouteSpec(method: .get, path: "/v1/audit/verify", action: .auditRead),
+        RouteSpec(method: .get, path: "/v1/audit/export", action: .auditExport),
+        RouteSpec(method: .post, path: "/v1/model/train", action: .policyReload),
+    ]
+
+    /// Public probes that read no personal data and are not audited.
+    public static let publicPaths: Set<String> = ["/health/live", "/health/ready", "/metrics", "/openapi.yaml"]
+}
+
+/// Builds the router: the edge middleware, then every route of ``RouteTable`` with its handler.
+public enum GatewayRouter {
+    public static func build(service: VeilService) -> Router<VeilRequestContext> {
+        let router = Router(context: VeilRequestContext.self)
+        router.add(middleware: EdgeMiddleware(service: service))
+        for spec in RouteTable.routes {
+            let handler = Handlers.handler(for: spec)
+            router.on(RouterPath(spec.path), method: spec.method) { request, context -> Response in
+                context.audit.update { $0.action = spec.action?.rawValue ?? "public" }
+                var context = context
+                if let action = spec.action {
+                    context.principal = try service.authorize(request, action: action, note: context.audit)
+                }
+                return try await handler(service, request, context)
+            }
+        }
+        return router
+    }
+}
+
+extension VeilService {
+    /// Authenticates the bearer key and checks the principal's role against the policy.
+    func authorize(_ request: Request, action: Action, note: AuditNote) throws -> Principal {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            note.update { $0.reason = "missing API key" }
+            throw GatewayError.unauthenticated
+        }
+        guard let principal = try principals.authenticate(key: String(header.dropFirst("Bearer ".count))) else {
+            note.update { $0.reason = "unknown or revoked API key" }
+            throw GatewayError.unauthenticated
+        }
+        note.update { $0.actor = principal.name; $0.role = principal.role }
+        guard policy.allows(role: principal.role, action) else {
+            note.update { $0.reason = "role lacks \(action.rawValue)" }
+            throw GatewayError.forbidden(principal.role, action.rawValue)
+        }
+        return principal
+    }
+}
+
+/// Writes one audit entry per /v1 request (allowed, denied or failed), maps every error to the one error shape,
+/// and tags each response with its request id.
+struct EdgeMiddleware: RouterMiddleware {
+    typealias Context = VeilRequestContext
+    let service: VeilService
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        service.metrics.requests.increment()
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let mapped = GatewayError.from(error)
+            if mapped.status.code >= 500 {
+                service.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(type(of: error))"])
+            }
+            response = mapped.response(requestID: context.requestID)
+        }
+        if !RouteTable.publicPaths.contains(request.uri.path) {
+            let note = context.audit.snapshot
+            let code = response.status.code
+            let outcome = code < 400 ? "allowed" : (code == 401 || code == 403) ? "denied" : code < 500 ? "rejected" : "error"
+            let record = AuditRecord(actor: note.actor, role: note.role, action: note.action, resource: "\(request.method.rawValue) \(context.endpointPath ?? "unmatched")",
+                                     subjectToken: note.subjectToken, purpose: note.purpose, outcome: outcome,
+                                     reason: note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)", requestID: context.requestID)
+            do {
+                try await service.audit.append(record)
+            } catch {
+                // The entry must be durable before the request returns; if it cannot be, the request fails.
+                service.logger.error("audit append failed", metadata: ["request_id": "\(context.requestID)"])
+                response = GatewayError.internalError.response(requestID: context.requestID)
+            }
+        }
+        response.headers[HTTPField.Name("X-Request-Id")!] = context.requestID
+        return response
+    }
+}

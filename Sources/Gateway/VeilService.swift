@@ -1,0 +1,307 @@
+import Audit
+import Consent
+import FeatureStore
+import Foundation
+import GRDB
+import Hummingbird
+import Ingestion
+import Logging
+import Policy
+import Prometheus
+import Pseudonymization
+import Recommender
+import Storage
+import Vault
+
+/// Everything a running Veil instance needs, opened once and shared by every request.
+/// The privacy path of each operation is written here, in order; the modules do the work.
+public final class VeilService: Sendable {
+    public let paths: RuntimePaths
+    public let ring: KeyRing
+    public let policy: PolicySet
+    public let store: Store
+    public let keys: SubjectKeys
+    public let tokenizer: Tokenizer
+    public let ledger: ConsentLedger
+    public let identities: IdentityMap
+    public let features: FeatureStore
+    public let deliveries = DeliveryLog()
+    public let audit: AuditLog
+    public let principals: PrincipalStore
+    public let models = ModelRegistry()
+    public let cache: RecommendationCache
+    public let parser = EventParser()
+    public let metrics = GatewayMetrics()
+    public let logger: Logger
+    let now: @Sendable () -> Date
+    let trainingThreads: Int
+
+    /// The purpose that feeds the feature store and the recommender.
+    static let personalization = "personalization"
+
+    /// Opens the key ring, the policy, both databases and the principals.
+    public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = 1000,
+                trainingThreads: Int = 2, logger: Logger = Logger(label: "veil"), now: @escaping @Sendable () -> Date = Date.init) throws {
+        self.paths = paths
+        ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
+        policy = try PolicyParser.load(directory: paths.policiesDirectory)
+        store = try Runtime.openOperationalStore(paths)
+        keys = SubjectKeys(ring: ring)
+        tokenizer = Tokenizer(key: ring.pseudonymKey)
+        ledger = ConsentLedger(policy: policy)
+        identities = IdentityMap(keys: keys)
+        features = FeatureStore(keys: keys)
+        audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, now: now)
+        principals = PrincipalStore(store: store, ring: ring)
+        cache = RecommendationCache(ttl: cacheTTL)
+        self.logger = logger
+        self.now = now
+        self.trainingThreads = trainingThreads
+    }
+
+    // MARK: - Subjects
+
+    /// Validates an app's subject id and tokenizes it in the principal's namespace.
+    func token(for subject: String, principal: Principal) throws -> SubjectToken {
+        guard !subject.isEmpty, subject.utf8.count <= 256, !subject.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw GatewayError.badRequest("subject must be 1-256 bytes without control characters")
+        }
+        return tokenizer.token(for: subject, namespace: principal.namespace)
+    }
+
+    // MARK: - Consent
+
+    public struct ConsentRequest: Decodable, Sendable {
+        public var subject: String
+        public var purpose: String?
+        public var granted: Bool?
+        public var method: String?
+        public var notice_version: String
+        public var jurisdiction: String?
+        public var expires_at: Date?
+        public var gpc: Bool?
+    }
+
+    /// Records a consent decision (and a GPC signal when present) in one transaction. A withdrawal of
+    /// personalization shreds the subject's behaviour data before this returns.
+    func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) throws -> ConsentReceipt {
+        let token = try token(for: request.subject, principal: principal)
+        note.update { $0.subjectToken = token.rawValue; $0.purpose = request.purpose }
+        let gpc = gpcHeader || request.gpc == true
+        let at = now()
+        let jurisdiction = request.jurisdiction ?? "unspecified"
+        var event: ConsentEvent?
+        if let purpose = request.purpose {
+            guard let granted = request.granted else { throw GatewayError.badRequest("'granted' (true or false) is required with 'purpose'") }
+            guard let method = ConsentMethod(rawValue: request.method ?? "api") else {
+                throw GatewayError.unprocessable("unknown method '\(request.method ?? "")'; use \(ConsentMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            do {
+                event = try ledger.makeEvent(token: token, purpose: purpose, granted: granted, at: at, sourceApp: principal.namespace,
+                                             principal: principal.name, method: method, noticeVersion: request.notice_version,
+                                             jurisdiction: jurisdiction, expiresAt: request.expires_at)
+            } catch let error as ConsentError {
+                throw GatewayError.unprocessable(error.message)
+            }
+        } else if !gpc {
+            throw GatewayError.badRequest("'purpose' and 'granted' are required (or 'gpc': true)")
+        } else if policy.notices[request.notice_version] == nil {
+            throw GatewayError.unprocessable("unknown notice version '\(request.notice_version)'")
+        }
+        let shredNeeded = event.map { $0.purpose == Self.personalization && !$0.granted } ?? false
+        let receipt = try store.pool.write { db -> ConsentRecord in
+            try identities.remember(subject: request.subject, token: token, in: db)
+            var last: ConsentRecord?
+            if gpc {
+                last = try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
+                                            noticeVersion: request.notice_version, jurisdiction: jurisdiction, in: db)
+            }
+            if let event { last = try ledger.append(event, in: db) }
+            if shredNeeded { try features.shred(token, in: db) }
+            return last!
+        }
+        cache.drop(token: token.rawValue)
+        if shredNeeded { try? store.checkpointAndTruncate() }
+        metrics.consents.increment()
+        return ConsentReceipt(sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
+                              granted: receipt.event.granted, notice_version: receipt.event.noticeVersion, notice_hash: receipt.event.noticeHash,
+                              gpc_conflict: receipt.event.gpcConflict)
+    }
+
+    func consentState(subject: String, principal: Principal, note: AuditNote) throws -> [String: Any] {
+        let token = try token(for: subject, principal: principal)
+        note.update { $0.subjectToken = token.rawValue }
+        let state = try store.pool.read { try ledger.state(token: token, at: now(), in: $0) }
+        return ["purposes": state.mapValues { ["allowed": $0.allowed, "reason": $0.reason.rawValue] }]
+    }
+
+    func consentHistory(subject: String, principal: Principal, note: AuditNote) throws -> [ConsentRecord] {
+        let token = try token(for: subject, principal: principal)
+        note.update { $0.subjectToken = token.rawValue }
+        return try store.pool.read { try ledger.history(token: token, in: $0) }
+    }
+
+    /// Recomputes the consent ledger's hash chain.
+    public func verifyConsentLedger() throws -> ConsentLedger.Verification {
+        try store.pool.read { try ledger.verify(in: $0) }
+    }
+
+    // MARK: - Events
+
+    /// Validate → clean → consent → tokenize → minimize → seal → commit, for a whole batch in one transaction.
+    func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) throws -> IngestResult {
+        let at = now()
+        let parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
+        do {
+            parsed = try parser.parse(body: body, now: at)
+        } catch let error as EventParser.BatchError {
+            throw body.count > parser.limits.maxBytes ? GatewayError.tooLarge : GatewayError.badRequest(error.reason)
+        }
+        note.update { $0.purpose = Self.personalization; $0.reason = "\(parsed.events.count) valid, \(parsed.rejected.count) rejected" }
+        let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
+        var touched = Set<String>()
+        let result = try store.pool.write { db -> IngestResult in
+            var accepted = 0, duplicates = 0, anonymized = 0
+            var gpcDone = Set<SubjectToken>()
+            for (_, event) in parsed.events {
+                let token = tokenizer.token(for: event.subject, namespace: principal.namespace)
+                if gpcHeader && !gpcDone.contains(token) {
+                    try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
+                                         noticeVersion: policy.notices.keys.sorted().last!, jurisdiction: "unspecified", in: db)
+                    gpcDone.insert(token)
+                }
+                let deliveryID = Hash.keyed(Array("\(principal.namespace)|\(event.id)".utf8), key: ring.pseudonymKey, length: 16).hexString
+                let content = Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString
+                guard try deliveries.firstDelivery(id: deliveryID, content: content, at: event.timestamp, in: db) else {
+                    duplicates += 1
+                    continue
+                }
+                accepted += 1
+                for signal in event.signals { try features.countAnonymous(item: signal.item, time: event.timestamp, in: db) }
+                let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
+                guard decision.allowed, policy.purposes[Self.personalization]?.categories.contains(event.kind.category) == true else {
+                    anonymized += 1
+                    continue
+                }
+                let kept = minimizer.minimize(event.fields, category: event.kind.category)
+                if event.kind == .profile {
+                    try features.setProfile(kept.compactMapValues { $0.stringValue }, token: token, in: db)
+                }
+                for (n, signal) in event.signals.enumerated() {
+                    try features.add(StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),
+                                     id: "\(deliveryID)-\(n)", token: token, in: db)
+                }
+                try identities.remember(subject: event.subject, token: token, in: db)
+                touched.insert(token.rawValue)
+            }
+            return IngestResult(accepted: accepted, duplicates: duplicates, anonymized: anonymized,
+                                rejected: parsed.rejected.map { .init(index: $0.index, reason: $0.reason) })
+        }
+        for token in touched { cache.drop(token: token) }
+        metrics.recordIngest(source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
+                             duplicates: result.duplicates, at: at)
+        return result
+    }
+
+    // MARK: - Catalog
+
+    func upsertItems(_ items: [CatalogItem]) throws {
+        guard !items.isEmpty, items.count <= 10_000 else { throw GatewayError.badRequest("send 1 to 10000 items") }
+        for item in items where item.id.isEmpty || item.id.utf8.count > 256 || item.title.isEmpty {
+            throw GatewayError.badRequest("every item needs an id (1-256 bytes) and a title")
+        }
+        try store.pool.write { try features.upsert(items, at: now(), in: $0) }
+    }
+
+    // MARK: - Training
+
+    /// Retrains from the feature store and swaps the model in atomically.
+    @discardableResult
+    public func train() throws -> ServingModel {
+        let (snapshot, catalog) = try store.pool.read { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
+        let model = ServingModel.train(snapshot: snapshot, catalog: catalog, threads: trainingThreads, now: now())
+        models.swap(model)
+        cache.clear()
+        return model
+    }
+
+    // MARK: - Data-subject requests
+
+    func erase(subject: String, principal: Principal, note: AuditNote) throws -> [String: Any] {
+        let token = try token(for: subject, principal: principal)
+        note.update { $0.subjectToken = token.rawValue }
+        let at = now()
+        let deleted = try store.pool.write { db -> Int in
+            // Stop every consent-based processing, on the record, then shred.
+            for (purpose, decision) in try ledger.state(token: token, at: at, in: db) where decision.allowed && policy.purposes[purpose]!.requiresConsent {
+                let event = try ledger.makeEvent(token: token, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
+                                                 principal: principal.name, method: .api, noticeVersion: policy.notices.keys.sorted().last!,
+                                                 jurisdiction: "unspecified")
+                try ledger.append(event, in: db)
+            }
+            let rows = try features.shred(token, in: db)
+            try identities.erase(token, in: db)
+            return rows
+        }
+        cache.drop(token: token.rawValue)
+        try store.checkpointAndTruncate()
+        return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]
+    }
+
+    struct Export: Encodable {
+        var token: String
+        var consents: [ConsentRecord]
+        var interactions: [StoredInteraction]
+        var profile: [String: String]?
+        var imputed_fields: [String]
+        var has_data: Bool
+    }
+
+    func export(subject: String, principal: Principal, note: AuditNote) throws -> Export {
+        let token = try token(for: subject, principal: principal)
+        note.update { $0.subjectToken = token.rawValue }
+        return try store.pool.read { db in
+            let interactions = try features.interactions(of: token, in: db)
+            let profile = try features.profile(of: token, in: db)
+            let consents = try ledger.history(token: token, in: db)
+            return Export(token: token.rawValue, consents: consents, interactions: interactions, profile: profile,
+                          imputed_fields: [], has_data: !interactions.isEmpty || profile != nil)
+        }
+    }
+
+    // MARK: - Recommendations
+
+    public struct RecommendationQuery: Sendable {
+        public var k = 10
+        public var categories: [String] = []
+        public var exclude: Set<String> = []
+        public var session: [String] = []
+    }
+
+    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) throws -> RecommendationResponse {
+        let token = try token(for: subject, principal: principal)
+        note.update { $0.subjectToken = token.rawValue; $0.purpose = Self.personalization }
+        guard let model = models.model else {
+            throw GatewayError(.serviceUnavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
+        }
+        let at = now()
+        let cacheKey = "\(model.version)|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
+        if var cached = cache.get(token: token.rawValue, key: cacheKey, now: at) {
+            cached.request_id = requestID
+            metrics.cacheHits.increment()
+            return cached
+        }
+        metrics.cacheMisses.increment()
+        let (decision, history) = try store.pool.read { db -> (ConsentDecision, [StoredInteraction]) in
+            let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
+            return (decision, decision.allowed ? try features.interactions(of: token, in: db) : [])
+        }
+        note.update { $0.reason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)" }
+        let ranked = Ranker(model: model).rank(history: decision.allowed ? history : [], session: decision.allowed ? query.session : [],
+                                               query: query, now: at)
+        let response = RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
+                                              request_id: requestID, items: ranked.items)
+        cache.put(token: token.rawValue, key: cacheKey, value: response, now: at)
+        return response
+    }
+}

@@ -1,0 +1,208 @@
+import Foundation
+import Pseudonymization
+import Vault
+
+/// Validates and cleans a batch of events (`{"events": [...]}`), event by event, so that valid events of a mixed
+/// batch are kept and each invalid one is named by index with its reason.
+public struct EventParser: Sendable {
+    public struct Limits: Sendable {
+        public var maxEvents = 1000
+        public var maxBytes = 1 << 20
+        /// How far in the future a timestamp may lie (clock skew).
+        public var maxFutureSkew: TimeInterval = 300
+        public var maxStringLength = 2048
+        /// Caps applied to outliers (values above are capped and flagged).
+        public var maxDwellMs: Double = 30 * 60 * 1000
+        public var maxQuantity: Double = 100
+        public var maxUnitPrice: Double = 100_000
+        public init() {}
+    }
+
+    public let limits: Limits
+    public init(limits: Limits = .init()) { self.limits = limits }
+
+    /// A batch-level failure (the whole body is unusable).
+    public struct BatchError: Error, CustomStringConvertible, Sendable {
+        public let reason: String
+        public var description: String { reason }
+    }
+
+    /// Parses a request body.
+    /// - Returns: the clean events with their indices, and the rejections.
+    /// - Throws: ``BatchError`` for malformed JSON, a missing `events` list, or a batch over the limits.
+    public func parse(body: [UInt8], now: Date) throws -> (events: [(index: Int, event: CleanEvent)], rejected: [Rejection]) {
+        guard body.count <= limits.maxBytes else { throw BatchError(reason: "batch is larger than \(limits.maxBytes) bytes") }
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: Data(body), options: [])
+        } catch {
+            throw BatchError(reason: "body is not valid JSON")
+        }
+        guard let object = json as? [String: Any], let list = object["events"] as? [Any] else {
+            throw BatchError(reason: "body must be an object with an 'events' list")
+        }
+        guard list.count <= limits.maxEvents else { throw BatchError(reason: "batch has \(list.count) events; the limit is \(limits.maxEvents)") }
+        var events: [(Int, CleanEvent)] = []
+        var rejected: [Rejection] = []
+        for (index, raw) in list.enumerated() {
+            do {
+                guard let dict = raw as? [String: Any] else { throw BatchError(reason: "event must be an object") }
+                events.append((index, try parseEvent(dict, now: now)))
+            } catch let error as BatchError {
+                rejected.append(Rejection(index: index, reason: error.reason))
+            }
+        }
+        return (events, rejected)
+    }
+
+    /// Validates and cleans one event object.
+    public func parseEvent(_ raw: [String: Any], now: Date) throws -> CleanEvent {
+        var raw = raw
+        let id = try requiredString(raw, "id")
+        let kindName = try requiredString(raw, "kind")
+        guard let kind = EventKind(rawValue: kindName) else {
+            throw BatchError(reason: "unknown kind '\(Clean.truncate(kindName, 40))'; expected one of \(EventKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let version = try optionalNumber(raw, "schema_version").map(Int.init) ?? kind.currentSchemaVersion
+        guard (1...kind.currentSchemaVersion).contains(version) else {
+            throw BatchError(reason: "unknown schema_version \(version) for \(kind.rawValue); supported: 1...\(kind.currentSchemaVersion)")
+        }
+        if kind == .pageView && version == 1 {
+            // v1 sent dwell time in seconds as `dwell`; v2 sends milliseconds as `dwell_ms`.
+            if let seconds = raw["dwell"] as? Double { raw["dwell_ms"] = seconds * 1000 }
+            raw["dwell"] = nil
+        }
+        let subject = try requiredString(raw, "subject")
+        let source = Clean.text(try requiredString(raw, "source"))
+        guard let timestamp = Clean.timestamp(raw["timestamp"]) else {
+            throw BatchError(reason: "timestamp must be ISO 8601 (with offset) or epoch milliseconds")
+        }
+        guard Double(timestamp) <= now.timeIntervalSince1970 + limits.maxFutureSkew else {
+            throw BatchError(reason: "timestamp lies in the future")
+        }
+        var fields: [String: FieldValue] = ["timestamp": .number(Double(timestamp))]
+        var signals: [ItemSignal] = []
+        var capped: [String] = []
+        func cap(_ name: String, _ value: Double, max: Double) -> Double {
+            if value > max { capped.append(name); return max }
+            return value
+        }
+
+        switch kind {
+        case .pageView:
+            let item = try requiredString(raw, "item")
+            fields["item"] = .string(item)
+            if let dwell = try optionalNumber(raw, "dwell_ms") {
+                guard dwell >= 0 else { throw BatchError(reason: "dwell_ms must not be negative") }
+                fields["dwell_ms"] = .number(cap("dwell_ms", dwell, max: limits.maxDwellMs))
+            }
+            if let depth = try optionalNumber(raw, "scroll_depth") {
+                guard (0...1).contains(depth) else { throw BatchError(reason: "scroll_depth must be between 0 and 1") }
+                fields["scroll_depth"] = .number(depth)
+            }
+            if let referrer = raw["referrer"] as? String { fields["referrer"] = .string(Clean.truncate(referrer, limits.maxStringLength)) }
+            if let device = raw["device"] as? String { fields["device"] = .string(Clean.text(device)) }
+            signals.append(ItemSignal(item: item, kind: "page_view", weight: 1))
+        case .purchase:
+            fields["order"] = .string(try requiredString(raw, "order"))
+            guard let lines = raw["lines"] as? [Any], !lines.isEmpty else { throw BatchError(reason: "purchase needs a non-empty 'lines' list") }
+            var cleanLines: [FieldValue] = []
+            for (n, entry) in lines.enumerated() {
+                guard let line = entry as? [String: Any] else { throw BatchError(reason: "lines[\(n)] must be an object") }
+                let item = try requiredString(line, "item", path: "lines[\(n)].")
+                guard let quantity = try optionalNumber(line, "quantity", path: "lines[\(n)]."), quantity > 0, quantity == quantity.rounded() else {
+                    throw BatchError(reason: "lines[\(n)].quantity must be a positive whole number")
+                }
+                guard let price = try optionalNumber(line, "unit_price", path: "lines[\(n)]."), price >= 0 else {
+                    throw BatchError(reason: "lines[\(n)].unit_price must be a non-negative number")
+                }
+                guard let currency = Clean.currency(line["currency"] as? String) else {
+                    throw BatchError(reason: "lines[\(n)].currency must be a three-letter ISO 4217 code")
+                }
+                let q = cap("lines[\(n)].quantity", quantity, max: limits.maxQuantity)
+                let p = cap("lines[\(n)].unit_price", price, max: limits.maxUnitPrice)
+                cleanLines.append(.object(["item": .string(item), "quantity": .number(q), "unit_price": .number(p), "currency": .string(currency)]))
+                signals.append(ItemSignal(item: item, kind: "purchase", weight: Float(3 + min(q, 5) - 1)))
+            }
+            fields["lines"] = .list(cleanLines)
+        case .search:
+            let query = Clean.searchTerms(try requiredString(raw, "query"))
+            guard !query.isEmpty else { throw BatchError(reason: "query is empty after cleaning") }
+            fields["query"] = .string(Clean.truncate(query, limits.maxStringLength))
+            if let filters = raw["filters"] as? [String: Any] {
+                fields["filters"] = .object(filters.compactMapValues { ($0 as? String).map { .string(Clean.text($0)) } })
+            }
+            let shown = (raw["shown"] as? [Any])?.compactMap { $0 as? String } ?? []
+            fields["shown"] = .list(shown.map { .string($0) })
+            var clicked: [FieldValue] = []
+            for (n, entry) in ((raw["clicked"] as? [Any]) ?? []).enumerated() {
+                guard let click = entry as? [String: Any], let item = click["item"] as? String, !item.isEmpty else {
+                    throw BatchError(reason: "clicked[\(n)] must be an object with an 'item'")
+                }
+                let position = (click["position"] as? Double).map { FieldValue.number($0) } ?? .number(-1)
+                clicked.append(.object(["item": .string(item), "position": position]))
+                signals.append(ItemSignal(item: item, kind: "search_click", weight: 1))
+            }
+            fields["clicked"] = .list(clicked)
+        case .profile:
+            if let age = try optionalNumber(raw, "age") {
+                guard (0...120).contains(age) else { throw BatchError(reason: "age must be between 0 and 120") }
+                fields["age"] = .number(age)
+            }
+            if let year = try optionalNumber(raw, "birth_year") {
+                let current = Calendar(identifier: .gregorian).component(.year, from: now)
+                guard (current - 120...current).contains(Int(year)) else { throw BatchError(reason: "birth_year is out of range") }
+                fields["birth_year"] = .number(year)
+            }
+            for key in ["gender", "location", "device"] {
+                if let value = raw[key] as? String { fields[key] = .string(Clean.text(value)) }
+            }
+            // Identifiers an app might send along are kept here only so the minimizer can be seen dropping them.
+            for key in ["email", "name", "ip", "phone"] where raw[key] != nil { fields[key] = .string("") }
+        case .feedback:
+            let item = try requiredString(raw, "item")
+            let signal = try requiredString(raw, "signal")
+            fields["item"] = .string(item)
+            fields["signal"] = .string(signal)
+            switch signal {
+            case "rating":
+                guard let value = try optionalNumber(raw, "value"), (0...5).contains(value) else {
+                    throw BatchError(reason: "a rating needs a 'value' between 0 and 5")
+                }
+                fields["value"] = .number(value)
+                signals.append(ItemSignal(item: item, kind: "rating", weight: Float(max(value - 2, 0.5))))
+            case "click": signals.append(ItemSignal(item: item, kind: "click", weight: 1))
+            case "add_to_cart": signals.append(ItemSignal(item: item, kind: "add_to_cart", weight: 2))
+            case "dwell":
+                guard let value = try optionalNumber(raw, "value"), value >= 0 else { throw BatchError(reason: "a dwell signal needs a non-negative 'value' in ms") }
+                fields["value"] = .number(cap("value", value, max: limits.maxDwellMs))
+                signals.append(ItemSignal(item: item, kind: "dwell", weight: 0.5))
+            default:
+                throw BatchError(reason: "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected rating, click, add_to_cart or dwell")
+            }
+        }
+        let contentKey = Hash.blake2b(Array("\(kind.rawValue)|\(subject)|\(timestamp / 10)|\(Clean.canonical(fields))".utf8), length: 16).hexString
+        return CleanEvent(id: id, kind: kind, subject: subject, timestamp: timestamp, source: source, fields: fields,
+                          signals: signals, cappedFields: capped, contentKey: contentKey)
+    }
+
+    private func requiredString(_ raw: [String: Any], _ key: String, path: String = "") throws -> String {
+        guard let value = raw[key] else { throw BatchError(reason: "missing field '\(path)\(key)'") }
+        guard let string = value as? String else { throw BatchError(reason: "field '\(path)\(key)' must be a string") }
+        let cleaned = Clean.text(string)
+        guard !cleaned.isEmpty else { throw BatchError(reason: "field '\(path)\(key)' must not be empty") }
+        guard cleaned.utf8.count <= limits.maxStringLength else { throw BatchError(reason: "field '\(path)\(key)' is longer than \(limits.maxStringLength) bytes") }
+        return cleaned
+    }
+
+    private func optionalNumber(_ raw: [String: Any], _ key: String, path: String = "") throws -> Double? {
+        guard let value = raw[key], !(value is NSNull) else { return nil }
+        // JSONSerialization turns true/false into NSNumber too; refuse them as numbers.
+        guard let number = value as? NSNumber, !Clean.isJSONBoolean(value) else {
+            throw BatchError(reason: "field '\(path)\(key)' must be a number")
+        }
+        let d = number.doubleValue
+        guard d.isFinite, abs(d) < 1e15 else { throw BatchError(reason: "field '\(path)\(key)' is out of range") }
+        return d
+    }
+}

@@ -1,1 +1,0 @@
-// Ingestion: placeholder while the module is being written.

@@ -1,0 +1,153 @@
+import ArgumentParser
+import Audit
+import Consent
+import Foundation
+import Gateway
+import Policy
+import Vault
+
+struct PrincipalsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "principals", abstract: "Manage API-key principals.", subcommands: [Add.self, Revoke.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a principal; its API key is printed once, on the last line.")
+        @OptionGroup var common: CommonOptions
+        @Argument(help: "Principal name.") var name: String
+        @Option(help: "Role from Policies/roles.yaml.") var role: String
+        @Option(help: "Token namespace (the app or tenant).") var namespace = "default"
+
+        func run() async throws {
+            let service = try openService(common)
+            let key = try service.principals.add(name: name, role: role, namespace: namespace, knownRoles: Set(service.policy.roles.keys))
+            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: "allowed", reason: "role \(role)"))
+            print("created principal \(name) with role \(role); its API key (shown once):")
+            print(key)
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a principal's key.")
+        @OptionGroup var common: CommonOptions
+        @Argument var name: String
+
+        func run() async throws {
+            let service = try openService(common)
+            try service.principals.revoke(name: name)
+            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: "allowed"))
+            print("revoked \(name)")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List principals (never their keys).")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            for p in try openService(common).principals.list() {
+                print("\(p.name)\t\(p.role)\t\(p.namespace)\t\(p.revoked ? "revoked" : "active")")
+            }
+        }
+    }
+}
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train", abstract: "Train the serving model from the feature store (a running server retrains on its own schedule).")
+    @OptionGroup var common: CommonOptions
+
+    func run() throws {
+        let model = try openService(common).train()
+        print("trained \(model.version): \(model.users) subjects, \(model.items.count) items, weights \(model.blendWeights.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
+    }
+}
+
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Verify, query and export the audit log.", subcommands: [Verify.self, Query.self, Export.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check every hash, link and signed checkpoint; exit 1 naming the first bad entry.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Ed25519 public key file (hex); default: <keys>/audit.pub.") var pubkey: String?
+
+        func run() throws {
+            let keyPath = pubkey ?? (common.keysDirectory as NSString).appendingPathComponent("audit.pub")
+            guard let text = try? String(contentsOfFile: keyPath, encoding: .utf8),
+                  let bytes = [UInt8](hexString: text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                  let key = try? SigningPublicKey(bytes: bytes) else {
+                throw ValidationError("cannot read an Ed25519 public key from \(keyPath); pass --pubkey FILE")
+            }
+            let result = try AuditReader(path: common.paths.auditDatabase).verify(publicKey: key)
+            if let bad = result.firstBadSequence {
+                print("audit log FAILED verification at entry \(bad): \(result.reason ?? "")")
+                throw ExitCode(1)
+            }
+            print("audit log intact: \(result.entries) entries, \(result.checkpoints) signed checkpoints")
+        }
+    }
+
+    struct Query: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print matching entries as JSON lines.")
+        @OptionGroup var common: CommonOptions
+        @Option var actor: String?
+        @Option(help: "Subject token (tokens, never raw ids, are in the log).") var subjectToken: String?
+        @Option var action: String?
+        @Option var outcome: String?
+        @Option var limit = 100
+
+        func run() throws {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let entries = try AuditReader(path: common.paths.auditDatabase).query(
+                AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome, limit: limit))
+            for e in entries { print(String(decoding: try encoder.encode(e), as: UTF8.self)) }
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write the log and its checkpoints as JSON Lines to stdout.")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            FileHandle.standardOutput.write(Data(try AuditReader(path: common.paths.auditDatabase).exportJSONLines()))
+        }
+    }
+}
+
+struct ConsentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "consent", abstract: "Consent ledger tools.", subcommands: [Verify.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Recompute the ledger's hash chain; exit 1 naming the first bad event.")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            let service = try openService(common)
+            let result = try service.verifyConsentLedger()
+            if let bad = result.firstBadSequence {
+                print("consent ledger FAILED verification at event \(bad): \(result.reason ?? "")")
+                throw ExitCode(1)
+            }
+            print("consent ledger intact: \(result.events) events")
+        }
+    }
+}
+
+struct PolicyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "policy", abstract: "Policy tools.", subcommands: [Check.self])
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate a policy directory and print its version.")
+        @Argument(help: "Policy directory.") var directory = "./Policies"
+
+        func run() throws {
+            do {
+                let policy = try PolicyParser.load(directory: directory)
+                print("policy \(directory) is valid: version \(policy.version) (\(policy.purposes.count) purposes, \(policy.categories.count) categories, \(policy.roles.count) roles, \(policy.notices.count) notices)")
+            } catch let error as PolicyError {
+                print("\(directory)/\(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+}
