@@ -1,0 +1,118 @@
+import Audit
+import FeatureStore
+import GRDB
+import Pseudonymization
+import Storage
+import Foundation
+import Gateway
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Policy
+import Testing
+import Vault
+
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// A fresh Veil instance in a temporary directory with one principal per role (plus a revoked one).
+struct GatewayFixture {
+    let root: String
+    let service: VeilService
+    /// role → API key
+    var keys: [String: String] = [:]
+    let revokedKey: String
+    let otherNamespaceAppKey: String
+
+    init(cacheTTL: TimeInterval = 30) throws {
+        root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
+        let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: repositoryRoot.appendingPathComponent("Policies").path)
+        try KeyRing.initialize(directory: paths.keysDirectory)
+        var logger = Logger(label: "veil-test")
+        logger.logLevel = .critical
+        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, checkpointInterval: 50, trainingThreads: 1, logger: logger)
+        let roles = Set(service.policy.roles.keys)
+        for role in roles.sorted() {
+            keys[role] = try service.principals.add(name: "p-\(role)", role: role, knownRoles: roles)
+        }
+        revokedKey = try service.principals.add(name: "gone", role: "admin", knownRoles: roles)
+        try service.principals.revoke(name: "gone")
+        otherNamespaceAppKey = try service.principals.add(name: "other-app", role: "app", namespace: "tenant-b", knownRoles: roles)
+    }
+
+    var app: some ApplicationProtocol {
+        Application(router: GatewayRouter.build(service: service))
+    }
+
+    func headers(_ key: String?, _ extra: [String: String] = [:]) -> HTTPFields {
+        var h = HTTPFields()
+        if let key { h[.authorization] = "Bearer \(key)" }
+        h[.contentType] = "application/json"
+        for (k, v) in extra { h[HTTPField.Name(k)!] = v }
+        return h
+    }
+
+    var auditCount: Int64 { get async { await service.audit.count } }
+}
+
+extension TestClientProtocol {
+    /// Sends a request and returns status and decoded JSON (or nil for non-JSON bodies).
+    @discardableResult
+    func call(_ method: HTTPRequest.Method, _ uri: String, key: String?, json: Any? = nil, raw: [UInt8]? = nil, headers extra: [String: String] = [:])
+        async throws -> (status: Int, json: [String: Any], headers: HTTPFields, body: String)
+    {
+        var h = HTTPFields()
+        if let key { h[.authorization] = "Bearer \(key)" }
+        h[.contentType] = "application/json"
+        for (k, v) in extra { h[HTTPField.Name(k)!] = v }
+        var body: ByteBuffer?
+        if let json { body = ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)) }
+        if let raw { body = ByteBuffer(bytes: raw) }
+        let response = try await execute(uri: uri, method: method, headers: h, body: body)
+        let text = String(buffer: response.body)
+        let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+        return (Int(response.status.code), object, response.headers, text)
+    }
+}
+
+func consent(_ subject: String, _ purpose: String = "personalization", granted: Bool = true) -> [String: Any] {
+    ["subject": subject, "purpose": purpose, "granted": granted, "method": "banner", "notice_version": "2026-01", "jurisdiction": "EU"]
+}
+
+func pageView(_ id: String, _ subject: String, _ item: String, at: String = "2026-11-20T10:00:00Z") -> [String: Any] {
+    ["id": id, "kind": "page_view", "subject": subject, "timestamp": at, "source": "web", "item": item, "dwell_ms": 12000, "scroll_depth": 0.8]
+}
+
+/// Synchronous reads of the stores, kept out of async test bodies (where GRDB would pick its async overloads).
+extension GatewayFixture {
+    func token(_ subject: String) -> SubjectToken { service.tokenizer.token(for: subject) }
+
+    func hasData(_ subject: String) throws -> Bool {
+        try service.store.pool.read { try service.features.hasData(token(subject), in: $0) }
+    }
+
+    func storedInteractions(_ subject: String) throws -> Int {
+        try service.store.pool.read { try service.features.interactions(of: token(subject), in: $0) }.count
+    }
+
+    func personalizationKeyExists(_ subject: String) throws -> Bool {
+        try service.store.pool.read { try service.keys.dataKey(for: FeatureStore.keyOwner(token(subject)), in: $0, create: false) } != nil
+    }
+
+    /// Tries to open every interaction row of `subject` found in the database file at `path` with the live keys.
+    /// Returns how many rows there were and how many opened.
+    func openBackupRows(_ subject: String, backup path: String) throws -> (rows: Int, opened: Int) {
+        let tokenValue = token(subject)
+        let old = try DatabaseQueue(path: path)
+        let rows = try old.read { try Row.fetchAll($0, sql: "SELECT id, body FROM interactions WHERE token = ?", arguments: [tokenValue.rawValue]) }
+        var opened = 0
+        for row in rows {
+            let ok = (try? service.store.pool.read { db in
+                try service.keys.open(row["body"], token: FeatureStore.keyOwner(tokenValue), table: "interactions", rowID: row["id"], in: db)
+            }) != nil
+            if ok { opened += 1 }
+        }
+        return (rows.count, opened)
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Gateway
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@Suite struct HostileInputTests {
+    func expectErrorShape(_ r: (status: Int, json: [String: Any], headers: HTTPFields, body: String), _ status: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status == status, "\(r.body)", sourceLocation: sourceLocation)
+        let error = r.json["error"] as? [String: Any]
+        #expect(error?["code"] is String && error?["message"] is String && error?["request_id"] is String, "\(r.body)", sourceLocation: sourceLocation)
+        #expect(!r.body.contains("Swift") && !r.body.contains(".swift"), sourceLocation: sourceLocation)
+    }
+
+    @Test func malformedAndOversizedBodiesGetTheErrorShape() async throws {
+        let f = try GatewayFixture()
+        let app = f.keys["app"]
+        try await f.app.test(.router) { client in
+            expectErrorShape(try await client.call(.post, "/v1/events", key: app, raw: Array("{\"events\": [".utf8)), 400)
+            expectErrorShape(try await client.call(.post, "/v1/events", key: app, raw: [0xff, 0xfe, 0x00, 0x01]), 400)
+            expectErrorShape(try await client.call(.post, "/v1/events", key: app, raw: Array(String(repeating: "[", count: 5000).utf8)), 400)
+            expectErrorShape(try await client.call(.post, "/v1/events", key: app, json: ["events": "nope"]), 400)
+            expectErrorShape(try await client.call(.post, "/v1/events", key: app, raw: [UInt8](repeating: 0x20, count: (1 << 20) + 10)), 413)
+            expectErrorShape(try await client.call(.post, "/v1/consents", key: app, raw: Array("{\"subject\": 1e400}".utf8)), 400)
+            expectErrorShape(try await client.call(.post, "/v1/consents", key: app, json: ["subject": "u"]), 400)
+            expectErrorShape(try await client.call(.put, "/v1/items", key: app, json: ["items": [["id": "x"]]]), 400)
+            expectErrorShape(try await client.call(.get, "/v1/nope", key: app), 404)
+            expectErrorShape(try await client.call(.get, "/v1/recommendations/u?k=1000", key: f.keys["recommendation-client"]), 400)
+            expectErrorShape(try await client.call(.get, "/v1/recommendations/u?k=abc", key: f.keys["recommendation-client"]), 400)
+        }
+    }
+
+    @Test func mixedBatchKeepsValidEventsAndNamesEachRejection() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            let events: [Any] = [
+                pageView("ok1", "u1", "sku-1"),
+                ["id": "bad1", "kind": "teleport", "subject": "u1", "timestamp": "2026-11-20T10:00:00Z", "source": "web"],
+                ["id": "bad2", "kind": "page_view", "subject": "u1", "timestamp": "2099-01-01T00:00:00Z", "source": "web", "item": "sku-1"],
+                ["id": "bad3", "kind": "page_view", "subject": "u1", "timestamp": "2026-11-20T10:00:00Z", "source": "web"],
+                ["id": "bad4", "kind": "page_view", "subject": "u1", "timestamp": "yesterday", "source": "web", "item": "sku-1"],
+                ["id": "bad5", "kind": "page_view", "subject": "u1", "timestamp": "2026-11-20T10:00:00Z", "source": "web", "item": "sku-1", "scroll_depth": 3],
+                "not an object",
+                pageView("ok2", "u2", "sku-2", at: "2026-11-20T11:00:00+02:00"),
+            ]
+            let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events])
+            #expect(r.status == 200)
+            #expect(r.json["accepted"] as? Int == 2)
+            let rejected = try #require(r.json["rejected"] as? [[String: Any]])
+            #expect(rejected.map { $0["index"] as? Int } == [1, 2, 3, 4, 5, 6])
+            #expect(rejected.allSatisfy { ($0["reason"] as? String)?.isEmpty == false })
+            #expect((rejected[2]["reason"] as? String)?.contains("missing field 'item'") == true)
+        }
+    }
+
+    @Test func repeatedDeliveriesAreAcknowledgedAndStoredOnce() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            _ = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("u1"))
+            let batch = ["events": [pageView("same", "u1", "sku-1")]]
+            #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: batch).json["accepted"] as? Int == 1)
+            let again = try await client.call(.post, "/v1/events", key: f.keys["app"], json: batch)
+            #expect(again.status == 200)
+            #expect(again.json["duplicates"] as? Int == 1)
+            // Same content under a new id within the window: also a duplicate.
+            let copy = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("other-id", "u1", "sku-1")]])
+            #expect(copy.json["duplicates"] as? Int == 1)
+            #expect(try f.storedInteractions("u1") == 1)
+        }
+    }
+
+    @Test func pathTricksAndHostileSubjectsGetNoData() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 4)
+            let recs = f.keys["recommendation-client"]
+            for uri in ["/v1/recommendations/..%2F..%2Fetc%2Fpasswd", "/v1/recommendations/shopper-0%2540example.com",
+                        "/v1/recommendations/" + String(repeating: "a", count: 300)] {
+                let r = try await client.call(.get, uri, key: recs)
+                #expect(r.status == 200 || r.status == 400, "\(uri): \(r.status)")
+                #expect(r.json["personalized"] as? Bool != true, "\(uri) leaked a personalized answer")
+            }
+            expectErrorShape(try await client.call(.get, "/v1/recommendations/a%00b", key: recs), 400)
+            // The officer reading the audit log sees tokens, never the raw id it asked about.
+            let audit = try await client.call(.get, "/v1/audit?subject=shopper-0%40example.com&limit=1000", key: f.keys["compliance-officer"])
+            #expect((audit.json["entries"] as? [Any])?.isEmpty == false)
+            #expect(!audit.body.contains("shopper-0"))
+        }
+    }
+
+    @Test func auditReadsAreThemselvesAuditedAndPaginate() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            for _ in 0..<5 { _ = try await client.call(.get, "/v1/consents/u", key: f.keys["app"]) }
+            let first = try await client.call(.get, "/v1/audit?limit=3", key: f.keys["compliance-officer"])
+            let cursor = try #require(first.json["next_cursor"] as? Int)
+            let second = try await client.call(.get, "/v1/audit?limit=3&cursor=\(cursor)", key: f.keys["compliance-officer"])
+            let entries = try #require(second.json["entries"] as? [[String: Any]])
+            #expect(entries.first?["sequence"] as? Int == cursor + 1)
+            let reads = try await client.call(.get, "/v1/audit?action=audit:read", key: f.keys["compliance-officer"])
+            #expect((reads.json["entries"] as? [Any])?.count == 2)
+            let denied = try await client.call(.get, "/v1/audit?outcome=denied", key: f.keys["compliance-officer"])
+            #expect((denied.json["entries"] as? [Any])?.isEmpty == true)
+        }
+    }
+}
