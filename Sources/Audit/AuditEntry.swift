@@ -39,11 +39,14 @@ public struct AuditEntry: Sendable, Equatable, Codable {
 
     /// BLAKE2b-256 over a canonical, length-prefixed encoding of every field and the previous hash.
     static func computeHash(sequence: Int64, at: Int64, record r: AuditRecord, previousHash: String) -> String {
-        var out: [UInt8] = Array("veil.audit.v1".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(384)
+        out.append(contentsOf: "veil.audit.v1".utf8)
         func put(_ s: String) {
-            let b = Array(s.utf8)
-            out += withUnsafeBytes(of: UInt32(b.count).bigEndian, Array.init)
-            out += b
+            let n = UInt32(s.utf8.count)
+            out.append(UInt8(truncatingIfNeeded: n >> 24)); out.append(UInt8(truncatingIfNeeded: n >> 16))
+            out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))
+            out.append(contentsOf: s.utf8)
         }
         put(String(sequence)); put(String(at)); put(r.actor); put(r.role); put(r.action); put(r.resource)
         put(r.subjectToken ?? "-"); put(r.purpose ?? "-"); put(r.outcome); put(r.reason); put(r.requestID); put(previousHash)

@@ -81,6 +81,17 @@ public struct AuditReader: Sendable {
         }
     }
 
+    static let columns = "seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash"
+
+    /// Reads a row selected with ``columns`` by position (faster than by name on a million rows).
+    static func entryByIndex(_ row: Row) -> AuditEntry {
+        AuditEntry(
+            sequence: row[0], at: row[1],
+            record: AuditRecord(actor: row[2], role: row[3], action: row[4], resource: row[5], subjectToken: row[6], purpose: row[7],
+                                outcome: row[8], reason: row[9], requestID: row[10]),
+            previousHash: row[11], hash: row[12])
+    }
+
     static func entry(_ row: Row) -> AuditEntry {
         AuditEntry(
             sequence: row["seq"], at: row["at"],
@@ -103,9 +114,9 @@ public struct AuditReader: Sendable {
         var failure: (Int64, String)?
         do {
             try store.pool.read { db in
-                let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM entries ORDER BY seq")
+                let cursor = try Row.fetchCursor(db, sql: "SELECT \(Self.columns) FROM entries ORDER BY seq")
                 while let row = try cursor.next() {
-                    let e = Self.entry(row)
+                    let e = Self.entryByIndex(row)
                     if e.sequence != expected {
                         failure = (min(e.sequence, expected), "expected entry \(expected), found \(e.sequence) (entry removed, inserted or reordered)")
                         return

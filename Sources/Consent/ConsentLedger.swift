@@ -102,7 +102,7 @@ public struct ConsentLedger: Sendable {
     public func decision(token: SubjectToken, purpose: String, at: Date, in db: Database) throws -> ConsentDecision {
         guard let p = policy.purposes[purpose] else { return ConsentDecision(allowed: false, reason: .unknownPurpose) }
         guard p.requiresConsent else { return ConsentDecision(allowed: true, reason: .notConsentBased) }
-        guard let row = try Row.fetchOne(db, sql: "SELECT granted, expires_at FROM consent_state WHERE token = ? AND purpose = ?", arguments: [token.rawValue, purpose]) else {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT granted, expires_at FROM consent_state WHERE token = ? AND purpose = ?"), arguments: [token.rawValue, purpose]) else {
             return ConsentDecision(allowed: false, reason: .noRecord)
         }
         guard row["granted"] as Bool else { return ConsentDecision(allowed: false, reason: .withdrawn) }
@@ -121,7 +121,7 @@ public struct ConsentLedger: Sendable {
 
     /// Every event of one subject, oldest first, with hashes: the proof of consent (GDPR Art. 7(1)).
     public func history(token: SubjectToken, in db: Database) throws -> [ConsentRecord] {
-        try Row.fetchAll(db, sql: "SELECT seq, body, prev_hash, hash FROM consent_events WHERE token = ? ORDER BY seq", arguments: [token.rawValue]).map(Self.record)
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, body, prev_hash, hash FROM consent_events WHERE token = ? ORDER BY seq"), arguments: [token.rawValue]).map(Self.record)
     }
 
     static func record(_ row: Row) throws -> ConsentRecord {
@@ -166,8 +166,7 @@ public struct ConsentLedger: Sendable {
     /// Consent events past their expiry become "expired" through ``decision(token:purpose:at:in:)``; this
     /// lists the (token, purpose) pairs that lapsed, for the retention job to act on.
     public func lapsed(at: Date, in db: Database) throws -> [(SubjectToken, String)] {
-        try Row.fetchAll(db, sql: "SELECT token, purpose FROM consent_state WHERE granted = 1 AND expires_at IS NOT NULL AND expires_at <= ?",
-                         arguments: [Int64(at.timeIntervalSince1970 * 1000)]).compactMap { row in
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT token, purpose FROM consent_state WHERE granted = 1 AND expires_at IS NOT NULL AND expires_at <= ?"), arguments: [Int64(at.timeIntervalSince1970 * 1000)]).compactMap { row in
             SubjectToken(rawValue: row["token"]).map { ($0, row["purpose"]) }
         }
     }

@@ -20,6 +20,41 @@ public struct StoredInteraction: Sendable, Equatable, Codable {
     }
 }
 
+extension StoredInteraction {
+    /// Compact binary form sealed at rest: `1 ‖ len ‖ item ‖ len ‖ kind ‖ weight (f32) ‖ time (i64)`, big endian.
+    /// JSON encoding cost more than the encryption itself on the ingest path.
+    func encoded() -> [UInt8] {
+        var out: [UInt8] = [1]
+        out.reserveCapacity(item.utf8.count + kind.utf8.count + 17)
+        for s in [item, kind] {
+            let n = UInt16(truncatingIfNeeded: s.utf8.count)
+            out.append(UInt8(n >> 8)); out.append(UInt8(n & 0xff))
+            out.append(contentsOf: s.utf8.prefix(Int(n)))
+        }
+        withUnsafeBytes(of: weight.bitPattern.bigEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: time.bigEndian) { out.append(contentsOf: $0) }
+        return out
+    }
+
+    init?(encoded b: [UInt8]) {
+        guard b.first == 1 else { return nil }
+        var i = 1
+        func string() -> String? {
+            guard i + 2 <= b.count else { return nil }
+            let n = Int(b[i]) << 8 | Int(b[i + 1])
+            i += 2
+            guard i + n <= b.count else { return nil }
+            defer { i += n }
+            return String(decoding: b[i..<(i + n)], as: UTF8.self)
+        }
+        guard let item = string(), let kind = string(), i + 12 == b.count else { return nil }
+        var w: UInt32 = 0, t: UInt64 = 0
+        for k in 0..<4 { w = w << 8 | UInt32(b[i + k]) }
+        for k in 0..<8 { t = t << 8 | UInt64(b[i + 4 + k]) }
+        self.init(item: item, kind: kind, weight: Float(bitPattern: w), time: Int64(bitPattern: t))
+    }
+}
+
 /// A catalog item. Catalog data is not personal and is stored in clear.
 public struct CatalogItem: Sendable, Equatable, Codable {
     public var id: String
@@ -65,13 +100,14 @@ public struct FeatureStore: Sendable {
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("featurestore.v1") { db in
                 try db.execute(sql: """
+                    -- Keyed by (token, id): a subject's rows share pages, so a batch touches few pages.
                     CREATE TABLE interactions (
-                        id TEXT PRIMARY KEY NOT NULL,
                         token TEXT NOT NULL,
+                        id TEXT NOT NULL,
                         day INTEGER NOT NULL,
-                        body BLOB NOT NULL
+                        body BLOB NOT NULL,
+                        PRIMARY KEY (token, id)
                     ) WITHOUT ROWID;
-                    CREATE INDEX interactions_token ON interactions(token);
                     CREATE INDEX interactions_day ON interactions(day);
                     CREATE TABLE profiles (
                         token TEXT PRIMARY KEY NOT NULL,
@@ -103,21 +139,23 @@ public struct FeatureStore: Sendable {
     /// - Returns: false when the id was already stored (a repeated delivery).
     @discardableResult
     public func add(_ interaction: StoredInteraction, id: String, token: SubjectToken, in db: Database) throws -> Bool {
-        if try Bool.fetchOne(db, sql: "SELECT 1 FROM interactions WHERE id = ?", arguments: [id]) == true { return false }
-        let body = try keys.seal(try JSONEncoder().encodeBytes(interaction), token: Self.keyOwner(token), table: "interactions", rowID: id, in: db)
-        try db.execute(sql: "INSERT INTO interactions (id, token, day, body) VALUES (?, ?, ?, ?)",
-                       arguments: [id, token.rawValue, interaction.time / 86_400, body])
-        return true
+        let body = try keys.seal(interaction.encoded(), token: Self.keyOwner(token), table: "interactions", rowID: id, in: db)
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO interactions (id, token, day, body) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [id, token.rawValue, interaction.time / 86_400, body])
+        return db.changesCount == 1
     }
 
     /// A subject's interactions, oldest first; empty when there are none or they were shredded.
     public func interactions(of token: SubjectToken, in db: Database) throws -> [StoredInteraction] {
-        let rows = try Row.fetchAll(db, sql: "SELECT id, body FROM interactions WHERE token = ?", arguments: [token.rawValue])
+        let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ?"), arguments: [token.rawValue])
         var out: [StoredInteraction] = []
         for row in rows {
             do {
                 let plain = try keys.open(row["body"], token: Self.keyOwner(token), table: "interactions", rowID: row["id"], in: db)
-                out.append(try JSONDecoder().decode(StoredInteraction.self, from: Data(plain)))
+                guard let interaction = StoredInteraction(encoded: plain) else {
+                    throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
+                }
+                out.append(interaction)
             } catch let error as StorageError where error.code == .shredded {
                 continue
             }
@@ -128,11 +166,11 @@ public struct FeatureStore: Sendable {
     /// Replaces a subject's generalized profile.
     public func setProfile(_ profile: [String: String], token: SubjectToken, in db: Database) throws {
         let body = try keys.seal(try JSONEncoder().encodeBytes(profile), token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)
-        try db.execute(sql: "INSERT OR REPLACE INTO profiles (token, body) VALUES (?, ?)", arguments: [token.rawValue, body])
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO profiles (token, body) VALUES (?, ?)").execute(arguments: [token.rawValue, body])
     }
 
     public func profile(of token: SubjectToken, in db: Database) throws -> [String: String]? {
-        guard let body = try Data.fetchOne(db, sql: "SELECT body FROM profiles WHERE token = ?", arguments: [token.rawValue]) else { return nil }
+        guard let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM profiles WHERE token = ?"), arguments: [token.rawValue]) else { return nil }
         do {
             return try JSONDecoder().decode([String: String].self, from: Data(try keys.open(body, token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)))
         } catch let error as StorageError where error.code == .shredded {
@@ -145,25 +183,24 @@ public struct FeatureStore: Sendable {
     @discardableResult
     public func shred(_ token: SubjectToken, in db: Database) throws -> Int {
         try keys.shred(token: Self.keyOwner(token), in: db)
-        try db.execute(sql: "DELETE FROM interactions WHERE token = ?", arguments: [token.rawValue])
+        try db.cachedStatement(sql: "DELETE FROM interactions WHERE token = ?").execute(arguments: [token.rawValue])
         var deleted = db.changesCount
-        try db.execute(sql: "DELETE FROM profiles WHERE token = ?", arguments: [token.rawValue])
+        try db.cachedStatement(sql: "DELETE FROM profiles WHERE token = ?").execute(arguments: [token.rawValue])
         deleted += db.changesCount
         return deleted
     }
 
     /// Whether any row of the subject is still stored.
     public func hasData(_ token: SubjectToken, in db: Database) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM interactions WHERE token = ?) OR EXISTS(SELECT 1 FROM profiles WHERE token = ?)",
-                          arguments: [token.rawValue, token.rawValue]) ?? false
+        try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM interactions WHERE token = ?) OR EXISTS(SELECT 1 FROM profiles WHERE token = ?)"), arguments: [token.rawValue, token.rawValue]) ?? false
     }
 
     /// Counts an anonymous interaction with `item` on `day` (no subject, no consent needed).
     public func countAnonymous(item: String, time: Int64, in db: Database) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO item_daily_counts (item, day, count) VALUES (?, ?, 1)
             ON CONFLICT(item, day) DO UPDATE SET count = count + 1
-            """, arguments: [item, time / 86_400])
+            """).execute(arguments: [item, time / 86_400])
     }
 
     // MARK: - Catalog
@@ -173,8 +210,7 @@ public struct FeatureStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         for item in items {
-            try db.execute(sql: "INSERT OR REPLACE INTO items (id, body, available, updated_at) VALUES (?, ?, ?, ?)",
-                           arguments: [item.id, String(decoding: try encoder.encode(item), as: UTF8.self), item.available, Int64(at.timeIntervalSince1970)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO items (id, body, available, updated_at) VALUES (?, ?, ?, ?)").execute(arguments: [item.id, String(decoding: try encoder.encode(item), as: UTF8.self), item.available, Int64(at.timeIntervalSince1970)])
         }
     }
 
@@ -187,7 +223,7 @@ public struct FeatureStore: Sendable {
     /// Deletes interactions older than `days` days before `now`. Returns how many rows went.
     public func deleteInteractions(olderThanDays days: Int, now: Date, in db: Database) throws -> Int {
         let cutoff = Int64(now.timeIntervalSince1970) / 86_400 - Int64(days)
-        try db.execute(sql: "DELETE FROM interactions WHERE day < ?", arguments: [cutoff])
+        try db.cachedStatement(sql: "DELETE FROM interactions WHERE day < ?").execute(arguments: [cutoff])
         return db.changesCount
     }
 
@@ -228,7 +264,7 @@ public struct FeatureStore: Sendable {
 
     /// Anonymous daily counts since `sinceDay` (for trending), per item id.
     public func recentCounts(sinceDay: Int64, in db: Database) throws -> [(item: String, day: Int64, count: Int64)] {
-        try Row.fetchAll(db, sql: "SELECT item, day, count FROM item_daily_counts WHERE day >= ?", arguments: [sinceDay]).map {
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT item, day, count FROM item_daily_counts WHERE day >= ?"), arguments: [sinceDay]).map {
             ($0["item"], $0["day"], $0["count"])
         }
     }
@@ -246,12 +282,14 @@ public struct DeliveryLog: Sendable {
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("featurestore.v1.deliveries") { db in
                 try db.execute(sql: """
+                    -- Both the event-id hash and the content fingerprint are keys under the subject's token,
+                    -- so a delivery check reads and writes the subject's page only.
                     CREATE TABLE deliveries (
-                        id TEXT PRIMARY KEY NOT NULL,
-                        content TEXT NOT NULL,
-                        at INTEGER NOT NULL
+                        token TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        at INTEGER NOT NULL,
+                        PRIMARY KEY (token, key)
                     ) WITHOUT ROWID;
-                    CREATE INDEX deliveries_content ON deliveries(content);
                     """)
             }
         }
@@ -259,12 +297,18 @@ public struct DeliveryLog: Sendable {
 
     public init() {}
 
-    /// Records a delivery. Returns false when the same id, or the same content, was delivered before.
-    public func firstDelivery(id: String, content: String, at: Int64, in db: Database) throws -> Bool {
-        if try Bool.fetchOne(db, sql: "SELECT 1 FROM deliveries WHERE id = ? OR content = ? LIMIT 1", arguments: [id, content]) == true {
+    /// Records a delivery of one subject's event. Returns false when the same id, or the same content, was
+    /// delivered before. `id` and `content` are keyed hashes: no raw identifier is stored.
+    public func firstDelivery(token: SubjectToken, id: String, content: String, at: Int64, in db: Database) throws -> Bool {
+        let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO deliveries (token, key, at) VALUES (?, ?, ?)")
+        try insert.execute(arguments: [token.rawValue, "i:" + id, at])
+        guard db.changesCount == 1 else { return false }
+        try insert.execute(arguments: [token.rawValue, "c:" + content, at])
+        guard db.changesCount == 1 else {
+            // Same content under a new id: a repeated delivery. Forget the id so the check stays consistent.
+            try db.cachedStatement(sql: "DELETE FROM deliveries WHERE token = ? AND key = ?").execute(arguments: [token.rawValue, "i:" + id])
             return false
         }
-        try db.execute(sql: "INSERT INTO deliveries (id, content, at) VALUES (?, ?, ?)", arguments: [id, content, at])
         return true
     }
 }

@@ -163,8 +163,12 @@ public final class VeilService: Sendable {
         let result = try store.pool.write { db -> IngestResult in
             var accepted = 0, duplicates = 0, anonymized = 0
             var gpcDone = Set<SubjectToken>()
+            // Per batch: one consent lookup and one identity record per subject, not per event.
+            var decisions: [SubjectToken: Bool] = [:]
+            var tokens: [String: SubjectToken] = [:]
             for (_, event) in parsed.events {
-                let token = tokenizer.token(for: event.subject, namespace: principal.namespace)
+                let token = tokens[event.subject] ?? tokenizer.token(for: event.subject, namespace: principal.namespace)
+                tokens[event.subject] = token
                 if gpcHeader && !gpcDone.contains(token) {
                     try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
                                          noticeVersion: policy.notices.keys.sorted().last!, jurisdiction: "unspecified", in: db)
@@ -172,14 +176,15 @@ public final class VeilService: Sendable {
                 }
                 let deliveryID = Hash.keyed(Array("\(principal.namespace)|\(event.id)".utf8), key: ring.pseudonymKey, length: 16).hexString
                 let content = Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString
-                guard try deliveries.firstDelivery(id: deliveryID, content: content, at: event.timestamp, in: db) else {
+                guard try deliveries.firstDelivery(token: token, id: deliveryID, content: content, at: event.timestamp, in: db) else {
                     duplicates += 1
                     continue
                 }
                 accepted += 1
                 for signal in event.signals { try features.countAnonymous(item: signal.item, time: event.timestamp, in: db) }
-                let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
-                guard decision.allowed, policy.purposes[Self.personalization]?.categories.contains(event.kind.category) == true else {
+                let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed
+                decisions[token] = allowed
+                guard allowed, policy.purposes[Self.personalization]?.categories.contains(event.kind.category) == true else {
                     anonymized += 1
                     continue
                 }
@@ -191,7 +196,7 @@ public final class VeilService: Sendable {
                     try features.add(StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),
                                      id: "\(deliveryID)-\(n)", token: token, in: db)
                 }
-                try identities.remember(subject: event.subject, token: token, in: db)
+                if !touched.contains(token.rawValue) { try identities.remember(subject: event.subject, token: token, in: db) }
                 touched.insert(token.rawValue)
             }
             return IngestResult(accepted: accepted, duplicates: duplicates, anonymized: anonymized,
@@ -303,5 +308,30 @@ public final class VeilService: Sendable {
                                               request_id: requestID, items: ranked.items)
         cache.put(token: token.rawValue, key: cacheKey, value: response, now: at)
         return response
+    }
+}
+
+// MARK: - Benchmark hooks
+
+extension VeilService {
+    /// Creates an app principal and records consents for a generated shop (7 of 8 subjects opt in).
+    public func benchPrepare(shop: SampleShop) throws -> Principal {
+        let principal = Principal(name: "bench-app", role: "app", namespace: "default")
+        let note = AuditNote()
+        for (n, user) in shop.users.enumerated() {
+            let request = ConsentRequest(subject: user.id, purpose: "personalization", granted: n % 8 != 7, method: "banner",
+                                         notice_version: "2026-01", jurisdiction: "EU", expires_at: nil, gpc: nil)
+            _ = try recordConsent(request, principal: principal, gpcHeader: false, note: note)
+        }
+        return principal
+    }
+
+    /// One batch through the same path as `POST /v1/events`, including its audit entry.
+    public func benchIngest(body: [UInt8], principal: Principal) async throws -> Int {
+        let note = AuditNote()
+        let result = try ingest(body: body, principal: principal, gpcHeader: false, note: note)
+        try await audit.append(AuditRecord(actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",
+                                           purpose: "personalization", outcome: "allowed", reason: note.snapshot.reason, requestID: "bench"))
+        return result.accepted
     }
 }

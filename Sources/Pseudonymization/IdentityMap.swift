@@ -27,14 +27,14 @@ public struct IdentityMap: Sendable {
 
     /// Records the original id of `token` (idempotent).
     public func remember(subject: String, token: SubjectToken, in db: Database) throws {
-        if try Bool.fetchOne(db, sql: "SELECT 1 FROM identities WHERE token = ?", arguments: [token.rawValue]) == true { return }
+        if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM identities WHERE token = ?"), arguments: [token.rawValue]) == true { return }
         let sealed = try keys.seal(Array(subject.utf8), token: Self.keyOwner(token), table: "identities", rowID: token.rawValue, in: db)
-        try db.execute(sql: "INSERT INTO identities (token, body) VALUES (?, ?)", arguments: [token.rawValue, sealed])
+        try db.cachedStatement(sql: "INSERT INTO identities (token, body) VALUES (?, ?)").execute(arguments: [token.rawValue, sealed])
     }
 
     /// The original id, or nil when unknown or erased.
     public func reveal(_ token: SubjectToken, in db: Database) throws -> String? {
-        guard let body = try Data.fetchOne(db, sql: "SELECT body FROM identities WHERE token = ?", arguments: [token.rawValue]) else { return nil }
+        guard let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM identities WHERE token = ?"), arguments: [token.rawValue]) else { return nil }
         do {
             return String(decoding: try keys.open(body, token: Self.keyOwner(token), table: "identities", rowID: token.rawValue, in: db), as: UTF8.self)
         } catch let error as StorageError where error.code == .shredded {
@@ -45,6 +45,6 @@ public struct IdentityMap: Sendable {
     /// Erases the identity: the key is shredded and the row deleted.
     public func erase(_ token: SubjectToken, in db: Database) throws {
         try keys.shred(token: Self.keyOwner(token), in: db)
-        try db.execute(sql: "DELETE FROM identities WHERE token = ?", arguments: [token.rawValue])
+        try db.cachedStatement(sql: "DELETE FROM identities WHERE token = ?").execute(arguments: [token.rawValue])
     }
 }

@@ -107,19 +107,35 @@ public enum Generalize {
     }
 
     public static func deviceClass(_ device: String) -> String {
-        let d = device.lowercased()
-        if d.contains("ipad") || d.contains("tablet") { return "tablet" }
-        if d.contains("mobile") || d.contains("iphone") || d.contains("android") || d == "phone" { return "mobile" }
-        if d.contains("desktop") || d.contains("windows") || d.contains("macintosh") || d.contains("linux") || d == "web" { return "desktop" }
+        let d = lowerASCII(device)
+        func has(_ needle: String) -> Bool { contains(d, needle) }
+        if has("ipad") || has("tablet") { return "tablet" }
+        if has("mobile") || has("iphone") || has("android") || d == Array("phone".utf8) { return "mobile" }
+        if has("desktop") || has("windows") || has("macintosh") || has("linux") || d == Array("web".utf8) { return "desktop" }
         return "other"
     }
 
     public static func referrerClass(_ referrer: String) -> String {
-        let r = referrer.lowercased()
-        if r.isEmpty || r == "direct" { return "direct" }
-        for s in ["google.", "bing.", "duckduckgo.", "search"] where r.contains(s) { return "search" }
-        for s in ["facebook.", "instagram.", "t.co", "twitter.", "tiktok.", "social"] where r.contains(s) { return "social" }
-        if r.contains("mail") || r.contains("newsletter") { return "email" }
+        let r = lowerASCII(referrer)
+        if r.isEmpty || r == Array("direct".utf8) { return "direct" }
+        for s in ["google.", "bing.", "duckduckgo.", "search"] where contains(r, s) { return "search" }
+        for s in ["facebook.", "instagram.", "t.co", "twitter.", "tiktok.", "social"] where contains(r, s) { return "social" }
+        if contains(r, "mail") || contains(r, "newsletter") { return "email" }
         return "other"
+    }
+
+    /// Byte-level helpers: Foundation's `contains` goes through NSString on Linux and dominated the minimizer.
+    static func lowerASCII(_ s: String) -> [UInt8] {
+        s.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
+    }
+
+    static func contains(_ haystack: [UInt8], _ needle: String) -> Bool {
+        let n = Array(needle.utf8)
+        guard !n.isEmpty, haystack.count >= n.count else { return n.isEmpty }
+        outer: for start in 0...(haystack.count - n.count) {
+            for k in 0..<n.count where haystack[start + k] != n[k] { continue outer }
+            return true
+        }
+        return false
     }
 }

@@ -15,11 +15,14 @@ public struct StoreConfiguration: Sendable {
     public var busyTimeout: TimeInterval
     /// Maximum concurrent readers.
     public var maximumReaders: Int
+    /// Page cache per connection, in KiB.
+    public var cacheKiB: Int
 
-    public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8) {
+    public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8, cacheKiB: Int = 32 * 1024) {
         self.fullSync = fullSync
         self.busyTimeout = busyTimeout
         self.maximumReaders = maximumReaders
+        self.cacheKiB = cacheKiB
     }
 }
 
@@ -47,9 +50,11 @@ public final class Store: Sendable {
         config.foreignKeysEnabled = true
         config.maximumReaderCount = configuration.maximumReaders
         let synchronous = configuration.fullSync ? "FULL" : "NORMAL"
+        let cache = configuration.cacheKiB
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA secure_delete = ON")
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            try db.execute(sql: "PRAGMA cache_size = -\(cache)")
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)

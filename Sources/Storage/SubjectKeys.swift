@@ -62,7 +62,7 @@ public final class SubjectKeys: Sendable {
     /// - Throws: ``StorageError/Code/shredded`` when the subject was erased and `create` is false.
     public func dataKey(for token: String, in db: Database, create: Bool) throws -> SecretKey? {
         if let key = cache.withLock({ $0[token] }) { return key }
-        if let row = try Row.fetchOne(db, sql: "SELECT wrapped FROM subject_keys WHERE token = ?", arguments: [token]) {
+        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT wrapped FROM subject_keys WHERE token = ?"), arguments: [token]) {
             let wrapped: Data = row["wrapped"]
             var raw: [UInt8]
             do {
@@ -81,7 +81,7 @@ public final class SubjectKeys: Sendable {
         try db.execute(
             sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, ?)",
             arguments: [token, ring.currentVersion, Data(wrapped), Int64(Date().timeIntervalSince1970)])
-        try db.execute(sql: "DELETE FROM shredded_subjects WHERE token = ?", arguments: [token])
+        try db.cachedStatement(sql: "DELETE FROM shredded_subjects WHERE token = ?").execute(arguments: [token])
         remember(token, key)
         return key
     }
@@ -123,7 +123,7 @@ public final class SubjectKeys: Sendable {
     @discardableResult
     public func shred(token: String, in db: Database) throws -> Bool {
         cache.withLock { _ = $0.removeValue(forKey: token) }
-        try db.execute(sql: "DELETE FROM subject_keys WHERE token = ?", arguments: [token])
+        try db.cachedStatement(sql: "DELETE FROM subject_keys WHERE token = ?").execute(arguments: [token])
         let existed = db.changesCount > 0
         try db.execute(
             sql: "INSERT OR REPLACE INTO shredded_subjects (token, shredded_at) VALUES (?, ?)",

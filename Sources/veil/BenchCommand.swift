@@ -1,0 +1,99 @@
+import ArgumentParser
+import Audit
+import Foundation
+import Gateway
+import Ingestion
+import Logging
+import Vault
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Benchmarks of the real code paths (build with -c release first).",
+        subcommands: [Audit.self, Ingest.self])
+
+    struct Audit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Audit appends per second (group commit, concurrent callers) and verification time.")
+        @Option(help: "Entries to append.") var entries = 200_000
+        @Option(help: "Concurrent appenders.") var concurrency = 64
+        @Option(help: "Also build a log of this many entries and time its verification (0 = skip).") var verifyEntries = 1_000_000
+
+        func run() async throws {
+            let dir = NSTemporaryDirectory() + "veil-bench-audit-\(UUID().uuidString.prefix(8))"
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let signer = SigningKeyPair.generate()
+            let log = try AuditLog(path: dir + "/audit.sqlite", signer: signer)
+            let perTask = entries / concurrency
+            let clock = ContinuousClock()
+            let elapsed = try await clock.measure {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for t in 0..<concurrency {
+                        group.addTask {
+                            for i in 0..<perTask {
+                                try await log.append(AuditRecord(actor: "bench-\(t)", role: "app", action: "events:write", resource: "POST /v1/events",
+                                                                 subjectToken: "t\(t)-\(i)", purpose: "personalization", outcome: "allowed",
+                                                                 reason: "status 200", requestID: "r\(t * perTask + i)"))
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            let n = perTask * concurrency
+            let stats = await log.stats
+            print(String(format: "audit append: %d transactions for %d entries (%.1f entries per commit), %.2f s inside commits", stats.batches, stats.entries, Double(stats.entries) / Double(max(stats.batches, 1)), Double(stats.writeNanos) / 1e9))
+            print(String(format: "audit append: %d entries, %d concurrent callers, %.2f s, %.0f appends/s (durable, synchronous=FULL)", n, concurrency, elapsed.seconds, Double(n) / elapsed.seconds))
+            guard verifyEntries > 0 else { return }
+            let bigLog = try AuditLog(path: dir + "/big.sqlite", signer: signer, checkpointInterval: 10_000)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                let per = verifyEntries / 100
+                for t in 0..<100 {
+                    group.addTask {
+                        for i in 0..<per {
+                            try await bigLog.append(AuditRecord(actor: "p\(t)", role: "app", action: "events:write", resource: "POST /v1/events",
+                                                                subjectToken: "t\(t)-\(i)", outcome: "allowed", reason: "status 200", requestID: "r\(i)"))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            try await bigLog.checkpoint()
+            let reader = try AuditReader(path: dir + "/big.sqlite")
+            var result: AuditVerification?
+            let verifyTime = try clock.measure { result = try reader.verify(publicKey: signer.publicKey) }
+            print(String(format: "audit verify: %lld entries, %d checkpoints, intact=%@, %.2f s", result!.entries, result!.checkpoints, result!.intact ? "yes" : "NO", verifyTime.seconds))
+        }
+    }
+
+    struct Ingest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Events per second through validate, consent check, tokenize, minimize, seal, audit and commit, in batches.")
+        @Option var users = 2000
+        @Option var days = 60
+        @Option var batch = 500
+
+        func run() async throws {
+            let dir = NSTemporaryDirectory() + "veil-bench-ingest-\(UUID().uuidString.prefix(8))"
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let policies = FileManager.default.fileExists(atPath: "./Policies/purposes.yaml") ? "./Policies"
+                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Policies").path
+            let paths = RuntimePaths(dataDirectory: dir + "/data", keysDirectory: dir + "/Keys", policiesDirectory: policies)
+            try KeyRing.initialize(directory: paths.keysDirectory)
+            var logger = Logger(label: "bench")
+            logger.logLevel = .error
+            let service = try VeilService(paths: paths, passphrase: nil, logger: logger)
+            let shop = SampleShop(users: users, items: 1000, days: days, seed: 1)
+            let app = try service.benchPrepare(shop: shop)
+            var batches: [[UInt8]] = []
+            for start in stride(from: 0, to: shop.events.count, by: batch) {
+                batches.append(Array(try JSONEncoder().encode(["events": Array(shop.events[start..<min(start + batch, shop.events.count)])])))
+            }
+            let clock = ContinuousClock()
+            var accepted = 0
+            let elapsed = try await clock.measure {
+                for b in batches { accepted += try await service.benchIngest(body: b, principal: app) }
+            }
+            print(String(format: "ingest: %d events in %d batches of %d, %.2f s, %.0f events/s (%d users, 7/8 consenting)",
+                         accepted, batches.count, batch, elapsed.seconds, Double(accepted) / elapsed.seconds, users))
+        }
+    }
+}
