@@ -60,8 +60,9 @@ enum Handlers {
             guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
                 throw GatewayError.badRequest("too many values in session, exclude or category")
             }
-            return try json(service.recommend(subject: try subject(context), query: query, principal: context.principal!,
-                                              requestID: context.requestID, note: context.audit))
+            let response = try service.recommend(subject: try subject(context), query: query, principal: context.principal!,
+                                                 requestID: context.requestID, note: context.audit)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: response.jsonBytes())))
         }
         case (.post, "/v1/subjects/{subject}/erase"): return { service, _, context in
             try jsonObject(service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Hummingbird
 import Storage
+import Synchronization
 import Vault
 
 /// API-key principals. Only a keyed hash of each key is stored; the key itself is shown once, at creation.
@@ -33,6 +34,10 @@ public struct PrincipalStore: Sendable {
 
     private let hashKey: SecretKey
     public let store: Store
+    /// Successful lookups, kept for at most `cacheSeconds`: a revocation by another process (the CLI) reaches a
+    /// running server within that time; one made through this store applies at once.
+    private let cache = PrincipalCache()
+    public var cacheSeconds: TimeInterval = 1
 
     /// - Parameter ring: the API-key hashing key is derived from its pseudonymization key.
     public init(store: Store, ring: KeyRing) {
@@ -64,6 +69,7 @@ public struct PrincipalStore: Sendable {
 
     /// Revokes a principal; its key stops working at once.
     public func revoke(name: String) throws {
+        cache.clear()
         let changed = try store.pool.write { db -> Int in
             try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                            arguments: [Int64(Date().timeIntervalSince1970), name])
@@ -84,12 +90,34 @@ public struct PrincipalStore: Sendable {
     public func authenticate(key: String) throws -> Principal? {
         guard key.hasPrefix("vk_"), key.utf8.count == 67 else { return nil }
         let digest = hash(key)
-        return try store.pool.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?",
+        let now = Date()
+        if let hit = cache.get(digest, now: now) { return hit }
+        let principal = try store.pool.read { db -> Principal? in
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
                                              arguments: [digest.hexString]) else { return nil }
             guard let stored = [UInt8](hexString: row["key_hash"]), SecureRandom.constantTimeEqual(stored, digest) else { return nil }
             guard (row["revoked_at"] as Int64?) == nil else { return nil }
             return Principal(name: row["name"], role: row["role"], namespace: row["namespace"])
         }
+        if let principal { cache.put(digest, principal, until: now.addingTimeInterval(cacheSeconds)) }
+        return principal
     }
+}
+
+/// Recently authenticated principals by key hash.
+final class PrincipalCache: Sendable {
+    private let entries = Mutex<[[UInt8]: (Principal, Date)]>([:])
+
+    func get(_ digest: [UInt8], now: Date) -> Principal? {
+        entries.withLock { $0[digest].flatMap { $0.1 > now ? $0.0 : nil } }
+    }
+
+    func put(_ digest: [UInt8], _ principal: Principal, until: Date) {
+        entries.withLock { table in
+            if table.count > 10_000 { table.removeAll() }
+            table[digest] = (principal, until)
+        }
+    }
+
+    func clear() { entries.withLock { $0.removeAll() } }
 }

@@ -18,6 +18,52 @@ public struct RecommendationResponse: Codable, Sendable, Equatable {
     public var items: [RecommendedItem]
 }
 
+extension RecommendationResponse {
+    /// Hand-written JSON (sorted keys, like the encoder): Foundation's JSONEncoder took a fifth of the CPU of a
+    /// cached recommendation request on Linux.
+    func jsonBytes() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(128 + items.count * 128)
+        func raw(_ s: String) { out.append(contentsOf: s.utf8) }
+        raw("{\"items\":[")
+        for (n, item) in items.enumerated() {
+            if n > 0 { raw(",") }
+            raw("{\"explanation\":"); JSONText.string(item.explanation, into: &out)
+            raw(",\"item\":"); JSONText.string(item.item, into: &out)
+            raw(",\"reason\":"); JSONText.string(item.reason, into: &out)
+            raw(",\"score\":"); raw(item.score.isFinite ? "\(item.score)" : "0")
+            raw("}")
+        }
+        raw("],\"model_version\":"); JSONText.string(model_version, into: &out)
+        raw(",\"personalized\":"); raw(personalized ? "true" : "false")
+        raw(",\"request_id\":"); JSONText.string(request_id, into: &out)
+        raw(",\"subject\":"); JSONText.string(subject, into: &out)
+        raw("}")
+        return out
+    }
+}
+
+enum JSONText {
+    /// Appends `s` as a JSON string literal, escaping quotes, backslashes and control characters.
+    static func string(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in s.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [92, 34])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [92, 92])
+            case 0x0A: out.append(contentsOf: [92, 110])
+            case 0x0D: out.append(contentsOf: [92, 114])
+            case 0x09: out.append(contentsOf: [92, 116])
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [92, 117, 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+}
+
 public struct ConsentReceipt: Codable, Sendable {
     public var sequence: Int64
     public var hash: String

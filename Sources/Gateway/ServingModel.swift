@@ -36,7 +36,7 @@ public struct ServingModel: Sendable {
         let ranker: any ScoringModel
         var weights: [String: Float] = [:]
         if split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100 {
-            let hybrid = HybridTrainer(options: options).fit(split)
+            let hybrid = HybridTrainer(options: options).fit(split).precomputing(at: Int64(now.timeIntervalSince1970))
             ranker = hybrid
             weights = Dictionary(uniqueKeysWithValues: zip(HybridTrainer.componentNames, hybrid.weights))
         } else {

@@ -25,6 +25,11 @@ public struct HybridModel: ScoringModel {
         }
     }
 
+    /// The same blend with time-dependent components fixed for serving around `time`.
+    public func precomputing(at time: Int64) -> HybridModel {
+        HybridModel(components: components.map { ($0 as? TrendingModel)?.precomputing(at: time) ?? $0 }, weights: weights)
+    }
+
     /// In place: (x − mean) / std; all zeros when the row is constant.
     static func standardise(_ b: UnsafeMutableBufferPointer<Float>) {
         let n = Float(b.count)

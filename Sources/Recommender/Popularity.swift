@@ -27,6 +27,10 @@ public struct TrendingModel: ScoringModel {
     let items: [Int32]
     /// Half-life of an event's weight, in seconds.
     public let halfLife: Double
+    /// Scores computed once for a serving time: reused for contexts within `reuseWindow` seconds of it,
+    /// so that a request does not rescan every event.
+    let precomputed: (time: Int64, scores: [Float])?
+    static let reuseWindow: Int64 = 3600
 
     public init(itemCount: Int, interactions: [Interaction], halfLife: Double) {
         let sorted = interactions.sorted { ($0.time, $0.item) < ($1.time, $1.item) }
@@ -34,9 +38,27 @@ public struct TrendingModel: ScoringModel {
         times = sorted.map(\.time)
         items = sorted.map(\.item)
         self.halfLife = halfLife
+        precomputed = nil
     }
 
+    init(_ base: TrendingModel, precomputedAt time: Int64) {
+        itemCount = base.itemCount
+        times = base.times
+        items = base.items
+        halfLife = base.halfLife
+        var scores = [Float](repeating: 0, count: base.itemCount)
+        scores.withUnsafeMutableBufferPointer { base.score(UserContext(user: nil, items: [], time: time), into: $0) }
+        precomputed = (time, scores)
+    }
+
+    /// The same model with its scores fixed for serving around `time` (recomputed on the next retrain).
+    public func precomputing(at time: Int64) -> TrendingModel { TrendingModel(self, precomputedAt: time) }
+
     public func score(_ context: UserContext, into out: UnsafeMutableBufferPointer<Float>) {
+        if let precomputed, abs(context.time - precomputed.time) < Self.reuseWindow {
+            for i in 0..<itemCount { out[i] = precomputed.scores[i] }
+            return
+        }
         for i in 0..<itemCount { out[i] = 0 }
         // Binary search for the last event at or before the reference time.
         var lo = 0, hi = times.count

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Serving benchmark: the release server on loopback, driven by wrk (64 connections, 10 s per route).
+# Usage: scripts/bench-serve.sh [DURATION_S]   (build first: make release; needs wrk: apt-get install -y wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+VEIL=.build/release/veil
+[ -x "$VEIL" ] || { echo "build first: make release" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+DIR=$(mktemp -d /tmp/veil-bench-serve.XXXXXX)
+PORT=${PORT:-18181}
+USERS=1000
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
+
+"$VEIL" demo --dir "$DIR" --users $USERS --items 1000 --days 60 > "$DIR/demo.log"
+common=(--data-dir "$DIR/data" --keys "$DIR/Keys" --policies ./Policies)
+RECS=$("$VEIL" principals add bench-recs --role recommendation-client "${common[@]}" | tail -1)
+APP=$("$VEIL" principals add bench-app --role app "${common[@]}" | tail -1)
+
+cat > "$DIR/recs.lua" <<LUA
+counter = 0
+request = function()
+  counter = counter + 1
+  local n = (counter * 7919) % $USERS
+  if n % 8 == 7 then n = n - 1 end
+  return wrk.format("GET", "/v1/recommendations/user-" .. n .. "%40example.com?k=10", {["Authorization"] = "Bearer $RECS"})
+end
+LUA
+cat > "$DIR/events.lua" <<LUA
+counter = 0
+local thread_id = math.random(1, 1000000000)
+request = function()
+  counter = counter + 1
+  local n = (counter * 7919) % $USERS
+  local body = '{"events":[{"id":"b-' .. thread_id .. '-' .. counter .. '","kind":"page_view","subject":"user-' .. n ..
+    '@example.com","timestamp":"2026-11-20T10:00:00Z","source":"bench","item":"sku-000' .. (counter % 10) .. '","dwell_ms":' .. (1000 + counter % 5000) .. '}]}'
+  return wrk.format("POST", "/v1/events", {["Authorization"] = "Bearer $APP", ["Content-Type"] = "application/json"}, body)
+end
+LUA
+
+start_server() {
+  "$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 "$@" > "$DIR/serve.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/live" >/dev/null && return; sleep 0.1; done
+  echo "server did not start" >&2; cat "$DIR/serve.log" >&2; exit 1
+}
+stop_server() { kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+
+run() { # name, url, [script]
+  local out
+  if [ -n "${3:-}" ]; then out=$(wrk -t2 -c64 -d"${DURATION}s" --latency -s "$3" "http://127.0.0.1:$PORT$2")
+  else out=$(wrk -t2 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$PORT$2"); fi
+  echo "$out" > "$DIR/$1.wrk"
+  python3 - "$1" "$DIR/$1.wrk" <<'PY'
+import re, sys
+name, path = sys.argv[1], sys.argv[2]
+text = open(path).read()
+def ms(v):
+    m = re.match(r"([\d.]+)([a-z]+)", v); x = float(m.group(1))
+    return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", text).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+total = int(re.search(r"(\d+) requests in", text).group(1))
+non2xx = int(re.search(r"Non-2xx or 3xx responses: (\d+)", text).group(1)) if "Non-2xx" in text else 0
+print(f"{name}\t{rps:.0f}\t{p50:.2f}\t{p99:.2f}\t{100.0 * non2xx / max(total, 1):.2f}")
+PY
+}
+
+start_server
+{
+  run bare /health/live
+  run recommendations /v1/recommendations/x "$DIR/recs.lua"
+  run events /v1/events "$DIR/events.lua"
+} > "$DIR/results.tsv"
+stop_server
+start_server --cache-ttl 0
+run recommendations-uncached /v1/recommendations/x "$DIR/recs.lua" >> "$DIR/results.tsv"
+stop_server
+python3 - "$DIR/results.tsv" <<'PY'
+import sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
+bare = float(rows[0][1])
+print("| route | requests/s | p50 ms | p99 ms | non-2xx % | vs bare route |")
+print("|---|---|---|---|---|---|")
+for name, rps, p50, p99, bad in rows:
+    print(f"| {name} | {float(rps):.0f} | {p50} | {p99} | {bad} | {float(rps) / bare:.2f} |")
+PY
