@@ -4,6 +4,9 @@ import PackageDescription
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
+    // Veil's own code is optimized in debug builds too: the test suite trains models, seals thousands of rows and
+    // imports MovieLens, which at -Onone took minutes. Dependencies keep the configuration's setting.
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
 ]
 
 let package = Package(

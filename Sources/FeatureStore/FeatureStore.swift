@@ -297,6 +297,12 @@ public struct DeliveryLog: Sendable {
 
     public init() {}
 
+    /// Forgets deliveries older than `cutoff` (epoch seconds); a redelivery after that counts as new.
+    public func deleteOlder(than cutoff: Int64, in db: Database) throws -> Int {
+        try db.cachedStatement(sql: "DELETE FROM deliveries WHERE at < ?").execute(arguments: [cutoff])
+        return db.changesCount
+    }
+
     /// Records a delivery of one subject's event. Returns false when the same id, or the same content, was
     /// delivered before. `id` and `content` are keyed hashes: no raw identifier is stored.
     public func firstDelivery(token: SubjectToken, id: String, content: String, at: Int64, in db: Database) throws -> Bool {

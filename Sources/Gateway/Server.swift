@@ -10,6 +10,8 @@ public struct ServerConfiguration: Sendable {
     public var port = 8080
     /// Retrain from the feature store this often (0 = never); the new model is swapped in atomically.
     public var retrainInterval: TimeInterval = 3600
+    /// Run retention this often (0 = never); the first run happens at start.
+    public var retentionInterval: TimeInterval = 86_400
     public init() {}
 }
 
@@ -38,6 +40,30 @@ struct RetrainService: Service {
     }
 }
 
+/// Runs the retention job on a schedule as a `Service`.
+struct RetentionService: Service {
+    let service: VeilService
+    let interval: TimeInterval
+
+    func run() async throws {
+        guard interval > 0 else {
+            try? await gracefulShutdown()
+            return
+        }
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let report = try await service.runRetention()
+                    service.logger.info("retention ran", metadata: ["interactions_deleted": "\(report.interactionsDeleted)", "lapsed_shredded": "\(report.lapsedConsentsShredded)"])
+                } catch {
+                    service.logger.error("retention run failed")
+                }
+                try await Task.sleep(for: .seconds(interval))
+            }
+        }
+    }
+}
+
 /// Signs a final audit checkpoint once the server has stopped taking requests.
 struct AuditFlushService: Service {
     let service: VeilService
@@ -58,7 +84,8 @@ public enum GatewayServer {
         Application(
             router: GatewayRouter.build(service: service),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "veil"),
-            services: [RetrainService(service: service, interval: configuration.retrainInterval), AuditFlushService(service: service)],
+            services: [RetrainService(service: service, interval: configuration.retrainInterval),
+                       RetentionService(service: service, interval: configuration.retentionInterval), AuditFlushService(service: service)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)
     }

@@ -335,3 +335,42 @@ extension VeilService {
         return result.accepted
     }
 }
+
+// MARK: - Retention
+
+extension VeilService {
+    public struct RetentionReport: Sendable, Equatable, Codable {
+        public var interactionsDeleted: Int
+        public var deliveriesDeleted: Int
+        public var lapsedConsentsShredded: Int
+    }
+
+    /// Deletes behaviour data older than the personalization purpose's retention, forgets old delivery
+    /// fingerprints, and shreds the data of subjects whose personalization consent lapsed. Audited.
+    @discardableResult
+    public func runRetention() async throws -> RetentionReport {
+        let report = try retentionSweep()
+        try await audit.append(AuditRecord(
+            actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: Self.personalization, outcome: "allowed",
+            reason: "deleted \(report.interactionsDeleted) interactions, \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) lapsed subjects"))
+        return report
+    }
+
+    func retentionSweep() throws -> RetentionReport {
+        let at = now()
+        let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
+        let report = try store.pool.write { db -> RetentionReport in
+            let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
+            let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
+            var shredded = 0
+            for (token, purpose) in try ledger.lapsed(at: at, in: db) where purpose == Self.personalization {
+                try features.shred(token, in: db)
+                cache.drop(token: token.rawValue)
+                shredded += 1
+            }
+            return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: shredded)
+        }
+        try? store.checkpointAndTruncate()
+        return report
+    }
+}

@@ -41,6 +41,7 @@ struct DemoCommand: AsyncParsableCommand {
         var config = ServerConfiguration()
         config.port = 0
         config.retrainInterval = 0
+        config.retentionInterval = 0
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let app = GatewayServer.application(service: service, configuration: config) { port in portContinuation.yield(port) }
         try await withThrowingTaskGroup(of: Void.self) { group in

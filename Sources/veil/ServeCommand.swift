@@ -11,6 +11,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port to bind (0 picks a free one).") var port = 8080
     @Option(help: "Seconds between scheduled retrains (0 = never).") var retrainInterval: Double = 3600
+    @Option(help: "Seconds between retention runs (0 = never).") var retentionInterval: Double = 86_400
     @Option(help: "Seconds a recommendation list stays cached.") var cacheTTL: Double = 30
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
@@ -30,6 +31,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.host = host
         config.port = port
         config.retrainInterval = retrainInterval
+        config.retentionInterval = retentionInterval
         let app = GatewayServer.application(service: service, configuration: config) { port in
             print("veil listening on http://\(host):\(port)")
         }

@@ -3,6 +3,7 @@ import FeatureStore
 import GRDB
 import Pseudonymization
 import Storage
+import Synchronization
 import Foundation
 import Gateway
 import HTTPTypes
@@ -25,13 +26,13 @@ struct GatewayFixture {
     let revokedKey: String
     let otherNamespaceAppKey: String
 
-    init(cacheTTL: TimeInterval = 30) throws {
+    init(cacheTTL: TimeInterval = 30, now: @escaping @Sendable () -> Date = Date.init) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: repositoryRoot.appendingPathComponent("Policies").path)
         try KeyRing.initialize(directory: paths.keysDirectory)
         var logger = Logger(label: "veil-test")
         logger.logLevel = .critical
-        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, checkpointInterval: 50, trainingThreads: 1, logger: logger)
+        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, checkpointInterval: 50, trainingThreads: 1, logger: logger, now: now)
         let roles = Set(service.policy.roles.keys)
         for role in roles.sorted() {
             keys[role] = try service.principals.add(name: "p-\(role)", role: role, knownRoles: roles)
@@ -88,6 +89,10 @@ func pageView(_ id: String, _ subject: String, _ item: String, at: String = "202
 extension GatewayFixture {
     func token(_ subject: String) -> SubjectToken { service.tokenizer.token(for: subject) }
 
+    func snapshot() throws -> TrainingSnapshot {
+        try service.store.pool.read { try service.features.trainingSnapshot(in: $0) }
+    }
+
     func hasData(_ subject: String) throws -> Bool {
         try service.store.pool.read { try service.features.hasData(token(subject), in: $0) }
     }
@@ -115,4 +120,12 @@ extension GatewayFixture {
         }
         return (rows.count, opened)
     }
+}
+
+/// A clock tests move by hand.
+final class TestClock: Sendable {
+    private let current: Mutex<Date>
+    init(_ start: Date) { current = Mutex(start) }
+    func now() -> Date { current.withLock { $0 } }
+    func advance(_ seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
 }

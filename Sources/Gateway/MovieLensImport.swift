@@ -1,0 +1,67 @@
+import Audit
+import FeatureStore
+import Foundation
+import Ingestion
+import Policy
+import Recommender
+
+extension VeilService {
+    public struct ImportReport: Sendable, Equatable {
+        public var items: Int
+        public var subjects: Int
+        public var ratings: Int
+        public var rejected: Int
+    }
+
+    /// Imports MovieLens 100K through the same consent → token → minimize → seal path as the HTTP API:
+    /// each user's consent is recorded with method `import`, ratings become `feedback` events.
+    public func importMovieLens(ratings: String, items: String, users: String, namespace: String) async throws -> ImportReport {
+        let principal = Principal(name: "import", role: "admin", namespace: namespace)
+        let genres = ["unknown", "action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama", "fantasy",
+                      "film-noir", "horror", "musical", "mystery", "romance", "sci-fi", "thriller", "war", "western"]
+        var catalog: [CatalogItem] = []
+        for line in items.split(separator: "\n") {
+            let f = line.split(separator: "|", omittingEmptySubsequences: false)
+            guard f.count >= 24 else { continue }
+            let flags = f.suffix(19).enumerated().filter { $0.element == "1" }.map { genres[$0.offset] }
+            catalog.append(CatalogItem(id: "ml-\(f[0])", title: String(f[1]), category: "movies/\(flags.first ?? "unknown")", tags: flags))
+        }
+        try upsertItems(catalog)
+        let note = AuditNote()
+        var subjects = 0
+        var profiles: [[String: Any]] = []
+        for line in users.split(separator: "\n") {
+            let f = line.split(separator: "|", omittingEmptySubsequences: false)
+            guard f.count >= 5 else { continue }
+            let subject = "ml-user-\(f[0])"
+            _ = try recordConsent(ConsentRequest(subject: subject, purpose: "personalization", granted: true, method: "import",
+                                                 notice_version: policy.notices.keys.sorted().last!, jurisdiction: "US", expires_at: nil, gpc: nil),
+                                  principal: principal, gpcHeader: false, note: note)
+            profiles.append(["id": "ml-profile-\(f[0])", "kind": "profile", "subject": subject, "timestamp": 880_000_000_000, "source": "movielens",
+                             "age": Int(f[1]) ?? 0, "gender": String(f[2]).lowercased(), "location": "US"])
+            subjects += 1
+        }
+        var accepted = 0, rejected = 0
+        func send(_ events: [[String: Any]]) throws {
+            let body = Array(try JSONSerialization.data(withJSONObject: ["events": events]))
+            let result = try ingest(body: body, principal: principal, gpcHeader: false, note: note)
+            accepted += result.accepted
+            rejected += result.rejected.count
+        }
+        for start in stride(from: 0, to: profiles.count, by: 500) { try send(Array(profiles[start..<min(start + 500, profiles.count)])) }
+        let profileCount = accepted
+        var batch: [[String: Any]] = []
+        for row in try Dataset.parseRatings(ratings) {
+            batch.append(["id": "ml-\(row.user)-\(row.item)", "kind": "feedback", "subject": "ml-user-\(row.user)", "timestamp": row.timestamp * 1000,
+                          "source": "movielens", "item": "ml-\(row.item)", "signal": "rating", "value": Double(row.rating)])
+            if batch.count == 1000 {
+                try send(batch)
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        if !batch.isEmpty { try send(batch) }
+        try await audit.append(AuditRecord(actor: "import", role: "admin", action: "import:movielens", resource: "namespace \(namespace)",
+                                           outcome: "allowed", reason: "\(subjects) subjects, \(accepted - profileCount) ratings"))
+        return ImportReport(items: catalog.count, subjects: subjects, ratings: accepted - profileCount, rejected: rejected)
+    }
+}

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import Gateway
+
+struct RetentionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "retention", abstract: "Retention tools.", subcommands: [Run.self])
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete data past its purpose's retention and shred subjects whose consent lapsed (also scheduled in `veil serve`).")
+        @OptionGroup var common: CommonOptions
+
+        func run() async throws {
+            let report = try await openService(common).runRetention()
+            print("retention: deleted \(report.interactionsDeleted) interactions and \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) subjects whose consent lapsed")
+        }
+    }
+}
+
+struct ImportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "import", abstract: "Import data through the consent and pseudonymization path.", subcommands: [MovieLens.self])
+
+    struct MovieLens: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "movielens",
+            abstract: "Import MovieLens 100K (u.data, u.item, u.user): items, consents (method import), profiles and ratings as feedback events.")
+        @OptionGroup var common: CommonOptions
+        @Argument(help: "Directory holding u.data, u.item and u.user.") var directory: String
+        @Option(help: "Token namespace of the imported subjects.") var namespace = "movielens"
+
+        func run() async throws {
+            func read(_ name: String) throws -> String {
+                let path = (directory as NSString).appendingPathComponent(name)
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw ValidationError("cannot read \(path); pass the MovieLens 100K directory")
+                }
+                return String(decoding: data, as: UTF8.self)
+            }
+            let service = try openService(common)
+            let report = try await service.importMovieLens(ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: namespace)
+            print("imported \(report.items) items, \(report.subjects) subjects (consent recorded with method import), \(report.ratings) ratings (\(report.rejected) rejected)")
+        }
+    }
+}
