@@ -59,7 +59,7 @@ def ms(v):
     m = re.match(r"([\d.]+)([a-z]+)", v); x = float(m.group(1))
     return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", text).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 total = int(re.search(r"(\d+) requests in", text).group(1))
 non2xx = int(re.search(r"Non-2xx or 3xx responses: (\d+)", text).group(1)) if "Non-2xx" in text else 0
 print(f"{name}\t{rps:.0f}\t{p50:.2f}\t{p99:.2f}\t{100.0 * non2xx / max(total, 1):.2f}")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Audit
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -44,15 +45,24 @@ struct DemoCommand: AsyncParsableCommand {
         config.retentionInterval = 0
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let app = GatewayServer.application(service: service, configuration: config) { port in portContinuation.yield(port) }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.run() }
-            var iterator = portStream.makeAsyncIterator()
-            guard let port = await iterator.next() else { throw ValidationError("server did not start") }
-            let api = Client(base: "http://127.0.0.1:\(port)")
-            print("   server listening on 127.0.0.1:\(port)")
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        async let running: Void = group.run()
+        var iterator = portStream.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw ValidationError("server did not start") }
+        let api = Client(base: "http://127.0.0.1:\(port)")
+        print("   server listening on 127.0.0.1:\(port)")
+        do {
             try await script(api: api, keys: (appKey, recsKey, officerKey, adminKey))
-            group.cancelAll()
+        } catch {
+            await group.triggerGracefulShutdown()
+            try? await running
+            throw error
         }
+        // A graceful stop lets the server sign its final audit checkpoint.
+        await group.triggerGracefulShutdown()
+        try await running
+        let verify = try AuditReader(path: paths.auditDatabase).verify(publicKey: service.ring.auditSigner.publicKey)
+        print("   after shutdown: \(verify.entries) audit entries, \(verify.checkpoints) signed checkpoints, intact: \(verify.intact)")
         step("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; state kept in \(root)")
     }
 
