@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps demo test build release evaluate bench-recommender
+.PHONY: deps demo test build release evaluate bench-recommender bench-serve fuzz crash-test secrets-scan
 
 deps:
 	@scripts/ensure-deps.sh
@@ -11,10 +11,22 @@ demo: deps
 	$(SWIFT) build -c release --product veil
 	.build/release/veil demo
 
-## Run every test.
+## Run every test: the Swift suites, then the kill -9 crash test and the secrets scan against the built binary.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
+	VEIL=.build/debug/veil scripts/secrets-scan.sh
+
+crash-test: build
+	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
+
+secrets-scan: build
+	VEIL=.build/debug/veil scripts/secrets-scan.sh
+
+## Schemathesis against the running server (creates .venv-fuzz from PyPI on first use).
+fuzz: build
+	VEIL=.build/debug/veil scripts/fuzz.sh 25
 
 build: deps
 	$(SWIFT) build
@@ -30,3 +42,6 @@ evaluate: release
 ## Veil vs implicit, same run, same machine (needs ../shared and PyPI).
 bench-recommender: release
 	scripts/bench-recommender.sh
+
+bench-serve: release
+	scripts/bench-serve.sh 10

@@ -39,7 +39,14 @@ enum Handlers {
             let body = try await collect(request, context)
             let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
             let result = try service.ingest(body: body, principal: context.principal!, gpcHeader: gpc, note: context.audit)
-            return try json(result, status: result.accepted + result.duplicates > 0 || result.rejected.isEmpty ? .ok : .unprocessableContent)
+            if result.accepted + result.duplicates == 0 && !result.rejected.isEmpty {
+                // Every event was refused: a 4xx in the one error shape, still naming each event's reason.
+                let rejected = result.rejected.map { ["index": $0.index, "reason": $0.reason] as [String: Any] }
+                return try jsonObject(["error": ["code": "unprocessable", "message": "every event of the batch was rejected; see 'rejected'",
+                                                 "request_id": context.requestID],
+                                       "accepted": 0, "duplicates": 0, "anonymized": 0, "rejected": rejected], status: .unprocessableContent)
+            }
+            return try json(result)
         }
         case (.put, "/v1/items"): return { service, request, context in
             struct Items: Decodable { var items: [CatalogItem] }

@@ -20,6 +20,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Option var items = 400
     @Option var days = 60
     @Option var seed: UInt64 = 7
+    @Option(help: .hidden) var apiKeysOut: String?
 
     func run() async throws {
         let started = Date()
@@ -38,6 +39,10 @@ struct DemoCommand: AsyncParsableCommand {
         let officerKey = try service.principals.add(name: "dpo", role: "compliance-officer", knownRoles: roles)
         let adminKey = try service.principals.add(name: "ops", role: "admin", knownRoles: roles)
         print("   principals: shop-app (app), shop-recs (recommendation-client), dpo (compliance-officer), ops (admin)")
+        if let apiKeysOut {
+            // For the secrets scan only: it needs the keys it must not find anywhere else.
+            try [appKey, recsKey, officerKey, adminKey].joined(separator: "\n").write(toFile: apiKeysOut, atomically: true, encoding: .utf8)
+        }
 
         var config = ServerConfiguration()
         config.port = 0

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Fuzzes the running gateway with schemathesis (from PyPI, in a virtualenv this script creates) against
+# Sources/Gateway/openapi.yaml: no 5xx, and every 4xx carries the error shape. Bounded: N examples per route.
+# Usage: scripts/fuzz.sh [EXAMPLES_PER_ROUTE]   (VEIL=path/to/veil; default .build/debug/veil)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXAMPLES=${1:-25}
+VEIL=${VEIL:-.build/debug/veil}
+[ -x "$VEIL" ] || { echo "build first: swift build" >&2; exit 1; }
+VENV=.venv-fuzz
+if [ ! -x "$VENV/bin/schemathesis" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q schemathesis==4.32.5
+fi
+DIR=$(mktemp -d /tmp/veil-fuzz.XXXXXX)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
+common=(--data-dir "$DIR/data" --keys "$DIR/Keys" --policies ./Policies)
+"$VEIL" keys init "${common[@]}" > /dev/null
+KEY=$("$VEIL" principals add fuzzer --role admin "${common[@]}" | tail -1)
+"$VEIL" serve "${common[@]}" --port "$PORT" --retrain-interval 0 --retention-interval 0 --log-level error > "$DIR/serve.log" 2>&1 &
+alive() { python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/health/live', timeout=2)" 2>/dev/null; }
+for _ in $(seq 100); do alive && break; sleep 0.1; done
+status=0
+PYTHONPATH=scripts SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/schemathesis" run Sources/Gateway/openapi.yaml \
+  --url "http://127.0.0.1:$PORT" -H "Authorization: Bearer $KEY" \
+  --checks not_a_server_error,veil_error_shape --max-examples "$EXAMPLES" --seed 1 --workers 2 \
+  --phases examples,fuzzing --request-timeout 10 --no-color > "$DIR/fuzz.log" 2>&1 || status=$?
+tail -n 25 "$DIR/fuzz.log"
+if grep -qiE "panic|fatal error" "$DIR/serve.log"; then echo "server crashed during fuzzing" >&2; status=1; fi
+if ! alive; then echo "server is down after fuzzing" >&2; status=1; fi
+"$VEIL" audit verify "${common[@]}" || status=1
+exit $status
