@@ -21,6 +21,7 @@ struct PrincipalsCommand: ParsableCommand {
             let service = try openService(common)
             let key = try service.principals.add(name: name, role: role, namespace: namespace, knownRoles: Set(service.policy.roles.keys))
             try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: "allowed", reason: "role \(role)"))
+            try await service.audit.checkpoint()
             print("created principal \(name) with role \(role); its API key (shown once):")
             print(key)
         }
@@ -35,6 +36,7 @@ struct PrincipalsCommand: ParsableCommand {
             let service = try openService(common)
             try service.principals.revoke(name: name)
             try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: "allowed"))
+            try await service.audit.checkpoint()
             print("revoked \(name)")
         }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Audit
 import Gateway
 import Storage
 import Vault
@@ -23,18 +24,19 @@ struct KeysCommand: ParsableCommand {
         }
     }
 
-    struct Rotate: ParsableCommand {
+    struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a new master key version; new data keys are wrapped under it, old ones still open.")
         @OptionGroup var common: CommonOptions
 
-        func run() throws {
+        func run() async throws {
             let version = try KeyRing.rotate(directory: common.keysDirectory, passphrase: common.passphrase)
+            try await auditKeyEvent(common, action: "keys:rotate", reason: "master key v\(version) added")
             print("master key v\(version) is now current; run `veil keys rewrap` to move stored data keys to it")
         }
     }
 
-    struct Rewrap: ParsableCommand {
+    struct Rewrap: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Re-wrap every stored subject data key under the current master key, in batches.",
             discussion: "Each batch is one transaction: the command can be interrupted and run again.")
@@ -45,7 +47,7 @@ struct KeysCommand: ParsableCommand {
             guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         }
 
-        func run() throws {
+        func run() async throws {
             let ring = try KeyRing.load(directory: common.keysDirectory, passphrase: common.passphrase)
             let store = try Runtime.openOperationalStore(common.paths)
             let keys = SubjectKeys(ring: ring)
@@ -57,17 +59,18 @@ struct KeysCommand: ParsableCommand {
             }
             try store.checkpointAndTruncate()
             let counts = try SubjectKeys.versionCounts(in: store)
+            try await auditKeyEvent(common, action: "keys:rewrap", reason: "re-wrapped \(total) subject keys under v\(ring.currentVersion)")
             print("re-wrapped \(total) subject keys; keys per master version: \(describe(counts))")
         }
     }
 
-    struct Retire: ParsableCommand {
+    struct Retire: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete master key versions below a minimum, after checking nothing is still wrapped under them.")
         @OptionGroup var common: CommonOptions
         @Option(help: "Lowest master version to keep.") var below: UInt32
 
-        func run() throws {
+        func run() async throws {
             let store = try Runtime.openOperationalStore(common.paths)
             let counts = try SubjectKeys.versionCounts(in: store)
             let stranded = counts.filter { $0.key < below }.values.reduce(0, +)
@@ -75,6 +78,7 @@ struct KeysCommand: ParsableCommand {
                 throw ValidationError("\(stranded) subject keys are still wrapped under versions below \(below); run `veil keys rewrap` first")
             }
             let retired = try KeyRing.retire(directory: common.keysDirectory, below: below)
+            try await auditKeyEvent(common, action: "keys:retire", reason: "retired master versions below v\(below)")
             print(retired.isEmpty ? "nothing to retire" : "retired master versions \(retired.map(String.init).joined(separator: ", "))")
         }
     }
@@ -90,6 +94,15 @@ struct KeysCommand: ParsableCommand {
             print("subject keys per version: \(describe(try SubjectKeys.versionCounts(in: store)))")
         }
     }
+}
+
+/// Key-ring changes are audited like requests: actor `cli`, role `admin`. No key material goes into the entry.
+func auditKeyEvent(_ common: CommonOptions, action: String, reason: String) async throws {
+    let ring = try KeyRing.load(directory: common.keysDirectory, passphrase: common.passphrase)
+    let log = try AuditLog(path: common.paths.auditDatabase, signer: ring.auditSigner)
+    try await log.append(AuditRecord(actor: "cli", role: "admin", action: action, resource: "key ring", outcome: "allowed", reason: reason))
+    // A one-shot process signs its head before it exits, as the server does at shutdown.
+    try await log.checkpoint()
 }
 
 func describe(_ counts: [UInt32: Int]) -> String {
