@@ -1,0 +1,60 @@
+import Foundation
+import Gateway
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@Suite struct ConcurrencyTests {
+    /// 8 clients write consents and events for the same subjects at once: afterwards the current state equals the
+    /// last ledger event per subject and purpose, and no acknowledged write is lost.
+    @Test func eightConcurrentClientsLoseNothing() async throws {
+        let f = try GatewayFixture()
+        let subjects = (0..<6).map { "shared-\($0)@example.com" }
+        try await f.app.test(.live) { client in
+            for s in subjects {
+                #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(s)).status == 201)
+            }
+            let acknowledged = try await withThrowingTaskGroup(of: (consents: Int, events: [String]).self) { group in
+                for c in 0..<8 {
+                    group.addTask {
+                        var consents = 0
+                        var events: [String] = []
+                        for n in 0..<15 {
+                            let s = subjects[(c + n) % subjects.count]
+                            if n % 3 == 0 {
+                                let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(s, "marketing", granted: (c + n) % 2 == 0))
+                                if r.status == 201 { consents += 1 }
+                            } else {
+                                let id = "c\(c)-n\(n)"
+                                let at = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: 1_790_000_000 + Double(c * 1000 + n * 20)))
+                                let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView(id, s, "sku-\(n)", at: at)]])
+                                if r.status == 200, r.json["accepted"] as? Int == 1 { events.append(s) }
+                            }
+                        }
+                        return (consents, events)
+                    }
+                }
+                return try await group.reduce(into: (consents: 0, events: [String]())) { $0.consents += $1.consents; $0.events += $1.events }
+            }
+            #expect(acknowledged.consents == 8 * 5)
+            #expect(acknowledged.events.count == 8 * 10)
+            var marketingEvents = 0
+            for s in subjects {
+                let history = try await client.call(.get, "/v1/consents/\(s.replacingOccurrences(of: "@", with: "%40"))/history", key: f.keys["app"])
+                let events = try #require(history.json["events"] as? [[String: Any]])
+                let marketing = events.filter { ($0["event"] as? [String: Any])?["purpose"] as? String == "marketing" }
+                marketingEvents += marketing.count
+                let last = (marketing.max { ($0["sequence"] as! Int) < ($1["sequence"] as! Int) }?["event"] as? [String: Any])?["granted"] as? Bool
+                let state = try await client.call(.get, "/v1/consents/\(s.replacingOccurrences(of: "@", with: "%40"))", key: f.keys["app"])
+                let allowed = ((state.json["purposes"] as? [String: Any])?["marketing"] as? [String: Any])?["allowed"] as? Bool
+                #expect(allowed == last, "state of \(s) differs from its last ledger event")
+            }
+            #expect(marketingEvents == acknowledged.consents)
+            for s in Set(acknowledged.events) {
+                #expect(try f.storedInteractions(s) == acknowledged.events.filter { $0 == s }.count)
+            }
+            let verify = try await client.call(.get, "/v1/audit/verify", key: f.keys["compliance-officer"])
+            #expect(verify.json["firstBadSequence"] == nil)
+        }
+    }
+}
