@@ -82,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "veil",
             dependencies: [
-                "Vault", "Storage", "Policy", "Consent", "Audit", "Ingestion", "Recommender", "Gateway",
+                "Vault", "Storage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PseudonymizationTests",
-            dependencies: ["Pseudonymization", "Policy", "Storage", "Vault"],
+            dependencies: ["Pseudonymization", "Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

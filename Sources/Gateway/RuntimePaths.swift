@@ -28,7 +28,7 @@ public struct RuntimePaths: Sendable {
 public enum Runtime {
     /// Every module's tables in the operational database, lowest module first.
     public static var operationalMigrations: [any MigrationSet] {
-        [SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), FeatureStore.Migrations(),
+        [SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), IdentityLinker.Migrations(), FeatureStore.Migrations(),
          DeliveryLog.Migrations(), PrincipalStore.Migrations()]
     }
 

@@ -24,6 +24,7 @@ public final class VeilService: Sendable {
     public let tokenizer: Tokenizer
     public let ledger: ConsentLedger
     public let identities: IdentityMap
+    public let linker: IdentityLinker
     public let features: FeatureStore
     public let deliveries = DeliveryLog()
     public let audit: AuditLog
@@ -50,6 +51,7 @@ public final class VeilService: Sendable {
         tokenizer = Tokenizer(key: ring.pseudonymKey)
         ledger = ConsentLedger(policy: policy)
         identities = IdentityMap(keys: keys)
+        linker = IdentityLinker(key: KeyDerivation.derive(from: ring.pseudonymKey, context: "linking_", id: 1))
         features = FeatureStore(keys: keys)
         audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, now: now)
         principals = PrincipalStore(store: store, ring: ring)
@@ -61,12 +63,51 @@ public final class VeilService: Sendable {
 
     // MARK: - Subjects
 
-    /// Validates an app's subject id and tokenizes it in the principal's namespace.
+    /// Validates an app's subject id, tokenizes it in the principal's namespace and follows an identity link to
+    /// the person's canonical token.
     func token(for subject: String, principal: Principal) throws -> SubjectToken {
+        let token = try sourceToken(for: subject, principal: principal)
+        return try store.pool.read { try linker.canonical(token, in: $0) }
+    }
+
+    /// The token of the id as this source knows it, before identity links.
+    func sourceToken(for subject: String, principal: Principal) throws -> SubjectToken {
         guard !subject.isEmpty, subject.utf8.count <= 256, !subject.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw GatewayError.badRequest("subject must be 1-256 bytes without control characters")
         }
         return tokenizer.token(for: subject, namespace: principal.namespace)
+    }
+
+    // MARK: - Identity linkage
+
+    /// Links the subject to an earlier token of the same person when a rule matches (exact e-mail, or name and
+    /// postcode above the similarity threshold). Only keyed hashes of the attributes are stored. Audited.
+    public func linkSubject(_ subject: String, namespace: String, attributes: LinkAttributes, actor: String) async throws -> IdentityLinker.Link? {
+        let principal = Principal(name: actor, role: "admin", namespace: namespace)
+        let token = try sourceToken(for: subject, principal: principal)
+        let link = try linkInTransaction(token, attributes: attributes)
+        if let link { cache.drop(token: link.canonical.rawValue) }
+        try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:link", resource: "namespace \(namespace)",
+                                           subjectToken: token.rawValue, outcome: link == nil ? "no-match" : "linked",
+                                           reason: link.map { "rule \($0.rule), score \(String(format: "%.2f", $0.score)), canonical \($0.canonical.rawValue)" } ?? "no rule matched"))
+        return link
+    }
+
+    func linkInTransaction(_ token: SubjectToken, attributes: LinkAttributes) throws -> IdentityLinker.Link? {
+        try store.pool.write { try linker.link(token, attributes: attributes, in: $0) }
+    }
+
+    /// Undoes a link (admin only, through the command line). Audited.
+    public func unlinkSubject(_ subject: String, namespace: String, actor: String) async throws -> Bool {
+        let token = try sourceToken(for: subject, principal: Principal(name: actor, role: "admin", namespace: namespace))
+        let existed = try unlinkInTransaction(token)
+        try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
+                                           subjectToken: token.rawValue, outcome: existed ? "unlinked" : "no-link"))
+        return existed
+    }
+
+    func unlinkInTransaction(_ token: SubjectToken) throws -> Bool {
+        try store.pool.write { try linker.unlink(token, in: $0) }
     }
 
     // MARK: - Consent
@@ -167,7 +208,7 @@ public final class VeilService: Sendable {
             var decisions: [SubjectToken: Bool] = [:]
             var tokens: [String: SubjectToken] = [:]
             for (_, event) in parsed.events {
-                let token = tokens[event.subject] ?? tokenizer.token(for: event.subject, namespace: principal.namespace)
+                let token = try tokens[event.subject] ?? linker.canonical(tokenizer.token(for: event.subject, namespace: principal.namespace), in: db)
                 tokens[event.subject] = token
                 if gpcHeader && !gpcDone.contains(token) {
                     try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
@@ -246,6 +287,7 @@ public final class VeilService: Sendable {
             }
             let rows = try features.shred(token, in: db)
             try identities.erase(token, in: db)
+            try linker.erase(token, in: db)
             return rows
         }
         cache.drop(token: token.rawValue)

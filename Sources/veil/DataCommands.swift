@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import Pseudonymization
 
 struct RetentionCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "retention", abstract: "Retention tools.", subcommands: [Run.self])
@@ -39,6 +40,44 @@ struct ImportCommand: AsyncParsableCommand {
             let service = try openService(common)
             let report = try await service.importMovieLens(ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: namespace)
             print("imported \(report.items) items, \(report.subjects) subjects (consent recorded with method import), \(report.ratings) ratings (\(report.rejected) rejected)")
+        }
+    }
+}
+
+struct LinkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "link", abstract: "Identity linkage across sources (admin; audited).", subcommands: [Add.self, Undo.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Record a subject's matching keys (as keyed hashes) and link it to an earlier token of the same person if a rule matches.")
+        @OptionGroup var common: CommonOptions
+        @Argument var subject: String
+        @Option(help: "Token namespace of the subject's source.") var namespace = "default"
+        @Option var email: String?
+        @Option var name: String?
+        @Option var postcode: String?
+
+        func run() async throws {
+            let link = try await openService(common).linkSubject(subject, namespace: namespace,
+                                                                 attributes: LinkAttributes(email: email, name: name, postcode: postcode), actor: "cli")
+            if let link {
+                print("linked by \(link.rule) (score \(String(format: "%.2f", link.score))) to canonical token \(link.canonical)")
+            } else {
+                print("no rule matched; the subject keeps its own token")
+            }
+        }
+    }
+
+    struct Undo: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Undo a subject's identity link.")
+        @OptionGroup var common: CommonOptions
+        @Argument var subject: String
+        @Option var namespace = "default"
+
+        func run() async throws {
+            let existed = try await openService(common).unlinkSubject(subject, namespace: namespace, actor: "cli")
+            print(existed ? "link undone" : "the subject had no link")
         }
     }
 }

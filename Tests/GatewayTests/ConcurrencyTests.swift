@@ -2,6 +2,7 @@ import Foundation
 import Gateway
 import Hummingbird
 import HummingbirdTesting
+import Pseudonymization
 import Testing
 
 @Suite struct ConcurrencyTests {
@@ -55,6 +56,29 @@ import Testing
             }
             let verify = try await client.call(.get, "/v1/audit/verify", key: f.keys["compliance-officer"])
             #expect(verify.json["firstBadSequence"] == nil)
+        }
+    }
+}
+
+@Suite struct IdentityLinkageFlowTests {
+    @Test func linkedSourcesShareOneHistoryUntilUnlinked() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("app-42")).status == 201)
+            _ = try await f.service.linkSubject("app-42", namespace: "default", attributes: .init(email: "Alice@example.com"), actor: "test")
+            let link = try await f.service.linkSubject("crm-9", namespace: "tenant-b", attributes: .init(email: "alice@example.com "), actor: "test")
+            #expect(link?.rule == "email")
+            // The CRM source (another namespace) writes under the person's canonical token.
+            let r = try await client.call(.post, "/v1/events", key: f.otherNamespaceAppKey, json: ["events": [pageView("crm-e1", "crm-9", "sku-7")]])
+            #expect(r.json["anonymized"] as? Int == 0)
+            #expect(try f.storedInteractions("app-42") == 1)
+            #expect(try await f.service.unlinkSubject("crm-9", namespace: "tenant-b", actor: "test"))
+            let after = try await client.call(.post, "/v1/events", key: f.otherNamespaceAppKey, json: ["events": [pageView("crm-e2", "crm-9", "sku-8")]])
+            #expect(after.json["anonymized"] as? Int == 1)
+            #expect(try f.storedInteractions("app-42") == 1)
+            let audit = try await client.call(.get, "/v1/audit?action=identity:link", key: f.keys["compliance-officer"])
+            #expect((audit.json["entries"] as? [Any])?.count == 2)
+            #expect(!audit.body.contains("alice"))
         }
     }
 }
