@@ -108,6 +108,11 @@ enum Handlers {
             let model = try service.train()
             return try json(["model_version": model.version, "users": "\(model.users)", "items": "\(model.items.count)"])
         }
+        case (.post, "/v1/keys/rotate"): return { service, _, context in
+            let (version, rewrapped) = try await service.rotateAndRewrap()
+            context.audit.update { $0.reason = "master key v\(version) added; \(rewrapped) subject keys re-wrapped" }
+            return try jsonObject(["master_version": Int(version), "rewrapped": rewrapped])
+        }
         default:
             return { _, _, _ in throw GatewayError.notFound }
         }

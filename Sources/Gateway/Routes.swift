@@ -37,6 +37,7 @@ public enum RouteTable {
         RouteSpec(method: .get, path: "/v1/audit/verify", action: .auditRead),
         RouteSpec(method: .get, path: "/v1/audit/export", action: .auditExport),
         RouteSpec(method: .post, path: "/v1/model/train", action: .policyReload),
+        RouteSpec(method: .post, path: "/v1/keys/rotate", action: .keysRotate),
     ]
 
     /// Public probes that read no personal data and are not audited.

@@ -36,6 +36,7 @@ public final class VeilService: Sendable {
     public let logger: Logger
     let now: @Sendable () -> Date
     let trainingThreads: Int
+    let passphrase: String?
 
     /// The purpose that feeds the feature store and the recommender.
     static let personalization = "personalization"
@@ -59,6 +60,7 @@ public final class VeilService: Sendable {
         self.logger = logger
         self.now = now
         self.trainingThreads = trainingThreads
+        self.passphrase = passphrase
     }
 
     // MARK: - Subjects
@@ -414,5 +416,24 @@ extension VeilService {
         }
         try? store.checkpointAndTruncate()
         return report
+    }
+}
+
+// MARK: - Key rotation while serving
+
+extension VeilService {
+    /// Adds a master key version, swaps the reloaded ring in while requests keep running, then re-wraps every
+    /// stored data key under it in batches. The caller audits it (the HTTP route through its request entry).
+    public func rotateAndRewrap() async throws -> (version: UInt32, rewrapped: Int) {
+        let version = try KeyRing.rotate(directory: paths.keysDirectory, passphrase: passphrase)
+        keys.replaceRing(try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase))
+        var total = 0
+        while true {
+            let n = try keys.rewrapBatch(in: store.pool, batchSize: 200)
+            if n == 0 { break }
+            total += n
+            await Task.yield()
+        }
+        return (version, total)
     }
 }

@@ -33,14 +33,25 @@ public final class SubjectKeys: Sendable {
         }
     }
 
-    private let ring: KeyRing
+    private let ringBox: Mutex<KeyRing>
+    private var ring: KeyRing { ringBox.withLock { $0 } }
     private let cache = Mutex<[String: SecretKey]>([:])
     private let cacheLimit: Int
 
     public init(ring: KeyRing, cacheLimit: Int = 10_000) {
-        self.ring = ring
+        ringBox = Mutex(ring)
         self.cacheLimit = cacheLimit
     }
+
+    /// Swaps in a reloaded key ring (after a rotation) while requests run: new data keys are wrapped under its
+    /// current version from now on, and cached data keys are dropped so that reads unwrap through the new ring.
+    public func replaceRing(_ newRing: KeyRing) {
+        ringBox.withLock { $0 = newRing }
+        clearCache()
+    }
+
+    /// The master version new data keys are wrapped under.
+    public var currentVersion: UInt32 { ring.currentVersion }
 
     /// The generation recorded in row envelopes sealed with a subject data key.
     static let dataKeyGeneration: UInt32 = 1
@@ -77,6 +88,7 @@ public final class SubjectKeys: Sendable {
         }
         guard create else { return nil }
         let key = SecretKey(randomCount: AEAD.keyLength)
+        let ring = self.ring
         let wrapped = key.withUnsafeBytes { ring.seal(Array($0), associatedData: Self.wrapAD(token)) }
         try db.execute(
             sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, ?)",
@@ -152,7 +164,8 @@ public final class SubjectKeys: Sendable {
     /// transaction. Call until it returns 0; safe to interrupt and run again.
     /// - Returns: how many keys this batch re-wrapped.
     public func rewrapBatch(in pool: DatabasePool, batchSize: Int = 500) throws -> Int {
-        try pool.write { db in
+        let ring = self.ring
+        return try pool.write { db in
             let rows = try Row.fetchAll(
                 db, sql: "SELECT token, wrapped FROM subject_keys WHERE key_version <> ? LIMIT ?",
                 arguments: [ring.currentVersion, batchSize])

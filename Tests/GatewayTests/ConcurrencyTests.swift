@@ -82,3 +82,35 @@ import Testing
         }
     }
 }
+
+@Suite struct RotationUnderLoadTests {
+    @Test func rotatingTheMasterKeyWhileServingFailsNoRequestAndEveryRowStillReads() async throws {
+        let f = try GatewayFixture(cacheTTL: 0)
+        try await f.app.test(.live) { client in
+            try await seedShop(client, f, subjects: 30)
+            let failures = try await withThrowingTaskGroup(of: Int.self) { group in
+                for c in 0..<4 {
+                    group.addTask {
+                        var bad = 0
+                        for n in 0..<40 {
+                            let s = "shopper-\((c * 7 + n) % 30)%40example.com"
+                            let r = try await client.call(.get, "/v1/recommendations/\(s)?k=5", key: f.keys["recommendation-client"])
+                            if r.status != 200 || r.json["personalized"] as? Bool != true { bad += 1 }
+                        }
+                        return bad
+                    }
+                }
+                group.addTask {
+                    let r = try await client.call(.post, "/v1/keys/rotate", key: f.keys["admin"])
+                    return r.status == 200 && r.json["master_version"] as? Int == 2 ? 0 : 1000
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(failures == 0)
+            for s in 0..<30 {
+                #expect(try f.storedInteractions("shopper-\(s)@example.com") == 5)
+            }
+        }
+        #expect(try f.keyVersionCounts() == [2: 60])
+    }
+}

@@ -89,6 +89,8 @@ func pageView(_ id: String, _ subject: String, _ item: String, at: String = "202
 extension GatewayFixture {
     func token(_ subject: String) -> SubjectToken { service.tokenizer.token(for: subject) }
 
+    func keyVersionCounts() throws -> [UInt32: Int] { try SubjectKeys.versionCounts(in: service.store) }
+
     func snapshot() throws -> TrainingSnapshot {
         try service.store.pool.read { try service.features.trainingSnapshot(in: $0) }
     }
