@@ -55,7 +55,6 @@ public actor AuditLog {
     private let checkpointInterval: Int64
     private let now: @Sendable () -> Date
     private var headSequence: Int64
-    private var headHash: String
     private var lastCheckpoint: Int64
     private var queue: [(AuditRecord, CheckedContinuation<AuditEntry, any Error>)] = []
     private var flushing = false
@@ -69,9 +68,8 @@ public actor AuditLog {
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now
-        let head = try store.pool.read { db in try Row.fetchOne(db, sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1") }
+        let head = try store.pool.read { db in try Row.fetchOne(db, sql: "SELECT seq FROM entries ORDER BY seq DESC LIMIT 1") }
         headSequence = head?["seq"] ?? 0
-        headHash = head?["hash"] ?? Self.genesisHash
         lastCheckpoint = try store.pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM checkpoints") } ?? 0
     }
 
@@ -88,43 +86,55 @@ public actor AuditLog {
     }
 
     /// Writes queued entries in as few transactions as the arrival pattern allows.
+    ///
+    /// The chain head is read inside each write transaction, not trusted from memory: another process (the
+    /// command line adding a principal, say) may have appended since.
     private func flush() async {
         while !queue.isEmpty {
             let batch = queue
             queue = []
-            var entries: [AuditEntry] = []
-            entries.reserveCapacity(batch.count)
-            var sequence = headSequence, previous = headHash
+            let records = batch.map(\.0)
             let at = Int64(now().timeIntervalSince1970 * 1000)
-            for (record, _) in batch {
-                sequence += 1
-                let hash = AuditEntry.computeHash(sequence: sequence, at: at, record: record, previousHash: previous)
-                entries.append(AuditEntry(sequence: sequence, at: at, record: record, previousHash: previous, hash: hash))
-                previous = hash
-            }
-            let checkpoint: AuditCheckpoint? = sequence / checkpointInterval > lastCheckpoint / checkpointInterval
-                ? makeCheckpoint(sequence: sequence, head: previous) : nil
-            let toWrite = entries
+            let signer = self.signer, interval = self.checkpointInterval
+            let t0 = DispatchTime.now().uptimeNanoseconds
             do {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                defer { writeNanos += DispatchTime.now().uptimeNanoseconds - t0; batches += 1; entriesWritten += toWrite.count }
-                try await store.pool.write { db in
-                    for e in toWrite { try Self.insert(e, in: db) }
-                    if let checkpoint { try Self.insert(checkpoint, in: db) }
+                let (entries, checkpoint) = try await store.pool.write { db -> ([AuditEntry], AuditCheckpoint?) in
+                    let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"))
+                    var sequence: Int64 = head?["seq"] ?? 0
+                    var previous: String = head?["hash"] ?? Self.genesisHash
+                    let lastCheckpoint = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM checkpoints")) ?? 0
+                    var entries: [AuditEntry] = []
+                    entries.reserveCapacity(records.count)
+                    for record in records {
+                        sequence += 1
+                        let hash = AuditEntry.computeHash(sequence: sequence, at: at, record: record, previousHash: previous)
+                        let entry = AuditEntry(sequence: sequence, at: at, record: record, previousHash: previous, hash: hash)
+                        try Self.insert(entry, in: db)
+                        entries.append(entry)
+                        previous = hash
+                    }
+                    var checkpoint: AuditCheckpoint?
+                    if sequence / interval > lastCheckpoint / interval {
+                        checkpoint = Self.makeCheckpoint(sequence: sequence, head: previous, at: at, signer: signer)
+                        try Self.insert(checkpoint!, in: db)
+                    }
+                    return (entries, checkpoint)
                 }
-                headSequence = sequence
-                headHash = previous
+                headSequence = entries.last?.sequence ?? headSequence
                 if let checkpoint { lastCheckpoint = checkpoint.sequence }
                 for (i, (_, continuation)) in batch.enumerated() { continuation.resume(returning: entries[i]) }
             } catch {
                 for (_, continuation) in batch { continuation.resume(throwing: AuditError("audit append failed: \(error)")) }
             }
+            writeNanos += DispatchTime.now().uptimeNanoseconds - t0
+            batches += 1
+            entriesWritten += batch.count
         }
         flushing = false
     }
 
-    private func makeCheckpoint(sequence: Int64, head: String) -> AuditCheckpoint {
-        var cp = AuditCheckpoint(sequence: sequence, headHash: head, at: Int64(now().timeIntervalSince1970 * 1000), signature: "")
+    static func makeCheckpoint(sequence: Int64, head: String, at: Int64, signer: SigningKeyPair) -> AuditCheckpoint {
+        var cp = AuditCheckpoint(sequence: sequence, headHash: head, at: at, signature: "")
         cp.signature = signer.sign(cp.message).hexString
         return cp
     }
@@ -132,10 +142,20 @@ public actor AuditLog {
     /// Signs a checkpoint over the current head (at shutdown, say). No-op when the head is already checkpointed.
     @discardableResult
     public func checkpoint() async throws -> AuditCheckpoint? {
-        guard headSequence > lastCheckpoint else { return nil }
-        let cp = makeCheckpoint(sequence: headSequence, head: headHash)
-        try await store.pool.write { db in try Self.insert(cp, in: db) }
-        lastCheckpoint = cp.sequence
+        let signer = self.signer
+        let at = Int64(now().timeIntervalSince1970 * 1000)
+        let cp = try await store.pool.write { db -> AuditCheckpoint? in
+            guard let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")) else { return nil }
+            let seq: Int64 = head["seq"]
+            guard seq > (try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM checkpoints")) ?? 0) else { return nil }
+            let cp = Self.makeCheckpoint(sequence: seq, head: head["hash"], at: at, signer: signer)
+            try Self.insert(cp, in: db)
+            return cp
+        }
+        if let cp {
+            lastCheckpoint = cp.sequence
+            headSequence = max(headSequence, cp.sequence)
+        }
         return cp
     }
 

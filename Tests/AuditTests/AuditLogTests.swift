@@ -164,6 +164,20 @@ struct AuditFixture {
         #expect(try AuditReader(path: f.path).checkpoints().count <= 5)
     }
 
+    @Test func twoWritersOnOneFileKeepOneChain() async throws {
+        // The server and a command line process append to the same log.
+        let f = try AuditFixture()
+        let other = try AuditLog(path: f.path, signer: f.signer, checkpointInterval: 10)
+        for i in 0..<30 {
+            let log = i % 3 == 0 ? other : f.log
+            try await log.append(AuditRecord(actor: "w\(i % 3)", role: "admin", action: "x", resource: "r", outcome: "allowed"))
+        }
+        try await other.checkpoint()
+        let result = try f.verify()
+        #expect(result.intact, "\(result.reason ?? "")")
+        #expect(result.entries == 30)
+    }
+
     @Test func queryFiltersAndPaginates() async throws {
         let f = try AuditFixture()
         try await f.fill(30)
