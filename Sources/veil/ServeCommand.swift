@@ -44,6 +44,12 @@ func openService(_ common: CommonOptions, cacheTTL: Double = 30, logger: Logger 
     do {
         return try VeilService(paths: common.paths, passphrase: common.passphrase, cacheTTL: cacheTTL, logger: logger)
     } catch let error as any CustomStringConvertible & Error {
-        throw ValidationError("\(error)")
+        throw CLIError(message: "\(error)")
     }
+}
+
+/// A one-line failure with its fix, printed without the usage text (which a ValidationError would add).
+struct CLIError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
 }

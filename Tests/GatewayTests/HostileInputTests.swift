@@ -1,5 +1,6 @@
 import Foundation
 import Gateway
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
@@ -81,6 +82,12 @@ import Testing
                 #expect(r.json["personalized"] as? Bool != true, "\(uri) leaked a personalized answer")
             }
             expectErrorShape(try await client.call(.get, "/v1/recommendations/a%00b", key: recs), 400)
+            // Header injection through a percent-encoded CRLF in the subject: refused, and no header is added.
+            let injected = try await client.call(.get, "/v1/recommendations/a%0D%0AX-Injected:%201", key: recs)
+            expectErrorShape(injected, 400)
+            #expect(injected.headers[HTTPField.Name("X-Injected")!] == nil)
+            // A key sent with extra header-like text is simply unknown.
+            expectErrorShape(try await client.call(.get, "/v1/recommendations/u", key: (recs ?? "") + "\tX-Role: admin"), 401)
             // The officer reading the audit log sees tokens, never the raw id it asked about.
             let audit = try await client.call(.get, "/v1/audit?subject=shopper-0%40example.com&limit=1000", key: f.keys["compliance-officer"])
             #expect((audit.json["entries"] as? [Any])?.isEmpty == false)
