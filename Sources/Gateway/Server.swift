@@ -15,10 +15,12 @@ public struct ServerConfiguration: Sendable {
     public init() {}
 }
 
-/// Retrains on a schedule as a `Service`, cancelled on graceful shutdown.
-struct RetrainService: Service {
-    let service: VeilService
+/// Runs a job every `interval` seconds as a `Service`, cancelled on graceful shutdown (retraining, retention).
+struct PeriodicService: Service {
     let interval: TimeInterval
+    /// Run once at start, before the first wait.
+    let runAtStart: Bool
+    let job: @Sendable () async -> Void
 
     func run() async throws {
         // A service that returns would stop the whole group: without a schedule, wait for shutdown instead.
@@ -27,38 +29,32 @@ struct RetrainService: Service {
             return
         }
         try? await cancelWhenGracefulShutdown {
+            if runAtStart { await job() }
             while !Task.isCancelled {
                 try await Task.sleep(for: .seconds(interval))
-                do {
-                    let model = try service.train()
-                    service.logger.info("retrained", metadata: ["model_version": "\(model.version)"])
-                } catch {
-                    service.logger.error("scheduled retrain failed")
-                }
+                await job()
             }
         }
     }
-}
 
-/// Runs the retention job on a schedule as a `Service`.
-struct RetentionService: Service {
-    let service: VeilService
-    let interval: TimeInterval
-
-    func run() async throws {
-        guard interval > 0 else {
-            try? await gracefulShutdown()
-            return
+    static func retrain(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
+        PeriodicService(interval: interval, runAtStart: false) {
+            do {
+                let model = try service.train()
+                service.logger.info("retrained", metadata: ["model_version": "\(model.version)"])
+            } catch {
+                service.logger.error("scheduled retrain failed")
+            }
         }
-        try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    let report = try await service.runRetention()
-                    service.logger.info("retention ran", metadata: ["interactions_deleted": "\(report.interactionsDeleted)", "lapsed_shredded": "\(report.lapsedConsentsShredded)"])
-                } catch {
-                    service.logger.error("retention run failed")
-                }
-                try await Task.sleep(for: .seconds(interval))
+    }
+
+    static func retention(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
+        PeriodicService(interval: interval, runAtStart: true) {
+            do {
+                let report = try await service.runRetention()
+                service.logger.info("retention ran", metadata: ["interactions_deleted": "\(report.interactionsDeleted)", "lapsed_shredded": "\(report.lapsedConsentsShredded)"])
+            } catch {
+                service.logger.error("retention run failed")
             }
         }
     }
@@ -84,8 +80,8 @@ public enum GatewayServer {
         Application(
             router: GatewayRouter.build(service: service),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "veil"),
-            services: [RetrainService(service: service, interval: configuration.retrainInterval),
-                       RetentionService(service: service, interval: configuration.retentionInterval), AuditFlushService(service: service)],
+            services: [PeriodicService.retrain(service, every: configuration.retrainInterval),
+                       PeriodicService.retention(service, every: configuration.retentionInterval), AuditFlushService(service: service)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)
     }
