@@ -53,6 +53,7 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
             case 404: return .notFound
             case 405: return GatewayError(.methodNotAllowed, "method_not_allowed", "method not allowed on this route")
             case 413: return .tooLarge
+            case 429: return GatewayError(.tooManyRequests, "rate_limited", "too many requests")
             case 400..<500: return GatewayError(error.status, "bad_request", "the request could not be processed")
             default: return .internalError
             }

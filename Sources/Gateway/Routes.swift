@@ -76,6 +76,12 @@ extension VeilService {
             throw GatewayError.unauthenticated
         }
         note.update { $0.actor = principal.name; $0.role = principal.role }
+        if let wait = rateLimiter.check(principal: principal.name, role: principal.role, now: now().timeIntervalSince1970) {
+            note.update { $0.reason = "rate limit of role \(principal.role)" }
+            var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests for this principal; retry after the Retry-After seconds")
+            error.headers[.retryAfter] = String(Int(wait.rounded(.up)))
+            throw error
+        }
         guard policy.allows(role: principal.role, action) else {
             note.update { $0.reason = "role lacks \(action.rawValue)" }
             throw GatewayError.forbidden(principal.role, action.rawValue)

@@ -33,6 +33,7 @@ public final class VeilService: Sendable {
     public let cache: RecommendationCache
     public let parser = EventParser()
     public let metrics = GatewayMetrics()
+    public let rateLimiter: RateLimiter
     public let logger: Logger
     let now: @Sendable () -> Date
     let trainingThreads: Int
@@ -43,7 +44,8 @@ public final class VeilService: Sendable {
 
     /// Opens the key ring, the policy, both databases and the principals.
     public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = 1000,
-                trainingThreads: Int = 2, logger: Logger = Logger(label: "veil"), now: @escaping @Sendable () -> Date = Date.init) throws {
+                trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, logger: Logger = Logger(label: "veil"),
+                now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
         policy = try PolicyParser.load(directory: paths.policiesDirectory)
@@ -57,6 +59,7 @@ public final class VeilService: Sendable {
         audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, now: now)
         principals = PrincipalStore(store: store, ring: ring)
         cache = RecommendationCache(ttl: cacheTTL)
+        rateLimiter = RateLimiter(limits: rateLimits)
         self.logger = logger
         self.now = now
         self.trainingThreads = trainingThreads

@@ -1,5 +1,5 @@
 import Foundation
-import Gateway
+@testable import Gateway
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -109,5 +109,38 @@ import Testing
             let denied = try await client.call(.get, "/v1/audit?outcome=denied", key: f.keys["compliance-officer"])
             #expect((denied.json["entries"] as? [Any])?.isEmpty == true)
         }
+    }
+}
+
+@Suite struct RateLimitTests {
+    @Test func aPrincipalOverItsRolesBudgetGets429WithRetryAfterAndOthersAreUnaffected() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
+        var limits = RateLimiter.defaults
+        limits["app"] = RateLimit(perSecond: 2, burst: 3)
+        let f = try GatewayFixture(rateLimits: limits, now: { clock.now() })
+        try await f.app.test(.router) { client in
+            for _ in 0..<3 { #expect(try await client.call(.get, "/v1/consents/u", key: f.keys["app"]).status == 200) }
+            let limited = try await client.call(.get, "/v1/consents/u", key: f.keys["app"])
+            #expect(limited.status == 429)
+            #expect((limited.json["error"] as? [String: Any])?["code"] as? String == "rate_limited")
+            #expect(limited.headers[.retryAfter] == "1")
+            // Another principal is not affected; the bucket refills with time.
+            #expect(try await client.call(.get, "/v1/consents/u", key: f.otherNamespaceAppKey).status == 200)
+            clock.advance(0.5)
+            #expect(try await client.call(.get, "/v1/consents/u", key: f.keys["app"]).status == 200)
+            let audit = try await client.call(.get, "/v1/audit?outcome=rejected", key: f.keys["compliance-officer"])
+            #expect((audit.json["entries"] as? [[String: Any]])?.contains { ($0["record"] as? [String: Any])?["reason"] as? String == "status 429: rate limit of role app" } == true)
+        }
+    }
+
+    @Test func tokenBucketRefillsAtItsRateUpToItsBurst() {
+        let limit = RateLimit(perSecond: 10, burst: 2)
+        var bucket = TokenBucket(tokens: 2, updated: 0)
+        #expect(bucket.take(limit, now: 0) == nil)
+        #expect(bucket.take(limit, now: 0) == nil)
+        #expect(abs((bucket.take(limit, now: 0) ?? 0) - 0.1) < 1e-9)
+        #expect(bucket.take(limit, now: 0.1) == nil)
+        #expect(bucket.take(limit, now: 100) == nil)
+        #expect(bucket.tokens == 1)
     }
 }

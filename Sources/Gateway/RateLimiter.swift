@@ -1,0 +1,57 @@
+import Foundation
+import Synchronization
+
+/// Requests per second and burst allowed for one role.
+public struct RateLimit: Sendable, Equatable {
+    public var perSecond: Double
+    public var burst: Double
+
+    public init(perSecond: Double, burst: Double) {
+        self.perSecond = perSecond
+        self.burst = burst
+    }
+}
+
+/// A token bucket: pure state over an injected time, so it is tested without sleeping.
+struct TokenBucket: Sendable {
+    var tokens: Double
+    var updated: TimeInterval
+
+    /// Takes one token at `now`; when none is left, returns the seconds until one will be.
+    mutating func take(_ limit: RateLimit, now: TimeInterval) -> TimeInterval? {
+        tokens = min(limit.burst, tokens + max(0, now - updated) * limit.perSecond)
+        updated = now
+        if tokens >= 1 {
+            tokens -= 1
+            return nil
+        }
+        return (1 - tokens) / max(limit.perSecond, 1e-9)
+    }
+}
+
+/// Per-principal token buckets, configured per role. Roles without a limit are not limited.
+public final class RateLimiter: Sendable {
+    public let limits: [String: RateLimit]
+    private let buckets = Mutex<[String: TokenBucket]>([:])
+
+    public init(limits: [String: RateLimit]) { self.limits = limits }
+
+    /// Generous defaults: they stop a runaway client, not a busy shop.
+    public static let defaults: [String: RateLimit] = [
+        "app": RateLimit(perSecond: 20_000, burst: 40_000),
+        "recommendation-client": RateLimit(perSecond: 50_000, burst: 100_000),
+        "compliance-officer": RateLimit(perSecond: 200, burst: 400),
+        "admin": RateLimit(perSecond: 200, burst: 400),
+    ]
+
+    /// nil when `principal` may proceed; otherwise the seconds to wait.
+    func check(principal: String, role: String, now: TimeInterval) -> TimeInterval? {
+        guard let limit = limits[role] else { return nil }
+        return buckets.withLock { table in
+            var bucket = table[principal] ?? TokenBucket(tokens: limit.burst, updated: now)
+            let wait = bucket.take(limit, now: now)
+            table[principal] = bucket
+            return wait
+        }
+    }
+}
