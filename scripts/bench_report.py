@@ -6,7 +6,7 @@ import statistics
 import sys
 
 out = sys.argv[1]
-PAIRS = [("popularity", "popularity"), ("als", "ALS alpha=1"), ("item-knn", "item-kNN cosine"),
+PAIRS = [("popularity", "popularity"), ("als", "ALS alpha=1"), ("bpr", "BPR"), ("item-knn", "item-kNN cosine"),
          ("item-knn-bm25", "item-kNN BM25")]
 
 def veil_rows(path):

@@ -127,12 +127,20 @@ struct UncheckedPointer<T>: @unchecked Sendable {
 
 /// Trained ALS factors, user-major and item-major, `factors` floats per row.
 public struct ALSModel: ScoringModel {
-    public let name = "als"
+    public let name: String
     public let factors: Int
     public let userFactors: [Float]
     public let itemFactors: [Float]
     public let configuration: ALS.Configuration
     public var itemCount: Int { itemFactors.count / factors }
+
+    public init(name: String = "als", factors: Int, userFactors: [Float], itemFactors: [Float], configuration: ALS.Configuration) {
+        self.name = name
+        self.factors = factors
+        self.userFactors = userFactors
+        self.itemFactors = itemFactors
+        self.configuration = configuration
+    }
 
     /// A user vector for an unseen user (or a user with new interactions): one exact least-squares solve
     /// against the fixed item factors, without retraining.

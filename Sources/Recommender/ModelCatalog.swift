@@ -1,6 +1,6 @@
 /// The named models `veil evaluate` and the gateway can train, with their default hyperparameters.
 public enum ModelCatalog {
-    public static let names = ["popularity", "trending", "als", "item-knn", "item-knn-bm25", "ease", "hybrid"]
+    public static let names = ["popularity", "trending", "als", "bpr", "item-knn", "item-knn-bm25", "ease", "hybrid"]
 
     public struct Options: Sendable {
         public var threads = 1
@@ -29,6 +29,10 @@ public enum ModelCatalog {
             cfg.threads = options.threads
             cfg.seed = options.seed
             return ALS(cfg).fit(matrix)
+        case "bpr":
+            var cfg = BPR.Configuration()
+            cfg.seed = options.seed
+            return BPR(cfg).fit(matrix)
         case "item-knn":
             return ItemKNN(similarity: .cosine).fit(matrix)
         case "item-knn-bm25":

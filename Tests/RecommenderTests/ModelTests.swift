@@ -69,6 +69,18 @@ func groupPrecision(_ model: any ScoringModel, _ matrix: SparseMatrix) -> Double
         #expect(top.items.allSatisfy { (10..<20).contains($0) && ![11, 12, 13].contains($0) })
     }
 
+    @Test func bprRanksThePlantedGroupFirstAndIsDeterministic() {
+        let (matrix, _) = plantedMatrix()
+        var cfg = BPR.Configuration()
+        cfg.factors = 8
+        cfg.learningRate = 0.05
+        cfg.iterations = 200
+        let model = BPR(cfg).fit(matrix)
+        #expect(model.name == "bpr")
+        #expect(groupPrecision(model, matrix) > 0.9)
+        #expect(BPR(cfg).fit(matrix).itemFactors == model.itemFactors)
+    }
+
     @Test func itemKNNAndEASERecoverThePlantedGroups() {
         let (matrix, _) = plantedMatrix()
         #expect(groupPrecision(ItemKNN(similarity: .cosine, neighbours: 10).fit(matrix), matrix) == 1)
