@@ -64,7 +64,8 @@ public actor AuditLog {
     ///   - checkpointInterval: sign a checkpoint every this many entries.
     ///   - now: the clock, injected for tests.
     public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = 1000, now: @escaping @Sendable () -> Date = Date.init) throws {
-        store = try Store(path: path, migrations: [Migrations()], configuration: .init(fullSync: true))
+        // Fewer, larger WAL checkpoints: each one stalls the committing writer while it syncs the main file.
+        store = try Store(path: path, migrations: [Migrations()], configuration: .init(fullSync: true, walAutocheckpointPages: 16_000))
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now
@@ -102,7 +103,7 @@ public actor AuditLog {
                     let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"))
                     var sequence: Int64 = head?["seq"] ?? 0
                     var previous: String = head?["hash"] ?? Self.genesisHash
-                    let lastCheckpoint = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM checkpoints")) ?? 0
+                    let headBefore = sequence
                     var entries: [AuditEntry] = []
                     entries.reserveCapacity(records.count)
                     for record in records {
@@ -114,7 +115,8 @@ public actor AuditLog {
                         previous = hash
                     }
                     var checkpoint: AuditCheckpoint?
-                    if sequence / interval > lastCheckpoint / interval {
+                    // Sign when this batch crosses a multiple of the interval.
+                    if sequence / interval > headBefore / interval {
                         checkpoint = Self.makeCheckpoint(sequence: sequence, head: previous, at: at, signer: signer)
                         try Self.insert(checkpoint!, in: db)
                     }

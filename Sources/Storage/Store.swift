@@ -17,12 +17,16 @@ public struct StoreConfiguration: Sendable {
     public var maximumReaders: Int
     /// Page cache per connection, in KiB.
     public var cacheKiB: Int
+    /// WAL pages before SQLite checkpoints into the main file (in the committing writer's path).
+    public var walAutocheckpointPages: Int
 
-    public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8, cacheKiB: Int = 32 * 1024) {
+    public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8, cacheKiB: Int = 32 * 1024,
+                walAutocheckpointPages: Int = 1000) {
         self.fullSync = fullSync
         self.busyTimeout = busyTimeout
         self.maximumReaders = maximumReaders
         self.cacheKiB = cacheKiB
+        self.walAutocheckpointPages = walAutocheckpointPages
     }
 }
 
@@ -51,7 +55,9 @@ public final class Store: Sendable {
         config.maximumReaderCount = configuration.maximumReaders
         let synchronous = configuration.fullSync ? "FULL" : "NORMAL"
         let cache = configuration.cacheKiB
+        let autocheckpoint = configuration.walAutocheckpointPages
         config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(autocheckpoint)")
             try db.execute(sql: "PRAGMA secure_delete = ON")
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             try db.execute(sql: "PRAGMA cache_size = -\(cache)")
