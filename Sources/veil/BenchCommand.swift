@@ -14,34 +14,36 @@ struct BenchCommand: AsyncParsableCommand {
     struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Audit appends per second (group commit, concurrent callers) and verification time.")
         @Option(help: "Entries to append.") var entries = 200_000
-        @Option(help: "Concurrent appenders.") var concurrency = 64
+        @Option(help: "Concurrent appenders; several values run one after the other.") var concurrency: [Int] = [64, 128, 256]
         @Option(help: "Also build a log of this many entries and time its verification (0 = skip).") var verifyEntries = 1_000_000
 
         func run() async throws {
             let dir = NSTemporaryDirectory() + "veil-bench-audit-\(UUID().uuidString.prefix(8))"
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let signer = SigningKeyPair.generate()
-            let log = try AuditLog(path: dir + "/audit.sqlite", signer: signer)
-            let perTask = entries / concurrency
             let clock = ContinuousClock()
-            let elapsed = try await clock.measure {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for t in 0..<concurrency {
-                        group.addTask {
-                            for i in 0..<perTask {
-                                try await log.append(AuditRecord(actor: "bench-\(t)", role: "app", action: "events:write", resource: "POST /v1/events",
-                                                                 subjectToken: "t\(t)-\(i)", purpose: "personalization", outcome: "allowed",
-                                                                 reason: "status 200", requestID: "r\(t * perTask + i)"))
+            for (run, callers) in concurrency.enumerated() {
+                let log = try AuditLog(path: dir + "/audit-\(run).sqlite", signer: signer)
+                let perTask = entries / callers
+                let elapsed = try await clock.measure {
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for t in 0..<callers {
+                            group.addTask {
+                                for i in 0..<perTask {
+                                    try await log.append(AuditRecord(actor: "bench-\(t)", role: "app", action: "events:write", resource: "POST /v1/events",
+                                                                     subjectToken: "t\(t)-\(i)", purpose: "personalization", outcome: "allowed",
+                                                                     reason: "status 200", requestID: "r\(t * perTask + i)"))
+                                }
                             }
                         }
+                        try await group.waitForAll()
                     }
-                    try await group.waitForAll()
                 }
+                let n = perTask * callers
+                let stats = await log.stats
+                print(String(format: "audit append: %d entries, %d concurrent callers, %.2f s, %.0f appends/s (durable, synchronous=FULL; %.1f entries per commit)",
+                             n, callers, elapsed.seconds, Double(n) / elapsed.seconds, Double(stats.entries) / Double(max(stats.batches, 1))))
             }
-            let n = perTask * concurrency
-            let stats = await log.stats
-            print(String(format: "audit append: %d transactions for %d entries (%.1f entries per commit), %.2f s inside commits", stats.batches, stats.entries, Double(stats.entries) / Double(max(stats.batches, 1)), Double(stats.writeNanos) / 1e9))
-            print(String(format: "audit append: %d entries, %d concurrent callers, %.2f s, %.0f appends/s (durable, synchronous=FULL)", n, concurrency, elapsed.seconds, Double(n) / elapsed.seconds))
             guard verifyEntries > 0 else { return }
             let bigLog = try AuditLog(path: dir + "/big.sqlite", signer: signer, checkpointInterval: 10_000)
             try await withThrowingTaskGroup(of: Void.self) { group in
