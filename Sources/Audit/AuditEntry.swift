@@ -42,12 +42,7 @@ public struct AuditEntry: Sendable, Equatable, Codable {
         var out: [UInt8] = []
         out.reserveCapacity(384)
         out.append(contentsOf: "veil.audit.v1".utf8)
-        func put(_ s: String) {
-            let n = UInt32(s.utf8.count)
-            out.append(UInt8(truncatingIfNeeded: n >> 24)); out.append(UInt8(truncatingIfNeeded: n >> 16))
-            out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))
-            out.append(contentsOf: s.utf8)
-        }
+        func put(_ s: String) { out.appendLengthPrefixed(s) }
         put(String(sequence)); put(String(at)); put(r.actor); put(r.role); put(r.action); put(r.resource)
         put(r.subjectToken ?? "-"); put(r.purpose ?? "-"); put(r.outcome); put(r.reason); put(r.requestID); put(previousHash)
         return Hash.blake2b(out).hexString

@@ -1,4 +1,5 @@
 import Storage
+import Vault
 
 /// How a consent decision reached Veil.
 public enum ConsentMethod: String, Sendable, Codable, CaseIterable {
@@ -50,11 +51,7 @@ public struct ConsentEvent: Sendable, Equatable, Codable {
     /// Unambiguous bytes for hashing: every field length-prefixed, in a fixed order.
     func canonicalBytes(sequence: Int64, previousHash: String) -> [UInt8] {
         var out: [UInt8] = Array("veil.consent.v1".utf8)
-        func put(_ s: String) {
-            let b = Array(s.utf8)
-            out += withUnsafeBytes(of: UInt32(b.count).bigEndian, Array.init)
-            out += b
-        }
+        func put(_ s: String) { out.appendLengthPrefixed(s) }
         put(String(sequence)); put(previousHash); put(token.rawValue); put(purpose); put(String(purposeVersion))
         put(lawfulBasis); put(granted ? "1" : "0"); put(String(at)); put(sourceApp); put(principal); put(method.rawValue)
         put(noticeVersion); put(noticeHash); put(jurisdiction); put(expiresAt.map(String.init) ?? "-"); put(gpcConflict ? "1" : "0")

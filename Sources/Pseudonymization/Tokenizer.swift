@@ -15,10 +15,9 @@ public struct Tokenizer: Sendable {
 
     /// The token of `subject` in `namespace`.
     public func token(for subject: String, namespace: String? = nil) -> SubjectToken {
-        let ns = Array((namespace ?? defaultNamespace).utf8)
         // Length-prefixing the namespace keeps ("ab", "c") and ("a", "bc") apart.
-        var message = withUnsafeBytes(of: UInt32(ns.count).bigEndian, Array.init)
-        message += ns
+        var message: [UInt8] = []
+        message.appendLengthPrefixed(namespace ?? defaultNamespace)
         message += Array(subject.utf8)
         return SubjectToken(rawValue: Hash.keyed(message, key: key, length: 16).hexString)!
     }

@@ -61,11 +61,7 @@ public final class SubjectKeys: Sendable {
     static func rowAD(table: String, rowID: String, token: String) -> [UInt8] {
         // Length prefixes keep the encoding unambiguous whatever the parts contain.
         var ad = [UInt8]("veil.row.v1".utf8)
-        for part in [table, rowID, token] {
-            let bytes = Array(part.utf8)
-            ad.append(contentsOf: withUnsafeBytes(of: UInt32(bytes.count).bigEndian, Array.init))
-            ad.append(contentsOf: bytes)
-        }
+        for part in [table, rowID, token] { ad.appendLengthPrefixed(part) }
         return ad
     }
 

@@ -47,6 +47,15 @@ public enum KeyDerivation {
 }
 
 extension Array where Element == UInt8 {
+    /// Appends `s` as a 4-byte big-endian length followed by its UTF-8 bytes: the unambiguous field encoding that
+    /// every hash chain, associated data and token input in Veil is built from.
+    public mutating func appendLengthPrefixed(_ s: String) {
+        let n = UInt32(truncatingIfNeeded: s.utf8.count)
+        append(UInt8(truncatingIfNeeded: n >> 24)); append(UInt8(truncatingIfNeeded: n >> 16))
+        append(UInt8(truncatingIfNeeded: n >> 8)); append(UInt8(truncatingIfNeeded: n))
+        append(contentsOf: s.utf8)
+    }
+
     /// Lower-case hexadecimal.
     public var hexString: String {
         let digits = Array("0123456789abcdef".utf8)
