@@ -88,6 +88,8 @@ public struct TrainingSnapshot: Sendable {
     public var interactions: [(user: Int32, item: Int32, weight: Float, time: Int64)]
     /// Anonymous interaction counts per item index (includes subjects without personalization consent).
     public var anonymousCounts: [Float]
+    /// Per token, its generalized profile (age band, region, device class…); empty when none was sent.
+    public var profiles: [[String: String]]
 }
 
 /// Minimized, encrypted, token-keyed interactions and profiles; the catalog; anonymous aggregates.
@@ -242,6 +244,7 @@ public struct FeatureStore: Sendable {
             return i
         }
         var tokens: [SubjectToken] = []
+        var profiles: [[String: String]] = []
         var interactions: [(user: Int32, item: Int32, weight: Float, time: Int64)] = []
         let tokenStrings = try String.fetchAll(db, sql: "SELECT DISTINCT token FROM interactions ORDER BY token")
         for raw in tokenStrings {
@@ -250,6 +253,7 @@ public struct FeatureStore: Sendable {
             if rows.isEmpty { continue }
             let u = Int32(tokens.count)
             tokens.append(token)
+            profiles.append(try profile(of: token, in: db) ?? [:])
             for r in rows { interactions.append((u, index(r.item), r.weight, r.time)) }
         }
         var counts = [Float](repeating: 0, count: items.count)
@@ -259,7 +263,7 @@ public struct FeatureStore: Sendable {
             counts[i] = Float(row["n"] as Int64)
         }
         if counts.count < items.count { counts.append(contentsOf: [Float](repeating: 0, count: items.count - counts.count)) }
-        return TrainingSnapshot(tokens: tokens, items: items, interactions: interactions, anonymousCounts: counts)
+        return TrainingSnapshot(tokens: tokens, items: items, interactions: interactions, anonymousCounts: counts, profiles: profiles)
     }
 
     /// Anonymous daily counts since `sinceDay` (for trending), per item id.

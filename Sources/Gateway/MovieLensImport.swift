@@ -17,14 +17,10 @@ extension VeilService {
     /// each user's consent is recorded with method `import`, ratings become `feedback` events.
     public func importMovieLens(ratings: String, items: String, users: String, namespace: String) async throws -> ImportReport {
         let principal = Principal(name: "import", role: "admin", namespace: namespace)
-        let genres = ["unknown", "action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama", "fantasy",
-                      "film-noir", "horror", "musical", "mystery", "romance", "sci-fi", "thriller", "war", "western"]
-        var catalog: [CatalogItem] = []
-        for line in items.split(separator: "\n") {
-            let f = line.split(separator: "|", omittingEmptySubsequences: false)
-            guard f.count >= 24 else { continue }
-            let flags = f.suffix(19).enumerated().filter { $0.element == "1" }.map { genres[$0.offset] }
-            catalog.append(CatalogItem(id: "ml-\(f[0])", title: String(f[1]), category: "movies/\(flags.first ?? "unknown")", tags: flags))
+        let catalog = try Dataset.parseMovieLensItems(items).map { movie in
+            let genres = movie.genres.map { Dataset.movieLensGenres[$0].lowercased() }
+            return CatalogItem(id: "ml-\(movie.id)", title: movie.title, category: "movies/\(genres.first ?? "unknown")",
+                               attributes: movie.year > 0 ? ["decade": "\(movie.year / 10 * 10)"] : [:], tags: genres)
         }
         try upsertItems(catalog)
         let note = AuditNote()

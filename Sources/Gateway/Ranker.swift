@@ -3,6 +3,11 @@ import Foundation
 import Recommender
 
 /// Turns a subject's history into a ranked, filtered, explained list with the serving model.
+///
+/// Three answers, by what the subject allowed and what is known:
+/// - history (stored or in the session): the hybrid, with new items reached through content similarity;
+/// - no history but a generalized profile: popularity in the subject's demographic segment;
+/// - neither, or no consent: anonymous popularity and trends.
 struct Ranker {
     let model: ServingModel
 
@@ -11,60 +16,117 @@ struct Ranker {
         var items: [RecommendedItem]
     }
 
-    func rank(history: [StoredInteraction], session: [String], query: VeilService.RecommendationQuery, now: Date) -> Result {
+    /// - Parameter profile: the subject's generalized profile; pass it only with personalization consent.
+    func rank(history: [StoredInteraction], session: [String], profile: [String: String]?, query: VeilService.RecommendationQuery,
+              now: Date) -> Result {
         let n = model.items.count
         var weights: [Int32: Float] = [:]
+        var lastSeen: [Int32: Int64] = [:]
         var lastKind: [Int32: String] = [:]
+        var excluded = [Bool](repeating: false, count: n)
         for h in history {
             guard let i = model.itemIndex[h.item] else { continue }
             weights[i, default: 0] += h.weight
+            lastSeen[i] = max(lastSeen[i] ?? 0, h.time)
             lastKind[i] = h.kind
+            if model.options.excludeInteractedKinds.contains(h.kind) { excluded[Int(i)] = true }
         }
+        let time = Int64(now.timeIntervalSince1970)
         for item in session {
             guard let i = model.itemIndex[item] else { continue }
             weights[i, default: 0] += 1
+            lastSeen[i] = time
             lastKind[i] = lastKind[i] ?? "page_view"
+            excluded[Int(i)] = true
         }
-        let personalized = !weights.isEmpty
-        var excluded = [Bool](repeating: false, count: n)
         for i in 0..<n where !model.available[i] { excluded[i] = true }
         for id in query.exclude { if let i = model.itemIndex[id] { excluded[Int(i)] = true } }
-        for i in weights.keys { excluded[Int(i)] = true }
         if !query.categories.isEmpty {
             for i in 0..<n where !query.categories.contains(where: { model.categories[i] == $0 || model.categories[i].hasPrefix($0 + "/") }) {
                 excluded[i] = true
             }
         }
-        var scores = [Float](repeating: 0, count: n)
-        let context = UserContext(user: nil, items: Array(weights.keys).sorted(), weights: Array(weights.keys).sorted().map { weights[$0]! },
-                                  time: Int64(now.timeIntervalSince1970))
-        scores.withUnsafeMutableBufferPointer { out in
-            if personalized {
-                model.ranker.score(context, into: out)
-            } else {
-                for i in 0..<n { out[i] = i < model.popularity.count ? model.popularity[i] : 0 }
-            }
+        let items = weights.keys.sorted()
+        let context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
+        if !items.isEmpty {
+            return Result(personalized: true, items: personalized(context, excluded: excluded, lastKind: lastKind, k: query.k))
         }
-        let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: query.k) { excluded[$0] } }
-        var items: [RecommendedItem] = []
-        for (item, score) in zip(top.items, top.scores) {
-            let (reason, explanation) = personalized ? explain(item, context: context, lastKind: lastKind) : ("popular", "Popular in the shop right now")
-            items.append(RecommendedItem(item: model.items[Int(item)], score: score, reason: reason, explanation: explanation))
+        if let profile, let segment = model.segments.lookup(ServingModel.segmentKeys(profile)) {
+            let (reason, explanation) = Self.segmentReason(level: segment.level, keys: ServingModel.segmentKeys(profile))
+            let top = segment.counts.withUnsafeBufferPointer { TopK.select(scores: $0, k: query.k) { excluded[$0] } }
+            return Result(personalized: true, items: zip(top.items, top.scores).map {
+                RecommendedItem(item: model.items[Int($0)], score: $1, reason: reason, explanation: explanation)
+            })
         }
-        return Result(personalized: personalized, items: items)
+        return Result(personalized: false, items: nonPersonalized(excluded: excluded, k: query.k))
     }
 
-    private func explain(_ item: Int32, context: UserContext, lastKind: [Int32: String]) -> (String, String) {
-        guard let source = model.neighbours.strongestReason(for: item, in: context) else {
-            return ("for-you", "Picked for you from your recent activity")
+    private func personalized(_ context: UserContext, excluded: [Bool], lastKind: [Int32: String], k: Int) -> [RecommendedItem] {
+        let n = model.items.count
+        var scores = [Float](repeating: 0, count: n)
+        var lifted = [Bool](repeating: false, count: n)
+        scores.withUnsafeMutableBufferPointer { out in
+            model.ranker.score(context, into: out)
+            // Collaborative components know nothing of an item nobody has touched: such an item competes with
+            // its content similarity to the subject's items, on the blend's scale.
+            guard model.cold.contains(true) else { return }
+            var content = [Float](repeating: 0, count: n)
+            content.withUnsafeMutableBufferPointer { c in
+                model.content.score(context, into: c)
+                HybridModel.standardise(c)
+            }
+            let scale = max(model.blendWeights.values.reduce(0, +), 1)
+            for i in 0..<n where model.cold[i] && content[i] > 0 && content[i] * scale > out[i] {
+                out[i] = content[i] * scale
+                lifted[i] = true
+            }
         }
-        let title = model.titles[Int(source)]
-        switch lastKind[source] ?? "page_view" {
-        case "purchase": return ("because-you-bought", "Because you bought \(title)")
-        case "search_click": return ("because-you-searched", "Because you searched for and opened \(title)")
-        case "rating": return ("because-you-rated", "Because you rated \(title)")
-        case "add_to_cart": return ("because-you-carted", "Because you added \(title) to your cart")
-        default: return ("because-you-viewed", "Because you viewed \(title)")
+        let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
+        return zip(top.items, top.scores).map { item, score in
+            let (reason, explanation) = explain(item, context: context, lastKind: lastKind, preferContent: lifted[Int(item)])
+            return RecommendedItem(item: model.items[Int(item)], score: score, reason: reason, explanation: explanation)
         }
+    }
+
+    /// Anonymous popularity blended with this week's trend; the stronger of the two names the reason.
+    private func nonPersonalized(excluded: [Bool], k: Int) -> [RecommendedItem] {
+        let n = model.items.count
+        var popular = (0..<n).map { $0 < model.popularity.count ? model.popularity[$0] : 0 }
+        var trending = model.trending
+        popular.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
+        trending.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
+        let scores = (0..<n).map { popular[$0] + trending[$0] }
+        let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
+        return zip(top.items, top.scores).map { item, score in
+            let i = Int(item)
+            return trending[i] > popular[i]
+                ? RecommendedItem(item: model.items[i], score: score, reason: "trending", explanation: "Trending this week")
+                : RecommendedItem(item: model.items[i], score: score, reason: "popular", explanation: "Popular in the shop right now")
+        }
+    }
+
+    static func segmentReason(level: Int, keys: [String]) -> (String, String) {
+        let key = keys[level]
+        if key.hasPrefix("region=") { return ("popular-in-your-region", "Popular in your region") }
+        if key.hasPrefix("age="), !key.contains("region=") { return ("popular-in-your-age-group", "Popular with shoppers of your age group") }
+        return ("popular-in-your-segment", key.contains("device=") ? "Popular with shoppers like you in your region" : "Popular with your age group in your region")
+    }
+
+    private func explain(_ item: Int32, context: UserContext, lastKind: [Int32: String], preferContent: Bool) -> (String, String) {
+        if !preferContent, let source = model.neighbours.strongestReason(for: item, in: context) {
+            let title = model.titles[Int(source)]
+            switch lastKind[source] ?? "page_view" {
+            case "purchase": return ("because-you-bought", "Because you bought \(title)")
+            case "search_click": return ("because-you-searched", "Because you searched for and opened \(title)")
+            case "rating": return ("because-you-rated", "Because you rated \(title)")
+            case "add_to_cart": return ("because-you-carted", "Because you added \(title) to your cart")
+            default: return ("because-you-viewed", "Because you viewed \(title)")
+            }
+        }
+        if let similar = model.content.mostSimilar(to: item, in: context) {
+            let title = model.titles[Int(similar.item)]
+            return ("similar-to", preferContent ? "New, and similar to \(title)" : "Similar to \(title)")
+        }
+        return ("for-you", "Picked for you from your recent activity")
     }
 }

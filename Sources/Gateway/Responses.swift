@@ -4,7 +4,8 @@ import Foundation
 public struct RecommendedItem: Codable, Sendable, Equatable {
     public var item: String
     public var score: Float
-    /// `because-you-viewed`, `because-you-bought`, `because-you-searched`, `because-you-rated`, `for-you`,
+    /// `because-you-viewed`, `because-you-bought`, `because-you-searched`, `because-you-rated`, `because-you-carted`,
+    /// `similar-to`, `for-you`, `popular-in-your-segment`, `popular-in-your-region`, `popular-in-your-age-group`,
     /// `popular`, `trending`.
     public var reason: String
     public var explanation: String

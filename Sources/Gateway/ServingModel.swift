@@ -4,6 +4,19 @@ import Recommender
 import Storage
 import Synchronization
 
+/// Serving choices an operator sets in the configuration file.
+public struct ServingOptions: Sendable, Equatable {
+    /// Interaction kinds whose items are never recommended again to the same subject (bought, rated…).
+    public var excludeInteractedKinds: Set<String> = ["page_view", "purchase", "search_click", "rating", "click", "add_to_cart"]
+    /// Content similarity per product type (top-level category); others are inferred from the catalog.
+    public var contentSimilarity: [String: ContentSimilarity] = [:]
+    /// Buckets of the content model's feature hashing.
+    public var contentHashWidth = 1 << 14
+    /// A demographic segment is used for cold-start lists only when it holds at least this many subjects.
+    public var minimumSegmentSize = 5
+    public init() {}
+}
+
 /// A trained model ready to serve: the recommender's dense world plus the maps back to catalog ids.
 public struct ServingModel: Sendable {
     public let version: String
@@ -16,42 +29,81 @@ public struct ServingModel: Sendable {
     public let ranker: any ScoringModel
     /// Item neighbours, for "because you viewed X" explanations.
     public let neighbours: ItemKNNModel
+    /// Metadata similarity: reaches items nobody has interacted with yet, and explains "similar to X".
+    public let content: ContentModel
+    /// Items without any training interaction: collaborative components know nothing of them.
+    public let cold: [Bool]
+    /// Popularity per generalized demographic segment (cold-start subjects).
+    public let segments: SegmentPopularity
     /// Anonymous popularity (counts from every event, consented or not).
     public let popularity: [Float]
+    /// Anonymous time-decayed counts at training time ("trending this week").
+    public let trending: [Float]
     /// The hybrid's learned weights, stored with the model.
     public let blendWeights: [String: Float]
     public let users: Int
+    public let options: ServingOptions
 
     /// Trains on a feature-store snapshot. Deterministic for a snapshot and a seed.
-    public static func train(snapshot: TrainingSnapshot, catalog: [CatalogItem], threads: Int = 2, now: Date = Date()) -> ServingModel {
+    public static func train(snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
+                             now: Date = Date()) -> ServingModel {
         let catalogByID = Dictionary(catalog.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let rows = snapshot.interactions.map {
             RatingRow(user: snapshot.tokens[Int($0.user)].rawValue, item: snapshot.items[Int($0.item)], rating: $0.weight, timestamp: $0.time)
         }
-        let split = EvaluationSplit(train: rows, test: [], catalog: snapshot.items.map { (id: $0, features: []) })
-        var options = ModelCatalog.Options()
-        options.threads = threads
-        options.als.factors = 32
+        let split = EvaluationSplit(train: rows, test: [], catalog: snapshot.items.map { id in
+            (id: id, content: catalogByID[id].map { ItemContent(category: $0.category, brand: $0.brand, attributes: $0.attributes, tags: $0.tags, title: $0.title) })
+        })
+        var modelOptions = ModelCatalog.Options()
+        modelOptions.threads = threads
+        modelOptions.als.factors = 32
+        modelOptions.contentHashWidth = options.contentHashWidth
+        modelOptions.contentSimilarity = options.contentSimilarity
         let neighbours = ItemKNN(similarity: .cosine, neighbours: 50).fit(split.trainMatrix)
+        let content = ContentModel(items: split.itemContent, width: options.contentHashWidth, similarity: options.contentSimilarity)
+        let time = Int64(now.timeIntervalSince1970)
         let ranker: any ScoringModel
         var weights: [String: Float] = [:]
         if split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100 {
-            let hybrid = HybridTrainer(options: options).fit(split).precomputing(at: Int64(now.timeIntervalSince1970))
+            let hybrid = HybridTrainer(options: modelOptions).fit(split).precomputing(at: time)
             ranker = hybrid
             weights = Dictionary(uniqueKeysWithValues: zip(HybridTrainer.componentNames, hybrid.weights))
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
             weights = ["popularity": 1]
         }
-        let version = "m-" + String(Int64(now.timeIntervalSince1970), radix: 36) + "-" + String(snapshot.interactions.count, radix: 36)
+        var trending = [Float](repeating: 0, count: split.items.count)
+        trending.withUnsafeMutableBufferPointer {
+            TrendingModel(itemCount: split.items.count, interactions: split.train, halfLife: modelOptions.trendingHalfLife)
+                .score(UserContext(user: nil, items: [], time: time), into: $0)
+        }
+        let segmentKeys = snapshot.profiles.map(Self.segmentKeys)
+        let version = "m-" + String(time, radix: 36) + "-" + String(snapshot.interactions.count, radix: 36)
         return ServingModel(
             version: version, items: split.items,
             itemIndex: Dictionary(uniqueKeysWithValues: split.items.enumerated().map { ($1, Int32($0)) }),
             titles: split.items.map { catalogByID[$0]?.title ?? $0 },
             categories: split.items.map { catalogByID[$0]?.category ?? "" },
             available: split.items.map { catalogByID[$0]?.available ?? false },
-            ranker: ranker, neighbours: neighbours, popularity: snapshot.anonymousCounts,
-            blendWeights: weights, users: split.users.count)
+            ranker: ranker, neighbours: neighbours, content: content,
+            cold: split.trainMatrix.columnCounts().map { $0 == 0 },
+            segments: SegmentPopularity(matrix: split.trainMatrix, userSegments: segmentKeys, minimumUsers: options.minimumSegmentSize),
+            popularity: snapshot.anonymousCounts, trending: trending,
+            blendWeights: weights, users: split.users.count, options: options)
+    }
+
+    /// Segment keys of a generalized profile, finest first: age band × region × device class, age band × region,
+    /// region, age band. Each names its level so that an explanation can say which one answered.
+    static func segmentKeys(_ profile: [String: String]) -> [String] {
+        let age = profile["age_band"]
+        let region = profile["location"]
+        let device = profile["device"]
+        var keys: [String] = []
+        if let age, let region, let device { keys.append("age=\(age)|region=\(region)|device=\(device)") }
+        if let age, let region { keys.append("age=\(age)|region=\(region)") }
+        if let region { keys.append("region=\(region)") }
+        if let age { keys.append("age=\(age)") }
+        return keys
     }
 }
 

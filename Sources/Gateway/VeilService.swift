@@ -38,13 +38,16 @@ public final class VeilService: Sendable {
     let now: @Sendable () -> Date
     let trainingThreads: Int
     let passphrase: String?
+    /// Exclusions, content similarity and segment size used by every retrain.
+    public let serving: ServingOptions
 
     /// The purpose that feeds the feature store and the recommender.
     static let personalization = "personalization"
 
     /// Opens the key ring, the policy, both databases and the principals.
     public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = 1000,
-                trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, logger: Logger = Logger(label: "veil"),
+                trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
+                logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -64,6 +67,7 @@ public final class VeilService: Sendable {
         self.now = now
         self.trainingThreads = trainingThreads
         self.passphrase = passphrase
+        self.serving = serving
     }
 
     // MARK: - Subjects
@@ -270,7 +274,7 @@ public final class VeilService: Sendable {
     @discardableResult
     public func train() throws -> ServingModel {
         let (snapshot, catalog) = try store.pool.read { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
-        let model = ServingModel.train(snapshot: snapshot, catalog: catalog, threads: trainingThreads, now: now())
+        let model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
         models.swap(model)
         cache.clear()
         return model
@@ -344,12 +348,15 @@ public final class VeilService: Sendable {
             return cached
         }
         metrics.cacheMisses.increment()
-        let (decision, history) = try store.pool.read { db -> (ConsentDecision, [StoredInteraction]) in
+        let (decision, history, profile) = try store.pool.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?) in
             let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
-            return (decision, decision.allowed ? try features.interactions(of: token, in: db) : [])
+            guard decision.allowed else { return (decision, [], nil) }
+            let history = try features.interactions(of: token, in: db)
+            // The profile matters only for a subject without history (demographic cold start).
+            return (decision, history, history.isEmpty && query.session.isEmpty ? try features.profile(of: token, in: db) : nil)
         }
         note.update { $0.reason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)" }
-        let ranked = Ranker(model: model).rank(history: decision.allowed ? history : [], session: decision.allowed ? query.session : [],
+        let ranked = Ranker(model: model).rank(history: history, session: decision.allowed ? query.session : [], profile: profile,
                                                query: query, now: at)
         let response = RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
                                               request_id: requestID, items: ranked.items)

@@ -40,18 +40,34 @@ public enum Dataset {
         return rows
     }
 
-    /// Item ids and genre flags from a MovieLens `u.item` file (`id|title|date|video|url|19 genre flags`).
-    public static func parseMovieLensItems(_ text: String) throws -> [(id: String, genres: [Int])] {
-        var items: [(String, [Int])] = []
+    /// The 19 genre columns of MovieLens 100K's `u.item`, in file order.
+    public static let movieLensGenres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                                         "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+                                         "Thriller", "War", "Western"]
+
+    /// Items of a MovieLens `u.item` file (`id|title|date|video|url|19 genre flags`): id, title, genre indices and
+    /// release year (0 when absent).
+    public static func parseMovieLensItems(_ text: String) throws -> [(id: String, title: String, genres: [Int], year: Int)] {
+        var items: [(String, String, [Int], Int)] = []
         var lineNumber = 0
         for line in text.split(separator: "\n") {
             lineNumber += 1
             let fields = line.split(separator: "|", omittingEmptySubsequences: false)
             guard fields.count >= 6 else { throw DatasetError(line: lineNumber, reason: "expected '|'-separated MovieLens item fields") }
             let flags = fields.suffix(19).enumerated().compactMap { $0.element.trimmingWhitespace() == "1" ? $0.offset : nil }
-            items.append((String(fields[0]), flags))
+            let year = fields[2].split(separator: "-").last.flatMap { Int($0) } ?? 0
+            items.append((String(fields[0]), String(fields[1]), flags, year))
         }
         return items
+    }
+
+    /// Content features of a MovieLens item: genres and release decade as exact features, title words as text.
+    public static func movieLensContent(title: String, genres: [Int], year: Int) -> ItemContent {
+        var categorical = ["cat:movie"] + genres.map { "genre:" + movieLensGenres[$0] }
+        if year > 0 { categorical.append("decade:\(year / 10 * 10)") }
+        // The title ends with the year in parentheses: not a word of the title.
+        let words = ItemContent.words(title).filter { Int($0) == nil }
+        return ItemContent(productType: "movie", categorical: categorical, text: words)
     }
 }
 

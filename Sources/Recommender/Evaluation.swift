@@ -9,24 +9,26 @@ public struct EvaluationSplit: Sendable {
     public let relevant: [Set<Int32>]
     /// Per user index, the time of the last train interaction: "now" for that user.
     public let referenceTimes: [Int64]
-    /// Item content features (e.g. genres), one list of feature ids per item index.
-    public let itemFeatures: [[Int]]
+    /// Item metadata for content-based models, one per item index (empty features when unknown).
+    public let itemContent: [ItemContent]
+    /// The time of each cell of `trainMatrix` (its latest interaction), aligned with `trainMatrix.indices`.
+    public let trainTimes: [Int64]
 
     /// - Parameters:
-    ///   - catalog: item ids in catalog order (with optional features); items only seen in the ratings are appended.
-    public init(train: [RatingRow], test: [RatingRow], catalog: [(id: String, features: [Int])] = []) {
+    ///   - catalog: item ids in catalog order (with optional metadata); items only seen in the ratings are appended.
+    public init(train: [RatingRow], test: [RatingRow], catalog: [(id: String, content: ItemContent?)] = []) {
         var itemIndex: [String: Int32] = [:]
         var items: [String] = []
-        var features: [[Int]] = []
-        func item(_ id: String, _ f: [Int] = []) -> Int32 {
+        var content: [ItemContent] = []
+        func item(_ id: String, _ c: ItemContent? = nil) -> Int32 {
             if let i = itemIndex[id] { return i }
             let i = Int32(items.count)
             itemIndex[id] = i
             items.append(id)
-            features.append(f)
+            content.append(c ?? ItemContent(productType: "", categorical: [], text: []))
             return i
         }
-        for entry in catalog { _ = item(entry.id, entry.features) }
+        for entry in catalog { _ = item(entry.id, entry.content) }
         var userIndex: [String: Int32] = [:]
         var users: [String] = []
         func user(_ id: String) -> Int32 {
@@ -49,27 +51,32 @@ public struct EvaluationSplit: Sendable {
             relevant[u].insert(i)
         }
         while relevant.count < users.count { relevant.append([]) }
-        var reference = [Int64](repeating: 0, count: users.count)
-        for x in interactions { reference[Int(x.user)] = max(reference[Int(x.user)], x.time) }
-        self.users = users
-        self.items = items
-        self.train = interactions
-        self.trainMatrix = SparseMatrix(users: users.count, items: items.count, interactions: interactions)
-        self.relevant = relevant
-        self.referenceTimes = reference
-        self.itemFeatures = features
+        self.init(users: users, items: items, train: interactions, relevant: relevant, itemContent: content)
     }
 
-    init(users: [String], items: [String], train: [Interaction], relevant: [Set<Int32>], itemFeatures: [[Int]]) {
+    init(users: [String], items: [String], train: [Interaction], relevant: [Set<Int32>], itemContent: [ItemContent]) {
         self.users = users
         self.items = items
         self.train = train
-        self.trainMatrix = SparseMatrix(users: users.count, items: items.count, interactions: train)
+        let matrix = SparseMatrix(users: users.count, items: items.count, interactions: train)
+        self.trainMatrix = matrix
         self.relevant = relevant
         var reference = [Int64](repeating: 0, count: users.count)
-        for x in train { reference[Int(x.user)] = max(reference[Int(x.user)], x.time) }
+        var times = [Int64](repeating: 0, count: matrix.nonZeroCount)
+        for x in train {
+            let u = Int(x.user)
+            reference[u] = max(reference[u], x.time)
+            // Rows are sorted by column: find the cell by binary search.
+            var lo = matrix.offsets[u], hi = matrix.offsets[u + 1]
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if matrix.indices[mid] < x.item { lo = mid + 1 } else { hi = mid }
+            }
+            times[lo] = max(times[lo], x.time)
+        }
         self.referenceTimes = reference
-        self.itemFeatures = itemFeatures
+        self.trainTimes = times
+        self.itemContent = itemContent
     }
 
     /// The same rule applied to the training rows: each user's last 20% (at least one) become validation.
@@ -85,14 +92,15 @@ public struct EvaluationSplit: Sendable {
             inner.append(contentsOf: sorted.prefix(sorted.count - nTest))
             held[u] = Set(sorted.suffix(nTest).map(\.item))
         }
-        return EvaluationSplit(users: users, items: items, train: inner, relevant: held, itemFeatures: itemFeatures)
+        return EvaluationSplit(users: users, items: items, train: inner, relevant: held, itemContent: itemContent)
     }
 
     /// The context a model sees for user `u`: the user's train items at the user's reference time.
     public func context(forUser u: Int) -> UserContext {
         let row = trainMatrix.columns(ofRow: u)
-        let values = Array(trainMatrix.values[trainMatrix.offsets[u]..<trainMatrix.offsets[u + 1]])
-        return UserContext(user: u, items: Array(row), weights: values, time: referenceTimes[u])
+        let range = trainMatrix.offsets[u]..<trainMatrix.offsets[u + 1]
+        return UserContext(user: u, items: Array(row), weights: Array(trainMatrix.values[range]), time: referenceTimes[u],
+                           itemTimes: Array(trainTimes[range]))
     }
 
     /// Top-k for every user with at least one relevant item (the others get an empty list).

@@ -31,7 +31,7 @@ public struct HybridModel: ScoringModel {
     }
 
     /// In place: (x − mean) / std; all zeros when the row is constant.
-    static func standardise(_ b: UnsafeMutableBufferPointer<Float>) {
+    public static func standardise(_ b: UnsafeMutableBufferPointer<Float>) {
         let n = Float(b.count)
         var sum: Float = 0, squares: Float = 0
         for v in b { sum += v; squares += v * v }

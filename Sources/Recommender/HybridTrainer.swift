@@ -1,7 +1,7 @@
 /// Learns the hybrid's blend weights on a validation split carved from train (never on test), then
 /// refits every component on the whole training data with those weights.
 public struct HybridTrainer: Sendable {
-    public static let componentNames = ["ease", "als", "item-knn", "trending", "popularity"]
+    public static let componentNames = ["ease", "als", "item-knn", "trending", "popularity", "content"]
     public var options: ModelCatalog.Options
     /// Candidate values for each weight during coordinate ascent.
     public var grid: [Float] = [0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1]

@@ -7,12 +7,15 @@ public struct UserContext: Sendable {
     public var weights: [Float]
     /// The reference time for time-aware models (seconds since the epoch): "now" when serving.
     public var time: Int64
+    /// When the user last interacted with each of `items` (empty when unknown), for recency weighting.
+    public var itemTimes: [Int64]
 
-    public init(user: Int?, items: [Int32], weights: [Float]? = nil, time: Int64 = 0) {
+    public init(user: Int?, items: [Int32], weights: [Float]? = nil, time: Int64 = 0, itemTimes: [Int64] = []) {
         self.user = user
         self.items = items
         self.weights = weights ?? [Float](repeating: 1, count: items.count)
         self.time = time
+        self.itemTimes = itemTimes
     }
 }
 

@@ -1,6 +1,6 @@
 /// The named models `veil evaluate` and the gateway can train, with their default hyperparameters.
 public enum ModelCatalog {
-    public static let names = ["popularity", "trending", "als", "bpr", "item-knn", "item-knn-bm25", "ease", "hybrid"]
+    public static let names = ["popularity", "trending", "als", "bpr", "item-knn", "item-knn-bm25", "ease", "content", "hybrid"]
 
     public struct Options: Sendable {
         public var threads = 1
@@ -8,6 +8,10 @@ public enum ModelCatalog {
         public var als = ALS.Configuration()
         public var easeRegularization: Float = 250
         public var trendingHalfLife: Double = 7 * 86_400
+        /// Buckets of the content model's feature hashing.
+        public var contentHashWidth = 1 << 14
+        /// Content similarity per product type, overriding the inferred choice.
+        public var contentSimilarity: [String: ContentSimilarity] = [:]
         public init() {}
     }
 
@@ -39,6 +43,8 @@ public enum ModelCatalog {
             return ItemKNN(similarity: .bm25).fit(matrix)
         case "ease":
             return EASE(regularization: options.easeRegularization, threads: options.threads).fit(matrix)
+        case "content":
+            return ContentModel(items: split.itemContent, width: options.contentHashWidth, similarity: options.contentSimilarity)
         case "hybrid":
             return HybridTrainer(options: options).fit(split)
         default:

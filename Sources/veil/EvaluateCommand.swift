@@ -27,7 +27,9 @@ struct EvaluateCommand: ParsableCommand {
     func run() throws {
         let trainRows = try Dataset.parseRatings(readText(train))
         let testRows = try Dataset.parseRatings(readText(test))
-        let catalog = try items.map { try Dataset.parseMovieLensItems(readText($0)).map { (id: $0.id, features: $0.genres) } } ?? []
+        let catalog = try items.map {
+            try Dataset.parseMovieLensItems(readText($0)).map { (id: $0.id, content: Optional(Dataset.movieLensContent(title: $0.title, genres: $0.genres, year: $0.year))) }
+        } ?? []
         let split = EvaluationSplit(train: trainRows, test: testRows, catalog: catalog)
         var options = ModelCatalog.Options()
         options.threads = threads

@@ -26,13 +26,13 @@ struct GatewayFixture {
     let revokedKey: String
     let otherNamespaceAppKey: String
 
-    init(cacheTTL: TimeInterval = 30, rateLimits: [String: RateLimit] = RateLimiter.defaults, now: @escaping @Sendable () -> Date = Date.init) throws {
+    init(cacheTTL: TimeInterval = 30, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(), now: @escaping @Sendable () -> Date = Date.init) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: repositoryRoot.appendingPathComponent("Policies").path)
         try KeyRing.initialize(directory: paths.keysDirectory)
         var logger = Logger(label: "veil-test")
         logger.logLevel = .critical
-        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, checkpointInterval: 50, trainingThreads: 1, rateLimits: rateLimits, logger: logger, now: now)
+        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, checkpointInterval: 50, trainingThreads: 1, rateLimits: rateLimits, serving: serving, logger: logger, now: now)
         let roles = Set(service.policy.roles.keys)
         for role in roles.sorted() {
             keys[role] = try service.principals.add(name: "p-\(role)", role: role, knownRoles: roles)
