@@ -1,6 +1,9 @@
 import Audit
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import ServiceLifecycle
 
@@ -12,7 +15,18 @@ public struct ServerConfiguration: Sendable {
     public var retrainInterval: TimeInterval = 3600
     /// Run retention this often (0 = never); the first run happens at start.
     public var retentionInterval: TimeInterval = 86_400
+    /// Serve HTTPS with these PEM files; plain HTTP when nil.
+    public var tls: TLSFiles?
     public init() {}
+
+    public struct TLSFiles: Sendable, Equatable {
+        public var certificateChain: String
+        public var privateKey: String
+        public init(certificateChain: String, privateKey: String) {
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+        }
+    }
 }
 
 /// Runs a job every `interval` seconds as a `Service`, cancelled on graceful shutdown (retraining, retention).
@@ -73,16 +87,42 @@ struct AuditFlushService: Service {
 }
 
 public enum GatewayServer {
+    /// A certificate or key that cannot be used, named with the fix.
+    public struct TLSError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
     /// Builds the application (router, services) without running it.
     public static func application(service: VeilService, configuration: ServerConfiguration, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in })
-        -> some ApplicationProtocol
+        throws -> some ApplicationProtocol
     {
         Application(
             router: GatewayRouter.build(service: service),
+            server: try serverBuilder(configuration.tls),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "veil"),
             services: [PeriodicService.retrain(service, every: configuration.retrainInterval),
                        PeriodicService.retention(service, every: configuration.retentionInterval), AuditFlushService(service: service)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)
+    }
+
+    static func serverBuilder(_ tls: ServerConfiguration.TLSFiles?) throws -> HTTPServerBuilder {
+        guard let tls else { return .http1() }
+        let chain: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChain)
+        } catch {
+            throw TLSError(description: "cannot read a PEM certificate from \(tls.certificateChain); make one with the openssl command in the README")
+        }
+        guard !chain.isEmpty else { throw TLSError(description: "\(tls.certificateChain) holds no certificate") }
+        do {
+            key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
+        } catch {
+            throw TLSError(description: "cannot read a PEM private key from \(tls.privateKey) (it must not be passphrase-protected)")
+        }
+        var config = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        config.minimumTLSVersion = .tlsv12
+        return try .tls(.http1(), tlsConfiguration: config)
     }
 }

@@ -73,13 +73,13 @@ struct AuditCommand: ParsableCommand {
         @Option(help: "Ed25519 public key file (hex); default: <keys>/audit.pub.") var pubkey: String?
 
         func run() throws {
-            let keyPath = pubkey ?? (common.keysDirectory as NSString).appendingPathComponent("audit.pub")
+            let keyPath = try pubkey ?? (common.paths().keysDirectory as NSString).appendingPathComponent("audit.pub")
             guard let text = try? String(contentsOfFile: keyPath, encoding: .utf8),
                   let bytes = [UInt8](hexString: text.trimmingCharacters(in: .whitespacesAndNewlines)),
                   let key = try? SigningPublicKey(bytes: bytes) else {
                 throw ValidationError("cannot read an Ed25519 public key from \(keyPath); pass --pubkey FILE")
             }
-            let result = try AuditReader(path: common.paths.auditDatabase).verify(publicKey: key)
+            let result = try AuditReader(path: try common.paths().auditDatabase).verify(publicKey: key)
             if let bad = result.firstBadSequence {
                 print("audit log FAILED verification at entry \(bad): \(result.reason ?? "")")
                 throw ExitCode(1)
@@ -100,7 +100,7 @@ struct AuditCommand: ParsableCommand {
         func run() throws {
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
-            let entries = try AuditReader(path: common.paths.auditDatabase).query(
+            let entries = try AuditReader(path: try common.paths().auditDatabase).query(
                 AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome, limit: limit))
             for e in entries { print(String(decoding: try encoder.encode(e), as: UTF8.self)) }
         }
@@ -111,7 +111,7 @@ struct AuditCommand: ParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func run() throws {
-            FileHandle.standardOutput.write(Data(try AuditReader(path: common.paths.auditDatabase).exportJSONLines()))
+            FileHandle.standardOutput.write(Data(try AuditReader(path: try common.paths().auditDatabase).exportJSONLines()))
         }
     }
 }

@@ -2,19 +2,36 @@ import ArgumentParser
 import Foundation
 import Gateway
 
-/// The options every state-touching command shares, so that instances can live side by side.
+/// The options every state-touching command shares, so that instances can live side by side. Each path comes
+/// from its flag, else from the configuration file, else from the default.
 struct CommonOptions: ParsableArguments {
-    @Option(name: .customLong("data-dir"), help: "Directory of the databases.")
-    var dataDirectory: String = "./data"
+    @Option(name: .customLong("config"), help: "Configuration file (YAML, see veil.example.yaml); flags override it.")
+    var configPath: String?
 
-    @Option(name: .customLong("keys"), help: "Key directory (created by `veil keys init`).")
-    var keysDirectory: String = "./Keys"
+    @Option(name: .customLong("data-dir"), help: "Directory of the databases (default ./data).")
+    var dataDirectory: String?
 
-    @Option(name: .customLong("policies"), help: "Policy directory.")
-    var policiesDirectory: String = "./Policies"
+    @Option(name: .customLong("keys"), help: "Key directory, created by `veil keys init` (default ./Keys).")
+    var keysDirectory: String?
 
-    var paths: RuntimePaths {
-        RuntimePaths(dataDirectory: dataDirectory, keysDirectory: keysDirectory, policiesDirectory: policiesDirectory)
+    @Option(name: .customLong("policies"), help: "Policy directory (default ./Policies).")
+    var policiesDirectory: String?
+
+    /// The configuration file's settings (defaults when no file is given).
+    func configuration() throws -> VeilConfiguration {
+        guard let configPath else { return VeilConfiguration() }
+        do {
+            return try VeilConfiguration.load(path: configPath)
+        } catch let error as ConfigurationError {
+            throw CLIError(message: error.description)
+        }
+    }
+
+    func paths() throws -> RuntimePaths {
+        let config = try configuration()
+        return RuntimePaths(dataDirectory: dataDirectory ?? config.dataDirectory ?? "./data",
+                            keysDirectory: keysDirectory ?? config.keysDirectory ?? "./Keys",
+                            policiesDirectory: policiesDirectory ?? config.policiesDirectory ?? "./Policies")
     }
 
     /// The passphrase for passphrase-derived master keys; read once, here, and passed on.

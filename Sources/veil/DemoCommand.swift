@@ -49,7 +49,7 @@ struct DemoCommand: AsyncParsableCommand {
         config.retrainInterval = 0
         config.retentionInterval = 0
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let app = GatewayServer.application(service: service, configuration: config) { port in portContinuation.yield(port) }
+        let app = try GatewayServer.application(service: service, configuration: config) { port in portContinuation.yield(port) }
         let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         async let running: Void = group.run()
         var iterator = portStream.makeAsyncIterator()

@@ -18,9 +18,9 @@ struct KeysCommand: ParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func run() throws {
-            let ring = try KeyRing.initialize(directory: common.keysDirectory, passphrase: common.passphrase)
-            print("created key ring in \(common.keysDirectory): master v\(ring.currentVersion), pseudonym key, audit key pair")
-            print("audit public key: \(ring.auditSigner.publicKey.bytes.hexString) (also in \(common.keysDirectory)/audit.pub)")
+            let ring = try KeyRing.initialize(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
+            print("created key ring in \(ring.directory): master v\(ring.currentVersion), pseudonym key, audit key pair")
+            print("audit public key: \(ring.auditSigner.publicKey.bytes.hexString) (also in \(ring.directory)/audit.pub)")
         }
     }
 
@@ -30,7 +30,7 @@ struct KeysCommand: ParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func run() async throws {
-            let version = try KeyRing.rotate(directory: common.keysDirectory, passphrase: common.passphrase)
+            let version = try KeyRing.rotate(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
             try await auditKeyEvent(common, action: "keys:rotate", reason: "master key v\(version) added")
             print("master key v\(version) is now current; run `veil keys rewrap` to move stored data keys to it")
         }
@@ -48,8 +48,8 @@ struct KeysCommand: ParsableCommand {
         }
 
         func run() async throws {
-            let ring = try KeyRing.load(directory: common.keysDirectory, passphrase: common.passphrase)
-            let store = try Runtime.openOperationalStore(common.paths)
+            let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
+            let store = try Runtime.openOperationalStore(try common.paths())
             let keys = SubjectKeys(ring: ring)
             var total = 0
             while true {
@@ -71,13 +71,13 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "Lowest master version to keep.") var below: UInt32
 
         func run() async throws {
-            let store = try Runtime.openOperationalStore(common.paths)
+            let store = try Runtime.openOperationalStore(try common.paths())
             let counts = try SubjectKeys.versionCounts(in: store)
             let stranded = counts.filter { $0.key < below }.values.reduce(0, +)
             guard stranded == 0 else {
                 throw ValidationError("\(stranded) subject keys are still wrapped under versions below \(below); run `veil keys rewrap` first")
             }
-            let retired = try KeyRing.retire(directory: common.keysDirectory, below: below)
+            let retired = try KeyRing.retire(directory: try common.paths().keysDirectory, below: below)
             try await auditKeyEvent(common, action: "keys:retire", reason: "retired master versions below v\(below)")
             print(retired.isEmpty ? "nothing to retire" : "retired master versions \(retired.map(String.init).joined(separator: ", "))")
         }
@@ -88,9 +88,9 @@ struct KeysCommand: ParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func run() throws {
-            let ring = try KeyRing.load(directory: common.keysDirectory, passphrase: common.passphrase)
+            let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
             print("master versions: \(ring.versions.map { "v\($0)" }.joined(separator: ", ")) (current v\(ring.currentVersion))")
-            let store = try Runtime.openOperationalStore(common.paths)
+            let store = try Runtime.openOperationalStore(try common.paths())
             print("subject keys per version: \(describe(try SubjectKeys.versionCounts(in: store)))")
         }
     }
@@ -98,8 +98,8 @@ struct KeysCommand: ParsableCommand {
 
 /// Key-ring changes are audited like requests: actor `cli`, role `admin`. No key material goes into the entry.
 func auditKeyEvent(_ common: CommonOptions, action: String, reason: String) async throws {
-    let ring = try KeyRing.load(directory: common.keysDirectory, passphrase: common.passphrase)
-    let log = try AuditLog(path: common.paths.auditDatabase, signer: ring.auditSigner)
+    let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
+    let log = try AuditLog(path: try common.paths().auditDatabase, signer: ring.auditSigner)
     try await log.append(AuditRecord(actor: "cli", role: "admin", action: action, resource: "key ring", outcome: "allowed", reason: reason))
     // A one-shot process signs its head before it exits, as the server does at shutdown.
     try await log.checkpoint()

@@ -5,44 +5,63 @@ import Hummingbird
 import Logging
 
 struct ServeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the HTTP gateway.")
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the HTTP gateway.",
+        discussion: "Each setting comes from its flag, else from --config FILE, else from its default.")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Address to bind.") var host = "127.0.0.1"
-    @Option(help: "Port to bind (0 picks a free one).") var port = 8080
-    @Option(help: "Seconds between scheduled retrains (0 = never).") var retrainInterval: Double = 3600
-    @Option(help: "Seconds between retention runs (0 = never).") var retentionInterval: Double = 86_400
-    @Option(help: "Seconds a recommendation list stays cached.") var cacheTTL: Double = 30
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Option(help: "Address to bind (default 127.0.0.1).") var host: String?
+    @Option(help: "Port to bind; 0 picks a free one (default 8080).") var port: Int?
+    @Option(help: "PEM certificate chain: serve HTTPS (with --tls-key).") var tlsCert: String?
+    @Option(help: "PEM private key of the certificate.") var tlsKey: String?
+    @Option(help: "Seconds between scheduled retrains, 0 = never (default 3600).") var retrainInterval: Double?
+    @Option(help: "Seconds between retention runs, 0 = never (default 86400).") var retentionInterval: Double?
+    @Option(help: "Seconds a recommendation list stays cached (default 30).") var cacheTTL: Double?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).") var logLevel: String?
 
     func validate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        if let port, !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
     }
 
     func run() async throws {
+        let config = try common.configuration()
         var logger = Logger(label: "veil")
-        logger.logLevel = Logger.Level(rawValue: logLevel)!
+        logger.logLevel = Logger.Level(rawValue: logLevel ?? config.logLevel ?? "info")!
         let service = try openService(common, cacheTTL: cacheTTL, logger: logger)
         if let model = try? service.train(), model.users > 0 {
             logger.info("model trained at start", metadata: ["model_version": "\(model.version)", "users": "\(model.users)"])
         }
-        var config = ServerConfiguration()
-        config.host = host
-        config.port = port
-        config.retrainInterval = retrainInterval
-        config.retentionInterval = retentionInterval
-        let app = GatewayServer.application(service: service, configuration: config) { port in
-            print("veil listening on http://\(host):\(port)")
+        var server = ServerConfiguration()
+        server.host = host ?? config.host ?? server.host
+        server.port = port ?? config.port ?? server.port
+        server.retrainInterval = retrainInterval ?? config.retrainInterval ?? server.retrainInterval
+        server.retentionInterval = retentionInterval ?? config.retentionInterval ?? server.retentionInterval
+        if let cert = tlsCert ?? config.tlsCertificate, let key = tlsKey ?? config.tlsKey {
+            server.tls = ServerConfiguration.TLSFiles(certificateChain: cert, privateKey: key)
+        }
+        let scheme = server.tls == nil ? "http" : "https"
+        let app: any ApplicationProtocol
+        do {
+            app = try GatewayServer.application(service: service, configuration: server) { [host = server.host] port in
+                print("veil listening on \(scheme)://\(host):\(port)")
+            }
+        } catch let error as GatewayServer.TLSError {
+            throw CLIError(message: error.description)
         }
         try await app.runService()
     }
 }
 
-/// Opens a service, turning the modules' errors into one-line messages with the fix.
-func openService(_ common: CommonOptions, cacheTTL: Double = 30, logger: Logger = Logger(label: "veil")) throws -> VeilService {
+/// Opens a service with the configuration file's settings, turning the modules' errors into one-line messages
+/// with the fix.
+func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logger = Logger(label: "veil")) throws -> VeilService {
+    let config = try common.configuration()
     do {
-        return try VeilService(paths: common.paths, passphrase: common.passphrase, cacheTTL: cacheTTL, logger: logger)
+        return try VeilService(paths: try common.paths(), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
+                               rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
+                               logger: logger)
     } catch let error as any CustomStringConvertible & Error {
         throw CLIError(message: "\(error)")
     }

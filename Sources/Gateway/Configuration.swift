@@ -1,0 +1,215 @@
+import Foundation
+import Ingestion
+import Recommender
+import Yams
+
+/// A configuration error naming the file, the line and the fix.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let line: Int
+    public let reason: String
+    public var description: String { "\(file):\(line): \(reason)" }
+}
+
+/// Everything an operator can set in `veil.yaml` (see `veil.example.yaml`). Every field is optional: what is not
+/// set keeps its default, and a command-line flag overrides the file. Unknown keys are errors, so a typo never
+/// silently keeps a default.
+public struct VeilConfiguration: Sendable, Equatable {
+    public var dataDirectory: String?
+    public var keysDirectory: String?
+    public var policiesDirectory: String?
+
+    public var host: String?
+    public var port: Int?
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    public var retrainInterval: Double?
+    public var retentionInterval: Double?
+    public var logLevel: String?
+
+    public var cacheTTL: Double?
+    public var serving = ServingOptions()
+    public var rateLimits = RateLimiter.defaults
+    public var quality = QualityThresholds()
+    public var ingestion = IngestionSettings()
+
+    public init() {}
+
+    /// Reads and checks a configuration file.
+    public static func load(path: String) throws -> VeilConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(file: path, line: 0, reason: "cannot read the configuration file; check the path (see veil.example.yaml)")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws -> VeilConfiguration {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else { return VeilConfiguration() }
+            root = node
+        } catch let error as YamlError {
+            throw ConfigurationError(file: file, line: Self.line(of: error), reason: "not valid YAML")
+        }
+        var config = VeilConfiguration()
+        let r = Reader(file: file)
+        let top = try r.mapping(root, "the configuration", keys: ["data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion"])
+        config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
+        config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
+        config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
+        if let node = top["server"] {
+            let s = try r.mapping(node, "server", keys: ["host", "port", "tls_cert", "tls_key", "retrain_interval_s", "retention_interval_s", "log_level"])
+            config.host = try s["host"].map { try r.string($0, "server.host") }
+            config.port = try s["port"].map { try r.int($0, "server.port", 0...65535) }
+            config.tlsCertificate = try s["tls_cert"].map { try r.string($0, "server.tls_cert") }
+            config.tlsKey = try s["tls_key"].map { try r.string($0, "server.tls_key") }
+            config.retrainInterval = try s["retrain_interval_s"].map { try r.double($0, "server.retrain_interval_s", 0...) }
+            config.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
+            config.logLevel = try s["log_level"].map { try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) }
+        }
+        if let node = top["recommendations"] {
+            let s = try r.mapping(node, "recommendations", keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])
+            config.cacheTTL = try s["cache_ttl_s"].map { try r.double($0, "recommendations.cache_ttl_s", 0...) }
+            if let kinds = s["exclude_interacted_kinds"] {
+                let known = ["page_view", "purchase", "search_click", "rating", "click", "add_to_cart", "dwell"]
+                config.serving.excludeInteractedKinds = Set(try r.list(kinds, "recommendations.exclude_interacted_kinds").map { try r.choice($0, "an interaction kind", known) })
+            }
+            if let n = s["minimum_segment_size"] { config.serving.minimumSegmentSize = try r.int(n, "recommendations.minimum_segment_size", 1...1_000_000) }
+            if let n = s["content_hash_width"] { config.serving.contentHashWidth = try r.int(n, "recommendations.content_hash_width", 16...(1 << 24)) }
+            if let node = s["content_similarity"] {
+                for (type, value) in try r.pairs(node, "recommendations.content_similarity") {
+                    let choice = try r.choice(value, "the similarity of '\(type)'", ContentSimilarity.allCases.map(\.rawValue))
+                    config.serving.contentSimilarity[type] = ContentSimilarity(rawValue: choice)
+                }
+            }
+        }
+        if let node = top["rate_limits"] {
+            for (role, value) in try r.pairs(node, "rate_limits") {
+                let s = try r.mapping(value, "rate_limits.\(role)", keys: ["per_second", "burst"])
+                guard let rate = s["per_second"], let burst = s["burst"] else {
+                    throw ConfigurationError(file: file, line: value.line, reason: "rate_limits.\(role) needs per_second and burst")
+                }
+                config.rateLimits[role] = RateLimit(perSecond: try r.double(rate, "rate_limits.\(role).per_second", 0.001...),
+                                                    burst: try r.double(burst, "rate_limits.\(role).burst", 1...))
+            }
+        }
+        if let node = top["quality"] {
+            let s = try r.mapping(node, "quality", keys: ["max_staleness_s", "min_completeness", "max_reject_rate", "max_duplicate_rate", "min_events"])
+            if let n = s["max_staleness_s"] { config.quality.maxStaleness = try r.double(n, "quality.max_staleness_s", 0...) }
+            if let n = s["min_completeness"] { config.quality.minCompleteness = try r.double(n, "quality.min_completeness", 0...1) }
+            if let n = s["max_reject_rate"] { config.quality.maxRejectRate = try r.double(n, "quality.max_reject_rate", 0...1) }
+            if let n = s["max_duplicate_rate"] { config.quality.maxDuplicateRate = try r.double(n, "quality.max_duplicate_rate", 0...1) }
+            if let n = s["min_events"] { config.quality.minEvents = try r.int(n, "quality.min_events", 0...Int.max) }
+        }
+        if let node = top["ingestion"] {
+            let s = try r.mapping(node, "ingestion", keys: ["outliers", "outlier_method", "outlier_threshold", "imputation_neighbours"])
+            if let n = s["outliers"] {
+                config.ingestion.outliers.action = OutlierPolicy.Action(rawValue: try r.choice(n, "ingestion.outliers", OutlierPolicy.Action.allCases.map(\.rawValue)))!
+            }
+            if let n = s["outlier_method"] {
+                config.ingestion.outliers.method = OutlierPolicy.Method(rawValue: try r.choice(n, "ingestion.outlier_method", OutlierPolicy.Method.allCases.map(\.rawValue)))!
+            }
+            if let n = s["outlier_threshold"] { config.ingestion.outliers.threshold = try r.double(n, "ingestion.outlier_threshold", 0.5...100) }
+            if let n = s["imputation_neighbours"] { config.ingestion.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
+        }
+        if (config.tlsCertificate == nil) != (config.tlsKey == nil) {
+            throw ConfigurationError(file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")
+        }
+        return config
+    }
+
+    static func line(of error: YamlError) -> Int {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+        default: return 1
+        }
+    }
+
+    /// Typed reads of YAML nodes with line-precise errors.
+    struct Reader {
+        let file: String
+
+        func fail(_ node: Node, _ reason: String) -> ConfigurationError { ConfigurationError(file: file, line: node.line, reason: reason) }
+
+        func pairs(_ node: Node, _ what: String) throws -> [(String, Node)] {
+            guard let mapping = node.mapping else { throw fail(node, "\(what) must be a mapping") }
+            return try mapping.map { key, value in
+                guard let name = key.string else { throw fail(key, "keys of \(what) must be strings") }
+                return (name, value)
+            }
+        }
+
+        func mapping(_ node: Node, _ what: String, keys: [String]) throws -> [String: Node] {
+            var out: [String: Node] = [:]
+            for (key, value) in try pairs(node, what) {
+                guard keys.contains(key) else {
+                    throw ConfigurationError(file: file, line: value.line, reason: "unknown key '\(key)' in \(what); known keys: \(keys.joined(separator: ", "))")
+                }
+                out[key] = value
+            }
+            return out
+        }
+
+        func string(_ node: Node, _ what: String) throws -> String {
+            guard node.scalar != nil, let s = node.string, !s.isEmpty else { throw fail(node, "\(what) must be a non-empty string") }
+            return s
+        }
+
+        func choice(_ node: Node, _ what: String, _ allowed: [String]) throws -> String {
+            let s = try string(node, what)
+            guard allowed.contains(s) else { throw fail(node, "\(what) is '\(s)'; use one of: \(allowed.joined(separator: ", "))") }
+            return s
+        }
+
+        func list(_ node: Node, _ what: String) throws -> [Node] {
+            guard let sequence = node.sequence else { throw fail(node, "\(what) must be a list") }
+            return Array(sequence)
+        }
+
+        func double(_ node: Node, _ what: String, _ range: PartialRangeFrom<Double>) throws -> Double {
+            guard let s = node.string, let d = Double(s), d.isFinite, range.contains(d) else {
+                throw fail(node, "\(what) must be a number of at least \(range.lowerBound)")
+            }
+            return d
+        }
+
+        func double(_ node: Node, _ what: String, _ range: ClosedRange<Double>) throws -> Double {
+            guard let s = node.string, let d = Double(s), range.contains(d) else {
+                throw fail(node, "\(what) must be a number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return d
+        }
+
+        func int(_ node: Node, _ what: String, _ range: ClosedRange<Int>) throws -> Int {
+            guard let s = node.string, let n = Int(s), range.contains(n) else {
+                throw fail(node, "\(what) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return n
+        }
+    }
+}
+
+/// When a source's data quality is judged bad: crossing any threshold logs a warning and turns `/health/ready` red.
+public struct QualityThresholds: Sendable, Equatable {
+    /// Seconds since a source's last event after which it is stale.
+    public var maxStaleness: Double = 7 * 86_400
+    /// Share of optional-but-expected fields present (device, dwell, currency…) below which a source is incomplete.
+    public var minCompleteness: Double = 0.5
+    public var maxRejectRate: Double = 0.2
+    public var maxDuplicateRate: Double = 0.5
+    /// Rates are judged only once a source has sent this many events.
+    public var minEvents = 50
+    public init() {}
+}
+
+/// Ingestion settings beyond the fixed limits of the parser.
+public struct IngestionSettings: Sendable, Equatable {
+    public var outliers = OutlierPolicy()
+    /// Neighbours used to impute a missing age band from behaviour.
+    public var imputationNeighbours = 5
+    public init() {}
+}
+
+extension Node {
+    var line: Int { mark?.line ?? 1 }
+}
