@@ -78,6 +78,19 @@ public struct CatalogItem: Sendable, Equatable, Codable {
         self.attributes = attributes
         self.tags = tags
     }
+
+    /// `brand`, `price`, `attributes` and `tags` may be left out; `available` defaults to true.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        title = try c.decode(String.self, forKey: .title)
+        category = try c.decode(String.self, forKey: .category)
+        brand = try c.decodeIfPresent(String.self, forKey: .brand)
+        price = try c.decodeIfPresent(Double.self, forKey: .price)
+        available = try c.decodeIfPresent(Bool.self, forKey: .available) ?? true
+        attributes = try c.decodeIfPresent([String: String].self, forKey: .attributes) ?? [:]
+        tags = try c.decodeIfPresent([String].self, forKey: .tags) ?? []
+    }
 }
 
 /// Everything training reads: dense indices and weights, never a raw identifier.

@@ -35,5 +35,39 @@ public final class GatewayMetrics: Sendable {
         if accepted > 0 { counters.lastEvent.set(at.timeIntervalSince1970) }
     }
 
+    private let outlierCounters = Mutex<[String: Counter]>([:])
+    private let qualityGauges = Mutex<[String: [Gauge]]>([:])
+
+    func outliers(field: String, action: String) -> Counter {
+        outlierCounters.withLock { table in
+            if let c = table[field + "|" + action] { return c }
+            let c = registry.makeCounter(name: "veil_outliers_total", labels: [("field", field), ("action", action)], help: "Values flagged as outliers per field")
+            table[field + "|" + action] = c
+            return c
+        }
+    }
+
+    /// Freshness, completeness, reject and duplicate rate per source, and whether it crossed a threshold.
+    func recordQuality(_ report: DataQualityReport) {
+        qualityGauges.withLock { table in
+            for s in report.sources {
+                let gauges = table[s.source] ?? {
+                    let labels = [("source", s.source)]
+                    return [registry.makeGauge(name: "veil_source_freshness_seconds", labels: labels, help: "Age of the last accepted event per source"),
+                            registry.makeGauge(name: "veil_source_completeness_ratio", labels: labels, help: "Share of expected fields present per source"),
+                            registry.makeGauge(name: "veil_source_reject_ratio", labels: labels, help: "Share of events rejected per source"),
+                            registry.makeGauge(name: "veil_source_duplicate_ratio", labels: labels, help: "Share of events that were repeated deliveries per source"),
+                            registry.makeGauge(name: "veil_source_healthy", labels: labels, help: "1 when no quality threshold is crossed")]
+                }()
+                table[s.source] = gauges
+                gauges[0].set(s.freshnessSeconds ?? -1.0)
+                gauges[1].set(s.completeness)
+                gauges[2].set(s.rejectRate)
+                gauges[3].set(s.duplicateRate)
+                gauges[4].set(s.problems.isEmpty ? 1.0 : 0.0)
+            }
+        }
+    }
+
     public func render() -> [UInt8] { registry.emitToBuffer() }
 }

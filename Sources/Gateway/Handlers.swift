@@ -118,11 +118,21 @@ enum Handlers {
         }
     }
 
+    /// Ready when the database answers and no source crosses a data-quality threshold.
     static let ready: Handler = { service, _, _ in
-        let dbOK = (try? service.store.pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1
-        let model = service.models.model?.version
-        let body: [String: String] = ["database": dbOK ? "ok" : "unavailable", "model": model ?? "none", "policy": service.policy.version]
-        return try json(body, status: dbOK ? .ok : .serviceUnavailable)
+        guard (try? service.store.pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1 else {
+            throw GatewayError(.serviceUnavailable, "not_ready", "the database does not answer")
+        }
+        guard let quality = service.watchQuality(force: true) else {
+            throw GatewayError(.serviceUnavailable, "not_ready", "data quality could not be read")
+        }
+        let failing = quality.sources.filter { !$0.problems.isEmpty }.count
+        guard failing == 0 else {
+            throw GatewayError(.serviceUnavailable, "not_ready",
+                               "data quality: \(failing) source(s) cross a threshold; see `veil quality` or veil_source_healthy on /metrics")
+        }
+        let body: [String: String] = ["database": "ok", "data_quality": "ok", "model": service.models.model?.version ?? "none", "policy": service.policy.version]
+        return try json(body)
     }
 
     static let encoder: JSONEncoder = {

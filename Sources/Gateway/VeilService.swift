@@ -11,6 +11,7 @@ import Prometheus
 import Pseudonymization
 import Recommender
 import Storage
+import Synchronization
 import Vault
 
 /// Everything a running Veil instance needs, opened once and shared by every request.
@@ -40,6 +41,14 @@ public final class VeilService: Sendable {
     let passphrase: String?
     /// Exclusions, content similarity and segment size used by every retrain.
     public let serving: ServingOptions
+    /// Thresholds of the data-quality check (readiness turns red when one is crossed).
+    public let quality: QualityThresholds
+    public let ingestionSettings: IngestionSettings
+    let outliers: OutlierDetector
+    let sourceQuality = SourceQualityLog()
+    /// Item → category path, for per-category outlier statistics; loaded on first use, updated by `PUT /v1/items`.
+    private let categories = Mutex<[String: String]?>(nil)
+    let qualityWatch = Mutex<(lastCheck: Date, unhealthy: Set<String>)>((.distantPast, []))
 
     /// The purpose that feeds the feature store and the recommender.
     static let personalization = "personalization"
@@ -47,7 +56,7 @@ public final class VeilService: Sendable {
     /// Opens the key ring, the policy, both databases and the principals.
     public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = 1000,
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
-                logger: Logger = Logger(label: "veil"),
+                ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -68,6 +77,16 @@ public final class VeilService: Sendable {
         self.trainingThreads = trainingThreads
         self.passphrase = passphrase
         self.serving = serving
+        self.ingestionSettings = ingestion
+        self.quality = quality
+        outliers = OutlierDetector(policy: ingestion.outliers)
+    }
+
+    func catalogCategories() -> [String: String] {
+        if let known = categories.withLock({ $0 }) { return known }
+        let loaded = (try? store.pool.read { db in try features.catalog(in: db) }.reduce(into: [String: String]()) { $0[$1.id] = $1.category }) ?? [:]
+        categories.withLock { $0 = loaded }
+        return loaded
     }
 
     // MARK: - Subjects
@@ -207,7 +226,19 @@ public final class VeilService: Sendable {
         } catch let error as EventParser.BatchError {
             throw body.count > parser.limits.maxBytes ? GatewayError.tooLarge : GatewayError.badRequest(error.reason)
         }
-        note.update { $0.purpose = Self.personalization; $0.reason = "\(parsed.events.count) valid, \(parsed.rejected.count) rejected" }
+        let screened = screenOutliers(parsed.events)
+        let rejections = (parsed.rejected + screened.rejected).sorted { $0.index < $1.index }
+        note.update { $0.purpose = Self.personalization; $0.reason = "\(screened.kept.count) valid, \(rejections.count) rejected" }
+        var quality: [String: SourceQualityLog.Delta] = [:]
+        for r in rejections {
+            quality[r.source ?? "unknown", default: .init()].events += 1
+            quality[r.source ?? "unknown", default: .init()].rejected += 1
+        }
+        for (_, event) in parsed.events {
+            quality[event.source, default: .init()].completenessSum += event.completeness
+        }
+        for (_, event) in screened.kept { quality[event.source, default: .init()].events += 1 }
+        for (source, n) in screened.flagged { quality[source, default: .init()].outliers += n }
         let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
         var touched = Set<String>()
         let result = try store.pool.write { db -> IngestResult in
@@ -216,7 +247,7 @@ public final class VeilService: Sendable {
             // Per batch: one consent lookup and one identity record per subject, not per event.
             var decisions: [SubjectToken: Bool] = [:]
             var tokens: [String: SubjectToken] = [:]
-            for (_, event) in parsed.events {
+            for (_, event) in screened.kept {
                 let token = try tokens[event.subject] ?? linker.canonical(tokenizer.token(for: event.subject, namespace: principal.namespace), in: db)
                 tokens[event.subject] = token
                 if gpcHeader && !gpcDone.contains(token) {
@@ -228,9 +259,12 @@ public final class VeilService: Sendable {
                 let content = Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString
                 guard try deliveries.firstDelivery(token: token, id: deliveryID, content: content, at: event.timestamp, in: db) else {
                     duplicates += 1
+                    quality[event.source, default: .init()].duplicates += 1
                     continue
                 }
                 accepted += 1
+                quality[event.source, default: .init()].accepted += 1
+                quality[event.source, default: .init()].lastEvent = max(quality[event.source]?.lastEvent ?? event.timestamp, event.timestamp)
                 for signal in event.signals { try features.countAnonymous(item: signal.item, time: event.timestamp, in: db) }
                 let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed
                 decisions[token] = allowed
@@ -249,10 +283,12 @@ public final class VeilService: Sendable {
                 if !touched.contains(token.rawValue) { try identities.remember(subject: event.subject, token: token, in: db) }
                 touched.insert(token.rawValue)
             }
+            try sourceQuality.record(quality, in: db)
             return IngestResult(accepted: accepted, duplicates: duplicates, anonymized: anonymized,
-                                rejected: parsed.rejected.map { .init(index: $0.index, reason: $0.reason) })
+                                rejected: rejections.map { .init(index: $0.index, reason: $0.reason) })
         }
         for token in touched { cache.drop(token: token) }
+        watchQuality()
         metrics.recordIngest(source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
                              duplicates: result.duplicates, at: at)
         return result
@@ -266,6 +302,10 @@ public final class VeilService: Sendable {
             throw GatewayError.badRequest("every item needs an id (1-256 bytes) and a title")
         }
         try store.pool.write { try features.upsert(items, at: now(), in: $0) }
+        categories.withLock { known in
+            guard known != nil else { return }
+            for item in items { known![item.id] = item.category }
+        }
     }
 
     // MARK: - Training

@@ -17,6 +17,17 @@ public enum EventKind: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// Optional fields a complete event of this kind carries: their share is the source's completeness.
+    public var expectedFields: [[String]] {
+        switch self {
+        case .pageView: return [["dwell_ms"], ["scroll_depth"], ["device"], ["referrer"]]
+        case .purchase: return [["order"], ["lines"]]
+        case .search: return [["query"], ["shown"]]
+        case .profile: return [["age", "birth_year"], ["gender"], ["location"], ["device"]]
+        case .feedback: return [["item"], ["signal"]]
+        }
+    }
+
     /// The policy data category this kind belongs to.
     public var category: String {
         switch self {
@@ -52,6 +63,8 @@ public struct CleanEvent: Sendable, Equatable {
     public var signals: [ItemSignal]
     /// Values flagged as outliers and capped, by field name.
     public var cappedFields: [String]
+    /// Share of the kind's expected fields present (1 = complete).
+    public var completeness: Double
     /// Content fingerprint for duplicate detection within a time window (no raw identifiers in clear).
     public var contentKey: String
 }
@@ -60,4 +73,14 @@ public struct CleanEvent: Sendable, Equatable {
 public struct Rejection: Sendable, Equatable, Codable {
     public var index: Int
     public var reason: String
+    /// The event's `source` when it could be read (for per-source quality); not part of the answer.
+    public var source: String?
+
+    public init(index: Int, reason: String, source: String? = nil) {
+        self.index = index
+        self.reason = reason
+        self.source = source
+    }
+
+    enum CodingKeys: String, CodingKey { case index, reason }
 }

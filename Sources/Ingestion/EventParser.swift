@@ -49,7 +49,8 @@ public struct EventParser: Sendable {
                 guard let dict = raw as? [String: Any] else { throw BatchError(reason: "event must be an object") }
                 events.append((index, try parseEvent(dict, now: now)))
             } catch let error as BatchError {
-                rejected.append(Rejection(index: index, reason: error.reason))
+                let source = ((raw as? [String: Any])?["source"] as? String).map { Clean.truncate(Clean.text($0), 64) }
+                rejected.append(Rejection(index: index, reason: error.reason, source: source))
             }
         }
         return (events, rejected)
@@ -182,8 +183,11 @@ public struct EventParser: Sendable {
             }
         }
         let contentKey = Hash.blake2b(Array("\(kind.rawValue)|\(subject)|\(timestamp / 10)|\(Clean.canonical(fields))".utf8), length: 16).hexString
+        let expected = kind.expectedFields
+        let present = expected.filter { names in names.contains { fields[$0] != nil } }.count
         return CleanEvent(id: id, kind: kind, subject: subject, timestamp: timestamp, source: source, fields: fields,
-                          signals: signals, cappedFields: capped, contentKey: contentKey)
+                          signals: signals, cappedFields: capped, completeness: Double(present) / Double(max(expected.count, 1)),
+                          contentKey: contentKey)
     }
 
     private func requiredString(_ raw: [String: Any], _ key: String, path: String = "") throws -> String {

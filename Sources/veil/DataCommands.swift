@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import Logging
 import Pseudonymization
 
 struct RetentionCommand: AsyncParsableCommand {
@@ -80,4 +81,37 @@ struct LinkCommand: AsyncParsableCommand {
             print(existed ? "link undone" : "the subject had no link")
         }
     }
+}
+
+struct QualityCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quality",
+        abstract: "Data quality per source: freshness, completeness, reject and duplicate rates, outliers.",
+        discussion: "Thresholds come from the `quality` section of --config. Exits 1 when a source crosses one (as /health/ready turns red).")
+    @OptionGroup var common: CommonOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        var logger = Logger(label: "veil")
+        logger.logLevel = .error
+        let report = try openService(common, logger: logger).qualityReport()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report.sources), as: UTF8.self))
+        } else if report.sources.isEmpty {
+            print("no events received yet")
+        } else {
+            print("| source | events | last event | completeness | rejected | duplicates | outliers | status |")
+            print("|---|---|---|---|---|---|---|---|")
+            for s in report.sources {
+                let age = s.freshnessSeconds.map { "\(Int($0)) s ago" } ?? "never"
+                let status = s.problems.isEmpty ? "ok" : s.problems.joined(separator: "; ")
+                print("| \(s.source) | \(s.events) | \(age) | \(percent(s.completeness)) | \(percent(s.rejectRate)) | \(percent(s.duplicateRate)) | \(s.outliers) | \(status) |")
+            }
+        }
+        if !report.healthy { throw ExitCode(1) }
+    }
+
+    func percent(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
 }
