@@ -11,21 +11,28 @@ public struct StoredInteraction: Sendable, Equatable, Codable {
     public var weight: Float
     /// Seconds since the epoch, UTC.
     public var time: Int64
+    /// For `search_terms` rows: the query's words as signed feature-hash buckets (`±(bucket + 1)`) of a hasher
+    /// `termWidth` wide. The words themselves are never stored.
+    public var terms: [Int32]
+    public var termWidth: Int32
 
-    public init(item: String, kind: String, weight: Float, time: Int64) {
+    public init(item: String, kind: String, weight: Float, time: Int64, terms: [Int32] = [], termWidth: Int32 = 0) {
         self.item = item
         self.kind = kind
         self.weight = weight
         self.time = time
+        self.terms = terms
+        self.termWidth = termWidth
     }
 }
 
 extension StoredInteraction {
-    /// Compact binary form sealed at rest: `1 ‖ len ‖ item ‖ len ‖ kind ‖ weight (f32) ‖ time (i64)`, big endian.
-    /// JSON encoding cost more than the encryption itself on the ingest path.
+    /// Compact binary form sealed at rest: `1 ‖ len ‖ item ‖ len ‖ kind ‖ weight (f32) ‖ time (i64)`, big endian;
+    /// version 2 appends `width (i32) ‖ count (u16) ‖ terms (i32 each)`. JSON encoding cost more than the
+    /// encryption itself on the ingest path.
     func encoded() -> [UInt8] {
-        var out: [UInt8] = [1]
-        out.reserveCapacity(item.utf8.count + kind.utf8.count + 17)
+        var out: [UInt8] = [terms.isEmpty ? 1 : 2]
+        out.reserveCapacity(item.utf8.count + kind.utf8.count + 23 + 4 * terms.count)
         for s in [item, kind] {
             let n = UInt16(truncatingIfNeeded: s.utf8.count)
             out.append(UInt8(n >> 8)); out.append(UInt8(n & 0xff))
@@ -33,11 +40,17 @@ extension StoredInteraction {
         }
         withUnsafeBytes(of: weight.bitPattern.bigEndian) { out.append(contentsOf: $0) }
         withUnsafeBytes(of: time.bigEndian) { out.append(contentsOf: $0) }
+        if !terms.isEmpty {
+            let count = min(terms.count, Int(UInt16.max))
+            withUnsafeBytes(of: termWidth.bigEndian) { out.append(contentsOf: $0) }
+            withUnsafeBytes(of: UInt16(count).bigEndian) { out.append(contentsOf: $0) }
+            for t in terms.prefix(count) { withUnsafeBytes(of: t.bigEndian) { out.append(contentsOf: $0) } }
+        }
         return out
     }
 
     init?(encoded b: [UInt8]) {
-        guard b.first == 1 else { return nil }
+        guard let version = b.first, version == 1 || version == 2 else { return nil }
         var i = 1
         func string() -> String? {
             guard i + 2 <= b.count else { return nil }
@@ -47,11 +60,19 @@ extension StoredInteraction {
             defer { i += n }
             return String(decoding: b[i..<(i + n)], as: UTF8.self)
         }
-        guard let item = string(), let kind = string(), i + 12 == b.count else { return nil }
-        var w: UInt32 = 0, t: UInt64 = 0
-        for k in 0..<4 { w = w << 8 | UInt32(b[i + k]) }
+        guard let item = string(), let kind = string(), version == 1 ? i + 12 == b.count : i + 18 <= b.count else { return nil }
+        func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 << 8 | UInt32(b[at + $1]) } }
+        var t: UInt64 = 0
         for k in 0..<8 { t = t << 8 | UInt64(b[i + 4 + k]) }
-        self.init(item: item, kind: kind, weight: Float(bitPattern: w), time: Int64(bitPattern: t))
+        var terms: [Int32] = []
+        var width: Int32 = 0
+        if version == 2 {
+            width = Int32(bitPattern: u32(i + 12))
+            let count = Int(b[i + 16]) << 8 | Int(b[i + 17])
+            guard i + 18 + 4 * count == b.count else { return nil }
+            terms = (0..<count).map { Int32(bitPattern: u32(i + 18 + 4 * $0)) }
+        }
+        self.init(item: item, kind: kind, weight: Float(bitPattern: u32(i)), time: Int64(bitPattern: t), terms: terms, termWidth: width)
     }
 }
 
@@ -263,11 +284,12 @@ public struct FeatureStore: Sendable {
         for raw in tokenStrings {
             guard let token = SubjectToken(rawValue: raw) else { continue }
             let rows = try self.interactions(of: token, in: db)
-            if rows.isEmpty { continue }
+            if rows.allSatisfy({ $0.item.isEmpty }) { continue }
             let u = Int32(tokens.count)
             tokens.append(token)
             profiles.append(try profile(of: token, in: db) ?? [:])
-            for r in rows { interactions.append((u, index(r.item), r.weight, r.time)) }
+            // Search terms are no item: they feed content profiles at serving time only.
+            for r in rows where !r.item.isEmpty { interactions.append((u, index(r.item), r.weight, r.time)) }
         }
         var counts = [Float](repeating: 0, count: items.count)
         for row in try Row.fetchAll(db, sql: "SELECT item, SUM(count) AS n FROM item_daily_counts GROUP BY item") {

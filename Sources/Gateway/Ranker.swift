@@ -24,7 +24,12 @@ struct Ranker {
         var lastSeen: [Int32: Int64] = [:]
         var lastKind: [Int32: String] = [:]
         var excluded = [Bool](repeating: false, count: n)
+        var terms: [Int32] = []
         for h in history {
+            if h.kind == "search_terms" {
+                if Int(h.termWidth) == model.content.hasher.width { terms.append(contentsOf: h.terms) }
+                continue
+            }
             guard let i = model.itemIndex[h.item] else { continue }
             weights[i, default: 0] += h.weight
             lastSeen[i] = max(lastSeen[i] ?? 0, h.time)
@@ -47,9 +52,13 @@ struct Ranker {
             }
         }
         let items = weights.keys.sorted()
-        let context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
+        var context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
+        context.hashedTerms = Array(terms.suffix(64))
         if !items.isEmpty {
             return Result(personalized: true, items: personalized(context, excluded: excluded, lastKind: lastKind, k: query.k))
+        }
+        if !terms.isEmpty {
+            return Result(personalized: true, items: searchMatches(context, excluded: excluded, k: query.k))
         }
         if let profile, let segment = model.segments.lookup(ServingModel.segmentKeys(profile)) {
             let (reason, explanation) = Self.segmentReason(level: segment.level, keys: ServingModel.segmentKeys(profile))
@@ -86,6 +95,22 @@ struct Ranker {
             let (reason, explanation) = explain(item, context: context, lastKind: lastKind, preferContent: lifted[Int(item)])
             return RecommendedItem(item: model.items[Int(item)], score: score, reason: reason, explanation: explanation)
         }
+    }
+
+    /// A subject who only searched so far: items whose text matches the (hashed) words, by content alone.
+    private func searchMatches(_ context: UserContext, excluded: [Bool], k: Int) -> [RecommendedItem] {
+        var scores = [Float](repeating: 0, count: model.items.count)
+        scores.withUnsafeMutableBufferPointer { model.content.score(context, into: $0) }
+        let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
+        var out: [RecommendedItem] = []
+        var taken = excluded
+        for (item, score) in zip(top.items, top.scores) where score > 0 {
+            out.append(RecommendedItem(item: model.items[Int(item)], score: score, reason: "matches-your-search", explanation: "Matches what you searched for"))
+            taken[Int(item)] = true
+        }
+        // Too few matches: the rest of the list is what is popular.
+        if out.count < k { out += nonPersonalized(excluded: taken, k: k - out.count) }
+        return out
     }
 
     /// Anonymous popularity blended with this week's trend; the stronger of the two names the reason.

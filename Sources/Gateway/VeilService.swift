@@ -45,6 +45,8 @@ public final class VeilService: Sendable {
     public let quality: QualityThresholds
     public let ingestionSettings: IngestionSettings
     let outliers: OutlierDetector
+    /// Hashes search terms into the content model's feature space (its width comes from the serving options).
+    let termHasher: FeatureHasher
     let sourceQuality = SourceQualityLog()
     /// Item → category path, for per-category outlier statistics; loaded on first use, updated by `PUT /v1/items`.
     private let categories = Mutex<[String: String]?>(nil)
@@ -80,6 +82,7 @@ public final class VeilService: Sendable {
         self.ingestionSettings = ingestion
         self.quality = quality
         outliers = OutlierDetector(policy: ingestion.outliers)
+        termHasher = FeatureHasher(width: serving.contentHashWidth)
     }
 
     func catalogCategories() -> [String: String] {
@@ -275,6 +278,15 @@ public final class VeilService: Sendable {
                 let kept = minimizer.minimize(event.fields, category: event.kind.category)
                 if event.kind == .profile {
                     try features.setProfile(kept.compactMapValues { $0.stringValue }, token: token, in: db)
+                }
+                if event.kind == .search, let query = kept["query"]?.stringValue {
+                    // Only hashed buckets of the words are kept: enough to match item text, not to read the query back.
+                    let terms = termHasher.signedTerms(query)
+                    if !terms.isEmpty {
+                        try features.add(StoredInteraction(item: "", kind: "search_terms", weight: 1, time: event.timestamp, terms: Array(terms.prefix(32)),
+                                                           termWidth: Int32(termHasher.width)),
+                                         id: "\(deliveryID)-q", token: token, in: db)
+                    }
                 }
                 for (n, signal) in event.signals.enumerated() {
                     try features.add(StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),

@@ -21,6 +21,15 @@ public struct FeatureHasher: Sendable, Equatable {
         return (Int(h % UInt64(width)), (h >> 63) == 0 ? 1 : -1)
     }
 
+    /// The words of `text` as signed buckets (`±(bucket + 1)`), in the space where the content model puts item
+    /// titles: what a search leaves behind instead of its words.
+    public func signedTerms(_ text: String) -> [Int32] {
+        ItemContent.words(text).map { word in
+            let (index, sign) = bucket(word)
+            return Int32(index + 1) * (sign > 0 ? 1 : -1)
+        }
+    }
+
     /// A sparse hashed vector of `features` (collisions summed), sorted by bucket.
     public func vector(_ features: [(String, Float)]) -> [(index: Int32, value: Float)] {
         var cells: [Int: Float] = [:]
@@ -60,7 +69,7 @@ public struct ItemContent: Sendable, Equatable {
         text = Self.words(title) + tags.flatMap(Self.words).map { "tag:" + $0 }
     }
 
-    static func words(_ text: String) -> [String] {
+    public static func words(_ text: String) -> [String] {
         text.lowercased().split { !$0.isLetter && !$0.isNumber }.filter { $0.count > 1 }.map(String.init)
     }
 }
@@ -180,6 +189,12 @@ public struct ContentModel: ScoringModel {
             for p in offsets[Int(item)]..<offsets[Int(item) + 1] { profile[Int(indices[p])] += weight * values[p] }
         }
         if total > 0 { for f in profile.indices where profile[f] != 0 { profile[f] /= total } }
+        // Searched words weigh as much as half the item history (all of the profile when there is none).
+        let valid = context.hashedTerms.filter { $0 != 0 && Int(abs($0)) <= hasher.width }
+        if !valid.isEmpty {
+            let share: Float = (total > 0 ? 0.5 : 1) / Float(valid.count).squareRoot()
+            for t in valid { profile[Int(abs(t)) - 1] += (t > 0 ? 1 : -1) * share }
+        }
         indices.withUnsafeBufferPointer { idx in
             values.withUnsafeBufferPointer { val in
                 profile.withUnsafeBufferPointer { prof in

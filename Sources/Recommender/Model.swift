@@ -9,6 +9,9 @@ public struct UserContext: Sendable {
     public var time: Int64
     /// When the user last interacted with each of `items` (empty when unknown), for recency weighting.
     public var itemTimes: [Int64]
+    /// Words the user searched for, as signed feature-hash buckets (`±(bucket + 1)`) in the content model's
+    /// space; content-based models match them against item text.
+    public var hashedTerms: [Int32] = []
 
     public init(user: Int?, items: [Int32], weights: [Float]? = nil, time: Int64 = 0, itemTimes: [Int64] = []) {
         self.user = user

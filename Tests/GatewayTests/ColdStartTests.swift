@@ -130,3 +130,30 @@ func specifiedCatalog() -> [[String: Any]] {
         }
     }
 }
+
+@Suite struct SearchTermTests {
+    /// A subject who only searched gets items matching the words; the words themselves are never stored.
+    @Test func searchWordsAreKeptAsHashedFeaturesAndMatchItemText() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            var catalog = specifiedCatalog()
+            catalog.append(["id": "sku-trail", "title": "Mountain Trail Boot", "category": "apparel/shoes", "brand": "Stride", "available": true])
+            #expect(try await client.call(.put, "/v1/items", key: f.keys["app"], json: ["items": catalog]).status == 200)
+            try await seedShop(client, f, catalogAlreadySent: true)
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("searcher")).status == 201)
+            let search: [String: Any] = ["id": "q1", "kind": "search", "subject": "searcher", "timestamp": "2026-11-20T10:00:00Z", "source": "web",
+                                         "query": "Mountain TRAIL boots", "shown": ["sku-1"]]
+            #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [search]]).json["accepted"] as? Int == 1)
+            let r = try await client.call(.get, "/v1/recommendations/searcher?k=3", key: f.keys["recommendation-client"])
+            #expect(r.json["personalized"] as? Bool == true)
+            let items = try #require(r.json["items"] as? [[String: Any]])
+            #expect(items.first?["item"] as? String == "sku-trail")
+            #expect(items.first?["reason"] as? String == "matches-your-search")
+            #expect(items.count == 3)
+            let export = try await client.call(.get, "/v1/subjects/searcher/export", key: f.keys["compliance-officer"])
+            #expect(export.status == 200)
+            #expect(export.body.contains("search_terms"))
+            #expect(!export.body.lowercased().contains("mountain") && !export.body.lowercased().contains("trail"))
+        }
+    }
+}
