@@ -118,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "Vault", "Storage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization",
+                "Gateway", "Vault", "Storage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization", "Recommender",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Yams", package: "Yams"),

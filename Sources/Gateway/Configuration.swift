@@ -110,7 +110,7 @@ public struct VeilConfiguration: Sendable, Equatable {
                 config.ingestion.outliers.method = OutlierPolicy.Method(rawValue: try r.choice(n, "ingestion.outlier_method", OutlierPolicy.Method.allCases.map(\.rawValue)))!
             }
             if let n = s["outlier_threshold"] { config.ingestion.outliers.threshold = try r.double(n, "ingestion.outlier_threshold", 0.5...100) }
-            if let n = s["imputation_neighbours"] { config.ingestion.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
+            if let n = s["imputation_neighbours"] { config.serving.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
         }
         if (config.tlsCertificate == nil) != (config.tlsKey == nil) {
             throw ConfigurationError(file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")
@@ -205,8 +205,6 @@ public struct QualityThresholds: Sendable, Equatable {
 /// Ingestion settings beyond the fixed limits of the parser.
 public struct IngestionSettings: Sendable, Equatable {
     public var outliers = OutlierPolicy()
-    /// Neighbours used to impute a missing age band from behaviour.
-    public var imputationNeighbours = 5
     public init() {}
 }
 

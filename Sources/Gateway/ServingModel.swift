@@ -14,6 +14,8 @@ public struct ServingOptions: Sendable, Equatable {
     public var contentHashWidth = 1 << 14
     /// A demographic segment is used for cold-start lists only when it holds at least this many subjects.
     public var minimumSegmentSize = 5
+    /// Neighbours that vote on a missing age band (k-nearest-neighbour imputation over behaviour).
+    public var imputationNeighbours = 5
     public init() {}
 }
 
@@ -43,6 +45,12 @@ public struct ServingModel: Sendable {
     public let blendWeights: [String: Float]
     public let users: Int
     public let options: ServingOptions
+    /// The z-score scaler of behavioural features, fitted on this model's training subjects.
+    public let behaviourScaler: FeatureScaler
+    public let behaviourFeatureNames: [String]
+    /// Age bands inferred for training subjects who gave none, by token. Used for segment counts only;
+    /// an export lists them as inferred, never as facts.
+    public let imputedAgeBands: [String: KNNImputer.Imputed]
 
     /// Trains on a feature-store snapshot. Deterministic for a snapshot and a seed.
     public static func train(snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
@@ -77,7 +85,26 @@ public struct ServingModel: Sendable {
             TrendingModel(itemCount: split.items.count, interactions: split.train, halfLife: modelOptions.trendingHalfLife)
                 .score(UserContext(user: nil, items: [], time: time), into: $0)
         }
-        let segmentKeys = snapshot.profiles.map(Self.segmentKeys)
+        // Behaviour → scaled features → the age band of subjects who gave none, from their nearest neighbours.
+        let typeNames = Array(Set(split.itemContent.map(\.productType).filter { !$0.isEmpty })).sorted()
+        let typeIndex = Dictionary(uniqueKeysWithValues: typeNames.enumerated().map { ($1, $0) })
+        let behaviour = BehaviourFeatures(matrix: split.trainMatrix, itemTypes: split.itemContent.map { typeIndex[$0.productType] ?? -1 },
+                                          typeNames: typeNames, itemPrices: split.items.map { catalogByID[$0]?.price }, times: split.trainTimes, now: time)
+        let scaler = FeatureScaler(kind: .zScore, fittedOn: behaviour.rows)
+        let userIndex = Dictionary(uniqueKeysWithValues: split.users.enumerated().map { ($1, $0) })
+        var profiles = [[String: String]](repeating: [:], count: split.users.count)
+        for (t, token) in snapshot.tokens.enumerated() {
+            if let u = userIndex[token.rawValue], t < snapshot.profiles.count { profiles[u] = snapshot.profiles[t] }
+        }
+        let imputations = KNNImputer(k: options.imputationNeighbours).impute(features: behaviour.rows.map(scaler.transform),
+                                                                            labels: profiles.map { $0["age_band"] })
+        var imputed: [String: KNNImputer.Imputed] = [:]
+        for (u, guess) in imputations.enumerated() {
+            guard let guess else { continue }
+            imputed[split.users[u]] = guess
+            profiles[u]["age_band"] = guess.value
+        }
+        let segmentKeys = profiles.map(Self.segmentKeys)
         let version = "m-" + String(time, radix: 36) + "-" + String(snapshot.interactions.count, radix: 36)
         return ServingModel(
             version: version, items: split.items,
@@ -89,7 +116,8 @@ public struct ServingModel: Sendable {
             cold: split.trainMatrix.columnCounts().map { $0 == 0 },
             segments: SegmentPopularity(matrix: split.trainMatrix, userSegments: segmentKeys, minimumUsers: options.minimumSegmentSize),
             popularity: snapshot.anonymousCounts, trending: trending,
-            blendWeights: weights, users: split.users.count, options: options)
+            blendWeights: weights, users: split.users.count, options: options,
+            behaviourScaler: scaler, behaviourFeatureNames: behaviour.names, imputedAgeBands: imputed)
     }
 
     /// Segment keys of a generalized profile, finest first: age band × region × device class, age band × region,

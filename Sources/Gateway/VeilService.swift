@@ -361,8 +361,17 @@ public final class VeilService: Sendable {
         var consents: [ConsentRecord]
         var interactions: [StoredInteraction]
         var profile: [String: String]?
-        var imputed_fields: [String]
+        /// Values the model inferred about the subject: listed so the subject sees them, never as facts.
+        var imputed: [Imputed]
         var has_data: Bool
+
+        struct Imputed: Encodable {
+            var field: String
+            var value: String
+            var method: String
+            var support: Float
+            var is_fact = false
+        }
     }
 
     func export(subject: String, principal: Principal, note: AuditNote) throws -> Export {
@@ -372,8 +381,12 @@ public final class VeilService: Sendable {
             let interactions = try features.interactions(of: token, in: db)
             let profile = try features.profile(of: token, in: db)
             let consents = try ledger.history(token: token, in: db)
+            // Inferences live in the current model only; a subject whose data is gone has none.
+            let guess = interactions.isEmpty ? nil : models.model?.imputedAgeBands[token.rawValue]
+            let imputed = guess.map { [Export.Imputed(field: "age_band", value: $0.value, method: "k-nearest neighbours over behaviour (k=\(serving.imputationNeighbours))",
+                                                      support: $0.support)] } ?? []
             return Export(token: token.rawValue, consents: consents, interactions: interactions, profile: profile,
-                          imputed_fields: [], has_data: !interactions.isEmpty || profile != nil)
+                          imputed: imputed, has_data: !interactions.isEmpty || profile != nil)
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Gateway
 import Hummingbird
 import HummingbirdTesting
+import Recommender
 import Testing
 
 func profileEvent(_ id: String, _ subject: String, age: Int, location: String, device: String) -> [String: Any] {
@@ -154,6 +155,34 @@ func specifiedCatalog() -> [[String: Any]] {
             #expect(export.status == 200)
             #expect(export.body.contains("search_terms"))
             #expect(!export.body.lowercased().contains("mountain") && !export.body.lowercased().contains("trail"))
+        }
+    }
+}
+
+@Suite struct ImputationTests {
+    /// A subject who gave no age gets one inferred from behaviour; the export lists it as inferred, not as a fact.
+    @Test func aMissingAgeBandIsImputedFromBehaviourAndNeverExportedAsFact() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await ColdStartTests().seedSegments(client, f)
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("no-age")).status == 201)
+            var events: [[String: Any]] = [["id": "p-no-age", "kind": "profile", "subject": "no-age", "timestamp": "2026-11-20T09:00:00Z",
+                                            "source": "app", "location": "DE-BY", "device": "iPhone"]]
+            for j in 0..<4 { events.append(pageView("na-\(j)", "no-age", "sku-\(j * 2)")) }
+            #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events]).json["accepted"] as? Int == 5)
+            _ = try f.service.train()
+            let export = try await client.call(.get, "/v1/subjects/no-age/export", key: f.keys["compliance-officer"])
+            let profile = try #require(export.json["profile"] as? [String: String])
+            #expect(profile["age_band"] == nil, "the subject never gave an age")
+            let imputed = try #require(export.json["imputed"] as? [[String: Any]])
+            #expect(imputed.count == 1)
+            #expect(imputed.first?["field"] as? String == "age_band")
+            #expect(imputed.first?["value"] as? String == "25-34", "like the shoe shoppers")
+            #expect(imputed.first?["is_fact"] as? Bool == false)
+            // Someone who gave an age has nothing imputed.
+            let given = try await client.call(.get, "/v1/subjects/seg-0/export", key: f.keys["compliance-officer"])
+            #expect((given.json["imputed"] as? [Any])?.isEmpty == true)
+            #expect(f.service.models.model?.behaviourScaler.kind == .zScore)
         }
     }
 }
