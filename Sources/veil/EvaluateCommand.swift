@@ -7,8 +7,11 @@ struct EvaluateCommand: ParsableCommand {
         commandName: "evaluate",
         abstract: "Evaluate recommenders on a train/test split (protocol of shared/data/ml-100k/split/PROTOCOL.md).")
 
-    @Option(help: "Training ratings: user<TAB>item<TAB>rating<TAB>timestamp.") var train: String
-    @Option(help: "Test ratings, same format.") var test: String
+    @Option(help: "ranking (top-k per user, PROTOCOL.md) or next-item (sessions: HitRate@k and MRR@k).") var task = "ranking"
+    @Option(help: "Training ratings: user<TAB>item<TAB>rating<TAB>timestamp.") var train: String?
+    @Option(help: "Test ratings, same format.") var test: String?
+    @Flag(help: "next-item only: evaluate on sessions of the generated sample shop instead of --train/--test.") var sampleShop = false
+    @Option(help: "next-item only: GRU4Rec training epochs.") var epochs = 5
     @Option(help: "MovieLens u.item file: the catalog (coverage denominator) and item genres.") var items: String?
     @Option(help: "Model name or 'all': \(ModelCatalog.names.joined(separator: ", ")).") var model: String = "all"
     @Option(help: "List length.") var k: Int = 10
@@ -17,7 +20,17 @@ struct EvaluateCommand: ParsableCommand {
     @Flag(help: "One JSON object per model per line.") var json = false
 
     func validate() throws {
+        guard ["ranking", "next-item"].contains(task) else { throw ValidationError("--task must be ranking or next-item") }
         guard (1...100).contains(k) else { throw ValidationError("--k must be between 1 and 100") }
+        if !(task == "next-item" && sampleShop) && (train == nil || test == nil) {
+            throw ValidationError("give --train and --test (or, with --task next-item, --sample-shop)")
+        }
+        if task == "next-item" {
+            guard model == "all" || NextItem.models.contains(model) else {
+                throw ValidationError("unknown next-item model '\(model)'; choose one of: \(NextItem.models.joined(separator: ", ")), all")
+            }
+            return
+        }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard model == "all" || ModelCatalog.names.contains(model) else {
             throw ValidationError("unknown model '\(model)'; choose one of: \(ModelCatalog.names.joined(separator: ", ")), all")
@@ -25,8 +38,9 @@ struct EvaluateCommand: ParsableCommand {
     }
 
     func run() throws {
-        let trainRows = try Dataset.parseRatings(readText(train))
-        let testRows = try Dataset.parseRatings(readText(test))
+        if task == "next-item" { return try runNextItem() }
+        let trainRows = try Dataset.parseRatings(readText(train!))
+        let testRows = try Dataset.parseRatings(readText(test!))
         let catalog = try items.map {
             try Dataset.parseMovieLensItems(readText($0)).map { (id: $0.id, content: Optional(Dataset.movieLensContent(title: $0.title, genres: $0.genres, year: $0.year))) }
         } ?? []
