@@ -37,8 +37,12 @@ struct Ranker {
             if model.options.excludeInteractedKinds.contains(h.kind) { excluded[Int(i)] = true }
         }
         let time = Int64(now.timeIntervalSince1970)
+        // The current session: stored events of the last half hour, then the items the request names.
+        var sessionItems = history.filter { !$0.item.isEmpty && time - $0.time <= ServingModel.sessionGap }.sorted { $0.time < $1.time }
+            .compactMap { model.itemIndex[$0.item] }
         for item in session {
             guard let i = model.itemIndex[item] else { continue }
+            sessionItems.append(i)
             weights[i, default: 0] += 1
             lastSeen[i] = time
             lastKind[i] = lastKind[i] ?? "page_view"
@@ -55,7 +59,7 @@ struct Ranker {
         var context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
         context.hashedTerms = Array(terms.suffix(64))
         if !items.isEmpty {
-            return Result(personalized: true, items: personalized(context, excluded: excluded, lastKind: lastKind, k: query.k))
+            return Result(personalized: true, items: personalized(context, session: sessionItems, excluded: excluded, lastKind: lastKind, k: query.k))
         }
         if !terms.isEmpty {
             return Result(personalized: true, items: searchMatches(context, excluded: excluded, k: query.k))
@@ -70,12 +74,23 @@ struct Ranker {
         return Result(personalized: false, items: nonPersonalized(excluded: excluded, k: query.k))
     }
 
-    private func personalized(_ context: UserContext, excluded: [Bool], lastKind: [Int32: String], k: Int) -> [RecommendedItem] {
+    private func personalized(_ context: UserContext, session: [Int32], excluded: [Bool], lastKind: [Int32: String], k: Int) -> [RecommendedItem] {
         let n = model.items.count
         var scores = [Float](repeating: 0, count: n)
         var lifted = [Bool](repeating: false, count: n)
         scores.withUnsafeMutableBufferPointer { out in
             model.ranker.score(context, into: out)
+            // Short-term intent, blended with the weight chosen on held-out sessions.
+            if !session.isEmpty && model.sessionWeight > 0 {
+                HybridModel.standardise(out)
+                var short = [Float](repeating: 0, count: n)
+                short.withUnsafeMutableBufferPointer { b in
+                    model.sessionModel.score(session: session, into: b)
+                    HybridModel.standardise(b)
+                }
+                let w = model.sessionWeight
+                for i in 0..<n { out[i] = (1 - w) * out[i] + w * short[i] }
+            }
             // Collaborative components know nothing of an item nobody has touched: such an item competes with
             // its content similarity to the subject's items, on the blend's scale.
             guard model.cold.contains(true) else { return }

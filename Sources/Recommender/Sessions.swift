@@ -56,10 +56,10 @@ public struct SessionKNN: Sendable {
 public enum SessionData {
     /// Per user, items ordered by time, cut where two interactions are more than `gap` seconds apart; long
     /// sessions are cut into pieces of at most `maxLength`. Sessions shorter than 2 items are dropped.
-    public static func sessions(from interactions: [Interaction], gap: Int64, maxLength: Int = 20) -> [(start: Int64, items: [Int32])] {
+    public static func sessions(from interactions: [Interaction], gap: Int64, maxLength: Int = 20) -> [(user: Int32, start: Int64, items: [Int32])] {
         var perUser: [Int32: [Interaction]] = [:]
         for x in interactions { perUser[x.user, default: []].append(x) }
-        var out: [(Int64, [Int32])] = []
+        var out: [(Int32, Int64, [Int32])] = []
         for user in perUser.keys.sorted() {
             let rows = perUser[user]!.sorted { ($0.time, $0.item) < ($1.time, $1.item) }
             var current: [Int32] = []
@@ -67,7 +67,7 @@ public enum SessionData {
             func flush() {
                 for chunk in stride(from: 0, to: current.count, by: maxLength) {
                     let piece = Array(current[chunk..<min(chunk + maxLength, current.count)])
-                    if piece.count >= 2 { out.append((start, piece)) }
+                    if piece.count >= 2 { out.append((user, start, piece)) }
                 }
                 current = []
             }
@@ -79,7 +79,7 @@ public enum SessionData {
             }
             flush()
         }
-        return out.sorted { ($0.0, $0.1.first ?? 0) < ($1.0, $1.1.first ?? 0) }
+        return out.sorted { ($0.1, $0.0) < ($1.1, $1.0) }
     }
 
     /// HitRate@k and MRR@k of next-item predictions: for every position t ≥ 1 of every test session, the
