@@ -124,6 +124,8 @@ public struct TrainingSnapshot: Sendable {
     public var anonymousCounts: [Float]
     /// Per token, its generalized profile (age band, region, device class…); empty when none was sent.
     public var profiles: [[String: String]]
+    /// Per token, how many purchase lines it has.
+    public var purchases: [Int]
 }
 
 /// Minimized, encrypted, token-keyed interactions and profiles; the catalog; anonymous aggregates.
@@ -279,6 +281,7 @@ public struct FeatureStore: Sendable {
         }
         var tokens: [SubjectToken] = []
         var profiles: [[String: String]] = []
+        var purchases: [Int] = []
         var interactions: [(user: Int32, item: Int32, weight: Float, time: Int64)] = []
         let tokenStrings = try String.fetchAll(db, sql: "SELECT DISTINCT token FROM interactions ORDER BY token")
         for raw in tokenStrings {
@@ -288,6 +291,7 @@ public struct FeatureStore: Sendable {
             let u = Int32(tokens.count)
             tokens.append(token)
             profiles.append(try profile(of: token, in: db) ?? [:])
+            purchases.append(rows.filter { $0.kind == "purchase" }.count)
             // Search terms are no item: they feed content profiles at serving time only.
             for r in rows where !r.item.isEmpty { interactions.append((u, index(r.item), r.weight, r.time)) }
         }
@@ -298,7 +302,7 @@ public struct FeatureStore: Sendable {
             counts[i] = Float(row["n"] as Int64)
         }
         if counts.count < items.count { counts.append(contentsOf: [Float](repeating: 0, count: items.count - counts.count)) }
-        return TrainingSnapshot(tokens: tokens, items: items, interactions: interactions, anonymousCounts: counts, profiles: profiles)
+        return TrainingSnapshot(tokens: tokens, items: items, interactions: interactions, anonymousCounts: counts, profiles: profiles, purchases: purchases)
     }
 
     /// Anonymous daily counts since `sinceDay` (for trending), per item id.

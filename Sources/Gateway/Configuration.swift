@@ -53,7 +53,8 @@ public struct VeilConfiguration: Sendable, Equatable {
         }
         var config = VeilConfiguration()
         let r = Reader(file: file)
-        let top = try r.mapping(root, "the configuration", keys: ["data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion"])
+        let top = try r.mapping(root, "the configuration", keys: ["data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion",
+                                                                  "segments"])
         config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
@@ -111,6 +112,16 @@ public struct VeilConfiguration: Sendable, Equatable {
             }
             if let n = s["outlier_threshold"] { config.ingestion.outliers.threshold = try r.double(n, "ingestion.outlier_threshold", 0.5...100) }
             if let n = s["imputation_neighbours"] { config.serving.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
+        }
+        if let node = top["segments"] {
+            let s = try r.mapping(node, "segments", keys: ["strategies", "boost"])
+            if let n = s["boost"] { config.serving.strategyBoost = Float(try r.double(n, "segments.boost", 0...10)) }
+            if let strategies = s["strategies"] {
+                for (name, value) in try r.pairs(strategies, "segments.strategies") {
+                    let choice = try r.choice(value, "the strategy of '\(name)'", SegmentStrategy.allCases.map(\.rawValue))
+                    config.serving.segmentStrategies[name] = SegmentStrategy(rawValue: choice)
+                }
+            }
         }
         if (config.tlsCertificate == nil) != (config.tlsKey == nil) {
             throw ConfigurationError(file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")

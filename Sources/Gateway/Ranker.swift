@@ -59,7 +59,10 @@ struct Ranker {
         var context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
         context.hashedTerms = Array(terms.suffix(64))
         if !items.isEmpty {
-            return Result(personalized: true, items: personalized(context, session: sessionItems, excluded: excluded, lastKind: lastKind, k: query.k))
+            let strategy = model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: time)
+                .flatMap { model.options.segmentStrategies[$0.name] }
+            return Result(personalized: true, items: personalized(context, session: sessionItems, strategy: strategy, excluded: excluded,
+                                                                  lastKind: lastKind, k: query.k))
         }
         if !terms.isEmpty {
             return Result(personalized: true, items: searchMatches(context, excluded: excluded, k: query.k))
@@ -74,15 +77,17 @@ struct Ranker {
         return Result(personalized: false, items: nonPersonalized(excluded: excluded, k: query.k))
     }
 
-    private func personalized(_ context: UserContext, session: [Int32], excluded: [Bool], lastKind: [Int32: String], k: Int) -> [RecommendedItem] {
+    private func personalized(_ context: UserContext, session: [Int32], strategy: SegmentStrategy?, excluded: [Bool], lastKind: [Int32: String],
+                              k: Int) -> [RecommendedItem] {
         let n = model.items.count
         var scores = [Float](repeating: 0, count: n)
         var lifted = [Bool](repeating: false, count: n)
         scores.withUnsafeMutableBufferPointer { out in
             model.ranker.score(context, into: out)
+            // Everything below works in standard deviations of the long-term scores.
+            HybridModel.standardise(out)
             // Short-term intent, blended with the weight chosen on held-out sessions.
             if !session.isEmpty && model.sessionWeight > 0 {
-                HybridModel.standardise(out)
                 var short = [Float](repeating: 0, count: n)
                 short.withUnsafeMutableBufferPointer { b in
                     model.sessionModel.score(session: session, into: b)
@@ -91,17 +96,20 @@ struct Ranker {
                 let w = model.sessionWeight
                 for i in 0..<n { out[i] = (1 - w) * out[i] + w * short[i] }
             }
+            // The subject's segment strategy lifts the items it favours by the configured number of standard deviations.
+            if let strategy, let favoured = model.strategyItems[strategy] {
+                for i in 0..<n where favoured[i] { out[i] += model.options.strategyBoost }
+            }
             // Collaborative components know nothing of an item nobody has touched: such an item competes with
-            // its content similarity to the subject's items, on the blend's scale.
+            // its content similarity to the subject's items, both as z-scores.
             guard model.cold.contains(true) else { return }
             var content = [Float](repeating: 0, count: n)
             content.withUnsafeMutableBufferPointer { c in
                 model.content.score(context, into: c)
                 HybridModel.standardise(c)
             }
-            let scale = max(model.blendWeights.values.reduce(0, +), 1)
-            for i in 0..<n where model.cold[i] && content[i] > 0 && content[i] * scale > out[i] {
-                out[i] = content[i] * scale
+            for i in 0..<n where model.cold[i] && content[i] > 0 && content[i] > out[i] {
+                out[i] = content[i]
                 lifted[i] = true
             }
         }

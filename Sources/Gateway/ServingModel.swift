@@ -16,7 +16,29 @@ public struct ServingOptions: Sendable, Equatable {
     public var minimumSegmentSize = 5
     /// Neighbours that vote on a missing age band (k-nearest-neighbour imputation over behaviour).
     public var imputationNeighbours = 5
+    /// Strategy per segment name (`clearance`, `new-arrivals`, `premium`), applied by the ranker as a boost.
+    public var segmentStrategies: [String: SegmentStrategy] = [:]
+    /// How far a strategy lifts the items it favours, in standard deviations of the subject's scores.
+    public var strategyBoost: Float = 1
     public init() {}
+}
+
+/// What the ranker favours for a segment.
+public enum SegmentStrategy: String, Sendable, CaseIterable, Equatable {
+    /// Items tagged `clearance` or `sale`.
+    case clearance
+    /// Items tagged `new`.
+    case newArrivals = "new-arrivals"
+    /// Items priced above the median of their product type.
+    case premium
+
+    func applies(tags: [String], price: Double?, median: Double?) -> Bool {
+        switch self {
+        case .clearance: return tags.contains("clearance") || tags.contains("sale")
+        case .newArrivals: return tags.contains("new")
+        case .premium: return price != nil && median != nil && price! > median!
+        }
+    }
 }
 
 /// A trained model ready to serve: the recommender's dense world plus the maps back to catalog ids.
@@ -55,6 +77,12 @@ public struct ServingModel: Sendable {
     /// Age bands inferred for training subjects who gave none, by token. Used for segment counts only;
     /// an export lists them as inferred, never as facts.
     public let imputedAgeBands: [String: KNNImputer.Imputed]
+    /// Behaviour segments (k-means, k by silhouette) for per-segment strategies; nil with too few subjects.
+    public let segmentModel: SegmentModel?
+    /// Per item: whether each configured strategy favours it (strategy → mask).
+    public let strategyItems: [SegmentStrategy: [Bool]]
+    let catalogByID: [String: CatalogItem]
+    let productTypes: [String]
 
     /// Trains on a feature-store snapshot. Deterministic for a snapshot and a seed.
     public static func train(snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
@@ -110,6 +138,19 @@ public struct ServingModel: Sendable {
         }
         let segmentKeys = profiles.map(Self.segmentKeys)
         let (sessionModel, sessionWeight) = Self.fitSessions(split)
+        let segmentModel = options.segmentStrategies.isEmpty ? nil : SegmentModel.fit(snapshot: snapshot, catalog: catalog, now: now)
+        var medians: [String: Double] = [:]
+        for (type, items) in Dictionary(grouping: catalog.filter { $0.price != nil }, by: { String($0.category.split(separator: "/").first ?? "") }) {
+            let prices = items.compactMap(\.price).sorted()
+            medians[type] = prices[prices.count / 2]
+        }
+        var strategyItems: [SegmentStrategy: [Bool]] = [:]
+        for strategy in Set(options.segmentStrategies.values) {
+            strategyItems[strategy] = split.items.map { id in
+                guard let item = catalogByID[id] else { return false }
+                return strategy.applies(tags: item.tags, price: item.price, median: medians[String(item.category.split(separator: "/").first ?? "")])
+            }
+        }
         let version = "m-" + String(time, radix: 36) + "-" + String(snapshot.interactions.count, radix: 36)
         return ServingModel(
             version: version, items: split.items,
@@ -123,7 +164,9 @@ public struct ServingModel: Sendable {
             popularity: snapshot.anonymousCounts, trending: trending,
             blendWeights: weights, users: split.users.count, options: options,
             behaviourScaler: scaler, behaviourFeatureNames: behaviour.names,
-            sessionModel: sessionModel, sessionWeight: sessionWeight, imputedAgeBands: imputed)
+            sessionModel: sessionModel, sessionWeight: sessionWeight, imputedAgeBands: imputed,
+            segmentModel: segmentModel, strategyItems: strategyItems, catalogByID: catalogByID,
+            productTypes: Array(Set(catalog.map { String($0.category.split(separator: "/").first ?? "") })).sorted())
     }
 
     /// The session model, and the weight of session scores against long-term scores that maximises next-item

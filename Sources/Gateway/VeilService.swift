@@ -325,7 +325,7 @@ public final class VeilService: Sendable {
     /// Retrains from the feature store and swaps the model in atomically.
     @discardableResult
     public func train() throws -> ServingModel {
-        let (snapshot, catalog) = try store.pool.read { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
+        let (snapshot, catalog) = try readTrainingData()
         let model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
         models.swap(model)
         cache.clear()

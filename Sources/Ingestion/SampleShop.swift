@@ -23,6 +23,8 @@ public struct SampleShop: Sendable {
         public var device: String
         /// The two categories this user mostly shops in (latent taste, for evaluation).
         public var tastes: [String]
+        /// How this user shops (latent, for evaluating segments): regular, bargain, premium or trend.
+        public var style: String
     }
 
     /// One event in the wire format of `POST /v1/events`.
@@ -79,6 +81,7 @@ public struct SampleShop: Sendable {
     static let regions = ["DE-BY", "DE-BE", "FR-IDF", "US-CA", "US-NY", "GB-LND", "ES-MD"]
     static let devices = ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)", "Mozilla/5.0 (Windows NT 10.0; Win64)", "Mozilla/5.0 (iPad; CPU OS 16_0)", "Mozilla/5.0 (Linux; Android 14)"]
     static let colors = ["black", "white", "navy", "red", "olive"]
+    public static let styles = ["regular", "bargain", "premium", "trend"]
 
     /// Generates a shop. Day 0 is `start`; weekends have more sessions; days 40%–55% of the range are a promotion.
     public init(users userCount: Int, items itemCount: Int, days: Int, seed: UInt64, start: Date = Date(timeIntervalSince1970: 1_790_000_000)) {
@@ -97,17 +100,28 @@ public struct SampleShop: Sendable {
             } else {
                 attributes = ["material": ["steel", "paper", "nylon", "cast iron"][rng.below(4)]]
             }
+            // Every tenth item from the third is on clearance (cheaper); from the seventh, a new arrival.
+            var tags = [String(c.path.split(separator: "/").last!), noun.lowercased()]
+            if n % 10 == 3 { tags.append("clearance"); price *= 0.6 }
+            if n % 10 == 7 { tags.append("new") }
             items.append(Item(id: String(format: "sku-%04d", n), title: "\(brand) \(noun) \(n)", category: c.path, brand: brand,
-                              price: (price * 100).rounded() / 100, available: rng.unit() > 0.03, attributes: attributes,
-                              tags: [String(c.path.split(separator: "/").last!), noun.lowercased()]))
+                              price: (price * 100).rounded() / 100, available: rng.unit() > 0.03, attributes: attributes, tags: tags))
         }
         let byCategory = Dictionary(grouping: items.indices, by: { items[$0].category })
+        // What each style reaches for, per category: clearance items, the dearest quarter, new arrivals.
+        var styled: [String: [String: [Int]]] = [:]
+        for (category, pool) in byCategory {
+            let dear = pool.sorted { items[$0].price > items[$1].price }.prefix(max(pool.count / 4, 1))
+            styled[category] = ["bargain": pool.filter { items[$0].tags.contains("clearance") }, "premium": Array(dear),
+                                "trend": pool.filter { items[$0].tags.contains("new") }]
+        }
         for n in 0..<userCount {
             let first = Self.categories[rng.below(Self.categories.count)].path
             var second = Self.categories[rng.below(Self.categories.count)].path
             if second == first { second = Self.categories[(Self.categories.firstIndex { $0.path == first }! + 1) % Self.categories.count].path }
             users.append(User(id: "user-\(n)@example.com", age: 18 + rng.below(55), gender: ["f", "m", "x"][rng.below(3)],
-                              location: Self.regions[rng.below(Self.regions.count)], device: Self.devices[rng.below(Self.devices.count)], tastes: [first, second]))
+                              location: Self.regions[rng.below(Self.regions.count)], device: Self.devices[rng.below(Self.devices.count)], tastes: [first, second],
+                              style: Self.styles[n % Self.styles.count]))
         }
         promotionDays = (days * 2 / 5)..<max(days * 2 / 5 + 1, days * 11 / 20)
         promoted = stride(from: 0, to: items.count, by: 17).map { items[$0].id }
@@ -137,6 +151,9 @@ public struct SampleShop: Sendable {
                 var viewed: [String] = []
                 for _ in 0..<(2 + rng.below(6)) {
                     var index = pool[rng.zipf(pool.count)]
+                    if let favourites = styled[category]?[user.style], !favourites.isEmpty, rng.unit() < 0.6 {
+                        index = favourites[rng.below(favourites.count)]
+                    }
                     if promotionDays.contains(day), rng.unit() < 0.3 { index = stride(from: 0, to: items.count, by: 17).map { $0 }[rng.below(promoted.count)] }
                     let item = items[index].id
                     viewed.append(item)

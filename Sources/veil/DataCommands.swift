@@ -1,4 +1,5 @@
 import ArgumentParser
+import Audit
 import Foundation
 import Gateway
 import Logging
@@ -114,4 +115,43 @@ struct QualityCommand: ParsableCommand {
     }
 
     func percent(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
+}
+
+struct SegmentsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "segments",
+        abstract: "Cluster subjects into segments and print each segment's size and the features that describe it.",
+        discussion: "k-means picks k by silhouette unless --k is given; Ward is cut at --k (default 4). Audited.")
+    @OptionGroup var common: CommonOptions
+    @Option(help: "behaviour, demographics or both.") var view: String = "behaviour"
+    @Option(help: "kmeans or ward.") var method: String = "kmeans"
+    @Option(help: "Number of segments (default: chosen by silhouette for k-means, 4 for Ward).") var k: Int?
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard SegmentModel.View(rawValue: view) != nil else { throw ValidationError("--view must be behaviour, demographics or both") }
+        guard SegmentModel.Method(rawValue: method) != nil else { throw ValidationError("--method must be kmeans or ward") }
+        if let k, !(2...50).contains(k) { throw ValidationError("--k must be between 2 and 50") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "veil")
+        logger.logLevel = .error
+        let service = try openService(common, logger: logger)
+        guard let model = try await service.segmentReport(view: SegmentModel.View(rawValue: view)!, method: SegmentModel.Method(rawValue: method)!,
+                                                          k: k, actor: "cli") else {
+            throw CLIError(message: "too few subjects with data to segment (need 4); send events first, or run `veil demo --dir DIR`")
+        }
+        try? await service.audit.checkpoint()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(model.segments), as: UTF8.self))
+            return
+        }
+        print("\(model.segments.count) segments (\(model.method.rawValue), \(model.view.rawValue) view), silhouette \(String(format: "%.3f", model.silhouette))")
+        print("| segment | name | size | describing features |")
+        print("|---|---|---|---|")
+        for s in model.segments { print("| \(s.id) | \(s.name) | \(s.size) | \(s.traits.joined(separator: ", ")) |") }
+    }
 }
