@@ -32,6 +32,8 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var rateLimits = RateLimiter.defaults
     public var quality = QualityThresholds()
     public var ingestion = IngestionSettings()
+    public var experiments: [ExperimentSpec] = []
+    public var canary = CanarySettings()
 
     public init() {}
 
@@ -54,7 +56,7 @@ public struct VeilConfiguration: Sendable, Equatable {
         var config = VeilConfiguration()
         let r = Reader(file: file)
         let top = try r.mapping(root, "the configuration", keys: ["data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion",
-                                                                  "segments"])
+                                                                  "segments", "experiments", "canary"])
         config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
@@ -122,6 +124,48 @@ public struct VeilConfiguration: Sendable, Equatable {
                     config.serving.segmentStrategies[name] = SegmentStrategy(rawValue: choice)
                 }
             }
+        }
+        if let node = top["experiments"] {
+            var names = Set<String>()
+            for (n, entry) in try r.list(node, "experiments").enumerated() {
+                let what = "experiments[\(n)]"
+                let e = try r.mapping(entry, what, keys: ["name", "start", "end", "variants"])
+                guard let nameNode = e["name"], let variantsNode = e["variants"] else {
+                    throw ConfigurationError(file: file, line: entry.line, reason: "\(what) needs a name and variants")
+                }
+                let name = try r.string(nameNode, "\(what).name")
+                guard !name.hasPrefix("canary:"), names.insert(name).inserted else {
+                    throw ConfigurationError(file: file, line: nameNode.line, reason: "experiment name '\(name)' is taken or reserved")
+                }
+                var variants: [ExperimentSpec.Variant] = []
+                for (m, v) in try r.list(variantsNode, "\(what).variants").enumerated() {
+                    let vw = "\(what).variants[\(m)]"
+                    let fields = try r.mapping(v, vw, keys: ["name", "weight", "ranker", "strategy_boost"])
+                    guard let vn = fields["name"] else { throw ConfigurationError(file: file, line: v.line, reason: "\(vw) needs a name") }
+                    variants.append(ExperimentSpec.Variant(
+                        name: try r.string(vn, "\(vw).name"), weight: try fields["weight"].map { try r.double($0, "\(vw).weight", 0.0001...1000) } ?? 1,
+                        ranker: try fields["ranker"].map { try r.choice($0, "\(vw).ranker", ["hybrid", "popularity", "content"]) },
+                        strategyBoost: try fields["strategy_boost"].map { Float(try r.double($0, "\(vw).strategy_boost", 0...10)) }))
+                }
+                guard variants.count >= 2, Set(variants.map(\.name)).count == variants.count else {
+                    throw ConfigurationError(file: file, line: variantsNode.line, reason: "\(what) needs at least two variants with distinct names")
+                }
+                func date(_ key: String) throws -> Date? {
+                    try e[key].map { node in
+                        guard let t = Ingestion.Clean.timestamp(try r.string(node, "\(what).\(key)")) else {
+                            throw ConfigurationError(file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
+                        }
+                        return Date(timeIntervalSince1970: TimeInterval(t))
+                    }
+                }
+                config.experiments.append(ExperimentSpec(name: name, start: try date("start"), end: try date("end"), variants: variants))
+            }
+        }
+        if let node = top["canary"] {
+            let s = try r.mapping(node, "canary", keys: ["share", "min_exposures", "alpha"])
+            if let n = s["share"] { config.canary.share = try r.double(n, "canary.share", 0...0.5) }
+            if let n = s["min_exposures"] { config.canary.minimumExposures = try r.int(n, "canary.min_exposures", 10...10_000_000) }
+            if let n = s["alpha"] { config.canary.alpha = try r.double(n, "canary.alpha", 0.0001...0.5) }
         }
         if (config.tlsCertificate == nil) != (config.tlsKey == nil) {
             throw ConfigurationError(file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")

@@ -10,6 +10,8 @@ import Recommender
 /// - neither, or no consent: anonymous popularity and trends.
 struct Ranker {
     let model: ServingModel
+    /// The A/B-test variant of the subject, when one applies.
+    var variant: ExperimentSpec.Variant? = nil
 
     struct Result {
         var personalized: Bool
@@ -58,6 +60,10 @@ struct Ranker {
         let items = weights.keys.sorted()
         var context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
         context.hashedTerms = Array(terms.suffix(64))
+        if !items.isEmpty, let ranker = variant?.ranker, ranker != "hybrid" {
+            if ranker == "content" { return Result(personalized: true, items: searchMatches(context, excluded: excluded, k: query.k, reason: ("similar-to", "Similar to what you looked at"))) }
+            return Result(personalized: false, items: nonPersonalized(excluded: excluded, k: query.k))
+        }
         if !items.isEmpty {
             let strategy = model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: time)
                 .flatMap { model.options.segmentStrategies[$0.name] }
@@ -98,7 +104,8 @@ struct Ranker {
             }
             // The subject's segment strategy lifts the items it favours by the configured number of standard deviations.
             if let strategy, let favoured = model.strategyItems[strategy] {
-                for i in 0..<n where favoured[i] { out[i] += model.options.strategyBoost }
+                let boost = variant?.strategyBoost ?? model.options.strategyBoost
+                for i in 0..<n where favoured[i] { out[i] += boost }
             }
             // Collaborative components know nothing of an item nobody has touched: such an item competes with
             // its content similarity to the subject's items, both as z-scores.
@@ -121,14 +128,15 @@ struct Ranker {
     }
 
     /// A subject who only searched so far: items whose text matches the (hashed) words, by content alone.
-    private func searchMatches(_ context: UserContext, excluded: [Bool], k: Int) -> [RecommendedItem] {
+    private func searchMatches(_ context: UserContext, excluded: [Bool], k: Int,
+                               reason: (String, String) = ("matches-your-search", "Matches what you searched for")) -> [RecommendedItem] {
         var scores = [Float](repeating: 0, count: model.items.count)
         scores.withUnsafeMutableBufferPointer { model.content.score(context, into: $0) }
         let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
         var out: [RecommendedItem] = []
         var taken = excluded
         for (item, score) in zip(top.items, top.scores) where score > 0 {
-            out.append(RecommendedItem(item: model.items[Int(item)], score: score, reason: "matches-your-search", explanation: "Matches what you searched for"))
+            out.append(RecommendedItem(item: model.items[Int(item)], score: score, reason: reason.0, explanation: reason.1))
             taken[Int(item)] = true
         }
         // Too few matches: the rest of the list is what is popular.

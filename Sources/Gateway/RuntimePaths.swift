@@ -29,7 +29,8 @@ public enum Runtime {
     /// Every module's tables in the operational database, lowest module first.
     public static var operationalMigrations: [any MigrationSet] {
         [SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), IdentityLinker.Migrations(), FeatureStore.Migrations(),
-         DeliveryLog.Migrations(), PrincipalStore.Migrations(), SourceQualityLog.Migrations()]
+         DeliveryLog.Migrations(), PrincipalStore.Migrations(), SourceQualityLog.Migrations(),
+         ExperimentTracker.Migrations()]
     }
 
     /// Opens (and migrates) the operational database.

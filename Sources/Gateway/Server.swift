@@ -62,6 +62,18 @@ struct PeriodicService: Service {
         }
     }
 
+    /// Flushes experiment counters and decides a running canary.
+    static func experiments(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
+        PeriodicService(interval: interval, runAtStart: false) {
+            do {
+                try service.experiments.flush(to: service.store)
+                try await service.evaluateCanary()
+            } catch {
+                service.logger.error("experiment bookkeeping failed")
+            }
+        }
+    }
+
     static func retention(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: true) {
             do {
@@ -80,6 +92,7 @@ struct AuditFlushService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
+        try? service.experiments.flush(to: service.store)
         if let cp = try await service.audit.checkpoint() {
             service.logger.info("audit checkpoint signed at shutdown", metadata: ["sequence": "\(cp.sequence)"])
         }
@@ -101,7 +114,8 @@ public enum GatewayServer {
             server: try serverBuilder(configuration.tls),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "veil"),
             services: [PeriodicService.retrain(service, every: configuration.retrainInterval),
-                       PeriodicService.retention(service, every: configuration.retentionInterval), AuditFlushService(service: service)],
+                       PeriodicService.retention(service, every: configuration.retentionInterval),
+                       PeriodicService.experiments(service, every: 5), AuditFlushService(service: service)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)
     }

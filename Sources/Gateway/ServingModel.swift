@@ -228,10 +228,15 @@ public struct ServingModel: Sendable {
 
 /// The current model, swapped atomically after a retrain.
 public final class ModelRegistry: Sendable {
-    private let current = Mutex<ServingModel?>(nil)
+    private let current = Mutex<(stable: ServingModel?, canary: ServingModel?)>((nil, nil))
     public init() {}
-    public var model: ServingModel? { current.withLock { $0 } }
-    public func swap(_ model: ServingModel) { current.withLock { $0 = model } }
+    public var model: ServingModel? { current.withLock { $0.stable } }
+    /// A newly trained model serving a share of subjects until it is promoted or rolled back.
+    public var canary: ServingModel? { current.withLock { $0.canary } }
+    /// Makes `model` the one every subject gets (and ends any canary).
+    public func swap(_ model: ServingModel) { current.withLock { $0 = (model, nil) } }
+    public func setCanary(_ model: ServingModel) { current.withLock { $0.canary = model } }
+    public func dropCanary() { current.withLock { $0.canary = nil } }
 }
 
 /// Recommendation responses cached per token with a TTL; dropped on a new event, a consent change, an

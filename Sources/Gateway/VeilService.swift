@@ -50,6 +50,9 @@ public final class VeilService: Sendable {
     let sourceQuality = SourceQualityLog()
     /// Item → category path, for per-category outlier statistics; loaded on first use, updated by `PUT /v1/items`.
     private let categories = Mutex<[String: String]?>(nil)
+    /// A/B tests and the canary of a new model: assignment, exposures and outcomes.
+    public let experiments: ExperimentTracker
+    public let canary: CanarySettings
     let qualityWatch = Mutex<(lastCheck: Date, unhealthy: Set<String>)>((.distantPast, []))
 
     /// The purpose that feeds the feature store and the recommender.
@@ -58,7 +61,8 @@ public final class VeilService: Sendable {
     /// Opens the key ring, the policy, both databases and the principals.
     public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = 1000,
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
-                ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), logger: Logger = Logger(label: "veil"),
+                ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
+                experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -83,6 +87,8 @@ public final class VeilService: Sendable {
         self.quality = quality
         outliers = OutlierDetector(policy: ingestion.outliers)
         termHasher = FeatureHasher(width: serving.contentHashWidth)
+        self.experiments = ExperimentTracker(experiments: experiments)
+        self.canary = canary
     }
 
     func catalogCategories() -> [String: String] {
@@ -244,7 +250,9 @@ public final class VeilService: Sendable {
         for (source, n) in screened.flagged { quality[source, default: .init()].outliers += n }
         let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
         var touched = Set<String>()
+        var outcomes: [(token: String, kind: String)] = []
         let result = try store.pool.write { db -> IngestResult in
+            outcomes.removeAll()
             var accepted = 0, duplicates = 0, anonymized = 0
             var gpcDone = Set<SubjectToken>()
             // Per batch: one consent lookup and one identity record per subject, not per event.
@@ -266,6 +274,7 @@ public final class VeilService: Sendable {
                     continue
                 }
                 accepted += 1
+                for signal in event.signals { outcomes.append((token.rawValue, signal.kind)) }
                 quality[event.source, default: .init()].accepted += 1
                 quality[event.source, default: .init()].lastEvent = max(quality[event.source]?.lastEvent ?? event.timestamp, event.timestamp)
                 for signal in event.signals { try features.countAnonymous(item: signal.item, time: event.timestamp, in: db) }
@@ -300,6 +309,7 @@ public final class VeilService: Sendable {
                                 rejected: rejections.map { .init(index: $0.index, reason: $0.reason) })
         }
         for token in touched { cache.drop(token: token) }
+        for (token, kind) in outcomes { experiments.outcome(token: token, kind: kind, at: at) }
         watchQuality()
         metrics.recordIngest(source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
                              duplicates: result.duplicates, at: at)
@@ -327,7 +337,16 @@ public final class VeilService: Sendable {
     public func train() throws -> ServingModel {
         let (snapshot, catalog) = try readTrainingData()
         let model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
-        models.swap(model)
+        if canary.share > 0, let stable = models.model, stable.users > 0 {
+            // The new model serves a share of subjects first; `evaluateCanary` promotes or rolls it back.
+            models.setCanary(model)
+            experiments.setCanary(ExperimentSpec(name: "canary:\(model.version)", variants: [
+                .init(name: "stable", weight: 1 - canary.share), .init(name: "canary", weight: canary.share),
+            ]))
+            logger.notice("new model in canary", metadata: ["model_version": "\(model.version)", "share": "\(canary.share)"])
+        } else {
+            models.swap(model)
+        }
         cache.clear()
         return model
     }
@@ -402,11 +421,23 @@ public final class VeilService: Sendable {
     func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) throws -> RecommendationResponse {
         let token = try token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue; $0.purpose = Self.personalization }
-        guard let model = models.model else {
+        guard var model = models.model else {
             throw GatewayError(.serviceUnavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
         }
         let at = now()
-        let cacheKey = "\(model.version)|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
+        // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
+        var variant: ExperimentSpec.Variant?
+        var arms: [String] = []
+        for (experiment, v) in experiments.assignments(token: token.rawValue, at: at) {
+            arms.append("\(experiment.name)=\(v.name)")
+            if experiment.name.hasPrefix("canary:") {
+                if v.name == "canary", let candidate = models.canary { model = candidate }
+            } else if variant == nil {
+                variant = v
+            }
+        }
+        defer { experiments.exposure(token: token.rawValue, at: at) }
+        let cacheKey = "\(model.version)|\(arms.joined(separator: ","))|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
         if var cached = cache.get(token: token.rawValue, key: cacheKey, now: at) {
             cached.request_id = requestID
             metrics.cacheHits.increment()
@@ -421,8 +452,8 @@ public final class VeilService: Sendable {
             return (decision, history, history.isEmpty && query.session.isEmpty ? try features.profile(of: token, in: db) : nil)
         }
         note.update { $0.reason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)" }
-        let ranked = Ranker(model: model).rank(history: history, session: decision.allowed ? query.session : [], profile: profile,
-                                               query: query, now: at)
+        let ranked = Ranker(model: model, variant: variant).rank(history: history, session: decision.allowed ? query.session : [], profile: profile,
+                                                                 query: query, now: at)
         let response = RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
                                               request_id: requestID, items: ranked.items)
         cache.put(token: token.rawValue, key: cacheKey, value: response, now: at)

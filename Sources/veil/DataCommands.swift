@@ -155,3 +155,37 @@ struct SegmentsCommand: AsyncParsableCommand {
         for s in model.segments { print("| \(s.id) | \(s.name) | \(s.size) | \(s.traits.joined(separator: ", ")) |") }
     }
 }
+
+struct ExperimentsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "experiments", abstract: "A/B tests and model canaries.", subcommands: [Report.self])
+
+    struct Report: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "CTR and conversion per variant with 95% Wilson intervals and a two-proportion z-test against the first variant.",
+            discussion: "NAME is an experiment of the configuration file, or canary:<model version>.")
+        @OptionGroup var common: CommonOptions
+        @Argument(help: "Experiment name.") var name: String
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            var logger = Logger(label: "veil")
+            logger.logLevel = .error
+            let report = try openService(common, logger: logger).experimentReport(name)
+            guard !report.arms.isEmpty else { throw CLIError(message: "no exposures recorded for experiment '\(name)'; check the name in the configuration file") }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                return
+            }
+            func pct(_ x: Double) -> String { String(format: "%.2f%%", x * 100) }
+            print("| variant | exposures | clicks | CTR (95% CI) | purchases | conversion (95% CI) | z (CTR) | p (CTR) | p (conversion) |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            for a in report.arms {
+                let z = a.ctrZ.map { String(format: "%.2f", $0) } ?? "control"
+                let p = a.ctrP.map { String(format: "%.4f", $0) } ?? "–", pc = a.conversionP.map { String(format: "%.4f", $0) } ?? "–"
+                print("| \(a.variant) | \(a.exposures) | \(a.clicks) | \(pct(a.ctr)) [\(pct(a.ctrInterval[0])), \(pct(a.ctrInterval[1]))] | \(a.purchases) | \(pct(a.conversion)) [\(pct(a.conversionInterval[0])), \(pct(a.conversionInterval[1]))] | \(z) | \(p) | \(pc) |")
+            }
+        }
+    }
+}
