@@ -34,6 +34,7 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var ingestion = IngestionSettings()
     public var experiments: [ExperimentSpec] = []
     public var canary = CanarySettings()
+    public var campaigns: [Campaign] = []
 
     public init() {}
 
@@ -56,7 +57,7 @@ public struct VeilConfiguration: Sendable, Equatable {
         var config = VeilConfiguration()
         let r = Reader(file: file)
         let top = try r.mapping(root, "the configuration", keys: ["data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion",
-                                                                  "segments", "experiments", "canary"])
+                                                                  "segments", "experiments", "canary", "campaigns"])
         config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
@@ -159,6 +160,36 @@ public struct VeilConfiguration: Sendable, Equatable {
                     }
                 }
                 config.experiments.append(ExperimentSpec(name: name, start: try date("start"), end: try date("end"), variants: variants))
+            }
+        }
+        if let node = top["campaigns"] {
+            var names = Set<String>()
+            for (n, entry) in try r.list(node, "campaigns").enumerated() {
+                let what = "campaigns[\(n)]"
+                let c = try r.mapping(entry, what, keys: ["name", "items", "tags", "start", "end", "trigger", "segments", "max_boost"])
+                guard let nameNode = c["name"] else { throw ConfigurationError(file: file, line: entry.line, reason: "\(what) needs a name") }
+                let name = try r.string(nameNode, "\(what).name")
+                guard names.insert(name).inserted else { throw ConfigurationError(file: file, line: nameNode.line, reason: "campaign '\(name)' appears twice") }
+                func strings(_ key: String) throws -> Set<String> { Set(try c[key].map { try r.list($0, "\(what).\(key)").map { try r.string($0, "\(what).\(key)") } } ?? []) }
+                func date(_ key: String) throws -> Date? {
+                    try c[key].map { node in
+                        guard let t = Ingestion.Clean.timestamp(try r.string(node, "\(what).\(key)")) else {
+                            throw ConfigurationError(file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
+                        }
+                        return Date(timeIntervalSince1970: TimeInterval(t))
+                    }
+                }
+                let campaign = Campaign(
+                    name: name, items: try strings("items"), tags: try strings("tags"), start: try date("start"), end: try date("end"),
+                    trigger: try c["trigger"].map { Campaign.Trigger(rawValue: try r.choice($0, "\(what).trigger", Campaign.Trigger.allCases.map(\.rawValue)))! },
+                    segments: try strings("segments"), maxBoost: try c["max_boost"].map { Float(try r.double($0, "\(what).max_boost", 0...10)) } ?? 1)
+                guard !campaign.items.isEmpty || !campaign.tags.isEmpty else {
+                    throw ConfigurationError(file: file, line: entry.line, reason: "\(what) promotes nothing: give items or tags")
+                }
+                guard campaign.trigger != nil || campaign.start != nil || campaign.end != nil else {
+                    throw ConfigurationError(file: file, line: entry.line, reason: "\(what) needs a trigger or a start/end")
+                }
+                config.campaigns.append(campaign)
             }
         }
         if let node = top["canary"] {

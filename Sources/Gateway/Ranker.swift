@@ -12,6 +12,16 @@ struct Ranker {
     let model: ServingModel
     /// The A/B-test variant of the subject, when one applies.
     var variant: ExperimentSpec.Variant? = nil
+    /// Campaign boosts chosen for this subject (only with marketing consent).
+    var promotions: [Promotion] = []
+
+    struct Promotion {
+        var campaign: String
+        /// Per item: whether the campaign promotes it.
+        var items: [Bool]
+        /// In standard deviations of the subject's scores.
+        var boost: Float
+    }
 
     struct Result {
         var personalized: Bool
@@ -107,6 +117,9 @@ struct Ranker {
                 let boost = variant?.strategyBoost ?? model.options.strategyBoost
                 for i in 0..<n where favoured[i] { out[i] += boost }
             }
+            for promotion in promotions where promotion.boost > 0 {
+                for i in 0..<n where promotion.items[i] { out[i] += promotion.boost }
+            }
             // Collaborative components know nothing of an item nobody has touched: such an item competes with
             // its content similarity to the subject's items, both as z-scores.
             guard model.cold.contains(true) else { return }
@@ -122,6 +135,9 @@ struct Ranker {
         }
         let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
         return zip(top.items, top.scores).map { item, score in
+            if let promotion = promotions.first(where: { $0.boost > 0 && $0.items[Int(item)] }) {
+                return RecommendedItem(item: model.items[Int(item)], score: score, reason: "promoted", explanation: "On promotion: \(promotion.campaign)")
+            }
             let (reason, explanation) = explain(item, context: context, lastKind: lastKind, preferContent: lifted[Int(item)])
             return RecommendedItem(item: model.items[Int(item)], score: score, reason: reason, explanation: explanation)
         }

@@ -53,6 +53,8 @@ public final class VeilService: Sendable {
     /// A/B tests and the canary of a new model: assignment, exposures and outcomes.
     public let experiments: ExperimentTracker
     public let canary: CanarySettings
+    /// Campaigns and the contextual bandits that set how strongly their items are boosted.
+    public let promotions: PromotionBandits
     let qualityWatch = Mutex<(lastCheck: Date, unhealthy: Set<String>)>((.distantPast, []))
 
     /// The purpose that feeds the feature store and the recommender.
@@ -62,7 +64,8 @@ public final class VeilService: Sendable {
     public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = 1000,
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
                 ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
-                experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), logger: Logger = Logger(label: "veil"),
+                experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
+                logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -89,6 +92,7 @@ public final class VeilService: Sendable {
         termHasher = FeatureHasher(width: serving.contentHashWidth)
         self.experiments = ExperimentTracker(experiments: experiments)
         self.canary = canary
+        promotions = PromotionBandits(campaigns: campaigns)
     }
 
     func catalogCategories() -> [String: String] {
@@ -250,7 +254,7 @@ public final class VeilService: Sendable {
         for (source, n) in screened.flagged { quality[source, default: .init()].outliers += n }
         let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
         var touched = Set<String>()
-        var outcomes: [(token: String, kind: String)] = []
+        var outcomes: [(token: String, kind: String, item: String)] = []
         let result = try store.pool.write { db -> IngestResult in
             outcomes.removeAll()
             var accepted = 0, duplicates = 0, anonymized = 0
@@ -274,7 +278,7 @@ public final class VeilService: Sendable {
                     continue
                 }
                 accepted += 1
-                for signal in event.signals { outcomes.append((token.rawValue, signal.kind)) }
+                for signal in event.signals { outcomes.append((token.rawValue, signal.kind, signal.item)) }
                 quality[event.source, default: .init()].accepted += 1
                 quality[event.source, default: .init()].lastEvent = max(quality[event.source]?.lastEvent ?? event.timestamp, event.timestamp)
                 for signal in event.signals { try features.countAnonymous(item: signal.item, time: event.timestamp, in: db) }
@@ -309,7 +313,10 @@ public final class VeilService: Sendable {
                                 rejected: rejections.map { .init(index: $0.index, reason: $0.reason) })
         }
         for token in touched { cache.drop(token: token) }
-        for (token, kind) in outcomes { experiments.outcome(token: token, kind: kind, at: at) }
+        for (token, kind, item) in outcomes {
+            experiments.outcome(token: token, kind: kind, at: at)
+            if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
+        }
         watchQuality()
         metrics.recordIngest(source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
                              duplicates: result.duplicates, at: at)
@@ -444,16 +451,23 @@ public final class VeilService: Sendable {
             return cached
         }
         metrics.cacheMisses.increment()
-        let (decision, history, profile) = try store.pool.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?) in
+        let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
+        let (decision, history, profile, marketing) = try store.pool.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
             let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
-            guard decision.allowed else { return (decision, [], nil) }
+            guard decision.allowed else { return (decision, [], nil, false) }
             let history = try features.interactions(of: token, in: db)
-            // The profile matters only for a subject without history (demographic cold start).
-            return (decision, history, history.isEmpty && query.session.isEmpty ? try features.profile(of: token, in: db) : nil)
+            // Promotions are targeted with the subject's data only under marketing consent.
+            let marketing = campaigns.isEmpty ? false : try ledger.decision(token: token, purpose: "marketing", at: at, in: db).allowed
+            // The profile matters for a subject without history (demographic cold start) and for targeting.
+            let needProfile = marketing || history.isEmpty && query.session.isEmpty
+            return (decision, history, needProfile ? try features.profile(of: token, in: db) : nil, marketing)
         }
+        let offers = marketing ? promotionOffers(campaigns, model: model, token: token, history: history, profile: profile, at: at) : []
         note.update { $0.reason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)" }
-        let ranked = Ranker(model: model, variant: variant).rank(history: history, session: decision.allowed ? query.session : [], profile: profile,
-                                                                 query: query, now: at)
+        var ranker = Ranker(model: model, variant: variant)
+        ranker.promotions = offers
+        let ranked = ranker.rank(history: history, session: decision.allowed ? query.session : [], profile: history.isEmpty ? profile : nil,
+                                 query: query, now: at)
         let response = RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
                                               request_id: requestID, items: ranked.items)
         cache.put(token: token.rawValue, key: cacheKey, value: response, now: at)

@@ -72,10 +72,20 @@ public struct LinUCB: Sendable, Equatable {
 
     /// Learns the reward observed after playing `arm` in `context`.
     public mutating func update(arm: Int, context x: [Double], reward: Double) {
+        observe(arm: arm, context: x)
+        self.reward(arm: arm, context: x, reward: reward)
+    }
+
+    /// Records that `arm` was played in `context` (its confidence narrows). With delayed feedback, call this at
+    /// once and `reward` when (if) a reward arrives: no reward means 0.
+    public mutating func observe(arm: Int, context x: [Double]) {
         let ax = multiply(inverse[arm], x)
         let denominator = 1 + zip(x, ax).reduce(0) { $0 + $1.0 * $1.1 }
         for i in 0..<dimension { for j in 0..<dimension { inverse[arm][i * dimension + j] -= ax[i] * ax[j] / denominator } }
-        for i in 0..<dimension { b[arm][i] += reward * x[i] }
         pulls[arm] += 1
+    }
+
+    public mutating func reward(arm: Int, context x: [Double], reward: Double) {
+        for i in 0..<dimension { b[arm][i] += reward * x[i] }
     }
 }

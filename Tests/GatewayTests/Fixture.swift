@@ -28,7 +28,7 @@ struct GatewayFixture {
 
     init(cacheTTL: TimeInterval = 30, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
          ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), experiments: [ExperimentSpec] = [],
-         canary: CanarySettings = CanarySettings(), logger: Logger? = nil, now: @escaping @Sendable () -> Date = Date.init) throws {
+         canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, now: @escaping @Sendable () -> Date = Date.init) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: repositoryRoot.appendingPathComponent("Policies").path)
         try KeyRing.initialize(directory: paths.keysDirectory)
@@ -36,7 +36,7 @@ struct GatewayFixture {
         quiet.logLevel = .critical
         let logger = logger ?? quiet
         service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, checkpointInterval: 50, trainingThreads: 1, rateLimits: rateLimits, serving: serving,
-                                 ingestion: ingestion, quality: quality, experiments: experiments, canary: canary,
+                                 ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
                                  logger: logger, now: now)
         let roles = Set(service.policy.roles.keys)
         for role in roles.sorted() {

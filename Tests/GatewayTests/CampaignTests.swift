@@ -1,0 +1,59 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+@testable import Gateway
+
+@Suite struct CampaignTests {
+    @Test func namedTriggersResolvePerYear() {
+        let f = ISO8601DateFormatter()
+        #expect(Campaign.Trigger.blackFriday.range(year: 2026).lowerBound == f.date(from: "2026-11-27T00:00:00Z"))
+        #expect(Campaign.Trigger.blackFriday.range(year: 2025).lowerBound == f.date(from: "2025-11-28T00:00:00Z"))
+        #expect(Campaign.Trigger.cyberMonday.range(year: 2026).lowerBound == f.date(from: "2026-11-30T00:00:00Z"))
+        let campaign = Campaign(name: "bf", tags: ["clearance"], trigger: .blackFriday)
+        #expect(campaign.window(at: f.date(from: "2026-11-27T15:00:00Z")!) != nil)
+        #expect(campaign.window(at: f.date(from: "2026-11-28T15:00:00Z")!) == nil)
+        let context = PromotionContext(at: f.date(from: "2026-11-27T20:00:00Z")!, window: Campaign.Trigger.blackFriday.range(year: 2026),
+                                       device: "mobile", segment: 2)
+        #expect(context.holiday && context.evening && !context.weekend)
+        #expect(abs(context.campaignProgress - 20.0 / 24) < 1e-9)
+        #expect(context.vector.count == 8 + PromotionContext.segmentSlots)
+    }
+
+    /// Promotions use the subject's data only with marketing consent; the bandit learns that stronger boosts earn
+    /// clicks on promoted items and shifts its choices there.
+    @Test func promotionsNeedMarketingConsentAndTheBanditLearnsFromClicks() async throws {
+        let campaign = Campaign(name: "launch", items: ["sku-9", "sku-19"], start: Date(timeIntervalSince1970: 0), maxBoost: 3)
+        // Clicked items may be shown again, so that every round is the same decision problem.
+        var serving = ServingOptions()
+        serving.excludeInteractedKinds = ["purchase"]
+        let f = try GatewayFixture(cacheTTL: 0, serving: serving, campaigns: [campaign])
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f)
+            for s in 0..<20 {
+                #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-\(s)@example.com", "marketing")).status == 201)
+            }
+            var promotedShown = 0, clicks = 0
+            for round in 0..<12 {
+                for s in 0..<30 {
+                    let r = try await client.call(.get, "/v1/recommendations/shopper-\(s)%40example.com?k=4", key: f.keys["recommendation-client"])
+                    let items = (r.json["items"] as? [[String: Any]]) ?? []
+                    let promoted = items.filter { $0["reason"] as? String == "promoted" }
+                    if s >= 20 { #expect(promoted.isEmpty, "no marketing consent, no targeted promotion") }
+                    guard let item = promoted.first?["item"] as? String else { continue }
+                    promotedShown += 1
+                    #expect(promoted.first?["explanation"] as? String == "On promotion: launch")
+                    let click: [String: Any] = ["id": "c\(round)-\(s)", "kind": "feedback", "subject": "shopper-\(s)@example.com",
+                                                "timestamp": String(format: "2026-11-20T12:%02d:00Z", round * 5), "source": "web", "item": item, "signal": "click"]
+                    #expect(try await client.call(.post, "/v1/feedback", key: f.keys["app"], json: ["events": [click]]).json["accepted"] as? Int == 1)
+                    clicks += 1
+                }
+            }
+            #expect(promotedShown > 0)
+            let pulls = f.service.promotions.pulls("launch")
+            #expect(pulls.reduce(0, +) == 12 * 20, "one decision per request of a marketing-consenting subject")
+            // Boosts too weak to put a promoted item in the list earn nothing; the bandit learns to avoid them.
+            #expect(pulls[2] + pulls[3] + pulls[4] > 3 * (pulls[0] + pulls[1]), "pulls per level \(pulls)")
+        }
+    }
+}
