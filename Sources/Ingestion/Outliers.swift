@@ -92,7 +92,7 @@ public final class OutlierDetector: Sendable {
 
     public let policy: OutlierPolicy
     /// Values kept per key (the most recent ones).
-    let capacity = 2048
+    let capacity = 1024
     private let reservoirs = Mutex<[String: Reservoir]>([:])
 
     public init(policy: OutlierPolicy) { self.policy = policy }
@@ -133,8 +133,8 @@ extension OutlierDetector.Reservoir {
         next = (next + 1) % capacity
         seen += 1
         sinceFit += 1
-        // Refit on a doubling schedule at first, then every 64 values: cheap, and stable once data flows.
-        if statistics == nil || sinceFit >= min(64, max(seen / 2, 1)) {
+        // Refit on a doubling schedule at first, then every 128 values: cheap, and stable once data flows.
+        if statistics == nil || sinceFit >= min(128, max(seen / 2, 1)) {
             statistics = RobustStatistics(values)
             sinceFit = 0
         }
