@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps demo test build release evaluate bench-recommender bench-serve fuzz crash-test secrets-scan
+.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test secrets-scan
 
 deps:
 	@scripts/ensure-deps.sh
@@ -38,6 +38,12 @@ release: deps
 evaluate: release
 	.build/release/veil evaluate --train ../shared/data/ml-100k/split/train.tsv \
 	  --test ../shared/data/ml-100k/split/test.tsv --items ../shared/data/ml-100k/u.item
+
+## Next-item table: session models on ml-100k sessions (needs ../shared) and on the sample shop.
+evaluate-sessions: release
+	.build/release/veil evaluate --task next-item --train ../shared/data/ml-100k/split/train.tsv \
+	  --test ../shared/data/ml-100k/split/test.tsv --threads 2
+	.build/release/veil evaluate --task next-item --sample-shop --threads 2
 
 ## Veil vs implicit, same run, same machine (needs ../shared and PyPI).
 bench-recommender: release

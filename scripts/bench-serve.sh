@@ -76,6 +76,11 @@ stop_server
 start_server --cache-ttl 0
 run recommendations-uncached /v1/recommendations/x "$DIR/recs.lua" >> "$DIR/results.tsv"
 stop_server
+# The same cached route with the audit log at synchronous=NORMAL (survives kill -9, not a power cut).
+printf 'audit:\n  sync: normal\n' > "$DIR/normal.yaml"
+start_server --config "$DIR/normal.yaml"
+run recommendations-audit-normal /v1/recommendations/x "$DIR/recs.lua" >> "$DIR/results.tsv"
+stop_server
 python3 - "$DIR/results.tsv" <<'PY'
 import sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]

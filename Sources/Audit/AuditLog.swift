@@ -63,9 +63,12 @@ public actor AuditLog {
     /// - Parameters:
     ///   - checkpointInterval: sign a checkpoint every this many entries.
     ///   - now: the clock, injected for tests.
-    public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = 1000, now: @escaping @Sendable () -> Date = Date.init) throws {
+    ///   - fullSync: fsync every commit (survives power loss); false keeps WAL's synchronous = NORMAL, which
+    ///     survives a killed process but may lose the newest commits to a power cut.
+    public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = 1000, fullSync: Bool = true,
+                now: @escaping @Sendable () -> Date = Date.init) throws {
         // Fewer, larger WAL checkpoints: each one stalls the committing writer while it syncs the main file.
-        store = try Store(path: path, migrations: [Migrations()], configuration: .init(fullSync: true, walAutocheckpointPages: 16_000))
+        store = try Store(path: path, migrations: [Migrations()], configuration: .init(fullSync: fullSync, walAutocheckpointPages: 16_000))
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now

@@ -35,6 +35,8 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var experiments: [ExperimentSpec] = []
     public var canary = CanarySettings()
     public var campaigns: [Campaign] = []
+    /// `full` (default): every audit commit is fsynced; `normal`: survives a killed process, not a power cut.
+    public var auditSync = "full"
 
     public init() {}
 
@@ -57,7 +59,7 @@ public struct VeilConfiguration: Sendable, Equatable {
         var config = VeilConfiguration()
         let r = Reader(file: file)
         let top = try r.mapping(root, "the configuration", keys: ["data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion",
-                                                                  "segments", "experiments", "canary", "campaigns"])
+                                                                  "segments", "experiments", "canary", "campaigns", "audit"])
         config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
@@ -191,6 +193,10 @@ public struct VeilConfiguration: Sendable, Equatable {
                 }
                 config.campaigns.append(campaign)
             }
+        }
+        if let node = top["audit"] {
+            let s = try r.mapping(node, "audit", keys: ["sync"])
+            if let n = s["sync"] { config.auditSync = try r.choice(n, "audit.sync", ["full", "normal"]) }
         }
         if let node = top["canary"] {
             let s = try r.mapping(node, "canary", keys: ["share", "min_exposures", "alpha"])

@@ -65,7 +65,7 @@ public final class VeilService: Sendable {
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
                 ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
                 experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
-                logger: Logger = Logger(label: "veil"),
+                auditFullSync: Bool = true, logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -77,7 +77,7 @@ public final class VeilService: Sendable {
         identities = IdentityMap(keys: keys)
         linker = IdentityLinker(key: KeyDerivation.derive(from: ring.pseudonymKey, context: "linking_", id: 1))
         features = FeatureStore(keys: keys)
-        audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, now: now)
+        audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, fullSync: auditFullSync, now: now)
         principals = PrincipalStore(store: store, ring: ring)
         cache = RecommendationCache(ttl: cacheTTL)
         rateLimiter = RateLimiter(limits: rateLimits)

@@ -61,7 +61,8 @@ func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logge
     do {
         return try VeilService(paths: try common.paths(), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
                                rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
-                               experiments: config.experiments, canary: config.canary, campaigns: config.campaigns, logger: logger)
+                               experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,
+                               auditFullSync: config.auditSync == "full", logger: logger)
     } catch let error as any CustomStringConvertible & Error {
         throw CLIError(message: "\(error)")
     }
