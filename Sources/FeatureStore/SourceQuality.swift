@@ -60,10 +60,13 @@ public struct SourceQualityLog: Sendable {
     public init() {}
 
     public func record(_ deltas: [String: Delta], in db: Database) throws {
-        let known = Set(try String.fetchAll(db, sql: "SELECT source FROM source_quality"))
         var merged: [String: Delta] = [:]
-        for (source, delta) in deltas {
-            let key = known.contains(source) || known.count + merged.count < Self.maxSources ? source : "other"
+        var tracked: Int?
+        for (source, delta) in deltas.sorted(by: { $0.key < $1.key }) {
+            // A primary-key probe per source; the table is counted only when a new source appears.
+            let known = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM source_quality WHERE source = ?)"), arguments: [source]) ?? false
+            if !known && tracked == nil { tracked = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM source_quality") ?? 0 }
+            let key = known || (tracked ?? 0) + merged.count < Self.maxSources ? source : "other"
             var m = merged[key] ?? Delta()
             m.events += delta.events
             m.accepted += delta.accepted
