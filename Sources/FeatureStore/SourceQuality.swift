@@ -50,7 +50,7 @@ public struct SourceQualityLog: Sendable {
         public var outliers: Int
         /// Mean share of expected fields present, over the events that passed validation.
         public var completeness: Double
-        /// Seconds since the epoch of the newest accepted event.
+        /// Seconds since the epoch when the source last delivered an accepted event.
         public var lastEvent: Int64?
 
         public var rejectRate: Double { events == 0 ? 0 : Double(rejected) / Double(events) }

@@ -283,7 +283,7 @@ public struct VeilConfiguration: Sendable, Equatable {
 
 /// When a source's data quality is judged bad: crossing any threshold logs a warning and turns `/health/ready` red.
 public struct QualityThresholds: Sendable, Equatable {
-    /// Seconds since a source's last event after which it is stale.
+    /// Seconds since a source last delivered an accepted event after which it is stale.
     public var maxStaleness: Double = 7 * 86_400
     /// Share of optional-but-expected fields present (device, dwell, currency…) below which a source is incomplete.
     public var minCompleteness: Double = 0.5

@@ -280,7 +280,8 @@ public final class VeilService: Sendable {
                 accepted += 1
                 for signal in event.signals { outcomes.append((token.rawValue, signal.kind, signal.item)) }
                 quality[event.source, default: .init()].accepted += 1
-                quality[event.source, default: .init()].lastEvent = max(quality[event.source]?.lastEvent ?? event.timestamp, event.timestamp)
+                // Freshness is about deliveries: a backfill of old events is fresh data from a live source.
+                quality[event.source, default: .init()].lastEvent = Int64(at.timeIntervalSince1970)
                 for signal in event.signals { try features.countAnonymous(item: signal.item, time: event.timestamp, in: db) }
                 let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed
                 decisions[token] = allowed
