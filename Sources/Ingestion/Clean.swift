@@ -118,6 +118,21 @@ public enum Clean {
         return era * 146_097 + doe - 719_468
     }
 
+    /// A source channel name (`web`, `ios-app`, `pos 12`): letters, digits, space, `.`, `_`, `-`, at most 64 bytes,
+    /// starting with a letter or digit; nil otherwise. Sources appear in clear in quality counters, logs and
+    /// public metrics labels, so anything that could carry an e-mail address or a URL is refused.
+    public static func channel(_ s: String) -> String? {
+        let bytes = Array(s.utf8)
+        guard let first = bytes.first, bytes.count <= 64, isAlphanumeric(first),
+              bytes.allSatisfy({ isAlphanumeric($0) || $0 == 0x20 || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
+        else { return nil }
+        return s
+    }
+
+    private static func isAlphanumeric(_ b: UInt8) -> Bool {
+        (0x30...0x39).contains(b) || (0x41...0x5a).contains(b) || (0x61...0x7a).contains(b)
+    }
+
     /// An upper-case ISO 4217 code, or nil.
     public static func currency(_ s: String?) -> String? {
         guard let s else { return nil }

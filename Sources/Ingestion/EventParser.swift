@@ -49,7 +49,8 @@ public struct EventParser: Sendable {
                 guard let dict = raw as? [String: Any] else { throw BatchError(reason: "event must be an object") }
                 events.append((index, try parseEvent(dict, now: now)))
             } catch let error as BatchError {
-                let source = ((raw as? [String: Any])?["source"] as? String).map { Clean.truncate(Clean.text($0), 64) }
+                // A source that is no channel name is counted as "invalid", never stored or shown as sent.
+                let source = ((raw as? [String: Any])?["source"] as? String).map { Clean.channel($0) ?? "invalid" }
                 rejected.append(Rejection(index: index, reason: error.reason, source: source))
             }
         }
@@ -74,7 +75,9 @@ public struct EventParser: Sendable {
             raw["dwell"] = nil
         }
         let subject = try requiredString(raw, "subject")
-        let source = Clean.text(try requiredString(raw, "source"))
+        guard let source = Clean.channel(try requiredString(raw, "source")) else {
+            throw BatchError(reason: "source must be a channel name: letters, digits, space, '.', '_' or '-', at most 64 bytes")
+        }
         guard let timestamp = Clean.timestamp(raw["timestamp"]) else {
             throw BatchError(reason: "timestamp must be ISO 8601 (with offset) or epoch milliseconds")
         }

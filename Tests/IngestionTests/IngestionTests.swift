@@ -57,6 +57,18 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
         ])
     }
 
+    /// Sources show in clear in quality counters and public metrics: an e-mail address or a URL is refused, and a
+    /// rejected event's bad source is counted as "invalid".
+    @Test func sourcesMustBeChannelNames() throws {
+        #expect(Clean.channel("web") == "web" && Clean.channel("ios-app 2.1_beta") != nil)
+        for bad in ["alice@example.com", "https://shop.example/x", "", " web", String(repeating: "a", count: 65), "wéb"] {
+            #expect(Clean.channel(bad) == nil, "\(bad)")
+        }
+        let r = try parse([base("page_view", ["item": "a", "source": "bob@example.com"])])
+        #expect(r.rejected.first?.reason.hasPrefix("source must be a channel name") == true)
+        #expect(r.rejected.first?.source == "invalid")
+    }
+
     @Test func completenessCountsExpectedOptionalFields() throws {
         let r = try parse([base("page_view", ["item": "sku-1", "dwell_ms": 1000])])
         #expect(r.events[0].event.completeness == 0.25)
