@@ -163,10 +163,9 @@ public final class PromotionBandits: Sendable {
 
 extension VeilService {
     /// The running campaigns that target this subject, each with the boost its bandit chose for the context.
-    func promotionOffers(_ campaigns: [Campaign], model: ServingModel, token: SubjectToken, history: [StoredInteraction], profile: [String: String]?,
-                         at: Date) -> [Ranker.Promotion] {
+    func promotionOffers(_ campaigns: [Campaign], model: ServingModel, token: SubjectToken, history: [StoredInteraction], segment: SegmentModel.Segment?,
+                         profile: [String: String]?, at: Date) -> [Ranker.Promotion] {
         guard !history.isEmpty else { return [] }
-        let segment = model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: Int64(at.timeIntervalSince1970))
         var offers: [Ranker.Promotion] = []
         for campaign in campaigns {
             guard let window = campaign.window(at: at), campaign.segments.isEmpty || segment.map({ campaign.segments.contains($0.name) }) == true else { continue }

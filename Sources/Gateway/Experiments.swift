@@ -107,8 +107,9 @@ public final class ExperimentTracker: Sendable {
         pending.withLock { $0["\(experiment)\u{1}\(variant)\u{1}\(metric)", default: 0] += n }
     }
 
-    public func exposure(token: String, at date: Date) {
-        for (e, v) in assignments(token: token, at: date) { count(e.name, v.name, "exposure") }
+    /// One response served to a subject with these assignments.
+    public func exposure(_ assignments: [(experiment: ExperimentSpec, variant: ExperimentSpec.Variant)]) {
+        for (e, v) in assignments { count(e.name, v.name, "exposure") }
     }
 
     public func outcome(token: String, kind: String, at date: Date) {

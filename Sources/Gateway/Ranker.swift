@@ -14,6 +14,8 @@ struct Ranker {
     var variant: ExperimentSpec.Variant? = nil
     /// Campaign boosts chosen for this subject (only with marketing consent).
     var promotions: [Promotion] = []
+    /// The subject's behaviour segment, when segments are in use.
+    var segment: SegmentModel.Segment?
 
     struct Promotion {
         var campaign: String
@@ -75,8 +77,7 @@ struct Ranker {
             return Result(personalized: false, items: nonPersonalized(excluded: excluded, k: query.k))
         }
         if !items.isEmpty {
-            let strategy = model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: time)
-                .flatMap { model.options.segmentStrategies[$0.name] }
+            let strategy = segment.flatMap { model.options.segmentStrategies[$0.name] }
             return Result(personalized: true, items: personalized(context, session: sessionItems, strategy: strategy, excluded: excluded,
                                                                   lastKind: lastKind, k: query.k))
         }

@@ -20,6 +20,8 @@ public struct ServingOptions: Sendable, Equatable {
     public var segmentStrategies: [String: SegmentStrategy] = [:]
     /// How far a strategy lifts the items it favours, in standard deviations of the subject's scores.
     public var strategyBoost: Float = 1
+    /// Fit behaviour segments even without strategies (campaigns that target segments need them).
+    public var segmentsForCampaigns = false
     public init() {}
 }
 
@@ -138,7 +140,8 @@ public struct ServingModel: Sendable {
         }
         let segmentKeys = profiles.map(Self.segmentKeys)
         let (sessionModel, sessionWeight) = Self.fitSessions(split)
-        let segmentModel = options.segmentStrategies.isEmpty ? nil : SegmentModel.fit(snapshot: snapshot, catalog: catalog, now: now)
+        let segmentModel = options.segmentStrategies.isEmpty && !options.segmentsForCampaigns ? nil
+            : SegmentModel.fit(snapshot: snapshot, catalog: catalog, now: now)
         var medians: [String: Double] = [:]
         for (type, items) in Dictionary(grouping: catalog.filter { $0.price != nil }, by: { String($0.category.split(separator: "/").first ?? "") }) {
             let prices = items.compactMap(\.price).sorted()

@@ -85,6 +85,8 @@ public final class VeilService: Sendable {
         self.now = now
         self.trainingThreads = trainingThreads
         self.passphrase = passphrase
+        var serving = serving
+        serving.segmentsForCampaigns = campaigns.contains { !$0.segments.isEmpty }
         self.serving = serving
         self.ingestionSettings = ingestion
         self.quality = quality
@@ -436,7 +438,8 @@ public final class VeilService: Sendable {
         // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
         var variant: ExperimentSpec.Variant?
         var arms: [String] = []
-        for (experiment, v) in experiments.assignments(token: token.rawValue, at: at) {
+        let assignments = experiments.assignments(token: token.rawValue, at: at)
+        for (experiment, v) in assignments {
             arms.append("\(experiment.name)=\(v.name)")
             if experiment.name.hasPrefix("canary:") {
                 if v.name == "canary", let candidate = models.canary { model = candidate }
@@ -444,7 +447,7 @@ public final class VeilService: Sendable {
                 variant = v
             }
         }
-        defer { experiments.exposure(token: token.rawValue, at: at) }
+        defer { experiments.exposure(assignments) }
         let cacheKey = "\(model.version)|\(arms.joined(separator: ","))|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
         if var cached = cache.get(token: token.rawValue, key: cacheKey, now: at) {
             cached.request_id = requestID
@@ -463,10 +466,14 @@ public final class VeilService: Sendable {
             let needProfile = marketing || history.isEmpty && query.session.isEmpty
             return (decision, history, needProfile ? try features.profile(of: token, in: db) : nil, marketing)
         }
-        let offers = marketing ? promotionOffers(campaigns, model: model, token: token, history: history, profile: profile, at: at) : []
+        // The subject's behaviour segment, for segment strategies and campaign targeting (computed once).
+        let segment = history.isEmpty ? nil
+            : model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: Int64(at.timeIntervalSince1970))
+        let offers = marketing ? promotionOffers(campaigns, model: model, token: token, history: history, segment: segment, profile: profile, at: at) : []
         note.update { $0.reason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)" }
         var ranker = Ranker(model: model, variant: variant)
         ranker.promotions = offers
+        ranker.segment = segment
         let ranked = ranker.rank(history: history, session: decision.allowed ? query.session : [], profile: history.isEmpty ? profile : nil,
                                  query: query, now: at)
         let response = RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,

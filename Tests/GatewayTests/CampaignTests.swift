@@ -57,3 +57,20 @@ import Testing
         }
     }
 }
+
+@Suite struct CampaignTargetingTests {
+    /// A campaign for bargain hunters decides (and may boost) only for subjects whose behaviour is in that segment.
+    @Test func aCampaignReachesOnlyItsTargetSegment() async throws {
+        let campaign = Campaign(name: "rack", tags: ["clearance"], start: Date(timeIntervalSince1970: 0), segments: ["bargain hunters"], maxBoost: 2)
+        let f = try GatewayFixture(cacheTTL: 0, campaigns: [campaign])
+        try await f.app.test(.router) { client in
+            try await seedTiers(client, f)
+            for s in 0..<4 {
+                #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("tier-\(s)", "marketing")).status == 201)
+                #expect(try await client.call(.get, "/v1/recommendations/tier-\(s)?k=5", key: f.keys["recommendation-client"]).status == 200)
+            }
+            // tier-0 and tier-2 buy from the clearance rack; tier-1 and tier-3 from the top shelf.
+            #expect(f.service.promotions.pulls("rack").reduce(0, +) == 2)
+        }
+    }
+}
