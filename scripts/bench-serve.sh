@@ -4,28 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
-VEIL=.build/release/veil
-[ -x "$VEIL" ] || { echo "build first: make release" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-DIR=$(mktemp -d /tmp/veil-bench-serve.XXXXXX)
 PORT=${PORT:-18181}
-USERS=1000
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
-
-"$VEIL" demo --dir "$DIR" --users $USERS --items 1000 --days 60 > "$DIR/demo.log"
-common=(--data-dir "$DIR/data" --keys "$DIR/Keys" --policies ./Policies)
-RECS=$("$VEIL" principals add bench-recs --role recommendation-client "${common[@]}" | tail -1)
+PREFIX=bench-serve RECS_PRINCIPAL=bench-recs
+source scripts/load-setup.sh
 APP=$("$VEIL" principals add bench-app --role app "${common[@]}" | tail -1)
 
-cat > "$DIR/recs.lua" <<LUA
-counter = 0
-request = function()
-  counter = counter + 1
-  local n = (counter * 7919) % $USERS
-  if n % 8 == 7 then n = n - 1 end
-  return wrk.format("GET", "/v1/recommendations/user-" .. n .. "%40example.com?k=10", {["Authorization"] = "Bearer $RECS"})
-end
-LUA
 cat > "$DIR/events.lua" <<LUA
 counter = 0
 local thread_id = math.random(1, 1000000000)

@@ -5,26 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15}
-VEIL=${VEIL:-.build/release/veil}
-[ -x "$VEIL" ] || { echo "build first: make release" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-DIR=$(mktemp -d /tmp/veil-rotation.XXXXXX)
 PORT=${PORT:-18383}
-USERS=1000
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
-"$VEIL" demo --dir "$DIR" --users $USERS --items 1000 --days 60 > "$DIR/demo.log"
-common=(--data-dir "$DIR/data" --keys "$DIR/Keys" --policies ./Policies)
-RECS=$("$VEIL" principals add load-recs --role recommendation-client "${common[@]}" | tail -1)
+PREFIX=rotation RECS_PRINCIPAL=load-recs
+source scripts/load-setup.sh
 ADMIN=$("$VEIL" principals add load-admin --role admin "${common[@]}" | tail -1)
-cat > "$DIR/recs.lua" <<LUA
-counter = 0
-request = function()
-  counter = counter + 1
-  local n = (counter * 7919) % $USERS
-  if n % 8 == 7 then n = n - 1 end
-  return wrk.format("GET", "/v1/recommendations/user-" .. n .. "%40example.com?k=10", {["Authorization"] = "Bearer $RECS"})
-end
-LUA
 "$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 --retention-interval 0 --cache-ttl 0 > "$DIR/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health/live', timeout=1)" 2>/dev/null && break; sleep 0.1; done
@@ -59,14 +43,22 @@ SERVER=$!
 OFFICER=$("$VEIL" principals add load-dpo --role compliance-officer "${common[@]}" | tail -1)
 for _ in $(seq 100); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health/live', timeout=1)" 2>/dev/null && break; sleep 0.1; done
 python3 - "$PORT" "$OFFICER" "$USERS" <<'PY'
-import json, sys, urllib.request
+import json, sys, time, urllib.error, urllib.request
 port, key, users = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ok = bad = 0
+def fetch(req):
+    # The compliance officer's rate limit (200/s) applies here too: wait as Retry-After says.
+    while True:
+        try:
+            return urllib.request.urlopen(req, timeout=10).read()
+        except urllib.error.HTTPError as e:
+            if e.code != 429: raise
+            time.sleep(float(e.headers.get("Retry-After", "1")))
 for n in range(users):
     if n % 8 == 7 or n in (0, 1):  # opted out, or withdrawn / erased by the demo
         continue
     req = urllib.request.Request("http://127.0.0.1:%s/v1/subjects/user-%d%%40example.com/export" % (port, n), headers={"Authorization": "Bearer " + key})
-    body = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    body = json.loads(fetch(req))
     if body.get("has_data"): ok += 1
     else: bad += 1
 print("subjects whose data reads after rotation: %d; unreadable: %d" % (ok, bad))
