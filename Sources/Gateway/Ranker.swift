@@ -164,10 +164,7 @@ struct Ranker {
     /// Anonymous popularity blended with this week's trend; the stronger of the two names the reason.
     private func nonPersonalized(excluded: [Bool], k: Int) -> [RecommendedItem] {
         let n = model.items.count
-        var popular = (0..<n).map { $0 < model.popularity.count ? model.popularity[$0] : 0 }
-        var trending = model.trending
-        popular.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
-        trending.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
+        let popular = model.popularity, trending = model.trending
         let scores = (0..<n).map { popular[$0] + trending[$0] }
         let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
         return zip(top.items, top.scores).map { item, score in

@@ -61,9 +61,9 @@ public struct ServingModel: Sendable {
     public let cold: [Bool]
     /// Popularity per generalized demographic segment (cold-start subjects).
     public let segments: SegmentPopularity
-    /// Anonymous popularity (counts from every event, consented or not).
+    /// Anonymous popularity (counts from every event, consented or not), as z-scores over the catalog.
     public let popularity: [Float]
-    /// Anonymous time-decayed counts at training time ("trending this week").
+    /// Time-decayed counts at training time ("trending this week"), as z-scores over the catalog.
     public let trending: [Float]
     /// The hybrid's learned weights, stored with the model.
     public let blendWeights: [String: Float]
@@ -138,6 +138,10 @@ public struct ServingModel: Sendable {
             imputed[split.users[u]] = guess
             profiles[u]["age_band"] = guess.value
         }
+        // Standardised once here rather than on every non-personalized request.
+        var popularity = (0..<split.items.count).map { $0 < snapshot.anonymousCounts.count ? snapshot.anonymousCounts[$0] : 0 }
+        popularity.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
+        trending.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
         let segmentKeys = profiles.map(Self.segmentKeys)
         let (sessionModel, sessionWeight) = Self.fitSessions(split)
         let segmentModel = options.segmentStrategies.isEmpty && !options.segmentsForCampaigns ? nil
@@ -164,7 +168,7 @@ public struct ServingModel: Sendable {
             ranker: ranker, neighbours: neighbours, content: content,
             cold: split.trainMatrix.columnCounts().map { $0 == 0 },
             segments: SegmentPopularity(matrix: split.trainMatrix, userSegments: segmentKeys, minimumUsers: options.minimumSegmentSize),
-            popularity: snapshot.anonymousCounts, trending: trending,
+            popularity: popularity, trending: trending,
             blendWeights: weights, users: split.users.count, options: options,
             behaviourScaler: scaler, behaviourFeatureNames: behaviour.names,
             sessionModel: sessionModel, sessionWeight: sessionWeight, imputedAgeBands: imputed,

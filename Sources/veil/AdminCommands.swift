@@ -98,11 +98,9 @@ struct AuditCommand: ParsableCommand {
         @Option var limit = 100
 
         func run() throws {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = .sortedKeys
             let entries = try AuditReader(path: try common.paths().auditDatabase).query(
                 AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome, limit: limit))
-            for e in entries { print(String(decoding: try encoder.encode(e), as: UTF8.self)) }
+            for e in entries { try printJSON(e) }
         }
     }
 

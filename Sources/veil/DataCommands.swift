@@ -93,13 +93,9 @@ struct QualityCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        var logger = Logger(label: "veil")
-        logger.logLevel = .error
-        let report = try openService(common, logger: logger).qualityReport()
+        let report = try openService(common, logger: quietLogger()).qualityReport()
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report.sources), as: UTF8.self))
+            try printJSON(report.sources)
         } else if report.sources.isEmpty {
             print("no events received yet")
         } else {
@@ -135,20 +131,13 @@ struct SegmentsCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var logger = Logger(label: "veil")
-        logger.logLevel = .error
-        let service = try openService(common, logger: logger)
+        let service = try openService(common, logger: quietLogger())
         guard let model = try await service.segmentReport(view: SegmentModel.View(rawValue: view)!, method: SegmentModel.Method(rawValue: method)!,
                                                           k: k, actor: "cli") else {
             throw CLIError(message: "too few subjects with data to segment (need 4); send events first, or run `veil demo --dir DIR`")
         }
-        try? await service.audit.checkpoint()
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(model.segments), as: UTF8.self))
-            return
-        }
+        _ = try? await service.audit.checkpoint()
+        if json { return try printJSON(model.segments) }
         print("\(model.segments.count) segments (\(model.method.rawValue), \(model.view.rawValue) view), silhouette \(String(format: "%.3f", model.silhouette))")
         print("| segment | name | size | describing features |")
         print("|---|---|---|---|")
@@ -168,16 +157,9 @@ struct ExperimentsCommand: ParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() throws {
-            var logger = Logger(label: "veil")
-            logger.logLevel = .error
-            let report = try openService(common, logger: logger).experimentReport(name)
+            let report = try openService(common, logger: quietLogger()).experimentReport(name)
             guard !report.arms.isEmpty else { throw CLIError(message: "no exposures recorded for experiment '\(name)'; check the name in the configuration file") }
-            if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
-                return
-            }
+            if json { return try printJSON(report) }
             func pct(_ x: Double) -> String { String(format: "%.2f%%", x * 100) }
             print("| variant | exposures | clicks | CTR (95% CI) | purchases | conversion (95% CI) | z (CTR) | p (CTR) | p (conversion) |")
             print("|---|---|---|---|---|---|---|---|---|")

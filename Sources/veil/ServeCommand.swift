@@ -68,6 +68,20 @@ func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logge
     }
 }
 
+/// A logger for commands that print a report: only errors reach the terminal beside it.
+func quietLogger() -> Logger {
+    var logger = Logger(label: "veil")
+    logger.logLevel = .error
+    return logger
+}
+
+/// Prints `value` as one line of JSON with sorted keys (the `--json` form of the report commands).
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
 /// A one-line failure with its fix, printed without the usage text (which a ValidationError would add).
 struct CLIError: Error, CustomStringConvertible {
     let message: String
