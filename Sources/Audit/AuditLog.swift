@@ -9,6 +9,9 @@ import Vault
 /// callers that arrive while a transaction is being written share the next one, and each caller resumes
 /// only once its entry is durable (synchronous = FULL).
 ///
+/// A serial dispatch queue writing the batches (instead of this actor feeding GRDB's async writes) was measured
+/// under the serving load and was slower, with a worse p99.
+///
 /// The entries table has no secondary index on purpose: an index on random subject tokens turns every append
 /// into a random page write, which cut append throughput by more than half when measured. Compliance queries
 /// scan in sequence order instead (about half a second per million entries).
@@ -67,8 +70,9 @@ public actor AuditLog {
     ///     survives a killed process but may lose the newest commits to a power cut.
     public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = 1000, fullSync: Bool = true,
                 now: @escaping @Sendable () -> Date = Date.init) throws {
-        // Fewer, larger WAL checkpoints: each one stalls the committing writer while it syncs the main file.
-        store = try Store(path: path, migrations: [Migrations()], configuration: .init(fullSync: fullSync, walAutocheckpointPages: 16_000))
+        // Checkpoints run beside the writer (every 250 ms); the autocheckpoint, in the commit path, is a backstop.
+        store = try Store(path: path, migrations: [Migrations()],
+                          configuration: .init(fullSync: fullSync, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25))
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now

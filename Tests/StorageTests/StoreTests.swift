@@ -1,0 +1,46 @@
+import Foundation
+import GRDB
+import Storage
+import Testing
+
+@Suite struct BackgroundCheckpointTests {
+    static func mainFileBytes(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0
+    }
+
+    /// Writes 2,000 rows with the writer's autocheckpoint off; returns the store and the main file's size after.
+    static func fill(backgroundInterval: TimeInterval) throws -> (Store, Int) {
+        let path = NSTemporaryDirectory() + "veil-ckpt-\(UUID().uuidString)/db.sqlite"
+        let store = try Store(path: path, migrations: [NotesTable()],
+                              configuration: .init(fullSync: false, walAutocheckpointPages: 0, backgroundCheckpointInterval: backgroundInterval))
+        for batch in 0..<20 {
+            try store.pool.write { db in
+                for n in 0..<100 {
+                    try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)",
+                                   arguments: ["\(batch)-\(n)", "t", Data(repeating: UInt8(n), count: 200)])
+                }
+            }
+        }
+        return (store, mainFileBytes(path))
+    }
+
+    static func rowCount(_ store: Store) throws -> Int? {
+        try store.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM notes") }
+    }
+
+    @Test func theWALIsCopiedIntoTheMainFileWithoutTheWriter() async throws {
+        // Control: with neither autocheckpoint nor background checkpoints, the rows stay in the WAL.
+        let (idle, _) = try Self.fill(backgroundInterval: 0)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(Self.mainFileBytes(idle.path) < 100_000)
+
+        let (store, _) = try Self.fill(backgroundInterval: 0.05)
+        var copied = false
+        for _ in 0..<60 where !copied {
+            try await Task.sleep(for: .milliseconds(50))
+            copied = Self.mainFileBytes(store.path) > 400_000
+        }
+        #expect(copied, "the main file is still \(Self.mainFileBytes(store.path)) bytes")
+        #expect(try Self.rowCount(store) == 2000)
+    }
+}
