@@ -67,9 +67,9 @@ enum Handlers {
             guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
                 throw GatewayError.badRequest("too many values in session, exclude or category")
             }
-            let response = try service.recommend(subject: try subject(context), query: query, principal: context.principal!,
-                                                 requestID: context.requestID, note: context.audit)
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: response.jsonBytes())))
+            let body = try service.recommend(subject: try subject(context), query: query, principal: context.principal!,
+                                             requestID: context.requestID, note: context.audit)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
         case (.post, "/v1/subjects/{subject}/erase"): return { service, _, context in
             try jsonObject(service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))
@@ -179,10 +179,43 @@ enum Handlers {
     }
 
     static func subject(_ context: VeilRequestContext) throws -> String {
-        guard let raw = context.parameters.get("subject"), let subject = raw.removingPercentEncoding else {
+        guard let raw = context.parameters.get("subject"), let subject = percentDecoded(raw) else {
             throw GatewayError.badRequest("subject is missing or badly percent-encoded")
         }
         return subject
+    }
+
+    /// `s` with %XX escapes decoded; nil when an escape is malformed or the result is not UTF-8.
+    /// (Foundation's `removingPercentEncoding` cost 3% of a cached recommendation request.)
+    static func percentDecoded(_ s: String) -> String? {
+        let utf8 = s.utf8
+        guard utf8.contains(UInt8(ascii: "%")) else { return s }
+        func hex(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(utf8.count)
+        var i = utf8.startIndex
+        while i != utf8.endIndex {
+            let c = utf8[i]
+            if c == UInt8(ascii: "%") {
+                let a = utf8.index(after: i)
+                guard a != utf8.endIndex, let hi = hex(utf8[a]) else { return nil }
+                let b = utf8.index(after: a)
+                guard b != utf8.endIndex, let lo = hex(utf8[b]) else { return nil }
+                out.append(hi << 4 | lo)
+                i = utf8.index(after: b)
+            } else {
+                out.append(c)
+                i = utf8.index(after: i)
+            }
+        }
+        return String(validating: out, as: UTF8.self)
     }
 
     static func list(_ value: Substring?) -> [String] {

@@ -247,33 +247,60 @@ public final class ModelRegistry: Sendable {
 }
 
 /// Recommendation responses cached per token with a TTL; dropped on a new event, a consent change, an
-/// erasure and a model swap.
+/// erasure and a model swap. Entries are kept rendered, so a hit only splices in its request id.
+///
+/// It also remembers which canonical token a source token resolved to (identity links) for the same TTL, so a
+/// hit needs no database read. A link made by this process clears that memory at once; one made by another
+/// process (the command line) is seen when the entry expires, as are that process's events and consents.
 public final class RecommendationCache: Sendable {
     struct Entry {
         let expires: Date
-        let value: RecommendationResponse
+        let value: RenderedRecommendation
     }
     private let entries = Mutex<[String: [String: Entry]]>([:])
+    private let links = Mutex<[String: (canonical: String, expires: Date)]>([:])
     private let counters = Mutex<(hits: Int, misses: Int)>((0, 0))
     public let ttl: TimeInterval
+    /// More entries than this and the map starts over: a bound on memory, not an eviction policy.
+    static let capacity = 100_000
 
     public init(ttl: TimeInterval = 30) { self.ttl = ttl }
 
-    func get(token: String, key: String, now: Date) -> RecommendationResponse? {
+    func get(token: String, key: String, now: Date) -> RenderedRecommendation? {
         let hit = entries.withLock { $0[token]?[key].flatMap { $0.expires > now ? $0.value : nil } }
         counters.withLock { hit == nil ? ($0.misses += 1) : ($0.hits += 1) }
         return hit
     }
 
-    func put(token: String, key: String, value: RecommendationResponse, now: Date) {
+    func put(token: String, key: String, value: RenderedRecommendation, now: Date) {
+        guard ttl > 0 else { return }
         entries.withLock { all in
-            if all.count > 100_000 { all.removeAll() }
+            if all.count > Self.capacity { all.removeAll() }
             all[token, default: [:]][key] = Entry(expires: now.addingTimeInterval(ttl), value: value)
         }
     }
 
+    /// The canonical token `source` resolved to within the TTL, if remembered.
+    func canonical(of source: String, now: Date) -> String? {
+        links.withLock { $0[source].flatMap { $0.expires > now ? $0.canonical : nil } }
+    }
+
+    func remember(source: String, canonical: String, now: Date) {
+        guard ttl > 0 else { return }
+        links.withLock { all in
+            if all.count > Self.capacity { all.removeAll() }
+            all[source] = (canonical, now.addingTimeInterval(ttl))
+        }
+    }
+
+    /// Forgets every remembered link (after a link, an unlink or an erasure).
+    func forgetLinks() { links.withLock { $0.removeAll() } }
+
     public func drop(token: String) { entries.withLock { _ = $0.removeValue(forKey: token) } }
-    public func clear() { entries.withLock { $0.removeAll() } }
+    public func clear() {
+        entries.withLock { $0.removeAll() }
+        forgetLinks()
+    }
     public func contains(token: String) -> Bool { entries.withLock { $0[token] != nil } }
     public var stats: (hits: Int, misses: Int) { counters.withLock { $0 } }
 }

@@ -129,7 +129,10 @@ public final class VeilService: Sendable {
         let principal = Principal(name: actor, role: "admin", namespace: namespace)
         let token = try sourceToken(for: subject, principal: principal)
         let link = try linkInTransaction(token, attributes: attributes)
-        if let link { cache.drop(token: link.canonical.rawValue) }
+        if let link {
+            cache.drop(token: link.canonical.rawValue)
+            cache.forgetLinks()
+        }
         try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:link", resource: "namespace \(namespace)",
                                            subjectToken: token.rawValue, outcome: link == nil ? "no-match" : "linked",
                                            reason: link.map { "rule \($0.rule), score \(String(format: "%.2f", $0.score)), canonical \($0.canonical.rawValue)" } ?? "no rule matched"))
@@ -144,6 +147,7 @@ public final class VeilService: Sendable {
     public func unlinkSubject(_ subject: String, namespace: String, actor: String) async throws -> Bool {
         let token = try sourceToken(for: subject, principal: Principal(name: actor, role: "admin", namespace: namespace))
         let existed = try unlinkInTransaction(token)
+        if existed { cache.forgetLinks() }
         try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
                                            subjectToken: token.rawValue, outcome: existed ? "unlinked" : "no-link"))
         return existed
@@ -381,6 +385,7 @@ public final class VeilService: Sendable {
             return rows
         }
         cache.drop(token: token.rawValue)
+        cache.forgetLinks()
         try store.checkpointAndTruncate()
         return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]
     }
@@ -428,13 +433,21 @@ public final class VeilService: Sendable {
         public var session: [String] = []
     }
 
-    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) throws -> RecommendationResponse {
-        let token = try token(for: subject, principal: principal)
+    /// The response body of `GET /v1/recommendations/{subject}`.
+    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) throws -> [UInt8] {
+        let at = now()
+        let source = try sourceToken(for: subject, principal: principal)
+        let token: SubjectToken
+        if let remembered = cache.canonical(of: source.rawValue, now: at).flatMap(SubjectToken.init(rawValue:)) {
+            token = remembered
+        } else {
+            token = try store.pool.read { try linker.canonical(source, in: $0) }
+            cache.remember(source: source.rawValue, canonical: token.rawValue, now: at)
+        }
         note.update { $0.subjectToken = token.rawValue; $0.purpose = Self.personalization }
         guard var model = models.model else {
             throw GatewayError(.serviceUnavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
         }
-        let at = now()
         // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
         var variant: ExperimentSpec.Variant?
         var arms: [String] = []
@@ -449,10 +462,9 @@ public final class VeilService: Sendable {
         }
         defer { experiments.exposure(assignments) }
         let cacheKey = "\(model.version)|\(arms.joined(separator: ","))|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
-        if var cached = cache.get(token: token.rawValue, key: cacheKey, now: at) {
-            cached.request_id = requestID
+        if let cached = cache.get(token: token.rawValue, key: cacheKey, now: at) {
             metrics.cacheHits.increment()
-            return cached
+            return cached.body(requestID: requestID, subject: subject)
         }
         metrics.cacheMisses.increment()
         let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
@@ -476,10 +488,10 @@ public final class VeilService: Sendable {
         ranker.segment = segment
         let ranked = ranker.rank(history: history, session: decision.allowed ? query.session : [], profile: history.isEmpty ? profile : nil,
                                  query: query, now: at)
-        let response = RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
-                                              request_id: requestID, items: ranked.items)
-        cache.put(token: token.rawValue, key: cacheKey, value: response, now: at)
-        return response
+        let rendered = RenderedRecommendation(RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
+                                                                     request_id: requestID, items: ranked.items))
+        cache.put(token: token.rawValue, key: cacheKey, value: rendered, now: at)
+        return rendered.body(requestID: requestID, subject: subject)
     }
 }
 

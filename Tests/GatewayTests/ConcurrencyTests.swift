@@ -83,6 +83,35 @@ import Testing
     }
 }
 
+@Suite struct LinkedIdsAndTheCacheTests {
+    /// Two ids of one person share a token, so they share a cached list; each caller must still see only the
+    /// id it asked about, and an unlink must take effect at once, not when the cached link expires.
+    @Test func linkedIdsShareACachedListButEachSeesOnlyItsOwnId() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 6)
+            _ = try await f.service.linkSubject("shopper-0@example.com", namespace: "default", attributes: .init(email: "s0@example.com"), actor: "test")
+            #expect(try await f.service.linkSubject("loyalty-0", namespace: "default", attributes: .init(email: "S0@example.com"), actor: "test") != nil)
+            let recs = f.keys["recommendation-client"]
+            let first = try await client.call(.get, "/v1/recommendations/shopper-0%40example.com?k=4", key: recs)
+            #expect(first.json["personalized"] as? Bool == true)
+            let second = try await client.call(.get, "/v1/recommendations/loyalty-0?k=4", key: recs)
+            #expect(second.json["personalized"] as? Bool == true)
+            #expect(second.json["subject"] as? String == "loyalty-0")
+            #expect(!second.body.contains("shopper-0"))
+            #expect(second.json["request_id"] as? String != first.json["request_id"] as? String)
+            func items(_ json: [String: Any]) -> [String] { (json["items"] as? [[String: Any]])?.compactMap { $0["item"] as? String } ?? [] }
+            #expect(!items(first.json).isEmpty)
+            #expect(items(second.json) == items(first.json))
+            #expect(try await f.service.unlinkSubject("loyalty-0", namespace: "default", actor: "test"))
+            // loyalty-0 never consented on its own: unlinked, it gets the non-personalized list right away.
+            let after = try await client.call(.get, "/v1/recommendations/loyalty-0?k=4", key: recs)
+            #expect(after.json["personalized"] as? Bool == false)
+            #expect(!after.body.contains("shopper-0"))
+        }
+    }
+}
+
 @Suite struct RotationUnderLoadTests {
     @Test func rotatingTheMasterKeyWhileServingFailsNoRequestAndEveryRowStillReads() async throws {
         let f = try GatewayFixture(cacheTTL: 0)

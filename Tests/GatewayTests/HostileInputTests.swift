@@ -82,6 +82,18 @@ import Testing
                 #expect(r.json["personalized"] as? Bool != true, "\(uri) leaked a personalized answer")
             }
             expectErrorShape(try await client.call(.get, "/v1/recommendations/a%00b", key: recs), 400)
+            // Broken escapes and escapes that decode to invalid UTF-8: a 400 naming the encoding.
+            for bad in ["a%4", "a%zz", "a%", "%C3%28", "%FF"] {
+                let r = try await client.call(.get, "/v1/recommendations/\(bad)", key: recs)
+                expectErrorShape(r, 400)
+                #expect(r.body.contains("percent-encoded"), "\(bad): \(r.body)")
+            }
+            // Escapes decode to the id the app sent, in either case of hex digit.
+            let lower = try await client.call(.get, "/v1/recommendations/shopper-0%40example.com", key: recs)
+            let upper = try await client.call(.get, "/v1/recommendations/shopper-0%40Example.com".replacingOccurrences(of: "E", with: "e"), key: recs)
+            #expect(lower.json["subject"] as? String == "shopper-0@example.com")
+            #expect(upper.json["subject"] as? String == "shopper-0@example.com")
+            #expect(try await client.call(.get, "/v1/recommendations/caf%c3%a9", key: recs).json["subject"] as? String == "café")
             // Header injection through a percent-encoded CRLF in the subject: refused, and no header is added.
             let injected = try await client.call(.get, "/v1/recommendations/a%0D%0AX-Injected:%201", key: recs)
             expectErrorShape(injected, 400)
