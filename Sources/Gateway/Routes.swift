@@ -67,8 +67,15 @@ public enum GatewayRouter {
 extension VeilService {
     /// Authenticates the bearer key and checks the principal's role against the policy.
     func authorize(_ request: Request, action: Action, note: AuditNote) throws -> Principal {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
-            note.update { $0.reason = "missing API key" }
+        // One Authorization field, read without joining repeated fields (HTTPFields' subscript allocates).
+        var fields = 0
+        var value: String?
+        for field in request.headers where field.name == .authorization {
+            fields += 1
+            value = field.value
+        }
+        guard fields == 1, let header = value, header.hasPrefix("Bearer ") else {
+            note.update { $0.reason = fields > 1 ? "more than one Authorization header" : "missing API key" }
             throw GatewayError.unauthenticated
         }
         guard let principal = try principals.authenticate(key: String(header.dropFirst("Bearer ".count))) else {

@@ -115,7 +115,9 @@ public final class VeilService: Sendable {
 
     /// The token of the id as this source knows it, before identity links.
     func sourceToken(for subject: String, principal: Principal) throws -> SubjectToken {
-        guard !subject.isEmpty, subject.utf8.count <= 256, !subject.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        // Control characters (general category Cc: U+0000–U+001F, U+007F–U+009F), tested by value: the Unicode
+        // property lookup was 1% of a cached recommendation request.
+        guard !subject.isEmpty, subject.utf8.count <= 256, !subject.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else {
             throw GatewayError.badRequest("subject must be 1-256 bytes without control characters")
         }
         return tokenizer.token(for: subject, namespace: principal.namespace)

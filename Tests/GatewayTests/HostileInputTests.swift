@@ -82,6 +82,13 @@ import Testing
                 #expect(r.json["personalized"] as? Bool != true, "\(uri) leaked a personalized answer")
             }
             expectErrorShape(try await client.call(.get, "/v1/recommendations/a%00b", key: recs), 400)
+            expectErrorShape(try await client.call(.get, "/v1/recommendations/a%C2%85b", key: recs), 400)  // U+0085, a C1 control
+            // Two Authorization fields (a valid key and another) are refused, not joined or picked from.
+            var twice = HTTPFields()
+            twice.append(HTTPField(name: .authorization, value: "Bearer \(recs ?? "")"))
+            twice.append(HTTPField(name: .authorization, value: "Bearer \(f.keys["admin"] ?? "")"))
+            let doubled = try await client.execute(uri: "/v1/recommendations/u", method: .get, headers: twice)
+            #expect(doubled.status == .unauthorized)
             // Broken escapes and escapes that decode to invalid UTF-8: a 400 naming the encoding.
             for bad in ["a%4", "a%zz", "a%", "%C3%28", "%FF"] {
                 let r = try await client.call(.get, "/v1/recommendations/\(bad)", key: recs)
