@@ -91,6 +91,11 @@ public final class SubjectKeys: Sendable {
             arguments: [token, ring.currentVersion, Data(wrapped), Int64(Date().timeIntervalSince1970)])
         try db.cachedStatement(sql: "DELETE FROM shredded_subjects WHERE token = ?").execute(arguments: [token])
         remember(token, key)
+        if db.isInsideTransaction {
+            // The wrapped key is stored only if this transaction commits: on rollback, a remembered key would
+            // seal later rows with a key no restart can find.
+            db.afterNextTransaction(onCommit: { _ in }, onRollback: { _ in self.cache.withLock { _ = $0.removeValue(forKey: token) } })
+        }
         return key
     }
 

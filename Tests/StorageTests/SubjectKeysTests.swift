@@ -55,6 +55,23 @@ struct Fixture {
         #expect(try f.read(id: "n1", keys: SubjectKeys(ring: f.ring)) == "viewed sku-1")
     }
 
+    /// A key created in a transaction that rolls back was never stored: a later write must not seal with it
+    /// (from memory), or that row could never be opened again once the process restarts.
+    @Test func aKeyFromARolledBackTransactionIsNotUsedLater() throws {
+        let f = try Fixture()
+        struct Abort: Error {}
+        #expect(throws: Abort.self) {
+            try f.store.pool.write { db in
+                _ = try f.keys.seal(Array("lost".utf8), token: f.token("u-9"), table: "notes", rowID: "n0", in: db)
+                throw Abort()
+            }
+        }
+        try f.write(subject: "u-9", id: "n1", body: "kept")
+        #expect(try f.read(id: "n1") == "kept")
+        // A restarted process (a fresh cache) must read it too.
+        #expect(try f.read(id: "n1", keys: SubjectKeys(ring: f.ring)) == "kept")
+    }
+
     @Test func ciphertextMovedToAnotherRowFailsToOpen() throws {
         let f = try Fixture()
         try f.write(subject: "u-1", id: "n1", body: "first")
