@@ -35,6 +35,8 @@ public enum Runtime {
 
     /// Opens (and migrates) the operational database.
     public static func openOperationalStore(_ paths: RuntimePaths) throws -> Store {
-        try Store(path: paths.operationalDatabase, migrations: operationalMigrations, configuration: .init(fullSync: false))
+        // WAL checkpoints beside the writer: in the commit path they were 8% of ingestion time.
+        try Store(path: paths.operationalDatabase, migrations: operationalMigrations,
+                  configuration: .init(fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25))
     }
 }

@@ -145,18 +145,40 @@ public enum Clean {
         s.utf8.count <= n ? s : String(decoding: Array(s.utf8.prefix(n)), as: UTF8.self)
     }
 
-    /// A stable text rendering of fields, for content hashing.
-    static func canonical(_ fields: [String: FieldValue]) -> String {
-        fields.keys.sorted().map { "\($0)=\(render(fields[$0]!))" }.joined(separator: ";")
+    /// A stable, unambiguous byte rendering of fields (keys sorted, strings length-prefixed, numbers by their
+    /// bits), for content hashing. Rendering numbers as text made this 12% of ingestion time.
+    static func canonical(_ fields: [String: FieldValue], into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        for key in fields.keys.sorted() {
+            put(key, &out)
+            render(fields[key]!, &out)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 
-    private static func render(_ v: FieldValue) -> String {
+    private static func put(_ s: String, _ out: inout [UInt8]) {
+        var n = UInt32(s.utf8.count).littleEndian
+        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+        out.append(contentsOf: s.utf8)
+    }
+
+    private static func render(_ v: FieldValue, _ out: inout [UInt8]) {
         switch v {
-        case .string(let s): return "s:\(s)"
-        case .number(let n): return "n:\(n)"
-        case .bool(let b): return "b:\(b)"
-        case .list(let l): return "[" + l.map(render).joined(separator: ",") + "]"
-        case .object(let o): return "{" + canonical(o) + "}"
+        case .string(let s):
+            out.append(UInt8(ascii: "s"))
+            put(s, &out)
+        case .number(let n):
+            out.append(UInt8(ascii: "n"))
+            var bits = (n == 0 ? 0 : n).bitPattern.littleEndian  // -0 and 0 are one value
+            withUnsafeBytes(of: &bits) { out.append(contentsOf: $0) }
+        case .bool(let b):
+            out.append(b ? UInt8(ascii: "t") : UInt8(ascii: "f"))
+        case .list(let l):
+            out.append(UInt8(ascii: "["))
+            for element in l { render(element, &out) }
+            out.append(UInt8(ascii: "]"))
+        case .object(let o):
+            canonical(o, into: &out)
         }
     }
 }

@@ -185,7 +185,11 @@ public struct EventParser: Sendable {
                 throw BatchError(reason: "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected rating, click, add_to_cart or dwell")
             }
         }
-        let contentKey = Hash.blake2b(Array("\(kind.rawValue)|\(subject)|\(timestamp / 10)|\(Clean.canonical(fields))".utf8), length: 16).hexString
+        var content: [UInt8] = []
+        content.reserveCapacity(256)
+        content.append(contentsOf: "\(kind.rawValue)|\(subject)|\(timestamp / 10)|".utf8)
+        Clean.canonical(fields, into: &content)
+        let contentKey = Hash.blake2b(content, length: 16).hexString
         let expected = kind.expectedFields
         let present = expected.filter { names in names.contains { fields[$0] != nil } }.count
         return CleanEvent(id: id, kind: kind, subject: subject, timestamp: timestamp, source: source, fields: fields,

@@ -29,6 +29,28 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
         #expect(r.events.map(\.event.completeness) == [1, 1, 1, 1, 1])
     }
 
+    /// The content key finds a repeated delivery under a new id: equal for equal content however it is spelled,
+    /// different as soon as any value differs.
+    @Test func contentKeysIgnoreIdsAndSpellingButNotValues() throws {
+        let view: [String: Any] = ["item": "sku-1", "dwell_ms": 12000, "scroll_depth": 0.5]
+        let r = try parse([
+            base("page_view", view),
+            base("page_view", view).merging(["id": "e2", "dwell_ms": 12000.0, "timestamp": "2026-09-21T12:00:00+02:00"]) { _, b in b },
+            base("page_view", view).merging(["dwell_ms": 12001]) { _, b in b },
+            base("page_view", view).merging(["item": "sku-2"]) { _, b in b },
+            base("page_view", view).merging(["subject": "u-2"]) { _, b in b },
+            base("purchase", ["order": "o-1", "lines": [["item": "sku-1", "quantity": 1, "unit_price": 10, "currency": "EUR"],
+                                                        ["item": "sku-2", "quantity": 1, "unit_price": 10, "currency": "EUR"]]]),
+            base("purchase", ["order": "o-1", "lines": [["item": "sku-2", "quantity": 1, "unit_price": 10, "currency": "EUR"],
+                                                        ["item": "sku-1", "quantity": 1, "unit_price": 10, "currency": "EUR"]]]),
+        ])
+        #expect(r.rejected.isEmpty)
+        let keys = r.events.map(\.event.contentKey)
+        #expect(keys[0] == keys[1])
+        #expect(Set(keys[1...4]).count == 4)
+        #expect(keys[5] != keys[6])  // line order is content
+    }
+
     @Test func pageViewVersion1IsUpgradedAndUnknownVersionsAreRefused() throws {
         let r = try parse([
             base("page_view", ["schema_version": 1, "item": "sku-1", "dwell": 12.5]),
