@@ -233,12 +233,24 @@ public struct FeatureStore: Sendable {
         try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM interactions WHERE token = ?) OR EXISTS(SELECT 1 FROM profiles WHERE token = ?)"), arguments: [token.rawValue, token.rawValue]) ?? false
     }
 
-    /// Counts an anonymous interaction with `item` on `day` (no subject, no consent needed).
-    public func countAnonymous(item: String, time: Int64, in db: Database) throws {
-        try db.cachedStatement(sql: """
-            INSERT INTO item_daily_counts (item, day, count) VALUES (?, ?, 1)
-            ON CONFLICT(item, day) DO UPDATE SET count = count + 1
-            """).execute(arguments: [item, time / 86_400])
+    /// An item's anonymous interactions on one day (days since the epoch, UTC).
+    public struct AnonymousCount: Hashable, Sendable {
+        public var item: String
+        public var day: Int64
+        public init(item: String, day: Int64) {
+            self.item = item
+            self.day = day
+        }
+    }
+
+    /// Adds anonymous interaction counts (no subject, no consent needed): one statement per item and day of a
+    /// batch, not one per event.
+    public func countAnonymous(_ counts: [AnonymousCount: Int], in db: Database) throws {
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO item_daily_counts (item, day, count) VALUES (?, ?, ?)
+            ON CONFLICT(item, day) DO UPDATE SET count = count + excluded.count
+            """)
+        for (key, n) in counts { try statement.execute(arguments: [key.item, key.day, n]) }
     }
 
     // MARK: - Catalog

@@ -270,6 +270,7 @@ public final class VeilService: Sendable {
             // Per batch: one consent lookup and one identity record per subject, not per event.
             var decisions: [SubjectToken: Bool] = [:]
             var tokens: [String: SubjectToken] = [:]
+            var anonymousCounts: [FeatureStore.AnonymousCount: Int] = [:]
             for (_, event) in screened.kept {
                 let token = try tokens[event.subject] ?? linker.canonical(tokenizer.token(for: event.subject, namespace: principal.namespace), in: db)
                 tokens[event.subject] = token
@@ -290,7 +291,7 @@ public final class VeilService: Sendable {
                 quality[event.source, default: .init()].accepted += 1
                 // Freshness is about deliveries: a backfill of old events is fresh data from a live source.
                 quality[event.source, default: .init()].lastEvent = Int64(at.timeIntervalSince1970)
-                for signal in event.signals { try features.countAnonymous(item: signal.item, time: event.timestamp, in: db) }
+                for signal in event.signals { anonymousCounts[.init(item: signal.item, day: event.timestamp / 86_400), default: 0] += 1 }
                 let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed
                 decisions[token] = allowed
                 guard allowed, policy.purposes[Self.personalization]?.categories.contains(event.kind.category) == true else {
@@ -317,6 +318,7 @@ public final class VeilService: Sendable {
                 if !touched.contains(token.rawValue) { try identities.remember(subject: event.subject, token: token, in: db) }
                 touched.insert(token.rawValue)
             }
+            try features.countAnonymous(anonymousCounts, in: db)
             try sourceQuality.record(quality, in: db)
             return IngestResult(accepted: accepted, duplicates: duplicates, anonymized: anonymized,
                                 rejected: rejections.map { .init(index: $0.index, reason: $0.reason) })

@@ -33,21 +33,22 @@ public enum Clean {
         text(s).precomposedStringWithCompatibilityMapping.folding(options: [.caseInsensitive], locale: nil).lowercased()
     }
 
-    private static let booleanType: Any.Type = type(of: (try! JSONSerialization.jsonObject(with: Data("[true]".utf8)) as! [Any])[0])
-
-    /// Whether a JSONSerialization value was a JSON `true` or `false` (which also bridge to NSNumber).
-    static func isJSONBoolean(_ value: Any) -> Bool { type(of: value) == booleanType }
-
-    /// Epoch seconds (UTC) from ISO 8601 (with or without fractional seconds, any offset) or epoch milliseconds.
-    public static func timestamp(_ value: Any?) -> Int64? {
-        if let value, let n = value as? NSNumber, !isJSONBoolean(value) {
-            let ms = n.doubleValue
+    /// Epoch seconds (UTC) from a JSON value: ISO 8601 text (with or without fractional seconds, any offset) or
+    /// a number of epoch milliseconds.
+    public static func timestamp(_ value: JSONValue?) -> Int64? {
+        switch value {
+        case .number(let ms)?:
             guard ms.isFinite, ms > 0, ms < 1e14 else { return nil }
             return Int64(ms / 1000)
+        case .string(let s)?:
+            return parseISO8601(s)
+        default:
+            return nil
         }
-        guard let s = value as? String else { return nil }
-        return parseISO8601(s)
     }
+
+    /// Epoch seconds (UTC) from ISO 8601 text.
+    public static func timestamp(_ s: String) -> Int64? { parseISO8601(s) }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM|±HHMM)` to epoch seconds (UTC).
     /// Written by hand: Foundation's ISO8601DateFormatter costs tens of microseconds per call on Linux.

@@ -32,13 +32,13 @@ public struct EventParser: Sendable {
     /// - Throws: ``BatchError`` for malformed JSON, a missing `events` list, or a batch over the limits.
     public func parse(body: [UInt8], now: Date) throws -> (events: [(index: Int, event: CleanEvent)], rejected: [Rejection]) {
         guard body.count <= limits.maxBytes else { throw BatchError(reason: "batch is larger than \(limits.maxBytes) bytes") }
-        let json: Any
+        let json: JSONValue
         do {
-            json = try JSONSerialization.jsonObject(with: Data(body), options: [])
+            json = try JSONReader.parse(body)
         } catch {
-            throw BatchError(reason: "body is not valid JSON")
+            throw BatchError(reason: "body is not valid JSON: \(error.reason)")
         }
-        guard let object = json as? [String: Any], let list = object["events"] as? [Any] else {
+        guard let list = json.objectValue?["events"]?.arrayValue else {
             throw BatchError(reason: "body must be an object with an 'events' list")
         }
         guard list.count <= limits.maxEvents else { throw BatchError(reason: "batch has \(list.count) events; the limit is \(limits.maxEvents)") }
@@ -46,11 +46,11 @@ public struct EventParser: Sendable {
         var rejected: [Rejection] = []
         for (index, raw) in list.enumerated() {
             do {
-                guard let dict = raw as? [String: Any] else { throw BatchError(reason: "event must be an object") }
+                guard let dict = raw.objectValue else { throw BatchError(reason: "event must be an object") }
                 events.append((index, try parseEvent(dict, now: now)))
             } catch let error as BatchError {
                 // A source that is no channel name is counted as "invalid", never stored or shown as sent.
-                let source = ((raw as? [String: Any])?["source"] as? String).map { Clean.channel($0) ?? "invalid" }
+                let source = raw.objectValue?["source"]?.stringValue.map { Clean.channel($0) ?? "invalid" }
                 rejected.append(Rejection(index: index, reason: error.reason, source: source))
             }
         }
@@ -58,7 +58,7 @@ public struct EventParser: Sendable {
     }
 
     /// Validates and cleans one event object.
-    public func parseEvent(_ raw: [String: Any], now: Date) throws -> CleanEvent {
+    public func parseEvent(_ raw: [String: JSONValue], now: Date) throws -> CleanEvent {
         var raw = raw
         let id = try requiredString(raw, "id")
         let kindName = try requiredString(raw, "kind")
@@ -71,7 +71,7 @@ public struct EventParser: Sendable {
         }
         if kind == .pageView && version == 1 {
             // v1 sent dwell time in seconds as `dwell`; v2 sends milliseconds as `dwell_ms`.
-            if let seconds = raw["dwell"] as? Double { raw["dwell_ms"] = seconds * 1000 }
+            if let seconds = raw["dwell"]?.numberValue { raw["dwell_ms"] = .number(seconds * 1000) }
             raw["dwell"] = nil
         }
         let subject = try requiredString(raw, "subject")
@@ -104,15 +104,15 @@ public struct EventParser: Sendable {
                 guard (0...1).contains(depth) else { throw BatchError(reason: "scroll_depth must be between 0 and 1") }
                 fields["scroll_depth"] = .number(depth)
             }
-            if let referrer = raw["referrer"] as? String { fields["referrer"] = .string(Clean.truncate(referrer, limits.maxStringLength)) }
-            if let device = raw["device"] as? String { fields["device"] = .string(Clean.text(device)) }
+            if let referrer = raw["referrer"]?.stringValue { fields["referrer"] = .string(Clean.truncate(referrer, limits.maxStringLength)) }
+            if let device = raw["device"]?.stringValue { fields["device"] = .string(Clean.text(device)) }
             signals.append(ItemSignal(item: item, kind: "page_view", weight: 1))
         case .purchase:
             fields["order"] = .string(try requiredString(raw, "order"))
-            guard let lines = raw["lines"] as? [Any], !lines.isEmpty else { throw BatchError(reason: "purchase needs a non-empty 'lines' list") }
+            guard let lines = raw["lines"]?.arrayValue, !lines.isEmpty else { throw BatchError(reason: "purchase needs a non-empty 'lines' list") }
             var cleanLines: [FieldValue] = []
             for (n, entry) in lines.enumerated() {
-                guard let line = entry as? [String: Any] else { throw BatchError(reason: "lines[\(n)] must be an object") }
+                guard let line = entry.objectValue else { throw BatchError(reason: "lines[\(n)] must be an object") }
                 let item = try requiredString(line, "item", path: "lines[\(n)].")
                 guard let quantity = try optionalNumber(line, "quantity", path: "lines[\(n)]."), quantity > 0, quantity == quantity.rounded() else {
                     throw BatchError(reason: "lines[\(n)].quantity must be a positive whole number")
@@ -120,7 +120,7 @@ public struct EventParser: Sendable {
                 guard let price = try optionalNumber(line, "unit_price", path: "lines[\(n)]."), price >= 0 else {
                     throw BatchError(reason: "lines[\(n)].unit_price must be a non-negative number")
                 }
-                guard let currency = Clean.currency(line["currency"] as? String) else {
+                guard let currency = Clean.currency(line["currency"]?.stringValue) else {
                     throw BatchError(reason: "lines[\(n)].currency must be a three-letter ISO 4217 code")
                 }
                 let q = cap("lines[\(n)].quantity", quantity, max: limits.maxQuantity)
@@ -133,17 +133,17 @@ public struct EventParser: Sendable {
             let query = Clean.searchTerms(try requiredString(raw, "query"))
             guard !query.isEmpty else { throw BatchError(reason: "query is empty after cleaning") }
             fields["query"] = .string(Clean.truncate(query, limits.maxStringLength))
-            if let filters = raw["filters"] as? [String: Any] {
-                fields["filters"] = .object(filters.compactMapValues { ($0 as? String).map { .string(Clean.text($0)) } })
+            if let filters = raw["filters"]?.objectValue {
+                fields["filters"] = .object(filters.compactMapValues { $0.stringValue.map { .string(Clean.text($0)) } })
             }
-            let shown = (raw["shown"] as? [Any])?.compactMap { $0 as? String } ?? []
+            let shown = raw["shown"]?.arrayValue?.compactMap(\.stringValue) ?? []
             fields["shown"] = .list(shown.map { .string($0) })
             var clicked: [FieldValue] = []
-            for (n, entry) in ((raw["clicked"] as? [Any]) ?? []).enumerated() {
-                guard let click = entry as? [String: Any], let item = click["item"] as? String, !item.isEmpty else {
+            for (n, entry) in (raw["clicked"]?.arrayValue ?? []).enumerated() {
+                guard let click = entry.objectValue, let item = click["item"]?.stringValue, !item.isEmpty else {
                     throw BatchError(reason: "clicked[\(n)] must be an object with an 'item'")
                 }
-                let position = (click["position"] as? Double).map { FieldValue.number($0) } ?? .number(-1)
+                let position = click["position"]?.numberValue.map { FieldValue.number($0) } ?? .number(-1)
                 clicked.append(.object(["item": .string(item), "position": position]))
                 signals.append(ItemSignal(item: item, kind: "search_click", weight: 1))
             }
@@ -159,7 +159,7 @@ public struct EventParser: Sendable {
                 fields["birth_year"] = .number(year)
             }
             for key in ["gender", "location", "device"] {
-                if let value = raw[key] as? String { fields[key] = .string(Clean.text(value)) }
+                if let value = raw[key]?.stringValue { fields[key] = .string(Clean.text(value)) }
             }
             // Identifiers an app might send along are kept here only so the minimizer can be seen dropping them.
             for key in ["email", "name", "ip", "phone"] where raw[key] != nil { fields[key] = .string("") }
@@ -197,22 +197,18 @@ public struct EventParser: Sendable {
                           contentKey: contentKey)
     }
 
-    private func requiredString(_ raw: [String: Any], _ key: String, path: String = "") throws -> String {
+    private func requiredString(_ raw: [String: JSONValue], _ key: String, path: String = "") throws -> String {
         guard let value = raw[key] else { throw BatchError(reason: "missing field '\(path)\(key)'") }
-        guard let string = value as? String else { throw BatchError(reason: "field '\(path)\(key)' must be a string") }
+        guard let string = value.stringValue else { throw BatchError(reason: "field '\(path)\(key)' must be a string") }
         let cleaned = Clean.text(string)
         guard !cleaned.isEmpty else { throw BatchError(reason: "field '\(path)\(key)' must not be empty") }
         guard cleaned.utf8.count <= limits.maxStringLength else { throw BatchError(reason: "field '\(path)\(key)' is longer than \(limits.maxStringLength) bytes") }
         return cleaned
     }
 
-    private func optionalNumber(_ raw: [String: Any], _ key: String, path: String = "") throws -> Double? {
-        guard let value = raw[key], !(value is NSNull) else { return nil }
-        // JSONSerialization turns true/false into NSNumber too; refuse them as numbers.
-        guard let number = value as? NSNumber, !Clean.isJSONBoolean(value) else {
-            throw BatchError(reason: "field '\(path)\(key)' must be a number")
-        }
-        let d = number.doubleValue
+    private func optionalNumber(_ raw: [String: JSONValue], _ key: String, path: String = "") throws -> Double? {
+        guard let value = raw[key], !value.isNull else { return nil }
+        guard let d = value.numberValue else { throw BatchError(reason: "field '\(path)\(key)' must be a number") }
         guard d.isFinite, abs(d) < 1e15 else { throw BatchError(reason: "field '\(path)\(key)' is out of range") }
         return d
     }

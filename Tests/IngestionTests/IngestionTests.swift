@@ -114,7 +114,8 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
         #expect(utc == 1_795_168_800)
         #expect(Clean.timestamp("2026-11-20T11:30:00+01:30") == utc)
         #expect(Clean.timestamp("2026-11-20T05:00:00.250-0500") == utc)
-        #expect(Clean.timestamp(1_795_168_800_000 as NSNumber) == utc)
+        #expect(Clean.timestamp(JSONValue.number(1_795_168_800_000)) == utc)
+        #expect(Clean.timestamp(JSONValue.bool(true)) == nil)
         #expect(Clean.timestamp("20 Nov 2026") == nil)
         #expect(Clean.timestamp("2026-02-30T00:00:00Z") == nil)
     }
