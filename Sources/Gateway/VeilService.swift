@@ -239,6 +239,20 @@ public final class VeilService: Sendable {
     // MARK: - Events
 
     /// Validate → clean → consent → tokenize → minimize → seal → commit, for a whole batch in one transaction.
+    /// An event with the work that needs no database done.
+    struct PreparedEvent {
+        let event: CleanEvent
+        /// The subject's token in the sending namespace, before identity links.
+        let source: SubjectToken
+        /// Keyed hashes of the event id and of its content, for deduplication.
+        let deliveryID: String
+        let content: String
+        /// The minimized fields; nil when the personalization purpose does not cover the event's category.
+        let kept: [String: FieldValue]?
+        /// Signed hash buckets of a search query's words.
+        let terms: [Int32]
+    }
+
     func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) throws -> IngestResult {
         let at = now()
         let parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
@@ -261,6 +275,21 @@ public final class VeilService: Sendable {
         for (_, event) in screened.kept { quality[event.source, default: .init()].events += 1 }
         for (source, n) in screened.flagged { quality[source, default: .init()].outliers += n }
         let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
+        // Everything that needs no database is done before the write transaction, which batches from concurrent
+        // requests take in turn: keyed hashes, minimization, search-term hashing.
+        let personalizable = policy.purposes[Self.personalization]?.categories ?? []
+        var sourceTokens: [String: SubjectToken] = [:]
+        let prepared = screened.kept.map { (_, event) -> PreparedEvent in
+            let source = sourceTokens[event.subject] ?? tokenizer.token(for: event.subject, namespace: principal.namespace)
+            sourceTokens[event.subject] = source
+            let kept = personalizable.contains(event.kind.category) ? minimizer.minimize(event.fields, category: event.kind.category) : nil
+            var terms: [Int32] = []
+            if event.kind == .search, let query = kept?["query"]?.stringValue { terms = Array(termHasher.signedTerms(query).prefix(32)) }
+            return PreparedEvent(event: event, source: source,
+                                 deliveryID: Hash.keyed(Array("\(principal.namespace)|\(event.id)".utf8), key: ring.pseudonymKey, length: 16).hexString,
+                                 content: Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString,
+                                 kept: kept, terms: terms)
+        }
         var touched = Set<String>()
         var outcomes: [(token: String, kind: String, item: String)] = []
         let result = try store.pool.write { db -> IngestResult in
@@ -271,17 +300,16 @@ public final class VeilService: Sendable {
             var decisions: [SubjectToken: Bool] = [:]
             var tokens: [String: SubjectToken] = [:]
             var anonymousCounts: [FeatureStore.AnonymousCount: Int] = [:]
-            for (_, event) in screened.kept {
-                let token = try tokens[event.subject] ?? linker.canonical(tokenizer.token(for: event.subject, namespace: principal.namespace), in: db)
+            for p in prepared {
+                let event = p.event, deliveryID = p.deliveryID
+                let token = try tokens[event.subject] ?? linker.canonical(p.source, in: db)
                 tokens[event.subject] = token
                 if gpcHeader && !gpcDone.contains(token) {
                     try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
                                          noticeVersion: policy.notices.keys.sorted().last!, jurisdiction: "unspecified", in: db)
                     gpcDone.insert(token)
                 }
-                let deliveryID = Hash.keyed(Array("\(principal.namespace)|\(event.id)".utf8), key: ring.pseudonymKey, length: 16).hexString
-                let content = Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString
-                guard try deliveries.firstDelivery(token: token, id: deliveryID, content: content, at: event.timestamp, in: db) else {
+                guard try deliveries.firstDelivery(token: token, id: deliveryID, content: p.content, at: event.timestamp, in: db) else {
                     duplicates += 1
                     quality[event.source, default: .init()].duplicates += 1
                     continue
@@ -294,22 +322,18 @@ public final class VeilService: Sendable {
                 for signal in event.signals { anonymousCounts[.init(item: signal.item, day: event.timestamp / 86_400), default: 0] += 1 }
                 let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed
                 decisions[token] = allowed
-                guard allowed, policy.purposes[Self.personalization]?.categories.contains(event.kind.category) == true else {
+                guard allowed, let kept = p.kept else {
                     anonymized += 1
                     continue
                 }
-                let kept = minimizer.minimize(event.fields, category: event.kind.category)
                 if event.kind == .profile {
                     try features.setProfile(kept.compactMapValues { $0.stringValue }, token: token, in: db)
                 }
-                if event.kind == .search, let query = kept["query"]?.stringValue {
+                if !p.terms.isEmpty {
                     // Only hashed buckets of the words are kept: enough to match item text, not to read the query back.
-                    let terms = termHasher.signedTerms(query)
-                    if !terms.isEmpty {
-                        try features.add(StoredInteraction(item: "", kind: "search_terms", weight: 1, time: event.timestamp, terms: Array(terms.prefix(32)),
-                                                           termWidth: Int32(termHasher.width)),
-                                         id: "\(deliveryID)-q", token: token, in: db)
-                    }
+                    try features.add(StoredInteraction(item: "", kind: "search_terms", weight: 1, time: event.timestamp, terms: p.terms,
+                                                       termWidth: Int32(termHasher.width)),
+                                     id: "\(deliveryID)-q", token: token, in: db)
                 }
                 for (n, signal) in event.signals.enumerated() {
                     try features.add(StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),

@@ -73,6 +73,8 @@ struct BenchCommand: AsyncParsableCommand {
         @Option var days = 60
         @Option var batch = 500
         @Option(help: "Runs, each on a fresh data directory; the median is reported.") var trials = 3
+        @Option(help: "Batches in flight at once, as from that many clients (the gateway overlaps one batch's parsing with another's commit).")
+        var streams = 1
 
         func run() async throws {
             let policies = FileManager.default.fileExists(atPath: "./Policies/purposes.yaml") ? "./Policies"
@@ -94,14 +96,24 @@ struct BenchCommand: AsyncParsableCommand {
                 let app = try service.benchPrepare(shop: shop)
                 let clock = ContinuousClock()
                 var accepted = 0
+                let streams = max(self.streams, 1), batches = batches
                 let elapsed = try await clock.measure {
-                    for b in batches { accepted += try await service.benchIngest(body: b, principal: app) }
+                    accepted = try await withThrowingTaskGroup(of: Int.self) { group in
+                        for s in 0..<streams {
+                            group.addTask {
+                                var n = 0
+                                for b in stride(from: s, to: batches.count, by: streams) { n += try await service.benchIngest(body: batches[b], principal: app) }
+                                return n
+                            }
+                        }
+                        return try await group.reduce(0, +)
+                    }
                 }
                 rates.append(Double(accepted) / elapsed.seconds)
-                print(String(format: "ingest trial %d: %d events in %d batches of %d, %.2f s, %.0f events/s (%d users, 7/8 consenting)",
-                             trial, accepted, batches.count, batch, elapsed.seconds, rates.last!, users))
+                print(String(format: "ingest trial %d: %d events in %d batches of %d, %d in flight, %.2f s, %.0f events/s (%d users, 7/8 consenting)",
+                             trial, accepted, batches.count, batch, streams, elapsed.seconds, rates.last!, users))
             }
-            print(String(format: "ingest: median %.0f events/s over %d trials", rates.sorted()[rates.count / 2], rates.count))
+            print(String(format: "ingest: median %.0f events/s over %d trials, %d batch(es) in flight", rates.sorted()[rates.count / 2], rates.count, max(streams, 1)))
         }
     }
 }
