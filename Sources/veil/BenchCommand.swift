@@ -73,47 +73,53 @@ struct BenchCommand: AsyncParsableCommand {
         @Option var days = 60
         @Option var batch = 500
         @Option(help: "Runs, each on a fresh data directory; the median is reported.") var trials = 3
-        @Option(help: "Batches in flight at once, as from that many clients (the gateway overlaps one batch's parsing with another's commit).")
-        var streams = 1
+        @Option(help: "Batches in flight at once, as from that many clients (the gateway overlaps one batch's parsing with another's commit); several values are measured in turn.")
+        var streams: [Int] = [1, 2]
 
         func run() async throws {
             let policies = FileManager.default.fileExists(atPath: "./Policies/purposes.yaml") ? "./Policies"
                 : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Policies").path
             let shop = SampleShop(users: users, items: 1000, days: days, seed: 1)
-            var batches: [[UInt8]] = []
+            var encoded: [[UInt8]] = []
             for start in stride(from: 0, to: shop.events.count, by: batch) {
-                batches.append(Array(try JSONEncoder().encode(["events": Array(shop.events[start..<min(start + batch, shop.events.count)])])))
+                encoded.append(Array(try JSONEncoder().encode(["events": Array(shop.events[start..<min(start + batch, shop.events.count)])])))
             }
-            var rates: [Double] = []
+            let batches = encoded
+            var rates: [Int: [Double]] = [:]
+            // Trials of each setting alternate, so a change in the shared host's speed affects them alike.
             for trial in 1...max(trials, 1) {
-                let dir = NSTemporaryDirectory() + "veil-bench-ingest-\(UUID().uuidString.prefix(8))"
-                defer { try? FileManager.default.removeItem(atPath: dir) }
-                let paths = RuntimePaths(dataDirectory: dir + "/data", keysDirectory: dir + "/Keys", policiesDirectory: policies)
-                try KeyRing.initialize(directory: paths.keysDirectory)
-                var logger = Logger(label: "bench")
-                logger.logLevel = .error
-                let service = try VeilService(paths: paths, passphrase: nil, logger: logger)
-                let app = try service.benchPrepare(shop: shop)
-                let clock = ContinuousClock()
-                var accepted = 0
-                let streams = max(self.streams, 1), batches = batches
-                let elapsed = try await clock.measure {
-                    accepted = try await withThrowingTaskGroup(of: Int.self) { group in
-                        for s in 0..<streams {
-                            group.addTask {
-                                var n = 0
-                                for b in stride(from: s, to: batches.count, by: streams) { n += try await service.benchIngest(body: batches[b], principal: app) }
-                                return n
+                for streams in self.streams.map({ max($0, 1) }) {
+                    let dir = NSTemporaryDirectory() + "veil-bench-ingest-\(UUID().uuidString.prefix(8))"
+                    defer { try? FileManager.default.removeItem(atPath: dir) }
+                    let paths = RuntimePaths(dataDirectory: dir + "/data", keysDirectory: dir + "/Keys", policiesDirectory: policies)
+                    try KeyRing.initialize(directory: paths.keysDirectory)
+                    var logger = Logger(label: "bench")
+                    logger.logLevel = .error
+                    let service = try VeilService(paths: paths, passphrase: nil, logger: logger)
+                    let app = try service.benchPrepare(shop: shop)
+                    let clock = ContinuousClock()
+                    var accepted = 0
+                    let elapsed = try await clock.measure {
+                        accepted = try await withThrowingTaskGroup(of: Int.self) { group in
+                            for s in 0..<streams {
+                                group.addTask {
+                                    var n = 0
+                                    for b in stride(from: s, to: batches.count, by: streams) { n += try await service.benchIngest(body: batches[b], principal: app) }
+                                    return n
+                                }
                             }
+                            return try await group.reduce(0, +)
                         }
-                        return try await group.reduce(0, +)
                     }
+                    let rate = Double(accepted) / elapsed.seconds
+                    rates[streams, default: []].append(rate)
+                    print(String(format: "ingest trial %d: %d events in %d batches of %d, %d in flight, %.2f s, %.0f events/s (%d users, 7/8 consenting)",
+                                 trial, accepted, batches.count, batch, streams, elapsed.seconds, rate, users))
                 }
-                rates.append(Double(accepted) / elapsed.seconds)
-                print(String(format: "ingest trial %d: %d events in %d batches of %d, %d in flight, %.2f s, %.0f events/s (%d users, 7/8 consenting)",
-                             trial, accepted, batches.count, batch, streams, elapsed.seconds, rates.last!, users))
             }
-            print(String(format: "ingest: median %.0f events/s over %d trials, %d batch(es) in flight", rates.sorted()[rates.count / 2], rates.count, max(streams, 1)))
+            for (streams, r) in rates.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "ingest: median %.0f events/s over %d trials, %d batch(es) in flight", r.sorted()[r.count / 2], r.count, streams))
+            }
         }
     }
 }
