@@ -27,8 +27,11 @@ public struct RecommendationResponse: Codable, Sendable, Equatable {
 struct RenderedRecommendation: Sendable {
     /// Everything before the request id's value.
     let head: [UInt8]
+    /// Why the list is (not) personalized, for the audit entry of each request the cache answers.
+    let auditReason: String
 
-    init(_ r: RecommendationResponse) {
+    init(_ r: RecommendationResponse, auditReason: String) {
+        self.auditReason = auditReason
         var out: [UInt8] = []
         out.reserveCapacity(128 + r.items.count * 128)
         func raw(_ s: String) { out.append(contentsOf: s.utf8) }

@@ -492,6 +492,7 @@ public final class VeilService: Sendable {
         let cacheKey = "\(model.version)|\(arms.joined(separator: ","))|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
         if let cached = cache.get(token: token.rawValue, key: cacheKey, now: at) {
             metrics.cacheHits.increment()
+            note.update { $0.reason = cached.auditReason + " (cached)" }
             return cached.body(requestID: requestID, subject: subject)
         }
         metrics.cacheMisses.increment()
@@ -510,14 +511,16 @@ public final class VeilService: Sendable {
         let segment = history.isEmpty ? nil
             : model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: Int64(at.timeIntervalSince1970))
         let offers = marketing ? promotionOffers(campaigns, model: model, token: token, history: history, segment: segment, profile: profile, at: at) : []
-        note.update { $0.reason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)" }
+        let auditReason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)"
+        note.update { $0.reason = auditReason }
         var ranker = Ranker(model: model, variant: variant)
         ranker.promotions = offers
         ranker.segment = segment
         let ranked = ranker.rank(history: history, session: decision.allowed ? query.session : [], profile: history.isEmpty ? profile : nil,
                                  query: query, now: at)
         let rendered = RenderedRecommendation(RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
-                                                                     request_id: requestID, items: ranked.items))
+                                                                     request_id: requestID, items: ranked.items),
+                                              auditReason: auditReason)
         cache.put(token: token.rawValue, key: cacheKey, value: rendered, now: at)
         return rendered.body(requestID: requestID, subject: subject)
     }

@@ -121,6 +121,8 @@ public final class Store: Sendable {
 final class BackgroundCheckpointer: @unchecked Sendable {
     // @unchecked: the timer is set up in init and only cancelled after, both thread-safe in libdispatch.
     private let timer: any DispatchSourceTimer
+    /// Below this, the WAL is left to the writer's autocheckpoint and to the close.
+    static let minimumWALBytes = 1 << 20
 
     init(path: String, interval: TimeInterval, synchronous: String) throws {
         var config = Configuration()
@@ -129,8 +131,12 @@ final class BackgroundCheckpointer: @unchecked Sendable {
         let connection = try DatabaseQueue(path: path, configuration: config)
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "veil.checkpoint", qos: .utility))
         timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(50))
+        let wal = path + "-wal"
         timer.setEventHandler {
-            // A failure here is harmless: the writer's autocheckpoint still bounds the WAL.
+            // An idle database is left alone (a stat, not a transaction); a failure is harmless, since the
+            // writer's autocheckpoint still bounds the WAL.
+            var info = stat()
+            guard stat(wal, &info) == 0, info.st_size >= Self.minimumWALBytes else { return }
             _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
         }
         timer.resume()

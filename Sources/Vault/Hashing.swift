@@ -58,14 +58,17 @@ extension Array where Element == UInt8 {
 
     /// Lower-case hexadecimal.
     public var hexString: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var chars = [UInt8]()
-        chars.reserveCapacity(count * 2)
-        for byte in self {
-            chars.append(digits[Int(byte >> 4)])
-            chars.append(digits[Int(byte & 0x0f)])
+        // Written straight into the string's storage: tokens and hashes are rendered several times per request.
+        String(unsafeUninitializedCapacity: count * 2) { out in
+            func digit(_ n: UInt8) -> UInt8 { n < 10 ? n + 48 : n + 87 }
+            var i = 0
+            for byte in self {
+                out[i] = digit(byte >> 4)
+                out[i + 1] = digit(byte & 0x0f)
+                i += 2
+            }
+            return i
         }
-        return String(decoding: chars, as: UTF8.self)
     }
 
     /// Parses hexadecimal; nil on odd length or a non-hex character.

@@ -108,6 +108,12 @@ import Testing
             let after = try await client.call(.get, "/v1/recommendations/loyalty-0?k=4", key: recs)
             #expect(after.json["personalized"] as? Bool == false)
             #expect(!after.body.contains("shopper-0"))
+            // The audit log tells a list computed for the request from one the cache answered.
+            let audit = try await client.call(.get, "/v1/audit?action=recommendations:read&limit=1000", key: f.keys["compliance-officer"])
+            let reasons = (audit.json["entries"] as? [[String: Any]])?.compactMap { ($0["record"] as? [String: Any])?["reason"] as? String } ?? []
+            #expect(reasons.contains("status 200: personalized"))
+            #expect(reasons.contains("status 200: personalized (cached)"))
+            #expect(reasons.contains { $0.hasPrefix("status 200: non-personalized") })
         }
     }
 }

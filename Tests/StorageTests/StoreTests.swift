@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import Storage
+@testable import Storage
 import Testing
 
 @Suite struct BackgroundCheckpointTests {
@@ -8,12 +8,12 @@ import Testing
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0
     }
 
-    /// Writes 2,000 rows with the writer's autocheckpoint off; returns the store and the main file's size after.
+    /// Writes 6,000 rows (a WAL over the checkpointer's 1 MiB threshold) with the writer's autocheckpoint off; returns the store and the main file's size after.
     static func fill(backgroundInterval: TimeInterval) throws -> (Store, Int) {
         let path = NSTemporaryDirectory() + "veil-ckpt-\(UUID().uuidString)/db.sqlite"
         let store = try Store(path: path, migrations: [NotesTable()],
                               configuration: .init(fullSync: false, walAutocheckpointPages: 0, backgroundCheckpointInterval: backgroundInterval))
-        for batch in 0..<20 {
+        for batch in 0..<60 {
             try store.pool.write { db in
                 for n in 0..<100 {
                     try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)",
@@ -33,14 +33,15 @@ import Testing
         let (idle, _) = try Self.fill(backgroundInterval: 0)
         try await Task.sleep(for: .milliseconds(300))
         #expect(Self.mainFileBytes(idle.path) < 100_000)
+        #expect(Self.mainFileBytes(idle.path + "-wal") > BackgroundCheckpointer.minimumWALBytes)
 
         let (store, _) = try Self.fill(backgroundInterval: 0.05)
         var copied = false
         for _ in 0..<60 where !copied {
             try await Task.sleep(for: .milliseconds(50))
-            copied = Self.mainFileBytes(store.path) > 400_000
+            copied = Self.mainFileBytes(store.path) > 1_200_000
         }
         #expect(copied, "the main file is still \(Self.mainFileBytes(store.path)) bytes")
-        #expect(try Self.rowCount(store) == 2000)
+        #expect(try Self.rowCount(store) == 6000)
     }
 }
