@@ -238,6 +238,9 @@ public final class ModelRegistry: Sendable {
     private let current = Mutex<(stable: ServingModel?, canary: ServingModel?)>((nil, nil))
     public init() {}
     public var model: ServingModel? { current.withLock { $0.stable } }
+    /// The stable and canary models' versions, without copying a model (a copy retains every one of its
+    /// arrays and tables: measurable on a cache hit, which needs only the version).
+    var versions: (stable: String?, canary: String?) { current.withLock { ($0.stable?.version, $0.canary?.version) } }
     /// A newly trained model serving a share of subjects until it is promoted or rolled back.
     public var canary: ServingModel? { current.withLock { $0.canary } }
     /// Makes `model` the one every subject gets (and ends any canary).

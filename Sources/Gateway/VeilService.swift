@@ -473,29 +473,36 @@ public final class VeilService: Sendable {
             cache.remember(source: source.rawValue, canonical: token.rawValue, now: at)
         }
         note.update { $0.subjectToken = token.rawValue; $0.purpose = Self.personalization }
-        guard var model = models.model else {
+        let versions = models.versions
+        guard let stableVersion = versions.stable else {
             throw GatewayError(.serviceUnavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
         }
         // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
         var variant: ExperimentSpec.Variant?
         var arms: [String] = []
+        var useCanary = false
         let assignments = experiments.assignments(token: token.rawValue, at: at)
         for (experiment, v) in assignments {
             arms.append("\(experiment.name)=\(v.name)")
             if experiment.name.hasPrefix("canary:") {
-                if v.name == "canary", let candidate = models.canary { model = candidate }
+                useCanary = v.name == "canary" && versions.canary != nil
             } else if variant == nil {
                 variant = v
             }
         }
         defer { experiments.exposure(assignments) }
-        let cacheKey = "\(model.version)|\(arms.joined(separator: ","))|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
-        if let cached = cache.get(token: token.rawValue, key: cacheKey, now: at) {
+        func cacheKey(_ version: String) -> String {
+            "\(version)|\(arms.joined(separator: ","))|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
+        }
+        if let cached = cache.get(token: token.rawValue, key: cacheKey(useCanary ? versions.canary! : stableVersion), now: at) {
             metrics.cacheHits.increment()
             note.update { $0.reason = cached.auditReason + " (cached)" }
             return cached.body(requestID: requestID, subject: subject)
         }
         metrics.cacheMisses.increment()
+        // A miss: the model itself (a swap since the versions were read just means this list is keyed by the newer one).
+        guard let stable = models.model else { throw GatewayError.internalError }
+        let model = useCanary ? models.canary ?? stable : stable
         let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
         let (decision, history, profile, marketing) = try store.pool.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
             let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
@@ -521,7 +528,7 @@ public final class VeilService: Sendable {
         let rendered = RenderedRecommendation(RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
                                                                      request_id: requestID, items: ranked.items),
                                               auditReason: auditReason)
-        cache.put(token: token.rawValue, key: cacheKey, value: rendered, now: at)
+        cache.put(token: token.rawValue, key: cacheKey(model.version), value: rendered, now: at)
         return rendered.body(requestID: requestID, subject: subject)
     }
 }
