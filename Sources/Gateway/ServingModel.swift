@@ -250,7 +250,7 @@ public final class ModelRegistry: Sendable {
 }
 
 /// Recommendation responses cached per token with a TTL; dropped on a new event, a consent change, an
-/// erasure and a model swap. Entries are kept rendered, so a hit only splices in its request id.
+/// erasure and a model swap. Entries are kept rendered, so a hit only splices in its request id and subject.
 ///
 /// It also remembers which canonical token a source token resolved to (identity links) for the same TTL, so a
 /// hit needs no database read. A link made by this process clears that memory at once; one made by another

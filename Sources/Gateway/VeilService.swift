@@ -238,7 +238,6 @@ public final class VeilService: Sendable {
 
     // MARK: - Events
 
-    /// Validate → clean → consent → tokenize → minimize → seal → commit, for a whole batch in one transaction.
     /// An event with the work that needs no database done.
     struct PreparedEvent {
         let event: CleanEvent
@@ -253,6 +252,7 @@ public final class VeilService: Sendable {
         let terms: [Int32]
     }
 
+    /// Validate → clean → consent → tokenize → minimize → seal → commit, for a whole batch in one transaction.
     func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) throws -> IngestResult {
         let at = now()
         let parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
