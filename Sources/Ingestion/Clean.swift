@@ -1,5 +1,6 @@
 import Foundation
 import Pseudonymization
+import Vault
 
 /// The cleaning rules, each a pure function.
 public enum Clean {
@@ -151,23 +152,17 @@ public enum Clean {
     static func canonical(_ fields: [String: FieldValue], into out: inout [UInt8]) {
         out.append(UInt8(ascii: "{"))
         for key in fields.keys.sorted() {
-            put(key, &out)
+            out.appendLengthPrefixed(key)
             render(fields[key]!, &out)
         }
         out.append(UInt8(ascii: "}"))
-    }
-
-    private static func put(_ s: String, _ out: inout [UInt8]) {
-        var n = UInt32(s.utf8.count).littleEndian
-        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
-        out.append(contentsOf: s.utf8)
     }
 
     private static func render(_ v: FieldValue, _ out: inout [UInt8]) {
         switch v {
         case .string(let s):
             out.append(UInt8(ascii: "s"))
-            put(s, &out)
+            out.appendLengthPrefixed(s)
         case .number(let n):
             out.append(UInt8(ascii: "n"))
             var bits = (n == 0 ? 0 : n).bitPattern.littleEndian  // -0 and 0 are one value
