@@ -1,4 +1,6 @@
 import ArgumentParser
+import Gateway
+import Logging
 
 @main
 struct Veil: AsyncParsableCommand {
@@ -11,4 +13,10 @@ struct Veil: AsyncParsableCommand {
         subcommands: [DemoCommand.self, ServeCommand.self, KeysCommand.self, PrincipalsCommand.self, PolicyCommand.self, ConsentCommand.self,
                       AuditCommand.self, TrainCommand.self, EvaluateCommand.self, SampleCommand.self, ImportCommand.self, QualityCommand.self, SegmentsCommand.self, ExperimentsCommand.self, RetentionCommand.self, LinkCommand.self, BenchCommand.self]
     )
+
+    /// Logs are JSON lines on standard error for every command.
+    static func main() async {
+        LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
+        await main(nil)
+    }
 }
