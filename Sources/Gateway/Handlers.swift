@@ -69,7 +69,7 @@ enum Handlers {
             }
             let body = try service.recommend(subject: try subject(context), query: query, principal: context.principal!,
                                              requestID: context.requestID, note: context.audit)
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
         case (.post, "/v1/subjects/{subject}/erase"): return { service, _, context in
             try jsonObject(service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))

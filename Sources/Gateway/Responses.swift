@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 
 /// One recommended item with why it was chosen.
 public struct RecommendedItem: Codable, Sendable, Equatable {
@@ -50,15 +51,18 @@ struct RenderedRecommendation: Sendable {
         head = out
     }
 
-    /// The response body for one request.
-    func body(requestID: String, subject: String) -> [UInt8] {
-        var out = head
-        out.reserveCapacity(head.count + requestID.utf8.count + subject.utf8.count * 2 + 24)
-        JSONText.string(requestID, into: &out)
-        out.append(contentsOf: ",\"subject\":".utf8)
-        JSONText.string(subject, into: &out)
-        out.append(UInt8(ascii: "}"))
-        return out
+    /// The response body for one request, written once into the buffer the response goes out in.
+    func body(requestID: String, subject: String) -> ByteBuffer {
+        var tail: [UInt8] = []
+        tail.reserveCapacity(requestID.utf8.count + subject.utf8.count * 2 + 24)
+        JSONText.string(requestID, into: &tail)
+        tail.append(contentsOf: ",\"subject\":".utf8)
+        JSONText.string(subject, into: &tail)
+        tail.append(UInt8(ascii: "}"))
+        var buffer = ByteBufferAllocator().buffer(capacity: head.count + tail.count)
+        buffer.writeBytes(head)
+        buffer.writeBytes(tail)
+        return buffer
     }
 }
 

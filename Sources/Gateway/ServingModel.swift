@@ -256,26 +256,32 @@ public final class ModelRegistry: Sendable {
 /// hit needs no database read. A link made by this process clears that memory at once; one made by another
 /// process (the command line) is seen when the entry expires, as are that process's events and consents.
 public final class RecommendationCache: Sendable {
+    /// What a list depends on besides the subject: model version, experiment arms and the query.
+    struct Key: Hashable {
+        var modelVersion: String
+        var arms: [String]
+        var k: Int
+        var categories: [String]
+        var exclude: [String]
+        var session: [String]
+    }
     struct Entry {
         let expires: Date
         let value: RenderedRecommendation
     }
-    private let entries = Mutex<[String: [String: Entry]]>([:])
-    private let links = Mutex<[String: (canonical: String, expires: Date)]>([:])
-    private let counters = Mutex<(hits: Int, misses: Int)>((0, 0))
+    private let entries = Mutex<[String: [Key: Entry]]>([:])
+    private let links = Mutex<[String: (canonical: SubjectToken, expires: Date)]>([:])
     public let ttl: TimeInterval
     /// More entries than this and the map starts over: a bound on memory, not an eviction policy.
     static let capacity = 100_000
 
     public init(ttl: TimeInterval = 30) { self.ttl = ttl }
 
-    func get(token: String, key: String, now: Date) -> RenderedRecommendation? {
-        let hit = entries.withLock { $0[token]?[key].flatMap { $0.expires > now ? $0.value : nil } }
-        counters.withLock { hit == nil ? ($0.misses += 1) : ($0.hits += 1) }
-        return hit
+    func get(token: String, key: Key, now: Date) -> RenderedRecommendation? {
+        entries.withLock { $0[token]?[key].flatMap { $0.expires > now ? $0.value : nil } }
     }
 
-    func put(token: String, key: String, value: RenderedRecommendation, now: Date) {
+    func put(token: String, key: Key, value: RenderedRecommendation, now: Date) {
         guard ttl > 0 else { return }
         entries.withLock { all in
             if all.count > Self.capacity { all.removeAll() }
@@ -284,15 +290,15 @@ public final class RecommendationCache: Sendable {
     }
 
     /// The canonical token `source` resolved to within the TTL, if remembered.
-    func canonical(of source: String, now: Date) -> String? {
-        links.withLock { $0[source].flatMap { $0.expires > now ? $0.canonical : nil } }
+    func canonical(of source: SubjectToken, now: Date) -> SubjectToken? {
+        links.withLock { $0[source.rawValue].flatMap { $0.expires > now ? $0.canonical : nil } }
     }
 
-    func remember(source: String, canonical: String, now: Date) {
+    func remember(source: SubjectToken, canonical: SubjectToken, now: Date) {
         guard ttl > 0 else { return }
         links.withLock { all in
             if all.count > Self.capacity { all.removeAll() }
-            all[source] = (canonical, now.addingTimeInterval(ttl))
+            all[source.rawValue] = (canonical, now.addingTimeInterval(ttl))
         }
     }
 
@@ -305,5 +311,4 @@ public final class RecommendationCache: Sendable {
         forgetLinks()
     }
     public func contains(token: String) -> Bool { entries.withLock { $0[token] != nil } }
-    public var stats: (hits: Int, misses: Int) { counters.withLock { $0 } }
 }

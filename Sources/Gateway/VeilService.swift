@@ -462,15 +462,15 @@ public final class VeilService: Sendable {
     }
 
     /// The response body of `GET /v1/recommendations/{subject}`.
-    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) throws -> [UInt8] {
+    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) throws -> ByteBuffer {
         let at = now()
         let source = try sourceToken(for: subject, principal: principal)
         let token: SubjectToken
-        if let remembered = cache.canonical(of: source.rawValue, now: at).flatMap(SubjectToken.init(rawValue:)) {
+        if let remembered = cache.canonical(of: source, now: at) {
             token = remembered
         } else {
             token = try store.pool.read { try linker.canonical(source, in: $0) }
-            cache.remember(source: source.rawValue, canonical: token.rawValue, now: at)
+            cache.remember(source: source, canonical: token, now: at)
         }
         note.update { $0.subjectToken = token.rawValue; $0.purpose = Self.personalization }
         let versions = models.versions
@@ -491,8 +491,8 @@ public final class VeilService: Sendable {
             }
         }
         defer { experiments.exposure(assignments) }
-        func cacheKey(_ version: String) -> String {
-            "\(version)|\(arms.joined(separator: ","))|\(query.k)|\(query.categories.joined(separator: ","))|\(query.exclude.sorted().joined(separator: ","))|\(query.session.joined(separator: ","))"
+        func cacheKey(_ version: String) -> RecommendationCache.Key {
+            .init(modelVersion: version, arms: arms, k: query.k, categories: query.categories, exclude: query.exclude.sorted(), session: query.session)
         }
         if let cached = cache.get(token: token.rawValue, key: cacheKey(useCanary ? versions.canary! : stableVersion), now: at) {
             metrics.cacheHits.increment()

@@ -16,9 +16,11 @@ public struct Tokenizer: Sendable {
     /// The token of `subject` in `namespace`.
     public func token(for subject: String, namespace: String? = nil) -> SubjectToken {
         // Length-prefixing the namespace keeps ("ab", "c") and ("a", "bc") apart.
+        let namespace = namespace ?? defaultNamespace
         var message: [UInt8] = []
-        message.appendLengthPrefixed(namespace ?? defaultNamespace)
-        message += Array(subject.utf8)
-        return SubjectToken(rawValue: Hash.keyed(message, key: key, length: 16).hexString)!
+        message.reserveCapacity(4 + namespace.utf8.count + subject.utf8.count)
+        message.appendLengthPrefixed(namespace)
+        message.append(contentsOf: subject.utf8)
+        return SubjectToken(digest: Hash.keyed(message, key: key, length: 16))
     }
 }
