@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Storage
+import Synchronization
 import Vault
 
 /// The tamper-evident access log, in its own database file.
@@ -9,13 +10,17 @@ import Vault
 /// callers that arrive while a transaction is being written share the next one, and each caller resumes
 /// only once its entry is durable (synchronous = FULL).
 ///
-/// A serial dispatch queue writing the batches (instead of this actor feeding GRDB's async writes) was measured
-/// under the serving load and was slower, with a worse p99.
+/// One serial queue drains the waiting appends and writes each batch on its own thread, synchronously; a caller
+/// costs one suspension and one resumption. The previous design, an actor handing batches to GRDB's
+/// asynchronous writes, added an actor hop per append and three thread hand-offs per batch: measured with both
+/// servers under the same load at once, this one serves about 8% more cached recommendations per second.
+/// (Writing the entry at all costs about 40 µs of CPU per request on this 2-core machine, half of it in the
+/// SQLite transaction.)
 ///
 /// The entries table has no secondary index on purpose: an index on random subject tokens turns every append
 /// into a random page write, which cut append throughput by more than half when measured. Compliance queries
 /// scan in sequence order instead (about half a second per million entries).
-public actor AuditLog {
+public final class AuditLog: Sendable {
     public struct Migrations: MigrationSet {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
@@ -53,14 +58,25 @@ public actor AuditLog {
 
     public static let genesisHash = String(repeating: "0", count: 64)
 
-    public nonisolated let store: Store
+    public let store: Store
     private let signer: SigningKeyPair
     private let checkpointInterval: Int64
     private let now: @Sendable () -> Date
-    private var headSequence: Int64
-    private var lastCheckpoint: Int64
-    private var queue: [(AuditRecord, CheckedContinuation<AuditEntry, any Error>)] = []
-    private var flushing = false
+    private let writer = DispatchQueue(label: "veil.audit.writer", qos: .userInitiated)
+
+    private struct Pending {
+        let record: AuditRecord
+        let continuation: UnsafeContinuation<AuditEntry, any Error>
+    }
+    private struct State {
+        var pending: [Pending] = []
+        var draining = false
+        var headSequence: Int64
+        var batches = 0
+        var entriesWritten = 0
+        var writeNanos: UInt64 = 0
+    }
+    private let state: Mutex<State>
 
     /// Opens (creating) the audit database at `path`.
     /// - Parameters:
@@ -76,70 +92,78 @@ public actor AuditLog {
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now
-        let head = try store.pool.read { db in try Row.fetchOne(db, sql: "SELECT seq FROM entries ORDER BY seq DESC LIMIT 1") }
-        headSequence = head?["seq"] ?? 0
-        lastCheckpoint = try store.pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM checkpoints") } ?? 0
+        let head = try store.pool.read { db in try Int64.fetchOne(db, sql: "SELECT seq FROM entries ORDER BY seq DESC LIMIT 1") } ?? 0
+        state = Mutex(State(headSequence: head))
     }
 
     /// Appends one entry and returns once it is durable.
     @discardableResult
     public func append(_ record: AuditRecord) async throws -> AuditEntry {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.append((record, continuation))
-            if !flushing {
-                flushing = true
-                Task { await self.flush() }
+        try await withUnsafeThrowingContinuation { continuation in
+            let start = state.withLock { state -> Bool in
+                state.pending.append(Pending(record: record, continuation: continuation))
+                guard !state.draining else { return false }
+                state.draining = true
+                return true
             }
+            if start { writer.async { self.drain() } }
         }
     }
 
-    /// Writes queued entries in as few transactions as the arrival pattern allows.
-    ///
+    /// Writes waiting entries until none are left, a batch per transaction: whatever arrived while the previous
+    /// transaction was being written.
+    private func drain() {
+        while true {
+            let batch = state.withLock { state -> [Pending] in
+                let batch = state.pending
+                state.pending.removeAll(keepingCapacity: true)
+                if batch.isEmpty { state.draining = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            write(batch)
+        }
+    }
+
     /// The chain head is read inside each write transaction, not trusted from memory: another process (the
     /// command line adding a principal, say) may have appended since.
-    private func flush() async {
-        while !queue.isEmpty {
-            let batch = queue
-            queue = []
-            let records = batch.map(\.0)
-            let at = Int64(now().timeIntervalSince1970 * 1000)
-            let signer = self.signer, interval = self.checkpointInterval
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            do {
-                let (entries, checkpoint) = try await store.pool.write { db -> ([AuditEntry], AuditCheckpoint?) in
-                    let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"))
-                    var sequence: Int64 = head?["seq"] ?? 0
-                    var previous: String = head?["hash"] ?? Self.genesisHash
-                    let headBefore = sequence
-                    var entries: [AuditEntry] = []
-                    entries.reserveCapacity(records.count)
-                    for record in records {
-                        sequence += 1
-                        let hash = AuditEntry.computeHash(sequence: sequence, at: at, record: record, previousHash: previous)
-                        let entry = AuditEntry(sequence: sequence, at: at, record: record, previousHash: previous, hash: hash)
-                        try Self.insert(entry, in: db)
-                        entries.append(entry)
-                        previous = hash
-                    }
-                    var checkpoint: AuditCheckpoint?
-                    // Sign when this batch crosses a multiple of the interval.
-                    if sequence / interval > headBefore / interval {
-                        checkpoint = Self.makeCheckpoint(sequence: sequence, head: previous, at: at, signer: signer)
-                        try Self.insert(checkpoint!, in: db)
-                    }
-                    return (entries, checkpoint)
+    private func write(_ batch: [Pending]) {
+        let at = Int64(now().timeIntervalSince1970 * 1000)
+        let signer = self.signer, interval = self.checkpointInterval
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        do {
+            let entries = try store.pool.write { db -> [AuditEntry] in
+                let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"))
+                var sequence: Int64 = head?["seq"] ?? 0
+                var previous: String = head?["hash"] ?? Self.genesisHash
+                let headBefore = sequence
+                var entries: [AuditEntry] = []
+                entries.reserveCapacity(batch.count)
+                for pending in batch {
+                    sequence += 1
+                    let hash = AuditEntry.computeHash(sequence: sequence, at: at, record: pending.record, previousHash: previous)
+                    let entry = AuditEntry(sequence: sequence, at: at, record: pending.record, previousHash: previous, hash: hash)
+                    try Self.insert(entry, in: db)
+                    entries.append(entry)
+                    previous = hash
                 }
-                headSequence = entries.last?.sequence ?? headSequence
-                if let checkpoint { lastCheckpoint = checkpoint.sequence }
-                for (i, (_, continuation)) in batch.enumerated() { continuation.resume(returning: entries[i]) }
-            } catch {
-                for (_, continuation) in batch { continuation.resume(throwing: AuditError("audit append failed: \(error)")) }
+                // Sign when this batch crosses a multiple of the interval.
+                if sequence / interval > headBefore / interval {
+                    try Self.insert(Self.makeCheckpoint(sequence: sequence, head: previous, at: at, signer: signer), in: db)
+                }
+                return entries
             }
-            writeNanos += DispatchTime.now().uptimeNanoseconds - t0
-            batches += 1
-            entriesWritten += batch.count
+            let elapsed = DispatchTime.now().uptimeNanoseconds - t0
+            state.withLock { state in
+                state.headSequence = entries.last?.sequence ?? state.headSequence
+                state.batches += 1
+                state.entriesWritten += batch.count
+                state.writeNanos += elapsed
+            }
+            for (pending, entry) in zip(batch, entries) { pending.continuation.resume(returning: entry) }
+        } catch {
+            for pending in batch { pending.continuation.resume(throwing: AuditError("audit append failed: \(error)")) }
         }
-        flushing = false
     }
 
     static func makeCheckpoint(sequence: Int64, head: String, at: Int64, signer: SigningKeyPair) -> AuditCheckpoint {
@@ -151,9 +175,13 @@ public actor AuditLog {
     /// Signs a checkpoint over the current head (at shutdown, say). No-op when the head is already checkpointed.
     @discardableResult
     public func checkpoint() async throws -> AuditCheckpoint? {
+        try signCheckpoint()
+    }
+
+    private func signCheckpoint() throws -> AuditCheckpoint? {
         let signer = self.signer
         let at = Int64(now().timeIntervalSince1970 * 1000)
-        let cp = try await store.pool.write { db -> AuditCheckpoint? in
+        let cp = try store.pool.write { db -> AuditCheckpoint? in
             guard let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")) else { return nil }
             let seq: Int64 = head["seq"]
             guard seq > (try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM checkpoints")) ?? 0) else { return nil }
@@ -162,19 +190,18 @@ public actor AuditLog {
             return cp
         }
         if let cp {
-            lastCheckpoint = cp.sequence
-            headSequence = max(headSequence, cp.sequence)
+            state.withLock { $0.headSequence = max($0.headSequence, cp.sequence) }
         }
         return cp
     }
 
-    public var stats: (batches: Int, entries: Int, writeNanos: UInt64) { (batches, entriesWritten, writeNanos) }
-    private var batches = 0
-    private var entriesWritten = 0
-    private var writeNanos: UInt64 = 0
+    /// Batches written, entries in them, and the time spent writing them (a benchmark's view of group commit).
+    public var stats: (batches: Int, entries: Int, writeNanos: UInt64) {
+        state.withLock { ($0.batches, $0.entriesWritten, $0.writeNanos) }
+    }
 
     /// The number of entries.
-    public var count: Int64 { headSequence }
+    public var count: Int64 { state.withLock { $0.headSequence } }
 
     static func insert(_ e: AuditEntry, in db: Database) throws {
         let r = e.record

@@ -23,7 +23,7 @@ import Yams
                     callers.append((role, f.keys[role], f.service.policy.allows(role: role, action) ? nil : 403))
                 }
                 for (who, key, expected) in callers {
-                    let before = await f.auditCount
+                    let before = f.auditCount
                     let r = try await client.call(route.method, uri, key: key, json: ["events": []])
                     if let expected {
                         #expect(r.status == expected, "\(route.method) \(route.path) as \(who): \(r.status)")
@@ -33,7 +33,7 @@ import Yams
                         #expect(r.status != 401 && r.status != 403, "\(route.method) \(route.path) as \(who) was refused: \(r.body)")
                     }
                     // Exactly one audit entry per request, allowed or refused.
-                    #expect(await f.auditCount == before + 1, "\(route.method) \(route.path) as \(who)")
+                    #expect(f.auditCount == before + 1, "\(route.method) \(route.path) as \(who)")
                 }
             }
         }

@@ -59,7 +59,7 @@ struct GatewayFixture {
         return h
     }
 
-    var auditCount: Int64 { get async { await service.audit.count } }
+    var auditCount: Int64 { service.audit.count }
 }
 
 extension TestClientProtocol {
