@@ -7,19 +7,7 @@ DURATION=${1:-10}
 PORT=${PORT:-18181}
 PREFIX=bench-serve RECS_PRINCIPAL=bench-recs
 source scripts/load-setup.sh
-APP=$("$VEIL" principals add bench-app --role app "${common[@]}" | tail -1)
-
-cat > "$DIR/events.lua" <<LUA
-counter = 0
-local thread_id = math.random(1, 1000000000)
-request = function()
-  counter = counter + 1
-  local n = (counter * 7919) % $USERS
-  local body = '{"events":[{"id":"b-' .. thread_id .. '-' .. counter .. '","kind":"page_view","subject":"user-' .. n ..
-    '@example.com","timestamp":"2026-11-20T10:00:00Z","source":"bench","item":"sku-000' .. (counter % 10) .. '","dwell_ms":' .. (1000 + counter % 5000) .. '}]}'
-  return wrk.format("POST", "/v1/events", {["Authorization"] = "Bearer $APP", ["Content-Type"] = "application/json"}, body)
-end
-LUA
+write_events_script
 
 start_server() {
   "$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 "$@" > "$DIR/serve.log" 2>&1 &

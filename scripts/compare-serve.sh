@@ -11,18 +11,7 @@ A=$1; B=$2; ROUNDS=${3:-4}; ROUTE=${4:-recs}
 PREFIX=compare-serve RECS_PRINCIPAL=compare-recs
 VEIL=$A
 source scripts/load-setup.sh
-APP=$("$VEIL" principals add compare-app --role app "${common[@]}" | tail -1)
-cat > "$DIR/events.lua" <<LUA
-counter = 0
-local thread_id = math.random(1, 1000000000)
-request = function()
-  counter = counter + 1
-  local n = (counter * 7919) % $USERS
-  local body = '{"events":[{"id":"c-' .. thread_id .. '-' .. counter .. '","kind":"page_view","subject":"user-' .. n ..
-    '@example.com","timestamp":"2026-11-20T10:00:00Z","source":"bench","item":"sku-000' .. (counter % 10) .. '"}]}'
-  return wrk.format("POST", "/v1/events", {["Authorization"] = "Bearer $APP", ["Content-Type"] = "application/json"}, body)
-end
-LUA
+write_events_script
 cp -r "$DIR/data" "$DIR/data-b"
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start() { "$1" serve --data-dir "$2" --keys "$DIR/Keys" --policies ./Policies --port "$3" --log-level error --retrain-interval 0 > /dev/null 2>&1 & }

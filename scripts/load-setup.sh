@@ -1,6 +1,7 @@
 # Sourced by the load scripts (bench-serve.sh, rotation-under-load.sh): checks the release binary and wrk,
 # populates a temporary data directory with `veil demo` (USERS users, 1,000 items) and writes a wrk script
-# asking for recommendations of consenting demo subjects. Sets DIR, USERS, VEIL, common, RECS.
+# asking for recommendations of consenting demo subjects. Sets DIR, USERS, VEIL, common, RECS; defines
+# write_events_script (an app principal and a wrk script posting one page view per request to $DIR/events.lua).
 # Usage: PREFIX=name RECS_PRINCIPAL=name; source scripts/load-setup.sh
 VEIL=${VEIL:-.build/release/veil}
 [ -x "$VEIL" ] || { echo "build first: make release" >&2; exit 1; }
@@ -21,3 +22,19 @@ request = function()
   return wrk.format("GET", "/v1/recommendations/user-" .. n .. "%40example.com?k=10", {["Authorization"] = "Bearer $RECS"})
 end
 LUA
+
+write_events_script() {
+  local app
+  app=$("$VEIL" principals add "${PREFIX}-app" --role app "${common[@]}" | tail -1)
+  cat > "$DIR/events.lua" <<LUA
+counter = 0
+local thread_id = math.random(1, 1000000000)
+request = function()
+  counter = counter + 1
+  local n = (counter * 7919) % $USERS
+  local body = '{"events":[{"id":"b-' .. thread_id .. '-' .. counter .. '","kind":"page_view","subject":"user-' .. n ..
+    '@example.com","timestamp":"2026-11-20T10:00:00Z","source":"bench","item":"sku-000' .. (counter % 10) .. '","dwell_ms":' .. (1000 + counter % 5000) .. '}]}'
+  return wrk.format("POST", "/v1/events", {["Authorization"] = "Bearer $app", ["Content-Type"] = "application/json"}, body)
+end
+LUA
+}

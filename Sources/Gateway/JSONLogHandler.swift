@@ -25,10 +25,16 @@ public struct JSONLogHandler: LogHandler {
         public init(_ write: @escaping @Sendable (String) -> Void) { self.write = write }
         func emit(_ line: String) { lock.withLock { _ in write(line) } }
 
-        /// Standard error, one `write(2)` per line.
+        /// Standard error, a line per `write(2)` (continued if the kernel takes part of it).
         public static let standardError = Sink { line in
             var line = line
-            line.withUTF8 { buffer in _ = Foundation.write(2, buffer.baseAddress, buffer.count) }
+            line.withUTF8 { buffer in
+                var offset = 0
+                while offset < buffer.count {
+                    let n = Foundation.write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                    if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { return }
+                }
+            }
         }
     }
 
