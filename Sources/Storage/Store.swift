@@ -70,6 +70,9 @@ public final class Store: Sendable {
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
+            // Once more after opening: GRDB's pool switches the writer to WAL after `prepareDatabase` and sets
+            // `synchronous = NORMAL` as it does, so a FULL asked for above would silently not hold.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
         } catch {
             throw StorageError(.cannotOpen, "cannot open database \(path): \(Store.describe(error))")
         }

@@ -45,3 +45,19 @@ import Testing
         #expect(try Self.rowCount(store) == 6000)
     }
 }
+
+@Suite struct StoreDurabilityTests {
+    static func open(fullSync: Bool) throws -> Store {
+        try Store(path: NSTemporaryDirectory() + "veil-sync-\(UUID().uuidString)/db.sqlite", migrations: [NotesTable()],
+                  configuration: .init(fullSync: fullSync))
+    }
+
+    /// The connection that commits is the one whose setting decides durability; GRDB's WAL setup once reset it.
+    @Test func theWriterCommitsWithTheAskedSynchronousLevel() throws {
+        for (fullSync, level) in [(true, 2), (false, 1)] {
+            let store = try Self.open(fullSync: fullSync)
+            let writer = try store.pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") }
+            #expect(writer == level, "fullSync \(fullSync): the writer runs synchronous = \(writer ?? -1)")
+        }
+    }
+}
