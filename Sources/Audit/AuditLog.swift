@@ -88,7 +88,8 @@ public final class AuditLog: Sendable {
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         // Checkpoints run beside the writer (every 250 ms); the autocheckpoint, in the commit path, is a backstop.
         store = try Store(path: path, migrations: [Migrations()],
-                          configuration: .init(fullSync: fullSync, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25))
+                          configuration: .init(fullSync: fullSync, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
+                                                 walCyclePages: 12_000))
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now

@@ -37,6 +37,7 @@ public enum Runtime {
     public static func openOperationalStore(_ paths: RuntimePaths) throws -> Store {
         // WAL checkpoints beside the writer: in the commit path they were 8% of ingestion time.
         try Store(path: paths.operationalDatabase, migrations: operationalMigrations,
-                  configuration: .init(fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25))
+                  configuration: .init(fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
+                                       walCyclePages: 12_000))
     }
 }

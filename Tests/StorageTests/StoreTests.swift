@@ -47,9 +47,10 @@ import Testing
 }
 
 @Suite struct StoreDurabilityTests {
-    static func open(fullSync: Bool) throws -> Store {
+    static func open(fullSync: Bool, autocheckpoint: Int = 1000, background: TimeInterval = 0, cyclePages: Int = 0) throws -> Store {
         try Store(path: NSTemporaryDirectory() + "veil-sync-\(UUID().uuidString)/db.sqlite", migrations: [NotesTable()],
-                  configuration: .init(fullSync: fullSync))
+                  configuration: .init(fullSync: fullSync, walAutocheckpointPages: autocheckpoint,
+                                       backgroundCheckpointInterval: background, walCyclePages: cyclePages))
     }
 
     /// The connection that commits is the one whose setting decides durability; GRDB's WAL setup once reset it.
@@ -59,5 +60,24 @@ import Testing
             let writer = try store.pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") }
             #expect(writer == level, "fullSync \(fullSync): the writer runs synchronous = \(writer ?? -1)")
         }
+    }
+
+    /// Under an unbroken stream of commits, with the writer's own autocheckpoint off, the WAL starts over once it
+    /// holds the cycle's pages instead of growing with every commit.
+    @Test func theBackgroundCheckpointerEndsWALCyclesUnderContinuousWrites() throws {
+        let store = try Self.open(fullSync: false, autocheckpoint: 0, background: 0.02, cyclePages: 400)
+        let body = Data(repeating: 7, count: 300)
+        let deadline = Date().addingTimeInterval(1.5)
+        var commits = 0
+        while Date() < deadline || commits < 5_000 {
+            try store.pool.write { db in
+                try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, 't', ?)", arguments: ["n\(commits)", body])
+            }
+            commits += 1
+        }
+        // Every commit appends at least one 4 KiB frame: without restarts the WAL would hold them all.
+        let walBytes = BackgroundCheckpointTests.mainFileBytes(store.path + "-wal")
+        #expect(walBytes < commits * 4096 / 4, "\(commits) commits left a WAL of \(walBytes) bytes")
+        #expect(try BackgroundCheckpointTests.rowCount(store) == commits)
     }
 }
