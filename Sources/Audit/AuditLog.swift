@@ -8,10 +8,14 @@ import Vault
 ///
 /// Append-only: triggers refuse UPDATE and DELETE, and no code path issues them. Appends are group-committed:
 /// callers that arrive while a transaction is being written share the next one, and each caller resumes
-/// only once its entry is durable (synchronous = FULL).
+/// only once its entry is durable: on disk, surviving a power cut, not only a killed process.
 ///
 /// One serial queue drains the waiting appends and writes each batch on its own thread, synchronously; a caller
-/// costs one suspension and one resumption. The previous design, an actor handing batches to GRDB's
+/// costs one suspension and one resumption. The fsync is pipelined: batches commit without one (WAL,
+/// synchronous = NORMAL) and a second queue runs `fdatasync` on the WAL file back to back, resuming the callers
+/// of every batch committed before that sync began. The writer never waits for the disk, and one sync covers
+/// all batches committed while the previous one ran. (SQLite's synchronous = FULL, a sync inside every commit,
+/// held the writer for each one: `veil bench audit` measured 39k appends/s with it, 64 callers.) The previous design, an actor handing batches to GRDB's
 /// asynchronous writes, added an actor hop per append and three thread hand-offs per batch: measured with both
 /// servers under the same load at once, this one serves about 8% more cached recommendations per second.
 /// (Writing the entry at all costs about 40 µs of CPU per request on this 2-core machine, half of it in the
@@ -63,6 +67,11 @@ public final class AuditLog: Sendable {
     private let checkpointInterval: Int64
     private let now: @Sendable () -> Date
     private let writer = DispatchQueue(label: "veil.audit.writer", qos: .userInitiated)
+    private let syncer = DispatchQueue(label: "veil.audit.sync", qos: .userInitiated)
+    /// The WAL file, opened for `fdatasync` (which acts on the file, whatever descriptor names it); -1 when
+    /// appends need only survive a killed process. SQLite removes the WAL only when its last connection closes,
+    /// and the store's writer stays open as long as this log, so the descriptor keeps naming the live WAL.
+    private let walDescriptor: Int32
 
     private struct Pending {
         let record: AuditRecord
@@ -75,6 +84,9 @@ public final class AuditLog: Sendable {
         var batches = 0
         var entriesWritten = 0
         var writeNanos: UInt64 = 0
+        /// Committed, waiting for the WAL's next fdatasync.
+        var unsynced: [(UnsafeContinuation<AuditEntry, any Error>, AuditEntry)] = []
+        var syncing = false
     }
     private let state: Mutex<State>
 
@@ -82,14 +94,23 @@ public final class AuditLog: Sendable {
     /// - Parameters:
     ///   - checkpointInterval: sign a checkpoint every this many entries.
     ///   - now: the clock, injected for tests.
-    ///   - fullSync: fsync every commit (survives power loss); false keeps WAL's synchronous = NORMAL, which
-    ///     survives a killed process but may lose the newest commits to a power cut.
+    ///   - fullSync: an append returns once the WAL is fsynced past it (survives power loss); false returns on
+    ///     commit (WAL, synchronous = NORMAL), which survives a killed process but may lose the newest commits to a
+    ///     power cut.
     public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = 1000, fullSync: Bool = true,
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         // Checkpoints run beside the writer (every 250 ms); the autocheckpoint, in the commit path, is a backstop.
+        // Commits never sync (NORMAL); with fullSync the syncer does, beside the writer. Checkpoints still sync
+        // the WAL before copying it and the main file after, so a restarted WAL loses nothing unsynced.
         store = try Store(path: path, migrations: [Migrations()],
-                          configuration: .init(fullSync: fullSync, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
-                                                 walCyclePages: 12_000))
+                          configuration: .init(fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
+                                               walCyclePages: 12_000))
+        if fullSync {
+            walDescriptor = open(path + "-wal", O_RDONLY | O_CLOEXEC)
+            guard walDescriptor >= 0 else { throw AuditError("cannot open \(path)-wal to sync it (errno \(errno))") }
+        } else {
+            walDescriptor = -1
+        }
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now
@@ -124,6 +145,10 @@ public final class AuditLog: Sendable {
             if batch.isEmpty { return }
             write(batch)
         }
+    }
+
+    deinit {
+        if walDescriptor >= 0 { close(walDescriptor) }
     }
 
     /// The chain head is read inside each write transaction, not trusted from memory: another process (the
@@ -161,9 +186,39 @@ public final class AuditLog: Sendable {
                 state.entriesWritten += batch.count
                 state.writeNanos += elapsed
             }
-            for (pending, entry) in zip(batch, entries) { pending.continuation.resume(returning: entry) }
+            if walDescriptor < 0 {
+                for (pending, entry) in zip(batch, entries) { pending.continuation.resume(returning: entry) }
+                return
+            }
+            let start = state.withLock { state -> Bool in
+                for (pending, entry) in zip(batch, entries) { state.unsynced.append((pending.continuation, entry)) }
+                guard !state.syncing else { return false }
+                state.syncing = true
+                return true
+            }
+            if start { syncer.async { self.syncCommitted() } }
         } catch {
             for pending in batch { pending.continuation.resume(throwing: AuditError("audit append failed: \(error)")) }
+        }
+    }
+
+    /// Syncs the WAL until no committed entry waits: each `fdatasync` starts after the commits it resumes.
+    private func syncCommitted() {
+        while true {
+            let ready = state.withLock { state -> [(UnsafeContinuation<AuditEntry, any Error>, AuditEntry)] in
+                let ready = state.unsynced
+                state.unsynced.removeAll(keepingCapacity: true)
+                if ready.isEmpty { state.syncing = false }
+                return ready
+            }
+            if ready.isEmpty { return }
+            if fdatasync(walDescriptor) == 0 {
+                for (continuation, entry) in ready { continuation.resume(returning: entry) }
+            } else {
+                // Committed but not known durable: the callers fail rather than claim it.
+                let error = AuditError("audit log fsync failed (errno \(errno))")
+                for (continuation, _) in ready { continuation.resume(throwing: error) }
+            }
         }
     }
 
@@ -192,6 +247,7 @@ public final class AuditLog: Sendable {
         }
         if let cp {
             state.withLock { $0.headSequence = max($0.headSequence, cp.sequence) }
+            if walDescriptor >= 0, fdatasync(walDescriptor) != 0 { throw AuditError("audit log fsync failed (errno \(errno))") }
         }
         return cp
     }

@@ -9,9 +9,9 @@ struct AuditFixture {
     let signer = SigningKeyPair.generate()
     let log: AuditLog
 
-    init(checkpointInterval: Int64 = 10) throws {
+    init(checkpointInterval: Int64 = 10, fullSync: Bool = true) throws {
         path = NSTemporaryDirectory() + "veil-audit-\(UUID().uuidString)/audit.sqlite"
-        log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval)
+        log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval, fullSync: fullSync)
     }
 
     func fill(_ n: Int) async throws {
@@ -146,8 +146,10 @@ struct AuditFixture {
         #expect(try AuditReader(path: g.path).verify(publicKey: SigningKeyPair.generate().publicKey).firstBadSequence == 5)
     }
 
-    @Test func concurrentAppendsAreGroupCommittedIntoOneContiguousChain() async throws {
-        let f = try AuditFixture(checkpointInterval: 100)
+    /// Both durability levels: returning on commit, and after the syncer's fdatasync that follows the commit.
+    @Test(arguments: [true, false])
+    func concurrentAppendsAreGroupCommittedIntoOneContiguousChain(fullSync: Bool) async throws {
+        let f = try AuditFixture(checkpointInterval: 100, fullSync: fullSync)
         let sequences = try await withThrowingTaskGroup(of: Int64.self) { group in
             for i in 0..<500 {
                 group.addTask {
