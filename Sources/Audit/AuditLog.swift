@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Storage
 import Synchronization
 import Vault
@@ -24,6 +25,9 @@ import Vault
 /// The entries table has no secondary index on purpose: an index on random subject tokens turns every append
 /// into a random page write, which cut append throughput by more than half when measured. Compliance queries
 /// scan in sequence order instead (about half a second per million entries).
+/// SQLite copies the bound bytes (SQLITE_TRANSIENT).
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
 public final class AuditLog: Sendable {
     public struct Migrations: MigrationSet {
         public init() {}
@@ -262,12 +266,25 @@ public final class AuditLog: Sendable {
 
     static func insert(_ e: AuditEntry, in db: Database) throws {
         let r = e.record
-        // A cached statement: compiled once per connection, not once per entry.
+        // A cached statement (compiled once per connection), bound through SQLite's C API: GRDB's argument
+        // binding was 18% of the writer's time.
         let statement = try db.cachedStatement(sql: """
             INSERT INTO entries (seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        try statement.execute(arguments: [e.sequence, e.at, r.actor, r.role, r.action, r.resource, r.subjectToken, r.purpose, r.outcome, r.reason, r.requestID, e.previousHash, e.hash])
+        let s = statement.sqliteStatement
+        sqlite3_reset(s)
+        sqlite3_bind_int64(s, 1, e.sequence)
+        sqlite3_bind_int64(s, 2, e.at)
+        func text(_ index: Int32, _ value: String?) {
+            guard var value else { sqlite3_bind_null(s, index); return }
+            value.withUTF8 { sqlite3_bind_text(s, index, $0.baseAddress, Int32($0.count), transient) }
+        }
+        text(3, r.actor); text(4, r.role); text(5, r.action); text(6, r.resource); text(7, r.subjectToken); text(8, r.purpose)
+        text(9, r.outcome); text(10, r.reason); text(11, r.requestID); text(12, e.previousHash); text(13, e.hash)
+        let code = sqlite3_step(s)
+        sqlite3_clear_bindings(s)
+        guard code == SQLITE_DONE else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage) }
     }
 
     static func insert(_ c: AuditCheckpoint, in db: Database) throws {
