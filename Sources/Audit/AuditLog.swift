@@ -16,7 +16,7 @@ import Vault
 /// synchronous = NORMAL) and a second queue runs `fdatasync` on the WAL file back to back, resuming the callers
 /// of every batch committed before that sync began. The writer never waits for the disk, and one sync covers
 /// all batches committed while the previous one ran. Two syncs may run at once, so a batch committed just after
-/// one began does not wait for it to end before its own starts (paired serving runs: 5–10% less CPU per request). (SQLite's synchronous = FULL, a sync inside every commit,
+/// one began does not wait for it to end before its own starts (paired serving runs: 4–13% less CPU per request). (SQLite's synchronous = FULL, a sync inside every commit,
 /// held the writer for each one: `veil bench audit` measured 39k appends/s with it, 64 callers.) The previous design, an actor handing batches to GRDB's
 /// asynchronous writes, added an actor hop per append and three thread hand-offs per batch: measured with both
 /// servers under the same load at once, this one serves about 8% more cached recommendations per second.
