@@ -5,6 +5,9 @@ import Storage
 import Synchronization
 import Vault
 
+/// SQLite copies the bound bytes (SQLITE_TRANSIENT).
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
 /// The tamper-evident access log, in its own database file.
 ///
 /// Append-only: triggers refuse UPDATE and DELETE, and no code path issues them. Appends are group-committed:
@@ -16,19 +19,17 @@ import Vault
 /// synchronous = NORMAL) and a second queue runs `fdatasync` on the WAL file back to back, resuming the callers
 /// of every batch committed before that sync began. The writer never waits for the disk, and one sync covers
 /// all batches committed while the previous one ran. Two syncs may run at once, so a batch committed just after
-/// one began does not wait for it to end before its own starts (paired serving runs: 4–13% less CPU per request). (SQLite's synchronous = FULL, a sync inside every commit,
-/// held the writer for each one: `veil bench audit` measured 39k appends/s with it, 64 callers.) The previous design, an actor handing batches to GRDB's
-/// asynchronous writes, added an actor hop per append and three thread hand-offs per batch: measured with both
-/// servers under the same load at once, this one serves about 8% more cached recommendations per second.
-/// (Writing the entry at all costs about 40 µs of CPU per request on this 2-core machine, half of it in the
-/// SQLite transaction.)
+/// one began does not wait for it to end before its own starts (paired serving runs: 4–13% less CPU per
+/// request). SQLite's synchronous = FULL, a sync inside every commit, held the writer for each one: `veil bench
+/// audit` measured 36–42k appends/s with it at 64 callers, 54–70k pipelined.
+///
+/// The previous design, an actor handing batches to GRDB's asynchronous writes, added an actor hop per append
+/// and three thread hand-offs per batch: measured with both servers under the same load at once, this one
+/// serves about 8% more cached recommendations per second.
 ///
 /// The entries table has no secondary index on purpose: an index on random subject tokens turns every append
 /// into a random page write, which cut append throughput by more than half when measured. Compliance queries
 /// scan in sequence order instead (about half a second per million entries).
-/// SQLite copies the bound bytes (SQLITE_TRANSIENT).
-private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-
 public final class AuditLog: Sendable {
     public struct Migrations: MigrationSet {
         public init() {}
