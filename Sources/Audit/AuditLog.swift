@@ -187,23 +187,23 @@ public final class AuditLog: Sendable {
                 return entries
             }
             let elapsed = DispatchTime.now().uptimeNanoseconds - t0
-            state.withLock { state in
+            let syncs = walDescriptor >= 0
+            let startSync = state.withLock { state -> Bool in
                 state.headSequence = entries.last?.sequence ?? state.headSequence
                 state.batches += 1
                 state.entriesWritten += batch.count
                 state.writeNanos += elapsed
-            }
-            if walDescriptor < 0 {
-                for (pending, entry) in zip(batch, entries) { pending.continuation.resume(returning: entry) }
-                return
-            }
-            let start = state.withLock { state -> Bool in
+                guard syncs else { return false }
                 for (pending, entry) in zip(batch, entries) { state.unsynced.append((pending.continuation, entry)) }
                 guard state.syncing < 2 else { return false }
                 state.syncing += 1
                 return true
             }
-            if start { syncer.async { self.syncCommitted() } }
+            if !syncs {
+                for (pending, entry) in zip(batch, entries) { pending.continuation.resume(returning: entry) }
+            } else if startSync {
+                syncer.async { self.syncCommitted() }
+            }
         } catch {
             for pending in batch { pending.continuation.resume(throwing: AuditError("audit append failed: \(error)")) }
         }
