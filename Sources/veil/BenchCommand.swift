@@ -40,7 +40,7 @@ struct BenchCommand: AsyncParsableCommand {
                     }
                 }
                 let n = perTask * callers
-                let stats = await log.stats
+                let stats = log.stats
                 print(String(format: "audit append: %d entries, %d concurrent callers, %.2f s, %.0f appends/s (durable: WAL fsynced before each returns; %.1f entries per commit)",
                              n, callers, elapsed.seconds, Double(n) / elapsed.seconds, Double(stats.entries) / Double(max(stats.batches, 1))))
             }
