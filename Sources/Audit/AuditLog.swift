@@ -83,6 +83,7 @@ public final class AuditLog: Sendable {
         let record: AuditRecord
         let continuation: UnsafeContinuation<AuditEntry, any Error>
     }
+    private typealias Committed = (continuation: UnsafeContinuation<AuditEntry, any Error>, entry: AuditEntry)
     private struct State {
         var pending: [Pending] = []
         var draining = false
@@ -91,7 +92,7 @@ public final class AuditLog: Sendable {
         var entriesWritten = 0
         var writeNanos: UInt64 = 0
         /// Committed, waiting for the WAL's next fdatasync.
-        var unsynced: [(UnsafeContinuation<AuditEntry, any Error>, AuditEntry)] = []
+        var unsynced: [Committed] = []
         /// Sync loops running (at most two).
         var syncing = 0
     }
@@ -213,21 +214,25 @@ public final class AuditLog: Sendable {
     /// up to two threads at once.
     private func syncCommitted() {
         while true {
-            let ready = state.withLock { state -> [(UnsafeContinuation<AuditEntry, any Error>, AuditEntry)] in
+            let ready = state.withLock { state -> [Committed] in
                 let ready = state.unsynced
                 state.unsynced.removeAll(keepingCapacity: true)
                 if ready.isEmpty { state.syncing -= 1 }
                 return ready
             }
             if ready.isEmpty { return }
-            if fdatasync(walDescriptor) == 0 {
+            do {
+                try syncWAL()
                 for (continuation, entry) in ready { continuation.resume(returning: entry) }
-            } else {
+            } catch {
                 // Committed but not known durable: the callers fail rather than claim it.
-                let error = AuditError("audit log fsync failed (errno \(errno))")
                 for (continuation, _) in ready { continuation.resume(throwing: error) }
             }
         }
+    }
+
+    private func syncWAL() throws {
+        guard fdatasync(walDescriptor) == 0 else { throw AuditError("audit log fsync failed (errno \(errno))") }
     }
 
     static func makeCheckpoint(sequence: Int64, head: String, at: Int64, signer: SigningKeyPair) -> AuditCheckpoint {
@@ -255,7 +260,7 @@ public final class AuditLog: Sendable {
         }
         if let cp {
             state.withLock { $0.headSequence = max($0.headSequence, cp.sequence) }
-            if walDescriptor >= 0, fdatasync(walDescriptor) != 0 { throw AuditError("audit log fsync failed (errno \(errno))") }
+            if walDescriptor >= 0 { try syncWAL() }
         }
         return cp
     }
