@@ -1,5 +1,6 @@
 import FeatureStore
 import Foundation
+import GRDB
 import Storage
 import Recommender
 import Synchronization
@@ -107,11 +108,31 @@ public struct PromotionContext: Sendable, Equatable {
 
 /// One LinUCB bandit per campaign choosing the boost level; rewarded by clicks, add-to-carts and purchases of
 /// promoted items that follow an exposure within half an hour (an exposure counts at once; no reward is 0).
-/// State lives in memory (it restarts cold).
+///
+/// What each bandit learnt is saved to the operational database (`promotion_bandits`: one row per campaign,
+/// aggregates over context vectors of time, device class and segment, no tokens) every few seconds and at
+/// shutdown, and restored at start. Exposures still waiting for their reward name subject tokens and stay in
+/// memory only: a restart forgets them, so rewards for exposures made before it are not counted.
 public final class PromotionBandits: Sendable {
+    public struct Migrations: MigrationSet {
+        public init() {}
+        public func register(in migrator: inout DatabaseMigrator) {
+            migrator.registerMigration("promotions.v1.bandits") { db in
+                try db.execute(sql: """
+                    CREATE TABLE promotion_bandits (
+                        campaign TEXT PRIMARY KEY,
+                        state BLOB NOT NULL,
+                        saved_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+            }
+        }
+    }
+
     /// Shares of the campaign's maximum boost the bandit chooses from.
     public static let levels: [Float] = [0, 0.25, 0.5, 0.75, 1]
     static let attributionWindow: TimeInterval = 1800
+    static let alpha = 0.5
 
     struct Exposure {
         var campaign: String
@@ -121,16 +142,40 @@ public final class PromotionBandits: Sendable {
         var at: Date
     }
 
-    public let campaigns: [Campaign]
-    private let state: Mutex<(bandits: [String: LinUCB], pending: [String: Exposure])>
+    private struct State {
+        var bandits: [String: LinUCB]
+        var pending: [String: Exposure] = [:]
+        /// Campaigns whose bandit changed since it was last saved.
+        var unsaved: Set<String> = []
+    }
 
-    public init(campaigns: [Campaign]) {
+    public let campaigns: [Campaign]
+    /// Campaigns whose saved bandit did not fit the current one (another context or arm count) and started cold.
+    public let discarded: [String]
+    private let state: Mutex<State>
+
+    /// Bandits for `campaigns`, each restored from `store` when a saved one fits, otherwise cold.
+    public init(campaigns: [Campaign], store: Store? = nil) throws {
         self.campaigns = campaigns
         let dimension = PromotionContext(at: Date(timeIntervalSince1970: 0), window: Date(timeIntervalSince1970: 0)..<Date(timeIntervalSince1970: 1),
                                          device: nil, segment: nil).vector.count
+        let cold = LinUCB(arms: Self.levels.count, dimension: dimension, alpha: Self.alpha)
+        let saved = try store?.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT campaign, state FROM promotion_bandits").reduce(into: [String: Data]()) { $0[$1["campaign"]] = $1["state"] }
+        } ?? [:]
         var bandits: [String: LinUCB] = [:]
-        for c in campaigns { bandits[c.name] = LinUCB(arms: Self.levels.count, dimension: dimension, alpha: 0.5) }
-        state = Mutex((bandits, [:]))
+        var discarded: [String] = []
+        for c in campaigns {
+            bandits[c.name] = cold
+            guard let data = saved[c.name] else { continue }
+            if let restored = try? JSONDecoder().decode(LinUCB.self, from: data), restored.fits(cold) {
+                bandits[c.name] = restored
+            } else {
+                discarded.append(c.name)
+            }
+        }
+        self.discarded = discarded
+        state = Mutex(State(bandits: bandits))
     }
 
     /// Chooses the boost of `campaign` for `context` and remembers the exposure of `token` to `items`.
@@ -140,6 +185,7 @@ public final class PromotionBandits: Sendable {
             for (key, e) in s.pending where at.timeIntervalSince(e.at) > Self.attributionWindow { s.pending[key] = nil }
             guard let arm = s.bandits[campaign.name]?.choose(x) else { return 0 }
             s.bandits[campaign.name]?.observe(arm: arm, context: x)
+            s.unsaved.insert(campaign.name)
             s.pending[token + "|" + campaign.name] = Exposure(campaign: campaign.name, arm: arm, context: x, items: items, at: at)
             return Self.levels[arm] * campaign.maxBoost
         }
@@ -152,6 +198,7 @@ public final class PromotionBandits: Sendable {
                 let key = token + "|" + campaign.name
                 guard let e = s.pending[key], e.items.contains(item), at.timeIntervalSince(e.at) <= Self.attributionWindow else { continue }
                 s.bandits[e.campaign]?.reward(arm: e.arm, context: e.context, reward: 1)
+                s.unsaved.insert(e.campaign)
                 s.pending[key] = nil
             }
         }
@@ -159,6 +206,30 @@ public final class PromotionBandits: Sendable {
 
     /// How often each boost level was learned from, per campaign (for tests and metrics).
     public func pulls(_ campaign: String) -> [Int] { state.withLock { $0.bandits[campaign]?.pulls ?? [] } }
+
+    /// Writes the bandits that changed since the last save; on failure they stay marked for the next one.
+    public func save(to store: Store, at date: Date) throws {
+        let changed = state.withLock { s -> [(String, LinUCB)] in
+            defer { s.unsaved.removeAll() }
+            return s.unsaved.compactMap { name in s.bandits[name].map { (name, $0) } }
+        }
+        guard !changed.isEmpty else { return }
+        do {
+            let encoder = JSONEncoder()
+            let rows = try changed.map { ($0.0, try encoder.encode($0.1)) }
+            try store.pool.write { db in
+                for (name, data) in rows {
+                    try db.execute(sql: """
+                        INSERT INTO promotion_bandits (campaign, state, saved_at) VALUES (?, ?, ?)
+                        ON CONFLICT(campaign) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at
+                        """, arguments: [name, data, Int64(date.timeIntervalSince1970)])
+                }
+            }
+        } catch {
+            state.withLock { s in for (name, _) in changed { s.unsaved.insert(name) } }
+            throw error
+        }
+    }
 }
 
 extension VeilService {

@@ -30,7 +30,7 @@ public enum Runtime {
     public static var operationalMigrations: [any MigrationSet] {
         [SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), IdentityLinker.Migrations(), FeatureStore.Migrations(),
          DeliveryLog.Migrations(), PrincipalStore.Migrations(), SourceQualityLog.Migrations(),
-         ExperimentTracker.Migrations()]
+         ExperimentTracker.Migrations(), PromotionBandits.Migrations()]
     }
 
     /// Opens (and migrates) the operational database.

@@ -62,11 +62,12 @@ struct PeriodicService: Service {
         }
     }
 
-    /// Flushes experiment counters and decides a running canary.
+    /// Flushes experiment counters and promotion bandits, and decides a running canary.
     static func experiments(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
                 try service.experiments.flush(to: service.store)
+                try service.promotions.save(to: service.store, at: service.now())
                 try await service.evaluateCanary()
             } catch {
                 service.logger.error("experiment bookkeeping failed")
@@ -86,13 +87,15 @@ struct PeriodicService: Service {
     }
 }
 
-/// Signs a final audit checkpoint once the server has stopped taking requests.
+/// Saves experiment counters and promotion bandits and signs a final audit checkpoint once the server has stopped
+/// taking requests.
 struct AuditFlushService: Service {
     let service: VeilService
 
     func run() async throws {
         try? await gracefulShutdown()
         try? service.experiments.flush(to: service.store)
+        try? service.promotions.save(to: service.store, at: service.now())
         if let cp = try await service.audit.checkpoint() {
             service.logger.info("audit checkpoint signed at shutdown", metadata: ["sequence": "\(cp.sequence)"])
         }

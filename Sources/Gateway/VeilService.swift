@@ -94,7 +94,10 @@ public final class VeilService: Sendable {
         termHasher = FeatureHasher(width: serving.contentHashWidth)
         self.experiments = ExperimentTracker(experiments: experiments)
         self.canary = canary
-        promotions = PromotionBandits(campaigns: campaigns)
+        promotions = try PromotionBandits(campaigns: campaigns, store: store)
+        if !promotions.discarded.isEmpty {
+            logger.warning("saved promotion bandits do not fit their campaigns any more; they start cold", metadata: ["campaigns": "\(promotions.discarded.sorted())"])
+        }
     }
 
     func catalogCategories() -> [String: String] {

@@ -25,8 +25,9 @@ public enum Proportions {
 }
 
 /// Disjoint LinUCB (Li et al. 2010): one ridge regression per arm over a context vector; each round plays the arm
-/// with the highest upper confidence bound θₐᵀx + α·√(xᵀAₐ⁻¹x). Pure state, deterministic.
-public struct LinUCB: Sendable, Equatable {
+/// with the highest upper confidence bound θₐᵀx + α·√(xᵀAₐ⁻¹x). Pure state, deterministic; Codable so that a
+/// learnt bandit survives a restart.
+public struct LinUCB: Sendable, Equatable, Codable {
     public let arms: Int
     public let dimension: Int
     public let alpha: Double
@@ -44,6 +45,14 @@ public struct LinUCB: Sendable, Equatable {
         inverse = [[Double]](repeating: identity, count: arms)
         b = [[Double]](repeating: [Double](repeating: 0, count: dimension), count: arms)
         pulls = [Int](repeating: 0, count: arms)
+    }
+
+    /// Whether this (decoded) bandit has `other`'s arms, dimension and α, and state of the right shape, all finite.
+    public func fits(_ other: LinUCB) -> Bool {
+        arms == other.arms && dimension == other.dimension && alpha == other.alpha
+            && inverse.count == arms && b.count == arms && pulls.count == arms && pulls.allSatisfy { $0 >= 0 }
+            && inverse.allSatisfy { $0.count == dimension * dimension && $0.allSatisfy(\.isFinite) }
+            && b.allSatisfy { $0.count == dimension && $0.allSatisfy(\.isFinite) }
     }
 
     func multiply(_ m: [Double], _ x: [Double]) -> [Double] {

@@ -1,4 +1,6 @@
 import Foundation
+import GRDB
+import Storage
 import Hummingbird
 import HummingbirdTesting
 import Testing
@@ -55,6 +57,44 @@ import Testing
             // Boosts too weak to put a promoted item in the list earn nothing; the bandit learns to avoid them.
             #expect(pulls[2] + pulls[3] + pulls[4] > 3 * (pulls[0] + pulls[1]), "pulls per level \(pulls)")
         }
+    }
+
+    /// What the bandits learnt is saved when the server shuts down and restored by the next start; a saved bandit
+    /// that no longer fits (another shape of state) starts cold instead of failing the start.
+    @Test func banditsSurviveARestart() async throws {
+        let campaign = Campaign(name: "launch", items: ["sku-9"], start: Date(timeIntervalSince1970: 0), maxBoost: 3)
+        let f = try GatewayFixture(campaigns: [campaign])
+        let at = Date(timeIntervalSince1970: 1_795_000_000)
+        let context = PromotionContext(at: at, window: campaign.window(at: at)!, device: "mobile", segment: 1)
+        var config = ServerConfiguration()
+        config.port = 0
+        config.retrainInterval = 0
+        config.retentionInterval = 0
+        try await GatewayServer.application(service: f.service, configuration: config).test(.live) { _ in
+            for i in 0..<40 {
+                _ = f.service.promotions.choose(campaign: campaign, context: context, token: "t\(i)", items: ["sku-9"], at: at)
+                if i % 3 == 0 { f.service.promotions.reward(token: "t\(i)", item: "sku-9", at: at) }
+            }
+        }
+        let learnt = f.service.promotions.pulls("launch")
+        #expect(learnt.reduce(0, +) == 40)
+
+        // A new service on the same files, as after a restart.
+        let restarted = try VeilService(paths: f.service.paths, passphrase: nil, campaigns: [campaign])
+        #expect(restarted.promotions.pulls("launch") == learnt)
+        #expect(restarted.promotions.discarded.isEmpty)
+        #expect(restarted.promotions.choose(campaign: campaign, context: context, token: "u", items: ["sku-9"], at: at)
+                == f.service.promotions.choose(campaign: campaign, context: context, token: "u", items: ["sku-9"], at: at))
+
+        let broken = try JSONSerialization.data(withJSONObject: ["arms": 2, "dimension": 3, "alpha": 0.5, "inverse": [[1.0]], "b": [[0.0]], "pulls": [7, 7]])
+        try await f.service.store.pool.write { db in
+            try db.execute(sql: "UPDATE promotion_bandits SET state = ? WHERE campaign = 'launch'", arguments: [broken])
+        }
+        let other = Campaign(name: "spring", tags: ["new"], start: Date(timeIntervalSince1970: 0))
+        let cold = try PromotionBandits(campaigns: [campaign, other], store: f.service.store)
+        #expect(cold.discarded == ["launch"])
+        #expect(cold.pulls("launch") == [0, 0, 0, 0, 0])
+        #expect(cold.pulls("spring") == [0, 0, 0, 0, 0])
     }
 }
 

@@ -49,4 +49,22 @@ import Testing
         #expect(earned > fixed.max()!, "bandit \(earned) vs best fixed boost \(fixed.max()!)")
         #expect(bandit.pulls.filter { $0 > 100 }.count >= 2, "it uses different boosts for different contexts")
     }
+
+    /// A saved bandit decodes to the same state and choices; one of another shape or with non-finite state is
+    /// told apart before it is used.
+    @Test func linUCBRoundTripsThroughJSONAndRefusesStateOfAnotherShape() throws {
+        var bandit = LinUCB(arms: 3, dimension: 2, alpha: 0.5)
+        for i in 0..<30 { bandit.update(arm: i % 3, context: [1, Double(i % 2)], reward: i % 4 == 0 ? 1 : 0) }
+        let decoded = try JSONDecoder().decode(LinUCB.self, from: JSONEncoder().encode(bandit))
+        #expect(decoded == bandit)
+        #expect(decoded.fits(LinUCB(arms: 3, dimension: 2, alpha: 0.5)))
+        #expect(decoded.choose([1, 0]) == bandit.choose([1, 0]) && decoded.choose([1, 1]) == bandit.choose([1, 1]))
+        #expect(!decoded.fits(LinUCB(arms: 4, dimension: 2, alpha: 0.5)))
+        #expect(!decoded.fits(LinUCB(arms: 3, dimension: 3, alpha: 0.5)))
+        #expect(!decoded.fits(LinUCB(arms: 3, dimension: 2, alpha: 1)))
+        var json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(bandit)) as? [String: Any])
+        json["b"] = [[1.0, 2.0], [0.0]]
+        let ragged = try JSONDecoder().decode(LinUCB.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(!ragged.fits(bandit))
+    }
 }
