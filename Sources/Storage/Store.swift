@@ -134,7 +134,9 @@ public final class Store: Sendable {
 /// the WAL holds `cyclePages`, the pass is followed by a second one on the pool's writer connection, taken in
 /// turn with the writes (no lock wait, no busy-handler sleep): it copies only what was committed during the
 /// first, and the next transaction rewinds the WAL. It still syncs the main file, which holds the writes back
-/// for that long (10–15 ms at the audit log's 12,000-page cycle under load).
+/// for that long (10–15 ms at the audit log's 12,000-page cycle under load): SQLite syncs the main file only
+/// when a pass copies the whole WAL, so that sync writes back every page copied during the cycle. Writing them
+/// back after each first pass instead made the WAL's own syncs slower (see the README's serving benchmark).
 final class BackgroundCheckpointer: @unchecked Sendable {
     // @unchecked: the timer is set up in init and only cancelled after, both thread-safe in libdispatch.
     private let timer: any DispatchSourceTimer
