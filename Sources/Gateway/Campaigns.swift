@@ -153,6 +153,7 @@ public final class PromotionBandits: Sendable {
     /// Campaigns whose saved bandit did not fit the current one (another context or arm count) and started cold.
     public let discarded: [String]
     private let state: Mutex<State>
+    private let saving = Mutex(())
 
     /// Bandits for `campaigns`, each restored from `store` when a saved one fits, otherwise cold.
     public init(campaigns: [Campaign], store: Store? = nil) throws {
@@ -207,8 +208,14 @@ public final class PromotionBandits: Sendable {
     /// How often each boost level was learned from, per campaign (for tests and metrics).
     public func pulls(_ campaign: String) -> [Int] { state.withLock { $0.bandits[campaign]?.pulls ?? [] } }
 
-    /// Writes the bandits that changed since the last save; on failure they stay marked for the next one.
+    /// Writes the bandits that changed since the last save; on failure they stay marked for the next one. Saves
+    /// run one at a time, so an older snapshot never overwrites a newer one (the periodic save may still be
+    /// running when the shutdown's starts).
     public func save(to store: Store, at date: Date) throws {
+        try saving.withLock { _ in try saveChanged(to: store, at: date) }
+    }
+
+    private func saveChanged(to store: Store, at date: Date) throws {
         let changed = state.withLock { s -> [(String, LinUCB)] in
             defer { s.unsaved.removeAll() }
             return s.unsaved.compactMap { name in s.bandits[name].map { (name, $0) } }
