@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Serving benchmark: the release server on loopback, driven by wrk (64 connections, 10 s per route).
 # Usage: scripts/bench-serve.sh [DURATION_S]   (build first: make release; needs wrk: apt-get install -y wrk)
+#        ROUTES=cached scripts/bench-serve.sh 30   (only the bare route and the cached recommendations)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -46,18 +47,20 @@ start_server
   run bare /health/live
   warm
   run recommendations /v1/recommendations/x "$DIR/recs.lua"
-  run events /v1/events "$DIR/events.lua"
+  [ "${ROUTES:-all}" = cached ] || run events /v1/events "$DIR/events.lua"
 } > "$DIR/results.tsv"
 stop_server
-start_server --cache-ttl 0
-run recommendations-uncached /v1/recommendations/x "$DIR/recs.lua" >> "$DIR/results.tsv"
-stop_server
-# The same cached route with the audit log at synchronous=NORMAL (survives kill -9, not a power cut).
-printf 'audit:\n  sync: normal\n' > "$DIR/normal.yaml"
-start_server --config "$DIR/normal.yaml"
-warm
-run recommendations-audit-normal /v1/recommendations/x "$DIR/recs.lua" >> "$DIR/results.tsv"
-stop_server
+if [ "${ROUTES:-all}" != cached ]; then
+  start_server --cache-ttl 0
+  run recommendations-uncached /v1/recommendations/x "$DIR/recs.lua" >> "$DIR/results.tsv"
+  stop_server
+  # The same cached route with the audit log at synchronous=NORMAL (survives kill -9, not a power cut).
+  printf 'audit:\n  sync: normal\n' > "$DIR/normal.yaml"
+  start_server --config "$DIR/normal.yaml"
+  warm
+  run recommendations-audit-normal /v1/recommendations/x "$DIR/recs.lua" >> "$DIR/results.tsv"
+  stop_server
+fi
 python3 - "$DIR/results.tsv" <<'PY'
 import sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
