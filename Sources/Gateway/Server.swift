@@ -67,10 +67,15 @@ struct PeriodicService: Service {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
                 try service.experiments.flush(to: service.store)
-                try service.promotions.save(to: service.store, at: service.now())
                 try await service.evaluateCanary()
             } catch {
                 service.logger.error("experiment bookkeeping failed")
+            }
+            // On its own: a failed save must not hold back the canary decision, nor the reverse.
+            do {
+                try service.promotions.save(to: service.store, at: service.now())
+            } catch {
+                service.logger.error("saving the promotion bandits failed")
             }
         }
     }
