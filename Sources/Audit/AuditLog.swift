@@ -166,26 +166,18 @@ public final class AuditLog: Sendable {
         let signer = self.signer, interval = self.checkpointInterval
         let t0 = DispatchTime.now().uptimeNanoseconds
         do {
-            let entries = try store.pool.write { db -> [AuditEntry] in
-                let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"))
-                var sequence: Int64 = head?["seq"] ?? 0
-                var previous: String = head?["hash"] ?? Self.genesisHash
-                let headBefore = sequence
-                var entries: [AuditEntry] = []
-                entries.reserveCapacity(batch.count)
-                for pending in batch {
-                    sequence += 1
-                    let hash = AuditEntry.computeHash(sequence: sequence, at: at, record: pending.record, previousHash: previous)
-                    let entry = AuditEntry(sequence: sequence, at: at, record: pending.record, previousHash: previous, hash: hash)
-                    try Self.insert(entry, in: db)
-                    entries.append(entry)
-                    previous = hash
+            let entries = try store.pool.writeWithoutTransaction { db -> [AuditEntry] in
+                // BEGIN and COMMIT as cached statements: GRDB's transaction compiles both for every batch.
+                try Self.step(db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION"), in: db)
+                do {
+                    let entries = try Self.insertBatch(batch, at: at, signer: signer, interval: interval, in: db)
+                    try Self.step(db.cachedStatement(sql: "COMMIT TRANSACTION"), in: db)
+                    return entries
+                } catch {
+                    if !db.isInsideTransaction { throw error }
+                    try? db.execute(sql: "ROLLBACK TRANSACTION")
+                    throw error
                 }
-                // Sign when this batch crosses a multiple of the interval.
-                if sequence / interval > headBefore / interval {
-                    try Self.insert(Self.makeCheckpoint(sequence: sequence, head: previous, at: at, signer: signer), in: db)
-                }
-                return entries
             }
             let elapsed = DispatchTime.now().uptimeNanoseconds - t0
             let syncs = walDescriptor >= 0
@@ -233,6 +225,49 @@ public final class AuditLog: Sendable {
 
     private func syncWAL() throws {
         guard fdatasync(walDescriptor) == 0 else { throw AuditError("audit log fsync failed (errno \(errno))") }
+    }
+
+    /// Chains and inserts one batch after the head read in this transaction; signs a checkpoint when the batch
+    /// crosses a multiple of `interval`.
+    private static func insertBatch(_ batch: [Pending], at: Int64, signer: SigningKeyPair, interval: Int64, in db: Database) throws -> [AuditEntry] {
+        let head = try db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
+        let h = head.sqliteStatement
+        sqlite3_reset(h)
+        var sequence: Int64 = 0
+        var previous = Self.genesisHash
+        switch sqlite3_step(h) {
+        case SQLITE_ROW:
+            sequence = sqlite3_column_int64(h, 0)
+            previous = String(cString: sqlite3_column_text(h, 1))  // NOT NULL in the schema
+        case SQLITE_DONE:
+            break
+        case let code:
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage)
+        }
+        sqlite3_reset(h)
+        let headBefore = sequence
+        var entries: [AuditEntry] = []
+        entries.reserveCapacity(batch.count)
+        for pending in batch {
+            sequence += 1
+            let hash = AuditEntry.computeHash(sequence: sequence, at: at, record: pending.record, previousHash: previous)
+            let entry = AuditEntry(sequence: sequence, at: at, record: pending.record, previousHash: previous, hash: hash)
+            try insert(entry, in: db)
+            entries.append(entry)
+            previous = hash
+        }
+        if sequence / interval > headBefore / interval {
+            try insert(makeCheckpoint(sequence: sequence, head: previous, at: at, signer: signer), in: db)
+        }
+        return entries
+    }
+
+    private static func step(_ statement: Statement, in db: Database) throws {
+        let s = statement.sqliteStatement
+        sqlite3_reset(s)
+        let code = sqlite3_step(s)
+        guard code == SQLITE_DONE else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage) }
+        sqlite3_reset(s)
     }
 
     static func makeCheckpoint(sequence: Int64, head: String, at: Int64, signer: SigningKeyPair) -> AuditCheckpoint {

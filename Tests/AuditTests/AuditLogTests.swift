@@ -166,6 +166,24 @@ struct AuditFixture {
         #expect(try AuditReader(path: f.path).checkpoints().count <= 5)
     }
 
+    @Test func aFailedBatchFailsItsCallersAndLeavesTheLogWritable() async throws {
+        let f = try AuditFixture()
+        try await f.fill(3)
+        // Another connection makes SQLite refuse one kind of row, as a full disk or a broken file would refuse them all.
+        try f.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON entries WHEN NEW.actor = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        await #expect(throws: AuditError.self) {
+            try await f.log.append(AuditRecord(actor: "poison", role: "app", action: "x", resource: "r", outcome: "allowed"))
+        }
+        // The failed batch was rolled back: the next batch starts its own transaction and extends the same chain.
+        let next = try await f.log.append(AuditRecord(actor: "after", role: "app", action: "x", resource: "r", outcome: "allowed"))
+        #expect(next.sequence == 4)
+        try await f.log.checkpoint()
+        let result = try f.verify()
+        #expect(result.intact, "\(result.reason ?? "")")
+        #expect(result.entries == 4)
+        #expect(try f.string("SELECT COUNT(*) FROM entries WHERE actor = 'poison'") == "0")
+    }
+
     @Test func twoWritersOnOneFileKeepOneChain() async throws {
         // The server and a command line process append to the same log.
         let f = try AuditFixture()
