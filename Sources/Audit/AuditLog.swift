@@ -262,9 +262,10 @@ public final class AuditLog: Sendable {
         return entries
     }
 
+    /// Runs a statement that returns no rows (bindings, if any, already made) and leaves it reset for its next use.
     private static func step(_ statement: Statement, in db: Database) throws {
         let s = statement.sqliteStatement
-        sqlite3_reset(s)
+        sqlite3_reset(s)  // keeps the bindings
         let code = sqlite3_step(s)
         guard code == SQLITE_DONE else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage) }
         sqlite3_reset(s)
@@ -326,9 +327,8 @@ public final class AuditLog: Sendable {
         }
         text(3, r.actor); text(4, r.role); text(5, r.action); text(6, r.resource); text(7, r.subjectToken); text(8, r.purpose)
         text(9, r.outcome); text(10, r.reason); text(11, r.requestID); text(12, e.previousHash); text(13, e.hash)
-        let code = sqlite3_step(s)
-        sqlite3_clear_bindings(s)
-        guard code == SQLITE_DONE else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage) }
+        defer { sqlite3_clear_bindings(s) }
+        try step(statement, in: db)
     }
 
     static func insert(_ c: AuditCheckpoint, in db: Database) throws {
