@@ -33,6 +33,9 @@ public struct AuditQuery: Sendable {
 public struct AuditVerification: Sendable, Equatable, Codable {
     public var entries: Int64
     public var checkpoints: Int
+    /// The entry the newest valid signed checkpoint covers (0 without one). Entries after it are chained but not yet
+    /// signed: cutting them off leaves a log that still verifies, so an officer should know how many there are.
+    public var signedThrough: Int64 = 0
     /// The first sequence number at which the log fails to verify; nil when intact.
     public var firstBadSequence: Int64?
     public var reason: String?
@@ -152,7 +155,9 @@ public struct AuditReader: Sendable {
                 return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: cp.sequence, reason: "checkpoint at \(cp.sequence) does not match the entry there")
             }
         }
-        return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: nil, reason: nil)
+        var result = AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: nil, reason: nil)
+        result.signedThrough = checkpoints.map(\.sequence).max() ?? 0
+        return result
     }
 
     /// The whole log as JSON Lines: one `{"entry": …}` per entry, then one `{"checkpoint": …}` per checkpoint.

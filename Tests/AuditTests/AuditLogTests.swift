@@ -53,6 +53,21 @@ struct AuditFixture {
         #expect(result.intact)
         #expect(result.entries == 25)
         #expect(result.checkpoints == 3)
+        #expect(result.signedThrough == 25)
+    }
+
+    /// Entries after the last checkpoint are chained but unsigned: cutting them off would still verify, so the
+    /// result says how far the signatures reach, and a cut tail shows as a shorter signed log, not a longer one.
+    @Test func verificationSaysHowFarTheSignaturesReach() async throws {
+        let f = try AuditFixture()
+        try await f.fill(25)
+        let before = try f.verify()
+        #expect(before.intact && before.entries == 25 && before.signedThrough == 20)
+        try f.tamper("DELETE FROM entries WHERE seq > 20")
+        let cut = try f.verify()
+        #expect(cut.intact && cut.entries == 20 && cut.signedThrough == 20)
+        try await f.log.checkpoint()
+        #expect(try f.verify().signedThrough == 20)  // nothing new to sign
     }
 
     @Test func appendOnlyTriggersRefuseUpdatesAndDeletes() async throws {

@@ -135,6 +135,9 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
             #expect(other.json["has_data"] as? Bool == true)
             let verify = try await client.call(.get, "/v1/audit/verify", key: f.keys["compliance-officer"])
             #expect(verify.json["firstBadSequence"] == nil && (verify.json["entries"] as? Int ?? 0) > 30)
+            // The signatures reach to within one checkpoint interval (50 in the fixture) of the head.
+            let entries = verify.json["entries"] as? Int ?? 0, signed = verify.json["signedThrough"] as? Int ?? -1
+            #expect(signed >= 0 && signed <= entries && entries - signed < 50)
         }
     }
 
