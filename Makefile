@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test secrets-scan
+.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test secrets-scan
 
 deps:
 	@scripts/ensure-deps.sh
@@ -11,15 +11,20 @@ demo: deps
 	$(SWIFT) build -c release --product veil
 	.build/release/veil demo
 
-## Run every test: the Swift suites, then the kill -9 crash test and the secrets scan against the built binary.
+## Run every test: the Swift suites, then the kill -9 crash test, the graceful-shutdown test and the secrets scan
+## against the built binary.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
+	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
 	VEIL=.build/debug/veil scripts/secrets-scan.sh
 
 crash-test: build
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
+
+shutdown-test: build
+	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
 
 secrets-scan: build
 	VEIL=.build/debug/veil scripts/secrets-scan.sh
