@@ -6,44 +6,17 @@ Usage: crash_test.py [--veil .build/debug/veil] [--rounds 20] [--seed 1]
 Prints the figures and 'N passed, M failed'; exits 1 on any failure.
 """
 import argparse
-import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Api:
-    def __init__(self, port):
-        self.base = "http://127.0.0.1:%d" % port
-
-    def call(self, method, path, key, body=None, timeout=5):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+from veil_instance import ROOT, Instance
 
 
 def main():
@@ -53,29 +26,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     rng = random.Random(a.seed)
-    work = tempfile.mkdtemp(prefix="veil-crash-")
-    common = ["--data-dir", work + "/data", "--keys", work + "/Keys", "--policies", os.path.join(ROOT, "Policies")]
-    subprocess.run([a.veil, "keys", "init"] + common, check=True, stdout=subprocess.DEVNULL)
-
-    def principal(name, role):
-        out = subprocess.run([a.veil, "principals", "add", name, "--role", role] + common, check=True, capture_output=True, text=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    app, officer = principal("crash-app", "app"), principal("crash-dpo", "compliance-officer")
-    port = free_port()
-    api = Api(port)
-    log = open(work + "/serve.log", "ab")
-
-    def start():
-        p = subprocess.Popen([a.veil, "serve", "--port", str(port), "--retrain-interval", "0", "--retention-interval", "0",
-                              "--log-level", "warning"] + common, stdout=log, stderr=log)
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(api.base + "/health/live", timeout=1)
-                return p
-            except Exception:
-                time.sleep(0.05)
-        raise SystemExit("server did not start; see " + work + "/serve.log")
+    veil = Instance(a.veil, "veil-crash-")
+    work, common, api, start = veil.work, veil.common, veil.api, veil.start
+    app, officer = veil.principal("crash-app", "app"), veil.principal("crash-dpo", "compliance-officer")
 
     event_subjects = ["crash-e-%d@example.com" % i for i in range(20)]
     churn_subjects = ["crash-c-%d@example.com" % i for i in range(20)]

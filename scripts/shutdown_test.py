@@ -15,13 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crash_test import ROOT, Api, free_port  # noqa: E402
+from veil_instance import ROOT, Instance
 
 CLIENTS = 12
 EVENTS_PER_REQUEST = 200
@@ -32,18 +30,9 @@ def main():
     ap.add_argument("--veil", default=os.path.join(ROOT, ".build/debug/veil"))
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="veil-shutdown-")
-    common = ["--data-dir", work + "/data", "--keys", work + "/Keys", "--policies", os.path.join(ROOT, "Policies")]
-    subprocess.run([a.veil, "keys", "init"] + common, check=True, stdout=subprocess.DEVNULL)
-
-    def principal(name, role):
-        out = subprocess.run([a.veil, "principals", "add", name, "--role", role] + common, check=True, capture_output=True, text=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    app, officer = principal("shutdown-app", "app"), principal("shutdown-dpo", "compliance-officer")
-    port = free_port()
-    api = Api(port)
-    log_path = work + "/serve.log"
+    veil = Instance(a.veil, "veil-shutdown-")
+    work, common, api, port = veil.work, veil.common, veil.api, veil.port
+    app, officer = veil.principal("shutdown-app", "app"), veil.principal("shutdown-dpo", "compliance-officer")
     checks, failures = [0], []
 
     def check(ok, what):
@@ -52,16 +41,7 @@ def main():
             failures.append(what)
 
     def start():
-        log = open(log_path, "ab")
-        p = subprocess.Popen([a.veil, "serve", "--port", str(port), "--retrain-interval", "0", "--retention-interval", "0",
-                              "--log-level", "info"] + common, stdout=log, stderr=log)
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(api.base + "/health/live", timeout=1)
-                return p
-            except Exception:
-                time.sleep(0.05)
-        raise SystemExit("server did not start; see " + log_path)
+        return veil.start(log_level="info")  # the shutdown checkpoint is logged at info
 
     subjects = ["shutdown-%d@example.com" % i for i in range(CLIENTS)]
     acked = []          # (subject, item, time) of every event in an acknowledged request
@@ -126,7 +106,7 @@ def main():
         for t in threads:
             t.join()
         check(code == 0, "server exit status after SIGTERM: %s" % code)
-        with open(log_path) as f:
+        with open(veil.log_path) as f:
             check("audit checkpoint signed at shutdown" in f.read(), "no audit checkpoint logged at shutdown")
         verify = subprocess.run([a.veil, "audit", "verify"] + common, capture_output=True, text=True)
         m = re.search(r"intact: (\d+) entries, \d+ signed checkpoints, signed through entry (\d+)", verify.stdout)

@@ -1,0 +1,66 @@
+"""A Veil instance for the script tests (crash_test.py, shutdown_test.py): a temporary directory with generated
+keys, principals added through the command line, and `veil serve` started on a free loopback port."""
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Api:
+    def __init__(self, port):
+        self.base = "http://127.0.0.1:%d" % port
+
+    def call(self, method, path, key, body=None, timeout=5):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+
+class Instance:
+    def __init__(self, veil, prefix):
+        self.veil = veil
+        self.work = tempfile.mkdtemp(prefix=prefix)
+        self.common = ["--data-dir", self.work + "/data", "--keys", self.work + "/Keys", "--policies", os.path.join(ROOT, "Policies")]
+        subprocess.run([veil, "keys", "init"] + self.common, check=True, stdout=subprocess.DEVNULL)
+        self.port = free_port()
+        self.api = Api(self.port)
+        self.log_path = self.work + "/serve.log"
+
+    def principal(self, name, role):
+        """Adds a principal with the command line and returns its API key."""
+        out = subprocess.run([self.veil, "principals", "add", name, "--role", role] + self.common, check=True, capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    def start(self, log_level="warning"):
+        """Starts `veil serve` (no scheduled retraining or retention), its output appended to serve.log, and waits
+        until it answers."""
+        log = open(self.log_path, "ab")
+        p = subprocess.Popen([self.veil, "serve", "--port", str(self.port), "--retrain-interval", "0", "--retention-interval", "0",
+                              "--log-level", log_level] + self.common, stdout=log, stderr=log)
+        log.close()
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(self.api.base + "/health/live", timeout=1)
+                return p
+            except Exception:
+                time.sleep(0.05)
+        raise SystemExit("server did not start; see " + self.log_path)
