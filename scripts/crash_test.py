@@ -8,7 +8,6 @@ Prints the figures and 'N passed, M failed'; exits 1 on any failure.
 import argparse
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import threading
 import time
 import urllib.request
 
-from veil_instance import ROOT, Instance
+from veil_instance import ROOT, Checks, Instance
 
 
 def main():
@@ -87,13 +86,7 @@ def main():
         t.join()
         server = start()
 
-    checks, failures = 0, []
-
-    def check(ok, what):
-        nonlocal checks
-        checks += 1
-        if not ok:
-            failures.append(what)
+    check = Checks()
 
     # Every acknowledged consent change is in its subject's history with the acknowledged outcome.
     histories = {}
@@ -141,14 +134,7 @@ def main():
         print(r.stdout.strip())
     print("kills survived: %d; acknowledged consent changes: %d; acknowledged events: %d; unacknowledged batches: %d (half-written: %d)"
           % (kills, len(acked_consents), len(acked_events), len(unacked_batches), partial))
-    for f in failures[:20]:
-        print("FAIL " + f)
-    print("%d passed, %d failed" % (checks - len(failures), len(failures)))
-    if not failures:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print("state kept in " + work)
-    return 1 if failures else 0
+    return check.report(work)
 
 
 if __name__ == "__main__":

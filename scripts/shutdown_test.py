@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import threading
 import time
 import urllib.request
 
-from veil_instance import ROOT, Instance
+from veil_instance import ROOT, Checks, Instance
 
 CLIENTS = 12
 EVENTS_PER_REQUEST = 200
@@ -33,12 +32,7 @@ def main():
     veil = Instance(a.veil, "veil-shutdown-")
     work, common, api, port = veil.work, veil.common, veil.api, veil.port
     app, officer = veil.principal("shutdown-app", "app"), veil.principal("shutdown-dpo", "compliance-officer")
-    checks, failures = [0], []
-
-    def check(ok, what):
-        checks[0] += 1
-        if not ok:
-            failures.append(what)
+    check = Checks()
 
     def start():
         return veil.start(log_level="info")  # the shutdown checkpoint is logged at info
@@ -129,14 +123,7 @@ def main():
     server.send_signal(signal.SIGTERM)
     server.wait()
     print("acknowledged events: %d, all stored: %s; requests finished after SIGTERM: %d" % (len(acked), not lost, finished_after_term[0]))
-    for f in failures[:20]:
-        print("FAIL " + f)
-    print("%d passed, %d failed" % (checks[0] - len(failures), len(failures)))
-    if not failures:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print("state kept in " + work)
-    return 1 if failures else 0
+    return check.report(work)
 
 
 if __name__ == "__main__":

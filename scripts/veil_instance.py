@@ -2,9 +2,11 @@
 keys, principals added through the command line, and `veil serve` started on a free loopback port."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,3 +66,27 @@ class Instance:
             except Exception:
                 time.sleep(0.05)
         raise SystemExit("server did not start; see " + self.log_path)
+
+
+class Checks:
+    """Counts checks and keeps the failed ones; client threads may call it at once."""
+
+    def __init__(self):
+        self.count, self.failures, self._lock = 0, [], threading.Lock()
+
+    def __call__(self, ok, what):
+        with self._lock:
+            self.count += 1
+            if not ok:
+                self.failures.append(what)
+
+    def report(self, work):
+        """Prints the failures and the tally; removes the work directory when all passed. Returns the exit status."""
+        for f in self.failures[:20]:
+            print("FAIL " + f)
+        print("%d passed, %d failed" % (self.count - len(self.failures), len(self.failures)))
+        if self.failures:
+            print("state kept in " + work)
+            return 1
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
