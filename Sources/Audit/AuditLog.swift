@@ -67,6 +67,8 @@ public final class AuditLog: Sendable {
     }
 
     public static let genesisHash = String(repeating: "0", count: 64)
+    /// A checkpoint is signed every this many entries unless the log is opened with another interval.
+    public static let defaultCheckpointInterval: Int64 = 1000
 
     public let store: Store
     private let signer: SigningKeyPair
@@ -105,7 +107,7 @@ public final class AuditLog: Sendable {
     ///   - fullSync: an append returns once the WAL is fsynced past it (survives power loss); false returns on
     ///     commit (WAL, synchronous = NORMAL), which survives a killed process but may lose the newest commits to a
     ///     power cut.
-    public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = 1000, fullSync: Bool = true,
+    public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval, fullSync: Bool = true,
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         // Checkpoints run beside the writer (every 250 ms); the autocheckpoint, in the commit path, is a backstop.
         // Commits never sync (NORMAL); with fullSync the syncer does, beside the writer. Checkpoints still sync

@@ -155,9 +155,9 @@ public struct AuditReader: Sendable {
                 return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: cp.sequence, reason: "checkpoint at \(cp.sequence) does not match the entry there")
             }
         }
-        var result = AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: nil, reason: nil)
-        result.signedThrough = checkpoints.map(\.sequence).max() ?? 0
-        return result
+        // Every checkpoint checked above, in sequence order: the last one is how far the signatures reach.
+        return AuditVerification(entries: count, checkpoints: checkpoints.count, signedThrough: checkpoints.last?.sequence ?? 0,
+                                 firstBadSequence: nil, reason: nil)
     }
 
     /// The whole log as JSON Lines: one `{"entry": …}` per entry, then one `{"checkpoint": …}` per checkpoint.

@@ -61,7 +61,7 @@ public final class VeilService: Sendable {
     static let personalization = "personalization"
 
     /// Opens the key ring, the policy, both databases and the principals.
-    public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = 1000,
+    public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
                 ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
                 experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],

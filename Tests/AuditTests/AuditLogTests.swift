@@ -56,8 +56,8 @@ struct AuditFixture {
         #expect(result.signedThrough == 25)
     }
 
-    /// Entries after the last checkpoint are chained but unsigned: cutting them off would still verify, so the
-    /// result says how far the signatures reach, and a cut tail shows as a shorter signed log, not a longer one.
+    /// Entries after the last checkpoint are chained but unsigned: an attacker who cuts them off leaves a log that
+    /// still verifies, so the result says how far the signatures reach.
     @Test func verificationSaysHowFarTheSignaturesReach() async throws {
         let f = try AuditFixture()
         try await f.fill(25)
