@@ -90,9 +90,7 @@ public final class AuditLog: Sendable {
         var pending: [Pending] = []
         var draining = false
         var headSequence: Int64
-        var batches = 0
-        var entriesWritten = 0
-        var writeNanos: UInt64 = 0
+        var stats = Stats()
         /// Committed, waiting for the WAL's next fdatasync.
         var unsynced: [Committed] = []
         /// Sync loops running (at most two).
@@ -185,9 +183,9 @@ public final class AuditLog: Sendable {
             let syncs = walDescriptor >= 0
             let startSync = state.withLock { state -> Bool in
                 state.headSequence = entries.last?.sequence ?? state.headSequence
-                state.batches += 1
-                state.entriesWritten += batch.count
-                state.writeNanos += elapsed
+                state.stats.batches += 1
+                state.stats.entries += batch.count
+                state.stats.writeNanos += elapsed
                 guard syncs else { return false }
                 for (pending, entry) in zip(batch, entries) { state.unsynced.append((pending.continuation, entry)) }
                 guard state.syncing < 2 else { return false }
@@ -217,6 +215,7 @@ public final class AuditLog: Sendable {
             if ready.isEmpty { return }
             do {
                 try syncWAL()
+                state.withLock { $0.stats.syncs += 1 }
                 for (continuation, entry) in ready { continuation.resume(returning: entry) }
             } catch {
                 // Committed but not known durable: the callers fail rather than claim it.
@@ -303,10 +302,26 @@ public final class AuditLog: Sendable {
         return cp
     }
 
-    /// Batches written, entries in them, and the time spent writing them (a benchmark's view of group commit).
-    public var stats: (batches: Int, entries: Int, writeNanos: UInt64) {
-        state.withLock { ($0.batches, $0.entriesWritten, $0.writeNanos) }
+    /// How appends were grouped since the log was opened: how well group commit and the pipelined fsync batch.
+    public struct Stats: Sendable, Equatable {
+        /// Entries written by this process.
+        public var entries = 0
+        /// Write transactions (each a batch of entries).
+        public var batches = 0
+        /// WAL fsyncs that made committed entries durable (none when opened without `fullSync`).
+        public var syncs = 0
+        /// Time spent inside the write transactions.
+        public var writeNanos: UInt64 = 0
+
+        public init(entries: Int = 0, batches: Int = 0, syncs: Int = 0, writeNanos: UInt64 = 0) {
+            self.entries = entries
+            self.batches = batches
+            self.syncs = syncs
+            self.writeNanos = writeNanos
+        }
     }
+
+    public var stats: Stats { state.withLock { $0.stats } }
 
     /// The number of entries.
     public var count: Int64 { state.withLock { $0.headSequence } }
@@ -325,7 +340,7 @@ public final class AuditLog: Sendable {
         sqlite3_bind_int64(s, 2, e.at)
         func text(_ index: Int32, _ value: String?) {
             guard var value else { sqlite3_bind_null(s, index); return }
-            value.withUTF8 { sqlite3_bind_text(s, index, $0.baseAddress, Int32($0.count), transient) }
+            _ = value.withUTF8 { sqlite3_bind_text(s, index, $0.baseAddress, Int32($0.count), transient) }
         }
         text(3, r.actor); text(4, r.role); text(5, r.action); text(6, r.resource); text(7, r.subjectToken); text(8, r.purpose)
         text(9, r.outcome); text(10, r.reason); text(11, r.requestID); text(12, e.previousHash); text(13, e.hash)

@@ -72,7 +72,7 @@ public struct AuditReader: Sendable {
         add("at <= ?", q.to)
         let sql = "SELECT * FROM entries WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq LIMIT \(max(1, min(q.limit, 1000)))"
         return try store.pool.read { db in
-            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)!).map(Self.entry)
+            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map(Self.entry)
         }
     }
 

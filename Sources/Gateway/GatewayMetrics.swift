@@ -1,4 +1,6 @@
+import Audit
 import Foundation
+import HTTPTypes
 import Prometheus
 import Synchronization
 
@@ -9,23 +11,64 @@ public final class GatewayMetrics: Sendable {
     let consents: Counter
     let cacheHits: Counter
     let cacheMisses: Counter
+    /// Per route template and method, built once so that recording takes no lock beyond the histogram's own.
+    private let durations: [String: [HTTPRequest.Method: DurationHistogram]]
+    private let unmatchedDuration: DurationHistogram
+    /// How long each audited request waited for its audit entry to be durable (part of its duration).
+    let auditWait: DurationHistogram
+    private let auditEntries: Counter
+    private let auditBatches: Counter
+    private let auditSyncs: Counter
+    /// The audit log's counts as of the last scrape: the counters above move by the difference.
+    private let auditSeen = Mutex(AuditLog.Stats())
     private let perSource = Mutex<[String: (accepted: Counter, rejected: Counter, duplicates: Counter, lastEvent: Gauge)]>([:])
 
-    init() {
-        requests = registry.makeCounter(name: "veil_requests_total", help: "HTTP requests handled")
-        consents = registry.makeCounter(name: "veil_consent_changes_total", help: "Consent events recorded")
-        cacheHits = registry.makeCounter(name: "veil_recommendation_cache_hits_total", help: "Recommendation cache hits")
-        cacheMisses = registry.makeCounter(name: "veil_recommendation_cache_misses_total", help: "Recommendation cache misses")
+    static let requestBuckets: [Duration] = [.microseconds(500), .milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10),
+                                             .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+                                             .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10)]
+    static let auditBuckets: [Duration] = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
+                                           .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                                           .milliseconds(250), .seconds(1)]
+
+    /// `veil_<metric>_<unit>`; an empty unit leaves the suffix out.
+    static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "veil", metricName: metric, unitName: unit, helpText: help)
+    }
+
+    init(routes: [RouteSpec] = RouteTable.routes) {
+        let name = Self.name
+        requests = registry.makeCounter(descriptor: name("requests", "total", "HTTP requests handled"))
+        consents = registry.makeCounter(descriptor: name("consent_changes", "total", "Consent events recorded"))
+        cacheHits = registry.makeCounter(descriptor: name("recommendation_cache_hits", "total", "Recommendation cache hits"))
+        cacheMisses = registry.makeCounter(descriptor: name("recommendation_cache_misses", "total", "Recommendation cache misses"))
+        let duration = name("request_duration", "seconds", "Time from a request's arrival at the gateway to its response, its audit entry's wait included")
+        var durations: [String: [HTTPRequest.Method: DurationHistogram]] = [:]
+        for route in routes {
+            durations[route.path, default: [:]][route.method] = registry.makeDurationHistogram(
+                descriptor: duration, labels: [("method", route.method.rawValue), ("route", route.path)], buckets: Self.requestBuckets)
+        }
+        self.durations = durations
+        unmatchedDuration = registry.makeDurationHistogram(descriptor: duration, labels: [("method", "any"), ("route", "unmatched")], buckets: Self.requestBuckets)
+        auditWait = registry.makeDurationHistogram(descriptor: name("audit_wait", "seconds", "Time an audited request waited for its audit entry to be durable"),
+                                                   buckets: Self.auditBuckets)
+        auditEntries = registry.makeCounter(descriptor: name("audit_entries", "total", "Audit entries written by this process"))
+        auditBatches = registry.makeCounter(descriptor: name("audit_batches", "total", "Audit write transactions (group commits) of this process"))
+        auditSyncs = registry.makeCounter(descriptor: name("audit_syncs", "total", "WAL fsyncs that made audit entries durable"))
+    }
+
+    /// The duration histogram of a route template (`context.endpointPath`) and method; nil paths are unmatched requests.
+    func duration(path: String?, method: HTTPRequest.Method) -> DurationHistogram {
+        path.flatMap { durations[$0]?[method] } ?? unmatchedDuration
     }
 
     func recordIngest(source: String, accepted: Int, rejected: Int, duplicates: Int, at: Date) {
         let counters = perSource.withLock { table in
             if let c = table[source] { return c }
             let labels = [("source", source)]
-            let c = (registry.makeCounter(name: "veil_events_accepted_total", labels: labels, help: "Events accepted per source"),
-                     registry.makeCounter(name: "veil_events_rejected_total", labels: labels, help: "Events rejected per source"),
-                     registry.makeCounter(name: "veil_events_duplicate_total", labels: labels, help: "Repeated deliveries per source"),
-                     registry.makeGauge(name: "veil_events_last_seconds", labels: labels, help: "Time of the last accepted event per source"))
+            let c = (registry.makeCounter(descriptor: Self.name("events_accepted", "total", "Events accepted per source"), labels: labels),
+                     registry.makeCounter(descriptor: Self.name("events_rejected", "total", "Events rejected per source"), labels: labels),
+                     registry.makeCounter(descriptor: Self.name("events_duplicate", "total", "Repeated deliveries per source"), labels: labels),
+                     registry.makeGauge(descriptor: Self.name("events_last", "seconds", "Time of the last accepted event per source"), labels: labels))
             table[source] = c
             return c
         }
@@ -41,7 +84,7 @@ public final class GatewayMetrics: Sendable {
     func outliers(field: String, action: String) -> Counter {
         outlierCounters.withLock { table in
             if let c = table[field + "|" + action] { return c }
-            let c = registry.makeCounter(name: "veil_outliers_total", labels: [("field", field), ("action", action)], help: "Values flagged as outliers per field")
+            let c = registry.makeCounter(descriptor: Self.name("outliers", "total", "Values flagged as outliers per field"), labels: [("field", field), ("action", action)])
             table[field + "|" + action] = c
             return c
         }
@@ -53,11 +96,11 @@ public final class GatewayMetrics: Sendable {
             for s in report.sources {
                 let gauges = table[s.source] ?? {
                     let labels = [("source", s.source)]
-                    return [registry.makeGauge(name: "veil_source_freshness_seconds", labels: labels, help: "Age of the last accepted event per source"),
-                            registry.makeGauge(name: "veil_source_completeness_ratio", labels: labels, help: "Share of expected fields present per source"),
-                            registry.makeGauge(name: "veil_source_reject_ratio", labels: labels, help: "Share of events rejected per source"),
-                            registry.makeGauge(name: "veil_source_duplicate_ratio", labels: labels, help: "Share of events that were repeated deliveries per source"),
-                            registry.makeGauge(name: "veil_source_healthy", labels: labels, help: "1 when no quality threshold is crossed")]
+                    return [registry.makeGauge(descriptor: Self.name("source_freshness", "seconds", "Age of the last accepted event per source"), labels: labels),
+                            registry.makeGauge(descriptor: Self.name("source_completeness", "ratio", "Share of expected fields present per source"), labels: labels),
+                            registry.makeGauge(descriptor: Self.name("source_reject", "ratio", "Share of events rejected per source"), labels: labels),
+                            registry.makeGauge(descriptor: Self.name("source_duplicate", "ratio", "Share of events that were repeated deliveries per source"), labels: labels),
+                            registry.makeGauge(descriptor: Self.name("source_healthy", "", "1 when no quality threshold is crossed"), labels: labels)]
                 }()
                 table[s.source] = gauges
                 gauges[0].set(s.freshnessSeconds ?? -1.0)
@@ -69,5 +112,15 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
-    public func render() -> [UInt8] { registry.emitToBuffer() }
+    /// The exposition text, with the audit log's counts brought up to date first.
+    public func render(audit: AuditLog.Stats) -> [UInt8] {
+        let delta = auditSeen.withLock { seen -> AuditLog.Stats in
+            defer { seen = audit }
+            return AuditLog.Stats(entries: audit.entries - seen.entries, batches: audit.batches - seen.batches, syncs: audit.syncs - seen.syncs)
+        }
+        auditEntries.increment(by: Int64(delta.entries))
+        auditBatches.increment(by: Int64(delta.batches))
+        auditSyncs.increment(by: Int64(delta.syncs))
+        return registry.emitToBuffer()
+    }
 }

@@ -19,7 +19,7 @@ enum Handlers {
         case (.get, "/health/live"): return { _, _, _ in try json(["status": "ok"]) }
         case (.get, "/health/ready"): return ready
         case (.get, "/metrics"): return { service, _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: service.metrics.render())))
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: service.metrics.render(audit: service.audit.stats))))
         }
         case (.get, "/openapi.yaml"): return { _, _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: OpenAPI.document)))

@@ -104,6 +104,7 @@ struct EdgeMiddleware: RouterMiddleware {
     let service: VeilService
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
         service.metrics.requests.increment()
         var response: Response
         do {
@@ -123,7 +124,9 @@ struct EdgeMiddleware: RouterMiddleware {
                                      subjectToken: note.subjectToken, purpose: note.purpose, outcome: outcome,
                                      reason: note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)", requestID: context.requestID)
             do {
+                let appended = ContinuousClock.now
                 try await service.audit.append(record)
+                service.metrics.auditWait.record(.now - appended)
             } catch {
                 // The entry must be durable before the request returns; if it cannot be, the request fails.
                 service.logger.error("audit append failed", metadata: ["request_id": "\(context.requestID)"])
@@ -131,6 +134,7 @@ struct EdgeMiddleware: RouterMiddleware {
             }
         }
         response.headers[HTTPField.Name("X-Request-Id")!] = context.requestID
+        service.metrics.duration(path: context.endpointPath, method: request.method).record(.now - start)
         return response
     }
 }

@@ -7,14 +7,9 @@ import Testing
 /// The recommendation cache as a client sees it: a repeated request is answered from the cache (and counted as
 /// a hit on /metrics), and the list is computed afresh after a new event of that subject, a model swap or the TTL.
 @Suite struct CacheTests {
-    /// The value of an unlabelled sample on /metrics.
-    static func sample(_ name: String, in metrics: String) -> Double? {
-        metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
-    }
-
     static func hitsAndMisses(_ client: some TestClientProtocol) async throws -> (hits: Double, misses: Double) {
         let metrics = try await client.call(.get, "/metrics", key: nil).body
-        return (sample("veil_recommendation_cache_hits_total", in: metrics) ?? 0, sample("veil_recommendation_cache_misses_total", in: metrics) ?? 0)
+        return (metricSample("veil_recommendation_cache_hits_total", in: metrics) ?? 0, metricSample("veil_recommendation_cache_misses_total", in: metrics) ?? 0)
     }
 
     @Test func aNewEventOfTheSubjectDropsItsListAndOnlyItsList() async throws {

@@ -25,9 +25,9 @@ final class LogCapture: Sendable {
             get { metadata[key] }
             set { metadata[key] = newValue }
         }
-        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-            let rendered = (metadata ?? [:]).map { "\($0)=\($1)" }.sorted().joined(separator: " ")
-            capture.messages.withLock { $0.append((level, "\(message)", rendered)) }
+        func log(event: LogEvent) {
+            let rendered = (event.metadata ?? [:]).map { "\($0)=\($1)" }.sorted().joined(separator: " ")
+            capture.messages.withLock { $0.append((event.level, "\(event.message)", rendered)) }
         }
     }
 }

@@ -129,6 +129,11 @@ extension GatewayFixture {
     }
 }
 
+/// The value of one sample on /metrics: `name` with its labels as rendered, e.g. `veil_x_count{route="/a"}`.
+func metricSample(_ name: String, in metrics: String) -> Double? {
+    metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+}
+
 /// A clock tests move by hand.
 final class TestClock: Sendable {
     private let current: Mutex<Date>
