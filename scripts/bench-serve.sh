@@ -3,6 +3,9 @@
 # Usage: scripts/bench-serve.sh [DURATION_S]   (build first: make release; needs wrk: apt-get install -y wrk)
 #        ROUTES=cached scripts/bench-serve.sh 30   (only the bare route and the cached recommendations)
 #        RUNS=7 scripts/bench-serve.sh 10           (seven runs back to back: each run's table, then the medians)
+# Beside wrk's view, each run prints the server's own (/metrics scraped before and after each route): how much of a
+# request's latency it spent inside the gateway, how much of that waiting for its durable audit entry, and how many
+# audit entries shared a commit and an fsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -19,15 +22,38 @@ start_server() {
 }
 stop_server() { kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
 
-run() { # name, url, [script]
+scrape() { curl -sf "http://127.0.0.1:$PORT/metrics" > "$1"; }
+
+run() { # name, url, [script]: prints a row: route, requests/s, p50, p99, non-2xx %, then what the server's
+  # /metrics saw over the same seconds: mean time in the gateway, mean audit wait (ms), entries per commit and per fsync
   local out
+  scrape "$DIR/before.prom"
   if [ -n "${3:-}" ]; then out=$(wrk -t2 -c64 -d"${DURATION}s" --latency -s "$3" "http://127.0.0.1:$PORT$2")
   else out=$(wrk -t2 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$PORT$2"); fi
+  scrape "$DIR/after.prom"
   echo "$out" > "$DIR/$1.wrk"
-  python3 - "$1" "$DIR/$1.wrk" <<'PY'
+  python3 - "$1" "$DIR/$1.wrk" "$DIR/before.prom" "$DIR/after.prom" <<'PY'
 import re, sys
 name, path = sys.argv[1], sys.argv[2]
 text = open(path).read()
+def samples(path):
+    values = {}
+    for line in open(path):
+        if not line.startswith("#") and " " in line.strip():
+            key, value = line.rsplit(" ", 1)
+            values[key] = float(value)
+    return values
+before, after = samples(sys.argv[3]), samples(sys.argv[4])
+delta = lambda key: after.get(key, 0.0) - before.get(key, 0.0)
+route = {"bare": 'method="GET",route="/health/live"', "events": 'method="POST",route="/v1/events"'}.get(
+    name, 'method="GET",route="/v1/recommendations/{subject}"')
+timed = delta("veil_request_duration_seconds_count{%s}" % route)
+inside = 1000 * delta("veil_request_duration_seconds_sum{%s}" % route) / timed if timed else float("nan")
+waits = delta("veil_audit_wait_seconds_count")
+wait = 1000 * delta("veil_audit_wait_seconds_sum") / waits if waits else float("nan")
+entries, commits, syncs = delta("veil_audit_entries_total"), delta("veil_audit_batches_total"), delta("veil_audit_syncs_total")
+per_commit = entries / commits if commits else float("nan")
+per_sync = entries / syncs if syncs else float("nan")
 def ms(v):
     m = re.match(r"([\d.]+)([a-z]+)", v); x = float(m.group(1))
     return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
@@ -35,7 +61,7 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 total = int(re.search(r"(\d+) requests in", text).group(1))
 non2xx = int(re.search(r"Non-2xx or 3xx responses: (\d+)", text).group(1)) if "Non-2xx" in text else 0
-print(f"{name}\t{rps:.0f}\t{p50:.2f}\t{p99:.2f}\t{100.0 * non2xx / max(total, 1):.2f}")
+print(f"{name}\t{rps:.0f}\t{p50:.2f}\t{p99:.2f}\t{100.0 * non2xx / max(total, 1):.2f}\t{inside:.2f}\t{wait:.2f}\t{per_commit:.1f}\t{per_sync:.1f}")
 PY
 }
 
@@ -70,11 +96,13 @@ for r in $(seq "$RUNS"); do one_run "$DIR/run-$r.tsv"; done
 python3 - "$DIR" "$RUNS" <<'PY'
 import statistics, sys
 directory, runs = sys.argv[1], int(sys.argv[2])
-tables = []
+tables, insides = [], []
 for r in range(1, runs + 1):
     rows = [l.split("\t") for l in open(f"{directory}/run-{r}.tsv").read().split("\n") if l]
     bare = float(rows[0][1])
-    tables.append([(name, float(rps), float(p50), float(p99), float(bad), float(rps) / bare) for name, rps, p50, p99, bad in rows])
+    tables.append([(name, float(rps), float(p50), float(p99), float(bad), float(rps) / bare) for name, rps, p50, p99, bad, *_ in rows])
+    # Little's law: 64 connections always waiting means a mean latency of 64 / throughput as wrk sees it.
+    insides.append([(name, 64000 / float(rps)) + tuple(float(v) for v in rest) for name, rps, _, _, _, *rest in rows])
 
 def table(rows, title):
     if title:
@@ -85,13 +113,28 @@ def table(rows, title):
         print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2f} | {ratio:.2f} |")
     print()
 
-for r, rows in enumerate(tables, 1):
-    table(rows, f"run {r} of {runs}" if runs > 1 else "")
-if runs > 1:
+def inside_table(rows, title):
+    print(title)
+    print("| route | mean latency ms (64 / requests/s) | of it in the gateway ms | of that, audit wait ms | entries per commit | entries per fsync |")
+    print("|---|---|---|---|---|---|")
+    show = lambda v, f: "-" if v != v else format(v, f)  # nan: nothing audited, or no fsync at sync: normal
+    for name, latency, inside, wait, per_commit, per_sync in rows:
+        if name == "bare":
+            wait = per_commit = per_sync = float("nan")
+        print(f"| {name} | {latency:.2f} | {show(inside, '.2f')} | {show(wait, '.2f')} | {show(per_commit, '.1f')} | {show(per_sync, '.1f')} |")
+    print()
+
+def median_rows(runs_of_rows, columns):
     # Each column's median on its own (a route's median requests/s and median p99 may come from different runs).
-    medians = [(runs_of_route[0][0],) + tuple(statistics.median(row[k] for row in runs_of_route) for k in range(1, 6))
-               for runs_of_route in zip(*tables)]
-    table(medians, f"median of {runs} runs, column by column")
+    return [(per_route[0][0],) + tuple(statistics.median(row[k] for row in per_route) for k in range(1, columns))
+            for per_route in zip(*runs_of_rows)]
+
+for r, (rows, inner) in enumerate(zip(tables, insides), 1):
+    table(rows, f"run {r} of {runs}" if runs > 1 else "")
+    inside_table(inner, "inside the server, from its /metrics over the same seconds:")
+if runs > 1:
+    table(median_rows(tables, 6), f"median of {runs} runs, column by column")
+    inside_table(median_rows(insides, 6), f"inside the server, median of {runs} runs, column by column")
 cached = [next(row for row in rows if row[0] == "recommendations") for rows in tables]
 print(f"targets for the cached recommendations: at least half the bare route's requests/s in "
       f"{sum(row[5] >= 0.5 for row in cached)} of {runs} runs; p99 under 10 ms in {sum(row[3] < 10 for row in cached)} "
