@@ -84,8 +84,10 @@ public final class AuditLog: Sendable {
     private struct Pending {
         let record: AuditRecord
         let continuation: UnsafeContinuation<AuditEntry, any Error>
+        /// When it was appended (`DispatchTime` nanoseconds), for ``Stats/durableWaitNanos``.
+        let appended: UInt64
     }
-    private typealias Committed = (continuation: UnsafeContinuation<AuditEntry, any Error>, entry: AuditEntry)
+    private typealias Committed = (continuation: UnsafeContinuation<AuditEntry, any Error>, entry: AuditEntry, appended: UInt64)
     private struct State {
         var pending: [Pending] = []
         var draining = false
@@ -131,7 +133,7 @@ public final class AuditLog: Sendable {
     public func append(_ record: AuditRecord) async throws -> AuditEntry {
         try await withUnsafeThrowingContinuation { continuation in
             let start = state.withLock { state -> Bool in
-                state.pending.append(Pending(record: record, continuation: continuation))
+                state.pending.append(Pending(record: record, continuation: continuation, appended: DispatchTime.now().uptimeNanoseconds))
                 guard !state.draining else { return false }
                 state.draining = true
                 return true
@@ -179,15 +181,18 @@ public final class AuditLog: Sendable {
                     throw error
                 }
             }
-            let elapsed = DispatchTime.now().uptimeNanoseconds - t0
+            let committed = DispatchTime.now().uptimeNanoseconds
             let syncs = walDescriptor >= 0
+            // Without fsync an entry is as durable as it gets once committed.
+            let waited = syncs ? 0 : batch.reduce(0) { $0 + (committed - $1.appended) }
             let startSync = state.withLock { state -> Bool in
                 state.headSequence = entries.last?.sequence ?? state.headSequence
                 state.stats.batches += 1
                 state.stats.entries += batch.count
-                state.stats.writeNanos += elapsed
+                state.stats.writeNanos += committed - t0
+                state.stats.durableWaitNanos += waited
                 guard syncs else { return false }
-                for (pending, entry) in zip(batch, entries) { state.unsynced.append((pending.continuation, entry)) }
+                for (pending, entry) in zip(batch, entries) { state.unsynced.append((pending.continuation, entry, pending.appended)) }
                 guard state.syncing < 2 else { return false }
                 state.syncing += 1
                 return true
@@ -215,11 +220,13 @@ public final class AuditLog: Sendable {
             if ready.isEmpty { return }
             do {
                 try syncWAL()
-                state.withLock { $0.stats.syncs += 1 }
-                for (continuation, entry) in ready { continuation.resume(returning: entry) }
+                let synced = DispatchTime.now().uptimeNanoseconds
+                let waited = ready.reduce(0) { $0 + (synced - $1.appended) }
+                state.withLock { $0.stats.syncs += 1; $0.stats.durableWaitNanos += waited }
+                for (continuation, entry, _) in ready { continuation.resume(returning: entry) }
             } catch {
                 // Committed but not known durable: the callers fail rather than claim it.
-                for (continuation, _) in ready { continuation.resume(throwing: error) }
+                for (continuation, _, _) in ready { continuation.resume(throwing: error) }
             }
         }
     }
@@ -312,12 +319,16 @@ public final class AuditLog: Sendable {
         public var syncs = 0
         /// Time spent inside the write transactions.
         public var writeNanos: UInt64 = 0
+        /// Summed over the entries: from the append to the entry being durable (committed, and fsynced when the
+        /// log syncs). Per entry, the wait the log itself adds; a caller resumes after it, once a thread is free.
+        public var durableWaitNanos: UInt64 = 0
 
-        public init(entries: Int = 0, batches: Int = 0, syncs: Int = 0, writeNanos: UInt64 = 0) {
+        public init(entries: Int = 0, batches: Int = 0, syncs: Int = 0, writeNanos: UInt64 = 0, durableWaitNanos: UInt64 = 0) {
             self.entries = entries
             self.batches = batches
             self.syncs = syncs
             self.writeNanos = writeNanos
+            self.durableWaitNanos = durableWaitNanos
         }
     }
 

@@ -14,11 +14,13 @@ public final class GatewayMetrics: Sendable {
     /// Per route template and method, built once so that recording takes no lock beyond the histogram's own.
     private let durations: [String: [HTTPRequest.Method: DurationHistogram]]
     private let unmatchedDuration: DurationHistogram
-    /// How long each audited request waited for its audit entry to be durable (part of its duration).
+    /// How long each audited request waited on its audit entry (part of its duration): until the entry was durable,
+    /// then until a thread was free to resume the request. `auditDurableWait` is the first part alone.
     let auditWait: DurationHistogram
     private let auditEntries: Counter
     private let auditBatches: Counter
     private let auditSyncs: Counter
+    private let auditDurableWait: Counter
     /// The audit log's counts as of the last scrape: the counters above move by the difference.
     private let auditSeen = Mutex(AuditLog.Stats())
     private let perSource = Mutex<[String: (accepted: Counter, rejected: Counter, duplicates: Counter, lastEvent: Gauge)]>([:])
@@ -49,11 +51,13 @@ public final class GatewayMetrics: Sendable {
         }
         self.durations = durations
         unmatchedDuration = registry.makeDurationHistogram(descriptor: duration, labels: [("method", "any"), ("route", "unmatched")], buckets: Self.requestBuckets)
-        auditWait = registry.makeDurationHistogram(descriptor: name("audit_wait", "seconds", "Time an audited request waited for its audit entry to be durable"),
+        auditWait = registry.makeDurationHistogram(descriptor: name("audit_wait", "seconds", "Time an audited request waited on its audit entry: until durable, then for a thread to resume it"),
                                                    buckets: Self.auditBuckets)
         auditEntries = registry.makeCounter(descriptor: name("audit_entries", "total", "Audit entries written by this process"))
         auditBatches = registry.makeCounter(descriptor: name("audit_batches", "total", "Audit write transactions (group commits) of this process"))
         auditSyncs = registry.makeCounter(descriptor: name("audit_syncs", "total", "WAL fsyncs that made audit entries durable"))
+        auditDurableWait = registry.makeCounter(descriptor: name("audit_durable_wait_seconds", "total",
+                                                                 "Summed over audit entries: time from the append to the entry being durable (the log's own part of the audit wait)"))
     }
 
     /// The duration histogram of a route template (`context.endpointPath`) and method; nil paths are unmatched requests.
@@ -116,8 +120,10 @@ public final class GatewayMetrics: Sendable {
     public func render(audit: AuditLog.Stats) -> [UInt8] {
         let delta = auditSeen.withLock { seen -> AuditLog.Stats in
             defer { seen = audit }
-            return AuditLog.Stats(entries: audit.entries - seen.entries, batches: audit.batches - seen.batches, syncs: audit.syncs - seen.syncs)
+            return AuditLog.Stats(entries: audit.entries - seen.entries, batches: audit.batches - seen.batches, syncs: audit.syncs - seen.syncs,
+                                  durableWaitNanos: audit.durableWaitNanos - seen.durableWaitNanos)
         }
+        auditDurableWait.increment(by: Double(delta.durableWaitNanos) / 1e9)
         auditEntries.increment(by: Int64(delta.entries))
         auditBatches.increment(by: Int64(delta.batches))
         auditSyncs.increment(by: Int64(delta.syncs))

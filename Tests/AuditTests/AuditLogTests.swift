@@ -56,6 +56,29 @@ struct AuditFixture {
         #expect(result.signedThrough == 25)
     }
 
+    /// The counts behind /metrics: concurrent appends share commits, commits share fsyncs, and the log sums how
+    /// long each entry took to become durable.
+    @Test(arguments: [true, false]) func statsCountEntriesCommitsAndFsyncs(fullSync: Bool) async throws {
+        let f = try AuditFixture(checkpointInterval: 1000, fullSync: fullSync)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<8 {
+                group.addTask {
+                    for i in 0..<25 {
+                        try await f.log.append(AuditRecord(actor: "a\(t)", role: "app", action: "events:write", resource: "/v1/events",
+                                                           outcome: "allowed", requestID: "r\(t)-\(i)"))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let stats = f.log.stats
+        #expect(stats.entries == 200)
+        #expect(stats.batches >= 1 && stats.batches <= 200)
+        #expect(fullSync ? stats.syncs >= 1 && stats.syncs <= stats.batches : stats.syncs == 0)
+        #expect(stats.durableWaitNanos > 0)
+        #expect(try f.verify().entries == 200)
+    }
+
     /// Entries after the last checkpoint are chained but unsigned: an attacker who cuts them off leaves a log that
     /// still verifies, so the result says how far the signatures reach.
     @Test func verificationSaysHowFarTheSignaturesReach() async throws {

@@ -10,6 +10,7 @@ import Testing
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 4)  // PUT /v1/items, 4 consents, one events batch: 6 audited requests
+            let seeded = try await client.call(.get, "/metrics", key: nil).body
             let recs = "/v1/recommendations/shopper-0%40example.com?k=3"
             for _ in 0..<3 { #expect(try await client.call(.get, recs, key: f.keys["recommendation-client"]).status == 200) }
             #expect(try await client.call(.get, recs, key: f.keys["app"]).status == 403)
@@ -35,6 +36,13 @@ import Testing
             let timed = metrics.split(separator: "\n").filter { $0.hasPrefix("veil_request_duration_seconds_sum") && !$0.contains("/health") && !$0.contains("/metrics") }
                 .compactMap { Double($0.split(separator: " ").last!) }.reduce(0, +)
             #expect(waited > 0 && waited <= timed)
+            // The log's own part of the wait (append to durable), summed over the entries written since the first
+            // scrape, all of them these requests' entries.
+            let durable = try #require(value("veil_audit_durable_wait_seconds_total"))
+            let durableBefore = try #require(metricSample("veil_audit_durable_wait_seconds_total", in: seeded))
+            let waitedBefore = try #require(metricSample("veil_audit_wait_seconds_sum", in: seeded))
+            #expect(durable > durableBefore)
+            #expect(durable - durableBefore <= waited - waitedBefore)
 
             // Group commit as counted by the log itself: every entry of this process, in fewer or as many commits
             // and fsyncs as entries.
