@@ -27,7 +27,7 @@ enum Handlers {
         case (.post, "/v1/consents"): return { service, request, context in
             let body = try await decode(VeilService.ConsentRequest.self, request, context)
             let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
-            return try json(service.recordConsent(body, principal: context.principal!, gpcHeader: gpc, note: context.audit), status: .created)
+            return try json(await service.recordConsent(body, principal: context.principal!, gpcHeader: gpc, note: context.audit), status: .created)
         }
         case (.get, "/v1/consents/{subject}"): return { service, _, context in
             try jsonObject(service.consentState(subject: try subject(context), principal: context.principal!, note: context.audit))
@@ -38,7 +38,7 @@ enum Handlers {
         case (.post, "/v1/events"), (.post, "/v1/feedback"): return { service, request, context in
             let body = try await collect(request, context)
             let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
-            let result = try service.ingest(body: body, principal: context.principal!, gpcHeader: gpc, note: context.audit)
+            let result = try await service.ingest(body: body, principal: context.principal!, gpcHeader: gpc, note: context.audit)
             if result.accepted + result.duplicates == 0 && !result.rejected.isEmpty {
                 // Every event was refused: a 4xx in the one error shape, still naming each event's reason.
                 let rejected = result.rejected.map { ["index": $0.index, "reason": $0.reason] as [String: Any] }
@@ -51,7 +51,7 @@ enum Handlers {
         case (.put, "/v1/items"): return { service, request, context in
             struct Items: Decodable { var items: [CatalogItem] }
             let body = try await decode(Items.self, request, context)
-            try service.upsertItems(body.items)
+            try await service.upsertItems(body.items)
             return try json(["stored": body.items.count])
         }
         case (.get, "/v1/recommendations/{subject}"): return { service, request, context in
@@ -72,7 +72,7 @@ enum Handlers {
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
         case (.post, "/v1/subjects/{subject}/erase"): return { service, _, context in
-            try jsonObject(service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))
+            try jsonObject(await service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))
         }
         case (.get, "/v1/subjects/{subject}/export"): return { service, request, context in
             let export = try service.export(subject: try subject(context), principal: context.principal!, note: context.audit)
@@ -105,7 +105,7 @@ enum Handlers {
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
         }
         case (.post, "/v1/model/train"): return { service, _, _ in
-            let model = try service.train()
+            let model = try await service.trainOffThePool()
             return try json(["model_version": model.version, "users": "\(model.users)", "items": "\(model.items.count)"])
         }
         case (.post, "/v1/keys/rotate"): return { service, _, context in

@@ -22,7 +22,7 @@ extension VeilService {
             return CatalogItem(id: "ml-\(movie.id)", title: movie.title, category: "movies/\(genres.first ?? "unknown")",
                                attributes: movie.year > 0 ? ["decade": "\(movie.year / 10 * 10)"] : [:], tags: genres)
         }
-        try upsertItems(catalog)
+        try await upsertItems(catalog)
         let note = AuditNote()
         var subjects = 0
         var profiles: [[String: Any]] = []
@@ -30,7 +30,7 @@ extension VeilService {
             let f = line.split(separator: "|", omittingEmptySubsequences: false)
             guard f.count >= 5 else { continue }
             let subject = "ml-user-\(f[0])"
-            _ = try recordConsent(ConsentRequest(subject: subject, purpose: "personalization", granted: true, method: "import",
+            _ = try await recordConsent(ConsentRequest(subject: subject, purpose: "personalization", granted: true, method: "import",
                                                  notice_version: policy.notices.keys.sorted().last!, jurisdiction: "US", expires_at: nil, gpc: nil),
                                   principal: principal, gpcHeader: false, note: note)
             profiles.append(["id": "ml-profile-\(f[0])", "kind": "profile", "subject": subject, "timestamp": 880_000_000_000, "source": "movielens",
@@ -38,24 +38,24 @@ extension VeilService {
             subjects += 1
         }
         var accepted = 0, rejected = 0
-        func send(_ events: [[String: Any]]) throws {
+        func send(_ events: [[String: Any]]) async throws {
             let body = Array(try JSONSerialization.data(withJSONObject: ["events": events]))
-            let result = try ingest(body: body, principal: principal, gpcHeader: false, note: note)
+            let result = try await ingest(body: body, principal: principal, gpcHeader: false, note: note)
             accepted += result.accepted
             rejected += result.rejected.count
         }
-        for start in stride(from: 0, to: profiles.count, by: 500) { try send(Array(profiles[start..<min(start + 500, profiles.count)])) }
+        for start in stride(from: 0, to: profiles.count, by: 500) { try await send(Array(profiles[start..<min(start + 500, profiles.count)])) }
         let profileCount = accepted
         var batch: [[String: Any]] = []
         for row in try Dataset.parseRatings(ratings) {
             batch.append(["id": "ml-\(row.user)-\(row.item)", "kind": "feedback", "subject": "ml-user-\(row.user)", "timestamp": row.timestamp * 1000,
                           "source": "movielens", "item": "ml-\(row.item)", "signal": "rating", "value": Double(row.rating)])
             if batch.count == 1000 {
-                try send(batch)
+                try await send(batch)
                 batch.removeAll(keepingCapacity: true)
             }
         }
-        if !batch.isEmpty { try send(batch) }
+        if !batch.isEmpty { try await send(batch) }
         try await audit.append(AuditRecord(actor: "import", role: "admin", action: "import:movielens", resource: "namespace \(namespace)",
                                            outcome: "allowed", reason: "\(subjects) subjects, \(accepted - profileCount) ratings"))
         return ImportReport(items: catalog.count, subjects: subjects, ratings: accepted - profileCount, rejected: rejected)

@@ -54,7 +54,7 @@ struct PeriodicService: Service {
     static func retrain(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
-                let model = try service.train()
+                let model = try await service.trainOffThePool()
                 service.logger.info("retrained", metadata: ["model_version": "\(model.version)"])
             } catch {
                 service.logger.error("scheduled retrain failed")

@@ -177,7 +177,9 @@ public final class VeilService: Sendable {
 
     /// Records a consent decision (and a GPC signal when present) in one transaction. A withdrawal of
     /// personalization shreds the subject's behaviour data before this returns.
-    func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) throws -> ConsentReceipt {
+    /// Records a consent change (withdrawal shreds the subject's data in the same transaction). Like `ingest`, the
+    /// transaction runs on the writer's queue while the request's task is suspended.
+    func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> ConsentReceipt {
         let token = try token(for: request.subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue; $0.purpose = request.purpose }
         let gpc = gpcHeader || request.gpc == true
@@ -202,19 +204,20 @@ public final class VeilService: Sendable {
             throw GatewayError.unprocessable("unknown notice version '\(request.notice_version)'")
         }
         let shredNeeded = event.map { $0.purpose == Self.personalization && !$0.granted } ?? false
-        let receipt = try store.pool.write { db -> ConsentRecord in
+        let change = event
+        let receipt = try await store.pool.write { db -> ConsentRecord in
             try identities.remember(subject: request.subject, token: token, in: db)
             var last: ConsentRecord?
             if gpc {
                 last = try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
                                             noticeVersion: request.notice_version, jurisdiction: jurisdiction, in: db)
             }
-            if let event { last = try ledger.append(event, in: db) }
+            if let change { last = try ledger.append(change, in: db) }
             if shredNeeded { try features.shred(token, in: db) }
             return last!
         }
         cache.drop(token: token.rawValue)
-        if shredNeeded { try? store.checkpointAndTruncate() }
+        if shredNeeded { try? await store.checkpointAndTruncate() }
         metrics.consents.increment()
         return ConsentReceipt(sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
                               granted: receipt.event.granted, notice_version: receipt.event.noticeVersion, notice_hash: receipt.event.noticeHash,
@@ -242,7 +245,7 @@ public final class VeilService: Sendable {
     // MARK: - Events
 
     /// An event with the work that needs no database done.
-    struct PreparedEvent {
+    struct PreparedEvent: Sendable {
         let event: CleanEvent
         /// The subject's token in the sending namespace, before identity links.
         let source: SubjectToken
@@ -256,7 +259,12 @@ public final class VeilService: Sendable {
     }
 
     /// Validate → clean → consent → tokenize → minimize → seal → commit, for a whole batch in one transaction.
-    func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) throws -> IngestResult {
+    ///
+    /// The transaction runs on the database's writer queue while the request's task is suspended: a blocking write
+    /// held one of the cooperative pool's two threads through the wait for the write lock and the commit's fsync,
+    /// so a stream of small event batches starved every other request (cached recommendations beside single-event
+    /// posts fell from about 10k to 2.4k requests/s).
+    func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
         let at = now()
         let parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
         do {
@@ -293,10 +301,15 @@ public final class VeilService: Sendable {
                                  content: Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString,
                                  kept: kept, terms: terms)
         }
-        var touched = Set<String>()
-        var outcomes: [(token: String, kind: String, item: String)] = []
-        let result = try store.pool.write { db -> IngestResult in
-            outcomes.removeAll()
+        struct Written: Sendable {
+            var result: IngestResult
+            /// Tokens whose cached lists are now stale.
+            var touched: Set<String> = []
+            var outcomes: [(token: String, kind: String, item: String)] = []
+        }
+        let counted = quality
+        let written = try await store.pool.write { db -> Written in
+            var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: String, item: String)] = []
             var accepted = 0, duplicates = 0, anonymized = 0
             var gpcDone = Set<SubjectToken>()
             // Per batch: one consent lookup and one identity record per subject, not per event.
@@ -347,11 +360,13 @@ public final class VeilService: Sendable {
             }
             try features.countAnonymous(anonymousCounts, in: db)
             try sourceQuality.record(quality, in: db)
-            return IngestResult(accepted: accepted, duplicates: duplicates, anonymized: anonymized,
-                                rejected: rejections.map { .init(index: $0.index, reason: $0.reason) })
+            return Written(result: IngestResult(accepted: accepted, duplicates: duplicates, anonymized: anonymized,
+                                                rejected: rejections.map { .init(index: $0.index, reason: $0.reason) }),
+                           touched: touched, outcomes: outcomes)
         }
-        for token in touched { cache.drop(token: token) }
-        for (token, kind, item) in outcomes {
+        let result = written.result
+        for token in written.touched { cache.drop(token: token) }
+        for (token, kind, item) in written.outcomes {
             experiments.outcome(token: token, kind: kind, at: at)
             if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
         }
@@ -363,12 +378,13 @@ public final class VeilService: Sendable {
 
     // MARK: - Catalog
 
-    func upsertItems(_ items: [CatalogItem]) throws {
+    func upsertItems(_ items: [CatalogItem]) async throws {
         guard !items.isEmpty, items.count <= 10_000 else { throw GatewayError.badRequest("send 1 to 10000 items") }
         for item in items where item.id.isEmpty || item.id.utf8.count > 256 || item.title.isEmpty {
             throw GatewayError.badRequest("every item needs an id (1-256 bytes) and a title")
         }
-        try store.pool.write { try features.upsert(items, at: now(), in: $0) }
+        let at = now()
+        try await store.pool.write { try self.features.upsert(items, at: at, in: $0) }
         categories.withLock { known in
             guard known != nil else { return }
             for item in items { known![item.id] = item.category }
@@ -396,13 +412,24 @@ public final class VeilService: Sendable {
         return model
     }
 
+    /// `train()` on a thread of its own: training takes seconds of CPU, which on one of the cooperative pool's
+    /// threads (as many as there are cores) would hold up the requests queued behind it.
+    @discardableResult
+    public func trainOffThePool() async throws -> ServingModel {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global(qos: .utility).async {
+                continuation.resume(with: Result { try self.train() })
+            }
+        }
+    }
+
     // MARK: - Data-subject requests
 
-    func erase(subject: String, principal: Principal, note: AuditNote) throws -> [String: Any] {
+    func erase(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
         let token = try token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         let at = now()
-        let deleted = try store.pool.write { db -> Int in
+        let deleted = try await store.pool.write { db -> Int in
             // Stop every consent-based processing, on the record, then shred.
             for (purpose, decision) in try ledger.state(token: token, at: at, in: db) where decision.allowed && policy.purposes[purpose]!.requiresConsent {
                 let event = try ledger.makeEvent(token: token, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
@@ -417,7 +444,7 @@ public final class VeilService: Sendable {
         }
         cache.drop(token: token.rawValue)
         cache.forgetLinks()
-        try store.checkpointAndTruncate()
+        try await store.checkpointAndTruncate()
         return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]
     }
 
@@ -540,13 +567,13 @@ public final class VeilService: Sendable {
 
 extension VeilService {
     /// Creates an app principal and records consents for a generated shop (7 of 8 subjects opt in).
-    public func benchPrepare(shop: SampleShop) throws -> Principal {
+    public func benchPrepare(shop: SampleShop) async throws -> Principal {
         let principal = Principal(name: "bench-app", role: "app", namespace: "default")
         let note = AuditNote()
         for (n, user) in shop.users.enumerated() {
             let request = ConsentRequest(subject: user.id, purpose: "personalization", granted: n % 8 != 7, method: "banner",
                                          notice_version: "2026-01", jurisdiction: "EU", expires_at: nil, gpc: nil)
-            _ = try recordConsent(request, principal: principal, gpcHeader: false, note: note)
+            _ = try await recordConsent(request, principal: principal, gpcHeader: false, note: note)
         }
         return principal
     }
@@ -554,7 +581,7 @@ extension VeilService {
     /// One batch through the same path as `POST /v1/events`, including its audit entry.
     public func benchIngest(body: [UInt8], principal: Principal) async throws -> Int {
         let note = AuditNote()
-        let result = try ingest(body: body, principal: principal, gpcHeader: false, note: note)
+        let result = try await ingest(body: body, principal: principal, gpcHeader: false, note: note)
         try await audit.append(AuditRecord(actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",
                                            purpose: "personalization", outcome: "allowed", reason: note.snapshot.reason, requestID: "bench"))
         return result.accepted

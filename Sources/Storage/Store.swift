@@ -112,6 +112,13 @@ public final class Store: Sendable {
         }
     }
 
+    /// The same, for a request's task: it is suspended, not blocked, while the checkpoint waits and writes.
+    public func checkpointAndTruncate() async throws {
+        try await pool.writeWithoutTransaction { db in
+            _ = try db.checkpoint(.truncate)
+        }
+    }
+
     /// The files that make up this database (main, -wal, -shm), those that exist.
     public var files: [String] {
         [path, path + "-wal", path + "-shm"].filter { FileManager.default.fileExists(atPath: $0) }

@@ -97,7 +97,7 @@ struct BenchCommand: AsyncParsableCommand {
                     var logger = Logger(label: "bench")
                     logger.logLevel = .error
                     let service = try VeilService(paths: paths, passphrase: nil, logger: logger)
-                    let app = try service.benchPrepare(shop: shop)
+                    let app = try await service.benchPrepare(shop: shop)
                     let clock = ContinuousClock()
                     var accepted = 0
                     let elapsed = try await clock.measure {

@@ -57,7 +57,7 @@ struct KeysCommand: ParsableCommand {
                 if n == 0 { break }
                 total += n
             }
-            try store.checkpointAndTruncate()
+            try await store.checkpointAndTruncate()
             let counts = try SubjectKeys.versionCounts(in: store)
             try await auditKeyEvent(common, action: "keys:rewrap", reason: "re-wrapped \(total) subject keys under v\(ring.currentVersion)")
             print("re-wrapped \(total) subject keys; keys per master version: \(describe(counts))")

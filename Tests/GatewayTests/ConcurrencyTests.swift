@@ -1,4 +1,6 @@
 import Foundation
+import GRDB
+import Synchronization
 import Gateway
 import Hummingbird
 import HummingbirdTesting
@@ -56,6 +58,65 @@ import Testing
             }
             let verify = try await client.call(.get, "/v1/audit/verify", key: f.keys["compliance-officer"])
             #expect(verify.json["firstBadSequence"] == nil)
+        }
+    }
+}
+
+/// Holds a database's write lock from a connection of its own, as another process would.
+final class WriteLockHolder: Sendable {
+    private let queue: DatabaseQueue
+    private let held = Mutex(true)
+
+    init(path: String) throws {
+        var configuration = Configuration()
+        configuration.allowsUnsafeTransactions = true  // the point: a transaction left open between accesses
+        queue = try DatabaseQueue(path: path, configuration: configuration)
+        try queue.writeWithoutTransaction { try $0.execute(sql: "BEGIN IMMEDIATE") }
+    }
+
+    var isHeld: Bool { held.withLock { $0 } }
+
+    func release() {
+        held.withLock { held in
+            guard held else { return }
+            try? queue.writeWithoutTransaction { try $0.execute(sql: "COMMIT") }
+            held = false
+        }
+    }
+}
+
+/// Writes that wait for the database must not hold the threads every other request needs.
+@Suite struct WaitingWritesTests {
+    @Test func writesWaitingForTheDatabaseDoNotHoldUpReads() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f)
+            let recs = "/v1/recommendations/shopper-0%40example.com?k=3"
+            #expect(try await client.call(.get, recs, key: f.keys["recommendation-client"]).status == 200)
+
+            // Another process holds the operational database's write lock; a timer outside Swift's thread pool lets
+            // go after 5 s in any case, so a failure shows as an ordering, not a hang.
+            let lock = try WriteLockHolder(path: f.service.paths.operationalDatabase)
+            DispatchQueue.global().asyncAfter(deadline: .now() + 5) { lock.release() }
+
+            // More waiting writes (event batches and consent changes) than the pool has threads.
+            let writers = ProcessInfo.processInfo.activeProcessorCount + 2
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for n in 0..<writers {
+                    group.addTask {
+                        n % 2 == 0
+                            ? try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("w-\(n)", "shopper-1@example.com", "sku-3")]]).status
+                            : try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-\(n)@example.com", "marketing")).status
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                // A cached list and a read of the ledger are answered while every write still waits for the lock.
+                #expect(try await client.call(.get, recs, key: f.keys["recommendation-client"]).status == 200)
+                #expect(try await client.call(.get, "/v1/consents/shopper-0%40example.com", key: f.keys["app"]).status == 200)
+                #expect(lock.isHeld, "the reads were answered only after the lock was let go")
+                lock.release()
+                for try await status in group { #expect(status == 200 || status == 201) }
+            }
         }
     }
 }

@@ -117,7 +117,7 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
-            try f.service.store.checkpointAndTruncate()
+            try await f.service.store.checkpointAndTruncate()
             let backup = f.root + "/backup.sqlite"
             try FileManager.default.copyItem(atPath: f.service.store.path, toPath: backup)
             let r = try await client.call(.post, "/v1/subjects/shopper-4%40example.com/erase", key: f.keys["compliance-officer"])
