@@ -384,7 +384,7 @@ public final class VeilService: Sendable {
             throw GatewayError.badRequest("every item needs an id (1-256 bytes) and a title")
         }
         let at = now()
-        try await store.pool.write { try self.features.upsert(items, at: at, in: $0) }
+        try await store.pool.write { try features.upsert(items, at: at, in: $0) }
         categories.withLock { known in
             guard known != nil else { return }
             for item in items { known![item.id] = item.category }
@@ -601,17 +601,17 @@ extension VeilService {
     /// fingerprints, and shreds the data of subjects whose personalization consent lapsed. Audited.
     @discardableResult
     public func runRetention() async throws -> RetentionReport {
-        let report = try retentionSweep()
+        let report = try await retentionSweep()
         try await audit.append(AuditRecord(
             actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: Self.personalization, outcome: "allowed",
             reason: "deleted \(report.interactionsDeleted) interactions, \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) lapsed subjects"))
         return report
     }
 
-    func retentionSweep() throws -> RetentionReport {
+    func retentionSweep() async throws -> RetentionReport {
         let at = now()
         let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
-        let report = try store.pool.write { db -> RetentionReport in
+        let report = try await store.pool.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
             let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
             var shredded = 0
@@ -622,7 +622,7 @@ extension VeilService {
             }
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: shredded)
         }
-        try? store.checkpointAndTruncate()
+        try? await store.checkpointAndTruncate()
         return report
     }
 }
