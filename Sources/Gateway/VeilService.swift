@@ -176,9 +176,8 @@ public final class VeilService: Sendable {
     }
 
     /// Records a consent decision (and a GPC signal when present) in one transaction. A withdrawal of
-    /// personalization shreds the subject's behaviour data before this returns.
-    /// Records a consent change (withdrawal shreds the subject's data in the same transaction). Like `ingest`, the
-    /// transaction runs on the writer's queue while the request's task is suspended.
+    /// personalization shreds the subject's behaviour data before this returns. Like `ingest`, the transaction runs
+    /// on the writer's queue while the request's task is suspended.
     func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> ConsentReceipt {
         let token = try token(for: request.subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue; $0.purpose = request.purpose }
