@@ -9,9 +9,7 @@ PORT=${PORT:-18191}
 PREFIX=bench-mixed RECS_PRINCIPAL=bench-mixed-recs
 source scripts/load-setup.sh
 write_events_script
-"$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 > "$DIR/serve.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/live" > /dev/null && break; sleep 0.1; done
+start_server
 recs() { wrk -t1 -c32 -d"${DURATION}s" --latency -s "$DIR/recs.lua" "http://127.0.0.1:$PORT/v1/recommendations/x"; }
 events() { wrk -t1 -c32 -d"${DURATION}s" --latency -s "$DIR/events.lua" "http://127.0.0.1:$PORT/v1/events"; }
 row() { # label, recs output, [events output]
@@ -32,4 +30,4 @@ for r in $(seq "$ROUNDS"); do
   wait $EVENTS
   row "$r: beside events" "$DIR/beside.txt" "$DIR/events.txt"
 done
-kill -TERM $SERVER; wait $SERVER 2>/dev/null || true
+stop_server

@@ -15,14 +15,6 @@ PREFIX=bench-serve RECS_PRINCIPAL=bench-recs
 source scripts/load-setup.sh
 write_events_script
 
-start_server() {
-  "$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 "$@" > "$DIR/serve.log" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/live" >/dev/null && return; sleep 0.1; done
-  echo "server did not start" >&2; cat "$DIR/serve.log" >&2; exit 1
-}
-stop_server() { kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
-
 scrape() { curl -sf "http://127.0.0.1:$PORT/metrics" > "$1"; }
 
 run() { # name, url, [script]: prints a row: route, requests/s, p50, p99, non-2xx %, then what the server's

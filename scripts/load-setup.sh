@@ -1,7 +1,8 @@
-# Sourced by the load scripts (bench-serve.sh, rotation-under-load.sh): checks the release binary and wrk,
-# populates a temporary data directory with `veil demo` (USERS users, 1,000 items) and writes a wrk script
-# asking for recommendations of consenting demo subjects. Sets DIR, USERS, VEIL, common, RECS; defines
-# write_events_script (an app principal and a wrk script posting one page view per request to $DIR/events.lua).
+# Sourced by the load scripts (bench-serve, bench-mixed, compare-serve, rotation-under-load): checks the release
+# binary and wrk, populates a temporary data directory with `veil demo` (USERS users, 1,000 items) and writes a wrk
+# script asking for recommendations of consenting demo subjects. Sets DIR, USERS, VEIL, common, RECS; defines
+# start_server and stop_server (on $PORT) and write_events_script (an app principal and a wrk script posting one
+# page view per request to $DIR/events.lua).
 # Usage: PREFIX=name RECS_PRINCIPAL=name; source scripts/load-setup.sh
 VEIL=${VEIL:-.build/release/veil}
 [ -x "$VEIL" ] || { echo "build first: make release" >&2; exit 1; }
@@ -28,6 +29,15 @@ request = function()
   return requests[counter]
 end
 LUA
+
+# Starts `veil serve` on $PORT with the data directory (extra flags pass through) and waits until it answers.
+start_server() {
+  "$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 "$@" > "$DIR/serve.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/live" >/dev/null && return; sleep 0.1; done
+  echo "server did not start" >&2; cat "$DIR/serve.log" >&2; exit 1
+}
+stop_server() { kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
 
 write_events_script() {
   local app

@@ -9,9 +9,7 @@ PORT=${PORT:-18383}
 PREFIX=rotation RECS_PRINCIPAL=load-recs
 source scripts/load-setup.sh
 ADMIN=$("$VEIL" principals add load-admin --role admin "${common[@]}" | tail -1)
-"$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 --retention-interval 0 --cache-ttl 0 > "$DIR/serve.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health/live', timeout=1)" 2>/dev/null && break; sleep 0.1; done
+start_server --retention-interval 0 --cache-ttl 0
 wrk -t2 -c64 -d"${DURATION}s" --latency -s "$DIR/recs.lua" "http://127.0.0.1:$PORT/" > "$DIR/wrk.txt" &
 WRK=$!
 sleep 3
@@ -24,7 +22,7 @@ PY
 )
 END=$(date +%s.%N)
 wait $WRK
-kill -TERM $SERVER; wait $SERVER 2>/dev/null || true
+stop_server
 echo "rotation: $ROTATE in $(python3 -c "print(round($END - $START, 2))") s, during wrk load"
 grep -E "requests in|Requests/sec|Non-2xx|Socket errors" "$DIR/wrk.txt" || true
 "$VEIL" keys status "${common[@]}"
@@ -38,10 +36,8 @@ print("requests served during the run: %d; failed: %d" % (total, bad))
 sys.exit(1 if bad or errors else 0)
 PY
 # Every subject's data still reads: the export of each consenting demo subject has its interactions.
-"$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 --retention-interval 0 > "$DIR/serve2.log" 2>&1 &
-SERVER=$!
 OFFICER=$("$VEIL" principals add load-dpo --role compliance-officer "${common[@]}" | tail -1)
-for _ in $(seq 100); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health/live', timeout=1)" 2>/dev/null && break; sleep 0.1; done
+start_server --retention-interval 0
 python3 - "$PORT" "$OFFICER" "$USERS" <<'PY'
 import json, sys, time, urllib.error, urllib.request
 port, key, users = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -64,4 +60,4 @@ for n in range(users):
 print("subjects whose data reads after rotation: %d; unreadable: %d" % (ok, bad))
 sys.exit(1 if bad else 0)
 PY
-kill -TERM $SERVER; wait $SERVER 2>/dev/null || true
+stop_server
