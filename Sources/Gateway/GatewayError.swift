@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Hummingbird
 
 /// The one error type of the HTTP edge. Every 4xx and 5xx leaves Veil in the same shape:
@@ -59,5 +60,16 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
             }
         }
         return .internalError
+    }
+}
+
+/// What went wrong, for the server log: SQLite's result code and message (which name tables and columns, never
+/// values), the edge's own errors as they are (their messages hold no personal data), else only the error's type,
+/// since other errors' descriptions may quote the input that caused them.
+func loggableReason(_ error: any Error) -> String {
+    switch error {
+    case let error as DatabaseError: "SQLite error \(error.resultCode): \(error.message ?? "no message")"
+    case let error as GatewayError: error.description
+    default: "\(type(of: error))"
     }
 }

@@ -112,7 +112,7 @@ struct EdgeMiddleware: RouterMiddleware {
         } catch {
             let mapped = GatewayError.from(error)
             if mapped.status.code >= 500 {
-                service.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(type(of: error))"])
+                service.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(loggableReason(error))"])
             }
             response = mapped.response(requestID: context.requestID)
         }

@@ -5,6 +5,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import NIOSSL
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// How `veil serve` listens and schedules its background work.
@@ -51,13 +52,23 @@ struct PeriodicService: Service {
         }
     }
 
+    /// A run that failed is logged with a reason an operator can act on and that names no data; one cut short by
+    /// shutdown did not fail.
+    static func logFailure(_ what: String, _ error: any Error, _ logger: Logger) {
+        if error is CancellationError {
+            logger.info("\(what) stopped by shutdown")
+        } else {
+            logger.error("\(what) failed", metadata: ["error": "\(loggableReason(error))"])
+        }
+    }
+
     static func retrain(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
                 let model = try await service.trainOffThePool()
                 service.logger.info("retrained", metadata: ["model_version": "\(model.version)"])
             } catch {
-                service.logger.error("scheduled retrain failed")
+                logFailure("scheduled retrain", error, service.logger)
             }
         }
     }
@@ -69,13 +80,13 @@ struct PeriodicService: Service {
                 try service.experiments.flush(to: service.store)
                 try await service.evaluateCanary()
             } catch {
-                service.logger.error("experiment bookkeeping failed")
+                logFailure("experiment bookkeeping", error, service.logger)
             }
             // On its own: a failed save must not hold back the canary decision, nor the reverse.
             do {
                 try service.promotions.save(to: service.store, at: service.now())
             } catch {
-                service.logger.error("saving the promotion bandits failed")
+                logFailure("saving the promotion bandits", error, service.logger)
             }
         }
     }
@@ -86,7 +97,7 @@ struct PeriodicService: Service {
                 let report = try await service.runRetention()
                 service.logger.info("retention ran", metadata: ["interactions_deleted": "\(report.interactionsDeleted)", "lapsed_shredded": "\(report.lapsedConsentsShredded)"])
             } catch {
-                service.logger.error("retention run failed")
+                logFailure("retention run", error, service.logger)
             }
         }
     }
@@ -126,6 +137,21 @@ public enum GatewayServer {
                        PeriodicService.experiments(service, every: 5), AuditFlushService(service: service)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)
+    }
+
+    /// Why the server could not listen, as one line with the fix; nil when `error` is not about listening.
+    public static func listenProblem(_ error: any Error, configuration: ServerConfiguration) -> String? {
+        let place = "\(configuration.host):\(configuration.port)"
+        if error is SocketAddressError.UnknownHost {
+            return "cannot resolve the host '\(configuration.host)'; give --host an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)"
+        }
+        guard let error = error as? IOError else { return nil }
+        switch error.errnoCode {
+        case EADDRINUSE: return "\(place) is already in use (another veil serve?); stop that process or choose another port with --port (0 picks a free one)"
+        case EACCES: return "no permission to listen on \(place) (ports below 1024 need privileges); choose another port with --port"
+        case EADDRNOTAVAIL: return "\(configuration.host) is not an address of this machine; use --host 127.0.0.1, or 0.0.0.0 for every interface"
+        default: return nil
+        }
     }
 
     static func serverBuilder(_ tls: ServerConfiguration.TLSFiles?) throws -> HTTPServerBuilder {

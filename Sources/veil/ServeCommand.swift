@@ -50,7 +50,12 @@ struct ServeCommand: AsyncParsableCommand {
         } catch let error as GatewayServer.TLSError {
             throw CLIError(message: error.description)
         }
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch {
+            if let problem = GatewayServer.listenProblem(error, configuration: server) { throw CLIError(message: problem) }
+            throw error
+        }
     }
 }
 

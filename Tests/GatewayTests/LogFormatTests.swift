@@ -1,5 +1,6 @@
 import Foundation
 @testable import Gateway
+import GRDB
 import Logging
 import Synchronization
 import Testing
@@ -53,6 +54,28 @@ import Testing
         #expect(objects[0]["trace"] == "t1")
         #expect(objects[0]["shared"] == "event")
         #expect(objects[1]["shared"] == "provider")
+    }
+
+    @Test func loggedErrorReasonsNameTheProblemButNoValue() throws {
+        let subject = "alice@example.com"
+        let database = DatabaseError(resultCode: .SQLITE_CONSTRAINT, message: "UNIQUE constraint failed: interactions.id",
+                                     sql: "INSERT INTO interactions (id, subject) VALUES (?, ?)", arguments: ["e1", subject])
+        #expect(loggableReason(database) == "SQLite error 19 (constraint failed): UNIQUE constraint failed: interactions.id")
+        struct Quoting: Error, CustomStringConvertible { let description: String }
+        #expect(loggableReason(Quoting(description: "bad subject \(subject)")) == "Quoting")
+        #expect(loggableReason(GatewayError.internalError).hasPrefix("500 internal"))
+        // What a failed background run writes to the log, through the server's JSON handler.
+        let out = Lines()
+        var logger = Logger(label: "veil") { JSONLogHandler(label: $0, sink: out.sink) }
+        logger.logLevel = .info
+        PeriodicService.logFailure("retention run", database, logger)
+        PeriodicService.logFailure("retention run", Quoting(description: subject), logger)
+        PeriodicService.logFailure("retention run", CancellationError(), logger)
+        let objects = out.objects
+        #expect(objects.map { $0["level"] ?? "" } == ["error", "error", "info"])
+        #expect(objects.map { $0["message"] ?? "" } == ["retention run failed", "retention run failed", "retention run stopped by shutdown"])
+        #expect(objects[0]["error"] == "SQLite error 19 (constraint failed): UNIQUE constraint failed: interactions.id")
+        #expect(!out.lines.withLock { $0.joined() }.contains("alice"))
     }
 
     @Test func timestampsAreRFC3339InUTC() {
