@@ -26,6 +26,12 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     }
     static let notFound = GatewayError(.notFound, "not_found", "no such route")
     static let tooLarge = GatewayError(.contentTooLarge, "payload_too_large", "request body exceeds 1 MiB")
+    static var erasureNotScrubbed: GatewayError {
+        var error = GatewayError(.serviceUnavailable, "erasure_incomplete",
+                                 "the subject's data is erased, but a long-running read still keeps old database pages in the write-ahead log; they are removed automatically once it ends: repeat the request to confirm")
+        error.headers[.retryAfter] = "1"
+        return error
+    }
     static let internalError = GatewayError(.internalServerError, "internal", "internal error; the request id identifies it in the server log")
 
     struct Body: Encodable {

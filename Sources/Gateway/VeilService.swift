@@ -216,7 +216,7 @@ public final class VeilService: Sendable {
             return last!
         }
         cache.drop(token: token.rawValue)
-        if shredNeeded { try? await store.checkpointAndTruncate() }
+        if shredNeeded { await scrubWAL(after: "consent withdrawal") }
         metrics.consents.increment()
         return ConsentReceipt(sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
                               granted: receipt.event.granted, notice_version: receipt.event.noticeVersion, notice_hash: receipt.event.noticeHash,
@@ -422,6 +422,15 @@ public final class VeilService: Sendable {
         }
     }
 
+    /// Empties the WAL after shredding so no old page image stays in it; when a reader keeps it busy, says so in
+    /// the log (the store retries until it succeeds) and returns false.
+    @discardableResult
+    func scrubWAL(after what: String) async -> Bool {
+        guard case .deferred(let reason) = await store.scrubWAL() else { return true }
+        logger.warning("a reader keeps old pages in the WAL after \(what); emptying it is retried every second until done", metadata: ["error": "\(reason)"])
+        return false
+    }
+
     // MARK: - Data-subject requests
 
     func erase(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
@@ -443,7 +452,8 @@ public final class VeilService: Sendable {
         }
         cache.drop(token: token.rawValue)
         cache.forgetLinks()
-        try await store.checkpointAndTruncate()
+        // An erasure answers only once nothing of the subject is left in the files, WAL included.
+        guard await scrubWAL(after: "erasure") else { throw GatewayError.erasureNotScrubbed }
         return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]
     }
 
@@ -621,7 +631,7 @@ extension VeilService {
             }
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: shredded)
         }
-        try? await store.checkpointAndTruncate()
+        await scrubWAL(after: "retention")
         return report
     }
 }

@@ -1,5 +1,7 @@
 import Foundation
 import GRDB
+import GRDBSQLite
+import Synchronization
 
 /// A module's tables: a stable set of named migrations, never edited once shipped.
 public protocol MigrationSet: Sendable {
@@ -48,6 +50,9 @@ public final class Store: Sendable {
     public let pool: DatabasePool
     public let path: String
     private let checkpointer: BackgroundCheckpointer?
+    private let busyTimeout: TimeInterval
+    /// A deferred ``scrubWAL(wait:)`` is being retried.
+    private let scrubRetrying = Mutex(false)
 
     /// Opens (creating if needed) the database at `path` and applies `migrations` in order.
     public init(path: String, migrations: [any MigrationSet], configuration: StoreConfiguration = .init()) throws {
@@ -81,6 +86,7 @@ public final class Store: Sendable {
             throw StorageError(.cannotOpen, "cannot open database \(path): \(Store.describe(error))")
         }
         self.path = path
+        busyTimeout = configuration.busyTimeout
         var migrator = DatabaseMigrator()
         for set in migrations { set.register(in: &migrator) }
         do {
@@ -114,7 +120,53 @@ public final class Store: Sendable {
 
     /// The same, for a request's task: it is suspended, not blocked, while the checkpoint waits and writes.
     public func checkpointAndTruncate() async throws {
+        try await truncate(waiting: busyTimeout)
+    }
+
+    /// What ``scrubWAL(wait:)`` achieved.
+    public enum WALScrub: Sendable, Equatable {
+        /// The WAL is empty: no old page image is left in the `-wal` file.
+        case done
+        /// A reader kept the WAL busy; the scrub is retried in the background until it succeeds.
+        case deferred(reason: String)
+    }
+
+    /// Checkpoints and truncates the WAL after an erasure, so that no old page image of what was shredded stays in
+    /// the `-wal` file. A truncating checkpoint must wait for every reader to leave the WAL and holds writers back
+    /// while it waits, so it waits at most `wait` seconds (not the busy timeout: a reader kept for 10 s would stall
+    /// every write as long). If a reader is still there, the scrub is deferred: it is retried every
+    /// `retryInterval` seconds, each try waiting at most 0.1 s, until one succeeds; ``walScrubPending`` says so
+    /// meanwhile.
+    public func scrubWAL(wait: TimeInterval = 1, retryInterval: TimeInterval = 1) async -> WALScrub {
+        do {
+            try await truncate(waiting: wait)
+            return .done
+        } catch {
+            let start = scrubRetrying.withLock { retrying -> Bool in
+                defer { retrying = true }
+                return !retrying
+            }
+            if start {
+                Task.detached { [self] in
+                    while true {
+                        try? await Task.sleep(for: .seconds(retryInterval))
+                        if (try? await truncate(waiting: 0.1)) != nil { break }
+                    }
+                    scrubRetrying.withLock { $0 = false }
+                }
+            }
+            return .deferred(reason: Self.describe(error))
+        }
+    }
+
+    /// A deferred WAL scrub has not succeeded yet.
+    public var walScrubPending: Bool { scrubRetrying.withLock { $0 } }
+
+    private func truncate(waiting seconds: TimeInterval) async throws {
+        let configured = Int32(busyTimeout * 1000)
         try await pool.writeWithoutTransaction { db in
+            sqlite3_busy_timeout(db.sqliteConnection, Int32(seconds * 1000))
+            defer { sqlite3_busy_timeout(db.sqliteConnection, configured) }
             _ = try db.checkpoint(.truncate)
         }
     }

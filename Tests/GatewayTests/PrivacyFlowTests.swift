@@ -5,7 +5,9 @@ import GRDB
 import Gateway
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import Storage
+import Synchronization
 import Testing
 import Vault
 
@@ -110,6 +112,45 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
             let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: body)
             #expect(r.status == 422)
             #expect((r.json["error"] as? [String: Any])?["message"] as? String == "unknown notice version '1999-12'; known: 2026-01")
+        }
+    }
+
+    @Test func aLongReadDefersEmptyingTheWALAndAnErasureSaysSoUntilItIsDone() async throws {
+        let capture = LogCapture()
+        let f = try GatewayFixture(logger: capture.logger)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f)
+            // A read transaction held open on another thread, as a long export or training read would.
+            let started = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), ended = DispatchSemaphore(value: 0)
+            DispatchQueue.global().async { [pool = f.service.store.pool] in
+                _ = try? pool.read { db in
+                    _ = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master")
+                    started.signal()
+                    release.wait()
+                }
+                ended.signal()
+            }
+            started.wait()
+            let withdrawal = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-3@example.com", granted: false))
+            #expect(withdrawal.status == 201, "the withdrawal is recorded and its data shredded; only the WAL waits")
+            let warnings = capture.messages.withLock { $0.filter { $0.0 == .warning }.map(\.1) }
+            #expect(warnings.contains { $0.hasPrefix("a reader keeps old pages in the WAL after consent withdrawal") })
+            let erasure = try await client.call(.post, "/v1/subjects/shopper-4%40example.com/erase", key: f.keys["compliance-officer"])
+            #expect(erasure.status == 503)
+            #expect((erasure.json["error"] as? [String: Any])?["code"] as? String == "erasure_incomplete")
+            #expect(erasure.headers[.retryAfter] == "1")
+            #expect(f.service.store.walScrubPending)
+            release.signal()
+            ended.wait()
+            for _ in 0..<200 where f.service.store.walScrubPending { try await Task.sleep(for: .milliseconds(25)) }
+            #expect(!f.service.store.walScrubPending)
+            let walBytes = (try FileManager.default.attributesOfItem(atPath: f.service.store.path + "-wal")[.size] as? NSNumber)?.intValue
+            #expect(walBytes == 0)
+            // The erasure had happened; repeating the request confirms it.
+            let again = try await client.call(.post, "/v1/subjects/shopper-4%40example.com/erase", key: f.keys["compliance-officer"])
+            #expect(again.status == 200)
+            let export = try await client.call(.get, "/v1/subjects/shopper-4%40example.com/export", key: f.keys["compliance-officer"])
+            #expect(export.json["has_data"] as? Bool == false)
         }
     }
 
