@@ -51,8 +51,9 @@ public final class Store: Sendable {
     public let path: String
     private let checkpointer: BackgroundCheckpointer?
     private let busyTimeout: TimeInterval
-    /// A deferred ``scrubWAL(wait:)`` is being retried.
-    private let scrubRetrying = Mutex(false)
+    /// A deferred ``scrubWAL(wait:retryInterval:)`` is being retried; `again`: another was deferred meanwhile,
+    /// so a success the retrier sees may have come before that one's shredding.
+    private let scrubRetry = Mutex((retrying: false, again: false))
 
     /// Opens (creating if needed) the database at `path` and applies `migrations` in order.
     public init(path: String, migrations: [any MigrationSet], configuration: StoreConfiguration = .init()) throws {
@@ -123,7 +124,7 @@ public final class Store: Sendable {
         try await truncate(waiting: busyTimeout)
     }
 
-    /// What ``scrubWAL(wait:)`` achieved.
+    /// What ``scrubWAL(wait:retryInterval:)`` achieved.
     public enum WALScrub: Sendable, Equatable {
         /// The WAL is empty: no old page image is left in the `-wal` file.
         case done
@@ -142,17 +143,23 @@ public final class Store: Sendable {
             try await truncate(waiting: wait)
             return .done
         } catch {
-            let start = scrubRetrying.withLock { retrying -> Bool in
-                defer { retrying = true }
-                return !retrying
+            let start = scrubRetry.withLock { state -> Bool in
+                if state.retrying { state.again = true; return false }
+                state.retrying = true
+                return true
             }
             if start {
                 Task.detached { [self] in
                     while true {
                         try? await Task.sleep(for: .seconds(retryInterval))
-                        if (try? await truncate(waiting: 0.1)) != nil { break }
+                        guard (try? await truncate(waiting: 0.1)) != nil else { continue }
+                        let finished = scrubRetry.withLock { state -> Bool in
+                            if state.again { state.again = false; return false }
+                            state.retrying = false
+                            return true
+                        }
+                        if finished { return }
                     }
-                    scrubRetrying.withLock { $0 = false }
                 }
             }
             return .deferred(reason: Self.describe(error))
@@ -160,7 +167,7 @@ public final class Store: Sendable {
     }
 
     /// A deferred WAL scrub has not succeeded yet.
-    public var walScrubPending: Bool { scrubRetrying.withLock { $0 } }
+    public var walScrubPending: Bool { scrubRetry.withLock { $0.retrying } }
 
     private func truncate(waiting seconds: TimeInterval) async throws {
         let configured = Int32(busyTimeout * 1000)
