@@ -98,7 +98,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "VaultTests", dependencies: ["Vault"], swiftSettings: swiftSettings),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Vault"], swiftSettings: swiftSettings),
+        // Helpers shared by test targets (a test target cannot depend on another).
+        .target(name: "TestSupport", dependencies: [.product(name: "GRDB", package: "GRDB.swift")], path: "Tests/TestSupport",
+                swiftSettings: swiftSettings),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Vault", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PseudonymizationTests",
@@ -120,7 +123,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "Vault", "Storage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization", "Recommender",
+                "Gateway", "Vault", "Storage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization", "Recommender", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Yams", package: "Yams"),

@@ -8,6 +8,7 @@ import HummingbirdTesting
 import Logging
 import Storage
 import Synchronization
+import TestSupport
 import Testing
 import Vault
 
@@ -121,16 +122,7 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
             // A read transaction held open on another thread, as a long export or training read would.
-            let started = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), ended = DispatchSemaphore(value: 0)
-            DispatchQueue.global().async { [pool = f.service.store.pool] in
-                _ = try? pool.read { db in
-                    _ = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master")
-                    started.signal()
-                    release.wait()
-                }
-                ended.signal()
-            }
-            started.wait()
+            let reader = HeldReader(f.service.store.pool, table: "sqlite_master")
             let withdrawal = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-3@example.com", granted: false))
             #expect(withdrawal.status == 201, "the withdrawal is recorded and its data shredded; only the WAL waits")
             let warnings = capture.messages.withLock { $0.filter { $0.0 == .warning }.map(\.1) }
@@ -140,8 +132,7 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
             #expect((erasure.json["error"] as? [String: Any])?["code"] as? String == "erasure_incomplete")
             #expect(erasure.headers[.retryAfter] == "1")
             #expect(f.service.store.walScrubPending)
-            release.signal()
-            ended.wait()
+            reader.end()
             for _ in 0..<200 where f.service.store.walScrubPending { try await Task.sleep(for: .milliseconds(25)) }
             #expect(!f.service.store.walScrubPending)
             let walBytes = (try FileManager.default.attributesOfItem(atPath: f.service.store.path + "-wal")[.size] as? NSNumber)?.intValue

@@ -1,31 +1,8 @@
 import Foundation
 import GRDB
 import Storage
+import TestSupport
 import Testing
-
-/// Holds a read transaction open on another thread until released: what a long export or training read does.
-final class HeldReader: Sendable {
-    private let started = DispatchSemaphore(value: 0)
-    private let release = DispatchSemaphore(value: 0)
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ pool: DatabasePool, table: String) {
-        DispatchQueue.global().async { [started, release, done] in
-            _ = try? pool.read { db in
-                _ = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table)")
-                started.signal()
-                release.wait()
-            }
-            done.signal()
-        }
-        started.wait()
-    }
-
-    func end() {
-        release.signal()
-        done.wait()
-    }
-}
 
 @Suite struct WALScrubTests {
     static func contains(_ path: String, _ marker: Data) -> Bool {
