@@ -110,8 +110,16 @@ struct AuditFlushService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
-        try? service.experiments.flush(to: service.store)
-        try? service.promotions.save(to: service.store, at: service.now())
+        do {
+            try service.experiments.flush(to: service.store)
+        } catch {
+            PeriodicService.logFailure("saving the experiment counters at shutdown", error, service.logger)
+        }
+        do {
+            try service.promotions.save(to: service.store, at: service.now())
+        } catch {
+            PeriodicService.logFailure("saving the promotion bandits at shutdown", error, service.logger)
+        }
         if let cp = try await service.audit.checkpoint() {
             service.logger.info("audit checkpoint signed at shutdown", metadata: ["sequence": "\(cp.sequence)"])
         }

@@ -392,6 +392,19 @@ public final class VeilService: Sendable {
 
     // MARK: - Training
 
+    /// Trains before the server starts taking requests. A failure is logged with its reason and does not stop the
+    /// server: it starts without a model until a scheduled retrain or `POST /v1/model/train` succeeds.
+    public func trainAtStart() {
+        do {
+            let model = try train()
+            if model.users > 0 {
+                logger.info("model trained at start", metadata: ["model_version": "\(model.version)", "users": "\(model.users)"])
+            }
+        } catch {
+            logger.error("training at start failed; the server starts without a model", metadata: ["error": "\(loggableReason(error))"])
+        }
+    }
+
     /// Retrains from the feature store and swaps the model in atomically.
     @discardableResult
     public func train() throws -> ServingModel {

@@ -30,9 +30,7 @@ struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "veil")
         logger.logLevel = Logger.Level(rawValue: logLevel ?? config.logLevel ?? "info")!
         let service = try openService(common, cacheTTL: cacheTTL, logger: logger)
-        if let model = try? service.train(), model.users > 0 {
-            logger.info("model trained at start", metadata: ["model_version": "\(model.version)", "users": "\(model.users)"])
-        }
+        service.trainAtStart()
         var server = ServerConfiguration()
         server.host = host ?? config.host ?? server.host
         server.port = port ?? config.port ?? server.port
