@@ -1,6 +1,26 @@
 import Foundation
 import Vault
 
+/// The outcomes Veil records. A closed set, so that a query can refuse a filter no entry could match (a typo
+/// would otherwise read as "nothing happened").
+public enum AuditOutcome: String, CaseIterable, Sendable {
+    /// A request or command that did what it asked.
+    case allowed
+    /// Refused by authentication or authorization (401, 403).
+    case denied
+    /// Refused for its input (another 4xx).
+    case rejected
+    /// Failed on the server's side (5xx).
+    case error
+    /// Identity linkage: linked, no rule matched, unlinked, nothing to unlink.
+    case linked, noMatch = "no-match", unlinked, noLink = "no-link"
+    /// A canary model's end.
+    case promoted, rolledBack = "rolled-back"
+
+    /// Every outcome, comma-separated, for error messages.
+    public static var list: String { allCases.map(\.rawValue).joined(separator: ", ") }
+}
+
 /// What happened, as submitted by the gateway or the command line. Holds tokens, never raw subject ids.
 public struct AuditRecord: Sendable, Equatable, Codable {
     public var actor: String
@@ -9,20 +29,27 @@ public struct AuditRecord: Sendable, Equatable, Codable {
     public var resource: String
     public var subjectToken: String?
     public var purpose: String?
-    /// `allowed`, `denied`, `error`, or a domain outcome such as `erased`.
+    /// One of ``AuditOutcome``'s raw values (kept as text: a verified log is read as written).
     public var outcome: String
     public var reason: String
     public var requestID: String
 
     public init(actor: String, role: String, action: String, resource: String, subjectToken: String? = nil,
-                purpose: String? = nil, outcome: String, reason: String = "", requestID: String = "") {
+                purpose: String? = nil, outcome: AuditOutcome, reason: String = "", requestID: String = "") {
+        self.init(actor: actor, role: role, action: action, resource: resource, subjectToken: subjectToken, purpose: purpose,
+                  outcomeText: outcome.rawValue, reason: reason, requestID: requestID)
+    }
+
+    /// As read back from the log.
+    init(actor: String, role: String, action: String, resource: String, subjectToken: String?, purpose: String?,
+         outcomeText: String, reason: String, requestID: String) {
         self.actor = actor
         self.role = role
         self.action = action
         self.resource = resource
         self.subjectToken = subjectToken
         self.purpose = purpose
-        self.outcome = outcome
+        self.outcome = outcomeText
         self.reason = reason
         self.requestID = requestID
     }

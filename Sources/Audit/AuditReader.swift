@@ -91,7 +91,7 @@ public struct AuditReader: Sendable {
         AuditEntry(
             sequence: row[0], at: row[1],
             record: AuditRecord(actor: row[2], role: row[3], action: row[4], resource: row[5], subjectToken: row[6], purpose: row[7],
-                                outcome: row[8], reason: row[9], requestID: row[10]),
+                                outcomeText: row[8], reason: row[9], requestID: row[10]),
             previousHash: row[11], hash: row[12])
     }
 
@@ -99,7 +99,7 @@ public struct AuditReader: Sendable {
         AuditEntry(
             sequence: row["seq"], at: row["at"],
             record: AuditRecord(actor: row["actor"], role: row["role"], action: row["action"], resource: row["resource"],
-                                subjectToken: row["subject_token"], purpose: row["purpose"], outcome: row["outcome"],
+                                subjectToken: row["subject_token"], purpose: row["purpose"], outcomeText: row["outcome"],
                                 reason: row["reason"], requestID: row["request_id"]),
             previousHash: row["prev_hash"], hash: row["hash"])
     }

@@ -224,7 +224,7 @@ extension VeilService {
         cache.clear()
         let action = worse ? "model:rollback" : "model:promote"
         try await audit.append(AuditRecord(actor: "canary", role: "system", action: action, resource: "model \(candidate.version)",
-                                           outcome: worse ? "rolled-back" : "promoted", reason: detail))
+                                           outcome: worse ? .rolledBack : .promoted, reason: detail))
         logger.notice("canary decided", metadata: ["action": "\(action)", "model_version": "\(candidate.version)"])
         return action
     }

@@ -83,7 +83,12 @@ enum Handlers {
             var q = AuditQuery()
             q.actor = p["actor"].map(String.init)
             q.action = p["action"].map(String.init)
-            q.outcome = p["outcome"].map(String.init)
+            q.outcome = try p["outcome"].map { value in
+                guard let outcome = AuditOutcome(rawValue: String(value)) else {
+                    throw GatewayError.badRequest("outcome must be one of: \(AuditOutcome.list)")
+                }
+                return outcome.rawValue
+            }
             if let s = p["subject"] {
                 q.subjectToken = try service.token(for: String(s), principal: context.principal!).rawValue
             }

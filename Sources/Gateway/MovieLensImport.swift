@@ -57,7 +57,7 @@ extension VeilService {
         }
         if !batch.isEmpty { try await send(batch) }
         try await audit.append(AuditRecord(actor: "import", role: "admin", action: "import:movielens", resource: "namespace \(namespace)",
-                                           outcome: "allowed", reason: "\(subjects) subjects, \(accepted - profileCount) ratings"))
+                                           outcome: .allowed, reason: "\(subjects) subjects, \(accepted - profileCount) ratings"))
         return ImportReport(items: catalog.count, subjects: subjects, ratings: accepted - profileCount, rejected: rejected)
     }
 }

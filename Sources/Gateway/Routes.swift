@@ -119,7 +119,7 @@ struct EdgeMiddleware: RouterMiddleware {
         if !RouteTable.publicPaths.contains(request.uri.path) {
             let note = context.audit.snapshot
             let code = response.status.code
-            let outcome = code < 400 ? "allowed" : (code == 401 || code == 403) ? "denied" : code < 500 ? "rejected" : "error"
+            let outcome: AuditOutcome = code < 400 ? .allowed : (code == 401 || code == 403) ? .denied : code < 500 ? .rejected : .error
             let record = AuditRecord(actor: note.actor, role: note.role, action: note.action, resource: "\(request.method.rawValue) \(context.endpointPath ?? "unmatched")",
                                      subjectToken: note.subjectToken, purpose: note.purpose, outcome: outcome,
                                      reason: note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)", requestID: context.requestID)

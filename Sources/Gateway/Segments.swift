@@ -146,7 +146,7 @@ extension VeilService {
         let (snapshot, catalog) = try readTrainingData()
         let model = SegmentModel.fit(snapshot: snapshot, catalog: catalog, view: view, method: method, k: k, now: now())
         try await audit.append(AuditRecord(actor: actor, role: "admin", action: "segments:analyse", resource: "feature store", purpose: Self.personalization,
-                                           outcome: "allowed", reason: "\(view.rawValue) view, \(method.rawValue), \(model?.segments.count ?? 0) segments"))
+                                           outcome: .allowed, reason: "\(view.rawValue) view, \(method.rawValue), \(model?.segments.count ?? 0) segments"))
         return model
     }
 

@@ -139,7 +139,7 @@ public final class VeilService: Sendable {
             cache.forgetLinks()
         }
         try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:link", resource: "namespace \(namespace)",
-                                           subjectToken: token.rawValue, outcome: link == nil ? "no-match" : "linked",
+                                           subjectToken: token.rawValue, outcome: link == nil ? .noMatch : .linked,
                                            reason: link.map { "rule \($0.rule), score \(String(format: "%.2f", $0.score)), canonical \($0.canonical.rawValue)" } ?? "no rule matched"))
         return link
     }
@@ -154,7 +154,7 @@ public final class VeilService: Sendable {
         let existed = try unlinkInTransaction(token)
         if existed { cache.forgetLinks() }
         try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
-                                           subjectToken: token.rawValue, outcome: existed ? "unlinked" : "no-link"))
+                                           subjectToken: token.rawValue, outcome: existed ? .unlinked : .noLink))
         return existed
     }
 
@@ -605,7 +605,7 @@ extension VeilService {
         let note = AuditNote()
         let result = try await ingest(body: body, principal: principal, gpcHeader: false, note: note)
         try await audit.append(AuditRecord(actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",
-                                           purpose: "personalization", outcome: "allowed", reason: note.snapshot.reason, requestID: "bench"))
+                                           purpose: "personalization", outcome: .allowed, reason: note.snapshot.reason, requestID: "bench"))
         return result.accepted
     }
 }
@@ -625,7 +625,7 @@ extension VeilService {
     public func runRetention() async throws -> RetentionReport {
         let report = try await retentionSweep()
         try await audit.append(AuditRecord(
-            actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: Self.personalization, outcome: "allowed",
+            actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: Self.personalization, outcome: .allowed,
             reason: "deleted \(report.interactionsDeleted) interactions, \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) lapsed subjects"))
         return report
     }

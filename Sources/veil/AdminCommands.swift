@@ -20,7 +20,7 @@ struct PrincipalsCommand: ParsableCommand {
         func run() async throws {
             let service = try openService(common)
             let key = try service.principals.add(name: name, role: role, namespace: namespace, knownRoles: Set(service.policy.roles.keys))
-            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: "allowed", reason: "role \(role)"))
+            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: .allowed, reason: "role \(role)"))
             try await service.audit.checkpoint()
             print("created principal \(name) with role \(role); its API key (shown once):")
             print(key)
@@ -35,7 +35,7 @@ struct PrincipalsCommand: ParsableCommand {
         func run() async throws {
             let service = try openService(common)
             try service.principals.revoke(name: name)
-            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: "allowed"))
+            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: .allowed))
             try await service.audit.checkpoint()
             print("revoked \(name)")
         }
@@ -96,8 +96,14 @@ struct AuditCommand: ParsableCommand {
         @Option var actor: String?
         @Option(help: "Subject token (tokens, never raw ids, are in the log).") var subjectToken: String?
         @Option var action: String?
-        @Option var outcome: String?
+        @Option(help: "One of: \(AuditOutcome.list).") var outcome: String?
         @Option var limit = 100
+
+        func validate() throws {
+            if let outcome, AuditOutcome(rawValue: outcome) == nil {
+                throw ValidationError("--outcome must be one of: \(AuditOutcome.list)")
+            }
+        }
 
         func run() throws {
             let entries = try AuditReader(path: try common.paths().auditDatabase).query(

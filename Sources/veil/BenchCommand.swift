@@ -31,7 +31,7 @@ struct BenchCommand: AsyncParsableCommand {
                             group.addTask {
                                 for i in 0..<perTask {
                                     try await log.append(AuditRecord(actor: "bench-\(t)", role: "app", action: "events:write", resource: "POST /v1/events",
-                                                                     subjectToken: "t\(t)-\(i)", purpose: "personalization", outcome: "allowed",
+                                                                     subjectToken: "t\(t)-\(i)", purpose: "personalization", outcome: .allowed,
                                                                      reason: "status 200", requestID: "r\(t * perTask + i)"))
                                 }
                             }
@@ -53,7 +53,7 @@ struct BenchCommand: AsyncParsableCommand {
                     group.addTask {
                         for i in 0..<per {
                             try await bigLog.append(AuditRecord(actor: "p\(t)", role: "app", action: "events:write", resource: "POST /v1/events",
-                                                                subjectToken: "t\(t)-\(i)", outcome: "allowed", reason: "status 200", requestID: "r\(i)"))
+                                                                subjectToken: "t\(t)-\(i)", outcome: .allowed, reason: "status 200", requestID: "r\(i)"))
                         }
                     }
                 }

@@ -100,7 +100,7 @@ struct KeysCommand: ParsableCommand {
 func auditKeyEvent(_ common: CommonOptions, action: String, reason: String) async throws {
     let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
     let log = try AuditLog(path: try common.paths().auditDatabase, signer: ring.auditSigner)
-    try await log.append(AuditRecord(actor: "cli", role: "admin", action: action, resource: "key ring", outcome: "allowed", reason: reason))
+    try await log.append(AuditRecord(actor: "cli", role: "admin", action: action, resource: "key ring", outcome: .allowed, reason: reason))
     // A one-shot process signs its head before it exits, as the server does at shutdown.
     try await log.checkpoint()
 }

@@ -17,7 +17,7 @@ struct AuditFixture {
     func fill(_ n: Int) async throws {
         for i in 0..<n {
             try await log.append(AuditRecord(actor: "app-\(i % 3)", role: "app", action: "events:write", resource: "/v1/events",
-                                             subjectToken: String(format: "%032x", i), outcome: i % 5 == 0 ? "denied" : "allowed",
+                                             subjectToken: String(format: "%032x", i), outcome: i % 5 == 0 ? .denied : .allowed,
                                              reason: "r\(i)", requestID: "req-\(i)"))
         }
     }
@@ -65,7 +65,7 @@ struct AuditFixture {
                 group.addTask {
                     for i in 0..<25 {
                         try await f.log.append(AuditRecord(actor: "a\(t)", role: "app", action: "events:write", resource: "/v1/events",
-                                                           outcome: "allowed", requestID: "r\(t)-\(i)"))
+                                                           outcome: .allowed, requestID: "r\(t)-\(i)"))
                     }
                 }
             }
@@ -148,7 +148,7 @@ struct AuditFixture {
         try f.tamper("UPDATE entries SET seq = seq + 1000 WHERE seq >= 12")
         try f.tamper("UPDATE entries SET seq = seq - 999 WHERE seq >= 1000")
         let prev = try f.string("SELECT hash FROM entries WHERE seq = 11")
-        let forged = AuditRecord(actor: "ghost", role: "admin", action: "subjects:export", resource: "/v1/subjects/x/export", outcome: "allowed")
+        let forged = AuditRecord(actor: "ghost", role: "admin", action: "subjects:export", resource: "/v1/subjects/x/export", outcome: .allowed)
         let hash = AuditEntry.computeHash(sequence: 12, at: 1, record: forged, previousHash: prev)
         try f.tamper("INSERT INTO entries (seq, at, actor, role, action, resource, outcome, reason, request_id, prev_hash, hash) VALUES (12, 1, 'ghost', 'admin', 'subjects:export', '/v1/subjects/x/export', 'allowed', '', '', ?, ?)", [prev, hash])
         #expect(try f.verify().firstBadSequence == 13)
@@ -191,7 +191,7 @@ struct AuditFixture {
         let sequences = try await withThrowingTaskGroup(of: Int64.self) { group in
             for i in 0..<500 {
                 group.addTask {
-                    try await f.log.append(AuditRecord(actor: "c\(i)", role: "app", action: "events:write", resource: "/v1/events", outcome: "allowed")).sequence
+                    try await f.log.append(AuditRecord(actor: "c\(i)", role: "app", action: "events:write", resource: "/v1/events", outcome: .allowed)).sequence
                 }
             }
             return try await group.reduce(into: [Int64]()) { $0.append($1) }
@@ -210,10 +210,10 @@ struct AuditFixture {
         // Another connection makes SQLite refuse one kind of row, as a full disk or a broken file would refuse them all.
         try f.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON entries WHEN NEW.actor = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END")
         await #expect(throws: AuditError.self) {
-            try await f.log.append(AuditRecord(actor: "poison", role: "app", action: "x", resource: "r", outcome: "allowed"))
+            try await f.log.append(AuditRecord(actor: "poison", role: "app", action: "x", resource: "r", outcome: .allowed))
         }
         // The failed batch was rolled back: the next batch starts its own transaction and extends the same chain.
-        let next = try await f.log.append(AuditRecord(actor: "after", role: "app", action: "x", resource: "r", outcome: "allowed"))
+        let next = try await f.log.append(AuditRecord(actor: "after", role: "app", action: "x", resource: "r", outcome: .allowed))
         #expect(next.sequence == 4)
         try await f.log.checkpoint()
         let result = try f.verify()
@@ -228,7 +228,7 @@ struct AuditFixture {
         let other = try AuditLog(path: f.path, signer: f.signer, checkpointInterval: 10)
         for i in 0..<30 {
             let log = i % 3 == 0 ? other : f.log
-            try await log.append(AuditRecord(actor: "w\(i % 3)", role: "admin", action: "x", resource: "r", outcome: "allowed"))
+            try await log.append(AuditRecord(actor: "w\(i % 3)", role: "admin", action: "x", resource: "r", outcome: .allowed))
         }
         try await other.checkpoint()
         let result = try f.verify()

@@ -127,6 +127,14 @@ import Testing
             #expect((reads.json["entries"] as? [Any])?.count == 2)
             let denied = try await client.call(.get, "/v1/audit?outcome=denied", key: f.keys["compliance-officer"])
             #expect((denied.json["entries"] as? [Any])?.isEmpty == true)
+            // A mistyped outcome is refused rather than answered with "no such entries".
+            let typo = try await client.call(.get, "/v1/audit?outcome=deny", key: f.keys["compliance-officer"])
+            #expect(typo.status == 400)
+            #expect((typo.json["error"] as? [String: Any])?["message"] as? String
+                    == "outcome must be one of: allowed, denied, rejected, error, linked, no-match, unlinked, no-link, promoted, rolled-back")
+            _ = try await client.call(.get, "/v1/consents/u", key: nil)
+            let nowDenied = try await client.call(.get, "/v1/audit?outcome=denied", key: f.keys["compliance-officer"])
+            #expect((nowDenied.json["entries"] as? [[String: Any]])?.map { ($0["record"] as? [String: Any])?["outcome"] as? String } == ["denied"])
         }
     }
 }
