@@ -31,6 +31,26 @@ import Testing
         }
     }
 
+    @Test func aKnownPathAskedWithAnotherMethodGets405NamingTheMethods() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            let export = try await client.call(.post, "/v1/subjects/u/export", key: f.keys["compliance-officer"])
+            expectErrorShape(export, 405)
+            #expect(export.headers[.allow] == "GET")
+            let consents = try await client.call(.delete, "/v1/consents", key: f.keys["app"])
+            expectErrorShape(consents, 405)
+            #expect(consents.headers[.allow] == "POST")
+            #expect((consents.json["error"] as? [String: Any])?["message"] as? String == "DELETE is not served on this path; use POST")
+            // A path no route has, or a template segment left empty, is still 404.
+            expectErrorShape(try await client.call(.post, "/v1/subjects//export", key: f.keys["compliance-officer"]), 404)
+            expectErrorShape(try await client.call(.post, "/v1/nope", key: f.keys["app"]), 404)
+            // Both are audited, as unmatched requests.
+            let audit = try await client.call(.get, "/v1/audit?outcome=rejected", key: f.keys["compliance-officer"])
+            let reasons = (audit.json["entries"] as? [[String: Any]])?.compactMap { ($0["record"] as? [String: Any])?["reason"] as? String }
+            #expect(reasons?.filter { $0 == "status 405" }.count == 2)
+        }
+    }
+
     @Test func mixedBatchKeepsValidEventsAndNamesEachRejection() async throws {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
