@@ -27,19 +27,15 @@ row() { # configuration, round: one measured row "round configuration requests/s
   if [ "$1" = bare ]; then
     wrk -t2 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/health/live" > "$DIR/wrk.txt"
   else
-    wrk -t2 -c64 -d2s -s "$DIR/recs.lua" "http://127.0.0.1:$PORT/x" > /dev/null
+    warm
     wrk -t2 -c64 -d"${DURATION}s" --latency -s "$DIR/recs.lua" "http://127.0.0.1:$PORT/x" > "$DIR/wrk.txt"
   fi
   python3 - "$2" "$1" "$DIR/wrk.txt" <<'PY'
-import re, sys
-text = open(sys.argv[3]).read()
-def ms(v):
-    m = re.match(r"([\d.]+)([a-z]+)", v); x = float(m.group(1))
-    return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{sys.argv[1]}\t{sys.argv[2]}\t{rps:.0f}\t{p50:.2f}\t{p99:.2f}\t{int(bad.group(1)) if bad else 0}")
+import sys
+sys.path.insert(0, "scripts")
+from wrk_output import summary
+w = summary(open(sys.argv[3]).read())
+print(f"{sys.argv[1]}\t{sys.argv[2]}\t{w['rps']:.0f}\t{w['p50']:.2f}\t{w['p99']:.2f}\t{w['non2xx']}")
 PY
 }
 

@@ -26,9 +26,11 @@ run() { # name, url, [script]: prints a row: route, requests/s, p50, p99, non-2x
   scrape "$DIR/after.prom"
   echo "$out" > "$DIR/$1.wrk"
   python3 - "$1" "$DIR/$1.wrk" "$DIR/before.prom" "$DIR/after.prom" <<'PY'
-import re, sys
+import sys
+sys.path.insert(0, "scripts")
+from wrk_output import summary
 name, path = sys.argv[1], sys.argv[2]
-text = open(path).read()
+w = summary(open(path).read())
 def samples(path):
     values = {}
     for line in open(path):
@@ -48,20 +50,12 @@ entries, commits, syncs = delta("veil_audit_entries_total"), delta("veil_audit_b
 durable = 1000 * delta("veil_audit_durable_wait_seconds_total") / entries if entries else float("nan")
 per_commit = entries / commits if commits else float("nan")
 per_sync = entries / syncs if syncs else float("nan")
-def ms(v):
-    m = re.match(r"([\d.]+)([a-z]+)", v); x = float(m.group(1))
-    return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-total = int(re.search(r"(\d+) requests in", text).group(1))
-non2xx = int(re.search(r"Non-2xx or 3xx responses: (\d+)", text).group(1)) if "Non-2xx" in text else 0
-print(f"{name}\t{rps:.0f}\t{p50:.2f}\t{p99:.2f}\t{100.0 * non2xx / max(total, 1):.2f}\t{inside:.2f}\t{wait:.2f}\t{durable:.2f}\t{per_commit:.1f}\t{per_sync:.1f}")
+print(f"{name}\t{w['rps']:.0f}\t{w['p50']:.2f}\t{w['p99']:.2f}\t{100.0 * w['non2xx'] / max(w['total'], 1):.2f}\t{inside:.2f}\t{wait:.2f}\t{durable:.2f}\t{per_commit:.1f}\t{per_sync:.1f}")
 PY
 }
 
-# Steady state of the cached route: one pass (2 s, not counted) fills the cache for every subject first; the
-# uncached route below shows the cost of a miss.
-warm() { wrk -t2 -c64 -d2s -s "$DIR/recs.lua" "http://127.0.0.1:$PORT/v1/recommendations/x" > /dev/null; }
+# Steady state of the cached route: `warm` (load-setup.sh) fills the cache first; the uncached route below shows
+# the cost of a miss.
 
 one_run() { # appends one run's rows (route, requests/s, p50, p99, non-2xx %) to $1
   start_server

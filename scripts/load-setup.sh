@@ -1,7 +1,7 @@
 # Sourced by the load scripts (bench-serve, bench-mixed, compare-serve, rotation-under-load): checks the release
 # binary and wrk, populates a temporary data directory with `veil demo` (USERS users, 1,000 items) and writes a wrk
 # script asking for recommendations of consenting demo subjects. Sets DIR, USERS, VEIL, common, RECS; defines
-# start_server and stop_server (on $PORT) and write_events_script (an app principal and a wrk script posting one
+# start_server, stop_server and warm (on $PORT) and write_events_script (an app principal and a wrk script posting one
 # page view per request to $DIR/events.lua).
 # Usage: PREFIX=name RECS_PRINCIPAL=name; source scripts/load-setup.sh
 VEIL=${VEIL:-.build/release/veil}
@@ -38,6 +38,8 @@ start_server() {
   echo "server did not start" >&2; cat "$DIR/serve.log" >&2; exit 1
 }
 stop_server() { kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+# One pass (2 s, not counted) that fills the recommendation cache for every subject before the cached route is measured.
+warm() { wrk -t2 -c64 -d2s -s "$DIR/recs.lua" "http://127.0.0.1:$PORT/v1/recommendations/x" > /dev/null; }
 
 write_events_script() {
   local app

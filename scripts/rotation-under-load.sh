@@ -27,13 +27,14 @@ echo "rotation: $ROTATE in $(python3 -c "print(round($END - $START, 2))") s, dur
 grep -E "requests in|Requests/sec|Non-2xx|Socket errors" "$DIR/wrk.txt" || true
 "$VEIL" keys status "${common[@]}"
 python3 - "$DIR/wrk.txt" <<'PY'
-import re, sys
+import sys
+sys.path.insert(0, "scripts")
+from wrk_output import summary
 t = open(sys.argv[1]).read()
-bad = int(re.search(r"Non-2xx or 3xx responses: (\d+)", t).group(1)) if "Non-2xx" in t else 0
+w = summary(t)
 errors = "Socket errors" in t
-total = int(re.search(r"(\d+) requests in", t).group(1))
-print("requests served during the run: %d; failed: %d" % (total, bad))
-sys.exit(1 if bad or errors else 0)
+print("requests served during the run: %d; failed: %d" % (w["total"], w["non2xx"]))
+sys.exit(1 if w["non2xx"] or errors else 0)
 PY
 # Every subject's data still reads: the export of each consenting demo subject has its interactions.
 OFFICER=$("$VEIL" principals add load-dpo --role compliance-officer "${common[@]}" | tail -1)
