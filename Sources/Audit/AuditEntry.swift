@@ -16,9 +16,6 @@ public enum AuditOutcome: String, CaseIterable, Sendable {
     case linked, noMatch = "no-match", unlinked, noLink = "no-link"
     /// A canary model's end.
     case promoted, rolledBack = "rolled-back"
-
-    /// Every outcome, comma-separated, for error messages.
-    public static var list: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }
 
 /// What happened, as submitted by the gateway or the command line. Holds tokens, never raw subject ids.

@@ -8,7 +8,7 @@ public struct AuditQuery: Sendable {
     public var actor: String?
     public var subjectToken: String?
     public var action: String?
-    public var outcome: String?
+    public var outcome: AuditOutcome?
     /// Milliseconds since the epoch, inclusive bounds.
     public var from: Int64?
     public var to: Int64?
@@ -16,7 +16,7 @@ public struct AuditQuery: Sendable {
     public var after: Int64 = 0
     public var limit: Int = 100
 
-    public init(actor: String? = nil, subjectToken: String? = nil, action: String? = nil, outcome: String? = nil,
+    public init(actor: String? = nil, subjectToken: String? = nil, action: String? = nil, outcome: AuditOutcome? = nil,
                 from: Int64? = nil, to: Int64? = nil, after: Int64 = 0, limit: Int = 100) {
         self.actor = actor
         self.subjectToken = subjectToken
@@ -67,7 +67,7 @@ public struct AuditReader: Sendable {
         add("actor = ?", q.actor)
         add("subject_token = ?", q.subjectToken)
         add("action = ?", q.action)
-        add("outcome = ?", q.outcome)
+        add("outcome = ?", q.outcome?.rawValue)
         add("at >= ?", q.from)
         add("at <= ?", q.to)
         let sql = "SELECT * FROM entries WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq LIMIT \(max(1, min(q.limit, 1000)))"

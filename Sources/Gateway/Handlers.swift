@@ -85,9 +85,9 @@ enum Handlers {
             q.action = p["action"].map(String.init)
             q.outcome = try p["outcome"].map { value in
                 guard let outcome = AuditOutcome(rawValue: String(value)) else {
-                    throw GatewayError.badRequest("outcome must be one of: \(AuditOutcome.list)")
+                    throw GatewayError.badRequest("outcome must be one of: \(AuditOutcome.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
-                return outcome.rawValue
+                return outcome
             }
             if let s = p["subject"] {
                 q.subjectToken = try service.token(for: String(s), principal: context.principal!).rawValue

@@ -96,14 +96,8 @@ struct AuditCommand: ParsableCommand {
         @Option var actor: String?
         @Option(help: "Subject token (tokens, never raw ids, are in the log).") var subjectToken: String?
         @Option var action: String?
-        @Option(help: "One of: \(AuditOutcome.list).") var outcome: String?
+        @Option var outcome: AuditOutcome?
         @Option var limit = 100
-
-        func validate() throws {
-            if let outcome, AuditOutcome(rawValue: outcome) == nil {
-                throw ValidationError("--outcome must be one of: \(AuditOutcome.list)")
-            }
-        }
 
         func run() throws {
             let entries = try AuditReader(path: try common.paths().auditDatabase).query(
@@ -159,3 +153,6 @@ struct PolicyCommand: ParsableCommand {
         }
     }
 }
+
+/// `--outcome` takes the log's closed set of outcomes; any other value is refused with the list.
+extension AuditOutcome: ExpressibleByArgument {}

@@ -240,7 +240,7 @@ struct AuditFixture {
         let f = try AuditFixture()
         try await f.fill(30)
         let reader = try AuditReader(path: f.path)
-        let denied = try reader.query(AuditQuery(outcome: "denied"))
+        let denied = try reader.query(AuditQuery(outcome: .denied))
         #expect(denied.map(\.sequence) == [1, 6, 11, 16, 21, 26])
         let page1 = try reader.query(AuditQuery(actor: "app-1", limit: 4))
         #expect(page1.count == 4)
