@@ -42,18 +42,6 @@ public enum RouteTable {
 
     /// Public probes that read no personal data and are not audited.
     public static let publicPaths: Set<String> = ["/health/live", "/health/ready", "/metrics", "/openapi.yaml"]
-
-    /// The methods served on a concrete path (`{…}` in a template matches any one segment): what a 405 names
-    /// in its `Allow` header when a known path is asked with another method.
-    public static func methods(forPath path: String) -> [HTTPRequest.Method] {
-        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
-        return routes.filter { spec in
-            let template = spec.path.split(separator: "/", omittingEmptySubsequences: false)
-            return template.count == segments.count && zip(template, segments).allSatisfy { t, s in
-                t.hasPrefix("{") ? !s.isEmpty : t == s
-            }
-        }.map(\.method)
-    }
 }
 
 /// Builds the router: the edge middleware, then every route of ``RouteTable`` with its handler.
@@ -70,6 +58,18 @@ public enum GatewayRouter {
                     context.principal = try service.authorize(request, action: action, note: context.audit)
                 }
                 return try await handler(service, request, context)
+            }
+        }
+        // A known path asked with a method it does not serve: 405 naming those it does (the router alone says 404).
+        for (path, specs) in Dictionary(grouping: RouteTable.routes, by: \.path) {
+            let served = specs.map(\.method.rawValue)
+            for method in [HTTPRequest.Method.get, .post, .put, .delete, .patch] where !served.contains(method.rawValue) {
+                router.on(RouterPath(path), method: method) { request, _ -> Response in
+                    var error = GatewayError(.methodNotAllowed, "method_not_allowed",
+                                             "\(request.method.rawValue) is not served on this path; use \(served.joined(separator: " or "))")
+                    error.headers[.allow] = served.joined(separator: ", ")
+                    throw error
+                }
             }
         }
         return router
@@ -122,16 +122,7 @@ struct EdgeMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            var mapped = GatewayError.from(error)
-            if mapped.status == .notFound {
-                // The router answers 404 for a known path asked with another method.
-                let allowed = RouteTable.methods(forPath: request.uri.path)
-                if !allowed.isEmpty, !allowed.contains(request.method) {
-                    mapped = GatewayError(.methodNotAllowed, "method_not_allowed",
-                                          "\(request.method.rawValue) is not served on this path; use \(allowed.map(\.rawValue).joined(separator: " or "))")
-                    mapped.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
-                }
-            }
+            let mapped = GatewayError.from(error)
             if mapped.status.code >= 500 {
                 service.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(loggableReason(error))"])
             }
