@@ -20,6 +20,9 @@ public struct RuntimePaths: Sendable {
 
     /// Consent, tokens, features, catalog.
     public var operationalDatabase: String { (dataDirectory as NSString).appendingPathComponent("veil.sqlite") }
+    /// Wrapped per-subject data keys: a file of its own under the key directory, never inside the data file, so a
+    /// backup of the data holds ciphertext only and an erasure reaches every such backup.
+    public var keyStoreDatabase: String { (keysDirectory as NSString).appendingPathComponent("subject-keys.sqlite") }
     /// The append-only audit log, kept apart from operational data.
     public var auditDatabase: String { (dataDirectory as NSString).appendingPathComponent("audit.sqlite") }
 }
@@ -38,6 +41,6 @@ public enum Runtime {
         // WAL checkpoints beside the writer: in the commit path they were 8% of ingestion time.
         try Store(path: paths.operationalDatabase, migrations: operationalMigrations,
                   configuration: .init(fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
-                                       walCyclePages: 12_000))
+                                       walCyclePages: 12_000, keyStorePath: paths.keyStoreDatabase))
     }
 }

@@ -28,9 +28,15 @@ public struct StoreConfiguration: Sendable {
     /// Once the WAL holds this many pages (0: never), the background checkpointer also ends its cycle (see
     /// ``BackgroundCheckpointer``), so the WAL starts over before the writer's autocheckpoint would do it.
     public var walCyclePages: Int
+    /// A second database file attached to every connection as the schema ``Store/keyStoreSchema``: the key store
+    /// (wrapped per-subject data keys). It is a file of its own so that a backup of the data file holds ciphertext
+    /// only, and erasure (deleting a key from this file) reaches every backup of the data. Always `FULL` sync.
+    public var keyStorePath: String?
 
     public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8, cacheKiB: Int = 32 * 1024,
-                walAutocheckpointPages: Int = 1000, backgroundCheckpointInterval: TimeInterval = 0, walCyclePages: Int = 0) {
+                walAutocheckpointPages: Int = 1000, backgroundCheckpointInterval: TimeInterval = 0, walCyclePages: Int = 0,
+                keyStorePath: String? = nil) {
+        self.keyStorePath = keyStorePath
         self.fullSync = fullSync
         self.busyTimeout = busyTimeout
         self.maximumReaders = maximumReaders
@@ -49,6 +55,10 @@ public final class Store: Sendable {
     /// The underlying pool; modules use scoped `read { }` / `write { }` access only.
     public let pool: DatabasePool
     public let path: String
+    /// The attached key store's file, when there is one (see ``StoreConfiguration/keyStorePath``).
+    public let keyStorePath: String?
+    /// The schema name the key store is attached under.
+    public static let keyStoreSchema = "keystore"
     private let checkpointer: BackgroundCheckpointer?
     private let busyTimeout: TimeInterval
     /// A deferred ``scrubWAL(wait:retryInterval:)`` is being retried; `again`: another was deferred meanwhile,
@@ -72,21 +82,42 @@ public final class Store: Sendable {
         let synchronous = configuration.fullSync ? "FULL" : "NORMAL"
         let cache = configuration.cacheKiB
         let autocheckpoint = configuration.walAutocheckpointPages
+        let keyStore = configuration.keyStorePath
+        if let keyStore {
+            let keyDirectory = (keyStore as NSString).deletingLastPathComponent
+            if !keyDirectory.isEmpty {
+                try? FileManager.default.createDirectory(atPath: keyDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
+        }
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA wal_autocheckpoint = \(autocheckpoint)")
             try db.execute(sql: "PRAGMA secure_delete = ON")
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             try db.execute(sql: "PRAGMA cache_size = -\(cache)")
+            if let keyStore {
+                let schema = Store.keyStoreSchema
+                try db.execute(sql: "ATTACH DATABASE ? AS \(schema)", arguments: [keyStore])
+                try db.execute(sql: "PRAGMA \(schema).secure_delete = ON")
+                if !db.configuration.readonly {
+                    // Keys are few and small: every change to them (a new subject, a shredding) is synced.
+                    try db.execute(sql: "PRAGMA \(schema).journal_mode = WAL")
+                    try db.execute(sql: "PRAGMA \(schema).synchronous = FULL")
+                }
+            }
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
             // Once more after opening: GRDB's pool switches the writer to WAL after `prepareDatabase` and sets
             // `synchronous = NORMAL` as it does, so a FULL asked for above would silently not hold.
-            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+            try pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA main.synchronous = \(synchronous)")
+                if keyStore != nil { try db.execute(sql: "PRAGMA \(Store.keyStoreSchema).synchronous = FULL") }
+            }
         } catch {
             throw StorageError(.cannotOpen, "cannot open database \(path): \(Store.describe(error))")
         }
         self.path = path
+        keyStorePath = keyStore
         busyTimeout = configuration.busyTimeout
         var migrator = DatabaseMigrator()
         for set in migrations { set.register(in: &migrator) }
@@ -95,9 +126,20 @@ public final class Store: Sendable {
         } catch {
             throw StorageError(.migrationFailed, "migrating \(path) failed: \(Store.describe(error))")
         }
+        if let keyStore {
+            // ATTACH creates a missing file: an empty key store beside a migrated data file means the key store was
+            // deleted or replaced. Starting would make every subject unreadable without a word, so refuse.
+            let tables = try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM \(Store.keyStoreSchema).sqlite_master") ?? 0 }
+            guard tables > 0 else {
+                throw StorageError(.cannotOpen, "the key store \(keyStore) is empty but \(path) is not: restore the key store from its backup "
+                                   + "(without it no subject's data can be opened), or start with an empty data directory")
+            }
+        }
         // Restrict the files to the owner: they hold ciphertext, tokens and wrapped keys.
-        for suffix in ["", "-wal", "-shm"] {
-            _ = try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path + suffix)
+        for file in [path] + (keyStore.map { [$0] } ?? []) {
+            for suffix in ["", "-wal", "-shm"] {
+                _ = try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file + suffix)
+            }
         }
         if configuration.backgroundCheckpointInterval > 0 {
             do {
@@ -115,8 +157,15 @@ public final class Store: Sendable {
     /// (of a deleted key, say) remains in the `-wal` file.
     public func checkpointAndTruncate() throws {
         try pool.writeWithoutTransaction { db in
-            _ = try db.checkpoint(.truncate)
+            try self.truncateAll(db)
         }
+    }
+
+    /// Truncating checkpoint of the data file and, when attached, of the key store: a shredded key's old page
+    /// image lives in the key store's WAL.
+    private func truncateAll(_ db: Database) throws {
+        _ = try db.checkpoint(.truncate, on: "main")
+        if keyStorePath != nil { _ = try db.checkpoint(.truncate, on: Self.keyStoreSchema) }
     }
 
     /// The same, for a request's task: it is suspended, not blocked, while the checkpoint waits and writes.
@@ -174,13 +223,14 @@ public final class Store: Sendable {
         try await pool.writeWithoutTransaction { db in
             sqlite3_busy_timeout(db.sqliteConnection, Int32(seconds * 1000))
             defer { sqlite3_busy_timeout(db.sqliteConnection, configured) }
-            _ = try db.checkpoint(.truncate)
+            try self.truncateAll(db)
         }
     }
 
     /// The files that make up this database (main, -wal, -shm), those that exist.
     public var files: [String] {
-        [path, path + "-wal", path + "-shm"].filter { FileManager.default.fileExists(atPath: $0) }
+        ([path] + (keyStorePath.map { [$0] } ?? [])).flatMap { [$0, $0 + "-wal", $0 + "-shm"] }
+            .filter { FileManager.default.fileExists(atPath: $0) }
     }
 
     static func describe(_ error: any Error) -> String {

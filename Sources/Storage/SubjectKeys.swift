@@ -30,6 +30,32 @@ public final class SubjectKeys: Sendable {
                     ) WITHOUT ROWID;
                     """)
             }
+            // The key store becomes a file of its own (attached as `keystore`): a backup of the data file must not
+            // carry the keys that open it. Existing keys move; secure_delete zeroes their old pages in the data file.
+            migrator.registerMigration("storage.v2.keystore_file") { db in
+                let attached = try String.fetchAll(db, sql: "SELECT name FROM pragma_database_list")
+                guard attached.contains(Store.keyStoreSchema) else {
+                    throw StorageError(.migrationFailed, "subject keys need a key store file of their own (StoreConfiguration.keyStorePath)")
+                }
+                try db.execute(sql: """
+                    CREATE TABLE keystore.subject_keys (
+                        token TEXT PRIMARY KEY NOT NULL,
+                        key_version INTEGER NOT NULL,
+                        generation INTEGER NOT NULL DEFAULT 1,
+                        wrapped BLOB NOT NULL,
+                        created_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX keystore.subject_keys_version ON subject_keys(key_version);
+                    CREATE TABLE keystore.shredded_subjects (
+                        token TEXT PRIMARY KEY NOT NULL,
+                        shredded_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    INSERT INTO keystore.subject_keys SELECT token, key_version, generation, wrapped, created_at FROM main.subject_keys;
+                    INSERT INTO keystore.shredded_subjects SELECT token, shredded_at FROM main.shredded_subjects;
+                    DROP TABLE main.subject_keys;
+                    DROP TABLE main.shredded_subjects;
+                    """)
+            }
         }
     }
 
@@ -69,7 +95,7 @@ public final class SubjectKeys: Sendable {
     /// - Throws: ``StorageError/Code/shredded`` when the subject was erased and `create` is false.
     public func dataKey(for token: String, in db: Database, create: Bool) throws -> SecretKey? {
         if let key = cache.withLock({ $0[token] }) { return key }
-        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT wrapped FROM subject_keys WHERE token = ?"), arguments: [token]) {
+        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT wrapped FROM keystore.subject_keys WHERE token = ?"), arguments: [token]) {
             let wrapped: Data = row["wrapped"]
             var raw: [UInt8]
             do {
@@ -87,9 +113,9 @@ public final class SubjectKeys: Sendable {
         let ring = self.ring
         let wrapped = key.withUnsafeBytes { ring.seal(Array($0), associatedData: Self.wrapAD(token)) }
         try db.execute(
-            sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, ?)",
+            sql: "INSERT INTO keystore.subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, ?)",
             arguments: [token, ring.currentVersion, Data(wrapped), Int64(Date().timeIntervalSince1970)])
-        try db.cachedStatement(sql: "DELETE FROM shredded_subjects WHERE token = ?").execute(arguments: [token])
+        try db.cachedStatement(sql: "DELETE FROM keystore.shredded_subjects WHERE token = ?").execute(arguments: [token])
         remember(token, key)
         if db.isInsideTransaction {
             // The wrapped key is stored only if this transaction commits: on rollback, a remembered key would
@@ -136,10 +162,10 @@ public final class SubjectKeys: Sendable {
     @discardableResult
     public func shred(token: String, in db: Database) throws -> Bool {
         cache.withLock { _ = $0.removeValue(forKey: token) }
-        try db.cachedStatement(sql: "DELETE FROM subject_keys WHERE token = ?").execute(arguments: [token])
+        try db.cachedStatement(sql: "DELETE FROM keystore.subject_keys WHERE token = ?").execute(arguments: [token])
         let existed = db.changesCount > 0
         try db.execute(
-            sql: "INSERT OR REPLACE INTO shredded_subjects (token, shredded_at) VALUES (?, ?)",
+            sql: "INSERT OR REPLACE INTO keystore.shredded_subjects (token, shredded_at) VALUES (?, ?)",
             arguments: [token, Int64(Date().timeIntervalSince1970)])
         return existed
     }
@@ -150,7 +176,7 @@ public final class SubjectKeys: Sendable {
     /// How many wrapped keys each master version protects.
     public static func versionCounts(in db: Database) throws -> [UInt32: Int] {
         var counts: [UInt32: Int] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT key_version, COUNT(*) AS n FROM subject_keys GROUP BY key_version") {
+        for row in try Row.fetchAll(db, sql: "SELECT key_version, COUNT(*) AS n FROM keystore.subject_keys GROUP BY key_version") {
             counts[UInt32(row["key_version"] as Int64)] = row["n"]
         }
         return counts
@@ -168,7 +194,7 @@ public final class SubjectKeys: Sendable {
         let ring = self.ring
         return try pool.write { db in
             let rows = try Row.fetchAll(
-                db, sql: "SELECT token, wrapped FROM subject_keys WHERE key_version <> ? LIMIT ?",
+                db, sql: "SELECT token, wrapped FROM keystore.subject_keys WHERE key_version <> ? LIMIT ?",
                 arguments: [ring.currentVersion, batchSize])
             for row in rows {
                 let token: String = row["token"]
@@ -177,7 +203,7 @@ public final class SubjectKeys: Sendable {
                 let rewrapped = ring.seal(raw, associatedData: Self.wrapAD(token))
                 raw.wipe()
                 try db.execute(
-                    sql: "UPDATE subject_keys SET wrapped = ?, key_version = ? WHERE token = ?",
+                    sql: "UPDATE keystore.subject_keys SET wrapped = ?, key_version = ? WHERE token = ?",
                     arguments: [Data(rewrapped), ring.currentVersion, token])
             }
             return rows.count

@@ -112,20 +112,9 @@ extension GatewayFixture {
         try service.store.pool.read { try service.keys.dataKey(for: FeatureStore.keyOwner(token(subject)), in: $0, create: false) } != nil
     }
 
-    /// Tries to open every interaction row of `subject` found in the database file at `path` with the live keys.
-    /// Returns how many rows there were and how many opened.
-    func openBackupRows(_ subject: String, backup path: String) throws -> (rows: Int, opened: Int) {
-        let tokenValue = token(subject)
-        let old = try DatabaseQueue(path: path)
-        let rows = try old.read { try Row.fetchAll($0, sql: "SELECT id, body FROM interactions WHERE token = ?", arguments: [tokenValue.rawValue]) }
-        var opened = 0
-        for row in rows {
-            let ok = (try? service.store.pool.read { db in
-                try service.keys.open(row["body"], token: FeatureStore.keyOwner(tokenValue), table: "interactions", rowID: row["id"], in: db)
-            }) != nil
-            if ok { opened += 1 }
-        }
-        return (rows.count, opened)
+    /// A live backup of the data file, as an operator takes one.
+    func vacuumInto(_ path: String) throws {
+        try service.store.pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
     }
 }
 

@@ -145,31 +145,39 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         }
     }
 
-    @Test func erasureShredsTheSubjectAndAnOldBackupCannotBeRead() async throws {
+    /// The attack of issue #21, item 1: back up the data file as an operator would (`VACUUM INTO`), erase a subject,
+    /// start a second instance on the copy with the same `Keys/`, and ask it for the subject's data.
+    @Test func anErasureReachesABackupOfTheDataTakenBeforeIt() async throws {
         let f = try GatewayFixture()
+        let backupDirectory = f.root + "/restored"
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
-            try await f.service.store.checkpointAndTruncate()
-            let backup = f.root + "/backup.sqlite"
-            try FileManager.default.copyItem(atPath: f.service.store.path, toPath: backup)
+            try FileManager.default.createDirectory(atPath: backupDirectory, withIntermediateDirectories: true)
+            try f.vacuumInto(backupDirectory + "/veil.sqlite")
             let r = try await client.call(.post, "/v1/subjects/shopper-4%40example.com/erase", key: f.keys["compliance-officer"])
             #expect(r.status == 200)
             #expect((r.json["rows_deleted"] as? Int ?? 0) >= 5)
             let export = try await client.call(.get, "/v1/subjects/shopper-4%40example.com/export", key: f.keys["compliance-officer"])
             #expect(export.json["has_data"] as? Bool == false)
-            // The backup still holds ciphertext for shopper-4, but the live key table no longer opens it.
-            let backupRows = try f.openBackupRows("shopper-4@example.com", backup: backup)
-            #expect(backupRows.rows == 5)
-            #expect(backupRows.opened == 0)
-            #expect(try f.openBackupRows("shopper-5@example.com", backup: backup).opened == 5)
-            // Others are untouched; the audit chain still verifies.
-            let other = try await client.call(.get, "/v1/subjects/shopper-5%40example.com/export", key: f.keys["compliance-officer"])
-            #expect(other.json["has_data"] as? Bool == true)
             let verify = try await client.call(.get, "/v1/audit/verify", key: f.keys["compliance-officer"])
             #expect(verify.json["firstBadSequence"] == nil && (verify.json["entries"] as? Int ?? 0) > 30)
             // The signatures reach to within one checkpoint interval (50 in the fixture) of the head.
             let entries = verify.json["entries"] as? Int ?? 0, signed = verify.json["signedThrough"] as? Int ?? -1
             #expect(signed >= 0 && signed <= entries && entries - signed < 50)
+        }
+        // The restored copy still holds shopper-4's ciphertext rows; with the key store as it now is, none opens.
+        let restored = try VeilService(paths: RuntimePaths(dataDirectory: backupDirectory, keysDirectory: f.root + "/Keys",
+                                                           policiesDirectory: f.service.paths.policiesDirectory), passphrase: nil)
+        let shopper4 = f.token("shopper-4@example.com")
+        #expect(try await restored.store.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM interactions WHERE token = ?", arguments: [shopper4.rawValue]) } == 5)
+        try await Application(router: GatewayRouter.build(service: restored)).test(.router) { client in
+            let gone = try await client.call(.get, "/v1/subjects/shopper-4%40example.com/export", key: f.keys["compliance-officer"])
+            #expect(gone.status == 200)
+            #expect(gone.json["has_data"] as? Bool == false)
+            #expect((gone.json["interactions"] as? [Any])?.isEmpty == true)
+            let kept = try await client.call(.get, "/v1/subjects/shopper-5%40example.com/export", key: f.keys["compliance-officer"])
+            #expect(kept.json["has_data"] as? Bool == true)
+            #expect((kept.json["interactions"] as? [Any])?.count == 5)
         }
     }
 

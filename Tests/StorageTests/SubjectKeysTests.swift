@@ -22,7 +22,8 @@ struct Fixture {
     init() throws {
         dir = NSTemporaryDirectory() + "veil-storage-\(UUID().uuidString)"
         ring = try KeyRing.initialize(directory: dir + "/keys")
-        store = try Store(path: dir + "/data/veil.sqlite", migrations: [SubjectKeys.Migrations(), NotesTable()])
+        store = try Store(path: dir + "/data/veil.sqlite", migrations: [SubjectKeys.Migrations(), NotesTable()],
+                          configuration: .init(keyStorePath: dir + "/keys/subject-keys.sqlite"))
         keys = SubjectKeys(ring: ring)
     }
 
@@ -112,13 +113,16 @@ struct Fixture {
         }
     }
 
-    @Test func shreddedSubjectCannotBeReadEvenFromABackupTakenBefore() throws {
+    /// An operator backs up the data file (`VACUUM INTO`, as a live backup is taken), a subject is erased, and the
+    /// backup is restored and opened with the key store as it now is (a server started on the copy with the same
+    /// `Keys/`). Nothing of the erased subject opens; the others' rows do. The backup itself holds no key.
+    @Test func aDataBackupTakenBeforeAnErasureOpensNothingOfTheSubject() throws {
         let f = try Fixture()
         try f.write(subject: "alice@example.com", id: "a1", body: "alice's row")
         try f.write(subject: "bob@example.com", id: "b1", body: "bob's row")
-        try f.store.checkpointAndTruncate()
-        let backup = f.dir + "/backup.sqlite"
-        try FileManager.default.copyItem(atPath: f.store.path, toPath: backup)
+        let backup = f.dir + "/backup/veil.sqlite"
+        try FileManager.default.createDirectory(atPath: f.dir + "/backup", withIntermediateDirectories: true)
+        try f.store.pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [backup]) }
 
         try f.store.pool.write { db in
             try f.keys.shred(token: f.token("alice@example.com"), in: db)
@@ -126,17 +130,31 @@ struct Fixture {
         }
         try f.store.checkpointAndTruncate()
 
-        // The backup still holds alice's ciphertext, but the only key that opens it is gone from the live table.
-        let backupStore = try Store(path: backup, migrations: [SubjectKeys.Migrations(), NotesTable()])
-        let liveKeys = SubjectKeys(ring: f.ring)
-        let aliceSealed = try backupStore.pool.read { try Data.fetchOne($0, sql: "SELECT body FROM notes WHERE id = 'a1'")! }
-        #expect(throws: StorageError(.shredded, "")) {
-            try f.store.pool.read { db in
-                try liveKeys.open(aliceSealed, token: f.token("alice@example.com"), table: "notes", rowID: "a1", in: db)
-            }
+        // The backup of the data holds ciphertext only: no table of keys, and no key's bytes.
+        let plain = try Store(path: backup, migrations: [])
+        let tables = try plain.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+        #expect(tables.contains("notes"))
+        #expect(!tables.contains { $0.contains("key") || $0.contains("shredded") }, "the data backup has tables \(tables)")
+
+        // Restored with the live key store attached: alice's row is in the file, and nothing opens it.
+        let restored = try Store(path: backup, migrations: [SubjectKeys.Migrations(), NotesTable()],
+                                 configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite"))
+        let keys = SubjectKeys(ring: f.ring)
+        #expect(try restored.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM notes WHERE id = 'a1'") } == 1)
+        #expect(throws: StorageError(.shredded, "")) { try f.read(id: "a1", keys: keys, store: restored) }
+        #expect(try f.read(id: "b1", keys: keys, store: restored) == "bob's row")
+    }
+
+    /// A data file whose key store was deleted (or swapped for an empty one) must not start as if every subject
+    /// had been erased: the store refuses with the fix.
+    @Test func aMissingKeyStoreIsRefusedNotRecreated() throws {
+        let f = try Fixture()
+        try f.write(subject: "u-1", id: "n1", body: "x")
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: f.dir + "/keys/subject-keys.sqlite" + suffix) }
+        #expect { _ = try Store(path: f.store.path, migrations: [SubjectKeys.Migrations(), NotesTable()],
+                                configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite")) } throws: { error in
+            (error as? StorageError)?.message.contains("restore the key store") == true
         }
-        // Other subjects are untouched.
-        #expect(try f.read(id: "b1", keys: liveKeys) == "bob's row")
     }
 
     @Test func noPlaintextIdentifierInAnyDatabaseFile() throws {
