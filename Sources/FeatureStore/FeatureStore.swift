@@ -358,6 +358,12 @@ public struct DeliveryLog: Sendable {
         return db.changesCount
     }
 
+    /// Forgets every delivery of `token` (erasure): keyed hashes and exact times would otherwise outlive the
+    /// subject as an activity timeline.
+    public func erase(_ token: SubjectToken, in db: Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM deliveries WHERE token = ?").execute(arguments: [token.rawValue])
+    }
+
     /// Records a delivery of one subject's event. Returns false when the same id, or the same content, was
     /// delivered before. `id` and `content` are keyed hashes: no raw identifier is stored.
     public func firstDelivery(token: SubjectToken, id: String, content: String, at: Int64, in db: Database) throws -> Bool {

@@ -133,7 +133,7 @@ public final class VeilService: Sendable {
     public func linkSubject(_ subject: String, namespace: String, attributes: LinkAttributes, actor: String) async throws -> IdentityLinker.Link? {
         let principal = Principal(name: actor, role: "admin", namespace: namespace)
         let token = try sourceToken(for: subject, principal: principal)
-        let link = try linkInTransaction(token, attributes: attributes)
+        let link = try linkInTransaction(token, scope: policy.identityScope(of: namespace), attributes: attributes)
         if let link {
             cache.drop(token: link.canonical.rawValue)
             cache.forgetLinks()
@@ -144,8 +144,8 @@ public final class VeilService: Sendable {
         return link
     }
 
-    func linkInTransaction(_ token: SubjectToken, attributes: LinkAttributes) throws -> IdentityLinker.Link? {
-        try store.pool.write { try linker.link(token, attributes: attributes, in: $0) }
+    func linkInTransaction(_ token: SubjectToken, scope: String, attributes: LinkAttributes) throws -> IdentityLinker.Link? {
+        try store.pool.write { try linker.link(token, scope: scope, attributes: attributes, in: $0) }
     }
 
     /// Undoes a link (admin only, through the command line). Audited.
@@ -458,9 +458,15 @@ public final class VeilService: Sendable {
                                                  jurisdiction: "unspecified")
                 try ledger.append(event, in: db)
             }
-            let rows = try features.shred(token, in: db)
-            try identities.erase(token, in: db)
-            try linker.erase(token, in: db)
+            // Every token of the person: the canonical one and the source tokens linked to it, whose rows were
+            // written before the link (or, for deliveries and match keys, under the source token itself).
+            var rows = 0
+            for member in [token] + (try linker.members(of: token, in: db)) {
+                rows += try features.shred(member, in: db)
+                try identities.erase(member, in: db)
+                try deliveries.erase(member, in: db)
+                try linker.erase(member, in: db)
+            }
             return rows
         }
         cache.drop(token: token.rawValue)

@@ -74,8 +74,16 @@ public struct PolicySet: Sendable {
     public let neverStored: Set<String>
     public let roles: [String: Role]
     public let notices: [String: Notice]
+    /// Namespace → the group of namespaces it shares identities with (`identities.yaml`). Identity links join
+    /// tokens of one namespace only, unless an administrator lists several namespaces in one group there.
+    public let identityGroups: [String: String]
     /// Hex hash of the canonical content: changes whenever any rule changes, not when comments or order do.
     public let version: String
+
+    /// The scope within which identity links may join subjects of `namespace`: its group, or itself alone.
+    public func identityScope(of namespace: String) -> String {
+        identityGroups[namespace].map { "group:\($0)" } ?? "namespace:\(namespace)"
+    }
 
     /// Whether `role` may perform `action`. Unknown roles may do nothing.
     public func allows(role: String, _ action: Action) -> Bool {

@@ -11,12 +11,15 @@ public enum PolicyParser {
         public var roles: String
         /// Notice version (file name without `.md`) → raw bytes.
         public var notices: [String: [UInt8]]
+        /// `identities.yaml`, optional: namespaces that share identities.
+        public var identities: String?
 
-        public init(purposes: String, categories: String, roles: String, notices: [String: [UInt8]]) {
+        public init(purposes: String, categories: String, roles: String, notices: [String: [UInt8]], identities: String? = nil) {
             self.purposes = purposes
             self.categories = categories
             self.roles = roles
             self.notices = notices
+            self.identities = identities
         }
 
         /// Reads the files of `directory`. A missing file is a ``PolicyError`` naming it.
@@ -35,7 +38,10 @@ public enum PolicyParser {
                     notices[String(name.dropLast(3))] = Array(data)
                 }
             }
-            return Files(purposes: try text("purposes.yaml"), categories: try text("data-categories.yaml"), roles: try text("roles.yaml"), notices: notices)
+            let identities = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent("identities.yaml"))
+                .map { String(decoding: $0, as: UTF8.self) }
+            return Files(purposes: try text("purposes.yaml"), categories: try text("data-categories.yaml"), roles: try text("roles.yaml"), notices: notices,
+                         identities: identities)
         }
     }
 
@@ -52,8 +58,14 @@ public enum PolicyParser {
             throw PolicyError(file: "notices/", line: 0, reason: "no notice texts (notices/VERSION.md) found")
         }
         let notices = Dictionary(uniqueKeysWithValues: files.notices.map { ($0.key, Notice(version: $0.key, hash: Hash.blake2b($0.value).hexString)) })
-        let version = canonicalHash(purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices)
-        return PolicySet(purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices, version: version)
+        let groups = try files.identities.map { try parseIdentityGroups(try compose($0, file: "identities.yaml")) } ?? [:]
+        var version = canonicalHash(purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices)
+        if !groups.isEmpty {
+            let text = groups.sorted { $0.key < $1.key }.map { "identity|\($0.key)|\($0.value)" }.joined(separator: "\n")
+            version = Hash.blake2b(Array((version + "\n" + text).utf8), length: 16).hexString
+        }
+        return PolicySet(purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices,
+                         identityGroups: groups, version: version)
     }
 
     // MARK: - Files
@@ -187,6 +199,32 @@ public enum PolicyParser {
             roles[name] = Role(name: name, actions: actions)
         }
         return roles
+    }
+
+    /// `shared_identities: {group: [namespace, ...]}` → namespace → group. A namespace may be in one group only.
+    static func parseIdentityGroups(_ root: Node) throws -> [String: String] {
+        let file = "identities.yaml"
+        let top = try mapping(root, file: file, what: "the top level")
+        for key in top.keys where key != "shared_identities" {
+            throw PolicyError(file: file, line: top[key]!.line, reason: "unknown key '\(key)'; the only key is 'shared_identities'")
+        }
+        guard let groupsNode = top["shared_identities"] else { return [:] }
+        if groupsNode.scalar != nil, groupsNode.scalar?.string == "" { return [:] }
+        var groups: [String: String] = [:]
+        for (key, value) in try pairs(groupsNode, file: file, what: "shared_identities") {
+            let group = try scalar(key, file: file, what: "a group name")
+            let members = try stringList(value, file: file, what: "group '\(group)'")
+            guard members.count >= 2 else {
+                throw PolicyError(file: file, line: value.line, reason: "group '\(group)' must list at least two namespaces")
+            }
+            for namespace in members {
+                if let other = groups[namespace] {
+                    throw PolicyError(file: file, line: value.line, reason: "namespace '\(namespace)' is in groups '\(other)' and '\(group)'; it may be in one")
+                }
+                groups[namespace] = group
+            }
+        }
+        return groups
     }
 
     // MARK: - Node helpers

@@ -46,6 +46,11 @@ public struct IdentityLinker: Sendable {
                     ) WITHOUT ROWID;
                     """)
             }
+            // Match keys became scoped (a namespace, or a group of namespaces that share identities); the unscoped
+            // keys of v1 let a link cross tenants, and their inputs are not stored to recompute them.
+            migrator.registerMigration("pseudonymization.v2.scoped_match_keys") { db in
+                try db.execute(sql: "DELETE FROM match_keys")
+            }
         }
     }
 
@@ -68,6 +73,13 @@ public struct IdentityLinker: Sendable {
     }
 
     func h(_ s: String) -> String { Hash.keyed(Array(s.utf8), key: key, length: 16).hexString }
+
+    /// A match key: the rule, the scope and the normalized value, length-prefixed so no two inputs collide.
+    func matchKey(_ rule: String, scope: String, _ value: String) -> String {
+        var input: [UInt8] = Array("veil.match.v2".utf8)
+        for part in [rule, scope, value] { input.append(contentsOf: Array("\(part.utf8.count):".utf8) + Array(part.utf8)) }
+        return Hash.keyed(input, key: key, length: 16).hexString
+    }
 
     static func normalizeEmail(_ e: String) -> String { e.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() }
     static func normalizeName(_ n: String) -> String {
@@ -97,12 +109,14 @@ public struct IdentityLinker: Sendable {
     }
 
     /// Records `token`'s matching keys and links it to an earlier token of the same person when a rule matches.
+    /// Only tokens recorded under the same `scope` can match: a namespace, or a group of namespaces that the policy
+    /// says share identities (`PolicySet.identityScope(of:)`), so a link never crosses tenants by accident.
     /// - Returns: the link made, or nil when no rule matched (the token stays its own canonical token).
     @discardableResult
-    public func link(_ token: SubjectToken, attributes: LinkAttributes, in db: Database) throws -> Link? {
+    public func link(_ token: SubjectToken, scope: String, attributes: LinkAttributes, in db: Database) throws -> Link? {
         var found: Link?
         if let email = attributes.email.map(Self.normalizeEmail), !email.isEmpty {
-            let k = h("email|" + email)
+            let k = matchKey("email", scope: scope, email)
             if let other = try String.fetchOne(db.cachedStatement(sql: "SELECT token FROM match_keys WHERE kind = 'email' AND key = ? AND token <> ? LIMIT 1"),
                                                arguments: [k, token.rawValue]).flatMap(SubjectToken.init(rawValue:)) {
                 found = Link(token: token, canonical: try canonical(other, in: db), rule: "email", score: 1)
@@ -110,7 +124,7 @@ public struct IdentityLinker: Sendable {
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO match_keys (kind, key, token) VALUES ('email', ?, ?)").execute(arguments: [k, token.rawValue])
         }
         if let name = attributes.name.map(Self.normalizeName), let postcode = attributes.postcode.map(Self.normalizePostcode), !name.isEmpty, !postcode.isEmpty {
-            let k = h("postcode|" + postcode)
+            let k = matchKey("postcode", scope: scope, postcode)
             let grams = Set(Self.trigrams(name).map { h("gram|" + $0) })
             if found == nil {
                 for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT token, name_grams FROM match_keys WHERE kind = 'postcode' AND key = ? AND token <> ?"),
@@ -136,6 +150,12 @@ public struct IdentityLinker: Sendable {
     public func unlink(_ token: SubjectToken, in db: Database) throws -> Bool {
         try db.cachedStatement(sql: "DELETE FROM identity_links WHERE token = ?").execute(arguments: [token.rawValue])
         return db.changesCount > 0
+    }
+
+    /// The tokens linked to `canonical` (not including itself).
+    public func members(of canonical: SubjectToken, in db: Database) throws -> [SubjectToken] {
+        try String.fetchAll(db.cachedStatement(sql: "SELECT token FROM identity_links WHERE canonical = ?"), arguments: [canonical.rawValue])
+            .compactMap(SubjectToken.init(rawValue:))
     }
 
     /// Forgets every matching key and link of `token` (erasure).

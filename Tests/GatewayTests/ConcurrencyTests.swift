@@ -4,6 +4,7 @@ import Synchronization
 import Gateway
 import Hummingbird
 import HummingbirdTesting
+import Policy
 import Pseudonymization
 import Testing
 
@@ -122,8 +123,9 @@ final class WriteLockHolder: Sendable {
 }
 
 @Suite struct IdentityLinkageFlowTests {
+    /// Two sources of one shop, declared as sharing identities in `Policies/identities.yaml`.
     @Test func linkedSourcesShareOneHistoryUntilUnlinked() async throws {
-        let f = try GatewayFixture()
+        let f = try GatewayFixture(sharedIdentities: ["default", "tenant-b"])
         try await f.app.test(.router) { client in
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("app-42")).status == 201)
             _ = try await f.service.linkSubject("app-42", namespace: "default", attributes: .init(email: "Alice@example.com"), actor: "test")
@@ -208,5 +210,26 @@ final class WriteLockHolder: Sendable {
             }
         }
         #expect(try f.keyVersionCounts() == [2: 60])
+    }
+
+    /// Issue #21, item 3, as it was found: two tenants link their own subjects with the same e-mail (or the same name
+    /// and postcode). Tenant B's recommendation client must not get A's subject's personalized list, and B's app must
+    /// not read A's consent state.
+    @Test(arguments: [LinkAttributes(email: "jane@example.com"), LinkAttributes(name: "Jane Doe", postcode: "10115")])
+    func linksNeverCrossTenantsThatDoNotShareIdentities(_ attributes: LinkAttributes) async throws {
+        let f = try GatewayFixture()
+        let roles = Set(f.service.policy.roles.keys)
+        let bClient = try f.service.principals.add(name: "b-recs", role: "recommendation-client", namespace: "tenant-b", knownRoles: roles)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 6)
+            _ = try await f.service.linkSubject("shopper-0@example.com", namespace: "default", attributes: attributes, actor: "test")
+            let link = try await f.service.linkSubject("b-user", namespace: "tenant-b", attributes: attributes, actor: "test")
+            #expect(link == nil)
+            let theirs = try await client.call(.get, "/v1/recommendations/b-user", key: bClient)
+            #expect(theirs.status == 200)
+            #expect(theirs.json["personalized"] as? Bool == false)
+            let state = try await client.call(.get, "/v1/consents/b-user", key: f.otherNamespaceAppKey)
+            #expect(((state.json["purposes"] as? [String: Any])?["personalization"] as? [String: Any])?["allowed"] as? Bool == false)
+        }
     }
 }

@@ -28,9 +28,18 @@ struct GatewayFixture {
 
     init(cacheTTL: TimeInterval = 30, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
          ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), experiments: [ExperimentSpec] = [],
-         canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, now: @escaping @Sendable () -> Date = Date.init) throws {
+         canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
+         now: @escaping @Sendable () -> Date = Date.init) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
-        let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: repositoryRoot.appendingPathComponent("Policies").path)
+        var policies = repositoryRoot.appendingPathComponent("Policies").path
+        if !sharedIdentities.isEmpty {
+            // The shipped policy with one group of namespaces that share identities (Policies/identities.yaml).
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: policies, toPath: root + "/Policies")
+            policies = root + "/Policies"
+            try "shared_identities:\n  shop: [\(sharedIdentities.joined(separator: ", "))]\n".write(toFile: policies + "/identities.yaml", atomically: true, encoding: .utf8)
+        }
+        let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: policies)
         try KeyRing.initialize(directory: paths.keysDirectory)
         var quiet = Logger(label: "veil-test")
         quiet.logLevel = .critical

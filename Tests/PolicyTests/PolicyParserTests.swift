@@ -18,6 +18,15 @@ struct BrokenPolicy: Sendable, CustomTestStringConvertible {
 }
 
 let brokenPolicies: [BrokenPolicy] = [
+    BrokenPolicy(label: "namespace in two identity groups", file: "identities.yaml", line: 3, reasonContains: "namespace 'y' is in groups") {
+        $0.identities = "shared_identities:\n  a: [x, y]\n  b: [y, z]\n"
+    },
+    BrokenPolicy(label: "identity group of one", file: "identities.yaml", line: 2, reasonContains: "at least two namespaces") {
+        $0.identities = "shared_identities:\n  a: [x]\n"
+    },
+    BrokenPolicy(label: "unknown key in identities.yaml", file: "identities.yaml", line: 1, reasonContains: "unknown key 'shared'") {
+        $0.identities = "shared: {}\n"
+    },
     BrokenPolicy(label: "unknown category", file: "purposes.yaml", line: 20, reasonContains: "unknown category 'telepathy'") {
         $0.purposes = $0.purposes.replacingOccurrences(of: "categories: [browsing, search]", with: "categories: [browsing, telepathy]")
     },
@@ -69,6 +78,19 @@ let brokenPolicies: [BrokenPolicy] = [
             #expect(error.line == broken.line, "\(error)")
             #expect(error.reason.contains(broken.reasonContains), "\(error)")
         }
+    }
+
+    /// Identity links stay within a namespace unless `identities.yaml` groups namespaces; the group is part of the
+    /// policy's version.
+    @Test func identityScopesAreNamespacesUnlessGrouped() throws {
+        var files = try shippedFiles()
+        let shipped = try PolicyParser.parse(files)
+        #expect(shipped.identityScope(of: "a") != shipped.identityScope(of: "b"))
+        files.identities = "shared_identities:\n  shop: [a, b]\n"
+        let grouped = try PolicyParser.parse(files)
+        #expect(grouped.identityScope(of: "a") == grouped.identityScope(of: "b"))
+        #expect(grouped.identityScope(of: "c") != grouped.identityScope(of: "a"))
+        #expect(grouped.version != shipped.version)
     }
 
     @Test func versionIgnoresCommentsButTracksRules() throws {

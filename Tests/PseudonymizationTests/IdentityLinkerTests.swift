@@ -14,8 +14,9 @@ struct LinkerFixture {
         store = try Store(path: NSTemporaryDirectory() + "veil-link-\(UUID().uuidString)/veil.sqlite", migrations: [IdentityLinker.Migrations()])
     }
 
-    func link(_ id: String, _ ns: String, _ a: LinkAttributes) throws -> IdentityLinker.Link? {
-        try store.pool.write { try linker.link(tokenizer.token(for: id, namespace: ns), attributes: a, in: $0) }
+    /// Links within `scope`; by default the scope of a group that the shop's sources ("shop", "crm") share.
+    func link(_ id: String, _ ns: String, _ a: LinkAttributes, scope: String = "group:retail") throws -> IdentityLinker.Link? {
+        try store.pool.write { try linker.link(tokenizer.token(for: id, namespace: ns), scope: scope, attributes: a, in: $0) }
     }
 
     func canonical(_ id: String, _ ns: String) throws -> SubjectToken {
@@ -58,5 +59,27 @@ struct LinkerFixture {
         for needle in ["carol", "canary", "example.org", "SW1A", "car", "ana"] {
             #expect(bytes.range(of: Data(needle.utf8)) == nil, "\(needle)")
         }
+    }
+
+    /// Issue #21, item 3: two tenants, each linking its own subject with the same e-mail (exact rule) or the same name
+    /// and postcode (fuzzy rule), each in its own namespace's scope: no link crosses. The same pair in one shared
+    /// scope does link, so the test can fail.
+    @Test(arguments: [LinkAttributes(email: "jane@example.com"), LinkAttributes(name: "Jane Doe", postcode: "10115")])
+    func linksNeverCrossTenantScopes(_ attributes: LinkAttributes) throws {
+        let f = try LinkerFixture()
+        #expect(try f.link("a-1", "tenant-a", attributes, scope: "namespace:tenant-a") == nil)
+        #expect(try f.link("b-1", "tenant-b", attributes, scope: "namespace:tenant-b") == nil)
+        #expect(try f.canonical("b-1", "tenant-b") == f.tokenizer.token(for: "b-1", namespace: "tenant-b"))
+        // Within one tenant, or a group that the policy declares, the same rule links.
+        #expect(try f.link("a-2", "tenant-a", attributes, scope: "namespace:tenant-a")?.canonical == f.tokenizer.token(for: "a-1", namespace: "tenant-a"))
+    }
+
+    /// Erasure of a canonical subject must reach the tokens linked to it.
+    @Test func membersListsTheTokensLinkedToACanonicalOne() throws {
+        let f = try LinkerFixture()
+        _ = try f.link("a", "shop", LinkAttributes(email: "x@example.com"))
+        _ = try f.link("b", "crm", LinkAttributes(email: "x@example.com"))
+        let canonical = f.tokenizer.token(for: "a", namespace: "shop")
+        #expect(try f.store.pool.read { try f.linker.members(of: canonical, in: $0) } == [f.tokenizer.token(for: "b", namespace: "crm")])
     }
 }
