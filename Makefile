@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test secrets-scan
+.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test secrets-scan soak
 
 deps:
 	@scripts/ensure-deps.sh
@@ -32,6 +32,14 @@ secrets-scan: build
 ## Schemathesis against the running server (creates .venv-fuzz from PyPI on first use).
 fuzz: build
 	VEIL=.build/debug/veil scripts/fuzz.sh 25
+
+## Soak (long; not part of `make test` or CI): 100 kill -9 rounds of the crash test, then schemathesis with seeds
+## 1, 2, ... until at least 10,000 generated cases. Both run; the target fails if either does.
+soak: build
+	@status=0; \
+	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 100 || status=1; \
+	VEIL=.build/debug/veil MIN_CASES=10000 scripts/fuzz.sh 200 || status=1; \
+	if [ $$status -ne 0 ]; then echo "soak failed" >&2; fi; exit $$status
 
 build: deps
 	$(SWIFT) build

@@ -23,7 +23,8 @@ PREFIX=bench-audit-cost RECS_PRINCIPAL=bench-audit-cost-recs
 source scripts/load-setup.sh
 printf 'audit:\n  sync: normal\n' > "$DIR/normal.yaml"
 
-row() { # configuration, round: one measured row "round configuration requests/s p50_ms p99_ms non2xx"
+row() { # configuration, round: one measured row "round configuration requests/s p50_ms p99_ms non2xx socket_errors";
+  # a run with non-2xx answers or socket errors (connect, read, write, timeout) is also flagged on stderr
   if [ "$1" = bare ]; then
     wrk -t2 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/health/live" > "$DIR/wrk.txt"
   else
@@ -33,9 +34,11 @@ row() { # configuration, round: one measured row "round configuration requests/s
   python3 - "$2" "$1" "$DIR/wrk.txt" <<'PY'
 import sys
 sys.path.insert(0, "scripts")
-from wrk_output import summary
+from wrk_output import problems, summary
 w = summary(open(sys.argv[3]).read())
-print(f"{sys.argv[1]}\t{sys.argv[2]}\t{w['rps']:.0f}\t{w['p50']:.2f}\t{w['p99']:.2f}\t{w['non2xx']}")
+print(f"{sys.argv[1]}\t{sys.argv[2]}\t{w['rps']:.0f}\t{w['p50']:.2f}\t{w['p99']:.2f}\t{w['non2xx']}\t{w['socket_errors']}")
+if problems(w):
+    print(f"FLAGGED round {sys.argv[1]} {sys.argv[2]}: {problems(w)}", file=sys.stderr)
 PY
 }
 
@@ -74,13 +77,15 @@ names = list(dict.fromkeys(r[1] for r in rows))
 rounds = sorted({r[0] for r in rows})
 bare = {r[0]: float(r[2]) for r in rows if r[1] == "bare"}
 print(f"\nmedians of {len(rounds)} rounds")
-print("| configuration | requests/s | p50 ms | p99 ms | non-2xx | vs bare route (per round, then median) | p99 under 10 ms |")
-print("|---|---|---|---|---|---|---|")
+print("| configuration | requests/s | p50 ms | p99 ms | non-2xx | socket errors | vs bare route (per round, then median) | p99 under 10 ms |")
+print("|---|---|---|---|---|---|---|---|")
 for name in names:
     mine = [r for r in rows if r[1] == name]
     ratios = [float(r[2]) / bare[r[0]] for r in mine]
     med = lambda k: statistics.median(float(r[k]) for r in mine)
-    print(f"| {name} | {med(2):.0f} | {med(3):.2f} | {med(4):.2f} | {sum(int(r[5]) for r in mine)} | "
+    print(f"| {name} | {med(2):.0f} | {med(3):.2f} | {med(4):.2f} | {sum(int(r[5]) for r in mine)} | {sum(int(r[6]) for r in mine)} | "
           f"{' / '.join(f'{x:.2f}' for x in ratios)}, {statistics.median(ratios):.2f} | "
           f"{sum(float(r[4]) < 10 for r in mine)} of {len(mine)} |")
+flagged = [f"round {r[0]} {r[1]}" for r in rows if int(r[5]) or int(r[6])]
+print("\nFLAGGED: non-2xx answers or socket errors in " + ", ".join(flagged) if flagged else "\nevery request answered 2xx, no socket errors")
 PY

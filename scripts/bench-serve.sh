@@ -17,7 +17,8 @@ write_events_script
 
 scrape() { curl -sf "http://127.0.0.1:$PORT/metrics" > "$1"; }
 
-run() { # name, url, [script]: prints a row: route, requests/s, p50, p99, non-2xx %, then what the server's
+run() { # name, url, [script]: prints a row: route, requests/s, p50, p99, non-2xx %, socket errors (wrk's connect, read,
+  # write and timeout errors; a run with any, or with non-2xx answers, is also flagged on stderr), then what the server's
   # /metrics saw over the same seconds: mean time in the gateway, mean audit wait, its part until durable (ms), entries per commit and per fsync
   local out
   scrape "$DIR/before.prom"
@@ -28,9 +29,11 @@ run() { # name, url, [script]: prints a row: route, requests/s, p50, p99, non-2x
   python3 - "$1" "$DIR/$1.wrk" "$DIR/before.prom" "$DIR/after.prom" <<'PY'
 import sys
 sys.path.insert(0, "scripts")
-from wrk_output import summary
+from wrk_output import problems, summary
 name, path = sys.argv[1], sys.argv[2]
 w = summary(open(path).read())
+if problems(w):
+    print(f"FLAGGED {name}: {problems(w)}", file=sys.stderr)
 def samples(path):
     values = {}
     for line in open(path):
@@ -50,14 +53,14 @@ entries, commits, syncs = delta("veil_audit_entries_total"), delta("veil_audit_b
 durable = 1000 * delta("veil_audit_durable_wait_seconds_total") / entries if entries else float("nan")
 per_commit = entries / commits if commits else float("nan")
 per_sync = entries / syncs if syncs else float("nan")
-print(f"{name}\t{w['rps']:.0f}\t{w['p50']:.2f}\t{w['p99']:.2f}\t{100.0 * w['non2xx'] / max(w['total'], 1):.2f}\t{inside:.2f}\t{wait:.2f}\t{durable:.2f}\t{per_commit:.1f}\t{per_sync:.1f}")
+print(f"{name}\t{w['rps']:.0f}\t{w['p50']:.2f}\t{w['p99']:.2f}\t{100.0 * w['non2xx'] / max(w['total'], 1):.2f}\t{w['socket_errors']}\t{inside:.2f}\t{wait:.2f}\t{durable:.2f}\t{per_commit:.1f}\t{per_sync:.1f}")
 PY
 }
 
 # Steady state of the cached route: `warm` (load-setup.sh) fills the cache first; the uncached route below shows
 # the cost of a miss.
 
-one_run() { # appends one run's rows (route, requests/s, p50, p99, non-2xx %) to $1
+one_run() { # appends one run's rows (route, requests/s, p50, p99, non-2xx %, socket errors, then the server's view) to $1
   start_server
   {
     run bare /health/live
@@ -88,17 +91,18 @@ tables, insides = [], []
 for r in range(1, runs + 1):
     rows = [l.split("\t") for l in open(f"{directory}/run-{r}.tsv").read().split("\n") if l]
     bare = float(rows[0][1])
-    tables.append([(name, float(rps), float(p50), float(p99), float(bad), float(rps) / bare) for name, rps, p50, p99, bad, *_ in rows])
+    tables.append([(name, float(rps), float(p50), float(p99), float(bad), float(sock), float(rps) / bare)
+                   for name, rps, p50, p99, bad, sock, *_ in rows])
     # Little's law: 64 connections always waiting means a mean latency of 64 / throughput as wrk sees it.
-    insides.append([(name, 64000 / float(rps)) + tuple(float(v) for v in rest) for name, rps, _, _, _, *rest in rows])
+    insides.append([(name, 64000 / float(rps)) + tuple(float(v) for v in rest) for name, rps, _, _, _, _, *rest in rows])
 
 def table(rows, title):
     if title:
         print(title)
-    print("| route | requests/s | p50 ms | p99 ms | non-2xx % | vs bare route |")
-    print("|---|---|---|---|---|---|")
-    for name, rps, p50, p99, bad, ratio in rows:
-        print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2f} | {ratio:.2f} |")
+    print("| route | requests/s | p50 ms | p99 ms | non-2xx % | socket errors | vs bare route |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rps, p50, p99, bad, sock, ratio in rows:
+        print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2f} | {sock:.0f} | {ratio:.2f} |")
     print()
 
 def inside_table(rows, title):
@@ -121,10 +125,13 @@ for r, (rows, inner) in enumerate(zip(tables, insides), 1):
     table(rows, f"run {r} of {runs}" if runs > 1 else "")
     inside_table(inner, "inside the server, from its /metrics over the same seconds:")
 if runs > 1:
-    table(median_rows(tables, 6), f"median of {runs} runs, column by column")
+    table(median_rows(tables, 7), f"median of {runs} runs, column by column")
     inside_table(median_rows(insides, 7), f"inside the server, median of {runs} runs, column by column")
 cached = [next(row for row in rows if row[0] == "recommendations") for rows in tables]
 print(f"targets for the cached recommendations: at least half the bare route's requests/s in "
-      f"{sum(row[5] >= 0.5 for row in cached)} of {runs} runs; p99 under 10 ms in {sum(row[3] < 10 for row in cached)} "
-      f"of {runs}; no non-2xx in {sum(row[4] == 0 for row in cached)} of {runs}")
+      f"{sum(row[6] >= 0.5 for row in cached)} of {runs} runs; p99 under 10 ms in {sum(row[3] < 10 for row in cached)} "
+      f"of {runs}; no non-2xx and no socket errors in {sum(row[4] == 0 and row[5] == 0 for row in cached)} of {runs}")
+flagged = [f"run {r} {row[0]}" for r, rows in enumerate(tables, 1) for row in rows if row[4] or row[5]]
+if flagged:
+    print("FLAGGED: non-2xx answers or socket errors in " + ", ".join(flagged))
 PY

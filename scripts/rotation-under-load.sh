@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rotates the master key and re-wraps every subject key while wrk drives uncached recommendation requests
-# (each one unwraps its subject's data key). Reports requests served, non-2xx answers, and checks that every
+# (each one unwraps its subject's data key). Reports requests served, non-2xx answers and wrk's socket errors
+# (connect, read, write, timeout; any of them fails the run), and checks that every
 # subject's data still reads afterwards. Usage: scripts/rotation-under-load.sh [DURATION_S]  (make release first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +30,13 @@ grep -E "requests in|Requests/sec|Non-2xx|Socket errors" "$DIR/wrk.txt" || true
 python3 - "$DIR/wrk.txt" <<'PY'
 import sys
 sys.path.insert(0, "scripts")
-from wrk_output import summary
-t = open(sys.argv[1]).read()
-w = summary(t)
-errors = "Socket errors" in t
-print("requests served during the run: %d; failed: %d" % (w["total"], w["non2xx"]))
-sys.exit(1 if w["non2xx"] or errors else 0)
+from wrk_output import problems, summary
+w = summary(open(sys.argv[1]).read())
+print("requests served during the run: %d; failed: %d non-2xx, %d socket errors (connect %d, read %d, write %d, timeout %d)"
+      % (w["total"], w["non2xx"], w["socket_errors"], w["connect"], w["read"], w["write"], w["timeout"]))
+if problems(w):
+    print("FAIL under load: " + problems(w))
+sys.exit(1 if problems(w) else 0)
 PY
 # Every subject's data still reads: the export of each consenting demo subject has its interactions.
 OFFICER=$("$VEIL" principals add load-dpo --role compliance-officer "${common[@]}" | tail -1)
