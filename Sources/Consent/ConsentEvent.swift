@@ -71,9 +71,20 @@ public struct ConsentRecord: Sendable, Equatable, Codable {
 public struct ConsentDecision: Sendable, Equatable {
     public enum Reason: String, Sendable {
         case granted, withdrawn, expired, noRecord = "no-record", notConsentBased = "not-consent-based", unknownPurpose = "unknown-purpose"
+        /// Given under an older version of the purpose, or before a notice that requires re-consent.
+        case reconsentRequired = "reconsent-required"
     }
     public var allowed: Bool
     public var reason: Reason
+    /// When an allowing consent lapses (ms since the epoch), if it was given with an expiry: whatever is derived
+    /// from it (a cached list) must not outlive it.
+    public var expiresAt: Int64?
+
+    public init(allowed: Bool, reason: Reason, expiresAt: Int64? = nil) {
+        self.allowed = allowed
+        self.reason = reason
+        self.expiresAt = expiresAt
+    }
 }
 
 /// The one error type of the Consent module.

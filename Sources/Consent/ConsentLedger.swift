@@ -38,10 +38,23 @@ public struct ConsentLedger: Sendable {
                         BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
                     """)
             }
+            // The state remembers under which notice and purpose version consent was given, so that a notice that
+            // requires re-consent, or a new version of the purpose, ends it.
+            migrator.registerMigration("consent.v2.state_versions") { db in
+                try db.execute(sql: """
+                    ALTER TABLE consent_state ADD COLUMN notice_version TEXT NOT NULL DEFAULT '';
+                    ALTER TABLE consent_state ADD COLUMN purpose_version INTEGER NOT NULL DEFAULT 0;
+                    UPDATE consent_state SET
+                        notice_version = (SELECT json_extract(body, '$.noticeVersion') FROM consent_events e WHERE e.seq = consent_state.seq),
+                        purpose_version = (SELECT json_extract(body, '$.purposeVersion') FROM consent_events e WHERE e.seq = consent_state.seq);
+                    """)
+            }
         }
     }
 
     public static let genesisHash = String(repeating: "0", count: 64)
+    /// Recorded on withdrawals that Veil makes itself (erasure, GPC) or that arrive without a jurisdiction.
+    public static let unspecifiedJurisdiction = "unspecified"
     public let policy: PolicySet
 
     public init(policy: PolicySet) { self.policy = policy }
@@ -58,7 +71,11 @@ public struct ConsentLedger: Sendable {
         guard let notice = policy.notices[noticeVersion] else {
             throw ConsentError(.unknownNotice, "unknown notice version '\(noticeVersion)'; known: \(policy.notices.keys.sorted().joined(separator: ", "))")
         }
-        guard !jurisdiction.isEmpty else { throw ConsentError(.invalid, "jurisdiction is required") }
+        // A grant must say under which law it was given; a withdrawal is never refused for lacking it.
+        guard !granted || !(jurisdiction.isEmpty || jurisdiction == Self.unspecifiedJurisdiction) else {
+            throw ConsentError(.invalid, "jurisdiction is required to grant consent (for example EU, DE, US-CA)")
+        }
+        guard jurisdiction.utf8.count <= 64 else { throw ConsentError(.invalid, "jurisdiction must be at most 64 bytes") }
         return ConsentEvent(
             token: token, purpose: purpose, purposeVersion: p.version, lawfulBasis: p.lawfulBasis.rawValue, granted: granted,
             at: Int64(at.timeIntervalSince1970 * 1000), sourceApp: sourceApp, principal: principal, method: method,
@@ -79,10 +96,11 @@ public struct ConsentLedger: Sendable {
             arguments: [sequence, event.token.rawValue, event.purpose, body, previous, hash])
         try db.execute(
             sql: """
-                INSERT INTO consent_state (token, purpose, granted, seq, expires_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT(token, purpose) DO UPDATE SET granted = excluded.granted, seq = excluded.seq, expires_at = excluded.expires_at
+                INSERT INTO consent_state (token, purpose, granted, seq, expires_at, notice_version, purpose_version) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(token, purpose) DO UPDATE SET granted = excluded.granted, seq = excluded.seq, expires_at = excluded.expires_at,
+                    notice_version = excluded.notice_version, purpose_version = excluded.purpose_version
                 """,
-            arguments: [event.token.rawValue, event.purpose, event.granted, sequence, event.expiresAt])
+            arguments: [event.token.rawValue, event.purpose, event.granted, sequence, event.expiresAt, event.noticeVersion, event.purposeVersion])
         return ConsentRecord(sequence: sequence, event: event, previousHash: previous, hash: hash)
     }
 
@@ -102,14 +120,24 @@ public struct ConsentLedger: Sendable {
     public func decision(token: SubjectToken, purpose: String, at: Date, in db: Database) throws -> ConsentDecision {
         guard let p = policy.purposes[purpose] else { return ConsentDecision(allowed: false, reason: .unknownPurpose) }
         guard p.requiresConsent else { return ConsentDecision(allowed: true, reason: .notConsentBased) }
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT granted, expires_at FROM consent_state WHERE token = ? AND purpose = ?"), arguments: [token.rawValue, purpose]) else {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT granted, expires_at, notice_version, purpose_version FROM consent_state WHERE token = ? AND purpose = ?"),
+                                         arguments: [token.rawValue, purpose]) else {
             return ConsentDecision(allowed: false, reason: .noRecord)
         }
-        guard row["granted"] as Bool else { return ConsentDecision(allowed: false, reason: .withdrawn) }
-        if let expires: Int64 = row["expires_at"], expires <= Int64(at.timeIntervalSince1970 * 1000) {
+        return Self.decide(granted: row["granted"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"], purposeVersion: row["purpose_version"],
+                           purpose: p, policy: policy, at: at)
+    }
+
+    /// The decision for a state row: one function for the live path and for ``verify(in:)``'s recomputation.
+    static func decide(granted: Bool, expiresAt: Int64?, noticeVersion: String, purposeVersion: Int, purpose: Purpose, policy: PolicySet, at: Date) -> ConsentDecision {
+        guard granted else { return ConsentDecision(allowed: false, reason: .withdrawn) }
+        if let expiresAt, expiresAt <= Int64(at.timeIntervalSince1970 * 1000) {
             return ConsentDecision(allowed: false, reason: .expired)
         }
-        return ConsentDecision(allowed: true, reason: .granted)
+        // Consent covers the purpose as it was described, under the notice that was shown.
+        if purposeVersion < purpose.version { return ConsentDecision(allowed: false, reason: .reconsentRequired) }
+        if let since = policy.reconsentSince, noticeVersion < since { return ConsentDecision(allowed: false, reason: .reconsentRequired) }
+        return ConsentDecision(allowed: true, reason: .granted, expiresAt: expiresAt)
     }
 
     /// Current state per purpose (every purpose of the policy).
@@ -136,7 +164,17 @@ public struct ConsentLedger: Sendable {
         /// The first sequence number whose event or link does not verify; nil when intact.
         public var firstBadSequence: Int64?
         public var reason: String?
-        public var intact: Bool { firstBadSequence == nil }
+        /// Subjects' current states that differ from the state the ledger's events give (at most 20 described,
+        /// by token and purpose); `stateDifferenceCount` counts them all.
+        public var stateDifferences: [String] = []
+        public var stateDifferenceCount = 0
+        public var intact: Bool { firstBadSequence == nil && stateDifferenceCount == 0 }
+
+        public init(events: Int, firstBadSequence: Int64?, reason: String?) {
+            self.events = events
+            self.firstBadSequence = firstBadSequence
+            self.reason = reason
+        }
     }
 
     /// Recomputes every hash and link. Detects an edited, deleted, inserted or reordered event.
@@ -144,6 +182,7 @@ public struct ConsentLedger: Sendable {
         var expectedSequence: Int64 = 1
         var previous = Self.genesisHash
         var count = 0
+        var expected: [StateKey: StateRow] = [:]
         let cursor = try Row.fetchCursor(db, sql: "SELECT seq, token, purpose, body, prev_hash, hash FROM consent_events ORDER BY seq")
         while let row = try cursor.next() {
             let seq: Int64 = row["seq"]
@@ -159,8 +198,38 @@ public struct ConsentLedger: Sendable {
             previous = hash
             expectedSequence += 1
             count += 1
+            let e = record.event
+            expected[StateKey(token: e.token.rawValue, purpose: e.purpose)] = StateRow(granted: e.granted, seq: seq, expiresAt: e.expiresAt,
+                                                                                    noticeVersion: e.noticeVersion, purposeVersion: e.purposeVersion)
         }
-        return Verification(events: count, firstBadSequence: nil, reason: nil)
+        // Every decision reads `consent_state`, so it must be exactly what the (verified) events give: an edit of
+        // that table alone, which no trigger can stop, is reported here.
+        var result = Verification(events: count, firstBadSequence: nil, reason: nil)
+        func differ(_ key: StateKey, _ what: String) {
+            result.stateDifferenceCount += 1
+            if result.stateDifferences.count < 20 { result.stateDifferences.append("token \(key.token), purpose \(key.purpose): \(what)") }
+        }
+        let stored = try Row.fetchCursor(db, sql: "SELECT token, purpose, granted, seq, expires_at, notice_version, purpose_version FROM consent_state")
+        var seen = Set<StateKey>()
+        while let row = try stored.next() {
+            let key = StateKey(token: row["token"], purpose: row["purpose"])
+            seen.insert(key)
+            let actual = StateRow(granted: row["granted"], seq: row["seq"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"],
+                                  purposeVersion: row["purpose_version"])
+            guard let want = expected[key] else { differ(key, "a state with no event in the ledger"); continue }
+            if actual != want { differ(key, "state \(actual) but the ledger's last event (seq \(want.seq)) gives \(want)") }
+        }
+        for key in Set(expected.keys).subtracting(seen) { differ(key, "no state although the ledger has events") }
+        if result.stateDifferenceCount > 0 { result.reason = "the current consent state differs from the ledger in \(result.stateDifferenceCount) place(s)" }
+        return result
+    }
+
+    struct StateKey: Hashable { var token: String; var purpose: String }
+    struct StateRow: Equatable, CustomStringConvertible {
+        var granted: Bool, seq: Int64, expiresAt: Int64?, noticeVersion: String, purposeVersion: Int
+        var description: String {
+            "granted=\(granted) seq=\(seq) expires=\(expiresAt.map(String.init) ?? "-") notice=\(noticeVersion) purpose_version=\(purposeVersion)"
+        }
     }
 
     /// Consent events past their expiry become "expired" through ``decision(token:purpose:at:in:)``; this

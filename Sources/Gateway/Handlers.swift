@@ -92,6 +92,8 @@ enum Handlers {
             if let s = p["subject"] {
                 q.subjectToken = try service.token(for: String(s), principal: context.principal!).rawValue
             }
+            // A lookup of one person's entries is itself an access to that person: its entry names whom it searched.
+            if let searched = q.subjectToken { context.audit.update { $0.subjectToken = searched } }
             q.from = try p["from"].map { try millis(String($0), "from") }
             q.to = try p["to"].map { try millis(String($0), "to") }
             q.after = try p["cursor"].map { guard let v = Int64(String($0)), v >= 0 else { throw GatewayError.badRequest("cursor must be a sequence number") }; return v } ?? 0

@@ -31,7 +31,7 @@ extension VeilService {
             guard f.count >= 5 else { continue }
             let subject = "ml-user-\(f[0])"
             _ = try await recordConsent(ConsentRequest(subject: subject, purpose: "personalization", granted: true, method: "import",
-                                                 notice_version: policy.notices.keys.sorted().last!, jurisdiction: "US", expires_at: nil, gpc: nil),
+                                                 notice_version: policy.currentNotice, jurisdiction: "US", expires_at: nil, gpc: nil),
                                   principal: principal, gpcHeader: false, note: note)
             profiles.append(["id": "ml-profile-\(f[0])", "kind": "profile", "subject": subject, "timestamp": 880_000_000_000, "source": "movielens",
                              "age": Int(f[1]) ?? 0, "gender": String(f[2]).lowercased(), "location": "US"])

@@ -30,9 +30,13 @@ struct RenderedRecommendation: Sendable {
     let head: [UInt8]
     /// Why the list is (not) personalized, for the audit entry of each request the cache answers.
     let auditReason: String
+    /// The subject had personalization consent when the list was made (an experiment arm may still serve it an
+    /// unpersonalized list): only then do experiments count its exposure.
+    let consented: Bool
 
-    init(_ r: RecommendationResponse, auditReason: String) {
+    init(_ r: RecommendationResponse, auditReason: String, consented: Bool) {
         self.auditReason = auditReason
+        self.consented = consented
         var out: [UInt8] = []
         out.reserveCapacity(128 + r.items.count * 128)
         func raw(_ s: String) { out.append(contentsOf: s.utf8) }

@@ -36,6 +36,8 @@ public final class VeilService: Sendable {
     public let metrics = GatewayMetrics()
     public let rateLimiter: RateLimiter
     public let logger: Logger
+    /// Points where a test can hold a request to force an interleaving (no-ops otherwise).
+    public let hooks = TestHooks()
     let now: @Sendable () -> Date
     let trainingThreads: Int
     let passphrase: String?
@@ -61,7 +63,8 @@ public final class VeilService: Sendable {
     static let personalization = "personalization"
 
     /// Opens the key ring, the policy, both databases and the principals.
-    public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
+    public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, cacheMaxBytes: Int = 64 << 20,
+                checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
                 ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
                 experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
@@ -79,7 +82,7 @@ public final class VeilService: Sendable {
         features = FeatureStore(keys: keys)
         audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, fullSync: auditFullSync, now: now)
         principals = PrincipalStore(store: store, ring: ring)
-        cache = RecommendationCache(ttl: cacheTTL)
+        cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
         rateLimiter = RateLimiter(limits: rateLimits)
         self.logger = logger
         self.now = now
@@ -118,11 +121,7 @@ public final class VeilService: Sendable {
 
     /// The token of the id as this source knows it, before identity links.
     func sourceToken(for subject: String, principal: Principal) throws -> SubjectToken {
-        // Control characters (general category Cc: U+0000–U+001F, U+007F–U+009F), tested by value: the Unicode
-        // property lookup was 1% of a cached recommendation request.
-        guard !subject.isEmpty, subject.utf8.count <= 256, !subject.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else {
-            throw GatewayError.badRequest("subject must be 1-256 bytes without control characters")
-        }
+        if let problem = SubjectID.problem(subject) { throw GatewayError(.unprocessableContent, "invalid_subject", "subject \(problem)") }
         return tokenizer.token(for: subject, namespace: principal.namespace)
     }
 
@@ -183,7 +182,8 @@ public final class VeilService: Sendable {
         note.update { $0.subjectToken = token.rawValue; $0.purpose = request.purpose }
         let gpc = gpcHeader || request.gpc == true
         let at = now()
-        let jurisdiction = request.jurisdiction ?? "unspecified"
+        // A grant without a jurisdiction is refused by the ledger (422); a withdrawal or GPC signal never is.
+        let jurisdiction = request.jurisdiction ?? ConsentLedger.unspecifiedJurisdiction
         var event: ConsentEvent?
         if let purpose = request.purpose {
             guard let granted = request.granted else { throw GatewayError.badRequest("'granted' (true or false) is required with 'purpose'") }
@@ -321,7 +321,7 @@ public final class VeilService: Sendable {
                 tokens[event.subject] = token
                 if gpcHeader && !gpcDone.contains(token) {
                     try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
-                                         noticeVersion: policy.notices.keys.sorted().last!, jurisdiction: "unspecified", in: db)
+                                         noticeVersion: policy.currentNotice, jurisdiction: ConsentLedger.unspecifiedJurisdiction, in: db)
                     gpcDone.insert(token)
                 }
                 guard try deliveries.firstDelivery(token: token, id: deliveryID, content: p.content, at: event.timestamp, in: db) else {
@@ -330,7 +330,6 @@ public final class VeilService: Sendable {
                     continue
                 }
                 accepted += 1
-                for signal in event.signals { outcomes.append((token.rawValue, signal.kind, signal.item)) }
                 quality[event.source, default: .init()].accepted += 1
                 // Freshness is about deliveries: a backfill of old events is fresh data from a live source.
                 quality[event.source, default: .init()].lastEvent = Int64(at.timeIntervalSince1970)
@@ -341,6 +340,8 @@ public final class VeilService: Sendable {
                     anonymized += 1
                     continue
                 }
+                // Experiments and bandits learn only from subjects with personalization consent.
+                for signal in event.signals { outcomes.append((token.rawValue, signal.kind, signal.item)) }
                 if event.kind == .profile {
                     try features.setProfile(kept.compactMapValues { $0.stringValue }, token: token, in: db)
                 }
@@ -454,8 +455,8 @@ public final class VeilService: Sendable {
             // Stop every consent-based processing, on the record, then shred.
             for (purpose, decision) in try ledger.state(token: token, at: at, in: db) where decision.allowed && policy.purposes[purpose]!.requiresConsent {
                 let event = try ledger.makeEvent(token: token, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
-                                                 principal: principal.name, method: .api, noticeVersion: policy.notices.keys.sorted().last!,
-                                                 jurisdiction: "unspecified")
+                                                 principal: principal.name, method: .api, noticeVersion: policy.currentNotice,
+                                                 jurisdiction: ConsentLedger.unspecifiedJurisdiction)
                 try ledger.append(event, in: db)
             }
             // Every token of the person: the canonical one and the source tokens linked to it, whose rows were
@@ -548,16 +549,20 @@ public final class VeilService: Sendable {
                 variant = v
             }
         }
-        defer { experiments.exposure(assignments) }
         func cacheKey(_ version: String) -> RecommendationCache.Key {
             .init(modelVersion: version, arms: arms, k: query.k, categories: query.categories, exclude: query.exclude.sorted(), session: query.session)
         }
         if let cached = cache.get(token: token.rawValue, key: cacheKey(useCanary ? versions.canary! : stableVersion), now: at) {
             metrics.cacheHits.increment()
             note.update { $0.reason = cached.auditReason + " (cached)" }
+            // Experiments count only subjects whose consent the list was made under.
+            if cached.consented { experiments.exposure(assignments) }
             return cached.body(requestID: requestID, subject: subject)
         }
         metrics.cacheMisses.increment()
+        // Read before the snapshot below: if the subject's lists are dropped meanwhile (a withdrawal committing
+        // between this read and the put), the list computed here is not cached.
+        let generation = cache.generation(token: token.rawValue)
         // A miss: the model itself (a swap since the versions were read just means this list is keyed by the newer one).
         guard let stable = models.model else { throw GatewayError.internalError }
         let model = useCanary ? models.canary ?? stable : stable
@@ -585,8 +590,11 @@ public final class VeilService: Sendable {
                                  query: query, now: at)
         let rendered = RenderedRecommendation(RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
                                                                      request_id: requestID, items: ranked.items),
-                                              auditReason: auditReason)
-        cache.put(token: token.rawValue, key: cacheKey(model.version), value: rendered, now: at)
+                                              auditReason: auditReason, consented: decision.allowed)
+        if decision.allowed { experiments.exposure(assignments) }
+        hooks.beforeCachePut()
+        cache.put(token: token.rawValue, key: cacheKey(model.version), value: rendered, now: at,
+                  validUntil: decision.expiresAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, generation: generation)
         return rendered.body(requestID: requestID, subject: subject)
     }
 }

@@ -74,7 +74,11 @@ public struct EventParser: Sendable {
             if let seconds = raw["dwell"]?.numberValue { raw["dwell_ms"] = .number(seconds * 1000) }
             raw["dwell"] = nil
         }
-        let subject = try requiredString(raw, "subject")
+        // The subject id is kept byte for byte (never cleaned): erase and export must find it under the same token.
+        guard let subject = raw["subject"]?.stringValue else {
+            throw BatchError(reason: raw["subject"] == nil ? "missing field 'subject'" : "field 'subject' must be a string")
+        }
+        if let problem = SubjectID.problem(subject) { throw BatchError(reason: "subject \(problem)") }
         guard let source = Clean.channel(try requiredString(raw, "source")) else {
             throw BatchError(reason: "source must be a channel name: letters, digits, space, '.', '_' or '-', at most 64 bytes")
         }

@@ -65,6 +65,15 @@ public struct Notice: Sendable, Equatable {
     public let version: String
     /// Hex BLAKE2b-256 of the notice file's bytes.
     public let hash: String
+    /// Set in the notice's front matter (`requires_reconsent: true`): consent given under any earlier notice no
+    /// longer allows a purpose; the person must be asked again.
+    public let requiresReconsent: Bool
+
+    public init(version: String, hash: String, requiresReconsent: Bool = false) {
+        self.version = version
+        self.hash = hash
+        self.requiresReconsent = requiresReconsent
+    }
 }
 
 /// The validated content of a policy directory.
@@ -79,6 +88,13 @@ public struct PolicySet: Sendable {
     public let identityGroups: [String: String]
     /// Hex hash of the canonical content: changes whenever any rule changes, not when comments or order do.
     public let version: String
+
+    /// The newest notice version (versions sort as text, `YYYY-MM`): what consents recorded by Veil itself cite.
+    public var currentNotice: String { notices.keys.max()! }
+
+    /// Consent given under a notice older than this no longer allows any purpose: the newest notice whose front
+    /// matter says `requires_reconsent: true`.
+    public var reconsentSince: String? { notices.values.filter(\.requiresReconsent).map(\.version).max() }
 
     /// The scope within which identity links may join subjects of `namespace`: its group, or itself alone.
     public func identityScope(of namespace: String) -> String {

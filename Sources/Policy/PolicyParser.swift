@@ -57,7 +57,11 @@ public enum PolicyParser {
         guard !files.notices.isEmpty else {
             throw PolicyError(file: "notices/", line: 0, reason: "no notice texts (notices/VERSION.md) found")
         }
-        let notices = Dictionary(uniqueKeysWithValues: files.notices.map { ($0.key, Notice(version: $0.key, hash: Hash.blake2b($0.value).hexString)) })
+        var notices: [String: Notice] = [:]
+        for (version, bytes) in files.notices {
+            notices[version] = Notice(version: version, hash: Hash.blake2b(bytes).hexString,
+                                      requiresReconsent: try noticeRequiresReconsent(bytes, file: "notices/\(version).md"))
+        }
         let groups = try files.identities.map { try parseIdentityGroups(try compose($0, file: "identities.yaml")) } ?? [:]
         var version = canonicalHash(purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices)
         if !groups.isEmpty {
@@ -201,6 +205,27 @@ public enum PolicyParser {
         return roles
     }
 
+    /// A notice may open with YAML front matter between `---` lines; its one key is `requires_reconsent` (bool).
+    static func noticeRequiresReconsent(_ bytes: [UInt8], file: String) throws -> Bool {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard text.hasPrefix("---\n"), let end = text.range(of: "\n---\n", range: text.index(text.startIndex, offsetBy: 3)..<text.endIndex) else {
+            return false
+        }
+        let front = String(text[text.index(text.startIndex, offsetBy: 4)..<end.lowerBound])
+        let top = try mapping(try compose(front, file: file), file: file, what: "the front matter")
+        var requires = false
+        for (key, value) in top {
+            guard key == "requires_reconsent" else {
+                throw PolicyError(file: file, line: value.line + 1, reason: "unknown key '\(key)' in the front matter; the only key is 'requires_reconsent'")
+            }
+            guard let flag = value.bool else {
+                throw PolicyError(file: file, line: value.line + 1, reason: "requires_reconsent must be true or false")
+            }
+            requires = flag
+        }
+        return requires
+    }
+
     /// `shared_identities: {group: [namespace, ...]}` → namespace → group. A namespace may be in one group only.
     static func parseIdentityGroups(_ root: Node) throws -> [String: String] {
         let file = "identities.yaml"
@@ -273,6 +298,7 @@ public enum PolicyParser {
             lines.append("role|\(r.name)|" + r.actions.map(\.rawValue).sorted().joined(separator: ","))
         }
         for n in notices.values.sorted(by: { $0.version < $1.version }) { lines.append("notice|\(n.version)|\(n.hash)") }
+        // The notice's bytes (front matter included) are in its hash, so a change to requires_reconsent changes it.
         return Hash.blake2b(Array(lines.joined(separator: "\n").utf8), length: 16).hexString
     }
 }

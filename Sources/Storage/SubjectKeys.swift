@@ -105,7 +105,10 @@ public final class SubjectKeys: Sendable {
             }
             defer { raw.wipe() }
             let key = try SecretKey(copying: raw, expectedCount: AEAD.keyLength)
-            remember(token, key)
+            // Only a key read on the writer is remembered: a reader's snapshot may predate a shredding that has
+            // already cleared the cache, and remembering its key would bring the shredded key back for later
+            // writes (rows sealed under a key that is stored nowhere).
+            if !db.configuration.readonly { remember(token, key) }
             return key
         }
         guard create else { return nil }

@@ -120,7 +120,8 @@ struct ConsentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "consent", abstract: "Consent ledger tools.", subcommands: [Verify.self])
 
     struct Verify: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Recompute the ledger's hash chain; exit 1 naming the first bad event.")
+        static let configuration = CommandConfiguration(
+            abstract: "Recompute the ledger's hash chain and every subject's current state from it; exit 1 naming the first bad event or state.")
         @OptionGroup var common: CommonOptions
 
         func run() throws {
@@ -130,7 +131,12 @@ struct ConsentCommand: ParsableCommand {
                 print("consent ledger FAILED verification at event \(bad): \(result.reason ?? "")")
                 throw ExitCode(1)
             }
-            print("consent ledger intact: \(result.events) events")
+            if result.stateDifferenceCount > 0 {
+                print("consent state FAILED verification: \(result.reason ?? "")")
+                for line in result.stateDifferences { print("  \(line)") }
+                throw ExitCode(1)
+            }
+            print("consent ledger intact: \(result.events) events; the current state of every subject matches them")
         }
     }
 }

@@ -127,4 +127,70 @@ struct LedgerFixture {
         let result = try f.store.pool.read { try f.ledger.verify(in: $0) }
         #expect(result.firstBadSequence == 4, "\(result.reason ?? "")")
     }
+
+    /// Issue #21, item 5: the ledger itself refuses a grant without a jurisdiction (the gateway used to fill in
+    /// "unspecified"); a withdrawal is never refused for lacking one.
+    @Test func aGrantNeedsAJurisdictionAWithdrawalDoesNot() throws {
+        let f = try LedgerFixture()
+        for missing in ["", ConsentLedger.unspecifiedJurisdiction] {
+            #expect(throws: ConsentError.self) {
+                try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop", principal: "p",
+                                       method: .banner, noticeVersion: "2026-01", jurisdiction: missing)
+            }
+        }
+        _ = try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: false, at: Date(), sourceApp: "shop", principal: "p",
+                                   method: .banner, noticeVersion: "2026-01", jurisdiction: ConsentLedger.unspecifiedJurisdiction)
+    }
+
+    /// Item 5: consent given under a notice older than one that requires re-consent, or under an older version of
+    /// the purpose, no longer allows it; consent given again under the current ones does.
+    @Test func aNoticeRequiringReconsentOrANewPurposeVersionEndsOlderConsent() throws {
+        let f = try LedgerFixture()
+        try f.record(1, "personalization", true)
+        try f.record(2, "marketing", true)
+        var files = try PolicyParser.Files.read(directory: policiesDirectory)
+        files.notices["2026-06"] = Array("---\nrequires_reconsent: true\n---\n# Personalization notice (version 2026-06)\n".utf8)
+        let reconsent = ConsentLedger(policy: try PolicyParser.parse(files))
+        let decide = { (ledger: ConsentLedger, n: Int, purpose: String) in
+            try f.store.pool.read { try ledger.decision(token: f.token(n), purpose: purpose, at: Date(), in: $0) }
+        }
+        #expect(try decide(f.ledger, 1, "personalization").allowed)
+        #expect(try decide(reconsent, 1, "personalization") == ConsentDecision(allowed: false, reason: .reconsentRequired))
+        let again = try reconsent.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop",
+                                            principal: "p", method: .banner, noticeVersion: "2026-06", jurisdiction: "EU")
+        try f.store.pool.write { _ = try reconsent.append(again, in: $0) }
+        #expect(try decide(reconsent, 1, "personalization").allowed)
+        // A notice that does not ask for re-consent leaves earlier consent standing.
+        files.notices["2026-06"] = Array("# a wording fix\n".utf8)
+        #expect(try decide(ConsentLedger(policy: try PolicyParser.parse(files)), 2, "marketing").allowed)
+        // A new version of the purpose ends consent given to the old one.
+        files = try PolicyParser.Files.read(directory: policiesDirectory)
+        let marked = files.purposes.replacingOccurrences(of: "name: marketing\n    version: 1", with: "name: marketing\n    version: 2")
+        #expect(marked != files.purposes, "the purposes file changed its layout; update this test")
+        files.purposes = marked
+        #expect(try decide(ConsentLedger(policy: try PolicyParser.parse(files)), 2, "marketing") == ConsentDecision(allowed: false, reason: .reconsentRequired))
+    }
+
+    /// Item 8: the state every decision reads is recomputed from the ledger by verify; editing it alone is found.
+    @Test func verifyFindsAConsentStateEditedBehindTheLedgersBack() throws {
+        let f = try LedgerFixture()
+        try f.record(1, "personalization", true)
+        try f.record(1, "personalization", false)
+        try f.record(2, "personalization", true)
+        #expect(try f.store.pool.read { try f.ledger.verify(in: $0) }.intact)
+        // Turn the withdrawal back into a grant in the state table only: decisions now say yes.
+        try f.store.pool.write { try $0.execute(sql: "UPDATE consent_state SET granted = 1 WHERE token = ?", arguments: [f.token(1).rawValue]) }
+        #expect(try f.decision(1, "personalization").allowed)
+        var result = try f.store.pool.read { try f.ledger.verify(in: $0) }
+        #expect(!result.intact && result.stateDifferenceCount == 1 && result.firstBadSequence == nil)
+        #expect(result.stateDifferences.first?.contains(f.token(1).rawValue) == true)
+        // A state row deleted, and one invented for a subject with no event, are found too.
+        try f.store.pool.write { db in
+            try db.execute(sql: "DELETE FROM consent_state WHERE token = ?", arguments: [f.token(2).rawValue])
+            try db.execute(sql: "INSERT INTO consent_state (token, purpose, granted, seq, notice_version, purpose_version) VALUES (?, 'marketing', 1, 1, '2026-01', 1)",
+                           arguments: [f.token(3).rawValue])
+        }
+        result = try f.store.pool.read { try f.ledger.verify(in: $0) }
+        #expect(result.stateDifferenceCount == 3)
+    }
 }

@@ -26,7 +26,7 @@ struct GatewayFixture {
     let revokedKey: String
     let otherNamespaceAppKey: String
 
-    init(cacheTTL: TimeInterval = 30, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
+    init(cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
          ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), experiments: [ExperimentSpec] = [],
          canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
          now: @escaping @Sendable () -> Date = Date.init) throws {
@@ -44,7 +44,7 @@ struct GatewayFixture {
         var quiet = Logger(label: "veil-test")
         quiet.logLevel = .critical
         let logger = logger ?? quiet
-        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, checkpointInterval: 50, trainingThreads: 1, rateLimits: rateLimits, serving: serving,
+        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50, trainingThreads: 1, rateLimits: rateLimits, serving: serving,
                                  ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
                                  logger: logger, now: now)
         let roles = Set(service.policy.roles.keys)

@@ -98,11 +98,12 @@ import Testing
             for uri in ["/v1/recommendations/..%2F..%2Fetc%2Fpasswd", "/v1/recommendations/shopper-0%2540example.com",
                         "/v1/recommendations/" + String(repeating: "a", count: 300)] {
                 let r = try await client.call(.get, uri, key: recs)
-                #expect(r.status == 200 || r.status == 400, "\(uri): \(r.status)")
+                #expect(r.status == 200 || r.status == 422, "\(uri): \(r.status)")
                 #expect(r.json["personalized"] as? Bool != true, "\(uri) leaked a personalized answer")
             }
-            expectErrorShape(try await client.call(.get, "/v1/recommendations/a%00b", key: recs), 400)
-            expectErrorShape(try await client.call(.get, "/v1/recommendations/a%C2%85b", key: recs), 400)  // U+0085, a C1 control
+            // Ids with control characters are refused with 422 (one definition of a subject id: SubjectID).
+            expectErrorShape(try await client.call(.get, "/v1/recommendations/a%00b", key: recs), 422)
+            expectErrorShape(try await client.call(.get, "/v1/recommendations/a%C2%85b", key: recs), 422)  // U+0085, a C1 control
             // Two Authorization fields (a valid key and another) are refused, not joined or picked from.
             var twice = HTTPFields()
             twice.append(HTTPField(name: .authorization, value: "Bearer \(recs ?? "")"))
@@ -116,14 +117,16 @@ import Testing
                 #expect(r.body.contains("percent-encoded"), "\(bad): \(r.body)")
             }
             // Escapes decode to the id the app sent, in either case of hex digit.
-            let lower = try await client.call(.get, "/v1/recommendations/shopper-0%40example.com", key: recs)
-            let upper = try await client.call(.get, "/v1/recommendations/shopper-0%40Example.com".replacingOccurrences(of: "E", with: "e"), key: recs)
-            #expect(lower.json["subject"] as? String == "shopper-0@example.com")
-            #expect(upper.json["subject"] as? String == "shopper-0@example.com")
-            #expect(try await client.call(.get, "/v1/recommendations/caf%c3%a9", key: recs).json["subject"] as? String == "café")
+            // (Until 4 December the "upper case" request lower-cased itself back into the line above it.)
+            #expect(try await client.call(.get, "/v1/recommendations/shopper-0%40example.com", key: recs).json["subject"] as? String == "shopper-0@example.com")
+            let lower = try await client.call(.get, "/v1/recommendations/caf%c3%a9", key: recs)
+            let upper = try await client.call(.get, "/v1/recommendations/caf%C3%A9", key: recs)
+            #expect(lower.json["subject"] as? String == "café")
+            #expect(upper.json["subject"] as? String == "café")
+            #expect(upper.json["items"] as? [[String: AnyHashable]] == lower.json["items"] as? [[String: AnyHashable]])
             // Header injection through a percent-encoded CRLF in the subject: refused, and no header is added.
             let injected = try await client.call(.get, "/v1/recommendations/a%0D%0AX-Injected:%201", key: recs)
-            expectErrorShape(injected, 400)
+            expectErrorShape(injected, 422)
             #expect(injected.headers[HTTPField.Name("X-Injected")!] == nil)
             // A key sent with extra header-like text is simply unknown.
             expectErrorShape(try await client.call(.get, "/v1/recommendations/u", key: (recs ?? "") + "\tX-Role: admin"), 401)

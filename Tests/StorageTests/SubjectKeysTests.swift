@@ -113,6 +113,39 @@ struct Fixture {
         }
     }
 
+    /// Issue #21, item 7: a reader whose snapshot predates a shredding reads the old key after the shredding cleared
+    /// the cache. It must not put that key back: a later write (after a new consent) would seal rows with a key that
+    /// is stored nowhere, and no restart could open them. The interleaving is forced with semaphores.
+    @Test func aReaderOnAnOldSnapshotDoesNotBringAShreddedKeyBack() throws {
+        let f = try Fixture()
+        let keys = SubjectKeys(ring: f.ring)
+        let token = f.token("u-1")
+        try f.write(subject: "u-1", id: "n1", body: "before", keys: keys)
+        let snapshotTaken = DispatchSemaphore(value: 0), shredded = DispatchSemaphore(value: 0)
+        let reader = Thread {
+            try? f.store.pool.read { db in
+                _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM notes")  // the snapshots start here: data file
+                _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM keystore.subject_keys")  // and key store
+                snapshotTaken.signal()
+                _ = shredded.wait(timeout: .now() + 10)
+                #expect(try keys.dataKey(for: token, in: db, create: false) != nil, "the old snapshot still holds the key")
+            }
+            snapshotTaken.signal()
+        }
+        keys.clearCache()
+        reader.start()
+        #expect(snapshotTaken.wait(timeout: .now() + 10) == .success)
+        try f.store.pool.write { db in
+            try keys.shred(token: token, in: db)
+            try db.execute(sql: "DELETE FROM notes WHERE token = ?", arguments: [token])
+        }
+        shredded.signal()
+        #expect(snapshotTaken.wait(timeout: .now() + 10) == .success)
+        // The subject consents again and writes: the row must open after a restart (a fresh key cache).
+        try f.write(subject: "u-1", id: "n2", body: "after", keys: keys)
+        #expect(try f.read(id: "n2", keys: SubjectKeys(ring: f.ring)) == "after")
+    }
+
     /// An operator backs up the data file (`VACUUM INTO`, as a live backup is taken), a subject is erased, and the
     /// backup is restored and opened with the key store as it now is (a server started on the copy with the same
     /// `Keys/`). Nothing of the erased subject opens; the others' rows do. The backup itself holds no key.
