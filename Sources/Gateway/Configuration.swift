@@ -26,6 +26,9 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var retrainInterval: Double?
     public var retentionInterval: Double?
     public var logLevel: String?
+    public var headerTimeout: Double?
+    public var idleTimeout: Double?
+    public var maxConnections: Int?
 
     public var cacheTTL: Double?
     public var serving = ServingOptions()
@@ -64,7 +67,8 @@ public struct VeilConfiguration: Sendable, Equatable {
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
         if let node = top["server"] {
-            let s = try r.mapping(node, "server", keys: ["host", "port", "tls_cert", "tls_key", "retrain_interval_s", "retention_interval_s", "log_level"])
+            let s = try r.mapping(node, "server", keys: ["host", "port", "tls_cert", "tls_key", "retrain_interval_s", "retention_interval_s", "log_level",
+                                                         "header_timeout_s", "idle_timeout_s", "max_connections"])
             config.host = try s["host"].map { try r.string($0, "server.host") }
             config.port = try s["port"].map { try r.int($0, "server.port", 0...65535) }
             config.tlsCertificate = try s["tls_cert"].map { try r.string($0, "server.tls_cert") }
@@ -72,6 +76,9 @@ public struct VeilConfiguration: Sendable, Equatable {
             config.retrainInterval = try s["retrain_interval_s"].map { try r.double($0, "server.retrain_interval_s", 0...) }
             config.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
             config.logLevel = try s["log_level"].map { try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) }
+            config.headerTimeout = try s["header_timeout_s"].map { try r.double($0, "server.header_timeout_s", ServerConfiguration.timeoutRange) }
+            config.idleTimeout = try s["idle_timeout_s"].map { try r.double($0, "server.idle_timeout_s", ServerConfiguration.timeoutRange) }
+            config.maxConnections = try s["max_connections"].map { try r.int($0, "server.max_connections", ServerConfiguration.maxConnectionsRange) }
         }
         if let node = top["recommendations"] {
             let s = try r.mapping(node, "recommendations", keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])

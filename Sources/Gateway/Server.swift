@@ -6,6 +6,7 @@ import HummingbirdTLS
 import NIOSSL
 import Logging
 import NIOCore
+import NIOHTTPTypes
 import ServiceLifecycle
 
 /// How `veil serve` listens and schedules its background work.
@@ -18,7 +19,24 @@ public struct ServerConfiguration: Sendable {
     public var retentionInterval: TimeInterval = 86_400
     /// Serve HTTPS with these PEM files; plain HTTP when nil.
     public var tls: TLSFiles?
+    /// Seconds a client has to deliver a complete request head: from the accept (TLS handshake included) for the first
+    /// request of a connection, from its first byte for each later one. A client that trickles its head, or connects
+    /// and sends nothing, is disconnected. Real clients send a head in one packet: 10 s leaves room for a slow mobile
+    /// link and a handshake, yet makes holding a connection cost an attacker a new one every 10 s.
+    public var headerTimeout: TimeInterval = 10
+    /// Seconds a keep-alive connection may wait for its next request (and the longest pause within a request body)
+    /// before it is closed. 75 s, as nginx: longer than the 60 s idle timeout of common proxies and load balancers, so
+    /// the proxy closes an idle connection first and never sends a request on one the gateway is closing.
+    public var idleTimeout: TimeInterval = 75
+    /// Open connections at most; beyond it, new connections wait in the listen backlog until one closes. Far above the
+    /// load scripts' 256 concurrent connections; keep the open-file limit (`ulimit -n`) above it.
+    public var maxConnections = 4096
     public init() {}
+
+    /// The accepted ranges, shared by the configuration file and the flags (a day at most: any longer timeout is no
+    /// protection, and an unbounded one would overflow NIO's nanosecond clock).
+    public static let timeoutRange: ClosedRange<Double> = 0.1...86_400
+    public static let maxConnectionsRange: ClosedRange<Int> = 1...1_000_000
 
     public struct TLSFiles: Sendable, Equatable {
         public var certificateChain: String
@@ -138,8 +156,10 @@ public enum GatewayServer {
     {
         Application(
             router: GatewayRouter.build(service: service),
-            server: try serverBuilder(configuration.tls),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "veil"),
+            server: try serverBuilder(configuration, logger: service.logger),
+            // Beyond the cap the server stops accepting: new connections wait in the kernel's backlog, not in memory.
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "veil",
+                                 availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: service.logger)),
             services: [PeriodicService.retrain(service, every: configuration.retrainInterval),
                        PeriodicService.retention(service, every: configuration.retentionInterval),
                        PeriodicService.experiments(service, every: 5), AuditFlushService(service: service)],
@@ -162,8 +182,17 @@ public enum GatewayServer {
         }
     }
 
-    static func serverBuilder(_ tls: ServerConfiguration.TLSFiles?) throws -> HTTPServerBuilder {
-        guard let tls else { return .http1() }
+    /// HTTP/1.1 with the slow-client limits: the header timeout (`RequestHeadTimeoutHandler`) and Hummingbird's idle
+    /// timeout (between requests and within a body; it never cuts a handler that is still answering).
+    static func serverBuilder(_ configuration: ServerConfiguration, logger: Logger) throws -> HTTPServerBuilder {
+        let headerTimeout = TimeAmount.interval(configuration.headerTimeout)
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: headerTimeout, logger: logger)],
+            idleTimeout: .interval(configuration.idleTimeout))
+        let builder = HTTPServerBuilder { responder in
+            HeadTimedHTTP1Channel(base: HTTP1Channel(responder: responder, configuration: http1))
+        }
+        guard let tls = configuration.tls else { return builder }
         let chain: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
         do {
@@ -179,6 +208,117 @@ public enum GatewayServer {
         }
         var config = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         config.minimumTLSVersion = .tlsv12
-        return try .tls(.http1(), tlsConfiguration: config)
+        return try .tls(builder, tlsConfiguration: config)
+    }
+}
+
+extension TimeAmount {
+    /// Whole nanoseconds of `seconds` (checked against `ServerConfiguration.timeoutRange`, so it cannot overflow).
+    fileprivate static func interval(_ seconds: TimeInterval) -> TimeAmount { .nanoseconds(Int64((seconds * 1e9).rounded())) }
+}
+
+/// HTTP/1.1 with a `RequestBytesObserver` in front of the HTTP decoder (behind TLS when there is TLS), so the header
+/// timeout can start when a later request's first byte arrives.
+struct HeadTimedHTTP1Channel: ServerChildChannel {
+    typealias Value = HTTP1Channel.Value
+    let base: HTTP1Channel
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(RequestBytesObserver())
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
+
+/// Tells the connection's `RequestHeadTimeoutHandler` that the client sent bytes; passes them on untouched.
+final class RequestBytesObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    weak var headTimeout: RequestHeadTimeoutHandler?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        headTimeout?.bytesArrived()
+        context.fireChannelRead(data)
+    }
+}
+
+/// Closes a connection whose request head is not complete `timeout` after the connection was accepted, or after the
+/// first byte of a later request arrived (slowloris: heads sent a byte at a time, or never finished). Between
+/// requests, while no byte comes, the idle timeout applies instead; once a head is in, the body and the handler are
+/// not timed here. Bytes of the next request that arrive together with the end of the previous one start no clock:
+/// that head is bounded by the idle timeout.
+final class RequestHeadTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    let timeout: TimeAmount
+    let logger: Logger
+    /// No head since the accept or since the end of the last request.
+    private var betweenRequests = true
+    private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+
+    init(timeout: TimeAmount, logger: Logger) {
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        (try? context.pipeline.syncOperations.handler(type: RequestBytesObserver.self))?.headTimeout = self
+        if context.channel.isActive { start() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stop()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stop()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head:
+            betweenRequests = false
+            stop()
+        case .body:
+            break
+        case .end:
+            betweenRequests = true
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// The client sent bytes: when they begin a new request, its head's clock starts.
+    func bytesArrived() {
+        if betweenRequests { start() }
+    }
+
+    private func start() {
+        guard timer == nil, let context else { return }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            timer = nil
+            logger.debug("closed a connection whose request head did not arrive in time", metadata: ["timeout_ms": "\(timeout.nanoseconds / 1_000_000)"])
+            context.close(promise: nil)
+        }
+    }
+
+    private func stop() {
+        timer?.cancel()
+        timer = nil
     }
 }

@@ -18,11 +18,25 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds between retention runs, 0 = never (default 86400).") var retentionInterval: Double?
     @Option(help: "Seconds a recommendation list stays cached (default 30).") var cacheTTL: Double?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).") var logLevel: String?
+    @Option(help: "Seconds a client has to send a complete request head, from the connect or the request's first byte (default 10).")
+    var headerTimeout: Double?
+    @Option(help: "Seconds an idle keep-alive connection stays open between requests (default 75).") var idleTimeout: Double?
+    @Option(help: "Open connections at most; more wait in the listen backlog until one closes (default 4096).") var maxConnections: Int?
 
     func validate() throws {
         if let port, !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535") }
         if let logLevel, Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown --log-level '\(logLevel)'") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        let timeouts = ServerConfiguration.timeoutRange, connections = ServerConfiguration.maxConnectionsRange
+        if let headerTimeout, !timeouts.contains(headerTimeout) {
+            throw ValidationError("--header-timeout must be a number of seconds from \(timeouts.lowerBound) to \(timeouts.upperBound)")
+        }
+        if let idleTimeout, !timeouts.contains(idleTimeout) {
+            throw ValidationError("--idle-timeout must be a number of seconds from \(timeouts.lowerBound) to \(timeouts.upperBound)")
+        }
+        if let maxConnections, !connections.contains(maxConnections) {
+            throw ValidationError("--max-connections must be a whole number from \(connections.lowerBound) to \(connections.upperBound)")
+        }
     }
 
     func run() async throws {
@@ -36,6 +50,10 @@ struct ServeCommand: AsyncParsableCommand {
         server.port = port ?? config.port ?? server.port
         server.retrainInterval = retrainInterval ?? config.retrainInterval ?? server.retrainInterval
         server.retentionInterval = retentionInterval ?? config.retentionInterval ?? server.retentionInterval
+        server.headerTimeout = headerTimeout ?? config.headerTimeout ?? server.headerTimeout
+        server.idleTimeout = idleTimeout ?? config.idleTimeout ?? server.idleTimeout
+        server.maxConnections = maxConnections ?? config.maxConnections ?? server.maxConnections
+        ensureOpenFiles(for: server.maxConnections, logger: logger)
         if let cert = tlsCert ?? config.tlsCertificate, let key = tlsKey ?? config.tlsKey {
             server.tls = ServerConfiguration.TLSFiles(certificateChain: cert, privateKey: key)
         }
@@ -56,6 +74,30 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// The connection cap protects nothing if the process runs out of file descriptors first: accepts, and the database's
+/// own file opens, would fail. Each connection takes one descriptor; the databases, the listener and logs a few more.
+/// A soft open-file limit below that is raised toward the hard limit (as Go does; shells often start at 1024), and
+/// what is still too low is logged.
+func ensureOpenFiles(for maxConnections: Int, logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 else { return }
+    let needed = rlim_t(maxConnections + 64)
+    guard limit.rlim_cur < needed else { return }  // RLIM_INFINITY is the largest value: never below
+    var raised = limit
+    raised.rlim_cur = min(needed, limit.rlim_max)
+    if raised.rlim_cur > limit.rlim_cur, setrlimit(RLIMIT_NOFILE_VALUE, &raised) == 0 { limit = raised }
+    if limit.rlim_cur < needed {
+        logger.warning("the open-file limit is below the connection cap: near the cap, accepts and file opens fail; raise ulimit -n or lower --max-connections",
+                       metadata: ["open_file_limit": "\(limit.rlim_cur)", "max_connections": "\(maxConnections)"])
+    }
+}
+
+#if canImport(Glibc)
+private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#else
+private let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
+#endif
 
 /// Opens a service with the configuration file's settings, turning the modules' errors into one-line messages
 /// with the fix.
