@@ -120,6 +120,15 @@ enum Handlers {
             context.audit.update { $0.reason = "master key v\(version) added; \(rewrapped) subject keys re-wrapped" }
             return try jsonObject(["master_version": Int(version), "rewrapped": rewrapped])
         }
+        case (.delete, "/v1/principals/{name}"): return { service, _, context in
+            guard let raw = context.parameters.get("name"), let name = percentDecoded(raw) else {
+                throw GatewayError.badRequest("principal name is missing or badly percent-encoded")
+            }
+            // In force before this returns: the server's key cache forgets the principal once the revocation commits.
+            try await service.principals.revoke(name: name)
+            context.audit.update { $0.reason = "principal revoked" }
+            return try jsonObject(["revoked": name])
+        }
         default:
             return { _, _, _ in throw GatewayError.notFound }
         }

@@ -67,15 +67,30 @@ public struct PrincipalStore: Sendable {
         return key
     }
 
-    /// Revokes a principal; its key stops working at once.
+    /// Revokes a principal. Through this store (the server's `DELETE /v1/principals/{name}`) its key stops working
+    /// before this returns; a revocation by another process (the command line) reaches a running server within
+    /// `cacheSeconds`.
     public func revoke(name: String) throws {
-        cache.clear()
         let changed = try store.pool.write { db -> Int in
             try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                            arguments: [Int64(Date().timeIntervalSince1970), name])
             return db.changesCount
         }
+        // After the commit: a lookup that read the principal before it may not cache it any more (generation).
+        cache.clear()
         guard changed == 1 else { throw GatewayError(.notFound, "not_found", "no active principal named '\(name)'") }
+    }
+
+    /// The same, for a request's task (the write suspends instead of blocking a thread).
+    public func revoke(name: String) async throws {
+        let changed = try await store.pool.write { db -> Int in
+            try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                           arguments: [Int64(Date().timeIntervalSince1970), name])
+            return db.changesCount
+        }
+        cache.clear()
+        guard changed == 1 else { throw GatewayError(.notFound, "not_found", "no active principal named '\(name)'") }
+        try await store.syncWAL()
     }
 
     public func list() throws -> [Listing] {
@@ -92,6 +107,7 @@ public struct PrincipalStore: Sendable {
         let digest = hash(key)
         let now = Date()
         if let hit = cache.get(digest, now: now) { return hit }
+        let generation = cache.generation
         let principal = try store.pool.read { db -> Principal? in
             guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
                                              arguments: [digest.hexString]) else { return nil }
@@ -99,25 +115,30 @@ public struct PrincipalStore: Sendable {
             guard (row["revoked_at"] as Int64?) == nil else { return nil }
             return Principal(name: row["name"], role: row["role"], namespace: row["namespace"])
         }
-        if let principal { cache.put(digest, principal, until: now.addingTimeInterval(cacheSeconds)) }
+        if let principal { cache.put(digest, principal, until: now.addingTimeInterval(cacheSeconds), generation: generation) }
         return principal
     }
 }
 
 /// Recently authenticated principals by key hash.
+/// A lookup reads ``generation`` before its database read and caches only if no ``clear()`` came since, so a
+/// lookup that read a principal just before its revocation committed cannot cache it after.
 final class PrincipalCache: Sendable {
-    private let entries = Mutex<[[UInt8]: (Principal, Date)]>([:])
+    private let state = Mutex<(entries: [[UInt8]: (Principal, Date)], generation: UInt64)>(([:], 0))
+
+    var generation: UInt64 { state.withLock { $0.generation } }
 
     func get(_ digest: [UInt8], now: Date) -> Principal? {
-        entries.withLock { $0[digest].flatMap { $0.1 > now ? $0.0 : nil } }
+        state.withLock { $0.entries[digest].flatMap { $0.1 > now ? $0.0 : nil } }
     }
 
-    func put(_ digest: [UInt8], _ principal: Principal, until: Date) {
-        entries.withLock { table in
-            if table.count > 10_000 { table.removeAll() }
-            table[digest] = (principal, until)
+    func put(_ digest: [UInt8], _ principal: Principal, until: Date, generation: UInt64) {
+        state.withLock { s in
+            guard s.generation == generation else { return }
+            if s.entries.count > 10_000 { s.entries.removeAll() }
+            s.entries[digest] = (principal, until)
         }
     }
 
-    func clear() { entries.withLock { $0.removeAll() } }
+    func clear() { state.withLock { $0.entries.removeAll(); $0.generation &+= 1 } }
 }

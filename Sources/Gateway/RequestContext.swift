@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOCore
 import Synchronization
 import Vault
 
@@ -22,6 +23,10 @@ final class AuditNote: Sendable {
         var reason = ""
     }
     let fields = Mutex(Fields())
+    /// Recorded instead of a value outside its closed set (a purpose the policy does not name).
+    static let unrecognized = "(unrecognized)"
+    /// No audit field written from a note exceeds this: entries are permanent.
+    static let maxFieldBytes = 512
     func update(_ body: (inout Fields) -> Void) { fields.withLock { body(&$0) } }
     var snapshot: Fields { fields.withLock { $0 } }
 }
@@ -33,9 +38,13 @@ public struct VeilRequestContext: RequestContext {
     public var principal: Principal?
     let audit = AuditNote()
 
+    /// The peer's IP address, for limiting refusals before authentication (nil in tests without a socket).
+    let clientAddress: String?
+
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         requestID = RequestID.next()
+        clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// Bodies are capped at 1 MiB.

@@ -38,6 +38,7 @@ public enum RouteTable {
         RouteSpec(method: .get, path: "/v1/audit/export", action: .auditExport),
         RouteSpec(method: .post, path: "/v1/model/train", action: .policyReload),
         RouteSpec(method: .post, path: "/v1/keys/rotate", action: .keysRotate),
+        RouteSpec(method: .delete, path: "/v1/principals/{name}", action: .principalsWrite),
     ]
 
     /// Public probes that read no personal data and are not audited.
@@ -128,13 +129,32 @@ struct EdgeMiddleware: RouterMiddleware {
             }
             response = mapped.response(requestID: context.requestID)
         }
-        if !RouteTable.publicPaths.contains(request.uri.path) {
+        var audited = !RouteTable.publicPaths.contains(request.uri.path)
+        if audited, response.status == .unauthorized {
+            // Refused before authentication: a few per client and window get entries of their own, the rest one
+            // aggregate entry, and past the limit a 429 (a flood must leave a bounded record).
+            let client = service.clientFingerprint(context.clientAddress)
+            switch service.refusals.record(client: client, at: Int64(service.now().timeIntervalSince1970)) {
+            case .audit: context.audit.update { $0.reason += "; client \(client)" }
+            case .counted: audited = false
+            case .limited(let wait):
+                audited = false
+                var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests without a valid key from this client; retry after the Retry-After seconds")
+                error.headers[.retryAfter] = String(wait)
+                response = error.response(requestID: context.requestID)
+            }
+        }
+        if audited {
             let note = context.audit.snapshot
             let code = response.status.code
+            // Second line of defence for a log that can never be erased: a purpose outside the policy's closed set
+            // becomes a marker, and no field outgrows a bound, whatever a handler put in the note.
+            let purpose = note.purpose.map { service.policy.purposes[$0] == nil ? AuditNote.unrecognized : $0 }
+            func bounded(_ s: String) -> String { s.utf8.count <= AuditNote.maxFieldBytes ? s : String(decoding: s.utf8.prefix(AuditNote.maxFieldBytes), as: UTF8.self) }
             let outcome: AuditOutcome = code < 400 ? .allowed : (code == 401 || code == 403) ? .denied : code < 500 ? .rejected : .error
             let record = AuditRecord(actor: note.actor, role: note.role, action: note.action, resource: "\(request.method.rawValue) \(context.endpointPath ?? "unmatched")",
-                                     subjectToken: note.subjectToken, purpose: note.purpose, outcome: outcome,
-                                     reason: note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)", requestID: context.requestID)
+                                     subjectToken: note.subjectToken, purpose: purpose, outcome: outcome,
+                                     reason: bounded(note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)"), requestID: context.requestID)
             do {
                 let appended = ContinuousClock.now
                 try await service.audit.append(record)

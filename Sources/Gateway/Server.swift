@@ -106,6 +106,11 @@ struct PeriodicService: Service {
             } catch {
                 logFailure("saving the promotion bandits", error, service.logger)
             }
+            do {
+                try await service.flushRefusals()
+            } catch {
+                logFailure("recording refusals before authentication", error, service.logger)
+            }
         }
     }
 
@@ -128,6 +133,11 @@ struct AuditFlushService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
+        do {
+            try await service.flushRefusals(all: true)
+        } catch {
+            PeriodicService.logFailure("recording refusals before authentication at shutdown", error, service.logger)
+        }
         do {
             try service.experiments.flush(to: service.store)
         } catch {

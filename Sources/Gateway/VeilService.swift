@@ -35,6 +35,10 @@ public final class VeilService: Sendable {
     public let parser = EventParser()
     public let metrics = GatewayMetrics()
     public let rateLimiter: RateLimiter
+    /// Refusals before authentication, per client fingerprint and window.
+    let refusals: RefusalLog
+    /// Keys the fingerprints of client addresses (derived; the addresses are never stored).
+    let clientKey: SecretKey
     public let logger: Logger
     /// Points where a test can hold a request to force an interleaving (no-ops otherwise).
     public let hooks = TestHooks()
@@ -68,7 +72,7 @@ public final class VeilService: Sendable {
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
                 ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
                 experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
-                auditFullSync: Bool = true, logger: Logger = Logger(label: "veil"),
+                auditFullSync: Bool = true, refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -84,6 +88,8 @@ public final class VeilService: Sendable {
         principals = PrincipalStore(store: store, ring: ring)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
         rateLimiter = RateLimiter(limits: rateLimits)
+        refusals = RefusalLog(limits: refusalLimits)
+        clientKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "clients_", id: 1)
         self.logger = logger
         self.now = now
         self.trainingThreads = trainingThreads
@@ -133,6 +139,7 @@ public final class VeilService: Sendable {
         let principal = Principal(name: actor, role: "admin", namespace: namespace)
         let token = try sourceToken(for: subject, principal: principal)
         let link = try linkInTransaction(token, scope: policy.identityScope(of: namespace), attributes: attributes)
+        try await store.syncWAL()
         if let link {
             cache.drop(token: link.canonical.rawValue)
             cache.forgetLinks()
@@ -151,6 +158,7 @@ public final class VeilService: Sendable {
     public func unlinkSubject(_ subject: String, namespace: String, actor: String) async throws -> Bool {
         let token = try sourceToken(for: subject, principal: Principal(name: actor, role: "admin", namespace: namespace))
         let existed = try unlinkInTransaction(token)
+        try await store.syncWAL()
         if existed { cache.forgetLinks() }
         try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
                                            subjectToken: token.rawValue, outcome: existed ? .unlinked : .noLink))
@@ -179,7 +187,10 @@ public final class VeilService: Sendable {
     /// on the writer's queue while the request's task is suspended.
     func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> ConsentReceipt {
         let token = try token(for: request.subject, principal: principal)
-        note.update { $0.subjectToken = token.rawValue; $0.purpose = request.purpose }
+        // The audit log keeps only values from closed sets: an unknown purpose is client text (it held an e-mail
+        // address in a 200 KB field once), recorded as a fixed marker.
+        let auditedPurpose = request.purpose.map { policy.purposes[$0] == nil ? AuditNote.unrecognized : $0 }
+        note.update { $0.subjectToken = token.rawValue; $0.purpose = auditedPurpose }
         let gpc = gpcHeader || request.gpc == true
         let at = now()
         // A grant without a jurisdiction is refused by the ledger (422); a withdrawal or GPC signal never is.
@@ -217,6 +228,8 @@ public final class VeilService: Sendable {
         }
         cache.drop(token: token.rawValue)
         if shredNeeded { await scrubWAL(after: "consent withdrawal") }
+        // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
+        try await store.syncWAL()
         metrics.consents.increment()
         return ConsentReceipt(sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
                               granted: receipt.event.granted, notice_version: receipt.event.noticeVersion, notice_hash: receipt.event.noticeHash,
@@ -260,7 +273,7 @@ public final class VeilService: Sendable {
     /// Validate → clean → consent → tokenize → minimize → seal → commit, for a whole batch in one transaction.
     ///
     /// The transaction runs on the database's writer queue while the request's task is suspended: a blocking write
-    /// held one of the cooperative pool's two threads through the wait for the write lock and the commit's fsync,
+    /// held one of the cooperative pool's two threads through the wait for the write lock and the commit,
     /// so a stream of small event batches starved every other request (cached recommendations beside single-event
     /// posts fell from about 10k to 2.4k requests/s).
     func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
@@ -470,6 +483,7 @@ public final class VeilService: Sendable {
             }
             return rows
         }
+        try await store.syncWAL()
         cache.drop(token: token.rawValue)
         cache.forgetLinks()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.

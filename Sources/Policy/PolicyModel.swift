@@ -11,6 +11,7 @@ public enum Action: String, Sendable, CaseIterable, Hashable, Codable {
     case subjectsErase = "subjects:erase"
     case keysRotate = "keys:rotate"
     case policyReload = "policy:reload"
+    case principalsWrite = "principals:write"
 }
 
 /// The legal ground a purpose rests on.

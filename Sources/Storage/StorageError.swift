@@ -9,6 +9,8 @@ public struct StorageError: Error, CustomStringConvertible, Sendable, Equatable 
         case unreadable
         /// The subject's data key was shredded.
         case shredded
+        /// The disk holding the database is full (SQLITE_FULL, or ENOSPC from a sync): nothing was written.
+        case full
     }
 
     public let code: Code

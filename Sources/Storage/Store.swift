@@ -57,6 +57,10 @@ public final class Store: Sendable {
     public let path: String
     /// The attached key store's file, when there is one (see ``StoreConfiguration/keyStorePath``).
     public let keyStorePath: String?
+    /// Group-commits `fdatasync` of the WAL for writes that must survive a power cut although the store commits
+    /// with `synchronous = NORMAL` (see ``syncWAL()``).
+    public let walSyncer: WALSyncer
+    private let fullSync: Bool
     /// The schema name the key store is attached under.
     public static let keyStoreSchema = "keystore"
     private let checkpointer: BackgroundCheckpointer?
@@ -118,6 +122,8 @@ public final class Store: Sendable {
         }
         self.path = path
         keyStorePath = keyStore
+        walSyncer = WALSyncer(walPath: path + "-wal")
+        fullSync = configuration.fullSync
         busyTimeout = configuration.busyTimeout
         var migrator = DatabaseMigrator()
         for set in migrations { set.register(in: &migrator) }
@@ -151,6 +157,13 @@ public final class Store: Sendable {
         } else {
             checkpointer = nil
         }
+    }
+
+    /// Makes every transaction committed before this call durable against a power cut: one `fdatasync` of the WAL,
+    /// shared with concurrent callers. A no-op for a store that syncs every commit (`fullSync`).
+    public func syncWAL() async throws {
+        guard !fullSync else { return }
+        try await walSyncer.sync()
     }
 
     /// Moves everything in the WAL into the main file and truncates the WAL, so that no old page image

@@ -34,10 +34,10 @@ struct PrincipalsCommand: ParsableCommand {
 
         func run() async throws {
             let service = try openService(common)
-            try service.principals.revoke(name: name)
+            try await service.principals.revoke(name: name)
             try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: .allowed))
             try await service.audit.checkpoint()
-            print("revoked \(name)")
+            print("revoked \(name); a running server refuses its key within 1 s (revoke through DELETE /v1/principals/\(name) for at once)")
         }
     }
 

@@ -133,7 +133,10 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
 
     /// Every /v1 route refuses a missing, unknown, revoked or malformed key with 401, in the error shape, audited.
     @Test func everyRouteRefusesMissingUnknownRevokedAndMalformedKeys() async throws {
-        let f = try GatewayFixture()
+        // Every refusal here gets an entry of its own (a flood's aggregation is RefusalFloodTests' subject).
+        var limits = RefusalLimits()
+        limits.individuallyAudited = 1_000
+        let f = try GatewayFixture(refusalLimits: limits)
         try await f.app.test(.router) { client in
             for route in RouteTable.routes {
                 guard route.action != nil else {

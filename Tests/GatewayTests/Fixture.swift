@@ -29,6 +29,7 @@ struct GatewayFixture {
     init(cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
          ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), experiments: [ExperimentSpec] = [],
          canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
+         refusalLimits: RefusalLimits = RefusalLimits(),
          now: @escaping @Sendable () -> Date = Date.init) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         var policies = repositoryRoot.appendingPathComponent("Policies").path
@@ -46,7 +47,7 @@ struct GatewayFixture {
         let logger = logger ?? quiet
         service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50, trainingThreads: 1, rateLimits: rateLimits, serving: serving,
                                  ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
-                                 logger: logger, now: now)
+                                 refusalLimits: refusalLimits, logger: logger, now: now)
         let roles = Set(service.policy.roles.keys)
         for role in roles.sorted() {
             keys[role] = try service.principals.add(name: "p-\(role)", role: role, knownRoles: roles)

@@ -1,0 +1,87 @@
+import Foundation
+import GRDB
+import Gateway
+import HTTPTypes
+import Hummingbird
+import Policy
+import HummingbirdTesting
+import Pseudonymization
+import Storage
+import Synchronization
+import Testing
+
+/// Issue #21, item 17: the operational database commits without a sync, so a consent change, an erasure, an
+/// identity link and a principal's revocation must each wait for an fsync of the WAL that began after its commit
+/// before they are acknowledged. The sync is held by a test function: the acknowledgement must not come while it
+/// is held, and the held sync must already see the change committed.
+@Suite(.serialized) struct DurableChangeTests {
+    /// Runs `change` with the WAL sync held; `committed` (read on another connection while the sync is held) says
+    /// whether the change is in the database by then.
+    static func expectAcknowledgedOnlyAfterASyncThatCoversIt(_ f: GatewayFixture, _ what: String, committed: @escaping @Sendable () throws -> Bool,
+                                                            change: @escaping @Sendable () async throws -> Void) async throws {
+        let (entered, enteredContinuation) = AsyncStream<Bool>.makeStream()
+        let release = DispatchSemaphore(value: 0)
+        let held = Mutex(true)
+        f.service.store.walSyncer.replaceSyncFunction { fd in
+            if held.withLock({ let was = $0; $0 = false; return was }) {
+                enteredContinuation.yield((try? committed()) ?? false)
+                _ = release.wait(timeout: .now() + 10)
+            }
+            return fdatasync(fd)
+        }
+        let acknowledged = Mutex(false)
+        let task = Task {
+            defer { enteredContinuation.finish() }  // acknowledged without any sync: the wait below ends with nil
+            try await change()
+            acknowledged.withLock { $0 = true }
+        }
+        var iterator = entered.makeAsyncIterator()
+        let committedWhenSyncBegan = await iterator.next()
+        #expect(committedWhenSyncBegan == true, "\(what): the sync that acknowledges it began before its commit")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!acknowledged.withLock { $0 }, "\(what) was acknowledged while the sync covering it was still running")
+        release.signal()
+        try await task.value
+        #expect(acknowledged.withLock { $0 })
+        f.service.store.walSyncer.replaceSyncFunction { fdatasync($0) }
+    }
+
+    @Test func consentChangesErasuresLinksAndRevocationsWaitForTheirSync() async throws {
+        let f = try GatewayFixture()
+        let roles = Set(f.service.policy.roles.keys)
+        _ = try f.service.principals.add(name: "to-revoke", role: "app", knownRoles: roles)
+        let store = f.service.store
+        @Sendable func count(_ sql: String, _ arguments: StatementArguments = []) throws -> Int {
+            try store.pool.read { try Int.fetchOne($0, sql: sql, arguments: arguments) ?? 0 }
+        }
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 3)
+            let token = f.token("durable@example.com").rawValue
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "a consent change", committed: {
+                try count("SELECT count(*) FROM consent_events WHERE token = ?", [token]) == 1
+            }) {
+                let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("durable@example.com"))
+                #expect(r.status == 201)
+            }
+            let erased = f.token("shopper-1@example.com").rawValue
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "an erasure", committed: {
+                try count("SELECT count(*) FROM interactions WHERE token = ?", [erased]) == 0
+            }) {
+                let r = try await client.call(.post, "/v1/subjects/shopper-1%40example.com/erase", key: f.keys["compliance-officer"])
+                #expect(r.status == 200)
+            }
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "a revocation", committed: {
+                try count("SELECT count(*) FROM principals WHERE name = 'to-revoke' AND revoked_at IS NOT NULL") == 1
+            }) {
+                let r = try await client.call(.delete, "/v1/principals/to-revoke", key: f.keys["admin"])
+                #expect(r.status == 200)
+            }
+        }
+        let linked = f.token("durable@example.com").rawValue
+        try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "an identity link", committed: {
+            try count("SELECT count(*) FROM match_keys WHERE token = ?", [linked]) == 1
+        }) {
+            _ = try await f.service.linkSubject("durable@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
+        }
+    }
+}

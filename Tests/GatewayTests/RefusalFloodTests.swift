@@ -1,0 +1,63 @@
+import Foundation
+import Gateway
+import Hummingbird
+import Policy
+import HummingbirdTesting
+import Testing
+
+/// Issue #21, item 11: 400 requests without a key used to leave 400 durable audit entries. A flood from one
+/// client now leaves a bounded record that a compliance officer still sees: the first refusals of each window as
+/// entries of their own, the rest in one aggregate entry with the count, and past the limit a 429.
+@Suite struct RefusalFloodTests {
+    @Test func aFloodWithoutKeysLeavesABoundedRecordWithItsCount() async throws {
+        var limits = RefusalLimits()
+        limits.individuallyAudited = 5
+        limits.answered = 300
+        limits.window = 60
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_080))  // 40 s into a window
+        let f = try GatewayFixture(refusalLimits: limits, now: clock.now)
+        try await f.app.test(.router) { client in
+            let before = f.auditCount
+            var statuses: [Int: Int] = [:]
+            for n in 0..<400 {
+                let r = try await client.call(.get, "/v1/recommendations/u-\(n)", key: n % 2 == 0 ? nil : "not-a-key")
+                statuses[r.status, default: 0] += 1
+                if r.status == 429 { #expect(Int(r.headers[.retryAfter] ?? "") == 20) }
+            }
+            #expect(statuses == [401: 300, 429: 100])
+            #expect(f.auditCount == before + 5, "only the first refusals of the window are entries of their own")
+            // A valid key from the same client still works.
+            #expect(try await client.call(.get, "/v1/consents/u-1", key: f.keys["app"]).status == 200)
+            clock.advance(30)
+            try await f.service.flushRefusalsForTests()
+            #expect(f.auditCount == before + 5 + 1 + 1)
+            let entries = try await client.call(.get, "/v1/audit?action=auth:refused", key: f.keys["compliance-officer"])
+            let reasons = (entries.json["entries"] as? [[String: Any]] ?? []).compactMap { ($0["record"] as? [String: Any])?["reason"] as? String }
+            #expect(reasons.count == 1)
+            #expect(reasons.first?.hasPrefix("400 requests refused before authentication in the 60 s") == true, "\(reasons)")
+            #expect(reasons.first?.contains("100 were answered 429") == true)
+        }
+    }
+}
+
+/// Issue #21, item 15: a revocation through the API is in force before it returns (the server used to keep
+/// authenticated keys for a second after `veil principals revoke`).
+@Suite struct RevocationTests {
+    @Test func aRevokedKeyIsRefusedOnTheVeryNextRequest() async throws {
+        let f = try GatewayFixture()
+        let roles = Set(f.service.policy.roles.keys)
+        let key = try f.service.principals.add(name: "leaving-app", role: "app", knownRoles: roles)
+        try await f.app.test(.router) { client in
+            // Authenticated once, so the key sits in the server's cache.
+            #expect(try await client.call(.get, "/v1/consents/u-1", key: key).status == 200)
+            let revoked = try await client.call(.delete, "/v1/principals/leaving-app", key: f.keys["admin"])
+            #expect(revoked.status == 200, "\(revoked.body)")
+            #expect(try await client.call(.get, "/v1/consents/u-1", key: key).status == 401)
+            // Again: 404 in the error shape; and only an admin may revoke.
+            #expect(try await client.call(.delete, "/v1/principals/leaving-app", key: f.keys["admin"]).status == 404)
+            #expect(try await client.call(.delete, "/v1/principals/p-admin", key: f.keys["app"]).status == 403)
+            let audit = try await client.call(.get, "/v1/audit?action=principals:write", key: f.keys["compliance-officer"])
+            #expect((audit.json["entries"] as? [Any])?.count == 3)
+        }
+    }
+}
