@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test secrets-scan soak
+.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test disk-full-test secrets-scan soak
 
 deps:
 	@scripts/ensure-deps.sh
@@ -18,6 +18,8 @@ test: deps
 	$(SWIFT) test --skip-build
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
 	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
+	python3 scripts/disk_full_test.py --veil .build/debug/veil
+	python3 -m unittest scripts/test_wrk_output.py
 	VEIL=.build/debug/veil scripts/secrets-scan.sh
 
 crash-test: build
@@ -25,6 +27,9 @@ crash-test: build
 
 shutdown-test: build
 	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
+
+disk-full-test: build
+	python3 scripts/disk_full_test.py --veil .build/debug/veil
 
 secrets-scan: build
 	VEIL=.build/debug/veil scripts/secrets-scan.sh

@@ -101,7 +101,7 @@ let package = Package(
         ),
         .testTarget(name: "VaultTests", dependencies: ["Vault"], swiftSettings: swiftSettings),
         // Helpers shared by test targets (a test target cannot depend on another).
-        .target(name: "TestSupport", dependencies: [.product(name: "GRDB", package: "GRDB.swift")], path: "Tests/TestSupport",
+        .target(name: "TestSupport", dependencies: ["Recommender", .product(name: "GRDB", package: "GRDB.swift")], path: "Tests/TestSupport",
                 swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Vault", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
@@ -117,11 +117,11 @@ let package = Package(
         ),
         .testTarget(
             name: "AuditTests",
-            dependencies: ["Audit", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Audit", "Storage", "Vault", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "RecommenderTests", dependencies: ["Recommender"], swiftSettings: swiftSettings),
-        .testTarget(name: "IngestionTests", dependencies: ["Ingestion", "Pseudonymization"], swiftSettings: swiftSettings),
+        .testTarget(name: "IngestionTests", dependencies: ["Ingestion", "Pseudonymization", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayTests",
             dependencies: [

@@ -52,12 +52,12 @@ class Instance:
         out = subprocess.run([self.veil, "principals", "add", name, "--role", role] + self.common, check=True, capture_output=True, text=True)
         return out.stdout.strip().splitlines()[-1]
 
-    def start(self, log_level="warning"):
+    def start(self, log_level="warning", extra=()):
         """Starts `veil serve` (no scheduled retraining or retention), its output appended to serve.log, and waits
         until it answers."""
         log = open(self.log_path, "ab")
         p = subprocess.Popen([self.veil, "serve", "--port", str(self.port), "--retrain-interval", "0", "--retention-interval", "0",
-                              "--log-level", log_level] + self.common, stdout=log, stderr=log)
+                              "--log-level", log_level] + list(extra) + self.common, stdout=log, stderr=log)
         log.close()
         for _ in range(200):
             try:

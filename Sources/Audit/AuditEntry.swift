@@ -87,6 +87,11 @@ public struct AuditCheckpoint: Sendable, Equatable, Codable {
 /// The one error type of the Audit module.
 public struct AuditError: Error, CustomStringConvertible, Sendable {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The disk holding the log is full (SQLITE_FULL, or ENOSPC from the WAL's sync): nothing was appended.
+    public let diskFull: Bool
+    public init(_ message: String, diskFull: Bool = false) {
+        self.message = message
+        self.diskFull = diskFull
+    }
     public var description: String { message }
 }

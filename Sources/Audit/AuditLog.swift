@@ -80,6 +80,8 @@ public final class AuditLog: Sendable {
     /// appends need only survive a killed process. SQLite removes the WAL only when its last connection closes,
     /// and the store's writer stays open as long as this log, so the descriptor keeps naming the live WAL.
     private let walDescriptor: Int32
+    /// Makes the WAL durable: `fdatasync`, or a stand-in that tests use to hold or observe the sync.
+    private let syncFile: @Sendable (Int32) -> Int32
 
     private struct Pending {
         let record: AuditRecord
@@ -107,8 +109,15 @@ public final class AuditLog: Sendable {
     ///   - fullSync: an append returns once the WAL is fsynced past it (survives power loss); false returns on
     ///     commit (WAL, synchronous = NORMAL), which survives a killed process but may lose the newest commits to a
     ///     power cut.
-    public init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval, fullSync: Bool = true,
-                now: @escaping @Sendable () -> Date = Date.init) throws {
+    public convenience init(path: String, signer: SigningKeyPair, checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
+                            fullSync: Bool = true, now: @escaping @Sendable () -> Date = Date.init) throws {
+        try self.init(path: path, signer: signer, checkpointInterval: checkpointInterval, fullSync: fullSync, now: now, sync: { fdatasync($0) })
+    }
+
+    /// As the public initializer, with `sync` called in place of `fdatasync` on the WAL's descriptor (tests hold it
+    /// to check that no caller resumes before the sync that covers its entry has returned).
+    init(path: String, signer: SigningKeyPair, checkpointInterval: Int64, fullSync: Bool, now: @escaping @Sendable () -> Date,
+         sync: @escaping @Sendable (Int32) -> Int32) throws {
         // Checkpoints run beside the writer (every 250 ms); the autocheckpoint, in the commit path, is a backstop.
         // Commits never sync (NORMAL); with fullSync the syncer does, beside the writer. Checkpoints still sync
         // the WAL before copying it and the main file after, so a restarted WAL loses nothing unsynced.
@@ -121,6 +130,7 @@ public final class AuditLog: Sendable {
         } else {
             walDescriptor = -1
         }
+        syncFile = sync
         self.signer = signer
         self.checkpointInterval = checkpointInterval
         self.now = now
@@ -203,7 +213,8 @@ public final class AuditLog: Sendable {
                 syncer.async { self.syncCommitted() }
             }
         } catch {
-            for pending in batch { pending.continuation.resume(throwing: AuditError("audit append failed: \(error)")) }
+            let full = (error as? DatabaseError)?.resultCode == .SQLITE_FULL
+            for pending in batch { pending.continuation.resume(throwing: AuditError("audit append failed: \(error)", diskFull: full)) }
         }
     }
 
@@ -232,7 +243,10 @@ public final class AuditLog: Sendable {
     }
 
     private func syncWAL() throws {
-        guard fdatasync(walDescriptor) == 0 else { throw AuditError("audit log fsync failed (errno \(errno))") }
+        guard syncFile(walDescriptor) == 0 else {
+            let code = errno
+            throw AuditError("audit log fsync failed (errno \(code))", diskFull: code == ENOSPC)
+        }
     }
 
     /// Chains and inserts one batch after the head read in this transaction; signs a checkpoint when the batch

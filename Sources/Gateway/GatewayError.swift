@@ -1,6 +1,8 @@
 import Foundation
+import Audit
 import GRDB
 import Hummingbird
+import Storage
 
 /// The one error type of the HTTP edge. Every 4xx and 5xx leaves Veil in the same shape:
 /// `{"error":{"code","message","request_id"}}`. Messages never hold keys, raw subject ids or stack traces.
@@ -52,9 +54,29 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    /// Maps any error to the edge's shape: ours as they are, Hummingbird's by status, anything else to 500.
+    /// A full disk, for the data or for the audit log: the request could not be kept or recorded, so it is
+    /// refused, and a load balancer is told to come back later (readiness is 503 meanwhile).
+    static var storageFull: GatewayError {
+        var error = GatewayError(.serviceUnavailable, "storage_full", "the disk holding Veil's data or audit log is full; retry later")
+        error.headers[.retryAfter] = "30"
+        return error
+    }
+
+    /// Whether `error` says the disk is full, whichever layer threw it.
+    static func isDiskFull(_ error: any Error) -> Bool {
+        switch error {
+        case let error as DatabaseError: error.resultCode == .SQLITE_FULL
+        case let error as StorageError: error.code == .full
+        case let error as AuditError: error.diskFull
+        default: false
+        }
+    }
+
+    /// Maps any error to the edge's shape: ours as they are, Hummingbird's by status, a full disk to 503, anything
+    /// else to 500.
     static func from(_ error: any Error) -> GatewayError {
         if let error = error as? GatewayError { return error }
+        if isDiskFull(error) { return storageFull }
         if let error = error as? any HTTPResponseError {
             switch error.status.code {
             case 404: return .notFound

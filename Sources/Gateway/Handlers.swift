@@ -134,11 +134,12 @@ enum Handlers {
         }
     }
 
-    /// Ready when the database answers and no source crosses a data-quality threshold.
+    /// Ready when the database answers, its disks have room and no source crosses a data-quality threshold.
     static let ready: Handler = { service, _, _ in
         guard (try? service.store.pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1 else {
             throw GatewayError(.serviceUnavailable, "not_ready", "the database does not answer")
         }
+        guard service.storage.writable() else { throw GatewayError.storageFull }
         guard let quality = service.watchQuality(force: true) else {
             throw GatewayError(.serviceUnavailable, "not_ready", "data quality could not be read")
         }

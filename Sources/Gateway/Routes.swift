@@ -124,6 +124,7 @@ struct EdgeMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch {
             let mapped = GatewayError.from(error)
+            if mapped.code == GatewayError.storageFull.code { service.storage.noteFull() }
             if mapped.status.code >= 500 {
                 service.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(loggableReason(error))"])
             }
@@ -161,8 +162,13 @@ struct EdgeMiddleware: RouterMiddleware {
                 service.metrics.auditWait.record(.now - appended)
             } catch {
                 // The entry must be durable before the request returns; if it cannot be, the request fails.
-                service.logger.error("audit append failed", metadata: ["request_id": "\(context.requestID)"])
-                response = GatewayError.internalError.response(requestID: context.requestID)
+                service.logger.error("audit append failed", metadata: ["request_id": "\(context.requestID)", "error": "\(loggableReason(error))"])
+                if GatewayError.isDiskFull(error) {
+                    service.storage.noteFull()
+                    response = GatewayError.storageFull.response(requestID: context.requestID)
+                } else {
+                    response = GatewayError.internalError.response(requestID: context.requestID)
+                }
             }
         }
         response.headers[HTTPField.Name("X-Request-Id")!] = context.requestID

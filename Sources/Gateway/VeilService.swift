@@ -35,6 +35,8 @@ public final class VeilService: Sendable {
     public let parser = EventParser()
     public let metrics = GatewayMetrics()
     public let rateLimiter: RateLimiter
+    /// Room on the disks under the data and the audit log (readiness, `storage_full`).
+    let storage: StorageHealth
     /// Refusals before authentication, per client fingerprint and window.
     let refusals: RefusalLog
     /// Keys the fingerprints of client addresses (derived; the addresses are never stored).
@@ -89,6 +91,7 @@ public final class VeilService: Sendable {
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
         rateLimiter = RateLimiter(limits: rateLimits)
         refusals = RefusalLog(limits: refusalLimits)
+        storage = StorageHealth(directories: [paths.dataDirectory, (paths.auditDatabase as NSString).deletingLastPathComponent, paths.keysDirectory])
         clientKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "clients_", id: 1)
         self.logger = logger
         self.now = now

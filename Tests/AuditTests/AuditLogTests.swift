@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import TestSupport
 import Testing
 import Vault
 @testable import Audit
@@ -9,9 +10,14 @@ struct AuditFixture {
     let signer = SigningKeyPair.generate()
     let log: AuditLog
 
-    init(checkpointInterval: Int64 = 10, fullSync: Bool = true) throws {
+    /// - Parameter sync: called in place of `fdatasync` on the WAL (see `AuditSyncOrderTests`).
+    init(checkpointInterval: Int64 = 10, fullSync: Bool = true, sync: (@Sendable (Int32) -> Int32)? = nil) throws {
         path = NSTemporaryDirectory() + "veil-audit-\(UUID().uuidString)/audit.sqlite"
-        log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval, fullSync: fullSync)
+        if let sync {
+            log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval, fullSync: fullSync, now: Date.init, sync: sync)
+        } else {
+            log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval, fullSync: fullSync)
+        }
     }
 
     func fill(_ n: Int) async throws {
@@ -104,7 +110,8 @@ struct AuditFixture {
     func aChangedFieldIsCaughtAtItsSequenceNumber(_ column: String) async throws {
         let f = try AuditFixture()
         try await f.fill(30)
-        let victim = Int64.random(in: 1...30)
+        var random = TestRandom()
+        let victim = Int64.random(in: 1...30, using: &random)
         if column == "at" {
             try f.tamper("UPDATE entries SET at = at + 1 WHERE seq = ?", [victim])
         } else {
@@ -120,12 +127,13 @@ struct AuditFixture {
         try await f.fill(40)
         let columns = ["actor", "action", "resource", "subject_token", "outcome", "reason", "request_id", "hash", "prev_hash"]
         try f.tamper("SELECT 1")
+        var random = TestRandom()
         for trial in 0..<200 {
-            let seq = Int64.random(in: 1...40)
+            let seq = Int64.random(in: 1...40, using: &random)
             let column = columns[trial % columns.count]
             let original = try f.string("SELECT \(column) FROM entries WHERE seq = ?", [seq])
             var bytes = Array(original.utf8)
-            let position = Int.random(in: 0..<bytes.count)
+            let position = Int.random(in: 0..<bytes.count, using: &random)
             bytes[position] = bytes[position] == UInt8(ascii: "z") ? UInt8(ascii: "y") : UInt8(ascii: "z")
             try f.execute("UPDATE entries SET \(column) = ? WHERE seq = ?", [String(decoding: bytes, as: UTF8.self), seq])
             #expect(try f.verify().firstBadSequence == seq)

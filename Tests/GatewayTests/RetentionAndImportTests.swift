@@ -37,11 +37,15 @@ import Testing
         #expect(entries?.count == 1)
     }
 
-    /// MovieLens 100K through the full privacy path, when ../shared holds it.
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/data/ml-100k/u.data").path)))
-    func movieLensImportKeepsEveryRatingUnderTokens() async throws {
+    /// MovieLens 100K through the full privacy path. The data lives in ../shared beside the repository (CI always
+    /// has it): a missing copy fails the test rather than skipping it, so that the import is never silently untested.
+    @Test func movieLensImportKeepsEveryRatingUnderTokens() async throws {
+        let dir = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/data/ml-100k").standardizedFileURL
+        for name in ["u.data", "u.item", "u.user"] {
+            let path = dir.appendingPathComponent(name).path
+            try #require(FileManager.default.fileExists(atPath: path), "\(path) is missing: tests need ../shared beside the repository")
+        }
         let f = try GatewayFixture()
-        let dir = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/data/ml-100k")
         func read(_ name: String) throws -> String { String(decoding: try Data(contentsOf: dir.appendingPathComponent(name)), as: UTF8.self) }
         let report = try await f.service.importMovieLens(ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: "ml")
         #expect(report.items == 1682)
