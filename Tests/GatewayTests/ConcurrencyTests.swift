@@ -123,6 +123,27 @@ final class WriteLockHolder: Sendable {
 }
 
 @Suite struct IdentityLinkageFlowTests {
+    /// Issue #21, item 3, as it was found: two tenants link their own subjects with the same e-mail (or the same name
+    /// and postcode). Tenant B's recommendation client must not get A's subject's personalized list, and B's app must
+    /// not read A's consent state.
+    @Test(arguments: [LinkAttributes(email: "jane@example.com"), LinkAttributes(name: "Jane Doe", postcode: "10115")])
+    func linksNeverCrossTenantsThatDoNotShareIdentities(_ attributes: LinkAttributes) async throws {
+        let f = try GatewayFixture()
+        let roles = Set(f.service.policy.roles.keys)
+        let bClient = try f.service.principals.add(name: "b-recs", role: "recommendation-client", namespace: "tenant-b", knownRoles: roles)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 6)
+            _ = try await f.service.linkSubject("shopper-0@example.com", namespace: "default", attributes: attributes, actor: "test")
+            let link = try await f.service.linkSubject("b-user", namespace: "tenant-b", attributes: attributes, actor: "test")
+            #expect(link == nil)
+            let theirs = try await client.call(.get, "/v1/recommendations/b-user", key: bClient)
+            #expect(theirs.status == 200)
+            #expect(theirs.json["personalized"] as? Bool == false)
+            let state = try await client.call(.get, "/v1/consents/b-user", key: f.otherNamespaceAppKey)
+            #expect(((state.json["purposes"] as? [String: Any])?["personalization"] as? [String: Any])?["allowed"] as? Bool == false)
+        }
+    }
+
     /// Two sources of one shop, declared as sharing identities in `Policies/identities.yaml`.
     @Test func linkedSourcesShareOneHistoryUntilUnlinked() async throws {
         let f = try GatewayFixture(sharedIdentities: ["default", "tenant-b"])
@@ -212,24 +233,4 @@ final class WriteLockHolder: Sendable {
         #expect(try f.keyVersionCounts() == [2: 60])
     }
 
-    /// Issue #21, item 3, as it was found: two tenants link their own subjects with the same e-mail (or the same name
-    /// and postcode). Tenant B's recommendation client must not get A's subject's personalized list, and B's app must
-    /// not read A's consent state.
-    @Test(arguments: [LinkAttributes(email: "jane@example.com"), LinkAttributes(name: "Jane Doe", postcode: "10115")])
-    func linksNeverCrossTenantsThatDoNotShareIdentities(_ attributes: LinkAttributes) async throws {
-        let f = try GatewayFixture()
-        let roles = Set(f.service.policy.roles.keys)
-        let bClient = try f.service.principals.add(name: "b-recs", role: "recommendation-client", namespace: "tenant-b", knownRoles: roles)
-        try await f.app.test(.router) { client in
-            try await seedShop(client, f, subjects: 6)
-            _ = try await f.service.linkSubject("shopper-0@example.com", namespace: "default", attributes: attributes, actor: "test")
-            let link = try await f.service.linkSubject("b-user", namespace: "tenant-b", attributes: attributes, actor: "test")
-            #expect(link == nil)
-            let theirs = try await client.call(.get, "/v1/recommendations/b-user", key: bClient)
-            #expect(theirs.status == 200)
-            #expect(theirs.json["personalized"] as? Bool == false)
-            let state = try await client.call(.get, "/v1/consents/b-user", key: f.otherNamespaceAppKey)
-            #expect(((state.json["purposes"] as? [String: Any])?["personalization"] as? [String: Any])?["allowed"] as? Bool == false)
-        }
-    }
 }
