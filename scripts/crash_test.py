@@ -3,7 +3,8 @@
 acknowledged was lost and nothing unacknowledged was half-written.
 
 The client's own failures count too, so the test cannot pass by writing nothing: every round must acknowledge at
-least MIN_ROUND consent changes and event batches, the whole run at least MIN_MEAN of each per round on average
+least MIN_ROUND consent changes and event batches (its random kill delay starts only once it has, or after
+FIRST_ACK_WAIT s), the whole run at least MIN_MEAN of each per round on average
 (a normal 20-round run acknowledges about 1,300 consent changes and 2,000 batches); a client error is expected only
 as the server is killed (refused, reset or cut connection, timeout), any other is a failure, and so is any answer
 but 201 to a consent change and 200 accepting the whole batch to an event batch.
@@ -27,6 +28,7 @@ import urllib.request
 from veil_instance import ROOT, Checks, Instance
 
 MIN_ROUND = 1   # acknowledged consent changes, and acknowledged event batches, in every round
+FIRST_ACK_WAIT = 10  # seconds a round waits for its first MIN_ROUND of each before its random kill delay starts
 MIN_MEAN = 5    # of each per round on average over the run
 # What a request in flight or sent as the server dies may end in: refused, reset or broken connection (OSError,
 # urllib's URLError included), a timeout, a cut answer (http.client: RemoteDisconnected, IncompleteRead; a
@@ -75,7 +77,8 @@ def main():
         else:
             other_errors.append("%s: %s %.200s" % (what, error_name(exc), exc))
 
-    def client(stop, tally):
+    def client(stop, tally, rng):
+        # Its own generator (seeded from --seed and the round), so the choices replay whatever the main thread draws.
         while not stop.is_set():
             if rng.random() < 0.4:
                 s = rng.choice(churn_subjects)
@@ -111,12 +114,20 @@ def main():
                 unacked_batches.append([(s, i, t) for _, s, i, t in batch])
 
     kills = 0
-    for _ in range(a.rounds):
+    first_ack_waits = []         # seconds each round waited for its first acknowledgements
+    for round_number in range(a.rounds):
         stop = threading.Event()
         tally = [0, 0]
         killed_at[0] = math.inf
-        t = threading.Thread(target=client, args=(stop, tally))
+        t = threading.Thread(target=client, args=(stop, tally, random.Random("%d-client-%d" % (a.seed, round_number))))
         t.start()
+        # The random delay starts once the round has acknowledged MIN_ROUND of each (a loaded machine may take a
+        # while to answer the first requests); after FIRST_ACK_WAIT s it starts anyway and the round's check fails.
+        waited = time.monotonic()
+        deadline = waited + FIRST_ACK_WAIT
+        while (tally[0] < MIN_ROUND or tally[1] < MIN_ROUND) and time.monotonic() < deadline and t.is_alive():
+            time.sleep(0.01)
+        first_ack_waits.append(time.monotonic() - waited)
         time.sleep(rng.uniform(0.2, 1.2))
         killed_at[0] = time.monotonic()
         server.send_signal(signal.SIGKILL)
@@ -193,6 +204,7 @@ def main():
         print("acknowledged per round: consent changes %d to %d, event batches %d to %d (at least %d of each expected; in all at least %d)"
               % (min(r[0] for r in per_round), max(r[0] for r in per_round), min(r[1] for r in per_round),
                  max(r[1] for r in per_round), MIN_ROUND, MIN_MEAN * a.rounds))
+        print("wait for a round's first acknowledgements before its kill delay: at most %.2f s (limit %d s)" % (max(first_ack_waits), FIRST_ACK_WAIT))
     print("client errors as the server was killed (expected): %d%s; other client errors: %d; unexpected answers: %d"
           % (sum(kill_errors.values()), " (" + ", ".join("%s %d" % kv for kv in kill_errors.most_common()) + ")" if kill_errors else "",
              len(other_errors), len(bad_answers)))

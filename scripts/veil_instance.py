@@ -27,14 +27,20 @@ class Api:
         self.base = "http://127.0.0.1:%d" % port
 
     def call(self, method, path, key, body=None, timeout=5):
+        """Returns (status, decoded JSON body)."""
+        status, body, _ = self.call_full(method, path, key, body, timeout)
+        return status, body
+
+    def call_full(self, method, path, key, body=None, timeout=5):
+        """Returns (status, decoded JSON body, headers); headers is an email.message.Message (case-insensitive get)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"{}")
+                return r.status, json.loads(r.read() or b"{}"), r.headers
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+            return e.code, json.loads(e.read() or b"{}"), e.headers
 
 
 class Instance:

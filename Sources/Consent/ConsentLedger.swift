@@ -140,6 +140,13 @@ public struct ConsentLedger: Sendable {
         return ConsentDecision(allowed: true, reason: .granted, expiresAt: expiresAt)
     }
 
+    /// The purposes whose latest event for `token` is a grant, whatever their decision now (expired, or needing
+    /// re-consent): an erasure withdraws them all, so no change of policy can bring one back.
+    public func grantedPurposes(token: SubjectToken, in db: Database) throws -> [String] {
+        try String.fetchAll(db.cachedStatement(sql: "SELECT purpose FROM consent_state WHERE token = ? AND granted = 1 ORDER BY purpose"),
+                            arguments: [token.rawValue])
+    }
+
     /// Current state per purpose (every purpose of the policy).
     public func state(token: SubjectToken, at: Date, in db: Database) throws -> [String: ConsentDecision] {
         var out: [String: ConsentDecision] = [:]

@@ -216,11 +216,20 @@ public struct FeatureStore: Sendable {
         }
     }
 
-    /// Crypto-shreds everything held for a subject's personalization: the key first, then the rows.
+    /// Crypto-shreds everything held for a subject's personalization: the key first, then the rows. In one
+    /// transaction only where nothing else is at stake (tests); the service shreds the key in a transaction of the
+    /// key store of its own (``SubjectKeys/shredKeys(_:in:)``) before ``deleteRows(_:in:)``.
     /// - Returns: the number of rows deleted.
     @discardableResult
     public func shred(_ token: SubjectToken, in db: Database) throws -> Int {
         try keys.shred(token: Self.keyOwner(token), in: db)
+        return try deleteRows(token, in: db)
+    }
+
+    /// Deletes a subject's sealed rows (after its key was shredded).
+    /// - Returns: the number of rows deleted.
+    @discardableResult
+    public func deleteRows(_ token: SubjectToken, in db: Database) throws -> Int {
         try db.cachedStatement(sql: "DELETE FROM interactions WHERE token = ?").execute(arguments: [token.rawValue])
         var deleted = db.changesCount
         try db.cachedStatement(sql: "DELETE FROM profiles WHERE token = ?").execute(arguments: [token.rawValue])

@@ -9,6 +9,9 @@ public struct RefusalLimits: Sendable {
     public var individuallyAudited = 20
     /// Refusals of one client in one window answered at all; past it, 429 with `Retry-After`.
     public var answered = 600
+    /// Refusals of all clients in one window recorded as entries of their own; past it every client's are counted
+    /// only (a flood from many addresses must leave a bounded record too).
+    public var individuallyAuditedInAll = 1_000
     /// The window, in seconds.
     public var window: Int64 = 60
 
@@ -24,6 +27,8 @@ final class RefusalLog: Sendable {
     struct Window: Sendable, Equatable {
         var start: Int64
         var count = 0
+        /// Of `count`, those recorded as entries of their own.
+        var audited = 0
         /// Of `count`, those answered 429 instead of 401.
         var limited = 0
     }
@@ -37,7 +42,10 @@ final class RefusalLog: Sendable {
     }
     let limits: RefusalLimits
     private let windows = Mutex<[String: Window]>([:])
-    /// Clients tracked at once; past it the oldest windows are closed early (their counts are kept).
+    /// Individually audited refusals of all clients in the current window: (window start, count).
+    private let total = Mutex<(start: Int64, audited: Int)>((0, 0))
+    /// Clients tracked at once; past it every open window is closed early (their counts are kept), so a flood from
+    /// many addresses costs bounded memory and no scan per request.
     static let maxClients = 20_000
     private let overflow = Mutex<[(client: String, window: Window)]>([])
 
@@ -52,20 +60,34 @@ final class RefusalLog: Sendable {
                 overflow.withLock { $0.append((client, w)) }
                 w = Window(start: start)
             }
-            if all[client] == nil, all.count >= Self.maxClients, let oldest = all.min(by: { $0.value.start < $1.value.start }) {
-                all[oldest.key] = nil
-                overflow.withLock { $0.append((oldest.key, oldest.value)) }
+            if all[client] == nil, all.count >= Self.maxClients {
+                let closing = all.map { (client: $0.key, window: $0.value) }
+                all.removeAll(keepingCapacity: true)
+                overflow.withLock { $0.append(contentsOf: closing) }
             }
             w.count += 1
             let verdict: Verdict
             if w.count > limits.answered {
                 w.limited += 1
                 verdict = .limited(retryAfter: max(1, start + limits.window - seconds))
+            } else if w.count <= limits.individuallyAudited, takeGlobalSlot(start: start) {
+                w.audited += 1
+                verdict = .audit
             } else {
-                verdict = w.count <= limits.individuallyAudited ? .audit : .counted
+                verdict = .counted
             }
             all[client] = w
             return verdict
+        }
+    }
+
+    private func takeGlobalSlot(start: Int64) -> Bool {
+        let limit = limits.individuallyAuditedInAll
+        return total.withLock { t in
+            if t.start != start { t = (start, 0) }
+            guard t.audited < limit else { return false }
+            t.audited += 1
+            return true
         }
     }
 
@@ -79,7 +101,9 @@ final class RefusalLog: Sendable {
                 all[client] = nil
             }
         }
-        return done.filter { $0.window.count > limits.individuallyAudited }
+        // A window whose refusals were all audited one by one needs no aggregate; one that met the global cap may
+        // have counted some below its own limit, so windows are kept whenever any refusal went uncounted.
+        return done.filter { $0.window.count > $0.window.audited }
     }
 
     /// Every window, ended or not (at shutdown).
@@ -88,9 +112,15 @@ final class RefusalLog: Sendable {
 
 extension VeilService {
     /// A keyed fingerprint of a client address: the same client is recognizable across windows, the address is not.
+    /// IPv6 clients are keyed by their /64: one host owns a whole /64 and could otherwise rotate through it.
     func clientFingerprint(_ address: String?) -> String {
         guard let address else { return "unknown" }
-        return Hash.keyed(Array(address.utf8), key: clientKey, length: 8).hexString
+        var client = address
+        var v6 = in6_addr()
+        if address.contains(":"), inet_pton(AF_INET6, address, &v6) == 1 {
+            client = withUnsafeBytes(of: &v6) { Array($0.prefix(8)) }.map { String(format: "%02x", $0) }.joined() + "::/64"
+        }
+        return Hash.keyed(Array(client.utf8), key: clientKey, length: 16).hexString
     }
 
     /// Writes one aggregate entry per client for every window that ended before `now` (or, at shutdown, all).
@@ -101,8 +131,8 @@ extension VeilService {
             let from = Date(timeIntervalSince1970: Double(w.start)).ISO8601Format()
             try await audit.append(AuditRecord(
                 actor: "anonymous", role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
-                reason: "\(w.count) requests refused before authentication in the \(limits.window) s from \(from): the first "
-                    + "\(min(w.count, limits.individuallyAudited)) have entries of their own, \(w.limited) were answered 429"))
+                reason: "\(w.count) requests answered without authentication in the \(limits.window) s from \(from): "
+                    + "\(w.audited) have entries of their own, \(w.limited) were answered 429"))
         }
     }
 }

@@ -14,9 +14,11 @@ public struct Principal: Sendable, Equatable {
 
 /// What one request did, filled by the route and written to the audit log by the middleware, exactly once.
 final class AuditNote: Sendable {
+    /// The actor of a request no principal was authenticated for.
+    static let anonymous = "anonymous"
     struct Fields {
         var action = "none"
-        var actor = "anonymous"
+        var actor = AuditNote.anonymous
         var role = "none"
         var subjectToken: String?
         var purpose: String?

@@ -115,6 +115,7 @@ extension VeilService {
 struct EdgeMiddleware: RouterMiddleware {
     typealias Context = VeilRequestContext
     let service: VeilService
+    static let auditEntryHeader = HTTPField.Name("Veil-Audit-Entry")!
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
@@ -131,12 +132,13 @@ struct EdgeMiddleware: RouterMiddleware {
             response = mapped.response(requestID: context.requestID)
         }
         var audited = !RouteTable.publicPaths.contains(request.uri.path)
-        if audited, response.status == .unauthorized {
-            // Refused before authentication: a few per client and window get entries of their own, the rest one
-            // aggregate entry, and past the limit a 429 (a flood must leave a bounded record).
+        if audited, response.status.code >= 400, context.audit.snapshot.actor == AuditNote.anonymous {
+            // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method): a few
+            // per client and window get entries of their own, the rest one aggregate entry, and past the limit a 429
+            // (a flood must leave a bounded record, not fill the audit disk).
             let client = service.clientFingerprint(context.clientAddress)
             switch service.refusals.record(client: client, at: Int64(service.now().timeIntervalSince1970)) {
-            case .audit: context.audit.update { $0.reason += "; client \(client)" }
+            case .audit: context.audit.update { $0.reason += $0.reason.isEmpty ? "client \(client)" : "; client \(client)" }
             case .counted: audited = false
             case .limited(let wait):
                 audited = false
@@ -158,8 +160,10 @@ struct EdgeMiddleware: RouterMiddleware {
                                      reason: bounded(note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)"), requestID: context.requestID)
             do {
                 let appended = ContinuousClock.now
-                try await service.audit.append(record)
+                let entry = try await service.audit.append(record)
                 service.metrics.auditWait.record(.now - appended)
+                // The sequence number of this very access's entry: a client can later ask for its proof.
+                response.headers[Self.auditEntryHeader] = String(entry.sequence)
             } catch {
                 // The entry must be durable before the request returns; if it cannot be, the request fails.
                 service.logger.error("audit append failed", metadata: ["request_id": "\(context.requestID)", "error": "\(loggableReason(error))"])

@@ -218,6 +218,11 @@ public final class VeilService: Sendable {
         }
         let shredNeeded = event.map { $0.purpose == Self.personalization && !$0.granted } ?? false
         let change = event
+        // The key store is written on its own, before the data file: the identity key this transaction seals with is
+        // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.
+        try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store.pool)
+        let person = shredNeeded ? try await store.pool.read { try linker.person(of: token, in: $0) } : []
+        if shredNeeded { try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store.pool) }
         let receipt = try await store.pool.write { db -> ConsentRecord in
             try identities.remember(subject: request.subject, token: token, in: db)
             var last: ConsentRecord?
@@ -226,10 +231,11 @@ public final class VeilService: Sendable {
                                             noticeVersion: request.notice_version, jurisdiction: jurisdiction, in: db)
             }
             if let change { last = try ledger.append(change, in: db) }
-            if shredNeeded { try features.shred(token, in: db) }
+            for member in person { try features.deleteRows(member, in: db) }
             return last!
         }
         cache.drop(token: token.rawValue)
+        for member in person { cache.drop(token: member.rawValue) }
         if shredNeeded { await scrubWAL(after: "consent withdrawal") }
         // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
         try await store.syncWAL()
@@ -304,10 +310,12 @@ public final class VeilService: Sendable {
         // Everything that needs no database is done before the write transaction, which batches from concurrent
         // requests take in turn: keyed hashes, minimization, search-term hashing.
         let personalizable = policy.purposes[Self.personalization]?.categories ?? []
-        var sourceTokens: [String: SubjectToken] = [:]
+        // Keyed by the id's bytes: String equality would merge two ids that differ only in Unicode normalization.
+        var sourceTokens: [[UInt8]: SubjectToken] = [:]
         let prepared = screened.kept.map { (_, event) -> PreparedEvent in
-            let source = sourceTokens[event.subject] ?? tokenizer.token(for: event.subject, namespace: principal.namespace)
-            sourceTokens[event.subject] = source
+            let bytes = Array(event.subject.utf8)
+            let source = sourceTokens[bytes] ?? tokenizer.token(for: event.subject, namespace: principal.namespace)
+            sourceTokens[bytes] = source
             let kept = personalizable.contains(event.kind.category) ? minimizer.minimize(event.fields, category: event.kind.category) : nil
             var terms: [Int32] = []
             if event.kind == .search, let query = kept?["query"]?.stringValue { terms = Array(termHasher.signedTerms(query).prefix(32)) }
@@ -322,6 +330,20 @@ public final class VeilService: Sendable {
             var touched: Set<String> = []
             var outcomes: [(token: String, kind: String, item: String)] = []
         }
+        // The keys this batch will seal with, created in the key store alone before the batch's transaction (see
+        // SubjectKeys.ensureKeys): those of every subject with personalization consent.
+        let sources = Set(sourceTokens.values)
+        let owners = try await store.pool.read { db -> [String] in
+            var owners: [String] = []
+            var seen = Set<SubjectToken>()
+            for source in sources {
+                let token = try linker.canonical(source, in: db)
+                guard seen.insert(token).inserted, try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed else { continue }
+                owners += [FeatureStore.keyOwner(token), IdentityMap.keyOwner(token)]
+            }
+            return owners
+        }
+        try await keys.ensureKeys(owners, in: store.pool)
         let counted = quality
         let written = try await store.pool.write { db -> Written in
             var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: String, item: String)] = []
@@ -329,12 +351,12 @@ public final class VeilService: Sendable {
             var gpcDone = Set<SubjectToken>()
             // Per batch: one consent lookup and one identity record per subject, not per event.
             var decisions: [SubjectToken: Bool] = [:]
-            var tokens: [String: SubjectToken] = [:]
+            var tokens: [SubjectToken: SubjectToken] = [:]
             var anonymousCounts: [FeatureStore.AnonymousCount: Int] = [:]
             for p in prepared {
                 let event = p.event, deliveryID = p.deliveryID
-                let token = try tokens[event.subject] ?? linker.canonical(p.source, in: db)
-                tokens[event.subject] = token
+                let token = try tokens[p.source] ?? linker.canonical(p.source, in: db)
+                tokens[p.source] = token
                 if gpcHeader && !gpcDone.contains(token) {
                     try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
                                          noticeVersion: policy.currentNotice, jurisdiction: ConsentLedger.unspecifiedJurisdiction, in: db)
@@ -467,26 +489,35 @@ public final class VeilService: Sendable {
         let token = try token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         let at = now()
-        let deleted = try await store.pool.write { db -> Int in
-            // Stop every consent-based processing, on the record, then shred.
-            for (purpose, decision) in try ledger.state(token: token, at: at, in: db) where decision.allowed && policy.purposes[purpose]!.requiresConsent {
-                let event = try ledger.makeEvent(token: token, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
-                                                 principal: principal.name, method: .api, noticeVersion: policy.currentNotice,
-                                                 jurisdiction: ConsentLedger.unspecifiedJurisdiction)
-                try ledger.append(event, in: db)
+        // Three steps, because the data file and the key store do not commit atomically together, and each step
+        // leaves a state a retry completes: (1) on the record, every grant of every token of the person is withdrawn
+        // (whatever its decision now, so no policy change revives one); (2) their keys are shredded, in the key
+        // store alone, so nothing left can be opened; (3) their rows, deliveries, match keys and links go.
+        let person = try await store.pool.write { db -> [SubjectToken] in
+            let person = try linker.person(of: token, in: db)
+            for member in person {
+                for purpose in try ledger.grantedPurposes(token: member, in: db) where policy.purposes[purpose]?.requiresConsent ?? true {
+                    let event = try ledger.makeEvent(token: member, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
+                                                     principal: principal.name, method: .api, noticeVersion: policy.currentNotice,
+                                                     jurisdiction: ConsentLedger.unspecifiedJurisdiction)
+                    try ledger.append(event, in: db)
+                }
             }
-            // Every token of the person: the canonical one and the source tokens linked to it, whose rows were
-            // written before the link (or, for deliveries and match keys, under the source token itself).
+            return person
+        }
+        try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store.pool)
+        let deleted = try await store.pool.write { db -> Int in
             var rows = 0
-            for member in [token] + (try linker.members(of: token, in: db)) {
-                rows += try features.shred(member, in: db)
-                try identities.erase(member, in: db)
+            for member in person {
+                rows += try features.deleteRows(member, in: db)
+                try identities.deleteRow(member, in: db)
                 try deliveries.erase(member, in: db)
                 try linker.erase(member, in: db)
             }
             return rows
         }
         try await store.syncWAL()
+        for member in person { cache.drop(token: member.rawValue) }
         cache.drop(token: token.rawValue)
         cache.forgetLinks()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.
@@ -516,9 +547,11 @@ public final class VeilService: Sendable {
         let token = try token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         return try store.pool.read { db in
-            let interactions = try features.interactions(of: token, in: db)
+            // Everything of the person, as erasure reaches it: rows written under linked tokens before their link too.
+            let person = try linker.person(of: token, in: db)
+            let interactions = try person.flatMap { try features.interactions(of: $0, in: db) }.sorted { $0.time < $1.time }
             let profile = try features.profile(of: token, in: db)
-            let consents = try ledger.history(token: token, in: db)
+            let consents = try person.flatMap { try ledger.history(token: $0, in: db) }.sorted { $0.sequence < $1.sequence }
             // Inferences live in the current model only; a subject whose data is gone has none.
             let guess = interactions.isEmpty ? nil : models.model?.imputedAgeBands[token.rawValue]
             let imputed = guess.map { [Export.Imputed(field: "age_band", value: $0.value, method: "k-nearest neighbours over behaviour (k=\(serving.imputationNeighbours))",
@@ -664,17 +697,16 @@ extension VeilService {
     func retentionSweep() async throws -> RetentionReport {
         let at = now()
         let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
+        // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
+        let lapsed = try await store.pool.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
+        try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store.pool)
         let report = try await store.pool.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
             let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
-            var shredded = 0
-            for (token, purpose) in try ledger.lapsed(at: at, in: db) where purpose == Self.personalization {
-                try features.shred(token, in: db)
-                cache.drop(token: token.rawValue)
-                shredded += 1
-            }
-            return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: shredded)
+            for token in lapsed { try features.deleteRows(token, in: db) }
+            return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
+        for token in lapsed { cache.drop(token: token.rawValue) }
         await scrubWAL(after: "retention")
         return report
     }

@@ -100,12 +100,30 @@ public struct IdentityLinker: Sendable {
         return union == 0 ? 0 : Double(a.intersection(b).count) / Double(union)
     }
 
-    /// The canonical token of `token` (itself when unlinked).
+    /// The canonical token of `token` (itself when unlinked), following a chain of links (a canonical token that was
+    /// itself linked later) to its end.
     public func canonical(_ token: SubjectToken, in db: Database) throws -> SubjectToken {
-        guard let raw = try String.fetchOne(db.cachedStatement(sql: "SELECT canonical FROM identity_links WHERE token = ?"), arguments: [token.rawValue]) else {
-            return token
+        var current = token
+        var seen: Set<SubjectToken> = [token]
+        while let raw = try String.fetchOne(db.cachedStatement(sql: "SELECT canonical FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
+              let next = SubjectToken(rawValue: raw), seen.insert(next).inserted {
+            current = next
         }
-        return SubjectToken(rawValue: raw) ?? token
+        return current
+    }
+
+    /// Every token of the person `token` belongs to: its canonical token and every token linked to it, directly or
+    /// through a chain. Erasure, withdrawal and export reach all of them.
+    public func person(of token: SubjectToken, in db: Database) throws -> [SubjectToken] {
+        let root = try canonical(token, in: db)
+        var found: [SubjectToken] = [root]
+        var seen: Set<SubjectToken> = [root]
+        var next = 0
+        while next < found.count {
+            for member in try members(of: found[next], in: db) where seen.insert(member).inserted { found.append(member) }
+            next += 1
+        }
+        return found
     }
 
     /// Records `token`'s matching keys and links it to an earlier token of the same person when a rule matches.

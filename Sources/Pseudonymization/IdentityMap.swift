@@ -45,6 +45,11 @@ public struct IdentityMap: Sendable {
     /// Erases the identity: the key is shredded and the row deleted.
     public func erase(_ token: SubjectToken, in db: Database) throws {
         try keys.shred(token: Self.keyOwner(token), in: db)
+        try deleteRow(token, in: db)
+    }
+
+    /// Deletes the sealed identity row (after its key was shredded).
+    public func deleteRow(_ token: SubjectToken, in db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM identities WHERE token = ?").execute(arguments: [token.rawValue])
     }
 }

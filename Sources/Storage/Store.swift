@@ -127,19 +127,29 @@ public final class Store: Sendable {
         busyTimeout = configuration.busyTimeout
         var migrator = DatabaseMigrator()
         for set in migrations { set.register(in: &migrator) }
+        if let keyStore {
+            // ATTACH creates a missing file: an empty key store beside a data file whose keys already moved out means
+            // the key store was deleted or replaced. Starting would make every subject unreadable without a word.
+            let (movedOut, keyTables) = try pool.read { db -> (Bool, Int) in
+                let tracked = try Bool.fetchOne(db, sql: "SELECT 1 FROM main.sqlite_master WHERE name = 'grdb_migrations'") == true
+                let moved = try tracked && Bool.fetchOne(db, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
+                                                         arguments: [SubjectKeys.keyStoreMigration]) == true
+                return (moved, try Int.fetchOne(db, sql: "SELECT count(*) FROM \(Store.keyStoreSchema).sqlite_master") ?? 0)
+            }
+            guard !movedOut || keyTables > 0 else {
+                throw StorageError(.cannotOpen, "the key store \(keyStore) is empty but \(path) is not: restore the key store from its backup "
+                                   + "(without it no subject's data can be opened), or start with an empty data directory")
+            }
+            do {
+                try pool.write { db in try SubjectKeys.prepareKeyStore(in: db) }
+            } catch {
+                throw StorageError(.migrationFailed, "preparing the key store \(keyStore) failed: \(Store.describe(error))")
+            }
+        }
         do {
             try migrator.migrate(pool)
         } catch {
             throw StorageError(.migrationFailed, "migrating \(path) failed: \(Store.describe(error))")
-        }
-        if let keyStore {
-            // ATTACH creates a missing file: an empty key store beside a migrated data file means the key store was
-            // deleted or replaced. Starting would make every subject unreadable without a word, so refuse.
-            let tables = try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM \(Store.keyStoreSchema).sqlite_master") ?? 0 }
-            guard tables > 0 else {
-                throw StorageError(.cannotOpen, "the key store \(keyStore) is empty but \(path) is not: restore the key store from its backup "
-                                   + "(without it no subject's data can be opened), or start with an empty data directory")
-            }
         }
         // Restrict the files to the owner: they hold ciphertext, tokens and wrapped keys.
         for file in [path] + (keyStore.map { [$0] } ?? []) {
@@ -156,6 +166,10 @@ public final class Store: Sendable {
             }
         } else {
             checkpointer = nil
+        }
+        if keyStore != nil {
+            // The migration moved keys out of the data file: leave none of their old pages in its WAL either.
+            try? checkpointAndTruncate()
         }
     }
 
@@ -177,8 +191,14 @@ public final class Store: Sendable {
     /// Truncating checkpoint of the data file and, when attached, of the key store: a shredded key's old page
     /// image lives in the key store's WAL.
     private func truncateAll(_ db: Database) throws {
-        _ = try db.checkpoint(.truncate, on: "main")
-        if keyStorePath != nil { _ = try db.checkpoint(.truncate, on: Self.keyStoreSchema) }
+        // The key store first, and whatever the data file's checkpoint says: a shredded key's old page image lives
+        // in the key store's WAL, and a reader busy in the data file must not keep it there.
+        var failure: (any Error)?
+        if keyStorePath != nil {
+            do { _ = try db.checkpoint(.truncate, on: Self.keyStoreSchema) } catch { failure = error }
+        }
+        do { _ = try db.checkpoint(.truncate, on: "main") } catch { failure = failure ?? error }
+        if let failure { throw failure }
     }
 
     /// The same, for a request's task: it is suspended, not blocked, while the checkpoint waits and writes.

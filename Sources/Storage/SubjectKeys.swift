@@ -32,30 +32,48 @@ public final class SubjectKeys: Sendable {
             }
             // The key store becomes a file of its own (attached as `keystore`): a backup of the data file must not
             // carry the keys that open it. Existing keys move; secure_delete zeroes their old pages in the data file.
-            migrator.registerMigration("storage.v2.keystore_file") { db in
-                let attached = try String.fetchAll(db, sql: "SELECT name FROM pragma_database_list")
-                guard attached.contains(Store.keyStoreSchema) else {
-                    throw StorageError(.migrationFailed, "subject keys need a key store file of their own (StoreConfiguration.keyStorePath)")
+            // The key store became a file of its own (attached as `keystore`): a backup of the data file must not carry
+            // the keys that open it. `prepare` has copied the keys in a transaction of the key store alone; this drops
+            // the data file's copy (secure_delete zeroes its pages) only once every key is in the key store.
+            migrator.registerMigration(SubjectKeys.keyStoreMigration) { db in
+                let missing = try Int.fetchOne(db, sql: """
+                    SELECT count(*) FROM main.subject_keys m WHERE NOT EXISTS (SELECT 1 FROM keystore.subject_keys k WHERE k.token = m.token)
+                    """) ?? 0
+                guard missing == 0 else {
+                    throw StorageError(.migrationFailed, "\(missing) data keys are not in the key store yet; the data file keeps them until they are")
                 }
-                try db.execute(sql: """
-                    CREATE TABLE keystore.subject_keys (
-                        token TEXT PRIMARY KEY NOT NULL,
-                        key_version INTEGER NOT NULL,
-                        generation INTEGER NOT NULL DEFAULT 1,
-                        wrapped BLOB NOT NULL,
-                        created_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    CREATE INDEX keystore.subject_keys_version ON subject_keys(key_version);
-                    CREATE TABLE keystore.shredded_subjects (
-                        token TEXT PRIMARY KEY NOT NULL,
-                        shredded_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    INSERT INTO keystore.subject_keys SELECT token, key_version, generation, wrapped, created_at FROM main.subject_keys;
-                    INSERT INTO keystore.shredded_subjects SELECT token, shredded_at FROM main.shredded_subjects;
-                    DROP TABLE main.subject_keys;
-                    DROP TABLE main.shredded_subjects;
-                    """)
+                try db.execute(sql: "DROP TABLE main.subject_keys; DROP TABLE main.shredded_subjects")
             }
+        }
+    }
+
+    /// Creates the key store's tables and copies keys still in the data file (from before the key store had a file of
+    /// its own), in a transaction that writes the key store alone. Idempotent: it runs at every open, before the
+    /// migrations, so a crash at any point leaves either the old copy or both.
+    /// The migration after which the data file holds no key.
+    static let keyStoreMigration = "storage.v2.keystore_file"
+
+    public static func prepareKeyStore(in db: Database) throws {
+        try db.execute(sql: """
+            CREATE TABLE IF NOT EXISTS keystore.subject_keys (
+                token TEXT PRIMARY KEY NOT NULL,
+                key_version INTEGER NOT NULL,
+                generation INTEGER NOT NULL DEFAULT 1,
+                wrapped BLOB NOT NULL,
+                created_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS keystore.subject_keys_version ON subject_keys(key_version);
+            CREATE TABLE IF NOT EXISTS keystore.shredded_subjects (
+                token TEXT PRIMARY KEY NOT NULL,
+                shredded_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            """)
+        let old = try String.fetchAll(db, sql: "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name IN ('subject_keys', 'shredded_subjects')")
+        if old.contains("subject_keys") {
+            try db.execute(sql: "INSERT OR IGNORE INTO keystore.subject_keys SELECT token, key_version, generation, wrapped, created_at FROM main.subject_keys")
+        }
+        if old.contains("shredded_subjects") {
+            try db.execute(sql: "INSERT OR IGNORE INTO keystore.shredded_subjects SELECT token, shredded_at FROM main.shredded_subjects")
         }
     }
 
@@ -171,6 +189,35 @@ public final class SubjectKeys: Sendable {
             sql: "INSERT OR REPLACE INTO keystore.shredded_subjects (token, shredded_at) VALUES (?, ?)",
             arguments: [token, Int64(Date().timeIntervalSince1970)])
         return existed
+    }
+
+    /// Creates the data keys of `owners` that do not exist yet, in a transaction of the key store alone, before the
+    /// transaction that seals rows with them. SQLite commits the data file before an attached key store, and not
+    /// atomically with it: a key created in the same transaction as its rows could be lost in a crash while the rows
+    /// stay, sealed under a key stored nowhere.
+    public func ensureKeys(_ owners: some Collection<String>, in pool: DatabasePool) async throws {
+        // A key in the cache exists (shredding removes it from the cache first): no read needed for those.
+        let owners = cache.withLock { known in owners.filter { known[$0] == nil } }
+        guard !owners.isEmpty else { return }
+        let missing = try await pool.read { db in
+            try owners.filter { owner in
+                try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM keystore.subject_keys WHERE token = ?"), arguments: [owner]) != true
+            }
+        }
+        guard !missing.isEmpty else { return }
+        try await pool.write { db in
+            for owner in missing { _ = try self.dataKey(for: owner, in: db, create: true) }
+        }
+    }
+
+    /// Shreds the data keys of `owners` in a transaction of the key store alone, committed before the caller deletes
+    /// the rows: whatever a crash interrupts afterwards, the rows left behind can no longer be opened.
+    public func shredKeys(_ owners: some Collection<String>, in pool: DatabasePool) async throws {
+        guard !owners.isEmpty else { return }
+        let owners = Array(owners)
+        try await pool.write { db in
+            for owner in owners { try self.shred(token: owner, in: db) }
+        }
     }
 
     /// Drops every cached data key (after a key ring reload, say).

@@ -79,6 +79,63 @@ import Testing
         // Someone else's rows are untouched.
         #expect(try f.rowsNaming([f.token("someone-else")])["main.interactions"] == 1)
     }
+    /// A person reached through a chain of links (alias → old canonical → newer canonical), with grants under each
+    /// token: erasure through any of the ids withdraws every grant and leaves no row of any token; a withdrawal
+    /// shreds the rows written under an alias before its link; export shows them before.
+    @Test func erasureAndWithdrawalReachTheWholePersonThroughChainsOfLinks() async throws {
+        let f = try GatewayFixture()
+        let ids = ["p-alias", "p-old", "p-new"]
+        try await f.app.test(.router) { client in
+            for (n, id) in ids.enumerated() {
+                let granted = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(id))
+                #expect(granted.status == 201)
+                #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(id, "marketing")).status == 201)
+                let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("pe-\(n)", id, "sku-\(n)")]])
+                #expect(r.json["accepted"] as? Int == 1 && r.json["anonymized"] as? Int == 0)
+            }
+        }
+        // p-alias → p-old first; then p-old's person is linked to p-new (a later, separate match): a chain.
+        _ = try await f.service.linkSubject("p-old", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
+        _ = try await f.service.linkSubject("p-alias", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
+        _ = try await f.service.linkSubject("p-new", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
+        _ = try await f.service.linkSubject("p-old", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
+        let tokens = ids.map { f.token($0) }
+        try await f.app.test(.router) { client in
+            let export = try await client.call(.get, "/v1/subjects/p-alias/export", key: f.keys["compliance-officer"])
+            #expect((export.json["interactions"] as? [Any])?.count == 3, "the export shows what erasure will reach: \(export.body.prefix(300))")
+            let r = try await client.call(.post, "/v1/subjects/p-alias/erase", key: f.keys["compliance-officer"])
+            #expect(r.status == 200)
+            #expect(r.json["rows_deleted"] as? Int == 3)
+        }
+        let left = try f.rowsNaming(tokens)
+        for table in DataInventory.tables where table.erasure == .deleted {
+            #expect(left[table.name] ?? 0 == 0, "\(table.name) still holds \(left[table.name] ?? 0) rows of the person")
+        }
+        let granted = try await f.service.store.pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM consent_state WHERE granted = 1 AND token IN (?, ?, ?)", arguments: StatementArguments(tokens.map(\.rawValue)))
+        }
+        #expect(granted == 0, "a grant of a linked token survived the erasure")
+    }
+
+    @Test func aWithdrawalShredsWhatALinkedIdWroteBeforeItsLink() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            for id in ["w-main", "w-alias"] {
+                let granted = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(id))
+                #expect(granted.status == 201)
+                #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("we-\(id)", id, "sku-1")]]).status == 200)
+            }
+        }
+        _ = try await f.service.linkSubject("w-main", namespace: "default", attributes: LinkAttributes(email: "w@example.com"), actor: "test")
+        _ = try await f.service.linkSubject("w-alias", namespace: "default", attributes: LinkAttributes(email: "w@example.com"), actor: "test")
+        #expect(try f.storedInteractions("w-alias") == 1)
+        try await f.app.test(.router) { client in
+            let withdrawn = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("w-main", granted: false))
+            #expect(withdrawn.status == 201)
+        }
+        #expect(try f.storedInteractions("w-alias") == 0, "the alias's rows outlived the person's withdrawal")
+        #expect(try f.storedInteractions("w-main") == 0)
+    }
 }
 
 extension GatewayFixture {

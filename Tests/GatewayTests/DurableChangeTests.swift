@@ -10,8 +10,9 @@ import Storage
 import Synchronization
 import Testing
 
-/// Issue #21, item 17: the operational database commits without a sync, so a consent change, an erasure, an
-/// identity link and a principal's revocation must each wait for an fsync of the WAL that began after its commit
+/// Issue #21, item 17: the operational database commits without a sync, so a consent change (a grant, and a
+/// withdrawal that shreds and scrubs the WAL first), an erasure, an identity link and unlink and a principal's
+/// revocation must each wait for an fsync of the WAL that began after its commit
 /// before they are acknowledged. The sync is held by a test function: the acknowledgement must not come while it
 /// is held, and the held sync must already see the change committed.
 @Suite(.serialized) struct DurableChangeTests {
@@ -22,31 +23,40 @@ import Testing
         let (entered, enteredContinuation) = AsyncStream<Bool>.makeStream()
         let release = DispatchSemaphore(value: 0)
         let held = Mutex(true)
+        let waited = Mutex<DispatchTimeoutResult?>(nil)
+        // Set once the held sync's fdatasync has returned: the change may be acknowledged only after that.
+        let syncReturned = Mutex(false)
         f.service.store.walSyncer.replaceSyncFunction { fd in
-            if held.withLock({ let was = $0; $0 = false; return was }) {
-                enteredContinuation.yield((try? committed()) ?? false)
-                _ = release.wait(timeout: .now() + 10)
-            }
-            return fdatasync(fd)
+            guard held.withLock({ let was = $0; $0 = false; return was }) else { return fdatasync(fd) }
+            enteredContinuation.yield((try? committed()) ?? false)
+            let result = release.wait(timeout: .now() + 30)
+            waited.withLock { $0 = result }
+            let status = fdatasync(fd)
+            syncReturned.withLock { $0 = true }
+            return status
         }
+        defer { f.service.store.walSyncer.replaceSyncFunction { fdatasync($0) } }
         let acknowledged = Mutex(false)
-        let task = Task {
+        let task = Task { () async throws -> Bool in
             defer { enteredContinuation.finish() }  // acknowledged without any sync: the wait below ends with nil
             try await change()
             acknowledged.withLock { $0 = true }
+            return syncReturned.withLock { $0 }
         }
         var iterator = entered.makeAsyncIterator()
         let committedWhenSyncBegan = await iterator.next()
-        #expect(committedWhenSyncBegan == true, "\(what): the sync that acknowledges it began before its commit")
+        #expect(committedWhenSyncBegan == true, "\(what): the sync that acknowledges it began before its commit (or none ran)")
+        // A quick look for an early acknowledgement; the deterministic check is `syncReturned` below.
         try await Task.sleep(for: .milliseconds(200))
         #expect(!acknowledged.withLock { $0 }, "\(what) was acknowledged while the sync covering it was still running")
         release.signal()
-        try await task.value
+        let afterSync = try await task.value
         #expect(acknowledged.withLock { $0 })
-        f.service.store.walSyncer.replaceSyncFunction { fdatasync($0) }
+        #expect(afterSync, "\(what) was acknowledged before the held sync's fdatasync returned")
+        #expect(committedWhenSyncBegan == nil || waited.withLock { $0 } == .success, "\(what): the held sync timed out before the test released it")
     }
 
-    @Test func consentChangesErasuresLinksAndRevocationsWaitForTheirSync() async throws {
+    @Test func consentChangesErasuresLinksUnlinksAndRevocationsWaitForTheirSync() async throws {
         let f = try GatewayFixture()
         let roles = Set(f.service.policy.roles.keys)
         _ = try f.service.principals.add(name: "to-revoke", role: "app", knownRoles: roles)
@@ -70,6 +80,18 @@ import Testing
                 let r = try await client.call(.post, "/v1/subjects/shopper-1%40example.com/erase", key: f.keys["compliance-officer"])
                 #expect(r.status == 200)
             }
+            // A withdrawal of a subject with data: it shreds, scrubs the WAL, then syncs.
+            let withdrawn = f.token("shopper-2@example.com").rawValue
+            #expect(try f.hasData("shopper-2@example.com"))
+            let eventsBefore = try count("SELECT count(*) FROM consent_events WHERE token = ?", [withdrawn])
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "a consent withdrawal", committed: {
+                try count("SELECT count(*) FROM consent_events WHERE token = ?", [withdrawn]) == eventsBefore + 1
+                    && count("SELECT count(*) FROM consent_state WHERE token = ? AND purpose = 'personalization' AND granted = 0", [withdrawn]) == 1
+            }) {
+                let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-2@example.com", granted: false))
+                #expect(r.status == 201)
+            }
+            #expect(try !f.hasData("shopper-2@example.com"))
             try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "a revocation", committed: {
                 try count("SELECT count(*) FROM principals WHERE name = 'to-revoke' AND revoked_at IS NOT NULL") == 1
             }) {
@@ -82,6 +104,17 @@ import Testing
             try count("SELECT count(*) FROM match_keys WHERE token = ?", [linked]) == 1
         }) {
             _ = try await f.service.linkSubject("durable@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
+        }
+        // A second id with the same e-mail is linked to the first; undoing that link waits for its sync too.
+        let second = f.token("durable-2@example.com").rawValue
+        let link = try await f.service.linkSubject("durable-2@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
+        #expect(link?.canonical.rawValue == linked)
+        #expect(try count("SELECT count(*) FROM identity_links WHERE token = ?", [second]) == 1)
+        try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "an unlink", committed: {
+            try count("SELECT count(*) FROM identity_links WHERE token = ?", [second]) == 0
+        }) {
+            let existed = try await f.service.unlinkSubject("durable-2@example.com", namespace: "default", actor: "test")
+            #expect(existed)
         }
     }
 }

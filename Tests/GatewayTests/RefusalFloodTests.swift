@@ -34,8 +34,31 @@ import Testing
             let entries = try await client.call(.get, "/v1/audit?action=auth:refused", key: f.keys["compliance-officer"])
             let reasons = (entries.json["entries"] as? [[String: Any]] ?? []).compactMap { ($0["record"] as? [String: Any])?["reason"] as? String }
             #expect(reasons.count == 1)
-            #expect(reasons.first?.hasPrefix("400 requests refused before authentication in the 60 s") == true, "\(reasons)")
+            #expect(reasons.first?.hasPrefix("400 requests answered without authentication in the 60 s") == true, "\(reasons)")
+            #expect(reasons.first?.contains(": 5 have entries of their own") == true, "\(reasons)")
             #expect(reasons.first?.contains("100 were answered 429") == true)
+        }
+    }
+}
+
+/// The same bound for everything answered without a principal: unknown paths (404) and wrong methods (405) were
+/// audited one durable entry each, with no limit, so a keyless flood of them could fill the audit disk.
+@Suite struct UnauthenticatedFloodTests {
+    @Test func keylessRequestsToUnknownPathsAndWrongMethodsAreBoundedToo() async throws {
+        var limits = RefusalLimits()
+        limits.individuallyAudited = 3
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))  // a fixed minute: no window boundary mid-test
+        let f = try GatewayFixture(refusalLimits: limits, now: clock.now)
+        try await f.app.test(.router) { client in
+            let before = f.auditCount
+            for n in 0..<60 {
+                let r = n % 2 == 0 ? try await client.call(.get, "/nowhere-\(n)", key: nil) : try await client.call(.put, "/v1/events", key: nil)
+                #expect(r.status == 404 || r.status == 405)
+            }
+            #expect(f.auditCount == before + 3)
+            // An authenticated request that is refused (403) is audited one by one: the principal is accountable.
+            for _ in 0..<5 { #expect(try await client.call(.get, "/v1/audit/verify", key: f.keys["app"]).status == 403) }
+            #expect(f.auditCount == before + 3 + 5)
         }
     }
 }

@@ -179,6 +179,48 @@ struct Fixture {
         #expect(try f.read(id: "b1", keys: keys, store: restored) == "bob's row")
     }
 
+    /// A data file from before the key store had a file of its own (keys in `main.subject_keys`) is upgraded: its
+    /// keys move to the key store, the data file keeps none, rows still open, and opening again changes nothing.
+    @Test func anOldDataFileWithItsKeysInsideIsUpgradedAndKeepsNone() throws {
+        let f = try Fixture()
+        try f.write(subject: "u-1", id: "n1", body: "old row")
+        let (token, wrapped, version) = try f.store.pool.read { db -> (String, Data, Int64) in
+            let row = try Row.fetchOne(db, sql: "SELECT token, wrapped, key_version FROM keystore.subject_keys")!
+            return (row["token"], row["wrapped"], row["key_version"])
+        }
+        let sealed = try f.store.pool.read { try Data.fetchOne($0, sql: "SELECT body FROM notes WHERE id = 'n1'")! }
+        // The old layout: the v1 tables in the data file, holding the key, and v1 alone recorded as applied.
+        let old = f.dir + "/old/veil.sqlite"
+        try FileManager.default.createDirectory(atPath: f.dir + "/old", withIntermediateDirectories: true)
+        let queue = try DatabaseQueue(path: old)
+        try queue.write { db in
+            try db.execute(sql: """
+                CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                INSERT INTO grdb_migrations VALUES ('storage.v1.subject_keys'), ('test.v1.notes');
+                CREATE TABLE subject_keys (token TEXT PRIMARY KEY NOT NULL, key_version INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 1,
+                                           wrapped BLOB NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE INDEX subject_keys_version ON subject_keys(key_version);
+                CREATE TABLE shredded_subjects (token TEXT PRIMARY KEY NOT NULL, shredded_at INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE notes (id TEXT PRIMARY KEY, token TEXT NOT NULL, body BLOB NOT NULL);
+                """)
+            try db.execute(sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, 0)", arguments: [token, version, wrapped])
+            try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES ('n1', ?, ?)", arguments: [token, sealed])
+        }
+        try queue.close()
+        let keyStore = f.dir + "/old-keys/subject-keys.sqlite"
+        for _ in 0..<2 {
+            let upgraded = try Store(path: old, migrations: [SubjectKeys.Migrations(), NotesTable()], configuration: .init(keyStorePath: keyStore))
+            #expect(try f.read(id: "n1", keys: SubjectKeys(ring: f.ring), store: upgraded) == "old row")
+            let tables = try upgraded.pool.read { try String.fetchAll($0, sql: "SELECT name FROM main.sqlite_master WHERE type = 'table'") }
+            #expect(!tables.contains("subject_keys") && !tables.contains("shredded_subjects"), "\(tables)")
+        }
+        // No byte of the wrapped key is left in the data file or its WAL.
+        for suffix in ["", "-wal"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: old + suffix))) ?? Data()
+            #expect(bytes.range(of: wrapped) == nil, "the wrapped key is still in veil.sqlite\(suffix)")
+        }
+    }
+
     /// A data file whose key store was deleted (or swapped for an empty one) must not start as if every subject
     /// had been erased: the store refuses with the fix.
     @Test func aMissingKeyStoreIsRefusedNotRecreated() throws {
