@@ -53,6 +53,17 @@ public struct ConsentLedger: Sendable {
     }
 
     public static let genesisHash = String(repeating: "0", count: 64)
+    /// Two letters, optionally a separator and one to three letters or digits (ISO 3166-1 and -2 style).
+    static func isJurisdictionCode(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        func letter(_ c: UInt8) -> Bool { (c | 0x20) >= UInt8(ascii: "a") && (c | 0x20) <= UInt8(ascii: "z") }
+        func alnum(_ c: UInt8) -> Bool { letter(c) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) }
+        guard b.count >= 2, letter(b[0]), letter(b[1]) else { return false }
+        if b.count == 2 { return true }
+        guard b[2] == UInt8(ascii: "-") || b[2] == UInt8(ascii: "_"), (4...6).contains(b.count) else { return false }
+        return b[3...].allSatisfy(alnum)
+    }
+
     /// Recorded on withdrawals that Veil makes itself (erasure, GPC) or that arrive without a jurisdiction.
     public static let unspecifiedJurisdiction = "unspecified"
     public let policy: PolicySet
@@ -75,7 +86,10 @@ public struct ConsentLedger: Sendable {
         guard !granted || !(jurisdiction.isEmpty || jurisdiction == Self.unspecifiedJurisdiction) else {
             throw ConsentError(.invalid, "jurisdiction is required to grant consent (for example EU, DE, US-CA)")
         }
-        guard jurisdiction.utf8.count <= 64 else { throw ConsentError(.invalid, "jurisdiction must be at most 64 bytes") }
+        // Kept in clear in the ledger, which erasure keeps: only a code, never free text (it held an e-mail once).
+        guard jurisdiction == Self.unspecifiedJurisdiction || Self.isJurisdictionCode(jurisdiction) else {
+            throw ConsentError(.invalid, "jurisdiction must be a country or region code such as EU, DE, US-CA or us_ca")
+        }
         return ConsentEvent(
             token: token, purpose: purpose, purposeVersion: p.version, lawfulBasis: p.lawfulBasis.rawValue, granted: granted,
             at: Int64(at.timeIntervalSince1970 * 1000), sourceApp: sourceApp, principal: principal, method: method,

@@ -126,7 +126,8 @@ enum Handlers {
             }
             // In force before this returns: the server's key cache forgets the principal once the revocation commits.
             try await service.principals.revoke(name: name)
-            context.audit.update { $0.reason = "principal revoked" }
+            // A known principal's name (a closed set of the operator's own), so the record says whom.
+            context.audit.update { $0.reason = "principal '\(name)' revoked" }
             return try jsonObject(["revoked": name])
         }
         default:

@@ -59,6 +59,11 @@ public enum PolicyParser {
         }
         var notices: [String: Notice] = [:]
         for (version, bytes) in files.notices {
+            // Versions compare as text (the newest notice, re-consent): only YYYY-MM keeps that order right.
+            let v = Array(version.utf8)
+            guard v.count == 7, v[4] == UInt8(ascii: "-"), v.enumerated().allSatisfy({ $0.offset == 4 || ($0.element >= 48 && $0.element <= 57) }) else {
+                throw PolicyError(file: "notices/\(version).md", line: 0, reason: "a notice's file name is its version, YYYY-MM (for example 2026-06.md)")
+            }
             notices[version] = Notice(version: version, hash: Hash.blake2b(bytes).hexString,
                                       requiresReconsent: try noticeRequiresReconsent(bytes, file: "notices/\(version).md"))
         }
@@ -207,9 +212,12 @@ public enum PolicyParser {
 
     /// A notice may open with YAML front matter between `---` lines; its one key is `requires_reconsent` (bool).
     static func noticeRequiresReconsent(_ bytes: [UInt8], file: String) throws -> Bool {
-        let text = String(decoding: bytes, as: UTF8.self)
-        guard text.hasPrefix("---\n"), let end = text.range(of: "\n---\n", range: text.index(text.startIndex, offsetBy: 3)..<text.endIndex) else {
-            return false
+        // A byte order mark or Windows line ends must not hide the front matter (the rule would fail open).
+        var text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n")
+        if text.hasPrefix("\u{FEFF}") { text.removeFirst() }
+        guard text.hasPrefix("---\n") else { return false }
+        guard let end = text.range(of: "\n---\n", range: text.index(text.startIndex, offsetBy: 3)..<text.endIndex) else {
+            throw PolicyError(file: file, line: 1, reason: "the front matter opened with --- is never closed by a line of ---")
         }
         let front = String(text[text.index(text.startIndex, offsetBy: 4)..<end.lowerBound])
         let top = try mapping(try compose(front, file: file), file: file, what: "the front matter")

@@ -140,6 +140,14 @@ struct LedgerFixture {
         }
         _ = try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: false, at: Date(), sourceApp: "shop", principal: "p",
                                    method: .banner, noticeVersion: "2026-01", jurisdiction: ConsentLedger.unspecifiedJurisdiction)
+        // The ledger keeps it in clear and forever: a code only, never free text.
+        for code in ["EU", "DE", "US-CA", "us_ca", "GB-ENG"] { #expect(ConsentLedger.isJurisdictionCode(code), "\(code)") }
+        for text in ["jane@example.com", "E", "EUROPE", "US-", "US-CALI", "1A", "de ca"] {
+            #expect(throws: ConsentError.self, "\(text)") {
+                try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop", principal: "p",
+                                       method: .banner, noticeVersion: "2026-01", jurisdiction: text)
+            }
+        }
     }
 
     /// Item 5: consent given under a notice older than one that requires re-consent, or under an older version of
@@ -149,7 +157,8 @@ struct LedgerFixture {
         try f.record(1, "personalization", true)
         try f.record(2, "marketing", true)
         var files = try PolicyParser.Files.read(directory: policiesDirectory)
-        files.notices["2026-06"] = Array("---\nrequires_reconsent: true\n---\n# Personalization notice (version 2026-06)\n".utf8)
+        // Windows line ends and a byte order mark must not hide the rule.
+        files.notices["2026-06"] = Array("\u{FEFF}---\r\nrequires_reconsent: true\r\n---\r\n# Personalization notice (version 2026-06)\r\n".utf8)
         let reconsent = ConsentLedger(policy: try PolicyParser.parse(files))
         let decide = { (ledger: ConsentLedger, n: Int, purpose: String) in
             try f.store.pool.read { try ledger.decision(token: f.token(n), purpose: purpose, at: Date(), in: $0) }

@@ -18,6 +18,12 @@ struct BrokenPolicy: Sendable, CustomTestStringConvertible {
 }
 
 let brokenPolicies: [BrokenPolicy] = [
+    BrokenPolicy(label: "a notice not named YYYY-MM", file: "notices/v10.md", line: 0, reasonContains: "YYYY-MM") {
+        $0.notices["v10"] = Array("# notice\n".utf8)
+    },
+    BrokenPolicy(label: "front matter never closed", file: "notices/2026-07.md", line: 1, reasonContains: "never closed") {
+        $0.notices["2026-07"] = Array("---\nrequires_reconsent: true\n# notice\n".utf8)
+    },
     BrokenPolicy(label: "namespace in two identity groups", file: "identities.yaml", line: 3, reasonContains: "namespace 'y' is in groups") {
         $0.identities = "shared_identities:\n  a: [x, y]\n  b: [y, z]\n"
     },
