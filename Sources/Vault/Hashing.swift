@@ -29,6 +29,31 @@ public enum Hash {
     }
 }
 
+extension Hash {
+    /// Bytes in a SHA-256 digest.
+    public static let sha256Count = 32
+
+    /// SHA-256 of `bytes` (libsodium's crypto_hash_sha256): for formats that prescribe it, such as RFC 6962
+    /// Merkle trees. Veil's own hashes are BLAKE2b.
+    public static func sha256(_ bytes: [UInt8]) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: sha256Count) { out, initialized in
+            bytes.withUnsafeBytes { sha256(UnsafeRawBufferPointer($0), into: UnsafeMutableRawBufferPointer(out)) }
+            initialized = sha256Count
+        }
+    }
+
+    /// SHA-256 of `input` written to the first 32 bytes of `output`, without allocating: for hot loops that hash
+    /// millions of small inputs.
+    public static func sha256(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
+        precondition(output.count >= sha256Count, "a SHA-256 digest needs 32 bytes")
+        Sodium.ensureReady()
+        let status = crypto_hash_sha256(
+            output.baseAddress!.assumingMemoryBound(to: UInt8.self),
+            input.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(input.count))
+        precondition(status == 0, "SHA-256 cannot fail")
+    }
+}
+
 /// Deterministic sub-keys from a master key (crypto_kdf). Suited to per-purpose keys;
 /// never to per-subject erasure keys, which must be random so that deleting them destroys data.
 public enum KeyDerivation {
