@@ -27,6 +27,7 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var retentionInterval: Double?
     public var logLevel: String?
     public var headerTimeout: Double?
+    public var bodyTimeout: Double?
     public var idleTimeout: Double?
     public var maxConnections: Int?
 
@@ -68,7 +69,7 @@ public struct VeilConfiguration: Sendable, Equatable {
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
         if let node = top["server"] {
             let s = try r.mapping(node, "server", keys: ["host", "port", "tls_cert", "tls_key", "retrain_interval_s", "retention_interval_s", "log_level",
-                                                         "header_timeout_s", "idle_timeout_s", "max_connections"])
+                                                         "header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections"])
             config.host = try s["host"].map { try r.string($0, "server.host") }
             config.port = try s["port"].map { try r.int($0, "server.port", 0...65535) }
             config.tlsCertificate = try s["tls_cert"].map { try r.string($0, "server.tls_cert") }
@@ -77,6 +78,7 @@ public struct VeilConfiguration: Sendable, Equatable {
             config.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
             config.logLevel = try s["log_level"].map { try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) }
             config.headerTimeout = try s["header_timeout_s"].map { try r.double($0, "server.header_timeout_s", ServerConfiguration.timeoutRange) }
+            config.bodyTimeout = try s["body_timeout_s"].map { try r.double($0, "server.body_timeout_s", ServerConfiguration.timeoutRange) }
             config.idleTimeout = try s["idle_timeout_s"].map { try r.double($0, "server.idle_timeout_s", ServerConfiguration.timeoutRange) }
             config.maxConnections = try s["max_connections"].map { try r.int($0, "server.max_connections", ServerConfiguration.maxConnectionsRange) }
         }

@@ -24,6 +24,11 @@ public struct ServerConfiguration: Sendable {
     /// and sends nothing, is disconnected. Real clients send a head in one packet: 10 s leaves room for a slow mobile
     /// link and a handshake, yet makes holding a connection cost an attacker a new one every 10 s.
     public var headerTimeout: TimeInterval = 10
+    /// Seconds a client has to deliver a request's whole body, from the arrival of its head to the body's end. Without
+    /// it a body trickled a byte at a time (each byte restarts the idle timeout) holds a connection for ever, even after
+    /// the handler has answered: the server reads a body to its end before the next request. Bodies are at most 1 MiB:
+    /// 30 s still admits a 35 KB/s link.
+    public var bodyTimeout: TimeInterval = 30
     /// Seconds a keep-alive connection may wait for its next request (and the longest pause within a request body)
     /// before it is closed. 75 s, as nginx: longer than the 60 s idle timeout of common proxies and load balancers, so
     /// the proxy closes an idle connection first and never sends a request on one the gateway is closing.
@@ -192,12 +197,13 @@ public enum GatewayServer {
         }
     }
 
-    /// HTTP/1.1 with the slow-client limits: the header timeout (`RequestHeadTimeoutHandler`) and Hummingbird's idle
-    /// timeout (between requests and within a body; it never cuts a handler that is still answering).
+    /// HTTP/1.1 with the slow-client limits: the header and body deadlines (`RequestDeadlineHandler`) and
+    /// Hummingbird's idle timeout (between requests and within a body; it never cuts a handler that is still answering).
     static func serverBuilder(_ configuration: ServerConfiguration, logger: Logger) throws -> HTTPServerBuilder {
         let headerTimeout = TimeAmount.interval(configuration.headerTimeout)
+        let bodyTimeout = TimeAmount.interval(configuration.bodyTimeout)
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: headerTimeout, logger: logger)],
+            additionalChannelHandlers: [RequestDeadlineHandler(timeout: headerTimeout, bodyTimeout: bodyTimeout, logger: logger)],
             idleTimeout: .interval(configuration.idleTimeout))
         let builder = HTTPServerBuilder { responder in
             HeadTimedHTTP1Channel(base: HTTP1Channel(responder: responder, configuration: http1))
@@ -246,88 +252,173 @@ struct HeadTimedHTTP1Channel: ServerChildChannel {
     }
 }
 
-/// Tells the connection's `RequestHeadTimeoutHandler` that the client sent bytes; passes them on untouched.
+/// Tells the connection's `RequestDeadlineHandler` that the client sent bytes; passes them on untouched.
 final class RequestBytesObserver: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    weak var headTimeout: RequestHeadTimeoutHandler?
+    weak var deadlines: RequestDeadlineHandler?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        headTimeout?.bytesArrived()
+        deadlines?.bytesArrived()
         context.fireChannelRead(data)
     }
 }
 
-/// Closes a connection whose request head is not complete `timeout` after the connection was accepted, or after the
-/// first byte of a later request arrived (slowloris: heads sent a byte at a time, or never finished). Between
-/// requests, while no byte comes, the idle timeout applies instead; once a head is in, the body and the handler are
-/// not timed here. Bytes of the next request that arrive together with the end of the previous one start no clock:
-/// that head is bounded by the idle timeout.
-final class RequestHeadTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// The deadlines of a request, and the connection's end when a response comes before the request's body.
+///
+/// Head: closes a connection whose request head is not complete `timeout` after the connection was accepted, or after
+/// the first byte of a later request arrived (slowloris: heads sent a byte at a time, or never finished). Between
+/// requests, while no byte comes, the idle timeout applies instead. Bytes of the next request that arrive together
+/// with the end of the previous one start no clock: that head is bounded by the idle timeout.
+///
+/// Body: closes a connection whose request body has not ended `bodyTimeout` after its head arrived (a body trickled,
+/// or never sent), whether the handler is still reading it (it gets an error) or has answered and Hummingbird is
+/// reading the rest before the next request. Once the body has ended, the handler is not timed.
+///
+/// One timer at most, armed when a read ends with a clock running: a request that arrives whole (the usual case)
+/// schedules nothing.
+///
+/// A response whose head is written before its request's body ended (a 401, 403 or 413 answered early) says
+/// `Connection: close`, and the connection is closed once that response is written and that body has ended (or the
+/// body deadline passed): the client does not reuse it, and is not reset while still sending. Pipelined requests are
+/// counted, so an answer to an earlier request is never taken for one to the request whose body is coming.
+final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// Which deadline runs.
+    private enum Phase {
+        /// Between requests, no byte of the next one yet (or only bytes that came with the previous one's end).
+        case idle
+        /// Waiting for a request head: since the accept, or since the first byte of a later request.
+        case head
+        /// The head is in, the body has not ended.
+        case body
+    }
 
     let timeout: TimeAmount
+    let bodyTimeout: TimeAmount
     let logger: Logger
-    /// No head since the accept or since the end of the last request.
-    private var betweenRequests = true
+    private var phase = Phase.idle
+    /// When the running phase's clock runs out (meaningless while `idle`).
+    private var deadline = NIODeadline.distantFuture
+    /// Armed for `deadline`; cancelled whenever the phase changes.
     private var timer: Scheduled<Void>?
+    /// Request heads and ends read, non-informational response heads written (wrapping counts: only compared).
+    private var requests = 0, ended = 0, responses = 0
+    /// The request whose response began before its body ended: the connection closes once both are done.
+    private var closeAfter: Int?
+    private var closingResponseWritten = false
     private var context: ChannelHandlerContext?
 
-    init(timeout: TimeAmount, logger: Logger) {
+    init(timeout: TimeAmount, bodyTimeout: TimeAmount, logger: Logger) {
         self.timeout = timeout
+        self.bodyTimeout = bodyTimeout
         self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        (try? context.pipeline.syncOperations.handler(type: RequestBytesObserver.self))?.headTimeout = self
-        if context.channel.isActive { start() }
+        (try? context.pipeline.syncOperations.handler(type: RequestBytesObserver.self))?.deadlines = self
+        if context.channel.isActive { accepted() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        stop()
+        disarm()
         self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        start()
+        accepted()
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        stop()
+        disarm()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var closeNow = false
         switch unwrapInboundIn(data) {
         case .head:
-            betweenRequests = false
-            stop()
+            requests &+= 1
+            enter(.body, for: bodyTimeout)
         case .body:
             break
         case .end:
-            betweenRequests = true
+            ended &+= 1
+            enter(.idle, for: nil)
+            closeNow = ended == closeAfter && closingResponseWritten
         }
         context.fireChannelRead(data)
+        if closeNow { context.close(promise: nil) }
+    }
+
+    /// A read ended: a clock still running gets its timer (the parts of a request that came whole have started and
+    /// stopped their clocks already).
+    func channelReadComplete(context: ChannelHandlerContext) {
+        arm()
+        context.fireChannelReadComplete()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var response) where response.status.kind != .informational:
+            responses &+= 1
+            // The answer to the latest request, whose body has not ended.
+            if responses == requests, ended != requests, closeAfter == nil {
+                closeAfter = requests
+                response.headerFields[.connection] = "close"
+                context.write(wrapOutboundOut(.head(response)), promise: promise)
+            } else {
+                context.write(data, promise: promise)
+            }
+        case .end where closeAfter != nil && !closingResponseWritten:
+            // Closed once written: closing earlier would drop what is still queued.
+            let written = promise ?? context.eventLoop.makePromise()
+            written.futureResult.assumeIsolated().whenComplete { [self] _ in
+                closingResponseWritten = true
+                if ended == closeAfter { context.close(promise: nil) }
+            }
+            context.write(data, promise: written)
+        default:
+            context.write(data, promise: promise)
+        }
     }
 
     /// The client sent bytes: when they begin a new request, its head's clock starts.
     func bytesArrived() {
-        if betweenRequests { start() }
+        if phase == .idle { enter(.head, for: timeout) }
     }
 
-    private func start() {
-        guard timer == nil, let context else { return }
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+    private func accepted() {
+        guard phase == .idle, timer == nil else { return }
+        enter(.head, for: timeout)
+        arm()  // no read may ever come
+    }
+
+    /// Changes phase; `timeout` starts the new phase's clock now.
+    private func enter(_ next: Phase, for timeout: TimeAmount?) {
+        disarm()
+        phase = next
+        if let timeout { deadline = .now() + timeout }
+    }
+
+    private func arm() {
+        guard phase != .idle, timer == nil, let context else { return }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             timer = nil
-            logger.debug("closed a connection whose request head did not arrive in time", metadata: ["timeout_ms": "\(timeout.nanoseconds / 1_000_000)"])
+            let what = phase == .head ? "request head" : "request body"
+            let limit = phase == .head ? timeout : bodyTimeout
+            logger.debug("closed a connection whose \(what) did not arrive in time", metadata: ["timeout_ms": "\(limit.nanoseconds / 1_000_000)"])
             context.close(promise: nil)
         }
     }
 
-    private func stop() {
+    private func disarm() {
         timer?.cancel()
         timer = nil
     }

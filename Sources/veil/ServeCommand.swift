@@ -20,6 +20,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).") var logLevel: String?
     @Option(help: "Seconds a client has to send a complete request head, from the connect or the request's first byte (default 10).")
     var headerTimeout: Double?
+    @Option(help: "Seconds a client has to send a request's whole body, from the arrival of its head (default 30).")
+    var bodyTimeout: Double?
     @Option(help: "Seconds an idle keep-alive connection stays open between requests (default 75).") var idleTimeout: Double?
     @Option(help: "Open connections at most; more wait in the listen backlog until one closes (default 4096).") var maxConnections: Int?
 
@@ -30,6 +32,9 @@ struct ServeCommand: AsyncParsableCommand {
         let timeouts = ServerConfiguration.timeoutRange, connections = ServerConfiguration.maxConnectionsRange
         if let headerTimeout, !timeouts.contains(headerTimeout) {
             throw ValidationError("--header-timeout must be a number of seconds from \(timeouts.lowerBound) to \(timeouts.upperBound)")
+        }
+        if let bodyTimeout, !timeouts.contains(bodyTimeout) {
+            throw ValidationError("--body-timeout must be a number of seconds from \(timeouts.lowerBound) to \(timeouts.upperBound)")
         }
         if let idleTimeout, !timeouts.contains(idleTimeout) {
             throw ValidationError("--idle-timeout must be a number of seconds from \(timeouts.lowerBound) to \(timeouts.upperBound)")
@@ -51,6 +56,7 @@ struct ServeCommand: AsyncParsableCommand {
         server.retrainInterval = retrainInterval ?? config.retrainInterval ?? server.retrainInterval
         server.retentionInterval = retentionInterval ?? config.retentionInterval ?? server.retentionInterval
         server.headerTimeout = headerTimeout ?? config.headerTimeout ?? server.headerTimeout
+        server.bodyTimeout = bodyTimeout ?? config.bodyTimeout ?? server.bodyTimeout
         server.idleTimeout = idleTimeout ?? config.idleTimeout ?? server.idleTimeout
         server.maxConnections = maxConnections ?? config.maxConnections ?? server.maxConnections
         ensureOpenFiles(for: server.maxConnections, logger: logger)
