@@ -192,6 +192,18 @@ public final class PromotionBandits: Sendable {
         }
     }
 
+    /// Forgets the exposures still awaiting a reward that name `token` (a withdrawal or an erasure).
+    public func forget(token: String) {
+        let prefix = token + "|"
+        state.withLock { s in s.pending = s.pending.filter { !$0.key.hasPrefix(prefix) } }
+    }
+
+    /// Exposures of `token` still awaiting a reward (what the bandits hold about a subject, for a test or a record).
+    public func pendingExposures(of token: String) -> Int {
+        let prefix = token + "|"
+        return state.withLock { s in s.pending.keys.filter { $0.hasPrefix(prefix) }.count }
+    }
+
     /// A click, add-to-cart or purchase of `item` by `token`: rewards the exposure that showed it.
     func reward(token: String, item: String, at: Date) {
         state.withLock { s in

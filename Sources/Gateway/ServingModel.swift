@@ -78,7 +78,7 @@ public struct ServingModel: Sendable {
     public let sessionWeight: Float
     /// Age bands inferred for training subjects who gave none, by token. Used for segment counts only;
     /// an export lists them as inferred, never as facts.
-    public let imputedAgeBands: [String: KNNImputer.Imputed]
+    public internal(set) var imputedAgeBands: [String: KNNImputer.Imputed]
     /// Behaviour segments (k-means, k by silhouette) for per-segment strategies; nil with too few subjects.
     public let segmentModel: SegmentModel?
     /// Per item: whether each configured strategy favours it (strategy → mask).
@@ -246,6 +246,20 @@ public final class ModelRegistry: Sendable {
     /// Makes `model` the one every subject gets (and ends any canary).
     public func swap(_ model: ServingModel) { current.withLock { $0 = (model, nil) } }
     public func setCanary(_ model: ServingModel) { current.withLock { $0.canary = model } }
+
+    /// Drops what the served models (stable and canary) hold about these subjects alone, before a withdrawal or an
+    /// erasure returns: the values inferred about them. Item-side parameters they shaped stay until the next
+    /// retrain (issue #22).
+    public func forget(_ tokens: Set<String>) {
+        current.withLock { state in
+            func stripped(_ model: ServingModel?) -> ServingModel? {
+                guard var model, tokens.contains(where: { model.imputedAgeBands[$0] != nil }) else { return model }
+                for token in tokens { model.imputedAgeBands[token] = nil }
+                return model
+            }
+            state = (stripped(state.stable), stripped(state.canary))
+        }
+    }
     public func dropCanary() { current.withLock { $0.canary = nil } }
 }
 

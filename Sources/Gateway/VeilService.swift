@@ -236,6 +236,8 @@ public final class VeilService: Sendable {
         }
         cache.drop(token: token.rawValue)
         for member in person { cache.drop(token: member.rawValue) }
+        // Any withdrawal (GPC withdraws marketing): the bandits' exposures and the models' inferences about them go.
+        if change?.granted == false || gpc { forgetInModels(person.isEmpty ? [token] : person) }
         if shredNeeded { await scrubWAL(after: "consent withdrawal") }
         // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
         try await store.syncWAL()
@@ -474,6 +476,15 @@ public final class VeilService: Sendable {
         }
     }
 
+    /// What the served models and the bandits hold about these subjects alone goes before a withdrawal or an
+    /// erasure returns (imputed values, exposures awaiting a reward). Experiment assignments are a hash of the
+    /// token, held nowhere.
+    func forgetInModels(_ tokens: [SubjectToken]) {
+        guard !tokens.isEmpty else { return }
+        models.forget(Set(tokens.map(\.rawValue)))
+        for token in tokens { promotions.forget(token: token.rawValue) }
+    }
+
     /// Empties the WAL after shredding so no old page image stays in it; when a reader keeps it busy, says so in
     /// the log (the store retries until it succeeds) and returns false.
     @discardableResult
@@ -519,6 +530,7 @@ public final class VeilService: Sendable {
         try await store.syncWAL()
         for member in person { cache.drop(token: member.rawValue) }
         cache.drop(token: token.rawValue)
+        forgetInModels(person)
         cache.forgetLinks()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.
         guard await scrubWAL(after: "erasure") else { throw GatewayError.erasureNotScrubbed }

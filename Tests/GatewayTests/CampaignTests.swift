@@ -22,6 +22,32 @@ import Testing
         #expect(context.vector.count == 8 + PromotionContext.segmentSlots)
     }
 
+    /// Issue #22: exposures awaiting a reward name the subject's token; a marketing withdrawal, a GPC signal or an
+    /// erasure removes them before the call returns.
+    @Test func aWithdrawalOrAnErasureForgetsTheBanditsExposuresOfTheSubject() async throws {
+        let campaign = Campaign(name: "launch", items: ["sku-9", "sku-19"], start: Date(timeIntervalSince1970: 0), maxBoost: 3)
+        let f = try GatewayFixture(cacheTTL: 0, campaigns: [campaign])
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 12)
+            let subjects = (0..<3).map { "shopper-\($0)@example.com" }
+            for subject in subjects {
+                #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(subject, "marketing")).status == 201)
+                let path = subject.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+                #expect(try await client.call(.get, "/v1/recommendations/\(path)?k=4", key: f.keys["recommendation-client"]).status == 200)
+                #expect(f.service.promotions.pendingExposures(of: f.token(subject).rawValue) == 1, "\(subject) has an exposure awaiting its reward")
+            }
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(subjects[0], "marketing", granted: false)).status == 201)
+            var gpc = consent(subjects[1])
+            gpc["purpose"] = nil
+            gpc["granted"] = nil
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: gpc, headers: ["Sec-GPC": "1"]).status == 201)
+            #expect(try await client.call(.post, "/v1/subjects/shopper-2%40example.com/erase", key: f.keys["compliance-officer"]).status == 200)
+            for subject in subjects {
+                #expect(f.service.promotions.pendingExposures(of: f.token(subject).rawValue) == 0, "\(subject)'s exposure outlived its withdrawal")
+            }
+        }
+    }
+
     /// Promotions use the subject's data only with marketing consent; the bandit learns that stronger boosts earn
     /// clicks on promoted items and shifts its choices there.
     @Test func promotionsNeedMarketingConsentAndTheBanditLearnsFromClicks() async throws {

@@ -3,6 +3,7 @@ import Gateway
 import Hummingbird
 import HummingbirdTesting
 import Recommender
+import Storage
 import Testing
 
 func profileEvent(_ id: String, _ subject: String, age: Int, location: String, device: String) -> [String: Any] {
@@ -183,6 +184,11 @@ func specifiedCatalog() -> [[String: Any]] {
             let given = try await client.call(.get, "/v1/subjects/seg-0/export", key: f.keys["compliance-officer"])
             #expect((given.json["imputed"] as? [Any])?.isEmpty == true)
             #expect(f.service.models.model?.behaviourScaler.kind == .zScore)
+            // Issue #22: a withdrawal takes the inference about the subject out of the served model before it returns.
+            let token = f.token("no-age").rawValue
+            #expect(f.service.models.model?.imputedAgeBands[token] != nil)
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("no-age", granted: false)).status == 201)
+            #expect(f.service.models.model?.imputedAgeBands[token] == nil, "the served model still holds what it inferred about a withdrawn subject")
         }
     }
 }
