@@ -507,7 +507,8 @@ public final class VeilService: Sendable {
         let person = try await store.pool.write { db -> [SubjectToken] in
             let person = try linker.person(of: token, in: db)
             for member in person {
-                for purpose in try ledger.grantedPurposes(token: member, in: db) where policy.purposes[purpose]?.requiresConsent ?? true {
+                // A purpose the policy no longer names is never allowed (and the ledger cannot record an event for it).
+                for purpose in try ledger.grantedPurposes(token: member, in: db) where policy.purposes[purpose]?.requiresConsent == true {
                     let event = try ledger.makeEvent(token: member, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
                                                      principal: principal.name, method: .api, noticeVersion: policy.currentNotice,
                                                      jurisdiction: ConsentLedger.unspecifiedJurisdiction)

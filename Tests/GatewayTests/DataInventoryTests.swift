@@ -3,6 +3,7 @@ import GRDB
 import Gateway
 import Hummingbird
 import HummingbirdTesting
+import Policy
 import Pseudonymization
 import Storage
 import Testing
@@ -115,6 +116,28 @@ import Testing
             try Int.fetchOne(db, sql: "SELECT count(*) FROM consent_state WHERE granted = 1 AND token IN (?, ?, ?)", arguments: StatementArguments(tokens.map(\.rawValue)))
         }
         #expect(granted == 0, "a grant of a linked token survived the erasure")
+    }
+
+    /// A grant of a purpose the policy has since dropped cannot be withdrawn on the record (the ledger refuses an
+    /// unknown purpose) and is never allowed: the erasure must go through regardless.
+    @Test func anErasureSucceedsWhenAGrantedPurposeWasRemovedFromThePolicy() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            let granted = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("gone-purpose", "marketing"))
+            #expect(granted.status == 201)
+        }
+        let policies = f.root + "/Policies-without-marketing"
+        try FileManager.default.copyItem(atPath: f.service.paths.policiesDirectory, toPath: policies)
+        let purposes = try String(contentsOfFile: policies + "/purposes.yaml", encoding: .utf8)
+        let marketing = try #require(purposes.range(of: "  - name: marketing\n"))
+        try String(purposes[..<marketing.lowerBound]).write(toFile: policies + "/purposes.yaml", atomically: true, encoding: .utf8)
+        let restarted = try VeilService(paths: RuntimePaths(dataDirectory: f.service.paths.dataDirectory, keysDirectory: f.service.paths.keysDirectory,
+                                                            policiesDirectory: policies), passphrase: nil)
+        #expect(restarted.policy.purposes["marketing"] == nil)
+        try await Application(router: GatewayRouter.build(service: restarted)).test(.router) { client in
+            let r = try await client.call(.post, "/v1/subjects/gone-purpose/erase", key: f.keys["compliance-officer"])
+            #expect(r.status == 200, "\(r.body)")
+        }
     }
 
     @Test func aWithdrawalShredsWhatALinkedIdWroteBeforeItsLink() async throws {
