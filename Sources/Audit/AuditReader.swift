@@ -40,6 +40,13 @@ public struct AuditVerification: Sendable, Equatable, Codable {
     public var firstBadSequence: Int64?
     public var reason: String?
     public var intact: Bool { firstBadSequence == nil }
+    /// What "intact" can mean for a log checked against itself alone: said with every result, so nobody reads more
+    /// into it.
+    public var proves = AuditVerification.withoutTrustedHead
+
+    public static let withoutTrustedHead = "internal consistency only: the chain and the signed checkpoints stored in this same file agree; "
+        + "a log cut after its last kept checkpoint, with the later checkpoints deleted, verifies too. Detecting that needs a "
+        + "signed head kept elsewhere, which Veil does not support yet"
 }
 
 /// Read-only access to an audit database: query, verify, export. Works on a copy of the file too.

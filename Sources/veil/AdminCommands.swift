@@ -86,7 +86,8 @@ struct AuditCommand: ParsableCommand {
             }
             let unsigned = result.entries - result.signedThrough
             print("audit log intact: \(result.entries) entries, \(result.checkpoints) signed checkpoints, signed through entry \(result.signedThrough)"
-                  + (unsigned > 0 ? "; the newest \(unsigned) are chained but not yet signed (the server signs every \(AuditLog.defaultCheckpointInterval) entries, on audit export and at shutdown)" : ""))
+                  + (unsigned > 0 ? "; the newest \(unsigned) are chained but not yet signed (the server signs every \(AuditLog.defaultCheckpointInterval) entries, on audit export and at shutdown)" : "")
+                  + "\nthis proves \(result.proves)")
         }
     }
 

@@ -164,6 +164,8 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
             // The signatures reach to within one checkpoint interval (50 in the fixture) of the head.
             let entries = verify.json["entries"] as? Int ?? 0, signed = verify.json["signedThrough"] as? Int ?? -1
             #expect(signed >= 0 && signed <= entries && entries - signed < 50)
+            // And the answer says what it cannot prove: a log checked against itself alone.
+            #expect((verify.json["proves"] as? String)?.hasPrefix("internal consistency only") == true)
         }
         // The restored copy still holds shopper-4's ciphertext rows; with the key store as it now is, none opens.
         let restored = try VeilService(paths: RuntimePaths(dataDirectory: backupDirectory, keysDirectory: f.root + "/Keys",
