@@ -168,6 +168,18 @@ public final class VeilService: Sendable {
         return existed
     }
 
+    /// Links made before links were scoped to a tenant may join subjects of two namespaces: counts them, or (with
+    /// `undo`) removes them all, audited. Their subjects keep their own tokens from then on.
+    public func legacyLinks(undo: Bool, actor: String) async throws -> Int {
+        guard undo else { return try await store.pool.read { try linker.legacyLinkCount(in: $0) } }
+        let removed = try await store.pool.write { try linker.undoLegacyLinks(in: $0) }
+        try await store.syncWAL()
+        cache.clear()
+        try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "links made before links were scoped",
+                                           outcome: .unlinked, reason: "\(removed) legacy links removed"))
+        return removed
+    }
+
     func unlinkInTransaction(_ token: SubjectToken) throws -> Bool {
         try store.pool.write { try linker.unlink(token, in: $0) }
     }

@@ -51,6 +51,10 @@ public struct IdentityLinker: Sendable {
             migrator.registerMigration("pseudonymization.v2.scoped_match_keys") { db in
                 try db.execute(sql: "DELETE FROM match_keys")
             }
+            // Links record their scope; NULL marks a link made before links were scoped, which may cross tenants.
+            migrator.registerMigration("pseudonymization.v3.link_scope") { db in
+                try db.execute(sql: "ALTER TABLE identity_links ADD COLUMN scope TEXT")
+            }
         }
     }
 
@@ -112,6 +116,29 @@ public struct IdentityLinker: Sendable {
         return current
     }
 
+    /// The canonical token of `token` for a new link in `scope`: the chain is followed only through links made in
+    /// that same scope, so a new link never inherits one of another tenant or one made before links were scoped.
+    func canonical(_ token: SubjectToken, within scope: String, in db: Database) throws -> SubjectToken {
+        var current = token
+        var seen: Set<SubjectToken> = [token]
+        while let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT canonical, scope FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
+              (row["scope"] as String?) == scope, let next = SubjectToken(rawValue: row["canonical"]), seen.insert(next).inserted {
+            current = next
+        }
+        return current
+    }
+
+    /// Links made before links were scoped (they may cross tenants): how many remain.
+    public func legacyLinkCount(in db: Database) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT count(*) FROM identity_links WHERE scope IS NULL") ?? 0
+    }
+
+    /// Removes every link made before links were scoped. Returns how many.
+    public func undoLegacyLinks(in db: Database) throws -> Int {
+        try db.execute(sql: "DELETE FROM identity_links WHERE scope IS NULL")
+        return db.changesCount
+    }
+
     /// Every token of the person `token` belongs to: its canonical token and every token linked to it, directly or
     /// through a chain. Erasure, withdrawal and export reach all of them.
     public func person(of token: SubjectToken, in db: Database) throws -> [SubjectToken] {
@@ -137,7 +164,7 @@ public struct IdentityLinker: Sendable {
             let k = matchKey("email", scope: scope, email)
             if let other = try String.fetchOne(db.cachedStatement(sql: "SELECT token FROM match_keys WHERE kind = 'email' AND key = ? AND token <> ? LIMIT 1"),
                                                arguments: [k, token.rawValue]).flatMap(SubjectToken.init(rawValue:)) {
-                found = Link(token: token, canonical: try canonical(other, in: db), rule: "email", score: 1)
+                found = Link(token: token, canonical: try canonical(other, within: scope, in: db), rule: "email", score: 1)
             }
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO match_keys (kind, key, token) VALUES ('email', ?, ?)").execute(arguments: [k, token.rawValue])
         }
@@ -150,7 +177,7 @@ public struct IdentityLinker: Sendable {
                     let theirs = Set(((row["name_grams"] as String?) ?? "").split(separator: ",").map(String.init))
                     let score = Self.similarity(grams, theirs)
                     if score >= threshold, score > (found?.score ?? 0), let other = SubjectToken(rawValue: row["token"]) {
-                        found = Link(token: token, canonical: try canonical(other, in: db), rule: "name+postcode", score: score)
+                        found = Link(token: token, canonical: try canonical(other, within: scope, in: db), rule: "name+postcode", score: score)
                     }
                 }
             }
@@ -158,8 +185,8 @@ public struct IdentityLinker: Sendable {
                 .execute(arguments: [k, token.rawValue, grams.sorted().joined(separator: ",")])
         }
         guard let link = found, link.canonical != token else { return nil }
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO identity_links (token, canonical, rule, score, created_at) VALUES (?, ?, ?, ?, ?)")
-            .execute(arguments: [token.rawValue, link.canonical.rawValue, link.rule, link.score, Int64(Date().timeIntervalSince1970)])
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [token.rawValue, link.canonical.rawValue, link.rule, link.score, Int64(Date().timeIntervalSince1970), scope])
         return link
     }
 

@@ -48,7 +48,7 @@ struct ImportCommand: AsyncParsableCommand {
 
 struct LinkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "link", abstract: "Identity linkage across sources (admin; audited).", subcommands: [Add.self, Undo.self])
+        commandName: "link", abstract: "Identity linkage across sources (admin; audited).", subcommands: [Add.self, Undo.self, Legacy.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -80,6 +80,18 @@ struct LinkCommand: AsyncParsableCommand {
         func run() async throws {
             let existed = try await openService(common).unlinkSubject(subject, namespace: namespace, actor: "cli")
             print(existed ? "link undone" : "the subject had no link")
+        }
+    }
+
+    struct Legacy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Count (or, with --undo, remove) the links made before links were scoped to a tenant; they may join subjects of two namespaces.")
+        @OptionGroup var common: CommonOptions
+        @Flag(help: "Remove them all (audited); their subjects keep their own tokens from then on.") var undo = false
+
+        func run() async throws {
+            let n = try await openService(common).legacyLinks(undo: undo, actor: "cli")
+            print(undo ? "removed \(n) links made before links were scoped" : "\(n) links made before links were scoped remain; `veil link legacy --undo` removes them")
         }
     }
 }

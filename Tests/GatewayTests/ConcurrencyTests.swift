@@ -6,6 +6,7 @@ import Hummingbird
 import HummingbirdTesting
 import Policy
 import Pseudonymization
+import Storage
 import Testing
 
 @Suite struct ConcurrencyTests {
@@ -123,6 +124,24 @@ final class WriteLockHolder: Sendable {
 }
 
 @Suite struct IdentityLinkageFlowTests {
+    /// A link made before links were scoped (here: forged into the table as such a link would look, joining a
+    /// subject of tenant A to one of tenant B) must not carry a new link of tenant A across; the operator can find and
+    /// remove such links.
+    @Test func aNewLinkNeverInheritsALinkMadeBeforeLinksWereScoped() async throws {
+        let f = try GatewayFixture()
+        let a = f.service.tokenizer.token(for: "a-old", namespace: "default"), b = f.service.tokenizer.token(for: "b-other", namespace: "tenant-b")
+        _ = try await f.service.linkSubject("a-old", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
+        try await f.service.store.pool.write { db in
+            try db.execute(sql: "INSERT INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, 'email', 1, 0, NULL)",
+                           arguments: [a.rawValue, b.rawValue])
+        }
+        let link = try await f.service.linkSubject("a-new", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
+        #expect(link?.canonical == a, "the new link followed a legacy link into another tenant: \(String(describing: link))")
+        #expect(try await f.service.legacyLinks(undo: false, actor: "test") == 1)
+        #expect(try await f.service.legacyLinks(undo: true, actor: "test") == 1)
+        #expect(try await f.service.legacyLinks(undo: false, actor: "test") == 0)
+    }
+
     /// Issue #21, item 3, as it was found: two tenants link their own subjects with the same e-mail (or the same name
     /// and postcode). Tenant B's recommendation client must not get A's subject's personalized list, and B's app must
     /// not read A's consent state.
