@@ -180,4 +180,36 @@ import Testing
             #expect(!reads.body.contains("shopper-1@example.com"))
         }
     }
+
+    /// Privacy check 9: an erasure empties the subject's cached list (as a withdrawal does) before it returns.
+    @Test func anErasureEmptiesTheCachedListBeforeItReturns() async throws {
+        let f = try GatewayFixture(cacheTTL: 600)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 6)
+            let uri = "/v1/recommendations/shopper-1%40example.com?k=4", key = f.keys["recommendation-client"]
+            #expect(try await client.call(.get, uri, key: key).json["personalized"] as? Bool == true)
+            #expect(f.service.cache.contains(token: f.token("shopper-1@example.com").rawValue))
+            #expect(try await client.call(.post, "/v1/subjects/shopper-1%40example.com/erase", key: f.keys[Self.officer]).status == 200)
+            #expect(!f.service.cache.contains(token: f.token("shopper-1@example.com").rawValue))
+            let after = try await client.call(.get, uri, key: key)
+            #expect(after.json["personalized"] as? Bool == false)
+            #expect(try await CacheTests.hitsAndMisses(client).hits == 0)
+        }
+    }
+
+    /// Privacy check 2: a denial is on the record with the outcome `denied` and the rule that decided it.
+    @Test func aDenialIsAuditedWithTheRuleThatDecidedIt() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            let denied = try await client.call(.get, "/v1/subjects/u-1/export", key: f.keys["recommendation-client"])
+            #expect(denied.status == 403)
+            let entries = try await client.call(.get, "/v1/audit?outcome=denied", key: f.keys[Self.officer])
+            let records = (entries.json["entries"] as? [[String: Any]] ?? []).compactMap { $0["record"] as? [String: Any] }
+            let record = try #require(records.first { $0["requestID"] as? String == denied.headers[HTTPField.Name("X-Request-Id")!] })
+            #expect(record["outcome"] as? String == "denied")
+            #expect(record["action"] as? String == "subjects:export")
+            #expect((record["reason"] as? String)?.contains("role lacks subjects:export") == true, "\(record)")
+            #expect(record["role"] as? String == "recommendation-client")
+        }
+    }
 }
