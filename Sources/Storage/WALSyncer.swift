@@ -66,8 +66,7 @@ public final class WALSyncer: Sendable {
     }
 
     private func syncOnce() throws {
-        let fd = try descriptor()
-        guard fd >= 0 else { return }  // no WAL file: nothing committed is outside the synced main file
+        guard let fd = try descriptor() else { return }  // no WAL file: nothing committed is outside the synced main file
         let sync = syncFunction.withLock { $0 }
         guard sync(fd) == 0 else {
             let code = errno
@@ -76,11 +75,13 @@ public final class WALSyncer: Sendable {
         state.withLock { $0.syncs += 1 }
     }
 
-    /// The WAL's descriptor, reopened if the file was replaced (SQLite deletes it when the last connection closes).
-    private func descriptor() throws -> Int32 {
+    /// The WAL's descriptor, reopened if the file was replaced (SQLite deletes it when the last connection closes);
+    /// nil when there is no WAL file. A WAL that exists and cannot be opened is an error: skipping its sync would
+    /// acknowledge a change that is not on disk.
+    private func descriptor() throws -> Int32? {
         var current = stat()
-        guard stat(path, &current) == 0 else { return -1 }
-        return state.withLock { s -> Int32 in
+        guard stat(path, &current) == 0 else { return nil }
+        let fd = state.withLock { s -> Int32 in
             var held = stat()
             if s.descriptor >= 0, fstat(s.descriptor, &held) == 0, held.st_ino == current.st_ino, held.st_dev == current.st_dev {
                 return s.descriptor
@@ -89,5 +90,7 @@ public final class WALSyncer: Sendable {
             s.descriptor = open(path, O_RDONLY | O_CLOEXEC)
             return s.descriptor
         }
+        guard fd >= 0 else { throw StorageError(.cannotOpen, "cannot open \(path) to sync it (errno \(errno))") }
+        return fd
     }
 }
