@@ -71,26 +71,25 @@ public struct PrincipalStore: Sendable {
     /// before this returns; a revocation by another process (the command line) reaches a running server within
     /// `cacheSeconds`.
     public func revoke(name: String) throws {
-        let changed = try store.pool.write { db -> Int in
-            try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                           arguments: [Int64(Date().timeIntervalSince1970), name])
-            return db.changesCount
-        }
-        // After the commit: a lookup that read the principal before it may not cache it any more (generation).
-        cache.clear()
-        guard changed == 1 else { throw GatewayError(.notFound, "not_found", "no active principal named '\(name)'") }
+        try revoked(name, changed: try store.pool.write { try Self.markRevoked(name, in: $0) })
     }
 
-    /// The same, for a request's task (the write suspends instead of blocking a thread).
+    /// The same, for a request's task (the write suspends instead of blocking a thread); durable before it returns.
     public func revoke(name: String) async throws {
-        let changed = try await store.pool.write { db -> Int in
-            try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                           arguments: [Int64(Date().timeIntervalSince1970), name])
-            return db.changesCount
-        }
+        try revoked(name, changed: try await store.pool.write { try Self.markRevoked(name, in: $0) })
+        try await store.syncWAL()
+    }
+
+    private static func markRevoked(_ name: String, in db: Database) throws -> Int {
+        try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                       arguments: [Int64(Date().timeIntervalSince1970), name])
+        return db.changesCount
+    }
+
+    /// After the commit: a lookup that read the principal before it may not cache it any more (generation).
+    private func revoked(_ name: String, changed: Int) throws {
         cache.clear()
         guard changed == 1 else { throw GatewayError(.notFound, "not_found", "no active principal named '\(name)'") }
-        try await store.syncWAL()
     }
 
     public func list() throws -> [Listing] {

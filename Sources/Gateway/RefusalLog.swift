@@ -3,7 +3,8 @@ import Audit
 import Synchronization
 import Vault
 
-/// How refusals before authentication are recorded and limited per client.
+/// How requests answered without an authenticated principal (no or a bad key, an unknown path, a wrong method) are
+/// recorded and limited per client.
 public struct RefusalLimits: Sendable {
     /// Refusals of one client in one window recorded as entries of their own (durable before the response).
     public var individuallyAudited = 20
@@ -18,7 +19,7 @@ public struct RefusalLimits: Sendable {
     public init() {}
 }
 
-/// Refusals before authentication (no key, an unknown or revoked key), per client and window. A flood of them
+/// Requests answered without an authenticated principal, per client and window. A flood of them
 /// must not fill the disk with one durable audit entry each, and must still be visible to a compliance officer:
 /// the first few of each client and window are entries of their own, the rest are counted and written as one
 /// aggregate entry per client and window when the window ends (``closed(before:)``) or at shutdown (``drain()``).
@@ -123,21 +124,17 @@ extension VeilService {
         return Hash.keyed(Array(client.utf8), key: clientKey, length: 16).hexString
     }
 
-    /// Writes one aggregate entry per client for every window that ended before `now` (or, at shutdown, all).
-    func flushRefusals(all: Bool = false) async throws {
+    /// Writes one aggregate entry per client for every window that ended before `now` (or, at shutdown, all). The
+    /// server calls it from its periodic bookkeeping; tests call it directly.
+    public func flushRefusals(all: Bool = false) async throws {
         let windows = all ? refusals.drain() : refusals.closed(before: Int64(now().timeIntervalSince1970))
         let limits = refusals.limits
         for (client, w) in windows {
             let from = Date(timeIntervalSince1970: Double(w.start)).ISO8601Format()
             try await audit.append(AuditRecord(
-                actor: "anonymous", role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
+                actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
                 reason: "\(w.count) requests answered without authentication in the \(limits.window) s from \(from): "
                     + "\(w.audited) have entries of their own, \(w.limited) were answered 429"))
         }
     }
-}
-
-extension VeilService {
-    /// ``flushRefusals(all:)`` for tests, which cannot wait for the server's periodic bookkeeping.
-    public func flushRefusalsForTests() async throws { try await flushRefusals() }
 }

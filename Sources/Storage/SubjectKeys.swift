@@ -30,8 +30,6 @@ public final class SubjectKeys: Sendable {
                     ) WITHOUT ROWID;
                     """)
             }
-            // The key store becomes a file of its own (attached as `keystore`): a backup of the data file must not
-            // carry the keys that open it. Existing keys move; secure_delete zeroes their old pages in the data file.
             // The key store became a file of its own (attached as `keystore`): a backup of the data file must not carry
             // the keys that open it. `prepare` has copied the keys in a transaction of the key store alone; this drops
             // the data file's copy (secure_delete zeroes its pages) only once every key is in the key store.
@@ -47,12 +45,12 @@ public final class SubjectKeys: Sendable {
         }
     }
 
-    /// Creates the key store's tables and copies keys still in the data file (from before the key store had a file of
-    /// its own), in a transaction that writes the key store alone. Idempotent: it runs at every open, before the
-    /// migrations, so a crash at any point leaves either the old copy or both.
     /// The migration after which the data file holds no key.
     static let keyStoreMigration = "storage.v2.keystore_file"
 
+    /// Creates the key store's tables and copies keys still in the data file (from before the key store had a file of
+    /// its own), in a transaction that writes the key store alone. Idempotent: it runs at every open, before the
+    /// migrations, so a crash at any point leaves either the old copy or both.
     public static func prepareKeyStore(in db: Database) throws {
         try db.execute(sql: """
             CREATE TABLE IF NOT EXISTS keystore.subject_keys (

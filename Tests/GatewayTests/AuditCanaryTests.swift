@@ -56,7 +56,7 @@ import Testing
             #expect(!metrics.contains(canary) && !metrics.contains(encoded), "/metrics holds the canary")
             // Refusals beyond the first few of a window go into one aggregate entry, written once the window ended.
             clock.advance(120)
-            try await f.service.flushRefusalsForTests()
+            try await f.service.flushRefusals()
             let refused = try await client.call(.get, "/v1/audit?action=auth:refused", key: f.keys["compliance-officer"])
             let aggregates = (refused.json["entries"] as? [[String: Any]] ?? []).filter { ($0["record"] as? [String: Any])?["action"] as? String == "auth:refused" }
             #expect(!aggregates.isEmpty, "no auth:refused aggregate entry was written: \(refused.status) \(refused.body.prefix(300))")

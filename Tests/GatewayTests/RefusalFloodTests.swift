@@ -29,7 +29,7 @@ import Testing
             // A valid key from the same client still works.
             #expect(try await client.call(.get, "/v1/consents/u-1", key: f.keys["app"]).status == 200)
             clock.advance(30)
-            try await f.service.flushRefusalsForTests()
+            try await f.service.flushRefusals()
             #expect(f.auditCount == before + 5 + 1 + 1)
             let entries = try await client.call(.get, "/v1/audit?action=auth:refused", key: f.keys["compliance-officer"])
             let reasons = (entries.json["entries"] as? [[String: Any]] ?? []).compactMap { ($0["record"] as? [String: Any])?["reason"] as? String }
