@@ -34,6 +34,19 @@ public struct SigningKeyPair: Sendable {
         return SigningKeyPair(publicKey: try! SigningPublicKey(bytes: pk), secretKey: sk)
     }
 
+    /// The pair an Ed25519 32-byte seed determines (RFC 8032 §5.1.5), as other tools store keys: Go's note signer
+    /// keys, for one. The seed is copied into locked memory; the caller should wipe its own copy.
+    /// - Throws: ``VaultError/Code/invalidKeyLength`` unless `seed` is 32 bytes.
+    public init(seed: [UInt8]) throws {
+        Sodium.ensureReady()
+        guard seed.count == Int(crypto_sign_seedbytes()) else {
+            throw VaultError(.invalidKeyLength, "an Ed25519 seed is 32 bytes, found \(seed.count)")
+        }
+        var pk = [UInt8](repeating: 0, count: Int(crypto_sign_publickeybytes()))
+        let sk = SecretKey.filled(count: Int(crypto_sign_secretkeybytes())) { crypto_sign_seed_keypair(&pk, $0, seed) }!
+        self.init(publicKey: try SigningPublicKey(bytes: pk), secretKey: sk)
+    }
+
     /// Rebuilds a pair from its 64-byte secret key (which embeds the public key).
     init(secretKey: SecretKey) throws {
         guard secretKey.count == Int(crypto_sign_secretkeybytes()) else {
