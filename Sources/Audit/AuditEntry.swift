@@ -61,6 +61,12 @@ public struct AuditEntry: Sendable, Equatable, Codable {
     public var previousHash: String
     public var hash: String
 
+    /// The entry's leaf hash in the log's Merkle tree, recomputed from its fields (never from the stored `hash`):
+    /// SHA-256(0x00 || BLAKE2b digest). What a client checks an inclusion proof from.
+    public var leafHash: [UInt8] {
+        Merkle.leafHash([UInt8](hexString: Self.computeHash(sequence: sequence, at: at, record: record, previousHash: previousHash))!)
+    }
+
     /// BLAKE2b-256 over a canonical, length-prefixed encoding of every field and the previous hash.
     static func computeHash(sequence: Int64, at: Int64, record r: AuditRecord, previousHash: String) -> String {
         var out: [UInt8] = []
@@ -73,15 +79,36 @@ public struct AuditEntry: Sendable, Equatable, Codable {
     }
 }
 
-/// A signed statement of the chain head: "the log had `sequence` entries ending in `headHash`".
+/// A signed tree head: "the log's first `size` entries are the leaves of the Merkle tree whose root is `rootHash`",
+/// as a C2SP `tlog-checkpoint` in a C2SP `signed-note` (Ed25519), the format Go's checksum database, Sigstore and
+/// the witness network read. Whoever holds one can later prove the log was neither cut nor rewritten below `size`.
 public struct AuditCheckpoint: Sendable, Equatable, Codable {
-    public var sequence: Int64
-    public var headHash: String
+    /// Entries covered: entries 1…size.
+    public var size: Int64
+    /// Base64 of the 32-byte RFC 6962 root.
+    public var rootHash: String
+    /// When it was signed (milliseconds since the epoch); local bookkeeping, not part of the signed note.
     public var at: Int64
-    /// Hex Ed25519 signature over ``message``.
-    public var signature: String
+    /// The signed note: checkpoint text, a blank line, a signature line.
+    public var note: String
 
-    public var message: [UInt8] { Array("veil.audit.checkpoint.v1|\(sequence)|\(headHash)|\(at)".utf8) }
+    public init(size: Int64, rootHash: String, at: Int64, note: String) {
+        self.size = size
+        self.rootHash = rootHash
+        self.at = at
+        self.note = note
+    }
+}
+
+/// The first design's signed statement of the hash chain's head, still verified in logs written before the tree.
+struct LegacyCheckpoint: Sendable, Equatable {
+    var sequence: Int64
+    var headHash: String
+    var at: Int64
+    /// Hex Ed25519 signature over ``message``.
+    var signature: String
+
+    var message: [UInt8] { Array("veil.audit.checkpoint.v1|\(sequence)|\(headHash)|\(at)".utf8) }
 }
 
 /// The one error type of the Audit module.
@@ -89,9 +116,12 @@ public struct AuditError: Error, CustomStringConvertible, Sendable {
     public let message: String
     /// The disk holding the log is full (SQLITE_FULL, or ENOSPC from the WAL's sync): nothing was appended.
     public let diskFull: Bool
-    public init(_ message: String, diskFull: Bool = false) {
+    /// The caller's input was refused (a trusted head that does not verify), not the log.
+    public let invalidInput: Bool
+    public init(_ message: String, diskFull: Bool = false, invalidInput: Bool = false) {
         self.message = message
         self.diskFull = diskFull
+        self.invalidInput = invalidInput
     }
     public var description: String { message }
 }

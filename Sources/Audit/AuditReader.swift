@@ -29,24 +29,77 @@ public struct AuditQuery: Sendable {
     }
 }
 
-/// The result of ``AuditReader/verify(publicKey:)``.
+/// The result of ``AuditReader/verify(publicKey:trustedHeads:trustedVerifier:)``.
 public struct AuditVerification: Sendable, Equatable, Codable {
     public var entries: Int64
+    /// Signed tree heads stored in the log (and, in a log older than the tree, chain checkpoints).
     public var checkpoints: Int
-    /// The entry the newest valid signed checkpoint covers (0 without one). Entries after it are chained but not yet
-    /// signed: cutting them off leaves a log that still verifies, so an officer should know how many there are.
+    /// The size of the newest valid signed head stored in the log (0 without one). Entries after it are not yet
+    /// signed: cutting them off leaves a log that still verifies on its own, so an officer should know how many.
     public var signedThrough: Int64 = 0
-    /// The first sequence number at which the log fails to verify; nil when intact.
+    /// Heads held outside the log (a compliance officer's or a witness's) that were checked.
+    public var trustedHeads: Int = 0
+    /// The largest trusted head the log still matches (0 when none was given or none matches).
+    public var trustedThrough: Int64 = 0
+    /// The first sequence number at which the log fails to verify; nil when intact. Against trusted heads, the
+    /// first entry not vouched for by a head that still matches (a root commits to its entries as a whole, so a
+    /// rewrite is located between the last matching trusted head and the first failing one).
     public var firstBadSequence: Int64?
     public var reason: String?
     public var intact: Bool { firstBadSequence == nil }
-    /// What "intact" can mean for a log checked against itself alone: said with every result, so nobody reads more
-    /// into it.
+    /// What "intact" means for this result: said with every result, so nobody reads more into it.
     public var proves = AuditVerification.withoutTrustedHead
 
-    public static let withoutTrustedHead = "internal consistency only: the chain and the signed checkpoints stored in this same file agree; "
-        + "a log cut after its last kept checkpoint, with the later checkpoints deleted, verifies too. Detecting that needs a "
-        + "signed head kept elsewhere, which Veil does not support yet"
+    public static let withoutTrustedHead = "internal consistency only: the entries, the tree and the signed heads stored in this same file agree; "
+        + "a log cut or rewritten by someone who also deleted or re-signed the later heads verifies too. Detecting that needs a "
+        + "head kept elsewhere: verify with a trusted head (veil audit verify --trusted-head, or trusted_head in the request)"
+
+    static func againstTrusted(_ size: Int64) -> String {
+        "the first \(size) entries are exactly those the trusted head of size \(size) signed (not cut, rewritten, reordered or forked); "
+            + "entries after it agree with the heads stored in this file only"
+    }
+}
+
+/// A proof that one entry is in the log: RFC 6962 inclusion of its leaf in the tree of a signed head.
+public struct AuditInclusionProof: Sendable, Equatable, Codable {
+    public var sequence: Int64
+    /// 0-based leaf index (sequence - 1).
+    public var leafIndex: Int64
+    public var treeSize: Int64
+    /// Base64 SHA-256(0x00 || the entry's 32-byte digest).
+    public var leafHash: String
+    /// Base64 hashes, from the leaf's sibling up.
+    public var hashes: [String]
+    /// The head of `treeSize` entries the proof leads to.
+    public var checkpoint: AuditCheckpoint
+    public var entry: AuditEntry
+}
+
+/// A proof that the tree of `from` entries is a prefix of the tree of `to` entries (RFC 6962 consistency).
+public struct AuditConsistencyProof: Sendable, Equatable, Codable {
+    public var from: Int64
+    public var to: Int64
+    /// Base64 hashes.
+    public var hashes: [String]
+    /// The signed head of `to` entries.
+    public var checkpoint: AuditCheckpoint
+    /// The signed head of `from` entries when the log signed one of that size.
+    public var fromCheckpoint: AuditCheckpoint?
+}
+
+/// Why a proof could not be given: the request names something the log does not have.
+public enum AuditProofError: Error, Equatable, Sendable, CustomStringConvertible {
+    case noSuchEntry(Int64, entries: Int64)
+    case noSuchHead(Int64, newest: Int64)
+    case invalidRange(String)
+
+    public var description: String {
+        switch self {
+        case let .noSuchEntry(seq, entries): "the log has no entry \(seq) (it holds \(entries))"
+        case let .noSuchHead(size, newest): "the log signed no head of size \(size); the newest covers \(newest) entries"
+        case let .invalidRange(why): why
+        }
+    }
 }
 
 /// Read-only access to an audit database: query, verify, export. Works on a copy of the file too.
@@ -83,12 +136,76 @@ public struct AuditReader: Sendable {
         }
     }
 
+    /// The signed tree heads stored in the log, smallest first.
     public func checkpoints() throws -> [AuditCheckpoint] {
+        try store.pool.read { db in try Row.fetchAll(db, sql: "SELECT size, root, at, note FROM tree_heads ORDER BY size").map(Self.head) }
+    }
+
+    /// The newest signed tree head; nil before the first.
+    public func newestCheckpoint() throws -> AuditCheckpoint? {
+        try store.pool.read { try Self.newestHead(in: $0) }
+    }
+
+    static func newestHead(in db: Database) throws -> AuditCheckpoint? {
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT size, root, at, note FROM tree_heads ORDER BY size DESC LIMIT 1")).map(head)
+    }
+
+    static func head(_ row: Row) -> AuditCheckpoint {
+        AuditCheckpoint(size: row[0], rootHash: (row[1] as Data).base64EncodedString(), at: row[2], note: row[3])
+    }
+
+    func legacyCheckpoints() throws -> [LegacyCheckpoint] {
         try store.pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM checkpoints ORDER BY seq").map {
-                AuditCheckpoint(sequence: $0["seq"], headHash: $0["head_hash"], at: $0["at"], signature: $0["signature"])
+                LegacyCheckpoint(sequence: $0["seq"], headHash: $0["head_hash"], at: $0["at"], signature: $0["signature"])
             }
         }
+    }
+
+    /// The inclusion proof of entry `sequence` in the signed head of `treeSize` entries (the newest head when nil).
+    public func inclusionProof(sequence: Int64, treeSize: Int64? = nil) throws -> AuditInclusionProof {
+        try store.pool.read { db in
+            let entries = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries") ?? 0
+            guard sequence >= 1, sequence <= entries,
+                  let row = try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM entries WHERE seq = ?", arguments: [sequence]) else {
+                throw AuditProofError.noSuchEntry(sequence, entries: entries)
+            }
+            let head = try Self.signedHead(size: treeSize, in: db)
+            guard sequence <= head.size else {
+                throw AuditProofError.invalidRange("entry \(sequence) is after the head of size \(head.size); ask for a larger tree_size")
+            }
+            let leaf = try AuditTree.leaves(from: sequence - 1, count: 1, in: db)[0]
+            let path = try AuditTree.inclusionProof(index: sequence - 1, size: head.size, in: db)
+            return AuditInclusionProof(sequence: sequence, leafIndex: sequence - 1, treeSize: head.size, leafHash: Data(leaf.bytes).base64EncodedString(),
+                                       hashes: path.map { Data($0).base64EncodedString() }, checkpoint: head, entry: Self.entryByIndex(row))
+        }
+    }
+
+    /// The consistency proof from the tree of `from` entries to the signed head of `to` entries (the newest when nil).
+    public func consistencyProof(from: Int64, to: Int64? = nil) throws -> AuditConsistencyProof {
+        guard from >= 1 else { throw AuditProofError.invalidRange("from must be a tree size of at least 1, found \(from)") }
+        return try store.pool.read { db in
+            let head = try Self.signedHead(size: to, in: db)
+            guard from <= head.size else {
+                throw AuditProofError.invalidRange("from must be between 1 and the head's size \(head.size), found \(from)")
+            }
+            let path = try AuditTree.consistencyProof(from: from, size: head.size, in: db)
+            let fromHead = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [from]).map(Self.head)
+            return AuditConsistencyProof(from: from, to: head.size, hashes: path.map { Data($0).base64EncodedString() }, checkpoint: head,
+                                         fromCheckpoint: fromHead)
+        }
+    }
+
+    private static func signedHead(size: Int64?, in db: Database) throws -> AuditCheckpoint {
+        let newest = try newestHead(in: db)
+        guard let size else {
+            guard let newest else { throw AuditProofError.noSuchHead(0, newest: 0) }
+            return newest
+        }
+        guard let head = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [size]).map(Self.head) else {
+            throw AuditProofError.noSuchHead(size, newest: newest?.size ?? 0)
+        }
+        return head
     }
 
     static let columns = "seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash"
@@ -109,62 +226,6 @@ public struct AuditReader: Sendable {
                                 subjectToken: row["subject_token"], purpose: row["purpose"], outcomeText: row["outcome"],
                                 reason: row["reason"], requestID: row["request_id"]),
             previousHash: row["prev_hash"], hash: row["hash"])
-    }
-
-    /// Recomputes every entry hash and link, and checks every checkpoint's signature and head.
-    /// Detects a changed byte in any field, a removed, inserted, duplicated or reordered entry, and a log cut
-    /// before its last checkpoint.
-    public func verify(publicKey: SigningPublicKey) throws -> AuditVerification {
-        let checkpoints = try self.checkpoints()
-        var hashes: [Int64: String] = [:]
-        let wanted = Set(checkpoints.map(\.sequence))
-        var expected: Int64 = 1
-        var previous = AuditLog.genesisHash
-        var count: Int64 = 0
-        var failure: (Int64, String)?
-        do {
-            try store.pool.read { db in
-                let cursor = try Row.fetchCursor(db, sql: "SELECT \(Self.columns) FROM entries ORDER BY seq")
-                while let row = try cursor.next() {
-                    let e = Self.entryByIndex(row)
-                    if e.sequence != expected {
-                        failure = (min(e.sequence, expected), "expected entry \(expected), found \(e.sequence) (entry removed, inserted or reordered)")
-                        return
-                    }
-                    if e.previousHash != previous {
-                        failure = (e.sequence, "link to the previous entry is broken")
-                        return
-                    }
-                    if AuditEntry.computeHash(sequence: e.sequence, at: e.at, record: e.record, previousHash: previous) != e.hash {
-                        failure = (e.sequence, "entry content does not match its hash")
-                        return
-                    }
-                    if wanted.contains(e.sequence) { hashes[e.sequence] = e.hash }
-                    previous = e.hash
-                    expected += 1
-                    count += 1
-                }
-            }
-        } catch {
-            return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: expected, reason: "the log cannot be read past this entry: \(error)")
-        }
-        if let (seq, reason) = failure {
-            return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: seq, reason: reason)
-        }
-        for cp in checkpoints {
-            guard let signature = [UInt8](hexString: cp.signature), publicKey.isValidSignature(signature, for: cp.message) else {
-                return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: cp.sequence, reason: "checkpoint at \(cp.sequence) has an invalid signature")
-            }
-            guard cp.sequence <= count else {
-                return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: count + 1, reason: "log is cut: a signed checkpoint covers \(cp.sequence) entries, only \(count) remain")
-            }
-            guard hashes[cp.sequence] == cp.headHash else {
-                return AuditVerification(entries: count, checkpoints: checkpoints.count, firstBadSequence: cp.sequence, reason: "checkpoint at \(cp.sequence) does not match the entry there")
-            }
-        }
-        // Every checkpoint checked above, in sequence order: the last one is how far the signatures reach.
-        return AuditVerification(entries: count, checkpoints: checkpoints.count, signedThrough: checkpoints.last?.sequence ?? 0,
-                                 firstBadSequence: nil, reason: nil)
     }
 
     /// The whole log as JSON Lines: one `{"entry": …}` per entry, then one `{"checkpoint": …}` per checkpoint.

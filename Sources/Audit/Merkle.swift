@@ -45,19 +45,7 @@ public enum Merkle: Sendable {
     ) throws(MerkleError) -> [[UInt8]] {
         let n = leafHashes.count
         guard index >= 0, index < n else { throw .indexOutOfRange(index: UInt64(clamping: index), size: UInt64(n)) }
-        var path = [MerkleNode]()  // top-down; reversed at the end
-        var lo = 0, hi = n
-        while hi - lo > 1 {
-            let k = largestPowerOfTwo(below: hi - lo)
-            if index - lo < k {
-                path.append(try subtreeRoot(leafHashes, lo + k, hi))
-                hi = lo + k
-            } else {
-                path.append(try subtreeRoot(leafHashes, lo, lo + k))
-                lo += k
-            }
-        }
-        return path.reversed().map(\.bytes)
+        return try inclusionPath(index: index, size: n) { (lo, hi) throws(MerkleError) in try subtreeRoot(leafHashes, lo, hi) }.map(\.bytes)
     }
 
     /// PROOF(m, D[n]): the consistency proof from the tree of the first `m` leaves to the tree of all `leafHashes`
@@ -69,23 +57,50 @@ public enum Merkle: Sendable {
         let n = leafHashes.count
         guard m <= n else { throw .sizesOutOfOrder(size1: UInt64(clamping: m), size2: UInt64(n)) }
         guard m > 0 else { throw .emptyFirstTree(size2: UInt64(n)) }
+        return try consistencyPath(from: m, size: n) { (lo, hi) throws(MerkleError) in try subtreeRoot(leafHashes, lo, hi) }.map(\.bytes)
+    }
+
+    /// PATH(index, D[size]) with the roots of subtrees `lo..<hi` supplied by `subtree`, so that a stored tree answers
+    /// from the nodes it keeps instead of from every leaf. Requires 0 <= index < size.
+    static func inclusionPath<E: Error>(
+        index: Int, size n: Int, subtree: (Int, Int) throws(E) -> MerkleNode
+    ) throws(E) -> [MerkleNode] {
+        var path = [MerkleNode]()  // top-down; reversed at the end
+        var lo = 0, hi = n
+        while hi - lo > 1 {
+            let k = largestPowerOfTwo(below: hi - lo)
+            if index - lo < k {
+                path.append(try subtree(lo + k, hi))
+                hi = lo + k
+            } else {
+                path.append(try subtree(lo, lo + k))
+                lo += k
+            }
+        }
+        return path.reversed()
+    }
+
+    /// PROOF(m, D[size]) with subtree roots from `subtree`. Requires 0 < m <= size.
+    static func consistencyPath<E: Error>(
+        from m: Int, size n: Int, subtree: (Int, Int) throws(E) -> MerkleNode
+    ) throws(E) -> [MerkleNode] {
         // SUBPROOF(m, D[lo..<hi], complete), unrolled; `m` is relative to `lo`.
         var proof = [MerkleNode]()  // top-down; reversed at the end
         var lo = 0, hi = n, m = m, complete = true
         while m < hi - lo {
             let k = largestPowerOfTwo(below: hi - lo)
             if m <= k {
-                proof.append(try subtreeRoot(leafHashes, lo + k, hi))
+                proof.append(try subtree(lo + k, hi))
                 hi = lo + k
             } else {
-                proof.append(try subtreeRoot(leafHashes, lo, lo + k))
+                proof.append(try subtree(lo, lo + k))
                 lo += k
                 m -= k
                 complete = false
             }
         }
-        if !complete { proof.append(try subtreeRoot(leafHashes, lo, hi)) }
-        return proof.reversed().map(\.bytes)
+        if !complete { proof.append(try subtree(lo, hi)) }
+        return proof.reversed()
     }
 
     // MARK: Verification (RFC 9162 §2.1.3.2 and §2.1.4.2)
@@ -290,5 +305,53 @@ struct MerkleNode: Equatable, Sendable {
 
     static func == (a: MerkleNode, b: MerkleNode) -> Bool {
         a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
+    }
+}
+
+extension MerkleNode {
+    /// The node for 32 hash bytes at `raw` (which must hold 32).
+    init(raw: UnsafeRawBufferPointer) {
+        self.init()
+        withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<Merkle.hashCount])) }
+    }
+
+    /// SHA-256(0x00 || data) for a 32-byte `data`: the leaf hash of an audit entry, whose leaf data is its 32-byte
+    /// digest. The 33-byte input lives on the stack.
+    static func leaf(of data: MerkleNode) -> MerkleNode {
+        var out = MerkleNode()
+        withUnsafeTemporaryAllocation(byteCount: 1 + Merkle.hashCount, alignment: 8) { input in
+            input[0] = 0x00
+            withUnsafeBytes(of: data.words) { UnsafeMutableRawBufferPointer(rebasing: input[1...32]).copyMemory(from: $0) }
+            withUnsafeMutableBytes(of: &out.words) { Hash.sha256(UnsafeRawBufferPointer(input), into: $0) }
+        }
+        return out
+    }
+}
+
+/// The right edge of a growing tree: the roots of its complete subtrees, largest first. Appending a leaf merges equal
+/// subtrees; the root of the tree so far is the stack folded right to left (RFC 6962's left-heavy shape). One pass
+/// over the leaves gives the root at every size, in O(log n) memory.
+struct CompactRange {
+    private(set) var stack: [MerkleNode] = []
+    private(set) var size: UInt64 = 0
+
+    init() { stack.reserveCapacity(64) }
+
+    mutating func append(_ leafHash: MerkleNode) {
+        var node = leafHash
+        size += 1
+        var filled = size
+        while filled & 1 == 0 {
+            node = MerkleNode.parent(stack.removeLast(), node)
+            filled >>= 1
+        }
+        stack.append(node)
+    }
+
+    /// MTH of the leaves appended so far; the empty tree's root when none.
+    var root: MerkleNode {
+        guard var node = stack.last else { return MerkleNode(Merkle.emptyRoot)! }
+        for left in stack.dropLast().reversed() { node = MerkleNode.parent(left, node) }
+        return node
     }
 }

@@ -12,6 +12,16 @@ public enum Hash {
         compute(message, length: length, key: key)
     }
 
+    /// Unkeyed BLAKE2b-256 of `input` into the first 32 bytes of `output`, without allocating: for loops over
+    /// millions of records (verifying the audit log).
+    public static func blake2b256(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
+        precondition(output.count >= 32, "a BLAKE2b-256 digest needs 32 bytes")
+        Sodium.ensureReady()
+        let status = crypto_generichash(output.baseAddress!.assumingMemoryBound(to: UInt8.self), 32,
+                                        input.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(input.count), nil, 0)
+        precondition(status == 0, "BLAKE2b cannot fail for valid lengths")
+    }
+
     private static func compute(_ message: [UInt8], length: Int, key: SecretKey?) -> [UInt8] {
         precondition((16...64).contains(length), "BLAKE2b output is 16 to 64 bytes")
         Sodium.ensureReady()
@@ -79,6 +89,14 @@ extension Array where Element == UInt8 {
         append(UInt8(truncatingIfNeeded: n >> 24)); append(UInt8(truncatingIfNeeded: n >> 16))
         append(UInt8(truncatingIfNeeded: n >> 8)); append(UInt8(truncatingIfNeeded: n))
         append(contentsOf: s.utf8)
+    }
+
+    /// Appends `bytes` after their count as 4 big-endian bytes (the encoding ``appendLengthPrefixed(_:)`` uses).
+    public mutating func appendLengthPrefixed(bytes: some Collection<UInt8>) {
+        let n = UInt32(truncatingIfNeeded: bytes.count)
+        append(UInt8(truncatingIfNeeded: n >> 24)); append(UInt8(truncatingIfNeeded: n >> 16))
+        append(UInt8(truncatingIfNeeded: n >> 8)); append(UInt8(truncatingIfNeeded: n))
+        append(contentsOf: bytes)
     }
 
     /// Lower-case hexadecimal.

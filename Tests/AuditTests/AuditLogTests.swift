@@ -85,8 +85,9 @@ struct AuditFixture {
         #expect(try f.verify().entries == 200)
     }
 
-    /// Entries after the last checkpoint are chained but unsigned: an attacker who cuts them off leaves a log that
-    /// still verifies, so the result says how far the signatures reach.
+    /// Entries after the last signed head are unsigned: an attacker who cuts them off leaves a log that still
+    /// verifies on its own, so the result says how far the signatures reach (and a trusted head closes the gap:
+    /// TransparencyLogTests).
     @Test func verificationSaysHowFarTheSignaturesReach() async throws {
         let f = try AuditFixture()
         try await f.fill(25)
@@ -180,12 +181,20 @@ struct AuditFixture {
         #expect(result.reason?.contains("cut") == true)
     }
 
-    @Test func forgedCheckpointSignatureIsCaught() async throws {
+    @Test func forgedHeadIsCaught() async throws {
         let f = try AuditFixture(checkpointInterval: 10)
         try await f.fill(12)
-        try f.tamper("DROP TRIGGER IF EXISTS checkpoints_no_update")
-        try f.tamper("UPDATE checkpoints SET at = at + 1 WHERE seq = 10")
+        try f.tamper("DROP TRIGGER IF EXISTS tree_heads_no_update")
+        let note = try f.string("SELECT note FROM tree_heads WHERE size = 10")
+        // One character of the signature line changed: the note no longer verifies.
+        var bytes = Array(note.utf8)
+        bytes[bytes.count - 5] = bytes[bytes.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        try f.tamper("UPDATE tree_heads SET note = ? WHERE size = 10", [String(decoding: bytes, as: UTF8.self)])
         #expect(try f.verify().firstBadSequence == 10)
+        // The stored root column disagreeing with the signed note is caught too.
+        try f.tamper("UPDATE tree_heads SET note = ?, root = zeroblob(32) WHERE size = 10", [note])
+        let result = try f.verify()
+        #expect(result.firstBadSequence == 10 && result.reason?.contains("does not say what its signed note says") == true, "\(result.reason ?? "")")
         // And a different key does not verify an untouched log.
         let g = try AuditFixture(checkpointInterval: 5)
         try await g.fill(6)

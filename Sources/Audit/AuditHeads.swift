@@ -1,0 +1,35 @@
+import Foundation
+import Vault
+
+/// Signs the log's tree heads: a C2SP checkpoint (origin, size, root) in a signed note, under the audit key named
+/// after the origin. Hands out signatures and the public verifier key, never the key pair.
+public struct HeadSigner: Sendable {
+    /// The log's name: first line of every checkpoint and the signing key's name.
+    public var origin: String { signer.verifier.name }
+    private let signer: NoteSigner
+
+    /// - Throws: ``NoteError/invalidKeyName`` for an origin a signed note cannot carry as a key name.
+    public init(origin: String, keys: SigningKeyPair) throws {
+        signer = try NoteSigner(name: origin, keyPair: keys)
+    }
+
+    /// `veil.audit/` and the first 4 bytes of SHA-256 of the public key in hex: stable for a key, distinct across
+    /// deployments, and free of anything personal.
+    public static func defaultOrigin(for key: SigningPublicKey) -> String {
+        "veil.audit/" + Array(Hash.sha256(key.bytes).prefix(4)).hexString
+    }
+
+    /// The verifier of heads signed with `key` under the default origin.
+    public static func verifier(for key: SigningPublicKey) throws -> NoteVerifier {
+        try NoteVerifier(name: defaultOrigin(for: key), publicKey: key)
+    }
+
+    /// What a compliance officer or a witness keeps to check heads (`origin+keyid+base64`, Go's verifier key).
+    public var verifier: NoteVerifier { signer.verifier }
+
+    /// The signed note for the head of `size` entries with `root` (32 bytes: a tree root, so always a valid checkpoint).
+    func sign(size: Int64, root: [UInt8]) -> String {
+        // Cannot fail: the origin passed the key-name check and the root is a node's 32 bytes.
+        try! signer.sign(Checkpoint(origin: origin, size: UInt64(size), rootHash: root).text)
+    }
+}

@@ -1,0 +1,281 @@
+import Foundation
+import GRDB
+import GRDBSQLite
+import Storage
+import Synchronization
+import Vault
+
+extension AuditReader {
+    /// Recomputes every entry's digest and link, the Merkle tree, and checks every signed head stored in the log and
+    /// every trusted head given.
+    ///
+    /// On its own the log proves only its internal consistency: whoever can write the file can cut it or rewrite it and
+    /// delete (or, with the key, re-sign) the heads after. `trustedHeads`, signed notes kept outside the gateway (a
+    /// compliance officer's export, a witness's state), close that gap: the first `size` entries must still hash to
+    /// each one's root, so a cut tail, a rewritten entry, deleted heads, a fork or a re-signed log all fail.
+    /// - Parameters:
+    ///   - publicKey: the audit key the log's own heads must be signed with.
+    ///   - trustedHeads: signed notes (C2SP checkpoints); each must carry a valid signature by `trustedVerifier`.
+    ///   - trustedVerifier: the key the trusted heads were signed with; by default the audit key under the name the
+    ///     note gives.
+    public func verify(publicKey: SigningPublicKey, trustedHeads: [String] = [], trustedVerifier: NoteVerifier? = nil) throws -> AuditVerification {
+        var trusted: [(size: Int64, root: MerkleNode)] = []
+        for (i, note) in trustedHeads.enumerated() {
+            let head: Checkpoint
+            do {
+                head = try Self.openHead(note, verifier: trustedVerifier, publicKey: publicKey)
+            } catch {
+                throw AuditError("trusted head \(i + 1) does not verify: \(error)", invalidInput: true)
+            }
+            trusted.append((Int64(head.size), MerkleNode(head.rootHash)!))
+        }
+        trusted.sort { $0.size < $1.size }
+        let stored = try checkpoints()
+        let legacy = try legacyCheckpoints()
+        let (entries, lowest) = try store.pool.read { db in
+            (try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries") ?? 0, try Int64.fetchOne(db, sql: "SELECT MIN(seq) FROM entries") ?? 1)
+        }
+        let sizes = Set(stored.map(\.size) + trusted.map(\.size) + legacy.map(\.sequence)).filter { $0 >= 1 && $0 <= entries }
+        let scan = try self.scan(entries: entries, sizes: sizes)
+
+        var result = AuditVerification(entries: entries, checkpoints: stored.count + legacy.count, trustedHeads: trusted.count)
+        var failures: [(Int64, String)] = []
+        if lowest < 1 { failures.append((lowest, "an entry with sequence number \(lowest) was inserted before the first")) }
+        if let failure = scan.failure { failures.append(failure) }
+        let validThrough = scan.failure.map { $0.0 - 1 } ?? entries
+
+        // Trusted heads, smallest first: a mismatch is located after the last one that still matches.
+        var matched: Int64 = 0
+        for head in trusted {
+            if head.size > entries {
+                failures.append((entries + 1, "the log is cut: a trusted head covers \(head.size) entries, only \(entries) remain"))
+                break
+            }
+            guard scan.roots[head.size] == head.root else {
+                failures.append((matched + 1, "entries 1–\(head.size) no longer hash to the trusted head of size \(head.size): an entry after \(matched) "
+                                 + "(the last trusted head that still matches) was rewritten, removed, inserted or reordered"))
+                break
+            }
+            matched = head.size
+        }
+        result.trustedThrough = matched
+
+        for head in stored {
+            let checked: Checkpoint
+            do {
+                checked = try Self.openHead(head.note, verifier: nil, publicKey: publicKey)
+            } catch {
+                failures.append((head.size, "the stored head of size \(head.size) has no valid signature by the audit key: \(error)"))
+                continue
+            }
+            if Int64(checked.size) != head.size || Data(checked.rootHash).base64EncodedString() != head.rootHash {
+                failures.append((head.size, "the stored head of size \(head.size) does not say what its signed note says"))
+            } else if head.size > entries {
+                failures.append((entries + 1, "the log is cut: a signed head covers \(head.size) entries, only \(entries) remain"))
+            } else if head.size <= validThrough, scan.roots[head.size] != MerkleNode(checked.rootHash) {
+                failures.append((head.size, "the signed head of size \(head.size) does not match the entries"))
+            } else if head.size <= validThrough {
+                result.signedThrough = max(result.signedThrough, head.size)
+            }
+        }
+        for cp in legacy {
+            guard let signature = [UInt8](hexString: cp.signature), publicKey.isValidSignature(signature, for: cp.message) else {
+                failures.append((cp.sequence, "checkpoint at \(cp.sequence) has an invalid signature"))
+                continue
+            }
+            if cp.sequence > entries {
+                failures.append((entries + 1, "the log is cut: a signed checkpoint covers \(cp.sequence) entries, only \(entries) remain"))
+            } else if cp.sequence <= validThrough, scan.chain[cp.sequence] != cp.headHash {
+                failures.append((cp.sequence, "checkpoint at \(cp.sequence) does not match the entry there"))
+            } else if cp.sequence <= validThrough {
+                result.signedThrough = max(result.signedThrough, cp.sequence)
+            }
+        }
+        if let first = failures.min(by: { $0.0 < $1.0 }) {
+            result.firstBadSequence = first.0
+            result.reason = first.1
+        }
+        if !trusted.isEmpty, result.intact { result.proves = AuditVerification.againstTrusted(matched) }
+        return result
+    }
+
+    /// The checkpoint in a signed note, if signed by `verifier` (or by `publicKey` under the note's own origin).
+    static func openHead(_ note: String, verifier: NoteVerifier?, publicKey: SigningPublicKey) throws -> Checkpoint {
+        let key: NoteVerifier
+        if let verifier {
+            key = verifier
+        } else {
+            guard let origin = note.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first else {
+                throw AuditError("empty note")
+            }
+            key = try NoteVerifier(name: String(origin), publicKey: publicKey)
+        }
+        let opened = try SignedNote.open(note, verifiers: [key])
+        return try Checkpoint(text: opened.text)
+    }
+
+    // MARK: The scan
+
+    /// Entries are scanned in aligned chunks of this many (2^16), two at a time: each chunk's subtree is complete and
+    /// independent, so the chunks' roots combine into the tree's.
+    static let chunkBits = 16
+
+    struct Scan {
+        /// Root of the first `size` entries, for each size asked for (up to the first failure).
+        var roots: [Int64: MerkleNode] = [:]
+        /// The entry digest (hex) at each size asked for: what the first design's checkpoints signed.
+        var chain: [Int64: String] = [:]
+        var failure: (Int64, String)?
+    }
+
+    private struct Chunk {
+        var leaves = 0
+        var root: MerkleNode?
+        /// For each size of interest inside the chunk: the chunk's right edge after that entry.
+        var edges: [(size: Int64, nodes: [MerkleNode])] = []
+        var chain: [Int64: String] = [:]
+        var firstPrevious: [UInt8] = []
+        var lastDigest: [UInt8] = []
+        var failure: (Int64, String)?
+    }
+
+    /// One pass over entries 1…`entries` on two threads: each entry's digest against its content and its link,
+    /// and the tree's root at each of `sizes`.
+    func scan(entries: Int64, sizes: Set<Int64>) throws -> Scan {
+        let chunkSize = Int64(1) << Self.chunkBits
+        let chunkCount = Int((entries + chunkSize - 1) / chunkSize)
+        let sorted = sizes.sorted()
+        let results = Mutex<[Int: Chunk]>([:])
+        let next = Atomic<Int>(0)
+        let workers = min(2, max(1, chunkCount))
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while true {
+                let c = next.add(1, ordering: .relaxed).oldValue
+                if c >= chunkCount { return }
+                let lo = Int64(c) * chunkSize, hi = min(lo + chunkSize, entries)
+                var chunk: Chunk
+                do {
+                    chunk = try store.pool.read { db in try Self.scanChunk(lo: lo, hi: hi, sizes: sorted.filter { $0 > lo && $0 <= hi }, in: db) }
+                } catch {
+                    chunk = Chunk(failure: (lo + 1, "the log cannot be read in entries \(lo + 1)–\(hi): \(error)"))
+                }
+                results.withLock { $0[c] = chunk }
+            }
+        }
+        let chunks = results.withLock { $0 }
+        var scan = Scan()
+        var edge = CompactRange()  // over the chunks' roots: level 16 and up
+        for c in 0..<chunkCount {
+            let chunk = chunks[c]!
+            // Earlier chunks ended without a failure (the loop returns at one), so their last digest is known.
+            if c > 0, !chunk.firstPrevious.isEmpty, chunk.firstPrevious != chunks[c - 1]!.lastDigest {
+                scan.failure = (Int64(c) * chunkSize + 1, "link to the previous entry is broken")
+                return scan
+            }
+            for (size, nodes) in chunk.edges {
+                var node = nodes.last!
+                for left in (edge.stack + nodes.dropLast()).reversed() { node = MerkleNode.parent(left, node) }
+                scan.roots[size] = node
+            }
+            scan.chain.merge(chunk.chain) { a, _ in a }
+            if let failure = chunk.failure {
+                scan.failure = failure
+                return scan
+            }
+            if let root = chunk.root { edge.append(root) }
+        }
+        return scan
+    }
+
+    /// Scans entries `lo+1 … hi` of one chunk with SQLite's C API: no row objects, no strings, one reused buffer.
+    private static func scanChunk(lo: Int64, hi: Int64, sizes: [Int64], in db: Database) throws -> Chunk {
+        var chunk = Chunk()
+        let statement = try db.makeStatement(sql: "SELECT \(columns) FROM entries WHERE seq > ? AND seq <= ? ORDER BY seq")
+        let s = statement.sqliteStatement
+        sqlite3_bind_int64(s, 1, lo)
+        sqlite3_bind_int64(s, 2, hi)
+        var edge = CompactRange()
+        var buffer = [UInt8]()
+        buffer.reserveCapacity(1024)
+        var previous = [UInt8](repeating: 0, count: 64)
+        var digest = MerkleNode(Merkle.emptyRoot)!
+        var computed = [UInt8](repeating: 0, count: 32)
+        var nextSize = sizes.startIndex
+        var expected = lo + 1
+        let dash: [UInt8] = [UInt8(ascii: "-")]
+        while true {
+            let code = sqlite3_step(s)
+            if code == SQLITE_DONE { break }
+            guard code == SQLITE_ROW else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage) }
+            let seq = sqlite3_column_int64(s, 0)
+            guard seq == expected else {
+                chunk.failure = (min(seq, expected), "expected entry \(expected), found \(seq) (entry removed, inserted or reordered)")
+                return chunk
+            }
+            buffer.removeAll(keepingCapacity: true)
+            buffer.append(contentsOf: "veil.audit.v1".utf8)
+            func put(_ column: Int32, nullAs: [UInt8]? = nil) {
+                if let nullAs, sqlite3_column_type(s, column) == SQLITE_NULL {
+                    buffer.appendLengthPrefixed(bytes: nullAs)
+                    return
+                }
+                let text = sqlite3_column_text(s, column)
+                let count = Int(sqlite3_column_bytes(s, column))
+                buffer.appendLengthPrefixed(bytes: UnsafeBufferPointer(start: text, count: count))
+            }
+            for column in Int32(0)...5 { put(column) }
+            put(6, nullAs: dash); put(7, nullAs: dash)
+            for column in Int32(8)...11 { put(column) }
+            let previousText = UnsafeBufferPointer(start: sqlite3_column_text(s, 11), count: Int(sqlite3_column_bytes(s, 11)))
+            let hashText = UnsafeBufferPointer(start: sqlite3_column_text(s, 12), count: Int(sqlite3_column_bytes(s, 12)))
+            if seq == lo + 1 {
+                chunk.firstPrevious = Array(previousText)
+                if seq == 1, chunk.firstPrevious != Array(AuditLog.genesisHash.utf8) {
+                    chunk.failure = (seq, "link to the previous entry is broken")
+                    return chunk
+                }
+            } else if !previousText.elementsEqual(previous) {
+                chunk.failure = (seq, "link to the previous entry is broken")
+                return chunk
+            }
+            buffer.withUnsafeBytes { input in computed.withUnsafeMutableBytes { Hash.blake2b256(input, into: $0) } }
+            guard hashText.count == 64, let stored = decodeHex(hashText), stored == computed else {
+                chunk.failure = (seq, "entry content does not match its hash")
+                return chunk
+            }
+            stored.withUnsafeBytes { digest = MerkleNode(raw: $0) }
+            previous.withUnsafeMutableBufferPointer { _ = $0.initialize(from: hashText) }
+            edge.append(MerkleNode.leaf(of: digest))
+            chunk.leaves += 1
+            if nextSize < sizes.endIndex, sizes[nextSize] == seq {
+                chunk.edges.append((seq, edge.stack))
+                chunk.chain[seq] = String(decoding: hashText, as: UTF8.self)
+                nextSize += 1
+            }
+            expected += 1
+        }
+        guard expected == hi + 1 else {
+            chunk.failure = (expected, "expected entry \(expected), found none (entry removed)")
+            return chunk
+        }
+        chunk.lastDigest = previous
+        if chunk.leaves == 1 << chunkBits { chunk.root = edge.root }
+        return chunk
+    }
+
+    private static func decodeHex(_ text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - 48
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - 87
+            default: nil
+            }
+        }
+        var out = [UInt8](repeating: 0, count: text.count / 2)
+        for i in 0..<out.count {
+            guard let high = nibble(text[2 * i]), let low = nibble(text[2 * i + 1]) else { return nil }
+            out[i] = high << 4 | low
+        }
+        return out
+    }
+}
