@@ -11,14 +11,15 @@ demo: deps
 	$(SWIFT) build -c release --product veil
 	.build/release/veil demo
 
-## Run every test: the Swift suites, then the kill -9 crash test, the graceful-shutdown test and the secrets scan
-## against the built binary.
+## Run every test: the Swift suites, then the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
+## audit witness against a live server and the secrets scan, against the built binary.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
 	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
 	python3 scripts/disk_full_test.py --veil .build/debug/veil
+	python3 scripts/witness_test.py --veil .build/debug/veil
 	python3 -m unittest scripts/test_wrk_output.py
 	VEIL=.build/debug/veil scripts/secrets-scan.sh
 

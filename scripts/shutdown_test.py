@@ -35,7 +35,7 @@ def main():
     check = Checks()
 
     def start():
-        return veil.start(log_level="info")  # the shutdown checkpoint is logged at info
+        return veil.start(log_level="info")  # the shutdown tree head is logged at info
 
     subjects = ["shutdown-%d@example.com" % i for i in range(CLIENTS)]
     acked = []          # (subject, item, time) of every event in an acknowledged request
@@ -101,9 +101,9 @@ def main():
             t.join()
         check(code == 0, "server exit status after SIGTERM: %s" % code)
         with open(veil.log_path) as f:  # one line per shutdown so far (the log is appended to across restarts)
-            check(f.read().count("audit checkpoint signed at shutdown") == rnd + 1, "no audit checkpoint logged at this shutdown")
+            check(f.read().count("audit tree head signed at shutdown") == rnd + 1, "no audit tree head logged at this shutdown")
         verify = subprocess.run([a.veil, "audit", "verify"] + common, capture_output=True, text=True)
-        m = re.search(r"intact: (\d+) entries, \d+ signed checkpoints, signed through entry (\d+)", verify.stdout)
+        m = re.search(r"intact: (\d+) entries, \d+ signed heads, signed through entry (\d+)", verify.stdout)
         check(verify.returncode == 0 and m is not None, "audit verify after shutdown: " + (verify.stdout + verify.stderr).strip())
         if m:
             check(m.group(1) == m.group(2), "audit log not signed through its head after shutdown: " + verify.stdout.strip())

@@ -77,6 +77,12 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     static func from(_ error: any Error) -> GatewayError {
         if let error = error as? GatewayError { return error }
         if isDiskFull(error) { return storageFull }
+        if let error = error as? AuditProofError {
+            switch error {
+            case .noSuchEntry, .noSuchHead: return GatewayError(.notFound, "not_found", error.description)
+            case .invalidRange: return GatewayError(.unprocessableContent, "invalid_range", error.description)
+            }
+        }
         if let error = error as? any HTTPResponseError {
             switch error.status.code {
             case 404: return .notFound

@@ -105,6 +105,54 @@ enum Handlers {
         case (.get, "/v1/audit/verify"): return { service, _, _ in
             try json(AuditReader(store: service.audit.store).verify(publicKey: service.ring.auditSigner.publicKey))
         }
+        case (.post, "/v1/audit/verify"): return { service, request, context in
+            // Heads the caller kept from before (its own export, a witness's): the log must still match them.
+            struct Trusted: Decodable { var trusted_heads: [String]; var verifier_key: String? }
+            let body = try await decode(Trusted.self, request, context)
+            guard !body.trusted_heads.isEmpty, body.trusted_heads.count <= 1000 else { throw GatewayError.badRequest("trusted_heads must hold 1 to 1000 signed notes") }
+            let verifier = try body.verifier_key.map { key in
+                do { return try NoteVerifier(verifierKey: key) } catch { throw GatewayError.badRequest("verifier_key: \(error)") }
+            }
+            let reader = AuditReader(store: service.audit.store)
+            do {
+                return try json(try reader.verify(publicKey: service.ring.auditSigner.publicKey, trustedHeads: body.trusted_heads, trustedVerifier: verifier))
+            } catch let error as AuditError where error.invalidInput {
+                throw GatewayError(.unprocessableContent, "untrusted_head", error.message)
+            }
+        }
+        case (.get, "/v1/audit/checkpoint"): return { service, _, _ in
+            // Signs one over the entries so far if the newest does not cover them: a witness polling every minute
+            // gets a head at most a minute old (and adds one head per poll, no more).
+            guard let head = try await service.audit.checkpoint() else {
+                throw GatewayError(.notFound, "no_checkpoint", "the log has signed no tree head yet")
+            }
+            return try json(head)
+        }
+        case (.get, "/v1/audit/consistency"): return { service, request, _ in
+            let p = request.uri.queryParameters
+            guard let from = p["from"].flatMap({ Int64(String($0)) }) else { throw GatewayError.badRequest("from must be a tree size (a positive integer)") }
+            let to = try p["to"].map { value in
+                guard let to = Int64(String(value)) else { throw GatewayError.badRequest("to must be a tree size (a positive integer)") }
+                return to
+            }
+            return try json(AuditReader(store: service.audit.store).consistencyProof(from: from, to: to))
+        }
+        case (.get, "/v1/audit/entries/{seq}/proof"): return { service, request, context in
+            guard let seq = context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else {
+                throw GatewayError.badRequest("the entry's sequence number must be a positive integer")
+            }
+            let size = try request.uri.queryParameters["tree_size"].map { value in
+                guard let size = Int64(String(value)) else { throw GatewayError.badRequest("tree_size must be a positive integer") }
+                return size
+            }
+            let reader = AuditReader(store: service.audit.store)
+            // A proof against the newest head for an entry signed by none yet: sign one now, rather than make the
+            // caller wait for the next.
+            if size == nil, seq > (try reader.newestCheckpoint()?.size ?? 0), seq <= service.audit.count {
+                try await service.audit.checkpoint()
+            }
+            return try json(reader.inclusionProof(sequence: seq, treeSize: size))
+        }
         case (.get, "/v1/audit/export"): return { service, request, _ in
             try await service.audit.checkpoint()
             let lines = try AuditReader(store: service.audit.store).exportJSONLines()

@@ -154,7 +154,7 @@ struct AuditFlushService: Service {
             PeriodicService.logFailure("saving the promotion bandits at shutdown", error, service.logger)
         }
         if let cp = try await service.audit.checkpoint() {
-            service.logger.info("audit checkpoint signed at shutdown", metadata: ["sequence": "\(cp.sequence)"])
+            service.logger.info("audit tree head signed at shutdown", metadata: ["size": "\(cp.size)"])
         }
     }
 }

@@ -7,6 +7,8 @@ public enum Action: String, Sendable, CaseIterable, Hashable, Codable {
     case recommendationsRead = "recommendations:read"
     case auditRead = "audit:read"
     case auditExport = "audit:export"
+    /// Signed tree heads and consistency proofs: hashes only, no entry, for witnesses.
+    case auditHeads = "audit:heads"
     case subjectsExport = "subjects:export"
     case subjectsErase = "subjects:erase"
     case keysRotate = "keys:rotate"

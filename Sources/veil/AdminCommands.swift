@@ -63,60 +63,6 @@ struct TrainCommand: ParsableCommand {
     }
 }
 
-struct AuditCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Verify, query and export the audit log.", subcommands: [Verify.self, Query.self, Export.self])
-
-    struct Verify: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check every hash, link and signed checkpoint; exit 1 naming the first bad entry.")
-        @OptionGroup var common: CommonOptions
-        @Option(help: "Ed25519 public key file (hex); default: <keys>/audit.pub.") var pubkey: String?
-
-        func run() throws {
-            let keyPath = try pubkey ?? (common.paths().keysDirectory as NSString).appendingPathComponent("audit.pub")
-            guard let text = try? String(contentsOfFile: keyPath, encoding: .utf8),
-                  let bytes = [UInt8](hexString: text.trimmingCharacters(in: .whitespacesAndNewlines)),
-                  let key = try? SigningPublicKey(bytes: bytes) else {
-                throw ValidationError("cannot read an Ed25519 public key from \(keyPath); pass --pubkey FILE")
-            }
-            let result = try AuditReader(path: try common.paths().auditDatabase).verify(publicKey: key)
-            if let bad = result.firstBadSequence {
-                print("audit log FAILED verification at entry \(bad): \(result.reason ?? "")")
-                throw ExitCode(1)
-            }
-            let unsigned = result.entries - result.signedThrough
-            print("audit log intact: \(result.entries) entries, \(result.checkpoints) signed checkpoints, signed through entry \(result.signedThrough)"
-                  + (unsigned > 0 ? "; the newest \(unsigned) are chained but not yet signed (the server signs every \(AuditLog.defaultCheckpointInterval) entries, on audit export and at shutdown)" : "")
-                  + "\nthis proves \(result.proves)")
-        }
-    }
-
-    struct Query: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print matching entries as JSON lines.")
-        @OptionGroup var common: CommonOptions
-        @Option var actor: String?
-        @Option(help: "Subject token (tokens, never raw ids, are in the log).") var subjectToken: String?
-        @Option var action: String?
-        @Option var outcome: AuditOutcome?
-        @Option var limit = 100
-
-        func run() throws {
-            let entries = try AuditReader(path: try common.paths().auditDatabase).query(
-                AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome, limit: limit))
-            for e in entries { try printJSON(e) }
-        }
-    }
-
-    struct Export: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write the log and its checkpoints as JSON Lines to stdout.")
-        @OptionGroup var common: CommonOptions
-
-        func run() throws {
-            FileHandle.standardOutput.write(Data(try AuditReader(path: try common.paths().auditDatabase).exportJSONLines()))
-        }
-    }
-}
-
 struct ConsentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "consent", abstract: "Consent ledger tools.", subcommands: [Verify.self])
 

@@ -24,6 +24,8 @@ import Testing
                                 "dwell_ms": 1000, "referrer": "https://\(c)/", "email": c, c: c],
                                ["id": c + "2", "kind": "search", "subject": c, "timestamp": "2026-11-20T10:00:00Z", "source": "web", "query": c,
                                 "signal": c, "item": c]], c: c]
+        case "/v1/audit/verify":
+            return ["trusted_heads": [c, "\(c)\n1\nAAAA\n\n\u{2014} \(c) AAAA\n"], "verifier_key": c]
         case "/v1/items":
             return ["items": [["id": "sku-c", "title": "t", "category": c, "attributes": [c: c], "tags": [c]]], c: c]
         default:
@@ -39,12 +41,13 @@ import Testing
         let f = try GatewayFixture(logger: capture.logger, now: clock.now)
         let encoded = canary.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         let query = ["k", "categories", "exclude", "session", "recipient", "actor", "action", "outcome", "from", "to", "cursor", "limit",
-                     "subject", "subject_token", "format", encoded].map { "\($0)=\(encoded)" }.joined(separator: "&")
+                     "subject", "subject_token", "format", "tree_size", encoded].map { "\($0)=\(encoded)" }.joined(separator: "&")
         let headers = ["User-Agent": canary, "X-Request-Id": canary, "X-Forwarded-For": canary, "Referer": "https://\(canary)/", "Sec-GPC": "1"]
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 3)
             for route in RouteTable.routes where route.path.hasPrefix("/v1/") && route.path != "/v1/keys/rotate" {
-                let path = route.path.replacingOccurrences(of: "{subject}", with: encoded).replacingOccurrences(of: "{name}", with: encoded) + "?" + query
+                let path = route.path.replacingOccurrences(of: "{subject}", with: encoded).replacingOccurrences(of: "{name}", with: encoded)
+                    .replacingOccurrences(of: "{seq}", with: encoded) + "?" + query
                 #expect(!path.contains("{"), "\(route.path) has a parameter the canary does not fill")
                 let json = Self.body(for: route.path)
                 for key in [f.keys["admin"], f.keys["recommendation-client"], nil, canary] {

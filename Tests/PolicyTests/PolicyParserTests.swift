@@ -62,7 +62,7 @@ let brokenPolicies: [BrokenPolicy] = [
         let policy = try PolicyParser.parse(try shippedFiles())
         #expect(Set(policy.purposes.keys) == ["essential", "personalization", "analytics", "marketing"])
         #expect(Set(policy.categories.keys) == ["browsing", "purchases", "search", "demographics", "feedback"])
-        #expect(Set(policy.roles.keys) == ["app", "recommendation-client", "compliance-officer", "admin"])
+        #expect(Set(policy.roles.keys) == ["app", "recommendation-client", "compliance-officer", "witness", "admin"])
         #expect(policy.notices["2026-01"] != nil)
         #expect(policy.purposes["personalization"]!.requiresConsent)
         #expect(!policy.purposes["essential"]!.requiresConsent)

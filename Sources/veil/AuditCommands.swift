@@ -1,0 +1,224 @@
+import ArgumentParser
+import Audit
+import Foundation
+import Gateway
+import Vault
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Verify, query, prove and export the audit log; witness a remote one.",
+        subcommands: [Verify.self, Query.self, Export.self, Checkpoint.self, Key.self, Prove.self, Consistency.self, Witness.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check every entry, the Merkle tree and every signed head; with --trusted-head, that the log still matches heads kept elsewhere. Exit 1 naming the first bad entry.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Ed25519 public key file (hex); default: <keys>/audit.pub.") var pubkey: String?
+        @Option(name: .customLong("trusted-head"),
+                help: "A signed head kept outside the gateway (`veil audit checkpoint` output, or a witness's heads/ directory); repeatable.")
+        var trustedHeads: [String] = []
+        @Option(name: .customLong("verifier-key"), help: "File holding the verifier key the trusted heads were signed with (`veil audit key`); default: the audit key.")
+        var verifierKey: String?
+
+        func run() throws {
+            let key = try readAuditPublicKey(pubkey, common)
+            let notes = try trustedHeads.flatMap(readNotes)
+            let verifier = try verifierKey.map { path in
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+                do { return try NoteVerifier(verifierKey: text.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
+                    throw ValidationError("\(path): \(error)")
+                }
+            }
+            let result: AuditVerification
+            do {
+                result = try AuditReader(path: try common.paths().auditDatabase).verify(publicKey: key, trustedHeads: notes, trustedVerifier: verifier)
+            } catch let error as AuditError where error.invalidInput {
+                throw ValidationError(error.message)
+            }
+            if let bad = result.firstBadSequence {
+                print("audit log FAILED verification at entry \(bad): \(result.reason ?? "")")
+                throw ExitCode(1)
+            }
+            let unsigned = result.entries - result.signedThrough
+            print("audit log intact: \(result.entries) entries, \(result.checkpoints) signed heads, signed through entry \(result.signedThrough)"
+                  + (unsigned > 0 ? "; the newest \(unsigned) are not yet under a signed head (the server signs one every \(AuditLog.defaultCheckpointInterval) entries or 30 s, and at shutdown)" : "")
+                  + (result.trustedHeads > 0 ? "; \(result.trustedHeads) trusted heads match, the largest of \(result.trustedThrough) entries" : "")
+                  + "\nthis proves \(result.proves)")
+        }
+
+        /// One file, or every `*.note` in a directory (a witness's `heads/`).
+        private func readNotes(_ path: String) throws -> [String] {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw ValidationError("no trusted head at \(path)") }
+            let files = isDirectory.boolValue
+                ? try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".note") }.sorted().map { path + "/" + $0 }
+                : [path]
+            if files.isEmpty { throw ValidationError("\(path) holds no .note file") }
+            return try files.map { file in
+                guard let note = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read \(file) as text") }
+                return note
+            }
+        }
+    }
+
+    struct Query: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print matching entries as JSON lines.")
+        @OptionGroup var common: CommonOptions
+        @Option var actor: String?
+        @Option(help: "Subject token (tokens, never raw ids, are in the log).") var subjectToken: String?
+        @Option var action: String?
+        @Option var outcome: AuditOutcome?
+        @Option var limit = 100
+
+        func run() throws {
+            let entries = try AuditReader(path: try common.paths().auditDatabase).query(
+                AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome, limit: limit))
+            for e in entries { try printJSON(e) }
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write the log and its signed heads as JSON Lines to stdout.")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            FileHandle.standardOutput.write(Data(try AuditReader(path: try common.paths().auditDatabase).exportJSONLines()))
+        }
+    }
+
+    struct Checkpoint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sign a tree head over every entry so far (unless the newest already covers them) and print it: the signed note to keep outside the gateway for `verify --trusted-head`.")
+        @OptionGroup var common: CommonOptions
+
+        func run() async throws {
+            let service = try openService(common)
+            guard let head = try await service.audit.checkpoint() else { throw CLIError(message: "the audit log is empty: nothing to sign") }
+            print(head.note, terminator: "")
+        }
+    }
+
+    struct Key: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the verifier key of the log's signed heads (`<origin>+<key id>+<key>`), for a witness's --key file.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Ed25519 public key file (hex); default: <keys>/audit.pub.") var pubkey: String?
+
+        func run() throws {
+            let key = try readAuditPublicKey(pubkey, common)
+            print(try HeadSigner.verifier(for: key).verifierKey)
+        }
+    }
+
+    struct Prove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the inclusion proof of entry SEQ in a signed head, as JSON (base64 hashes).")
+        @OptionGroup var common: CommonOptions
+        @Argument(help: "The entry's sequence number (a response's Veil-Audit-Entry header).") var seq: Int64
+        @Option(name: .customLong("tree-size"), help: "The size of a signed head; default: the newest.") var treeSize: Int64?
+
+        func run() throws {
+            do {
+                try printJSON(AuditReader(path: try common.paths().auditDatabase).inclusionProof(sequence: seq, treeSize: treeSize))
+            } catch let error as AuditProofError {
+                throw CLIError(message: "\(error) (`veil audit checkpoint` signs a head over every entry)")
+            }
+        }
+    }
+
+    struct Consistency: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the consistency proof from the tree of FROM entries to a signed head, as JSON.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "The smaller tree size (a head you hold).") var from: Int64
+        @Option(help: "The size of a signed head; default: the newest.") var to: Int64?
+
+        func run() throws {
+            do {
+                try printJSON(AuditReader(path: try common.paths().auditDatabase).consistencyProof(from: from, to: to))
+            } catch let error as AuditProofError {
+                throw CLIError(message: error.description)
+            }
+        }
+    }
+
+    struct Witness: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Watch a gateway's signed heads from another machine: each must extend the last one held. Exits 3 on a cut, a fork or an inconsistent head.",
+            discussion: "The API key (role witness) is read from VEIL_API_KEY or --api-key-file. Run it from cron with --once, or as a loop.")
+        @Option(help: "The gateway's base URL, e.g. https://veil.example.com.") var url: String
+        @Option(help: "File holding the log's verifier key (`veil audit key`).") var key: String
+        @Option(help: "Directory for the heads seen (created).") var state: String
+        @Option(name: .customLong("api-key-file"), help: "File holding an API key of role witness; default: $VEIL_API_KEY.") var apiKeyFile: String?
+        @Flag(help: "Check once and exit (for cron).") var once = false
+        @Option(help: "Seconds between checks when looping.") var interval: Double = 60
+
+        func run() async throws {
+            guard let keyText = try? String(contentsOfFile: key, encoding: .utf8) else { throw ValidationError("cannot read the verifier key file \(key)") }
+            let verifier: NoteVerifier
+            do { verifier = try NoteVerifier(verifierKey: keyText.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
+                throw ValidationError("\(key): \(error)")
+            }
+            let apiKey = try apiKeyFile.map { path in
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+                return text.trimmingCharacters(in: .whitespacesAndNewlines)
+            } ?? ProcessInfo.processInfo.environment["VEIL_API_KEY"]
+            guard let apiKey, !apiKey.isEmpty else { throw ValidationError("no API key: set VEIL_API_KEY or pass --api-key-file") }
+            guard interval > 0 else { throw ValidationError("--interval must be positive") }
+            let witness = try WitnessState(directory: state, verifier: verifier)
+            let base = url.hasSuffix("/") ? String(url.dropLast()) : url
+            while true {
+                do {
+                    let note = try await fetchNote(base + "/v1/audit/checkpoint", apiKey: apiKey)
+                    let (head, advanced) = try await witness.check(note) { from, to in
+                        try await fetchConsistency(base + "/v1/audit/consistency?from=\(from)&to=\(to)", apiKey: apiKey)
+                    }
+                    if advanced { try witness.record(note, size: head.size) }
+                    print("\(Date()) head of \(head.size) entries \(advanced ? "accepted" : "unchanged")")
+                } catch let error as WitnessError where error.isMisbehaviour {
+                    FileHandle.standardError.write(Data("ALERT: audit log \(verifier.name) at \(base) misbehaved: \(error)\n".utf8))
+                    throw ExitCode(3)
+                } catch {
+                    FileHandle.standardError.write(Data("witness: \(error)\n".utf8))
+                    if once { throw ExitCode(1) }
+                }
+                if once { return }
+                try await Task.sleep(for: .seconds(interval))
+            }
+        }
+
+        private func get(_ url: String, apiKey: String) async throws -> Data {
+            guard let target = URL(string: url) else { throw WitnessError.unreachable("bad URL \(url)") }
+            var request = URLRequest(url: target)
+            request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization")
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            guard status == 200 else { throw WitnessError.unreachable("GET \(target.path) answered \(status): \(String(decoding: data.prefix(200), as: UTF8.self))") }
+            return data
+        }
+
+        private func fetchNote(_ url: String, apiKey: String) async throws -> String {
+            try JSONDecoder().decode(AuditCheckpoint.self, from: try await get(url, apiKey: apiKey)).note
+        }
+
+        private func fetchConsistency(_ url: String, apiKey: String) async throws -> [[UInt8]] {
+            let proof = try JSONDecoder().decode(AuditConsistencyProof.self, from: try await get(url, apiKey: apiKey))
+            return try proof.hashes.map { hash in
+                guard let bytes = Data(base64Encoded: hash) else { throw WitnessError.unreachable("the proof holds a hash that is not base64") }
+                return [UInt8](bytes)
+            }
+        }
+    }
+}
+
+/// The audit public key from `--pubkey`, else `<keys>/audit.pub`.
+func readAuditPublicKey(_ path: String?, _ common: CommonOptions) throws -> SigningPublicKey {
+    let keyPath = try path ?? (common.paths().keysDirectory as NSString).appendingPathComponent("audit.pub")
+    guard let text = try? String(contentsOfFile: keyPath, encoding: .utf8),
+          let bytes = [UInt8](hexString: text.trimmingCharacters(in: .whitespacesAndNewlines)),
+          let key = try? SigningPublicKey(bytes: bytes) else {
+        throw ValidationError("cannot read an Ed25519 public key from \(keyPath); pass --pubkey FILE")
+    }
+    return key
+}
