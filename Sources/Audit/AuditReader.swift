@@ -116,9 +116,15 @@ public struct AuditReader: Sendable {
         store = try Store(path: path, migrations: [AuditLog.Migrations()])
     }
 
-    public func query(_ q: AuditQuery) throws -> [AuditEntry] {
+    /// Matching entries by a scan in sequence order (``AuditIndex`` answers subject, actor and time queries without one).
+    /// - Parameter through: the last sequence number to consider.
+    public func query(_ q: AuditQuery, through: Int64? = nil) throws -> [AuditEntry] {
         var clauses = ["seq > ?"]
         var arguments: [(any DatabaseValueConvertible)?] = [q.after]
+        if let through {
+            clauses.append("seq <= ?")
+            arguments.append(through)
+        }
         func add(_ clause: String, _ value: (any DatabaseValueConvertible)?) {
             guard let value else { return }
             clauses.append(clause)

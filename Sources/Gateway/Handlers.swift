@@ -98,7 +98,7 @@ enum Handlers {
             q.to = try p["to"].map { try millis(String($0), "to") }
             q.after = try p["cursor"].map { guard let v = Int64(String($0)), v >= 0 else { throw GatewayError.badRequest("cursor must be a sequence number") }; return v } ?? 0
             q.limit = try p["limit"].map { guard let v = Int(String($0)), (1...1000).contains(v) else { throw GatewayError.badRequest("limit must be 1 to 1000") }; return v } ?? 100
-            let entries = try AuditReader(store: service.audit.store).query(q)
+            let entries = try service.auditIndex.query(q)
             struct Page: Encodable { var entries: [AuditEntry]; var next_cursor: Int64? }
             return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
         }

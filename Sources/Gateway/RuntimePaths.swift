@@ -25,6 +25,8 @@ public struct RuntimePaths: Sendable {
     public var keyStoreDatabase: String { (keysDirectory as NSString).appendingPathComponent("subject-keys.sqlite") }
     /// The append-only audit log, kept apart from operational data.
     public var auditDatabase: String { (dataDirectory as NSString).appendingPathComponent("audit.sqlite") }
+    /// The audit log's query index: derived data, rebuilt by `veil audit reindex`.
+    public var auditIndexDatabase: String { (dataDirectory as NSString).appendingPathComponent("audit-index.sqlite") }
 }
 
 /// Opens the pieces of a Veil instance in one place, so the command line and the server agree on them.

@@ -119,6 +119,17 @@ struct PeriodicService: Service {
         }
     }
 
+    /// Keeps the audit query index close behind the log, off the request path.
+    static func auditIndex(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
+        PeriodicService(interval: interval, runAtStart: true) {
+            do {
+                try service.auditIndex.catchUp()
+            } catch {
+                logFailure("indexing the audit log", error, service.logger)
+            }
+        }
+    }
+
     static func retention(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: true) {
             do {
@@ -177,7 +188,8 @@ public enum GatewayServer {
                                  availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: service.logger)),
             services: [PeriodicService.retrain(service, every: configuration.retrainInterval),
                        PeriodicService.retention(service, every: configuration.retentionInterval),
-                       PeriodicService.experiments(service, every: 5), AuditFlushService(service: service)],
+                       PeriodicService.experiments(service, every: 5), PeriodicService.auditIndex(service, every: 2),
+                       AuditFlushService(service: service)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)
     }

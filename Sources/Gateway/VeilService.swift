@@ -29,6 +29,8 @@ public final class VeilService: Sendable {
     public let features: FeatureStore
     public let deliveries = DeliveryLog()
     public let audit: AuditLog
+    /// Subject, actor and time queries of the audit log without a scan.
+    public let auditIndex: AuditIndex
     public let principals: PrincipalStore
     public let models = ModelRegistry()
     public let cache: RecommendationCache
@@ -87,6 +89,7 @@ public final class VeilService: Sendable {
         linker = IdentityLinker(key: KeyDerivation.derive(from: ring.pseudonymKey, context: "linking_", id: 1))
         features = FeatureStore(keys: keys)
         audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, fullSync: auditFullSync, now: now)
+        auditIndex = try AuditIndex(path: paths.auditIndexDatabase, log: audit.store)
         principals = PrincipalStore(store: store, ring: ring)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
         rateLimiter = RateLimiter(limits: rateLimits)

@@ -10,7 +10,7 @@ import FoundationNetworking
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Verify, query, prove and export the audit log; witness a remote one.",
-        subcommands: [Verify.self, Query.self, Export.self, Checkpoint.self, Key.self, Prove.self, Consistency.self, Witness.self])
+        subcommands: [Verify.self, Query.self, Reindex.self, Export.self, Checkpoint.self, Key.self, Prove.self, Consistency.self, Witness.self])
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -71,12 +71,37 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(help: "Subject token (tokens, never raw ids, are in the log).") var subjectToken: String?
         @Option var action: String?
         @Option var outcome: AuditOutcome?
-        @Option var limit = 100
+        @Option(help: "Entries at or after this time (ISO 8601).") var from: String?
+        @Option(help: "Entries at or before this time (ISO 8601).") var to: String?
+        @Option(help: "Only entries after this sequence number (the cursor).") var after: Int64 = 0
+        @Option(help: "1 to 1000.") var limit = 100
 
         func run() throws {
-            let entries = try AuditReader(path: try common.paths().auditDatabase).query(
-                AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome, limit: limit))
+            guard (1...1000).contains(limit) else { throw ValidationError("--limit must be 1 to 1000") }
+            func millis(_ text: String?, _ name: String) throws -> Int64? {
+                guard let text else { return nil }
+                guard let date = ISO8601DateFormatter().date(from: text) else { throw ValidationError("--\(name) must be an ISO 8601 time such as 2026-12-01T00:00:00Z") }
+                return Int64(date.timeIntervalSince1970 * 1000)
+            }
+            let paths = try common.paths()
+            let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase).store)
+            let entries = try index.query(AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome,
+                                                     from: try millis(from, "from"), to: try millis(to, "to"), after: after, limit: limit))
             for e in entries { try printJSON(e) }
+        }
+    }
+
+    struct Reindex: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rebuild the audit query index (data/audit-index.sqlite) from the log. Verification never reads it; queries do.")
+        @OptionGroup var common: CommonOptions
+
+        func run() throws {
+            let paths = try common.paths()
+            let start = Date()
+            let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase).store)
+            let count = try index.reindex()
+            print("indexed \(count) entries in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         }
     }
 
