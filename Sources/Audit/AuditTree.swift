@@ -106,8 +106,8 @@ enum AuditTree {
 
     /// 64 hex digits as a node; nil for anything else.
     static func digest(_ hex: String) throws -> MerkleNode? {
-        guard hex.utf8.count == 64, let bytes = [UInt8](hexString: hex) else { return nil }
-        return MerkleNode(bytes)
+        var hex = hex
+        return hex.withUTF8 { MerkleNode(hex: UnsafeRawBufferPointer($0)) }
     }
 
     private static func storedNodes(level: Int, from first: Int64, count: Int, in db: Database) throws -> [MerkleNode] {

@@ -187,7 +187,7 @@ extension AuditReader {
         return scan
     }
 
-    /// Scans entries `lo+1 … hi` of one chunk with SQLite's C API: no row objects, no strings, one reused buffer.
+    /// Scans entries `lo+1 … hi` of one chunk with SQLite's C API: no row objects, no strings, no allocation per row.
     private static func scanChunk(lo: Int64, hi: Int64, sizes: [Int64], in db: Database) throws -> Chunk {
         var chunk = Chunk()
         let statement = try db.makeStatement(sql: "SELECT \(columns) FROM entries WHERE seq > ? AND seq <= ? ORDER BY seq")
@@ -195,14 +195,15 @@ extension AuditReader {
         sqlite3_bind_int64(s, 1, lo)
         sqlite3_bind_int64(s, 2, hi)
         var edge = CompactRange()
-        var buffer = [UInt8]()
-        buffer.reserveCapacity(1024)
+        var encoder = EntryEncoder()
+        defer { encoder.deallocate() }
+        // The previous entry's digest as stored (64 hex digits), for its successor's link.
         var previous = [UInt8](repeating: 0, count: 64)
-        var digest = MerkleNode(Merkle.emptyRoot)!
-        var computed = [UInt8](repeating: 0, count: 32)
         var nextSize = sizes.startIndex
         var expected = lo + 1
-        let dash: [UInt8] = [UInt8(ascii: "-")]
+        func text(_ column: Int32) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(start: sqlite3_column_text(s, column), count: Int(sqlite3_column_bytes(s, column)))
+        }
         while true {
             let code = sqlite3_step(s)
             if code == SQLITE_DONE { break }
@@ -212,40 +213,31 @@ extension AuditReader {
                 chunk.failure = (min(seq, expected), "expected entry \(expected), found \(seq) (entry removed, inserted or reordered)")
                 return chunk
             }
-            buffer.removeAll(keepingCapacity: true)
-            buffer.append(contentsOf: "veil.audit.v1".utf8)
-            func put(_ column: Int32, nullAs: [UInt8]? = nil) {
-                if let nullAs, sqlite3_column_type(s, column) == SQLITE_NULL {
-                    buffer.appendLengthPrefixed(bytes: nullAs)
-                    return
-                }
-                let text = sqlite3_column_text(s, column)
-                let count = Int(sqlite3_column_bytes(s, column))
-                buffer.appendLengthPrefixed(bytes: UnsafeBufferPointer(start: text, count: count))
+            // The canonical encoding of AuditEntry.computeHash: the integers as their decimal text (SQLite renders an
+            // INTEGER column so), absent token and purpose as "-".
+            encoder.reset()
+            for column in Int32(0)...5 { encoder.put(text(column)) }
+            for column in Int32(6)...7 {
+                if sqlite3_column_type(s, column) == SQLITE_NULL { encoder.putDash() } else { encoder.put(text(column)) }
             }
-            for column in Int32(0)...5 { put(column) }
-            put(6, nullAs: dash); put(7, nullAs: dash)
-            for column in Int32(8)...11 { put(column) }
-            let previousText = UnsafeBufferPointer(start: sqlite3_column_text(s, 11), count: Int(sqlite3_column_bytes(s, 11)))
-            let hashText = UnsafeBufferPointer(start: sqlite3_column_text(s, 12), count: Int(sqlite3_column_bytes(s, 12)))
+            for column in Int32(8)...11 { encoder.put(text(column)) }
+            let previousText = text(11), hashText = text(12)
             if seq == lo + 1 {
                 chunk.firstPrevious = Array(previousText)
-                if seq == 1, chunk.firstPrevious != Array(AuditLog.genesisHash.utf8) {
+                if seq == 1, !previousText.elementsEqual(AuditLog.genesisHash.utf8) {
                     chunk.failure = (seq, "link to the previous entry is broken")
                     return chunk
                 }
-            } else if !previousText.elementsEqual(previous) {
+            } else if previousText.count != 64 || memcmp(previousText.baseAddress!, previous, 64) != 0 {
                 chunk.failure = (seq, "link to the previous entry is broken")
                 return chunk
             }
-            buffer.withUnsafeBytes { input in computed.withUnsafeMutableBytes { Hash.blake2b256(input, into: $0) } }
-            guard hashText.count == 64, let stored = decodeHex(hashText), stored == computed else {
+            guard hashText.count == 64, let stored = MerkleNode(hex: hashText), stored == encoder.digest() else {
                 chunk.failure = (seq, "entry content does not match its hash")
                 return chunk
             }
-            stored.withUnsafeBytes { digest = MerkleNode(raw: $0) }
-            previous.withUnsafeMutableBufferPointer { _ = $0.initialize(from: hashText) }
-            edge.append(MerkleNode.leaf(of: digest))
+            previous.withUnsafeMutableBytes { $0.copyMemory(from: hashText) }
+            edge.append(MerkleNode.leaf(of: stored))
             chunk.leaves += 1
             if nextSize < sizes.endIndex, sizes[nextSize] == seq {
                 chunk.edges.append((seq, edge.stack))
@@ -262,20 +254,51 @@ extension AuditReader {
         if chunk.leaves == 1 << chunkBits { chunk.root = edge.root }
         return chunk
     }
+}
 
-    private static func decodeHex(_ text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - 48
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - 87
-            default: nil
-            }
-        }
-        var out = [UInt8](repeating: 0, count: text.count / 2)
-        for i in 0..<out.count {
-            guard let high = nibble(text[2 * i]), let low = nibble(text[2 * i + 1]) else { return nil }
-            out[i] = high << 4 | low
-        }
+/// The canonical, length-prefixed encoding of an entry (``AuditEntry/computeHash``) built in one reused buffer.
+private struct EntryEncoder {
+    private var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
+    private var count = 0
+    private static let prefix = Array("veil.audit.v1".utf8)
+
+    mutating func reset() {
+        count = 0
+        put(raw: Self.prefix.withUnsafeBytes { $0 })
+    }
+
+    private mutating func reserve(_ n: Int) {
+        guard count + n > buffer.count else { return }
+        let grown = UnsafeMutableRawBufferPointer.allocate(byteCount: max(buffer.count * 2, count + n), alignment: 8)
+        grown.copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        buffer.deallocate()
+        buffer = grown
+    }
+
+    private mutating func put(raw bytes: UnsafeRawBufferPointer) {
+        reserve(bytes.count)
+        if bytes.count > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[count...]).copyMemory(from: bytes) }
+        count += bytes.count
+    }
+
+    /// 4 big-endian length bytes, then the bytes.
+    mutating func put(_ bytes: UnsafeRawBufferPointer) {
+        reserve(4 + bytes.count)
+        let n = UInt32(truncatingIfNeeded: bytes.count).bigEndian
+        withUnsafeBytes(of: n) { put(raw: $0) }
+        put(raw: bytes)
+    }
+
+    mutating func putDash() {
+        withUnsafeBytes(of: (UInt32(1).bigEndian, UInt8(ascii: "-"))) { put(raw: UnsafeRawBufferPointer(rebasing: $0[0..<5])) }
+    }
+
+    /// BLAKE2b-256 of the encoding.
+    func digest() -> MerkleNode {
+        var out = MerkleNode(Merkle.emptyRoot)!
+        out.withMutableBytes { Hash.blake2b256(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), into: $0) }
         return out
     }
+
+    func deallocate() { buffer.deallocate() }
 }

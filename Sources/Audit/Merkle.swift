@@ -309,6 +309,34 @@ struct MerkleNode: Equatable, Sendable {
 }
 
 extension MerkleNode {
+    /// The node for 64 lower-case hex digits; nil for anything else.
+    init?(hex: UnsafeRawBufferPointer) {
+        guard hex.count == 2 * Merkle.hashCount else { return nil }
+        self.init()
+        var valid = true
+        withUnsafeMutableBytes(of: &words) { out in
+            for i in 0..<Merkle.hashCount {
+                let high = Self.nibble(hex[2 * i]), low = Self.nibble(hex[2 * i + 1])
+                valid = valid && high < 16 && low < 16
+                out[i] = high << 4 | (low & 0x0f)
+            }
+        }
+        guard valid else { return nil }
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8 {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c &- 48
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c &- 87
+        default: 255
+        }
+    }
+
+    /// The node's 32 bytes, writable (to hash into).
+    mutating func withMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) -> R) -> R {
+        withUnsafeMutableBytes(of: &words, body)
+    }
+
     /// The node for 32 hash bytes at `raw` (which must hold 32).
     init(raw: UnsafeRawBufferPointer) {
         self.init()
