@@ -52,7 +52,7 @@ public struct AuditVerification: Sendable, Equatable, Codable {
 
     public static let withoutTrustedHead = "internal consistency only: the entries, the tree and the signed heads stored in this same file agree; "
         + "a log cut or rewritten by someone who also deleted or re-signed the later heads verifies too. Detecting that needs a "
-        + "head kept elsewhere: verify with a trusted head (veil audit verify --trusted-head, or trusted_head in the request)"
+        + "head kept elsewhere: verify with a trusted head (veil audit verify --trusted-head, or trusted_heads in POST /v1/audit/verify)"
 
     static func againstTrusted(_ size: Int64) -> String {
         "the first \(size) entries are exactly those the trusted head of size \(size) signed (not cut, rewritten, reordered or forked); "

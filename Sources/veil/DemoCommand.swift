@@ -56,8 +56,9 @@ struct DemoCommand: AsyncParsableCommand {
         guard let port = await iterator.next() else { throw ValidationError("server did not start") }
         let api = Client(base: "http://127.0.0.1:\(port)")
         print("   server listening on 127.0.0.1:\(port)")
+        let held: String
         do {
-            try await script(api: api, keys: (appKey, recsKey, officerKey, adminKey))
+            held = try await script(api: api, keys: (appKey, recsKey, officerKey, adminKey))
         } catch {
             await group.triggerGracefulShutdown()
             try? await running
@@ -66,12 +67,13 @@ struct DemoCommand: AsyncParsableCommand {
         // A graceful stop lets the server sign its final audit checkpoint.
         await group.triggerGracefulShutdown()
         try await running
-        let verify = try AuditReader(path: paths.auditDatabase).verify(publicKey: service.ring.auditSigner.publicKey)
-        print("   after shutdown: \(verify.entries) audit entries, \(verify.checkpoints) signed checkpoints, intact: \(verify.intact)")
+        let verify = try AuditReader(path: paths.auditDatabase).verify(publicKey: service.ring.auditSigner.publicKey, trustedHeads: held.isEmpty ? [] : [held])
+        print("   after shutdown: \(verify.entries) audit entries, \(verify.checkpoints) signed heads, intact: \(verify.intact); against the officer's held head, this proves \(verify.proves)")
         step("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; state kept in \(root)")
     }
 
-    func script(api: Client, keys: (app: String, recs: String, officer: String, admin: String)) async throws {
+    /// The demo's requests; returns the signed head the compliance officer kept.
+    func script(api: Client, keys: (app: String, recs: String, officer: String, admin: String)) async throws -> String {
         step("2. sample shop: \(users) users, \(items) items, \(days) days (seed \(seed))")
         let shop = SampleShop(users: users, items: items, days: days, seed: seed)
         let encoder = JSONEncoder()
@@ -140,7 +142,14 @@ struct DemoCommand: AsyncParsableCommand {
         print("   denied requests on record: \((page["entries"] as? [Any])?.count ?? 0)")
         let verify = try await api.send("GET", "/v1/audit/verify", key: keys.officer, expect: 200)
         guard verify["firstBadSequence"] == nil else { throw ValidationError("audit log failed verification: \(verify)") }
-        print("   verify: \(verify["entries"] ?? 0) entries and \(verify["checkpoints"] ?? 0) signed checkpoints, intact")
+        print("   verify on its own: \(verify["entries"] ?? 0) entries and \(verify["checkpoints"] ?? 0) signed heads agree; this proves \(verify["proves"] ?? "")")
+        // The officer keeps a signed head outside the gateway; later checks hold the log to it.
+        let head = try await api.send("GET", "/v1/audit/checkpoint", key: keys.officer, expect: 200)
+        let note = head["note"] as? String ?? ""
+        print("   the officer keeps the newest signed head (a C2SP checkpoint):\n" + note.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map { "     " + $0 }.joined(separator: "\n"))
+        let proof = try await api.send("GET", "/v1/audit/entries/1/proof", key: keys.officer, expect: 200)
+        print("   entry 1's inclusion proof in that tree: \((proof["hashes"] as? [Any])?.count ?? 0) hashes")
+        return note
     }
 
     func step(_ s: String) { print("\n== \(s)") }
