@@ -41,6 +41,10 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var campaigns: [Campaign] = []
     /// `full` (default): every audit commit is fsynced; `normal`: survives a killed process, not a power cut.
     public var auditSync = "full"
+    /// A signed tree head once this many entries follow the last one.
+    public var auditHeadEveryEntries = 100_000
+    /// A signed tree head once entries have waited this many seconds for one.
+    public var auditHeadMaxAgeSeconds = 30
 
     public init() {}
 
@@ -204,8 +208,10 @@ public struct VeilConfiguration: Sendable, Equatable {
             }
         }
         if let node = top["audit"] {
-            let s = try r.mapping(node, "audit", keys: ["sync"])
+            let s = try r.mapping(node, "audit", keys: ["sync", "head_every_entries", "head_max_age_s"])
             if let n = s["sync"] { config.auditSync = try r.choice(n, "audit.sync", ["full", "normal"]) }
+            if let n = s["head_every_entries"] { config.auditHeadEveryEntries = try r.int(n, "audit.head_every_entries", 1...100_000_000) }
+            if let n = s["head_max_age_s"] { config.auditHeadMaxAgeSeconds = try r.int(n, "audit.head_max_age_s", 1...86_400) }
         }
         if let node = top["canary"] {
             let s = try r.mapping(node, "canary", keys: ["share", "min_exposures", "alpha"])

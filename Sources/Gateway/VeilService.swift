@@ -76,7 +76,7 @@ public final class VeilService: Sendable {
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
                 ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
                 experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
-                auditFullSync: Bool = true, refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
+                auditFullSync: Bool = true, checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge, refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -88,7 +88,8 @@ public final class VeilService: Sendable {
         identities = IdentityMap(keys: keys)
         linker = IdentityLinker(key: KeyDerivation.derive(from: ring.pseudonymKey, context: "linking_", id: 1))
         features = FeatureStore(keys: keys)
-        audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval, fullSync: auditFullSync, now: now)
+        audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
+                             checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
         auditIndex = try AuditIndex(path: paths.auditIndexDatabase, log: audit.store)
         principals = PrincipalStore(store: store, ring: ring)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)

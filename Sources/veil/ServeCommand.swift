@@ -111,9 +111,10 @@ func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logge
     let config = try common.configuration()
     do {
         return try VeilService(paths: try common.paths(), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
+                               checkpointInterval: Int64(config.auditHeadEveryEntries),
                                rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
                                experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,
-                               auditFullSync: config.auditSync == "full", logger: logger)
+                               auditFullSync: config.auditSync == "full", checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), logger: logger)
     } catch let error as any CustomStringConvertible & Error {
         throw CLIError(message: "\(error)")
     }

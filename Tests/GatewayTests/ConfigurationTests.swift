@@ -17,6 +17,7 @@ import Testing
         #expect(config.quality.maxRejectRate == 0.2)
         #expect(config.ingestion.outliers.action == .cap)
         #expect(config.ingestion.outliers.method == .iqr)
+        #expect(config.auditHeadEveryEntries == 100_000 && config.auditHeadMaxAgeSeconds == 30)
     }
 
     @Test func settingsOverrideDefaultsAndNothingElse() throws {
@@ -60,5 +61,7 @@ import Testing
         #expect(error("recommendations:\n  content_similarity: {apparel: fuzzy}\n").contains("use one of: categorical, text"))
         #expect(error("server: [1, 2\n").hasPrefix("veil.yaml:"))
         #expect(error("- a\n- b\n").contains("must be a mapping"))
+        #expect(error("audit:\n  head_every_entries: 0\n").contains("audit.head_every_entries must be a whole number from 1 to 100000000"))
+        #expect(error("audit:\n  head_max_age_s: 0\n").contains("audit.head_max_age_s must be a whole number from 1 to 86400"))
     }
 }
