@@ -10,6 +10,7 @@ import argparse
 import os
 import sqlite3
 import subprocess
+import time
 
 from veil_instance import ROOT, Checks, Instance
 
@@ -27,6 +28,8 @@ def main():
         f.write(subprocess.run([a.veil, "audit", "key"] + common, check=True, capture_output=True, text=True).stdout)
 
     def witness():
+        # The gateway signs at most one head a second on request; wait that out so the head covers the traffic.
+        time.sleep(1.1)
         env = dict(os.environ, VEIL_API_KEY=witness_key)
         return subprocess.run([a.veil, "audit", "witness", "--url", api.base, "--key", key_file, "--state", state, "--once"],
                               env=env, capture_output=True, text=True, timeout=60)

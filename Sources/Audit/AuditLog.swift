@@ -81,7 +81,7 @@ public final class AuditLog: Sendable {
                     CREATE TRIGGER tree_heads_no_delete BEFORE DELETE ON tree_heads BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
                     """)
                 // A log written before the tree: its stored nodes, so that proofs over old entries are cheap.
-                let count = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries") ?? 0
+                let count = try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0
                 try AuditTree.extend(from: 0, to: count, in: db)
             }
         }
@@ -170,7 +170,7 @@ public final class AuditLog: Sendable {
         self.checkpointInterval = max(1, checkpointInterval)
         self.now = now
         let (head, signed) = try store.pool.read { db in
-            (try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries") ?? 0, try Int64.fetchOne(db, sql: "SELECT MAX(size) FROM tree_heads") ?? 0)
+            (try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0, try Int64.fetchOne(db, sql: "SELECT CAST(MAX(size) AS INTEGER) FROM tree_heads") ?? 0)
         }
         state = Mutex(State(headSequence: head, signedSize: signed))
         if let checkpointMaxAge {
@@ -181,7 +181,7 @@ public final class AuditLog: Sendable {
             ageTimer = timer
             timer.setEventHandler { [weak self] in
                 guard let self, self.state.withLock({ $0.headSequence > $0.signedSize }) else { return }
-                _ = try? self.signCheckpoint()
+                _ = try? self.signCheckpoint()  // already on the writer queue
             }
             timer.resume()
         } else {
@@ -333,7 +333,7 @@ public final class AuditLog: Sendable {
         }
         try AuditTree.extend(from: headBefore, to: sequence, in: db)
         // Read here, not trusted from memory: another process may have signed since.
-        let signed = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(size) FROM tree_heads")) ?? 0
+        let signed = try Int64.fetchOne(db.cachedStatement(sql: "SELECT CAST(MAX(size) AS INTEGER) FROM tree_heads")) ?? 0
         guard sequence - signed >= interval else { return (entries, nil) }
         try insertHead(size: sequence, at: at, heads: heads, in: db)
         return (entries, sequence)
@@ -359,19 +359,27 @@ public final class AuditLog: Sendable {
     }
 
     /// Signs a tree head over every entry so far (at shutdown, before an export, for a proof of a newer entry) and
-    /// returns it once durable. Returns the newest head unchanged when it already covers every entry; nil for an
-    /// empty log.
+    /// returns it once durable. Returns the newest head unchanged when it already covers every entry, or when it was
+    /// signed less than `minimumInterval` ago (so that callers who may ask often, a witness polling or a client
+    /// asking for proofs, add at most one head per interval); nil for an empty log. Runs on the log's writer
+    /// queue, between batches, never on the caller's thread.
     @discardableResult
-    public func checkpoint() async throws -> AuditCheckpoint? {
-        try signCheckpoint()
+    public func checkpoint(minimumInterval: Duration = .zero) async throws -> AuditCheckpoint? {
+        try await withCheckedThrowingContinuation { continuation in
+            writer.async {
+                continuation.resume(with: Result { try self.signCheckpoint(minimumInterval: minimumInterval) })
+            }
+        }
     }
 
-    private func signCheckpoint() throws -> AuditCheckpoint? {
+    private func signCheckpoint(minimumInterval: Duration = .zero) throws -> AuditCheckpoint? {
         let heads = self.heads
         let at = Int64(now().timeIntervalSince1970 * 1000)
+        let spacing = minimumInterval.components.seconds * 1000 + minimumInterval.components.attoseconds / 1_000_000_000_000_000
         let (cp, fresh) = try store.pool.write { db -> (AuditCheckpoint?, Bool) in
-            let size = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM entries")) ?? 0
-            if let newest = try AuditReader.newestHead(in: db), newest.size >= size { return (newest, false) }
+            let size = try Int64.fetchOne(db.cachedStatement(sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries")) ?? 0
+            let newest = try AuditReader.newestHead(in: db)
+            if let newest, newest.size >= size || at - newest.at < spacing { return (newest, false) }
             guard size > 0 else { return (nil, false) }
             return (try Self.insertHead(size: size, at: at, heads: heads, in: db), true)
         }

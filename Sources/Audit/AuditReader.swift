@@ -171,7 +171,7 @@ public struct AuditReader: Sendable {
     /// The inclusion proof of entry `sequence` in the signed head of `treeSize` entries (the newest head when nil).
     public func inclusionProof(sequence: Int64, treeSize: Int64? = nil) throws -> AuditInclusionProof {
         try store.pool.read { db in
-            let entries = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries") ?? 0
+            let entries = try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0
             guard sequence >= 1, sequence <= entries,
                   let row = try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM entries WHERE seq = ?", arguments: [sequence]) else {
                 throw AuditProofError.noSuchEntry(sequence, entries: entries)

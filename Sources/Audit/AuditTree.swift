@@ -116,7 +116,9 @@ enum AuditTree {
     }
 
     private static func store(_ node: MerkleNode, level: Int, index: Int64, in db: Database) throws {
-        try db.cachedStatement(sql: "INSERT OR IGNORE INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)")
+        // A node already there is replaced: it can only be one left from before the log was cut (or forged), and the
+        // one computed now, from the entries, is what a root signed from it must rest on.
+        try db.cachedStatement(sql: "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?) ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash")
             .execute(arguments: [level, index, Data(node.bytes)])
     }
 }

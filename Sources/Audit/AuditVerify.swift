@@ -19,36 +19,65 @@ extension AuditReader {
     ///   - trustedVerifier: the key the trusted heads were signed with; by default the audit key under the name the
     ///     note gives.
     public func verify(publicKey: SigningPublicKey, trustedHeads: [String] = [], trustedVerifier: NoteVerifier? = nil) throws -> AuditVerification {
+        // Heads are checked under the log's own origin: a head of another log signed with the same key is not one of its.
+        let verifier = try trustedVerifier ?? HeadSigner.verifier(for: publicKey)
+        var failures: [(Int64, String)] = []
         var trusted: [(size: Int64, root: MerkleNode)] = []
         for (i, note) in trustedHeads.enumerated() {
             let head: Checkpoint
             do {
-                head = try Self.openHead(note, verifier: trustedVerifier, publicKey: publicKey)
+                head = try Checkpoint(text: SignedNote.open(note, verifiers: [verifier]).text)
+            } catch .noVerifiedSignature, .invalidSignature, .ambiguousKey {
+                // Well formed, but not signed by the key this log is checked with: the key on the gateway's disk was
+                // replaced, or the head is another log's. A failure of the log, not of the request.
+                failures.append((1, "trusted head \(i + 1) is not signed by \(verifier.name)'s key: the log's key was replaced, or the head is another log's"))
+                continue
             } catch {
-                throw AuditError("trusted head \(i + 1) does not verify: \(error)", invalidInput: true)
+                throw AuditError("trusted head \(i + 1) is not a signed checkpoint: \(error)", invalidInput: true)
             }
-            trusted.append((Int64(head.size), MerkleNode(head.rootHash)!))
+            guard let size = Int64(exactly: head.size) else {
+                throw AuditError("trusted head \(i + 1) claims \(head.size) entries, more than a log can hold", invalidInput: true)
+            }
+            trusted.append((size, MerkleNode(head.rootHash)!))
         }
         trusted.sort { $0.size < $1.size }
+        for (a, b) in zip(trusted, trusted.dropFirst()) where a.size == b.size && a.root != b.root {
+            failures.append((1, "fork: the log's key signed two different heads of size \(a.size)"))
+        }
         let stored = try checkpoints()
         let legacy = try legacyCheckpoints()
-        let (entries, lowest) = try store.pool.read { db in
-            (try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries") ?? 0, try Int64.fetchOne(db, sql: "SELECT MIN(seq) FROM entries") ?? 1)
+        // What the rows are, before reading them in order: a rebuilt table can hold sequence numbers that are not
+        // integers (between or beyond the real ones), which a range scan would skip.
+        let (count, maxSeq, minSeq, oddSeq) = try store.pool.read { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT COUNT(*), MAX(CASE WHEN typeof(seq) = 'integer' THEN seq END), MIN(CASE WHEN typeof(seq) = 'integer' THEN seq END),
+                    (SELECT CAST(MIN(seq) AS INTEGER) FROM entries WHERE typeof(seq) <> 'integer') FROM entries
+                """)!
+            return (row[0] as Int64, row[1] as Int64? ?? 0, row[2] as Int64? ?? 1, row[3] as Int64?)
         }
+        if let oddSeq {
+            failures.append((max(1, oddSeq), "an entry's sequence number is not an integer (the table was rebuilt)"))
+        }
+        if minSeq < 1 { failures.append((1, "an entry with sequence number \(minSeq) was inserted before the first")) }
+        // With a gap the scan stops at it; never past one entry more than there are rows (a huge sequence number
+        // is then a gap, not a loop over 2^63 entries).
+        let entries = min(maxSeq, count + 1)
         let sizes = Set(stored.map(\.size) + trusted.map(\.size) + legacy.map(\.sequence)).filter { $0 >= 1 && $0 <= entries }
         let scan = try self.scan(entries: entries, sizes: sizes)
 
-        var result = AuditVerification(entries: entries, checkpoints: stored.count + legacy.count, trustedHeads: trusted.count)
-        var failures: [(Int64, String)] = []
-        if lowest < 1 { failures.append((lowest, "an entry with sequence number \(lowest) was inserted before the first")) }
+        var result = AuditVerification(entries: count, checkpoints: stored.count + legacy.count, trustedHeads: trusted.count)
         if let failure = scan.failure { failures.append(failure) }
         let validThrough = scan.failure.map { $0.0 - 1 } ?? entries
 
         // Trusted heads, smallest first: a mismatch is located after the last one that still matches.
         var matched: Int64 = 0
         for head in trusted {
+            if head.size == 0 {
+                if head.root != MerkleNode(Merkle.emptyRoot)! { failures.append((1, "a trusted head of size 0 has a root other than the empty tree's")) }
+                continue
+            }
             if head.size > entries {
-                failures.append((entries + 1, "the log is cut: a trusted head covers \(head.size) entries, only \(entries) remain"))
+                failures.append((entries + 1, "the log is cut: a trusted head covers \(head.size) entries, only \(count) remain"))
                 break
             }
             guard scan.roots[head.size] == head.root else {
@@ -63,15 +92,15 @@ extension AuditReader {
         for head in stored {
             let checked: Checkpoint
             do {
-                checked = try Self.openHead(head.note, verifier: nil, publicKey: publicKey)
+                checked = try Checkpoint(text: SignedNote.open(head.note, verifiers: [verifier]).text)
             } catch {
-                failures.append((head.size, "the stored head of size \(head.size) has no valid signature by the audit key: \(error)"))
+                failures.append((head.size, "the stored head of size \(head.size) has no valid signature by \(verifier.name)'s key: \(error)"))
                 continue
             }
-            if Int64(checked.size) != head.size || Data(checked.rootHash).base64EncodedString() != head.rootHash {
+            if Int64(exactly: checked.size) != head.size || Data(checked.rootHash).base64EncodedString() != head.rootHash {
                 failures.append((head.size, "the stored head of size \(head.size) does not say what its signed note says"))
             } else if head.size > entries {
-                failures.append((entries + 1, "the log is cut: a signed head covers \(head.size) entries, only \(entries) remain"))
+                failures.append((entries + 1, "the log is cut: a signed head covers \(head.size) entries, only \(count) remain"))
             } else if head.size <= validThrough, scan.roots[head.size] != MerkleNode(checked.rootHash) {
                 failures.append((head.size, "the signed head of size \(head.size) does not match the entries"))
             } else if head.size <= validThrough {
@@ -84,34 +113,45 @@ extension AuditReader {
                 continue
             }
             if cp.sequence > entries {
-                failures.append((entries + 1, "the log is cut: a signed checkpoint covers \(cp.sequence) entries, only \(entries) remain"))
+                failures.append((entries + 1, "the log is cut: a signed checkpoint covers \(cp.sequence) entries, only \(count) remain"))
             } else if cp.sequence <= validThrough, scan.chain[cp.sequence] != cp.headHash {
                 failures.append((cp.sequence, "checkpoint at \(cp.sequence) does not match the entry there"))
             } else if cp.sequence <= validThrough {
                 result.signedThrough = max(result.signedThrough, cp.sequence)
             }
         }
+        // The stored tree: proofs and signed roots are built from it, so a node that disagrees with the entries
+        // (forged, or left from before a cut) is a failure even though verification recomputes the tree itself.
+        failures += try storedNodeFailures(scan: scan, entries: validThrough)
         if let first = failures.min(by: { $0.0 < $1.0 }) {
             result.firstBadSequence = first.0
             result.reason = first.1
         }
-        if !trusted.isEmpty, result.intact { result.proves = AuditVerification.againstTrusted(matched) }
+        if !trusted.isEmpty, result.intact, matched > 0 { result.proves = AuditVerification.againstTrusted(matched) }
         return result
     }
 
-    /// The checkpoint in a signed note, if signed by `verifier` (or by `publicKey` under the note's own origin).
-    static func openHead(_ note: String, verifier: NoteVerifier?, publicKey: SigningPublicKey) throws -> Checkpoint {
-        let key: NoteVerifier
-        if let verifier {
-            key = verifier
-        } else {
-            guard let origin = note.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first else {
-                throw AuditError("empty note")
+    /// Every stored node checked against the nodes the scan recomputed from the entries; nodes beyond the entries
+    /// that remain mean the log was cut.
+    private func storedNodeFailures(scan: Scan, entries: Int64) throws -> [(Int64, String)] {
+        var failures: [(Int64, String)] = []
+        try store.pool.read { db in
+            let rows = try Row.fetchCursor(db, sql: "SELECT level, idx, hash FROM tree_nodes ORDER BY level, idx")
+            while let row = try rows.next() {
+                let level: Int = row[0], index: Int64 = row[1], bytes: Data = row[2]
+                guard level > 0, level < 63, index >= 0, index < (Int64.max >> level) - 1 else {
+                    failures.append((1, "the stored tree holds a node at an impossible position (level \(level))"))
+                    continue
+                }
+                let first = index << level + 1, last = (index + 1) << level
+                if last > entries {
+                    failures.append((entries + 1, "the stored tree has a node for entries \(first)–\(last), beyond the \(entries) entries that verify (the log was cut)"))
+                } else if let expected = scan.nodes[NodeKey(level: level, index: index)], expected.bytes != [UInt8](bytes) {
+                    failures.append((first, "the stored tree node for entries \(first)–\(last) does not match them: proofs served from it would fail"))
+                }
             }
-            key = try NoteVerifier(name: String(origin), publicKey: publicKey)
         }
-        let opened = try SignedNote.open(note, verifiers: [key])
-        return try Checkpoint(text: opened.text)
+        return failures
     }
 
     // MARK: The scan
@@ -125,7 +165,14 @@ extension AuditReader {
         var roots: [Int64: MerkleNode] = [:]
         /// The entry digest (hex) at each size asked for: what the first design's checkpoints signed.
         var chain: [Int64: String] = [:]
+        /// The complete subtrees at the stored levels (every 8th), as the entries make them.
+        var nodes: [NodeKey: MerkleNode] = [:]
         var failure: (Int64, String)?
+    }
+
+    struct NodeKey: Hashable {
+        var level: Int
+        var index: Int64
     }
 
     private struct Chunk {
@@ -134,6 +181,7 @@ extension AuditReader {
         /// For each size of interest inside the chunk: the chunk's right edge after that entry.
         var edges: [(size: Int64, nodes: [MerkleNode])] = []
         var chain: [Int64: String] = [:]
+        var nodes: [(NodeKey, MerkleNode)] = []
         var firstPrevious: [UInt8] = []
         var lastDigest: [UInt8] = []
         var failure: (Int64, String)?
@@ -178,11 +226,18 @@ extension AuditReader {
                 scan.roots[size] = node
             }
             scan.chain.merge(chunk.chain) { a, _ in a }
+            for (key, node) in chunk.nodes { scan.nodes[key] = node }
             if let failure = chunk.failure {
                 scan.failure = failure
                 return scan
             }
-            if let root = chunk.root { edge.append(root) }
+            if let root = chunk.root {
+                scan.nodes[NodeKey(level: Self.chunkBits, index: Int64(c))] = root
+                let chunks = Int64(edge.size) + 1  // after this one
+                edge.append(root) { level, node in
+                    scan.nodes[NodeKey(level: Self.chunkBits + level, index: chunks >> level - 1)] = node
+                }
+            }
         }
         return scan
     }
@@ -213,6 +268,10 @@ extension AuditReader {
                 chunk.failure = (min(seq, expected), "expected entry \(expected), found \(seq) (entry removed, inserted or reordered)")
                 return chunk
             }
+            guard Self.fieldsAsWritten(s) else {
+                chunk.failure = (seq, "entry \(seq) holds a field of a type or value Veil never writes (the table was edited)")
+                return chunk
+            }
             // The canonical encoding of AuditEntry.computeHash: the integers as their decimal text (SQLite renders an
             // INTEGER column so), absent token and purpose as "-".
             encoder.reset()
@@ -237,7 +296,10 @@ extension AuditReader {
                 return chunk
             }
             previous.withUnsafeMutableBytes { $0.copyMemory(from: hashText) }
-            edge.append(MerkleNode.leaf(of: stored))
+            let leaves = seq  // after this one
+            edge.append(MerkleNode.leaf(of: stored)) { level, node in
+                chunk.nodes.append((NodeKey(level: level, index: leaves >> level - 1), node))
+            }
             chunk.leaves += 1
             if nextSize < sizes.endIndex, sizes[nextSize] == seq {
                 chunk.edges.append((seq, edge.stack))
@@ -253,6 +315,25 @@ extension AuditReader {
         chunk.lastDigest = previous
         if chunk.leaves == 1 << chunkBits { chunk.root = edge.root }
         return chunk
+    }
+}
+
+extension AuditReader {
+    /// The types the writer gives each column: text, the time an integer, token and purpose text or NULL. The hash
+    /// encodes an absent token or purpose as "-", which no token (hex) or purpose (a policy name) can be, so a "-"
+    /// stored there is an edit that the hash alone would not show.
+    fileprivate static func fieldsAsWritten(_ s: OpaquePointer?) -> Bool {
+        guard sqlite3_column_type(s, 1) == SQLITE_INTEGER else { return false }
+        for column: Int32 in [2, 3, 4, 5, 8, 9, 10, 11, 12] where sqlite3_column_type(s, column) != SQLITE_TEXT { return false }
+        for column: Int32 in [6, 7] {
+            switch sqlite3_column_type(s, column) {
+            case SQLITE_NULL: continue
+            case SQLITE_TEXT:
+                if sqlite3_column_bytes(s, column) == 1, sqlite3_column_text(s, column)[0] == UInt8(ascii: "-") { return false }
+            default: return false
+            }
+        }
+        return true
     }
 }
 

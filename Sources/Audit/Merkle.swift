@@ -366,12 +366,21 @@ struct CompactRange {
     init() { stack.reserveCapacity(64) }
 
     mutating func append(_ leafHash: MerkleNode) {
+        append(leafHash) { _, _ in }
+    }
+
+    /// Appends a leaf and hands each complete subtree it closes at a level that is a multiple of 8 (the levels the
+    /// log stores) to `closed`, with the level: the nodes a verifier compares with the stored ones, at no extra hash.
+    mutating func append(_ leafHash: MerkleNode, closed: (_ level: Int, _ node: MerkleNode) -> Void) {
         var node = leafHash
         size += 1
         var filled = size
+        var level = 0
         while filled & 1 == 0 {
             node = MerkleNode.parent(stack.removeLast(), node)
             filled >>= 1
+            level += 1
+            if level & 7 == 0 { closed(level, node) }
         }
         stack.append(node)
     }

@@ -123,7 +123,7 @@ enum Handlers {
         case (.get, "/v1/audit/checkpoint"): return { service, _, _ in
             // Signs one over the entries so far if the newest does not cover them: a witness polling every minute
             // gets a head at most a minute old (and adds one head per poll, no more).
-            guard let head = try await service.audit.checkpoint() else {
+            guard let head = try await service.audit.checkpoint(minimumInterval: .seconds(1)) else {
                 throw GatewayError(.notFound, "no_checkpoint", "the log has signed no tree head yet")
             }
             return try json(head)
@@ -146,10 +146,15 @@ enum Handlers {
                 return size
             }
             let reader = AuditReader(store: service.audit.store)
-            // A proof against the newest head for an entry signed by none yet: sign one now, rather than make the
-            // caller wait for the next.
+            // A proof against the newest head for an entry signed by none yet: sign one now (at most one a second),
+            // rather than make the caller wait for the next.
             if size == nil, seq > (try reader.newestCheckpoint()?.size ?? 0), seq <= service.audit.count {
-                try await service.audit.checkpoint()
+                let head = try await service.audit.checkpoint(minimumInterval: .seconds(1))
+                if (head?.size ?? 0) < seq {
+                    var error = GatewayError(.serviceUnavailable, "head_pending", "entry \(seq) is not yet under a signed head; retry after the Retry-After seconds")
+                    error.headers[.retryAfter] = "1"
+                    throw error
+                }
             }
             return try json(reader.inclusionProof(sequence: seq, treeSize: size))
         }

@@ -42,11 +42,17 @@ public final class RateLimiter: Sendable {
         "recommendation-client": RateLimit(perSecond: 50_000, burst: 100_000),
         "compliance-officer": RateLimit(perSecond: 200, burst: 400),
         "admin": RateLimit(perSecond: 200, burst: 400),
+        // A witness polls the newest head every minute or so.
+        "witness": RateLimit(perSecond: 1, burst: 10),
     ]
+
+    /// The limit of a role the configuration names no limit for (a role added to Policies/roles.yaml later):
+    /// bounded, so that no role is unlimited by omission.
+    public static let unlisted = RateLimit(perSecond: 100, burst: 200)
 
     /// nil when `principal` may proceed; otherwise the seconds to wait.
     func check(principal: String, role: String, now: TimeInterval) -> TimeInterval? {
-        guard let limit = limits[role] else { return nil }
+        let limit = limits[role] ?? Self.unlisted
         return buckets.withLock { table in
             var bucket = table[principal] ?? TokenBucket(tokens: limit.burst, updated: now)
             let wait = bucket.take(limit, now: now)

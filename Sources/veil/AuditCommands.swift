@@ -192,6 +192,7 @@ struct AuditCommand: AsyncParsableCommand {
             guard let apiKey, !apiKey.isEmpty else { throw ValidationError("no API key: set VEIL_API_KEY or pass --api-key-file") }
             guard interval > 0 else { throw ValidationError("--interval must be positive") }
             let witness = try WitnessState(directory: state, verifier: verifier)
+            try witness.lock()
             let base = url.hasSuffix("/") ? String(url.dropLast()) : url
             while true {
                 do {

@@ -148,7 +148,12 @@ import Vault
         try f.tamper("DELETE FROM entries WHERE seq > 180")
         try f.tamper("DROP TRIGGER IF EXISTS tree_heads_no_delete")
         try f.tamper("DELETE FROM tree_heads WHERE size > 180")
-        // On its own the log still verifies, and says that this proves only internal consistency.
+        // A stored tree node for entries past the cut gives it away even on its own…
+        let careless = try f.verify()
+        #expect(careless.firstBadSequence == 181 && careless.reason?.contains("the log was cut") == true, "\(careless.reason ?? "")")
+        // …so a careful attacker deletes those too: on its own the log then verifies, and says that this proves only
+        // internal consistency.
+        try f.tamper("DELETE FROM tree_nodes WHERE ((idx + 1) << level) > 180")
         let alone = try f.verify()
         #expect(alone.intact && alone.entries == 180)
         #expect(alone.proves == AuditVerification.withoutTrustedHead)
@@ -217,9 +222,22 @@ import Vault
         try witness.record(second.note, size: h2.size)
         // Served an older head: backwards.
         await #expect(throws: WitnessError.wentBackwards(held: 65, served: 40)) { try await witness.check(first.note, consistency: proof) }
-        // A head signed by another key.
+        // A head signed by another key under the log's name, and one signed by the log's key whose checkpoint names
+        // another origin: both refused for what they are, before any proof is asked for.
         let stranger = try HeadSigner(origin: verifier.name, keys: SigningKeyPair.generate()).sign(size: 70, root: [UInt8](repeating: 1, count: 32))
-        await #expect(throws: WitnessError.self) { try await witness.check(stranger, consistency: proof) }
+        func refusedAsBadSignature(_ note: String) async -> Bool {
+            do {
+                _ = try await witness.check(note) { _, _ in Issue.record("no proof may be asked for a head that does not verify"); return [] }
+                return false
+            } catch {
+                if case .badSignature = error { return true }
+                return false
+            }
+        }
+        #expect(await refusedAsBadSignature(stranger))
+        let otherOrigin = try SignedNote.sign(text: Checkpoint(origin: "veil.audit/other", size: 70, rootHash: [UInt8](repeating: 1, count: 32)).text,
+                                              name: verifier.name, with: f.signer)
+        #expect(await refusedAsBadSignature(otherOrigin))
         // A larger head, correctly signed, whose tree does not extend the held one (the log was rewritten below 65).
         try Attacker(f: f).rewrite(from: 10) { $0.actor = "someone else" }
         try await bulk(f, 5)
@@ -230,21 +248,120 @@ import Vault
             guard case .inconsistent(from: 65, to: 70, _) = error as? WitnessError else { return false }
             return true
         }
+        // A log that signs a larger head and keeps refusing its proof is misbehaving after a few attempts.
+        var attempts: [WitnessError] = []
+        for _ in 0..<WitnessState.proofAttempts {
+            do {
+                _ = try await witness.check(rewritten.note) { _, _ in throw URLError(.timedOut) }
+            } catch {
+                attempts.append(error)
+            }
+        }
+        #expect(attempts.dropLast().allSatisfy { !$0.isMisbehaviour })
+        #expect(attempts.last == .unproven(from: 65, to: 70, attempts: WitnessState.proofAttempts))
+        // State: the newest head survives a lost latest.note (read back from heads/), and never moves backwards.
+        try FileManager.default.removeItem(atPath: witness.directory + "/latest.note")
+        #expect(try witness.latest()?.checkpoint.size == 65)
+        try witness.record(first.note, size: 40)
+        #expect(try witness.latest()?.checkpoint.size == 65)
         // The witness's heads, as trusted heads, catch the rewrite in the file.
         let result = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [first.note, second.note])
         #expect(result.firstBadSequence == 1)
     }
 
-    @Test func aTrustedHeadFromAnotherKeyOrMalformedIsRefusedAsInput() async throws {
+    @Test func aTrustedHeadNotSignedByTheLogsKeyFailsAndAMalformedOneIsRefusedAsInput() async throws {
         let f = try AuditFixture()
         try await f.fill(12)
-        let stranger = try HeadSigner(origin: "veil.audit/other", keys: SigningKeyPair.generate()).sign(size: 12, root: [UInt8](repeating: 7, count: 32))
-        #expect { try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [stranger]) } throws: { error in
-            (error as? AuditError)?.invalidInput == true
-        }
+        let origin = HeadSigner.defaultOrigin(for: f.signer.publicKey)
+        // Signed under this log's name by another key (the key on the gateway was replaced, say): the log fails.
+        let stranger = try HeadSigner(origin: origin, keys: SigningKeyPair.generate()).sign(size: 12, root: [UInt8](repeating: 7, count: 32))
+        let result = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [stranger])
+        #expect(result.firstBadSequence == 1 && result.reason?.contains("not signed by \(origin)'s key") == true, "\(result.reason ?? "")")
+        // Another log's head, signed with the same key: not this log's either.
+        let other = try HeadSigner(origin: "veil.audit/other", keys: f.signer).sign(size: 12, root: [UInt8](repeating: 7, count: 32))
+        #expect(try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [other]).firstBadSequence == 1)
+        // Not a signed checkpoint at all, or one claiming more entries than a log can hold: the input is refused.
         #expect { try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: ["not a note"]) } throws: { error in
             (error as? AuditError)?.invalidInput == true
         }
+        let huge = try SignedNote.sign(text: Checkpoint(origin: origin, size: UInt64.max, rootHash: [UInt8](repeating: 7, count: 32)).text, name: origin, with: f.signer)
+        #expect { try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [huge]) } throws: { error in
+            (error as? AuditError)?.invalidInput == true
+        }
+        // An empty head (size 0) is consistent with every log; two heads of one size with different roots are a fork.
+        let empty = try HeadSigner(origin: origin, keys: f.signer).sign(size: 0, root: Merkle.emptyRoot)
+        let head = try #require(try await f.log.checkpoint())
+        let ok = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [empty, head.note])
+        #expect(ok.intact && ok.trustedThrough == 12, "\(ok.reason ?? "")")
+        let fork = try HeadSigner(origin: origin, keys: f.signer).sign(size: 12, root: [UInt8](repeating: 7, count: 32))
+        let forked = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [head.note, fork])
+        #expect(forked.firstBadSequence == 1 && forked.reason?.contains("fork") == true, "\(forked.reason ?? "")")
+    }
+
+    /// Edits that keep every digest valid but that the writer never makes: sequence numbers that are not integers
+    /// (between or past the real ones), a "-" where the hash encodes an absent token, a NULL where text belongs.
+    @Test(arguments: ["real", "text", "dash", "null", "huge"])
+    func editsTheHashCannotSeeAreCaught(_ edit: String) async throws {
+        let f = try AuditFixture(checkpointInterval: 1000)
+        try await f.fill(20)
+        try await f.log.append(AuditRecord(actor: "a", role: "app", action: "events:write", resource: "/v1/events", outcome: .allowed, reason: ""))
+        let held = try #require(try await f.log.checkpoint())
+        try await DatabaseQueue(path: f.path).writeWithoutTransaction { db in
+            switch edit {
+            case "real", "text":
+                // The table rebuilt without INTEGER PRIMARY KEY, then a forged erasure slipped in after entry 20.
+                try db.execute(sql: """
+                    DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;
+                    CREATE TABLE e2 AS SELECT * FROM entries; DROP TABLE entries; ALTER TABLE e2 RENAME TO entries;
+                    INSERT INTO entries SELECT \(edit == "real" ? "20.5" : "'20x'"), at, actor, role, 'subjects:erase', resource, subject_token, purpose,
+                        outcome, reason, request_id, prev_hash, '0' FROM entries WHERE seq = 20;
+                    """)
+            case "dash":
+                try db.execute(sql: "DROP TRIGGER entries_no_update; UPDATE entries SET purpose = '-' WHERE seq = 7 AND purpose IS NULL")
+                #expect(db.changesCount == 1)
+            case "null":
+                try db.execute(sql: """
+                    DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;
+                    CREATE TABLE e2 AS SELECT * FROM entries; DROP TABLE entries; ALTER TABLE e2 RENAME TO entries;
+                    UPDATE entries SET reason = NULL WHERE seq = 21 AND reason = '';
+                    """)
+                #expect(db.changesCount == 1)
+            default:
+                try db.execute(sql: "DROP TRIGGER entries_no_update; INSERT INTO entries SELECT 9223372036854775807, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash FROM entries WHERE seq = 20")
+            }
+        }
+        #expect(try f.string("SELECT COUNT(*) FROM entries") == (edit == "dash" || edit == "null" ? "21" : "22"), "the edit was made")
+        let result = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [held.note])
+        #expect(!result.intact, "\(edit): \(result.reason ?? "")")
+    }
+
+    /// Stored nodes are what proofs and signed roots are built from: a forged one fails verification, and a log cut
+    /// and regrown past a stored node's block replaces it with the node of the new entries.
+    @Test func storedTreeNodesAreCheckedAndAStaleOneIsReplaced() async throws {
+        let f = try AuditFixture(checkpointInterval: 100_000)
+        try await bulk(f, 600)
+        try f.tamper("UPDATE tree_nodes SET hash = zeroblob(32) WHERE level = 8 AND idx = 1")
+        let forged = try f.verify()
+        #expect(forged.firstBadSequence == 257 && forged.reason?.contains("stored tree node") == true, "\(forged.reason ?? "")")
+        // The witness's scenario: a head held at 256, the log cut to 200 with its heads, then regrown past 256.
+        let g = try AuditFixture(checkpointInterval: 100_000)
+        try await bulk(g, 256)
+        let held = try #require(try await g.log.checkpoint())
+        try g.tamper("DELETE FROM entries WHERE seq > 200")
+        try g.tamper("DROP TRIGGER IF EXISTS tree_heads_no_delete")
+        try g.tamper("DELETE FROM tree_heads")
+        try await bulk(g, 400)
+        let regrown = try #require(try await g.log.checkpoint())
+        // The new head is signed over the new entries, so it does not extend the held one…
+        let reader = try AuditReader(path: g.path)
+        #expect(throws: MerkleError.self) {
+            try Merkle.verifyConsistency(size1: 256, size2: UInt64(regrown.size), root1: [UInt8](Data(base64Encoded: held.rootHash)!),
+                                         root2: [UInt8](Data(base64Encoded: regrown.rootHash)!),
+                                         proof: try reader.consistencyProof(from: 256, to: regrown.size).hashes.map { [UInt8](Data(base64Encoded: $0)!) })
+        }
+        // …and the log itself is consistent with its new head (the stale node was replaced, not kept).
+        let result = try reader.verify(publicKey: g.signer.publicKey)
+        #expect(result.intact && result.signedThrough == regrown.size, "\(result.reason ?? "")")
     }
 
     /// A log written before the tree: its chain checkpoints still verify, and opening it builds the tree.

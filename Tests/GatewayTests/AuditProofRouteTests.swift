@@ -15,7 +15,8 @@ import Vault
     func bytes(_ base64: Any?) -> [UInt8] { [UInt8](Data(base64Encoded: base64 as? String ?? "") ?? Data()) }
 
     @Test func aResponsesOwnEntryIsProvablyInTheLog() async throws {
-        let f = try GatewayFixture()
+        let clock = TestClock(Date())
+        let f = try GatewayFixture(now: clock.now)
         let verifier = try HeadSigner.verifier(for: f.service.ring.auditSigner.publicKey)
         try await f.app.test(.router) { client in
             let consentCall = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("u-proof"))
@@ -36,6 +37,11 @@ import Vault
 
             // Later heads extend this one: the consistency proof checks with the RFC verifier.
             for i in 0..<5 { try await client.call(.get, "/v1/consents/u-\(i)", key: f.keys["app"]) }
+            // Within a second of the last head, no new one is signed on demand: the caller is told to retry.
+            let early = try await client.call(.get, "/v1/audit/entries/\(seq + 5)/proof", key: f.keys["admin"])
+            #expect(early.status == 503 && early.headers[.retryAfter] == "1" && (early.json["error"] as? [String: Any])?["code"] as? String == "head_pending",
+                    "\(early.body)")
+            clock.advance(2)
             let later = try await client.call(.get, "/v1/audit/entries/\(seq + 5)/proof", key: f.keys["admin"])
             let laterNote = try #require((later.json["checkpoint"] as? [String: Any])?["note"] as? String)
             let laterHead = try Checkpoint(text: SignedNote.open(laterNote, verifiers: [verifier]).text)
@@ -72,8 +78,15 @@ import Vault
             #expect(try await client.call(.get, "/v1/audit/consistency", key: officer).status == 400)
             #expect(try await client.call(.get, "/v1/audit/consistency?from=0", key: officer).status == 422)
             #expect(try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": [String]()]).status == 400)
-            let forged = try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": ["veil.audit/x\n1\nAAAA\n\n— veil.audit/x AAAA\n"]])
-            #expect(forged.status == 422 && (forged.json["error"] as? [String: Any])?["code"] as? String == "untrusted_head", "\(forged.body)")
+            let malformed = try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": ["veil.audit/x\n1\nAAAA\n\n— veil.audit/x AAAA\n"]])
+            #expect(malformed.status == 422 && (malformed.json["error"] as? [String: Any])?["code"] as? String == "untrusted_head", "\(malformed.body)")
+            // Well formed and signed, but by another key under this log's name: the log fails, the request does not.
+            let origin = HeadSigner.defaultOrigin(for: f.service.ring.auditSigner.publicKey)
+            let strangerNote = try SignedNote.sign(text: Checkpoint(origin: origin, size: 1, rootHash: [UInt8](repeating: 9, count: 32)).text,
+                                                   name: origin, with: SigningKeyPair.generate())
+            let foreign = try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": [strangerNote]])
+            #expect(foreign.status == 200 && (foreign.json["firstBadSequence"] as? Int) == 1
+                    && (foreign.json["reason"] as? String)?.contains("not signed by \(origin)'s key") == true, "\(foreign.body)")
             #expect(try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": ["x"], "verifier_key": "nope"]).status == 400)
         }
     }
