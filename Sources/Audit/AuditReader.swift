@@ -157,7 +157,10 @@ public struct AuditReader: Sendable {
     }
 
     static func head(_ row: Row) -> AuditCheckpoint {
-        AuditCheckpoint(size: row[0], rootHash: (row[1] as Data).base64EncodedString(), at: row[2], note: row[3])
+        // Read without trapping on an edited row's types: verify names what is wrong with it.
+        AuditCheckpoint(size: Int64.fromDatabaseValue(row[0] as DatabaseValue) ?? 0,
+                        rootHash: (Data.fromDatabaseValue(row[1] as DatabaseValue) ?? Data()).base64EncodedString(),
+                        at: Int64.fromDatabaseValue(row[2] as DatabaseValue) ?? 0, note: String.fromDatabaseValue(row[3] as DatabaseValue) ?? "")
     }
 
     func legacyCheckpoints() throws -> [LegacyCheckpoint] {
@@ -216,22 +219,28 @@ public struct AuditReader: Sendable {
 
     static let columns = "seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash"
 
-    /// Reads a row selected with ``columns`` by position (faster than by name on a million rows).
+    /// Reads a row selected with ``columns`` by position (faster than by name on a million rows). Never traps on a
+    /// value of the wrong type (a table edited on disk): such a field reads as empty or 0, and verify names the entry.
     static func entryByIndex(_ row: Row) -> AuditEntry {
-        AuditEntry(
-            sequence: row[0], at: row[1],
-            record: AuditRecord(actor: row[2], role: row[3], action: row[4], resource: row[5], subjectToken: row[6], purpose: row[7],
-                                outcomeText: row[8], reason: row[9], requestID: row[10]),
-            previousHash: row[11], hash: row[12])
+        func text(_ i: Int) -> String { String.fromDatabaseValue(row[i] as DatabaseValue) ?? "" }
+        func optional(_ i: Int) -> String? { String.fromDatabaseValue(row[i] as DatabaseValue) }
+        func integer(_ i: Int) -> Int64 { Int64.fromDatabaseValue(row[i] as DatabaseValue) ?? 0 }
+        return AuditEntry(
+            sequence: integer(0), at: integer(1),
+            record: AuditRecord(actor: text(2), role: text(3), action: text(4), resource: text(5), subjectToken: optional(6), purpose: optional(7),
+                                outcomeText: text(8), reason: text(9), requestID: text(10)),
+            previousHash: text(11), hash: text(12))
     }
 
     static func entry(_ row: Row) -> AuditEntry {
-        AuditEntry(
-            sequence: row["seq"], at: row["at"],
-            record: AuditRecord(actor: row["actor"], role: row["role"], action: row["action"], resource: row["resource"],
-                                subjectToken: row["subject_token"], purpose: row["purpose"], outcomeText: row["outcome"],
-                                reason: row["reason"], requestID: row["request_id"]),
-            previousHash: row["prev_hash"], hash: row["hash"])
+        func text(_ name: String) -> String? { String.fromDatabaseValue(row[name] as DatabaseValue) }
+        func integer(_ name: String) -> Int64 { Int64.fromDatabaseValue(row[name] as DatabaseValue) ?? 0 }
+        return AuditEntry(
+            sequence: integer("seq"), at: integer("at"),
+            record: AuditRecord(actor: text("actor") ?? "", role: text("role") ?? "", action: text("action") ?? "", resource: text("resource") ?? "",
+                                subjectToken: text("subject_token"), purpose: text("purpose"), outcomeText: text("outcome") ?? "",
+                                reason: text("reason") ?? "", requestID: text("request_id") ?? ""),
+            previousHash: text("prev_hash") ?? "", hash: text("hash") ?? "")
     }
 
     /// The whole log as JSON Lines: one `{"entry": …}` per entry, then one `{"checkpoint": …}` per checkpoint.
