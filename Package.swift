@@ -34,7 +34,12 @@ let package = Package(
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"])]
         ),
-        .target(name: "Vault", dependencies: ["CSodium"], swiftSettings: swiftSettings),
+        .systemLibrary(
+            name: "CCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(name: "Vault", dependencies: ["CSodium", "CCrypto"], swiftSettings: swiftSettings),
         .target(
             name: "Storage",
             dependencies: ["Vault", .product(name: "GRDB", package: "GRDB.swift")],

@@ -1,3 +1,4 @@
+import CCrypto
 import CSodium
 
 /// BLAKE2b (crypto_generichash), keyed and unkeyed.
@@ -43,8 +44,8 @@ extension Hash {
     /// Bytes in a SHA-256 digest.
     public static let sha256Count = 32
 
-    /// SHA-256 of `bytes` (libsodium's crypto_hash_sha256): for formats that prescribe it, such as RFC 6962
-    /// Merkle trees. Veil's own hashes are BLAKE2b.
+    /// SHA-256 of `bytes` (OpenSSL's, which uses the CPU's SHA extensions): for formats that prescribe it, such as
+    /// RFC 6962 Merkle trees and signed-note key IDs. Veil's own hashes are BLAKE2b.
     public static func sha256(_ bytes: [UInt8]) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: sha256Count) { out, initialized in
             bytes.withUnsafeBytes { sha256(UnsafeRawBufferPointer($0), into: UnsafeMutableRawBufferPointer(out)) }
@@ -56,11 +57,11 @@ extension Hash {
     /// millions of small inputs.
     public static func sha256(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
         precondition(output.count >= sha256Count, "a SHA-256 digest needs 32 bytes")
-        Sodium.ensureReady()
-        let status = crypto_hash_sha256(
-            output.baseAddress!.assumingMemoryBound(to: UInt8.self),
-            input.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(input.count))
-        precondition(status == 0, "SHA-256 cannot fail")
+        var context = SHA256_CTX()
+        let ok = SHA256_Init(&context) == 1
+            && SHA256_Update(&context, input.baseAddress, input.count) == 1
+            && SHA256_Final(output.baseAddress!.assumingMemoryBound(to: UInt8.self), &context) == 1
+        precondition(ok, "SHA-256 cannot fail")
     }
 }
 
