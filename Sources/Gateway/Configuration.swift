@@ -24,6 +24,8 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var retrainInterval: Double?
+    /// Seconds within which a model trained without a withdrawn or erased subject is served (default 60).
+    public var unlearnWithin: Double?
     public var retentionInterval: Double?
     public var logLevel: String?
     public var headerTimeout: Double?
@@ -72,13 +74,14 @@ public struct VeilConfiguration: Sendable, Equatable {
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
         if let node = top["server"] {
-            let s = try r.mapping(node, "server", keys: ["host", "port", "tls_cert", "tls_key", "retrain_interval_s", "retention_interval_s", "log_level",
+            let s = try r.mapping(node, "server", keys: ["host", "port", "tls_cert", "tls_key", "retrain_interval_s", "unlearn_within_s", "retention_interval_s", "log_level",
                                                          "header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections"])
             config.host = try s["host"].map { try r.string($0, "server.host") }
             config.port = try s["port"].map { try r.int($0, "server.port", 0...65535) }
             config.tlsCertificate = try s["tls_cert"].map { try r.string($0, "server.tls_cert") }
             config.tlsKey = try s["tls_key"].map { try r.string($0, "server.tls_key") }
             config.retrainInterval = try s["retrain_interval_s"].map { try r.double($0, "server.retrain_interval_s", 0...) }
+            config.unlearnWithin = try s["unlearn_within_s"].map { try r.double($0, "server.unlearn_within_s", 4...86_400) }
             config.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
             config.logLevel = try s["log_level"].map { try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) }
             config.headerTimeout = try s["header_timeout_s"].map { try r.double($0, "server.header_timeout_s", ServerConfiguration.timeoutRange) }

@@ -119,6 +119,19 @@ struct PeriodicService: Service {
         }
     }
 
+    /// Swaps in a model trained without the subjects whose data was deleted, within the configured delay.
+    static func unlearning(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
+        PeriodicService(interval: interval, runAtStart: false) {
+            do {
+                if try await service.unlearnIfDue() {
+                    service.logger.info("retrained to unlearn", metadata: ["model_version": "\(service.models.versions.stable ?? "none")"])
+                }
+            } catch {
+                logFailure("unlearning retrain", error, service.logger)
+            }
+        }
+    }
+
     /// Keeps the audit query index close behind the log, off the request path.
     static func auditIndex(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: true) {
@@ -189,6 +202,7 @@ public enum GatewayServer {
             services: [PeriodicService.retrain(service, every: configuration.retrainInterval),
                        PeriodicService.retention(service, every: configuration.retentionInterval),
                        PeriodicService.experiments(service, every: 5), PeriodicService.auditIndex(service, every: 2),
+                       PeriodicService.unlearning(service, every: 1),
                        AuditFlushService(service: service)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)

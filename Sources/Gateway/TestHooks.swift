@@ -4,6 +4,7 @@ import Synchronization
 /// (a withdrawal committing while a cache miss is in flight). Empty, each costs one uncontended lock.
 public final class TestHooks: Sendable {
     private let cachePut = Mutex<(@Sendable () -> Void)?>(nil)
+    private let trainingSnapshot = Mutex<(@Sendable () -> Void)?>(nil)
 
     public init() {}
 
@@ -11,4 +12,9 @@ public final class TestHooks: Sendable {
     public func onBeforeCachePut(_ body: (@Sendable () -> Void)?) { cachePut.withLock { $0 = body } }
 
     func beforeCachePut() { cachePut.withLock { $0 }?() }
+
+    /// Runs `body` in a retrain after its snapshot was read, before the model is installed.
+    public func onTrainingSnapshotRead(_ body: (@Sendable () -> Void)?) { trainingSnapshot.withLock { $0 = body } }
+
+    func trainingSnapshotRead() { trainingSnapshot.withLock { $0 }?() }
 }

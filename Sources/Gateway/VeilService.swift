@@ -33,6 +33,10 @@ public final class VeilService: Sendable {
     public let auditIndex: AuditIndex
     public let principals: PrincipalStore
     public let models = ModelRegistry()
+    /// Subjects whose data is gone but who may still shape the served model's item-side parameters.
+    public let unlearning = UnlearningQueue()
+    /// How soon after a withdrawal or an erasure a model trained without the subject must be served.
+    public let unlearnWithin: TimeInterval
     public let cache: RecommendationCache
     public let parser = EventParser()
     public let metrics = GatewayMetrics()
@@ -76,7 +80,7 @@ public final class VeilService: Sendable {
                 trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
                 ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
                 experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
-                auditFullSync: Bool = true, checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge, refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
+                unlearnWithin: TimeInterval = 60, auditFullSync: Bool = true, checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge, refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
                 now: @escaping @Sendable () -> Date = Date.init) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -100,6 +104,7 @@ public final class VeilService: Sendable {
         self.logger = logger
         self.now = now
         self.trainingThreads = trainingThreads
+        self.unlearnWithin = unlearnWithin
         self.passphrase = passphrase
         var serving = serving
         serving.segmentsForCampaigns = campaigns.contains { !$0.segments.isEmpty }
@@ -253,7 +258,7 @@ public final class VeilService: Sendable {
         cache.drop(token: token.rawValue)
         for member in person { cache.drop(token: member.rawValue) }
         // Any withdrawal (GPC withdraws marketing): the bandits' exposures and the models' inferences about them go.
-        if change?.granted == false || gpc { forgetInModels(person.isEmpty ? [token] : person) }
+        if change?.granted == false || gpc { forgetInModels(person.isEmpty ? [token] : person, unlearn: shredNeeded) }
         if shredNeeded { await scrubWAL(after: "consent withdrawal") }
         // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
         try await store.syncWAL()
@@ -462,12 +467,29 @@ public final class VeilService: Sendable {
         }
     }
 
+    /// What a retrain did: the model, the one it replaced, and the subjects it unlearned (gone from the feature store
+    /// before its snapshot, so not in it), with how long each waited.
+    public struct Retrained: Sendable {
+        public let model: ServingModel
+        public let replaced: String?
+        public let unlearned: [(token: String, waited: TimeInterval)]
+    }
+
     /// Retrains from the feature store and swaps the model in atomically.
     @discardableResult
-    public func train() throws -> ServingModel {
+    public func train() throws -> ServingModel { try retrain().model }
+
+    /// Retrains, swaps the model in, and settles the unlearning queue: subjects deleted before the snapshot are
+    /// unlearned; any deleted while it trained stay queued (the model may hold them) and lose at once what the model
+    /// holds about them alone.
+    func retrain() throws -> Retrained {
+        let generation = unlearning.generation  // before the snapshot: see UnlearningQueue
         let (snapshot, catalog) = try readTrainingData()
+        hooks.trainingSnapshotRead()
         let model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
-        if canary.share > 0, let stable = models.model, stable.users > 0 {
+        let replaced = models.versions.stable
+        // While subjects await unlearning the new model goes to everyone: a canary would leave them in the stable one.
+        if canary.share > 0, unlearning.pendingCount == 0, let stable = models.model, stable.users > 0 {
             // The new model serves a share of subjects first; `evaluateCanary` promotes or rolls it back.
             models.setCanary(model)
             experiments.setCanary(ExperimentSpec(name: "canary:\(model.version)", variants: [
@@ -478,25 +500,46 @@ public final class VeilService: Sendable {
             models.swap(model)
         }
         cache.clear()
-        return model
+        let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
+        if !stillPending.isEmpty { models.forget(stillPending) }
+        return Retrained(model: model, replaced: replaced, unlearned: unlearned)
     }
 
     /// `train()` on a thread of its own: training takes seconds of CPU, which on one of the cooperative pool's
     /// threads (as many as there are cores) would hold up the requests queued behind it.
+    /// Each subject it unlearned gets an audit entry naming the model versions before and after.
     @discardableResult
     public func trainOffThePool() async throws -> ServingModel {
-        try await withCheckedThrowingContinuation { continuation in
+        let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Retrained, any Error>) in
             DispatchQueue.global(qos: .utility).async {
-                continuation.resume(with: Result { try self.train() })
+                continuation.resume(with: Result { try self.retrain() })
             }
         }
+        for (token, waited) in result.unlearned {
+            try await audit.append(AuditRecord(actor: "unlearning", role: "system", action: "model:unlearn",
+                                               resource: "model \(result.replaced ?? "none") -> \(result.model.version)", subjectToken: token,
+                                               outcome: .allowed, reason: "served without the subject \(Int(waited.rounded(.up))) s after its data was deleted"))
+        }
+        return result.model
+    }
+
+    /// Retrains now if a subject has waited long enough to unlearn: requests arriving together are batched into one
+    /// retrain, started early enough to finish within ``unlearnWithin``. Returns whether it retrained.
+    @discardableResult
+    public func unlearnIfDue() async throws -> Bool {
+        guard let oldest = unlearning.oldest, now().timeIntervalSince(oldest) >= min(5, unlearnWithin / 4) else { return false }
+        try await trainOffThePool()
+        return true
     }
 
     /// What the served models and the bandits hold about these subjects alone goes before a withdrawal or an
     /// erasure returns (imputed values, exposures awaiting a reward). Experiment assignments are a hash of the
     /// token, held nowhere.
-    func forgetInModels(_ tokens: [SubjectToken]) {
+    /// With `unlearn`, their training data was deleted: a model trained without them follows within
+    /// ``unlearnWithin``.
+    func forgetInModels(_ tokens: [SubjectToken], unlearn: Bool) {
         guard !tokens.isEmpty else { return }
+        if unlearn { unlearning.enqueue(tokens.map(\.rawValue), at: now()) }
         models.forget(Set(tokens.map(\.rawValue)))
         for token in tokens { promotions.forget(token: token.rawValue) }
     }
@@ -547,7 +590,7 @@ public final class VeilService: Sendable {
         try await store.syncWAL()
         for member in person { cache.drop(token: member.rawValue) }
         cache.drop(token: token.rawValue)
-        forgetInModels(person)
+        forgetInModels(person, unlearn: true)
         cache.forgetLinks()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.
         guard await scrubWAL(after: "erasure") else { throw GatewayError.erasureNotScrubbed }

@@ -1,0 +1,112 @@
+import Audit
+import Dispatch
+import FeatureStore
+import Foundation
+import Gateway
+import GRDB
+import Hummingbird
+import HummingbirdTesting
+import Recommender
+import Storage
+import Testing
+
+/// Issue #22, first bounded-delay step: after a withdrawal of personalization or an erasure, a model trained without
+/// the subject is served within the configured delay, and it is exactly the model trained from scratch without them.
+@Suite struct UnlearningTests {
+    /// Every score the model gives: the ranker for a one-item history of each item, popularity and trending.
+    func fingerprint(_ model: ServingModel, time: Int64) -> [Float] {
+        var out: [Float] = model.popularity + model.trending
+        var scores = [Float](repeating: 0, count: model.ranker.itemCount)
+        for item in 0..<Int32(model.items.count) {
+            scores.withUnsafeMutableBufferPointer {
+                model.ranker.score(UserContext(user: nil, items: [item], weights: [1], time: time), into: $0)
+            }
+            out += scores
+        }
+        return out
+    }
+
+    /// The model trained from scratch on what the feature store holds now.
+    func fromScratch(_ f: GatewayFixture, now: Date) throws -> ServingModel {
+        let catalog = try f.service.store.pool.read { try f.service.features.catalog(in: $0) }
+        return ServingModel.train(snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: now)
+    }
+
+    func withdraw(_ client: some TestClientProtocol, _ f: GatewayFixture, _ subject: String) async throws {
+        var body = consent(subject)
+        body["granted"] = false
+        #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: body).status == 201)
+    }
+
+    @Test func aWithdrawnSubjectIsUnlearnedWithinTheDelayAndTheModelEqualsOneTrainedWithoutThem() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
+        let f = try GatewayFixture(now: clock.now)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 30)
+            let withS = try #require(f.service.models.model)
+            let subject = "shopper-4@example.com"
+            try await withdraw(client, f, subject)
+            let token = f.token(subject).rawValue
+            #expect(f.service.unlearning.isPending(token))
+            // Requests arriving together are batched: nothing retrains before the batch window has passed.
+            #expect(try await f.service.unlearnIfDue() == false)
+            clock.advance(16)
+            #expect(try await f.service.unlearnIfDue())
+            #expect(!f.service.unlearning.isPending(token))
+            let served = try #require(f.service.models.model)
+            #expect(served.version != withS.version)
+            let time = Int64(clock.now().timeIntervalSince1970)
+            let scratch = try fromScratch(f, now: clock.now())
+            // S shaped the model before (the test would prove nothing otherwise), and no longer does.
+            #expect(fingerprint(withS, time: time) != fingerprint(scratch, time: time))
+            #expect(fingerprint(served, time: time) == fingerprint(scratch, time: time))
+            // The unlearning is on the record, naming the subject's token and both model versions.
+            let entries = try AuditReader(store: f.service.audit.store).query(AuditQuery(subjectToken: token, action: "model:unlearn"))
+            #expect(entries.count == 1 && entries.first?.record.resource == "model \(withS.version) -> \(served.version)", "\(entries)")
+        }
+    }
+
+    /// A retrain whose snapshot was read before the withdrawal committed installs a model that may hold the subject:
+    /// the subject stays queued, and the next unlearning retrain removes them.
+    @Test func aRetrainRacingAWithdrawalDoesNotClearTheSubject() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
+        let f = try GatewayFixture(now: clock.now)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 30)
+            let subject = "shopper-7@example.com"
+            let token = f.token(subject).rawValue
+            let snapshotRead = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
+            f.service.hooks.onTrainingSnapshotRead { snapshotRead.signal(); proceed.wait() }
+            let racing = Task { try await f.service.trainOffThePool() }
+            await withCheckedContinuation { c in DispatchQueue.global().async { snapshotRead.wait(); c.resume() } }
+            f.service.hooks.onTrainingSnapshotRead(nil)
+            try await withdraw(client, f, subject)  // commits after the racing retrain read its snapshot
+            proceed.signal()
+            let raced = try await racing.value
+            #expect(f.service.models.model?.version == raced.version)
+            #expect(f.service.unlearning.isPending(token), "the racing model was trained on data that still held the subject")
+            clock.advance(16)
+            #expect(try await f.service.unlearnIfDue())
+            #expect(!f.service.unlearning.isPending(token))
+            let time = Int64(clock.now().timeIntervalSince1970)
+            let served = try #require(f.service.models.model)
+            #expect(fingerprint(served, time: time) == fingerprint(try fromScratch(f, now: clock.now()), time: time))
+            #expect(fingerprint(raced, time: time) != fingerprint(served, time: time))
+        }
+    }
+
+    /// An erasure is unlearned the same way; a withdrawal of marketing alone deletes no training data and queues nothing.
+    @Test func erasureQueuesTheSubjectAndAMarketingWithdrawalDoesNot() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 10)
+            var marketing = consent("shopper-1@example.com", "marketing")
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: marketing).status == 201)
+            marketing["granted"] = false
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: marketing).status == 201)
+            #expect(f.service.unlearning.pendingCount == 0)
+            #expect(try await client.call(.post, "/v1/subjects/shopper-2%40example.com/erase", key: f.keys["compliance-officer"]).status == 200)
+            #expect(f.service.unlearning.isPending(f.token("shopper-2@example.com").rawValue))
+        }
+    }
+}
