@@ -32,6 +32,9 @@ final class RefusalLog: Sendable {
         var audited = 0
         /// Of `count`, those answered 429 instead of 401.
         var limited = 0
+        /// The entry that the window's counted refusals name in their `Veil-Audit-Entry` header (written at the first
+        /// of them); the closing aggregate entry refers back to it.
+        var opening: Int64?
     }
     enum Verdict: Equatable {
         /// Record this refusal as an entry of its own.
@@ -92,6 +95,23 @@ final class RefusalLog: Sendable {
         }
     }
 
+    /// The entry the client's counted refusals in the window starting at `start` name; nil before it is written.
+    func opening(client: String, start: Int64) -> Int64? {
+        windows.withLock { all in all[client].flatMap { $0.start == start ? $0.opening : nil } }
+    }
+
+    /// Records the window's opening entry unless one was recorded first (concurrent first refusals); returns the one
+    /// that stands, which every later refusal of the window names.
+    func setOpening(client: String, start: Int64, entry: Int64) -> Int64 {
+        windows.withLock { all in
+            guard var w = all[client], w.start == start else { return entry }
+            if let first = w.opening { return first }
+            w.opening = entry
+            all[client] = w
+            return entry
+        }
+    }
+
     /// Windows that ended before `seconds` and had refusals beyond those audited one by one.
     func closed(before seconds: Int64) -> [(client: String, window: Window)] {
         let limits = self.limits
@@ -134,7 +154,24 @@ extension VeilService {
             try await audit.append(AuditRecord(
                 actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
                 reason: "\(w.count) requests answered without authentication in the \(limits.window) s from \(from): "
-                    + "\(w.audited) have entries of their own, \(w.limited) were answered 429"))
+                    + "\(w.audited) have entries of their own, \(w.limited) were answered 429"
+                    + (w.opening.map { "; the others named entry \($0)" } ?? "")))
         }
+    }
+
+    /// The entry a refusal counted into its client's window names in its `Veil-Audit-Entry` header: one entry per
+    /// client and window, written durably at the window's first counted refusal (so a flood still costs a bounded
+    /// number of entries), saying that this client's further refusals are counted into the entry that closes the
+    /// window. Nil if it cannot be written (a full disk): the refusal is answered without the header rather than failed.
+    func refusalEntry(client: String, at seconds: Int64) async -> Int64? {
+        let window = max(1, refusals.limits.window)
+        let start = seconds - seconds % window
+        if let entry = refusals.opening(client: client, start: start) { return entry }
+        let from = Date(timeIntervalSince1970: Double(start)).ISO8601Format()
+        let record = AuditRecord(actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
+                                 reason: "from here on, the requests of this client answered without authentication in the \(window) s from \(from) "
+                                     + "are counted, not recorded one by one; their number follows in an entry when the window closes")
+        guard let entry = try? await audit.append(record) else { return nil }
+        return refusals.setOpening(client: client, start: start, entry: entry.sequence)
     }
 }

@@ -141,14 +141,20 @@ struct EdgeMiddleware: RouterMiddleware {
             // per client and window get entries of their own, the rest one aggregate entry, and past the limit a 429
             // (a flood must leave a bounded record, not fill the audit disk).
             let client = service.clientFingerprint(context.clientAddress)
-            switch service.refusals.record(client: client, at: Int64(service.now().timeIntervalSince1970)) {
+            let seconds = Int64(service.now().timeIntervalSince1970)
+            switch service.refusals.record(client: client, at: seconds) {
             case .audit: context.audit.update { $0.reason += $0.reason.isEmpty ? "client \(client)" : "; client \(client)" }
-            case .counted: audited = false
+            case .counted:
+                audited = false
             case .limited(let wait):
                 audited = false
                 var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests without a valid key from this client; retry after the Retry-After seconds")
                 error.headers[.retryAfter] = String(wait)
                 response = error.response(requestID: context.requestID)
+            }
+            // A counted refusal has no entry of its own: it names the entry its client's window is recorded under.
+            if !audited, let entry = await service.refusalEntry(client: client, at: seconds) {
+                response.headers[Self.auditEntryHeader] = String(entry)
             }
         }
         if audited {

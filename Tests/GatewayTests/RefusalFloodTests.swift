@@ -1,4 +1,6 @@
+import Audit
 import Foundation
+import HTTPTypes
 import Gateway
 import Hummingbird
 import Policy
@@ -19,24 +21,30 @@ import Testing
         try await f.app.test(.router) { client in
             let before = f.auditCount
             var statuses: [Int: Int] = [:]
+            var named: [Int64] = []
             for n in 0..<400 {
                 let r = try await client.call(.get, "/v1/recommendations/u-\(n)", key: n % 2 == 0 ? nil : "not-a-key")
                 statuses[r.status, default: 0] += 1
                 if r.status == 429 { #expect(Int(r.headers[.retryAfter] ?? "") == 20) }
+                // Every answer names an entry: its own for the first five, then the one the window's counted refusals share.
+                named.append(try #require(r.headers[HTTPField.Name("Veil-Audit-Entry")!].flatMap { Int64($0) }, "answer \(n) names no entry"))
             }
             #expect(statuses == [401: 300, 429: 100])
-            #expect(f.auditCount == before + 5, "only the first refusals of the window are entries of their own")
+            #expect(f.auditCount == before + 5 + 1, "the first refusals of the window are entries of their own, the rest share one")
+            #expect(Set(named.prefix(5)).count == 5 && Set(named.dropFirst(5)) == [before + 6])
+            let shared = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before + 5, limit: 1)).first)
+            #expect(shared.record.action == "auth:refused" && shared.record.reason.contains("are counted, not recorded one by one"))
             // A valid key from the same client still works.
             #expect(try await client.call(.get, "/v1/consents/u-1", key: f.keys["app"]).status == 200)
             clock.advance(30)
             try await f.service.flushRefusals()
-            #expect(f.auditCount == before + 5 + 1 + 1)
+            #expect(f.auditCount == before + 5 + 1 + 1 + 1)
             let entries = try await client.call(.get, "/v1/audit?action=auth:refused", key: f.keys["compliance-officer"])
             let reasons = (entries.json["entries"] as? [[String: Any]] ?? []).compactMap { ($0["record"] as? [String: Any])?["reason"] as? String }
-            #expect(reasons.count == 1)
-            #expect(reasons.first?.hasPrefix("400 requests answered without authentication in the 60 s") == true, "\(reasons)")
-            #expect(reasons.first?.contains(": 5 have entries of their own") == true, "\(reasons)")
-            #expect(reasons.first?.contains("100 were answered 429") == true)
+            #expect(reasons.count == 2)
+            #expect(reasons.last?.hasPrefix("400 requests answered without authentication in the 60 s") == true, "\(reasons)")
+            #expect(reasons.last?.contains(": 5 have entries of their own") == true, "\(reasons)")
+            #expect(reasons.last?.contains("100 were answered 429; the others named entry \(before + 6)") == true, "\(reasons)")
         }
     }
 }
@@ -55,10 +63,10 @@ import Testing
                 let r = n % 2 == 0 ? try await client.call(.get, "/nowhere-\(n)", key: nil) : try await client.call(.put, "/v1/events", key: nil)
                 #expect(r.status == 404 || r.status == 405)
             }
-            #expect(f.auditCount == before + 3)
+            #expect(f.auditCount == before + 3 + 1)
             // An authenticated request that is refused (403) is audited one by one: the principal is accountable.
             for _ in 0..<5 { #expect(try await client.call(.get, "/v1/audit/verify", key: f.keys["app"]).status == 403) }
-            #expect(f.auditCount == before + 3 + 5)
+            #expect(f.auditCount == before + 3 + 1 + 5)
         }
     }
 }
