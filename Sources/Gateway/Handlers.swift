@@ -164,6 +164,10 @@ enum Handlers {
             if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request) }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
         }
+        case (.get, "/v1/model/provenance"): return { service, request, context in
+            let subject = request.uri.queryParameters["subject"].map(String.init)
+            return try jsonObject(service.provenance(subject: subject, principal: context.principal!, note: context.audit))
+        }
         case (.post, "/v1/model/train"): return { service, _, _ in
             let model = try await service.trainOffThePool()
             return try json(["model_version": model.version, "users": "\(model.users)", "items": "\(model.items.count)"])

@@ -41,6 +41,7 @@ public enum RouteTable {
         RouteSpec(method: .get, path: "/v1/audit/entries/{seq}/proof", action: .auditRead),
         RouteSpec(method: .get, path: "/v1/audit/export", action: .auditExport),
         RouteSpec(method: .post, path: "/v1/model/train", action: .policyReload),
+        RouteSpec(method: .get, path: "/v1/model/provenance", action: .auditRead),
         RouteSpec(method: .post, path: "/v1/keys/rotate", action: .keysRotate),
         RouteSpec(method: .delete, path: "/v1/principals/{name}", action: .principalsWrite),
     ]

@@ -45,7 +45,7 @@ public enum SegmentStrategy: String, Sendable, CaseIterable, Equatable {
 
 /// A trained model ready to serve: the recommender's dense world plus the maps back to catalog ids.
 public struct ServingModel: Sendable {
-    public let version: String
+    public internal(set) var version: String
     public let items: [String]
     public let itemIndex: [String: Int32]
     public let titles: [String]
@@ -85,6 +85,8 @@ public struct ServingModel: Sendable {
     public let strategyItems: [SegmentStrategy: [Bool]]
     let catalogByID: [String: CatalogItem]
     let productTypes: [String]
+    /// Whom it was trained on, as keyed digests (set by the service that trains it).
+    public internal(set) var provenance: ModelProvenance? = nil
 
     /// Trains on a feature-store snapshot. Deterministic for a snapshot and a seed.
     public static func train(snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,

@@ -47,6 +47,8 @@ public final class VeilService: Sendable {
     let refusals: RefusalLog
     /// Keys the fingerprints of client addresses (derived; the addresses are never stored).
     let clientKey: SecretKey
+    /// Keys the provenance digests of models (never the tokens themselves).
+    let provenanceKey: SecretKey
     public let logger: Logger
     /// Points where a test can hold a request to force an interleaving (no-ops otherwise).
     public let hooks = TestHooks()
@@ -101,6 +103,7 @@ public final class VeilService: Sendable {
         refusals = RefusalLog(limits: refusalLimits)
         storage = StorageHealth(directories: [paths.dataDirectory, (paths.auditDatabase as NSString).deletingLastPathComponent, paths.keysDirectory])
         clientKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "clients_", id: 1)
+        provenanceKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "provenan", id: 1)
         self.logger = logger
         self.now = now
         self.trainingThreads = trainingThreads
@@ -486,7 +489,11 @@ public final class VeilService: Sendable {
         let generation = unlearning.generation  // before the snapshot: see UnlearningQueue
         let (snapshot, catalog) = try readTrainingData()
         hooks.trainingSnapshotRead()
-        let model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
+        var model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
+        let provenance = ModelProvenance(tokens: snapshot.tokens, key: provenanceKey)
+        model.provenance = provenance
+        // The version names whom it was trained on too: a model without one more subject is another version.
+        model.version += "-" + provenance.digest.prefix(8)
         let replaced = models.versions.stable
         // While subjects await unlearning the new model goes to everyone: a canary would leave them in the stable one.
         if canary.share > 0, unlearning.pendingCount == 0, let stable = models.model, stable.users > 0 {
@@ -521,6 +528,26 @@ public final class VeilService: Sendable {
                                                outcome: .allowed, reason: "served without the subject \(Int(waited.rounded(.up))) s after its data was deleted"))
         }
         return result.model
+    }
+
+    /// What the served model was trained on and, given a subject, whether their data is in it (and whether they await
+    /// unlearning). The subject is tokenized like any request's.
+    func provenance(subject: String?, principal: Principal, note: AuditNote) throws -> [String: Any] {
+        guard let model = models.model, let provenance = model.provenance else {
+            throw GatewayError(.serviceUnavailable, "no_model", "no model is served yet")
+        }
+        var out: [String: Any] = ["model_version": model.version, "subjects": provenance.subjects, "subjects_digest": provenance.digest,
+                                  "unlearning_pending": unlearning.pendingCount]
+        if let subject {
+            let token = try token(for: subject, principal: principal)
+            note.update { $0.subjectToken = token.rawValue }
+            // A linked person's data is trained under its canonical token.
+            let canonical = try store.pool.read { try linker.canonical(token, in: $0) }
+            let tokens = Set([token.rawValue, canonical.rawValue])
+            out["subject"] = ["in_model": tokens.contains { provenance.contains($0, key: provenanceKey) },
+                              "awaiting_unlearning": tokens.contains { unlearning.isPending($0) }]
+        }
+        return out
     }
 
     /// Retrains now if a subject has waited long enough to unlearn: requests arriving together are batched into one

@@ -248,3 +248,31 @@ func readAuditPublicKey(_ path: String?, _ common: CommonOptions) throws -> Sign
     }
     return key
 }
+
+struct ModelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "model", abstract: "What the running server's model was trained on.",
+                                                    subcommands: [Provenance.self])
+
+    struct Provenance: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the served model's version, how many subjects it was trained on and their keyed digest; with --subject, whether that subject's data is in it.",
+            discussion: "Asks the running server (GET /v1/model/provenance), with an API key of a role that may audit:read from VEIL_API_KEY; the lookup of a subject is audited.")
+        @Option(help: "The gateway's base URL.") var url = "http://127.0.0.1:8080"
+        @Option(help: "The app's subject id; tokenized by the gateway.") var subject: String?
+
+        func run() async throws {
+            guard let apiKey = ProcessInfo.processInfo.environment["VEIL_API_KEY"], !apiKey.isEmpty else {
+                throw ValidationError("no API key: set VEIL_API_KEY to a key of a compliance officer or admin")
+            }
+            var components = URLComponents(string: (url.hasSuffix("/") ? String(url.dropLast()) : url) + "/v1/model/provenance")
+            if let subject { components?.queryItems = [URLQueryItem(name: "subject", value: subject)] }
+            guard let target = components?.url else { throw ValidationError("bad --url \(url)") }
+            var request = URLRequest(url: target)
+            request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization")
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            guard status == 200 else { throw CLIError(message: "the server answered \(status): \(String(decoding: data.prefix(300), as: UTF8.self))") }
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+}

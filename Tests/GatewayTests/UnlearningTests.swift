@@ -95,6 +95,40 @@ import Testing
         }
     }
 
+    /// The compliance officer's view: how many subjects the served model was trained on, their keyed digest, and
+    /// whether one subject's data is in it, before and after unlearning.
+    @Test func provenanceSaysWhetherASubjectIsInTheServedModel() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
+        let f = try GatewayFixture(now: clock.now)
+        try await f.app.test(.router) { client in
+            let none = try await client.call(.get, "/v1/model/provenance", key: f.keys["compliance-officer"])
+            #expect(none.status == 503)
+            try await seedShop(client, f, subjects: 12)
+            let officer = f.keys["compliance-officer"]
+            let before = try await client.call(.get, "/v1/model/provenance?subject=shopper-3%40example.com", key: officer)
+            #expect(before.status == 200 && before.json["subjects"] as? Int == 12, "\(before.body)")
+            #expect((before.json["subject"] as? [String: Any])?["in_model"] as? Bool == true)
+            #expect(!before.body.contains("shopper-3"), "the answer names no subject id")
+            let stranger = try await client.call(.get, "/v1/model/provenance?subject=nobody%40example.com", key: officer)
+            #expect((stranger.json["subject"] as? [String: Any])?["in_model"] as? Bool == false)
+            // Withdrawn: still in the served model until the unlearning retrain, which then leaves it out.
+            try await withdraw(client, f, "shopper-3@example.com")
+            let waiting = try await client.call(.get, "/v1/model/provenance?subject=shopper-3%40example.com", key: officer)
+            #expect((waiting.json["subject"] as? [String: Any])?["in_model"] as? Bool == true)
+            #expect((waiting.json["subject"] as? [String: Any])?["awaiting_unlearning"] as? Bool == true)
+            clock.advance(16)
+            #expect(try await f.service.unlearnIfDue())
+            let after = try await client.call(.get, "/v1/model/provenance?subject=shopper-3%40example.com", key: officer)
+            #expect(after.json["subjects"] as? Int == 11 && after.json["model_version"] as? String != before.json["model_version"] as? String)
+            #expect((after.json["subject"] as? [String: Any])?["in_model"] as? Bool == false)
+            #expect(after.json["subjects_digest"] as? String != before.json["subjects_digest"] as? String)
+            // The lookup is audited under the subject's token; an app may not ask.
+            let lookups = try AuditReader(store: f.service.audit.store).query(AuditQuery(subjectToken: f.token("shopper-3@example.com").rawValue, action: "audit:read"))
+            #expect(lookups.count == 3)
+            #expect(try await client.call(.get, "/v1/model/provenance", key: f.keys["app"]).status == 403)
+        }
+    }
+
     /// An erasure is unlearned the same way; a withdrawal of marketing alone deletes no training data and queues nothing.
     @Test func erasureQueuesTheSubjectAndAMarketingWithdrawalDoesNot() async throws {
         let f = try GatewayFixture()

@@ -1,0 +1,43 @@
+import Foundation
+import Storage
+import Vault
+
+/// Whom a model was trained on, for a compliance officer: how many subjects, one keyed digest of all their tokens
+/// (so two models trained on the same people have the same digest, and nobody without the key can test a guess),
+/// and a keyed digest per subject to answer "is this subject's data in the served model?". No token is kept.
+public struct ModelProvenance: Sendable {
+    public let subjects: Int
+    /// Hex BLAKE2b-256, keyed, over the sorted per-subject digests.
+    public let digest: String
+    private let members: Set<Member>
+
+    private struct Member: Hashable, Sendable {
+        let high: UInt64, low: UInt64
+    }
+
+    init(tokens: [SubjectToken], key: SecretKey) {
+        var members = Set<Member>()
+        members.reserveCapacity(tokens.count)
+        for token in tokens { members.insert(Self.member(token.rawValue, key: key)) }
+        var all: [UInt8] = []
+        all.reserveCapacity(members.count * 16)
+        for m in members.sorted(by: { ($0.high, $0.low) < ($1.high, $1.low) }) {
+            withUnsafeBytes(of: m.high.bigEndian) { all += $0 }
+            withUnsafeBytes(of: m.low.bigEndian) { all += $0 }
+        }
+        subjects = members.count
+        digest = Hash.keyed(all, key: key).hexString
+        self.members = members
+    }
+
+    /// Whether `token` was among the model's training subjects.
+    func contains(_ token: String, key: SecretKey) -> Bool { members.contains(Self.member(token, key: key)) }
+
+    private static func member(_ token: String, key: SecretKey) -> Member {
+        let bytes = Hash.keyed(Array(token.utf8), key: key, length: 16)
+        return bytes.withUnsafeBytes { raw in
+            Member(high: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                   low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+    }
+}
