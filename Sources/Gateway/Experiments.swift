@@ -218,6 +218,9 @@ extension VeilService {
         if worse {
             models.dropCanary()
         } else {
+            // Not while subjects await unlearning (the candidate may hold them), and only the candidate still on
+            // trial: an unlearning retrain may have replaced both models meanwhile.
+            guard unlearning.pendingCount == 0, models.canary?.version == candidate.version else { return nil }
             models.swap(candidate)
         }
         experiments.setCanary(nil)

@@ -95,6 +95,20 @@ final class RefusalLog: Sendable {
         }
     }
 
+    /// Opening entries written in the current window across all clients: (window start, count). Bounded like the
+    /// individual entries, so a flood from many addresses cannot turn every counted refusal into a durable append.
+    private let openings = Mutex<(start: Int64, written: Int)>((0, 0))
+
+    func takeOpeningSlot(start: Int64) -> Bool {
+        let limit = limits.individuallyAuditedInAll
+        return openings.withLock { o in
+            if o.start != start { o = (start, 0) }
+            guard o.written < limit else { return false }
+            o.written += 1
+            return true
+        }
+    }
+
     /// The entry the client's counted refusals in the window starting at `start` name; nil before it is written.
     func opening(client: String, start: Int64) -> Int64? {
         windows.withLock { all in all[client].flatMap { $0.start == start ? $0.opening : nil } }
@@ -162,11 +176,14 @@ extension VeilService {
     /// The entry a refusal counted into its client's window names in its `Veil-Audit-Entry` header: one entry per
     /// client and window, written durably at the window's first counted refusal (so a flood still costs a bounded
     /// number of entries), saying that this client's further refusals are counted into the entry that closes the
-    /// window. Nil if it cannot be written (a full disk): the refusal is answered without the header rather than failed.
+    /// window. Nil if it cannot be written (a full disk) or the window's budget of such entries across all clients is
+    /// spent: the refusal is then answered without the header rather than failed.
     func refusalEntry(client: String, at seconds: Int64) async -> Int64? {
         let window = max(1, refusals.limits.window)
         let start = seconds - seconds % window
         if let entry = refusals.opening(client: client, start: start) { return entry }
+        // Past the window's budget of such entries (a flood from many addresses), the refusal names none.
+        guard refusals.takeOpeningSlot(start: start) else { return nil }
         let from = Date(timeIntervalSince1970: Double(start)).ISO8601Format()
         let record = AuditRecord(actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
                                  reason: "from here on, the requests of this client answered without authentication in the \(window) s from \(from) "

@@ -49,6 +49,13 @@ public final class UnlearningQueue: Sendable {
         }
     }
 
+    /// Removes the pending tokens `done` says need no retrain.
+    func settle(_ done: (String) -> Bool) {
+        state.withLock { s in
+            for token in s.pending.keys where done(token) { s.pending[token] = nil }
+        }
+    }
+
     /// When the oldest pending subject was enqueued; nil when none is.
     var oldest: Date? { state.withLock { $0.pending.values.map(\.since).min() } }
 

@@ -35,6 +35,11 @@ public final class VeilService: Sendable {
     public let models = ModelRegistry()
     /// Subjects whose data is gone but who may still shape the served model's item-side parameters.
     public let unlearning = UnlearningQueue()
+    /// One retrain at a time: two running at once could install out of order, an older snapshot (with a withdrawn
+    /// subject) over a newer one that had settled the queue.
+    let retraining = NSLock()
+    /// When the last unlearning retrain started, to space them (a stream of withdrawals must not retrain nonstop).
+    let lastUnlearning = Mutex<Date?>(nil)
     /// How soon after a withdrawal or an erasure a model trained without the subject must be served.
     public let unlearnWithin: TimeInterval
     public let cache: RecommendationCache
@@ -486,6 +491,24 @@ public final class VeilService: Sendable {
     /// unlearned; any deleted while it trained stay queued (the model may hold them) and lose at once what the model
     /// holds about them alone.
     func retrain() throws -> Retrained {
+        retraining.lock()
+        defer { retraining.unlock() }
+        return try retrainLocked()
+    }
+
+    /// Subjects queued but in no served model (never trained on, or unlearned by a model trained since) need no
+    /// retrain: settled here, under the retrain lock, so that no retrain in flight can still install them. Then
+    /// retrains if any remain. Nil when none did.
+    func unlearnLocked() throws -> Retrained? {
+        retraining.lock()
+        defer { retraining.unlock() }
+        let served = [models.model, models.canary].compactMap { $0?.provenance }
+        unlearning.settle { token in !served.contains { $0.contains(token, key: provenanceKey) } }
+        guard unlearning.pendingCount > 0 else { return nil }
+        return try retrainLocked()
+    }
+
+    private func retrainLocked() throws -> Retrained {
         let generation = unlearning.generation  // before the snapshot: see UnlearningQueue
         let (snapshot, catalog) = try readTrainingData()
         hooks.trainingSnapshotRead()
@@ -517,17 +540,22 @@ public final class VeilService: Sendable {
     /// Each subject it unlearned gets an audit entry naming the model versions before and after.
     @discardableResult
     public func trainOffThePool() async throws -> ServingModel {
-        let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Retrained, any Error>) in
+        try await retrainOffThePool { try self.retrain() }!.model
+    }
+
+    private func retrainOffThePool(_ body: @escaping @Sendable () throws -> Retrained?) async throws -> Retrained? {
+        let outcome = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Retrained?, any Error>) in
             DispatchQueue.global(qos: .utility).async {
-                continuation.resume(with: Result { try self.retrain() })
+                continuation.resume(with: Result { try body() })
             }
         }
+        guard let result = outcome else { return nil }
         for (token, waited) in result.unlearned {
             try await audit.append(AuditRecord(actor: "unlearning", role: "system", action: "model:unlearn",
                                                resource: "model \(result.replaced ?? "none") -> \(result.model.version)", subjectToken: token,
-                                               outcome: .allowed, reason: "served without the subject \(Int(waited.rounded(.up))) s after its data was deleted"))
+                                               outcome: .allowed, reason: "served a model trained without the subject's rows \(Int(waited.rounded(.up))) s after they were deleted"))
         }
-        return result.model
+        return result
     }
 
     /// What the served model was trained on and, given a subject, whether their data is in it (and whether they await
@@ -554,9 +582,15 @@ public final class VeilService: Sendable {
     /// retrain, started early enough to finish within ``unlearnWithin``. Returns whether it retrained.
     @discardableResult
     public func unlearnIfDue() async throws -> Bool {
-        guard let oldest = unlearning.oldest, now().timeIntervalSince(oldest) >= min(5, unlearnWithin / 4) else { return false }
-        try await trainOffThePool()
-        return true
+        let at = now()
+        guard let oldest = unlearning.oldest, at.timeIntervalSince(oldest) >= min(5, unlearnWithin / 4) else { return false }
+        // At most one unlearning retrain per half of the delay, so a stream of withdrawals costs bounded CPU.
+        guard lastUnlearning.withLock({ last in
+            if let last, at.timeIntervalSince(last) < unlearnWithin / 2 { return false }
+            last = at
+            return true
+        }) else { return false }
+        return try await retrainOffThePool { try self.unlearnLocked() } != nil
     }
 
     /// What the served models and the bandits hold about these subjects alone goes before a withdrawal or an
@@ -806,6 +840,7 @@ extension VeilService {
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
         for token in lapsed { cache.drop(token: token.rawValue) }
+        forgetInModels(lapsed, unlearn: true)
         await scrubWAL(after: "retention")
         return report
     }

@@ -95,6 +95,51 @@ import Testing
         }
     }
 
+    /// Two retrains at once (the scheduled one and an unlearning one, say) run one after the other: the older
+    /// snapshot, which still held the subject, can never be installed over the newer one.
+    @Test func concurrentRetrainsInstallInOrder() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
+        let f = try GatewayFixture(now: clock.now)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 30)
+            let subject = "shopper-9@example.com"
+            let token = f.token(subject).rawValue
+            let snapshotRead = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
+            f.service.hooks.onTrainingSnapshotRead { snapshotRead.signal(); proceed.wait() }
+            let first = Task { try await f.service.trainOffThePool() }
+            await withCheckedContinuation { c in DispatchQueue.global().async { snapshotRead.wait(); c.resume() } }
+            f.service.hooks.onTrainingSnapshotRead(nil)
+            try await withdraw(client, f, subject)
+            clock.advance(16)
+            let second = Task { try await f.service.unlearnIfDue() }  // waits for the first to finish
+            try await Task.sleep(for: .milliseconds(200))
+            proceed.signal()
+            let older = try await first.value
+            #expect(try await second.value)
+            let served = try #require(f.service.models.model)
+            #expect(served.version != older.version, "the newer model is the one served")
+            #expect(!f.service.unlearning.isPending(token))
+            let lookup = try await client.call(.get, "/v1/model/provenance?subject=shopper-9%40example.com", key: f.keys["compliance-officer"])
+            #expect((lookup.json["subject"] as? [String: Any])?["in_model"] as? Bool == false, "\(lookup.body)")
+        }
+    }
+
+    /// A subject the served model never saw (an erasure of an unknown id) is settled without a retrain, so such
+    /// requests cannot keep the server retraining.
+    @Test func aSubjectNotInTheServedModelNeedsNoRetrain() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
+        let f = try GatewayFixture(now: clock.now)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 10)
+            let version = f.service.models.model?.version
+            #expect(try await client.call(.post, "/v1/subjects/never-seen%40example.com/erase", key: f.keys["compliance-officer"]).status == 200)
+            #expect(f.service.unlearning.pendingCount == 1)
+            clock.advance(16)
+            #expect(try await f.service.unlearnIfDue() == false)
+            #expect(f.service.unlearning.pendingCount == 0 && f.service.models.model?.version == version)
+        }
+    }
+
     /// The compliance officer's view: how many subjects the served model was trained on, their keyed digest, and
     /// whether one subject's data is in it, before and after unlearning.
     @Test func provenanceSaysWhetherASubjectIsInTheServedModel() async throws {
