@@ -93,7 +93,9 @@ import Vault
                                              proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) })
             }
         }
-        #expect(throws: AuditProofError.noSuchHead(599, newest: 600)) { try reader.inclusionProof(sequence: 3, treeSize: 599) }
+        // A size the log signed no head of (group commit decides where the heads fall, so it is looked up).
+        let unsigned = try #require((Int64(3)...599).first { size in !heads.contains { $0.size == size } })
+        #expect(throws: AuditProofError.noSuchHead(unsigned, newest: 600)) { try reader.inclusionProof(sequence: 3, treeSize: unsigned) }
         #expect(throws: AuditProofError.noSuchEntry(601, entries: 600)) { try reader.inclusionProof(sequence: 601) }
         #expect(throws: AuditProofError.self) { try reader.consistencyProof(from: 0) }
     }
