@@ -337,12 +337,6 @@ extension MerkleNode {
         withUnsafeMutableBytes(of: &words, body)
     }
 
-    /// The node for 32 hash bytes at `raw` (which must hold 32).
-    init(raw: UnsafeRawBufferPointer) {
-        self.init()
-        withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<Merkle.hashCount])) }
-    }
-
     /// SHA-256(0x00 || data) for a 32-byte `data`: the leaf hash of an audit entry, whose leaf data is its 32-byte
     /// digest. The 33-byte input lives on the stack.
     static func leaf(of data: MerkleNode) -> MerkleNode {

@@ -92,14 +92,6 @@ extension Array where Element == UInt8 {
         append(contentsOf: s.utf8)
     }
 
-    /// Appends `bytes` after their count as 4 big-endian bytes (the encoding ``appendLengthPrefixed(_:)`` uses).
-    public mutating func appendLengthPrefixed(bytes: some Collection<UInt8>) {
-        let n = UInt32(truncatingIfNeeded: bytes.count)
-        append(UInt8(truncatingIfNeeded: n >> 24)); append(UInt8(truncatingIfNeeded: n >> 16))
-        append(UInt8(truncatingIfNeeded: n >> 8)); append(UInt8(truncatingIfNeeded: n))
-        append(contentsOf: bytes)
-    }
-
     /// Lower-case hexadecimal.
     public var hexString: String {
         // Written straight into the string's storage: tokens and hashes are rendered several times per request.

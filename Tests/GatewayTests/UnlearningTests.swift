@@ -32,6 +32,16 @@ import Testing
         return ServingModel.train(snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: now)
     }
 
+    /// Starts a retrain and returns once it has read its snapshot, held there until `proceed` is signalled.
+    func heldRetrain(_ f: GatewayFixture) async -> (Task<ServingModel, any Error>, proceed: DispatchSemaphore) {
+        let snapshotRead = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
+        f.service.hooks.onTrainingSnapshotRead { snapshotRead.signal(); proceed.wait() }
+        let retrain = Task { try await f.service.trainOffThePool() }
+        await withCheckedContinuation { c in DispatchQueue.global().async { snapshotRead.wait(); c.resume() } }
+        f.service.hooks.onTrainingSnapshotRead(nil)
+        return (retrain, proceed)
+    }
+
     func withdraw(_ client: some TestClientProtocol, _ f: GatewayFixture, _ subject: String) async throws {
         var body = consent(subject)
         body["granted"] = false
@@ -75,11 +85,7 @@ import Testing
             try await seedShop(client, f, subjects: 30)
             let subject = "shopper-7@example.com"
             let token = f.token(subject).rawValue
-            let snapshotRead = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
-            f.service.hooks.onTrainingSnapshotRead { snapshotRead.signal(); proceed.wait() }
-            let racing = Task { try await f.service.trainOffThePool() }
-            await withCheckedContinuation { c in DispatchQueue.global().async { snapshotRead.wait(); c.resume() } }
-            f.service.hooks.onTrainingSnapshotRead(nil)
+            let (racing, proceed) = await heldRetrain(f)
             try await withdraw(client, f, subject)  // commits after the racing retrain read its snapshot
             proceed.signal()
             let raced = try await racing.value
@@ -104,11 +110,7 @@ import Testing
             try await seedShop(client, f, subjects: 30)
             let subject = "shopper-9@example.com"
             let token = f.token(subject).rawValue
-            let snapshotRead = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
-            f.service.hooks.onTrainingSnapshotRead { snapshotRead.signal(); proceed.wait() }
-            let first = Task { try await f.service.trainOffThePool() }
-            await withCheckedContinuation { c in DispatchQueue.global().async { snapshotRead.wait(); c.resume() } }
-            f.service.hooks.onTrainingSnapshotRead(nil)
+            let (first, proceed) = await heldRetrain(f)
             try await withdraw(client, f, subject)
             clock.advance(16)
             let second = Task { try await f.service.unlearnIfDue() }  // waits for the first to finish
