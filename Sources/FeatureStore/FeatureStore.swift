@@ -262,6 +262,24 @@ public struct FeatureStore: Sendable {
         for (key, n) in counts { try statement.execute(arguments: [key.item, key.day, n]) }
     }
 
+    /// What a subject's stored interactions added to the anonymous counts (one per item event, as ingestion counted
+    /// it), read while their key still opens them, so that a withdrawal or an erasure can take it back out.
+    public func anonymousContributions(of tokens: [SubjectToken], in db: Database) throws -> [AnonymousCount: Int] {
+        var counts: [AnonymousCount: Int] = [:]
+        for token in tokens {
+            for x in try interactions(of: token, in: db) where !x.item.isEmpty {
+                counts[AnonymousCount(item: x.item, day: x.time / 86_400), default: 0] += 1
+            }
+        }
+        return counts
+    }
+
+    /// Takes contributions read by ``anonymousContributions(of:in:)`` back out of the anonymous counts (never below zero).
+    public func uncountAnonymous(_ counts: [AnonymousCount: Int], in db: Database) throws {
+        let statement = try db.cachedStatement(sql: "UPDATE item_daily_counts SET count = MAX(count - ?, 0) WHERE item = ? AND day = ?")
+        for (key, n) in counts { try statement.execute(arguments: [n, key.item, key.day]) }
+    }
+
     // MARK: - Catalog
 
     /// Inserts or replaces catalog items.

@@ -87,38 +87,128 @@ public struct ServingModel: Sendable {
     let productTypes: [String]
     /// Whom it was trained on, as keyed digests (set by the service that trains it).
     public internal(set) var provenance: ModelProvenance? = nil
+    /// The data it was trained from, to unlearn without a full retrain; dropped with the model.
+    var training: Training? = nil
 
-    /// Trains on a feature-store snapshot. Deterministic for a snapshot and a seed.
+    /// Trains on a feature-store snapshot. Deterministic for a snapshot and a seed. With `fixing`, the choices made on
+    /// held-out data (blend weights, session weight, segment count) are taken from there instead of searched for.
     public static func train(snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
-                             now: Date = Date()) -> ServingModel {
-        let catalogByID = Dictionary(catalog.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        let rows = snapshot.interactions.map {
-            RatingRow(user: snapshot.tokens[Int($0.user)].rawValue, item: snapshot.items[Int($0.item)], rating: $0.weight, timestamp: $0.time)
+                             now: Date = Date(), fixing chosen: Hyperparameters? = nil) -> ServingModel {
+        let split = trainingSplit(snapshot, catalog: catalog)
+        let modelOptions = Self.modelOptions(options, threads: threads)
+        let time = Int64(now.timeIntervalSince1970)
+        let neighbours = ItemKNN(similarity: .cosine, neighbours: 50).fit(split.trainMatrix)
+        let ranker: any ScoringModel
+        let hybridData = split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100
+        if let weights = chosen.map({ $0.blendWeights }) ?? (hybridData ? HybridTrainer(options: modelOptions).chooseWeights(on: split.validationSplit()).weights : nil) {
+            ranker = HybridTrainer(options: modelOptions).fit(split, weights: weights).precomputing(at: time)
+        } else {
+            ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
-        let split = EvaluationSplit(train: rows, test: [], catalog: snapshot.items.map { id in
-            (id: id, content: catalogByID[id].map { ItemContent(category: $0.category, brand: $0.brand, attributes: $0.attributes, tags: $0.tags, title: $0.title) })
-        })
+        let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
+        let sessionModel = SessionKNN(sessions: sessions.map(\.items), owners: sessions.map(\.user), items: split.items.count)
+        let sessionWeight = chosen?.sessionWeight ?? Self.chooseSessionWeight(split, sessions: sessions)
+        return assemble(snapshot: snapshot, split: split, catalog: catalog, options: options, time: time, ranker: ranker, neighbours: neighbours,
+                        sessionModel: sessionModel, sessionWeight: sessionWeight, segmentCount: chosen?.segmentCount, threads: threads)
+    }
+
+    /// The choices training makes on held-out data rather than fits: kept with the model, so that unlearning changes
+    /// only what was learned from the data.
+    public struct Hyperparameters: Sendable, Equatable {
+        /// The hybrid's blend weights (per ``HybridTrainer/componentNames``); nil when the ranker is popularity.
+        public var blendWeights: [Float]?
+        public var sessionWeight: Float
+        /// Behaviour segments' k; nil when no segment model is fitted.
+        public var segmentCount: Int?
+    }
+
+    /// What the model was trained from, kept in memory to unlearn subjects without a full retrain.
+    struct Training: Sendable {
+        let snapshot: TrainingSnapshot
+        let split: EvaluationSplit
+        let catalog: [CatalogItem]
+        let time: Int64
+        let threads: Int
+    }
+
+    /// The reference time it was trained at (trending and recency are computed for it).
+    public var trainedAt: Date? { training.map { Date(timeIntervalSince1970: TimeInterval($0.time)) } }
+
+    public var hyperparameters: Hyperparameters {
+        Hyperparameters(blendWeights: (ranker as? HybridModel)?.weights, sessionWeight: sessionWeight, segmentCount: segmentModel?.centroids.count)
+    }
+
+    static func modelOptions(_ options: ServingOptions, threads: Int) -> ModelCatalog.Options {
         var modelOptions = ModelCatalog.Options()
         modelOptions.threads = threads
         modelOptions.als.factors = 32
         modelOptions.contentHashWidth = options.contentHashWidth
         modelOptions.contentSimilarity = options.contentSimilarity
-        let neighbours = ItemKNN(similarity: .cosine, neighbours: 50).fit(split.trainMatrix)
-        let content = ContentModel(items: split.itemContent, width: options.contentHashWidth, similarity: options.contentSimilarity)
-        let time = Int64(now.timeIntervalSince1970)
+        return modelOptions
+    }
+
+    static func trainingSplit(_ snapshot: TrainingSnapshot, catalog: [CatalogItem]) -> EvaluationSplit {
+        let catalogByID = Dictionary(catalog.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let rows = snapshot.interactions.map {
+            RatingRow(user: snapshot.tokens[Int($0.user)].rawValue, item: snapshot.items[Int($0.item)], rating: $0.weight, timestamp: $0.time)
+        }
+        return EvaluationSplit(train: rows, test: [], catalog: snapshot.items.map { id in
+            (id: id, content: catalogByID[id].map { ItemContent(category: $0.category, brand: $0.brand, attributes: $0.attributes, tags: $0.tags, title: $0.title) })
+        })
+    }
+
+    /// The model as if `tokens` had never been in its training data, without a full retrain: every learned part is
+    /// unlearned exactly (item-kNN and EASE by downdates, counts and sessions by removal) or refitted on the data
+    /// without them (ALS, whose half-step would leave the subjects' trace in the other users' factors; the derived
+    /// tables: behaviour scaling, imputed age bands, segment counts and clusters). The hyperparameters stay as chosen.
+    /// Equal, within float rounding, to ``train(snapshot:catalog:options:threads:now:fixing:)`` on the snapshot
+    /// without them with ``hyperparameters`` fixed. Nil when the model keeps no training data or holds none of them.
+    public func unlearning(_ tokens: Set<String>) -> ServingModel? {
+        guard let training else { return nil }
+        let userIndex = Dictionary(uniqueKeysWithValues: training.split.users.enumerated().map { ($1, $0) })
+        let removed = Set(tokens.compactMap { userIndex[$0] })
+        guard !removed.isEmpty else { return nil }
+        let request = UnlearningRequest(removing: removed, from: training.split)
+        // What the snapshot read without them would hold; their events leave the anonymous counts as well.
+        var snapshot = training.snapshot
+        let gone = Set(snapshot.tokens.indices.filter { tokens.contains(snapshot.tokens[$0].rawValue) })
+        var newIndex = [Int32](repeating: -1, count: snapshot.tokens.count)
+        var next: Int32 = 0
+        for t in snapshot.tokens.indices where !gone.contains(t) { newIndex[t] = next; next += 1 }
+        for x in snapshot.interactions where gone.contains(Int(x.user)) { snapshot.anonymousCounts[Int(x.item)] = max(snapshot.anonymousCounts[Int(x.item)] - 1, 0) }
+        snapshot.interactions = snapshot.interactions.compactMap { x in
+            newIndex[Int(x.user)] < 0 ? nil : (newIndex[Int(x.user)], x.item, x.weight, x.time)
+        }
+        snapshot.tokens = snapshot.tokens.indices.filter { !gone.contains($0) }.map { snapshot.tokens[$0] }
+        snapshot.profiles = snapshot.profiles.indices.filter { !gone.contains($0) }.map { snapshot.profiles[$0] }
+        snapshot.purchases = snapshot.purchases.indices.filter { !gone.contains($0) }.map { snapshot.purchases[$0] }
         let ranker: any ScoringModel
-        var weights: [String: Float] = [:]
-        if split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100 {
-            let hybrid = HybridTrainer(options: modelOptions).fit(split).precomputing(at: time)
-            ranker = hybrid
-            weights = Dictionary(uniqueKeysWithValues: zip(HybridTrainer.componentNames, hybrid.weights))
+        if let hybrid = self.ranker as? HybridModel {
+            let modelOptions = Self.modelOptions(options, threads: training.threads)
+            ranker = HybridModel(components: hybrid.components.map { component in
+                if let model = component as? any Unlearnable, model.unlearnsExactly, let unlearned = model.unlearning(request) { return unlearned }
+                return try! ModelCatalog.fit(component.name, on: request.after, options: modelOptions)
+            }, weights: hybrid.weights).precomputing(at: training.time)
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
-            weights = ["popularity": 1]
         }
+        guard let neighbours = neighbours.unlearning(request), let sessions = sessionModel.unlearning(request) else { return nil }
+        return Self.assemble(snapshot: snapshot, split: request.after, catalog: training.catalog, options: options, time: training.time,
+                             ranker: ranker, neighbours: neighbours, sessionModel: sessions, sessionWeight: sessionWeight,
+                             segmentCount: segmentModel?.centroids.count, threads: training.threads)
+    }
+
+    /// Everything derived from the learned parts and the data: cheap enough to compute again when unlearning.
+    private static func assemble(snapshot: TrainingSnapshot, split: EvaluationSplit, catalog: [CatalogItem], options: ServingOptions, time: Int64,
+                                 ranker: any ScoringModel, neighbours: ItemKNNModel, sessionModel: SessionKNN, sessionWeight: Float,
+                                 segmentCount: Int?, threads: Int = 2) -> ServingModel {
+        let catalogByID = Dictionary(catalog.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let content = ContentModel(items: split.itemContent, width: options.contentHashWidth, similarity: options.contentSimilarity)
+        var weights: [String: Float] = ["popularity": 1]
+        if let hybrid = ranker as? HybridModel { weights = Dictionary(uniqueKeysWithValues: zip(HybridTrainer.componentNames, hybrid.weights)) }
         var trending = [Float](repeating: 0, count: split.items.count)
         trending.withUnsafeMutableBufferPointer {
-            TrendingModel(itemCount: split.items.count, interactions: split.train, halfLife: modelOptions.trendingHalfLife)
+            TrendingModel(itemCount: split.items.count, interactions: split.train, halfLife: ModelCatalog.Options().trendingHalfLife)
                 .score(UserContext(user: nil, items: [], time: time), into: $0)
         }
         // Behaviour → scaled features → the age band of subjects who gave none, from their nearest neighbours.
@@ -145,9 +235,9 @@ public struct ServingModel: Sendable {
         popularity.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
         trending.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
         let segmentKeys = profiles.map(Self.segmentKeys)
-        let (sessionModel, sessionWeight) = Self.fitSessions(split)
+        let now = Date(timeIntervalSince1970: TimeInterval(time))
         let segmentModel = options.segmentStrategies.isEmpty && !options.segmentsForCampaigns ? nil
-            : SegmentModel.fit(snapshot: snapshot, catalog: catalog, now: now)
+            : SegmentModel.fit(snapshot: snapshot, catalog: catalog, k: segmentCount, now: now)
         var medians: [String: Double] = [:]
         for (type, items) in Dictionary(grouping: catalog.filter { $0.price != nil }, by: { String($0.category.split(separator: "/").first ?? "") }) {
             let prices = items.compactMap(\.price).sorted()
@@ -175,17 +265,16 @@ public struct ServingModel: Sendable {
             behaviourScaler: scaler, behaviourFeatureNames: behaviour.names,
             sessionModel: sessionModel, sessionWeight: sessionWeight, imputedAgeBands: imputed,
             segmentModel: segmentModel, strategyItems: strategyItems, catalogByID: catalogByID,
-            productTypes: Array(Set(catalog.map { String($0.category.split(separator: "/").first ?? "") })).sorted())
+            productTypes: Array(Set(catalog.map { String($0.category.split(separator: "/").first ?? "") })).sorted(),
+            training: Training(snapshot: snapshot, split: split, catalog: catalog, time: time, threads: threads))
     }
 
-    /// The session model, and the weight of session scores against long-term scores that maximises next-item
+    /// The weight of session scores against long-term scores that maximises next-item
     /// HitRate@10 on the newest fifth of sessions, with both models fitted on the older sessions only (item-kNN
     /// over each user's history stands in for the long-term model, which would have seen the held-out items).
     static let sessionGap: Int64 = 1800
-    static func fitSessions(_ split: EvaluationSplit) -> (SessionKNN, Float) {
-        let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
-        let all = SessionKNN(sessions: sessions.map(\.items), items: split.items.count)
-        guard sessions.count >= 20 else { return (all, 0.5) }
+    static func chooseSessionWeight(_ split: EvaluationSplit, sessions: [(user: Int32, start: Int64, items: [Int32])]) -> Float {
+        guard sessions.count >= 20 else { return 0.5 }
         let cut = sessions[sessions.count * 4 / 5].start
         let older = split.train.filter { $0.time < cut }
         let knn = ItemKNN(similarity: .cosine, neighbours: 50).fit(SparseMatrix(users: split.users.count, items: split.items.count, interactions: older))
@@ -194,7 +283,7 @@ public struct ServingModel: Sendable {
         for x in older { history[Int(x.user)].append(x.item) }
         // Held-out cases: (user, session prefix, next item), at most 400.
         let cases = sessions.filter { $0.start >= cut }.prefix(400).map { (user: Int($0.user), prefix: Array($0.items.dropLast()), target: $0.items.last!) }
-        guard !cases.isEmpty else { return (all, 0.5) }
+        guard !cases.isEmpty else { return 0.5 }
         let n = split.items.count
         var best: (weight: Float, hits: Int) = (0, -1)
         for w in [Float(0), 0.25, 0.5, 0.75, 1] {
@@ -217,7 +306,7 @@ public struct ServingModel: Sendable {
             // Ties go to the weight nearest an even blend.
             if hits > best.hits || hits == best.hits && abs(w - 0.5) < abs(best.weight - 0.5) { best = (w, hits) }
         }
-        return (all, best.weight)
+        return best.weight
     }
 
     /// Segment keys of a generalized profile, finest first: age band × region × device class, age band × region,

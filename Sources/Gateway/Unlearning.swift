@@ -36,6 +36,9 @@ public final class UnlearningQueue: Sendable {
     /// Read before a training snapshot.
     var generation: UInt64 { state.withLock { $0.generation } }
 
+    /// The current generation and every subject enqueued up to it, read together.
+    var pending: (generation: UInt64, tokens: Set<String>) { state.withLock { ($0.generation, Set($0.pending.keys)) } }
+
     /// A model trained from a snapshot read after `generation` was installed: the tokens enqueued up to it are
     /// unlearned. Returns them, with how long each waited; what stays pending may be in the new model.
     func installed(trainedAfter generation: UInt64, at now: Date) -> (unlearned: [(token: String, waited: TimeInterval)], stillPending: Set<String>) {

@@ -251,6 +251,8 @@ public final class VeilService: Sendable {
         // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.
         try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store.pool)
         let person = shredNeeded ? try await store.pool.read { try linker.person(of: token, in: $0) } : []
+        // Their events leave the anonymous counts too; read while their key still opens them.
+        let contributions = shredNeeded ? try await store.pool.read { try features.anonymousContributions(of: person, in: $0) } : [:]
         if shredNeeded { try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store.pool) }
         let receipt = try await store.pool.write { db -> ConsentRecord in
             try identities.remember(subject: request.subject, token: token, in: db)
@@ -261,6 +263,7 @@ public final class VeilService: Sendable {
             }
             if let change { last = try ledger.append(change, in: db) }
             for member in person { try features.deleteRows(member, in: db) }
+            try features.uncountAnonymous(contributions, in: db)
             return last!
         }
         cache.drop(token: token.rawValue)
@@ -481,6 +484,14 @@ public final class VeilService: Sendable {
         public let model: ServingModel
         public let replaced: String?
         public let unlearned: [(token: String, waited: TimeInterval)]
+        public let method: Method
+
+        public enum Method: Sendable {
+            /// Trained from a snapshot read after the subjects' rows were deleted.
+            case retrained
+            /// The served model with the subjects unlearned (``ServingModel/unlearning(_:)``).
+            case unlearned
+        }
     }
 
     /// Retrains from the feature store and swaps the model in atomically.
@@ -505,7 +516,28 @@ public final class VeilService: Sendable {
         let served = [models.model, models.canary].compactMap { $0?.provenance }
         unlearning.settle { token in !served.contains { $0.contains(token, key: provenanceKey) } }
         guard unlearning.pendingCount > 0 else { return nil }
-        return try retrainLocked()
+        return try unlearnIncrementallyLocked() ?? retrainLocked()
+    }
+
+    /// Removes every pending subject from the stable model without a full retrain (``ServingModel/unlearning(_:)``)
+    /// and serves the result to everyone (a canary could still hold them). Nil when the model cannot.
+    private func unlearnIncrementallyLocked() -> Retrained? {
+        let (generation, pending) = unlearning.pending
+        guard let stable = models.model, var model = stable.unlearning(pending) else { return nil }
+        stamp(&model)
+        models.swap(model)
+        cache.clear()
+        let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
+        if !stillPending.isEmpty { models.forget(stillPending) }
+        return Retrained(model: model, replaced: stable.version, unlearned: unlearned, method: .unlearned)
+    }
+
+    /// Records whom the model was trained on; the version names them too, so a model without one more subject is
+    /// another version.
+    private func stamp(_ model: inout ServingModel) {
+        let provenance = ModelProvenance(tokens: model.training?.snapshot.tokens ?? [], key: provenanceKey)
+        model.provenance = provenance
+        model.version += "-" + provenance.digest.prefix(8)
     }
 
     private func retrainLocked() throws -> Retrained {
@@ -513,10 +545,7 @@ public final class VeilService: Sendable {
         let (snapshot, catalog) = try readTrainingData()
         hooks.trainingSnapshotRead()
         var model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
-        let provenance = ModelProvenance(tokens: snapshot.tokens, key: provenanceKey)
-        model.provenance = provenance
-        // The version names whom it was trained on too: a model without one more subject is another version.
-        model.version += "-" + provenance.digest.prefix(8)
+        stamp(&model)
         let replaced = models.versions.stable
         // While subjects await unlearning the new model goes to everyone: a canary would leave them in the stable one.
         if canary.share > 0, unlearning.pendingCount == 0, let stable = models.model, stable.users > 0 {
@@ -532,7 +561,7 @@ public final class VeilService: Sendable {
         cache.clear()
         let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
         if !stillPending.isEmpty { models.forget(stillPending) }
-        return Retrained(model: model, replaced: replaced, unlearned: unlearned)
+        return Retrained(model: model, replaced: replaced, unlearned: unlearned, method: .retrained)
     }
 
     /// `train()` on a thread of its own: training takes seconds of CPU, which on one of the cooperative pool's
@@ -553,7 +582,9 @@ public final class VeilService: Sendable {
         for (token, waited) in result.unlearned {
             try await audit.append(AuditRecord(actor: "unlearning", role: "system", action: "model:unlearn",
                                                resource: "model \(result.replaced ?? "none") -> \(result.model.version)", subjectToken: token,
-                                               outcome: .allowed, reason: "served a model trained without the subject's rows \(Int(waited.rounded(.up))) s after they were deleted"))
+                                               outcome: .allowed, reason: result.method == .retrained
+                                                ? "served a model trained without the subject's rows \(Int(waited.rounded(.up))) s after they were deleted"
+                                                : "served the model with the subject's rows unlearned \(Int(waited.rounded(.up))) s after they were deleted"))
         }
         return result
     }
@@ -637,8 +668,10 @@ public final class VeilService: Sendable {
             }
             return person
         }
+        let contributions = try await store.pool.read { try features.anonymousContributions(of: person, in: $0) }
         try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store.pool)
         let deleted = try await store.pool.write { db -> Int in
+            try features.uncountAnonymous(contributions, in: db)
             var rows = 0
             for member in person {
                 rows += try features.deleteRows(member, in: db)
@@ -832,11 +865,13 @@ extension VeilService {
         let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
         // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
         let lapsed = try await store.pool.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
+        let contributions = try await store.pool.read { try features.anonymousContributions(of: lapsed, in: $0) }
         try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store.pool)
         let report = try await store.pool.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
             let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
             for token in lapsed { try features.deleteRows(token, in: db) }
+            try features.uncountAnonymous(contributions, in: db)
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
         for token in lapsed { cache.drop(token: token.rawValue) }

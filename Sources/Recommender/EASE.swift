@@ -24,13 +24,7 @@ public struct EASE: Sendable {
         }
         for i in 0..<n { gram[i * n + i] += Double(regularization) }
         let inverse = DenseSolver.invertSymmetricPositiveDefinite(gram, n: n, threads: threads)
-        var weights = [Float](repeating: 0, count: n * n)
-        for i in 0..<n {
-            for j in 0..<n where i != j {
-                weights[i * n + j] = Float(-inverse[i * n + j] / inverse[j * n + j])
-            }
-        }
-        return EASEModel(itemCount: n, weights: weights)
+        return EASEModel(inverse: inverse, itemCount: n)
     }
 }
 
@@ -39,6 +33,20 @@ public struct EASEModel: ScoringModel {
     public let name = "ease"
     public let itemCount: Int
     public let weights: [Float]
+    /// `P = (XᵀX + λI)⁻¹`, kept so that removing a user is a rank-one update of P rather than a new inversion.
+    let inverse: [Double]
+
+    init(inverse: [Double], itemCount n: Int) {
+        var weights = [Float](repeating: 0, count: n * n)
+        for i in 0..<n {
+            for j in 0..<n where i != j {
+                weights[i * n + j] = Float(-inverse[i * n + j] / inverse[j * n + j])
+            }
+        }
+        self.itemCount = n
+        self.weights = weights
+        self.inverse = inverse
+    }
 
     public func score(_ context: UserContext, into out: UnsafeMutableBufferPointer<Float>) {
         for i in 0..<out.count { out[i] = 0 }

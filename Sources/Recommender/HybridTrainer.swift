@@ -64,7 +64,12 @@ public struct HybridTrainer: Sendable {
     }
 
     public func fit(_ split: EvaluationSplit) -> HybridModel {
-        let (weights, _) = chooseWeights(on: split.validationSplit())
+        fit(split, weights: chooseWeights(on: split.validationSplit()).weights)
+    }
+
+    /// Fits the components on `split` with blend weights chosen before (one per ``componentNames``).
+    public func fit(_ split: EvaluationSplit, weights: [Float]) -> HybridModel {
+        precondition(weights.count == Self.componentNames.count)
         let components = zip(Self.componentNames, weights).map { name, weight -> any ScoringModel in
             // A zero-weight component is not trained on the full data: it would not change a score.
             weight == 0 ? ZeroModel(itemCount: split.items.count) : try! ModelCatalog.fit(name, on: split, options: options)

@@ -23,66 +23,133 @@ public struct ItemKNN: Sendable {
     }
 
     public func fit(_ userItems: SparseMatrix) -> ItemKNNModel {
-        let itemUsers = weightedItemUsers(userItems)
-        let n = userItems.columns
-        // Co-occurrence through the users: for each user, every pair of its items.
-        let userRows = itemUsers.transposed()
-        var dense = [Float](repeating: 0, count: n * n)
-        dense.withUnsafeMutableBufferPointer { d in
-            for u in 0..<userRows.rows {
-                let lo = userRows.offsets[u], hi = userRows.offsets[u + 1]
-                for p in lo..<hi {
-                    let i = Int(userRows.indices[p]), wi = userRows.values[p]
-                    let row = d.baseAddress! + i * n
-                    for q in lo..<hi { row[Int(userRows.indices[q])] += wi * userRows.values[q] }
-                }
-            }
-        }
-        var offsets = [0], indices = [Int32](), values = [Float]()
-        dense.withUnsafeBufferPointer { d in
-            for i in 0..<n {
-                var top = TopK(k: neighbours)
-                let row = d.baseAddress! + i * n
-                for j in 0..<n where row[j] > 0 && row[j] > top.threshold { top.offer(Int32(j), row[j]) }
-                // Store by ascending column for cache-friendly scoring.
-                let pairs = zip(top.items, top.scores).sorted { $0.0 < $1.0 }
-                indices.append(contentsOf: pairs.map(\.0))
-                values.append(contentsOf: pairs.map(\.1))
-                offsets.append(indices.count)
-            }
-        }
-        let sim = SparseMatrix(rows: n, columns: n, offsets: offsets, indices: indices, values: values)
-        return ItemKNNModel(name: similarity == .cosine ? "item-knn" : "item-knn-bm25", similarities: sim)
-    }
-
-    /// Items × users with the chosen weighting applied.
-    func weightedItemUsers(_ userItems: SparseMatrix) -> SparseMatrix {
-        let itemUsers = userItems.transposed()
         switch similarity {
         case .cosine:
-            var values = itemUsers.values
-            for i in 0..<itemUsers.rows {
-                let range = itemUsers.offsets[i]..<itemUsers.offsets[i + 1]
-                let norm = range.reduce(Float(0)) { $0 + values[$1] * values[$1] }.squareRoot()
-                if norm > 0 { for p in range { values[p] /= norm } }
-            }
-            return SparseMatrix(rows: itemUsers.rows, columns: itemUsers.columns, offsets: itemUsers.offsets, indices: itemUsers.indices, values: values)
+            // Raw co-occurrences, kept: cosine is C_ij / √(C_ii·C_jj), so removing a user is a subtraction.
+            let cooccurrence = Cooccurrence(userItems)
+            let rows = (0..<cooccurrence.items).map { cooccurrence.neighbours(of: $0, keep: neighbours, cosine: true) }
+            return ItemKNNModel(name: "item-knn", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
+                                cooccurrence: cooccurrence)
         case .bm25:
-            let items = Float(itemUsers.rows)
-            let userDocumentFrequency = itemUsers.columnCounts()
-            let lengths = (0..<itemUsers.rows).map { i in
-                (itemUsers.offsets[i]..<itemUsers.offsets[i + 1]).reduce(Float(0)) { $0 + itemUsers.values[$1] }
+            // BM25's weights depend on every user (document frequencies, average length): nothing to subtract.
+            let cooccurrence = Cooccurrence(weightedItemUsers(userItems).transposed())
+            let rows = (0..<cooccurrence.items).map { cooccurrence.neighbours(of: $0, keep: neighbours, cosine: false) }
+            return ItemKNNModel(name: "item-knn-bm25", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
+                                cooccurrence: nil)
+        }
+    }
+
+    static func matrix(_ rows: [(indices: [Int32], values: [Float])], items n: Int) -> SparseMatrix {
+        var offsets = [0], indices = [Int32](), values = [Float]()
+        for row in rows {
+            indices += row.indices
+            values += row.values
+            offsets.append(indices.count)
+        }
+        return SparseMatrix(rows: n, columns: n, offsets: offsets, indices: indices, values: values)
+    }
+
+    /// Items × users with BM25 weights (as in `implicit`'s BM25Recommender).
+    func weightedItemUsers(_ userItems: SparseMatrix) -> SparseMatrix {
+        let itemUsers = userItems.transposed()
+        let items = Float(itemUsers.rows)
+        let userDocumentFrequency = itemUsers.columnCounts()
+        let lengths = (0..<itemUsers.rows).map { i in
+            (itemUsers.offsets[i]..<itemUsers.offsets[i + 1]).reduce(Float(0)) { $0 + itemUsers.values[$1] }
+        }
+        let average = max(lengths.reduce(0, +) / max(items, 1), 1e-9)
+        var values = itemUsers.values
+        for i in 0..<itemUsers.rows {
+            let norm = (1 - b) + b * lengths[i] / average
+            for p in itemUsers.offsets[i]..<itemUsers.offsets[i + 1] {
+                let idf = logf(items) - log1pf(Float(userDocumentFrequency[Int(itemUsers.indices[p])]))
+                values[p] = values[p] * (k1 + 1) / (k1 * norm + values[p]) * idf
             }
-            let average = max(lengths.reduce(0, +) / max(items, 1), 1e-9)
-            var values = itemUsers.values
-            for i in 0..<itemUsers.rows {
-                let norm = (1 - b) + b * lengths[i] / average
-                for p in itemUsers.offsets[i]..<itemUsers.offsets[i + 1] {
-                    let idf = logf(items) - log1pf(Float(userDocumentFrequency[Int(itemUsers.indices[p])]))
-                    values[p] = values[p] * (k1 + 1) / (k1 * norm + values[p]) * idf
+        }
+        return SparseMatrix(rows: itemUsers.rows, columns: itemUsers.columns, offsets: itemUsers.offsets, indices: itemUsers.indices, values: values)
+    }
+}
+
+/// Item × item co-occurrence `C = XᵀX` over users, in Double so that a subtraction leaves what a sum without the
+/// user would have given; sparse rows sorted by column.
+struct Cooccurrence: Sendable {
+    let items: Int
+    let offsets: [Int]
+    let indices: [Int32]
+    var values: [Double]
+
+    /// Row by row through each item's users (memory O(non-zeros of C), not items²).
+    init(_ userItems: SparseMatrix) {
+        let n = userItems.columns
+        let itemUsers = userItems.transposed()
+        var offsets = [0], indices = [Int32](), values = [Double]()
+        var accumulator = [Double](repeating: 0, count: n)
+        var touched = [Bool](repeating: false, count: n)
+        var list: [Int32] = []
+        for i in 0..<n {
+            for p in itemUsers.offsets[i]..<itemUsers.offsets[i + 1] {
+                let u = Int(itemUsers.indices[p]), vi = Double(itemUsers.values[p])
+                for q in userItems.offsets[u]..<userItems.offsets[u + 1] {
+                    let j = Int(userItems.indices[q])
+                    accumulator[j] += vi * Double(userItems.values[q])
+                    if !touched[j] { touched[j] = true; list.append(Int32(j)) }
                 }
             }
-            return SparseMatrix(rows: itemUsers.rows, columns: itemUsers.columns, offsets: itemUsers.offsets, indices: itemUsers.indices, values: values)
+            list.sort()
+            for j in list {
+                indices.append(j)
+                values.append(accumulator[Int(j)])
+                accumulator[Int(j)] = 0
+                touched[Int(j)] = false
+            }
+            list.removeAll(keepingCapacity: true)
+            offsets.append(indices.count)
+        }
+        items = n
+        self.offsets = offsets
+        self.indices = indices
+        self.values = values
+    }
+
+    func position(_ i: Int, _ j: Int32) -> Int? {
+        var lo = offsets[i], hi = offsets[i + 1]
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if indices[mid] < j { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < offsets[i + 1] && indices[lo] == j ? lo : nil
+    }
+
+    func diagonal(_ i: Int) -> Double { position(i, Int32(i)).map { values[$0] } ?? 0 }
+
+    /// Item `i`'s `keep` most similar items (itself included), by ascending column for cache-friendly scoring.
+    func neighbours(of i: Int, keep: Int, cosine: Bool) -> (indices: [Int32], values: [Float]) {
+        let di = diagonal(i)
+        guard !cosine || di > 0 else { return ([], []) }
+        var top = TopK(k: keep)
+        for p in offsets[i]..<offsets[i + 1] {
+            let j = indices[p]
+            var s = values[p]
+            if cosine {
+                let dj = diagonal(Int(j))
+                guard dj > 0 else { continue }
+                s /= (di * dj).squareRoot()
+            }
+            // A subtraction may leave rounding dust where a sum without the user gives zero.
+            guard s > 1e-9 else { continue }
+            let f = Float(s)
+            if f > top.threshold { top.offer(j, f) }
+        }
+        let pairs = zip(top.items, top.scores).sorted { $0.0 < $1.0 }
+        return (pairs.map(\.0), pairs.map(\.1))
+    }
+
+    /// Subtracts one user's outer product `x xᵀ`.
+    mutating func subtract(items: ArraySlice<Int32>, values weights: ArraySlice<Float>) {
+        for (i, wi) in zip(items, weights) {
+            for (j, wj) in zip(items, weights) {
+                if let p = position(Int(i), j) { values[p] -= Double(wi) * Double(wj) }
+            }
         }
     }
 }
@@ -93,6 +160,16 @@ public struct ItemKNNModel: ScoringModel {
     /// Row i: item i's neighbours and their similarities.
     public let similarities: SparseMatrix
     public var itemCount: Int { similarities.rows }
+    let neighbours: Int
+    /// Kept for cosine models, to unlearn users by subtraction.
+    let cooccurrence: Cooccurrence?
+
+    init(name: String, similarities: SparseMatrix, neighbours: Int, cooccurrence: Cooccurrence?) {
+        self.name = name
+        self.similarities = similarities
+        self.neighbours = neighbours
+        self.cooccurrence = cooccurrence
+    }
 
     public func score(_ context: UserContext, into out: UnsafeMutableBufferPointer<Float>) {
         for i in 0..<out.count { out[i] = 0 }

@@ -41,6 +41,14 @@ public struct TrendingModel: ScoringModel {
         precomputed = nil
     }
 
+    init(itemCount: Int, sortedTimes: [Int64], items: [Int32], halfLife: Double) {
+        self.itemCount = itemCount
+        times = sortedTimes
+        self.items = items
+        self.halfLife = halfLife
+        precomputed = nil
+    }
+
     init(_ base: TrendingModel, precomputedAt time: Int64) {
         itemCount = base.itemCount
         times = base.times

@@ -9,10 +9,14 @@ public struct SessionKNN: Sendable {
     /// At most this many candidate sessions (the most recent that share an item) are compared.
     public let sampleSize: Int
     let sessions: [[Int32]]
+    /// Per session, the user it came from (when known): what unlearning a user removes.
+    let owners: [Int32]?
     /// item → indices of the sessions containing it, newest first.
     let sessionsOfItem: [[Int32]]
 
-    public init(sessions: [[Int32]], items: Int, neighbours: Int = 100, sampleSize: Int = 500) {
+    public init(sessions: [[Int32]], owners: [Int32]? = nil, items: Int, neighbours: Int = 100, sampleSize: Int = 500) {
+        precondition(owners == nil || owners!.count == sessions.count)
+        self.owners = owners
         self.itemCount = items
         self.neighbours = neighbours
         self.sampleSize = sampleSize

@@ -17,7 +17,9 @@ import Testing
             }
         }
         let split = EvaluationSplit(train: rows, test: [], catalog: (0..<20).map { (id: "i\($0)", content: nil) })
-        let (model, weight) = ServingModel.fitSessions(split)
+        let sessions = SessionData.sessions(from: split.train, gap: ServingModel.sessionGap)
+        let weight = ServingModel.chooseSessionWeight(split, sessions: sessions)
+        let model = SessionKNN(sessions: sessions.map(\.items), items: 20)
         #expect(weight > 0, "sessions are predictive here")
         var scores = [Float](repeating: 0, count: 20)
         let index = Dictionary(uniqueKeysWithValues: split.items.enumerated().map { ($1, Int32($0)) })

@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+@testable import Recommender
+
+/// A slice of MovieLens 100K's fixed training split (users ≤ 300, items ≤ 400, ratings as weights), read from
+/// ../shared beside the repository: a missing copy fails rather than skips. Debug builds keep the slice small.
+func movieLensSlice() throws -> EvaluationSplit {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    func rows(_ name: String) throws -> [RatingRow] {
+        let path = root.deletingLastPathComponent().appendingPathComponent("shared/data/ml-100k/split/\(name)").standardizedFileURL.path
+        try #require(FileManager.default.fileExists(atPath: path), "\(path) is missing: tests need ../shared beside the repository")
+        return try Dataset.parseRatings(String(contentsOfFile: path, encoding: .utf8))
+            .filter { Int($0.user)! <= 300 && Int($0.item)! <= 400 }
+    }
+    return EvaluationSplit(train: try rows("train.tsv"), test: try rows("test.tsv"))
+}
+
+/// Scores of every remaining user (by their history, as the gateway serves) from two models.
+func largestScoreGap(_ a: any ScoringModel, _ b: any ScoringModel, on split: EvaluationSplit) -> Float {
+    var gap: Float = 0
+    var x = [Float](repeating: 0, count: a.itemCount), y = x
+    for u in 0..<split.users.count {
+        var context = split.context(forUser: u)
+        context.user = nil
+        x.withUnsafeMutableBufferPointer { a.score(context, into: $0) }
+        y.withUnsafeMutableBufferPointer { b.score(context, into: $0) }
+        for i in 0..<x.count { gap = max(gap, abs(x[i] - y[i]) / max(1, abs(y[i]))) }
+    }
+    return gap
+}
+
+/// Mean share of the top 10 two models agree on, over the remaining users.
+func topTenAgreement(_ a: any ScoringModel, _ b: any ScoringModel, on split: EvaluationSplit) -> Double {
+    var shared = 0.0
+    for u in 0..<split.users.count {
+        var context = split.context(forUser: u)
+        context.user = nil
+        let x = Set(a.recommend(context, k: 10).items), y = Set(b.recommend(context, k: 10).items)
+        shared += Double(x.intersection(y).count) / 10
+    }
+    return shared / Double(split.users.count)
+}
+
+@Suite struct ModelUnlearningTests {
+    /// One heavy user, one light one, and ten together (a batch).
+    static let removals: [Set<Int>] = [[0], [17], Set(stride(from: 3, to: 300, by: 29))]
+
+    @Test func itemKNNForgetsExactlyBySubtraction() throws {
+        let split = try movieLensSlice()
+        let model = ItemKNN(similarity: .cosine, neighbours: 20).fit(split.trainMatrix)
+        for removed in Self.removals {
+            let request = UnlearningRequest(removing: removed, from: split)
+            let unlearned = try #require(model.unlearning(request))
+            let scratch = ItemKNN(similarity: .cosine, neighbours: 20).fit(request.after.trainMatrix)
+            #expect(unlearned.similarities.offsets == scratch.similarities.offsets)
+            #expect(unlearned.similarities.indices == scratch.similarities.indices)
+            #expect(largestScoreGap(unlearned, scratch, on: request.after) < 1e-5)
+            // The subject was there to forget: without the subtraction the model differs.
+            #expect(largestScoreGap(model, scratch, on: request.after) > 1e-3)
+        }
+        #expect(ItemKNN(similarity: .bm25).fit(split.trainMatrix).unlearning(UnlearningRequest(removing: [0], from: split)) == nil)
+    }
+
+    @Test func easeForgetsExactlyByShermanMorrison() throws {
+        let split = try movieLensSlice()
+        let model = EASE(regularization: 100).fit(split.trainMatrix)
+        for removed in Self.removals {
+            let request = UnlearningRequest(removing: removed, from: split)
+            let unlearned = try #require(model.unlearning(request))
+            let scratch = EASE(regularization: 100).fit(request.after.trainMatrix)
+            let gap = zip(unlearned.weights, scratch.weights).map { abs($0 - $1) }.max()!
+            #expect(gap < 1e-5)
+            #expect(zip(model.weights, scratch.weights).map { abs($0 - $1) }.max()! > 1e-3)
+        }
+    }
+
+    @Test func countsTrendingSessionsAndContentForgetExactly() throws {
+        let split = try movieLensSlice()
+        let popularity = PopularityModel(split.trainMatrix)
+        let trending = TrendingModel(itemCount: split.items.count, interactions: split.train, halfLife: 7 * 86_400)
+        let fixedAt = split.train.map(\.time).max()!
+        let served = trending.precomputing(at: fixedAt)
+        let sessions = SessionData.sessions(from: split.train, gap: 1800)
+        let sknn = SessionKNN(sessions: sessions.map(\.items), owners: sessions.map(\.user), items: split.items.count)
+        for removed in Self.removals {
+            let request = UnlearningRequest(removing: removed, from: split)
+            #expect(try #require(popularity.unlearning(request)).counts == PopularityModel(request.after.trainMatrix).counts)
+            let scratchTrending = TrendingModel(itemCount: split.items.count, interactions: request.after.train, halfLife: 7 * 86_400)
+            #expect(largestScoreGap(try #require(trending.unlearning(request)), scratchTrending, on: request.after) == 0)
+            #expect(largestScoreGap(try #require(served.unlearning(request)), scratchTrending.precomputing(at: fixedAt), on: request.after) == 0)
+            let scratchSessions = SessionData.sessions(from: request.after.train, gap: 1800)
+            let unlearnedSessions = try #require(sknn.unlearning(request))
+            #expect(unlearnedSessions.sessions == SessionKNN(sessions: scratchSessions.map(\.items), items: split.items.count).sessions)
+            #expect(unlearnedSessions.owners == scratchSessions.map(\.user))
+            #expect(unlearnedSessions.sessions.count < sknn.sessions.count)
+        }
+        #expect(SessionKNN(sessions: sessions.map(\.items), items: split.items.count).unlearning(UnlearningRequest(removing: [0], from: split)) == nil)
+    }
+
+    /// ALS is unlearned by one exact half-step on the item side. A model trained from scratch without the subject
+    /// takes another path from its random start, so the bound is stated against that path's own spread: the
+    /// unlearned model agrees with a scratch model on the top 10 at least as well as two scratch models started from
+    /// different seeds agree with each other, less 0.05.
+    @Test func alsHalfStepStaysWithinTheSpreadOfRetraining() throws {
+        let split = try movieLensSlice()
+        var cfg = ALS.Configuration()
+        cfg.factors = 16
+        cfg.iterations = 10
+        let model = ALS(cfg).fit(split.trainMatrix)
+        let request = UnlearningRequest(removing: Self.removals[2], from: split)
+        let unlearned = try #require(model.unlearning(request))
+        #expect(!unlearned.unlearnsExactly)
+        #expect(unlearned.userFactors.count == request.after.users.count * cfg.factors)
+        let scratch = ALS(cfg).fit(request.after.trainMatrix)
+        var other = cfg
+        other.seed = 7
+        let scratchOtherSeed = ALS(other).fit(request.after.trainMatrix)
+        let spread = topTenAgreement(scratch, scratchOtherSeed, on: request.after)
+        let agreement = topTenAgreement(unlearned, scratch, on: request.after)
+        #expect(agreement >= spread - 0.05, "unlearned vs scratch \(agreement), scratch vs scratch \(spread)")
+        var bpr = BPR.Configuration()
+        bpr.iterations = 1
+        #expect(BPR(bpr).fit(split.trainMatrix).unlearning(request) == nil)
+    }
+
+    @Test func aHybridOfExactComponentsForgetsExactly() throws {
+        let split = try movieLensSlice()
+        let components: [any ScoringModel] = [EASE(regularization: 100).fit(split.trainMatrix), ItemKNN().fit(split.trainMatrix),
+                                              PopularityModel(split.trainMatrix)]
+        let hybrid = HybridModel(components: components, weights: [1, 0.5, 0.1])
+        let request = UnlearningRequest(removing: Self.removals[2], from: split)
+        let unlearned = try #require(hybrid.unlearning(request))
+        #expect(unlearned.unlearnsExactly)
+        let scratch = HybridModel(components: [EASE(regularization: 100).fit(request.after.trainMatrix), ItemKNN().fit(request.after.trainMatrix),
+                                               PopularityModel(request.after.trainMatrix)], weights: [1, 0.5, 0.1])
+        #expect(largestScoreGap(unlearned, scratch, on: request.after) < 1e-3)
+        let withALS = HybridModel(components: components + [ALS().fit(split.trainMatrix)], weights: [1, 0.5, 0.1, 0.2])
+        #expect(try #require(withALS.unlearning(request)).unlearnsExactly == false)
+    }
+}
