@@ -169,19 +169,7 @@ public struct ServingModel: Sendable {
         let removed = Set(tokens.compactMap { userIndex[$0] })
         guard !removed.isEmpty else { return nil }
         let request = UnlearningRequest(removing: removed, from: training.split)
-        // What the snapshot read without them would hold; their events leave the anonymous counts as well.
-        var snapshot = training.snapshot
-        let gone = Set(snapshot.tokens.indices.filter { tokens.contains(snapshot.tokens[$0].rawValue) })
-        var newIndex = [Int32](repeating: -1, count: snapshot.tokens.count)
-        var next: Int32 = 0
-        for t in snapshot.tokens.indices where !gone.contains(t) { newIndex[t] = next; next += 1 }
-        for x in snapshot.interactions where gone.contains(Int(x.user)) { snapshot.anonymousCounts[Int(x.item)] = max(snapshot.anonymousCounts[Int(x.item)] - 1, 0) }
-        snapshot.interactions = snapshot.interactions.compactMap { x in
-            newIndex[Int(x.user)] < 0 ? nil : (newIndex[Int(x.user)], x.item, x.weight, x.time)
-        }
-        snapshot.tokens = snapshot.tokens.indices.filter { !gone.contains($0) }.map { snapshot.tokens[$0] }
-        snapshot.profiles = snapshot.profiles.indices.filter { !gone.contains($0) }.map { snapshot.profiles[$0] }
-        snapshot.purchases = snapshot.purchases.indices.filter { !gone.contains($0) }.map { snapshot.purchases[$0] }
+        let snapshot = Self.snapshot(training.snapshot, without: tokens)
         let ranker: any ScoringModel
         if let hybrid = self.ranker as? HybridModel {
             let modelOptions = Self.modelOptions(options, threads: training.threads)
@@ -197,6 +185,38 @@ public struct ServingModel: Sendable {
                              ranker: ranker, neighbours: neighbours, sessionModel: sessions, sessionWeight: sessionWeight,
                              segmentCount: segmentModel?.centroids.count, threads: training.threads)
     }
+
+    /// What the feature store would give without `tokens`: their rows gone, and their events out of the anonymous
+    /// counts (as a withdrawal takes them out of the stored counts).
+    static func snapshot(_ snapshot: TrainingSnapshot, without tokens: Set<String>) -> TrainingSnapshot {
+        var out = snapshot
+        let gone = Set(snapshot.tokens.indices.filter { tokens.contains(snapshot.tokens[$0].rawValue) })
+        var newIndex = [Int32](repeating: -1, count: snapshot.tokens.count)
+        var next: Int32 = 0
+        for t in snapshot.tokens.indices where !gone.contains(t) {
+            newIndex[t] = next
+            next += 1
+        }
+        for x in snapshot.interactions where gone.contains(Int(x.user)) { out.anonymousCounts[Int(x.item)] = max(out.anonymousCounts[Int(x.item)] - 1, 0) }
+        out.interactions = snapshot.interactions.compactMap { x in newIndex[Int(x.user)] < 0 ? nil : (newIndex[Int(x.user)], x.item, x.weight, x.time) }
+        let kept = snapshot.tokens.indices.filter { !gone.contains($0) }
+        out.tokens = kept.map { snapshot.tokens[$0] }
+        out.profiles = kept.map { snapshot.profiles[$0] }
+        out.purchases = kept.map { snapshot.purchases[$0] }
+        return out
+    }
+
+    /// Trains again from scratch on the data this model was trained on without `tokens`, with its hyperparameters
+    /// fixed or (`searching`) searched for again: what ``unlearning(_:)`` is measured against (`veil bench unlearn`).
+    public func retrained(without tokens: Set<String>, searching: Bool = false) -> ServingModel? {
+        guard let training else { return nil }
+        return Self.train(snapshot: Self.snapshot(training.snapshot, without: tokens), catalog: training.catalog, options: options,
+                          threads: training.threads, now: Date(timeIntervalSince1970: TimeInterval(training.time)),
+                          fixing: searching ? nil : hyperparameters)
+    }
+
+    /// The training data as the recommender saw it (tokens as user ids), for benchmarks; nil for a model without it.
+    public var trainingSplit: EvaluationSplit? { training?.split }
 
     /// Everything derived from the learned parts and the data: cheap enough to compute again when unlearning.
     private static func assemble(snapshot: TrainingSnapshot, split: EvaluationSplit, catalog: [CatalogItem], options: ServingOptions, time: Int64,

@@ -78,38 +78,101 @@ struct Cooccurrence: Sendable {
     let indices: [Int32]
     var values: [Double]
 
-    /// Row by row through each item's users (memory O(non-zeros of C), not items²).
+    /// Dense when items² doubles are affordable (the user-pair loop is the fastest there), else row by row through
+    /// each item's users (memory O(non-zeros of C)).
     init(_ userItems: SparseMatrix) {
         let n = userItems.columns
-        let itemUsers = userItems.transposed()
         var offsets = [0], indices = [Int32](), values = [Double]()
+        if n <= 4096 {
+            var dense = [Double](repeating: 0, count: n * n)
+            dense.withUnsafeMutableBufferPointer { d in
+                userItems.indices.withUnsafeBufferPointer { columns in
+                    userItems.values.withUnsafeBufferPointer { weights in
+                        for u in 0..<userItems.rows {
+                            let lo = userItems.offsets[u], hi = userItems.offsets[u + 1]
+                            for p in lo..<hi {
+                                let row = d.baseAddress! + Int(columns[p]) * n, wi = Double(weights[p])
+                                for q in lo..<hi { row[Int(columns[q])] += wi * Double(weights[q]) }
+                            }
+                        }
+                    }
+                }
+                var nonZero = 0
+                for x in d where x != 0 { nonZero += 1 }
+                indices.reserveCapacity(nonZero)
+                values.reserveCapacity(nonZero)
+                for i in 0..<n {
+                    let row = d.baseAddress! + i * n
+                    for j in 0..<n where row[j] != 0 {
+                        indices.append(Int32(j))
+                        values.append(row[j])
+                    }
+                    offsets.append(indices.count)
+                }
+            }
+            self.init(items: n, offsets: offsets, indices: indices, values: values)
+            return
+        }
+        let itemUsers = userItems.transposed()
         var accumulator = [Double](repeating: 0, count: n)
         var touched = [Bool](repeating: false, count: n)
         var list: [Int32] = []
-        for i in 0..<n {
-            for p in itemUsers.offsets[i]..<itemUsers.offsets[i + 1] {
-                let u = Int(itemUsers.indices[p]), vi = Double(itemUsers.values[p])
-                for q in userItems.offsets[u]..<userItems.offsets[u + 1] {
-                    let j = Int(userItems.indices[q])
-                    accumulator[j] += vi * Double(userItems.values[q])
-                    if !touched[j] { touched[j] = true; list.append(Int32(j)) }
+        userItems.offsets.withUnsafeBufferPointer { rowStart in
+            userItems.indices.withUnsafeBufferPointer { columns in
+                userItems.values.withUnsafeBufferPointer { weights in
+                    accumulator.withUnsafeMutableBufferPointer { acc in
+                        touched.withUnsafeMutableBufferPointer { seen in
+                            for i in 0..<n {
+                                for p in itemUsers.offsets[i]..<itemUsers.offsets[i + 1] {
+                                    let u = Int(itemUsers.indices[p]), vi = Double(itemUsers.values[p])
+                                    for q in rowStart[u]..<rowStart[u + 1] {
+                                        let j = Int(columns[q])
+                                        acc[j] += vi * Double(weights[q])
+                                        if !seen[j] {
+                                            seen[j] = true
+                                            list.append(Int32(j))
+                                        }
+                                    }
+                                }
+                                // Columns in order: a pass over the row when it is dense, a sort of the few touched when not.
+                                if list.count > n / 8 {
+                                    for j in 0..<n where seen[j] {
+                                        indices.append(Int32(j))
+                                        values.append(acc[j])
+                                        acc[j] = 0
+                                        seen[j] = false
+                                    }
+                                } else {
+                                    list.sort()
+                                    for j in list {
+                                        indices.append(j)
+                                        values.append(acc[Int(j)])
+                                        acc[Int(j)] = 0
+                                        seen[Int(j)] = false
+                                    }
+                                }
+                                list.removeAll(keepingCapacity: true)
+                                offsets.append(indices.count)
+                            }
+                        }
+                    }
                 }
             }
-            list.sort()
-            for j in list {
-                indices.append(j)
-                values.append(accumulator[Int(j)])
-                accumulator[Int(j)] = 0
-                touched[Int(j)] = false
-            }
-            list.removeAll(keepingCapacity: true)
-            offsets.append(indices.count)
         }
+        self.init(items: n, offsets: offsets, indices: indices, values: values)
+    }
+
+    private init(items n: Int, offsets: [Int], indices: [Int32], values: [Double]) {
         items = n
         self.offsets = offsets
         self.indices = indices
         self.values = values
+        diagonal = [Double](repeating: 0, count: n)
+        for i in 0..<n { diagonal[i] = position(i, Int32(i)).map { values[$0] } ?? 0 }
     }
+
+    /// `C_ii`, the squared norm of item i's user vector.
+    private(set) var diagonal: [Double]
 
     func position(_ i: Int, _ j: Int32) -> Int? {
         var lo = offsets[i], hi = offsets[i + 1]
@@ -120,18 +183,16 @@ struct Cooccurrence: Sendable {
         return lo < offsets[i + 1] && indices[lo] == j ? lo : nil
     }
 
-    func diagonal(_ i: Int) -> Double { position(i, Int32(i)).map { values[$0] } ?? 0 }
-
     /// Item `i`'s `keep` most similar items (itself included), by ascending column for cache-friendly scoring.
     func neighbours(of i: Int, keep: Int, cosine: Bool) -> (indices: [Int32], values: [Float]) {
-        let di = diagonal(i)
+        let di = diagonal[i]
         guard !cosine || di > 0 else { return ([], []) }
         var top = TopK(k: keep)
         for p in offsets[i]..<offsets[i + 1] {
             let j = indices[p]
             var s = values[p]
             if cosine {
-                let dj = diagonal(Int(j))
+                let dj = diagonal[Int(j)]
                 guard dj > 0 else { continue }
                 s /= (di * dj).squareRoot()
             }
@@ -144,11 +205,45 @@ struct Cooccurrence: Sendable {
         return (pairs.map(\.0), pairs.map(\.1))
     }
 
+    /// Item `i`'s `keep` most similar (cosine) among `candidates` (ascending columns).
+    func neighbours(of i: Int, among candidates: [Int32], keep: Int) -> (indices: [Int32], values: [Float]) {
+        let di = diagonal[i]
+        guard di > 0 else { return ([], []) }
+        var top = TopK(k: keep)
+        for j in candidates {
+            let dj = diagonal[Int(j)]
+            guard dj > 0, let p = position(i, j) else { continue }
+            let s = values[p] / (di * dj).squareRoot()
+            guard s > 1e-9 else { continue }
+            let f = Float(s)
+            if f > top.threshold { top.offer(j, f) }
+        }
+        let pairs = zip(top.items, top.scores).sorted { $0.0 < $1.0 }
+        return (pairs.map(\.0), pairs.map(\.1))
+    }
+
     /// Subtracts one user's outer product `x xᵀ`.
     mutating func subtract(items: ArraySlice<Int32>, values weights: ArraySlice<Float>) {
-        for (i, wi) in zip(items, weights) {
-            for (j, wj) in zip(items, weights) {
-                if let p = position(Int(i), j) { values[p] -= Double(wi) * Double(wj) }
+        let offsets = self.offsets
+        indices.withUnsafeBufferPointer { columns in
+            values.withUnsafeMutableBufferPointer { c in
+                for (i, wi) in zip(items, weights) {
+                    // The user's items are sorted and all in row i: each is searched for after the previous one.
+                    var lo = offsets[Int(i)]
+                    let end = offsets[Int(i) + 1]
+                    for (j, wj) in zip(items, weights) {
+                        var hi = end
+                        while lo < hi {
+                            let mid = (lo + hi) / 2
+                            if columns[mid] < j { lo = mid + 1 } else { hi = mid }
+                        }
+                        guard lo < end, columns[lo] == j else { continue }
+                        c[lo] -= Double(wi) * Double(wj)
+                        // Rounding dust where a sum without the user gives zero would read as a (tiny) co-occurrence.
+                        if abs(c[lo]) < 1e-9 { c[lo] = 0 }
+                        if j == i { diagonal[Int(i)] = c[lo] }
+                    }
+                }
             }
         }
     }

@@ -1,29 +1,38 @@
 import Foundation
+import Synchronization
 
 /// Users to remove from a model fitted on `before`, and the same data without them.
-public struct UnlearningRequest: Sendable {
+public final class UnlearningRequest: Sendable {
     /// Rows of `before` whose contribution must go.
     public let removed: Set<Int>
     public let before: EvaluationSplit
-    /// `before` without the removed users: the others in the same order, re-indexed densely; the same items.
-    /// This is the data a model trained from scratch without them would see.
-    public let after: EvaluationSplit
     /// Per row of `after`, its row in `before`.
     public let kept: [Int]
+    /// Built on first use: most models only subtract the removed rows and never need it.
+    private let remaining = Mutex<EvaluationSplit?>(nil)
 
     public init(removing removed: Set<Int>, from before: EvaluationSplit) {
         self.removed = removed
         self.before = before
-        let kept = (0..<before.users.count).filter { !removed.contains($0) }
-        var newIndex = [Int32](repeating: -1, count: before.users.count)
-        for (n, u) in kept.enumerated() { newIndex[u] = Int32(n) }
-        let train = before.train.compactMap { x -> Interaction? in
-            let u = newIndex[Int(x.user)]
-            return u < 0 ? nil : Interaction(user: u, item: x.item, weight: x.weight, time: x.time)
+        kept = (0..<before.users.count).filter { !removed.contains($0) }
+    }
+
+    /// `before` without the removed users: the others in the same order, re-indexed densely; the same items.
+    /// This is the data a model trained from scratch without them would see.
+    public var after: EvaluationSplit {
+        remaining.withLock { cached in
+            if let cached { return cached }
+            var newIndex = [Int32](repeating: -1, count: before.users.count)
+            for (n, u) in kept.enumerated() { newIndex[u] = Int32(n) }
+            let train = before.train.compactMap { x -> Interaction? in
+                let u = newIndex[Int(x.user)]
+                return u < 0 ? nil : Interaction(user: u, item: x.item, weight: x.weight, time: x.time)
+            }
+            let split = EvaluationSplit(users: kept.map { before.users[$0] }, items: before.items, train: train,
+                                        relevant: kept.map { before.relevant[$0] }, itemContent: before.itemContent)
+            cached = split
+            return split
         }
-        after = EvaluationSplit(users: kept.map { before.users[$0] }, items: before.items, train: train,
-                                relevant: kept.map { before.relevant[$0] }, itemContent: before.itemContent)
-        self.kept = kept
     }
 
     /// A removed user's row of the training matrix (items and summed weights).
@@ -52,21 +61,31 @@ extension ItemKNNModel: Unlearnable {
     /// neighbours of every item whose similarities changed: exact. BM25: nil (its weights depend on every user).
     public func unlearning(_ request: UnlearningRequest) -> ItemKNNModel? {
         guard var cooccurrence else { return nil }
-        var changed = Set<Int32>()
+        var changed = [Bool](repeating: false, count: itemCount)
         for u in request.removed.sorted() {
             let row = request.row(u)
             cooccurrence.subtract(items: row.items, values: row.values)
-            changed.formUnion(row.items)
+            for i in row.items { changed[Int(i)] = true }
         }
-        // Rows that hold a changed item: the cosine of any pair with a changed norm moved.
-        var affected = changed
-        for i in changed {
-            for p in cooccurrence.offsets[Int(i)]..<cooccurrence.offsets[Int(i) + 1] { affected.insert(cooccurrence.indices[p]) }
+        // A changed item's row is ranked again in full. Any other row holds the same co-occurrences; only its
+        // cosines with changed items moved, and only upwards (their norms shrank). So its new neighbours are among
+        // its old ones and the changed items it co-occurs with (C is symmetric: row t lists them), offered in column
+        // order so that ties break as a full ranking would.
+        // When most items changed, ranking every row again is cheaper than gathering candidates.
+        let changedCount = changed.reduce(0) { $0 + ($1 ? 1 : 0) }
+        if changedCount > itemCount / 8 { for i in 0..<itemCount { changed[i] = true } }
+        var candidates = [[Int32]](repeating: [], count: itemCount)
+        for t in 0..<itemCount where changed[t] && changedCount <= itemCount / 8 {
+            for p in cooccurrence.offsets[t]..<cooccurrence.offsets[t + 1] where !changed[Int(cooccurrence.indices[p])] {
+                candidates[Int(cooccurrence.indices[p])].append(Int32(t))
+            }
         }
         let rows = (0..<itemCount).map { i -> (indices: [Int32], values: [Float]) in
-            if affected.contains(Int32(i)) { return cooccurrence.neighbours(of: i, keep: neighbours, cosine: true) }
+            if changed[i] { return cooccurrence.neighbours(of: i, keep: neighbours, cosine: true) }
             let range = similarities.offsets[i]..<similarities.offsets[i + 1]
-            return (Array(similarities.indices[range]), Array(similarities.values[range]))
+            if candidates[i].isEmpty { return (Array(similarities.indices[range]), Array(similarities.values[range])) }
+            let merged = Array(Set(similarities.indices[range]).union(candidates[i])).sorted()
+            return cooccurrence.neighbours(of: i, among: merged, keep: neighbours)
         }
         return ItemKNNModel(name: name, similarities: ItemKNN.matrix(rows, items: itemCount), neighbours: neighbours, cooccurrence: cooccurrence)
     }

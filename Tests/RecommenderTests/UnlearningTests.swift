@@ -4,13 +4,14 @@ import Testing
 
 /// A slice of MovieLens 100K's fixed training split (users ≤ 300, items ≤ 400, ratings as weights), read from
 /// ../shared beside the repository: a missing copy fails rather than skips. Debug builds keep the slice small.
-func movieLensSlice() throws -> EvaluationSplit {
+func movieLensSlice(weightScale: Float = 1) throws -> EvaluationSplit {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     func rows(_ name: String) throws -> [RatingRow] {
         let path = root.deletingLastPathComponent().appendingPathComponent("shared/data/ml-100k/split/\(name)").standardizedFileURL.path
         try #require(FileManager.default.fileExists(atPath: path), "\(path) is missing: tests need ../shared beside the repository")
         return try Dataset.parseRatings(String(contentsOfFile: path, encoding: .utf8))
             .filter { Int($0.user)! <= 300 && Int($0.item)! <= 400 }
+            .map { RatingRow(user: $0.user, item: $0.item, rating: $0.rating * weightScale, timestamp: $0.timestamp) }
     }
     return EvaluationSplit(train: try rows("train.tsv"), test: try rows("test.tsv"))
 }
@@ -45,8 +46,10 @@ func topTenAgreement(_ a: any ScoringModel, _ b: any ScoringModel, on split: Eva
     /// One heavy user, one light one, and ten together (a batch).
     static let removals: [Set<Int>] = [[0], [17], Set(stride(from: 3, to: 300, by: 29))]
 
-    @Test func itemKNNForgetsExactlyBySubtraction() throws {
-        let split = try movieLensSlice()
+    /// Ratings as weights, and weights that no binary fraction holds (sums of their products round).
+    @Test(arguments: [Float(1), 0.37])
+    func itemKNNForgetsExactlyBySubtraction(weightScale: Float) throws {
+        let split = try movieLensSlice(weightScale: weightScale)
         let model = ItemKNN(similarity: .cosine, neighbours: 20).fit(split.trainMatrix)
         for removed in Self.removals {
             let request = UnlearningRequest(removing: removed, from: split)
