@@ -27,7 +27,7 @@ public struct SegmentModel: Sendable {
     public let scaler: FeatureScaler
     public let centroids: [[Float]]
     /// Segment of each training subject, by token.
-    public let assignments: [String: Int]
+    public internal(set) var assignments: [String: Int]
 
     /// Behaviour features of a subject from their items (catalog metadata only, no identity).
     public static let behaviourNames = ["purchases_per_week", "price_level", "discount_share", "new_share", "days_since_last"]

@@ -52,7 +52,7 @@ public struct ServingModel: Sendable {
     public let categories: [String]
     public let available: [Bool]
     /// The ranker (the hybrid once enough data exists; popularity otherwise).
-    public let ranker: any ScoringModel
+    public internal(set) var ranker: any ScoringModel
     /// Item neighbours, for "because you viewed X" explanations.
     public let neighbours: ItemKNNModel
     /// Metadata similarity: reaches items nobody has interacted with yet, and explains "similar to X".
@@ -74,13 +74,13 @@ public struct ServingModel: Sendable {
     public let behaviourFeatureNames: [String]
     /// Short-term intent: session-kNN over past sessions (30-minute gaps), and its blend weight against the
     /// long-term model, chosen on held-out sessions.
-    public let sessionModel: SessionKNN
+    public internal(set) var sessionModel: SessionKNN
     public let sessionWeight: Float
     /// Age bands inferred for training subjects who gave none, by token. Used for segment counts only;
     /// an export lists them as inferred, never as facts.
     public internal(set) var imputedAgeBands: [String: KNNImputer.Imputed]
     /// Behaviour segments (k-means, k by silhouette) for per-segment strategies; nil with too few subjects.
-    public let segmentModel: SegmentModel?
+    public internal(set) var segmentModel: SegmentModel?
     /// Per item: whether each configured strategy favours it (strategy → mask).
     public let strategyItems: [SegmentStrategy: [Bool]]
     let catalogByID: [String: CatalogItem]
@@ -124,11 +124,21 @@ public struct ServingModel: Sendable {
 
     /// What the model was trained from, kept in memory to unlearn subjects without a full retrain.
     struct Training: Sendable {
-        let snapshot: TrainingSnapshot
-        let split: EvaluationSplit
+        var snapshot: TrainingSnapshot
+        var split: EvaluationSplit
         let catalog: [CatalogItem]
         let time: Int64
         let threads: Int
+        /// Per user of `split`, its index in `snapshot`.
+        let snapshotIndex: [Int]
+        /// Users whose data was deleted: their token and profile are gone from here, their rows stay, attached to
+        /// nobody, until ``ServingModel/unlearning(_:)`` subtracts them.
+        var forgotten: Set<Int> = []
+
+        /// Users of `split` with these tokens.
+        func rows(of tokens: Set<String>) -> Set<Int> {
+            Set(split.users.indices.filter { tokens.contains(split.users[$0]) })
+        }
     }
 
     /// The reference time it was trained at (trending and recency are computed for it).
@@ -165,11 +175,10 @@ public struct ServingModel: Sendable {
     /// without them with ``hyperparameters`` fixed. Nil when the model keeps no training data or holds none of them.
     public func unlearning(_ tokens: Set<String>) -> ServingModel? {
         guard let training else { return nil }
-        let userIndex = Dictionary(uniqueKeysWithValues: training.split.users.enumerated().map { ($1, $0) })
-        let removed = Set(tokens.compactMap { userIndex[$0] })
+        let removed = training.forgotten.union(training.rows(of: tokens))
         guard !removed.isEmpty else { return nil }
         let request = UnlearningRequest(removing: removed, from: training.split)
-        let snapshot = Self.snapshot(training.snapshot, without: tokens)
+        let snapshot = Self.snapshot(training.snapshot, without: Set(removed.map { training.snapshotIndex[$0] }))
         let ranker: any ScoringModel
         if let hybrid = self.ranker as? HybridModel {
             let modelOptions = Self.modelOptions(options, threads: training.threads)
@@ -188,9 +197,8 @@ public struct ServingModel: Sendable {
 
     /// What the feature store would give without `tokens`: their rows gone, and their events out of the anonymous
     /// counts (as a withdrawal takes them out of the stored counts).
-    static func snapshot(_ snapshot: TrainingSnapshot, without tokens: Set<String>) -> TrainingSnapshot {
+    static func snapshot(_ snapshot: TrainingSnapshot, without gone: Set<Int>) -> TrainingSnapshot {
         var out = snapshot
-        let gone = Set(snapshot.tokens.indices.filter { tokens.contains(snapshot.tokens[$0].rawValue) })
         var newIndex = [Int32](repeating: -1, count: snapshot.tokens.count)
         var next: Int32 = 0
         for t in snapshot.tokens.indices where !gone.contains(t) {
@@ -210,7 +218,8 @@ public struct ServingModel: Sendable {
     /// fixed or (`searching`) searched for again: what ``unlearning(_:)`` is measured against (`veil bench unlearn`).
     public func retrained(without tokens: Set<String>, searching: Bool = false) -> ServingModel? {
         guard let training else { return nil }
-        return Self.train(snapshot: Self.snapshot(training.snapshot, without: tokens), catalog: training.catalog, options: options,
+        let gone = training.forgotten.union(training.rows(of: tokens)).map { training.snapshotIndex[$0] }
+        return Self.train(snapshot: Self.snapshot(training.snapshot, without: Set(gone)), catalog: training.catalog, options: options,
                           threads: training.threads, now: Date(timeIntervalSince1970: TimeInterval(training.time)),
                           fixing: searching ? nil : hyperparameters)
     }
@@ -238,6 +247,7 @@ public struct ServingModel: Sendable {
                                           typeNames: typeNames, itemPrices: split.items.map { catalogByID[$0]?.price }, times: split.trainTimes, now: time)
         let scaler = FeatureScaler(kind: .zScore, fittedOn: behaviour.rows)
         let userIndex = Dictionary(uniqueKeysWithValues: split.users.enumerated().map { ($1, $0) })
+        let tokenIndex = Dictionary(snapshot.tokens.enumerated().map { ($1.rawValue, $0) }, uniquingKeysWith: { a, _ in a })
         var profiles = [[String: String]](repeating: [:], count: split.users.count)
         for (t, token) in snapshot.tokens.enumerated() {
             if let u = userIndex[token.rawValue], t < snapshot.profiles.count { profiles[u] = snapshot.profiles[t] }
@@ -286,7 +296,43 @@ public struct ServingModel: Sendable {
             sessionModel: sessionModel, sessionWeight: sessionWeight, imputedAgeBands: imputed,
             segmentModel: segmentModel, strategyItems: strategyItems, catalogByID: catalogByID,
             productTypes: Array(Set(catalog.map { String($0.category.split(separator: "/").first ?? "") })).sorted(),
-            training: Training(snapshot: snapshot, split: split, catalog: catalog, time: time, threads: threads))
+            training: Training(snapshot: snapshot, split: split, catalog: catalog, time: time, threads: threads,
+                               snapshotIndex: split.users.map { tokenIndex[$0]! }))
+    }
+
+    /// The model without what it holds about these subjects alone, for a withdrawal or an erasure before it returns:
+    /// their imputed age band and segment assignment, and, when their data was deleted (`detach`), their ALS factors
+    /// and sessions, and their token and profile in the retained training data (their rows stay, attached to nobody,
+    /// until unlearning subtracts them). Nil when the model holds nothing of them.
+    func forgetting(_ tokens: Set<String>, detach: Bool) -> ServingModel? {
+        var model = self
+        var changed = false
+        for token in tokens where model.imputedAgeBands[token] != nil {
+            model.imputedAgeBands[token] = nil
+            changed = true
+        }
+        for token in tokens where model.segmentModel?.assignments[token] != nil {
+            model.segmentModel?.assignments[token] = nil
+            changed = true
+        }
+        guard detach, var training = model.training else { return changed ? model : nil }
+        let rows = training.rows(of: tokens)
+        guard !rows.isEmpty else { return changed ? model : nil }
+        for u in rows {
+            let t = training.snapshotIndex[u]
+            let placeholder = SubjectToken(digest: (0..<16).map { _ in UInt8.random(in: 0...255) })
+            training.split.users[u] = placeholder.rawValue
+            training.snapshot.tokens[t] = placeholder
+            training.snapshot.profiles[t] = [:]
+            training.snapshot.purchases[t] = 0
+        }
+        training.forgotten.formUnion(rows)
+        model.training = training
+        if let hybrid = model.ranker as? HybridModel {
+            model.ranker = HybridModel(components: hybrid.components.map { ($0 as? ALSModel)?.zeroingUsers(rows) ?? $0 }, weights: hybrid.weights)
+        }
+        model.sessionModel = model.sessionModel.removingSessions(of: rows) ?? model.sessionModel
+        return model
     }
 
     /// The weight of session scores against long-term scores that maximises next-item
@@ -346,7 +392,13 @@ public struct ServingModel: Sendable {
 
 /// The current model, swapped atomically after a retrain.
 public final class ModelRegistry: Sendable {
-    private let current = Mutex<(stable: ServingModel?, canary: ServingModel?)>((nil, nil))
+    private struct State {
+        var stable: ServingModel?
+        var canary: ServingModel?
+        /// Counts every change, so that ``forget(_:detach:)`` installs only over what it computed from.
+        var generation: UInt64 = 0
+    }
+    private let current = Mutex(State())
     public init() {}
     public var model: ServingModel? { current.withLock { $0.stable } }
     /// The stable and canary models' versions, without copying a model (a copy retains every one of its
@@ -355,23 +407,44 @@ public final class ModelRegistry: Sendable {
     /// A newly trained model serving a share of subjects until it is promoted or rolled back.
     public var canary: ServingModel? { current.withLock { $0.canary } }
     /// Makes `model` the one every subject gets (and ends any canary).
-    public func swap(_ model: ServingModel) { current.withLock { $0 = (model, nil) } }
-    public func setCanary(_ model: ServingModel) { current.withLock { $0.canary = model } }
-
-    /// Drops what the served models (stable and canary) hold about these subjects alone, before a withdrawal or an
-    /// erasure returns: the values inferred about them. Item-side parameters they shaped stay until the next
-    /// retrain (issue #22).
-    public func forget(_ tokens: Set<String>) {
-        current.withLock { state in
-            func stripped(_ model: ServingModel?) -> ServingModel? {
-                guard var model, tokens.contains(where: { model.imputedAgeBands[$0] != nil }) else { return model }
-                for token in tokens { model.imputedAgeBands[token] = nil }
-                return model
-            }
-            state = (stripped(state.stable), stripped(state.canary))
+    public func swap(_ model: ServingModel) {
+        current.withLock {
+            $0.stable = model
+            $0.canary = nil
+            $0.generation += 1
         }
     }
-    public func dropCanary() { current.withLock { $0.canary = nil } }
+    public func setCanary(_ model: ServingModel) {
+        current.withLock {
+            $0.canary = model
+            $0.generation += 1
+        }
+    }
+
+    /// Drops what the served models (stable and canary) hold about these subjects alone, before a withdrawal or an
+    /// erasure returns (``ServingModel/forgetting(_:detach:)``). Computed outside the lock, installed only if no other
+    /// change came in between (else computed again on what did).
+    public func forget(_ tokens: Set<String>, detach: Bool = true) {
+        while true {
+            let (seen, stable, canary) = current.withLock { ($0.generation, $0.stable, $0.canary) }
+            let newStable = stable?.forgetting(tokens, detach: detach), newCanary = canary?.forgetting(tokens, detach: detach)
+            if newStable == nil && newCanary == nil { return }
+            let done = current.withLock { state -> Bool in
+                guard state.generation == seen else { return false }
+                state.stable = newStable ?? state.stable
+                state.canary = newCanary ?? state.canary
+                state.generation += 1
+                return true
+            }
+            if done { return }
+        }
+    }
+    public func dropCanary() {
+        current.withLock {
+            $0.canary = nil
+            $0.generation += 1
+        }
+    }
 }
 
 /// Recommendation responses cached per token with a TTL; dropped on a new event, a consent change, an

@@ -632,7 +632,7 @@ public final class VeilService: Sendable {
     func forgetInModels(_ tokens: [SubjectToken], unlearn: Bool) {
         guard !tokens.isEmpty else { return }
         if unlearn { unlearning.enqueue(tokens.map(\.rawValue), at: now()) }
-        models.forget(Set(tokens.map(\.rawValue)))
+        models.forget(Set(tokens.map(\.rawValue)), detach: unlearn)
         for token in tokens { promotions.forget(token: token.rawValue) }
     }
 

@@ -1,7 +1,8 @@
 /// A train/test split mapped to dense indices, evaluated as PROTOCOL.md prescribes:
 /// candidates are the catalog minus the user's train items; relevant items are the user's test items.
 public struct EvaluationSplit: Sendable {
-    public let users: [String]
+    /// User ids per index. Settable so that an id can be replaced (a forgotten subject's) without re-indexing.
+    public var users: [String]
     public let items: [String]
     public let train: [Interaction]
     public let trainMatrix: SparseMatrix

@@ -10,7 +10,7 @@ public struct SessionKNN: Sendable {
     public let sampleSize: Int
     let sessions: [[Int32]]
     /// Per session, the user it came from (when known): what unlearning a user removes.
-    let owners: [Int32]?
+    public let owners: [Int32]?
     /// item → indices of the sessions containing it, newest first.
     let sessionsOfItem: [[Int32]]
 

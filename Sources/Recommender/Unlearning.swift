@@ -204,7 +204,30 @@ extension HybridModel: Unlearnable {
     }
 }
 
+extension ALSModel {
+    /// The same model with these users' factors zeroed: what it holds about them alone, gone at once (scores for
+    /// anyone else fold in from item factors and are unchanged).
+    public func zeroingUsers(_ users: Set<Int>) -> ALSModel {
+        var factorsOfUsers = userFactors
+        for u in users where u < factorsOfUsers.count / factors {
+            for a in 0..<factors { factorsOfUsers[u * factors + a] = 0 }
+        }
+        return ALSModel(name: name, factors: factors, userFactors: factorsOfUsers, itemFactors: itemFactors, configuration: configuration)
+    }
+}
+
 extension SessionKNN {
+    /// The same index without these owners' sessions, owners' indices unchanged. Nil without owners.
+    public func removingSessions(of users: Set<Int>) -> SessionKNN? {
+        guard let owners else { return nil }
+        var sessions: [[Int32]] = [], kept: [Int32] = []
+        for (s, owner) in zip(self.sessions, owners) where !users.contains(Int(owner)) {
+            sessions.append(s)
+            kept.append(owner)
+        }
+        return SessionKNN(sessions: sessions, owners: kept, items: itemCount, neighbours: neighbours, sampleSize: sampleSize)
+    }
+
     /// The removed users' sessions go (the others keep their order). Exact: a session index has nothing else to
     /// subtract. Nil when the model was built without knowing whose sessions it holds.
     public func unlearning(_ request: UnlearningRequest) -> SessionKNN? {

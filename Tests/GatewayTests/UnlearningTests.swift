@@ -2,7 +2,7 @@ import Audit
 import Dispatch
 import FeatureStore
 import Foundation
-import Gateway
+@testable import Gateway
 import GRDB
 import Hummingbird
 import HummingbirdTesting
@@ -99,6 +99,55 @@ import Testing
             #expect(entries.count == 1 && entries.first?.record.resource == "model \(withS.version) -> \(served.version)", "\(entries)")
             // Unlearned in place (the hybrid's components downdated, ALS refitted), not retrained from the store.
             #expect(withS.ranker is HybridModel && entries.first?.record.reason.contains("unlearned") == true)
+        }
+    }
+
+    /// Before the withdrawal returns, the served model holds nothing of the subject alone: no imputed age band, no
+    /// segment assignment, no ALS factors, no sessions, and neither their token nor their profile in the training
+    /// data it keeps (their rows stay there, attached to nobody, until unlearning subtracts them). Scores for
+    /// everyone else are unchanged until then.
+    @Test func beforeTheWithdrawalReturnsTheModelHoldsNothingOfTheSubjectAlone() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
+        var serving = ServingOptions()
+        serving.segmentStrategies = ["premium buyers": .premium]  // fits behaviour segments
+        let f = try GatewayFixture(serving: serving, now: clock.now)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 30)
+            let profiles = (0..<10).map { profileEvent("p-\($0)", "shopper-\($0)@example.com", age: 30 + $0, location: "DE-BE", device: "mobile") }
+            #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": profiles]).status == 200)
+            try f.service.train()
+            let subject = "shopper-6@example.com"
+            let token = f.token(subject).rawValue
+            let before = try #require(f.service.models.model)
+            #expect(before.segmentModel != nil)
+            let training = try #require(before.training)
+            let u = try #require(training.split.users.firstIndex(of: token))
+            let t = training.snapshotIndex[u]
+            let als = try #require((before.ranker as? HybridModel)?.components.compactMap { $0 as? ALSModel }.first)
+            let f32 = als.factors
+            // The subject was there to forget.
+            #expect(als.userFactors[(u * f32)..<((u + 1) * f32)].contains { $0 != 0 })
+            #expect(before.sessionModel.owners?.contains(Int32(u)) == true)
+            #expect(before.segmentModel?.assignments[token] != nil)
+            #expect(!training.snapshot.profiles[t].isEmpty)
+            try await withdraw(client, f, subject)
+            let after = try #require(f.service.models.model)
+            #expect(after.version == before.version, "not yet unlearned")
+            let kept = try #require(after.training)
+            #expect(!kept.split.users.contains(token) && !kept.snapshot.tokens.contains { $0.rawValue == token })
+            #expect(kept.snapshot.profiles[t].isEmpty && kept.forgotten == [u])
+            #expect(after.imputedAgeBands[token] == nil && after.segmentModel?.assignments[token] == nil)
+            let forgottenALS = try #require((after.ranker as? HybridModel)?.components.compactMap { $0 as? ALSModel }.first)
+            #expect(forgottenALS.userFactors[(u * f32)..<((u + 1) * f32)].allSatisfy { $0 == 0 })
+            #expect(after.sessionModel.owners?.contains(Int32(u)) == false)
+            let time = Int64(clock.now().timeIntervalSince1970)
+            #expect(fingerprint(after, time: time) == fingerprint(before, time: time))
+            // Then unlearning removes the detached rows, and the result equals a training without the subject.
+            clock.advance(16)
+            #expect(try await f.service.unlearnIfDue())
+            let served = try #require(f.service.models.model)
+            #expect(served.training?.forgotten.isEmpty == true && served.users == before.users - 1)
+            #expect(same(fingerprint(served, time: time), fingerprint(try fromScratch(f, like: before), time: time)))
         }
     }
 
