@@ -53,8 +53,8 @@ public struct DataQualityReport: Sendable, Codable, Equatable {
 
 extension VeilService {
     /// The data-quality report of every source, from the durable counters.
-    public func qualityReport() throws -> DataQualityReport {
-        let rows = try store.pool.read { try sourceQuality.rows(in: $0) }
+    public func qualityReport() async throws -> DataQualityReport {
+        let rows = try await store.pool.read { try sourceQuality.rows(in: $0) }
         let report = DataQualityReport(rows: rows, thresholds: quality, now: now())
         metrics.recordQuality(report)
         return report
@@ -63,14 +63,14 @@ extension VeilService {
     /// Re-judges quality at most once a second (and always when `force`), logging a warning for every source
     /// that newly crosses a threshold and a notice when it recovers. Returns the report.
     @discardableResult
-    func watchQuality(force: Bool = false) -> DataQualityReport? {
+    func watchQuality(force: Bool = false) async -> DataQualityReport? {
         let at = now()
         let due = qualityWatch.withLock { state -> Bool in
             guard force || at.timeIntervalSince(state.lastCheck) >= 1 else { return false }
             state.lastCheck = at
             return true
         }
-        guard due, let report = try? qualityReport() else { return nil }
+        guard due, let report = try? await qualityReport() else { return nil }
         let bad = Dictionary(uniqueKeysWithValues: report.sources.filter { !$0.problems.isEmpty }.map { ($0.source, $0.problems) })
         let previously = qualityWatch.withLock { state in
             defer { state.unhealthy = Set(bad.keys) }

@@ -118,13 +118,13 @@ public final class ExperimentTracker: Sendable {
     }
 
     /// Writes the pending counters.
-    public func flush(to store: Store) throws {
+    public func flush(to store: Store) async throws {
         let deltas = pending.withLock { p -> [String: Int] in
             defer { p.removeAll() }
             return p
         }
         guard !deltas.isEmpty else { return }
-        try store.pool.write { db in
+        try await store.pool.write { db in
             for (key, n) in deltas {
                 let parts = key.split(separator: "\u{1}", omittingEmptySubsequences: false).map(String.init)
                 try db.execute(sql: """
@@ -136,8 +136,8 @@ public final class ExperimentTracker: Sendable {
     }
 
     /// Stored counts of one experiment: variant → metric → count.
-    public static func counts(_ experiment: String, in store: Store) throws -> [String: [String: Int]] {
-        try store.pool.read { db in
+    public static func counts(_ experiment: String, in store: Store) async throws -> [String: [String: Int]] {
+        try await store.pool.read { db in
             var out: [String: [String: Int]] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT variant, metric, count FROM experiment_counts WHERE experiment = ?", arguments: [experiment]) {
                 out[row["variant"], default: [:]][row["metric"]] = row["count"]
@@ -193,10 +193,10 @@ public struct ExperimentReport: Sendable, Codable, Equatable {
 }
 
 extension VeilService {
-    public func experimentReport(_ name: String) throws -> ExperimentReport {
-        try experiments.flush(to: store)
+    public func experimentReport(_ name: String) async throws -> ExperimentReport {
+        try await experiments.flush(to: store)
         let order = experiments.experiments.first { $0.name == name }?.variants.map(\.name) ?? ["stable", "canary"]
-        return ExperimentReport(experiment: name, counts: try ExperimentTracker.counts(name, in: store), order: order)
+        return ExperimentReport(experiment: name, counts: try await ExperimentTracker.counts(name, in: store), order: order)
     }
 
     /// Decides a running canary once both arms have enough exposures: rolled back when its click-through rate is
@@ -204,8 +204,8 @@ extension VeilService {
     @discardableResult
     public func evaluateCanary() async throws -> String? {
         guard let spec = experiments.canaryExperiment, let candidate = models.canary else { return nil }
-        try experiments.flush(to: store)
-        let counts = try ExperimentTracker.counts(spec.name, in: store)
+        try await experiments.flush(to: store)
+        let counts = try await ExperimentTracker.counts(spec.name, in: store)
         let stable = counts["stable"] ?? [:], trial = counts["canary"] ?? [:]
         let (ns, nc) = (stable["exposure"] ?? 0, trial["exposure"] ?? 0)
         guard ns >= canary.minimumExposures, nc >= canary.minimumExposures else { return nil }

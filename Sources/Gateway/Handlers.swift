@@ -30,10 +30,10 @@ enum Handlers {
             return try json(await service.recordConsent(body, principal: context.principal!, gpcHeader: gpc, note: context.audit), status: .created)
         }
         case (.get, "/v1/consents/{subject}"): return { service, _, context in
-            try jsonObject(service.consentState(subject: try subject(context), principal: context.principal!, note: context.audit))
+            try await jsonObject(service.consentState(subject: try subject(context), principal: context.principal!, note: context.audit))
         }
         case (.get, "/v1/consents/{subject}/history"): return { service, _, context in
-            try json(["events": service.consentHistory(subject: try subject(context), principal: context.principal!, note: context.audit)])
+            try await json(["events": service.consentHistory(subject: try subject(context), principal: context.principal!, note: context.audit)])
         }
         case (.post, "/v1/events"), (.post, "/v1/feedback"): return { service, request, context in
             let body = try await collect(request, context)
@@ -67,7 +67,7 @@ enum Handlers {
             guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
                 throw GatewayError.badRequest("too many values in session, exclude or category")
             }
-            let body = try service.recommend(subject: try subject(context), query: query, principal: context.principal!,
+            let body = try await service.recommend(subject: try subject(context), query: query, principal: context.principal!,
                                              requestID: context.requestID, note: context.audit)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
@@ -75,7 +75,7 @@ enum Handlers {
             try jsonObject(await service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))
         }
         case (.get, "/v1/subjects/{subject}/export"): return { service, request, context in
-            let export = try service.export(subject: try subject(context), principal: context.principal!, note: context.audit)
+            let export = try await service.export(subject: try subject(context), principal: context.principal!, note: context.audit)
             return try sealedIfAsked(try encoder.encode(export), request)
         }
         case (.get, "/v1/audit"): return { service, request, context in
@@ -90,7 +90,7 @@ enum Handlers {
                 return outcome
             }
             if let s = p["subject"] {
-                q.subjectToken = try service.token(for: String(s), principal: context.principal!).rawValue
+                q.subjectToken = try await service.token(for: String(s), principal: context.principal!).rawValue
             }
             // A lookup of one person's entries is itself an access to that person: its entry names whom it searched.
             if let searched = q.subjectToken { context.audit.update { $0.subjectToken = searched } }
@@ -166,7 +166,7 @@ enum Handlers {
         }
         case (.get, "/v1/model/provenance"): return { service, request, context in
             let subject = request.uri.queryParameters["subject"].map(String.init)
-            return try jsonObject(service.provenance(subject: subject, principal: context.principal!, note: context.audit))
+            return try await jsonObject(service.provenance(subject: subject, principal: context.principal!, note: context.audit))
         }
         case (.post, "/v1/model/train"): return { service, _, _ in
             let model = try await service.trainOffThePool()
@@ -194,11 +194,11 @@ enum Handlers {
 
     /// Ready when the database answers, its disks have room and no source crosses a data-quality threshold.
     static let ready: Handler = { service, _, _ in
-        guard (try? service.store.pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1 else {
+        guard (try? await service.store.pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1 else {
             throw GatewayError(.serviceUnavailable, "not_ready", "the database does not answer")
         }
         guard service.storage.writable() else { throw GatewayError.storageFull }
-        guard let quality = service.watchQuality(force: true) else {
+        guard let quality = await service.watchQuality(force: true) else {
             throw GatewayError(.serviceUnavailable, "not_ready", "data quality could not be read")
         }
         let failing = quality.sources.filter { !$0.problems.isEmpty }.count

@@ -101,13 +101,13 @@ public struct PrincipalStore: Sendable {
     }
 
     /// The active principal holding `key`, or nil. The stored hash is compared in constant time.
-    public func authenticate(key: String) throws -> Principal? {
+    public func authenticate(key: String) async throws -> Principal? {
         guard key.hasPrefix("vk_"), key.utf8.count == 67 else { return nil }
         let digest = hash(key)
         let now = Date()
         if let hit = cache.get(digest, now: now) { return hit }
         let generation = cache.generation
-        let principal = try store.pool.read { db -> Principal? in
+        let principal = try await store.pool.read { db -> Principal? in
             guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
                                              arguments: [digest.hexString]) else { return nil }
             guard let stored = [UInt8](hexString: row["key_hash"]), SecureRandom.constantTimeEqual(stored, digest) else { return nil }

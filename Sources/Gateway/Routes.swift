@@ -61,7 +61,7 @@ public enum GatewayRouter {
                 context.audit.update { $0.action = spec.action?.rawValue ?? "public" }
                 var context = context
                 if let action = spec.action {
-                    context.principal = try service.authorize(request, action: action, note: context.audit)
+                    context.principal = try await service.authorize(request, action: action, note: context.audit)
                 }
                 return try await handler(service, request, context)
             }
@@ -84,7 +84,7 @@ public enum GatewayRouter {
 
 extension VeilService {
     /// Authenticates the bearer key and checks the principal's role against the policy.
-    func authorize(_ request: Request, action: Action, note: AuditNote) throws -> Principal {
+    func authorize(_ request: Request, action: Action, note: AuditNote) async throws -> Principal {
         // One Authorization field, read without joining repeated fields (HTTPFields' subscript allocates).
         var fields = 0
         var value: String?
@@ -96,7 +96,7 @@ extension VeilService {
             note.update { $0.reason = fields > 1 ? "more than one Authorization header" : "missing API key" }
             throw GatewayError.unauthenticated
         }
-        guard let principal = try principals.authenticate(key: String(header.dropFirst("Bearer ".count))) else {
+        guard let principal = try await principals.authenticate(key: String(header.dropFirst("Bearer ".count))) else {
             note.update { $0.reason = "unknown or revoked API key" }
             throw GatewayError.unauthenticated
         }

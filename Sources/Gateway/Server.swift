@@ -100,7 +100,7 @@ struct PeriodicService: Service {
     static func experiments(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
-                try service.experiments.flush(to: service.store)
+                try await service.experiments.flush(to: service.store)
                 try await service.evaluateCanary()
             } catch {
                 logFailure("experiment bookkeeping", error, service.logger)
@@ -168,7 +168,7 @@ struct AuditFlushService: Service {
             PeriodicService.logFailure("recording refusals before authentication at shutdown", error, service.logger)
         }
         do {
-            try service.experiments.flush(to: service.store)
+            try await service.experiments.flush(to: service.store)
         } catch {
             PeriodicService.logFailure("saving the experiment counters at shutdown", error, service.logger)
         }

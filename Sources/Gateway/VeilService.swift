@@ -140,9 +140,9 @@ public final class VeilService: Sendable {
 
     /// Validates an app's subject id, tokenizes it in the principal's namespace and follows an identity link to
     /// the person's canonical token.
-    func token(for subject: String, principal: Principal) throws -> SubjectToken {
+    func token(for subject: String, principal: Principal) async throws -> SubjectToken {
         let token = try sourceToken(for: subject, principal: principal)
-        return try store.pool.read { try linker.canonical(token, in: $0) }
+        return try await store.pool.read { try linker.canonical(token, in: $0) }
     }
 
     /// The token of the id as this source knows it, before identity links.
@@ -158,7 +158,7 @@ public final class VeilService: Sendable {
     public func linkSubject(_ subject: String, namespace: String, attributes: LinkAttributes, actor: String) async throws -> IdentityLinker.Link? {
         let principal = Principal(name: actor, role: "admin", namespace: namespace)
         let token = try sourceToken(for: subject, principal: principal)
-        let link = try linkInTransaction(token, scope: policy.identityScope(of: namespace), attributes: attributes)
+        let link = try await linkInTransaction(token, scope: policy.identityScope(of: namespace), attributes: attributes)
         try await store.syncWAL()
         if let link {
             cache.drop(token: link.canonical.rawValue)
@@ -170,14 +170,14 @@ public final class VeilService: Sendable {
         return link
     }
 
-    func linkInTransaction(_ token: SubjectToken, scope: String, attributes: LinkAttributes) throws -> IdentityLinker.Link? {
-        try store.pool.write { try linker.link(token, scope: scope, attributes: attributes, in: $0) }
+    func linkInTransaction(_ token: SubjectToken, scope: String, attributes: LinkAttributes) async throws -> IdentityLinker.Link? {
+        try await store.pool.write { try linker.link(token, scope: scope, attributes: attributes, in: $0) }
     }
 
     /// Undoes a link (admin only, through the command line). Audited.
     public func unlinkSubject(_ subject: String, namespace: String, actor: String) async throws -> Bool {
         let token = try sourceToken(for: subject, principal: Principal(name: actor, role: "admin", namespace: namespace))
-        let existed = try unlinkInTransaction(token)
+        let existed = try await unlinkInTransaction(token)
         try await store.syncWAL()
         if existed { cache.forgetLinks() }
         try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
@@ -197,8 +197,8 @@ public final class VeilService: Sendable {
         return removed
     }
 
-    func unlinkInTransaction(_ token: SubjectToken) throws -> Bool {
-        try store.pool.write { try linker.unlink(token, in: $0) }
+    func unlinkInTransaction(_ token: SubjectToken) async throws -> Bool {
+        try await store.pool.write { try linker.unlink(token, in: $0) }
     }
 
     // MARK: - Consent
@@ -218,7 +218,7 @@ public final class VeilService: Sendable {
     /// personalization shreds the subject's behaviour data before this returns. Like `ingest`, the transaction runs
     /// on the writer's queue while the request's task is suspended.
     func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> ConsentReceipt {
-        let token = try token(for: request.subject, principal: principal)
+        let token = try await token(for: request.subject, principal: principal)
         // The audit log keeps only values from closed sets: an unknown purpose is client text (it held an e-mail
         // address in a 200 KB field once), recorded as a fixed marker.
         let auditedPurpose = request.purpose.map { policy.purposes[$0] == nil ? AuditNote.unrecognized : $0 }
@@ -279,22 +279,22 @@ public final class VeilService: Sendable {
                               gpc_conflict: receipt.event.gpcConflict)
     }
 
-    func consentState(subject: String, principal: Principal, note: AuditNote) throws -> [String: Any] {
-        let token = try token(for: subject, principal: principal)
+    func consentState(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
+        let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
-        let state = try store.pool.read { try ledger.state(token: token, at: now(), in: $0) }
+        let state = try await store.pool.read { try ledger.state(token: token, at: now(), in: $0) }
         return ["purposes": state.mapValues { ["allowed": $0.allowed, "reason": $0.reason.rawValue] }]
     }
 
-    func consentHistory(subject: String, principal: Principal, note: AuditNote) throws -> [ConsentRecord] {
-        let token = try token(for: subject, principal: principal)
+    func consentHistory(subject: String, principal: Principal, note: AuditNote) async throws -> [ConsentRecord] {
+        let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
-        return try store.pool.read { try ledger.history(token: token, in: $0) }
+        return try await store.pool.read { try ledger.history(token: token, in: $0) }
     }
 
     /// Recomputes the consent ledger's hash chain.
-    public func verifyConsentLedger() throws -> ConsentLedger.Verification {
-        try store.pool.read { try ledger.verify(in: $0) }
+    public func verifyConsentLedger() async throws -> ConsentLedger.Verification {
+        try await store.pool.read { try ledger.verify(in: $0) }
     }
 
     // MARK: - Events
@@ -442,7 +442,7 @@ public final class VeilService: Sendable {
             experiments.outcome(token: token, kind: kind, at: at)
             if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
         }
-        watchQuality()
+        await watchQuality()
         metrics.recordIngest(source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
                              duplicates: result.duplicates, at: at)
         return result
@@ -591,17 +591,17 @@ public final class VeilService: Sendable {
 
     /// What the served model was trained on and, given a subject, whether their data is in it (and whether they await
     /// unlearning). The subject is tokenized like any request's.
-    func provenance(subject: String?, principal: Principal, note: AuditNote) throws -> [String: Any] {
+    func provenance(subject: String?, principal: Principal, note: AuditNote) async throws -> [String: Any] {
         guard let model = models.model, let provenance = model.provenance else {
             throw GatewayError(.serviceUnavailable, "no_model", "no model is served yet")
         }
         var out: [String: Any] = ["model_version": model.version, "subjects": provenance.subjects, "subjects_digest": provenance.digest,
                                   "unlearning_pending": unlearning.pendingCount]
         if let subject {
-            let token = try token(for: subject, principal: principal)
+            let token = try await token(for: subject, principal: principal)
             note.update { $0.subjectToken = token.rawValue }
             // A linked person's data is trained under its canonical token.
-            let canonical = try store.pool.read { try linker.canonical(token, in: $0) }
+            let canonical = try await store.pool.read { try linker.canonical(token, in: $0) }
             let tokens = Set([token.rawValue, canonical.rawValue])
             out["subject"] = ["in_model": tokens.contains { provenance.contains($0, key: provenanceKey) },
                               "awaiting_unlearning": tokens.contains { unlearning.isPending($0) }]
@@ -648,7 +648,7 @@ public final class VeilService: Sendable {
     // MARK: - Data-subject requests
 
     func erase(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
-        let token = try token(for: subject, principal: principal)
+        let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         let at = now()
         // Three steps, because the data file and the key store do not commit atomically together, and each step
@@ -709,10 +709,10 @@ public final class VeilService: Sendable {
         }
     }
 
-    func export(subject: String, principal: Principal, note: AuditNote) throws -> Export {
-        let token = try token(for: subject, principal: principal)
+    func export(subject: String, principal: Principal, note: AuditNote) async throws -> Export {
+        let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
-        return try store.pool.read { db in
+        return try await store.pool.read { db in
             // Everything of the person, as erasure reaches it: rows written under linked tokens before their link too.
             let person = try linker.person(of: token, in: db)
             let interactions = try person.flatMap { try features.interactions(of: $0, in: db) }.sorted { $0.time < $1.time }
@@ -737,14 +737,14 @@ public final class VeilService: Sendable {
     }
 
     /// The response body of `GET /v1/recommendations/{subject}`.
-    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) throws -> ByteBuffer {
+    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) async throws -> ByteBuffer {
         let at = now()
         let source = try sourceToken(for: subject, principal: principal)
         let token: SubjectToken
         if let remembered = cache.canonical(of: source, now: at) {
             token = remembered
         } else {
-            token = try store.pool.read { try linker.canonical(source, in: $0) }
+            token = try await store.pool.read { try linker.canonical(source, in: $0) }
             cache.remember(source: source, canonical: token, now: at)
         }
         note.update { $0.subjectToken = token.rawValue; $0.purpose = Self.personalization }
@@ -783,7 +783,7 @@ public final class VeilService: Sendable {
         guard let stable = models.model else { throw GatewayError.internalError }
         let model = useCanary ? models.canary ?? stable : stable
         let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
-        let (decision, history, profile, marketing) = try store.pool.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
+        let (decision, history, profile, marketing) = try await store.pool.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
             let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
             guard decision.allowed else { return (decision, [], nil, false) }
             let history = try features.interactions(of: token, in: db)

@@ -66,14 +66,14 @@ struct TrainCommand: ParsableCommand {
 struct ConsentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "consent", abstract: "Consent ledger tools.", subcommands: [Verify.self])
 
-    struct Verify: ParsableCommand {
+    struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Recompute the ledger's hash chain and every subject's current state from it; exit 1 naming the first bad event or state.")
         @OptionGroup var common: CommonOptions
 
-        func run() throws {
+        func run() async throws {
             let service = try openService(common)
-            let result = try service.verifyConsentLedger()
+            let result = try await service.verifyConsentLedger()
             if let bad = result.firstBadSequence {
                 print("consent ledger FAILED verification at event \(bad): \(result.reason ?? "")")
                 throw ExitCode(1)

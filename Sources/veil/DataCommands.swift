@@ -96,7 +96,7 @@ struct LinkCommand: AsyncParsableCommand {
     }
 }
 
-struct QualityCommand: ParsableCommand {
+struct QualityCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quality",
         abstract: "Data quality per source: freshness, completeness, reject and duplicate rates, outliers.",
@@ -104,8 +104,8 @@ struct QualityCommand: ParsableCommand {
     @OptionGroup var common: CommonOptions
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws {
-        let report = try openService(common, logger: quietLogger()).qualityReport()
+    func run() async throws {
+        let report = try await openService(common, logger: quietLogger()).qualityReport()
         if json {
             try printJSON(report.sources)
         } else if report.sources.isEmpty {
@@ -160,7 +160,7 @@ struct SegmentsCommand: AsyncParsableCommand {
 struct ExperimentsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "experiments", abstract: "A/B tests and model canaries.", subcommands: [Report.self])
 
-    struct Report: ParsableCommand {
+    struct Report: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "CTR and conversion per variant with 95% Wilson intervals and a two-proportion z-test against the first variant.",
             discussion: "NAME is an experiment of the configuration file, or canary:<model version>.")
@@ -168,8 +168,8 @@ struct ExperimentsCommand: ParsableCommand {
         @Argument(help: "Experiment name.") var name: String
         @Flag(help: "Print JSON.") var json = false
 
-        func run() throws {
-            let report = try openService(common, logger: quietLogger()).experimentReport(name)
+        func run() async throws {
+            let report = try await openService(common, logger: quietLogger()).experimentReport(name)
             guard !report.arms.isEmpty else { throw CLIError(message: "no exposures recorded for experiment '\(name)'; check the name in the configuration file") }
             if json { return try printJSON(report) }
             func pct(_ x: Double) -> String { String(format: "%.2f%%", x * 100) }

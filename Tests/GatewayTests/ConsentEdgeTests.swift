@@ -139,7 +139,7 @@ import Testing
                                             "source": "web", "item": "sku-1", "signal": "click"]
                 #expect(try await client.call(.post, "/v1/feedback", key: f.keys["app"], json: ["events": [click]]).json["accepted"] as? Int == 1)
             }
-            let report = try f.service.experimentReport("arms")
+            let report = try await f.service.experimentReport("arms")
             #expect(report.arms.reduce(0) { $0 + $1.exposures } == 1)
             #expect(report.arms.reduce(0) { $0 + $1.clicks } == 1)
         }

@@ -40,7 +40,7 @@ import Testing
                     expected[arm, default: (0, 0)].clicks += 1
                 }
             }
-            let report = try f.service.experimentReport("ranker")
+            let report = try await f.service.experimentReport("ranker")
             #expect(report.arms.map(\.variant) == ["control", "popular"])
             for arm in report.arms {
                 #expect(arm.exposures == expected[arm.variant]?.exposures)
