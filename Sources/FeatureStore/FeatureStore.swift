@@ -165,6 +165,10 @@ public struct FeatureStore: Sendable {
                     ) WITHOUT ROWID;
                     """)
             }
+            // Which rows a withdrawal already took out of the anonymous counts (see uncountAnonymous(of:in:)).
+            migrator.registerMigration("featurestore.v2.uncounted") { db in
+                try db.execute(sql: "ALTER TABLE interactions ADD COLUMN uncounted INTEGER NOT NULL DEFAULT 0")
+            }
         }
     }
 
@@ -262,22 +266,39 @@ public struct FeatureStore: Sendable {
         for (key, n) in counts { try statement.execute(arguments: [key.item, key.day, n]) }
     }
 
-    /// What a subject's stored interactions added to the anonymous counts (one per item event, as ingestion counted
-    /// it), read while their key still opens them, so that a withdrawal or an erasure can take it back out.
-    public func anonymousContributions(of tokens: [SubjectToken], in db: Database) throws -> [AnonymousCount: Int] {
+    /// Takes what these subjects' stored events added to the anonymous counts (one per item event, as ingestion
+    /// counted it) back out, while their key still opens them: call before their key is shredded. Each row is marked
+    /// as taken out in the same transaction, so a repeated or concurrent withdrawal, or a retry after a failure
+    /// later in the erasure, never takes it out twice. Rows stored after this (the subject was still consenting)
+    /// stay counted, like events that arrive after the withdrawal. Counts that reach zero are deleted.
+    /// - Returns: the number of events taken out.
+    @discardableResult
+    public func uncountAnonymous(of tokens: [SubjectToken], in db: Database) throws -> Int {
         var counts: [AnonymousCount: Int] = [:]
+        let mark = try db.cachedStatement(sql: "UPDATE interactions SET uncounted = 1 WHERE token = ? AND id = ?")
         for token in tokens {
-            for x in try interactions(of: token, in: db) where !x.item.isEmpty {
-                counts[AnonymousCount(item: x.item, day: x.time / 86_400), default: 0] += 1
+            let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ? AND uncounted = 0"),
+                                        arguments: [token.rawValue])
+            for row in rows {
+                let id: String = row["id"]
+                let plain: [UInt8]
+                do {
+                    plain = try keys.open(row["body"], token: Self.keyOwner(token), table: "interactions", rowID: id, in: db)
+                } catch let error as StorageError where error.code == .shredded {
+                    continue
+                }
+                guard let x = StoredInteraction(encoded: plain) else { throw StorageError(.unreadable, "a stored interaction has an unknown encoding") }
+                try mark.execute(arguments: [token.rawValue, id])
+                if !x.item.isEmpty { counts[AnonymousCount(item: x.item, day: x.time / 86_400), default: 0] += 1 }
             }
         }
-        return counts
-    }
-
-    /// Takes contributions read by ``anonymousContributions(of:in:)`` back out of the anonymous counts (never below zero).
-    public func uncountAnonymous(_ counts: [AnonymousCount: Int], in db: Database) throws {
-        let statement = try db.cachedStatement(sql: "UPDATE item_daily_counts SET count = MAX(count - ?, 0) WHERE item = ? AND day = ?")
-        for (key, n) in counts { try statement.execute(arguments: [n, key.item, key.day]) }
+        let subtract = try db.cachedStatement(sql: "UPDATE item_daily_counts SET count = MAX(count - ?, 0) WHERE item = ? AND day = ?")
+        let prune = try db.cachedStatement(sql: "DELETE FROM item_daily_counts WHERE item = ? AND day = ? AND count = 0")
+        for (key, n) in counts {
+            try subtract.execute(arguments: [n, key.item, key.day])
+            try prune.execute(arguments: [key.item, key.day])
+        }
+        return counts.values.reduce(0, +)
     }
 
     // MARK: - Catalog

@@ -220,8 +220,7 @@ extension VeilService {
         } else {
             // Not while subjects await unlearning (the candidate may hold them), and only the candidate still on
             // trial: an unlearning retrain may have replaced both models meanwhile.
-            guard unlearning.pendingCount == 0, models.canary?.version == candidate.version else { return nil }
-            models.swap(candidate)
+            guard unlearning.pendingCount == 0, models.promoteCanary(version: candidate.version) else { return nil }
         }
         experiments.setCanary(nil)
         cache.clear()

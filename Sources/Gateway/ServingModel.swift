@@ -280,7 +280,8 @@ public struct ServingModel: Sendable {
                 return strategy.applies(tags: item.tags, price: item.price, median: medians[String(item.category.split(separator: "/").first ?? "")])
             }
         }
-        let version = "m-" + String(time, radix: 36) + "-" + String(snapshot.interactions.count, radix: 36)
+        // A random part, not a count: an unlearned model's version must not tell how many events its subject had.
+        let version = "m-" + String(time, radix: 36) + "-" + String(UInt32.random(in: .min ... .max), radix: 36)
         return ServingModel(
             version: version, items: split.items,
             itemIndex: Dictionary(uniqueKeysWithValues: split.items.enumerated().map { ($1, Int32($0)) }),
@@ -397,6 +398,14 @@ public final class ModelRegistry: Sendable {
         var canary: ServingModel?
         /// Counts every change, so that ``forget(_:detach:)`` installs only over what it computed from.
         var generation: UInt64 = 0
+        /// Subjects whose data was deleted and who may still be in a model being trained or unlearned: every model
+        /// installed forgets them too, until ``settled(_:)`` says no model can hold them.
+        var forgotten: Set<String> = []
+    }
+
+    /// `model` with the deleted subjects forgotten (inside the lock: nothing can be forgotten in between).
+    private static func forgettingDeleted(_ model: ServingModel, _ state: State) -> ServingModel {
+        state.forgotten.isEmpty ? model : model.forgetting(state.forgotten, detach: true) ?? model
     }
     private let current = Mutex(State())
     public init() {}
@@ -409,14 +418,14 @@ public final class ModelRegistry: Sendable {
     /// Makes `model` the one every subject gets (and ends any canary).
     public func swap(_ model: ServingModel) {
         current.withLock {
-            $0.stable = model
+            $0.stable = Self.forgettingDeleted(model, $0)
             $0.canary = nil
             $0.generation += 1
         }
     }
     public func setCanary(_ model: ServingModel) {
         current.withLock {
-            $0.canary = model
+            $0.canary = Self.forgettingDeleted(model, $0)
             $0.generation += 1
         }
     }
@@ -425,6 +434,7 @@ public final class ModelRegistry: Sendable {
     /// erasure returns (``ServingModel/forgetting(_:detach:)``). Computed outside the lock, installed only if no other
     /// change came in between (else computed again on what did).
     public func forget(_ tokens: Set<String>, detach: Bool = true) {
+        if detach { current.withLock { $0.forgotten.formUnion(tokens) } }
         while true {
             let (seen, stable, canary) = current.withLock { ($0.generation, $0.stable, $0.canary) }
             let newStable = stable?.forgetting(tokens, detach: detach), newCanary = canary?.forgetting(tokens, detach: detach)
@@ -439,6 +449,23 @@ public final class ModelRegistry: Sendable {
             if done { return }
         }
     }
+    /// Makes the canary the stable model if it is still the one of `version`: the registry's own copy, with whatever
+    /// was forgotten since it was read. False when another model replaced it meanwhile.
+    func promoteCanary(version: String) -> Bool {
+        current.withLock { state in
+            guard let canary = state.canary, canary.version == version else { return false }
+            state.stable = canary
+            state.canary = nil
+            state.generation += 1
+            return true
+        }
+    }
+
+    /// These subjects are in no served model any more, nor in any model still being built: installs stop forgetting them.
+    func settled(_ tokens: some Sequence<String>) {
+        current.withLock { state in for token in tokens { state.forgotten.remove(token) } }
+    }
+
     public func dropCanary() {
         current.withLock {
             $0.canary = nil

@@ -52,10 +52,13 @@ public final class UnlearningQueue: Sendable {
         }
     }
 
-    /// Removes the pending tokens `done` says need no retrain.
-    func settle(_ done: (String) -> Bool) {
+    /// Removes the pending tokens `done` says need no retrain, and returns them.
+    @discardableResult
+    func settle(_ done: (String) -> Bool) -> [String] {
         state.withLock { s in
-            for token in s.pending.keys where done(token) { s.pending[token] = nil }
+            let settled = s.pending.keys.filter(done)
+            for token in settled { s.pending[token] = nil }
+            return settled
         }
     }
 

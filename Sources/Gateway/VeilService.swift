@@ -251,8 +251,8 @@ public final class VeilService: Sendable {
         // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.
         try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store.pool)
         let person = shredNeeded ? try await store.pool.read { try linker.person(of: token, in: $0) } : []
-        // Their events leave the anonymous counts too; read while their key still opens them.
-        let contributions = shredNeeded ? try await store.pool.read { try features.anonymousContributions(of: person, in: $0) } : [:]
+        // Their events leave the anonymous counts too, while their key still opens them.
+        if shredNeeded { try await store.pool.write { try features.uncountAnonymous(of: person, in: $0) } }
         if shredNeeded { try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store.pool) }
         let receipt = try await store.pool.write { db -> ConsentRecord in
             try identities.remember(subject: request.subject, token: token, in: db)
@@ -263,7 +263,6 @@ public final class VeilService: Sendable {
             }
             if let change { last = try ledger.append(change, in: db) }
             for member in person { try features.deleteRows(member, in: db) }
-            try features.uncountAnonymous(contributions, in: db)
             return last!
         }
         cache.drop(token: token.rawValue)
@@ -514,7 +513,7 @@ public final class VeilService: Sendable {
         retraining.lock()
         defer { retraining.unlock() }
         let served = [models.model, models.canary].compactMap { $0?.provenance }
-        unlearning.settle { token in !served.contains { $0.contains(token, key: provenanceKey) } }
+        models.settled(unlearning.settle { token in !served.contains { $0.contains(token, key: provenanceKey) } })
         guard unlearning.pendingCount > 0 else { return nil }
         return try unlearnIncrementallyLocked() ?? retrainLocked()
     }
@@ -529,6 +528,7 @@ public final class VeilService: Sendable {
         cache.clear()
         let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
         if !stillPending.isEmpty { models.forget(stillPending) }
+        models.settled(unlearned.map(\.token))
         return Retrained(model: model, replaced: stable.version, unlearned: unlearned, method: .unlearned)
     }
 
@@ -561,6 +561,7 @@ public final class VeilService: Sendable {
         cache.clear()
         let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
         if !stillPending.isEmpty { models.forget(stillPending) }
+        models.settled(unlearned.map(\.token))
         return Retrained(model: model, replaced: replaced, unlearned: unlearned, method: .retrained)
     }
 
@@ -668,10 +669,9 @@ public final class VeilService: Sendable {
             }
             return person
         }
-        let contributions = try await store.pool.read { try features.anonymousContributions(of: person, in: $0) }
+        try await store.pool.write { try features.uncountAnonymous(of: person, in: $0) }
         try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store.pool)
         let deleted = try await store.pool.write { db -> Int in
-            try features.uncountAnonymous(contributions, in: db)
             var rows = 0
             for member in person {
                 rows += try features.deleteRows(member, in: db)
@@ -865,13 +865,12 @@ extension VeilService {
         let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
         // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
         let lapsed = try await store.pool.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
-        let contributions = try await store.pool.read { try features.anonymousContributions(of: lapsed, in: $0) }
+        try await store.pool.write { try features.uncountAnonymous(of: lapsed, in: $0) }
         try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store.pool)
         let report = try await store.pool.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
             let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
             for token in lapsed { try features.deleteRows(token, in: db) }
-            try features.uncountAnonymous(contributions, in: db)
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
         for token in lapsed { cache.drop(token: token.rawValue) }

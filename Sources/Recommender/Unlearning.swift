@@ -98,6 +98,7 @@ extension EASEModel: Unlearnable {
         let n = itemCount
         var p = inverse
         var px = [Double](repeating: 0, count: n)
+        var failed = false
         p.withUnsafeMutableBufferPointer { pp in
             px.withUnsafeMutableBufferPointer { v in
                 for u in request.removed.sorted() {
@@ -108,13 +109,15 @@ extension EASEModel: Unlearnable {
                     for (k, x) in zip(row.items, row.values) { DenseSolver.axpyDouble(Double(x), pp.baseAddress! + Int(k) * n, v.baseAddress!, n) }
                     var xpx = 0.0
                     for (k, x) in zip(row.items, row.values) { xpx += Double(x) * v[Int(k)] }
-                    // G − xxᵀ still holds λI, so it stays positive definite and 1 − xᵀPx > 0.
+                    // G − xxᵀ still holds λI, so it stays positive definite and 1 − xᵀPx > 0; were rounding to say
+                    // otherwise, only a refit can be trusted.
+                    guard 1 - xpx > 1e-12 else { failed = true; return }
                     let scale = 1 / (1 - xpx)
                     for i in 0..<n where v[i] != 0 { DenseSolver.axpyDouble(scale * v[i], v.baseAddress!, pp.baseAddress! + i * n, n) }
                 }
             }
         }
-        return EASEModel(inverse: p, itemCount: n)
+        return failed ? nil : EASEModel(inverse: p, itemCount: n)
     }
 }
 

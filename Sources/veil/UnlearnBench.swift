@@ -82,7 +82,8 @@ extension BenchCommand {
                     return String(format: "%.4f", after.metrics(after.recommendAll(m, k: 10, threads: threads), k: 10).ndcg)
                 }
                 let r = Self.median(retrain), a = Self.median(unlearnOne), b = Self.median(unlearnMany)
-                print(String(format: "| %@ | %@ | %@ | %.3f | %.4f | %.1f× | %.4f | %.1f× | %@ | %@ |", data, name, unlearnable.unlearnsExactly ? "yes" : "no",
+                print(String(format: "| %@ | %@ | %@ | %.3f | %.4f | %.1f× | %.4f | %.1f× | %@ | %@ |", data,
+                             name == "hybrid" ? "hybrid (ALS half-step)" : name == "als" ? "als (half-step)" : name, unlearnable.unlearnsExactly ? "yes" : "no",
                              r, a, r / max(a, 1e-9), b, r / max(b, 1e-9), ndcg(unlearned), ndcg(retrained)))
             }
         }

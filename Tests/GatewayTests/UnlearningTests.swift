@@ -14,16 +14,25 @@ import Testing
 /// the configured delay, and it equals (within float rounding) the model trained from scratch without them with the
 /// same hyperparameters.
 @Suite struct UnlearningTests {
-    /// Every score the model gives: the ranker for a one-item history of each item, popularity and trending.
-    func fingerprint(_ model: ServingModel, time: Int64) -> [Float] {
+    /// Every score the model gives: for a one-item history of each item, the ranker, the neighbours behind
+    /// explanations and the session model; popularity, trending, the segment lists and the imputed age bands.
+    func fingerprint(_ model: ServingModel, time: Int64, rankerOnly: Bool = false) -> [Float] {
         var out: [Float] = model.popularity + model.trending
         var scores = [Float](repeating: 0, count: model.ranker.itemCount)
         for item in 0..<Int32(model.items.count) {
-            scores.withUnsafeMutableBufferPointer {
-                model.ranker.score(UserContext(user: nil, items: [item], weights: [1], time: time), into: $0)
-            }
+            let context = UserContext(user: nil, items: [item], weights: [1], time: time)
+            scores.withUnsafeMutableBufferPointer { model.ranker.score(context, into: $0) }
+            out += scores
+            if rankerOnly { continue }
+            scores.withUnsafeMutableBufferPointer { model.neighbours.score(context, into: $0) }
+            out += scores
+            scores.withUnsafeMutableBufferPointer { model.sessionModel.score(session: [item], into: $0) }
             out += scores
         }
+        if rankerOnly { return out }
+        let ages = ["age=18-24", "age=25-34", "age=35-44", "age=45-54", "age=55-64", "age=65+"]
+        for key in ["region=DE-BE"] + ages { out += model.segments.lookup([key])?.counts ?? [-1] }
+        for (_, guess) in model.imputedAgeBands.sorted(by: { $0.key < $1.key }) { out += [Float(ages.firstIndex(of: "age=" + guess.value) ?? -1), guess.support] }
         return out
     }
 
@@ -80,6 +89,10 @@ import Testing
             let token = f.token(subject).rawValue
             // Their events leave the anonymous counts (popularity, trending) at once; a retrain cannot bring them back.
             try countsLostExactlyTheSubjectsEvents(stored, try f.snapshot(), token: token)
+            // Once: a repeated withdrawal and an erasure after it take nothing more out.
+            try await withdraw(client, f, subject)
+            #expect(try await client.call(.post, "/v1/subjects/shopper-4%40example.com/erase", key: f.keys["compliance-officer"]).status == 200)
+            try countsLostExactlyTheSubjectsEvents(stored, try f.snapshot(), token: token)
             #expect(f.service.unlearning.isPending(token))
             // Requests arriving together are batched: nothing retrains before the batch window has passed.
             #expect(try await f.service.unlearnIfDue() == false)
@@ -104,8 +117,8 @@ import Testing
 
     /// Before the withdrawal returns, the served model holds nothing of the subject alone: no imputed age band, no
     /// segment assignment, no ALS factors, no sessions, and neither their token nor their profile in the training
-    /// data it keeps (their rows stay there, attached to nobody, until unlearning subtracts them). Scores for
-    /// everyone else are unchanged until then.
+    /// data it keeps (their rows stay there, attached to nobody, until unlearning subtracts them). The ranker's
+    /// scores are unchanged until then.
     @Test func beforeTheWithdrawalReturnsTheModelHoldsNothingOfTheSubjectAlone() async throws {
         let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
         var serving = ServingOptions()
@@ -141,7 +154,7 @@ import Testing
             #expect(forgottenALS.userFactors[(u * f32)..<((u + 1) * f32)].allSatisfy { $0 == 0 })
             #expect(after.sessionModel.owners?.contains(Int32(u)) == false)
             let time = Int64(clock.now().timeIntervalSince1970)
-            #expect(fingerprint(after, time: time) == fingerprint(before, time: time))
+            #expect(fingerprint(after, time: time, rankerOnly: true) == fingerprint(before, time: time, rankerOnly: true))
             // Then unlearning removes the detached rows, and the result equals a training without the subject.
             clock.advance(16)
             #expect(try await f.service.unlearnIfDue())
@@ -165,6 +178,12 @@ import Testing
             proceed.signal()
             let raced = try await racing.value
             #expect(f.service.models.model?.version == raced.version)
+            // Installed after the withdrawal returned, it holds the subject's rows but not the subject: the install
+            // forgot them as the withdrawal did.
+            let installed = try #require(f.service.models.model)
+            #expect(raced.training?.split.users.contains(token) == true, "trained on a snapshot read before the withdrawal")
+            #expect(installed.training?.split.users.contains(token) == false && installed.training?.forgotten.count == 1)
+            #expect(installed.imputedAgeBands[token] == nil)
             #expect(f.service.unlearning.isPending(token), "the racing model was trained on data that still held the subject")
             clock.advance(16)
             #expect(try await f.service.unlearnIfDue())

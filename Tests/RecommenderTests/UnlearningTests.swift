@@ -4,16 +4,33 @@ import Testing
 
 /// A slice of MovieLens 100K's fixed training split (users ≤ 300, items ≤ 400, ratings as weights), read from
 /// ../shared beside the repository: a missing copy fails rather than skips. Debug builds keep the slice small.
-func movieLensSlice(weightScale: Float = 1) throws -> EvaluationSplit {
+func movieLensSlice(weightScale: Float? = nil) throws -> EvaluationSplit {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     func rows(_ name: String) throws -> [RatingRow] {
         let path = root.deletingLastPathComponent().appendingPathComponent("shared/data/ml-100k/split/\(name)").standardizedFileURL.path
         try #require(FileManager.default.fileExists(atPath: path), "\(path) is missing: tests need ../shared beside the repository")
         return try Dataset.parseRatings(String(contentsOfFile: path, encoding: .utf8))
             .filter { Int($0.user)! <= 300 && Int($0.item)! <= 400 }
-            .map { RatingRow(user: $0.user, item: $0.item, rating: $0.rating * weightScale, timestamp: $0.timestamp) }
     }
-    return EvaluationSplit(train: try rows("train.tsv"), test: try rows("test.tsv"))
+    let split = EvaluationSplit(train: try rows("train.tsv"), test: try rows("test.tsv"))
+    guard let weightScale else { return split }
+    // Weights no binary fraction holds, so that sums of their products round (the split itself keeps weight 1).
+    return EvaluationSplit(users: split.users, items: split.items,
+                           train: split.train.map { Interaction(user: $0.user, item: $0.item, weight: weightScale * Float(1 + ($0.user + $0.item) % 5), time: $0.time) },
+                           relevant: split.relevant, itemContent: split.itemContent)
+}
+
+/// A sparse catalog (2,000 items, 300 users with 6 each): removing a user changes few items, so item-kNN re-ranks
+/// the other rows among their old neighbours and the changed items only.
+func sparseSplit() -> EvaluationSplit {
+    var rng = SeededGenerator(seed: 3)
+    var train: [Interaction] = []
+    for u in 0..<300 {
+        let base = Int(rng.next() % 1900)
+        for j in 0..<6 { train.append(Interaction(user: Int32(u), item: Int32(base + Int(rng.next() % 100)), weight: 0.37 * Float(1 + j % 3), time: Int64(u * 10 + j))) }
+    }
+    return EvaluationSplit(users: (0..<300).map { "u\($0)" }, items: (0..<2000).map { "i\($0)" }, train: train,
+                           relevant: [Set<Int32>](repeating: [], count: 300), itemContent: [ItemContent](repeating: ItemContent(productType: "", categorical: [], text: []), count: 2000))
 }
 
 /// Scores of every remaining user (by their history, as the gateway serves) from two models.
@@ -46,9 +63,9 @@ func topTenAgreement(_ a: any ScoringModel, _ b: any ScoringModel, on split: Eva
     /// One heavy user, one light one, and ten together (a batch).
     static let removals: [Set<Int>] = [[0], [17], Set(stride(from: 3, to: 300, by: 29))]
 
-    /// Ratings as weights, and weights that no binary fraction holds (sums of their products round).
-    @Test(arguments: [Float(1), 0.37])
-    func itemKNNForgetsExactlyBySubtraction(weightScale: Float) throws {
+    /// Weight 1, and weights that no binary fraction holds (sums of their products round).
+    @Test(arguments: [nil, Float(0.37)])
+    func itemKNNForgetsExactlyBySubtraction(weightScale: Float?) throws {
         let split = try movieLensSlice(weightScale: weightScale)
         let model = ItemKNN(similarity: .cosine, neighbours: 20).fit(split.trainMatrix)
         for removed in Self.removals {
@@ -62,6 +79,23 @@ func topTenAgreement(_ a: any ScoringModel, _ b: any ScoringModel, on split: Eva
             #expect(largestScoreGap(model, scratch, on: request.after) > 1e-3)
         }
         #expect(ItemKNN(similarity: .bm25).fit(split.trainMatrix).unlearning(UnlearningRequest(removing: [0], from: split)) == nil)
+    }
+
+    /// The partial re-ranking (few items changed) against a refit, on a sparse catalog.
+    @Test func itemKNNReRanksOnlyWhatARemovalCanChange() throws {
+        let split = sparseSplit()
+        let model = ItemKNN(similarity: .cosine, neighbours: 10).fit(split.trainMatrix)
+        for removed: Set<Int> in [[0], [5, 77, 140, 299]] {
+            let request = UnlearningRequest(removing: removed, from: split)
+            let changed = Set(removed.flatMap { request.row($0).items })
+            #expect(changed.count <= split.items.count / 8, "the partial path is the one under test")
+            let unlearned = try #require(model.unlearning(request))
+            let scratch = ItemKNN(similarity: .cosine, neighbours: 10).fit(request.after.trainMatrix)
+            #expect(unlearned.similarities.offsets == scratch.similarities.offsets)
+            #expect(unlearned.similarities.indices == scratch.similarities.indices)
+            #expect(zip(unlearned.similarities.values, scratch.similarities.values).allSatisfy { abs($0 - $1) <= 1e-6 })
+            #expect(model.similarities.indices != scratch.similarities.indices)
+        }
     }
 
     @Test func easeForgetsExactlyByShermanMorrison() throws {
