@@ -97,7 +97,6 @@ public struct ServingModel: Sendable {
         let split = trainingSplit(snapshot, catalog: catalog)
         let modelOptions = Self.modelOptions(options, threads: threads)
         let time = Int64(now.timeIntervalSince1970)
-        let neighbours = ItemKNN(similarity: .cosine, neighbours: 50).fit(split.trainMatrix)
         let ranker: any ScoringModel
         let hybridData = split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100
         if let weights = chosen.map({ $0.blendWeights }) ?? (hybridData ? HybridTrainer(options: modelOptions).chooseWeights(on: split.validationSplit()).weights : nil) {
@@ -105,6 +104,8 @@ public struct ServingModel: Sendable {
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
+        // The hybrid's item-kNN is the same model as the explanations' neighbours: one fit, one co-occurrence matrix.
+        let neighbours = Self.sharedNeighbours(ranker) ?? ItemKNN(similarity: .cosine, neighbours: 50).fit(split.trainMatrix)
         let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
         let sessionModel = SessionKNN(sessions: sessions.map(\.items), owners: sessions.map(\.user), items: split.items.count)
         let sessionWeight = chosen?.sessionWeight ?? Self.chooseSessionWeight(split, sessions: sessions)
@@ -189,10 +190,17 @@ public struct ServingModel: Sendable {
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
-        guard let neighbours = neighbours.unlearning(request), let sessions = sessionModel.unlearning(request) else { return nil }
+        guard let neighbours = Self.sharedNeighbours(ranker) ?? neighbours.unlearning(request), let sessions = sessionModel.unlearning(request) else {
+            return nil
+        }
         return Self.assemble(snapshot: snapshot, split: request.after, catalog: training.catalog, options: options, time: training.time,
                              ranker: ranker, neighbours: neighbours, sessionModel: sessions, sessionWeight: sessionWeight,
                              segmentCount: segmentModel?.centroids.count, threads: training.threads)
+    }
+
+    /// The hybrid's cosine item-kNN with 50 neighbours, when it has one: the model explanations use too.
+    static func sharedNeighbours(_ ranker: any ScoringModel) -> ItemKNNModel? {
+        (ranker as? HybridModel)?.components.lazy.compactMap { $0 as? ItemKNNModel }.first { $0.name == "item-knn" && $0.neighbours == 50 }
     }
 
     /// What the feature store would give without `tokens`: their rows gone, and their events out of the anonymous

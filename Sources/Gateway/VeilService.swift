@@ -681,11 +681,13 @@ public final class VeilService: Sendable {
             }
             return rows
         }
-        try await store.syncWAL()
+        // Forgotten and queued as soon as the deletion committed: a failure making it durable must not leave the
+        // subject in the model (unlearning data that a crash then brings back costs nothing).
         for member in person { cache.drop(token: member.rawValue) }
         cache.drop(token: token.rawValue)
         forgetInModels(person, unlearn: true)
         cache.forgetLinks()
+        try await store.syncWAL()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.
         guard await scrubWAL(after: "erasure") else { throw GatewayError.erasureNotScrubbed }
         return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]

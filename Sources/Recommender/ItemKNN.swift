@@ -255,7 +255,7 @@ public struct ItemKNNModel: ScoringModel {
     /// Row i: item i's neighbours and their similarities.
     public let similarities: SparseMatrix
     public var itemCount: Int { similarities.rows }
-    let neighbours: Int
+    public let neighbours: Int
     /// Kept for cosine models, to unlearn users by subtraction.
     let cooccurrence: Cooccurrence?
 
