@@ -11,50 +11,42 @@ import Storage
 import Vault
 
 typealias Handler = @Sendable (VeilService, Request, VeilRequestContext) async throws -> Response
+/// A handler of an authorized route: it gets the principal the route's action admitted.
+typealias AuthorizedHandler = @Sendable (VeilService, Request, VeilRequestContext, Principal) async throws -> Response
 
 /// The route handlers: decode, call the service, encode. No privacy logic lives here.
 enum Handlers {
-    static func handler(for spec: RouteSpec) -> Handler {
-        switch (spec.method, spec.path) {
-        case (.get, "/health/live"): return { _, _, _ in try json(["status": "ok"]) }
-        case (.get, "/health/ready"): return ready
-        case (.get, "/metrics"): return { service, _, _ in
+    /// Every route, each declared once with the action that authorizes it and its handler: the router is built from
+    /// this table, and the OpenAPI, access-matrix and metrics tests read it.
+    static let routes: [RouteSpec] = [
+        .probe(.get, "/health/live", { _, _, _ in try json(["status": "ok"]) }),
+        .probe(.get, "/health/ready", ready),
+        .probe(.get, "/metrics", { service, _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: service.metrics.render(audit: service.audit.stats))))
-        }
-        case (.get, "/openapi.yaml"): return { _, _, _ in
+        }),
+        .probe(.get, "/openapi.yaml", { _, _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: OpenAPI.document)))
-        }
-        case (.post, "/v1/consents"): return { service, request, context in
+        }),
+        .route(.post, "/v1/consents", .consentWrite, { service, request, context, principal in
             let body = try await decode(VeilService.ConsentRequest.self, request, context)
             let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
-            return try json(await service.recordConsent(body, principal: context.principal!, gpcHeader: gpc, note: context.audit), status: .created)
-        }
-        case (.get, "/v1/consents/{subject}"): return { service, _, context in
-            try await jsonObject(service.consentState(subject: try subject(context), principal: context.principal!, note: context.audit))
-        }
-        case (.get, "/v1/consents/{subject}/history"): return { service, _, context in
-            try await json(["events": service.consentHistory(subject: try subject(context), principal: context.principal!, note: context.audit)])
-        }
-        case (.post, "/v1/events"), (.post, "/v1/feedback"): return { service, request, context in
-            let body = try await collect(request, context)
-            let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
-            let result = try await service.ingest(body: body, principal: context.principal!, gpcHeader: gpc, note: context.audit)
-            if result.accepted + result.duplicates == 0 && !result.rejected.isEmpty {
-                // Every event was refused: a 4xx in the one error shape, still naming each event's reason.
-                let rejected = result.rejected.map { ["index": $0.index, "reason": $0.reason] as [String: Any] }
-                return try jsonObject(["error": ["code": "unprocessable", "message": "every event of the batch was rejected; see 'rejected'",
-                                                 "request_id": context.requestID],
-                                       "accepted": 0, "duplicates": 0, "anonymized": 0, "rejected": rejected], status: .unprocessableContent)
-            }
-            return try json(result)
-        }
-        case (.put, "/v1/items"): return { service, request, context in
+            return try json(await service.recordConsent(body, principal: principal, gpcHeader: gpc, note: context.audit), status: .created)
+        }),
+        .route(.get, "/v1/consents/{subject}", .consentRead, { service, _, context, principal in
+            try await jsonObject(service.consentState(subject: try subject(context), principal: principal, note: context.audit))
+        }),
+        .route(.get, "/v1/consents/{subject}/history", .consentRead, { service, _, context, principal in
+            try await json(["events": service.consentHistory(subject: try subject(context), principal: principal, note: context.audit)])
+        }),
+        .route(.post, "/v1/events", .eventsWrite, ingestEvents),
+        .route(.post, "/v1/feedback", .eventsWrite, ingestEvents),
+        .route(.put, "/v1/items", .catalogWrite, { service, request, context, _ in
             struct Items: Decodable { var items: [CatalogItem] }
             let body = try await decode(Items.self, request, context)
             try await service.upsertItems(body.items)
             return try json(["stored": body.items.count])
-        }
-        case (.get, "/v1/recommendations/{subject}"): return { service, request, context in
+        }),
+        .route(.get, "/v1/recommendations/{subject}", .recommendationsRead, { service, request, context, principal in
             var query = VeilService.RecommendationQuery()
             let params = request.uri.queryParameters
             if let k = params["k"] {
@@ -67,18 +59,18 @@ enum Handlers {
             guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
                 throw GatewayError.badRequest("too many values in session, exclude or category")
             }
-            let body = try await service.recommend(subject: try subject(context), query: query, principal: context.principal!,
+            let body = try await service.recommend(subject: try subject(context), query: query, principal: principal,
                                              requestID: context.requestID, note: context.audit)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
-        }
-        case (.post, "/v1/subjects/{subject}/erase"): return { service, _, context in
-            try jsonObject(await service.erase(subject: try subject(context), principal: context.principal!, note: context.audit))
-        }
-        case (.get, "/v1/subjects/{subject}/export"): return { service, request, context in
-            let export = try await service.export(subject: try subject(context), principal: context.principal!, note: context.audit)
+        }),
+        .route(.post, "/v1/subjects/{subject}/erase", .subjectsErase, { service, _, context, principal in
+            try jsonObject(await service.erase(subject: try subject(context), principal: principal, note: context.audit))
+        }),
+        .route(.get, "/v1/subjects/{subject}/export", .subjectsExport, { service, request, context, principal in
+            let export = try await service.export(subject: try subject(context), principal: principal, note: context.audit)
             return try sealedIfAsked(try encoder.encode(export), request)
-        }
-        case (.get, "/v1/audit"): return { service, request, context in
+        }),
+        .route(.get, "/v1/audit", .auditRead, { service, request, context, principal in
             let p = request.uri.queryParameters
             var q = AuditQuery()
             q.actor = p["actor"].map(String.init)
@@ -90,7 +82,7 @@ enum Handlers {
                 return outcome
             }
             if let s = p["subject"] {
-                q.subjectToken = try await service.token(for: String(s), principal: context.principal!).rawValue
+                q.subjectToken = try await service.token(for: String(s), principal: principal).rawValue
             }
             // A lookup of one person's entries is itself an access to that person: its entry names whom it searched.
             if let searched = q.subjectToken { context.audit.update { $0.subjectToken = searched } }
@@ -101,11 +93,11 @@ enum Handlers {
             let entries = try service.auditIndex.query(q)
             struct Page: Encodable { var entries: [AuditEntry]; var next_cursor: Int64? }
             return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
-        }
-        case (.get, "/v1/audit/verify"): return { service, _, _ in
+        }),
+        .route(.get, "/v1/audit/verify", .auditRead, { service, _, _, _ in
             try json(AuditReader(store: service.audit.store).verify(publicKey: service.ring.auditSigner.publicKey))
-        }
-        case (.post, "/v1/audit/verify"): return { service, request, context in
+        }),
+        .route(.post, "/v1/audit/verify", .auditRead, { service, request, context, _ in
             // Heads the caller kept from before (its own export, a witness's): the log must still match them.
             struct Trusted: Decodable { var trusted_heads: [String]; var verifier_key: String? }
             let body = try await decode(Trusted.self, request, context)
@@ -119,16 +111,16 @@ enum Handlers {
             } catch let error as AuditError where error.invalidInput {
                 throw GatewayError(.unprocessableContent, "untrusted_head", error.message)
             }
-        }
-        case (.get, "/v1/audit/checkpoint"): return { service, _, _ in
+        }),
+        .route(.get, "/v1/audit/checkpoint", .auditHeads, { service, _, _, _ in
             // Signs one over the entries so far if the newest does not cover them: a witness polling every minute
             // gets a head at most a minute old (and adds one head per poll, no more).
             guard let head = try await service.audit.checkpoint(minimumInterval: .seconds(1)) else {
                 throw GatewayError(.notFound, "no_checkpoint", "the log has signed no tree head yet")
             }
             return try json(head)
-        }
-        case (.get, "/v1/audit/consistency"): return { service, request, _ in
+        }),
+        .route(.get, "/v1/audit/consistency", .auditHeads, { service, request, _, _ in
             let p = request.uri.queryParameters
             guard let from = p["from"].flatMap({ Int64(String($0)) }) else { throw GatewayError.badRequest("from must be a tree size (a positive integer)") }
             let to = try p["to"].map { value in
@@ -136,8 +128,8 @@ enum Handlers {
                 return to
             }
             return try json(AuditReader(store: service.audit.store).consistencyProof(from: from, to: to))
-        }
-        case (.get, "/v1/audit/entries/{seq}/proof"): return { service, request, context in
+        }),
+        .route(.get, "/v1/audit/entries/{seq}/proof", .auditRead, { service, request, context, _ in
             guard let seq = context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else {
                 throw GatewayError.badRequest("the entry's sequence number must be a positive integer")
             }
@@ -157,27 +149,27 @@ enum Handlers {
                 }
             }
             return try json(reader.inclusionProof(sequence: seq, treeSize: size))
-        }
-        case (.get, "/v1/audit/export"): return { service, request, _ in
+        }),
+        .route(.get, "/v1/audit/export", .auditExport, { service, request, _, _ in
             try await service.audit.checkpoint()
             let lines = try AuditReader(store: service.audit.store).exportJSONLines()
             if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request) }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
-        }
-        case (.get, "/v1/model/provenance"): return { service, request, context in
-            let subject = request.uri.queryParameters["subject"].map(String.init)
-            return try await jsonObject(service.provenance(subject: subject, principal: context.principal!, note: context.audit))
-        }
-        case (.post, "/v1/model/train"): return { service, _, _ in
+        }),
+        .route(.post, "/v1/model/train", .policyReload, { service, _, _, _ in
             let model = try await service.trainOffThePool()
             return try json(["model_version": model.version, "users": "\(model.users)", "items": "\(model.items.count)"])
-        }
-        case (.post, "/v1/keys/rotate"): return { service, _, context in
+        }),
+        .route(.get, "/v1/model/provenance", .auditRead, { service, request, context, principal in
+            let subject = request.uri.queryParameters["subject"].map(String.init)
+            return try await jsonObject(service.provenance(subject: subject, principal: principal, note: context.audit))
+        }),
+        .route(.post, "/v1/keys/rotate", .keysRotate, { service, _, context, _ in
             let (version, rewrapped) = try await service.rotateAndRewrap()
             context.audit.update { $0.reason = "master key v\(version) added; \(rewrapped) subject keys re-wrapped" }
             return try jsonObject(["master_version": Int(version), "rewrapped": rewrapped])
-        }
-        case (.delete, "/v1/principals/{name}"): return { service, _, context in
+        }),
+        .route(.delete, "/v1/principals/{name}", .principalsWrite, { service, _, context, principal in
             guard let raw = context.parameters.get("name"), let name = percentDecoded(raw) else {
                 throw GatewayError.badRequest("principal name is missing or badly percent-encoded")
             }
@@ -186,11 +178,23 @@ enum Handlers {
             // A known principal's name (a closed set of the operator's own), so the record says whom.
             context.audit.update { $0.reason = "principal '\(name)' revoked" }
             return try jsonObject(["revoked": name])
+        }),
+    ]
+
+    /// `POST /v1/events` and `POST /v1/feedback` (feedback is events about what was shown).
+    static let ingestEvents: AuthorizedHandler = { service, request, context, principal in
+            let body = try await collect(request, context)
+            let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
+            let result = try await service.ingest(body: body, principal: principal, gpcHeader: gpc, note: context.audit)
+            if result.accepted + result.duplicates == 0 && !result.rejected.isEmpty {
+                // Every event was refused: a 4xx in the one error shape, still naming each event's reason.
+                let rejected = result.rejected.map { ["index": $0.index, "reason": $0.reason] as [String: Any] }
+                return try jsonObject(["error": ["code": "unprocessable", "message": "every event of the batch was rejected; see 'rejected'",
+                                                 "request_id": context.requestID],
+                                       "accepted": 0, "duplicates": 0, "anonymized": 0, "rejected": rejected], status: .unprocessableContent)
+            }
+            return try json(result)
         }
-        default:
-            return { _, _, _ in throw GatewayError.notFound }
-        }
-    }
 
     /// Ready when the database answers, its disks have room and no source crosses a data-quality threshold.
     static let ready: Handler = { service, _, _ in

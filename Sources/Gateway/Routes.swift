@@ -10,44 +10,36 @@ import Storage
 import Policy
 import Vault
 
-/// One route: method, path, and the single action that authorizes it (nil only for the public probes).
+/// One route: method, path, the single action that authorizes it (nil only for the public probes) and its handler.
 public struct RouteSpec: Sendable {
     public let method: HTTPRequest.Method
     public let path: String
     public let action: Action?
+    /// Authorizes (when the route has an action) and handles.
+    let respond: Handler
+
+    /// A public probe: no principal, not audited.
+    static func probe(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) -> RouteSpec {
+        RouteSpec(method: method, path: path, action: nil, respond: handler)
+    }
+
+    /// A route that `action` authorizes; its handler receives the admitted principal.
+    static func route(_ method: HTTPRequest.Method, _ path: String, _ action: Action, _ handler: @escaping AuthorizedHandler) -> RouteSpec {
+        RouteSpec(method: method, path: path, action: action, respond: { service, request, context in
+            var context = context
+            let principal = try await service.authorize(request, action: action, note: context.audit)
+            context.principal = principal
+            return try await handler(service, request, context, principal)
+        })
+    }
 }
 
 /// Every route Veil serves, with its action: the one place authorization is decided.
 public enum RouteTable {
-    public static let routes: [RouteSpec] = [
-        RouteSpec(method: .get, path: "/health/live", action: nil),
-        RouteSpec(method: .get, path: "/health/ready", action: nil),
-        RouteSpec(method: .get, path: "/metrics", action: nil),
-        RouteSpec(method: .get, path: "/openapi.yaml", action: nil),
-        RouteSpec(method: .post, path: "/v1/consents", action: .consentWrite),
-        RouteSpec(method: .get, path: "/v1/consents/{subject}", action: .consentRead),
-        RouteSpec(method: .get, path: "/v1/consents/{subject}/history", action: .consentRead),
-        RouteSpec(method: .post, path: "/v1/events", action: .eventsWrite),
-        RouteSpec(method: .post, path: "/v1/feedback", action: .eventsWrite),
-        RouteSpec(method: .put, path: "/v1/items", action: .catalogWrite),
-        RouteSpec(method: .get, path: "/v1/recommendations/{subject}", action: .recommendationsRead),
-        RouteSpec(method: .post, path: "/v1/subjects/{subject}/erase", action: .subjectsErase),
-        RouteSpec(method: .get, path: "/v1/subjects/{subject}/export", action: .subjectsExport),
-        RouteSpec(method: .get, path: "/v1/audit", action: .auditRead),
-        RouteSpec(method: .get, path: "/v1/audit/verify", action: .auditRead),
-        RouteSpec(method: .post, path: "/v1/audit/verify", action: .auditRead),
-        RouteSpec(method: .get, path: "/v1/audit/checkpoint", action: .auditHeads),
-        RouteSpec(method: .get, path: "/v1/audit/consistency", action: .auditHeads),
-        RouteSpec(method: .get, path: "/v1/audit/entries/{seq}/proof", action: .auditRead),
-        RouteSpec(method: .get, path: "/v1/audit/export", action: .auditExport),
-        RouteSpec(method: .post, path: "/v1/model/train", action: .policyReload),
-        RouteSpec(method: .get, path: "/v1/model/provenance", action: .auditRead),
-        RouteSpec(method: .post, path: "/v1/keys/rotate", action: .keysRotate),
-        RouteSpec(method: .delete, path: "/v1/principals/{name}", action: .principalsWrite),
-    ]
+    public static var routes: [RouteSpec] { Handlers.routes }
 
     /// Public probes that read no personal data and are not audited.
-    public static let publicPaths: Set<String> = ["/health/live", "/health/ready", "/metrics", "/openapi.yaml"]
+    public static let publicPaths: Set<String> = Set(Handlers.routes.filter { $0.action == nil }.map(\.path))
 }
 
 /// Builds the router: the edge middleware, then every route of ``RouteTable`` with its handler.
@@ -56,14 +48,9 @@ public enum GatewayRouter {
         let router = Router(context: VeilRequestContext.self)
         router.add(middleware: EdgeMiddleware(service: service))
         for spec in RouteTable.routes {
-            let handler = Handlers.handler(for: spec)
             router.on(RouterPath(spec.path), method: spec.method) { request, context -> Response in
                 context.audit.update { $0.action = spec.action?.rawValue ?? "public" }
-                var context = context
-                if let action = spec.action {
-                    context.principal = try await service.authorize(request, action: action, note: context.audit)
-                }
-                return try await handler(service, request, context)
+                return try await spec.respond(service, request, context)
             }
         }
         // A known path asked with a method it does not serve: 405 naming those it does (the router alone says 404).
