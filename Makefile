@@ -14,6 +14,7 @@ demo: deps
 ## Run every test: the Swift suites, then the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
 ## audit witness against a live server and the secrets scan, against the built binary.
 test: deps
+	$(SWIFT) format lint --strict --configuration .swift-format -r Sources Tests Package.swift
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
@@ -22,6 +23,9 @@ test: deps
 	python3 scripts/witness_test.py --veil .build/debug/veil
 	python3 -m unittest scripts/test_wrk_output.py
 	VEIL=.build/debug/veil scripts/secrets-scan.sh
+
+format:
+	$(SWIFT) format format --configuration .swift-format -i -r Sources Tests Package.swift
 
 crash-test: build
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20

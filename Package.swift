@@ -106,8 +106,9 @@ let package = Package(
         ),
         .testTarget(name: "VaultTests", dependencies: ["Vault"], swiftSettings: swiftSettings),
         // Helpers shared by test targets (a test target cannot depend on another).
-        .target(name: "TestSupport", dependencies: ["Recommender", .product(name: "GRDB", package: "GRDB.swift")], path: "Tests/TestSupport",
-                swiftSettings: swiftSettings),
+        .target(
+            name: "TestSupport", dependencies: ["Recommender", .product(name: "GRDB", package: "GRDB.swift")], path: "Tests/TestSupport",
+            swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Vault", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(

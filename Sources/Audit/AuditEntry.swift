@@ -31,15 +31,20 @@ public struct AuditRecord: Sendable, Equatable, Codable {
     public var reason: String
     public var requestID: String
 
-    public init(actor: String, role: String, action: String, resource: String, subjectToken: String? = nil,
-                purpose: String? = nil, outcome: AuditOutcome, reason: String = "", requestID: String = "") {
-        self.init(actor: actor, role: role, action: action, resource: resource, subjectToken: subjectToken, purpose: purpose,
-                  outcomeText: outcome.rawValue, reason: reason, requestID: requestID)
+    public init(
+        actor: String, role: String, action: String, resource: String, subjectToken: String? = nil,
+        purpose: String? = nil, outcome: AuditOutcome, reason: String = "", requestID: String = ""
+    ) {
+        self.init(
+            actor: actor, role: role, action: action, resource: resource, subjectToken: subjectToken, purpose: purpose,
+            outcomeText: outcome.rawValue, reason: reason, requestID: requestID)
     }
 
     /// As read back from the log.
-    init(actor: String, role: String, action: String, resource: String, subjectToken: String?, purpose: String?,
-         outcomeText: String, reason: String, requestID: String) {
+    init(
+        actor: String, role: String, action: String, resource: String, subjectToken: String?, purpose: String?,
+        outcomeText: String, reason: String, requestID: String
+    ) {
         self.actor = actor
         self.role = role
         self.action = action

@@ -15,13 +15,14 @@ public final class AuditIndex: Sendable {
     struct Migrations: MigrationSet {
         func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("audit-index.v1") { db in
-                try db.execute(sql: """
-                    CREATE TABLE by_subject (subject_token TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (subject_token, seq)) WITHOUT ROWID;
-                    CREATE TABLE by_actor (actor TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (actor, seq)) WITHOUT ROWID;
-                    CREATE TABLE time_blocks (block INTEGER PRIMARY KEY, min_at INTEGER NOT NULL, max_at INTEGER NOT NULL);
-                    CREATE TABLE watermark (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
-                    INSERT INTO watermark (id, seq) VALUES (1, 0);
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE by_subject (subject_token TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (subject_token, seq)) WITHOUT ROWID;
+                        CREATE TABLE by_actor (actor TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (actor, seq)) WITHOUT ROWID;
+                        CREATE TABLE time_blocks (block INTEGER PRIMARY KEY, min_at INTEGER NOT NULL, max_at INTEGER NOT NULL);
+                        CREATE TABLE watermark (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+                        INSERT INTO watermark (id, seq) VALUES (1, 0);
+                        """)
             }
         }
     }
@@ -55,8 +56,10 @@ public final class AuditIndex: Sendable {
                 let from = try indexedThrough
                 let batch = min(50_000, limit - done)
                 let rows = try log.pool.read { db in
-                    try Row.fetchAll(db, sql: "SELECT seq, at, actor, subject_token FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [from, batch])
-                        .map { (seq: $0[0] as Int64, at: $0[1] as Int64, actor: $0[2] as String, subject: $0[3] as String?) }
+                    try Row.fetchAll(
+                        db, sql: "SELECT seq, at, actor, subject_token FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [from, batch]
+                    )
+                    .map { (seq: $0[0] as Int64, at: $0[1] as Int64, actor: $0[2] as String, subject: $0[3] as String?) }
                 }
                 guard let last = rows.last else { break }
                 try index.pool.write { db in
@@ -72,10 +75,11 @@ public final class AuditIndex: Sendable {
                         let (lo, hi) = blocks[block] ?? (row.at, row.at)
                         blocks[block] = (min(lo, row.at), max(hi, row.at))
                     }
-                    let time = try db.cachedStatement(sql: """
-                        INSERT INTO time_blocks (block, min_at, max_at) VALUES (?, ?, ?)
-                        ON CONFLICT (block) DO UPDATE SET min_at = min(min_at, excluded.min_at), max_at = max(max_at, excluded.max_at)
-                        """)
+                    let time = try db.cachedStatement(
+                        sql: """
+                            INSERT INTO time_blocks (block, min_at, max_at) VALUES (?, ?, ?)
+                            ON CONFLICT (block) DO UPDATE SET min_at = min(min_at, excluded.min_at), max_at = max(max_at, excluded.max_at)
+                            """)
                     for (block, (lo, hi)) in blocks { try time.execute(arguments: [block, lo, hi]) }
                     try db.execute(sql: "UPDATE watermark SET seq = ?", arguments: [last.seq])
                 }
@@ -141,13 +145,16 @@ public final class AuditIndex: Sendable {
         var cursor = q.after
         while out.count < limit, cursor < watermark {
             let page = try index.pool.read { db in
-                try Int64.fetchAll(db, sql: "SELECT seq FROM \(table) WHERE \(column) = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                                   arguments: [key, cursor, watermark, max(limit * 2, 256)])
+                try Int64.fetchAll(
+                    db, sql: "SELECT seq FROM \(table) WHERE \(column) = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    arguments: [key, cursor, watermark, max(limit * 2, 256)])
             }
             guard let last = page.last else { break }
             let entries = try log.pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT \(AuditReader.columns) FROM entries WHERE seq IN (\(page.map(String.init).joined(separator: ","))) ORDER BY seq")
-                    .map(AuditReader.entryByIndex)
+                try Row.fetchAll(
+                    db, sql: "SELECT \(AuditReader.columns) FROM entries WHERE seq IN (\(page.map(String.init).joined(separator: ","))) ORDER BY seq"
+                )
+                .map(AuditReader.entryByIndex)
             }
             for e in entries where Self.matches(e, q) {
                 out.append(e)
@@ -161,8 +168,9 @@ public final class AuditIndex: Sendable {
     /// The log scanned only over the blocks whose times overlap the range.
     private func viaTime(_ q: AuditQuery, through watermark: Int64, limit: Int) throws -> [AuditEntry] {
         let blocks = try index.pool.read { db in
-            try Int64.fetchAll(db, sql: "SELECT block FROM time_blocks WHERE max_at >= ? AND min_at <= ? AND block >= ? ORDER BY block",
-                               arguments: [q.from ?? Int64.min, q.to ?? Int64.max, max(0, q.after / Self.blockSize)])
+            try Int64.fetchAll(
+                db, sql: "SELECT block FROM time_blocks WHERE max_at >= ? AND min_at <= ? AND block >= ? ORDER BY block",
+                arguments: [q.from ?? Int64.min, q.to ?? Int64.max, max(0, q.after / Self.blockSize)])
         }
         var out: [AuditEntry] = []
         let reader = AuditReader(store: log)

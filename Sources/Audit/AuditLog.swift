@@ -35,51 +35,53 @@ public final class AuditLog: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("audit.v1.entries") { db in
-                try db.execute(sql: """
-                    CREATE TABLE entries (
-                        seq INTEGER PRIMARY KEY,
-                        at INTEGER NOT NULL,
-                        actor TEXT NOT NULL,
-                        role TEXT NOT NULL,
-                        action TEXT NOT NULL,
-                        resource TEXT NOT NULL,
-                        subject_token TEXT,
-                        purpose TEXT,
-                        outcome TEXT NOT NULL,
-                        reason TEXT NOT NULL,
-                        request_id TEXT NOT NULL,
-                        prev_hash TEXT NOT NULL,
-                        hash TEXT NOT NULL
-                    );
-                    CREATE TABLE checkpoints (
-                        seq INTEGER PRIMARY KEY,
-                        head_hash TEXT NOT NULL,
-                        at INTEGER NOT NULL,
-                        signature TEXT NOT NULL
-                    );
-                    CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE entries (
+                            seq INTEGER PRIMARY KEY,
+                            at INTEGER NOT NULL,
+                            actor TEXT NOT NULL,
+                            role TEXT NOT NULL,
+                            action TEXT NOT NULL,
+                            resource TEXT NOT NULL,
+                            subject_token TEXT,
+                            purpose TEXT,
+                            outcome TEXT NOT NULL,
+                            reason TEXT NOT NULL,
+                            request_id TEXT NOT NULL,
+                            prev_hash TEXT NOT NULL,
+                            hash TEXT NOT NULL
+                        );
+                        CREATE TABLE checkpoints (
+                            seq INTEGER PRIMARY KEY,
+                            head_hash TEXT NOT NULL,
+                            at INTEGER NOT NULL,
+                            signature TEXT NOT NULL
+                        );
+                        CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                        CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                        CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                        CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                        """)
             }
             migrator.registerMigration("audit.v2.tree") { db in
-                try db.execute(sql: """
-                    CREATE TABLE tree_nodes (
-                        level INTEGER NOT NULL,
-                        idx INTEGER NOT NULL,
-                        hash BLOB NOT NULL,
-                        PRIMARY KEY (level, idx)
-                    ) WITHOUT ROWID;
-                    CREATE TABLE tree_heads (
-                        size INTEGER PRIMARY KEY,
-                        root BLOB NOT NULL,
-                        at INTEGER NOT NULL,
-                        note TEXT NOT NULL
-                    );
-                    CREATE TRIGGER tree_heads_no_update BEFORE UPDATE ON tree_heads BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    CREATE TRIGGER tree_heads_no_delete BEFORE DELETE ON tree_heads BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE tree_nodes (
+                            level INTEGER NOT NULL,
+                            idx INTEGER NOT NULL,
+                            hash BLOB NOT NULL,
+                            PRIMARY KEY (level, idx)
+                        ) WITHOUT ROWID;
+                        CREATE TABLE tree_heads (
+                            size INTEGER PRIMARY KEY,
+                            root BLOB NOT NULL,
+                            at INTEGER NOT NULL,
+                            note TEXT NOT NULL
+                        );
+                        CREATE TRIGGER tree_heads_no_update BEFORE UPDATE ON tree_heads BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                        CREATE TRIGGER tree_heads_no_delete BEFORE DELETE ON tree_heads BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                        """)
                 // A log written before the tree: its stored nodes, so that proofs over old entries are cheap.
                 let count = try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0
                 try AuditTree.extend(from: 0, to: count, in: db)
@@ -141,24 +143,31 @@ public final class AuditLog: Sendable {
     ///   - fullSync: an append returns once the WAL is fsynced past it (survives power loss); false returns on
     ///     commit (WAL, synchronous = NORMAL), which survives a killed process but may lose the newest commits to a
     ///     power cut.
-    public convenience init(path: String, signer: SigningKeyPair, origin: String? = nil,
-                            checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
-                            checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge,
-                            fullSync: Bool = true, now: @escaping @Sendable () -> Date = Date.init) throws {
-        try self.init(path: path, signer: signer, origin: origin, checkpointInterval: checkpointInterval, checkpointMaxAge: checkpointMaxAge,
-                      fullSync: fullSync, now: now, sync: { fdatasync($0) })
+    public convenience init(
+        path: String, signer: SigningKeyPair, origin: String? = nil,
+        checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
+        checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge,
+        fullSync: Bool = true, now: @escaping @Sendable () -> Date = Date.init
+    ) throws {
+        try self.init(
+            path: path, signer: signer, origin: origin, checkpointInterval: checkpointInterval, checkpointMaxAge: checkpointMaxAge,
+            fullSync: fullSync, now: now, sync: { fdatasync($0) })
     }
 
     /// As the public initializer, with `sync` called in place of `fdatasync` on the WAL's descriptor (tests hold it
     /// to check that no caller resumes before the sync that covers its entry has returned).
-    init(path: String, signer: SigningKeyPair, origin: String? = nil, checkpointInterval: Int64, checkpointMaxAge: Duration? = nil,
-         fullSync: Bool, now: @escaping @Sendable () -> Date, sync: @escaping @Sendable (Int32) -> Int32) throws {
+    init(
+        path: String, signer: SigningKeyPair, origin: String? = nil, checkpointInterval: Int64, checkpointMaxAge: Duration? = nil,
+        fullSync: Bool, now: @escaping @Sendable () -> Date, sync: @escaping @Sendable (Int32) -> Int32
+    ) throws {
         // Checkpoints run beside the writer (every 250 ms); the autocheckpoint, in the commit path, is a backstop.
         // Commits never sync (NORMAL); with fullSync the syncer does, beside the writer. Checkpoints still sync
         // the WAL before copying it and the main file after, so a restarted WAL loses nothing unsynced.
-        store = try Store(path: path, migrations: [Migrations()],
-                          configuration: .init(fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
-                                               walCyclePages: 12_000))
+        store = try Store(
+            path: path, migrations: [Migrations()],
+            configuration: .init(
+                fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
+                walCyclePages: 12_000))
         if fullSync {
             walDescriptor = open(path + "-wal", O_RDONLY | O_CLOEXEC)
             guard walDescriptor >= 0 else { throw AuditError("cannot open \(path)-wal to sync it (errno \(errno))") }
@@ -170,7 +179,10 @@ public final class AuditLog: Sendable {
         self.checkpointInterval = max(1, checkpointInterval)
         self.now = now
         let (head, signed) = try store.pool.read { db in
-            (try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0, try Int64.fetchOne(db, sql: "SELECT CAST(MAX(size) AS INTEGER) FROM tree_heads") ?? 0)
+            (
+                try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0,
+                try Int64.fetchOne(db, sql: "SELECT CAST(MAX(size) AS INTEGER) FROM tree_heads") ?? 0
+            )
         }
         state = Mutex(State(headSequence: head, signedSize: signed))
         if let checkpointMaxAge {
@@ -286,7 +298,9 @@ public final class AuditLog: Sendable {
                 try syncWAL()
                 let synced = DispatchTime.now().uptimeNanoseconds
                 let waited = ready.reduce(0) { $0 + (synced - $1.appended) }
-                state.withLock { $0.stats.syncs += 1; $0.stats.durableWaitNanos += waited }
+                state.withLock {
+                    $0.stats.syncs += 1; $0.stats.durableWaitNanos += waited
+                }
                 for (continuation, entry, _) in ready { continuation.resume(returning: entry) }
             } catch {
                 // Committed but not known durable: the callers fail rather than claim it.
@@ -304,7 +318,9 @@ public final class AuditLog: Sendable {
 
     /// Chains and inserts one batch after the head read in this transaction, extends the tree, and signs a tree head
     /// when `interval` entries follow the last one. Returns the entries and the size of the head signed, if any.
-    private static func insertBatch(_ batch: [Pending], at: Int64, heads: HeadSigner, interval: Int64, in db: Database) throws -> ([AuditEntry], Int64?) {
+    private static func insertBatch(
+        _ batch: [Pending], at: Int64, heads: HeadSigner, interval: Int64, in db: Database
+    ) throws -> ([AuditEntry], Int64?) {
         let head = try db.cachedStatement(sql: "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
         let h = head.sqliteStatement
         sqlite3_reset(h)
@@ -344,8 +360,9 @@ public final class AuditLog: Sendable {
     static func insertHead(size: Int64, at: Int64, heads: HeadSigner, in db: Database) throws -> AuditCheckpoint {
         let root = try AuditTree.root(size: size, in: db)
         let cp = AuditCheckpoint(size: size, rootHash: Data(root.bytes).base64EncodedString(), at: at, note: heads.sign(size: size, root: root.bytes))
-        try db.execute(sql: "INSERT INTO tree_heads (size, root, at, note) VALUES (?, ?, ?, ?)",
-                       arguments: [size, Data(root.bytes), at, cp.note])
+        try db.execute(
+            sql: "INSERT INTO tree_heads (size, root, at, note) VALUES (?, ?, ?, ?)",
+            arguments: [size, Data(root.bytes), at, cp.note])
         return cp
     }
 
@@ -384,7 +401,9 @@ public final class AuditLog: Sendable {
             return (try Self.insertHead(size: size, at: at, heads: heads, in: db), true)
         }
         if let cp {
-            state.withLock { $0.headSequence = max($0.headSequence, cp.size); $0.signedSize = max($0.signedSize, cp.size) }
+            state.withLock {
+                $0.headSequence = max($0.headSequence, cp.size); $0.signedSize = max($0.signedSize, cp.size)
+            }
             if fresh, walDescriptor >= 0 { try syncWAL() }
         }
         return cp
@@ -422,10 +441,11 @@ public final class AuditLog: Sendable {
         let r = e.record
         // A cached statement (compiled once per connection), bound through SQLite's C API: GRDB's argument
         // binding was 18% of the writer's time.
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO entries (seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
+        let statement = try db.cachedStatement(
+            sql: """
+                INSERT INTO entries (seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
         let s = statement.sqliteStatement
         sqlite3_reset(s)
         sqlite3_bind_int64(s, 1, e.sequence)

@@ -16,8 +16,10 @@ public struct AuditQuery: Sendable {
     public var after: Int64 = 0
     public var limit: Int = 100
 
-    public init(actor: String? = nil, subjectToken: String? = nil, action: String? = nil, outcome: AuditOutcome? = nil,
-                from: Int64? = nil, to: Int64? = nil, after: Int64 = 0, limit: Int = 100) {
+    public init(
+        actor: String? = nil, subjectToken: String? = nil, action: String? = nil, outcome: AuditOutcome? = nil,
+        from: Int64? = nil, to: Int64? = nil, after: Int64 = 0, limit: Int = 100
+    ) {
         self.actor = actor
         self.subjectToken = subjectToken
         self.action = action
@@ -50,7 +52,8 @@ public struct AuditVerification: Sendable, Equatable, Codable {
     /// What "intact" means for this result: said with every result, so nobody reads more into it.
     public var proves = AuditVerification.withoutTrustedHead
 
-    public static let withoutTrustedHead = "internal consistency only: the entries, the tree and the signed heads stored in this same file agree; "
+    public static let withoutTrustedHead =
+        "internal consistency only: the entries, the tree and the signed heads stored in this same file agree; "
         + "a log cut or rewritten by someone who also deleted or re-signed the later heads verifies too. Detecting that needs a "
         + "head kept elsewhere: verify with a trusted head (veil audit verify --trusted-head, or trusted_heads in POST /v1/audit/verify)"
 
@@ -158,9 +161,10 @@ public struct AuditReader: Sendable {
 
     static func head(_ row: Row) -> AuditCheckpoint {
         // Read without trapping on an edited row's types: verify names what is wrong with it.
-        AuditCheckpoint(size: Int64.fromDatabaseValue(row[0] as DatabaseValue) ?? 0,
-                        rootHash: (Data.fromDatabaseValue(row[1] as DatabaseValue) ?? Data()).base64EncodedString(),
-                        at: Int64.fromDatabaseValue(row[2] as DatabaseValue) ?? 0, note: String.fromDatabaseValue(row[3] as DatabaseValue) ?? "")
+        AuditCheckpoint(
+            size: Int64.fromDatabaseValue(row[0] as DatabaseValue) ?? 0,
+            rootHash: (Data.fromDatabaseValue(row[1] as DatabaseValue) ?? Data()).base64EncodedString(),
+            at: Int64.fromDatabaseValue(row[2] as DatabaseValue) ?? 0, note: String.fromDatabaseValue(row[3] as DatabaseValue) ?? "")
     }
 
     func legacyCheckpoints() throws -> [LegacyCheckpoint] {
@@ -176,7 +180,8 @@ public struct AuditReader: Sendable {
         try store.pool.read { db in
             let entries = try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0
             guard sequence >= 1, sequence <= entries,
-                  let row = try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM entries WHERE seq = ?", arguments: [sequence]) else {
+                let row = try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM entries WHERE seq = ?", arguments: [sequence])
+            else {
                 throw AuditProofError.noSuchEntry(sequence, entries: entries)
             }
             let head = try Self.signedHead(size: treeSize, in: db)
@@ -185,8 +190,9 @@ public struct AuditReader: Sendable {
             }
             let leaf = try AuditTree.leaves(from: sequence - 1, count: 1, in: db)[0]
             let path = try AuditTree.inclusionProof(index: sequence - 1, size: head.size, in: db)
-            return AuditInclusionProof(sequence: sequence, leafIndex: sequence - 1, treeSize: head.size, leafHash: Data(leaf.bytes).base64EncodedString(),
-                                       hashes: path.map { Data($0).base64EncodedString() }, checkpoint: head, entry: Self.entryByIndex(row))
+            return AuditInclusionProof(
+                sequence: sequence, leafIndex: sequence - 1, treeSize: head.size, leafHash: Data(leaf.bytes).base64EncodedString(),
+                hashes: path.map { Data($0).base64EncodedString() }, checkpoint: head, entry: Self.entryByIndex(row))
         }
     }
 
@@ -200,8 +206,9 @@ public struct AuditReader: Sendable {
             }
             let path = try AuditTree.consistencyProof(from: from, size: head.size, in: db)
             let fromHead = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [from]).map(Self.head)
-            return AuditConsistencyProof(from: from, to: head.size, hashes: path.map { Data($0).base64EncodedString() }, checkpoint: head,
-                                         fromCheckpoint: fromHead)
+            return AuditConsistencyProof(
+                from: from, to: head.size, hashes: path.map { Data($0).base64EncodedString() }, checkpoint: head,
+                fromCheckpoint: fromHead)
         }
     }
 
@@ -211,7 +218,8 @@ public struct AuditReader: Sendable {
             guard let newest else { throw AuditProofError.noSuchHead(0, newest: 0) }
             return newest
         }
-        guard let head = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [size]).map(Self.head) else {
+        guard let head = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [size]).map(Self.head)
+        else {
             throw AuditProofError.noSuchHead(size, newest: newest?.size ?? 0)
         }
         return head
@@ -227,8 +235,9 @@ public struct AuditReader: Sendable {
         func integer(_ i: Int) -> Int64 { Int64.fromDatabaseValue(row[i] as DatabaseValue) ?? 0 }
         return AuditEntry(
             sequence: integer(0), at: integer(1),
-            record: AuditRecord(actor: text(2), role: text(3), action: text(4), resource: text(5), subjectToken: optional(6), purpose: optional(7),
-                                outcomeText: text(8), reason: text(9), requestID: text(10)),
+            record: AuditRecord(
+                actor: text(2), role: text(3), action: text(4), resource: text(5), subjectToken: optional(6), purpose: optional(7),
+                outcomeText: text(8), reason: text(9), requestID: text(10)),
             previousHash: text(11), hash: text(12))
     }
 
@@ -237,9 +246,10 @@ public struct AuditReader: Sendable {
         func integer(_ name: String) -> Int64 { Int64.fromDatabaseValue(row[name] as DatabaseValue) ?? 0 }
         return AuditEntry(
             sequence: integer("seq"), at: integer("at"),
-            record: AuditRecord(actor: text("actor") ?? "", role: text("role") ?? "", action: text("action") ?? "", resource: text("resource") ?? "",
-                                subjectToken: text("subject_token"), purpose: text("purpose"), outcomeText: text("outcome") ?? "",
-                                reason: text("reason") ?? "", requestID: text("request_id") ?? ""),
+            record: AuditRecord(
+                actor: text("actor") ?? "", role: text("role") ?? "", action: text("action") ?? "", resource: text("resource") ?? "",
+                subjectToken: text("subject_token"), purpose: text("purpose"), outcomeText: text("outcome") ?? "",
+                reason: text("reason") ?? "", requestID: text("request_id") ?? ""),
             previousHash: text("prev_hash") ?? "", hash: text("hash") ?? "")
     }
 

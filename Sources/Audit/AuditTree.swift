@@ -72,7 +72,8 @@ enum AuditTree {
     private static func computeBlock(level: Int, index: Int64, in db: Database) throws -> MerkleNode {
         let base = level % stride == 0 ? level - stride : level - level % stride
         let count = Int64(1) << (level - base)
-        var nodes = base == 0
+        var nodes =
+            base == 0
             ? try leaves(from: index * count, count: Int(count), in: db)
             : try storedNodes(level: base, from: index * count, count: Int(count), in: db)
         if nodes.count != Int(count) {
@@ -118,7 +119,9 @@ enum AuditTree {
     private static func store(_ node: MerkleNode, level: Int, index: Int64, in db: Database) throws {
         // A node already there is replaced: it can only be one left from before the log was cut (or forged), and the
         // one computed now, from the entries, is what a root signed from it must rest on.
-        try db.cachedStatement(sql: "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?) ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash")
-            .execute(arguments: [level, index, Data(node.bytes)])
+        try db.cachedStatement(
+            sql: "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?) ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash"
+        )
+        .execute(arguments: [level, index, Data(node.bytes)])
     }
 }

@@ -30,7 +30,8 @@ extension AuditReader {
             } catch .noVerifiedSignature, .invalidSignature, .ambiguousKey {
                 // Well formed, but not signed by the key this log is checked with: the key on the gateway's disk was
                 // replaced, or the head is another log's. A failure of the log, not of the request.
-                failures.append((1, "trusted head \(i + 1) is not signed by \(verifier.name)'s key: the log's key was replaced, or the head is another log's"))
+                failures.append(
+                    (1, "trusted head \(i + 1) is not signed by \(verifier.name)'s key: the log's key was replaced, or the head is another log's"))
                 continue
             } catch {
                 throw AuditError("trusted head \(i + 1) is not a signed checkpoint: \(error)", invalidInput: true)
@@ -49,10 +50,12 @@ extension AuditReader {
         // What the rows are, before reading them in order: a rebuilt table can hold sequence numbers that are not
         // integers (between or beyond the real ones), which a range scan would skip.
         let (count, maxSeq, minSeq, oddSeq) = try store.pool.read { db in
-            let row = try Row.fetchOne(db, sql: """
-                SELECT COUNT(*), MAX(CASE WHEN typeof(seq) = 'integer' THEN seq END), MIN(CASE WHEN typeof(seq) = 'integer' THEN seq END),
-                    (SELECT CAST(MIN(seq) AS INTEGER) FROM entries WHERE typeof(seq) <> 'integer') FROM entries
-                """)!
+            let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(*), MAX(CASE WHEN typeof(seq) = 'integer' THEN seq END), MIN(CASE WHEN typeof(seq) = 'integer' THEN seq END),
+                        (SELECT CAST(MIN(seq) AS INTEGER) FROM entries WHERE typeof(seq) <> 'integer') FROM entries
+                    """)!
             return (row[0] as Int64, row[1] as Int64? ?? 0, row[2] as Int64? ?? 1, row[3] as Int64?)
         }
         if let oddSeq {
@@ -73,7 +76,9 @@ extension AuditReader {
         var matched: Int64 = 0
         for head in trusted {
             if head.size == 0 {
-                if head.root != MerkleNode(Merkle.emptyRoot)! { failures.append((1, "a trusted head of size 0 has a root other than the empty tree's")) }
+                if head.root != MerkleNode(Merkle.emptyRoot)! {
+                    failures.append((1, "a trusted head of size 0 has a root other than the empty tree's"))
+                }
                 continue
             }
             if head.size > entries {
@@ -81,8 +86,12 @@ extension AuditReader {
                 break
             }
             guard scan.roots[head.size] == head.root else {
-                failures.append((matched + 1, "entries 1–\(head.size) no longer hash to the trusted head of size \(head.size): an entry after \(matched) "
-                                 + "(the last trusted head that still matches) was rewritten, removed, inserted or reordered"))
+                failures.append(
+                    (
+                        matched + 1,
+                        "entries 1–\(head.size) no longer hash to the trusted head of size \(head.size): an entry after \(matched) "
+                            + "(the last trusted head that still matches) was rewritten, removed, inserted or reordered"
+                    ))
                 break
             }
             matched = head.size
@@ -145,9 +154,14 @@ extension AuditReader {
                 }
                 let first = index << level + 1, last = (index + 1) << level
                 if last > entries {
-                    failures.append((entries + 1, "the stored tree has a node for entries \(first)–\(last), beyond the \(entries) entries that verify (the log was cut)"))
+                    failures.append(
+                        (
+                            entries + 1,
+                            "the stored tree has a node for entries \(first)–\(last), beyond the \(entries) entries that verify (the log was cut)"
+                        ))
                 } else if let expected = scan.nodes[NodeKey(level: level, index: index)], expected.bytes != [UInt8](bytes) {
-                    failures.append((first, "the stored tree node for entries \(first)–\(last) does not match them: proofs served from it would fail"))
+                    failures.append(
+                        (first, "the stored tree node for entries \(first)–\(last) does not match them: proofs served from it would fail"))
                 }
             }
         }

@@ -281,8 +281,9 @@ public struct Checkpoint: Sendable, Equatable {
         guard let root = SignedNote.decodeBase64(String(decoding: lines[2], as: UTF8.self)) else { throw .malformedRootHash }
         guard root.count == Merkle.hashCount else { throw .wrongRootHashLength(root.count) }
         guard !lines[3...].contains(where: \.isEmpty) else { throw .emptyExtensionLine }
-        try self.init(origin: String(decoding: lines[0], as: UTF8.self), size: size, rootHash: root,
-                      extensions: lines[3...].map { String(decoding: $0, as: UTF8.self) })
+        try self.init(
+            origin: String(decoding: lines[0], as: UTF8.self), size: size, rootHash: root,
+            extensions: lines[3...].map { String(decoding: $0, as: UTF8.self) })
     }
 
     /// The note text: each line ending in a newline, ready for ``NoteSigner/sign(_:)``.

@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 import Vault
 
@@ -18,8 +18,9 @@ public struct WitnessState: Sendable {
     public init(directory: String, verifier: NoteVerifier) throws {
         self.directory = directory
         self.verifier = verifier
-        try FileManager.default.createDirectory(atPath: directory + "/heads", withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: directory + "/heads", withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
     }
 
     /// The newest head seen and accepted, if any: `latest.note`, or the largest in `heads/` if that is missing (a
@@ -27,7 +28,9 @@ public struct WitnessState: Sendable {
     public func latest() throws(WitnessError) -> (note: String, checkpoint: Checkpoint)? {
         var paths = [directory + "/latest.note"]
         if let names = try? FileManager.default.contentsOfDirectory(atPath: directory + "/heads") {
-            paths += names.compactMap { name in UInt64(name.dropLast(5)).map { ($0, name) } }.sorted { $0.0 > $1.0 }.map { directory + "/heads/" + $0.1 }
+            paths += names.compactMap { name in UInt64(name.dropLast(5)).map { ($0, name) } }.sorted { $0.0 > $1.0 }.map {
+                directory + "/heads/" + $0.1
+            }
         }
         var best: (note: String, checkpoint: Checkpoint)?
         for path in paths where FileManager.default.fileExists(atPath: path) {
@@ -63,7 +66,9 @@ public struct WitnessState: Sendable {
     /// Checks `note` (the log's newest head) against the last head held. `consistency` is asked for only when the log
     /// grew: it must return the proof from the held size to the new one.
     /// - Returns: the new checkpoint and whether it advanced past the held one.
-    public func check(_ note: String, consistency: (_ from: UInt64, _ to: UInt64) async throws -> [[UInt8]]) async throws(WitnessError) -> (Checkpoint, advanced: Bool) {
+    public func check(
+        _ note: String, consistency: (_ from: UInt64, _ to: UInt64) async throws -> [[UInt8]]
+    ) async throws(WitnessError) -> (Checkpoint, advanced: Bool) {
         let head = try open(note)
         guard head.origin == verifier.name else { throw .badSignature("the head names origin \(head.origin), not \(verifier.name)") }
         guard let (_, held) = try latest() else { return (head, true) }
@@ -164,7 +169,8 @@ public enum WitnessError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .wentBackwards(held, served): "the log went backwards: it signed a head of \(held) entries before and now serves one of \(served)"
         case let .fork(size): "fork: the log signed two different heads of size \(size)"
         case let .inconsistent(from, to, why): "the head of size \(to) does not extend the held head of size \(from): \(why)"
-        case let .unproven(from, to, attempts): "the log signed a head of size \(to) but refused \(attempts) times to prove that it extends the held head of size \(from) (kept in pending/)"
+        case let .unproven(from, to, attempts):
+            "the log signed a head of size \(to) but refused \(attempts) times to prove that it extends the held head of size \(from) (kept in pending/)"
         case let .unreachable(why): "could not ask the log: \(why)"
         case let .state(why): why
         }

@@ -14,40 +14,42 @@ public struct ConsentLedger: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("consent.v1.ledger") { db in
-                try db.execute(sql: """
-                    CREATE TABLE consent_events (
-                        seq INTEGER PRIMARY KEY,
-                        token TEXT NOT NULL,
-                        purpose TEXT NOT NULL,
-                        body TEXT NOT NULL,
-                        prev_hash TEXT NOT NULL,
-                        hash TEXT NOT NULL
-                    );
-                    CREATE INDEX consent_events_token ON consent_events(token, seq);
-                    CREATE TABLE consent_state (
-                        token TEXT NOT NULL,
-                        purpose TEXT NOT NULL,
-                        granted INTEGER NOT NULL,
-                        seq INTEGER NOT NULL,
-                        expires_at INTEGER,
-                        PRIMARY KEY (token, purpose)
-                    ) WITHOUT ROWID;
-                    CREATE TRIGGER consent_events_no_update BEFORE UPDATE ON consent_events
-                        BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
-                    CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events
-                        BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE consent_events (
+                            seq INTEGER PRIMARY KEY,
+                            token TEXT NOT NULL,
+                            purpose TEXT NOT NULL,
+                            body TEXT NOT NULL,
+                            prev_hash TEXT NOT NULL,
+                            hash TEXT NOT NULL
+                        );
+                        CREATE INDEX consent_events_token ON consent_events(token, seq);
+                        CREATE TABLE consent_state (
+                            token TEXT NOT NULL,
+                            purpose TEXT NOT NULL,
+                            granted INTEGER NOT NULL,
+                            seq INTEGER NOT NULL,
+                            expires_at INTEGER,
+                            PRIMARY KEY (token, purpose)
+                        ) WITHOUT ROWID;
+                        CREATE TRIGGER consent_events_no_update BEFORE UPDATE ON consent_events
+                            BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
+                        CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events
+                            BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
+                        """)
             }
             // The state remembers under which notice and purpose version consent was given, so that a notice that
             // requires re-consent, or a new version of the purpose, ends it.
             migrator.registerMigration("consent.v2.state_versions") { db in
-                try db.execute(sql: """
-                    ALTER TABLE consent_state ADD COLUMN notice_version TEXT NOT NULL DEFAULT '';
-                    ALTER TABLE consent_state ADD COLUMN purpose_version INTEGER NOT NULL DEFAULT 0;
-                    UPDATE consent_state SET
-                        notice_version = (SELECT json_extract(body, '$.noticeVersion') FROM consent_events e WHERE e.seq = consent_state.seq),
-                        purpose_version = (SELECT json_extract(body, '$.purposeVersion') FROM consent_events e WHERE e.seq = consent_state.seq);
-                    """)
+                try db.execute(
+                    sql: """
+                        ALTER TABLE consent_state ADD COLUMN notice_version TEXT NOT NULL DEFAULT '';
+                        ALTER TABLE consent_state ADD COLUMN purpose_version INTEGER NOT NULL DEFAULT 0;
+                        UPDATE consent_state SET
+                            notice_version = (SELECT json_extract(body, '$.noticeVersion') FROM consent_events e WHERE e.seq = consent_state.seq),
+                            purpose_version = (SELECT json_extract(body, '$.purposeVersion') FROM consent_events e WHERE e.seq = consent_state.seq);
+                        """)
             }
         }
     }
@@ -80,7 +82,8 @@ public struct ConsentLedger: Sendable {
             throw ConsentError(.unknownPurpose, "unknown purpose '\(purpose)'; known: \(policy.purposes.keys.sorted().joined(separator: ", "))")
         }
         guard let notice = policy.notices[noticeVersion] else {
-            throw ConsentError(.unknownNotice, "unknown notice version '\(noticeVersion)'; known: \(policy.notices.keys.sorted().joined(separator: ", "))")
+            throw ConsentError(
+                .unknownNotice, "unknown notice version '\(noticeVersion)'; known: \(policy.notices.keys.sorted().joined(separator: ", "))")
         }
         // A grant must say under which law it was given; a withdrawal is never refused for lacking it.
         guard !granted || !(jurisdiction.isEmpty || jurisdiction == Self.unspecifiedJurisdiction) else {
@@ -121,7 +124,9 @@ public struct ConsentLedger: Sendable {
     /// Records a Global Privacy Control signal: a withdrawal of `marketing`. When a live explicit opt-in exists,
     /// the withdrawal carries `gpcConflict = true` so both stay visible.
     @discardableResult
-    public func recordGPC(token: SubjectToken, at: Date, sourceApp: String, principal: String, noticeVersion: String, jurisdiction: String, in db: Database) throws -> ConsentRecord {
+    public func recordGPC(
+        token: SubjectToken, at: Date, sourceApp: String, principal: String, noticeVersion: String, jurisdiction: String, in db: Database
+    ) throws -> ConsentRecord {
         var event = try makeEvent(
             token: token, purpose: "marketing", granted: false, at: at, sourceApp: sourceApp, principal: principal,
             method: .gpc, noticeVersion: noticeVersion, jurisdiction: jurisdiction)
@@ -134,16 +139,23 @@ public struct ConsentLedger: Sendable {
     public func decision(token: SubjectToken, purpose: String, at: Date, in db: Database) throws -> ConsentDecision {
         guard let p = policy.purposes[purpose] else { return ConsentDecision(allowed: false, reason: .unknownPurpose) }
         guard p.requiresConsent else { return ConsentDecision(allowed: true, reason: .notConsentBased) }
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT granted, expires_at, notice_version, purpose_version FROM consent_state WHERE token = ? AND purpose = ?"),
-                                         arguments: [token.rawValue, purpose]) else {
+        guard
+            let row = try Row.fetchOne(
+                db.cachedStatement(
+                    sql: "SELECT granted, expires_at, notice_version, purpose_version FROM consent_state WHERE token = ? AND purpose = ?"),
+                arguments: [token.rawValue, purpose])
+        else {
             return ConsentDecision(allowed: false, reason: .noRecord)
         }
-        return Self.decide(granted: row["granted"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"], purposeVersion: row["purpose_version"],
-                           purpose: p, policy: policy, at: at)
+        return Self.decide(
+            granted: row["granted"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"], purposeVersion: row["purpose_version"],
+            purpose: p, policy: policy, at: at)
     }
 
     /// The decision for a state row: one function for the live path and for ``verify(in:)``'s recomputation.
-    static func decide(granted: Bool, expiresAt: Int64?, noticeVersion: String, purposeVersion: Int, purpose: Purpose, policy: PolicySet, at: Date) -> ConsentDecision {
+    static func decide(
+        granted: Bool, expiresAt: Int64?, noticeVersion: String, purposeVersion: Int, purpose: Purpose, policy: PolicySet, at: Date
+    ) -> ConsentDecision {
         guard granted else { return ConsentDecision(allowed: false, reason: .withdrawn) }
         if let expiresAt, expiresAt <= Int64(at.timeIntervalSince1970 * 1000) {
             return ConsentDecision(allowed: false, reason: .expired)
@@ -157,8 +169,9 @@ public struct ConsentLedger: Sendable {
     /// The purposes whose latest event for `token` is a grant, whatever their decision now (expired, or needing
     /// re-consent): an erasure withdraws them all, so no change of policy can bring one back.
     public func grantedPurposes(token: SubjectToken, in db: Database) throws -> [String] {
-        try String.fetchAll(db.cachedStatement(sql: "SELECT purpose FROM consent_state WHERE token = ? AND granted = 1 ORDER BY purpose"),
-                            arguments: [token.rawValue])
+        try String.fetchAll(
+            db.cachedStatement(sql: "SELECT purpose FROM consent_state WHERE token = ? AND granted = 1 ORDER BY purpose"),
+            arguments: [token.rawValue])
     }
 
     /// Current state per purpose (every purpose of the policy).
@@ -170,7 +183,9 @@ public struct ConsentLedger: Sendable {
 
     /// Every event of one subject, oldest first, with hashes: the proof of consent (GDPR Art. 7(1)).
     public func history(token: SubjectToken, in db: Database) throws -> [ConsentRecord] {
-        try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, body, prev_hash, hash FROM consent_events WHERE token = ? ORDER BY seq"), arguments: [token.rawValue]).map(Self.record)
+        try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT seq, body, prev_hash, hash FROM consent_events WHERE token = ? ORDER BY seq"), arguments: [token.rawValue]
+        ).map(Self.record)
     }
 
     static func record(_ row: Row) throws -> ConsentRecord {
@@ -211,7 +226,8 @@ public struct ConsentLedger: Sendable {
             guard seq == expectedSequence else { return bad("sequence gap or reordering: expected \(expectedSequence), found \(seq)") }
             guard (row["prev_hash"] as String) == previous else { return bad("link to the previous event is broken") }
             guard let record = try? Self.record(row),
-                  record.event.token.rawValue == (row["token"] as String), record.event.purpose == (row["purpose"] as String) else {
+                record.event.token.rawValue == (row["token"] as String), record.event.purpose == (row["purpose"] as String)
+            else {
                 return bad("event body is unreadable or disagrees with its columns")
             }
             let hash = Hash.blake2b(record.event.canonicalBytes(sequence: seq, previousHash: previous)).hexString
@@ -220,8 +236,9 @@ public struct ConsentLedger: Sendable {
             expectedSequence += 1
             count += 1
             let e = record.event
-            expected[StateKey(token: e.token.rawValue, purpose: e.purpose)] = StateRow(granted: e.granted, seq: seq, expiresAt: e.expiresAt,
-                                                                                    noticeVersion: e.noticeVersion, purposeVersion: e.purposeVersion)
+            expected[StateKey(token: e.token.rawValue, purpose: e.purpose)] = StateRow(
+                granted: e.granted, seq: seq, expiresAt: e.expiresAt,
+                noticeVersion: e.noticeVersion, purposeVersion: e.purposeVersion)
         }
         // Every decision reads `consent_state`, so it must be exactly what the (verified) events give: an edit of
         // that table alone, which no trigger can stop, is reported here.
@@ -230,18 +247,22 @@ public struct ConsentLedger: Sendable {
             result.stateDifferenceCount += 1
             if result.stateDifferences.count < 20 { result.stateDifferences.append("token \(key.token), purpose \(key.purpose): \(what)") }
         }
-        let stored = try Row.fetchCursor(db, sql: "SELECT token, purpose, granted, seq, expires_at, notice_version, purpose_version FROM consent_state")
+        let stored = try Row.fetchCursor(
+            db, sql: "SELECT token, purpose, granted, seq, expires_at, notice_version, purpose_version FROM consent_state")
         var seen = Set<StateKey>()
         while let row = try stored.next() {
             let key = StateKey(token: row["token"], purpose: row["purpose"])
             seen.insert(key)
-            let actual = StateRow(granted: row["granted"], seq: row["seq"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"],
-                                  purposeVersion: row["purpose_version"])
+            let actual = StateRow(
+                granted: row["granted"], seq: row["seq"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"],
+                purposeVersion: row["purpose_version"])
             guard let want = expected[key] else { differ(key, "a state with no event in the ledger"); continue }
             if actual != want { differ(key, "state \(actual) but the ledger's last event (seq \(want.seq)) gives \(want)") }
         }
         for key in Set(expected.keys).subtracting(seen) { differ(key, "no state although the ledger has events") }
-        if result.stateDifferenceCount > 0 { result.reason = "the current consent state differs from the ledger in \(result.stateDifferenceCount) place(s)" }
+        if result.stateDifferenceCount > 0 {
+            result.reason = "the current consent state differs from the ledger in \(result.stateDifferenceCount) place(s)"
+        }
         return result
     }
 
@@ -256,7 +277,10 @@ public struct ConsentLedger: Sendable {
     /// Consent events past their expiry become "expired" through ``decision(token:purpose:at:in:)``; this
     /// lists the (token, purpose) pairs that lapsed, for the retention job to act on.
     public func lapsed(at: Date, in db: Database) throws -> [(SubjectToken, String)] {
-        try Row.fetchAll(db.cachedStatement(sql: "SELECT token, purpose FROM consent_state WHERE granted = 1 AND expires_at IS NOT NULL AND expires_at <= ?"), arguments: [Int64(at.timeIntervalSince1970 * 1000)]).compactMap { row in
+        try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT token, purpose FROM consent_state WHERE granted = 1 AND expires_at IS NOT NULL AND expires_at <= ?"),
+            arguments: [Int64(at.timeIntervalSince1970 * 1000)]
+        ).compactMap { row in
             SubjectToken(rawValue: row["token"]).map { ($0, row["purpose"]) }
         }
     }

@@ -88,8 +88,10 @@ public struct CatalogItem: Sendable, Equatable, Codable {
     public var attributes: [String: String]
     public var tags: [String]
 
-    public init(id: String, title: String, category: String, brand: String? = nil, price: Double? = nil, available: Bool = true,
-                attributes: [String: String] = [:], tags: [String] = []) {
+    public init(
+        id: String, title: String, category: String, brand: String? = nil, price: Double? = nil, available: Bool = true,
+        attributes: [String: String] = [:], tags: [String] = []
+    ) {
         self.id = id
         self.title = title
         self.category = category
@@ -137,33 +139,34 @@ public struct FeatureStore: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("featurestore.v1") { db in
-                try db.execute(sql: """
-                    -- Keyed by (token, id): a subject's rows share pages, so a batch touches few pages.
-                    CREATE TABLE interactions (
-                        token TEXT NOT NULL,
-                        id TEXT NOT NULL,
-                        day INTEGER NOT NULL,
-                        body BLOB NOT NULL,
-                        PRIMARY KEY (token, id)
-                    ) WITHOUT ROWID;
-                    CREATE INDEX interactions_day ON interactions(day);
-                    CREATE TABLE profiles (
-                        token TEXT PRIMARY KEY NOT NULL,
-                        body BLOB NOT NULL
-                    ) WITHOUT ROWID;
-                    CREATE TABLE items (
-                        id TEXT PRIMARY KEY NOT NULL,
-                        body TEXT NOT NULL,
-                        available INTEGER NOT NULL,
-                        updated_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    CREATE TABLE item_daily_counts (
-                        item TEXT NOT NULL,
-                        day INTEGER NOT NULL,
-                        count INTEGER NOT NULL,
-                        PRIMARY KEY (item, day)
-                    ) WITHOUT ROWID;
-                    """)
+                try db.execute(
+                    sql: """
+                        -- Keyed by (token, id): a subject's rows share pages, so a batch touches few pages.
+                        CREATE TABLE interactions (
+                            token TEXT NOT NULL,
+                            id TEXT NOT NULL,
+                            day INTEGER NOT NULL,
+                            body BLOB NOT NULL,
+                            PRIMARY KEY (token, id)
+                        ) WITHOUT ROWID;
+                        CREATE INDEX interactions_day ON interactions(day);
+                        CREATE TABLE profiles (
+                            token TEXT PRIMARY KEY NOT NULL,
+                            body BLOB NOT NULL
+                        ) WITHOUT ROWID;
+                        CREATE TABLE items (
+                            id TEXT PRIMARY KEY NOT NULL,
+                            body TEXT NOT NULL,
+                            available INTEGER NOT NULL,
+                            updated_at INTEGER NOT NULL
+                        ) WITHOUT ROWID;
+                        CREATE TABLE item_daily_counts (
+                            item TEXT NOT NULL,
+                            day INTEGER NOT NULL,
+                            count INTEGER NOT NULL,
+                            PRIMARY KEY (item, day)
+                        ) WITHOUT ROWID;
+                        """)
             }
             // Which rows a withdrawal already took out of the anonymous counts (see uncountAnonymous(of:in:)).
             migrator.registerMigration("featurestore.v2.uncounted") { db in
@@ -207,14 +210,18 @@ public struct FeatureStore: Sendable {
 
     /// Replaces a subject's generalized profile.
     public func setProfile(_ profile: [String: String], token: SubjectToken, in db: Database) throws {
-        let body = try keys.seal(try JSONEncoder().encodeBytes(profile), token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)
+        let body = try keys.seal(
+            try JSONEncoder().encodeBytes(profile), token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)
         try db.cachedStatement(sql: "INSERT OR REPLACE INTO profiles (token, body) VALUES (?, ?)").execute(arguments: [token.rawValue, body])
     }
 
     public func profile(of token: SubjectToken, in db: Database) throws -> [String: String]? {
-        guard let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM profiles WHERE token = ?"), arguments: [token.rawValue]) else { return nil }
+        guard let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM profiles WHERE token = ?"), arguments: [token.rawValue]) else {
+            return nil
+        }
         do {
-            return try JSONDecoder().decode([String: String].self, from: Data(try keys.open(body, token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)))
+            return try JSONDecoder().decode(
+                [String: String].self, from: Data(try keys.open(body, token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)))
         } catch let error as StorageError where error.code == .shredded {
             return nil
         }
@@ -243,7 +250,9 @@ public struct FeatureStore: Sendable {
 
     /// Whether any row of the subject is still stored.
     public func hasData(_ token: SubjectToken, in db: Database) throws -> Bool {
-        try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM interactions WHERE token = ?) OR EXISTS(SELECT 1 FROM profiles WHERE token = ?)"), arguments: [token.rawValue, token.rawValue]) ?? false
+        try Bool.fetchOne(
+            db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM interactions WHERE token = ?) OR EXISTS(SELECT 1 FROM profiles WHERE token = ?)"),
+            arguments: [token.rawValue, token.rawValue]) ?? false
     }
 
     /// An item's anonymous interactions on one day (days since the epoch, UTC).
@@ -259,10 +268,11 @@ public struct FeatureStore: Sendable {
     /// Adds anonymous interaction counts (no subject, no consent needed): one statement per item and day of a
     /// batch, not one per event.
     public func countAnonymous(_ counts: [AnonymousCount: Int], in db: Database) throws {
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO item_daily_counts (item, day, count) VALUES (?, ?, ?)
-            ON CONFLICT(item, day) DO UPDATE SET count = count + excluded.count
-            """)
+        let statement = try db.cachedStatement(
+            sql: """
+                INSERT INTO item_daily_counts (item, day, count) VALUES (?, ?, ?)
+                ON CONFLICT(item, day) DO UPDATE SET count = count + excluded.count
+                """)
         for (key, n) in counts { try statement.execute(arguments: [key.item, key.day, n]) }
     }
 
@@ -277,8 +287,9 @@ public struct FeatureStore: Sendable {
         var counts: [AnonymousCount: Int] = [:]
         let mark = try db.cachedStatement(sql: "UPDATE interactions SET uncounted = 1 WHERE token = ? AND id = ?")
         for token in tokens {
-            let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ? AND uncounted = 0"),
-                                        arguments: [token.rawValue])
+            let rows = try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ? AND uncounted = 0"),
+                arguments: [token.rawValue])
             for row in rows {
                 let id: String = row["id"]
                 let plain: [UInt8]
@@ -287,7 +298,9 @@ public struct FeatureStore: Sendable {
                 } catch let error as StorageError where error.code == .shredded {
                     continue
                 }
-                guard let x = StoredInteraction(encoded: plain) else { throw StorageError(.unreadable, "a stored interaction has an unknown encoding") }
+                guard let x = StoredInteraction(encoded: plain) else {
+                    throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
+                }
                 try mark.execute(arguments: [token.rawValue, id])
                 if !x.item.isEmpty { counts[AnonymousCount(item: x.item, day: x.time / 86_400), default: 0] += 1 }
             }
@@ -308,7 +321,9 @@ public struct FeatureStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         for item in items {
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO items (id, body, available, updated_at) VALUES (?, ?, ?, ?)").execute(arguments: [item.id, String(decoding: try encoder.encode(item), as: UTF8.self), item.available, Int64(at.timeIntervalSince1970)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO items (id, body, available, updated_at) VALUES (?, ?, ?, ?)").execute(arguments: [
+                item.id, String(decoding: try encoder.encode(item), as: UTF8.self), item.available, Int64(at.timeIntervalSince1970),
+            ])
         }
     }
 
@@ -362,7 +377,8 @@ public struct FeatureStore: Sendable {
             counts[i] = Float(row["n"] as Int64)
         }
         if counts.count < items.count { counts.append(contentsOf: [Float](repeating: 0, count: items.count - counts.count)) }
-        return TrainingSnapshot(tokens: tokens, items: items, interactions: interactions, anonymousCounts: counts, profiles: profiles, purchases: purchases)
+        return TrainingSnapshot(
+            tokens: tokens, items: items, interactions: interactions, anonymousCounts: counts, profiles: profiles, purchases: purchases)
     }
 
     /// Anonymous daily counts since `sinceDay` (for trending), per item id.
@@ -384,16 +400,17 @@ public struct DeliveryLog: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("featurestore.v1.deliveries") { db in
-                try db.execute(sql: """
-                    -- Both the event-id hash and the content fingerprint are keys under the subject's token,
-                    -- so a delivery check reads and writes the subject's page only.
-                    CREATE TABLE deliveries (
-                        token TEXT NOT NULL,
-                        key TEXT NOT NULL,
-                        at INTEGER NOT NULL,
-                        PRIMARY KEY (token, key)
-                    ) WITHOUT ROWID;
-                    """)
+                try db.execute(
+                    sql: """
+                        -- Both the event-id hash and the content fingerprint are keys under the subject's token,
+                        -- so a delivery check reads and writes the subject's page only.
+                        CREATE TABLE deliveries (
+                            token TEXT NOT NULL,
+                            key TEXT NOT NULL,
+                            at INTEGER NOT NULL,
+                            PRIMARY KEY (token, key)
+                        ) WITHOUT ROWID;
+                        """)
             }
         }
     }

@@ -12,18 +12,19 @@ public struct SourceQualityLog: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("sourcequality.v1") { db in
-                try db.execute(sql: """
-                    CREATE TABLE source_quality (
-                        source TEXT PRIMARY KEY NOT NULL,
-                        events INTEGER NOT NULL,
-                        accepted INTEGER NOT NULL,
-                        rejected INTEGER NOT NULL,
-                        duplicates INTEGER NOT NULL,
-                        outliers INTEGER NOT NULL,
-                        completeness_sum REAL NOT NULL,
-                        last_event INTEGER
-                    ) WITHOUT ROWID;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE source_quality (
+                            source TEXT PRIMARY KEY NOT NULL,
+                            events INTEGER NOT NULL,
+                            accepted INTEGER NOT NULL,
+                            rejected INTEGER NOT NULL,
+                            duplicates INTEGER NOT NULL,
+                            outliers INTEGER NOT NULL,
+                            completeness_sum REAL NOT NULL,
+                            last_event INTEGER
+                        ) WITHOUT ROWID;
+                        """)
             }
         }
     }
@@ -64,7 +65,9 @@ public struct SourceQualityLog: Sendable {
         var tracked: Int?
         for (source, delta) in deltas.sorted(by: { $0.key < $1.key }) {
             // A primary-key probe per source; the table is counted only when a new source appears.
-            let known = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM source_quality WHERE source = ?)"), arguments: [source]) ?? false
+            let known =
+                try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM source_quality WHERE source = ?)"), arguments: [source])
+                ?? false
             if !known && tracked == nil { tracked = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM source_quality") ?? 0 }
             let key = known || (tracked ?? 0) + merged.count < Self.maxSources ? source : "other"
             var m = merged[key] ?? Delta()
@@ -78,14 +81,16 @@ public struct SourceQualityLog: Sendable {
             merged[key] = m
         }
         for (source, d) in merged {
-            try db.cachedStatement(sql: """
-                INSERT INTO source_quality (source, events, accepted, rejected, duplicates, outliers, completeness_sum, last_event)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(source) DO UPDATE SET events = events + excluded.events, accepted = accepted + excluded.accepted,
-                    rejected = rejected + excluded.rejected, duplicates = duplicates + excluded.duplicates,
-                    outliers = outliers + excluded.outliers, completeness_sum = completeness_sum + excluded.completeness_sum,
-                    last_event = MAX(COALESCE(last_event, excluded.last_event), COALESCE(excluded.last_event, last_event))
-                """).execute(arguments: [source, d.events, d.accepted, d.rejected, d.duplicates, d.outliers, d.completenessSum, d.lastEvent])
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO source_quality (source, events, accepted, rejected, duplicates, outliers, completeness_sum, last_event)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(source) DO UPDATE SET events = events + excluded.events, accepted = accepted + excluded.accepted,
+                        rejected = rejected + excluded.rejected, duplicates = duplicates + excluded.duplicates,
+                        outliers = outliers + excluded.outliers, completeness_sum = completeness_sum + excluded.completeness_sum,
+                        last_event = MAX(COALESCE(last_event, excluded.last_event), COALESCE(excluded.last_event, last_event))
+                    """
+            ).execute(arguments: [source, d.events, d.accepted, d.rejected, d.duplicates, d.outliers, d.completenessSum, d.lastEvent])
         }
     }
 
@@ -93,9 +98,10 @@ public struct SourceQualityLog: Sendable {
         try GRDB.Row.fetchAll(db, sql: "SELECT * FROM source_quality ORDER BY source").map { r in
             let events: Int = r["events"], rejected: Int = r["rejected"]
             let valid = events - rejected
-            return Row(source: r["source"], events: events, accepted: r["accepted"], rejected: rejected, duplicates: r["duplicates"],
-                       outliers: r["outliers"], completeness: valid > 0 ? (r["completeness_sum"] as Double) / Double(valid) : 1,
-                       lastEvent: r["last_event"])
+            return Row(
+                source: r["source"], events: events, accepted: r["accepted"], rejected: rejected, duplicates: r["duplicates"],
+                outliers: r["outliers"], completeness: valid > 0 ? (r["completeness_sum"] as Double) / Double(valid) : 1,
+                lastEvent: r["last_event"])
         }
     }
 }

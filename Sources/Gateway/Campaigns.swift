@@ -44,8 +44,10 @@ public struct Campaign: Sendable, Equatable {
     /// The largest boost, in standard deviations of the subject's scores; the bandit picks a share of it.
     public var maxBoost: Float
 
-    public init(name: String, items: Set<String> = [], tags: Set<String> = [], start: Date? = nil, end: Date? = nil, trigger: Trigger? = nil,
-                segments: Set<String> = [], maxBoost: Float = 1) {
+    public init(
+        name: String, items: Set<String> = [], tags: Set<String> = [], start: Date? = nil, end: Date? = nil, trigger: Trigger? = nil,
+        segments: Set<String> = [], maxBoost: Float = 1
+    ) {
         self.name = name
         self.items = items
         self.tags = tags
@@ -97,8 +99,10 @@ public struct PromotionContext: Sendable, Equatable {
 
     /// [1, weekend, evening, holiday, progress, mobile, tablet, desktop, segment one-hot…].
     public var vector: [Double] {
-        var x: [Double] = [1, weekend ? 1 : 0, evening ? 1 : 0, holiday ? 1 : 0, campaignProgress,
-                           device == "mobile" ? 1 : 0, device == "tablet" ? 1 : 0, device == "desktop" ? 1 : 0]
+        var x: [Double] = [
+            1, weekend ? 1 : 0, evening ? 1 : 0, holiday ? 1 : 0, campaignProgress,
+            device == "mobile" ? 1 : 0, device == "tablet" ? 1 : 0, device == "desktop" ? 1 : 0,
+        ]
         var slots = [Double](repeating: 0, count: Self.segmentSlots)
         if let segment { slots[segment % Self.segmentSlots] = 1 }
         x += slots
@@ -118,13 +122,14 @@ public final class PromotionBandits: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("promotions.v1.bandits") { db in
-                try db.execute(sql: """
-                    CREATE TABLE promotion_bandits (
-                        campaign TEXT PRIMARY KEY,
-                        state BLOB NOT NULL,
-                        saved_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE promotion_bandits (
+                            campaign TEXT PRIMARY KEY,
+                            state BLOB NOT NULL,
+                            saved_at INTEGER NOT NULL
+                        ) WITHOUT ROWID;
+                        """)
             }
         }
     }
@@ -158,12 +163,17 @@ public final class PromotionBandits: Sendable {
     /// Bandits for `campaigns`, each restored from `store` when a saved one fits, otherwise cold.
     public init(campaigns: [Campaign], store: Store? = nil) throws {
         self.campaigns = campaigns
-        let dimension = PromotionContext(at: Date(timeIntervalSince1970: 0), window: Date(timeIntervalSince1970: 0)..<Date(timeIntervalSince1970: 1),
-                                         device: nil, segment: nil).vector.count
+        let dimension = PromotionContext(
+            at: Date(timeIntervalSince1970: 0), window: Date(timeIntervalSince1970: 0)..<Date(timeIntervalSince1970: 1),
+            device: nil, segment: nil
+        ).vector.count
         let cold = LinUCB(arms: Self.levels.count, dimension: dimension, alpha: Self.alpha)
-        let saved = try store?.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT campaign, state FROM promotion_bandits").reduce(into: [String: Data]()) { $0[$1["campaign"]] = $1["state"] }
-        } ?? [:]
+        let saved =
+            try store?.pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT campaign, state FROM promotion_bandits").reduce(into: [String: Data]()) {
+                    $0[$1["campaign"]] = $1["state"]
+                }
+            } ?? [:]
         var bandits: [String: LinUCB] = [:]
         var discarded: [String] = []
         for c in campaigns {
@@ -238,10 +248,11 @@ public final class PromotionBandits: Sendable {
             let rows = try changed.map { ($0.0, try encoder.encode($0.1)) }
             try store.pool.write { db in
                 for (name, data) in rows {
-                    try db.execute(sql: """
-                        INSERT INTO promotion_bandits (campaign, state, saved_at) VALUES (?, ?, ?)
-                        ON CONFLICT(campaign) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at
-                        """, arguments: [name, data, Int64(date.timeIntervalSince1970)])
+                    try db.execute(
+                        sql: """
+                            INSERT INTO promotion_bandits (campaign, state, saved_at) VALUES (?, ?, ?)
+                            ON CONFLICT(campaign) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at
+                            """, arguments: [name, data, Int64(date.timeIntervalSince1970)])
                 }
             }
         } catch {
@@ -253,12 +264,15 @@ public final class PromotionBandits: Sendable {
 
 extension VeilService {
     /// The running campaigns that target this subject, each with the boost its bandit chose for the context.
-    func promotionOffers(_ campaigns: [Campaign], model: ServingModel, token: SubjectToken, history: [StoredInteraction], segment: SegmentModel.Segment?,
-                         profile: [String: String]?, at: Date) -> [Ranker.Promotion] {
+    func promotionOffers(
+        _ campaigns: [Campaign], model: ServingModel, token: SubjectToken, history: [StoredInteraction], segment: SegmentModel.Segment?,
+        profile: [String: String]?, at: Date
+    ) -> [Ranker.Promotion] {
         guard !history.isEmpty else { return [] }
         var offers: [Ranker.Promotion] = []
         for campaign in campaigns {
-            guard let window = campaign.window(at: at), campaign.segments.isEmpty || segment.map({ campaign.segments.contains($0.name) }) == true else { continue }
+            guard let window = campaign.window(at: at), campaign.segments.isEmpty || segment.map({ campaign.segments.contains($0.name) }) == true
+            else { continue }
             let mask = model.items.map { id in
                 campaign.items.contains(id) || !(model.catalogByID[id]?.tags ?? []).allSatisfy { !campaign.tags.contains($0) }
             }

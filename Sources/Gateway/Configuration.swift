@@ -68,14 +68,22 @@ public struct VeilConfiguration: Sendable, Equatable {
         }
         var config = VeilConfiguration()
         let r = Reader(file: file)
-        let top = try r.mapping(root, "the configuration", keys: ["data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion",
-                                                                  "segments", "experiments", "canary", "campaigns", "audit"])
+        let top = try r.mapping(
+            root, "the configuration",
+            keys: [
+                "data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion",
+                "segments", "experiments", "canary", "campaigns", "audit",
+            ])
         config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
         if let node = top["server"] {
-            let s = try r.mapping(node, "server", keys: ["host", "port", "tls_cert", "tls_key", "retrain_interval_s", "unlearn_within_s", "retention_interval_s", "log_level",
-                                                         "header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections"])
+            let s = try r.mapping(
+                node, "server",
+                keys: [
+                    "host", "port", "tls_cert", "tls_key", "retrain_interval_s", "unlearn_within_s", "retention_interval_s", "log_level",
+                    "header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections",
+                ])
             config.host = try s["host"].map { try r.string($0, "server.host") }
             config.port = try s["port"].map { try r.int($0, "server.port", 0...65535) }
             config.tlsCertificate = try s["tls_cert"].map { try r.string($0, "server.tls_cert") }
@@ -83,21 +91,30 @@ public struct VeilConfiguration: Sendable, Equatable {
             config.retrainInterval = try s["retrain_interval_s"].map { try r.double($0, "server.retrain_interval_s", 0...) }
             config.unlearnWithin = try s["unlearn_within_s"].map { try r.double($0, "server.unlearn_within_s", 4...86_400) }
             config.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
-            config.logLevel = try s["log_level"].map { try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) }
+            config.logLevel = try s["log_level"].map {
+                try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"])
+            }
             config.headerTimeout = try s["header_timeout_s"].map { try r.double($0, "server.header_timeout_s", ServerConfiguration.timeoutRange) }
             config.bodyTimeout = try s["body_timeout_s"].map { try r.double($0, "server.body_timeout_s", ServerConfiguration.timeoutRange) }
             config.idleTimeout = try s["idle_timeout_s"].map { try r.double($0, "server.idle_timeout_s", ServerConfiguration.timeoutRange) }
             config.maxConnections = try s["max_connections"].map { try r.int($0, "server.max_connections", ServerConfiguration.maxConnectionsRange) }
         }
         if let node = top["recommendations"] {
-            let s = try r.mapping(node, "recommendations", keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])
+            let s = try r.mapping(
+                node, "recommendations",
+                keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])
             config.cacheTTL = try s["cache_ttl_s"].map { try r.double($0, "recommendations.cache_ttl_s", 0...) }
             if let kinds = s["exclude_interacted_kinds"] {
                 let known = ["page_view", "purchase", "search_click", "rating", "click", "add_to_cart", "dwell"]
-                config.serving.excludeInteractedKinds = Set(try r.list(kinds, "recommendations.exclude_interacted_kinds").map { try r.choice($0, "an interaction kind", known) })
+                config.serving.excludeInteractedKinds = Set(
+                    try r.list(kinds, "recommendations.exclude_interacted_kinds").map { try r.choice($0, "an interaction kind", known) })
             }
-            if let n = s["minimum_segment_size"] { config.serving.minimumSegmentSize = try r.int(n, "recommendations.minimum_segment_size", 1...1_000_000) }
-            if let n = s["content_hash_width"] { config.serving.contentHashWidth = try r.int(n, "recommendations.content_hash_width", 16...(1 << 24)) }
+            if let n = s["minimum_segment_size"] {
+                config.serving.minimumSegmentSize = try r.int(n, "recommendations.minimum_segment_size", 1...1_000_000)
+            }
+            if let n = s["content_hash_width"] {
+                config.serving.contentHashWidth = try r.int(n, "recommendations.content_hash_width", 16...(1 << 24))
+            }
             if let node = s["content_similarity"] {
                 for (type, value) in try r.pairs(node, "recommendations.content_similarity") {
                     let choice = try r.choice(value, "the similarity of '\(type)'", ContentSimilarity.allCases.map(\.rawValue))
@@ -111,12 +128,14 @@ public struct VeilConfiguration: Sendable, Equatable {
                 guard let rate = s["per_second"], let burst = s["burst"] else {
                     throw ConfigurationError(file: file, line: value.line, reason: "rate_limits.\(role) needs per_second and burst")
                 }
-                config.rateLimits[role] = RateLimit(perSecond: try r.double(rate, "rate_limits.\(role).per_second", 0.001...),
-                                                    burst: try r.double(burst, "rate_limits.\(role).burst", 1...))
+                config.rateLimits[role] = RateLimit(
+                    perSecond: try r.double(rate, "rate_limits.\(role).per_second", 0.001...),
+                    burst: try r.double(burst, "rate_limits.\(role).burst", 1...))
             }
         }
         if let node = top["quality"] {
-            let s = try r.mapping(node, "quality", keys: ["max_staleness_s", "min_completeness", "max_reject_rate", "max_duplicate_rate", "min_events"])
+            let s = try r.mapping(
+                node, "quality", keys: ["max_staleness_s", "min_completeness", "max_reject_rate", "max_duplicate_rate", "min_events"])
             if let n = s["max_staleness_s"] { config.quality.maxStaleness = try r.double(n, "quality.max_staleness_s", 0...) }
             if let n = s["min_completeness"] { config.quality.minCompleteness = try r.double(n, "quality.min_completeness", 0...1) }
             if let n = s["max_reject_rate"] { config.quality.maxRejectRate = try r.double(n, "quality.max_reject_rate", 0...1) }
@@ -126,10 +145,12 @@ public struct VeilConfiguration: Sendable, Equatable {
         if let node = top["ingestion"] {
             let s = try r.mapping(node, "ingestion", keys: ["outliers", "outlier_method", "outlier_threshold", "imputation_neighbours"])
             if let n = s["outliers"] {
-                config.ingestion.outliers.action = OutlierPolicy.Action(rawValue: try r.choice(n, "ingestion.outliers", OutlierPolicy.Action.allCases.map(\.rawValue)))!
+                config.ingestion.outliers.action = OutlierPolicy.Action(
+                    rawValue: try r.choice(n, "ingestion.outliers", OutlierPolicy.Action.allCases.map(\.rawValue)))!
             }
             if let n = s["outlier_method"] {
-                config.ingestion.outliers.method = OutlierPolicy.Method(rawValue: try r.choice(n, "ingestion.outlier_method", OutlierPolicy.Method.allCases.map(\.rawValue)))!
+                config.ingestion.outliers.method = OutlierPolicy.Method(
+                    rawValue: try r.choice(n, "ingestion.outlier_method", OutlierPolicy.Method.allCases.map(\.rawValue)))!
             }
             if let n = s["outlier_threshold"] { config.ingestion.outliers.threshold = try r.double(n, "ingestion.outlier_threshold", 0.5...100) }
             if let n = s["imputation_neighbours"] { config.serving.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
@@ -161,10 +182,12 @@ public struct VeilConfiguration: Sendable, Equatable {
                     let vw = "\(what).variants[\(m)]"
                     let fields = try r.mapping(v, vw, keys: ["name", "weight", "ranker", "strategy_boost"])
                     guard let vn = fields["name"] else { throw ConfigurationError(file: file, line: v.line, reason: "\(vw) needs a name") }
-                    variants.append(ExperimentSpec.Variant(
-                        name: try r.string(vn, "\(vw).name"), weight: try fields["weight"].map { try r.double($0, "\(vw).weight", 0.0001...1000) } ?? 1,
-                        ranker: try fields["ranker"].map { try r.choice($0, "\(vw).ranker", ["hybrid", "popularity", "content"]) },
-                        strategyBoost: try fields["strategy_boost"].map { Float(try r.double($0, "\(vw).strategy_boost", 0...10)) }))
+                    variants.append(
+                        ExperimentSpec.Variant(
+                            name: try r.string(vn, "\(vw).name"),
+                            weight: try fields["weight"].map { try r.double($0, "\(vw).weight", 0.0001...1000) } ?? 1,
+                            ranker: try fields["ranker"].map { try r.choice($0, "\(vw).ranker", ["hybrid", "popularity", "content"]) },
+                            strategyBoost: try fields["strategy_boost"].map { Float(try r.double($0, "\(vw).strategy_boost", 0...10)) }))
                 }
                 guard variants.count >= 2, Set(variants.map(\.name)).count == variants.count else {
                     throw ConfigurationError(file: file, line: variantsNode.line, reason: "\(what) needs at least two variants with distinct names")
@@ -172,7 +195,8 @@ public struct VeilConfiguration: Sendable, Equatable {
                 func date(_ key: String) throws -> Date? {
                     try e[key].map { node in
                         guard let t = Ingestion.Clean.timestamp(try r.string(node, "\(what).\(key)")) else {
-                            throw ConfigurationError(file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
+                            throw ConfigurationError(
+                                file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
                         }
                         return Date(timeIntervalSince1970: TimeInterval(t))
                     }
@@ -187,19 +211,26 @@ public struct VeilConfiguration: Sendable, Equatable {
                 let c = try r.mapping(entry, what, keys: ["name", "items", "tags", "start", "end", "trigger", "segments", "max_boost"])
                 guard let nameNode = c["name"] else { throw ConfigurationError(file: file, line: entry.line, reason: "\(what) needs a name") }
                 let name = try r.string(nameNode, "\(what).name")
-                guard names.insert(name).inserted else { throw ConfigurationError(file: file, line: nameNode.line, reason: "campaign '\(name)' appears twice") }
-                func strings(_ key: String) throws -> Set<String> { Set(try c[key].map { try r.list($0, "\(what).\(key)").map { try r.string($0, "\(what).\(key)") } } ?? []) }
+                guard names.insert(name).inserted else {
+                    throw ConfigurationError(file: file, line: nameNode.line, reason: "campaign '\(name)' appears twice")
+                }
+                func strings(_ key: String) throws -> Set<String> {
+                    Set(try c[key].map { try r.list($0, "\(what).\(key)").map { try r.string($0, "\(what).\(key)") } } ?? [])
+                }
                 func date(_ key: String) throws -> Date? {
                     try c[key].map { node in
                         guard let t = Ingestion.Clean.timestamp(try r.string(node, "\(what).\(key)")) else {
-                            throw ConfigurationError(file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
+                            throw ConfigurationError(
+                                file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
                         }
                         return Date(timeIntervalSince1970: TimeInterval(t))
                     }
                 }
                 let campaign = Campaign(
                     name: name, items: try strings("items"), tags: try strings("tags"), start: try date("start"), end: try date("end"),
-                    trigger: try c["trigger"].map { Campaign.Trigger(rawValue: try r.choice($0, "\(what).trigger", Campaign.Trigger.allCases.map(\.rawValue)))! },
+                    trigger: try c["trigger"].map {
+                        Campaign.Trigger(rawValue: try r.choice($0, "\(what).trigger", Campaign.Trigger.allCases.map(\.rawValue)))!
+                    },
                     segments: try strings("segments"), maxBoost: try c["max_boost"].map { Float(try r.double($0, "\(what).max_boost", 0...10)) } ?? 1)
                 guard !campaign.items.isEmpty || !campaign.tags.isEmpty else {
                     throw ConfigurationError(file: file, line: entry.line, reason: "\(what) promotes nothing: give items or tags")
@@ -223,7 +254,8 @@ public struct VeilConfiguration: Sendable, Equatable {
             if let n = s["alpha"] { config.canary.alpha = try r.double(n, "canary.alpha", 0.0001...0.5) }
         }
         if (config.tlsCertificate == nil) != (config.tlsKey == nil) {
-            throw ConfigurationError(file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")
+            throw ConfigurationError(
+                file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")
         }
         return config
     }
@@ -253,7 +285,8 @@ public struct VeilConfiguration: Sendable, Equatable {
             var out: [String: Node] = [:]
             for (key, value) in try pairs(node, what) {
                 guard keys.contains(key) else {
-                    throw ConfigurationError(file: file, line: value.line, reason: "unknown key '\(key)' in \(what); known keys: \(keys.joined(separator: ", "))")
+                    throw ConfigurationError(
+                        file: file, line: value.line, reason: "unknown key '\(key)' in \(what); known keys: \(keys.joined(separator: ", "))")
                 }
                 out[key] = value
             }

@@ -43,8 +43,9 @@ public struct DataQualityReport: Sendable, Codable, Equatable {
                     problems.append("completeness \(Self.percent(row.completeness)) below \(Self.percent(thresholds.minCompleteness))")
                 }
             }
-            return Source(source: row.source, events: row.events, freshnessSeconds: freshness, completeness: row.completeness,
-                          rejectRate: row.rejectRate, duplicateRate: row.duplicateRate, outliers: row.outliers, problems: problems)
+            return Source(
+                source: row.source, events: row.events, freshnessSeconds: freshness, completeness: row.completeness,
+                rejectRate: row.rejectRate, duplicateRate: row.duplicateRate, outliers: row.outliers, problems: problems)
         }
     }
 
@@ -87,7 +88,9 @@ extension VeilService {
 
     /// Finds numeric outliers per item category and applies the configured action. Returns the events to keep,
     /// the rejections the action added, and the number of flagged values per source.
-    func screenOutliers(_ events: [(index: Int, event: CleanEvent)]) -> (kept: [(index: Int, event: CleanEvent)], rejected: [Rejection], flagged: [String: Int]) {
+    func screenOutliers(
+        _ events: [(index: Int, event: CleanEvent)]
+    ) -> (kept: [(index: Int, event: CleanEvent)], rejected: [Rejection], flagged: [String: Int]) {
         let policy = outliers.policy
         var kept: [(index: Int, event: CleanEvent)] = []
         var rejected: [Rejection] = []
@@ -110,7 +113,9 @@ extension VeilService {
                     event.fields["dwell_ms"] = .number(screen("dwell_ms", item: item, dwell))
                 }
             case .feedback:
-                if event.fields["signal"]?.stringValue == "dwell", let item = event.fields["item"]?.stringValue, let dwell = event.fields["value"]?.numberValue {
+                if event.fields["signal"]?.stringValue == "dwell", let item = event.fields["item"]?.stringValue,
+                    let dwell = event.fields["value"]?.numberValue
+                {
                     event.fields["value"] = .number(screen("dwell_ms", item: item, dwell))
                 }
             case .purchase:

@@ -73,15 +73,16 @@ public final class ExperimentTracker: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("experiments.v1") { db in
-                try db.execute(sql: """
-                    CREATE TABLE experiment_counts (
-                        experiment TEXT NOT NULL,
-                        variant TEXT NOT NULL,
-                        metric TEXT NOT NULL,
-                        count INTEGER NOT NULL,
-                        PRIMARY KEY (experiment, variant, metric)
-                    ) WITHOUT ROWID;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE experiment_counts (
+                            experiment TEXT NOT NULL,
+                            variant TEXT NOT NULL,
+                            metric TEXT NOT NULL,
+                            count INTEGER NOT NULL,
+                            PRIMARY KEY (experiment, variant, metric)
+                        ) WITHOUT ROWID;
+                        """)
             }
         }
     }
@@ -127,10 +128,11 @@ public final class ExperimentTracker: Sendable {
         try await store.pool.write { db in
             for (key, n) in deltas {
                 let parts = key.split(separator: "\u{1}", omittingEmptySubsequences: false).map(String.init)
-                try db.execute(sql: """
-                    INSERT INTO experiment_counts (experiment, variant, metric, count) VALUES (?, ?, ?, ?)
-                    ON CONFLICT(experiment, variant, metric) DO UPDATE SET count = count + excluded.count
-                    """, arguments: [parts[0], parts[1], parts[2], n])
+                try db.execute(
+                    sql: """
+                        INSERT INTO experiment_counts (experiment, variant, metric, count) VALUES (?, ?, ?, ?)
+                        ON CONFLICT(experiment, variant, metric) DO UPDATE SET count = count + excluded.count
+                        """, arguments: [parts[0], parts[1], parts[2], n])
             }
         }
     }
@@ -139,7 +141,8 @@ public final class ExperimentTracker: Sendable {
     public static func counts(_ experiment: String, in store: Store) async throws -> [String: [String: Int]] {
         try await store.pool.read { db in
             var out: [String: [String: Int]] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT variant, metric, count FROM experiment_counts WHERE experiment = ?", arguments: [experiment]) {
+            for row in try Row.fetchAll(db, sql: "SELECT variant, metric, count FROM experiment_counts WHERE experiment = ?", arguments: [experiment])
+            {
                 out[row["variant"], default: [:]][row["metric"]] = row["count"]
             }
             return out
@@ -176,15 +179,20 @@ public struct ExperimentReport: Sendable, Codable, Equatable {
             let c = counts[name] ?? [:]
             let n = c["exposure"] ?? 0, clicks = c["click"] ?? 0, purchases = c["purchase"] ?? 0
             let ctr = Proportions.wilson(successes: min(clicks, n), trials: n), conv = Proportions.wilson(successes: min(purchases, n), trials: n)
-            var arm = Arm(variant: name, exposures: n, clicks: clicks, addToCart: c["add_to_cart"] ?? 0, purchases: purchases,
-                          ctr: n > 0 ? Double(clicks) / Double(n) : 0, ctrInterval: [ctr.lowerBound, ctr.upperBound],
-                          conversion: n > 0 ? Double(purchases) / Double(n) : 0, conversionInterval: [conv.lowerBound, conv.upperBound])
+            var arm = Arm(
+                variant: name, exposures: n, clicks: clicks, addToCart: c["add_to_cart"] ?? 0, purchases: purchases,
+                ctr: n > 0 ? Double(clicks) / Double(n) : 0, ctrInterval: [ctr.lowerBound, ctr.upperBound],
+                conversion: n > 0 ? Double(purchases) / Double(n) : 0, conversionInterval: [conv.lowerBound, conv.upperBound])
             if let control = arms.first {
-                let t = Proportions.zTest(successesA: min(control.clicks, control.exposures), trialsA: control.exposures, successesB: min(clicks, n), trialsB: n)
+                let t = Proportions.zTest(
+                    successesA: min(control.clicks, control.exposures), trialsA: control.exposures, successesB: min(clicks, n), trialsB: n)
                 arm.ctrZ = t.z
                 arm.ctrP = t.p
-                arm.conversionP = Proportions.zTest(successesA: min(control.purchases, control.exposures), trialsA: control.exposures,
-                                                    successesB: min(purchases, n), trialsB: n).p
+                arm.conversionP =
+                    Proportions.zTest(
+                        successesA: min(control.purchases, control.exposures), trialsA: control.exposures,
+                        successesB: min(purchases, n), trialsB: n
+                    ).p
             }
             arms.append(arm)
         }
@@ -213,8 +221,9 @@ extension VeilService {
         let test = Proportions.zTest(successesA: cs, trialsA: ns, successesB: cc, trialsB: nc)
         // One-sided: worse means a negative z whose one-sided p-value (half the two-sided one) is below alpha.
         let worse = test.z < 0 && test.p / 2 < canary.alpha
-        let detail = String(format: "CTR stable %.4f (%d/%d), canary %.4f (%d/%d), z %.2f, one-sided p %.4f", Double(cs) / Double(ns), cs, ns,
-                            Double(cc) / Double(nc), cc, nc, test.z, test.p / 2)
+        let detail = String(
+            format: "CTR stable %.4f (%d/%d), canary %.4f (%d/%d), z %.2f, one-sided p %.4f", Double(cs) / Double(ns), cs, ns,
+            Double(cc) / Double(nc), cc, nc, test.z, test.p / 2)
         if worse {
             models.dropCanary()
         } else {
@@ -225,8 +234,10 @@ extension VeilService {
         experiments.setCanary(nil)
         cache.clear()
         let action = worse ? "model:rollback" : "model:promote"
-        try await audit.append(AuditRecord(actor: "canary", role: "system", action: action, resource: "model \(candidate.version)",
-                                           outcome: worse ? .rolledBack : .promoted, reason: detail))
+        try await audit.append(
+            AuditRecord(
+                actor: "canary", role: "system", action: action, resource: "model \(candidate.version)",
+                outcome: worse ? .rolledBack : .promoted, reason: detail))
         logger.notice("canary decided", metadata: ["action": "\(action)", "model_version": "\(candidate.version)"])
         return action
     }

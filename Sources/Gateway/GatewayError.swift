@@ -22,15 +22,18 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
 
     static func badRequest(_ message: String) -> GatewayError { .init(.badRequest, "bad_request", message) }
     static func unprocessable(_ message: String) -> GatewayError { .init(.unprocessableContent, "unprocessable", message) }
-    static let unauthenticated = GatewayError(.unauthorized, "unauthenticated", "missing, unknown or revoked API key; send Authorization: Bearer <key>")
+    static let unauthenticated = GatewayError(
+        .unauthorized, "unauthenticated", "missing, unknown or revoked API key; send Authorization: Bearer <key>")
     static func forbidden(_ role: String, _ action: String) -> GatewayError {
         .init(.forbidden, "forbidden", "role '\(role)' may not perform '\(action)'")
     }
     static let notFound = GatewayError(.notFound, "not_found", "no such route")
     static let tooLarge = GatewayError(.contentTooLarge, "payload_too_large", "request body exceeds 1 MiB")
     static var erasureNotScrubbed: GatewayError {
-        var error = GatewayError(.serviceUnavailable, "erasure_incomplete",
-                                 "the subject's data is erased, but a long-running read still keeps old database pages in the write-ahead log; they are removed automatically once it ends: repeat the request to confirm")
+        var error = GatewayError(
+            .serviceUnavailable, "erasure_incomplete",
+            "the subject's data is erased, but a long-running read still keeps old database pages in the write-ahead log; they are removed automatically once it ends: repeat the request to confirm"
+        )
         error.headers[.retryAfter] = "1"
         return error
     }

@@ -19,38 +19,42 @@ enum Handlers {
     /// Every route, each declared once with the action that authorizes it and its handler: the router is built from
     /// this table, and the OpenAPI, access-matrix and metrics tests read it.
     static let routes: [RouteSpec] = [
-        .probe(.get, "/health/live", { _, _, _ in try json(["status": "ok"]) }),
+        .probe(.get, "/health/live") { _, _, _ in try json(["status": "ok"]) },
         .probe(.get, "/health/ready", ready),
-        .probe(.get, "/metrics", { service, _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: service.metrics.render(audit: service.audit.stats))))
-        }),
-        .probe(.get, "/openapi.yaml", { _, _, _ in
+        .probe(.get, "/metrics") { service, _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(bytes: service.metrics.render(audit: service.audit.stats))))
+        },
+        .probe(.get, "/openapi.yaml") { _, _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: OpenAPI.document)))
-        }),
-        .route(.post, "/v1/consents", .consentWrite, { service, request, context, principal in
+        },
+        .route(.post, "/v1/consents", .consentWrite) { service, request, context, principal in
             let body = try await decode(VeilService.ConsentRequest.self, request, context)
             let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
             return try json(await service.recordConsent(body, principal: principal, gpcHeader: gpc, note: context.audit), status: .created)
-        }),
-        .route(.get, "/v1/consents/{subject}", .consentRead, { service, _, context, principal in
+        },
+        .route(.get, "/v1/consents/{subject}", .consentRead) { service, _, context, principal in
             try await jsonObject(service.consentState(subject: try subject(context), principal: principal, note: context.audit))
-        }),
-        .route(.get, "/v1/consents/{subject}/history", .consentRead, { service, _, context, principal in
+        },
+        .route(.get, "/v1/consents/{subject}/history", .consentRead) { service, _, context, principal in
             try await json(["events": service.consentHistory(subject: try subject(context), principal: principal, note: context.audit)])
-        }),
+        },
         .route(.post, "/v1/events", .eventsWrite, ingestEvents),
         .route(.post, "/v1/feedback", .eventsWrite, ingestEvents),
-        .route(.put, "/v1/items", .catalogWrite, { service, request, context, _ in
+        .route(.put, "/v1/items", .catalogWrite) { service, request, context, _ in
             struct Items: Decodable { var items: [CatalogItem] }
             let body = try await decode(Items.self, request, context)
             try await service.upsertItems(body.items)
             return try json(["stored": body.items.count])
-        }),
-        .route(.get, "/v1/recommendations/{subject}", .recommendationsRead, { service, request, context, principal in
+        },
+        .route(.get, "/v1/recommendations/{subject}", .recommendationsRead) { service, request, context, principal in
             var query = VeilService.RecommendationQuery()
             let params = request.uri.queryParameters
             if let k = params["k"] {
-                guard let value = Int(String(k)), (1...100).contains(value) else { throw GatewayError.badRequest("k must be a whole number from 1 to 100") }
+                guard let value = Int(String(k)), (1...100).contains(value) else {
+                    throw GatewayError.badRequest("k must be a whole number from 1 to 100")
+                }
                 query.k = value
             }
             query.categories = list(params["category"])
@@ -59,18 +63,19 @@ enum Handlers {
             guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
                 throw GatewayError.badRequest("too many values in session, exclude or category")
             }
-            let body = try await service.recommend(subject: try subject(context), query: query, principal: principal,
-                                             requestID: context.requestID, note: context.audit)
+            let body = try await service.recommend(
+                subject: try subject(context), query: query, principal: principal,
+                requestID: context.requestID, note: context.audit)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
-        }),
-        .route(.post, "/v1/subjects/{subject}/erase", .subjectsErase, { service, _, context, principal in
+        },
+        .route(.post, "/v1/subjects/{subject}/erase", .subjectsErase) { service, _, context, principal in
             try jsonObject(await service.erase(subject: try subject(context), principal: principal, note: context.audit))
-        }),
-        .route(.get, "/v1/subjects/{subject}/export", .subjectsExport, { service, request, context, principal in
+        },
+        .route(.get, "/v1/subjects/{subject}/export", .subjectsExport) { service, request, context, principal in
             let export = try await service.export(subject: try subject(context), principal: principal, note: context.audit)
             return try sealedIfAsked(try encoder.encode(export), request)
-        }),
-        .route(.get, "/v1/audit", .auditRead, { service, request, context, principal in
+        },
+        .route(.get, "/v1/audit", .auditRead) { service, request, context, principal in
             let p = request.uri.queryParameters
             var q = AuditQuery()
             q.actor = p["actor"].map(String.init)
@@ -88,48 +93,59 @@ enum Handlers {
             if let searched = q.subjectToken { context.audit.update { $0.subjectToken = searched } }
             q.from = try p["from"].map { try millis(String($0), "from") }
             q.to = try p["to"].map { try millis(String($0), "to") }
-            q.after = try p["cursor"].map { guard let v = Int64(String($0)), v >= 0 else { throw GatewayError.badRequest("cursor must be a sequence number") }; return v } ?? 0
-            q.limit = try p["limit"].map { guard let v = Int(String($0)), (1...1000).contains(v) else { throw GatewayError.badRequest("limit must be 1 to 1000") }; return v } ?? 100
+            q.after =
+                try p["cursor"].map {
+                    guard let v = Int64(String($0)), v >= 0 else { throw GatewayError.badRequest("cursor must be a sequence number") }; return v
+                } ?? 0
+            q.limit =
+                try p["limit"].map {
+                    guard let v = Int(String($0)), (1...1000).contains(v) else { throw GatewayError.badRequest("limit must be 1 to 1000") }; return v
+                } ?? 100
             let entries = try service.auditIndex.query(q)
             struct Page: Encodable { var entries: [AuditEntry]; var next_cursor: Int64? }
             return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
-        }),
-        .route(.get, "/v1/audit/verify", .auditRead, { service, _, _, _ in
+        },
+        .route(.get, "/v1/audit/verify", .auditRead) { service, _, _, _ in
             try json(AuditReader(store: service.audit.store).verify(publicKey: service.ring.auditSigner.publicKey))
-        }),
-        .route(.post, "/v1/audit/verify", .auditRead, { service, request, context, _ in
+        },
+        .route(.post, "/v1/audit/verify", .auditRead) { service, request, context, _ in
             // Heads the caller kept from before (its own export, a witness's): the log must still match them.
             struct Trusted: Decodable { var trusted_heads: [String]; var verifier_key: String? }
             let body = try await decode(Trusted.self, request, context)
-            guard !body.trusted_heads.isEmpty, body.trusted_heads.count <= 1000 else { throw GatewayError.badRequest("trusted_heads must hold 1 to 1000 signed notes") }
+            guard !body.trusted_heads.isEmpty, body.trusted_heads.count <= 1000 else {
+                throw GatewayError.badRequest("trusted_heads must hold 1 to 1000 signed notes")
+            }
             let verifier = try body.verifier_key.map { key in
                 do { return try NoteVerifier(verifierKey: key) } catch { throw GatewayError.badRequest("verifier_key: \(error)") }
             }
             let reader = AuditReader(store: service.audit.store)
             do {
-                return try json(try reader.verify(publicKey: service.ring.auditSigner.publicKey, trustedHeads: body.trusted_heads, trustedVerifier: verifier))
+                return try json(
+                    try reader.verify(publicKey: service.ring.auditSigner.publicKey, trustedHeads: body.trusted_heads, trustedVerifier: verifier))
             } catch let error as AuditError where error.invalidInput {
                 throw GatewayError(.unprocessableContent, "untrusted_head", error.message)
             }
-        }),
-        .route(.get, "/v1/audit/checkpoint", .auditHeads, { service, _, _, _ in
+        },
+        .route(.get, "/v1/audit/checkpoint", .auditHeads) { service, _, _, _ in
             // Signs one over the entries so far if the newest does not cover them: a witness polling every minute
             // gets a head at most a minute old (and adds one head per poll, no more).
             guard let head = try await service.audit.checkpoint(minimumInterval: .seconds(1)) else {
                 throw GatewayError(.notFound, "no_checkpoint", "the log has signed no tree head yet")
             }
             return try json(head)
-        }),
-        .route(.get, "/v1/audit/consistency", .auditHeads, { service, request, _, _ in
+        },
+        .route(.get, "/v1/audit/consistency", .auditHeads) { service, request, _, _ in
             let p = request.uri.queryParameters
-            guard let from = p["from"].flatMap({ Int64(String($0)) }) else { throw GatewayError.badRequest("from must be a tree size (a positive integer)") }
+            guard let from = p["from"].flatMap({ Int64(String($0)) }) else {
+                throw GatewayError.badRequest("from must be a tree size (a positive integer)")
+            }
             let to = try p["to"].map { value in
                 guard let to = Int64(String(value)) else { throw GatewayError.badRequest("to must be a tree size (a positive integer)") }
                 return to
             }
             return try json(AuditReader(store: service.audit.store).consistencyProof(from: from, to: to))
-        }),
-        .route(.get, "/v1/audit/entries/{seq}/proof", .auditRead, { service, request, context, _ in
+        },
+        .route(.get, "/v1/audit/entries/{seq}/proof", .auditRead) { service, request, context, _ in
             guard let seq = context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else {
                 throw GatewayError.badRequest("the entry's sequence number must be a positive integer")
             }
@@ -143,33 +159,34 @@ enum Handlers {
             if size == nil, seq > (try reader.newestCheckpoint()?.size ?? 0), seq <= service.audit.count {
                 let head = try await service.audit.checkpoint(minimumInterval: .seconds(1))
                 if (head?.size ?? 0) < seq {
-                    var error = GatewayError(.serviceUnavailable, "head_pending", "entry \(seq) is not yet under a signed head; retry after the Retry-After seconds")
+                    var error = GatewayError(
+                        .serviceUnavailable, "head_pending", "entry \(seq) is not yet under a signed head; retry after the Retry-After seconds")
                     error.headers[.retryAfter] = "1"
                     throw error
                 }
             }
             return try json(reader.inclusionProof(sequence: seq, treeSize: size))
-        }),
-        .route(.get, "/v1/audit/export", .auditExport, { service, request, _, _ in
+        },
+        .route(.get, "/v1/audit/export", .auditExport) { service, request, _, _ in
             try await service.audit.checkpoint()
             let lines = try AuditReader(store: service.audit.store).exportJSONLines()
             if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request) }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
-        }),
-        .route(.post, "/v1/model/train", .policyReload, { service, _, _, _ in
+        },
+        .route(.post, "/v1/model/train", .policyReload) { service, _, _, _ in
             let model = try await service.trainOffThePool()
             return try json(["model_version": model.version, "users": "\(model.users)", "items": "\(model.items.count)"])
-        }),
-        .route(.get, "/v1/model/provenance", .auditRead, { service, request, context, principal in
+        },
+        .route(.get, "/v1/model/provenance", .auditRead) { service, request, context, principal in
             let subject = request.uri.queryParameters["subject"].map(String.init)
             return try await jsonObject(service.provenance(subject: subject, principal: principal, note: context.audit))
-        }),
-        .route(.post, "/v1/keys/rotate", .keysRotate, { service, _, context, _ in
+        },
+        .route(.post, "/v1/keys/rotate", .keysRotate) { service, _, context, _ in
             let (version, rewrapped) = try await service.rotateAndRewrap()
             context.audit.update { $0.reason = "master key v\(version) added; \(rewrapped) subject keys re-wrapped" }
             return try jsonObject(["master_version": Int(version), "rewrapped": rewrapped])
-        }),
-        .route(.delete, "/v1/principals/{name}", .principalsWrite, { service, _, context, principal in
+        },
+        .route(.delete, "/v1/principals/{name}", .principalsWrite) { service, _, context, principal in
             guard let raw = context.parameters.get("name"), let name = percentDecoded(raw) else {
                 throw GatewayError.badRequest("principal name is missing or badly percent-encoded")
             }
@@ -178,23 +195,28 @@ enum Handlers {
             // A known principal's name (a closed set of the operator's own), so the record says whom.
             context.audit.update { $0.reason = "principal '\(name)' revoked" }
             return try jsonObject(["revoked": name])
-        }),
+        },
     ]
 
     /// `POST /v1/events` and `POST /v1/feedback` (feedback is events about what was shown).
     static let ingestEvents: AuthorizedHandler = { service, request, context, principal in
-            let body = try await collect(request, context)
-            let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
-            let result = try await service.ingest(body: body, principal: principal, gpcHeader: gpc, note: context.audit)
-            if result.accepted + result.duplicates == 0 && !result.rejected.isEmpty {
-                // Every event was refused: a 4xx in the one error shape, still naming each event's reason.
-                let rejected = result.rejected.map { ["index": $0.index, "reason": $0.reason] as [String: Any] }
-                return try jsonObject(["error": ["code": "unprocessable", "message": "every event of the batch was rejected; see 'rejected'",
-                                                 "request_id": context.requestID],
-                                       "accepted": 0, "duplicates": 0, "anonymized": 0, "rejected": rejected], status: .unprocessableContent)
-            }
-            return try json(result)
+        let body = try await collect(request, context)
+        let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
+        let result = try await service.ingest(body: body, principal: principal, gpcHeader: gpc, note: context.audit)
+        if result.accepted + result.duplicates == 0 && !result.rejected.isEmpty {
+            // Every event was refused: a 4xx in the one error shape, still naming each event's reason.
+            let rejected = result.rejected.map { ["index": $0.index, "reason": $0.reason] as [String: Any] }
+            return try jsonObject(
+                [
+                    "error": [
+                        "code": "unprocessable", "message": "every event of the batch was rejected; see 'rejected'",
+                        "request_id": context.requestID,
+                    ],
+                    "accepted": 0, "duplicates": 0, "anonymized": 0, "rejected": rejected,
+                ], status: .unprocessableContent)
         }
+        return try json(result)
+    }
 
     /// Ready when the database answers, its disks have room and no source crosses a data-quality threshold.
     static let ready: Handler = { service, _, _ in
@@ -207,10 +229,13 @@ enum Handlers {
         }
         let failing = quality.sources.filter { !$0.problems.isEmpty }.count
         guard failing == 0 else {
-            throw GatewayError(.serviceUnavailable, "not_ready",
-                               "data quality: \(failing) source(s) cross a threshold; see `veil quality` or veil_source_healthy on /metrics")
+            throw GatewayError(
+                .serviceUnavailable, "not_ready",
+                "data quality: \(failing) source(s) cross a threshold; see `veil quality` or veil_source_healthy on /metrics")
         }
-        let body: [String: String] = ["database": "ok", "data_quality": "ok", "model": service.models.model?.version ?? "none", "policy": service.policy.version]
+        let body: [String: String] = [
+            "database": "ok", "data_quality": "ok", "model": service.models.model?.version ?? "none", "policy": service.policy.version,
+        ]
         return try json(body)
     }
 

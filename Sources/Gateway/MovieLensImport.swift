@@ -19,8 +19,9 @@ extension VeilService {
         let principal = Principal(name: "import", role: "admin", namespace: namespace)
         let catalog = try Dataset.parseMovieLensItems(items).map { movie in
             let genres = movie.genres.map { Dataset.movieLensGenres[$0].lowercased() }
-            return CatalogItem(id: "ml-\(movie.id)", title: movie.title, category: "movies/\(genres.first ?? "unknown")",
-                               attributes: movie.year > 0 ? ["decade": "\(movie.year / 10 * 10)"] : [:], tags: genres)
+            return CatalogItem(
+                id: "ml-\(movie.id)", title: movie.title, category: "movies/\(genres.first ?? "unknown")",
+                attributes: movie.year > 0 ? ["decade": "\(movie.year / 10 * 10)"] : [:], tags: genres)
         }
         try await upsertItems(catalog)
         let note = AuditNote()
@@ -30,11 +31,15 @@ extension VeilService {
             let f = line.split(separator: "|", omittingEmptySubsequences: false)
             guard f.count >= 5 else { continue }
             let subject = "ml-user-\(f[0])"
-            _ = try await recordConsent(ConsentRequest(subject: subject, purpose: "personalization", granted: true, method: "import",
-                                                 notice_version: policy.currentNotice, jurisdiction: "US", expires_at: nil, gpc: nil),
-                                  principal: principal, gpcHeader: false, note: note)
-            profiles.append(["id": "ml-profile-\(f[0])", "kind": "profile", "subject": subject, "timestamp": 880_000_000_000, "source": "movielens",
-                             "age": Int(f[1]) ?? 0, "gender": String(f[2]).lowercased(), "location": "US"])
+            _ = try await recordConsent(
+                ConsentRequest(
+                    subject: subject, purpose: "personalization", granted: true, method: "import",
+                    notice_version: policy.currentNotice, jurisdiction: "US", expires_at: nil, gpc: nil),
+                principal: principal, gpcHeader: false, note: note)
+            profiles.append([
+                "id": "ml-profile-\(f[0])", "kind": "profile", "subject": subject, "timestamp": 880_000_000_000, "source": "movielens",
+                "age": Int(f[1]) ?? 0, "gender": String(f[2]).lowercased(), "location": "US",
+            ])
             subjects += 1
         }
         var accepted = 0, rejected = 0
@@ -48,16 +53,20 @@ extension VeilService {
         let profileCount = accepted
         var batch: [[String: Any]] = []
         for row in try Dataset.parseRatings(ratings) {
-            batch.append(["id": "ml-\(row.user)-\(row.item)", "kind": "feedback", "subject": "ml-user-\(row.user)", "timestamp": row.timestamp * 1000,
-                          "source": "movielens", "item": "ml-\(row.item)", "signal": "rating", "value": Double(row.rating)])
+            batch.append([
+                "id": "ml-\(row.user)-\(row.item)", "kind": "feedback", "subject": "ml-user-\(row.user)", "timestamp": row.timestamp * 1000,
+                "source": "movielens", "item": "ml-\(row.item)", "signal": "rating", "value": Double(row.rating),
+            ])
             if batch.count == 1000 {
                 try await send(batch)
                 batch.removeAll(keepingCapacity: true)
             }
         }
         if !batch.isEmpty { try await send(batch) }
-        try await audit.append(AuditRecord(actor: "import", role: "admin", action: "import:movielens", resource: "namespace \(namespace)",
-                                           outcome: .allowed, reason: "\(subjects) subjects, \(accepted - profileCount) ratings"))
+        try await audit.append(
+            AuditRecord(
+                actor: "import", role: "admin", action: "import:movielens", resource: "namespace \(namespace)",
+                outcome: .allowed, reason: "\(subjects) subjects, \(accepted - profileCount) ratings"))
         return ImportReport(items: catalog.count, subjects: subjects, ratings: accepted - profileCount, rejected: rejected)
     }
 }

@@ -11,16 +11,17 @@ public struct PrincipalStore: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("gateway.v1.principals") { db in
-                try db.execute(sql: """
-                    CREATE TABLE principals (
-                        name TEXT PRIMARY KEY NOT NULL,
-                        role TEXT NOT NULL,
-                        namespace TEXT NOT NULL,
-                        key_hash TEXT NOT NULL UNIQUE,
-                        created_at INTEGER NOT NULL,
-                        revoked_at INTEGER
-                    ) WITHOUT ROWID
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE principals (
+                            name TEXT PRIMARY KEY NOT NULL,
+                            role TEXT NOT NULL,
+                            namespace TEXT NOT NULL,
+                            key_hash TEXT NOT NULL UNIQUE,
+                            created_at INTEGER NOT NULL,
+                            revoked_at INTEGER
+                        ) WITHOUT ROWID
+                        """)
             }
         }
     }
@@ -61,8 +62,9 @@ public struct PrincipalStore: Sendable {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM principals WHERE name = ?", arguments: [name]) == true {
                 throw GatewayError(.conflict, "conflict", "principal '\(name)' exists; revoke it or choose another name")
             }
-            try db.execute(sql: "INSERT INTO principals (name, role, namespace, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [name, role, namespace, keyHash, Int64(Date().timeIntervalSince1970)])
+            try db.execute(
+                sql: "INSERT INTO principals (name, role, namespace, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [name, role, namespace, keyHash, Int64(Date().timeIntervalSince1970)])
         }
         return key
     }
@@ -81,8 +83,9 @@ public struct PrincipalStore: Sendable {
     }
 
     private static func markRevoked(_ name: String, in db: Database) throws -> Int {
-        try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                       arguments: [Int64(Date().timeIntervalSince1970), name])
+        try db.execute(
+            sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+            arguments: [Int64(Date().timeIntervalSince1970), name])
         return db.changesCount
     }
 
@@ -108,8 +111,11 @@ public struct PrincipalStore: Sendable {
         if let hit = cache.get(digest, now: now) { return hit }
         let generation = cache.generation
         let principal = try await store.pool.read { db -> Principal? in
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
-                                             arguments: [digest.hexString]) else { return nil }
+            guard
+                let row = try Row.fetchOne(
+                    db.cachedStatement(sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
+                    arguments: [digest.hexString])
+            else { return nil }
             guard let stored = [UInt8](hexString: row["key_hash"]), SecureRandom.constantTimeEqual(stored, digest) else { return nil }
             guard (row["revoked_at"] as Int64?) == nil else { return nil }
             return Principal(name: row["name"], role: row["role"], namespace: row["namespace"])
@@ -139,5 +145,9 @@ final class PrincipalCache: Sendable {
         }
     }
 
-    func clear() { state.withLock { $0.entries.removeAll(); $0.generation &+= 1 } }
+    func clear() {
+        state.withLock {
+            $0.entries.removeAll(); $0.generation &+= 1
+        }
+    }
 }

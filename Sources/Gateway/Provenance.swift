@@ -36,8 +36,9 @@ public struct ModelProvenance: Sendable {
     private static func member(_ token: String, key: SecretKey) -> Member {
         let bytes = Hash.keyed(Array(token.utf8), key: key, length: 16)
         return bytes.withUnsafeBytes { raw in
-            Member(high: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
-                   low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+            Member(
+                high: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
         }
     }
 }

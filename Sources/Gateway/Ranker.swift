@@ -31,8 +31,10 @@ struct Ranker {
     }
 
     /// - Parameter profile: the subject's generalized profile; pass it only with personalization consent.
-    func rank(history: [StoredInteraction], session: [String], profile: [String: String]?, query: VeilService.RecommendationQuery,
-              now: Date) -> Result {
+    func rank(
+        history: [StoredInteraction], session: [String], profile: [String: String]?, query: VeilService.RecommendationQuery,
+        now: Date
+    ) -> Result {
         let n = model.items.count
         var weights: [Int32: Float] = [:]
         var lastSeen: [Int32: Int64] = [:]
@@ -73,13 +75,20 @@ struct Ranker {
         var context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
         context.hashedTerms = Array(terms.suffix(64))
         if !items.isEmpty, let ranker = variant?.ranker, ranker != "hybrid" {
-            if ranker == "content" { return Result(personalized: true, items: searchMatches(context, excluded: excluded, k: query.k, reason: ("similar-to", "Similar to what you looked at"))) }
+            if ranker == "content" {
+                return Result(
+                    personalized: true,
+                    items: searchMatches(context, excluded: excluded, k: query.k, reason: ("similar-to", "Similar to what you looked at")))
+            }
             return Result(personalized: false, items: nonPersonalized(excluded: excluded, k: query.k))
         }
         if !items.isEmpty {
             let strategy = segment.flatMap { model.options.segmentStrategies[$0.name] }
-            return Result(personalized: true, items: personalized(context, session: sessionItems, strategy: strategy, excluded: excluded,
-                                                                  lastKind: lastKind, k: query.k))
+            return Result(
+                personalized: true,
+                items: personalized(
+                    context, session: sessionItems, strategy: strategy, excluded: excluded,
+                    lastKind: lastKind, k: query.k))
         }
         if !terms.isEmpty {
             return Result(personalized: true, items: searchMatches(context, excluded: excluded, k: query.k))
@@ -87,15 +96,19 @@ struct Ranker {
         if let profile, let segment = model.segments.lookup(ServingModel.segmentKeys(profile)) {
             let (reason, explanation) = Self.segmentReason(level: segment.level, keys: ServingModel.segmentKeys(profile))
             let top = segment.counts.withUnsafeBufferPointer { TopK.select(scores: $0, k: query.k) { excluded[$0] } }
-            return Result(personalized: true, items: zip(top.items, top.scores).map {
-                RecommendedItem(item: model.items[Int($0)], score: $1, reason: reason, explanation: explanation)
-            })
+            return Result(
+                personalized: true,
+                items: zip(top.items, top.scores).map {
+                    RecommendedItem(item: model.items[Int($0)], score: $1, reason: reason, explanation: explanation)
+                })
         }
         return Result(personalized: false, items: nonPersonalized(excluded: excluded, k: query.k))
     }
 
-    private func personalized(_ context: UserContext, session: [Int32], strategy: SegmentStrategy?, excluded: [Bool], lastKind: [Int32: String],
-                              k: Int) -> [RecommendedItem] {
+    private func personalized(
+        _ context: UserContext, session: [Int32], strategy: SegmentStrategy?, excluded: [Bool], lastKind: [Int32: String],
+        k: Int
+    ) -> [RecommendedItem] {
         let n = model.items.count
         var scores = [Float](repeating: 0, count: n)
         var lifted = [Bool](repeating: false, count: n)
@@ -137,7 +150,8 @@ struct Ranker {
         let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
         return zip(top.items, top.scores).map { item, score in
             if let promotion = promotions.first(where: { $0.boost > 0 && $0.items[Int(item)] }) {
-                return RecommendedItem(item: model.items[Int(item)], score: score, reason: "promoted", explanation: "On promotion: \(promotion.campaign)")
+                return RecommendedItem(
+                    item: model.items[Int(item)], score: score, reason: "promoted", explanation: "On promotion: \(promotion.campaign)")
             }
             let (reason, explanation) = explain(item, context: context, lastKind: lastKind, preferContent: lifted[Int(item)])
             return RecommendedItem(item: model.items[Int(item)], score: score, reason: reason, explanation: explanation)
@@ -145,8 +159,10 @@ struct Ranker {
     }
 
     /// A subject who only searched so far: items whose text matches the (hashed) words, by content alone.
-    private func searchMatches(_ context: UserContext, excluded: [Bool], k: Int,
-                               reason: (String, String) = ("matches-your-search", "Matches what you searched for")) -> [RecommendedItem] {
+    private func searchMatches(
+        _ context: UserContext, excluded: [Bool], k: Int,
+        reason: (String, String) = ("matches-your-search", "Matches what you searched for")
+    ) -> [RecommendedItem] {
         var scores = [Float](repeating: 0, count: model.items.count)
         scores.withUnsafeMutableBufferPointer { model.content.score(context, into: $0) }
         let top = scores.withUnsafeBufferPointer { TopK.select(scores: $0, k: k) { excluded[$0] } }
@@ -179,7 +195,10 @@ struct Ranker {
         let key = keys[level]
         if key.hasPrefix("region=") { return ("popular-in-your-region", "Popular in your region") }
         if key.hasPrefix("age="), !key.contains("region=") { return ("popular-in-your-age-group", "Popular with shoppers of your age group") }
-        return ("popular-in-your-segment", key.contains("device=") ? "Popular with shoppers like you in your region" : "Popular with your age group in your region")
+        return (
+            "popular-in-your-segment",
+            key.contains("device=") ? "Popular with shoppers like you in your region" : "Popular with your age group in your region"
+        )
     }
 
     private func explain(_ item: Int32, context: UserContext, lastKind: [Int32: String], preferContent: Bool) -> (String, String) {

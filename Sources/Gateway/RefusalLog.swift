@@ -129,7 +129,9 @@ final class RefusalLog: Sendable {
     /// Windows that ended before `seconds` and had refusals beyond those audited one by one.
     func closed(before seconds: Int64) -> [(client: String, window: Window)] {
         let limits = self.limits
-        var done = overflow.withLock { o in defer { o.removeAll() }; return o }
+        var done = overflow.withLock { o in
+            defer { o.removeAll() }; return o
+        }
         windows.withLock { all in
             for (client, w) in all where w.start + limits.window <= seconds {
                 done.append((client, w))
@@ -165,11 +167,12 @@ extension VeilService {
         let limits = refusals.limits
         for (client, w) in windows {
             let from = Date(timeIntervalSince1970: Double(w.start)).ISO8601Format()
-            try await audit.append(AuditRecord(
-                actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
-                reason: "\(w.count) requests answered without authentication in the \(limits.window) s from \(from): "
-                    + "\(w.audited) have entries of their own, \(w.limited) were answered 429"
-                    + (w.opening.map { "; the others named entry \($0)" } ?? "")))
+            try await audit.append(
+                AuditRecord(
+                    actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
+                    reason: "\(w.count) requests answered without authentication in the \(limits.window) s from \(from): "
+                        + "\(w.audited) have entries of their own, \(w.limited) were answered 429"
+                        + (w.opening.map { "; the others named entry \($0)" } ?? "")))
         }
     }
 
@@ -185,9 +188,10 @@ extension VeilService {
         // Past the window's budget of such entries (a flood from many addresses), the refusal names none.
         guard refusals.takeOpeningSlot(start: start) else { return nil }
         let from = Date(timeIntervalSince1970: Double(start)).ISO8601Format()
-        let record = AuditRecord(actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
-                                 reason: "from here on, the requests of this client answered without authentication in the \(window) s from \(from) "
-                                     + "are counted, not recorded one by one; their number follows in an entry when the window closes")
+        let record = AuditRecord(
+            actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
+            reason: "from here on, the requests of this client answered without authentication in the \(window) s from \(from) "
+                + "are counted, not recorded one by one; their number follows in an entry when the window closes")
         guard let entry = try? await audit.append(record) else { return nil }
         return refusals.setOpening(client: client, start: start, entry: entry.sequence)
     }

@@ -25,12 +25,14 @@ public struct RouteSpec: Sendable {
 
     /// A route that `action` authorizes; its handler receives the admitted principal.
     static func route(_ method: HTTPRequest.Method, _ path: String, _ action: Action, _ handler: @escaping AuthorizedHandler) -> RouteSpec {
-        RouteSpec(method: method, path: path, action: action, respond: { service, request, context in
-            var context = context
-            let principal = try await service.authorize(request, action: action, note: context.audit)
-            context.principal = principal
-            return try await handler(service, request, context, principal)
-        })
+        RouteSpec(
+            method: method, path: path, action: action,
+            respond: { service, request, context in
+                var context = context
+                let principal = try await service.authorize(request, action: action, note: context.audit)
+                context.principal = principal
+                return try await handler(service, request, context, principal)
+            })
     }
 }
 
@@ -58,8 +60,9 @@ public enum GatewayRouter {
             let served = specs.map(\.method.rawValue)
             for method in [HTTPRequest.Method.get, .post, .put, .delete, .patch] where !served.contains(method.rawValue) {
                 router.on(RouterPath(path), method: method) { request, _ -> Response in
-                    var error = GatewayError(.methodNotAllowed, "method_not_allowed",
-                                             "\(request.method.rawValue) is not served on this path; use \(served.joined(separator: " or "))")
+                    var error = GatewayError(
+                        .methodNotAllowed, "method_not_allowed",
+                        "\(request.method.rawValue) is not served on this path; use \(served.joined(separator: " or "))")
                     error.headers[.allow] = served.joined(separator: ", ")
                     throw error
                 }
@@ -87,7 +90,9 @@ extension VeilService {
             note.update { $0.reason = "unknown or revoked API key" }
             throw GatewayError.unauthenticated
         }
-        note.update { $0.actor = principal.name; $0.role = principal.role }
+        note.update {
+            $0.actor = principal.name; $0.role = principal.role
+        }
         if let wait = rateLimiter.check(principal: principal.name, role: principal.role, now: now().timeIntervalSince1970) {
             note.update { $0.reason = "rate limit of role \(principal.role)" }
             var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests for this principal; retry after the Retry-After seconds")
@@ -136,7 +141,8 @@ struct EdgeMiddleware: RouterMiddleware {
                 audited = false
             case .limited(let wait):
                 audited = false
-                var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests without a valid key from this client; retry after the Retry-After seconds")
+                var error = GatewayError(
+                    .tooManyRequests, "rate_limited", "too many requests without a valid key from this client; retry after the Retry-After seconds")
                 error.headers[.retryAfter] = String(wait)
                 response = error.response(requestID: context.requestID)
             }
@@ -151,11 +157,15 @@ struct EdgeMiddleware: RouterMiddleware {
             // Second line of defence for a log that can never be erased: a purpose outside the policy's closed set
             // becomes a marker, and no field outgrows a bound, whatever a handler put in the note.
             let purpose = note.purpose.map { service.policy.purposes[$0] == nil ? AuditNote.unrecognized : $0 }
-            func bounded(_ s: String) -> String { s.utf8.count <= AuditNote.maxFieldBytes ? s : String(decoding: s.utf8.prefix(AuditNote.maxFieldBytes), as: UTF8.self) }
+            func bounded(_ s: String) -> String {
+                s.utf8.count <= AuditNote.maxFieldBytes ? s : String(decoding: s.utf8.prefix(AuditNote.maxFieldBytes), as: UTF8.self)
+            }
             let outcome: AuditOutcome = code < 400 ? .allowed : (code == 401 || code == 403) ? .denied : code < 500 ? .rejected : .error
-            let record = AuditRecord(actor: note.actor, role: note.role, action: note.action, resource: "\(request.method.rawValue) \(context.endpointPath ?? "unmatched")",
-                                     subjectToken: note.subjectToken, purpose: purpose, outcome: outcome,
-                                     reason: bounded(note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)"), requestID: context.requestID)
+            let record = AuditRecord(
+                actor: note.actor, role: note.role, action: note.action,
+                resource: "\(request.method.rawValue) \(context.endpointPath ?? "unmatched")",
+                subjectToken: note.subjectToken, purpose: purpose, outcome: outcome,
+                reason: bounded(note.reason.isEmpty ? "status \(code)" : "status \(code): \(note.reason)"), requestID: context.requestID)
             do {
                 let appended = ContinuousClock.now
                 let entry = try await service.audit.append(record)

@@ -33,16 +33,20 @@ public struct RuntimePaths: Sendable {
 public enum Runtime {
     /// Every module's tables in the operational database, lowest module first.
     public static var operationalMigrations: [any MigrationSet] {
-        [SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), IdentityLinker.Migrations(), FeatureStore.Migrations(),
-         DeliveryLog.Migrations(), PrincipalStore.Migrations(), SourceQualityLog.Migrations(),
-         ExperimentTracker.Migrations(), PromotionBandits.Migrations()]
+        [
+            SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), IdentityLinker.Migrations(), FeatureStore.Migrations(),
+            DeliveryLog.Migrations(), PrincipalStore.Migrations(), SourceQualityLog.Migrations(),
+            ExperimentTracker.Migrations(), PromotionBandits.Migrations(),
+        ]
     }
 
     /// Opens (and migrates) the operational database.
     public static func openOperationalStore(_ paths: RuntimePaths) throws -> Store {
         // WAL checkpoints beside the writer: in the commit path they were 8% of ingestion time.
-        try Store(path: paths.operationalDatabase, migrations: operationalMigrations,
-                  configuration: .init(fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
-                                       walCyclePages: 12_000, keyStorePath: paths.keyStoreDatabase))
+        try Store(
+            path: paths.operationalDatabase, migrations: operationalMigrations,
+            configuration: .init(
+                fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
+                walCyclePages: 12_000, keyStorePath: paths.keyStoreDatabase))
     }
 }

@@ -32,7 +32,8 @@ public struct SegmentModel: Sendable {
     /// Behaviour features of a subject from their items (catalog metadata only, no identity).
     public static let behaviourNames = ["purchases_per_week", "price_level", "discount_share", "new_share", "days_since_last"]
 
-    static func behaviour(items: [(id: String, time: Int64)], purchases: Int, catalog: [String: CatalogItem], types: [String], now: Int64) -> [Float] {
+    static func behaviour(items: [(id: String, time: Int64)], purchases: Int, catalog: [String: CatalogItem], types: [String], now: Int64) -> [Float]
+    {
         guard !items.isEmpty else { return [Float](repeating: 0, count: behaviourNames.count + types.count) }
         var priceSum = 0.0, priced = 0, clearance = 0, new = 0
         var shares = [Float](repeating: 0, count: types.count)
@@ -46,31 +47,38 @@ public struct SegmentModel: Sendable {
         }
         let n = Float(items.count)
         let weeks = max(Float(now - first) / (7 * 86_400), 1)
-        return [Float(purchases) / weeks, priced > 0 ? Float(priceSum / Double(priced)) : 0, Float(clearance) / n, Float(new) / n,
-                Float(max(now - last, 0)) / 86_400] + shares.map { $0 / n }
+        return [
+            Float(purchases) / weeks, priced > 0 ? Float(priceSum / Double(priced)) : 0, Float(clearance) / n, Float(new) / n,
+            Float(max(now - last, 0)) / 86_400,
+        ] + shares.map { $0 / n }
     }
 
     /// Clusters the subjects of a training snapshot. `k` nil chooses k in 2...8 by silhouette (k-means) or
     /// uses 4 (Ward, which is cut at a given k).
-    public static func fit(snapshot: TrainingSnapshot, catalog: [CatalogItem], view: View = .behaviour, method: Method = .kmeans, k: Int? = nil,
-                           now: Date) -> SegmentModel? {
+    public static func fit(
+        snapshot: TrainingSnapshot, catalog: [CatalogItem], view: View = .behaviour, method: Method = .kmeans, k: Int? = nil,
+        now: Date
+    ) -> SegmentModel? {
         let byID = Dictionary(catalog.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let types = Array(Set(catalog.map { String($0.category.split(separator: "/").first ?? "") })).sorted()
         var itemsOf = [[(id: String, time: Int64)]](repeating: [], count: snapshot.tokens.count)
         for x in snapshot.interactions { itemsOf[Int(x.user)].append((snapshot.items[Int(x.item)], x.time)) }
         let time = Int64(now.timeIntervalSince1970)
-        let behaviourRows = (0..<snapshot.tokens.count).map { behaviour(items: itemsOf[$0], purchases: snapshot.purchases[$0], catalog: byID, types: types, now: time) }
+        let behaviourRows = (0..<snapshot.tokens.count).map {
+            behaviour(items: itemsOf[$0], purchases: snapshot.purchases[$0], catalog: byID, types: types, now: time)
+        }
         let behaviourNames = Self.behaviourNames + types.map { "share:" + $0 }
         // Demographics: one-hot age band, region and device class.
         let fields = ["age_band", "location", "device"]
         let values = fields.map { f in Array(Set(snapshot.profiles.compactMap { $0[f] })).sorted() }
         let demographicNames = zip(fields, values).flatMap { f, vs in vs.map { "\(f)=\($0)" } }
         let demographicRows = snapshot.profiles.map { profile in zip(fields, values).flatMap { f, vs in vs.map { profile[f] == $0 ? Float(1) : 0 } } }
-        let (names, raw): ([String], [[Float]]) = switch view {
-        case .behaviour: (behaviourNames, behaviourRows)
-        case .demographics: (demographicNames, demographicRows)
-        case .both: (behaviourNames + demographicNames, zip(behaviourRows, demographicRows).map { $0 + $1 })
-        }
+        let (names, raw): ([String], [[Float]]) =
+            switch view {
+            case .behaviour: (behaviourNames, behaviourRows)
+            case .demographics: (demographicNames, demographicRows)
+            case .both: (behaviourNames + demographicNames, zip(behaviourRows, demographicRows).map { $0 + $1 })
+            }
         guard raw.count >= 4, !names.isEmpty else { return nil }
         let scaler = FeatureScaler(kind: .zScore, fittedOn: raw)
         var points = raw.map(scaler.transform)
@@ -82,7 +90,9 @@ public struct SegmentModel: Sendable {
         let result: Clustering.Result
         switch method {
         case .kmeans:
-            result = k.map { Clustering.kMeans(points, k: min($0, points.count)) } ?? Clustering.kMeansChoosingK(points, range: 2...min(8, points.count - 1)).result
+            result =
+                k.map { Clustering.kMeans(points, k: min($0, points.count)) }
+                ?? Clustering.kMeansChoosingK(points, range: 2...min(8, points.count - 1)).result
         case .ward:
             // O(n²): cluster an even sample, then give every subject its nearest Ward centroid.
             let step = max(points.count / 1500, 1)
@@ -111,20 +121,24 @@ public struct SegmentModel: Sendable {
         }
         var assignments: [String: Int] = [:]
         for (t, token) in snapshot.tokens.enumerated() { assignments[token.rawValue] = result.assignments[t] }
-        return SegmentModel(view: view, method: method, silhouette: silhouette, segments: segments, featureNames: names, scaler: scaler,
-                            centroids: result.centroids, assignments: assignments)
+        return SegmentModel(
+            view: view, method: method, silhouette: silhouette, segments: segments, featureNames: names, scaler: scaler,
+            centroids: result.centroids, assignments: assignments)
     }
 
     /// A readable name from the most telling behaviour traits.
     static func name(_ profile: [Float], names: [String]) -> String {
         func z(_ feature: String) -> Float { names.firstIndex(of: feature).map { profile[$0] } ?? 0 }
         // In order of what matters most to a shop: price behaviour first.
-        let candidates: [(String, Float)] = [("bargain hunters", z("discount_share")), ("premium buyers", z("price_level")),
-                                             ("frequent buyers", z("purchases_per_week")), ("trend-seekers", z("new_share")),
-                                             ("lapsed shoppers", z("days_since_last"))]
+        let candidates: [(String, Float)] = [
+            ("bargain hunters", z("discount_share")), ("premium buyers", z("price_level")),
+            ("frequent buyers", z("purchases_per_week")), ("trend-seekers", z("new_share")),
+            ("lapsed shoppers", z("days_since_last")),
+        ]
         if let first = candidates.first(where: { $0.1 > 0.75 }) { return first.0 }
         if let top = names.indices.filter({ names[$0].hasPrefix("share:") || names[$0].contains("=") }).max(by: { profile[$0] < profile[$1] }),
-           profile[top] > 0.5 {
+            profile[top] > 0.5
+        {
             return names[top].replacingOccurrences(of: "share:", with: "") + " fans"
         }
         return "regular shoppers"
@@ -145,8 +159,10 @@ extension VeilService {
     public func segmentReport(view: SegmentModel.View, method: SegmentModel.Method, k: Int?, actor: String) async throws -> SegmentModel? {
         let (snapshot, catalog) = try readTrainingData()
         let model = SegmentModel.fit(snapshot: snapshot, catalog: catalog, view: view, method: method, k: k, now: now())
-        try await audit.append(AuditRecord(actor: actor, role: "admin", action: "segments:analyse", resource: "feature store", purpose: Self.personalization,
-                                           outcome: .allowed, reason: "\(view.rawValue) view, \(method.rawValue), \(model?.segments.count ?? 0) segments"))
+        try await audit.append(
+            AuditRecord(
+                actor: actor, role: "admin", action: "segments:analyse", resource: "feature store", purpose: Self.personalization,
+                outcome: .allowed, reason: "\(view.rawValue) view, \(method.rawValue), \(model?.segments.count ?? 0) segments"))
         return model
     }
 

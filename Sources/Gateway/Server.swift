@@ -147,7 +147,9 @@ struct PeriodicService: Service {
         PeriodicService(interval: interval, runAtStart: true) {
             do {
                 let report = try await service.runRetention()
-                service.logger.info("retention ran", metadata: ["interactions_deleted": "\(report.interactionsDeleted)", "lapsed_shredded": "\(report.lapsedConsentsShredded)"])
+                service.logger.info(
+                    "retention ran",
+                    metadata: ["interactions_deleted": "\(report.interactionsDeleted)", "lapsed_shredded": "\(report.lapsedConsentsShredded)"])
             } catch {
                 logFailure("retention run", error, service.logger)
             }
@@ -190,20 +192,25 @@ public enum GatewayServer {
     }
 
     /// Builds the application (router, services) without running it.
-    public static func application(service: VeilService, configuration: ServerConfiguration, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in })
+    public static func application(
+        service: VeilService, configuration: ServerConfiguration, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    )
         throws -> some ApplicationProtocol
     {
         Application(
             router: GatewayRouter.build(service: service),
             server: try serverBuilder(configuration, logger: service.logger),
             // Beyond the cap the server stops accepting: new connections wait in the kernel's backlog, not in memory.
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "veil",
-                                 availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: service.logger)),
-            services: [PeriodicService.retrain(service, every: configuration.retrainInterval),
-                       PeriodicService.retention(service, every: configuration.retentionInterval),
-                       PeriodicService.experiments(service, every: 5), PeriodicService.auditIndex(service, every: 2),
-                       PeriodicService.unlearning(service, every: 1),
-                       AuditFlushService(service: service)],
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "veil",
+                availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: service.logger)),
+            services: [
+                PeriodicService.retrain(service, every: configuration.retrainInterval),
+                PeriodicService.retention(service, every: configuration.retentionInterval),
+                PeriodicService.experiments(service, every: 5), PeriodicService.auditIndex(service, every: 2),
+                PeriodicService.unlearning(service, every: 1),
+                AuditFlushService(service: service),
+            ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)
     }
@@ -212,11 +219,13 @@ public enum GatewayServer {
     public static func listenProblem(_ error: any Error, configuration: ServerConfiguration) -> String? {
         let place = "\(configuration.host):\(configuration.port)"
         if error is SocketAddressError.UnknownHost {
-            return "cannot resolve the host '\(configuration.host)'; give --host an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)"
+            return
+                "cannot resolve the host '\(configuration.host)'; give --host an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)"
         }
         guard let error = error as? IOError else { return nil }
         switch error.errnoCode {
-        case EADDRINUSE: return "\(place) is already in use (another veil serve?); stop that process or choose another port with --port (0 picks a free one)"
+        case EADDRINUSE:
+            return "\(place) is already in use (another veil serve?); stop that process or choose another port with --port (0 picks a free one)"
         case EACCES: return "no permission to listen on \(place) (ports below 1024 need privileges); choose another port with --port"
         case EADDRNOTAVAIL: return "\(configuration.host) is not an address of this machine; use --host 127.0.0.1, or 0.0.0.0 for every interface"
         default: return nil

@@ -92,14 +92,18 @@ public struct ServingModel: Sendable {
 
     /// Trains on a feature-store snapshot. Deterministic for a snapshot and a seed. With `fixing`, the choices made on
     /// held-out data (blend weights, session weight, segment count) are taken from there instead of searched for.
-    public static func train(snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
-                             now: Date = Date(), fixing chosen: Hyperparameters? = nil) -> ServingModel {
+    public static func train(
+        snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
+        now: Date = Date(), fixing chosen: Hyperparameters? = nil
+    ) -> ServingModel {
         let split = trainingSplit(snapshot, catalog: catalog)
         let modelOptions = Self.modelOptions(options, threads: threads)
         let time = Int64(now.timeIntervalSince1970)
         let ranker: any ScoringModel
         let hybridData = split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100
-        if let weights = chosen.map({ $0.blendWeights }) ?? (hybridData ? HybridTrainer(options: modelOptions).chooseWeights(on: split.validationSplit()).weights : nil) {
+        if let weights = chosen.map({ $0.blendWeights })
+            ?? (hybridData ? HybridTrainer(options: modelOptions).chooseWeights(on: split.validationSplit()).weights : nil)
+        {
             ranker = HybridTrainer(options: modelOptions).fit(split, weights: weights).precomputing(at: time)
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
@@ -109,8 +113,9 @@ public struct ServingModel: Sendable {
         let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
         let sessionModel = SessionKNN(sessions: sessions.map(\.items), owners: sessions.map(\.user), items: split.items.count)
         let sessionWeight = chosen?.sessionWeight ?? Self.chooseSessionWeight(split, sessions: sessions)
-        return assemble(snapshot: snapshot, split: split, catalog: catalog, options: options, time: time, ranker: ranker, neighbours: neighbours,
-                        sessionModel: sessionModel, sessionWeight: sessionWeight, segmentCount: chosen?.segmentCount, threads: threads)
+        return assemble(
+            snapshot: snapshot, split: split, catalog: catalog, options: options, time: time, ranker: ranker, neighbours: neighbours,
+            sessionModel: sessionModel, sessionWeight: sessionWeight, segmentCount: chosen?.segmentCount, threads: threads)
     }
 
     /// The choices training makes on held-out data rather than fits: kept with the model, so that unlearning changes
@@ -163,9 +168,16 @@ public struct ServingModel: Sendable {
         let rows = snapshot.interactions.map {
             RatingRow(user: snapshot.tokens[Int($0.user)].rawValue, item: snapshot.items[Int($0.item)], rating: $0.weight, timestamp: $0.time)
         }
-        return EvaluationSplit(train: rows, test: [], catalog: snapshot.items.map { id in
-            (id: id, content: catalogByID[id].map { ItemContent(category: $0.category, brand: $0.brand, attributes: $0.attributes, tags: $0.tags, title: $0.title) })
-        })
+        return EvaluationSplit(
+            train: rows, test: [],
+            catalog: snapshot.items.map { id in
+                (
+                    id: id,
+                    content: catalogByID[id].map {
+                        ItemContent(category: $0.category, brand: $0.brand, attributes: $0.attributes, tags: $0.tags, title: $0.title)
+                    }
+                )
+            })
     }
 
     /// The model as if `tokens` had never been in its training data, without a full retrain: every learned part is
@@ -183,19 +195,24 @@ public struct ServingModel: Sendable {
         let ranker: any ScoringModel
         if let hybrid = self.ranker as? HybridModel {
             let modelOptions = Self.modelOptions(options, threads: training.threads)
-            ranker = HybridModel(components: hybrid.components.map { component in
-                if let model = component as? any Unlearnable, model.unlearnsExactly, let unlearned = model.unlearning(request) { return unlearned }
-                return try! ModelCatalog.fit(component.name, on: request.after, options: modelOptions)
-            }, weights: hybrid.weights).precomputing(at: training.time)
+            ranker = HybridModel(
+                components: hybrid.components.map { component in
+                    if let model = component as? any Unlearnable, model.unlearnsExactly, let unlearned = model.unlearning(request) {
+                        return unlearned
+                    }
+                    return try! ModelCatalog.fit(component.name, on: request.after, options: modelOptions)
+                }, weights: hybrid.weights
+            ).precomputing(at: training.time)
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
         guard let neighbours = Self.sharedNeighbours(ranker) ?? neighbours.unlearning(request), let sessions = sessionModel.unlearning(request) else {
             return nil
         }
-        return Self.assemble(snapshot: snapshot, split: request.after, catalog: training.catalog, options: options, time: training.time,
-                             ranker: ranker, neighbours: neighbours, sessionModel: sessions, sessionWeight: sessionWeight,
-                             segmentCount: segmentModel?.centroids.count, threads: training.threads)
+        return Self.assemble(
+            snapshot: snapshot, split: request.after, catalog: training.catalog, options: options, time: training.time,
+            ranker: ranker, neighbours: neighbours, sessionModel: sessions, sessionWeight: sessionWeight,
+            segmentCount: segmentModel?.centroids.count, threads: training.threads)
     }
 
     /// The hybrid's cosine item-kNN with 50 neighbours, when it has one: the model explanations use too.
@@ -213,8 +230,11 @@ public struct ServingModel: Sendable {
             newIndex[t] = next
             next += 1
         }
-        for x in snapshot.interactions where gone.contains(Int(x.user)) { out.anonymousCounts[Int(x.item)] = max(out.anonymousCounts[Int(x.item)] - 1, 0) }
-        out.interactions = snapshot.interactions.compactMap { x in newIndex[Int(x.user)] < 0 ? nil : (newIndex[Int(x.user)], x.item, x.weight, x.time) }
+        for x in snapshot.interactions where gone.contains(Int(x.user)) {
+            out.anonymousCounts[Int(x.item)] = max(out.anonymousCounts[Int(x.item)] - 1, 0)
+        }
+        out.interactions = snapshot.interactions.compactMap { x in newIndex[Int(x.user)] < 0 ? nil : (newIndex[Int(x.user)], x.item, x.weight, x.time)
+        }
         let kept = snapshot.tokens.indices.filter { !gone.contains($0) }
         out.tokens = kept.map { snapshot.tokens[$0] }
         out.profiles = kept.map { snapshot.profiles[$0] }
@@ -227,18 +247,21 @@ public struct ServingModel: Sendable {
     public func retrained(without tokens: Set<String>, searching: Bool = false) -> ServingModel? {
         guard let training else { return nil }
         let gone = training.forgotten.union(training.rows(of: tokens)).map { training.snapshotIndex[$0] }
-        return Self.train(snapshot: Self.snapshot(training.snapshot, without: Set(gone)), catalog: training.catalog, options: options,
-                          threads: training.threads, now: Date(timeIntervalSince1970: TimeInterval(training.time)),
-                          fixing: searching ? nil : hyperparameters)
+        return Self.train(
+            snapshot: Self.snapshot(training.snapshot, without: Set(gone)), catalog: training.catalog, options: options,
+            threads: training.threads, now: Date(timeIntervalSince1970: TimeInterval(training.time)),
+            fixing: searching ? nil : hyperparameters)
     }
 
     /// The training data as the recommender saw it (tokens as user ids), for benchmarks; nil for a model without it.
     public var trainingSplit: EvaluationSplit? { training?.split }
 
     /// Everything derived from the learned parts and the data: cheap enough to compute again when unlearning.
-    private static func assemble(snapshot: TrainingSnapshot, split: EvaluationSplit, catalog: [CatalogItem], options: ServingOptions, time: Int64,
-                                 ranker: any ScoringModel, neighbours: ItemKNNModel, sessionModel: SessionKNN, sessionWeight: Float,
-                                 segmentCount: Int?, threads: Int = 2) -> ServingModel {
+    private static func assemble(
+        snapshot: TrainingSnapshot, split: EvaluationSplit, catalog: [CatalogItem], options: ServingOptions, time: Int64,
+        ranker: any ScoringModel, neighbours: ItemKNNModel, sessionModel: SessionKNN, sessionWeight: Float,
+        segmentCount: Int?, threads: Int = 2
+    ) -> ServingModel {
         let catalogByID = Dictionary(catalog.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let content = ContentModel(items: split.itemContent, width: options.contentHashWidth, similarity: options.contentSimilarity)
         var weights: [String: Float] = ["popularity": 1]
@@ -251,8 +274,9 @@ public struct ServingModel: Sendable {
         // Behaviour → scaled features → the age band of subjects who gave none, from their nearest neighbours.
         let typeNames = Array(Set(split.itemContent.map(\.productType).filter { !$0.isEmpty })).sorted()
         let typeIndex = Dictionary(uniqueKeysWithValues: typeNames.enumerated().map { ($1, $0) })
-        let behaviour = BehaviourFeatures(matrix: split.trainMatrix, itemTypes: split.itemContent.map { typeIndex[$0.productType] ?? -1 },
-                                          typeNames: typeNames, itemPrices: split.items.map { catalogByID[$0]?.price }, times: split.trainTimes, now: time)
+        let behaviour = BehaviourFeatures(
+            matrix: split.trainMatrix, itemTypes: split.itemContent.map { typeIndex[$0.productType] ?? -1 },
+            typeNames: typeNames, itemPrices: split.items.map { catalogByID[$0]?.price }, times: split.trainTimes, now: time)
         let scaler = FeatureScaler(kind: .zScore, fittedOn: behaviour.rows)
         let userIndex = Dictionary(uniqueKeysWithValues: split.users.enumerated().map { ($1, $0) })
         let tokenIndex = Dictionary(snapshot.tokens.enumerated().map { ($1.rawValue, $0) }, uniquingKeysWith: { a, _ in a })
@@ -260,8 +284,9 @@ public struct ServingModel: Sendable {
         for (t, token) in snapshot.tokens.enumerated() {
             if let u = userIndex[token.rawValue], t < snapshot.profiles.count { profiles[u] = snapshot.profiles[t] }
         }
-        let imputations = KNNImputer(k: options.imputationNeighbours).impute(features: behaviour.rows.map(scaler.transform),
-                                                                            labels: profiles.map { $0["age_band"] })
+        let imputations = KNNImputer(k: options.imputationNeighbours).impute(
+            features: behaviour.rows.map(scaler.transform),
+            labels: profiles.map { $0["age_band"] })
         var imputed: [String: KNNImputer.Imputed] = [:]
         for (u, guess) in imputations.enumerated() {
             guard let guess else { continue }
@@ -274,7 +299,9 @@ public struct ServingModel: Sendable {
         trending.withUnsafeMutableBufferPointer { HybridModel.standardise($0) }
         let segmentKeys = profiles.map(Self.segmentKeys)
         let now = Date(timeIntervalSince1970: TimeInterval(time))
-        let segmentModel = options.segmentStrategies.isEmpty && !options.segmentsForCampaigns ? nil
+        let segmentModel =
+            options.segmentStrategies.isEmpty && !options.segmentsForCampaigns
+            ? nil
             : SegmentModel.fit(snapshot: snapshot, catalog: catalog, k: segmentCount, now: now)
         var medians: [String: Double] = [:]
         for (type, items) in Dictionary(grouping: catalog.filter { $0.price != nil }, by: { String($0.category.split(separator: "/").first ?? "") }) {
@@ -305,8 +332,9 @@ public struct ServingModel: Sendable {
             sessionModel: sessionModel, sessionWeight: sessionWeight, imputedAgeBands: imputed,
             segmentModel: segmentModel, strategyItems: strategyItems, catalogByID: catalogByID,
             productTypes: Array(Set(catalog.map { String($0.category.split(separator: "/").first ?? "") })).sorted(),
-            training: Training(snapshot: snapshot, split: split, catalog: catalog, time: time, threads: threads,
-                               snapshotIndex: split.users.map { tokenIndex[$0]! }))
+            training: Training(
+                snapshot: snapshot, split: split, catalog: catalog, time: time, threads: threads,
+                snapshotIndex: split.users.map { tokenIndex[$0]! }))
     }
 
     /// The model without what it holds about these subjects alone, for a withdrawal or an erasure before it returns:
@@ -352,12 +380,15 @@ public struct ServingModel: Sendable {
         guard sessions.count >= 20 else { return 0.5 }
         let cut = sessions[sessions.count * 4 / 5].start
         let older = split.train.filter { $0.time < cut }
-        let knn = ItemKNN(similarity: .cosine, neighbours: 50).fit(SparseMatrix(users: split.users.count, items: split.items.count, interactions: older))
+        let knn = ItemKNN(similarity: .cosine, neighbours: 50).fit(
+            SparseMatrix(users: split.users.count, items: split.items.count, interactions: older))
         let sknn = SessionKNN(sessions: sessions.filter { $0.start < cut }.map(\.items), items: split.items.count)
         var history = [[Int32]](repeating: [], count: split.users.count)
         for x in older { history[Int(x.user)].append(x.item) }
         // Held-out cases: (user, session prefix, next item), at most 400.
-        let cases = sessions.filter { $0.start >= cut }.prefix(400).map { (user: Int($0.user), prefix: Array($0.items.dropLast()), target: $0.items.last!) }
+        let cases = sessions.filter { $0.start >= cut }.prefix(400).map {
+            (user: Int($0.user), prefix: Array($0.items.dropLast()), target: $0.items.last!)
+        }
         guard !cases.isEmpty else { return 0.5 }
         let n = split.items.count
         var best: (weight: Float, hits: Int) = (0, -1)

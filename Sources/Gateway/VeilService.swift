@@ -82,13 +82,16 @@ public final class VeilService: Sendable {
     static let personalization = "personalization"
 
     /// Opens the key ring, the policy, both databases and the principals.
-    public init(paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, cacheMaxBytes: Int = 64 << 20,
-                checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
-                trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
-                ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
-                experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
-                unlearnWithin: TimeInterval = 60, auditFullSync: Bool = true, checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge, refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
-                now: @escaping @Sendable () -> Date = Date.init) throws {
+    public init(
+        paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, cacheMaxBytes: Int = 64 << 20,
+        checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
+        trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
+        ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
+        experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
+        unlearnWithin: TimeInterval = 60, auditFullSync: Bool = true, checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge,
+        refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
+        now: @escaping @Sendable () -> Date = Date.init
+    ) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
         policy = try PolicyParser.load(directory: paths.policiesDirectory)
@@ -99,8 +102,9 @@ public final class VeilService: Sendable {
         identities = IdentityMap(keys: keys)
         linker = IdentityLinker(key: KeyDerivation.derive(from: ring.pseudonymKey, context: "linking_", id: 1))
         features = FeatureStore(keys: keys)
-        audit = try AuditLog(path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
-                             checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
+        audit = try AuditLog(
+            path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
+            checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
         auditIndex = try AuditIndex(path: paths.auditIndexDatabase, log: audit.store)
         principals = PrincipalStore(store: store, ring: ring)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
@@ -125,7 +129,9 @@ public final class VeilService: Sendable {
         self.canary = canary
         promotions = try PromotionBandits(campaigns: campaigns, store: store)
         if !promotions.discarded.isEmpty {
-            logger.warning("saved promotion bandits do not fit their campaigns any more; they start cold", metadata: ["campaigns": "\(promotions.discarded.sorted())"])
+            logger.warning(
+                "saved promotion bandits do not fit their campaigns any more; they start cold",
+                metadata: ["campaigns": "\(promotions.discarded.sorted())"])
         }
     }
 
@@ -164,9 +170,12 @@ public final class VeilService: Sendable {
             cache.drop(token: link.canonical.rawValue)
             cache.forgetLinks()
         }
-        try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:link", resource: "namespace \(namespace)",
-                                           subjectToken: token.rawValue, outcome: link == nil ? .noMatch : .linked,
-                                           reason: link.map { "rule \($0.rule), score \(String(format: "%.2f", $0.score)), canonical \($0.canonical.rawValue)" } ?? "no rule matched"))
+        try await audit.append(
+            AuditRecord(
+                actor: actor, role: "admin", action: "identity:link", resource: "namespace \(namespace)",
+                subjectToken: token.rawValue, outcome: link == nil ? .noMatch : .linked,
+                reason: link.map { "rule \($0.rule), score \(String(format: "%.2f", $0.score)), canonical \($0.canonical.rawValue)" }
+                    ?? "no rule matched"))
         return link
     }
 
@@ -180,8 +189,10 @@ public final class VeilService: Sendable {
         let existed = try await unlinkInTransaction(token)
         try await store.syncWAL()
         if existed { cache.forgetLinks() }
-        try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
-                                           subjectToken: token.rawValue, outcome: existed ? .unlinked : .noLink))
+        try await audit.append(
+            AuditRecord(
+                actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
+                subjectToken: token.rawValue, outcome: existed ? .unlinked : .noLink))
         return existed
     }
 
@@ -192,8 +203,10 @@ public final class VeilService: Sendable {
         let removed = try await store.pool.write { try linker.undoLegacyLinks(in: $0) }
         try await store.syncWAL()
         cache.clear()
-        try await audit.append(AuditRecord(actor: actor, role: "admin", action: "identity:unlink", resource: "links made before links were scoped",
-                                           outcome: .unlinked, reason: "\(removed) legacy links removed"))
+        try await audit.append(
+            AuditRecord(
+                actor: actor, role: "admin", action: "identity:unlink", resource: "links made before links were scoped",
+                outcome: .unlinked, reason: "\(removed) legacy links removed"))
         return removed
     }
 
@@ -222,7 +235,9 @@ public final class VeilService: Sendable {
         // The audit log keeps only values from closed sets: an unknown purpose is client text (it held an e-mail
         // address in a 200 KB field once), recorded as a fixed marker.
         let auditedPurpose = request.purpose.map { policy.purposes[$0] == nil ? AuditNote.unrecognized : $0 }
-        note.update { $0.subjectToken = token.rawValue; $0.purpose = auditedPurpose }
+        note.update {
+            $0.subjectToken = token.rawValue; $0.purpose = auditedPurpose
+        }
         let gpc = gpcHeader || request.gpc == true
         let at = now()
         // A grant without a jurisdiction is refused by the ledger (422); a withdrawal or GPC signal never is.
@@ -231,12 +246,14 @@ public final class VeilService: Sendable {
         if let purpose = request.purpose {
             guard let granted = request.granted else { throw GatewayError.badRequest("'granted' (true or false) is required with 'purpose'") }
             guard let method = ConsentMethod(rawValue: request.method ?? "api") else {
-                throw GatewayError.unprocessable("unknown method '\(request.method ?? "")'; use \(ConsentMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw GatewayError.unprocessable(
+                    "unknown method '\(request.method ?? "")'; use \(ConsentMethod.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             do {
-                event = try ledger.makeEvent(token: token, purpose: purpose, granted: granted, at: at, sourceApp: principal.namespace,
-                                             principal: principal.name, method: method, noticeVersion: request.notice_version,
-                                             jurisdiction: jurisdiction, expiresAt: request.expires_at)
+                event = try ledger.makeEvent(
+                    token: token, purpose: purpose, granted: granted, at: at, sourceApp: principal.namespace,
+                    principal: principal.name, method: method, noticeVersion: request.notice_version,
+                    jurisdiction: jurisdiction, expiresAt: request.expires_at)
             } catch let error as ConsentError {
                 throw GatewayError.unprocessable(error.message)
             }
@@ -258,8 +275,9 @@ public final class VeilService: Sendable {
             try identities.remember(subject: request.subject, token: token, in: db)
             var last: ConsentRecord?
             if gpc {
-                last = try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
-                                            noticeVersion: request.notice_version, jurisdiction: jurisdiction, in: db)
+                last = try ledger.recordGPC(
+                    token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
+                    noticeVersion: request.notice_version, jurisdiction: jurisdiction, in: db)
             }
             if let change { last = try ledger.append(change, in: db) }
             for member in person { try features.deleteRows(member, in: db) }
@@ -273,9 +291,10 @@ public final class VeilService: Sendable {
         // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
         try await store.syncWAL()
         metrics.consents.increment()
-        return ConsentReceipt(sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
-                              granted: receipt.event.granted, notice_version: receipt.event.noticeVersion, notice_hash: receipt.event.noticeHash,
-                              gpc_conflict: receipt.event.gpcConflict)
+        return ConsentReceipt(
+            sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
+            granted: receipt.event.granted, notice_version: receipt.event.noticeVersion, notice_hash: receipt.event.noticeHash,
+            gpc_conflict: receipt.event.gpcConflict)
     }
 
     func consentState(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
@@ -328,7 +347,9 @@ public final class VeilService: Sendable {
         }
         let screened = screenOutliers(parsed.events)
         let rejections = (parsed.rejected + screened.rejected).sorted { $0.index < $1.index }
-        note.update { $0.purpose = Self.personalization; $0.reason = "\(screened.kept.count) valid, \(rejections.count) rejected" }
+        note.update {
+            $0.purpose = Self.personalization; $0.reason = "\(screened.kept.count) valid, \(rejections.count) rejected"
+        }
         var quality: [String: SourceQualityLog.Delta] = [:]
         for r in rejections {
             quality[r.source ?? "unknown", default: .init()].events += 1
@@ -352,10 +373,11 @@ public final class VeilService: Sendable {
             let kept = personalizable.contains(event.kind.category) ? minimizer.minimize(event.fields, category: event.kind.category) : nil
             var terms: [Int32] = []
             if event.kind == .search, let query = kept?["query"]?.stringValue { terms = Array(termHasher.signedTerms(query).prefix(32)) }
-            return PreparedEvent(event: event, source: source,
-                                 deliveryID: Hash.keyed(Array("\(principal.namespace)|\(event.id)".utf8), key: ring.pseudonymKey, length: 16).hexString,
-                                 content: Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString,
-                                 kept: kept, terms: terms)
+            return PreparedEvent(
+                event: event, source: source,
+                deliveryID: Hash.keyed(Array("\(principal.namespace)|\(event.id)".utf8), key: ring.pseudonymKey, length: 16).hexString,
+                content: Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString,
+                kept: kept, terms: terms)
         }
         struct Written: Sendable {
             var result: IngestResult
@@ -371,7 +393,9 @@ public final class VeilService: Sendable {
             var seen = Set<SubjectToken>()
             for source in sources {
                 let token = try linker.canonical(source, in: db)
-                guard seen.insert(token).inserted, try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed else { continue }
+                guard seen.insert(token).inserted, try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed else {
+                    continue
+                }
                 owners += [FeatureStore.keyOwner(token), IdentityMap.keyOwner(token)]
             }
             return owners
@@ -391,8 +415,9 @@ public final class VeilService: Sendable {
                 let token = try tokens[p.source] ?? linker.canonical(p.source, in: db)
                 tokens[p.source] = token
                 if gpcHeader && !gpcDone.contains(token) {
-                    try ledger.recordGPC(token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
-                                         noticeVersion: policy.currentNotice, jurisdiction: ConsentLedger.unspecifiedJurisdiction, in: db)
+                    try ledger.recordGPC(
+                        token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
+                        noticeVersion: policy.currentNotice, jurisdiction: ConsentLedger.unspecifiedJurisdiction, in: db)
                     gpcDone.insert(token)
                 }
                 guard try deliveries.firstDelivery(token: token, id: deliveryID, content: p.content, at: event.timestamp, in: db) else {
@@ -418,22 +443,27 @@ public final class VeilService: Sendable {
                 }
                 if !p.terms.isEmpty {
                     // Only hashed buckets of the words are kept: enough to match item text, not to read the query back.
-                    try features.add(StoredInteraction(item: "", kind: "search_terms", weight: 1, time: event.timestamp, terms: p.terms,
-                                                       termWidth: Int32(termHasher.width)),
-                                     id: "\(deliveryID)-q", token: token, in: db)
+                    try features.add(
+                        StoredInteraction(
+                            item: "", kind: "search_terms", weight: 1, time: event.timestamp, terms: p.terms,
+                            termWidth: Int32(termHasher.width)),
+                        id: "\(deliveryID)-q", token: token, in: db)
                 }
                 for (n, signal) in event.signals.enumerated() {
-                    try features.add(StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),
-                                     id: "\(deliveryID)-\(n)", token: token, in: db)
+                    try features.add(
+                        StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),
+                        id: "\(deliveryID)-\(n)", token: token, in: db)
                 }
                 if !touched.contains(token.rawValue) { try identities.remember(subject: event.subject, token: token, in: db) }
                 touched.insert(token.rawValue)
             }
             try features.countAnonymous(anonymousCounts, in: db)
             try sourceQuality.record(quality, in: db)
-            return Written(result: IngestResult(accepted: accepted, duplicates: duplicates, anonymized: anonymized,
-                                                rejected: rejections.map { .init(index: $0.index, reason: $0.reason) }),
-                           touched: touched, outcomes: outcomes)
+            return Written(
+                result: IngestResult(
+                    accepted: accepted, duplicates: duplicates, anonymized: anonymized,
+                    rejected: rejections.map { .init(index: $0.index, reason: $0.reason) }),
+                touched: touched, outcomes: outcomes)
         }
         let result = written.result
         for token in written.touched { cache.drop(token: token) }
@@ -442,8 +472,9 @@ public final class VeilService: Sendable {
             if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
         }
         await watchQuality()
-        metrics.recordIngest(source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
-                             duplicates: result.duplicates, at: at)
+        metrics.recordIngest(
+            source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
+            duplicates: result.duplicates, at: at)
         return result
     }
 
@@ -551,9 +582,12 @@ public final class VeilService: Sendable {
         if canary.share > 0, unlearning.pendingCount == 0, let stable = models.model, stable.users > 0 {
             // The new model serves a share of subjects first; `evaluateCanary` promotes or rolls it back.
             models.setCanary(model)
-            experiments.setCanary(ExperimentSpec(name: "canary:\(model.version)", variants: [
-                .init(name: "stable", weight: 1 - canary.share), .init(name: "canary", weight: canary.share),
-            ]))
+            experiments.setCanary(
+                ExperimentSpec(
+                    name: "canary:\(model.version)",
+                    variants: [
+                        .init(name: "stable", weight: 1 - canary.share), .init(name: "canary", weight: canary.share),
+                    ]))
             logger.notice("new model in canary", metadata: ["model_version": "\(model.version)", "share": "\(canary.share)"])
         } else {
             models.swap(model)
@@ -581,11 +615,14 @@ public final class VeilService: Sendable {
         }
         guard let result = outcome else { return nil }
         for (token, waited) in result.unlearned {
-            try await audit.append(AuditRecord(actor: "unlearning", role: "system", action: "model:unlearn",
-                                               resource: "model \(result.replaced ?? "none") -> \(result.model.version)", subjectToken: token,
-                                               outcome: .allowed, reason: result.method == .retrained
-                                                ? "served a model trained without the subject's rows \(Int(waited.rounded(.up))) s after they were deleted"
-                                                : "served the model with the subject's rows unlearned \(Int(waited.rounded(.up))) s after they were deleted"))
+            try await audit.append(
+                AuditRecord(
+                    actor: "unlearning", role: "system", action: "model:unlearn",
+                    resource: "model \(result.replaced ?? "none") -> \(result.model.version)", subjectToken: token,
+                    outcome: .allowed,
+                    reason: result.method == .retrained
+                        ? "served a model trained without the subject's rows \(Int(waited.rounded(.up))) s after they were deleted"
+                        : "served the model with the subject's rows unlearned \(Int(waited.rounded(.up))) s after they were deleted"))
         }
         return result
     }
@@ -596,16 +633,20 @@ public final class VeilService: Sendable {
         guard let model = models.model, let provenance = model.provenance else {
             throw GatewayError(.serviceUnavailable, "no_model", "no model is served yet")
         }
-        var out: [String: Any] = ["model_version": model.version, "subjects": provenance.subjects, "subjects_digest": provenance.digest,
-                                  "unlearning_pending": unlearning.pendingCount]
+        var out: [String: Any] = [
+            "model_version": model.version, "subjects": provenance.subjects, "subjects_digest": provenance.digest,
+            "unlearning_pending": unlearning.pendingCount,
+        ]
         if let subject {
             let token = try await token(for: subject, principal: principal)
             note.update { $0.subjectToken = token.rawValue }
             // A linked person's data is trained under its canonical token.
             let canonical = try await store.pool.read { try linker.canonical(token, in: $0) }
             let tokens = Set([token.rawValue, canonical.rawValue])
-            out["subject"] = ["in_model": tokens.contains { provenance.contains($0, key: provenanceKey) },
-                              "awaiting_unlearning": tokens.contains { unlearning.isPending($0) }]
+            out["subject"] = [
+                "in_model": tokens.contains { provenance.contains($0, key: provenanceKey) },
+                "awaiting_unlearning": tokens.contains { unlearning.isPending($0) },
+            ]
         }
         return out
     }
@@ -617,11 +658,13 @@ public final class VeilService: Sendable {
         let at = now()
         guard let oldest = unlearning.oldest, at.timeIntervalSince(oldest) >= min(5, unlearnWithin / 4) else { return false }
         // At most one unlearning retrain per half of the delay, so a stream of withdrawals costs bounded CPU.
-        guard lastUnlearning.withLock({ last in
-            if let last, at.timeIntervalSince(last) < unlearnWithin / 2 { return false }
-            last = at
-            return true
-        }) else { return false }
+        guard
+            lastUnlearning.withLock({ last in
+                if let last, at.timeIntervalSince(last) < unlearnWithin / 2 { return false }
+                last = at
+                return true
+            })
+        else { return false }
         return try await retrainOffThePool { try self.unlearnLocked() } != nil
     }
 
@@ -642,7 +685,8 @@ public final class VeilService: Sendable {
     @discardableResult
     func scrubWAL(after what: String) async -> Bool {
         guard case .deferred(let reason) = await store.scrubWAL() else { return true }
-        logger.warning("a reader keeps old pages in the WAL after \(what); emptying it is retried every second until done", metadata: ["error": "\(reason)"])
+        logger.warning(
+            "a reader keeps old pages in the WAL after \(what); emptying it is retried every second until done", metadata: ["error": "\(reason)"])
         return false
     }
 
@@ -661,9 +705,10 @@ public final class VeilService: Sendable {
             for member in person {
                 // A purpose the policy no longer names is never allowed (and the ledger cannot record an event for it).
                 for purpose in try ledger.grantedPurposes(token: member, in: db) where policy.purposes[purpose]?.requiresConsent == true {
-                    let event = try ledger.makeEvent(token: member, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
-                                                     principal: principal.name, method: .api, noticeVersion: policy.currentNotice,
-                                                     jurisdiction: ConsentLedger.unspecifiedJurisdiction)
+                    let event = try ledger.makeEvent(
+                        token: member, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
+                        principal: principal.name, method: .api, noticeVersion: policy.currentNotice,
+                        jurisdiction: ConsentLedger.unspecifiedJurisdiction)
                     try ledger.append(event, in: db)
                 }
             }
@@ -722,10 +767,17 @@ public final class VeilService: Sendable {
             let consents = try person.flatMap { try ledger.history(token: $0, in: db) }.sorted { $0.sequence < $1.sequence }
             // Inferences live in the current model only; a subject whose data is gone has none.
             let guess = interactions.isEmpty ? nil : models.model?.imputedAgeBands[token.rawValue]
-            let imputed = guess.map { [Export.Imputed(field: "age_band", value: $0.value, method: "k-nearest neighbours over behaviour (k=\(serving.imputationNeighbours))",
-                                                      support: $0.support)] } ?? []
-            return Export(token: token.rawValue, consents: consents, interactions: interactions, profile: profile,
-                          imputed: imputed, has_data: !interactions.isEmpty || profile != nil)
+            let imputed =
+                guess.map {
+                    [
+                        Export.Imputed(
+                            field: "age_band", value: $0.value, method: "k-nearest neighbours over behaviour (k=\(serving.imputationNeighbours))",
+                            support: $0.support)
+                    ]
+                } ?? []
+            return Export(
+                token: token.rawValue, consents: consents, interactions: interactions, profile: profile,
+                imputed: imputed, has_data: !interactions.isEmpty || profile != nil)
         }
     }
 
@@ -749,10 +801,13 @@ public final class VeilService: Sendable {
             token = try await store.pool.read { try linker.canonical(source, in: $0) }
             cache.remember(source: source, canonical: token, now: at)
         }
-        note.update { $0.subjectToken = token.rawValue; $0.purpose = Self.personalization }
+        note.update {
+            $0.subjectToken = token.rawValue; $0.purpose = Self.personalization
+        }
         let versions = models.versions
         guard let stableVersion = versions.stable else {
-            throw GatewayError(.serviceUnavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
+            throw GatewayError(
+                .serviceUnavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
         }
         // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
         var variant: ExperimentSpec.Variant?
@@ -768,7 +823,8 @@ public final class VeilService: Sendable {
             }
         }
         func cacheKey(_ version: String) -> RecommendationCache.Key {
-            .init(modelVersion: version, arms: arms, k: query.k, categories: query.categories, exclude: query.exclude.sorted(), session: query.session)
+            .init(
+                modelVersion: version, arms: arms, k: query.k, categories: query.categories, exclude: query.exclude.sorted(), session: query.session)
         }
         if let cached = cache.get(token: token.rawValue, key: cacheKey(useCanary ? versions.canary! : stableVersion), now: at) {
             metrics.cacheHits.increment()
@@ -785,7 +841,8 @@ public final class VeilService: Sendable {
         guard let stable = models.model else { throw GatewayError.internalError }
         let model = useCanary ? models.canary ?? stable : stable
         let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
-        let (decision, history, profile, marketing) = try await store.pool.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
+        let (decision, history, profile, marketing) = try await store.pool.read {
+            db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
             let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
             guard decision.allowed else { return (decision, [], nil, false) }
             let history = try features.interactions(of: token, in: db)
@@ -796,23 +853,30 @@ public final class VeilService: Sendable {
             return (decision, history, needProfile ? try features.profile(of: token, in: db) : nil, marketing)
         }
         // The subject's behaviour segment, for segment strategies and campaign targeting (computed once).
-        let segment = history.isEmpty ? nil
+        let segment =
+            history.isEmpty
+            ? nil
             : model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: Int64(at.timeIntervalSince1970))
-        let offers = marketing ? promotionOffers(campaigns, model: model, token: token, history: history, segment: segment, profile: profile, at: at) : []
+        let offers =
+            marketing ? promotionOffers(campaigns, model: model, token: token, history: history, segment: segment, profile: profile, at: at) : []
         let auditReason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)"
         note.update { $0.reason = auditReason }
         var ranker = Ranker(model: model, variant: variant)
         ranker.promotions = offers
         ranker.segment = segment
-        let ranked = ranker.rank(history: history, session: decision.allowed ? query.session : [], profile: history.isEmpty ? profile : nil,
-                                 query: query, now: at)
-        let rendered = RenderedRecommendation(RecommendationResponse(subject: subject, personalized: ranked.personalized, model_version: model.version,
-                                                                     request_id: requestID, items: ranked.items),
-                                              auditReason: auditReason, consented: decision.allowed)
+        let ranked = ranker.rank(
+            history: history, session: decision.allowed ? query.session : [], profile: history.isEmpty ? profile : nil,
+            query: query, now: at)
+        let rendered = RenderedRecommendation(
+            RecommendationResponse(
+                subject: subject, personalized: ranked.personalized, model_version: model.version,
+                request_id: requestID, items: ranked.items),
+            auditReason: auditReason, consented: decision.allowed)
         if decision.allowed { experiments.exposure(assignments) }
         hooks.beforeCachePut()
-        cache.put(token: token.rawValue, key: cacheKey(model.version), value: rendered, now: at,
-                  validUntil: decision.expiresAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, generation: generation)
+        cache.put(
+            token: token.rawValue, key: cacheKey(model.version), value: rendered, now: at,
+            validUntil: decision.expiresAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, generation: generation)
         return rendered.body(requestID: requestID, subject: subject)
     }
 }
@@ -825,8 +889,9 @@ extension VeilService {
         let principal = Principal(name: "bench-app", role: "app", namespace: "default")
         let note = AuditNote()
         for (n, user) in shop.users.enumerated() {
-            let request = ConsentRequest(subject: user.id, purpose: "personalization", granted: n % 8 != 7, method: "banner",
-                                         notice_version: "2026-01", jurisdiction: "EU", expires_at: nil, gpc: nil)
+            let request = ConsentRequest(
+                subject: user.id, purpose: "personalization", granted: n % 8 != 7, method: "banner",
+                notice_version: "2026-01", jurisdiction: "EU", expires_at: nil, gpc: nil)
             _ = try await recordConsent(request, principal: principal, gpcHeader: false, note: note)
         }
         return principal
@@ -836,8 +901,10 @@ extension VeilService {
     public func benchIngest(body: [UInt8], principal: Principal) async throws -> Int {
         let note = AuditNote()
         let result = try await ingest(body: body, principal: principal, gpcHeader: false, note: note)
-        try await audit.append(AuditRecord(actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",
-                                           purpose: "personalization", outcome: .allowed, reason: note.snapshot.reason, requestID: "bench"))
+        try await audit.append(
+            AuditRecord(
+                actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",
+                purpose: "personalization", outcome: .allowed, reason: note.snapshot.reason, requestID: "bench"))
         return result.accepted
     }
 }
@@ -856,9 +923,13 @@ extension VeilService {
     @discardableResult
     public func runRetention() async throws -> RetentionReport {
         let report = try await retentionSweep()
-        try await audit.append(AuditRecord(
-            actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: Self.personalization, outcome: .allowed,
-            reason: "deleted \(report.interactionsDeleted) interactions, \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) lapsed subjects"))
+        try await audit.append(
+            AuditRecord(
+                actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: Self.personalization,
+                outcome: .allowed,
+                reason:
+                    "deleted \(report.interactionsDeleted) interactions, \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) lapsed subjects"
+            ))
         return report
     }
 

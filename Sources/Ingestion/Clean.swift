@@ -73,7 +73,8 @@ public enum Clean {
             return true
         }
         guard let year = digits(4), expect(45), let month = digits(2), expect(45), let day = digits(2),
-              i < b.count, b[i] == 84 || b[i] == 116 || b[i] == 32 else { return nil }
+            i < b.count, b[i] == 84 || b[i] == 116 || b[i] == 32
+        else { return nil }
         i += 1
         guard let hour = digits(2), expect(58), let minute = digits(2), expect(58), let second = digits(2) else { return nil }
         guard (1...12).contains(month), (1...daysIn(month, year)).contains(day), hour < 24, minute < 60, second < 61 else { return nil }
@@ -126,7 +127,7 @@ public enum Clean {
     public static func channel(_ s: String) -> String? {
         let bytes = Array(s.utf8)
         guard let first = bytes.first, bytes.count <= 64, isAlphanumeric(first),
-              bytes.allSatisfy({ isAlphanumeric($0) || $0 == 0x20 || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
+            bytes.allSatisfy({ isAlphanumeric($0) || $0 == 0x20 || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
         else { return nil }
         return s
     }

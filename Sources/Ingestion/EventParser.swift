@@ -63,7 +63,9 @@ public struct EventParser: Sendable {
         let id = try requiredString(raw, "id")
         let kindName = try requiredString(raw, "kind")
         guard let kind = EventKind(rawValue: kindName) else {
-            throw BatchError(reason: "unknown kind '\(Clean.truncate(kindName, 40))'; expected one of \(EventKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw BatchError(
+                reason:
+                    "unknown kind '\(Clean.truncate(kindName, 40))'; expected one of \(EventKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let version = try optionalNumber(raw, "schema_version").map(Int.init) ?? kind.currentSchemaVersion
         guard (1...kind.currentSchemaVersion).contains(version) else {
@@ -182,7 +184,9 @@ public struct EventParser: Sendable {
             case "click": signals.append(ItemSignal(item: item, kind: "click", weight: 1))
             case "add_to_cart": signals.append(ItemSignal(item: item, kind: "add_to_cart", weight: 2))
             case "dwell":
-                guard let value = try optionalNumber(raw, "value"), value >= 0 else { throw BatchError(reason: "a dwell signal needs a non-negative 'value' in ms") }
+                guard let value = try optionalNumber(raw, "value"), value >= 0 else {
+                    throw BatchError(reason: "a dwell signal needs a non-negative 'value' in ms")
+                }
                 fields["value"] = .number(cap("value", value, max: limits.maxDwellMs))
                 signals.append(ItemSignal(item: item, kind: "dwell", weight: 0.5))
             default:
@@ -196,9 +200,10 @@ public struct EventParser: Sendable {
         let contentKey = Hash.blake2b(content, length: 16).hexString
         let expected = kind.expectedFields
         let present = expected.filter { names in names.contains { fields[$0] != nil } }.count
-        return CleanEvent(id: id, kind: kind, subject: subject, timestamp: timestamp, source: source, fields: fields,
-                          signals: signals, cappedFields: capped, completeness: Double(present) / Double(max(expected.count, 1)),
-                          contentKey: contentKey)
+        return CleanEvent(
+            id: id, kind: kind, subject: subject, timestamp: timestamp, source: source, fields: fields,
+            signals: signals, cappedFields: capped, completeness: Double(present) / Double(max(expected.count, 1)),
+            contentKey: contentKey)
     }
 
     private func requiredString(_ raw: [String: JSONValue], _ key: String, path: String = "") throws -> String {
@@ -206,7 +211,9 @@ public struct EventParser: Sendable {
         guard let string = value.stringValue else { throw BatchError(reason: "field '\(path)\(key)' must be a string") }
         let cleaned = Clean.text(string)
         guard !cleaned.isEmpty else { throw BatchError(reason: "field '\(path)\(key)' must not be empty") }
-        guard cleaned.utf8.count <= limits.maxStringLength else { throw BatchError(reason: "field '\(path)\(key)' is longer than \(limits.maxStringLength) bytes") }
+        guard cleaned.utf8.count <= limits.maxStringLength else {
+            throw BatchError(reason: "field '\(path)\(key)' is longer than \(limits.maxStringLength) bytes")
+        }
         return cleaned
     }
 

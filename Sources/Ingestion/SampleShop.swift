@@ -79,7 +79,10 @@ public struct SampleShop: Sendable {
         ("sports/outdoor", ["Summit", "Drift"], ["Tent", "Backpack", "Jacket", "Bottle"]),
     ]
     static let regions = ["DE-BY", "DE-BE", "FR-IDF", "US-CA", "US-NY", "GB-LND", "ES-MD"]
-    static let devices = ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)", "Mozilla/5.0 (Windows NT 10.0; Win64)", "Mozilla/5.0 (iPad; CPU OS 16_0)", "Mozilla/5.0 (Linux; Android 14)"]
+    static let devices = [
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)", "Mozilla/5.0 (Windows NT 10.0; Win64)", "Mozilla/5.0 (iPad; CPU OS 16_0)",
+        "Mozilla/5.0 (Linux; Android 14)",
+    ]
     static let colors = ["black", "white", "navy", "red", "olive"]
     public static let styles = ["regular", "bargain", "premium", "trend"]
 
@@ -93,9 +96,15 @@ public struct SampleShop: Sendable {
             var attributes: [String: String] = [:]
             var price = 10 + rng.unit() * 90
             if c.path.hasPrefix("apparel") {
-                attributes = ["size": ["S", "M", "L", "XL"][rng.below(4)], "color": Self.colors[rng.below(Self.colors.count)], "style": ["casual", "sport", "formal"][rng.below(3)]]
+                attributes = [
+                    "size": ["S", "M", "L", "XL"][rng.below(4)], "color": Self.colors[rng.below(Self.colors.count)],
+                    "style": ["casual", "sport", "formal"][rng.below(3)],
+                ]
             } else if c.path.hasPrefix("electronics") {
-                attributes = ["storage_gb": ["64", "128", "256"][rng.below(3)], "battery_h": String(8 + rng.below(30)), "wireless": rng.unit() < 0.7 ? "yes" : "no"]
+                attributes = [
+                    "storage_gb": ["64", "128", "256"][rng.below(3)], "battery_h": String(8 + rng.below(30)),
+                    "wireless": rng.unit() < 0.7 ? "yes" : "no",
+                ]
                 price *= 8
             } else {
                 attributes = ["material": ["steel", "paper", "nylon", "cast iron"][rng.below(4)]]
@@ -104,24 +113,31 @@ public struct SampleShop: Sendable {
             var tags = [String(c.path.split(separator: "/").last!), noun.lowercased()]
             if n % 10 == 3 { tags.append("clearance"); price *= 0.6 }
             if n % 10 == 7 { tags.append("new") }
-            items.append(Item(id: String(format: "sku-%04d", n), title: "\(brand) \(noun) \(n)", category: c.path, brand: brand,
-                              price: (price * 100).rounded() / 100, available: rng.unit() > 0.03, attributes: attributes, tags: tags))
+            items.append(
+                Item(
+                    id: String(format: "sku-%04d", n), title: "\(brand) \(noun) \(n)", category: c.path, brand: brand,
+                    price: (price * 100).rounded() / 100, available: rng.unit() > 0.03, attributes: attributes, tags: tags))
         }
         let byCategory = Dictionary(grouping: items.indices, by: { items[$0].category })
         // What each style reaches for, per category: clearance items, the dearest quarter, new arrivals.
         var styled: [String: [String: [Int]]] = [:]
         for (category, pool) in byCategory {
             let dear = pool.sorted { items[$0].price > items[$1].price }.prefix(max(pool.count / 4, 1))
-            styled[category] = ["bargain": pool.filter { items[$0].tags.contains("clearance") }, "premium": Array(dear),
-                                "trend": pool.filter { items[$0].tags.contains("new") }]
+            styled[category] = [
+                "bargain": pool.filter { items[$0].tags.contains("clearance") }, "premium": Array(dear),
+                "trend": pool.filter { items[$0].tags.contains("new") },
+            ]
         }
         for n in 0..<userCount {
             let first = Self.categories[rng.below(Self.categories.count)].path
             var second = Self.categories[rng.below(Self.categories.count)].path
             if second == first { second = Self.categories[(Self.categories.firstIndex { $0.path == first }! + 1) % Self.categories.count].path }
-            users.append(User(id: "user-\(n)@example.com", age: 18 + rng.below(55), gender: ["f", "m", "x"][rng.below(3)],
-                              location: Self.regions[rng.below(Self.regions.count)], device: Self.devices[rng.below(Self.devices.count)], tastes: [first, second],
-                              style: Self.styles[n % Self.styles.count]))
+            users.append(
+                User(
+                    id: "user-\(n)@example.com", age: 18 + rng.below(55), gender: ["f", "m", "x"][rng.below(3)],
+                    location: Self.regions[rng.below(Self.regions.count)], device: Self.devices[rng.below(Self.devices.count)],
+                    tastes: [first, second],
+                    style: Self.styles[n % Self.styles.count]))
         }
         promotionDays = (days * 2 / 5)..<max(days * 2 / 5 + 1, days * 11 / 20)
         promoted = stride(from: 0, to: items.count, by: 17).map { items[$0].id }
@@ -132,8 +148,10 @@ public struct SampleShop: Sendable {
             return "evt-\(seed)-\(eventNumber)"
         }
         for user in users {
-            events.append(Event(id: nextID(), kind: "profile", subject: user.id, timestamp: formatter.string(from: start), source: "app",
-                                device: user.device, age: user.age, gender: user.gender, location: user.location))
+            events.append(
+                Event(
+                    id: nextID(), kind: "profile", subject: user.id, timestamp: formatter.string(from: start), source: "app",
+                    device: user.device, age: user.age, gender: user.gender, location: user.location))
             for day in 0..<days {
                 let weekday = (day + 4) % 7
                 let sessionChance = weekday >= 5 ? 0.35 : 0.2
@@ -144,8 +162,10 @@ public struct SampleShop: Sendable {
                 if rng.unit() < 0.3 {
                     let shown = (0..<5).map { _ in items[pool[rng.zipf(pool.count)]].id }
                     let query = "<b>\(category.split(separator: "/").last!)</b> \(Self.colors[rng.below(Self.colors.count)])"
-                    events.append(Event(id: nextID(), kind: "search", subject: user.id, timestamp: formatter.string(from: time), source: "web",
-                                        query: query, clicked: [Event.Click(item: shown[0], position: 1)], shown: shown))
+                    events.append(
+                        Event(
+                            id: nextID(), kind: "search", subject: user.id, timestamp: formatter.string(from: time), source: "web",
+                            query: query, clicked: [Event.Click(item: shown[0], position: 1)], shown: shown))
                     time += 20
                 }
                 var viewed: [String] = []
@@ -154,20 +174,28 @@ public struct SampleShop: Sendable {
                     if let favourites = styled[category]?[user.style], !favourites.isEmpty, rng.unit() < 0.6 {
                         index = favourites[rng.below(favourites.count)]
                     }
-                    if promotionDays.contains(day), rng.unit() < 0.3 { index = stride(from: 0, to: items.count, by: 17).map { $0 }[rng.below(promoted.count)] }
+                    if promotionDays.contains(day), rng.unit() < 0.3 {
+                        index = stride(from: 0, to: items.count, by: 17).map { $0 }[rng.below(promoted.count)]
+                    }
                     let item = items[index].id
                     viewed.append(item)
-                    events.append(Event(id: nextID(), kind: "page_view", subject: user.id, timestamp: formatter.string(from: time), source: "web",
-                                        item: item, dwell_ms: Double(2000 + rng.below(60_000)), scroll_depth: (rng.unit() * 100).rounded() / 100,
-                                        referrer: ["https://www.google.com/", "direct", "https://instagram.com/"][rng.below(3)], device: user.device))
+                    events.append(
+                        Event(
+                            id: nextID(), kind: "page_view", subject: user.id, timestamp: formatter.string(from: time), source: "web",
+                            item: item, dwell_ms: Double(2000 + rng.below(60_000)), scroll_depth: (rng.unit() * 100).rounded() / 100,
+                            referrer: ["https://www.google.com/", "direct", "https://instagram.com/"][rng.below(3)], device: user.device))
                     time += Double(30 + rng.below(240))
                 }
                 if rng.unit() < (promotionDays.contains(day) ? 0.35 : 0.2), let item = viewed.last, let it = items.first(where: { $0.id == item }) {
-                    events.append(Event(id: nextID(), kind: "purchase", subject: user.id, timestamp: formatter.string(from: time), source: "app",
-                                        order: "o-\(eventNumber)", lines: [Event.Line(item: item, quantity: 1, unit_price: it.price, currency: "eur")]))
+                    events.append(
+                        Event(
+                            id: nextID(), kind: "purchase", subject: user.id, timestamp: formatter.string(from: time), source: "app",
+                            order: "o-\(eventNumber)", lines: [Event.Line(item: item, quantity: 1, unit_price: it.price, currency: "eur")]))
                     if rng.unit() < 0.5 {
-                        events.append(Event(id: nextID(), kind: "feedback", subject: user.id, timestamp: formatter.string(from: time + 86_400), source: "app",
-                                            item: item, signal: "rating", value: Double(3 + rng.below(3))))
+                        events.append(
+                            Event(
+                                id: nextID(), kind: "feedback", subject: user.id, timestamp: formatter.string(from: time + 86_400), source: "app",
+                                item: item, signal: "rating", value: Double(3 + rng.below(3))))
                     }
                 }
             }

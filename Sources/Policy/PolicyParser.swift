@@ -40,8 +40,9 @@ public enum PolicyParser {
             }
             let identities = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent("identities.yaml"))
                 .map { String(decoding: $0, as: UTF8.self) }
-            return Files(purposes: try text("purposes.yaml"), categories: try text("data-categories.yaml"), roles: try text("roles.yaml"), notices: notices,
-                         identities: identities)
+            return Files(
+                purposes: try text("purposes.yaml"), categories: try text("data-categories.yaml"), roles: try text("roles.yaml"), notices: notices,
+                identities: identities)
         }
     }
 
@@ -61,11 +62,14 @@ public enum PolicyParser {
         for (version, bytes) in files.notices {
             // Versions compare as text (the newest notice, re-consent): only YYYY-MM keeps that order right.
             let v = Array(version.utf8)
-            guard v.count == 7, v[4] == UInt8(ascii: "-"), v.enumerated().allSatisfy({ $0.offset == 4 || ($0.element >= 48 && $0.element <= 57) }) else {
-                throw PolicyError(file: "notices/\(version).md", line: 0, reason: "a notice's file name is its version, YYYY-MM (for example 2026-06.md)")
+            guard v.count == 7, v[4] == UInt8(ascii: "-"), v.enumerated().allSatisfy({ $0.offset == 4 || ($0.element >= 48 && $0.element <= 57) })
+            else {
+                throw PolicyError(
+                    file: "notices/\(version).md", line: 0, reason: "a notice's file name is its version, YYYY-MM (for example 2026-06.md)")
             }
-            notices[version] = Notice(version: version, hash: Hash.blake2b(bytes).hexString,
-                                      requiresReconsent: try noticeRequiresReconsent(bytes, file: "notices/\(version).md"))
+            notices[version] = Notice(
+                version: version, hash: Hash.blake2b(bytes).hexString,
+                requiresReconsent: try noticeRequiresReconsent(bytes, file: "notices/\(version).md"))
         }
         let groups = try files.identities.map { try parseIdentityGroups(try compose($0, file: "identities.yaml")) } ?? [:]
         var version = canonicalHash(purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices)
@@ -73,8 +77,9 @@ public enum PolicyParser {
             let text = groups.sorted { $0.key < $1.key }.map { "identity|\($0.key)|\($0.value)" }.joined(separator: "\n")
             version = Hash.blake2b(Array((version + "\n" + text).utf8), length: 16).hexString
         }
-        return PolicySet(purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices,
-                         identityGroups: groups, version: version)
+        return PolicySet(
+            purposes: purposes, categories: categories, neverStored: neverStored, roles: roles, notices: notices,
+            identityGroups: groups, version: version)
     }
 
     // MARK: - Files
@@ -128,7 +133,11 @@ public enum PolicyParser {
                 let field = try scalar(fieldKey, file: file, what: "a field name")
                 let ruleName = try scalar(ruleNode, file: file, what: "the rule of '\(field)'")
                 guard let rule = FieldRule(rawValue: ruleName) else {
-                    throw PolicyError(file: file, line: ruleNode.line, reason: "unknown rule '\(ruleName)' for field '\(field)'; use one of \(FieldRule.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw PolicyError(
+                        file: file, line: ruleNode.line,
+                        reason:
+                            "unknown rule '\(ruleName)' for field '\(field)'; use one of \(FieldRule.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
                 }
                 fields[field] = rule
             }
@@ -161,7 +170,9 @@ public enum PolicyParser {
             let basisNode = try required("lawful_basis")
             let basisName = try scalar(basisNode, file: file, what: "lawful_basis")
             guard let basis = LawfulBasis(rawValue: basisName) else {
-                throw PolicyError(file: file, line: basisNode.line, reason: "unknown lawful basis '\(basisName)'; use \(LawfulBasis.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw PolicyError(
+                    file: file, line: basisNode.line,
+                    reason: "unknown lawful basis '\(basisName)'; use \(LawfulBasis.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             let categoriesNode = try required("categories")
             let used = try stringList(categoriesNode, file: file, what: "categories")
@@ -174,14 +185,16 @@ public enum PolicyParser {
             guard let retention = Int(try scalar(retentionNode, file: file, what: "retention_days")), retention > 0 else {
                 throw PolicyError(file: file, line: retentionNode.line, reason: "retention_days of '\(name)' must be a positive whole number of days")
             }
-            let version = try body["version"].map { node -> Int in
-                guard let v = Int(try scalar(node, file: file, what: "version")), v > 0 else {
-                    throw PolicyError(file: file, line: node.line, reason: "version must be a positive integer")
-                }
-                return v
-            } ?? 1
+            let version =
+                try body["version"].map { node -> Int in
+                    guard let v = Int(try scalar(node, file: file, what: "version")), v > 0 else {
+                        throw PolicyError(file: file, line: node.line, reason: "version must be a positive integer")
+                    }
+                    return v
+                } ?? 1
             let description = try scalar(try required("description"), file: file, what: "description")
-            purposes[name] = Purpose(name: name, version: version, description: description, lawfulBasis: basis, categories: used, retentionDays: retention)
+            purposes[name] = Purpose(
+                name: name, version: version, description: description, lawfulBasis: basis, categories: used, retentionDays: retention)
         }
         return purposes
     }
@@ -224,7 +237,8 @@ public enum PolicyParser {
         var requires = false
         for (key, value) in top {
             guard key == "requires_reconsent" else {
-                throw PolicyError(file: file, line: value.line + 1, reason: "unknown key '\(key)' in the front matter; the only key is 'requires_reconsent'")
+                throw PolicyError(
+                    file: file, line: value.line + 1, reason: "unknown key '\(key)' in the front matter; the only key is 'requires_reconsent'")
             }
             guard let flag = value.bool else {
                 throw PolicyError(file: file, line: value.line + 1, reason: "requires_reconsent must be true or false")
@@ -252,7 +266,8 @@ public enum PolicyParser {
             }
             for namespace in members {
                 if let other = groups[namespace] {
-                    throw PolicyError(file: file, line: value.line, reason: "namespace '\(namespace)' is in groups '\(other)' and '\(group)'; it may be in one")
+                    throw PolicyError(
+                        file: file, line: value.line, reason: "namespace '\(namespace)' is in groups '\(other)' and '\(group)'; it may be in one")
                 }
                 groups[namespace] = group
             }
@@ -293,10 +308,14 @@ public enum PolicyParser {
 
     // MARK: - Version
 
-    static func canonicalHash(purposes: [String: Purpose], categories: [String: DataCategory], neverStored: Set<String>, roles: [String: Role], notices: [String: Notice]) -> String {
+    static func canonicalHash(
+        purposes: [String: Purpose], categories: [String: DataCategory], neverStored: Set<String>, roles: [String: Role], notices: [String: Notice]
+    ) -> String {
         var lines: [String] = []
         for p in purposes.values.sorted(by: { $0.name < $1.name }) {
-            lines.append("purpose|\(p.name)|\(p.version)|\(p.lawfulBasis.rawValue)|\(p.categories.sorted().joined(separator: ","))|\(p.retentionDays)|\(p.description)")
+            lines.append(
+                "purpose|\(p.name)|\(p.version)|\(p.lawfulBasis.rawValue)|\(p.categories.sorted().joined(separator: ","))|\(p.retentionDays)|\(p.description)"
+            )
         }
         for c in categories.values.sorted(by: { $0.name < $1.name }) {
             lines.append("category|\(c.name)|" + c.fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.rawValue)" }.joined(separator: ","))

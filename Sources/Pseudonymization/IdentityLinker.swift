@@ -29,22 +29,23 @@ public struct IdentityLinker: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("pseudonymization.v1.links") { db in
-                try db.execute(sql: """
-                    CREATE TABLE match_keys (
-                        kind TEXT NOT NULL,
-                        key TEXT NOT NULL,
-                        token TEXT NOT NULL,
-                        name_grams TEXT,
-                        PRIMARY KEY (kind, key, token)
-                    ) WITHOUT ROWID;
-                    CREATE TABLE identity_links (
-                        token TEXT PRIMARY KEY NOT NULL,
-                        canonical TEXT NOT NULL,
-                        rule TEXT NOT NULL,
-                        score REAL NOT NULL,
-                        created_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE match_keys (
+                            kind TEXT NOT NULL,
+                            key TEXT NOT NULL,
+                            token TEXT NOT NULL,
+                            name_grams TEXT,
+                            PRIMARY KEY (kind, key, token)
+                        ) WITHOUT ROWID;
+                        CREATE TABLE identity_links (
+                            token TEXT PRIMARY KEY NOT NULL,
+                            canonical TEXT NOT NULL,
+                            rule TEXT NOT NULL,
+                            score REAL NOT NULL,
+                            created_at INTEGER NOT NULL
+                        ) WITHOUT ROWID;
+                        """)
             }
             // Match keys became scoped (a namespace, or a group of namespaces that share identities); the unscoped
             // keys of v1 let a link cross tenants, and their inputs are not stored to recompute them.
@@ -109,8 +110,10 @@ public struct IdentityLinker: Sendable {
     public func canonical(_ token: SubjectToken, in db: Database) throws -> SubjectToken {
         var current = token
         var seen: Set<SubjectToken> = [token]
-        while let raw = try String.fetchOne(db.cachedStatement(sql: "SELECT canonical FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
-              let next = SubjectToken(rawValue: raw), seen.insert(next).inserted {
+        while let raw = try String.fetchOne(
+            db.cachedStatement(sql: "SELECT canonical FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
+            let next = SubjectToken(rawValue: raw), seen.insert(next).inserted
+        {
             current = next
         }
         return current
@@ -121,8 +124,10 @@ public struct IdentityLinker: Sendable {
     func canonical(_ token: SubjectToken, within scope: String, in db: Database) throws -> SubjectToken {
         var current = token
         var seen: Set<SubjectToken> = [token]
-        while let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT canonical, scope FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
-              (row["scope"] as String?) == scope, let next = SubjectToken(rawValue: row["canonical"]), seen.insert(next).inserted {
+        while let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT canonical, scope FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
+            (row["scope"] as String?) == scope, let next = SubjectToken(rawValue: row["canonical"]), seen.insert(next).inserted
+        {
             current = next
         }
         return current
@@ -162,18 +167,26 @@ public struct IdentityLinker: Sendable {
         var found: Link?
         if let email = attributes.email.map(Self.normalizeEmail), !email.isEmpty {
             let k = matchKey("email", scope: scope, email)
-            if let other = try String.fetchOne(db.cachedStatement(sql: "SELECT token FROM match_keys WHERE kind = 'email' AND key = ? AND token <> ? LIMIT 1"),
-                                               arguments: [k, token.rawValue]).flatMap(SubjectToken.init(rawValue:)) {
+            if let other = try String.fetchOne(
+                db.cachedStatement(sql: "SELECT token FROM match_keys WHERE kind = 'email' AND key = ? AND token <> ? LIMIT 1"),
+                arguments: [k, token.rawValue]
+            ).flatMap(SubjectToken.init(rawValue:)) {
                 found = Link(token: token, canonical: try canonical(other, within: scope, in: db), rule: "email", score: 1)
             }
-            try db.cachedStatement(sql: "INSERT OR IGNORE INTO match_keys (kind, key, token) VALUES ('email', ?, ?)").execute(arguments: [k, token.rawValue])
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO match_keys (kind, key, token) VALUES ('email', ?, ?)").execute(arguments: [
+                k, token.rawValue,
+            ])
         }
-        if let name = attributes.name.map(Self.normalizeName), let postcode = attributes.postcode.map(Self.normalizePostcode), !name.isEmpty, !postcode.isEmpty {
+        if let name = attributes.name.map(Self.normalizeName), let postcode = attributes.postcode.map(Self.normalizePostcode), !name.isEmpty,
+            !postcode.isEmpty
+        {
             let k = matchKey("postcode", scope: scope, postcode)
             let grams = Set(Self.trigrams(name).map { h("gram|" + $0) })
             if found == nil {
-                for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT token, name_grams FROM match_keys WHERE kind = 'postcode' AND key = ? AND token <> ?"),
-                                            arguments: [k, token.rawValue]) {
+                for row in try Row.fetchAll(
+                    db.cachedStatement(sql: "SELECT token, name_grams FROM match_keys WHERE kind = 'postcode' AND key = ? AND token <> ?"),
+                    arguments: [k, token.rawValue])
+                {
                     let theirs = Set(((row["name_grams"] as String?) ?? "").split(separator: ",").map(String.init))
                     let score = Self.similarity(grams, theirs)
                     if score >= threshold, score > (found?.score ?? 0), let other = SubjectToken(rawValue: row["token"]) {
@@ -185,8 +198,10 @@ public struct IdentityLinker: Sendable {
                 .execute(arguments: [k, token.rawValue, grams.sorted().joined(separator: ",")])
         }
         guard let link = found, link.canonical != token else { return nil }
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, ?, ?, ?, ?)")
-            .execute(arguments: [token.rawValue, link.canonical.rawValue, link.rule, link.score, Int64(Date().timeIntervalSince1970), scope])
+        try db.cachedStatement(
+            sql: "INSERT OR REPLACE INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        .execute(arguments: [token.rawValue, link.canonical.rawValue, link.rule, link.score, Int64(Date().timeIntervalSince1970), scope])
         return link
     }
 
@@ -206,6 +221,8 @@ public struct IdentityLinker: Sendable {
     /// Forgets every matching key and link of `token` (erasure).
     public func erase(_ token: SubjectToken, in db: Database) throws {
         try db.cachedStatement(sql: "DELETE FROM match_keys WHERE token = ?").execute(arguments: [token.rawValue])
-        try db.cachedStatement(sql: "DELETE FROM identity_links WHERE token = ? OR canonical = ?").execute(arguments: [token.rawValue, token.rawValue])
+        try db.cachedStatement(sql: "DELETE FROM identity_links WHERE token = ? OR canonical = ?").execute(arguments: [
+            token.rawValue, token.rawValue,
+        ])
     }
 }

@@ -9,12 +9,13 @@ public struct IdentityMap: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("pseudonymization.v1.identities") { db in
-                try db.execute(sql: """
-                    CREATE TABLE identities (
-                        token TEXT PRIMARY KEY NOT NULL,
-                        body BLOB NOT NULL
-                    ) WITHOUT ROWID
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE identities (
+                            token TEXT PRIMARY KEY NOT NULL,
+                            body BLOB NOT NULL
+                        ) WITHOUT ROWID
+                        """)
             }
         }
     }
@@ -34,9 +35,12 @@ public struct IdentityMap: Sendable {
 
     /// The original id, or nil when unknown or erased.
     public func reveal(_ token: SubjectToken, in db: Database) throws -> String? {
-        guard let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM identities WHERE token = ?"), arguments: [token.rawValue]) else { return nil }
+        guard let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM identities WHERE token = ?"), arguments: [token.rawValue]) else {
+            return nil
+        }
         do {
-            return String(decoding: try keys.open(body, token: Self.keyOwner(token), table: "identities", rowID: token.rawValue, in: db), as: UTF8.self)
+            return String(
+                decoding: try keys.open(body, token: Self.keyOwner(token), table: "identities", rowID: token.rawValue, in: db), as: UTF8.self)
         } catch let error as StorageError where error.code == .shredded {
             return nil
         }

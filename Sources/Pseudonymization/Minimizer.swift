@@ -11,11 +11,17 @@ public enum FieldValue: Sendable, Equatable, Codable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let l = try? c.decode([FieldValue].self) { self = .list(l) }
-        else { self = .object(try c.decode([String: FieldValue].self)) }
+        if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let l = try? c.decode([FieldValue].self) {
+            self = .list(l)
+        } else {
+            self = .object(try c.decode([String: FieldValue].self))
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {

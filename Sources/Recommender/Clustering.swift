@@ -142,7 +142,9 @@ public enum Clustering {
     }
 
     /// k-means for each k in `range`, keeping the k with the best silhouette (measured on at most `sample` points).
-    public static func kMeansChoosingK(_ points: [[Float]], range: ClosedRange<Int>, seed: UInt64 = 42, sample: Int = 1500)
+    public static func kMeansChoosingK(
+        _ points: [[Float]], range: ClosedRange<Int>, seed: UInt64 = 42, sample: Int = 1500
+    )
         -> (result: Result, silhouettes: [Int: Float])
     {
         var best: (Result, Float)?

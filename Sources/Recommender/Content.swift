@@ -102,8 +102,10 @@ public struct ContentModel: ScoringModel {
     /// - Parameters:
     ///   - similarity: overrides per product type; a type not named gets `categorical` when its items carry
     ///     more than their category path as exact features, `text` otherwise.
-    public init(items: [ItemContent], width: Int = 1 << 14, similarity overrides: [String: ContentSimilarity] = [:],
-                halfLife: Double = 14 * 86_400) {
+    public init(
+        items: [ItemContent], width: Int = 1 << 14, similarity overrides: [String: ContentSimilarity] = [:],
+        halfLife: Double = 14 * 86_400
+    ) {
         hasher = FeatureHasher(width: width)
         itemCount = items.count
         self.halfLife = halfLife
@@ -132,7 +134,8 @@ public struct ContentModel: ScoringModel {
             case .text:
                 var tf: [String: Float] = [:]
                 for word in item.text { tf[word, default: 0] += 1 }
-                features = tf.map { word, count in (word, count * log(n / Float(documentFrequency[word] ?? 1)) + 1e-3) }
+                features =
+                    tf.map { word, count in (word, count * log(n / Float(documentFrequency[word] ?? 1)) + 1e-3) }
                     + item.categorical.filter { $0.hasPrefix("cat:") }.map { ($0, 0.5) }
             }
             var row = hasher.vector(features)

@@ -41,9 +41,11 @@ public enum Dataset {
     }
 
     /// The 19 genre columns of MovieLens 100K's `u.item`, in file order.
-    public static let movieLensGenres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-                                         "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-                                         "Thriller", "War", "Western"]
+    public static let movieLensGenres = [
+        "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+        "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+        "Thriller", "War", "Western",
+    ]
 
     /// Items of a MovieLens `u.item` file (`id|title|date|video|url|19 genre flags`): id, title, genre indices and
     /// release year (0 when absent).

@@ -109,7 +109,8 @@ public enum DenseSolver {
         let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
         let va = SIMD4<Double>(repeating: alpha)
         while i + 4 <= n {
-            let v = ry.loadUnaligned(fromByteOffset: i * 8, as: SIMD4<Double>.self) + va * rx.loadUnaligned(fromByteOffset: i * 8, as: SIMD4<Double>.self)
+            let v =
+                ry.loadUnaligned(fromByteOffset: i * 8, as: SIMD4<Double>.self) + va * rx.loadUnaligned(fromByteOffset: i * 8, as: SIMD4<Double>.self)
             ry.storeBytes(of: v, toByteOffset: i * 8, as: SIMD4<Double>.self)
             i += 4
         }

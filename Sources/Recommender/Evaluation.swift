@@ -100,8 +100,9 @@ public struct EvaluationSplit: Sendable {
     public func context(forUser u: Int) -> UserContext {
         let row = trainMatrix.columns(ofRow: u)
         let range = trainMatrix.offsets[u]..<trainMatrix.offsets[u + 1]
-        return UserContext(user: u, items: Array(row), weights: Array(trainMatrix.values[range]), time: referenceTimes[u],
-                           itemTimes: Array(trainTimes[range]))
+        return UserContext(
+            user: u, items: Array(row), weights: Array(trainMatrix.values[range]), time: referenceTimes[u],
+            itemTimes: Array(trainTimes[range]))
     }
 
     /// Top-k for every user with at least one relevant item (the others get an empty list).

@@ -20,11 +20,11 @@ public struct GRU4Rec: Sendable {
     public struct Parameters: Sendable, Equatable {
         public let items: Int
         public let hidden: Int
-        public var embedding: [Float]   // items × H
-        public var wz: [Float], wr: [Float], wh: [Float]   // H × H (input)
-        public var uz: [Float], ur: [Float], uh: [Float]   // H × H (recurrent)
-        public var bz: [Float], br: [Float], bh: [Float]   // H
-        public var output: [Float]      // items × H
+        public var embedding: [Float]  // items × H
+        public var wz: [Float], wr: [Float], wh: [Float]  // H × H (input)
+        public var uz: [Float], ur: [Float], uh: [Float]  // H × H (recurrent)
+        public var bz: [Float], br: [Float], bh: [Float]  // H
+        public var output: [Float]  // items × H
         public var outputBias: [Float]  // items
 
         public init(items: Int, hidden: Int, seed: UInt64) {
@@ -191,7 +191,9 @@ public struct GRU4Rec: Sendable {
     }
 
     /// The loss of one step and its gradient.
-    public static func lossAndGradient(_ p: Parameters, item: Int, h: [Float], target: Int, negatives: [Int], regularization: Float)
+    public static func lossAndGradient(
+        _ p: Parameters, item: Int, h: [Float], target: Int, negatives: [Int], regularization: Float
+    )
         -> (loss: Double, gradient: Gradient, next: [Float])
     {
         let H = p.hidden
@@ -287,8 +289,9 @@ public struct GRU4Rec: Sendable {
                         let j = sample()
                         if j != target { negatives.append(j) }
                     }
-                    let (_, g, next) = Self.lossAndGradient(p, item: Int(session[t]), h: h, target: target, negatives: negatives,
-                                                            regularization: cfg.scoreRegularization)
+                    let (_, g, next) = Self.lossAndGradient(
+                        p, item: Int(session[t]), h: h, target: target, negatives: negatives,
+                        regularization: cfg.scoreRegularization)
                     Self.adagrad(&p, g, &accumulators, lr: cfg.learningRate)
                     h = next
                 }

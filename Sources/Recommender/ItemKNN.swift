@@ -28,14 +28,16 @@ public struct ItemKNN: Sendable {
             // Raw co-occurrences, kept: cosine is C_ij / √(C_ii·C_jj), so removing a user is a subtraction.
             let cooccurrence = Cooccurrence(userItems)
             let rows = (0..<cooccurrence.items).map { cooccurrence.neighbours(of: $0, keep: neighbours, cosine: true) }
-            return ItemKNNModel(name: "item-knn", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
-                                cooccurrence: cooccurrence)
+            return ItemKNNModel(
+                name: "item-knn", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
+                cooccurrence: cooccurrence)
         case .bm25:
             // BM25's weights depend on every user (document frequencies, average length): nothing to subtract.
             let cooccurrence = Cooccurrence(weightedItemUsers(userItems).transposed())
             let rows = (0..<cooccurrence.items).map { cooccurrence.neighbours(of: $0, keep: neighbours, cosine: false) }
-            return ItemKNNModel(name: "item-knn-bm25", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
-                                cooccurrence: nil)
+            return ItemKNNModel(
+                name: "item-knn-bm25", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
+                cooccurrence: nil)
         }
     }
 

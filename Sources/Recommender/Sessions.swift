@@ -88,8 +88,10 @@ public enum SessionData {
 
     /// HitRate@k and MRR@k of next-item predictions: for every position t ≥ 1 of every test session, the
     /// model sees items 0..<t and must rank item t; items already in the prefix are not candidates.
-    public static func evaluate(_ sessions: [[Int32]], k: Int, itemCount: Int, threads: Int = 1,
-                                scorer: @Sendable ([Int32], UnsafeMutableBufferPointer<Float>) -> Void) -> (hitRate: Double, mrr: Double, predictions: Int) {
+    public static func evaluate(
+        _ sessions: [[Int32]], k: Int, itemCount: Int, threads: Int = 1,
+        scorer: @Sendable ([Int32], UnsafeMutableBufferPointer<Float>) -> Void
+    ) -> (hitRate: Double, mrr: Double, predictions: Int) {
         let cases = sessions.flatMap { s in (1..<s.count).map { (s, $0) } }.filter { Int($0.0[$0.1]) < itemCount }
         var hits = [Double](repeating: 0, count: cases.count), ranks = [Double](repeating: 0, count: cases.count)
         hits.withShared { hitOut in

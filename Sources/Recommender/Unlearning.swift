@@ -28,8 +28,9 @@ public final class UnlearningRequest: Sendable {
                 let u = newIndex[Int(x.user)]
                 return u < 0 ? nil : Interaction(user: u, item: x.item, weight: x.weight, time: x.time)
             }
-            let split = EvaluationSplit(users: kept.map { before.users[$0] }, items: before.items, train: train,
-                                        relevant: kept.map { before.relevant[$0] }, itemContent: before.itemContent)
+            let split = EvaluationSplit(
+                users: kept.map { before.users[$0] }, items: before.items, train: train,
+                relevant: kept.map { before.relevant[$0] }, itemContent: before.itemContent)
             cached = split
             return split
         }

@@ -9,7 +9,9 @@ enum Vec {
         let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
         while i + 16 <= n {
             acc0 += ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            acc1 += ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
+            acc1 +=
+                ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
             i += 16
         }
         var sum = (acc0 + acc1).sum()
@@ -27,7 +29,8 @@ enum Vec {
         let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
         let va = SIMD8<Float>(repeating: alpha)
         while i + 8 <= n {
-            let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) + va * rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            let v =
+                ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) + va * rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
             ry.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
             i += 8
         }

@@ -33,9 +33,11 @@ public struct StoreConfiguration: Sendable {
     /// only, and erasure (deleting a key from this file) reaches every backup of the data. Always `FULL` sync.
     public var keyStorePath: String?
 
-    public init(fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8, cacheKiB: Int = 32 * 1024,
-                walAutocheckpointPages: Int = 1000, backgroundCheckpointInterval: TimeInterval = 0, walCyclePages: Int = 0,
-                keyStorePath: String? = nil) {
+    public init(
+        fullSync: Bool = true, busyTimeout: TimeInterval = 10, maximumReaders: Int = 8, cacheKiB: Int = 32 * 1024,
+        walAutocheckpointPages: Int = 1000, backgroundCheckpointInterval: TimeInterval = 0, walCyclePages: Int = 0,
+        keyStorePath: String? = nil
+    ) {
         self.keyStorePath = keyStorePath
         self.fullSync = fullSync
         self.busyTimeout = busyTimeout
@@ -90,7 +92,8 @@ public final class Store: Sendable {
         if let keyStore {
             let keyDirectory = (keyStore as NSString).deletingLastPathComponent
             if !keyDirectory.isEmpty {
-                try? FileManager.default.createDirectory(atPath: keyDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                try? FileManager.default.createDirectory(
+                    atPath: keyDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
         }
         config.prepareDatabase { db in
@@ -132,13 +135,18 @@ public final class Store: Sendable {
             // the key store was deleted or replaced. Starting would make every subject unreadable without a word.
             let (movedOut, keyTables) = try pool.read { db -> (Bool, Int) in
                 let tracked = try Bool.fetchOne(db, sql: "SELECT 1 FROM main.sqlite_master WHERE name = 'grdb_migrations'") == true
-                let moved = try tracked && Bool.fetchOne(db, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
-                                                         arguments: [SubjectKeys.keyStoreMigration]) == true
+                let moved =
+                    try tracked
+                    && Bool.fetchOne(
+                        db, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
+                        arguments: [SubjectKeys.keyStoreMigration]) == true
                 return (moved, try Int.fetchOne(db, sql: "SELECT count(*) FROM \(Store.keyStoreSchema).sqlite_master") ?? 0)
             }
             guard !movedOut || keyTables > 0 else {
-                throw StorageError(.cannotOpen, "the key store \(keyStore) is empty but \(path) is not: restore the key store from its backup "
-                                   + "(without it no subject's data can be opened), or start with an empty data directory")
+                throw StorageError(
+                    .cannotOpen,
+                    "the key store \(keyStore) is empty but \(path) is not: restore the key store from its backup "
+                        + "(without it no subject's data can be opened), or start with an empty data directory")
             }
             do {
                 try pool.write { db in try SubjectKeys.prepareKeyStore(in: db) }
@@ -159,8 +167,9 @@ public final class Store: Sendable {
         }
         if configuration.backgroundCheckpointInterval > 0 {
             do {
-                checkpointer = try BackgroundCheckpointer(path: path, pool: pool, interval: configuration.backgroundCheckpointInterval,
-                                                          cyclePages: configuration.walCyclePages, synchronous: synchronous)
+                checkpointer = try BackgroundCheckpointer(
+                    path: path, pool: pool, interval: configuration.backgroundCheckpointInterval,
+                    cyclePages: configuration.walCyclePages, synchronous: synchronous)
             } catch {
                 throw StorageError(.cannotOpen, "cannot open the checkpoint connection to \(path): \(Store.describe(error))")
             }
@@ -306,7 +315,8 @@ final class BackgroundCheckpointer: @unchecked Sendable {
             var info = stat()
             guard stat(wal, &info) == 0, info.st_size >= Self.minimumWALBytes else { return }
             guard let pass = try? connection.writeWithoutTransaction({ db in try db.checkpoint(.passive) }),
-                  cyclePages > 0, pass.walFrameCount >= cyclePages else { return }
+                cyclePages > 0, pass.walFrameCount >= cyclePages
+            else { return }
             _ = try? pool.writeWithoutTransaction { db in try db.checkpoint(.passive) }
         }
         timer.resume()

@@ -15,28 +15,32 @@ public final class SubjectKeys: Sendable {
         public init() {}
         public func register(in migrator: inout DatabaseMigrator) {
             migrator.registerMigration("storage.v1.subject_keys") { db in
-                try db.execute(sql: """
-                    CREATE TABLE subject_keys (
-                        token TEXT PRIMARY KEY NOT NULL,
-                        key_version INTEGER NOT NULL,
-                        generation INTEGER NOT NULL DEFAULT 1,
-                        wrapped BLOB NOT NULL,
-                        created_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    CREATE INDEX subject_keys_version ON subject_keys(key_version);
-                    CREATE TABLE shredded_subjects (
-                        token TEXT PRIMARY KEY NOT NULL,
-                        shredded_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE subject_keys (
+                            token TEXT PRIMARY KEY NOT NULL,
+                            key_version INTEGER NOT NULL,
+                            generation INTEGER NOT NULL DEFAULT 1,
+                            wrapped BLOB NOT NULL,
+                            created_at INTEGER NOT NULL
+                        ) WITHOUT ROWID;
+                        CREATE INDEX subject_keys_version ON subject_keys(key_version);
+                        CREATE TABLE shredded_subjects (
+                            token TEXT PRIMARY KEY NOT NULL,
+                            shredded_at INTEGER NOT NULL
+                        ) WITHOUT ROWID;
+                        """)
             }
             // The key store became a file of its own (attached as `keystore`): a backup of the data file must not carry
             // the keys that open it. `prepare` has copied the keys in a transaction of the key store alone; this drops
             // the data file's copy (secure_delete zeroes its pages) only once every key is in the key store.
             migrator.registerMigration(SubjectKeys.keyStoreMigration) { db in
-                let missing = try Int.fetchOne(db, sql: """
-                    SELECT count(*) FROM main.subject_keys m WHERE NOT EXISTS (SELECT 1 FROM keystore.subject_keys k WHERE k.token = m.token)
-                    """) ?? 0
+                let missing =
+                    try Int.fetchOne(
+                        db,
+                        sql: """
+                            SELECT count(*) FROM main.subject_keys m WHERE NOT EXISTS (SELECT 1 FROM keystore.subject_keys k WHERE k.token = m.token)
+                            """) ?? 0
                 guard missing == 0 else {
                     throw StorageError(.migrationFailed, "\(missing) data keys are not in the key store yet; the data file keeps them until they are")
                 }
@@ -52,23 +56,26 @@ public final class SubjectKeys: Sendable {
     /// its own), in a transaction that writes the key store alone. Idempotent: it runs at every open, before the
     /// migrations, so a crash at any point leaves either the old copy or both.
     public static func prepareKeyStore(in db: Database) throws {
-        try db.execute(sql: """
-            CREATE TABLE IF NOT EXISTS keystore.subject_keys (
-                token TEXT PRIMARY KEY NOT NULL,
-                key_version INTEGER NOT NULL,
-                generation INTEGER NOT NULL DEFAULT 1,
-                wrapped BLOB NOT NULL,
-                created_at INTEGER NOT NULL
-            ) WITHOUT ROWID;
-            CREATE INDEX IF NOT EXISTS keystore.subject_keys_version ON subject_keys(key_version);
-            CREATE TABLE IF NOT EXISTS keystore.shredded_subjects (
-                token TEXT PRIMARY KEY NOT NULL,
-                shredded_at INTEGER NOT NULL
-            ) WITHOUT ROWID;
-            """)
-        let old = try String.fetchAll(db, sql: "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name IN ('subject_keys', 'shredded_subjects')")
+        try db.execute(
+            sql: """
+                CREATE TABLE IF NOT EXISTS keystore.subject_keys (
+                    token TEXT PRIMARY KEY NOT NULL,
+                    key_version INTEGER NOT NULL,
+                    generation INTEGER NOT NULL DEFAULT 1,
+                    wrapped BLOB NOT NULL,
+                    created_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX IF NOT EXISTS keystore.subject_keys_version ON subject_keys(key_version);
+                CREATE TABLE IF NOT EXISTS keystore.shredded_subjects (
+                    token TEXT PRIMARY KEY NOT NULL,
+                    shredded_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        let old = try String.fetchAll(
+            db, sql: "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name IN ('subject_keys', 'shredded_subjects')")
         if old.contains("subject_keys") {
-            try db.execute(sql: "INSERT OR IGNORE INTO keystore.subject_keys SELECT token, key_version, generation, wrapped, created_at FROM main.subject_keys")
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO keystore.subject_keys SELECT token, key_version, generation, wrapped, created_at FROM main.subject_keys")
         }
         if old.contains("shredded_subjects") {
             try db.execute(sql: "INSERT OR IGNORE INTO keystore.shredded_subjects SELECT token, shredded_at FROM main.shredded_subjects")
@@ -154,7 +161,8 @@ public final class SubjectKeys: Sendable {
     /// Seals `plaintext` for `token`'s row `rowID` of `table`, creating the subject's key if needed.
     public func seal(_ plaintext: [UInt8], token: String, table: String, rowID: String, in db: Database) throws -> Data {
         let key = try dataKey(for: token, in: db, create: true)!
-        return Data(AEAD.seal(plaintext, key: key, version: Self.dataKeyGeneration, associatedData: Self.rowAD(table: table, rowID: rowID, token: token)))
+        return Data(
+            AEAD.seal(plaintext, key: key, version: Self.dataKeyGeneration, associatedData: Self.rowAD(table: table, rowID: rowID, token: token)))
     }
 
     /// Opens a value sealed by ``seal(_:token:table:rowID:in:)``.

@@ -32,4 +32,3 @@ public struct SubjectToken: Sendable, Hashable, Codable, CustomStringConvertible
     public var description: String { rawValue }
     public static func < (l: SubjectToken, r: SubjectToken) -> Bool { l.rawValue < r.rawValue }
 }
-

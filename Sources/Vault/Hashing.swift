@@ -18,8 +18,9 @@ public enum Hash {
     public static func blake2b256(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
         precondition(output.count >= 32, "a BLAKE2b-256 digest needs 32 bytes")
         Sodium.ensureReady()
-        let status = crypto_generichash(output.baseAddress!.assumingMemoryBound(to: UInt8.self), 32,
-                                        input.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(input.count), nil, 0)
+        let status = crypto_generichash(
+            output.baseAddress!.assumingMemoryBound(to: UInt8.self), 32,
+            input.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(input.count), nil, 0)
         precondition(status == 0, "BLAKE2b cannot fail for valid lengths")
     }
 
@@ -58,7 +59,8 @@ extension Hash {
     public static func sha256(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
         precondition(output.count >= sha256Count, "a SHA-256 digest needs 32 bytes")
         var context = SHA256_CTX()
-        let ok = SHA256_Init(&context) == 1
+        let ok =
+            SHA256_Init(&context) == 1
             && SHA256_Update(&context, input.baseAddress, input.count) == 1
             && SHA256_Final(output.baseAddress!.assumingMemoryBound(to: UInt8.self), &context) == 1
         precondition(ok, "SHA-256 cannot fail")

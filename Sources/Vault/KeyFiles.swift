@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 import Foundation
 
@@ -23,7 +23,9 @@ enum KeyFiles {
         }
         defer { bytes.wipe() }
         guard bytes.count == expectedCount else {
-            throw VaultError(.invalidKeyLength, "key file \(path) holds \(bytes.count) bytes, expected \(expectedCount); restore it from backup or recreate the key ring")
+            throw VaultError(
+                .invalidKeyLength,
+                "key file \(path) holds \(bytes.count) bytes, expected \(expectedCount); restore it from backup or recreate the key ring")
         }
         return try SecretKey(copying: bytes)
     }

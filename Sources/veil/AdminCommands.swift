@@ -20,7 +20,9 @@ struct PrincipalsCommand: ParsableCommand {
         func run() async throws {
             let service = try openService(common)
             let key = try service.principals.add(name: name, role: role, namespace: namespace, knownRoles: Set(service.policy.roles.keys))
-            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: .allowed, reason: "role \(role)"))
+            try await service.audit.append(
+                AuditRecord(
+                    actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: .allowed, reason: "role \(role)"))
             try await service.audit.checkpoint()
             print("created principal \(name) with role \(role); its API key (shown once):")
             print(key)
@@ -35,7 +37,8 @@ struct PrincipalsCommand: ParsableCommand {
         func run() async throws {
             let service = try openService(common)
             try await service.principals.revoke(name: name)
-            try await service.audit.append(AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: .allowed))
+            try await service.audit.append(
+                AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: .allowed))
             try await service.audit.checkpoint()
             print("revoked \(name); a running server refuses its key within 1 s (revoke through DELETE /v1/principals/\(name) for at once)")
         }
@@ -54,12 +57,15 @@ struct PrincipalsCommand: ParsableCommand {
 }
 
 struct TrainCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "train", abstract: "Train the serving model from the feature store (a running server retrains on its own schedule).")
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Train the serving model from the feature store (a running server retrains on its own schedule).")
     @OptionGroup var common: CommonOptions
 
     func run() throws {
         let model = try openService(common).train()
-        print("trained \(model.version): \(model.users) subjects, \(model.items.count) items, weights \(model.blendWeights.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
+        print(
+            "trained \(model.version): \(model.users) subjects, \(model.items.count) items, weights \(model.blendWeights.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
+        )
     }
 }
 
@@ -98,7 +104,9 @@ struct PolicyCommand: ParsableCommand {
         func run() throws {
             do {
                 let policy = try PolicyParser.load(directory: directory)
-                print("policy \(directory) is valid: version \(policy.version) (\(policy.purposes.count) purposes, \(policy.categories.count) categories, \(policy.roles.count) roles, \(policy.notices.count) notices)")
+                print(
+                    "policy \(directory) is valid: version \(policy.version) (\(policy.purposes.count) purposes, \(policy.categories.count) categories, \(policy.roles.count) roles, \(policy.notices.count) notices)"
+                )
             } catch let error as PolicyError {
                 print("\(directory)/\(error)")
                 throw ExitCode(1)

@@ -4,7 +4,7 @@ import Foundation
 import Gateway
 import Vault
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 struct AuditCommand: AsyncParsableCommand {
@@ -14,13 +14,18 @@ struct AuditCommand: AsyncParsableCommand {
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Check every entry, the Merkle tree and every signed head; with --trusted-head, that the log still matches heads kept elsewhere. Exit 1 naming the first bad entry.")
+            abstract:
+                "Check every entry, the Merkle tree and every signed head; with --trusted-head, that the log still matches heads kept elsewhere. Exit 1 naming the first bad entry."
+        )
         @OptionGroup var common: CommonOptions
         @Option(help: "Ed25519 public key file (hex); default: <keys>/audit.pub.") var pubkey: String?
-        @Option(name: .customLong("trusted-head"),
-                help: "A signed head kept outside the gateway (`veil audit checkpoint` output, or a witness's heads/ directory); repeatable.")
+        @Option(
+            name: .customLong("trusted-head"),
+            help: "A signed head kept outside the gateway (`veil audit checkpoint` output, or a witness's heads/ directory); repeatable.")
         var trustedHeads: [String] = []
-        @Option(name: .customLong("verifier-key"), help: "File holding the verifier key the trusted heads were signed with (`veil audit key`); default: the audit key.")
+        @Option(
+            name: .customLong("verifier-key"),
+            help: "File holding the verifier key the trusted heads were signed with (`veil audit key`); default: the audit key.")
         var verifierKey: String?
 
         func run() throws {
@@ -34,7 +39,8 @@ struct AuditCommand: AsyncParsableCommand {
             }
             let result: AuditVerification
             do {
-                result = try AuditReader(path: try common.paths().auditDatabase).verify(publicKey: key, trustedHeads: notes, trustedVerifier: verifier)
+                result = try AuditReader(path: try common.paths().auditDatabase).verify(
+                    publicKey: key, trustedHeads: notes, trustedVerifier: verifier)
             } catch let error as AuditError where error.invalidInput {
                 throw ValidationError(error.message)
             }
@@ -43,17 +49,21 @@ struct AuditCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             let unsigned = result.entries - result.signedThrough
-            print("audit log intact: \(result.entries) entries, \(result.checkpoints) signed heads, signed through entry \(result.signedThrough)"
-                  + (unsigned > 0 ? "; the newest \(unsigned) are not yet under a signed head (the server signs one every \(AuditLog.defaultCheckpointInterval) entries or 30 s, and at shutdown)" : "")
-                  + (result.trustedHeads > 0 ? "; \(result.trustedHeads) trusted heads match, the largest of \(result.trustedThrough) entries" : "")
-                  + "\nthis proves \(result.proves)")
+            print(
+                "audit log intact: \(result.entries) entries, \(result.checkpoints) signed heads, signed through entry \(result.signedThrough)"
+                    + (unsigned > 0
+                        ? "; the newest \(unsigned) are not yet under a signed head (the server signs one every \(AuditLog.defaultCheckpointInterval) entries or 30 s, and at shutdown)"
+                        : "")
+                    + (result.trustedHeads > 0 ? "; \(result.trustedHeads) trusted heads match, the largest of \(result.trustedThrough) entries" : "")
+                    + "\nthis proves \(result.proves)")
         }
 
         /// One file, or every `*.note` in a directory (a witness's `heads/`).
         private func readNotes(_ path: String) throws -> [String] {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw ValidationError("no trusted head at \(path)") }
-            let files = isDirectory.boolValue
+            let files =
+                isDirectory.boolValue
                 ? try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".note") }.sorted().map { path + "/" + $0 }
                 : [path]
             if files.isEmpty { throw ValidationError("\(path) holds no .note file") }
@@ -80,13 +90,17 @@ struct AuditCommand: AsyncParsableCommand {
             guard (1...1000).contains(limit) else { throw ValidationError("--limit must be 1 to 1000") }
             func millis(_ text: String?, _ name: String) throws -> Int64? {
                 guard let text else { return nil }
-                guard let date = ISO8601DateFormatter().date(from: text) else { throw ValidationError("--\(name) must be an ISO 8601 time such as 2026-12-01T00:00:00Z") }
+                guard let date = ISO8601DateFormatter().date(from: text) else {
+                    throw ValidationError("--\(name) must be an ISO 8601 time such as 2026-12-01T00:00:00Z")
+                }
                 return Int64(date.timeIntervalSince1970 * 1000)
             }
             let paths = try common.paths()
             let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase).store)
-            let entries = try index.query(AuditQuery(actor: actor, subjectToken: subjectToken, action: action, outcome: outcome,
-                                                     from: try millis(from, "from"), to: try millis(to, "to"), after: after, limit: limit))
+            let entries = try index.query(
+                AuditQuery(
+                    actor: actor, subjectToken: subjectToken, action: action, outcome: outcome,
+                    from: try millis(from, "from"), to: try millis(to, "to"), after: after, limit: limit))
             for e in entries { try printJSON(e) }
         }
     }
@@ -116,7 +130,9 @@ struct AuditCommand: AsyncParsableCommand {
 
     struct Checkpoint: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Sign a tree head over every entry so far (unless the newest already covers them) and print it: the signed note to keep outside the gateway for `verify --trusted-head`.")
+            abstract:
+                "Sign a tree head over every entry so far (unless the newest already covers them) and print it: the signed note to keep outside the gateway for `verify --trusted-head`."
+        )
         @OptionGroup var common: CommonOptions
 
         func run() async throws {
@@ -154,7 +170,8 @@ struct AuditCommand: AsyncParsableCommand {
     }
 
     struct Consistency: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the consistency proof from the tree of FROM entries to a signed head, as JSON.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print the consistency proof from the tree of FROM entries to a signed head, as JSON.")
         @OptionGroup var common: CommonOptions
         @Option(help: "The smaller tree size (a head you hold).") var from: Int64
         @Option(help: "The size of a signed head; default: the newest.") var to: Int64?
@@ -170,7 +187,8 @@ struct AuditCommand: AsyncParsableCommand {
 
     struct Witness: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Watch a gateway's signed heads from another machine: each must extend the last one held. Exits 3 on a cut, a fork or an inconsistent head.",
+            abstract:
+                "Watch a gateway's signed heads from another machine: each must extend the last one held. Exits 3 on a cut, a fork or an inconsistent head.",
             discussion: "The API key (role witness) is read from VEIL_API_KEY or --api-key-file. Run it from cron with --once, or as a loop.")
         @Option(help: "The gateway's base URL, e.g. https://veil.example.com.") var url: String
         @Option(help: "File holding the log's verifier key (`veil audit key`).") var key: String
@@ -180,15 +198,18 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(help: "Seconds between checks when looping.") var interval: Double = 60
 
         func run() async throws {
-            guard let keyText = try? String(contentsOfFile: key, encoding: .utf8) else { throw ValidationError("cannot read the verifier key file \(key)") }
+            guard let keyText = try? String(contentsOfFile: key, encoding: .utf8) else {
+                throw ValidationError("cannot read the verifier key file \(key)")
+            }
             let verifier: NoteVerifier
             do { verifier = try NoteVerifier(verifierKey: keyText.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
                 throw ValidationError("\(key): \(error)")
             }
-            let apiKey = try apiKeyFile.map { path in
-                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
-                return text.trimmingCharacters(in: .whitespacesAndNewlines)
-            } ?? ProcessInfo.processInfo.environment["VEIL_API_KEY"]
+            let apiKey =
+                try apiKeyFile.map { path in
+                    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+                    return text.trimmingCharacters(in: .whitespacesAndNewlines)
+                } ?? ProcessInfo.processInfo.environment["VEIL_API_KEY"]
             guard let apiKey, !apiKey.isEmpty else { throw ValidationError("no API key: set VEIL_API_KEY or pass --api-key-file") }
             guard interval > 0 else { throw ValidationError("--interval must be positive") }
             let witness = try WitnessState(directory: state, verifier: verifier)
@@ -220,7 +241,9 @@ struct AuditCommand: AsyncParsableCommand {
             request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization")
             let (data, response) = try await URLSession.shared.data(for: request)
             let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            guard status == 200 else { throw WitnessError.unreachable("GET \(target.path) answered \(status): \(String(decoding: data.prefix(200), as: UTF8.self))") }
+            guard status == 200 else {
+                throw WitnessError.unreachable("GET \(target.path) answered \(status): \(String(decoding: data.prefix(200), as: UTF8.self))")
+            }
             return data
         }
 
@@ -242,21 +265,26 @@ struct AuditCommand: AsyncParsableCommand {
 func readAuditPublicKey(_ path: String?, _ common: CommonOptions) throws -> SigningPublicKey {
     let keyPath = try path ?? (common.paths().keysDirectory as NSString).appendingPathComponent("audit.pub")
     guard let text = try? String(contentsOfFile: keyPath, encoding: .utf8),
-          let bytes = [UInt8](hexString: text.trimmingCharacters(in: .whitespacesAndNewlines)),
-          let key = try? SigningPublicKey(bytes: bytes) else {
+        let bytes = [UInt8](hexString: text.trimmingCharacters(in: .whitespacesAndNewlines)),
+        let key = try? SigningPublicKey(bytes: bytes)
+    else {
         throw ValidationError("cannot read an Ed25519 public key from \(keyPath); pass --pubkey FILE")
     }
     return key
 }
 
 struct ModelCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "model", abstract: "What the running server's model was trained on.",
-                                                    subcommands: [Provenance.self])
+    static let configuration = CommandConfiguration(
+        commandName: "model", abstract: "What the running server's model was trained on.",
+        subcommands: [Provenance.self])
 
     struct Provenance: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the served model's version, how many subjects it was trained on and their keyed digest; with --subject, whether that subject's data is in it.",
-            discussion: "Asks the running server (GET /v1/model/provenance), with an API key of a role that may audit:read from VEIL_API_KEY; the lookup of a subject is audited.")
+            abstract:
+                "Print the served model's version, how many subjects it was trained on and their keyed digest; with --subject, whether that subject's data is in it.",
+            discussion:
+                "Asks the running server (GET /v1/model/provenance), with an API key of a role that may audit:read from VEIL_API_KEY; the lookup of a subject is audited."
+        )
         @Option(help: "The gateway's base URL.") var url = "http://127.0.0.1:8080"
         @Option(help: "The app's subject id; tokenized by the gateway.") var subject: String?
 
@@ -271,7 +299,9 @@ struct ModelCommand: AsyncParsableCommand {
             request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization")
             let (data, response) = try await URLSession.shared.data(for: request)
             let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            guard status == 200 else { throw CLIError(message: "the server answered \(status): \(String(decoding: data.prefix(300), as: UTF8.self))") }
+            guard status == 200 else {
+                throw CLIError(message: "the server answered \(status): \(String(decoding: data.prefix(300), as: UTF8.self))")
+            }
             print(String(decoding: data, as: UTF8.self))
         }
     }

@@ -13,7 +13,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Audit log: durable appends per second with the Merkle tree maintained (concurrent callers), verification time, and a subject query on a large log from the index against a scan.")
+            abstract:
+                "Audit log: durable appends per second with the Merkle tree maintained (concurrent callers), verification time, and a subject query on a large log from the index against a scan."
+        )
         @Option(help: "Entries to append per run.") var entries = 200_000
         @Option(help: "Concurrent appenders; several values run in turn, alternating across trials.") var concurrency: [Int] = [64, 128, 256]
         @Option(help: "Runs of each setting; medians are reported.") var trials = 3
@@ -32,9 +34,11 @@ struct BenchCommand: AsyncParsableCommand {
                         for i in 0..<perTask {
                             let n = t * perTask + i
                             // Interpolation, not String(format:): the callers share the 2 cores with the log.
-                            try await log.append(AuditRecord(actor: "bench-\(t % 16)", role: "app", action: "events:write", resource: "POST /v1/events",
-                                                             subjectToken: Self.token((n &* 2_654_435_761) % subjects), purpose: "personalization",
-                                                             outcome: .allowed, reason: "status 200", requestID: "r\(n)"))
+                            try await log.append(
+                                AuditRecord(
+                                    actor: "bench-\(t % 16)", role: "app", action: "events:write", resource: "POST /v1/events",
+                                    subjectToken: Self.token((n &* 2_654_435_761) % subjects), purpose: "personalization",
+                                    outcome: .allowed, reason: "status 200", requestID: "r\(n)"))
                         }
                     }
                 }
@@ -59,16 +63,20 @@ struct BenchCommand: AsyncParsableCommand {
                     let stats = log.stats
                     let heads = try AuditReader(path: path).checkpoints().count
                     rates[callers, default: []].append(Double(n) / elapsed.seconds)
-                    print(String(format: "audit append trial %d: %d entries, %d callers, %.2f s, %.0f appends/s (durable: WAL fsynced before each returns; tree maintained, %d signed heads; %.1f entries per commit, %.1f per fsync)",
-                                 trial, n, callers, elapsed.seconds, Double(n) / elapsed.seconds, heads,
-                                 Double(stats.entries) / Double(max(stats.batches, 1)), Double(stats.entries) / Double(max(stats.syncs, 1))))
+                    print(
+                        String(
+                            format:
+                                "audit append trial %d: %d entries, %d callers, %.2f s, %.0f appends/s (durable: WAL fsynced before each returns; tree maintained, %d signed heads; %.1f entries per commit, %.1f per fsync)",
+                            trial, n, callers, elapsed.seconds, Double(n) / elapsed.seconds, heads,
+                            Double(stats.entries) / Double(max(stats.batches, 1)), Double(stats.entries) / Double(max(stats.syncs, 1))))
                     try? FileManager.default.removeItem(atPath: path)
                     try? FileManager.default.removeItem(atPath: path + "-wal")
                     try? FileManager.default.removeItem(atPath: path + "-shm")
                 }
             }
             for callers in concurrency {
-                print(String(format: "audit append median: %d callers, %.0f appends/s over %d trials", callers, median(rates[callers] ?? [0]), trials))
+                print(
+                    String(format: "audit append median: %d callers, %.0f appends/s over %d trials", callers, median(rates[callers] ?? [0]), trials))
             }
             if verifyEntries > 0 {
                 // Built without fsync (the durability of the fixture is not what is measured), a head every 10,000.
@@ -80,11 +88,16 @@ struct BenchCommand: AsyncParsableCommand {
                 var times: [Double] = []
                 var result: AuditVerification?
                 for _ in 0..<max(trials, 1) {
-                    times.append(try clock.measure { result = try reader.verify(publicKey: signer.publicKey, trustedHeads: head.map { [$0.note] } ?? []) }.seconds)
+                    times.append(
+                        try clock.measure { result = try reader.verify(publicKey: signer.publicKey, trustedHeads: head.map { [$0.note] } ?? []) }
+                            .seconds)
                 }
-                print(String(format: "audit verify: %lld entries with their tree, %d signed heads and one trusted head, intact=%@, median %.2f s of %d (%@)",
-                             result!.entries, result!.checkpoints, result!.intact ? "yes" : "NO", median(times), times.count,
-                             times.map { String(format: "%.2f", $0) }.joined(separator: ", ")))
+                print(
+                    String(
+                        format:
+                            "audit verify: %lld entries with their tree, %d signed heads and one trusted head, intact=%@, median %.2f s of %d (%@)",
+                        result!.entries, result!.checkpoints, result!.intact ? "yes" : "NO", median(times), times.count,
+                        times.map { String(format: "%.2f", $0) }.joined(separator: ", ")))
             }
             if queryEntries > 0 {
                 let path = dir + "/query.sqlite"
@@ -105,9 +118,12 @@ struct BenchCommand: AsyncParsableCommand {
                     if k < 2, viaIndex != viaScan { throw CLIError(message: "the index and the scan disagree for subject query \(k)") }
                     found += viaIndex.count
                 }
-                print(String(format: "audit query: %d entries (%d subjects, log built in %.0f s, indexed in %.0f s); one subject's entries (%.1f on average): from the index median %.1f ms of 5, by a scan %.2f s (%.0fx)",
-                             queryEntries, subjects, built.seconds, indexing.seconds, Double(found) / 5, median(indexed) * 1000, median(scanned),
-                             median(scanned) / max(median(indexed), 1e-9)))
+                print(
+                    String(
+                        format:
+                            "audit query: %d entries (%d subjects, log built in %.0f s, indexed in %.0f s); one subject's entries (%.1f on average): from the index median %.1f ms of 5, by a scan %.2f s (%.0fx)",
+                        queryEntries, subjects, built.seconds, indexing.seconds, Double(found) / 5, median(indexed) * 1000, median(scanned),
+                        median(scanned) / max(median(indexed), 1e-9)))
             }
         }
     }
@@ -119,12 +135,18 @@ struct BenchCommand: AsyncParsableCommand {
         @Option var days = 60
         @Option var batch = 500
         @Option(help: "Runs, each on a fresh data directory; the median is reported.") var trials = 3
-        @Option(help: "Batches in flight at once, as from that many clients (the gateway overlaps one batch's parsing with another's commit); several values are measured in turn.")
+        @Option(
+            help:
+                "Batches in flight at once, as from that many clients (the gateway overlaps one batch's parsing with another's commit); several values are measured in turn."
+        )
         var streams: [Int] = [1, 2]
 
         func run() async throws {
-            let policies = FileManager.default.fileExists(atPath: "./Policies/purposes.yaml") ? "./Policies"
-                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Policies").path
+            let policies =
+                FileManager.default.fileExists(atPath: "./Policies/purposes.yaml")
+                ? "./Policies"
+                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                    .appendingPathComponent("Policies").path
             let shop = SampleShop(users: users, items: 1000, days: days, seed: 1)
             var encoded: [[UInt8]] = []
             for start in stride(from: 0, to: shop.events.count, by: batch) {
@@ -150,7 +172,9 @@ struct BenchCommand: AsyncParsableCommand {
                             for s in 0..<streams {
                                 group.addTask {
                                     var n = 0
-                                    for b in stride(from: s, to: batches.count, by: streams) { n += try await service.benchIngest(body: batches[b], principal: app) }
+                                    for b in stride(from: s, to: batches.count, by: streams) {
+                                        n += try await service.benchIngest(body: batches[b], principal: app)
+                                    }
                                     return n
                                 }
                             }
@@ -159,12 +183,15 @@ struct BenchCommand: AsyncParsableCommand {
                     }
                     let rate = Double(accepted) / elapsed.seconds
                     rates[streams, default: []].append(rate)
-                    print(String(format: "ingest trial %d: %d events in %d batches of %d, %d in flight, %.2f s, %.0f events/s (%d users, 7/8 consenting)",
-                                 trial, accepted, batches.count, batch, streams, elapsed.seconds, rate, users))
+                    print(
+                        String(
+                            format: "ingest trial %d: %d events in %d batches of %d, %d in flight, %.2f s, %.0f events/s (%d users, 7/8 consenting)",
+                            trial, accepted, batches.count, batch, streams, elapsed.seconds, rate, users))
                 }
             }
             for (streams, r) in rates.sorted(by: { $0.key < $1.key }) {
-                print(String(format: "ingest: median %.0f events/s over %d trials, %d batch(es) in flight", r.sorted()[r.count / 2], r.count, streams))
+                print(
+                    String(format: "ingest: median %.0f events/s over %d trials, %d batch(es) in flight", r.sorted()[r.count / 2], r.count, streams))
             }
         }
     }

@@ -29,9 +29,10 @@ struct CommonOptions: ParsableArguments {
 
     func paths() throws -> RuntimePaths {
         let config = try configuration()
-        return RuntimePaths(dataDirectory: dataDirectory ?? config.dataDirectory ?? "./data",
-                            keysDirectory: keysDirectory ?? config.keysDirectory ?? "./Keys",
-                            policiesDirectory: policiesDirectory ?? config.policiesDirectory ?? "./Policies")
+        return RuntimePaths(
+            dataDirectory: dataDirectory ?? config.dataDirectory ?? "./data",
+            keysDirectory: keysDirectory ?? config.keysDirectory ?? "./Keys",
+            policiesDirectory: policiesDirectory ?? config.policiesDirectory ?? "./Policies")
     }
 
     /// The passphrase for passphrase-derived master keys; read once, here, and passed on.

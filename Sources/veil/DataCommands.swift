@@ -15,13 +15,16 @@ struct RetentionCommand: AsyncParsableCommand {
 
         func run() async throws {
             let report = try await openService(common).runRetention()
-            print("retention: deleted \(report.interactionsDeleted) interactions and \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) subjects whose consent lapsed")
+            print(
+                "retention: deleted \(report.interactionsDeleted) interactions and \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) subjects whose consent lapsed"
+            )
         }
     }
 }
 
 struct ImportCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "import", abstract: "Import data through the consent and pseudonymization path.", subcommands: [MovieLens.self])
+    static let configuration = CommandConfiguration(
+        commandName: "import", abstract: "Import data through the consent and pseudonymization path.", subcommands: [MovieLens.self])
 
     struct MovieLens: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -40,8 +43,11 @@ struct ImportCommand: AsyncParsableCommand {
                 return String(decoding: data, as: UTF8.self)
             }
             let service = try openService(common)
-            let report = try await service.importMovieLens(ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: namespace)
-            print("imported \(report.items) items, \(report.subjects) subjects (consent recorded with method import), \(report.ratings) ratings (\(report.rejected) rejected)")
+            let report = try await service.importMovieLens(
+                ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: namespace)
+            print(
+                "imported \(report.items) items, \(report.subjects) subjects (consent recorded with method import), \(report.ratings) ratings (\(report.rejected) rejected)"
+            )
         }
     }
 }
@@ -61,8 +67,9 @@ struct LinkCommand: AsyncParsableCommand {
         @Option var postcode: String?
 
         func run() async throws {
-            let link = try await openService(common).linkSubject(subject, namespace: namespace,
-                                                                 attributes: LinkAttributes(email: email, name: name, postcode: postcode), actor: "cli")
+            let link = try await openService(common).linkSubject(
+                subject, namespace: namespace,
+                attributes: LinkAttributes(email: email, name: name, postcode: postcode), actor: "cli")
             if let link {
                 print("linked by \(link.rule) (score \(String(format: "%.2f", link.score))) to canonical token \(link.canonical)")
             } else {
@@ -85,13 +92,17 @@ struct LinkCommand: AsyncParsableCommand {
 
     struct Legacy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Count (or, with --undo, remove) the links made before links were scoped to a tenant; they may join subjects of two namespaces.")
+            abstract: "Count (or, with --undo, remove) the links made before links were scoped to a tenant; they may join subjects of two namespaces."
+        )
         @OptionGroup var common: CommonOptions
         @Flag(help: "Remove them all (audited); their subjects keep their own tokens from then on.") var undo = false
 
         func run() async throws {
             let n = try await openService(common).legacyLinks(undo: undo, actor: "cli")
-            print(undo ? "removed \(n) links made before links were scoped" : "\(n) links made before links were scoped remain; `veil link legacy --undo` removes them")
+            print(
+                undo
+                    ? "removed \(n) links made before links were scoped"
+                    : "\(n) links made before links were scoped remain; `veil link legacy --undo` removes them")
         }
     }
 }
@@ -116,7 +127,9 @@ struct QualityCommand: AsyncParsableCommand {
             for s in report.sources {
                 let age = s.freshnessSeconds.map { "\(Int($0)) s ago" } ?? "never"
                 let status = s.problems.isEmpty ? "ok" : s.problems.joined(separator: "; ")
-                print("| \(s.source) | \(s.events) | \(age) | \(percent(s.completeness)) | \(percent(s.rejectRate)) | \(percent(s.duplicateRate)) | \(s.outliers) | \(status) |")
+                print(
+                    "| \(s.source) | \(s.events) | \(age) | \(percent(s.completeness)) | \(percent(s.rejectRate)) | \(percent(s.duplicateRate)) | \(s.outliers) | \(status) |"
+                )
             }
         }
         if !report.healthy { throw ExitCode(1) }
@@ -144,13 +157,18 @@ struct SegmentsCommand: AsyncParsableCommand {
 
     func run() async throws {
         let service = try openService(common, logger: quietLogger())
-        guard let model = try await service.segmentReport(view: SegmentModel.View(rawValue: view)!, method: SegmentModel.Method(rawValue: method)!,
-                                                          k: k, actor: "cli") else {
+        guard
+            let model = try await service.segmentReport(
+                view: SegmentModel.View(rawValue: view)!, method: SegmentModel.Method(rawValue: method)!,
+                k: k, actor: "cli")
+        else {
             throw CLIError(message: "too few subjects with data to segment (need 4); send events first, or run `veil demo --dir DIR`")
         }
         _ = try? await service.audit.checkpoint()
         if json { return try printJSON(model.segments) }
-        print("\(model.segments.count) segments (\(model.method.rawValue), \(model.view.rawValue) view), silhouette \(String(format: "%.3f", model.silhouette))")
+        print(
+            "\(model.segments.count) segments (\(model.method.rawValue), \(model.view.rawValue) view), silhouette \(String(format: "%.3f", model.silhouette))"
+        )
         print("| segment | name | size | describing features |")
         print("|---|---|---|---|")
         for s in model.segments { print("| \(s.id) | \(s.name) | \(s.size) | \(s.traits.joined(separator: ", ")) |") }
@@ -170,7 +188,9 @@ struct ExperimentsCommand: ParsableCommand {
 
         func run() async throws {
             let report = try await openService(common, logger: quietLogger()).experimentReport(name)
-            guard !report.arms.isEmpty else { throw CLIError(message: "no exposures recorded for experiment '\(name)'; check the name in the configuration file") }
+            guard !report.arms.isEmpty else {
+                throw CLIError(message: "no exposures recorded for experiment '\(name)'; check the name in the configuration file")
+            }
             if json { return try printJSON(report) }
             func pct(_ x: Double) -> String { String(format: "%.2f%%", x * 100) }
             print("| variant | exposures | clicks | CTR (95% CI) | purchases | conversion (95% CI) | z (CTR) | p (CTR) | p (conversion) |")
@@ -178,7 +198,9 @@ struct ExperimentsCommand: ParsableCommand {
             for a in report.arms {
                 let z = a.ctrZ.map { String(format: "%.2f", $0) } ?? "control"
                 let p = a.ctrP.map { String(format: "%.4f", $0) } ?? "–", pc = a.conversionP.map { String(format: "%.4f", $0) } ?? "–"
-                print("| \(a.variant) | \(a.exposures) | \(a.clicks) | \(pct(a.ctr)) [\(pct(a.ctrInterval[0])), \(pct(a.ctrInterval[1]))] | \(a.purchases) | \(pct(a.conversion)) [\(pct(a.conversionInterval[0])), \(pct(a.conversionInterval[1]))] | \(z) | \(p) | \(pc) |")
+                print(
+                    "| \(a.variant) | \(a.exposures) | \(a.clicks) | \(pct(a.ctr)) [\(pct(a.ctrInterval[0])), \(pct(a.ctrInterval[1]))] | \(a.purchases) | \(pct(a.conversion)) [\(pct(a.conversionInterval[0])), \(pct(a.conversionInterval[1]))] | \(z) | \(p) | \(pc) |"
+                )
             }
         }
     }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Audit
 import Foundation
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 import Gateway
 import Ingestion
@@ -25,7 +25,8 @@ struct DemoCommand: AsyncParsableCommand {
     func run() async throws {
         let started = Date()
         let root = dir ?? (NSTemporaryDirectory() + "veil-demo-\(UUID().uuidString.prefix(8))")
-        let policies = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Policies").path
+        let policies = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Policies").path
         let policyDir = FileManager.default.fileExists(atPath: "./Policies/purposes.yaml") ? "./Policies" : policies
         let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: policyDir)
         step("1. keys and principals in \(root)")
@@ -67,8 +68,11 @@ struct DemoCommand: AsyncParsableCommand {
         // A graceful stop lets the server sign its final audit checkpoint.
         await group.triggerGracefulShutdown()
         try await running
-        let verify = try AuditReader(path: paths.auditDatabase).verify(publicKey: service.ring.auditSigner.publicKey, trustedHeads: held.isEmpty ? [] : [held])
-        print("   after shutdown: \(verify.entries) audit entries, \(verify.checkpoints) signed heads, intact: \(verify.intact); against the officer's held head, this proves \(verify.proves)")
+        let verify = try AuditReader(path: paths.auditDatabase).verify(
+            publicKey: service.ring.auditSigner.publicKey, trustedHeads: held.isEmpty ? [] : [held])
+        print(
+            "   after shutdown: \(verify.entries) audit entries, \(verify.checkpoints) signed heads, intact: \(verify.intact); against the officer's held head, this proves \(verify.proves)"
+        )
         step("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; state kept in \(root)")
     }
 
@@ -85,14 +89,25 @@ struct DemoCommand: AsyncParsableCommand {
         for (n, user) in shop.users.enumerated() {
             let granted = n % 8 != 7
             if granted { optedIn += 1 }
-            let body: [String: Any] = ["subject": user.id, "purpose": "personalization", "granted": granted, "method": "banner",
-                                       "notice_version": "2026-01", "jurisdiction": user.location.hasPrefix("US") ? "us_ca" : "EU"]
+            let body: [String: Any] = [
+                "subject": user.id, "purpose": "personalization", "granted": granted, "method": "banner",
+                "notice_version": "2026-01", "jurisdiction": user.location.hasPrefix("US") ? "us_ca" : "EU",
+            ]
             _ = try await api.send("POST", "/v1/consents", key: keys.app, json: body, expect: 201)
         }
         let gpcUser = shop.users[1].id
-        _ = try await api.send("POST", "/v1/consents", key: keys.app, json: ["subject": gpcUser, "purpose": "marketing", "granted": true, "method": "settings", "notice_version": "2026-01", "jurisdiction": "us_ca"], expect: 201)
-        let gpc = try await api.send("POST", "/v1/consents", key: keys.app, json: ["subject": gpcUser, "notice_version": "2026-01", "jurisdiction": "us_ca"], headers: ["Sec-GPC": "1"], expect: 201)
-        print("   \(optedIn) of \(shop.users.count) opted in to personalization; GPC from one subject recorded as a marketing withdrawal (conflict with their opt-in flagged: \(gpc["gpc_conflict"] as? Bool ?? false))")
+        _ = try await api.send(
+            "POST", "/v1/consents", key: keys.app,
+            json: [
+                "subject": gpcUser, "purpose": "marketing", "granted": true, "method": "settings", "notice_version": "2026-01",
+                "jurisdiction": "us_ca",
+            ], expect: 201)
+        let gpc = try await api.send(
+            "POST", "/v1/consents", key: keys.app, json: ["subject": gpcUser, "notice_version": "2026-01", "jurisdiction": "us_ca"],
+            headers: ["Sec-GPC": "1"], expect: 201)
+        print(
+            "   \(optedIn) of \(shop.users.count) opted in to personalization; GPC from one subject recorded as a marketing withdrawal (conflict with their opt-in flagged: \(gpc["gpc_conflict"] as? Bool ?? false))"
+        )
 
         step("4. \(shop.events.count) events through POST /v1/events in batches of 500")
         var accepted = 0, anonymized = 0, rejected = 0
@@ -104,7 +119,9 @@ struct DemoCommand: AsyncParsableCommand {
             rejected += (result["rejected"] as? [Any])?.count ?? 0
         }
         print("   accepted \(accepted) (of which \(anonymized) without consent: only anonymous item counts kept), rejected \(rejected)")
-        let bad = try await api.send("POST", "/v1/events", key: keys.app, json: ["events": [["id": "x", "kind": "teleport", "subject": "u", "timestamp": "2026-01-01T00:00:00Z", "source": "web"]]], expect: 422)
+        let bad = try await api.send(
+            "POST", "/v1/events", key: keys.app,
+            json: ["events": [["id": "x", "kind": "teleport", "subject": "u", "timestamp": "2026-01-01T00:00:00Z", "source": "web"]]], expect: 422)
         print("   a malformed event is refused with its reason: \((bad["rejected"] as? [[String: Any]])?.first?["reason"] ?? "")")
 
         step("5. train the hybrid recommender from the feature store (tokens and item ids only)")
@@ -121,13 +138,22 @@ struct DemoCommand: AsyncParsableCommand {
             }
         }
         let denied = try await api.send("GET", "/v1/recommendations/\(encode(shop.users[7].id))?k=3", key: keys.recs, expect: 200)
-        print("   \(mask(shop.users[7].id)) opted out: personalized=\(denied["personalized"] as? Bool ?? false) reasons=\(((denied["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })")
+        print(
+            "   \(mask(shop.users[7].id)) opted out: personalized=\(denied["personalized"] as? Bool ?? false) reasons=\(((denied["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })"
+        )
 
         step("7. withdrawal takes effect before the call returns")
         let withdrawer = shown[0].id
-        _ = try await api.send("POST", "/v1/consents", key: keys.app, json: ["subject": withdrawer, "purpose": "personalization", "granted": false, "method": "settings", "notice_version": "2026-01", "jurisdiction": "EU"], expect: 201)
+        _ = try await api.send(
+            "POST", "/v1/consents", key: keys.app,
+            json: [
+                "subject": withdrawer, "purpose": "personalization", "granted": false, "method": "settings", "notice_version": "2026-01",
+                "jurisdiction": "EU",
+            ], expect: 201)
         let after = try await api.send("GET", "/v1/recommendations/\(encode(withdrawer))?k=3", key: keys.recs, expect: 200)
-        print("   \(mask(withdrawer)) withdrew: personalized=\(after["personalized"] as? Bool ?? false) reasons=\(((after["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })")
+        print(
+            "   \(mask(withdrawer)) withdrew: personalized=\(after["personalized"] as? Bool ?? false) reasons=\(((after["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })"
+        )
 
         step("8. erasure by crypto-shredding (as the compliance officer)")
         let erased = shown[1].id
@@ -142,11 +168,15 @@ struct DemoCommand: AsyncParsableCommand {
         print("   denied requests on record: \((page["entries"] as? [Any])?.count ?? 0)")
         let verify = try await api.send("GET", "/v1/audit/verify", key: keys.officer, expect: 200)
         guard verify["firstBadSequence"] == nil else { throw ValidationError("audit log failed verification: \(verify)") }
-        print("   verify on its own: \(verify["entries"] ?? 0) entries and \(verify["checkpoints"] ?? 0) signed heads agree; this proves \(verify["proves"] ?? "")")
+        print(
+            "   verify on its own: \(verify["entries"] ?? 0) entries and \(verify["checkpoints"] ?? 0) signed heads agree; this proves \(verify["proves"] ?? "")"
+        )
         // The officer keeps a signed head outside the gateway; later checks hold the log to it.
         let head = try await api.send("GET", "/v1/audit/checkpoint", key: keys.officer, expect: 200)
         let note = head["note"] as? String ?? ""
-        print("   the officer keeps the newest signed head (a C2SP checkpoint):\n" + note.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map { "     " + $0 }.joined(separator: "\n"))
+        print(
+            "   the officer keeps the newest signed head (a C2SP checkpoint):\n"
+                + note.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map { "     " + $0 }.joined(separator: "\n"))
         let proof = try await api.send("GET", "/v1/audit/entries/1/proof", key: keys.officer, expect: 200)
         print("   entry 1's inclusion proof in that tree: \((proof["hashes"] as? [Any])?.count ?? 0) hashes")
         return note
@@ -162,11 +192,15 @@ struct DemoCommand: AsyncParsableCommand {
 struct Client: Sendable {
     let base: String
 
-    func send(_ method: String, _ path: String, key: String, json: [String: Any], headers: [String: String] = [:], expect: Int) async throws -> [String: Any] {
+    func send(
+        _ method: String, _ path: String, key: String, json: [String: Any], headers: [String: String] = [:], expect: Int
+    ) async throws -> [String: Any] {
         try await send(method, path, key: key, body: try JSONSerialization.data(withJSONObject: json), headers: headers, expect: expect)
     }
 
-    func send(_ method: String, _ path: String, key: String, body: Data? = nil, headers: [String: String] = [:], expect: Int) async throws -> [String: Any] {
+    func send(
+        _ method: String, _ path: String, key: String, body: Data? = nil, headers: [String: String] = [:], expect: Int
+    ) async throws -> [String: Any] {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
         request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")

@@ -41,9 +41,12 @@ struct EvaluateCommand: ParsableCommand {
         if task == "next-item" { return try runNextItem() }
         let trainRows = try Dataset.parseRatings(readText(train!))
         let testRows = try Dataset.parseRatings(readText(test!))
-        let catalog = try items.map {
-            try Dataset.parseMovieLensItems(readText($0)).map { (id: $0.id, content: Optional(Dataset.movieLensContent(title: $0.title, genres: $0.genres, year: $0.year))) }
-        } ?? []
+        let catalog =
+            try items.map {
+                try Dataset.parseMovieLensItems(readText($0)).map {
+                    (id: $0.id, content: Optional(Dataset.movieLensContent(title: $0.title, genres: $0.genres, year: $0.year)))
+                }
+            } ?? []
         let split = EvaluationSplit(train: trainRows, test: testRows, catalog: catalog)
         var options = ModelCatalog.Options()
         options.threads = threads
@@ -69,7 +72,9 @@ struct EvaluateCommand: ParsableCommand {
                 ]
                 print("{" + fields.joined(separator: ",") + "}")
             } else {
-                print("| \(name) | \(fmt(m.precision)) | \(fmt(m.recall)) | \(fmt(m.ndcg)) | \(fmt(m.map)) | \(fmt(m.coverage, 3)) | \(fmt(trainSeconds, 3)) | \(fmt(scoreSeconds, 3)) |")
+                print(
+                    "| \(name) | \(fmt(m.precision)) | \(fmt(m.recall)) | \(fmt(m.ndcg)) | \(fmt(m.map)) | \(fmt(m.coverage, 3)) | \(fmt(trainSeconds, 3)) | \(fmt(scoreSeconds, 3)) |"
+                )
             }
         }
     }

@@ -24,13 +24,18 @@ enum NextItem {
             return Int32(userIndex.count - 1)
         }
         let trainInteractions = train.map { row -> Interaction in
-            let i = itemIndex[row.item] ?? { itemIndex[row.item] = Int32(itemIndex.count); return Int32(itemIndex.count - 1) }()
+            let i =
+                itemIndex[row.item]
+                ?? {
+                    itemIndex[row.item] = Int32(itemIndex.count); return Int32(itemIndex.count - 1)
+                }()
             return Interaction(user: user(row.user), item: i, time: row.timestamp)
         }
         let testInteractions = test.compactMap { row in itemIndex[row.item].map { Interaction(user: user(row.user), item: $0, time: row.timestamp) } }
-        return Data(train: SessionData.sessions(from: trainInteractions, gap: 3600).map(\.items),
-                    test: SessionData.sessions(from: testInteractions, gap: 3600).map(\.items),
-                    items: itemIndex.count, description: "ml split files, sessions cut at 1 h gaps")
+        return Data(
+            train: SessionData.sessions(from: trainInteractions, gap: 3600).map(\.items),
+            test: SessionData.sessions(from: testInteractions, gap: 3600).map(\.items),
+            items: itemIndex.count, description: "ml split files, sessions cut at 1 h gaps")
     }
 
     /// The sample shop's page views, purchases, search clicks and feedback, cut at 30 min gaps; sessions that
@@ -48,14 +53,18 @@ enum NextItem {
         let sessions = SessionData.sessions(from: interactions, gap: 1800)
         let first = sessions.first?.start ?? 0, last = sessions.last?.start ?? 0
         let cut = first + (last - first) * 4 / 5
-        return Data(train: sessions.filter { $0.start < cut }.map(\.items), test: sessions.filter { $0.start >= cut }.map(\.items),
-                    items: shop.items.count, description: "sample shop (600 users, 500 items, 60 days, seed 7), sessions cut at 30 min gaps, last fifth of time as test")
+        return Data(
+            train: sessions.filter { $0.start < cut }.map(\.items), test: sessions.filter { $0.start >= cut }.map(\.items),
+            items: shop.items.count,
+            description: "sample shop (600 users, 500 items, 60 days, seed 7), sessions cut at 30 min gaps, last fifth of time as test")
     }
 }
 
 extension EvaluateCommand {
     func runNextItem() throws {
-        let data = sampleShop ? NextItem.fromSampleShop()
+        let data =
+            sampleShop
+            ? NextItem.fromSampleShop()
             : NextItem.fromSplit(train: try Dataset.parseRatings(readText(train!)), test: try Dataset.parseRatings(readText(test!)))
         let names = model == "all" ? NextItem.models : [model]
         if !json {
@@ -79,8 +88,9 @@ extension EvaluateCommand {
                     let sknn = SessionKNN(sessions: data.train, items: items)
                     scorer = { sknn.score(session: $0, into: $1) }
                 case "item-knn":
-                    let matrix = SparseMatrix(users: data.train.count, items: items,
-                                              interactions: data.train.enumerated().flatMap { s, session in session.map { Interaction(user: Int32(s), item: $0) } })
+                    let matrix = SparseMatrix(
+                        users: data.train.count, items: items,
+                        interactions: data.train.enumerated().flatMap { s, session in session.map { Interaction(user: Int32(s), item: $0) } })
                     let knn = ItemKNN(similarity: .cosine, neighbours: 100).fit(matrix)
                     // The classic session baseline: neighbours of the last item.
                     scorer = { prefix, out in knn.score(UserContext(user: nil, items: [prefix.last!]), into: out) }
@@ -94,7 +104,9 @@ extension EvaluateCommand {
             var result: (hitRate: Double, mrr: Double, predictions: Int) = (0, 0, 0)
             let scoreTime = clock.measure { result = SessionData.evaluate(data.test, k: k, itemCount: items, threads: threads, scorer: scorer) }
             if json {
-                print("{\"task\":\"next-item\",\"model\":\"\(name)\",\"hit_rate\":\(fmt(result.hitRate)),\"mrr\":\(fmt(result.mrr)),\"predictions\":\(result.predictions),\"train_s\":\(fmt(trainTime.seconds)),\"score_s\":\(fmt(scoreTime.seconds))}")
+                print(
+                    "{\"task\":\"next-item\",\"model\":\"\(name)\",\"hit_rate\":\(fmt(result.hitRate)),\"mrr\":\(fmt(result.mrr)),\"predictions\":\(result.predictions),\"train_s\":\(fmt(trainTime.seconds)),\"score_s\":\(fmt(scoreTime.seconds))}"
+                )
             } else {
                 print("| \(name) | \(fmt(result.hitRate)) | \(fmt(result.mrr)) | \(fmt(trainTime.seconds, 3)) | \(fmt(scoreTime.seconds, 3)) |")
             }

@@ -94,15 +94,16 @@ func ensureOpenFiles(for maxConnections: Int, logger: Logger) {
     raised.rlim_cur = min(needed, limit.rlim_max)
     if raised.rlim_cur > limit.rlim_cur, setrlimit(RLIMIT_NOFILE_VALUE, &raised) == 0 { limit = raised }
     if limit.rlim_cur < needed {
-        logger.warning("the open-file limit is below the connection cap: near the cap, accepts and file opens fail; raise ulimit -n or lower --max-connections",
-                       metadata: ["open_file_limit": "\(limit.rlim_cur)", "max_connections": "\(maxConnections)"])
+        logger.warning(
+            "the open-file limit is below the connection cap: near the cap, accepts and file opens fail; raise ulimit -n or lower --max-connections",
+            metadata: ["open_file_limit": "\(limit.rlim_cur)", "max_connections": "\(maxConnections)"])
     }
 }
 
 #if canImport(Glibc)
-private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
 #else
-private let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
+    private let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
 #endif
 
 /// Opens a service with the configuration file's settings, turning the modules' errors into one-line messages
@@ -110,11 +111,13 @@ private let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
 func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logger = Logger(label: "veil")) throws -> VeilService {
     let config = try common.configuration()
     do {
-        return try VeilService(paths: try common.paths(), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
-                               checkpointInterval: Int64(config.auditHeadEveryEntries),
-                               rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
-                               experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,
-                               unlearnWithin: config.unlearnWithin ?? 60, auditFullSync: config.auditSync == "full", checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), logger: logger)
+        return try VeilService(
+            paths: try common.paths(), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
+            checkpointInterval: Int64(config.auditHeadEveryEntries),
+            rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
+            experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,
+            unlearnWithin: config.unlearnWithin ?? 60, auditFullSync: config.auditSync == "full",
+            checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), logger: logger)
     } catch let error as any CustomStringConvertible & Error {
         throw CLIError(message: "\(error)")
     }

@@ -9,7 +9,9 @@ import Vault
 extension BenchCommand {
     struct Unlearn: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Unlearning subjects against retraining without them: per model on MovieLens 100K and on the sample shop (time for 1 and for a batch of subjects, NDCG@10 of both), then the gateway's served model.")
+            abstract:
+                "Unlearning subjects against retraining without them: per model on MovieLens 100K and on the sample shop (time for 1 and for a batch of subjects, NDCG@10 of both), then the gateway's served model."
+        )
         @Option(help: "MovieLens 100K directory (holding split/train.tsv and split/test.tsv).") var movielens = "../shared/data/ml-100k"
         @Option(help: "Users of the generated sample shop (through the gateway's real ingestion).") var shopUsers = 2000
         @Option(help: "Subjects removed together in the batch measurement.") var batch = 100
@@ -17,7 +19,9 @@ extension BenchCommand {
         @Option var threads = 2
 
         func validate() throws {
-            guard trials >= 1, batch >= 1, threads >= 1, shopUsers >= 50 else { throw ValidationError("--trials, --batch, --threads must be ≥ 1 and --shop-users ≥ 50") }
+            guard trials >= 1, batch >= 1, threads >= 1, shopUsers >= 50 else {
+                throw ValidationError("--trials, --batch, --threads must be ≥ 1 and --shop-users ≥ 50")
+            }
         }
 
         static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
@@ -31,10 +35,13 @@ extension BenchCommand {
         func run() async throws {
             let dir = URL(fileURLWithPath: movielens).appendingPathComponent("split")
             guard let train = try? String(contentsOf: dir.appendingPathComponent("train.tsv"), encoding: .utf8),
-                  let test = try? String(contentsOf: dir.appendingPathComponent("test.tsv"), encoding: .utf8) else {
+                let test = try? String(contentsOf: dir.appendingPathComponent("test.tsv"), encoding: .utf8)
+            else {
                 throw ValidationError("cannot read \(dir.path)/train.tsv and test.tsv: give --movielens the MovieLens 100K directory")
             }
-            print("| data | model | exact | retrain s | unlearn 1 s | speed-up | unlearn \(batch) s | speed-up | NDCG@10 unlearned | NDCG@10 retrained |")
+            print(
+                "| data | model | exact | retrain s | unlearn 1 s | speed-up | unlearn \(batch) s | speed-up | NDCG@10 unlearned | NDCG@10 retrained |"
+            )
             print("|---|---|---|---|---|---|---|---|---|---|")
             try models(on: EvaluationSplit(train: Dataset.parseRatings(train), test: Dataset.parseRatings(test)), name: "ml-100k")
             let served = try await shopModel()
@@ -82,16 +89,22 @@ extension BenchCommand {
                     return String(format: "%.4f", after.metrics(after.recommendAll(m, k: 10, threads: threads), k: 10).ndcg)
                 }
                 let r = Self.median(retrain), a = Self.median(unlearnOne), b = Self.median(unlearnMany)
-                print(String(format: "| %@ | %@ | %@ | %.3f | %.4f | %.1f× | %.4f | %.1f× | %@ | %@ |", data,
-                             name == "hybrid" ? "hybrid (ALS half-step)" : name == "als" ? "als (half-step)" : name, unlearnable.unlearnsExactly ? "yes" : "no",
-                             r, a, r / max(a, 1e-9), b, r / max(b, 1e-9), ndcg(unlearned), ndcg(retrained)))
+                print(
+                    String(
+                        format: "| %@ | %@ | %@ | %.3f | %.4f | %.1f× | %.4f | %.1f× | %@ | %@ |", data,
+                        name == "hybrid" ? "hybrid (ALS half-step)" : name == "als" ? "als (half-step)" : name,
+                        unlearnable.unlearnsExactly ? "yes" : "no",
+                        r, a, r / max(a, 1e-9), b, r / max(b, 1e-9), ndcg(unlearned), ndcg(retrained)))
             }
         }
 
         /// The sample shop through the gateway's ingestion and training: the model `veil serve` would serve.
         func shopModel() async throws -> ServingModel {
-            let policies = FileManager.default.fileExists(atPath: "./Policies/purposes.yaml") ? "./Policies"
-                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Policies").path
+            let policies =
+                FileManager.default.fileExists(atPath: "./Policies/purposes.yaml")
+                ? "./Policies"
+                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                    .appendingPathComponent("Policies").path
             let dir = NSTemporaryDirectory() + "veil-bench-unlearn-\(UUID().uuidString.prefix(8))"
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let paths = RuntimePaths(dataDirectory: dir + "/data", keysDirectory: dir + "/Keys", policiesDirectory: policies)
@@ -123,9 +136,13 @@ extension BenchCommand {
                 full.append(timed { model.retrained(without: manyTokens, searching: true) }.1)
             }
             print("")
-            print(String(format: "served model (sample shop, %d subjects, %d item events; medians of %d): unlearn 1 subject %.3f s, unlearn %d %.3f s; retrain without them %.3f s with the hyperparameters kept, %.3f s searching them again (%.0f× and %.0f× the unlearning of %d)",
-                         users.count, model.trainingSplit?.train.count ?? 0, trials, Self.median(a), many.count, Self.median(b), Self.median(fixed), Self.median(full),
-                         Self.median(fixed) / max(Self.median(b), 1e-9), Self.median(full) / max(Self.median(b), 1e-9), many.count))
+            print(
+                String(
+                    format:
+                        "served model (sample shop, %d subjects, %d item events; medians of %d): unlearn 1 subject %.3f s, unlearn %d %.3f s; retrain without them %.3f s with the hyperparameters kept, %.3f s searching them again (%.0f× and %.0f× the unlearning of %d)",
+                    users.count, model.trainingSplit?.train.count ?? 0, trials, Self.median(a), many.count, Self.median(b), Self.median(fixed),
+                    Self.median(full),
+                    Self.median(fixed) / max(Self.median(b), 1e-9), Self.median(full) / max(Self.median(b), 1e-9), many.count))
         }
     }
 }

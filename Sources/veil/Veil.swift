@@ -10,8 +10,11 @@ struct Veil: AsyncParsableCommand {
         commandName: "veil",
         abstract: "Veil: a consent-first personalization gateway.",
         version: version,
-        subcommands: [DemoCommand.self, ServeCommand.self, KeysCommand.self, PrincipalsCommand.self, PolicyCommand.self, ConsentCommand.self,
-                      AuditCommand.self, TrainCommand.self, ModelCommand.self, EvaluateCommand.self, SampleCommand.self, ImportCommand.self, QualityCommand.self, SegmentsCommand.self, ExperimentsCommand.self, RetentionCommand.self, LinkCommand.self, BenchCommand.self]
+        subcommands: [
+            DemoCommand.self, ServeCommand.self, KeysCommand.self, PrincipalsCommand.self, PolicyCommand.self, ConsentCommand.self,
+            AuditCommand.self, TrainCommand.self, ModelCommand.self, EvaluateCommand.self, SampleCommand.self, ImportCommand.self,
+            QualityCommand.self, SegmentsCommand.self, ExperimentsCommand.self, RetentionCommand.self, LinkCommand.self, BenchCommand.self,
+        ]
     )
 
     /// Logs are JSON lines on standard error for every command.

@@ -20,13 +20,16 @@ import Vault
     func makeLog(_ n: Int) async throws -> String {
         let clock = Clock()
         let path = NSTemporaryDirectory() + "veil-audit-index-\(UUID().uuidString)/audit.sqlite"
-        let log = try AuditLog(path: path, signer: SigningKeyPair.generate(), checkpointInterval: 1000, fullSync: false, now: clock.now, sync: { _ in 0 })
+        let log = try AuditLog(
+            path: path, signer: SigningKeyPair.generate(), checkpointInterval: 1000, fullSync: false, now: clock.now, sync: { _ in 0 })
         var random = TestRandom()
         for i in 0..<n {
             clock.step(i == n / 2 ? -50_000 : Int64.random(in: 0...40, using: &random))
-            try await log.append(AuditRecord(actor: "actor-\(Int.random(in: 0..<5, using: &random))", role: "app", action: i % 3 == 0 ? "consent:read" : "events:write",
-                                             resource: "/v1/x", subjectToken: i % 7 == 0 ? nil : String(format: "%032x", Int.random(in: 0..<12, using: &random)),
-                                             outcome: i % 11 == 0 ? .denied : .allowed, requestID: "r\(i)"))
+            try await log.append(
+                AuditRecord(
+                    actor: "actor-\(Int.random(in: 0..<5, using: &random))", role: "app", action: i % 3 == 0 ? "consent:read" : "events:write",
+                    resource: "/v1/x", subjectToken: i % 7 == 0 ? nil : String(format: "%032x", Int.random(in: 0..<12, using: &random)),
+                    outcome: i % 11 == 0 ? .denied : .allowed, requestID: "r\(i)"))
         }
         return path
     }

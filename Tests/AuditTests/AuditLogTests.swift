@@ -22,9 +22,11 @@ struct AuditFixture {
 
     func fill(_ n: Int) async throws {
         for i in 0..<n {
-            try await log.append(AuditRecord(actor: "app-\(i % 3)", role: "app", action: "events:write", resource: "/v1/events",
-                                             subjectToken: String(format: "%032x", i), outcome: i % 5 == 0 ? .denied : .allowed,
-                                             reason: "r\(i)", requestID: "req-\(i)"))
+            try await log.append(
+                AuditRecord(
+                    actor: "app-\(i % 3)", role: "app", action: "events:write", resource: "/v1/events",
+                    subjectToken: String(format: "%032x", i), outcome: i % 5 == 0 ? .denied : .allowed,
+                    reason: "r\(i)", requestID: "req-\(i)"))
         }
     }
 
@@ -44,7 +46,10 @@ struct AuditFixture {
     func tamper(_ sql: String, _ arguments: StatementArguments = []) throws {
         let queue = try DatabaseQueue(path: path)
         try queue.writeWithoutTransaction { db in
-            try db.execute(sql: "DROP TRIGGER IF EXISTS entries_no_update; DROP TRIGGER IF EXISTS entries_no_delete; DROP TRIGGER IF EXISTS checkpoints_no_delete")
+            try db.execute(
+                sql:
+                    "DROP TRIGGER IF EXISTS entries_no_update; DROP TRIGGER IF EXISTS entries_no_delete; DROP TRIGGER IF EXISTS checkpoints_no_delete"
+            )
             try db.execute(sql: sql, arguments: arguments)
         }
     }
@@ -70,8 +75,10 @@ struct AuditFixture {
             for t in 0..<8 {
                 group.addTask {
                     for i in 0..<25 {
-                        try await f.log.append(AuditRecord(actor: "a\(t)", role: "app", action: "events:write", resource: "/v1/events",
-                                                           outcome: .allowed, requestID: "r\(t)-\(i)"))
+                        try await f.log.append(
+                            AuditRecord(
+                                actor: "a\(t)", role: "app", action: "events:write", resource: "/v1/events",
+                                outcome: .allowed, requestID: "r\(t)-\(i)"))
                     }
                 }
             }
@@ -117,7 +124,9 @@ struct AuditFixture {
             try f.tamper("UPDATE entries SET at = at + 1 WHERE seq = ?", [victim])
         } else {
             // Flip one character of the stored text.
-            try f.tamper("UPDATE entries SET \(column) = CASE WHEN substr(\(column), 1, 1) = 'x' THEN 'y' ELSE 'x' END || substr(\(column), 2) WHERE seq = ?", [victim])
+            try f.tamper(
+                "UPDATE entries SET \(column) = CASE WHEN substr(\(column), 1, 1) = 'x' THEN 'y' ELSE 'x' END || substr(\(column), 2) WHERE seq = ?",
+                [victim])
         }
         let result = try f.verify()
         #expect(result.firstBadSequence == victim, "\(result.reason ?? "")")
@@ -159,7 +168,9 @@ struct AuditFixture {
         let prev = try f.string("SELECT hash FROM entries WHERE seq = 11")
         let forged = AuditRecord(actor: "ghost", role: "admin", action: "subjects:export", resource: "/v1/subjects/x/export", outcome: .allowed)
         let hash = AuditEntry.computeHash(sequence: 12, at: 1, record: forged, previousHash: prev)
-        try f.tamper("INSERT INTO entries (seq, at, actor, role, action, resource, outcome, reason, request_id, prev_hash, hash) VALUES (12, 1, 'ghost', 'admin', 'subjects:export', '/v1/subjects/x/export', 'allowed', '', '', ?, ?)", [prev, hash])
+        try f.tamper(
+            "INSERT INTO entries (seq, at, actor, role, action, resource, outcome, reason, request_id, prev_hash, hash) VALUES (12, 1, 'ghost', 'admin', 'subjects:export', '/v1/subjects/x/export', 'allowed', '', '', ?, ?)",
+            [prev, hash])
         #expect(try f.verify().firstBadSequence == 13)
     }
 
@@ -208,7 +219,9 @@ struct AuditFixture {
         let sequences = try await withThrowingTaskGroup(of: Int64.self) { group in
             for i in 0..<500 {
                 group.addTask {
-                    try await f.log.append(AuditRecord(actor: "c\(i)", role: "app", action: "events:write", resource: "/v1/events", outcome: .allowed)).sequence
+                    try await f.log.append(
+                        AuditRecord(actor: "c\(i)", role: "app", action: "events:write", resource: "/v1/events", outcome: .allowed)
+                    ).sequence
                 }
             }
             return try await group.reduce(into: [Int64]()) { $0.append($1) }

@@ -101,8 +101,10 @@ final class AppendReturns: Sendable {
                         for i in 0..<perTask {
                             if jitterMicroseconds > 0 { try? await Task.sleep(for: .microseconds(Int.random(in: 0...jitterMicroseconds))) }
                             do {
-                                let entry = try await log.append(AuditRecord(actor: "c\(t)", role: "app", action: "events:write",
-                                                                             resource: "/v1/events", outcome: .allowed, requestID: "r\(t)-\(i)"))
+                                let entry = try await log.append(
+                                    AuditRecord(
+                                        actor: "c\(t)", role: "app", action: "events:write",
+                                        resource: "/v1/events", outcome: .allowed, requestID: "r\(t)-\(i)"))
                                 let durable = probe.durableThrough
                                 self.state.withLock { state in
                                     state.sequences.append(entry.sequence)

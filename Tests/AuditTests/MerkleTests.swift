@@ -22,8 +22,9 @@ import Vault
     static func vectors<V: Decodable>(_ kind: String, as type: V.Type) throws -> [(path: String, vector: V)] {
         let dir = vectorDirectory.appendingPathComponent(kind)
         var isDirectory: ObjCBool = false
-        try #require(FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDirectory) && isDirectory.boolValue,
-                     "\(dir.path) is missing: tests need ../shared/vectors/merkle beside the repository")
+        try #require(
+            FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDirectory) && isDirectory.boolValue,
+            "\(dir.path) is missing: tests need ../shared/vectors/merkle beside the repository")
         let files = try #require(FileManager.default.enumerator(at: dir, includingPropertiesForKeys: nil))
             .compactMap { $0 as? URL }.filter { $0.pathExtension == "json" }.sorted { $0.path < $1.path }
         return try files.map { url in
@@ -53,7 +54,9 @@ import Vault
             } catch {
                 outcome = error
             }
-            if (outcome != nil) != v.wantErr { wrong.append("\(path) (\(v.desc)): wantErr \(v.wantErr), got \(outcome.map(String.init(describing:)) ?? "accepted")") }
+            if (outcome != nil) != v.wantErr {
+                wrong.append("\(path) (\(v.desc)): wantErr \(v.wantErr), got \(outcome.map(String.init(describing:)) ?? "accepted")")
+            }
         }
         print("Merkle \(kind) vectors: \(vectors.count), accepted \(accepted), rejected \(vectors.count - accepted)")
         #expect(wrong.isEmpty, "\(wrong.joined(separator: "\n"))")
@@ -63,15 +66,17 @@ import Vault
 
     @Test func inclusionVectors() throws {
         try Self.expectVerifierMatches("inclusion", InclusionVector.self) { (v) throws(MerkleError) in
-            try Merkle.verifyInclusion(index: v.leafIdx, size: v.treeSize, leafHash: [UInt8](v.leafHash),
-                                       proof: (v.proof ?? []).map { [UInt8]($0) }, root: [UInt8](v.root))
+            try Merkle.verifyInclusion(
+                index: v.leafIdx, size: v.treeSize, leafHash: [UInt8](v.leafHash),
+                proof: (v.proof ?? []).map { [UInt8]($0) }, root: [UInt8](v.root))
         }
     }
 
     @Test func consistencyVectors() throws {
         try Self.expectVerifierMatches("consistency", ConsistencyVector.self) { (v) throws(MerkleError) in
-            try Merkle.verifyConsistency(size1: v.size1, size2: v.size2, root1: [UInt8](v.root1), root2: [UInt8](v.root2),
-                                         proof: (v.proof ?? []).map { [UInt8]($0) })
+            try Merkle.verifyConsistency(
+                size1: v.size1, size2: v.size2, root1: [UInt8](v.root1), root2: [UInt8](v.root2),
+                proof: (v.proof ?? []).map { [UInt8]($0) })
         }
     }
 
@@ -167,7 +172,9 @@ import Vault
                 #expect(rejects(i, n, tree[(i + 1) % n], proof, root) || n == 1)
                 #expect(rejects(i, n, tree[i], proof, Self.flipped([root], at: 0)[0]))
                 // A wrong size with the root of that size (what a tree head for it would carry).
-                for m in [i + 1, n - 1, n + 1, n * 2] where m > i && m != n { #expect(rejects(i, m, tree[i], proof, roots[m]), "n \(n) i \(i) as size \(m)") }
+                for m in [i + 1, n - 1, n + 1, n * 2] where m > i && m != n {
+                    #expect(rejects(i, m, tree[i], proof, roots[m]), "n \(n) i \(i) as size \(m)")
+                }
                 #expect(rejects(i, n, tree[i], proof + [root], root))
                 #expect(rejects(i, n, tree[i], [root] + proof, root))
                 if !proof.isEmpty { #expect(rejects(i, n, tree[i], Array(proof.dropLast()), root)) }
@@ -183,7 +190,8 @@ import Vault
         let all = Self.leaves(1000)
         let roots = try (0...1000).map { n in try Merkle.root(of: all[0..<n]) }
         func rejects(_ m: Int, _ n: Int, _ proof: [[UInt8]], root1: [UInt8]? = nil, root2: [UInt8]? = nil) -> Bool {
-            (try? Merkle.verifyConsistency(size1: UInt64(m), size2: UInt64(n), root1: root1 ?? roots[m], root2: root2 ?? roots[n], proof: proof)) == nil
+            (try? Merkle.verifyConsistency(size1: UInt64(m), size2: UInt64(n), root1: root1 ?? roots[m], root2: root2 ?? roots[n], proof: proof))
+                == nil
         }
         var pairs = 0
         for n in 1...64 {

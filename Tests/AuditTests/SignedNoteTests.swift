@@ -27,10 +27,12 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
     static let text = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
     static let peterSig = "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
     static let enochSig = "— EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
-    static let peter = NoteSignature(name: "PeterNeumann", keyID: 0xc74f20a3,
-                                     base64: "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=")
-    static let enoch = NoteSignature(name: "EnochRoot", keyID: 0xaf0cfe78,
-                                     base64: "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=")
+    static let peter = NoteSignature(
+        name: "PeterNeumann", keyID: 0xc74f20a3,
+        base64: "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=")
+    static let enoch = NoteSignature(
+        name: "EnochRoot", keyID: 0xaf0cfe78,
+        base64: "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=")
 
     /// Go's signer key `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || seed)>` (note.NewSigner), for the published test
     /// keys only: Veil never imports or exports a private key in this form.
@@ -112,8 +114,14 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
     @Test(arguments: [
         ("PRIVATE+KEY+Log+2271c621+AdEIq9FLRQni54Wg68T96VJO+iayOaulswav2DUMKgvQ", "Log+2271c621+AemuH5ooBpEPcr+W8onrjA1NfuzBVHdezakU81Ekarvs"),
         ("PRIVATE+KEY+Known+451c786d+AQPRoE2+Z+Ed1HaHBA9F/FfracvcZ2rDU39kCecMEoci", "Known+451c786d+AXAQ0T7lbwuY4ABJ9/MYY9bWV3hmSyOGVt2x42NkmdUH"),
-        ("PRIVATE+KEY+KnownAgain+4893b26c+ARhZda/l25zjGZswYLDZsLNRzNpmv5wYTN9IoTr1OJ2+", "KnownAgain+4893b26c+AQ+LR7BFF/F/dkpIBjBpSvT0crkteizuUkavAoGeaYMj"),
-        ("PRIVATE+KEY+Unknown+fdbb2e08+Aav2knTC6orbhXX8pMWuNiWgO+Wwk2DB+h1eU2Q1W1nU", "Unknown+fdbb2e08+AWgRIYZ+8x1Vl+1Q+sR8zciNHiYI1SdlBjNw+RV0rots"),
+        (
+            "PRIVATE+KEY+KnownAgain+4893b26c+ARhZda/l25zjGZswYLDZsLNRzNpmv5wYTN9IoTr1OJ2+",
+            "KnownAgain+4893b26c+AQ+LR7BFF/F/dkpIBjBpSvT0crkteizuUkavAoGeaYMj"
+        ),
+        (
+            "PRIVATE+KEY+Unknown+fdbb2e08+Aav2knTC6orbhXX8pMWuNiWgO+Wwk2DB+h1eU2Q1W1nU",
+            "Unknown+fdbb2e08+AWgRIYZ+8x1Vl+1Q+sR8zciNHiYI1SdlBjNw+RV0rots"
+        ),
     ])
     func formatsSignerKeysDeriveTheirVerifierKeys(signerKey: String, verifierKey: String) throws {
         let signer = try Self.goSigner(signerKey)
@@ -170,10 +178,18 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
             (Array((Self.text + "\n" + Self.peterSig.dropLast()).utf8), .missingFinalNewline),
             (Array(("\u{1}" + Self.text + "\n" + Self.peterSig).utf8), .controlCharacter(0x01)),
             ([0xff] + Array((Self.text + "\n" + Self.peterSig).utf8), .invalidUTF8),
-            (Array((Self.text + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=").utf8),
-             .missingFinalNewline),
-            (Array((Self.text + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n").utf8),
-             .malformedSignatureLine(1)),
+            (
+                Array(
+                    (Self.text + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=")
+                        .utf8),
+                .missingFinalNewline
+            ),
+            (
+                Array(
+                    (Self.text + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n")
+                        .utf8),
+                .malformedSignatureLine(1)
+            ),
             (Array((Self.text + "\n" + Self.peterSig + "Unexpected line.\n").utf8), .malformedSignatureLine(2)),
         ]
         for (note, error) in cases {
@@ -217,7 +233,8 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
     /// golang/go src/cmd/go/internal/modfetch/key.go.
     static let sumDBVerifierKey = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
     /// transparency-dev/formats log/note_test.go, TestSumDBNoteParsing.
-    static let sumDBNote = "go.sum database tree\n6476701\nmb8QLQIs0Z0yP5Cstq6guj87oXWeC9gEM8oVikmm9Wk=\n\n"
+    static let sumDBNote =
+        "go.sum database tree\n6476701\nmb8QLQIs0Z0yP5Cstq6guj87oXWeC9gEM8oVikmm9Wk=\n\n"
         + "— sum.golang.org Az3grsLX85Gz+s1SiTbgkuqxgItqFq7gsMUEyVnrsa9LM7Us9S+1xbFIGu95949rj4nPRYfvimWEPWL+o3GeoWwOoAw=\n"
 
     @Test func sumGolangOrgCheckpointsVerifyAndParse() throws {
@@ -233,7 +250,8 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
 
         // transparency-dev/trillian-tessera internal/parse/parse_test.go, BenchmarkCheckpointUnsafe (which leaves off
         // the last newline; it is put back here).
-        let tessera = "go.sum database tree\n31700353\nqINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs=\n\n"
+        let tessera =
+            "go.sum database tree\n31700353\nqINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs=\n\n"
             + "— sum.golang.org Az3grnmrIUEDFqHzAElIQCPNoRFRAAdFo47fooyWKMHb89k11GJh5zHIfNCOBmwn/C3YI8oW9/C8DJ87F61QqspBYwM=\n"
         #expect(try Checkpoint(text: SignedNote.open(tessera, verifiers: [sumDB]).text).size == 31700353)
 
@@ -253,7 +271,8 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
             "bananas+cf639f13+AaPjhFnPCQnid/Ql32KWhmh+uk72FVRfK+2DLmO3BI3M",
             "witness+f13a86db+AdYV1Ztajd9BvyjP2HgpwrqYL6TjOwIjGMOq8Bu42xbN",
         ].map(Self.verifier)
-        let note = Self.sumDBNote
+        let note =
+            Self.sumDBNote
             + "— monkeys 202ffh9ve46Mqbhuyb4wnC2Pwdan5EsXQym/tF1ggXJqhjGosU4T5intH4iKMRgDLxrnXuIjRaU2NbvAnaepM6Y+8ww=\n"
             + "— bananas z2OfE+2bbsBZ7NLgfuslc0v7NFW2QyexJ7fhePpoL2N/P7N/COd5S+JNHbQEAlYzz2C5sg0E+x/MggS1mDR6t3/9rQw=\n"
             + "— witness 8TqG25yWGFLdT7WPf/WoyeG3LwqtkXP+8S3yykOVm6EMh4hPgCke6eSVPU4BdtXNMPJBXKF+UpDbGgCdcpR8SVSoqAU=\n"
@@ -268,11 +287,13 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
     // MARK: The specifications' examples (C2SP/C2SP signed-note.md, tlog-checkpoint.md)
 
     @Test func signedNoteSpecExampleIsWellFormedButSignedByAnUnknownKey() throws {
-        let note = "Ognuno sta solo sul cuor della terra\ntrafitto da un raggio di sole:\n\ned è subito sera.\n\n"
+        let note =
+            "Ognuno sta solo sul cuor della terra\ntrafitto da un raggio di sole:\n\ned è subito sera.\n\n"
             + "— quasimodo.example/salvatore NnugSzTjtVAewIS+Z/iJhUPeFDkO/5QQ2i5ddnGITLlC+EhfLW9oJKONrMouFSQU0xMcXxj99ihAQwaqP3ZekRwNtIc=\n"
         // The text keeps its own blank line: only the last one separates the signatures.
         let (text, lines) = try SignedNote.parse(Array(note.utf8))
-        #expect(String(decoding: text, as: UTF8.self) == "Ognuno sta solo sul cuor della terra\ntrafitto da un raggio di sole:\n\ned è subito sera.\n")
+        #expect(
+            String(decoding: text, as: UTF8.self) == "Ognuno sta solo sul cuor della terra\ntrafitto da un raggio di sole:\n\ned è subito sera.\n")
         #expect(lines.map(\.signature.name) == ["quasimodo.example/salvatore"])
         #expect(lines.map(\.signature.keyID) == [0x367ba04b])
         #expect(lines.map(\.signatureBytes.count) == [64])
@@ -282,7 +303,8 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
     }
 
     @Test func checkpointSpecExampleParses() throws {
-        let note = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n"
+        let note =
+            "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n"
             + "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
         let (text, lines) = try SignedNote.parse(Array(note.utf8))
         let checkpoint = try Checkpoint(text: String(decoding: text, as: UTF8.self))
@@ -344,8 +366,11 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
         for (size, line) in [(UInt64(0), "0"), (1, "1"), (UInt64.max, "18446744073709551615")] {
             let text = "example.com/log42\n\(line)\n\(sampleRoot)\nfirst extension\n— second, with a dash\n"
             let checkpoint = try Checkpoint(text: text)
-            #expect(checkpoint == (try Checkpoint(origin: "example.com/log42", size: size, rootHash: root,
-                                                  extensions: ["first extension", "— second, with a dash"])))
+            #expect(
+                checkpoint
+                    == (try Checkpoint(
+                        origin: "example.com/log42", size: size, rootHash: root,
+                        extensions: ["first extension", "— second, with a dash"])))
             #expect(checkpoint.text == text)
         }
         // Origins need not be URLs (Go's checksum database calls itself "go.sum database tree").
@@ -456,14 +481,17 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
     @Test func invalidUTF8AndControlCharactersAreRefused() throws {
         let signer = try Self.freshSigner()
         let line = Array(try signer.signatureLine(for: "x\n").utf8)
-        for (text, error) in [([0xed, 0xa0, 0x80, 0x0a], NoteError.invalidUTF8), ([0xc0, 0xaf, 0x0a], .invalidUTF8),
-                              ([0x61, 0x00, 0x0a], .controlCharacter(0)), ([0x61, 0x1b, 0x0a], .controlCharacter(0x1b))] as [([UInt8], NoteError)] {
+        for (text, error) in [
+            ([0xed, 0xa0, 0x80, 0x0a], NoteError.invalidUTF8), ([0xc0, 0xaf, 0x0a], .invalidUTF8),
+            ([0x61, 0x00, 0x0a], .controlCharacter(0)), ([0x61, 0x1b, 0x0a], .controlCharacter(0x1b)),
+        ] as [([UInt8], NoteError)] {
             #expect(throws: error) { try SignedNote.open(text + [0x0a] + line, verifiers: [signer.verifier]) }
         }
     }
 
     @Test func errorsNameTheRuleAndTheKeyOnly() throws {
-        #expect("\(NoteError.invalidSignature(name: "PeterNeumann", keyID: 0x0c74f20a))" == "the signature by key PeterNeumann+0c74f20a does not verify")
+        #expect(
+            "\(NoteError.invalidSignature(name: "PeterNeumann", keyID: 0x0c74f20a))" == "the signature by key PeterNeumann+0c74f20a does not verify")
         #expect("\(NoteError.controlCharacter(0x09))" == "the note holds control character 0x09; only newline is allowed")
         #expect("\(NoteError.wrongRootHashLength(31))" == "the root hash is 31 bytes, not 32")
     }
@@ -471,10 +499,16 @@ private let sampleRoot = "qINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs="
     // MARK: Ed25519 from a seed (RFC 8032 §7.1)
 
     @Test(arguments: [
-        ("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
-         "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
-        ("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb", "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
-         "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"),
+        (
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            "",
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+        ),
+        (
+            "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb", "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+            "72",
+            "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+        ),
     ])
     func seedGivesTheRFC8032KeyAndSignature(seed: String, publicKey: String, message: String, signature: String) throws {
         let pair = try SigningKeyPair(seed: try #require([UInt8](hexString: seed)))

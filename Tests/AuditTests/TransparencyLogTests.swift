@@ -26,8 +26,10 @@ import Vault
             for t in 0..<32 {
                 group.addTask {
                     for i in stride(from: t, to: n, by: 32) {
-                        try await f.log.append(AuditRecord(actor: "a\(i % 7)", role: "app", action: "events:write", resource: "/v1/events",
-                                                           subjectToken: String(format: "%032x", i), outcome: .allowed, requestID: "r\(i)"))
+                        try await f.log.append(
+                            AuditRecord(
+                                actor: "a\(i % 7)", role: "app", action: "events:write", resource: "/v1/events",
+                                subjectToken: String(format: "%032x", i), outcome: .allowed, requestID: "r\(i)"))
                     }
                 }
             }
@@ -76,21 +78,24 @@ import Vault
             // The leaf is recomputed from the entry itself, not taken from the proof.
             let leaf = proof.entry.leafHash
             #expect(Data(leaf).base64EncodedString() == proof.leafHash)
-            try Merkle.verifyInclusion(index: UInt64(seq - 1), size: UInt64(head.size), leafHash: leaf,
-                                       proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) }, root: root)
+            try Merkle.verifyInclusion(
+                index: UInt64(seq - 1), size: UInt64(head.size), leafHash: leaf,
+                proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) }, root: root)
             // And the proof does not prove another entry.
             let other = Merkle.leafHash(Hash.sha256(Array("not this entry".utf8)))
             #expect(throws: MerkleError.self) {
-                try Merkle.verifyInclusion(index: UInt64(seq - 1), size: UInt64(head.size), leafHash: other,
-                                           proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) }, root: root)
+                try Merkle.verifyInclusion(
+                    index: UInt64(seq - 1), size: UInt64(head.size), leafHash: other,
+                    proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) }, root: root)
             }
         }
         for (a, b) in zip(heads, heads.dropFirst()) {
             for from in [1, a.size / 2 + 1, a.size] {
                 let proof = try reader.consistencyProof(from: from, to: b.size)
                 let root1 = try Merkle.root(of: try leafHashes(f)[0..<Int(from)])
-                try Merkle.verifyConsistency(size1: UInt64(from), size2: UInt64(b.size), root1: root1, root2: try opened(proof.checkpoint, f).rootHash,
-                                             proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) })
+                try Merkle.verifyConsistency(
+                    size1: UInt64(from), size2: UInt64(b.size), root1: root1, root2: try opened(proof.checkpoint, f).rootHash,
+                    proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) })
             }
         }
         // A size the log signed no head of (group commit decides where the heads fall, so it is looked up).
@@ -125,13 +130,17 @@ import Vault
         func rewrite(from seq: Int64, _ edit: (inout AuditRecord) -> Void) throws {
             let queue = try DatabaseQueue(path: f.path)
             try queue.writeWithoutTransaction { db in
-                try db.execute(sql: "DROP TRIGGER IF EXISTS entries_no_update; DROP TRIGGER IF EXISTS entries_no_delete; DROP TRIGGER IF EXISTS tree_heads_no_delete")
+                try db.execute(
+                    sql:
+                        "DROP TRIGGER IF EXISTS entries_no_update; DROP TRIGGER IF EXISTS entries_no_delete; DROP TRIGGER IF EXISTS tree_heads_no_delete"
+                )
                 var entries = try Row.fetchAll(db, sql: "SELECT \(AuditReader.columns) FROM entries ORDER BY seq").map(AuditReader.entryByIndex)
                 var previous = seq == 1 ? AuditLog.genesisHash : entries[Int(seq) - 2].hash
                 for i in Int(seq - 1)..<entries.count {
                     if i == Int(seq - 1) { edit(&entries[i].record) }
                     entries[i].previousHash = previous
-                    entries[i].hash = AuditEntry.computeHash(sequence: entries[i].sequence, at: entries[i].at, record: entries[i].record, previousHash: previous)
+                    entries[i].hash = AuditEntry.computeHash(
+                        sequence: entries[i].sequence, at: entries[i].at, record: entries[i].record, previousHash: previous)
                     previous = entries[i].hash
                 }
                 try db.execute(sql: "DELETE FROM entries; DELETE FROM tree_nodes; DELETE FROM tree_heads")
@@ -229,7 +238,9 @@ import Vault
         let stranger = try HeadSigner(origin: verifier.name, keys: SigningKeyPair.generate()).sign(size: 70, root: [UInt8](repeating: 1, count: 32))
         func refusedAsBadSignature(_ note: String) async -> Bool {
             do {
-                _ = try await witness.check(note) { _, _ in Issue.record("no proof may be asked for a head that does not verify"); return [] }
+                _ = try await witness.check(note) { _, _ in
+                    Issue.record("no proof may be asked for a head that does not verify"); return []
+                }
                 return false
             } catch {
                 if case .badSignature = error { return true }
@@ -237,8 +248,9 @@ import Vault
             }
         }
         #expect(await refusedAsBadSignature(stranger))
-        let otherOrigin = try SignedNote.sign(text: Checkpoint(origin: "veil.audit/other", size: 70, rootHash: [UInt8](repeating: 1, count: 32)).text,
-                                              name: verifier.name, with: f.signer)
+        let otherOrigin = try SignedNote.sign(
+            text: Checkpoint(origin: "veil.audit/other", size: 70, rootHash: [UInt8](repeating: 1, count: 32)).text,
+            name: verifier.name, with: f.signer)
         #expect(await refusedAsBadSignature(otherOrigin))
         // A larger head, correctly signed, whose tree does not extend the held one (the log was rewritten below 65).
         try Attacker(f: f).rewrite(from: 10) { $0.actor = "someone else" }
@@ -286,7 +298,8 @@ import Vault
         #expect { try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: ["not a note"]) } throws: { error in
             (error as? AuditError)?.invalidInput == true
         }
-        let huge = try SignedNote.sign(text: Checkpoint(origin: origin, size: UInt64.max, rootHash: [UInt8](repeating: 7, count: 32)).text, name: origin, with: f.signer)
+        let huge = try SignedNote.sign(
+            text: Checkpoint(origin: origin, size: UInt64.max, rootHash: [UInt8](repeating: 7, count: 32)).text, name: origin, with: f.signer)
         #expect { try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [huge]) } throws: { error in
             (error as? AuditError)?.invalidInput == true
         }
@@ -312,24 +325,29 @@ import Vault
             switch edit {
             case "real", "text":
                 // The table rebuilt without INTEGER PRIMARY KEY, then a forged erasure slipped in after entry 20.
-                try db.execute(sql: """
-                    DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;
-                    CREATE TABLE e2 AS SELECT * FROM entries; DROP TABLE entries; ALTER TABLE e2 RENAME TO entries;
-                    INSERT INTO entries SELECT \(edit == "real" ? "20.5" : "'20x'"), at, actor, role, 'subjects:erase', resource, subject_token, purpose,
-                        outcome, reason, request_id, prev_hash, '0' FROM entries WHERE seq = 20;
-                    """)
+                try db.execute(
+                    sql: """
+                        DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;
+                        CREATE TABLE e2 AS SELECT * FROM entries; DROP TABLE entries; ALTER TABLE e2 RENAME TO entries;
+                        INSERT INTO entries SELECT \(edit == "real" ? "20.5" : "'20x'"), at, actor, role, 'subjects:erase', resource, subject_token, purpose,
+                            outcome, reason, request_id, prev_hash, '0' FROM entries WHERE seq = 20;
+                        """)
             case "dash":
                 try db.execute(sql: "DROP TRIGGER entries_no_update; UPDATE entries SET purpose = '-' WHERE seq = 7 AND purpose IS NULL")
                 #expect(db.changesCount == 1)
             case "null":
-                try db.execute(sql: """
-                    DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;
-                    CREATE TABLE e2 AS SELECT * FROM entries; DROP TABLE entries; ALTER TABLE e2 RENAME TO entries;
-                    UPDATE entries SET reason = NULL WHERE seq = 21 AND reason = '';
-                    """)
+                try db.execute(
+                    sql: """
+                        DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;
+                        CREATE TABLE e2 AS SELECT * FROM entries; DROP TABLE entries; ALTER TABLE e2 RENAME TO entries;
+                        UPDATE entries SET reason = NULL WHERE seq = 21 AND reason = '';
+                        """)
                 #expect(db.changesCount == 1)
             default:
-                try db.execute(sql: "DROP TRIGGER entries_no_update; INSERT INTO entries SELECT 9223372036854775807, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash FROM entries WHERE seq = 20")
+                try db.execute(
+                    sql:
+                        "DROP TRIGGER entries_no_update; INSERT INTO entries SELECT 9223372036854775807, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash FROM entries WHERE seq = 20"
+                )
             }
         }
         #expect(try f.string("SELECT COUNT(*) FROM entries") == (edit == "dash" || edit == "null" ? "21" : "22"), "the edit was made")
@@ -357,9 +375,10 @@ import Vault
         // The new head is signed over the new entries, so it does not extend the held one…
         let reader = try AuditReader(path: g.path)
         #expect(throws: MerkleError.self) {
-            try Merkle.verifyConsistency(size1: 256, size2: UInt64(regrown.size), root1: [UInt8](Data(base64Encoded: held.rootHash)!),
-                                         root2: [UInt8](Data(base64Encoded: regrown.rootHash)!),
-                                         proof: try reader.consistencyProof(from: 256, to: regrown.size).hashes.map { [UInt8](Data(base64Encoded: $0)!) })
+            try Merkle.verifyConsistency(
+                size1: 256, size2: UInt64(regrown.size), root1: [UInt8](Data(base64Encoded: held.rootHash)!),
+                root2: [UInt8](Data(base64Encoded: regrown.rootHash)!),
+                proof: try reader.consistencyProof(from: 256, to: regrown.size).hashes.map { [UInt8](Data(base64Encoded: $0)!) })
         }
         // …and the log itself is consistent with its new head (the stale node was replaced, not kept).
         let result = try reader.verify(publicKey: g.signer.publicKey)
@@ -379,15 +398,17 @@ import Vault
         try await queue.write { db in
             var previous = AuditLog.genesisHash
             for seq in Int64(1)...600 {
-                let record = AuditRecord(actor: "old", role: "app", action: "events:write", resource: "/v1/events", outcome: .allowed, requestID: "r\(seq)")
+                let record = AuditRecord(
+                    actor: "old", role: "app", action: "events:write", resource: "/v1/events", outcome: .allowed, requestID: "r\(seq)")
                 let hash = AuditEntry.computeHash(sequence: seq, at: 1000 + seq, record: record, previousHash: previous)
                 try AuditLog.insert(AuditEntry(sequence: seq, at: 1000 + seq, record: record, previousHash: previous, hash: hash), in: db)
                 previous = hash
                 if seq % 250 == 0 {
                     var cp = LegacyCheckpoint(sequence: seq, headHash: hash, at: 5, signature: "")
                     cp.signature = signer.sign(cp.message).hexString
-                    try db.execute(sql: "INSERT INTO checkpoints (seq, head_hash, at, signature) VALUES (?, ?, ?, ?)",
-                                   arguments: [cp.sequence, cp.headHash, cp.at, cp.signature])
+                    try db.execute(
+                        sql: "INSERT INTO checkpoints (seq, head_hash, at, signature) VALUES (?, ?, ?, ?)",
+                        arguments: [cp.sequence, cp.headHash, cp.at, cp.signature])
                 }
             }
         }
@@ -401,11 +422,13 @@ import Vault
             try String.fetchAll(db, sql: "SELECT hash FROM entries ORDER BY seq").map { Merkle.leafHash([UInt8](hexString: $0)!) }
         }
         let proof = try reader.inclusionProof(sequence: 17)
-        try Merkle.verifyInclusion(index: 16, size: 601, leafHash: leaves[16], proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) },
-                                   root: try Merkle.root(of: leaves))
+        try Merkle.verifyInclusion(
+            index: 16, size: 601, leafHash: leaves[16], proof: proof.hashes.map { [UInt8](Data(base64Encoded: $0)!) },
+            root: try Merkle.root(of: leaves))
         // The legacy checkpoints are still checked: a cut below the last one is caught.
         try await DatabaseQueue(path: path).writeWithoutTransaction { db in
-            try db.execute(sql: "DROP TRIGGER entries_no_delete; DROP TRIGGER tree_heads_no_delete; DELETE FROM entries WHERE seq > 400; DELETE FROM tree_heads")
+            try db.execute(
+                sql: "DROP TRIGGER entries_no_delete; DROP TRIGGER tree_heads_no_delete; DELETE FROM entries WHERE seq > 400; DELETE FROM tree_heads")
         }
         #expect(try reader.verify(publicKey: signer.publicKey).firstBadSequence == 401)
     }

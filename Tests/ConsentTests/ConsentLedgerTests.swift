@@ -22,9 +22,12 @@ struct LedgerFixture {
     func token(_ n: Int) -> SubjectToken { SubjectToken(rawValue: String(format: "%032x", n))! }
 
     @discardableResult
-    func record(_ n: Int, _ purpose: String, _ granted: Bool, at: Date = Date(), expires: Date? = nil, method: ConsentMethod = .banner) throws -> ConsentRecord {
-        let event = try ledger.makeEvent(token: token(n), purpose: purpose, granted: granted, at: at, sourceApp: "shop", principal: "shop-app",
-                                         method: method, noticeVersion: "2026-01", jurisdiction: "EU", expiresAt: expires)
+    func record(
+        _ n: Int, _ purpose: String, _ granted: Bool, at: Date = Date(), expires: Date? = nil, method: ConsentMethod = .banner
+    ) throws -> ConsentRecord {
+        let event = try ledger.makeEvent(
+            token: token(n), purpose: purpose, granted: granted, at: at, sourceApp: "shop", principal: "shop-app",
+            method: method, noticeVersion: "2026-01", jurisdiction: "EU", expiresAt: expires)
         return try store.pool.write { try ledger.append(event, in: $0) }
     }
 
@@ -63,13 +66,19 @@ struct LedgerFixture {
     @Test func unknownNoticeOrPurposeIsRefusedAndNothingIsWritten() throws {
         let f = try LedgerFixture()
         #expect(throws: ConsentError(.unknownNotice, "")) {
-            try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "s", principal: "p", method: .api, noticeVersion: "1999-01", jurisdiction: "EU")
+            try f.ledger.makeEvent(
+                token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "s", principal: "p", method: .api,
+                noticeVersion: "1999-01", jurisdiction: "EU")
         }
         #expect(throws: ConsentError(.unknownPurpose, "")) {
-            try f.ledger.makeEvent(token: f.token(1), purpose: "telepathy", granted: true, at: Date(), sourceApp: "s", principal: "p", method: .api, noticeVersion: "2026-01", jurisdiction: "EU")
+            try f.ledger.makeEvent(
+                token: f.token(1), purpose: "telepathy", granted: true, at: Date(), sourceApp: "s", principal: "p", method: .api,
+                noticeVersion: "2026-01", jurisdiction: "EU")
         }
         #expect(throws: ConsentError(.invalid, "")) {
-            try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "s", principal: "p", method: .api, noticeVersion: "2026-01", jurisdiction: "")
+            try f.ledger.makeEvent(
+                token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "s", principal: "p", method: .api,
+                noticeVersion: "2026-01", jurisdiction: "")
         }
         #expect(try f.store.pool.read { try f.ledger.verify(in: $0) }.events == 0)
     }
@@ -85,14 +94,20 @@ struct LedgerFixture {
     @Test func gpcWithdrawsMarketingAndRecordsAConflictWithAnExplicitOptIn() throws {
         let f = try LedgerFixture()
         try f.record(1, "marketing", true)
-        let gpc = try f.store.pool.write { try f.ledger.recordGPC(token: f.token(1), at: Date(), sourceApp: "shop", principal: "shop-app", noticeVersion: "2026-01", jurisdiction: "us_ca", in: $0) }
+        let gpc = try f.store.pool.write {
+            try f.ledger.recordGPC(
+                token: f.token(1), at: Date(), sourceApp: "shop", principal: "shop-app", noticeVersion: "2026-01", jurisdiction: "us_ca", in: $0)
+        }
         #expect(gpc.event.method == .gpc)
         #expect(gpc.event.gpcConflict)
         #expect(try f.decision(1, "marketing").allowed == false)
         let history = try f.store.pool.read { try f.ledger.history(token: f.token(1), in: $0) }
         #expect(history.map(\.event.granted) == [true, false])
         // Without an opt-in there is nothing to conflict with.
-        let plain = try f.store.pool.write { try f.ledger.recordGPC(token: f.token(2), at: Date(), sourceApp: "shop", principal: "shop-app", noticeVersion: "2026-01", jurisdiction: "us_ca", in: $0) }
+        let plain = try f.store.pool.write {
+            try f.ledger.recordGPC(
+                token: f.token(2), at: Date(), sourceApp: "shop", principal: "shop-app", noticeVersion: "2026-01", jurisdiction: "us_ca", in: $0)
+        }
         #expect(!plain.event.gpcConflict)
     }
 
@@ -103,7 +118,7 @@ struct LedgerFixture {
         try f.record(1, "marketing", true, method: .settings)
         let history = try f.store.pool.read { try f.ledger.history(token: f.token(1), in: $0) }
         #expect(history.map(\.sequence) == [1, 3])
-        #expect(history[1].previousHash != history[0].hash) // chain runs through subject 2's event
+        #expect(history[1].previousHash != history[0].hash)  // chain runs through subject 2's event
         #expect(history[1].event.method == .settings)
     }
 
@@ -134,18 +149,21 @@ struct LedgerFixture {
         let f = try LedgerFixture()
         for missing in ["", ConsentLedger.unspecifiedJurisdiction] {
             #expect(throws: ConsentError.self) {
-                try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop", principal: "p",
-                                       method: .banner, noticeVersion: "2026-01", jurisdiction: missing)
+                try f.ledger.makeEvent(
+                    token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop", principal: "p",
+                    method: .banner, noticeVersion: "2026-01", jurisdiction: missing)
             }
         }
-        _ = try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: false, at: Date(), sourceApp: "shop", principal: "p",
-                                   method: .banner, noticeVersion: "2026-01", jurisdiction: ConsentLedger.unspecifiedJurisdiction)
+        _ = try f.ledger.makeEvent(
+            token: f.token(1), purpose: "personalization", granted: false, at: Date(), sourceApp: "shop", principal: "p",
+            method: .banner, noticeVersion: "2026-01", jurisdiction: ConsentLedger.unspecifiedJurisdiction)
         // The ledger keeps it in clear and forever: a code only, never free text.
         for code in ["EU", "DE", "US-CA", "us_ca", "GB-ENG"] { #expect(ConsentLedger.isJurisdictionCode(code), "\(code)") }
         for text in ["jane@example.com", "E", "EUROPE", "US-", "US-CALI", "1A", "de ca"] {
             #expect(throws: ConsentError.self, "\(text)") {
-                try f.ledger.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop", principal: "p",
-                                       method: .banner, noticeVersion: "2026-01", jurisdiction: text)
+                try f.ledger.makeEvent(
+                    token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop", principal: "p",
+                    method: .banner, noticeVersion: "2026-01", jurisdiction: text)
             }
         }
     }
@@ -165,8 +183,9 @@ struct LedgerFixture {
         }
         #expect(try decide(f.ledger, 1, "personalization").allowed)
         #expect(try decide(reconsent, 1, "personalization") == ConsentDecision(allowed: false, reason: .reconsentRequired))
-        let again = try reconsent.makeEvent(token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop",
-                                            principal: "p", method: .banner, noticeVersion: "2026-06", jurisdiction: "EU")
+        let again = try reconsent.makeEvent(
+            token: f.token(1), purpose: "personalization", granted: true, at: Date(), sourceApp: "shop",
+            principal: "p", method: .banner, noticeVersion: "2026-06", jurisdiction: "EU")
         try f.store.pool.write { _ = try reconsent.append(again, in: $0) }
         #expect(try decide(reconsent, 1, "personalization").allowed)
         // A notice that does not ask for re-consent leaves earlier consent standing.
@@ -177,7 +196,9 @@ struct LedgerFixture {
         let marked = files.purposes.replacingOccurrences(of: "name: marketing\n    version: 1", with: "name: marketing\n    version: 2")
         #expect(marked != files.purposes, "the purposes file changed its layout; update this test")
         files.purposes = marked
-        #expect(try decide(ConsentLedger(policy: try PolicyParser.parse(files)), 2, "marketing") == ConsentDecision(allowed: false, reason: .reconsentRequired))
+        #expect(
+            try decide(ConsentLedger(policy: try PolicyParser.parse(files)), 2, "marketing")
+                == ConsentDecision(allowed: false, reason: .reconsentRequired))
     }
 
     /// Item 8: the state every decision reads is recomputed from the ledger by verify; editing it alone is found.
@@ -196,8 +217,10 @@ struct LedgerFixture {
         // A state row deleted, and one invented for a subject with no event, are found too.
         try f.store.pool.write { db in
             try db.execute(sql: "DELETE FROM consent_state WHERE token = ?", arguments: [f.token(2).rawValue])
-            try db.execute(sql: "INSERT INTO consent_state (token, purpose, granted, seq, notice_version, purpose_version) VALUES (?, 'marketing', 1, 1, '2026-01', 1)",
-                           arguments: [f.token(3).rawValue])
+            try db.execute(
+                sql:
+                    "INSERT INTO consent_state (token, purpose, granted, seq, notice_version, purpose_version) VALUES (?, 'marketing', 1, 1, '2026-01', 1)",
+                arguments: [f.token(3).rawValue])
         }
         result = try f.store.pool.read { try f.ledger.verify(in: $0) }
         #expect(result.stateDifferenceCount == 3)

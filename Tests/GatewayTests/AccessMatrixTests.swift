@@ -89,9 +89,11 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
             for vector in vectors {
                 guard let method = vector.method, let path = vector.path else { continue }
                 let reached = routesReached(by: method, path)
-                let route = try #require(reached.count == 1 ? reached.first : nil, "\(vector): reaches \(reached.count) routes of RouteTable, not one")
-                #expect(route.action?.rawValue == vector.action,
-                        "\(vector): RouteTable authorizes \(route.method.rawValue) \(route.path) with \(route.action?.rawValue ?? "nothing (public)")")
+                let route = try #require(
+                    reached.count == 1 ? reached.first : nil, "\(vector): reaches \(reached.count) routes of RouteTable, not one")
+                #expect(
+                    route.action?.rawValue == vector.action,
+                    "\(vector): RouteTable authorizes \(route.method.rawValue) \(route.path) with \(route.action?.rawValue ?? "nothing (public)")")
                 let key = try #require(roleKeys[vector.role], "no key for role \(vector.role)")
                 let before = f.auditCount
                 let r = try await client.call(route.method, path, key: key, json: ["events": []])
@@ -107,7 +109,8 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
                 // records each subject it unlearned, an erasure by an earlier vector among them.)
                 let audited = RouteTable.publicPaths.contains(route.path) ? 0 : 1
                 let added = try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 1000))
-                #expect(added.filter { $0.record.action != "model:unlearn" }.count == audited, "\(vector): audit entries \(added.map(\.record.action))")
+                #expect(
+                    added.filter { $0.record.action != "model:unlearn" }.count == audited, "\(vector): audit entries \(added.map(\.record.action))")
                 #expect(route.path == "/v1/model/train" || added.allSatisfy { $0.record.action != "model:unlearn" })
             }
         }
@@ -131,11 +134,14 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
                 #expect(covered, "no vector in Policies/tests/ for role \(role) on \(route.method.rawValue) \(route.path)")
             }
             for action in Action.allCases {
-                #expect(vectors.contains { $0.role == role && $0.action == action.rawValue }, "no vector in Policies/tests/ for role \(role) with \(action.rawValue)")
+                #expect(
+                    vectors.contains { $0.role == role && $0.action == action.rawValue },
+                    "no vector in Policies/tests/ for role \(role) with \(action.rawValue)")
             }
         }
         #expect(vectors.contains { policy.roles[$0.role] == nil }, "no vector for a role roles.yaml does not define")
-        #expect(vectors.contains { vector in vector.action.map { Action(rawValue: $0) == nil } ?? false }, "no vector for an action that does not exist")
+        #expect(
+            vectors.contains { vector in vector.action.map { Action(rawValue: $0) == nil } ?? false }, "no vector for an action that does not exist")
     }
 
     /// Every /v1 route refuses a missing, unknown, revoked or malformed key with 401, in the error shape, audited.
@@ -151,8 +157,10 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
                     continue
                 }
                 let uri = route.path.replacingOccurrences(of: "{subject}", with: "u-1")
-                let callers: [(String, String?)] = [("no key", nil), ("unknown key", "vk_" + String(repeating: "0", count: 64)),
-                                                    ("revoked key", f.revokedKey), ("garbage", "not-a-key")]
+                let callers: [(String, String?)] = [
+                    ("no key", nil), ("unknown key", "vk_" + String(repeating: "0", count: 64)),
+                    ("revoked key", f.revokedKey), ("garbage", "not-a-key"),
+                ]
                 for (who, key) in callers {
                     let before = f.auditCount
                     let r = try await client.call(route.method, uri, key: key, json: ["events": []])

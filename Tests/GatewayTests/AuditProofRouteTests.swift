@@ -31,24 +31,30 @@ import Vault
             // The client rebuilds the leaf from the entry it was given, and checks that it is the access it made.
             let entryJSON = try JSONSerialization.data(withJSONObject: try #require(proof.json["entry"]))
             let entry = try JSONDecoder().decode(AuditEntry.self, from: entryJSON)
-            #expect(entry.sequence == seq && entry.record.action == "consent:write" && entry.record.requestID == consentCall.headers[HTTPField.Name("X-Request-Id")!])
-            try Merkle.verifyInclusion(index: UInt64(seq - 1), size: head.size, leafHash: entry.leafHash,
-                                       proof: (proof.json["hashes"] as? [String] ?? []).map { bytes($0) }, root: head.rootHash)
+            #expect(
+                entry.sequence == seq && entry.record.action == "consent:write"
+                    && entry.record.requestID == consentCall.headers[HTTPField.Name("X-Request-Id")!])
+            try Merkle.verifyInclusion(
+                index: UInt64(seq - 1), size: head.size, leafHash: entry.leafHash,
+                proof: (proof.json["hashes"] as? [String] ?? []).map { bytes($0) }, root: head.rootHash)
 
             // Later heads extend this one: the consistency proof checks with the RFC verifier.
             for i in 0..<5 { try await client.call(.get, "/v1/consents/u-\(i)", key: f.keys["app"]) }
             // Within a second of the last head, no new one is signed on demand: the caller is told to retry.
             let early = try await client.call(.get, "/v1/audit/entries/\(seq + 5)/proof", key: f.keys["admin"])
-            #expect(early.status == 503 && early.headers[.retryAfter] == "1" && (early.json["error"] as? [String: Any])?["code"] as? String == "head_pending",
-                    "\(early.body)")
+            #expect(
+                early.status == 503 && early.headers[.retryAfter] == "1"
+                    && (early.json["error"] as? [String: Any])?["code"] as? String == "head_pending",
+                "\(early.body)")
             clock.advance(2)
             let later = try await client.call(.get, "/v1/audit/entries/\(seq + 5)/proof", key: f.keys["admin"])
             let laterNote = try #require((later.json["checkpoint"] as? [String: Any])?["note"] as? String)
             let laterHead = try Checkpoint(text: SignedNote.open(laterNote, verifiers: [verifier]).text)
             let consistency = try await client.call(.get, "/v1/audit/consistency?from=\(head.size)&to=\(laterHead.size)", key: f.keys["witness"])
             #expect(consistency.status == 200, "\(consistency.body)")
-            try Merkle.verifyConsistency(size1: head.size, size2: laterHead.size, root1: head.rootHash, root2: laterHead.rootHash,
-                                         proof: (consistency.json["hashes"] as? [String] ?? []).map { bytes($0) })
+            try Merkle.verifyConsistency(
+                size1: head.size, size2: laterHead.size, root1: head.rootHash, root2: laterHead.rootHash,
+                proof: (consistency.json["hashes"] as? [String] ?? []).map { bytes($0) })
 
             // The newest head for a witness; a witness may not read an entry.
             let newest = try await client.call(.get, "/v1/audit/checkpoint", key: f.keys["witness"])
@@ -58,8 +64,10 @@ import Vault
 
             // Verification against a held head over HTTP.
             let verified = try await client.call(.post, "/v1/audit/verify", key: f.keys["compliance-officer"], json: ["trusted_heads": [laterNote]])
-            #expect(verified.status == 200 && verified.json["firstBadSequence"] == nil && (verified.json["trustedThrough"] as? Int) == Int(laterHead.size),
-                    "\(verified.body)")
+            #expect(
+                verified.status == 200 && verified.json["firstBadSequence"] == nil
+                    && (verified.json["trustedThrough"] as? Int) == Int(laterHead.size),
+                "\(verified.body)")
             #expect((verified.json["proves"] as? String)?.hasPrefix("the first \(laterHead.size) entries") == true)
         }
     }
@@ -78,16 +86,21 @@ import Vault
             #expect(try await client.call(.get, "/v1/audit/consistency", key: officer).status == 400)
             #expect(try await client.call(.get, "/v1/audit/consistency?from=0", key: officer).status == 422)
             #expect(try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": [String]()]).status == 400)
-            let malformed = try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": ["veil.audit/x\n1\nAAAA\n\n— veil.audit/x AAAA\n"]])
-            #expect(malformed.status == 422 && (malformed.json["error"] as? [String: Any])?["code"] as? String == "untrusted_head", "\(malformed.body)")
+            let malformed = try await client.call(
+                .post, "/v1/audit/verify", key: officer, json: ["trusted_heads": ["veil.audit/x\n1\nAAAA\n\n— veil.audit/x AAAA\n"]])
+            #expect(
+                malformed.status == 422 && (malformed.json["error"] as? [String: Any])?["code"] as? String == "untrusted_head", "\(malformed.body)")
             // Well formed and signed, but by another key under this log's name: the log fails, the request does not.
             let origin = HeadSigner.defaultOrigin(for: f.service.ring.auditSigner.publicKey)
-            let strangerNote = try SignedNote.sign(text: Checkpoint(origin: origin, size: 1, rootHash: [UInt8](repeating: 9, count: 32)).text,
-                                                   name: origin, with: SigningKeyPair.generate())
+            let strangerNote = try SignedNote.sign(
+                text: Checkpoint(origin: origin, size: 1, rootHash: [UInt8](repeating: 9, count: 32)).text,
+                name: origin, with: SigningKeyPair.generate())
             let foreign = try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": [strangerNote]])
-            #expect(foreign.status == 200 && (foreign.json["firstBadSequence"] as? Int) == 1
+            #expect(
+                foreign.status == 200 && (foreign.json["firstBadSequence"] as? Int) == 1
                     && (foreign.json["reason"] as? String)?.contains("not signed by \(origin)'s key") == true, "\(foreign.body)")
-            #expect(try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": ["x"], "verifier_key": "nope"]).status == 400)
+            #expect(
+                try await client.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": ["x"], "verifier_key": "nope"]).status == 400)
         }
     }
 
@@ -102,9 +115,11 @@ import Vault
                 for role in f.keys.keys.sorted() where !(route.path == "/v1/keys/rotate" && role == "admin") {
                     let answer = try await client.call(route.method, path, key: f.keys[role], json: [String: String]())
                     let header = answer.headers[HTTPField.Name("Veil-Audit-Entry")!]
-                    let seq = try #require(header.flatMap { Int64($0) }, "\(role) \(route.method) \(path) → \(answer.status) without Veil-Audit-Entry")
+                    let seq = try #require(
+                        header.flatMap { Int64($0) }, "\(role) \(route.method) \(path) → \(answer.status) without Veil-Audit-Entry")
                     let entry = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: seq - 1, limit: 1)).first)
-                    #expect(entry.sequence == seq && entry.record.requestID == answer.headers[HTTPField.Name("X-Request-Id")!]
+                    #expect(
+                        entry.sequence == seq && entry.record.requestID == answer.headers[HTTPField.Name("X-Request-Id")!]
                             && entry.record.actor == "p-\(role)", "\(role) \(route.method) \(path)")
                 }
             }

@@ -9,7 +9,10 @@ import Testing
 @Suite struct CacheTests {
     static func hitsAndMisses(_ client: some TestClientProtocol) async throws -> (hits: Double, misses: Double) {
         let metrics = try await client.call(.get, "/metrics", key: nil).body
-        return (metricSample("veil_recommendation_cache_hits_total", in: metrics) ?? 0, metricSample("veil_recommendation_cache_misses_total", in: metrics) ?? 0)
+        return (
+            metricSample("veil_recommendation_cache_hits_total", in: metrics) ?? 0,
+            metricSample("veil_recommendation_cache_misses_total", in: metrics) ?? 0
+        )
     }
 
     @Test func aNewEventOfTheSubjectDropsItsListAndOnlyItsList() async throws {
@@ -28,7 +31,8 @@ import Testing
 
             // shopper-0 buys the item at the top of its list: the next list is computed again and leaves it out.
             let top = try #require((first.json["items"] as? [[String: Any]])?.first?["item"] as? String)
-            let bought = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [purchase("buy-1", "shopper-0@example.com", top)]])
+            let bought = try await client.call(
+                .post, "/v1/events", key: f.keys["app"], json: ["events": [purchase("buy-1", "shopper-0@example.com", top)]])
             #expect(bought.json["accepted"] as? Int == 1)
             let after = try await client.call(.get, mine, key: key)
             #expect(try await Self.hitsAndMisses(client) == (1, 3))
@@ -71,7 +75,9 @@ import Testing
         let f = try GatewayFixture(cacheTTL: 0)
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
-            for _ in 0..<3 { _ = try await client.call(.get, "/v1/recommendations/shopper-4%40example.com?k=4", key: f.keys["recommendation-client"]) }
+            for _ in 0..<3 {
+                _ = try await client.call(.get, "/v1/recommendations/shopper-4%40example.com?k=4", key: f.keys["recommendation-client"])
+            }
             #expect(try await Self.hitsAndMisses(client) == (0, 3))
         }
     }

@@ -15,8 +15,9 @@ import Testing
         let campaign = Campaign(name: "bf", tags: ["clearance"], trigger: .blackFriday)
         #expect(campaign.window(at: f.date(from: "2026-11-27T15:00:00Z")!) != nil)
         #expect(campaign.window(at: f.date(from: "2026-11-28T15:00:00Z")!) == nil)
-        let context = PromotionContext(at: f.date(from: "2026-11-27T20:00:00Z")!, window: Campaign.Trigger.blackFriday.range(year: 2026),
-                                       device: "mobile", segment: 2)
+        let context = PromotionContext(
+            at: f.date(from: "2026-11-27T20:00:00Z")!, window: Campaign.Trigger.blackFriday.range(year: 2026),
+            device: "mobile", segment: 2)
         #expect(context.holiday && context.evening && !context.weekend)
         #expect(abs(context.campaignProgress - 20.0 / 24) < 1e-9)
         #expect(context.vector.count == 8 + PromotionContext.segmentSlots)
@@ -36,7 +37,9 @@ import Testing
                 #expect(try await client.call(.get, "/v1/recommendations/\(path)?k=4", key: f.keys["recommendation-client"]).status == 200)
                 #expect(f.service.promotions.pendingExposures(of: f.token(subject).rawValue) == 1, "\(subject) has an exposure awaiting its reward")
             }
-            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(subjects[0], "marketing", granted: false)).status == 201)
+            #expect(
+                try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(subjects[0], "marketing", granted: false)).status
+                    == 201)
             var gpc = consent(subjects[1])
             gpc["purpose"] = nil
             gpc["granted"] = nil
@@ -59,7 +62,9 @@ import Testing
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
             for s in 0..<20 {
-                #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-\(s)@example.com", "marketing")).status == 201)
+                #expect(
+                    try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-\(s)@example.com", "marketing")).status
+                        == 201)
             }
             var promotedShown = 0, clicks = 0
             for round in 0..<12 {
@@ -71,8 +76,10 @@ import Testing
                     guard let item = promoted.first?["item"] as? String else { continue }
                     promotedShown += 1
                     #expect(promoted.first?["explanation"] as? String == "On promotion: launch")
-                    let click: [String: Any] = ["id": "c\(round)-\(s)", "kind": "feedback", "subject": "shopper-\(s)@example.com",
-                                                "timestamp": String(format: "2026-11-20T12:%02d:00Z", round * 5), "source": "web", "item": item, "signal": "click"]
+                    let click: [String: Any] = [
+                        "id": "c\(round)-\(s)", "kind": "feedback", "subject": "shopper-\(s)@example.com",
+                        "timestamp": String(format: "2026-11-20T12:%02d:00Z", round * 5), "source": "web", "item": item, "signal": "click",
+                    ]
                     #expect(try await client.call(.post, "/v1/feedback", key: f.keys["app"], json: ["events": [click]]).json["accepted"] as? Int == 1)
                     clicks += 1
                 }
@@ -109,10 +116,13 @@ import Testing
         let restarted = try VeilService(paths: f.service.paths, passphrase: nil, campaigns: [campaign])
         #expect(restarted.promotions.pulls("launch") == learnt)
         #expect(restarted.promotions.discarded.isEmpty)
-        #expect(restarted.promotions.choose(campaign: campaign, context: context, token: "u", items: ["sku-9"], at: at)
+        #expect(
+            restarted.promotions.choose(campaign: campaign, context: context, token: "u", items: ["sku-9"], at: at)
                 == f.service.promotions.choose(campaign: campaign, context: context, token: "u", items: ["sku-9"], at: at))
 
-        let broken = try JSONSerialization.data(withJSONObject: ["arms": 2, "dimension": 3, "alpha": 0.5, "inverse": [[1.0]], "b": [[0.0]], "pulls": [7, 7]])
+        let broken = try JSONSerialization.data(withJSONObject: [
+            "arms": 2, "dimension": 3, "alpha": 0.5, "inverse": [[1.0]], "b": [[0.0]], "pulls": [7, 7],
+        ])
         try await f.service.store.pool.write { db in
             try db.execute(sql: "UPDATE promotion_bandits SET state = ? WHERE campaign = 'launch'", arguments: [broken])
         }

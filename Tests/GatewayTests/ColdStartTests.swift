@@ -7,23 +7,29 @@ import Storage
 import Testing
 
 func profileEvent(_ id: String, _ subject: String, age: Int, location: String, device: String) -> [String: Any] {
-    ["id": id, "kind": "profile", "subject": subject, "timestamp": "2026-11-20T09:00:00Z", "source": "app",
-     "age": age, "location": location, "device": device]
+    [
+        "id": id, "kind": "profile", "subject": subject, "timestamp": "2026-11-20T09:00:00Z", "source": "app",
+        "age": age, "location": location, "device": device,
+    ]
 }
 
 func purchase(_ id: String, _ subject: String, _ item: String) -> [String: Any] {
-    ["id": id, "kind": "purchase", "subject": subject, "timestamp": "2026-11-20T11:00:00Z", "source": "app", "order": "o-\(id)",
-     "lines": [["item": item, "quantity": 1, "unit_price": 20.0, "currency": "EUR"]]]
+    [
+        "id": id, "kind": "purchase", "subject": subject, "timestamp": "2026-11-20T11:00:00Z", "source": "app", "order": "o-\(id)",
+        "lines": [["item": item, "quantity": 1, "unit_price": 20.0, "currency": "EUR"]],
+    ]
 }
 
 /// A catalog with two product types that carry specifications: shoes by Stride, headphones by Sonic.
 func specifiedCatalog() -> [[String: Any]] {
     (0..<20).map { n -> [String: Any] in
         let shoe = n < 10
-        return ["id": "sku-\(n)", "title": shoe ? "Runner \(n)" : "Headphones \(n)", "category": shoe ? "apparel/shoes" : "electronics/audio",
-                "brand": shoe ? "Stride" : "Sonic", "available": true,
-                "attributes": shoe ? ["color": n % 2 == 0 ? "red" : "black", "style": "runner"] : ["connection": n % 2 == 0 ? "bluetooth" : "wired"],
-                "tags": [String]()]
+        return [
+            "id": "sku-\(n)", "title": shoe ? "Runner \(n)" : "Headphones \(n)", "category": shoe ? "apparel/shoes" : "electronics/audio",
+            "brand": shoe ? "Stride" : "Sonic", "available": true,
+            "attributes": shoe ? ["color": n % 2 == 0 ? "red" : "black", "style": "runner"] : ["connection": n % 2 == 0 ? "bluetooth" : "wired"],
+            "tags": [String](),
+        ]
     }
 }
 
@@ -36,7 +42,8 @@ func specifiedCatalog() -> [[String: Any]] {
         for s in 0..<33 {
             let subject = "seg-\(s)"
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(subject)).status == 201)
-            let (age, location, device, base) = s >= 30 ? (70, "IT", "tablet", 10) : s % 2 == 0 ? (34, "DE-BY", "iPhone", 0) : (55, "FR", "Windows desktop", 10)
+            let (age, location, device, base) =
+                s >= 30 ? (70, "IT", "tablet", 10) : s % 2 == 0 ? (34, "DE-BY", "iPhone", 0) : (55, "FR", "Windows desktop", 10)
             events.append(profileEvent("p-\(s)", subject, age: age, location: location, device: device))
             for j in 0..<4 { events.append(pageView("v-\(s)-\(j)", subject, "sku-\(base + (s + j * 3) % 10)")) }
         }
@@ -45,18 +52,24 @@ func specifiedCatalog() -> [[String: Any]] {
         _ = try f.service.train()
     }
 
-    func newcomer(_ client: some TestClientProtocol, _ f: GatewayFixture, _ subject: String, age: Int, location: String, device: String) async throws
+    func newcomer(
+        _ client: some TestClientProtocol, _ f: GatewayFixture, _ subject: String, age: Int, location: String, device: String
+    ) async throws
         -> (personalized: Bool?, reasons: Set<String>, items: [String], explanations: Set<String>)
     {
         #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(subject)).status == 201)
-        let e = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [profileEvent("p-\(subject)", subject, age: age, location: location, device: device)]])
+        let e = try await client.call(
+            .post, "/v1/events", key: f.keys["app"],
+            json: ["events": [profileEvent("p-\(subject)", subject, age: age, location: location, device: device)]])
         #expect(e.json["accepted"] as? Int == 1)
         let r = try await client.call(.get, "/v1/recommendations/\(subject)?k=5", key: f.keys["recommendation-client"])
         #expect(r.status == 200)
         let items = r.json["items"] as? [[String: Any]] ?? []
         #expect(items.count == 5)
-        return (r.json["personalized"] as? Bool, Set(items.compactMap { $0["reason"] as? String }), items.compactMap { $0["item"] as? String },
-                Set(items.compactMap { $0["explanation"] as? String }))
+        return (
+            r.json["personalized"] as? Bool, Set(items.compactMap { $0["reason"] as? String }), items.compactMap { $0["item"] as? String },
+            Set(items.compactMap { $0["explanation"] as? String })
+        )
     }
 
     @Test func aNewSubjectGetsPopularityWithinTheirDemographicSegment() async throws {
@@ -89,8 +102,10 @@ func specifiedCatalog() -> [[String: Any]] {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             var catalog = specifiedCatalog()
-            catalog.append(["id": "sku-new", "title": "Runner X", "category": "apparel/shoes", "brand": "Stride", "available": true,
-                            "attributes": ["color": "red", "style": "runner"], "tags": [String]()])
+            catalog.append([
+                "id": "sku-new", "title": "Runner X", "category": "apparel/shoes", "brand": "Stride", "available": true,
+                "attributes": ["color": "red", "style": "runner"], "tags": [String](),
+            ])
             #expect(try await client.call(.put, "/v1/items", key: f.keys["app"], json: ["items": catalog]).status == 200)
             try await seedShop(client, f, catalogAlreadySent: true)
             let model = try #require(f.service.models.model)
@@ -114,7 +129,8 @@ func specifiedCatalog() -> [[String: Any]] {
         let f = try GatewayFixture(serving: options)
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
-            let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [purchase("b1", "shopper-0@example.com", "sku-4")]])
+            let r = try await client.call(
+                .post, "/v1/events", key: f.keys["app"], json: ["events": [purchase("b1", "shopper-0@example.com", "sku-4")]])
             #expect(r.json["accepted"] as? Int == 1)
             let recs = try await client.call(.get, "/v1/recommendations/shopper-0%40example.com?k=20", key: f.keys["recommendation-client"])
             let ids = Set(((recs.json["items"] as? [[String: Any]]) ?? []).compactMap { $0["item"] as? String })
@@ -143,8 +159,10 @@ func specifiedCatalog() -> [[String: Any]] {
             #expect(try await client.call(.put, "/v1/items", key: f.keys["app"], json: ["items": catalog]).status == 200)
             try await seedShop(client, f, catalogAlreadySent: true)
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("searcher")).status == 201)
-            let search: [String: Any] = ["id": "q1", "kind": "search", "subject": "searcher", "timestamp": "2026-11-20T10:00:00Z", "source": "web",
-                                         "query": "Mountain TRAIL boots", "shown": ["sku-1"]]
+            let search: [String: Any] = [
+                "id": "q1", "kind": "search", "subject": "searcher", "timestamp": "2026-11-20T10:00:00Z", "source": "web",
+                "query": "Mountain TRAIL boots", "shown": ["sku-1"],
+            ]
             #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [search]]).json["accepted"] as? Int == 1)
             let r = try await client.call(.get, "/v1/recommendations/searcher?k=3", key: f.keys["recommendation-client"])
             #expect(r.json["personalized"] as? Bool == true)
@@ -167,8 +185,12 @@ func specifiedCatalog() -> [[String: Any]] {
         try await f.app.test(.router) { client in
             try await ColdStartTests().seedSegments(client, f)
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("no-age")).status == 201)
-            var events: [[String: Any]] = [["id": "p-no-age", "kind": "profile", "subject": "no-age", "timestamp": "2026-11-20T09:00:00Z",
-                                            "source": "app", "location": "DE-BY", "device": "iPhone"]]
+            var events: [[String: Any]] = [
+                [
+                    "id": "p-no-age", "kind": "profile", "subject": "no-age", "timestamp": "2026-11-20T09:00:00Z",
+                    "source": "app", "location": "DE-BY", "device": "iPhone",
+                ]
+            ]
             for j in 0..<4 { events.append(pageView("na-\(j)", "no-age", "sku-\(j * 2)")) }
             #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events]).json["accepted"] as? Int == 5)
             _ = try f.service.train()

@@ -33,7 +33,10 @@ import Testing
                         switch n % 4 {
                         case 0: return try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(s, granted: false)).status
                         case 1: return try await client.call(.get, "/v1/consents/shopper-\(n % 40)%40example.com", key: f.keys["app"]).status
-                        case 2: return try await client.call(.get, "/v1/recommendations/shopper-\(n % 40)%40example.com?k=5", key: f.keys["recommendation-client"]).status
+                        case 2:
+                            return try await client.call(
+                                .get, "/v1/recommendations/shopper-\(n % 40)%40example.com?k=5", key: f.keys["recommendation-client"]
+                            ).status
                         default: return try await client.call(.get, "/v1/consents/x", key: "vk_" + String(repeating: "0", count: 64)).status
                         }
                     }
@@ -62,19 +65,23 @@ import Testing
                         for n in 0..<15 {
                             let s = subjects[(c + n) % subjects.count]
                             if n % 3 == 0 {
-                                let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(s, "marketing", granted: (c + n) % 2 == 0))
+                                let r = try await client.call(
+                                    .post, "/v1/consents", key: f.keys["app"], json: consent(s, "marketing", granted: (c + n) % 2 == 0))
                                 if r.status == 201 { consents += 1 }
                             } else {
                                 let id = "c\(c)-n\(n)"
                                 let at = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: 1_790_000_000 + Double(c * 1000 + n * 20)))
-                                let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView(id, s, "sku-\(n)", at: at)]])
+                                let r = try await client.call(
+                                    .post, "/v1/events", key: f.keys["app"], json: ["events": [pageView(id, s, "sku-\(n)", at: at)]])
                                 if r.status == 200, r.json["accepted"] as? Int == 1 { events.append(s) }
                             }
                         }
                         return (consents, events)
                     }
                 }
-                return try await group.reduce(into: (consents: 0, events: [String]())) { $0.consents += $1.consents; $0.events += $1.events }
+                return try await group.reduce(into: (consents: 0, events: [String]())) {
+                    $0.consents += $1.consents; $0.events += $1.events
+                }
             }
             #expect(acknowledged.consents == 8 * 5)
             #expect(acknowledged.events.count == 8 * 10)
@@ -142,8 +149,11 @@ final class WriteLockHolder: Sendable {
                 for n in 0..<writers {
                     group.addTask {
                         n % 2 == 0
-                            ? try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("w-\(n)", "shopper-1@example.com", "sku-3")]]).status
-                            : try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-\(n)@example.com", "marketing")).status
+                            ? try await client.call(
+                                .post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("w-\(n)", "shopper-1@example.com", "sku-3")]]
+                            ).status
+                            : try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-\(n)@example.com", "marketing"))
+                                .status
                     }
                 }
                 try await Task.sleep(for: .milliseconds(300))
@@ -167,8 +177,9 @@ final class WriteLockHolder: Sendable {
         let a = f.service.tokenizer.token(for: "a-old", namespace: "default"), b = f.service.tokenizer.token(for: "b-other", namespace: "tenant-b")
         _ = try await f.service.linkSubject("a-old", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
         try await f.service.store.pool.write { db in
-            try db.execute(sql: "INSERT INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, 'email', 1, 0, NULL)",
-                           arguments: [a.rawValue, b.rawValue])
+            try db.execute(
+                sql: "INSERT INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, 'email', 1, 0, NULL)",
+                arguments: [a.rawValue, b.rawValue])
         }
         let link = try await f.service.linkSubject("a-new", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
         #expect(link?.canonical == a, "the new link followed a legacy link into another tenant: \(String(describing: link))")
@@ -211,7 +222,8 @@ final class WriteLockHolder: Sendable {
             #expect(r.json["anonymized"] as? Int == 0)
             #expect(try f.storedInteractions("app-42") == 1)
             #expect(try await f.service.unlinkSubject("crm-9", namespace: "tenant-b", actor: "test"))
-            let after = try await client.call(.post, "/v1/events", key: f.otherNamespaceAppKey, json: ["events": [pageView("crm-e2", "crm-9", "sku-8")]])
+            let after = try await client.call(
+                .post, "/v1/events", key: f.otherNamespaceAppKey, json: ["events": [pageView("crm-e2", "crm-9", "sku-8")]])
             #expect(after.json["anonymized"] as? Int == 1)
             #expect(try f.storedInteractions("app-42") == 1)
             let audit = try await client.call(.get, "/v1/audit?action=identity:link", key: f.keys["compliance-officer"])
@@ -228,8 +240,10 @@ final class WriteLockHolder: Sendable {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 6)
-            _ = try await f.service.linkSubject("shopper-0@example.com", namespace: "default", attributes: .init(email: "s0@example.com"), actor: "test")
-            #expect(try await f.service.linkSubject("loyalty-0", namespace: "default", attributes: .init(email: "S0@example.com"), actor: "test") != nil)
+            _ = try await f.service.linkSubject(
+                "shopper-0@example.com", namespace: "default", attributes: .init(email: "s0@example.com"), actor: "test")
+            #expect(
+                try await f.service.linkSubject("loyalty-0", namespace: "default", attributes: .init(email: "S0@example.com"), actor: "test") != nil)
             let recs = f.keys["recommendation-client"]
             let first = try await client.call(.get, "/v1/recommendations/shopper-0%40example.com?k=4", key: recs)
             #expect(first.json["personalized"] as? Bool == true)

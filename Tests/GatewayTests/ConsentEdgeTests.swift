@@ -19,20 +19,29 @@ import Testing
             try await seedShop(client, f, subjects: 6)
             // Each odd id with the exact problem SubjectID names (an event's rejection reason is "subject " + problem).
             let repeated = "must not start with whitespace or repeat it"
-            for (odd, problem) in [("jane  doe", repeated), (" jane", repeated), ("jane ", "must not end with whitespace"),
-                                   ("jane\u{200B}doe", "must not contain invisible format characters"),
-                                   ("jane\u{0085}doe", "must not contain control characters"), ("jane\u{00A0}\u{00A0}doe", repeated)] {
+            for (odd, problem) in [
+                ("jane  doe", repeated), (" jane", repeated), ("jane ", "must not end with whitespace"),
+                ("jane\u{200B}doe", "must not contain invisible format characters"),
+                ("jane\u{0085}doe", "must not contain control characters"), ("jane\u{00A0}\u{00A0}doe", repeated),
+            ] {
                 let path = odd.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
                 let consent = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(odd))
-                #expect(consent.status == 422 && (consent.json["error"] as? [String: Any])?["code"] as? String == "invalid_subject", "\(odd.debugDescription): \(consent.body)")
+                #expect(
+                    consent.status == 422 && (consent.json["error"] as? [String: Any])?["code"] as? String == "invalid_subject",
+                    "\(odd.debugDescription): \(consent.body)")
                 let events = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("odd-\(path)", odd, "sku-1")]])
-                #expect((events.json["rejected"] as? [[String: Any]])?.first?["reason"] as? String == "subject " + problem,
-                        "\(odd.debugDescription): \(events.body)")
-                for (method, uri, key) in [(HTTPRequest.Method.get, "/v1/recommendations/\(path)", f.keys["recommendation-client"]),
-                                           (.get, "/v1/consents/\(path)", f.keys["app"]), (.get, "/v1/subjects/\(path)/export", f.keys[Self.officer]),
-                                           (.post, "/v1/subjects/\(path)/erase", f.keys[Self.officer])] {
+                #expect(
+                    (events.json["rejected"] as? [[String: Any]])?.first?["reason"] as? String == "subject " + problem,
+                    "\(odd.debugDescription): \(events.body)")
+                for (method, uri, key) in [
+                    (HTTPRequest.Method.get, "/v1/recommendations/\(path)", f.keys["recommendation-client"]),
+                    (.get, "/v1/consents/\(path)", f.keys["app"]), (.get, "/v1/subjects/\(path)/export", f.keys[Self.officer]),
+                    (.post, "/v1/subjects/\(path)/erase", f.keys[Self.officer]),
+                ] {
                     let r = try await client.call(method, uri, key: key)
-                    #expect(r.status == 422 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid_subject", "\(method) \(odd.debugDescription): \(r.status)")
+                    #expect(
+                        r.status == 422 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid_subject",
+                        "\(method) \(odd.debugDescription): \(r.status)")
                     #expect(!r.body.contains(odd), "the error echoes the id")
                 }
             }
@@ -97,7 +106,11 @@ import Testing
         let armed = Mutex(true)
         let waited = Mutex<DispatchTimeoutResult?>(nil)
         f.service.hooks.onBeforeCachePut {
-            guard armed.withLock({ let was = $0; $0 = false; return was }) else { return }
+            guard
+                armed.withLock({
+                    let was = $0; $0 = false; return was
+                })
+            else { return }
             reachedContinuation.yield()
             let result = release.wait(timeout: .now() + 30)
             waited.withLock { $0 = result }
@@ -135,8 +148,10 @@ import Testing
             for subject in ["no-consent-1", "no-consent-2", "shopper-1@example.com"] {
                 let path = subject.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
                 #expect(try await client.call(.get, "/v1/recommendations/\(path)?k=3", key: f.keys["recommendation-client"]).status == 200)
-                let click: [String: Any] = ["id": "c-\(path)", "kind": "feedback", "subject": subject, "timestamp": "2026-11-20T12:00:00Z",
-                                            "source": "web", "item": "sku-1", "signal": "click"]
+                let click: [String: Any] = [
+                    "id": "c-\(path)", "kind": "feedback", "subject": subject, "timestamp": "2026-11-20T12:00:00Z",
+                    "source": "web", "item": "sku-1", "signal": "click",
+                ]
                 #expect(try await client.call(.post, "/v1/feedback", key: f.keys["app"], json: ["events": [click]]).json["accepted"] as? Int == 1)
             }
             let report = try await f.service.experimentReport("arms")
@@ -151,7 +166,8 @@ import Testing
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 4)
             for n in 0..<300 {
-                let r = try await client.call(.get, "/v1/recommendations/shopper-0%40example.com?k=3&exclude=x-\(n)", key: f.keys["recommendation-client"])
+                let r = try await client.call(
+                    .get, "/v1/recommendations/shopper-0%40example.com?k=3&exclude=x-\(n)", key: f.keys["recommendation-client"])
                 #expect(r.status == 200)
             }
             let usage = f.service.cache.usage
@@ -174,8 +190,9 @@ import Testing
             let reads = try await client.call(.get, "/v1/audit?action=audit:read", key: f.keys[Self.officer])
             let entries = try #require(reads.json["entries"] as? [[String: Any]])
             let requestID = try #require(lookup.headers[HTTPField.Name("X-Request-ID")!])
-            let own = try #require(entries.first { (($0["record"] as? [String: Any])?["requestID"] as? String) == requestID },
-                                   "no audit:read entry carries the lookup's request id \(requestID)")
+            let own = try #require(
+                entries.first { (($0["record"] as? [String: Any])?["requestID"] as? String) == requestID },
+                "no audit:read entry carries the lookup's request id \(requestID)")
             #expect((own["record"] as? [String: Any])?["subjectToken"] as? String == f.token("shopper-1@example.com").rawValue, "\(own)")
             #expect(!reads.body.contains("shopper-1@example.com"))
         }

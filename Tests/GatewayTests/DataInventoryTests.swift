@@ -16,7 +16,8 @@ import Testing
         try f.service.store.pool.read { db in
             var found: [String: [String]] = [:]
             for schema in ["main", Store.keyStoreSchema] {
-                let tables = try String.fetchAll(db, sql: "SELECT name FROM \(schema).sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%'")
+                let tables = try String.fetchAll(
+                    db, sql: "SELECT name FROM \(schema).sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%'")
                 for table in tables {
                     let columns = try String.fetchAll(db, sql: "SELECT name FROM pragma_table_info(?, ?)", arguments: [table, schema])
                     let named = columns.filter { $0.contains("token") || $0 == "canonical" || $0.contains("subject") }
@@ -48,22 +49,29 @@ import Testing
                 let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(subject))
                 #expect(r.status == 201)
             }
-            let profile: [String: Any] = ["id": "p-1", "kind": "profile", "subject": "jane@example.com", "timestamp": "2026-11-20T10:00:00Z",
-                                          "source": "web", "age": 31, "country": "DE"]
-            let events: [[String: Any]] = [pageView("e-1", "jane@example.com", "sku-1"), pageView("e-2", "jane-alias", "sku-2"),
-                                           pageView("e-3", "someone-else", "sku-1"), profile]
+            let profile: [String: Any] = [
+                "id": "p-1", "kind": "profile", "subject": "jane@example.com", "timestamp": "2026-11-20T10:00:00Z",
+                "source": "web", "age": 31, "country": "DE",
+            ]
+            let events: [[String: Any]] = [
+                pageView("e-1", "jane@example.com", "sku-1"), pageView("e-2", "jane-alias", "sku-2"),
+                pageView("e-3", "someone-else", "sku-1"), profile,
+            ]
             let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events])
             #expect(r.status == 200)
         }
-        _ = try await f.service.linkSubject("jane@example.com", namespace: "default", attributes: LinkAttributes(email: "jane@example.com"), actor: "test")
-        let link = try await f.service.linkSubject("jane-alias", namespace: "default", attributes: LinkAttributes(email: "JANE@example.com"), actor: "test")
+        _ = try await f.service.linkSubject(
+            "jane@example.com", namespace: "default", attributes: LinkAttributes(email: "jane@example.com"), actor: "test")
+        let link = try await f.service.linkSubject(
+            "jane-alias", namespace: "default", attributes: LinkAttributes(email: "JANE@example.com"), actor: "test")
         #expect(link?.canonical == canonical)
         try await f.app.test(.router) { client in
             // After the link, events of the alias land under the canonical token.
             let later = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("e-4", "jane-alias", "sku-3")]])
             #expect(later.status == 200)
             let before = try f.rowsNaming([alias, canonical])
-            for table in ["main.interactions", "main.profiles", "main.deliveries", "main.match_keys", "main.identity_links", "keystore.subject_keys"] {
+            for table in ["main.interactions", "main.profiles", "main.deliveries", "main.match_keys", "main.identity_links", "keystore.subject_keys"]
+            {
                 #expect((before[table] ?? 0) > 0, "the seed left nothing in \(table)")
             }
             let r = try await client.call(.post, "/v1/subjects/jane%40example.com/erase", key: f.keys["compliance-officer"])
@@ -98,8 +106,10 @@ import Testing
         // p-alias → p-old first; then p-old's person is linked to p-new (a later, separate match): a chain.
         _ = try await f.service.linkSubject("p-old", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
         _ = try await f.service.linkSubject("p-alias", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
-        _ = try await f.service.linkSubject("p-new", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
-        _ = try await f.service.linkSubject("p-old", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
+        _ = try await f.service.linkSubject(
+            "p-new", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
+        _ = try await f.service.linkSubject(
+            "p-old", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
         let tokens = ids.map { f.token($0) }
         try await f.app.test(.router) { client in
             let export = try await client.call(.get, "/v1/subjects/p-alias/export", key: f.keys["compliance-officer"])
@@ -113,7 +123,9 @@ import Testing
             #expect(left[table.name] ?? 0 == 0, "\(table.name) still holds \(left[table.name] ?? 0) rows of the person")
         }
         let granted = try await f.service.store.pool.read { db in
-            try Int.fetchOne(db, sql: "SELECT count(*) FROM consent_state WHERE granted = 1 AND token IN (?, ?, ?)", arguments: StatementArguments(tokens.map(\.rawValue)))
+            try Int.fetchOne(
+                db, sql: "SELECT count(*) FROM consent_state WHERE granted = 1 AND token IN (?, ?, ?)",
+                arguments: StatementArguments(tokens.map(\.rawValue)))
         }
         #expect(granted == 0, "a grant of a linked token survived the erasure")
     }
@@ -131,8 +143,10 @@ import Testing
         let purposes = try String(contentsOfFile: policies + "/purposes.yaml", encoding: .utf8)
         let marketing = try #require(purposes.range(of: "  - name: marketing\n"))
         try String(purposes[..<marketing.lowerBound]).write(toFile: policies + "/purposes.yaml", atomically: true, encoding: .utf8)
-        let restarted = try VeilService(paths: RuntimePaths(dataDirectory: f.service.paths.dataDirectory, keysDirectory: f.service.paths.keysDirectory,
-                                                            policiesDirectory: policies), passphrase: nil)
+        let restarted = try VeilService(
+            paths: RuntimePaths(
+                dataDirectory: f.service.paths.dataDirectory, keysDirectory: f.service.paths.keysDirectory,
+                policiesDirectory: policies), passphrase: nil)
         #expect(restarted.policy.purposes["marketing"] == nil)
         try await Application(router: GatewayRouter.build(service: restarted)).test(.router) { client in
             let r = try await client.call(.post, "/v1/subjects/gone-purpose/erase", key: f.keys["compliance-officer"])
@@ -146,7 +160,9 @@ import Testing
             for id in ["w-main", "w-alias"] {
                 let granted = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(id))
                 #expect(granted.status == 201)
-                #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("we-\(id)", id, "sku-1")]]).status == 200)
+                #expect(
+                    try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("we-\(id)", id, "sku-1")]]).status
+                        == 200)
             }
         }
         _ = try await f.service.linkSubject("w-main", namespace: "default", attributes: LinkAttributes(email: "w@example.com"), actor: "test")
@@ -169,9 +185,10 @@ extension GatewayFixture {
             for table in DataInventory.tables {
                 for column in table.tokenColumns {
                     for token in tokens {
-                        counts[table.name, default: 0] += try Int.fetchOne(
-                            db, sql: "SELECT count(*) FROM \(table.name) WHERE \(column) = ? OR \(column) LIKE ? || '#%'",
-                            arguments: [token.rawValue, token.rawValue]) ?? 0
+                        counts[table.name, default: 0] +=
+                            try Int.fetchOne(
+                                db, sql: "SELECT count(*) FROM \(table.name) WHERE \(column) = ? OR \(column) LIKE ? || '#%'",
+                                arguments: [token.rawValue, token.rawValue]) ?? 0
                     }
                 }
             }

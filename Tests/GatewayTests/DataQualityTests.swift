@@ -33,8 +33,10 @@ final class LogCapture: Sendable {
 }
 
 func view(_ id: String, _ subject: String, _ item: String, source: String = "web", dwell: Double = 5000) -> [String: Any] {
-    ["id": id, "kind": "page_view", "subject": subject, "timestamp": "2026-11-20T10:00:00Z", "source": source, "item": item,
-     "dwell_ms": dwell, "scroll_depth": 0.5, "device": "iPhone", "referrer": "direct"]
+    [
+        "id": id, "kind": "page_view", "subject": subject, "timestamp": "2026-11-20T10:00:00Z", "source": source, "item": item,
+        "dwell_ms": dwell, "scroll_depth": 0.5, "device": "iPhone", "referrer": "direct",
+    ]
 }
 
 @Suite struct DataQualityTests {
@@ -50,7 +52,9 @@ func view(_ id: String, _ subject: String, _ item: String, source: String = "web
             #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": good]).json["accepted"] as? Int == 20)
             #expect(try await client.call(.get, "/health/ready", key: nil).status == 200)
             // The kiosk sends 8 events without an item and 4 good ones: a 67% reject rate.
-            let bad = (0..<8).map { n -> [String: Any] in var e = view("k\(n)", "s\(n)", "x", source: "kiosk"); e["item"] = nil; return e }
+            let bad = (0..<8).map { n -> [String: Any] in
+                var e = view("k\(n)", "s\(n)", "x", source: "kiosk"); e["item"] = nil; return e
+            }
             let mixed = bad + (0..<4).map { view("kg\($0)", "s\($0)", "sku-2", source: "kiosk") }
             clock.advance(2)
             let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": mixed])
@@ -105,11 +109,14 @@ func view(_ id: String, _ subject: String, _ item: String, source: String = "web
                 #expect(try await client.call(.put, "/v1/items", key: f.keys["app"], json: ["items": items]).status == 200)
                 let normal = (0..<60).map { view("n\($0)", "s\($0)", "apple", dwell: Double(3000 + ($0 % 7) * 500)) }
                 #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": normal]).json["accepted"] as? Int == 60)
-                let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [view("o1", "s1", "apple", dwell: 25 * 60_000)]])
+                let r = try await client.call(
+                    .post, "/v1/events", key: f.keys["app"], json: ["events": [view("o1", "s1", "apple", dwell: 25 * 60_000)]])
                 let rejected = r.json["rejected"] as? [[String: Any]] ?? []
                 if action == .exclude {
                     #expect(r.status == 422)
-                    #expect((rejected.first?["reason"] as? String)?.hasPrefix("excluded as an outlier: dwell_ms 1500000.0 is an outlier for its category") == true)
+                    #expect(
+                        (rejected.first?["reason"] as? String)?.hasPrefix("excluded as an outlier: dwell_ms 1500000.0 is an outlier for its category")
+                            == true)
                 } else {
                     #expect(r.json["accepted"] as? Int == 1)
                     #expect(rejected.isEmpty)

@@ -18,8 +18,10 @@ import Testing
 @Suite(.serialized) struct DurableChangeTests {
     /// Runs `change` with the WAL sync held; `committed` (read on another connection while the sync is held) says
     /// whether the change is in the database by then.
-    static func expectAcknowledgedOnlyAfterASyncThatCoversIt(_ f: GatewayFixture, _ what: String, committed: @escaping @Sendable () throws -> Bool,
-                                                            change: @escaping @Sendable () async throws -> Void) async throws {
+    static func expectAcknowledgedOnlyAfterASyncThatCoversIt(
+        _ f: GatewayFixture, _ what: String, committed: @escaping @Sendable () throws -> Bool,
+        change: @escaping @Sendable () async throws -> Void
+    ) async throws {
         let (entered, enteredContinuation) = AsyncStream<Bool>.makeStream()
         let release = DispatchSemaphore(value: 0)
         let held = Mutex(true)
@@ -27,7 +29,11 @@ import Testing
         // Set once the held sync's fdatasync has returned: the change may be acknowledged only after that.
         let syncReturned = Mutex(false)
         f.service.store.walSyncer.replaceSyncFunction { fd in
-            guard held.withLock({ let was = $0; $0 = false; return was }) else { return fdatasync(fd) }
+            guard
+                held.withLock({
+                    let was = $0; $0 = false; return was
+                })
+            else { return fdatasync(fd) }
             enteredContinuation.yield((try? committed()) ?? false)
             let result = release.wait(timeout: .now() + 30)
             waited.withLock { $0 = result }
@@ -67,16 +73,22 @@ import Testing
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 3)
             let token = f.token("durable@example.com").rawValue
-            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "a consent change", committed: {
-                try count("SELECT count(*) FROM consent_events WHERE token = ?", [token]) == 1
-            }) {
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(
+                f, "a consent change",
+                committed: {
+                    try count("SELECT count(*) FROM consent_events WHERE token = ?", [token]) == 1
+                }
+            ) {
                 let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("durable@example.com"))
                 #expect(r.status == 201)
             }
             let erased = f.token("shopper-1@example.com").rawValue
-            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "an erasure", committed: {
-                try count("SELECT count(*) FROM interactions WHERE token = ?", [erased]) == 0
-            }) {
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(
+                f, "an erasure",
+                committed: {
+                    try count("SELECT count(*) FROM interactions WHERE token = ?", [erased]) == 0
+                }
+            ) {
                 let r = try await client.call(.post, "/v1/subjects/shopper-1%40example.com/erase", key: f.keys["compliance-officer"])
                 #expect(r.status == 200)
             }
@@ -84,35 +96,50 @@ import Testing
             let withdrawn = f.token("shopper-2@example.com").rawValue
             #expect(try f.hasData("shopper-2@example.com"))
             let eventsBefore = try count("SELECT count(*) FROM consent_events WHERE token = ?", [withdrawn])
-            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "a consent withdrawal", committed: {
-                try count("SELECT count(*) FROM consent_events WHERE token = ?", [withdrawn]) == eventsBefore + 1
-                    && count("SELECT count(*) FROM consent_state WHERE token = ? AND purpose = 'personalization' AND granted = 0", [withdrawn]) == 1
-            }) {
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(
+                f, "a consent withdrawal",
+                committed: {
+                    try count("SELECT count(*) FROM consent_events WHERE token = ?", [withdrawn]) == eventsBefore + 1
+                        && count("SELECT count(*) FROM consent_state WHERE token = ? AND purpose = 'personalization' AND granted = 0", [withdrawn])
+                            == 1
+                }
+            ) {
                 let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-2@example.com", granted: false))
                 #expect(r.status == 201)
             }
             #expect(try !f.hasData("shopper-2@example.com"))
-            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "a revocation", committed: {
-                try count("SELECT count(*) FROM principals WHERE name = 'to-revoke' AND revoked_at IS NOT NULL") == 1
-            }) {
+            try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(
+                f, "a revocation",
+                committed: {
+                    try count("SELECT count(*) FROM principals WHERE name = 'to-revoke' AND revoked_at IS NOT NULL") == 1
+                }
+            ) {
                 let r = try await client.call(.delete, "/v1/principals/to-revoke", key: f.keys["admin"])
                 #expect(r.status == 200)
             }
         }
         let linked = f.token("durable@example.com").rawValue
-        try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "an identity link", committed: {
-            try count("SELECT count(*) FROM match_keys WHERE token = ?", [linked]) == 1
-        }) {
-            _ = try await f.service.linkSubject("durable@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
+        try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(
+            f, "an identity link",
+            committed: {
+                try count("SELECT count(*) FROM match_keys WHERE token = ?", [linked]) == 1
+            }
+        ) {
+            _ = try await f.service.linkSubject(
+                "durable@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
         }
         // A second id with the same e-mail is linked to the first; undoing that link waits for its sync too.
         let second = f.token("durable-2@example.com").rawValue
-        let link = try await f.service.linkSubject("durable-2@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
+        let link = try await f.service.linkSubject(
+            "durable-2@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
         #expect(link?.canonical.rawValue == linked)
         #expect(try count("SELECT count(*) FROM identity_links WHERE token = ?", [second]) == 1)
-        try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(f, "an unlink", committed: {
-            try count("SELECT count(*) FROM identity_links WHERE token = ?", [second]) == 0
-        }) {
+        try await Self.expectAcknowledgedOnlyAfterASyncThatCoversIt(
+            f, "an unlink",
+            committed: {
+                try count("SELECT count(*) FROM identity_links WHERE token = ?", [second]) == 0
+            }
+        ) {
             let existed = try await f.service.unlinkSubject("durable-2@example.com", namespace: "default", actor: "test")
             #expect(existed)
         }

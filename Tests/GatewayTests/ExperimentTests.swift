@@ -22,7 +22,8 @@ import Testing
 
     /// Exposures and clicks land in the variant of the subject; a popularity-only variant gets unpersonalized lists.
     @Test func exposuresAndOutcomesAreRecordedPerVariant() async throws {
-        let spec = ExperimentSpec(name: "ranker", variants: [.init(name: "control", weight: 1), .init(name: "popular", weight: 1, ranker: "popularity")])
+        let spec = ExperimentSpec(
+            name: "ranker", variants: [.init(name: "control", weight: 1), .init(name: "popular", weight: 1, ranker: "popularity")])
         let f = try GatewayFixture(experiments: [spec])
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
@@ -34,8 +35,10 @@ import Testing
                 #expect(r.json["personalized"] as? Bool == (arm == "control"))
                 expected[arm, default: (0, 0)].exposures += 1
                 if s % 3 == 0 {
-                    let click: [String: Any] = ["id": "c\(s)", "kind": "feedback", "subject": subject, "timestamp": "2026-11-20T12:00:00Z",
-                                                "source": "web", "item": "sku-1", "signal": "click"]
+                    let click: [String: Any] = [
+                        "id": "c\(s)", "kind": "feedback", "subject": subject, "timestamp": "2026-11-20T12:00:00Z",
+                        "source": "web", "item": "sku-1", "signal": "click",
+                    ]
                     #expect(try await client.call(.post, "/v1/feedback", key: f.keys["app"], json: ["events": [click]]).json["accepted"] as? Int == 1)
                     expected[arm, default: (0, 0)].clicks += 1
                 }
@@ -73,8 +76,10 @@ import Testing
                     #expect(r.json["model_version"] as? String == (inCanary ? candidate.version : first))
                     if inCanary ? canaryClicks : stableClicks {
                         n += 1
-                        let click: [String: Any] = ["id": "c\(round)-\(s)", "kind": "feedback", "subject": subject, "timestamp": "2026-11-20T12:00:00Z",
-                                                    "source": "web", "item": "sku-\(round)", "signal": "click"]
+                        let click: [String: Any] = [
+                            "id": "c\(round)-\(s)", "kind": "feedback", "subject": subject, "timestamp": "2026-11-20T12:00:00Z",
+                            "source": "web", "item": "sku-\(round)", "signal": "click",
+                        ]
                         _ = try await client.call(.post, "/v1/feedback", key: f.keys["app"], json: ["events": [click]])
                     }
                 }

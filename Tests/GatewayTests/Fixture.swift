@@ -26,11 +26,14 @@ struct GatewayFixture {
     let revokedKey: String
     let otherNamespaceAppKey: String
 
-    init(cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
-         ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), experiments: [ExperimentSpec] = [],
-         canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
-         refusalLimits: RefusalLimits = RefusalLimits(),
-         now: @escaping @Sendable () -> Date = Date.init) throws {
+    init(
+        cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, rateLimits: [String: RateLimit] = RateLimiter.defaults,
+        serving: ServingOptions = ServingOptions(),
+        ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), experiments: [ExperimentSpec] = [],
+        canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
+        refusalLimits: RefusalLimits = RefusalLimits(),
+        now: @escaping @Sendable () -> Date = Date.init
+    ) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         var policies = repositoryRoot.appendingPathComponent("Policies").path
         if !sharedIdentities.isEmpty {
@@ -38,16 +41,19 @@ struct GatewayFixture {
             try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: policies, toPath: root + "/Policies")
             policies = root + "/Policies"
-            try "shared_identities:\n  shop: [\(sharedIdentities.joined(separator: ", "))]\n".write(toFile: policies + "/identities.yaml", atomically: true, encoding: .utf8)
+            try "shared_identities:\n  shop: [\(sharedIdentities.joined(separator: ", "))]\n".write(
+                toFile: policies + "/identities.yaml", atomically: true, encoding: .utf8)
         }
         let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: policies)
         try KeyRing.initialize(directory: paths.keysDirectory)
         var quiet = Logger(label: "veil-test")
         quiet.logLevel = .critical
         let logger = logger ?? quiet
-        service = try VeilService(paths: paths, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50, trainingThreads: 1, rateLimits: rateLimits, serving: serving,
-                                 ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
-                                 refusalLimits: refusalLimits, logger: logger, now: now)
+        service = try VeilService(
+            paths: paths, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50, trainingThreads: 1,
+            rateLimits: rateLimits, serving: serving,
+            ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
+            refusalLimits: refusalLimits, logger: logger, now: now)
         let roles = Set(service.policy.roles.keys)
         for role in roles.sorted() {
             keys[role] = try service.principals.add(name: "p-\(role)", role: role, knownRoles: roles)
@@ -75,7 +81,9 @@ struct GatewayFixture {
 extension TestClientProtocol {
     /// Sends a request and returns status and decoded JSON (or nil for non-JSON bodies).
     @discardableResult
-    func call(_ method: HTTPRequest.Method, _ uri: String, key: String?, json: Any? = nil, raw: [UInt8]? = nil, headers extra: [String: String] = [:])
+    func call(
+        _ method: HTTPRequest.Method, _ uri: String, key: String?, json: Any? = nil, raw: [UInt8]? = nil, headers extra: [String: String] = [:]
+    )
         async throws -> (status: Int, json: [String: Any], headers: HTTPFields, body: String)
     {
         var h = HTTPFields()

@@ -6,10 +6,13 @@ import HummingbirdTesting
 import Testing
 
 @Suite struct HostileInputTests {
-    func expectErrorShape(_ r: (status: Int, json: [String: Any], headers: HTTPFields, body: String), _ status: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+    func expectErrorShape(
+        _ r: (status: Int, json: [String: Any], headers: HTTPFields, body: String), _ status: Int, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         #expect(r.status == status, "\(r.body)", sourceLocation: sourceLocation)
         let error = r.json["error"] as? [String: Any]
-        #expect(error?["code"] is String && error?["message"] is String && error?["request_id"] is String, "\(r.body)", sourceLocation: sourceLocation)
+        #expect(
+            error?["code"] is String && error?["message"] is String && error?["request_id"] is String, "\(r.body)", sourceLocation: sourceLocation)
         #expect(!r.body.contains("Swift") && !r.body.contains(".swift"), sourceLocation: sourceLocation)
     }
 
@@ -60,7 +63,10 @@ import Testing
                 ["id": "bad2", "kind": "page_view", "subject": "u1", "timestamp": "2099-01-01T00:00:00Z", "source": "web", "item": "sku-1"],
                 ["id": "bad3", "kind": "page_view", "subject": "u1", "timestamp": "2026-11-20T10:00:00Z", "source": "web"],
                 ["id": "bad4", "kind": "page_view", "subject": "u1", "timestamp": "yesterday", "source": "web", "item": "sku-1"],
-                ["id": "bad5", "kind": "page_view", "subject": "u1", "timestamp": "2026-11-20T10:00:00Z", "source": "web", "item": "sku-1", "scroll_depth": 3],
+                [
+                    "id": "bad5", "kind": "page_view", "subject": "u1", "timestamp": "2026-11-20T10:00:00Z", "source": "web", "item": "sku-1",
+                    "scroll_depth": 3,
+                ],
                 "not an object",
                 pageView("ok2", "u2", "sku-2", at: "2026-11-20T11:00:00+02:00"),
             ]
@@ -95,8 +101,10 @@ import Testing
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 4)
             let recs = f.keys["recommendation-client"]
-            for uri in ["/v1/recommendations/..%2F..%2Fetc%2Fpasswd", "/v1/recommendations/shopper-0%2540example.com",
-                        "/v1/recommendations/" + String(repeating: "a", count: 300)] {
+            for uri in [
+                "/v1/recommendations/..%2F..%2Fetc%2Fpasswd", "/v1/recommendations/shopper-0%2540example.com",
+                "/v1/recommendations/" + String(repeating: "a", count: 300),
+            ] {
                 let r = try await client.call(.get, uri, key: recs)
                 #expect(r.status == 200 || r.status == 422, "\(uri): \(r.status)")
                 #expect(r.json["personalized"] as? Bool != true, "\(uri) leaked a personalized answer")
@@ -118,7 +126,9 @@ import Testing
             }
             // Escapes decode to the id the app sent, in either case of hex digit.
             // (Until 4 December the "upper case" request lower-cased itself back into the line above it.)
-            #expect(try await client.call(.get, "/v1/recommendations/shopper-0%40example.com", key: recs).json["subject"] as? String == "shopper-0@example.com")
+            #expect(
+                try await client.call(.get, "/v1/recommendations/shopper-0%40example.com", key: recs).json["subject"] as? String
+                    == "shopper-0@example.com")
             let lower = try await client.call(.get, "/v1/recommendations/caf%c3%a9", key: recs)
             let upper = try await client.call(.get, "/v1/recommendations/caf%C3%A9", key: recs)
             #expect(lower.json["subject"] as? String == "café")
@@ -153,7 +163,8 @@ import Testing
             // A mistyped outcome is refused rather than answered with "no such entries".
             let typo = try await client.call(.get, "/v1/audit?outcome=deny", key: f.keys["compliance-officer"])
             #expect(typo.status == 400)
-            #expect((typo.json["error"] as? [String: Any])?["message"] as? String
+            #expect(
+                (typo.json["error"] as? [String: Any])?["message"] as? String
                     == "outcome must be one of: allowed, denied, rejected, error, linked, no-match, unlinked, no-link, promoted, rolled-back")
             _ = try await client.call(.get, "/v1/consents/u", key: nil)
             let nowDenied = try await client.call(.get, "/v1/audit?outcome=denied", key: f.keys["compliance-officer"])
@@ -179,7 +190,10 @@ import Testing
             clock.advance(0.5)
             #expect(try await client.call(.get, "/v1/consents/u", key: f.keys["app"]).status == 200)
             let audit = try await client.call(.get, "/v1/audit?outcome=rejected", key: f.keys["compliance-officer"])
-            #expect((audit.json["entries"] as? [[String: Any]])?.contains { ($0["record"] as? [String: Any])?["reason"] as? String == "status 429: rate limit of role app" } == true)
+            #expect(
+                (audit.json["entries"] as? [[String: Any]])?.contains {
+                    ($0["record"] as? [String: Any])?["reason"] as? String == "status 429: rate limit of role app"
+                } == true)
         }
     }
 

@@ -58,8 +58,9 @@ import Testing
 
     @Test func loggedErrorReasonsNameTheProblemButNoValue() throws {
         let subject = "alice@example.com"
-        let database = DatabaseError(resultCode: .SQLITE_CONSTRAINT, message: "UNIQUE constraint failed: interactions.id",
-                                     sql: "INSERT INTO interactions (id, subject) VALUES (?, ?)", arguments: ["e1", subject])
+        let database = DatabaseError(
+            resultCode: .SQLITE_CONSTRAINT, message: "UNIQUE constraint failed: interactions.id",
+            sql: "INSERT INTO interactions (id, subject) VALUES (?, ?)", arguments: ["e1", subject])
         #expect(loggableReason(database) == "SQLite error 19 (constraint failed): UNIQUE constraint failed: interactions.id")
         struct Quoting: Error, CustomStringConvertible { let description: String }
         #expect(loggableReason(Quoting(description: "bad subject \(subject)")) == "Quoting")

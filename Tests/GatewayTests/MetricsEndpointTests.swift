@@ -33,8 +33,10 @@ import Testing
             // Every audited request waited for its entry, and the wait is part of the request's time.
             #expect(value("veil_audit_wait_seconds_count") == Double(audited))
             let waited = try #require(value("veil_audit_wait_seconds_sum"))
-            let timed = metrics.split(separator: "\n").filter { $0.hasPrefix("veil_request_duration_seconds_sum") && !$0.contains("/health") && !$0.contains("/metrics") }
-                .compactMap { Double($0.split(separator: " ").last!) }.reduce(0, +)
+            let timed = metrics.split(separator: "\n").filter {
+                $0.hasPrefix("veil_request_duration_seconds_sum") && !$0.contains("/health") && !$0.contains("/metrics")
+            }
+            .compactMap { Double($0.split(separator: " ").last!) }.reduce(0, +)
             #expect(waited > 0 && waited <= timed)
             // The log's own part of the wait (append to durable), summed over the entries written since the first
             // scrape, all of them these requests' entries.

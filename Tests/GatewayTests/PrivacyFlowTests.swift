@@ -15,8 +15,12 @@ import Vault
 /// A small shop: 30 consenting subjects in two taste groups, 20 items.
 func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: Int = 30, catalogAlreadySent: Bool = false) async throws {
     if !catalogAlreadySent {
-        let items = (0..<20).map { ["id": "sku-\($0)", "title": "Item \($0)", "category": $0 < 10 ? "apparel/shoes" : "electronics/audio",
-                                    "available": true, "attributes": [String: String](), "tags": [String]()] as [String: Any] }
+        let items = (0..<20).map {
+            [
+                "id": "sku-\($0)", "title": "Item \($0)", "category": $0 < 10 ? "apparel/shoes" : "electronics/audio",
+                "available": true, "attributes": [String: String](), "tags": [String](),
+            ] as [String: Any]
+        }
         #expect(try await client.call(.put, "/v1/items", key: f.keys["app"], json: ["items": items]).status == 200)
     }
     var events: [[String: Any]] = []
@@ -58,7 +62,8 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
-            let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("x1", "stranger@example.com", "sku-1")]])
+            let r = try await client.call(
+                .post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("x1", "stranger@example.com", "sku-1")]])
             #expect(r.json["accepted"] as? Int == 1)
             #expect(r.json["anonymized"] as? Int == 1)
             #expect(try f.hasData("stranger@example.com") == false)
@@ -93,7 +98,9 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("ca@example.com", "marketing")).status == 201)
-            let r = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: ["subject": "ca@example.com", "notice_version": "2026-01", "jurisdiction": "us_ca"], headers: ["Sec-GPC": "1"])
+            let r = try await client.call(
+                .post, "/v1/consents", key: f.keys["app"], json: ["subject": "ca@example.com", "notice_version": "2026-01", "jurisdiction": "us_ca"],
+                headers: ["Sec-GPC": "1"])
             #expect(r.status == 201)
             #expect(r.json["gpc_conflict"] as? Bool == true)
             #expect(r.json["granted"] as? Bool == false)
@@ -168,10 +175,15 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
             #expect((verify.json["proves"] as? String)?.hasPrefix("internal consistency only") == true)
         }
         // The restored copy still holds shopper-4's ciphertext rows; with the key store as it now is, none opens.
-        let restored = try VeilService(paths: RuntimePaths(dataDirectory: backupDirectory, keysDirectory: f.root + "/Keys",
-                                                           policiesDirectory: f.service.paths.policiesDirectory), passphrase: nil)
+        let restored = try VeilService(
+            paths: RuntimePaths(
+                dataDirectory: backupDirectory, keysDirectory: f.root + "/Keys",
+                policiesDirectory: f.service.paths.policiesDirectory), passphrase: nil)
         let shopper4 = f.token("shopper-4@example.com")
-        #expect(try await restored.store.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM interactions WHERE token = ?", arguments: [shopper4.rawValue]) } == 5)
+        #expect(
+            try await restored.store.pool.read {
+                try Int.fetchOne($0, sql: "SELECT count(*) FROM interactions WHERE token = ?", arguments: [shopper4.rawValue])
+            } == 5)
         try await Application(router: GatewayRouter.build(service: restored)).test(.router) { client in
             let gone = try await client.call(.get, "/v1/subjects/shopper-4%40example.com/export", key: f.keys["compliance-officer"])
             #expect(gone.status == 200)
@@ -188,7 +200,8 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 2)
             let recipient = SealedBox.KeyPair.generate()
-            let r = try await client.call(.get, "/v1/subjects/shopper-1%40example.com/export?recipient=\(recipient.publicKey.hexString)", key: f.keys["compliance-officer"])
+            let r = try await client.call(
+                .get, "/v1/subjects/shopper-1%40example.com/export?recipient=\(recipient.publicKey.hexString)", key: f.keys["compliance-officer"])
             #expect(r.status == 200)
             let sealed = try #require(Data(base64Encoded: r.json["sealed"] as? String ?? ""))
             let plain = try SealedBox.open(Array(sealed), with: recipient)
@@ -211,8 +224,10 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         let f = try GatewayFixture()
         let exported = try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 12)
-            let profile: [String: Any] = ["id": "p1", "kind": "profile", "subject": "shopper-3@example.com", "timestamp": "2026-11-20T10:00:00Z",
-                                          "source": "app", "age": 37, "location": "DE-BY-Munich", "email": "shopper-3@example.com", "ip": "203.0.113.9"]
+            let profile: [String: Any] = [
+                "id": "p1", "kind": "profile", "subject": "shopper-3@example.com", "timestamp": "2026-11-20T10:00:00Z",
+                "source": "app", "age": 37, "location": "DE-BY-Munich", "email": "shopper-3@example.com", "ip": "203.0.113.9",
+            ]
             #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [profile]]).status == 200)
             _ = try await client.call(.get, "/v1/recommendations/shopper-3%40example.com", key: f.keys["recommendation-client"])
             _ = try await client.call(.get, "/v1/audit?subject=shopper-3%40example.com", key: f.keys["compliance-officer"])

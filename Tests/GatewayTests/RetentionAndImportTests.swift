@@ -18,10 +18,14 @@ import Testing
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: lapsing).status == 201)
             let old = iso(clock.now().addingTimeInterval(-200 * 86_400))
             let recent = iso(clock.now().addingTimeInterval(-10 * 86_400))
-            let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [
-                pageView("o1", "old@example.com", "sku-1", at: old), pageView("o2", "old@example.com", "sku-2", at: recent),
-                pageView("l1", "lapsing@example.com", "sku-3", at: recent),
-            ]])
+            let r = try await client.call(
+                .post, "/v1/events", key: f.keys["app"],
+                json: [
+                    "events": [
+                        pageView("o1", "old@example.com", "sku-1", at: old), pageView("o2", "old@example.com", "sku-2", at: recent),
+                        pageView("l1", "lapsing@example.com", "sku-3", at: recent),
+                    ]
+                ])
             #expect(r.json["accepted"] as? Int == 3)
         }
         #expect(try f.storedInteractions("old@example.com") == 2)
@@ -47,7 +51,8 @@ import Testing
         }
         let f = try GatewayFixture()
         func read(_ name: String) throws -> String { String(decoding: try Data(contentsOf: dir.appendingPathComponent(name)), as: UTF8.self) }
-        let report = try await f.service.importMovieLens(ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: "ml")
+        let report = try await f.service.importMovieLens(
+            ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: "ml")
         #expect(report.items == 1682)
         #expect(report.subjects == 943)
         #expect(report.ratings == 100_000)

@@ -9,8 +9,10 @@ import Testing
 /// 20 shoes: sku-0…4 on clearance (cheap), sku-5…9 mid-priced, sku-10…19 premium (sku-10 and 11 new arrivals).
 func tieredCatalog() -> [[String: Any]] {
     (0..<20).map { n in
-        ["id": "sku-\(n)", "title": "Shoe \(n)", "category": "apparel/shoes", "price": n < 5 ? 10.0 : n < 10 ? 60.0 : 200.0,
-         "tags": n < 5 ? ["clearance"] : n < 10 || n > 11 ? [String]() : ["new"]]
+        [
+            "id": "sku-\(n)", "title": "Shoe \(n)", "category": "apparel/shoes", "price": n < 5 ? 10.0 : n < 10 ? 60.0 : 200.0,
+            "tags": n < 5 ? ["clearance"] : n < 10 || n > 11 ? [String]() : ["new"],
+        ]
     }
 }
 

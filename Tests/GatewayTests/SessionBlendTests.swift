@@ -13,7 +13,9 @@ import Testing
             for s in 0..<3 {
                 let start = Int64(100_000 + s * 10_000 + u * 100)
                 let first = (u + s) % 10
-                for step in 0..<4 { rows.append(RatingRow(user: "u\(u)", item: "i\(10 + (first + step) % 10)", rating: 1, timestamp: start + Int64(step) * 60)) }
+                for step in 0..<4 {
+                    rows.append(RatingRow(user: "u\(u)", item: "i\(10 + (first + step) % 10)", rating: 1, timestamp: start + Int64(step) * 60))
+                }
             }
         }
         let split = EvaluationSplit(train: rows, test: [], catalog: (0..<20).map { (id: "i\($0)", content: nil) })

@@ -5,9 +5,9 @@ import Hummingbird
 import Synchronization
 import Testing
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Slow and idle clients cannot hold connections (issue #21, item 12): a request head must arrive within the header
@@ -26,9 +26,11 @@ import Darwin
     static let closedBy: TimeInterval = 10
 
     static func post(key: String?, _ framing: String) -> String {
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + (key.map { "Authorization: Bearer \($0)\r\n" } ?? "") + framing + "\r\n"
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + (key.map { "Authorization: Bearer \($0)\r\n" } ?? "") + framing
+            + "\r\n"
     }
-    static let events = #"{"events": [{"id": "slow-1", "kind": "page_view", "subject": "slow@example.com", "timestamp": "2026-11-20T10:00:00Z", "source": "web", "item": "sku-1"}]}"#
+    static let events =
+        #"{"events": [{"id": "slow-1", "kind": "page_view", "subject": "slow@example.com", "timestamp": "2026-11-20T10:00:00Z", "source": "web", "item": "sku-1"}]}"#
 
     @Test func halfSentRequestsSilentAndIdleConnectionsAreAllClosed() async throws {
         try await withServer(headerTimeout: 1, idleTimeout: 1) { port, _ in
@@ -77,19 +79,26 @@ import Darwin
                 try secondHalfSent.send(Self.partialHead)
                 let trickle = try RawConnection(port: port)
                 defer { trickle.close() }
-                let watched = RawConnection.watch([secondHalfSent, trickle], until: start.addingTimeInterval(Self.closedBy),
-                                                  trickling: [[], Array((Self.partialHead + String(repeating: "x", count: 100)).utf8)], every: 0.2)
+                let watched = RawConnection.watch(
+                    [secondHalfSent, trickle], until: start.addingTimeInterval(Self.closedBy),
+                    trickling: [[], Array((Self.partialHead + String(repeating: "x", count: 100)).utf8)], every: 0.2)
 
                 // Idle between requests is not a slow head: after at least 2.2 s without a byte, still open, and it
                 // serves again.
                 Thread.sleep(forTimeInterval: max(0, 2.2 - Date().timeIntervalSince(start)))
                 let idleOpen = idle.isOpen
-                return ([first, second], watched[0].closed?.timeIntervalSince(start), watched[1].closed?.timeIntervalSince(start),
-                        idleOpen, idleOpen ? try idle.request(Self.fullRequest) : nil)
+                return (
+                    [first, second], watched[0].closed?.timeIntervalSince(start), watched[1].closed?.timeIntervalSince(start),
+                    idleOpen, idleOpen ? try idle.request(Self.fullRequest) : nil
+                )
             }
             #expect(statuses == [200, 200])
-            #expect(secondAfter.map { (0.8...Self.closedBy).contains($0) } == true, "half-sent second head closed after \(secondAfter.map { "\($0) s" } ?? "never")")
-            #expect(trickleAfter.map { (0.8...Self.closedBy).contains($0) } == true, "trickled head closed after \(trickleAfter.map { "\($0) s" } ?? "never")")
+            #expect(
+                secondAfter.map { (0.8...Self.closedBy).contains($0) } == true,
+                "half-sent second head closed after \(secondAfter.map { "\($0) s" } ?? "never")")
+            #expect(
+                trickleAfter.map { (0.8...Self.closedBy).contains($0) } == true,
+                "trickled head closed after \(trickleAfter.map { "\($0) s" } ?? "never")")
             #expect(idleOpen, "an idle keep-alive connection was closed by the header timeout")
             #expect(idleAgain == 200)
         }
@@ -102,13 +111,16 @@ import Darwin
                 defer { idle.close() }
                 let status = try idle.request(Self.fullRequest)
                 let answered = Date()
-                let closedAfter = RawConnection.watch([idle], until: answered.addingTimeInterval(Self.closedBy))[0].closed?.timeIntervalSince(answered)
+                let closedAfter = RawConnection.watch([idle], until: answered.addingTimeInterval(Self.closedBy))[0].closed?.timeIntervalSince(
+                    answered)
                 let fresh = try RawConnection(port: port)
                 defer { fresh.close() }
                 return (status, closedAfter, try fresh.request(Self.fullRequest))
             }
             #expect(status == 200)
-            #expect(closedAfter.map { (0.8...Self.closedBy).contains($0) } == true, "idle keep-alive closed after \(closedAfter.map { "\($0) s" } ?? "never")")
+            #expect(
+                closedAfter.map { (0.8...Self.closedBy).contains($0) } == true,
+                "idle keep-alive closed after \(closedAfter.map { "\($0) s" } ?? "never")")
             #expect(freshStatus == 200)
         }
     }
@@ -131,11 +143,15 @@ import Darwin
                 let start = Date()
                 for (c, poster) in zip(connections, posters) { try c.send(Self.post(key: poster.key, "Transfer-Encoding: chunked\r\n")) }
                 let body = Array(String(repeating: "1\r\n{\r\n", count: 100).utf8)
-                return RawConnection.watch(connections, until: start.addingTimeInterval(6), trickling: Array(repeating: body, count: connections.count), every: 0.3)
-                    .map { ($0.closed?.timeIntervalSince(start), String(decoding: $0.received, as: UTF8.self)) }
+                return RawConnection.watch(
+                    connections, until: start.addingTimeInterval(6), trickling: Array(repeating: body, count: connections.count), every: 0.3
+                )
+                .map { ($0.closed?.timeIntervalSince(start), String(decoding: $0.received, as: UTF8.self)) }
             }
             for ((after, received), poster) in zip(watched, posters) {
-                #expect(after.map { (0.8...6).contains($0) } == true, "trickled body \(poster.who) closed after \(after.map { "\($0) s" } ?? "never") (body timeout 1 s)")
+                #expect(
+                    after.map { (0.8...6).contains($0) } == true,
+                    "trickled body \(poster.who) closed after \(after.map { "\($0) s" } ?? "never") (body timeout 1 s)")
                 if poster.key != keys["app"], !received.isEmpty {
                     #expect(received.hasPrefix("HTTP/1.1 40"), "\(poster.who): \(received)")
                     #expect(received.lowercased().contains("connection: close"), "\(poster.who) without Connection: close: \(received)")
@@ -162,7 +178,9 @@ import Darwin
             }
             #expect(closedAfter.count == 6)
             for (after, poster) in zip(closedAfter, posters.flatMap { [$0, $0] }) {
-                #expect(after.map { (0.8...6).contains($0) } == true, "a POST without its body, \(poster.who), closed after \(after.map { "\($0) s" } ?? "never") (body timeout 1 s)")
+                #expect(
+                    after.map { (0.8...6).contains($0) } == true,
+                    "a POST without its body, \(poster.who), closed after \(after.map { "\($0) s" } ?? "never") (body timeout 1 s)")
             }
         }
     }
@@ -260,7 +278,9 @@ import Darwin
                 defer { silent.close() }
                 return RawConnection.watch([silent], until: start.addingTimeInterval(Self.closedBy))[0].closed?.timeIntervalSince(start)
             }
-            #expect(closedAfter.map { (0.8...Self.closedBy).contains($0) } == true, "silent TLS connection closed after \(closedAfter.map { "\($0) s" } ?? "never")")
+            #expect(
+                closedAfter.map { (0.8...Self.closedBy).contains($0) } == true,
+                "silent TLS connection closed after \(closedAfter.map { "\($0) s" } ?? "never")")
         }
     }
 
@@ -268,7 +288,8 @@ import Darwin
         let defaults = ServerConfiguration()
         #expect((defaults.headerTimeout, defaults.bodyTimeout, defaults.idleTimeout, defaults.maxConnections) == (10, 30, 75, 4096))
 
-        let config = try VeilConfiguration.parse("server:\n  header_timeout_s: 2.5\n  body_timeout_s: 12\n  idle_timeout_s: 30\n  max_connections: 100\n", file: "veil.yaml")
+        let config = try VeilConfiguration.parse(
+            "server:\n  header_timeout_s: 2.5\n  body_timeout_s: 12\n  idle_timeout_s: 30\n  max_connections: 100\n", file: "veil.yaml")
         #expect(config.headerTimeout == 2.5)
         #expect(config.bodyTimeout == 12)
         #expect(config.idleTimeout == 30)
@@ -304,8 +325,10 @@ import Darwin
 
 /// Runs the gateway as `veil serve` does (connection cap included, which `app.test(.live)` would drop) on a free
 /// port of 127.0.0.1, gives `body` the port and API keys (role → key), then stops it.
-private func withServer(headerTimeout: TimeInterval, idleTimeout: TimeInterval, bodyTimeout: TimeInterval = 60, maxConnections: Int = 4096,
-                        tls: ServerConfiguration.TLSFiles? = nil, _ body: @escaping @Sendable (Int, [String: String]) async throws -> Void) async throws {
+private func withServer(
+    headerTimeout: TimeInterval, idleTimeout: TimeInterval, bodyTimeout: TimeInterval = 60, maxConnections: Int = 4096,
+    tls: ServerConfiguration.TLSFiles? = nil, _ body: @escaping @Sendable (Int, [String: String]) async throws -> Void
+) async throws {
     let f = try GatewayFixture()
     var config = ServerConfiguration()
     config.port = 0
@@ -352,14 +375,14 @@ final class RawConnection: Sendable {
 
     init(port: Int) throws {
         #if canImport(Glibc)
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #else
-        fd = socket(AF_INET, SOCK_STREAM, 0)
+            fd = socket(AF_INET, SOCK_STREAM, 0)
         #endif
         guard fd >= 0 else { throw SocketError("socket") }
         #if canImport(Darwin)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
         #endif
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -409,7 +432,8 @@ final class RawConnection: Sendable {
     /// Watches `connections` all at once, with one poll(2) over those still open, until each is closed or `deadline`,
     /// so every close time is that connection's own. Meanwhile `trickling[i]` (when given) is sent to connection `i`
     /// one byte every `interval`, the first at once, until it is closed.
-    static func watch(_ connections: [RawConnection], until deadline: Date, trickling: [[UInt8]] = [], every interval: TimeInterval = 1) -> [Watched] {
+    static func watch(_ connections: [RawConnection], until deadline: Date, trickling: [[UInt8]] = [], every interval: TimeInterval = 1) -> [Watched]
+    {
         var watched = Array(repeating: Watched(), count: connections.count)
         var sent = Array(repeating: 0, count: connections.count)
         var nextByte = Date()
@@ -454,7 +478,8 @@ final class RawConnection: Sendable {
             if let end = received.firstRange(of: separator) {
                 let head = String(decoding: received[..<end.lowerBound], as: UTF8.self)
                 let lines = head.split(separator: "\r\n")
-                let length = lines.dropFirst().first { $0.lowercased().hasPrefix("content-length:") }
+                let length =
+                    lines.dropFirst().first { $0.lowercased().hasPrefix("content-length:") }
                     .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
                 if received.count - end.upperBound >= length {
                     return lines.first.flatMap { Int($0.split(separator: " ")[1]) }
@@ -469,9 +494,9 @@ final class RawConnection: Sendable {
 }
 
 #if canImport(Glibc)
-private func posixSend(_ fd: Int32, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int { Glibc.send(fd, bytes, count, Int32(MSG_NOSIGNAL)) }
-private func posixClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
+    private func posixSend(_ fd: Int32, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int { Glibc.send(fd, bytes, count, Int32(MSG_NOSIGNAL)) }
+    private func posixClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
 #else
-private func posixSend(_ fd: Int32, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int { Darwin.send(fd, bytes, count, 0) }
-private func posixClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+    private func posixSend(_ fd: Int32, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int { Darwin.send(fd, bytes, count, 0) }
+    private func posixClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
 #endif

@@ -26,7 +26,10 @@ import Testing
                 try await GatewayServer.application(service: f.service, configuration: second).run()
             }
             let problem = try #require(error.flatMap { GatewayServer.listenProblem($0, configuration: second) })
-            #expect(problem == "127.0.0.1:\(port) is already in use (another veil serve?); stop that process or choose another port with --port (0 picks a free one)")
+            #expect(
+                problem
+                    == "127.0.0.1:\(port) is already in use (another veil serve?); stop that process or choose another port with --port (0 picks a free one)"
+            )
             // The first server still answers.
             #expect(try await client.execute(uri: "/health/live", method: .get).status == .ok)
         }
@@ -36,8 +39,10 @@ import Testing
 
     @Test func anAddressThatIsNotThisMachinesIsNamedWithTheFix() async throws {
         let f = try GatewayFixture()
-        for (host, expected) in [("no-such-host.invalid", "cannot resolve the host 'no-such-host.invalid'"),
-                                 ("192.0.2.1", "192.0.2.1 is not an address of this machine")] {
+        for (host, expected) in [
+            ("no-such-host.invalid", "cannot resolve the host 'no-such-host.invalid'"),
+            ("192.0.2.1", "192.0.2.1 is not an address of this machine"),
+        ] {
             var config = ServerConfiguration()
             config.host = host
             config.port = 0

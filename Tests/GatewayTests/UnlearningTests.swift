@@ -32,15 +32,18 @@ import Testing
         if rankerOnly { return out }
         let ages = ["age=18-24", "age=25-34", "age=35-44", "age=45-54", "age=55-64", "age=65+"]
         for key in ["region=DE-BE"] + ages { out += model.segments.lookup([key])?.counts ?? [-1] }
-        for (_, guess) in model.imputedAgeBands.sorted(by: { $0.key < $1.key }) { out += [Float(ages.firstIndex(of: "age=" + guess.value) ?? -1), guess.support] }
+        for (_, guess) in model.imputedAgeBands.sorted(by: { $0.key < $1.key }) {
+            out += [Float(ages.firstIndex(of: "age=" + guess.value) ?? -1), guess.support]
+        }
         return out
     }
 
     /// The model trained from scratch on what the feature store holds now, with `model`'s time and hyperparameters.
     func fromScratch(_ f: GatewayFixture, like model: ServingModel) throws -> ServingModel {
         let catalog = try f.service.store.pool.read { try f.service.features.catalog(in: $0) }
-        return ServingModel.train(snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(model.trainedAt),
-                                  fixing: model.hyperparameters)
+        return ServingModel.train(
+            snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(model.trainedAt),
+            fixing: model.hyperparameters)
     }
 
     /// Equal up to float rounding (EASE's downdate and item-kNN's subtraction round differently from a new sum).
@@ -51,9 +54,15 @@ import Testing
     /// Starts a retrain and returns once it has read its snapshot, held there until `proceed` is signalled.
     func heldRetrain(_ f: GatewayFixture) async -> (Task<ServingModel, any Error>, proceed: DispatchSemaphore) {
         let snapshotRead = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
-        f.service.hooks.onTrainingSnapshotRead { snapshotRead.signal(); proceed.wait() }
+        f.service.hooks.onTrainingSnapshotRead {
+            snapshotRead.signal(); proceed.wait()
+        }
         let retrain = Task { try await f.service.trainOffThePool() }
-        await withCheckedContinuation { c in DispatchQueue.global().async { snapshotRead.wait(); c.resume() } }
+        await withCheckedContinuation { c in
+            DispatchQueue.global().async {
+                snapshotRead.wait(); c.resume()
+            }
+        }
         f.service.hooks.onTrainingSnapshotRead(nil)
         return (retrain, proceed)
     }
@@ -264,7 +273,8 @@ import Testing
             #expect((after.json["subject"] as? [String: Any])?["in_model"] as? Bool == false)
             #expect(after.json["subjects_digest"] as? String != before.json["subjects_digest"] as? String)
             // The lookup is audited under the subject's token; an app may not ask.
-            let lookups = try AuditReader(store: f.service.audit.store).query(AuditQuery(subjectToken: f.token("shopper-3@example.com").rawValue, action: "audit:read"))
+            let lookups = try AuditReader(store: f.service.audit.store).query(
+                AuditQuery(subjectToken: f.token("shopper-3@example.com").rawValue, action: "audit:read"))
             #expect(lookups.count == 3)
             #expect(try await client.call(.get, "/v1/model/provenance", key: f.keys["app"]).status == 403)
         }

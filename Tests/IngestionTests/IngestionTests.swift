@@ -26,7 +26,9 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
         #expect(r.rejected.isEmpty)
         let signals = r.events.map { $0.event.signals.map(\.kind) }
         #expect(signals == [["page_view"], ["purchase"], ["search_click"], [], ["rating"]])
-        #expect(r.events[1].event.fields["lines"] == .list([.object(["item": .string("sku-2"), "quantity": .number(2), "unit_price": .number(49.9), "currency": .string("EUR")])]))
+        #expect(
+            r.events[1].event.fields["lines"]
+                == .list([.object(["item": .string("sku-2"), "quantity": .number(2), "unit_price": .number(49.9), "currency": .string("EUR")])]))
         #expect(r.events.map(\.event.completeness) == [1, 1, 1, 1, 1])
     }
 
@@ -40,10 +42,24 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
             base("page_view", view).merging(["dwell_ms": 12001]) { _, b in b },
             base("page_view", view).merging(["item": "sku-2"]) { _, b in b },
             base("page_view", view).merging(["subject": "u-2"]) { _, b in b },
-            base("purchase", ["order": "o-1", "lines": [["item": "sku-1", "quantity": 1, "unit_price": 10, "currency": "EUR"],
-                                                        ["item": "sku-2", "quantity": 1, "unit_price": 10, "currency": "EUR"]]]),
-            base("purchase", ["order": "o-1", "lines": [["item": "sku-2", "quantity": 1, "unit_price": 10, "currency": "EUR"],
-                                                        ["item": "sku-1", "quantity": 1, "unit_price": 10, "currency": "EUR"]]]),
+            base(
+                "purchase",
+                [
+                    "order": "o-1",
+                    "lines": [
+                        ["item": "sku-1", "quantity": 1, "unit_price": 10, "currency": "EUR"],
+                        ["item": "sku-2", "quantity": 1, "unit_price": 10, "currency": "EUR"],
+                    ],
+                ]),
+            base(
+                "purchase",
+                [
+                    "order": "o-1",
+                    "lines": [
+                        ["item": "sku-2", "quantity": 1, "unit_price": 10, "currency": "EUR"],
+                        ["item": "sku-1", "quantity": 1, "unit_price": 10, "currency": "EUR"],
+                    ],
+                ]),
         ])
         #expect(r.rejected.isEmpty)
         let keys = r.events.map(\.event.contentKey)
@@ -73,11 +89,12 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
             base("feedback", ["item": "a", "signal": "rating", "value": 9]),
         ])
         #expect(r.events.isEmpty)
-        #expect(r.rejected.map(\.reason) == [
-            "missing field 'item'", "field 'item' must be a string",
-            "unknown kind 'teleport'; expected one of page_view, purchase, search, profile, feedback", "timestamp lies in the future",
-            "scroll_depth must be between 0 and 1", "a rating needs a 'value' between 0 and 5",
-        ])
+        #expect(
+            r.rejected.map(\.reason) == [
+                "missing field 'item'", "field 'item' must be a string",
+                "unknown kind 'teleport'; expected one of page_view, purchase, search, profile, feedback", "timestamp lies in the future",
+                "scroll_depth must be between 0 and 1", "a rating needs a 'value' between 0 and 5",
+            ])
     }
 
     /// Sources show in clear in quality counters and public metrics: an e-mail address or a URL is refused, and a

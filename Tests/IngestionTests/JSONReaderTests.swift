@@ -67,16 +67,17 @@ func fromFoundation(_ any: Any) -> JSONValue {
     }
 
     @Test func refusesWhatRFC8259Refuses() {
-        let bad: [[UInt8]] = [
-            "{\"a\":1,}", "[1,]", "01", "1.", ".5", "-", "+1", "1e", "[1 2]", "{\"a\" 1}", "{a:1}", "{} {}", "", " ",
-            "tru", "nul", "True", "\"unterminated", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00x\"", "\"\\ud800\\u0041\"",
-            "'single'", "[NaN]", "[Infinity]",
-        ].map { Array($0.utf8) } + [
-            [0x22, 0x01, 0x22],            // a raw control character in a string
-            [0x22, 0xFF, 0x22],            // invalid UTF-8
-            [0x22, 0xC3, 0x22],            // truncated UTF-8 sequence
-            [0x22, 0xED, 0xA0, 0x80, 0x22],  // an encoded surrogate
-        ]
+        let bad: [[UInt8]] =
+            [
+                "{\"a\":1,}", "[1,]", "01", "1.", ".5", "-", "+1", "1e", "[1 2]", "{\"a\" 1}", "{a:1}", "{} {}", "", " ",
+                "tru", "nul", "True", "\"unterminated", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00x\"", "\"\\ud800\\u0041\"",
+                "'single'", "[NaN]", "[Infinity]",
+            ].map { Array($0.utf8) } + [
+                [0x22, 0x01, 0x22],  // a raw control character in a string
+                [0x22, 0xFF, 0x22],  // invalid UTF-8
+                [0x22, 0xC3, 0x22],  // truncated UTF-8 sequence
+                [0x22, 0xED, 0xA0, 0x80, 0x22],  // an encoded surrogate
+            ]
         for bytes in bad {
             #expect(throws: JSONReader.Failure.self, "\(String(decoding: bytes, as: UTF8.self))") { try JSONReader.parse(bytes) }
         }

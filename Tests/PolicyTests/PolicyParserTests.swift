@@ -47,7 +47,8 @@ let brokenPolicies: [BrokenPolicy] = [
     },
     // libyaml notices the unclosed list where the next line starts.
     BrokenPolicy(label: "YAML syntax error", file: "roles.yaml", line: 5, reasonContains: "YAML syntax error") {
-        $0.roles = $0.roles.replacingOccurrences(of: "recommendation-client: [recommendations:read]", with: "recommendation-client: [recommendations:read")
+        $0.roles = $0.roles.replacingOccurrences(
+            of: "recommendation-client: [recommendations:read]", with: "recommendation-client: [recommendations:read")
     },
     BrokenPolicy(label: "unknown field rule", file: "data-categories.yaml", line: 9, reasonContains: "unknown rule 'blur'") {
         $0.categories = $0.categories.replacingOccurrences(of: "item: keep\n      dwell_ms", with: "item: blur\n      dwell_ms")

@@ -71,7 +71,8 @@ struct LinkerFixture {
         #expect(try f.link("b-1", "tenant-b", attributes, scope: "namespace:tenant-b") == nil)
         #expect(try f.canonical("b-1", "tenant-b") == f.tokenizer.token(for: "b-1", namespace: "tenant-b"))
         // Within one tenant, or a group that the policy declares, the same rule links.
-        #expect(try f.link("a-2", "tenant-a", attributes, scope: "namespace:tenant-a")?.canonical == f.tokenizer.token(for: "a-1", namespace: "tenant-a"))
+        #expect(
+            try f.link("a-2", "tenant-a", attributes, scope: "namespace:tenant-a")?.canonical == f.tokenizer.token(for: "a-1", namespace: "tenant-a"))
     }
 
     /// Erasure of a canonical subject must reach the tokens linked to it.

@@ -45,11 +45,12 @@ let policiesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponen
     }
 
     @Test func demographicsAreGeneralizedAndIdentifiersDropped() {
-        let out = minimizer.minimize([
-            "age": .number(37), "gender": .string("f"), "location": .string("DE-BY-Munich"),
-            "device": .string("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)"), "email": .string("x@example.com"),
-            "ip": .string("203.0.113.7"), "name": .string("Alice"), "shoe_size": .number(39),
-        ], category: "demographics")
+        let out = minimizer.minimize(
+            [
+                "age": .number(37), "gender": .string("f"), "location": .string("DE-BY-Munich"),
+                "device": .string("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)"), "email": .string("x@example.com"),
+                "ip": .string("203.0.113.7"), "name": .string("Alice"), "shoe_size": .number(39),
+            ], category: "demographics")
         #expect(out == ["age_band": .string("35-44"), "gender": .string("f"), "location": .string("DE-BY"), "device": .string("mobile")])
     }
 
@@ -58,10 +59,11 @@ let policiesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponen
     }
 
     @Test func browsingKeepsItsFieldsAndClassifiesTheReferrer() {
-        let out = minimizer.minimize([
-            "item": .string("sku-1"), "dwell_ms": .number(1200), "scroll_depth": .number(0.5),
-            "referrer": .string("https://www.google.com/search?q=shoes"), "url": .string("https://shop/p?email=x"), "ip": .string("1.2.3.4"),
-        ], category: "browsing")
+        let out = minimizer.minimize(
+            [
+                "item": .string("sku-1"), "dwell_ms": .number(1200), "scroll_depth": .number(0.5),
+                "referrer": .string("https://www.google.com/search?q=shoes"), "url": .string("https://shop/p?email=x"), "ip": .string("1.2.3.4"),
+            ], category: "browsing")
         #expect(out == ["item": .string("sku-1"), "dwell_ms": .number(1200), "scroll_depth": .number(0.5), "referrer": .string("search")])
     }
 

@@ -24,7 +24,8 @@ func scores(_ model: any ScoringModel, _ context: UserContext) -> [Float] {
     }
 
     @Test func catalogFieldsBecomeCategoricalAndTextFeatures() {
-        let c = ItemContent(category: "Apparel/Shoes", brand: "Stride", attributes: ["color": "Red", "size": "42"], tags: ["Trail"], title: "Trail Runner 2")
+        let c = ItemContent(
+            category: "Apparel/Shoes", brand: "Stride", attributes: ["color": "Red", "size": "42"], tags: ["Trail"], title: "Trail Runner 2")
         #expect(c.productType == "apparel")
         #expect(c.categorical == ["cat:apparel", "cat:apparel/shoes", "brand:stride", "attr:color=red", "attr:size=42"])
         #expect(c.text == ["trail", "runner", "tag:trail"])

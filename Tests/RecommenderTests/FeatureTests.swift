@@ -45,9 +45,11 @@ import Testing
     }
 
     @Test func behaviourFeaturesDescribeActivityTypesPricesAndRecency() {
-        let matrix = SparseMatrix(users: 2, items: 3, interactions: [Interaction(user: 0, item: 0), Interaction(user: 0, item: 1), Interaction(user: 1, item: 2)])
-        let f = BehaviourFeatures(matrix: matrix, itemTypes: [0, 0, 1], typeNames: ["apparel", "books"], itemPrices: [9, nil, 99],
-                                  times: [86_400, 2 * 86_400, 0], now: 5 * 86_400)
+        let matrix = SparseMatrix(
+            users: 2, items: 3, interactions: [Interaction(user: 0, item: 0), Interaction(user: 0, item: 1), Interaction(user: 1, item: 2)])
+        let f = BehaviourFeatures(
+            matrix: matrix, itemTypes: [0, 0, 1], typeNames: ["apparel", "books"], itemPrices: [9, nil, 99],
+            times: [86_400, 2 * 86_400, 0], now: 5 * 86_400)
         #expect(f.names == ["activity", "log_price", "share:apparel", "share:books", "days_since_last"])
         #expect(f.rows[0][2] == 1 && f.rows[0][3] == 0)
         #expect(f.rows[1][3] == 1)

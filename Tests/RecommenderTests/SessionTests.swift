@@ -61,8 +61,10 @@ import Testing
     }
 
     @Test func sessionsAreCutAtGapsAndMetricsMatchAHandCase() {
-        let rows = [Interaction(user: 0, item: 1, time: 0), Interaction(user: 0, item: 2, time: 60), Interaction(user: 0, item: 3, time: 10_000),
-                    Interaction(user: 0, item: 4, time: 10_030), Interaction(user: 1, item: 5, time: 5)]
+        let rows = [
+            Interaction(user: 0, item: 1, time: 0), Interaction(user: 0, item: 2, time: 60), Interaction(user: 0, item: 3, time: 10_000),
+            Interaction(user: 0, item: 4, time: 10_030), Interaction(user: 1, item: 5, time: 5),
+        ]
         #expect(SessionData.sessions(from: rows, gap: 1800).map(\.items) == [[1, 2], [3, 4]])
         // Scorer ranks items by id descending: for prefix [1] target 2 → rank 4 of {6,5,4,3,2,0} minus seen.
         let r = SessionData.evaluate([[1, 2], [5, 6]], k: 5, itemCount: 7) { _, out in for i in 0..<7 { out[i] = Float(i) } }

@@ -15,9 +15,10 @@ func movieLensSlice(weightScale: Float? = nil) throws -> EvaluationSplit {
     let split = EvaluationSplit(train: try rows("train.tsv"), test: try rows("test.tsv"))
     guard let weightScale else { return split }
     // Weights no binary fraction holds, so that sums of their products round (the split itself keeps weight 1).
-    return EvaluationSplit(users: split.users, items: split.items,
-                           train: split.train.map { Interaction(user: $0.user, item: $0.item, weight: weightScale * Float(1 + ($0.user + $0.item) % 5), time: $0.time) },
-                           relevant: split.relevant, itemContent: split.itemContent)
+    return EvaluationSplit(
+        users: split.users, items: split.items,
+        train: split.train.map { Interaction(user: $0.user, item: $0.item, weight: weightScale * Float(1 + ($0.user + $0.item) % 5), time: $0.time) },
+        relevant: split.relevant, itemContent: split.itemContent)
 }
 
 /// A sparse catalog (2,000 items, 300 users with 6 each): removing a user changes few items, so item-kNN re-ranks
@@ -27,10 +28,15 @@ func sparseSplit() -> EvaluationSplit {
     var train: [Interaction] = []
     for u in 0..<300 {
         let base = Int(rng.next() % 1900)
-        for j in 0..<6 { train.append(Interaction(user: Int32(u), item: Int32(base + Int(rng.next() % 100)), weight: 0.37 * Float(1 + j % 3), time: Int64(u * 10 + j))) }
+        for j in 0..<6 {
+            train.append(
+                Interaction(user: Int32(u), item: Int32(base + Int(rng.next() % 100)), weight: 0.37 * Float(1 + j % 3), time: Int64(u * 10 + j)))
+        }
     }
-    return EvaluationSplit(users: (0..<300).map { "u\($0)" }, items: (0..<2000).map { "i\($0)" }, train: train,
-                           relevant: [Set<Int32>](repeating: [], count: 300), itemContent: [ItemContent](repeating: ItemContent(productType: "", categorical: [], text: []), count: 2000))
+    return EvaluationSplit(
+        users: (0..<300).map { "u\($0)" }, items: (0..<2000).map { "i\($0)" }, train: train,
+        relevant: [Set<Int32>](repeating: [], count: 300),
+        itemContent: [ItemContent](repeating: ItemContent(productType: "", categorical: [], text: []), count: 2000))
 }
 
 /// Scores of every remaining user (by their history, as the gateway serves) from two models.
@@ -131,7 +137,8 @@ func topTenAgreement(_ a: any ScoringModel, _ b: any ScoringModel, on split: Eva
             #expect(unlearnedSessions.owners == scratchSessions.map(\.user))
             #expect(unlearnedSessions.sessions.count < sknn.sessions.count)
         }
-        #expect(SessionKNN(sessions: sessions.map(\.items), items: split.items.count).unlearning(UnlearningRequest(removing: [0], from: split)) == nil)
+        #expect(
+            SessionKNN(sessions: sessions.map(\.items), items: split.items.count).unlearning(UnlearningRequest(removing: [0], from: split)) == nil)
     }
 
     /// ALS is unlearned by one exact half-step on the item side. A model trained from scratch without the subject
@@ -162,14 +169,19 @@ func topTenAgreement(_ a: any ScoringModel, _ b: any ScoringModel, on split: Eva
 
     @Test func aHybridOfExactComponentsForgetsExactly() throws {
         let split = try movieLensSlice()
-        let components: [any ScoringModel] = [EASE(regularization: 100).fit(split.trainMatrix), ItemKNN().fit(split.trainMatrix),
-                                              PopularityModel(split.trainMatrix)]
+        let components: [any ScoringModel] = [
+            EASE(regularization: 100).fit(split.trainMatrix), ItemKNN().fit(split.trainMatrix),
+            PopularityModel(split.trainMatrix),
+        ]
         let hybrid = HybridModel(components: components, weights: [1, 0.5, 0.1])
         let request = UnlearningRequest(removing: Self.removals[2], from: split)
         let unlearned = try #require(hybrid.unlearning(request))
         #expect(unlearned.unlearnsExactly)
-        let scratch = HybridModel(components: [EASE(regularization: 100).fit(request.after.trainMatrix), ItemKNN().fit(request.after.trainMatrix),
-                                               PopularityModel(request.after.trainMatrix)], weights: [1, 0.5, 0.1])
+        let scratch = HybridModel(
+            components: [
+                EASE(regularization: 100).fit(request.after.trainMatrix), ItemKNN().fit(request.after.trainMatrix),
+                PopularityModel(request.after.trainMatrix),
+            ], weights: [1, 0.5, 0.1])
         #expect(largestScoreGap(unlearned, scratch, on: request.after) < 1e-3)
         let withALS = HybridModel(components: components + [ALS().fit(split.trainMatrix)], weights: [1, 0.5, 0.1, 0.2])
         #expect(try #require(withALS.unlearning(request)).unlearnsExactly == false)

@@ -11,13 +11,15 @@ import Testing
     /// Writes 6,000 rows (a WAL over the checkpointer's 1 MiB threshold) with the writer's autocheckpoint off; returns the store and the main file's size after.
     static func fill(backgroundInterval: TimeInterval) throws -> (Store, Int) {
         let path = NSTemporaryDirectory() + "veil-ckpt-\(UUID().uuidString)/db.sqlite"
-        let store = try Store(path: path, migrations: [NotesTable()],
-                              configuration: .init(fullSync: false, walAutocheckpointPages: 0, backgroundCheckpointInterval: backgroundInterval))
+        let store = try Store(
+            path: path, migrations: [NotesTable()],
+            configuration: .init(fullSync: false, walAutocheckpointPages: 0, backgroundCheckpointInterval: backgroundInterval))
         for batch in 0..<60 {
             try store.pool.write { db in
                 for n in 0..<100 {
-                    try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)",
-                                   arguments: ["\(batch)-\(n)", "t", Data(repeating: UInt8(n), count: 200)])
+                    try db.execute(
+                        sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)",
+                        arguments: ["\(batch)-\(n)", "t", Data(repeating: UInt8(n), count: 200)])
                 }
             }
         }
@@ -48,9 +50,11 @@ import Testing
 
 @Suite struct StoreDurabilityTests {
     static func open(fullSync: Bool, autocheckpoint: Int = 1000, background: TimeInterval = 0, cyclePages: Int = 0) throws -> Store {
-        try Store(path: NSTemporaryDirectory() + "veil-sync-\(UUID().uuidString)/db.sqlite", migrations: [NotesTable()],
-                  configuration: .init(fullSync: fullSync, walAutocheckpointPages: autocheckpoint,
-                                       backgroundCheckpointInterval: background, walCyclePages: cyclePages))
+        try Store(
+            path: NSTemporaryDirectory() + "veil-sync-\(UUID().uuidString)/db.sqlite", migrations: [NotesTable()],
+            configuration: .init(
+                fullSync: fullSync, walAutocheckpointPages: autocheckpoint,
+                backgroundCheckpointInterval: background, walCyclePages: cyclePages))
     }
 
     /// The connection that commits is the one whose setting decides durability; GRDB's WAL setup once reset it.

@@ -23,8 +23,9 @@ struct Fixture {
     init() throws {
         dir = NSTemporaryDirectory() + "veil-storage-\(UUID().uuidString)"
         ring = try KeyRing.initialize(directory: dir + "/keys")
-        store = try Store(path: dir + "/data/veil.sqlite", migrations: [SubjectKeys.Migrations(), NotesTable()],
-                          configuration: .init(keyStorePath: dir + "/keys/subject-keys.sqlite"))
+        store = try Store(
+            path: dir + "/data/veil.sqlite", migrations: [SubjectKeys.Migrations(), NotesTable()],
+            configuration: .init(keyStorePath: dir + "/keys/subject-keys.sqlite"))
         keys = SubjectKeys(ring: ring)
     }
 
@@ -98,8 +99,9 @@ struct Fixture {
         var rng = TestRandom()
         for trial in 0..<1000 {
             let rowID = "r\(trial)"
-            let sealed = AEAD.seal([UInt8](repeating: 1, count: 20), key: key, version: 1,
-                                   associatedData: SubjectKeys.rowAD(table: "notes", rowID: rowID, token: token))
+            let sealed = AEAD.seal(
+                [UInt8](repeating: 1, count: 20), key: key, version: 1,
+                associatedData: SubjectKeys.rowAD(table: "notes", rowID: rowID, token: token))
             // Change exactly one of: table, row id, token, key version, or one ciphertext byte.
             var envelope = sealed
             var ad = SubjectKeys.rowAD(table: "notes", rowID: rowID, token: token)
@@ -171,8 +173,9 @@ struct Fixture {
         #expect(!tables.contains { $0.contains("key") || $0.contains("shredded") }, "the data backup has tables \(tables)")
 
         // Restored with the live key store attached: alice's row is in the file, and nothing opens it.
-        let restored = try Store(path: backup, migrations: [SubjectKeys.Migrations(), NotesTable()],
-                                 configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite"))
+        let restored = try Store(
+            path: backup, migrations: [SubjectKeys.Migrations(), NotesTable()],
+            configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite"))
         let keys = SubjectKeys(ring: f.ring)
         #expect(try restored.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM notes WHERE id = 'a1'") } == 1)
         #expect(throws: StorageError(.shredded, "")) { try f.read(id: "a1", keys: keys, store: restored) }
@@ -194,16 +197,18 @@ struct Fixture {
         try FileManager.default.createDirectory(atPath: f.dir + "/old", withIntermediateDirectories: true)
         let queue = try DatabaseQueue(path: old)
         try queue.write { db in
-            try db.execute(sql: """
-                CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
-                INSERT INTO grdb_migrations VALUES ('storage.v1.subject_keys'), ('test.v1.notes');
-                CREATE TABLE subject_keys (token TEXT PRIMARY KEY NOT NULL, key_version INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 1,
-                                           wrapped BLOB NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;
-                CREATE INDEX subject_keys_version ON subject_keys(key_version);
-                CREATE TABLE shredded_subjects (token TEXT PRIMARY KEY NOT NULL, shredded_at INTEGER NOT NULL) WITHOUT ROWID;
-                CREATE TABLE notes (id TEXT PRIMARY KEY, token TEXT NOT NULL, body BLOB NOT NULL);
-                """)
-            try db.execute(sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, 0)", arguments: [token, version, wrapped])
+            try db.execute(
+                sql: """
+                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                    INSERT INTO grdb_migrations VALUES ('storage.v1.subject_keys'), ('test.v1.notes');
+                    CREATE TABLE subject_keys (token TEXT PRIMARY KEY NOT NULL, key_version INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 1,
+                                               wrapped BLOB NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE INDEX subject_keys_version ON subject_keys(key_version);
+                    CREATE TABLE shredded_subjects (token TEXT PRIMARY KEY NOT NULL, shredded_at INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE notes (id TEXT PRIMARY KEY, token TEXT NOT NULL, body BLOB NOT NULL);
+                    """)
+            try db.execute(
+                sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, 0)", arguments: [token, version, wrapped])
             try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES ('n1', ?, ?)", arguments: [token, sealed])
         }
         try queue.close()
@@ -227,8 +232,11 @@ struct Fixture {
         let f = try Fixture()
         try f.write(subject: "u-1", id: "n1", body: "x")
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: f.dir + "/keys/subject-keys.sqlite" + suffix) }
-        #expect { _ = try Store(path: f.store.path, migrations: [SubjectKeys.Migrations(), NotesTable()],
-                                configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite")) } throws: { error in
+        #expect {
+            _ = try Store(
+                path: f.store.path, migrations: [SubjectKeys.Migrations(), NotesTable()],
+                configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite"))
+        } throws: { error in
             (error as? StorageError)?.message.contains("restore the key store") == true
         }
     }
@@ -278,8 +286,10 @@ struct Fixture {
     @Test func storeRunsInWALWithSecureDeleteAndForeignKeys() throws {
         let f = try Fixture()
         let (mode, secure, fk) = try f.store.pool.read { db in
-            (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA secure_delete"),
-             try Int.fetchOne(db, sql: "PRAGMA foreign_keys"))
+            (
+                try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA secure_delete"),
+                try Int.fetchOne(db, sql: "PRAGMA foreign_keys")
+            )
         }
         #expect(mode == "wal")
         #expect(secure == 1)
