@@ -109,7 +109,7 @@ public struct ServingModel: Sendable {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
         // The hybrid's item-kNN is the same model as the explanations' neighbours: one fit, one co-occurrence matrix.
-        let neighbours = Self.sharedNeighbours(ranker) ?? ItemKNN(similarity: .cosine, neighbours: 50).fit(split.trainMatrix)
+        let neighbours = Self.sharedNeighbours(ranker) ?? ItemKNN(similarity: .cosine, neighbours: 50, threads: threads).fit(split.trainMatrix)
         let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
         let sessionModel = SessionKNN(sessions: sessions.map(\.items), owners: sessions.map(\.user), items: split.items.count)
         let sessionWeight = chosen?.sessionWeight ?? Self.chooseSessionWeight(split, sessions: sessions)

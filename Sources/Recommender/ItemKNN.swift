@@ -14,8 +14,11 @@ public struct ItemKNN: Sendable {
     public var neighbours: Int
     public var k1: Float
     public var b: Float
+    /// Threads for the co-occurrences and the ranking of neighbours.
+    public var threads: Int
 
-    public init(similarity: Similarity = .cosine, neighbours: Int = 50, k1: Float = 1.2, b: Float = 0.75) {
+    public init(similarity: Similarity = .cosine, neighbours: Int = 50, k1: Float = 1.2, b: Float = 0.75, threads: Int = 1) {
+        self.threads = max(threads, 1)
         self.similarity = similarity
         self.neighbours = neighbours
         self.k1 = k1
@@ -26,15 +29,15 @@ public struct ItemKNN: Sendable {
         switch similarity {
         case .cosine:
             // Raw co-occurrences, kept: cosine is C_ij / √(C_ii·C_jj), so removing a user is a subtraction.
-            let cooccurrence = Cooccurrence(userItems)
-            let rows = (0..<cooccurrence.items).map { cooccurrence.neighbours(of: $0, keep: neighbours, cosine: true) }
+            let cooccurrence = Cooccurrence(userItems, threads: threads)
+            let rows = cooccurrence.rankAll(keep: neighbours, cosine: true, threads: threads)
             return ItemKNNModel(
                 name: "item-knn", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
                 cooccurrence: cooccurrence)
         case .bm25:
             // BM25's weights depend on every user (document frequencies, average length): nothing to subtract.
-            let cooccurrence = Cooccurrence(weightedItemUsers(userItems).transposed())
-            let rows = (0..<cooccurrence.items).map { cooccurrence.neighbours(of: $0, keep: neighbours, cosine: false) }
+            let cooccurrence = Cooccurrence(weightedItemUsers(userItems).transposed(), threads: threads)
+            let rows = cooccurrence.rankAll(keep: neighbours, cosine: false, threads: threads)
             return ItemKNNModel(
                 name: "item-knn-bm25", similarities: Self.matrix(rows, items: cooccurrence.items), neighbours: neighbours,
                 cooccurrence: nil)
@@ -82,23 +85,28 @@ struct Cooccurrence: Sendable {
 
     /// Dense when items² doubles are affordable (the user-pair loop is the fastest there), else row by row through
     /// each item's users (memory O(non-zeros of C)).
-    init(_ userItems: SparseMatrix) {
+    init(_ userItems: SparseMatrix, threads: Int = 1) {
         let n = userItems.columns
         var offsets = [0], indices = [Int32](), values = [Double]()
         if n <= 4096 {
             var dense = [Double](repeating: 0, count: n * n)
-            dense.withUnsafeMutableBufferPointer { d in
-                userItems.indices.withUnsafeBufferPointer { columns in
-                    userItems.values.withUnsafeBufferPointer { weights in
-                        for u in 0..<userItems.rows {
-                            let lo = userItems.offsets[u], hi = userItems.offsets[u + 1]
-                            for p in lo..<hi {
-                                let row = d.baseAddress! + Int(columns[p]) * n, wi = Double(weights[p])
-                                for q in lo..<hi { row[Int(columns[q])] += wi * Double(weights[q]) }
+            dense.withShared { shared in
+                // Each thread owns a range of rows and takes from every user only the pairs that land in it.
+                parallelChunks(count: n, threads: threads) { mine in
+                    userItems.indices.withUnsafeBufferPointer { columns in
+                        userItems.values.withUnsafeBufferPointer { weights in
+                            for u in 0..<userItems.rows {
+                                let lo = userItems.offsets[u], hi = userItems.offsets[u + 1]
+                                for p in lo..<hi where mine.contains(Int(columns[p])) {
+                                    let row = shared.base + Int(columns[p]) * n, wi = Double(weights[p])
+                                    for q in lo..<hi { row[Int(columns[q])] += wi * Double(weights[q]) }
+                                }
                             }
                         }
                     }
                 }
+            }
+            dense.withUnsafeMutableBufferPointer { d in
                 var nonZero = 0
                 for x in d where x != 0 { nonZero += 1 }
                 indices.reserveCapacity(nonZero)
@@ -183,6 +191,18 @@ struct Cooccurrence: Sendable {
             if indices[mid] < j { lo = mid + 1 } else { hi = mid }
         }
         return lo < offsets[i + 1] && indices[lo] == j ? lo : nil
+    }
+
+    /// Every item's neighbours, rows ranked in parallel.
+    func rankAll(keep: Int, cosine: Bool, threads: Int) -> [(indices: [Int32], values: [Float])] {
+        var rows = [(indices: [Int32], values: [Float])](repeating: ([], []), count: items)
+        let this = self
+        rows.withShared { out in
+            parallelChunks(count: this.items, threads: threads) { range in
+                for i in range { (out.base + i).pointee = this.neighbours(of: i, keep: keep, cosine: cosine) }
+            }
+        }
+        return rows
     }
 
     /// Item `i`'s `keep` most similar items (itself included), by ascending column for cache-friendly scoring.

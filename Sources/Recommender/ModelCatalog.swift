@@ -38,9 +38,9 @@ public enum ModelCatalog {
             cfg.seed = options.seed
             return BPR(cfg).fit(matrix)
         case "item-knn":
-            return ItemKNN(similarity: .cosine).fit(matrix)
+            return ItemKNN(similarity: .cosine, threads: options.threads).fit(matrix)
         case "item-knn-bm25":
-            return ItemKNN(similarity: .bm25).fit(matrix)
+            return ItemKNN(similarity: .bm25, threads: options.threads).fit(matrix)
         case "ease":
             return EASE(regularization: options.easeRegularization, threads: options.threads).fit(matrix)
         case "content":
