@@ -276,34 +276,43 @@ public struct FeatureStore: Sendable {
         for (key, n) in counts { try statement.execute(arguments: [key.item, key.day, n]) }
     }
 
-    /// Takes what these subjects' stored events added to the anonymous counts (one per item event, as ingestion
-    /// counted it) back out, while their key still opens them: call before their key is shredded. Each row is marked
-    /// as taken out in the same transaction, so a repeated or concurrent withdrawal, or a retry after a failure
-    /// later in the erasure, never takes it out twice. Rows stored after this (the subject was still consenting)
-    /// stay counted, like events that arrive after the withdrawal. Counts that reach zero are deleted.
-    /// - Returns: the number of events taken out.
-    @discardableResult
-    public func uncountAnonymous(of tokens: [SubjectToken], in db: Database) throws -> Int {
-        var counts: [AnonymousCount: Int] = [:]
-        let mark = try db.cachedStatement(sql: "UPDATE interactions SET uncounted = 1 WHERE token = ? AND id = ?")
+    /// One stored event of a subject as ingestion counted it anonymously: its row, item and day.
+    public struct CountedEvent: Sendable {
+        let token: String
+        let id: String
+        let count: AnonymousCount
+    }
+
+    /// What these subjects' stored events added to the anonymous counts (one per item event) and not yet taken back
+    /// out, read while their key still opens them: call before their key is shredded, in a read. A row that cannot
+    /// be opened (shredded, or unreadable) is skipped: it cannot hold up a withdrawal.
+    public func countedEvents(of tokens: [SubjectToken], in db: Database) throws -> [CountedEvent] {
+        var out: [CountedEvent] = []
         for token in tokens {
             let rows = try Row.fetchAll(
-                db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ? AND uncounted = 0"),
-                arguments: [token.rawValue])
+                db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ? AND uncounted = 0"), arguments: [token.rawValue])
             for row in rows {
                 let id: String = row["id"]
-                let plain: [UInt8]
-                do {
-                    plain = try keys.open(row["body"], token: Self.keyOwner(token), table: "interactions", rowID: id, in: db)
-                } catch let error as StorageError where error.code == .shredded {
-                    continue
-                }
-                guard let x = StoredInteraction(encoded: plain) else {
-                    throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
-                }
-                try mark.execute(arguments: [token.rawValue, id])
-                if !x.item.isEmpty { counts[AnonymousCount(item: x.item, day: x.time / 86_400), default: 0] += 1 }
+                guard let plain = try? keys.open(row["body"], token: Self.keyOwner(token), table: "interactions", rowID: id, in: db),
+                    let x = StoredInteraction(encoded: plain), !x.item.isEmpty
+                else { continue }
+                out.append(CountedEvent(token: token.rawValue, id: id, count: AnonymousCount(item: x.item, day: x.time / 86_400)))
             }
+        }
+        return out
+    }
+
+    /// Takes `events` back out of the anonymous counts. Each row is marked as taken out in the same transaction and
+    /// only a row this call marks is subtracted, so a repeated or concurrent withdrawal, an erasure after it, or a
+    /// retry never takes one out twice. Counts that reach zero are deleted.
+    /// - Returns: the number of events taken out.
+    @discardableResult
+    public func uncount(_ events: [CountedEvent], in db: Database) throws -> Int {
+        var counts: [AnonymousCount: Int] = [:]
+        let mark = try db.cachedStatement(sql: "UPDATE interactions SET uncounted = 1 WHERE token = ? AND id = ? AND uncounted = 0")
+        for event in events {
+            try mark.execute(arguments: [event.token, event.id])
+            if db.changesCount == 1 { counts[event.count, default: 0] += 1 }
         }
         let subtract = try db.cachedStatement(sql: "UPDATE item_daily_counts SET count = MAX(count - ?, 0) WHERE item = ? AND day = ?")
         let prune = try db.cachedStatement(sql: "DELETE FROM item_daily_counts WHERE item = ? AND day = ? AND count = 0")

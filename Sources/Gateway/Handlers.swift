@@ -101,12 +101,13 @@ enum Handlers {
                 try p["limit"].map {
                     guard let v = Int(String($0)), (1...1000).contains(v) else { throw GatewayError.badRequest("limit must be 1 to 1000") }; return v
                 } ?? 100
-            let entries = try service.auditIndex.query(q)
+            let query = q
+            let entries = try await offThePool { try service.auditIndex.query(query) }
             struct Page: Encodable { var entries: [AuditEntry]; var next_cursor: Int64? }
             return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
         },
         .route(.get, "/v1/audit/verify", .auditRead) { service, _, _, _ in
-            try json(AuditReader(store: service.audit.store).verify(publicKey: service.ring.auditSigner.publicKey))
+            try json(await offThePool { try AuditReader(store: service.audit.store).verify(publicKey: service.ring.auditSigner.publicKey) })
         },
         .route(.post, "/v1/audit/verify", .auditRead) { service, request, context, _ in
             // Heads the caller kept from before (its own export, a witness's): the log must still match them.
@@ -120,8 +121,8 @@ enum Handlers {
             }
             let reader = AuditReader(store: service.audit.store)
             do {
-                return try json(
-                    try reader.verify(publicKey: service.ring.auditSigner.publicKey, trustedHeads: body.trusted_heads, trustedVerifier: verifier))
+                let heads = body.trusted_heads, key = service.ring.auditSigner.publicKey
+                return try json(await offThePool { try reader.verify(publicKey: key, trustedHeads: heads, trustedVerifier: verifier) })
             } catch let error as AuditError where error.invalidInput {
                 throw GatewayError(.unprocessableContent, "untrusted_head", error.message)
             }
@@ -143,7 +144,7 @@ enum Handlers {
                 guard let to = Int64(String(value)) else { throw GatewayError.badRequest("to must be a tree size (a positive integer)") }
                 return to
             }
-            return try json(AuditReader(store: service.audit.store).consistencyProof(from: from, to: to))
+            return try json(await offThePool { try AuditReader(store: service.audit.store).consistencyProof(from: from, to: to) })
         },
         .route(.get, "/v1/audit/entries/{seq}/proof", .auditRead) { service, request, context, _ in
             guard let seq = context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else {
@@ -165,11 +166,11 @@ enum Handlers {
                     throw error
                 }
             }
-            return try json(reader.inclusionProof(sequence: seq, treeSize: size))
+            return try json(await offThePool { try reader.inclusionProof(sequence: seq, treeSize: size) })
         },
         .route(.get, "/v1/audit/export", .auditExport) { service, request, _, _ in
             try await service.audit.checkpoint()
-            let lines = try AuditReader(store: service.audit.store).exportJSONLines()
+            let lines = try await offThePool { try AuditReader(store: service.audit.store).exportJSONLines() }
             if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request) }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
         },

@@ -107,7 +107,8 @@ struct PeriodicService: Service {
             }
             // On its own: a failed save must not hold back the canary decision, nor the reverse.
             do {
-                try service.promotions.save(to: service.store, at: service.now())
+                let (promotions, store, at) = (service.promotions, service.store, service.now())
+                try await offThePool { try promotions.save(to: store, at: at) }
             } catch {
                 logFailure("saving the promotion bandits", error, service.logger)
             }
@@ -136,7 +137,7 @@ struct PeriodicService: Service {
     static func auditIndex(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: true) {
             do {
-                try service.auditIndex.catchUp()
+                try await offThePool { try service.auditIndex.catchUp() }
             } catch {
                 logFailure("indexing the audit log", error, service.logger)
             }
@@ -175,7 +176,8 @@ struct AuditFlushService: Service {
             PeriodicService.logFailure("saving the experiment counters at shutdown", error, service.logger)
         }
         do {
-            try service.promotions.save(to: service.store, at: service.now())
+            let (promotions, store, at) = (service.promotions, service.store, service.now())
+            try await offThePool { try promotions.save(to: store, at: at) }
         } catch {
             PeriodicService.logFailure("saving the promotion bandits at shutdown", error, service.logger)
         }

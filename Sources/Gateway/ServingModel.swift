@@ -442,9 +442,20 @@ public final class ModelRegistry: Sendable {
         var forgotten: Set<String> = []
     }
 
-    /// `model` with the deleted subjects forgotten (inside the lock: nothing can be forgotten in between).
-    private static func forgettingDeleted(_ model: ServingModel, _ state: State) -> ServingModel {
-        state.forgotten.isEmpty ? model : model.forgetting(state.forgotten, detach: true) ?? model
+    /// Installs `model` with the deleted subjects forgotten: computed outside the lock (it copies the model's
+    /// training data), installed only if nobody was forgotten meanwhile (else computed again).
+    private func install(_ model: ServingModel, _ put: (inout State, ServingModel) -> Void) {
+        while true {
+            let forgotten = current.withLock { $0.forgotten }
+            let prepared = forgotten.isEmpty ? model : model.forgetting(forgotten, detach: true) ?? model
+            let done = current.withLock { state -> Bool in
+                guard state.forgotten == forgotten else { return false }
+                put(&state, prepared)
+                state.generation += 1
+                return true
+            }
+            if done { return }
+        }
     }
     private let current = Mutex(State())
     public init() {}
@@ -456,17 +467,13 @@ public final class ModelRegistry: Sendable {
     public var canary: ServingModel? { current.withLock { $0.canary } }
     /// Makes `model` the one every subject gets (and ends any canary).
     public func swap(_ model: ServingModel) {
-        current.withLock {
-            $0.stable = Self.forgettingDeleted(model, $0)
-            $0.canary = nil
-            $0.generation += 1
+        install(model) { state, prepared in
+            state.stable = prepared
+            state.canary = nil
         }
     }
     public func setCanary(_ model: ServingModel) {
-        current.withLock {
-            $0.canary = Self.forgettingDeleted(model, $0)
-            $0.generation += 1
-        }
+        install(model) { state, prepared in state.canary = prepared }
     }
 
     /// Drops what the served models (stable and canary) hold about these subjects alone, before a withdrawal or an

@@ -268,9 +268,12 @@ public final class VeilService: Sendable {
         // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.
         try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store.pool)
         let person = shredNeeded ? try await store.pool.read { try linker.person(of: token, in: $0) } : []
-        // Their events leave the anonymous counts too, while their key still opens them.
-        if shredNeeded { try await store.pool.write { try features.uncountAnonymous(of: person, in: $0) } }
-        if shredNeeded { try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store.pool) }
+        if shredNeeded {
+            try await uncountAnonymous(person)
+            try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store.pool)
+            // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
+            forgetInModels(person.isEmpty ? [token] : person, unlearn: true)
+        }
         let receipt = try await store.pool.write { db -> ConsentRecord in
             try identities.remember(subject: request.subject, token: token, in: db)
             var last: ConsentRecord?
@@ -285,8 +288,8 @@ public final class VeilService: Sendable {
         }
         cache.drop(token: token.rawValue)
         for member in person { cache.drop(token: member.rawValue) }
-        // Any withdrawal (GPC withdraws marketing): the bandits' exposures and the models' inferences about them go.
-        if change?.granted == false || gpc { forgetInModels(person.isEmpty ? [token] : person, unlearn: shredNeeded) }
+        // Any other withdrawal (GPC withdraws marketing): the bandits' exposures and the models' inferences about them go.
+        if !shredNeeded && (change?.granted == false || gpc) { forgetInModels([token], unlearn: false) }
         if shredNeeded { await scrubWAL(after: "consent withdrawal") }
         // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
         try await store.syncWAL()
@@ -675,9 +678,22 @@ public final class VeilService: Sendable {
     /// ``unlearnWithin``.
     func forgetInModels(_ tokens: [SubjectToken], unlearn: Bool) {
         guard !tokens.isEmpty else { return }
-        if unlearn { unlearning.enqueue(tokens.map(\.rawValue), at: now()) }
+        // Forgotten (every model installed from now on forgets them too) before queued, so that an unlearning
+        // settling the queue meanwhile cannot leave them remembered as forgotten for good.
         models.forget(Set(tokens.map(\.rawValue)), detach: unlearn)
+        if unlearn { unlearning.enqueue(tokens.map(\.rawValue), at: now()) }
         for token in tokens { promotions.forget(token: token.rawValue) }
+    }
+
+    /// Takes the subjects' stored events back out of the anonymous counts while their keys still open them (read,
+    /// then marked and subtracted in one write), durably before their keys are shredded: after the shred a retry
+    /// could no longer read which items to subtract.
+    func uncountAnonymous(_ tokens: [SubjectToken]) async throws {
+        guard !tokens.isEmpty else { return }
+        let events = try await store.pool.read { try features.countedEvents(of: tokens, in: $0) }
+        guard !events.isEmpty else { return }
+        try await store.pool.write { try features.uncount(events, in: $0) }
+        try await store.syncWAL()
     }
 
     /// Empties the WAL after shredding so no old page image stays in it; when a reader keeps it busy, says so in
@@ -714,8 +730,10 @@ public final class VeilService: Sendable {
             }
             return person
         }
-        try await store.pool.write { try features.uncountAnonymous(of: person, in: $0) }
+        try await uncountAnonymous(person)
         try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store.pool)
+        // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
+        forgetInModels(person, unlearn: true)
         let deleted = try await store.pool.write { db -> Int in
             var rows = 0
             for member in person {
@@ -726,11 +744,8 @@ public final class VeilService: Sendable {
             }
             return rows
         }
-        // Forgotten and queued as soon as the deletion committed: a failure making it durable must not leave the
-        // subject in the model (unlearning data that a crash then brings back costs nothing).
         for member in person { cache.drop(token: member.rawValue) }
         cache.drop(token: token.rawValue)
-        forgetInModels(person, unlearn: true)
         cache.forgetLinks()
         try await store.syncWAL()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.
@@ -938,8 +953,9 @@ extension VeilService {
         let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
         // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
         let lapsed = try await store.pool.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
-        try await store.pool.write { try features.uncountAnonymous(of: lapsed, in: $0) }
+        try await uncountAnonymous(lapsed)
         try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store.pool)
+        forgetInModels(lapsed, unlearn: true)
         let report = try await store.pool.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
             let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
@@ -947,7 +963,6 @@ extension VeilService {
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
         for token in lapsed { cache.drop(token: token.rawValue) }
-        forgetInModels(lapsed, unlearn: true)
         await scrubWAL(after: "retention")
         return report
     }
@@ -963,7 +978,8 @@ extension VeilService {
         keys.replaceRing(try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase))
         var total = 0
         while true {
-            let n = try keys.rewrapBatch(in: store.pool, batchSize: 200)
+            let keys = self.keys, pool = store.pool
+            let n = try await offThePool { try keys.rewrapBatch(in: pool, batchSize: 200) }
             if n == 0 { break }
             total += n
             await Task.yield()

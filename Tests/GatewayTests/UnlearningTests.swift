@@ -280,6 +280,29 @@ import Testing
         }
     }
 
+    /// A stored event that cannot be opened (a damaged row) holds up neither the withdrawal nor the subtraction of
+    /// the subject's other events.
+    @Test func anUnreadableRowDoesNotHoldUpAWithdrawal() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 10)
+            let token = f.token("shopper-5@example.com").rawValue
+            let stored = try f.snapshot()
+            try await f.service.store.pool.write { db in
+                try db.execute(
+                    sql: "UPDATE interactions SET body = x'00' WHERE token = ?1 AND id = (SELECT id FROM interactions WHERE token = ?1 LIMIT 1)",
+                    arguments: [token])
+            }
+            try await withdraw(client, f, "shopper-5@example.com")
+            let after = try f.snapshot()
+            let u = try #require(stored.tokens.firstIndex { $0.rawValue == token })
+            let events = stored.interactions.filter { Int($0.user) == u }.count
+            let total = { (s: TrainingSnapshot) in s.anonymousCounts.reduce(0, +) }
+            #expect(total(stored) - total(after) == Float(events - 1))
+            #expect(f.service.unlearning.isPending(token))
+        }
+    }
+
     /// An erasure is unlearned the same way; a withdrawal of marketing alone deletes no training data and queues nothing.
     @Test func erasureQueuesTheSubjectAndAMarketingWithdrawalDoesNot() async throws {
         let f = try GatewayFixture()
