@@ -26,6 +26,9 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var retrainInterval: Double?
     /// Seconds within which a model trained without a withdrawn or erased subject is served (default 60).
     public var unlearnWithin: Double?
+    /// Seconds within which the hyperparameters of a model unlearned in place are searched again on data without
+    /// the unlearned subjects (a full retrain; default 3600).
+    public var rechooseWithin: Double?
     public var retentionInterval: Double?
     public var logLevel: String?
     public var headerTimeout: Double?
@@ -81,7 +84,8 @@ public struct VeilConfiguration: Sendable, Equatable {
             let s = try r.mapping(
                 node, "server",
                 keys: [
-                    "host", "port", "tls_cert", "tls_key", "retrain_interval_s", "unlearn_within_s", "retention_interval_s", "log_level",
+                    "host", "port", "tls_cert", "tls_key", "retrain_interval_s", "unlearn_within_s", "rechoose_within_s", "retention_interval_s",
+                    "log_level",
                     "header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections",
                 ])
             config.host = try s["host"].map { try r.string($0, "server.host") }
@@ -90,6 +94,7 @@ public struct VeilConfiguration: Sendable, Equatable {
             config.tlsKey = try s["tls_key"].map { try r.string($0, "server.tls_key") }
             config.retrainInterval = try s["retrain_interval_s"].map { try r.double($0, "server.retrain_interval_s", 0...) }
             config.unlearnWithin = try s["unlearn_within_s"].map { try r.double($0, "server.unlearn_within_s", 4...86_400) }
+            config.rechooseWithin = try s["rechoose_within_s"].map { try r.double($0, "server.rechoose_within_s", 60...604_800) }
             config.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
             config.logLevel = try s["log_level"].map {
                 try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"])

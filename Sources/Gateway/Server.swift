@@ -125,7 +125,12 @@ struct PeriodicService: Service {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
                 if try await service.unlearnIfDue() {
-                    service.logger.info("retrained to unlearn", metadata: ["model_version": "\(service.models.versions.stable ?? "none")"])
+                    service.logger.info("unlearned", metadata: ["model_version": "\(service.models.versions.stable ?? "none")"])
+                }
+                if try await service.rechooseIfDue() {
+                    service.logger.info(
+                        "retrained to choose hyperparameters without unlearned subjects",
+                        metadata: ["model_version": "\(service.models.versions.stable ?? "none")"])
                 }
             } catch {
                 logFailure("unlearning retrain", error, service.logger)

@@ -42,6 +42,12 @@ public final class VeilService: Sendable {
     let lastUnlearning = Mutex<Date?>(nil)
     /// How soon after a withdrawal or an erasure a model trained without the subject must be served.
     public let unlearnWithin: TimeInterval
+    /// How soon after a model was unlearned in place its hyperparameters, chosen with the subjects still in the data,
+    /// are chosen again by a full retrain.
+    public let rechooseWithin: TimeInterval
+    /// Since when the served model's hyperparameters were chosen on data holding subjects unlearned since; nil when
+    /// the last full retrain came after every unlearning.
+    let hyperparametersStaleSince = Mutex<Date?>(nil)
     public let cache: RecommendationCache
     public let parser = EventParser()
     public let metrics = GatewayMetrics()
@@ -88,7 +94,8 @@ public final class VeilService: Sendable {
         trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
         ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
         experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
-        unlearnWithin: TimeInterval = 60, auditFullSync: Bool = true, checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge,
+        unlearnWithin: TimeInterval = 60, rechooseWithin: TimeInterval = 3600, auditFullSync: Bool = true,
+        checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge,
         refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
         now: @escaping @Sendable () -> Date = Date.init
     ) throws {
@@ -117,6 +124,7 @@ public final class VeilService: Sendable {
         self.now = now
         self.trainingThreads = trainingThreads
         self.unlearnWithin = unlearnWithin
+        self.rechooseWithin = rechooseWithin
         self.passphrase = passphrase
         var serving = serving
         serving.segmentsForCampaigns = campaigns.contains { !$0.segments.isEmpty }
@@ -560,7 +568,9 @@ public final class VeilService: Sendable {
         stamp(&model)
         models.swap(model)
         cache.clear()
-        let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
+        let at = now()
+        hyperparametersStaleSince.withLock { $0 = $0 ?? at }
+        let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: at)
         if !stillPending.isEmpty { models.forget(stillPending) }
         models.settled(unlearned.map(\.token))
         return Retrained(model: model, replaced: stable.version, unlearned: unlearned, method: .unlearned)
@@ -576,6 +586,7 @@ public final class VeilService: Sendable {
 
     private func retrainLocked() throws -> Retrained {
         let generation = unlearning.generation  // before the snapshot: see UnlearningQueue
+        let started = now()
         let (snapshot, catalog) = try readTrainingData()
         hooks.trainingSnapshotRead()
         var model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
@@ -599,6 +610,8 @@ public final class VeilService: Sendable {
         let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
         if !stillPending.isEmpty { models.forget(stillPending) }
         models.settled(unlearned.map(\.token))
+        // Its hyperparameters were searched on data read after every unlearning that came before it started.
+        hyperparametersStaleSince.withLock { since in if let s = since, s <= started { since = nil } }
         return Retrained(model: model, replaced: replaced, unlearned: unlearned, method: .retrained)
     }
 
@@ -669,6 +682,15 @@ public final class VeilService: Sendable {
             })
         else { return false }
         return try await retrainOffThePool { try self.unlearnLocked() } != nil
+    }
+
+    /// Retrains in full (hyperparameters searched again) once a model unlearned in place has served with
+    /// hyperparameters chosen on data that held the unlearned subjects for ``rechooseWithin``. Returns whether it did.
+    @discardableResult
+    public func rechooseIfDue() async throws -> Bool {
+        guard let since = hyperparametersStaleSince.withLock({ $0 }), now().timeIntervalSince(since) >= rechooseWithin else { return false }
+        try await trainOffThePool()
+        return true
     }
 
     /// What the served models and the bandits hold about these subjects alone goes before a withdrawal or an

@@ -116,7 +116,7 @@ func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logge
             checkpointInterval: Int64(config.auditHeadEveryEntries),
             rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
             experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,
-            unlearnWithin: config.unlearnWithin ?? 60, auditFullSync: config.auditSync == "full",
+            unlearnWithin: config.unlearnWithin ?? 60, rechooseWithin: config.rechooseWithin ?? 3600, auditFullSync: config.auditSync == "full",
             checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), logger: logger)
     } catch let error as any CustomStringConvertible & Error {
         throw CLIError(message: "\(error)")

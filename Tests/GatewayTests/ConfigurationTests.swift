@@ -55,7 +55,7 @@ import Testing
         }
         #expect(
             error("server:\n  prot: 80\n")
-                == "veil.yaml:2: unknown key 'prot' in server; known keys: host, port, tls_cert, tls_key, retrain_interval_s, unlearn_within_s, retention_interval_s, log_level, header_timeout_s, body_timeout_s, idle_timeout_s, max_connections"
+                == "veil.yaml:2: unknown key 'prot' in server; known keys: host, port, tls_cert, tls_key, retrain_interval_s, unlearn_within_s, rechoose_within_s, retention_interval_s, log_level, header_timeout_s, body_timeout_s, idle_timeout_s, max_connections"
         )
         #expect(error("server:\n  port: 70000\n").hasPrefix("veil.yaml:2: server.port must be a whole number from 0 to 65535"))
         #expect(error("recommendations:\n  exclude_interacted_kinds: [bought]\n").contains("an interaction kind is 'bought'; use one of"))

@@ -121,6 +121,17 @@ import Testing
             #expect(entries.count == 1 && entries.first?.record.resource == "model \(withS.version) -> \(served.version)", "\(entries)")
             // Unlearned in place (the hybrid's components downdated, ALS refitted), not retrained from the store.
             #expect(withS.ranker is HybridModel && entries.first?.record.reason.contains("unlearned") == true)
+            // Its hyperparameters were chosen with the subject in the data: a full retrain chooses them again within
+            // the configured time (an hour by default), and then the model is exactly a training without them.
+            #expect(try await f.service.rechooseIfDue() == false)
+            clock.advance(f.service.rechooseWithin)
+            #expect(try await f.service.rechooseIfDue())
+            #expect(try await f.service.rechooseIfDue() == false, "once")
+            let rechosen = try #require(f.service.models.model)
+            let catalog = try await f.service.store.pool.read { try f.service.features.catalog(in: $0) }
+            let searched = ServingModel.train(snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(rechosen.trainedAt))
+            #expect(rechosen.hyperparameters == searched.hyperparameters)
+            #expect(same(fingerprint(rechosen, time: time), fingerprint(searched, time: time)))
         }
     }
 
