@@ -33,7 +33,7 @@ public struct PrincipalStore: Sendable {
         public var revoked: Bool
     }
 
-    private let hashKey: SecretKey
+    private let fingerprinter: Fingerprinter
     public let store: Store
     /// Successful lookups, kept for at most `cacheSeconds`: a revocation by another process (the CLI) reaches a
     /// running server within that time; one made through this store applies at once.
@@ -43,10 +43,10 @@ public struct PrincipalStore: Sendable {
     /// - Parameter ring: the API-key hashing key is derived from its pseudonymization key.
     public init(store: Store, ring: KeyRing) {
         self.store = store
-        hashKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "apikeys_", id: 1)
+        fingerprinter = ring.fingerprinter(for: .apiKeys)
     }
 
-    func hash(_ key: String) -> [UInt8] { Hash.keyed(Array(key.utf8), key: hashKey) }
+    func hash(_ key: String) -> [UInt8] { fingerprinter.digest(Array(key.utf8)) }
 
     /// Creates a principal and returns its new API key (256 random bits, `vk_` + 64 hex digits).
     public func add(name: String, role: String, namespace: String = "default", knownRoles: Set<String>) throws -> String {

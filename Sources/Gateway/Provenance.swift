@@ -15,10 +15,10 @@ public struct ModelProvenance: Sendable {
         let high: UInt64, low: UInt64
     }
 
-    init(tokens: [SubjectToken], key: SecretKey) {
+    init(tokens: [SubjectToken], fingerprinter: Fingerprinter) {
         var members = Set<Member>()
         members.reserveCapacity(tokens.count)
-        for token in tokens { members.insert(Self.member(token.rawValue, key: key)) }
+        for token in tokens { members.insert(Self.member(token.rawValue, fingerprinter)) }
         var all: [UInt8] = []
         all.reserveCapacity(members.count * 16)
         for m in members.sorted(by: { ($0.high, $0.low) < ($1.high, $1.low) }) {
@@ -26,15 +26,15 @@ public struct ModelProvenance: Sendable {
             withUnsafeBytes(of: m.low.bigEndian) { all += $0 }
         }
         subjects = members.count
-        digest = Hash.keyed(all, key: key).hexString
+        digest = fingerprinter.digest(all).hexString
         self.members = members
     }
 
     /// Whether `token` was among the model's training subjects.
-    func contains(_ token: String, key: SecretKey) -> Bool { members.contains(Self.member(token, key: key)) }
+    func contains(_ token: String, fingerprinter: Fingerprinter) -> Bool { members.contains(Self.member(token, fingerprinter)) }
 
-    private static func member(_ token: String, key: SecretKey) -> Member {
-        let bytes = Hash.keyed(Array(token.utf8), key: key, length: 16)
+    private static func member(_ token: String, _ fingerprinter: Fingerprinter) -> Member {
+        let bytes = fingerprinter.digest(Array(token.utf8), length: 16)
         return bytes.withUnsafeBytes { raw in
             Member(
                 high: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),

@@ -157,7 +157,7 @@ extension VeilService {
         if address.contains(":"), inet_pton(AF_INET6, address, &v6) == 1 {
             client = withUnsafeBytes(of: &v6) { Array($0.prefix(8)) }.map { String(format: "%02x", $0) }.joined() + "::/64"
         }
-        return Hash.keyed(Array(client.utf8), key: clientKey, length: 16).hexString
+        return clientFingerprinter.digest(Array(client.utf8), length: 16).hexString
     }
 
     /// Writes one aggregate entry per client for every window that ended before `now` (or, at shutdown, all). The

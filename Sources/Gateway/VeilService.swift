@@ -56,10 +56,10 @@ public final class VeilService: Sendable {
     let storage: StorageHealth
     /// Refusals before authentication, per client fingerprint and window.
     let refusals: RefusalLog
-    /// Keys the fingerprints of client addresses (derived; the addresses are never stored).
-    let clientKey: SecretKey
-    /// Keys the provenance digests of models (never the tokens themselves).
-    let provenanceKey: SecretKey
+    /// Fingerprints client addresses (the addresses are never stored).
+    let clientFingerprinter: Fingerprinter
+    /// Fingerprints the subjects a model was trained on (never the tokens themselves).
+    let provenanceFingerprinter: Fingerprinter
     public let logger: Logger
     /// Points where a test can hold a request to force an interleaving (no-ops otherwise).
     public let hooks = TestHooks()
@@ -107,7 +107,7 @@ public final class VeilService: Sendable {
         tokenizer = Tokenizer(key: ring.pseudonymKey)
         ledger = ConsentLedger(policy: policy)
         identities = IdentityMap(keys: keys)
-        linker = IdentityLinker(key: KeyDerivation.derive(from: ring.pseudonymKey, context: "linking_", id: 1))
+        linker = IdentityLinker(fingerprinter: ring.fingerprinter(for: .identityLinking))
         features = FeatureStore(keys: keys)
         audit = try AuditLog(
             path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
@@ -118,8 +118,8 @@ public final class VeilService: Sendable {
         rateLimiter = RateLimiter(limits: rateLimits)
         refusals = RefusalLog(limits: refusalLimits)
         storage = StorageHealth(directories: [paths.dataDirectory, (paths.auditDatabase as NSString).deletingLastPathComponent, paths.keysDirectory])
-        clientKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "clients_", id: 1)
-        provenanceKey = KeyDerivation.derive(from: ring.pseudonymKey, context: "provenan", id: 1)
+        clientFingerprinter = ring.fingerprinter(for: .clientAddress)
+        provenanceFingerprinter = ring.fingerprinter(for: .modelProvenance)
         self.logger = logger
         self.now = now
         self.trainingThreads = trainingThreads
@@ -555,7 +555,7 @@ public final class VeilService: Sendable {
         retraining.lock()
         defer { retraining.unlock() }
         let served = [models.model, models.canary].compactMap { $0?.provenance }
-        models.settled(unlearning.settle { token in !served.contains { $0.contains(token, key: provenanceKey) } })
+        models.settled(unlearning.settle { token in !served.contains { $0.contains(token, fingerprinter: provenanceFingerprinter) } })
         guard unlearning.pendingCount > 0 else { return nil }
         return try unlearnIncrementallyLocked() ?? retrainLocked()
     }
@@ -579,7 +579,7 @@ public final class VeilService: Sendable {
     /// Records whom the model was trained on; the version names them too, so a model without one more subject is
     /// another version.
     private func stamp(_ model: inout ServingModel) {
-        let provenance = ModelProvenance(tokens: model.training?.snapshot.tokens ?? [], key: provenanceKey)
+        let provenance = ModelProvenance(tokens: model.training?.snapshot.tokens ?? [], fingerprinter: provenanceFingerprinter)
         model.provenance = provenance
         model.version += "-" + provenance.digest.prefix(8)
     }
@@ -660,7 +660,7 @@ public final class VeilService: Sendable {
             let canonical = try await store.pool.read { try linker.canonical(token, in: $0) }
             let tokens = Set([token.rawValue, canonical.rawValue])
             out["subject"] = [
-                "in_model": tokens.contains { provenance.contains($0, key: provenanceKey) },
+                "in_model": tokens.contains { provenance.contains($0, fingerprinter: provenanceFingerprinter) },
                 "awaiting_unlearning": tokens.contains { unlearning.isPending($0) },
             ]
         }

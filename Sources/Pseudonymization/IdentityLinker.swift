@@ -68,22 +68,23 @@ public struct IdentityLinker: Sendable {
         public var score: Double
     }
 
-    private let key: SecretKey
+    private let fingerprinter: Fingerprinter
     public let threshold: Double
 
     /// - Parameter key: the matching key (derived from the pseudonymization key; never stored in a database).
-    public init(key: SecretKey, threshold: Double = 0.55) {
-        self.key = key
+    public init(fingerprinter: Fingerprinter, threshold: Double = 0.55) {
+        precondition(fingerprinter.purpose == .identityLinking, "identity match keys need the identity-linking fingerprinter")
+        self.fingerprinter = fingerprinter
         self.threshold = threshold
     }
 
-    func h(_ s: String) -> String { Hash.keyed(Array(s.utf8), key: key, length: 16).hexString }
+    func h(_ s: String) -> String { fingerprinter.digest(Array(s.utf8), length: 16).hexString }
 
     /// A match key: the rule, the scope and the normalized value, length-prefixed so no two inputs collide.
     func matchKey(_ rule: String, scope: String, _ value: String) -> String {
         var input: [UInt8] = Array("veil.match.v2".utf8)
         for part in [rule, scope, value] { input.append(contentsOf: Array("\(part.utf8.count):".utf8) + Array(part.utf8)) }
-        return Hash.keyed(input, key: key, length: 16).hexString
+        return fingerprinter.digest(input, length: 16).hexString
     }
 
     static func normalizeEmail(_ e: String) -> String { e.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() }

@@ -7,7 +7,7 @@ import Vault
 
 struct LinkerFixture {
     let store: Store
-    let linker = IdentityLinker(key: SecretKey(randomCount: 32))
+    let linker = IdentityLinker(fingerprinter: .ephemeral(.identityLinking))
     let tokenizer = Tokenizer(key: SecretKey(randomCount: 32))
 
     init() throws {

@@ -9,6 +9,26 @@ func temporaryDirectory(_ name: String = #function) -> String {
 }
 
 @Suite struct KeyRingTests {
+    /// Each purpose fingerprints with a key of its own, the same across loads of the ring, and with the very key the
+    /// fixed contexts gave before the Vault handed out fingerprinters (stored API keys and match keys still match).
+    @Test func fingerprintersArePerPurposeStableAndCompatible() throws {
+        let dir = temporaryDirectory()
+        let ring = try KeyRing.initialize(directory: dir)
+        let again = try KeyRing.load(directory: dir)
+        let input = Array("vk_example".utf8)
+        let digests = FingerprintPurpose.allCases.map { ring.fingerprinter(for: $0).digest(input) }
+        #expect(Set(digests).count == FingerprintPurpose.allCases.count)
+        #expect(FingerprintPurpose.allCases.map { again.fingerprinter(for: $0).digest(input) } == digests)
+        for (purpose, context) in [
+            (FingerprintPurpose.apiKeys, "apikeys_"), (.identityLinking, "linking_"), (.clientAddress, "clients_"),
+            (.modelProvenance, "provenan"),
+        ] {
+            let legacy = Hash.keyed(input, key: KeyDerivation.derive(from: ring.pseudonymKey, context: context, id: 1))
+            #expect(ring.fingerprinter(for: purpose).digest(input) == legacy, "\(purpose)")
+        }
+        #expect(!digests.contains(Hash.keyed(input, key: ring.pseudonymKey)), "no purpose uses the pseudonym key itself")
+    }
+
     @Test func initCreatesOwnerOnlyKeyFilesAndAPublicAuditKey() throws {
         let dir = temporaryDirectory()
         let ring = try KeyRing.initialize(directory: dir)

@@ -1,0 +1,48 @@
+/// What a keyed fingerprint is for. Each purpose has a key of its own, derived inside the Vault from the pseudonym
+/// key with a fixed 8-byte context: no caller picks a context or holds the key, and two purposes never share one.
+public enum FingerprintPurpose: CaseIterable, Sendable {
+    /// API keys, stored only as fingerprints.
+    case apiKeys
+    /// Match keys of identity linking (normalized e-mail, postcode and name grams).
+    case identityLinking
+    /// Client addresses in the records of refused requests.
+    case clientAddress
+    /// The subjects a model was trained on (provenance).
+    case modelProvenance
+
+    /// The derivation context. Fixed for good: stored fingerprints (API keys, match keys) depend on it.
+    var context: String {
+        switch self {
+        case .apiKeys: return "apikeys_"
+        case .identityLinking: return "linking_"
+        case .clientAddress: return "clients_"
+        case .modelProvenance: return "provenan"
+        }
+    }
+}
+
+/// A keyed hash (BLAKE2b) bound to one purpose: the tool the Vault hands out instead of the key.
+public struct Fingerprinter: Sendable {
+    public let purpose: FingerprintPurpose
+    private let key: SecretKey
+
+    init(purpose: FingerprintPurpose, key: SecretKey) {
+        self.purpose = purpose
+        self.key = key
+    }
+
+    /// The fingerprint of `bytes`, `length` bytes long (16 to 64).
+    public func digest(_ bytes: [UInt8], length: Int = 32) -> [UInt8] { Hash.keyed(bytes, key: key, length: length) }
+
+    /// A fingerprinter with a random key of its own, for tests and tools that need one not tied to a key ring.
+    public static func ephemeral(_ purpose: FingerprintPurpose) -> Fingerprinter {
+        Fingerprinter(purpose: purpose, key: SecretKey(randomCount: 32))
+    }
+}
+
+extension KeyRing {
+    /// The fingerprinter for `purpose`, its key derived from the pseudonym key.
+    public func fingerprinter(for purpose: FingerprintPurpose) -> Fingerprinter {
+        Fingerprinter(purpose: purpose, key: KeyDerivation.derive(from: pseudonymKey, context: purpose.context, id: 1))
+    }
+}
