@@ -284,11 +284,14 @@ public struct FeatureStore: Sendable {
     }
 
     /// What these subjects' stored events added to the anonymous counts (one per item event) and not yet taken back
-    /// out, read while their key still opens them: call before their key is shredded, in a read. A row that cannot
-    /// be opened (shredded, or unreadable) is skipped: it cannot hold up a withdrawal.
+    /// out, read while their key still opens them: call before their key is shredded, in a read. A single row that
+    /// cannot be opened or decoded is skipped (it cannot hold up a withdrawal); a key that cannot be read throws.
     public func countedEvents(of tokens: [SubjectToken], in db: Database) throws -> [CountedEvent] {
         var out: [CountedEvent] = []
         for token in tokens {
+            // The key's own failures (it cannot be unwrapped, the key store cannot be read) are not skipped: they
+            // would leave the events counted after the shred. Nil: shredded already.
+            guard try keys.dataKey(for: Self.keyOwner(token), in: db, create: false) != nil else { continue }
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ? AND uncounted = 0"), arguments: [token.rawValue])
             for row in rows {

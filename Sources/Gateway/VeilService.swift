@@ -48,6 +48,8 @@ public final class VeilService: Sendable {
     /// Since when the served model's hyperparameters were chosen on data holding subjects unlearned since; nil when
     /// the last full retrain came after every unlearning.
     let hyperparametersStaleSince = Mutex<Date?>(nil)
+    /// When a re-choosing retrain was last attempted.
+    let lastRechoose = Mutex<Date?>(nil)
     public let cache: RecommendationCache
     public let parser = EventParser()
     public let metrics = GatewayMetrics()
@@ -294,6 +296,9 @@ public final class VeilService: Sendable {
             for member in person { try features.deleteRows(member, in: db) }
             return last!
         }
+        // Queued again now that the withdrawal and the deletion committed: a retrain that read its snapshot between the
+        // shred and this commit (an event stored meanwhile under a new key) cannot settle them.
+        if shredNeeded { forgetInModels(person.isEmpty ? [token] : person, unlearn: true) }
         cache.drop(token: token.rawValue)
         for member in person { cache.drop(token: member.rawValue) }
         // Any other withdrawal (GPC withdraws marketing): the bandits' exposures and the models' inferences about them go.
@@ -542,10 +547,10 @@ public final class VeilService: Sendable {
     /// Retrains, swaps the model in, and settles the unlearning queue: subjects deleted before the snapshot are
     /// unlearned; any deleted while it trained stay queued (the model may hold them) and lose at once what the model
     /// holds about them alone.
-    func retrain() throws -> Retrained {
+    func retrain(canaryAllowed: Bool = true) throws -> Retrained {
         retraining.lock()
         defer { retraining.unlock() }
-        return try retrainLocked()
+        return try retrainLocked(canaryAllowed: canaryAllowed)
     }
 
     /// Subjects queued but in no served model (never trained on, or unlearned by a model trained since) need no
@@ -584,7 +589,7 @@ public final class VeilService: Sendable {
         model.version += "-" + provenance.digest.prefix(8)
     }
 
-    private func retrainLocked() throws -> Retrained {
+    private func retrainLocked(canaryAllowed: Bool = true) throws -> Retrained {
         let generation = unlearning.generation  // before the snapshot: see UnlearningQueue
         let started = now()
         let (snapshot, catalog) = try readTrainingData()
@@ -593,7 +598,7 @@ public final class VeilService: Sendable {
         stamp(&model)
         let replaced = models.versions.stable
         // While subjects await unlearning the new model goes to everyone: a canary would leave them in the stable one.
-        if canary.share > 0, unlearning.pendingCount == 0, let stable = models.model, stable.users > 0 {
+        if canaryAllowed, canary.share > 0, unlearning.pendingCount == 0, let stable = models.model, stable.users > 0 {
             // The new model serves a share of subjects first; `evaluateCanary` promotes or rolls it back.
             models.setCanary(model)
             experiments.setCanary(
@@ -605,13 +610,13 @@ public final class VeilService: Sendable {
             logger.notice("new model in canary", metadata: ["model_version": "\(model.version)", "share": "\(canary.share)"])
         } else {
             models.swap(model)
+            // Everyone is served hyperparameters searched on data read after every unlearning before it started.
+            hyperparametersStaleSince.withLock { since in if let s = since, s <= started { since = nil } }
         }
         cache.clear()
         let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
         if !stillPending.isEmpty { models.forget(stillPending) }
         models.settled(unlearned.map(\.token))
-        // Its hyperparameters were searched on data read after every unlearning that came before it started.
-        hyperparametersStaleSince.withLock { since in if let s = since, s <= started { since = nil } }
         return Retrained(model: model, replaced: replaced, unlearned: unlearned, method: .retrained)
     }
 
@@ -688,8 +693,18 @@ public final class VeilService: Sendable {
     /// hyperparameters chosen on data that held the unlearned subjects for ``rechooseWithin``. Returns whether it did.
     @discardableResult
     public func rechooseIfDue() async throws -> Bool {
-        guard let since = hyperparametersStaleSince.withLock({ $0 }), now().timeIntervalSince(since) >= rechooseWithin else { return false }
-        try await trainOffThePool()
+        let at = now()
+        guard let since = hyperparametersStaleSince.withLock({ $0 }), at.timeIntervalSince(since) >= rechooseWithin else { return false }
+        // A failed attempt (a damaged store, say) is retried a minute later, not every second.
+        guard
+            lastRechoose.withLock({ last in
+                if let last, at.timeIntervalSince(last) < 60 { return false }
+                last = at
+                return true
+            })
+        else { return false }
+        // Straight to everyone: a canary would leave the stale model serving most subjects, and a rollback for good.
+        _ = try await retrainOffThePool { try self.retrain(canaryAllowed: false) }
         return true
     }
 
@@ -996,8 +1011,13 @@ extension VeilService {
     /// Adds a master key version, swaps the reloaded ring in while requests keep running, then re-wraps every
     /// stored data key under it in batches. The caller audits it (the HTTP route through its request entry).
     public func rotateAndRewrap() async throws -> (version: UInt32, rewrapped: Int) {
-        let version = try KeyRing.rotate(directory: paths.keysDirectory, passphrase: passphrase)
-        keys.replaceRing(try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase))
+        // Argon2id for a passphrase, once per master version: off the cooperative pool.
+        let (directory, passphrase) = (paths.keysDirectory, self.passphrase)
+        let (version, ring) = try await offThePool {
+            let version = try KeyRing.rotate(directory: directory, passphrase: passphrase)
+            return (version, try KeyRing.load(directory: directory, passphrase: passphrase))
+        }
+        keys.replaceRing(ring)
         var total = 0
         while true {
             let keys = self.keys, pool = store.pool

@@ -291,6 +291,27 @@ import Testing
         }
     }
 
+    /// With canaries on, the retrain that re-chooses the hyperparameters serves everyone at once: as a canary it would
+    /// leave the model chosen with the unlearned subject serving most subjects (and for good after a rollback).
+    @Test func theRechoosingRetrainIsNoCanary() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
+        var canary = CanarySettings()
+        canary.share = 0.2
+        let f = try GatewayFixture(canary: canary, now: clock.now)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 30)
+            try await withdraw(client, f, "shopper-8@example.com")
+            clock.advance(16)
+            #expect(try await f.service.unlearnIfDue())
+            let unlearned = try #require(f.service.models.model)
+            clock.advance(f.service.rechooseWithin)
+            #expect(try await f.service.rechooseIfDue())
+            let served = try #require(f.service.models.model)
+            #expect(served.version != unlearned.version && f.service.models.canary == nil)
+            #expect(try await f.service.rechooseIfDue() == false)
+        }
+    }
+
     /// A stored event that cannot be opened (a damaged row) holds up neither the withdrawal nor the subtraction of
     /// the subject's other events.
     @Test func anUnreadableRowDoesNotHoldUpAWithdrawal() async throws {
