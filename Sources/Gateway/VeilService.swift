@@ -729,7 +729,7 @@ public final class VeilService: Sendable {
         guard !tokens.isEmpty else { return }
         let events = try await store.pool.read { try features.countedEvents(of: tokens, in: $0) }
         guard !events.isEmpty else { return }
-        try await store.pool.write { try features.uncount(events, in: $0) }
+        _ = try await store.pool.write { try features.uncount(events, in: $0) }
         try await store.syncWAL()
     }
 
