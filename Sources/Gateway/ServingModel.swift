@@ -195,14 +195,11 @@ public struct ServingModel: Sendable {
         let ranker: any ScoringModel
         if let hybrid = self.ranker as? HybridModel {
             let modelOptions = Self.modelOptions(options, threads: training.threads)
-            ranker = HybridModel(
-                components: hybrid.components.map { component in
-                    if let model = component as? any Unlearnable, model.unlearnsExactly, let unlearned = model.unlearning(request) {
-                        return unlearned
-                    }
-                    return try! ModelCatalog.fit(component.name, on: request.after, options: modelOptions)
-                }, weights: hybrid.weights
-            ).precomputing(at: training.time)
+            guard
+                let unlearned = hybrid.unlearning(
+                    request, refitting: { try? ModelCatalog.fit($0.name, on: request.after, options: modelOptions) })
+            else { return nil }
+            ranker = unlearned.precomputing(at: training.time)
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }

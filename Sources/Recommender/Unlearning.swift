@@ -193,11 +193,22 @@ extension ZeroModel: Unlearnable {
 
 extension HybridModel: Unlearnable {
     /// Every component unlearned with the blend weights kept; nil when a component can only be refitted.
-    public func unlearning(_ request: UnlearningRequest) -> HybridModel? {
+    public func unlearning(_ request: UnlearningRequest) -> HybridModel? { unlearning(request, refitting: nil) }
+
+    /// Every component unlearned with the blend weights kept. With `refit`, a component that cannot be unlearned
+    /// exactly (or whose exact unlearning gives up) is refitted by it instead, on `request.after`; without, each is
+    /// unlearned as well as it can be, and one that cannot be unlearned at all makes the result nil.
+    public func unlearning(_ request: UnlearningRequest, refitting refit: ((any ScoringModel) -> (any ScoringModel)?)?) -> HybridModel? {
         var unlearned: [any ScoringModel] = []
         for component in components {
-            guard let model = (component as? any Unlearnable)?.unlearning(request) else { return nil }
-            unlearned.append(model)
+            let model = component as? any Unlearnable
+            if let exact = model, refit == nil || exact.unlearnsExactly, let done = exact.unlearning(request) {
+                unlearned.append(done)
+            } else if let refit, let refitted = refit(component) {
+                unlearned.append(refitted)
+            } else {
+                return nil
+            }
         }
         return HybridModel(components: unlearned, weights: weights)
     }
