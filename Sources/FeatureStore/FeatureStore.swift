@@ -1,13 +1,13 @@
 import Foundation
 import GRDB
+import Policy
 import Storage
 
 /// One minimized behavioural signal of a subject, as stored (sealed) in the feature store.
 public struct StoredInteraction: Sendable, Equatable, Codable {
     /// Catalog item id.
     public var item: String
-    /// Event kind (`page_view`, `purchase`, `search_click`, `rating`, `click`, `add_to_cart`, …).
-    public var kind: String
+    public var kind: InteractionKind
     public var weight: Float
     /// Seconds since the epoch, UTC.
     public var time: Int64
@@ -16,7 +16,7 @@ public struct StoredInteraction: Sendable, Equatable, Codable {
     public var terms: [Int32]
     public var termWidth: Int32
 
-    public init(item: String, kind: String, weight: Float, time: Int64, terms: [Int32] = [], termWidth: Int32 = 0) {
+    public init(item: String, kind: InteractionKind, weight: Float, time: Int64, terms: [Int32] = [], termWidth: Int32 = 0) {
         self.item = item
         self.kind = kind
         self.weight = weight
@@ -32,8 +32,8 @@ extension StoredInteraction {
     /// encryption itself on the ingest path.
     func encoded() -> [UInt8] {
         var out: [UInt8] = [terms.isEmpty ? 1 : 2]
-        out.reserveCapacity(item.utf8.count + kind.utf8.count + 23 + 4 * terms.count)
-        for s in [item, kind] {
+        out.reserveCapacity(item.utf8.count + kind.rawValue.utf8.count + 23 + 4 * terms.count)
+        for s in [item, kind.rawValue] {
             let n = UInt16(truncatingIfNeeded: s.utf8.count)
             out.append(UInt8(n >> 8)); out.append(UInt8(n & 0xff))
             out.append(contentsOf: s.utf8.prefix(Int(n)))
@@ -60,7 +60,8 @@ extension StoredInteraction {
             defer { i += n }
             return String(decoding: b[i..<(i + n)], as: UTF8.self)
         }
-        guard let item = string(), let kind = string(), version == 1 ? i + 12 == b.count : i + 18 <= b.count else { return nil }
+        guard let item = string(), let kind = string().flatMap(InteractionKind.init(rawValue:)), version == 1 ? i + 12 == b.count : i + 18 <= b.count
+        else { return nil }
         func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 << 8 | UInt32(b[at + $1]) } }
         var t: UInt64 = 0
         for k in 0..<8 { t = t << 8 | UInt64(b[i + 4 + k]) }
@@ -378,7 +379,7 @@ public struct FeatureStore: Sendable {
             let u = Int32(tokens.count)
             tokens.append(token)
             profiles.append(try profile(of: token, in: db) ?? [:])
-            purchases.append(rows.filter { $0.kind == "purchase" }.count)
+            purchases.append(rows.filter { $0.kind == .purchase }.count)
             // Search terms are no item: they feed content profiles at serving time only.
             for r in rows where !r.item.isEmpty { interactions.append((u, index(r.item), r.weight, r.time)) }
         }

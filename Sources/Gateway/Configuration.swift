@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Ingestion
 import Recommender
 import Yams
@@ -110,9 +111,11 @@ public struct VeilConfiguration: Sendable, Equatable {
                 keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])
             config.cacheTTL = try s["cache_ttl_s"].map { try r.double($0, "recommendations.cache_ttl_s", 0...) }
             if let kinds = s["exclude_interacted_kinds"] {
-                let known = ["page_view", "purchase", "search_click", "rating", "click", "add_to_cart", "dwell"]
+                let known = InteractionKind.itemKinds.map(\.rawValue)
                 config.serving.excludeInteractedKinds = Set(
-                    try r.list(kinds, "recommendations.exclude_interacted_kinds").map { try r.choice($0, "an interaction kind", known) })
+                    try r.list(kinds, "recommendations.exclude_interacted_kinds").map {
+                        InteractionKind(rawValue: try r.choice($0, "an interaction kind", known))!
+                    })
             }
             if let n = s["minimum_segment_size"] {
                 config.serving.minimumSegmentSize = try r.int(n, "recommendations.minimum_segment_size", 1...1_000_000)

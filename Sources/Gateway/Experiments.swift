@@ -1,5 +1,6 @@
 import Audit
 import Foundation
+import Policy
 import GRDB
 import Logging
 import Recommender
@@ -88,7 +89,9 @@ public final class ExperimentTracker: Sendable {
     }
 
     /// Outcome metrics counted from events: click, add_to_cart, purchase.
-    public static let outcomeOfKind = ["click": "click", "search_click": "click", "add_to_cart": "add_to_cart", "purchase": "purchase"]
+    public static let outcomeOfKind: [InteractionKind: String] = [
+        .click: "click", .searchClick: "click", .addToCart: "add_to_cart", .purchase: "purchase",
+    ]
 
     public let experiments: [ExperimentSpec]
     private let pending = Mutex<[String: Int]>([:])
@@ -113,7 +116,7 @@ public final class ExperimentTracker: Sendable {
         for (e, v) in assignments { count(e.name, v.name, "exposure") }
     }
 
-    public func outcome(token: String, kind: String, at date: Date) {
+    public func outcome(token: String, kind: InteractionKind, at date: Date) {
         guard let metric = Self.outcomeOfKind[kind] else { return }
         for (e, v) in assignments(token: token, at: date) { count(e.name, v.name, metric) }
     }

@@ -1,5 +1,6 @@
 import FeatureStore
 import Foundation
+import Policy
 import Recommender
 
 /// Turns a subject's history into a ranked, filtered, explained list with the serving model.
@@ -38,11 +39,11 @@ struct Ranker {
         let n = model.items.count
         var weights: [Int32: Float] = [:]
         var lastSeen: [Int32: Int64] = [:]
-        var lastKind: [Int32: String] = [:]
+        var lastKind: [Int32: InteractionKind] = [:]
         var excluded = [Bool](repeating: false, count: n)
         var terms: [Int32] = []
         for h in history {
-            if h.kind == "search_terms" {
+            if h.kind == .searchTerms {
                 if Int(h.termWidth) == model.content.hasher.width { terms.append(contentsOf: h.terms) }
                 continue
             }
@@ -61,7 +62,7 @@ struct Ranker {
             sessionItems.append(i)
             weights[i, default: 0] += 1
             lastSeen[i] = time
-            lastKind[i] = lastKind[i] ?? "page_view"
+            lastKind[i] = lastKind[i] ?? .pageView
             excluded[Int(i)] = true
         }
         for i in 0..<n where !model.available[i] { excluded[i] = true }
@@ -106,7 +107,7 @@ struct Ranker {
     }
 
     private func personalized(
-        _ context: UserContext, session: [Int32], strategy: SegmentStrategy?, excluded: [Bool], lastKind: [Int32: String],
+        _ context: UserContext, session: [Int32], strategy: SegmentStrategy?, excluded: [Bool], lastKind: [Int32: InteractionKind],
         k: Int
     ) -> [RecommendedItem] {
         let n = model.items.count
@@ -201,14 +202,14 @@ struct Ranker {
         )
     }
 
-    private func explain(_ item: Int32, context: UserContext, lastKind: [Int32: String], preferContent: Bool) -> (String, String) {
+    private func explain(_ item: Int32, context: UserContext, lastKind: [Int32: InteractionKind], preferContent: Bool) -> (String, String) {
         if !preferContent, let source = model.neighbours.strongestReason(for: item, in: context) {
             let title = model.titles[Int(source)]
-            switch lastKind[source] ?? "page_view" {
-            case "purchase": return ("because-you-bought", "Because you bought \(title)")
-            case "search_click": return ("because-you-searched", "Because you searched for and opened \(title)")
-            case "rating": return ("because-you-rated", "Because you rated \(title)")
-            case "add_to_cart": return ("because-you-carted", "Because you added \(title) to your cart")
+            switch lastKind[source] ?? .pageView {
+            case .purchase: return ("because-you-bought", "Because you bought \(title)")
+            case .searchClick: return ("because-you-searched", "Because you searched for and opened \(title)")
+            case .rating: return ("because-you-rated", "Because you rated \(title)")
+            case .addToCart: return ("because-you-carted", "Because you added \(title) to your cart")
             default: return ("because-you-viewed", "Because you viewed \(title)")
             }
         }

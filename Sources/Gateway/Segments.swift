@@ -2,6 +2,7 @@ import Audit
 import FeatureStore
 import GRDB
 import Foundation
+import Policy
 import Recommender
 import Storage
 
@@ -148,7 +149,7 @@ public struct SegmentModel: Sendable {
     func segment(of history: [StoredInteraction], catalog: [String: CatalogItem], types: [String], now: Int64) -> Segment? {
         guard view == .behaviour, !history.isEmpty else { return nil }
         let items = history.filter { !$0.item.isEmpty }.map { (id: $0.item, time: $0.time) }
-        let row = Self.behaviour(items: items, purchases: history.filter { $0.kind == "purchase" }.count, catalog: catalog, types: types, now: now)
+        let row = Self.behaviour(items: items, purchases: history.filter { $0.kind == .purchase }.count, catalog: catalog, types: types, now: now)
         guard row.count == scaler.offsets.count else { return nil }
         return segments[Clustering.nearest(scaler.transform(row), among: centroids)]
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import FeatureStore
 import Recommender
 import Storage
@@ -7,7 +8,7 @@ import Synchronization
 /// Serving choices an operator sets in the configuration file.
 public struct ServingOptions: Sendable, Equatable {
     /// Interaction kinds whose items are never recommended again to the same subject (bought, rated…).
-    public var excludeInteractedKinds: Set<String> = ["page_view", "purchase", "search_click", "rating", "click", "add_to_cart"]
+    public var excludeInteractedKinds: Set<InteractionKind> = Set(InteractionKind.itemKinds).subtracting([.dwell])
     /// Content similarity per product type (top-level category); others are inferred from the catalog.
     public var contentSimilarity: [String: ContentSimilarity] = [:]
     /// Buckets of the content model's feature hashing.

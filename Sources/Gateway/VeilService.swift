@@ -399,7 +399,7 @@ public final class VeilService: Sendable {
             var result: IngestResult
             /// Tokens whose cached lists are now stale.
             var touched: Set<String> = []
-            var outcomes: [(token: String, kind: String, item: String)] = []
+            var outcomes: [(token: String, kind: InteractionKind, item: String)] = []
         }
         // The keys this batch will seal with, created in the key store alone before the batch's transaction (see
         // SubjectKeys.ensureKeys): those of every subject with personalization consent.
@@ -419,7 +419,7 @@ public final class VeilService: Sendable {
         try await keys.ensureKeys(owners, in: store.pool)
         let counted = quality
         let written = try await store.pool.write { db -> Written in
-            var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: String, item: String)] = []
+            var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: InteractionKind, item: String)] = []
             var accepted = 0, duplicates = 0, anonymized = 0
             var gpcDone = Set<SubjectToken>()
             // Per batch: one consent lookup and one identity record per subject, not per event.
@@ -461,7 +461,7 @@ public final class VeilService: Sendable {
                     // Only hashed buckets of the words are kept: enough to match item text, not to read the query back.
                     try features.add(
                         StoredInteraction(
-                            item: "", kind: "search_terms", weight: 1, time: event.timestamp, terms: p.terms,
+                            item: "", kind: .searchTerms, weight: 1, time: event.timestamp, terms: p.terms,
                             termWidth: Int32(termHasher.width)),
                         id: "\(deliveryID)-q", token: token, in: db)
                 }

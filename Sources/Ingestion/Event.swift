@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Pseudonymization
 
 /// The kinds of event Veil accepts, each with its current schema version.
@@ -43,8 +44,7 @@ public enum EventKind: String, Sendable, CaseIterable, Codable {
 /// One item signal an event carries, for the feature store.
 public struct ItemSignal: Sendable, Equatable {
     public var item: String
-    /// `page_view`, `purchase`, `search_click`, `rating`, `click`, `add_to_cart`, `dwell`.
-    public var kind: String
+    public var kind: InteractionKind
     public var weight: Float
 }
 

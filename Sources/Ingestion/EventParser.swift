@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Pseudonymization
 import Vault
 
@@ -112,7 +113,7 @@ public struct EventParser: Sendable {
             }
             if let referrer = raw["referrer"]?.stringValue { fields["referrer"] = .string(Clean.truncate(referrer, limits.maxStringLength)) }
             if let device = raw["device"]?.stringValue { fields["device"] = .string(Clean.text(device)) }
-            signals.append(ItemSignal(item: item, kind: "page_view", weight: 1))
+            signals.append(ItemSignal(item: item, kind: .pageView, weight: 1))
         case .purchase:
             fields["order"] = .string(try requiredString(raw, "order"))
             guard let lines = raw["lines"]?.arrayValue, !lines.isEmpty else { throw BatchError(reason: "purchase needs a non-empty 'lines' list") }
@@ -132,7 +133,7 @@ public struct EventParser: Sendable {
                 let q = cap("lines[\(n)].quantity", quantity, max: limits.maxQuantity)
                 let p = cap("lines[\(n)].unit_price", price, max: limits.maxUnitPrice)
                 cleanLines.append(.object(["item": .string(item), "quantity": .number(q), "unit_price": .number(p), "currency": .string(currency)]))
-                signals.append(ItemSignal(item: item, kind: "purchase", weight: Float(3 + min(q, 5) - 1)))
+                signals.append(ItemSignal(item: item, kind: .purchase, weight: Float(3 + min(q, 5) - 1)))
             }
             fields["lines"] = .list(cleanLines)
         case .search:
@@ -151,7 +152,7 @@ public struct EventParser: Sendable {
                 }
                 let position = click["position"]?.numberValue.map { FieldValue.number($0) } ?? .number(-1)
                 clicked.append(.object(["item": .string(item), "position": position]))
-                signals.append(ItemSignal(item: item, kind: "search_click", weight: 1))
+                signals.append(ItemSignal(item: item, kind: .searchClick, weight: 1))
             }
             fields["clicked"] = .list(clicked)
         case .profile:
@@ -180,15 +181,15 @@ public struct EventParser: Sendable {
                     throw BatchError(reason: "a rating needs a 'value' between 0 and 5")
                 }
                 fields["value"] = .number(value)
-                signals.append(ItemSignal(item: item, kind: "rating", weight: Float(max(value - 2, 0.5))))
-            case "click": signals.append(ItemSignal(item: item, kind: "click", weight: 1))
-            case "add_to_cart": signals.append(ItemSignal(item: item, kind: "add_to_cart", weight: 2))
+                signals.append(ItemSignal(item: item, kind: .rating, weight: Float(max(value - 2, 0.5))))
+            case "click": signals.append(ItemSignal(item: item, kind: .click, weight: 1))
+            case "add_to_cart": signals.append(ItemSignal(item: item, kind: .addToCart, weight: 2))
             case "dwell":
                 guard let value = try optionalNumber(raw, "value"), value >= 0 else {
                     throw BatchError(reason: "a dwell signal needs a non-negative 'value' in ms")
                 }
                 fields["value"] = .number(cap("value", value, max: limits.maxDwellMs))
-                signals.append(ItemSignal(item: item, kind: "dwell", weight: 0.5))
+                signals.append(ItemSignal(item: item, kind: .dwell, weight: 0.5))
             default:
                 throw BatchError(reason: "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected rating, click, add_to_cart or dwell")
             }

@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import GRDB
 import Storage
 import Hummingbird
@@ -57,7 +58,7 @@ import Testing
         let campaign = Campaign(name: "launch", items: ["sku-9", "sku-19"], start: Date(timeIntervalSince1970: 0), maxBoost: 3)
         // Clicked items may be shown again, so that every round is the same decision problem.
         var serving = ServingOptions()
-        serving.excludeInteractedKinds = ["purchase"]
+        serving.excludeInteractedKinds = [.purchase]
         let f = try GatewayFixture(cacheTTL: 0, serving: serving, campaigns: [campaign])
         try await f.app.test(.router) { client in
             try await seedShop(client, f)

@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Gateway
 import Hummingbird
 import HummingbirdTesting
@@ -125,7 +126,7 @@ func specifiedCatalog() -> [[String: Any]] {
     /// Only the configured kinds are excluded: with `purchase` alone, a viewed item may come back, a bought one never.
     @Test func exclusionOfInteractedItemsIsConfiguredPerEventKind() async throws {
         var options = ServingOptions()
-        options.excludeInteractedKinds = ["purchase"]
+        options.excludeInteractedKinds = [.purchase]
         let f = try GatewayFixture(serving: options)
         try await f.app.test(.router) { client in
             try await seedShop(client, f)

@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Gateway
 import Ingestion
 import Recommender
@@ -36,7 +37,7 @@ import Testing
         #expect(config.port == 9443)
         #expect(config.host == nil)
         #expect(config.tlsCertificate == "c.pem" && config.tlsKey == "k.pem")
-        #expect(config.serving.excludeInteractedKinds == ["purchase"])
+        #expect(config.serving.excludeInteractedKinds == [.purchase])
         #expect(config.serving.minimumSegmentSize == ServingOptions().minimumSegmentSize)
         #expect(config.ingestion.outliers.action == .exclude)
         #expect(config.ingestion.outliers.effectiveThreshold == 3.5)

@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Hummingbird
 import HummingbirdTesting
 import Recommender
@@ -57,7 +58,7 @@ func seedTiers(_ client: some TestClientProtocol, _ f: GatewayFixture) async thr
         func newArrivalRanks(_ strategies: [String: SegmentStrategy]) async throws -> [Int] {
             var options = ServingOptions()
             options.segmentStrategies = strategies
-            options.excludeInteractedKinds = ["purchase"]
+            options.excludeInteractedKinds = [.purchase]
             let f = try GatewayFixture(serving: options)
             return try await f.app.test(.router) { client in
                 try await seedTiers(client, f)

@@ -24,7 +24,7 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
             base("feedback", ["item": "sku-3", "signal": "rating", "value": 4]),
         ])
         #expect(r.rejected.isEmpty)
-        let signals = r.events.map { $0.event.signals.map(\.kind) }
+        let signals = r.events.map { $0.event.signals.map(\.kind.rawValue) }
         #expect(signals == [["page_view"], ["purchase"], ["search_click"], [], ["rating"]])
         #expect(
             r.events[1].event.fields["lines"]
