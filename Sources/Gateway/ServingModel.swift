@@ -218,8 +218,8 @@ public struct ServingModel: Sendable {
         (ranker as? HybridModel)?.components.lazy.compactMap { $0 as? ItemKNNModel }.first { $0.name == "item-knn" && $0.neighbours == 50 }
     }
 
-    /// What the feature store would give without `tokens`: their rows gone, and their events out of the anonymous
-    /// counts (as a withdrawal takes them out of the stored counts).
+    /// What the feature store would give without the subjects at indices `gone`: their rows gone, and their events
+    /// out of the anonymous counts (as a withdrawal takes them out of the stored counts).
     static func snapshot(_ snapshot: TrainingSnapshot, without gone: Set<Int>) -> TrainingSnapshot {
         var out = snapshot
         var newIndex = [Int32](repeating: -1, count: snapshot.tokens.count)
