@@ -142,28 +142,15 @@ struct BenchCommand: AsyncParsableCommand {
         var streams: [Int] = [1, 2]
 
         func run() async throws {
-            let policies =
-                FileManager.default.fileExists(atPath: "./Policies/purposes.yaml")
-                ? "./Policies"
-                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-                    .appendingPathComponent("Policies").path
             let shop = SampleShop(users: users, items: 1000, days: days, seed: 1)
-            var encoded: [[UInt8]] = []
-            for start in stride(from: 0, to: shop.events.count, by: batch) {
-                encoded.append(Array(try JSONEncoder().encode(["events": Array(shop.events[start..<min(start + batch, shop.events.count)])])))
-            }
-            let batches = encoded
+            let batches = try BenchCommand.batches(of: shop, size: batch)
             var rates: [Int: [Double]] = [:]
             // Trials of each setting alternate, so a change in the shared host's speed affects them alike.
             for trial in 1...max(trials, 1) {
                 for streams in self.streams.map({ max($0, 1) }) {
                     let dir = NSTemporaryDirectory() + "veil-bench-ingest-\(UUID().uuidString.prefix(8))"
                     defer { try? FileManager.default.removeItem(atPath: dir) }
-                    let paths = RuntimePaths(dataDirectory: dir + "/data", keysDirectory: dir + "/Keys", policiesDirectory: policies)
-                    try KeyRing.initialize(directory: paths.keysDirectory)
-                    var logger = Logger(label: "bench")
-                    logger.logLevel = .error
-                    let service = try VeilService(paths: paths, passphrase: nil, logger: logger)
+                    let service = try BenchCommand.service(in: dir)
                     let app = try await service.benchPrepare(shop: shop)
                     let clock = ContinuousClock()
                     var accepted = 0
@@ -193,6 +180,30 @@ struct BenchCommand: AsyncParsableCommand {
                 print(
                     String(format: "ingest: median %.0f events/s over %d trials, %d batch(es) in flight", r.sorted()[r.count / 2], r.count, streams))
             }
+        }
+    }
+}
+
+extension BenchCommand {
+    /// A fresh service over `dir` with generated dev keys and the shipped policies (from the working directory, or
+    /// beside the sources), logging errors only.
+    static func service(in dir: String, trainingThreads: Int = 2) throws -> VeilService {
+        let policies =
+            FileManager.default.fileExists(atPath: "./Policies/purposes.yaml")
+            ? "./Policies"
+            : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Policies").path
+        let paths = RuntimePaths(dataDirectory: dir + "/data", keysDirectory: dir + "/Keys", policiesDirectory: policies)
+        try KeyRing.initialize(directory: paths.keysDirectory)
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        return try VeilService(paths: paths, passphrase: nil, trainingThreads: trainingThreads, logger: logger)
+    }
+
+    /// The sample shop's events as `POST /v1/events` bodies of `size` events each.
+    static func batches(of shop: SampleShop, size: Int) throws -> [[UInt8]] {
+        try stride(from: 0, to: shop.events.count, by: size).map { start in
+            Array(try JSONEncoder().encode(["events": Array(shop.events[start..<min(start + size, shop.events.count)])]))
         }
     }
 }

@@ -100,24 +100,12 @@ extension BenchCommand {
 
         /// The sample shop through the gateway's ingestion and training: the model `veil serve` would serve.
         func shopModel() async throws -> ServingModel {
-            let policies =
-                FileManager.default.fileExists(atPath: "./Policies/purposes.yaml")
-                ? "./Policies"
-                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-                    .appendingPathComponent("Policies").path
             let dir = NSTemporaryDirectory() + "veil-bench-unlearn-\(UUID().uuidString.prefix(8))"
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let paths = RuntimePaths(dataDirectory: dir + "/data", keysDirectory: dir + "/Keys", policiesDirectory: policies)
-            try KeyRing.initialize(directory: paths.keysDirectory)
-            var logger = Logger(label: "bench")
-            logger.logLevel = .error
-            let service = try VeilService(paths: paths, passphrase: nil, trainingThreads: threads, logger: logger)
+            let service = try BenchCommand.service(in: dir, trainingThreads: threads)
             let shop = SampleShop(users: shopUsers, items: 1000, days: 60, seed: 1)
             let app = try await service.benchPrepare(shop: shop)
-            for start in stride(from: 0, to: shop.events.count, by: 500) {
-                let body = Array(try JSONEncoder().encode(["events": Array(shop.events[start..<min(start + 500, shop.events.count)])]))
-                _ = try await service.benchIngest(body: body, principal: app)
-            }
+            for body in try BenchCommand.batches(of: shop, size: 500) { _ = try await service.benchIngest(body: body, principal: app) }
             let model = try service.train()
             return model
         }
