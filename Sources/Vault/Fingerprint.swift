@@ -9,6 +9,8 @@ public enum FingerprintPurpose: CaseIterable, Sendable {
     case clientAddress
     /// The subjects a model was trained on (provenance).
     case modelProvenance
+    /// The secrets with which a shop's server vouches for the subject ids its pages send with a browser key.
+    case browserIdentity
 
     /// The derivation context. Fixed for good: stored fingerprints (API keys, match keys) depend on it.
     var context: String {
@@ -17,6 +19,7 @@ public enum FingerprintPurpose: CaseIterable, Sendable {
         case .identityLinking: return "linking_"
         case .clientAddress: return "clients_"
         case .modelProvenance: return "provenan"
+        case .browserIdentity: return "browser_"
         }
     }
 }

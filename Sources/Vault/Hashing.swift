@@ -65,6 +65,26 @@ extension Hash {
             && SHA256_Final(output.baseAddress!.assumingMemoryBound(to: UInt8.self), &context) == 1
         precondition(ok, "SHA-256 cannot fail")
     }
+
+    /// SHA-384 of `bytes`: the digest browsers check a script against (Subresource Integrity).
+    public static func sha384(_ bytes: [UInt8]) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: 48) { out, initialized in
+            _ = SHA384(bytes, bytes.count, out.baseAddress)
+            initialized = 48
+        }
+    }
+
+    /// HMAC-SHA-256 (RFC 2104) of `message` under `key` of any length: for proofs computed outside Veil, by code that
+    /// has any standard library's HMAC but not BLAKE2b.
+    public static func hmacSHA256(_ message: [UInt8], key: [UInt8]) -> [UInt8] {
+        Sodium.ensureReady()
+        var state = crypto_auth_hmacsha256_state()
+        var out = [UInt8](repeating: 0, count: Int(crypto_auth_hmacsha256_BYTES))
+        _ = crypto_auth_hmacsha256_init(&state, key, key.count)
+        _ = crypto_auth_hmacsha256_update(&state, message, UInt64(message.count))
+        _ = crypto_auth_hmacsha256_final(&state, &out)
+        return out
+    }
 }
 
 /// Deterministic sub-keys from a master key (crypto_kdf). Suited to per-purpose keys;

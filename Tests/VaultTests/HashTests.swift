@@ -9,6 +9,22 @@ import Testing
         #expect(Hash.sha256(twoBlocks).hexString == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
     }
 
+    @Test func sha384MatchesTheFIPS180Vector() {
+        #expect(
+            Hash.sha384(Array("abc".utf8)).hexString
+                == "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7")
+    }
+
+    /// RFC 4231 test cases 2 (a short key) and 6 (a key longer than the block, hashed first).
+    @Test func hmacSHA256MatchesRFC4231() {
+        #expect(
+            Hash.hmacSHA256(Array("what do ya want for nothing?".utf8), key: Array("Jefe".utf8)).hexString
+                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        #expect(
+            Hash.hmacSHA256(Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8), key: Array(repeating: 0xaa, count: 131))
+                .hexString == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    }
+
     @Test func pointerFormWritesTheSameDigest() {
         let message = Array("abc".utf8)
         var out = [UInt8](repeating: 0, count: 32)

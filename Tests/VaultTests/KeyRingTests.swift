@@ -21,12 +21,30 @@ func temporaryDirectory(_ name: String = #function) -> String {
         #expect(FingerprintPurpose.allCases.map { again.fingerprinter(for: $0).digest(input) } == digests)
         for (purpose, context) in [
             (FingerprintPurpose.apiKeys, "apikeys_"), (.identityLinking, "linking_"), (.clientAddress, "clients_"),
-            (.modelProvenance, "provenan"),
+            (.modelProvenance, "provenan"), (.browserIdentity, "browser_"),
         ] {
             let legacy = Hash.keyed(input, key: KeyDerivation.derive(from: ring.pseudonymKey, context: context, id: 1))
             #expect(ring.fingerprinter(for: purpose).digest(input) == legacy, "\(purpose)")
         }
         #expect(!digests.contains(Hash.keyed(input, key: ring.pseudonymKey)), "no purpose uses the pseudonym key itself")
+    }
+
+    /// A browser key's identity secret is stable for its key, differs between keys, and a proof made with the
+    /// secret (as a shop's server would, with any HMAC-SHA256) verifies for that subject and key only.
+    @Test func subjectProofsBindASubjectToOneBrowserKey() throws {
+        let ring = try KeyRing.initialize(directory: temporaryDirectory())
+        let proofs = ring.subjectProofs
+        let keyA = Array(repeating: UInt8(1), count: 32), keyB = Array(repeating: UInt8(2), count: 32)
+        let secret = proofs.secret(forKey: keyA)
+        #expect(secret.hasPrefix("vs_") && secret.utf8.count == 67)
+        #expect(proofs.secret(forKey: keyA) == secret && proofs.secret(forKey: keyB) != secret)
+        let proof = SubjectProofs.proof(subject: "customer-42", secret: secret)
+        #expect(proofs.isValid(proof: proof, subject: "customer-42", keyFingerprint: keyA))
+        #expect(proofs.isValid(proof: proof.uppercased(), subject: "customer-42", keyFingerprint: keyA))
+        #expect(!proofs.isValid(proof: proof, subject: "customer-43", keyFingerprint: keyA))
+        #expect(!proofs.isValid(proof: proof, subject: "customer-42", keyFingerprint: keyB))
+        #expect(!proofs.isValid(proof: String(proof.dropLast(2)), subject: "customer-42", keyFingerprint: keyA))
+        #expect(!proofs.isValid(proof: "not hex", subject: "customer-42", keyFingerprint: keyA))
     }
 
     @Test func initCreatesOwnerOnlyKeyFilesAndAPublicAuditKey() throws {
