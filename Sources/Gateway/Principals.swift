@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Hummingbird
+import Policy
 import Storage
 import Synchronization
 import Vault
@@ -23,6 +24,10 @@ public struct PrincipalStore: Sendable {
                         ) WITHOUT ROWID
                         """)
             }
+            // A browser key's origins, space-separated; empty for every other key.
+            migrator.registerMigration("gateway.v2.principal_origins") { db in
+                try db.execute(sql: "ALTER TABLE principals ADD COLUMN origins TEXT NOT NULL DEFAULT ''")
+            }
         }
     }
 
@@ -30,10 +35,12 @@ public struct PrincipalStore: Sendable {
         public var name: String
         public var role: String
         public var namespace: String
+        public var origins: [String]
         public var revoked: Bool
     }
 
     private let fingerprinter: Fingerprinter
+    private let proofs: SubjectProofs
     public let store: Store
     /// Successful lookups, kept for at most `cacheSeconds`: a revocation by another process (the CLI) reaches a
     /// running server within that time; one made through this store applies at once.
@@ -44,17 +51,29 @@ public struct PrincipalStore: Sendable {
     public init(store: Store, ring: KeyRing) {
         self.store = store
         fingerprinter = ring.fingerprinter(for: .apiKeys)
+        proofs = ring.subjectProofs
     }
 
     func hash(_ key: String) -> [UInt8] { fingerprinter.digest(Array(key.utf8)) }
 
-    /// Creates a principal and returns its new API key (256 random bits, `vk_` + 64 hex digits).
-    public func add(name: String, role: String, namespace: String = "default", knownRoles: Set<String>) throws -> String {
+    /// Creates a principal and returns its new API key (256 random bits, `vk_` + 64 hex digits). A browser key
+    /// (role ``Role/browser``) needs the origins of the pages it is put in; no other key may have any.
+    public func add(
+        name: String, role: String, namespace: String = "default", origins: [String] = [], knownRoles: Set<String>
+    ) throws -> String {
         guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw GatewayError.badRequest("principal names are 1-64 letters, digits, '-', '_' or '.'")
         }
         guard knownRoles.contains(role) else {
             throw GatewayError.badRequest("unknown role '\(role)'; roles: \(knownRoles.sorted().joined(separator: ", "))")
+        }
+        let origins = try origins.map(Self.normalizedOrigin)
+        if role == Role.browser {
+            guard !origins.isEmpty else {
+                throw GatewayError.badRequest("a browser key needs the origin of every page it is put in: --origin https://shop.example")
+            }
+        } else if !origins.isEmpty {
+            throw GatewayError.badRequest("only a browser key is bound to origins; role '\(role)' keys are secret and never sent by a page")
         }
         let key = "vk_" + SecureRandom.bytes(32).hexString
         let keyHash = hash(key).hexString
@@ -63,10 +82,53 @@ public struct PrincipalStore: Sendable {
                 throw GatewayError(.conflict, "conflict", "principal '\(name)' exists; revoke it or choose another name")
             }
             try db.execute(
-                sql: "INSERT INTO principals (name, role, namespace, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [name, role, namespace, keyHash, Int64(Date().timeIntervalSince1970)])
+                sql: "INSERT INTO principals (name, role, namespace, key_hash, created_at, origins) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [name, role, namespace, keyHash, Int64(Date().timeIntervalSince1970), origins.joined(separator: " ")])
         }
         return key
+    }
+
+    /// The identity secret of a browser key: the shop's server proves a signed-in person's id with it (see
+    /// ``SubjectProofs``). Derived from the key, never stored; shown once beside the key.
+    public func identitySecret(ofKey key: String) -> String { proofs.secret(forKey: hash(key)) }
+
+    /// Whether `proof` is the shop's proof of `subject` for this browser principal's key.
+    func vouches(_ principal: Principal, for subject: String) -> Bool {
+        guard let proof = principal.subjectProof, !principal.keyFingerprint.isEmpty else { return false }
+        return proofs.isValid(proof: proof, subject: subject, keyFingerprint: principal.keyFingerprint)
+    }
+
+    /// Whether a browser key may name `subject`: one of the script's random ids (`anon-` and 32 hex digits: no
+    /// person's id, unguessable, so naming one speaks for nobody else) or an id the shop's proof vouches for.
+    func browserMayName(_ subject: String, _ principal: Principal) -> Bool {
+        Self.isScriptID(subject) || vouches(principal, for: subject)
+    }
+
+    static func isScriptID(_ subject: String) -> Bool {
+        let bytes = subject.utf8
+        return bytes.count == 37 && subject.hasPrefix("anon-")
+            && bytes.dropFirst(5).allSatisfy {
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+            }
+    }
+
+    static let subjectProofRequired = GatewayError(
+        .forbidden, "subject_proof_required",
+        "a browser key may name a shop's own subject id only with the shop's proof (proof= in the query: HMAC-SHA256 of the id under the key's "
+            + "identity secret, computed on the shop's server); the script's own ids (anon- and 32 hex digits) need none")
+
+    /// `scheme://host[:port]` in lower case, as a browser sends it in `Origin`; refuses paths, wildcards and `null`.
+    static func normalizedOrigin(_ text: String) throws -> String {
+        let lowered = text.lowercased()
+        let refuse = GatewayError.badRequest(
+            "origin '\(text.prefix(100))' is not an origin: give scheme, host and optional port only, as https://shop.example or http://localhost:8000"
+        )
+        guard let components = URLComponents(string: lowered), let scheme = components.scheme, ["http", "https"].contains(scheme),
+            let host = components.host, !host.isEmpty, !host.contains("*"), components.user == nil, components.password == nil,
+            components.path.isEmpty || components.path == "/", components.query == nil, components.fragment == nil
+        else { throw refuse }
+        let port = components.port.map { ":\($0)" } ?? ""
+        return "\(scheme)://\(host)\(port)"
     }
 
     /// Revokes a principal. Through this store (the server's `DELETE /v1/principals/{name}`) its key stops working
@@ -89,6 +151,8 @@ public struct PrincipalStore: Sendable {
         return db.changesCount
     }
 
+    private static func origins(_ column: String) -> [String] { column.split(separator: " ").map(String.init) }
+
     /// After the commit: a lookup that read the principal before it may not cache it any more (generation).
     private func revoked(_ name: String, changed: Int) throws {
         cache.clear()
@@ -97,8 +161,10 @@ public struct PrincipalStore: Sendable {
 
     public func list() throws -> [Listing] {
         try store.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, role, namespace, revoked_at FROM principals ORDER BY name").map {
-                Listing(name: $0["name"], role: $0["role"], namespace: $0["namespace"], revoked: ($0["revoked_at"] as Int64?) != nil)
+            try Row.fetchAll(db, sql: "SELECT name, role, namespace, origins, revoked_at FROM principals ORDER BY name").map {
+                Listing(
+                    name: $0["name"], role: $0["role"], namespace: $0["namespace"], origins: Self.origins($0["origins"]),
+                    revoked: ($0["revoked_at"] as Int64?) != nil)
             }
         }
     }
@@ -113,12 +179,13 @@ public struct PrincipalStore: Sendable {
         let principal = try await store.pool.read { db -> Principal? in
             guard
                 let row = try Row.fetchOne(
-                    db.cachedStatement(sql: "SELECT name, role, namespace, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
+                    db.cachedStatement(sql: "SELECT name, role, namespace, origins, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
                     arguments: [digest.hexString])
             else { return nil }
             guard let stored = [UInt8](hexString: row["key_hash"]), SecureRandom.constantTimeEqual(stored, digest) else { return nil }
             guard (row["revoked_at"] as Int64?) == nil else { return nil }
-            return Principal(name: row["name"], role: row["role"], namespace: row["namespace"])
+            return Principal(
+                name: row["name"], role: row["role"], namespace: row["namespace"], origins: Self.origins(row["origins"]), keyFingerprint: digest)
         }
         if let principal { cache.put(digest, principal, until: now.addingTimeInterval(cacheSeconds), generation: generation) }
         return principal

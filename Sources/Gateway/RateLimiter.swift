@@ -44,16 +44,22 @@ public final class RateLimiter: Sendable {
         "admin": RateLimit(perSecond: 200, burst: 400),
         // A witness polls the newest head every minute or so.
         "witness": RateLimit(perSecond: 1, burst: 10),
+        // Per browser key and client address: a page sends its consent and a few event batches.
+        "browser": RateLimit(perSecond: 2, burst: 30),
     ]
 
     /// The limit of a role the configuration names no limit for (a role added to Policies/roles.yaml later):
     /// bounded, so that no role is unlimited by omission.
     public static let unlisted = RateLimit(perSecond: 100, burst: 200)
 
+    static let maxBuckets = 100_000
+
     /// nil when `principal` may proceed; otherwise the seconds to wait.
     func check(principal: String, role: String, now: TimeInterval) -> TimeInterval? {
         let limit = limits[role] ?? Self.unlisted
         return buckets.withLock { table in
+            // Browser keys have a bucket per client address: forget the idle ones (a full bucket is a new one).
+            if table.count >= Self.maxBuckets { table = table.filter { now - $0.value.updated < 60 } }
             var bucket = table[principal] ?? TokenBucket(tokens: limit.burst, updated: now)
             let wait = bucket.take(limit, now: now)
             table[principal] = bucket

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import Policy
 import Synchronization
 import Vault
 
@@ -10,6 +11,15 @@ public struct Principal: Sendable, Equatable {
     public var role: String
     /// The token namespace of this principal's app: subjects are tokenized within it.
     public var namespace: String
+    /// A browser key's origins (`scheme://host[:port]`): it is accepted only from pages of these.
+    public var origins: [String] = []
+    /// The fingerprint of the key it authenticated with: a browser key's identity secret derives from it.
+    var keyFingerprint: [UInt8] = []
+    /// The shop's proof for the subject id a browser request names (`proof` in its query), if it sent one.
+    var subjectProof: String?
+
+    /// Whether this principal's key is publishable (in web pages): see ``Role/browser``.
+    public var isBrowser: Bool { role == Role.browser }
 }
 
 /// What one request did, filled by the route and written to the audit log by the middleware, exactly once.

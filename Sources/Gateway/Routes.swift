@@ -29,9 +29,23 @@ public struct RouteSpec: Sendable {
             method: method, path: path, action: action,
             respond: { service, request, context in
                 var context = context
-                let principal = try await service.authorize(request, action: action, note: context.audit)
+                let principal = try await service.authorize(request, action: action, note: context.audit, clientAddress: context.clientAddress)
                 context.principal = principal
-                return try await handler(service, request, context, principal)
+                guard principal.isBrowser, let origin = request.headers[.origin] else {
+                    return try await handler(service, request, context, principal)
+                }
+                // The page's script may read the answer (and the error) only if the answer names its origin.
+                do {
+                    var response = try await handler(service, request, context, principal)
+                    response.headers[.accessControlAllowOrigin] = origin
+                    response.headers[.vary] = "Origin"
+                    return response
+                } catch {
+                    var mapped = GatewayError.from(error)
+                    mapped.headers[.accessControlAllowOrigin] = origin
+                    mapped.headers[.vary] = "Origin"
+                    throw mapped
+                }
             })
     }
 }
@@ -73,8 +87,10 @@ public enum GatewayRouter {
 }
 
 extension VeilService {
-    /// Authenticates the bearer key and checks the principal's role against the policy.
-    func authorize(_ request: Request, action: Action, note: AuditNote) async throws -> Principal {
+    /// Authenticates the key and checks the principal's role against the policy. A browser key (which a beacon
+    /// cannot put in a header) may come as `key` in the query; it is accepted only from one of its origins and is
+    /// rate-limited per client address.
+    func authorize(_ request: Request, action: Action, note: AuditNote, clientAddress: String?) async throws -> Principal {
         // One Authorization field, read without joining repeated fields (HTTPFields' subscript allocates).
         var fields = 0
         var value: String?
@@ -82,18 +98,43 @@ extension VeilService {
             fields += 1
             value = field.value
         }
-        guard fields == 1, let header = value, header.hasPrefix("Bearer ") else {
-            note.update { $0.reason = fields > 1 ? "more than one Authorization header" : "missing API key" }
-            throw GatewayError.unauthenticated
+        let key: String
+        let query = fields == 0 ? request.uri.queryParameters : [:]
+        if fields == 0, let inQuery = query["key"] {
+            key = String(inQuery)
+        } else {
+            guard fields == 1, let header = value, header.hasPrefix("Bearer ") else {
+                note.update { $0.reason = fields > 1 ? "more than one Authorization header" : "missing API key" }
+                throw GatewayError.unauthenticated
+            }
+            key = String(header.dropFirst("Bearer ".count))
         }
-        guard let principal = try await principals.authenticate(key: String(header.dropFirst("Bearer ".count))) else {
+        guard var principal = try await principals.authenticate(key: key) else {
             note.update { $0.reason = "unknown or revoked API key" }
             throw GatewayError.unauthenticated
+        }
+        var limited = principal.name
+        if principal.isBrowser {
+            // Checked before the principal is named in the note: refusals of a copied key from other pages are
+            // recorded like refusals without a key, a few one by one and the rest in one aggregate entry.
+            guard let origin = request.headers[.origin], principal.origins.contains(origin.lowercased()) else {
+                note.update { $0.reason = "browser key sent from an origin not configured for it" }
+                throw GatewayError(
+                    .forbidden, "origin_not_allowed",
+                    "this browser key is not accepted from this page's origin; add the origin to the key (veil principals add --origin)")
+            }
+            principal.subjectProof = query["proof"].map(String.init)
+            limited += "|" + clientFingerprint(clientAddress)
+        } else if fields == 0 {
+            note.update { $0.reason = "secret API key sent in the URL" }
+            throw GatewayError(
+                .unauthorized, "unauthenticated",
+                "only a browser key may be sent in the URL; send this key in the Authorization header, and replace it, since URLs are logged")
         }
         note.update {
             $0.actor = principal.name; $0.role = principal.role
         }
-        if let wait = rateLimiter.check(principal: principal.name, role: principal.role, now: now().timeIntervalSince1970) {
+        if let wait = rateLimiter.check(principal: limited, role: principal.role, now: now().timeIntervalSince1970) {
             note.update { $0.reason = "rate limit of role \(principal.role)" }
             var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests for this principal; retry after the Retry-After seconds")
             error.headers[.retryAfter] = String(Int(wait.rounded(.up)))

@@ -164,6 +164,7 @@ public final class VeilService: Sendable {
     /// The token of the id as this source knows it, before identity links.
     func sourceToken(for subject: String, principal: Principal) throws -> SubjectToken {
         if let problem = SubjectID.problem(subject) { throw GatewayError(.unprocessableContent, "invalid_subject", "subject \(problem)") }
+        if principal.isBrowser, !principals.browserMayName(subject, principal) { throw PrincipalStore.subjectProofRequired }
         return tokenizer.token(for: subject, namespace: principal.namespace)
     }
 
@@ -355,11 +356,26 @@ public final class VeilService: Sendable {
     /// posts fell from about 10k to 2.4k requests/s).
     func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
         let at = now()
-        let parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
+        var parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
         do {
             parsed = try parser.parse(body: body, now: at)
         } catch let error as EventParser.BatchError {
             throw body.count > parser.limits.maxBytes ? GatewayError.tooLarge : GatewayError.badRequest(error.reason)
+        }
+        if principal.isBrowser {
+            // A page speaks for the person on it only; what they bought or who they are comes from the shop's server.
+            for subject in Set(parsed.events.map(\.event.subject)) where !principals.browserMayName(subject, principal) {
+                throw PrincipalStore.subjectProofRequired
+            }
+            let refused = parsed.events.filter { [.purchase, .profile].contains($0.event.kind) }
+            if !refused.isEmpty {
+                parsed.events.removeAll { [.purchase, .profile].contains($0.event.kind) }
+                parsed.rejected += refused.map {
+                    Rejection(
+                        index: $0.index, reason: "a browser key cannot send \($0.event.kind.rawValue) events; send them from the shop's server",
+                        source: $0.event.source)
+                }
+            }
         }
         let screened = screenOutliers(parsed.events)
         let rejections = (parsed.rejected + screened.rejected).sorted { $0.index < $1.index }

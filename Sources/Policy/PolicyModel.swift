@@ -61,6 +61,12 @@ public struct DataCategory: Sendable, Equatable {
 public struct Role: Sendable, Equatable {
     public let name: String
     public let actions: Set<Action>
+
+    /// The publishable role: its keys are put in web pages (the tracking script), so they are bound to origins, need
+    /// a shop's proof for any subject id but the script's random ones, and may only send.
+    public static let browser = "browser"
+    /// All a browser key may ever be allowed.
+    public static let browserActions: Set<Action> = [.eventsWrite, .consentWrite]
 }
 
 /// A consent notice text shown to people; consents name it by version and the ledger stores its hash.

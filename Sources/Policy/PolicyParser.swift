@@ -218,6 +218,12 @@ public enum PolicyParser {
                 }
                 actions.insert(action)
             }
+            // Its key sits in web pages for anyone to copy: it may only send, never read or administer.
+            if name == Role.browser, let extra = actions.subtracting(Role.browserActions).map(\.rawValue).sorted().first {
+                throw PolicyError(
+                    file: file, line: value.line,
+                    reason: "role 'browser' is publishable (its key is in web pages) and may only have events:write and consent:write, not \(extra)")
+            }
             roles[name] = Role(name: name, actions: actions)
         }
         return roles

@@ -16,15 +16,28 @@ struct PrincipalsCommand: ParsableCommand {
         @Argument(help: "Principal name.") var name: String
         @Option(help: "Role from Policies/roles.yaml.") var role: String
         @Option(help: "Token namespace (the app or tenant).") var namespace = "default"
+        @Option(
+            name: .customLong("origin"),
+            help: "For role browser (a key put in web pages): an origin its pages are served from, as https://shop.example; repeat for each.")
+        var origins: [String] = []
 
         func run() async throws {
             let service = try openService(common)
-            let key = try service.principals.add(name: name, role: role, namespace: namespace, knownRoles: Set(service.policy.roles.keys))
+            let key = try service.principals.add(
+                name: name, role: role, namespace: namespace, origins: origins, knownRoles: Set(service.policy.roles.keys))
             try await service.audit.append(
                 AuditRecord(
                     actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: .allowed, reason: "role \(role)"))
             try await service.audit.checkpoint()
-            print("created principal \(name) with role \(role); its API key (shown once):")
+            if role == Role.browser {
+                print("created browser key \(name) for \(origins.joined(separator: ", ")); it is public (put it in the page), may only send events")
+                print("and consent choices, and is accepted only from those origins. Its identity secret (shown once; keep it on the shop's")
+                print("server, never in a page) proves a signed-in person's id: proof = hex(HMAC-SHA256(key: secret, message: subject id)).")
+                print("identity secret: \(service.principals.identitySecret(ofKey: key))")
+                print("browser key (see `veil sdk` for the script tag):")
+            } else {
+                print("created principal \(name) with role \(role); its API key (shown once):")
+            }
             print(key)
         }
     }
@@ -50,7 +63,8 @@ struct PrincipalsCommand: ParsableCommand {
 
         func run() throws {
             for p in try openService(common).principals.list() {
-                print("\(p.name)\t\(p.role)\t\(p.namespace)\t\(p.revoked ? "revoked" : "active")")
+                let origins = p.origins.isEmpty ? "" : "\t" + p.origins.joined(separator: " ")
+                print("\(p.name)\t\(p.role)\t\(p.namespace)\t\(p.revoked ? "revoked" : "active")\(origins)")
             }
         }
     }
@@ -117,3 +131,31 @@ struct PolicyCommand: ParsableCommand {
 
 /// `--outcome` takes the log's closed set of outcomes; any other value is refused with the list.
 extension AuditOutcome: ExpressibleByArgument {}
+
+struct SDKCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sdk",
+        abstract: "The tracking script a shop puts on its pages: its paths, its integrity hash and the tag to paste.",
+        discussion: """
+            The script sends nothing before the shop's consent banner calls veil.consent({...}); make its key with
+            `veil principals add NAME --role browser --origin https://your-shop.example`.
+            """)
+
+    @Option(help: "The gateway's public base URL, as the shop's pages reach it.") var endpoint = "https://veil.example"
+    @Option(help: "The browser key to put in the tag.") var key = "vk_..."
+
+    func run() throws {
+        let integrity = "sha384-" + Data(Hash.sha384(TrackingScript.bytes)).base64EncodedString()
+        print(
+            "veil.js \(TrackingScript.version): \(TrackingScript.bytes.count) bytes, served at \(TrackingScript.versionedPath) (pinned) and \(TrackingScript.path)"
+        )
+        print("integrity: \(integrity)")
+        print("")
+        print("<script src=\"\(endpoint)\(TrackingScript.versionedPath)\" integrity=\"\(integrity)\" crossorigin=\"anonymous\"")
+        print("        data-key=\"\(key)\" data-notice=\"2026-01\" data-jurisdiction=\"EU\"></script>")
+        print("<script>")
+        print("  // in your consent banner's callback, on every page:")
+        print("  veil.consent({personalization: true, marketing: false});")
+        print("</script>")
+    }
+}

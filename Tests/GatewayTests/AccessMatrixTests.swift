@@ -96,7 +96,8 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
                     "\(vector): RouteTable authorizes \(route.method.rawValue) \(route.path) with \(route.action?.rawValue ?? "nothing (public)")")
                 let key = try #require(roleKeys[vector.role], "no key for role \(vector.role)")
                 let before = f.auditCount
-                let r = try await client.call(route.method, path, key: key, json: ["events": []])
+                let origin = vector.role == Role.browser ? ["Origin": GatewayFixture.shopOrigin] : [:]
+                let r = try await client.call(route.method, path, key: key, json: ["events": []], headers: origin)
                 switch vector.expect {
                 case .deny:
                     #expect(r.status == 403, "\(vector): answered \(r.status) \(r.body)")

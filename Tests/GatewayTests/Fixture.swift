@@ -56,12 +56,17 @@ struct GatewayFixture {
             refusalLimits: refusalLimits, logger: logger, now: now)
         let roles = Set(service.policy.roles.keys)
         for role in roles.sorted() {
-            keys[role] = try service.principals.add(name: "p-\(role)", role: role, knownRoles: roles)
+            // A browser key needs the origins of its pages (a request names its own in `Origin`).
+            let origins = role == Role.browser ? [Self.shopOrigin] : []
+            keys[role] = try service.principals.add(name: "p-\(role)", role: role, origins: origins, knownRoles: roles)
         }
         revokedKey = try service.principals.add(name: "gone", role: "admin", knownRoles: roles)
         try service.principals.revoke(name: "gone")
         otherNamespaceAppKey = try service.principals.add(name: "other-app", role: "app", namespace: "tenant-b", knownRoles: roles)
     }
+
+    /// The origin the fixture's browser key is bound to.
+    static let shopOrigin = "https://shop.example"
 
     var app: some ApplicationProtocol {
         Application(router: GatewayRouter.build(service: service))

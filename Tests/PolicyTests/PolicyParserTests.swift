@@ -42,6 +42,13 @@ let brokenPolicies: [BrokenPolicy] = [
     BrokenPolicy(label: "unknown action", file: "roles.yaml", line: 3, reasonContains: "unknown action 'events:delete'") {
         $0.roles = $0.roles.replacingOccurrences(of: "app: [events:write,", with: "app: [events:delete,")
     },
+    BrokenPolicy(
+        label: "a browser role that may read", file: "roles.yaml", line: 12,
+        reasonContains: "may only have events:write and consent:write, not consent:read"
+    ) {
+        $0.roles = $0.roles.replacingOccurrences(
+            of: "browser: [events:write, consent:write]", with: "browser: [events:write, consent:write, consent:read]")
+    },
     BrokenPolicy(label: "duplicate purpose", file: "purposes.yaml", line: 22, reasonContains: "duplicate purpose 'analytics'") {
         $0.purposes = $0.purposes.replacingOccurrences(of: "name: marketing", with: "name: analytics")
     },
@@ -63,7 +70,7 @@ let brokenPolicies: [BrokenPolicy] = [
         let policy = try PolicyParser.parse(try shippedFiles())
         #expect(Set(policy.purposes.keys) == ["essential", "personalization", "analytics", "marketing"])
         #expect(Set(policy.categories.keys) == ["browsing", "purchases", "search", "demographics", "feedback"])
-        #expect(Set(policy.roles.keys) == ["app", "recommendation-client", "compliance-officer", "witness", "admin"])
+        #expect(Set(policy.roles.keys) == ["app", "recommendation-client", "compliance-officer", "witness", "admin", "browser"])
         #expect(policy.notices["2026-01"] != nil)
         #expect(policy.purposes["personalization"]!.requiresConsent)
         #expect(!policy.purposes["essential"]!.requiresConsent)
