@@ -91,8 +91,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [.copy("openapi.yaml")],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedScript"]
         ),
+        // Builds the tool the plugin runs to put veil.js into the binary.
+        .executableTarget(name: "EmbedFile", path: "Plugins/EmbedFile"),
+        .plugin(name: "EmbedScript", capability: .buildTool(), dependencies: ["EmbedFile"]),
         .executableTarget(
             name: "veil",
             dependencies: [

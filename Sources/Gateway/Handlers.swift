@@ -29,6 +29,8 @@ enum Handlers {
         .probe(.get, "/openapi.yaml") { _, _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: OpenAPI.document)))
         },
+        .probe(.get, TrackingScript.path) { _, _, _ in script(cache: "public, max-age=300") },
+        .probe(.get, TrackingScript.versionedPath) { _, _, _ in script(cache: "public, max-age=31536000, immutable") },
         .route(.post, "/v1/consents", .consentWrite) { service, request, context, principal in
             let body = try await decode(VeilService.ConsentRequest.self, request, context)
             let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
@@ -264,6 +266,17 @@ enum Handlers {
         } catch {
             throw GatewayError.tooLarge
         }
+    }
+
+    /// The tracking script; any page may load it (`crossorigin="anonymous"` with `integrity` needs the CORS header).
+    static func script(cache: String) -> Response {
+        Response(
+            status: .ok,
+            headers: [
+                .contentType: "text/javascript; charset=utf-8", .cacheControl: cache, .accessControlAllowOrigin: "*",
+                HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+            ],
+            body: .init(byteBuffer: ByteBuffer(bytes: TrackingScript.bytes)))
     }
 
     static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: VeilRequestContext) async throws -> T {
