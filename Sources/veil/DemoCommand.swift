@@ -39,10 +39,13 @@ struct DemoCommand: AsyncParsableCommand {
         let recsKey = try service.principals.add(name: "shop-recs", role: "recommendation-client", knownRoles: roles)
         let officerKey = try service.principals.add(name: "dpo", role: "compliance-officer", knownRoles: roles)
         let adminKey = try service.principals.add(name: "ops", role: "admin", knownRoles: roles)
-        print("   principals: shop-app (app), shop-recs (recommendation-client), dpo (compliance-officer), ops (admin)")
+        let browserKey = try service.principals.add(name: "shop-web", role: Role.browser, origins: [Self.shopOrigin], knownRoles: roles)
+        print("   principals: shop-app (app), shop-recs (recommendation-client), dpo (compliance-officer), ops (admin),")
+        print("   shop-web (browser: the key in the shop's pages, for \(Self.shopOrigin) only)")
         if let apiKeysOut {
             // For the secrets scan only: it needs the keys it must not find anywhere else.
-            try [appKey, recsKey, officerKey, adminKey].joined(separator: "\n").write(toFile: apiKeysOut, atomically: true, encoding: .utf8)
+            try [appKey, recsKey, officerKey, adminKey, browserKey].joined(separator: "\n").write(
+                toFile: apiKeysOut, atomically: true, encoding: .utf8)
         }
 
         var config = ServerConfiguration()
@@ -59,7 +62,7 @@ struct DemoCommand: AsyncParsableCommand {
         print("   server listening on 127.0.0.1:\(port)")
         let held: String
         do {
-            held = try await script(api: api, keys: (appKey, recsKey, officerKey, adminKey))
+            held = try await script(api: api, keys: (appKey, recsKey, officerKey, adminKey, browserKey))
         } catch {
             await group.triggerGracefulShutdown()
             try? await running
@@ -77,7 +80,7 @@ struct DemoCommand: AsyncParsableCommand {
     }
 
     /// The demo's requests; returns the signed head the compliance officer kept.
-    func script(api: Client, keys: (app: String, recs: String, officer: String, admin: String)) async throws -> String {
+    func script(api: Client, keys: (app: String, recs: String, officer: String, admin: String, browser: String)) async throws -> String {
         step("2. sample shop: \(users) users, \(items) items, \(days) days (seed \(seed))")
         let shop = SampleShop(users: users, items: items, days: days, seed: seed)
         let encoder = JSONEncoder()
@@ -142,7 +145,32 @@ struct DemoCommand: AsyncParsableCommand {
             "   \(mask(shop.users[7].id)) opted out: personalized=\(denied["personalized"] as? Bool ?? false) reasons=\(((denied["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })"
         )
 
-        step("7. withdrawal takes effect before the call returns")
+        step("7. the shop's pages: what the tracking script (/sdk/veil.js, see `veil sdk`) sends with the browser key")
+        let visitor = "anon-" + SecureRandom.bytes(16).hexString
+        let fromShop = ["Origin": Self.shopOrigin]
+        let beacon = "?key=" + keys.browser
+        _ = try await api.send(
+            "POST", "/v1/consents" + beacon, key: "",
+            json: [
+                "subject": visitor, "purpose": "personalization", "granted": true, "method": "banner", "notice_version": "2026-01",
+                "jurisdiction": "EU",
+            ], headers: fromShop, expect: 201)
+        let view: [String: Any] = [
+            "id": "demo-view", "kind": "page_view", "subject": visitor, "timestamp": Int(Date().timeIntervalSince1970 * 1000), "source": "web",
+            "item": shop.items[0].id, "dwell_ms": 8400, "scroll_depth": 0.7,
+        ]
+        let sent = try await api.send("POST", "/v1/events" + beacon, key: "", json: ["events": [view]], headers: fromShop, expect: 200)
+        print("   a visitor of \(Self.shopOrigin) accepts the banner: consent recorded, then a page view accepted=\(sent["accepted"] ?? 0)")
+        let elsewhere = try await api.send(
+            "POST", "/v1/events" + beacon, key: "", json: ["events": [view]], headers: ["Origin": "https://copycat.example"], expect: 403)
+        print("   the same key copied into another site's page: 403 \((elsewhere["error"] as? [String: Any])?["code"] ?? "")")
+        let unproven = try await api.send(
+            "POST", "/v1/consents" + beacon, key: "",
+            json: ["subject": shop.users[0].id, "purpose": "personalization", "granted": false, "notice_version": "2026-01"], headers: fromShop,
+            expect: 403)
+        print("   the same key naming a shop customer without the shop's proof: 403 \((unproven["error"] as? [String: Any])?["code"] ?? "")")
+
+        step("8. withdrawal takes effect before the call returns")
         let withdrawer = shown[0].id
         _ = try await api.send(
             "POST", "/v1/consents", key: keys.app,
@@ -155,7 +183,7 @@ struct DemoCommand: AsyncParsableCommand {
             "   \(mask(withdrawer)) withdrew: personalized=\(after["personalized"] as? Bool ?? false) reasons=\(((after["items"] as? [[String: Any]]) ?? []).map { $0["reason"] as? String ?? "" })"
         )
 
-        step("8. erasure by crypto-shredding (as the compliance officer)")
+        step("9. erasure by crypto-shredding (as the compliance officer)")
         let erased = shown[1].id
         let erase = try await api.send("POST", "/v1/subjects/\(encode(erased))/erase", key: keys.officer, expect: 200)
         let export = try await api.send("GET", "/v1/subjects/\(encode(erased))/export", key: keys.officer, expect: 200)
@@ -163,7 +191,7 @@ struct DemoCommand: AsyncParsableCommand {
         let forbidden = try await api.send("GET", "/v1/audit?limit=1", key: keys.recs, expect: 403)
         print("   the recommendation client asking for the audit log gets 403: \((forbidden["error"] as? [String: Any])?["message"] ?? "")")
 
-        step("9. the audit log, as the compliance officer")
+        step("10. the audit log, as the compliance officer")
         let page = try await api.send("GET", "/v1/audit?limit=1000&outcome=denied", key: keys.officer, expect: 200)
         print("   denied requests on record: \((page["entries"] as? [Any])?.count ?? 0)")
         let verify = try await api.send("GET", "/v1/audit/verify", key: keys.officer, expect: 200)
@@ -181,6 +209,8 @@ struct DemoCommand: AsyncParsableCommand {
         print("   entry 1's inclusion proof in that tree: \((proof["hashes"] as? [Any])?.count ?? 0) hashes")
         return note
     }
+
+    static let shopOrigin = "https://shop.example"
 
     func step(_ s: String) { print("\n== \(s)") }
     /// Subject ids are e-mail addresses here: show only their first letters.
@@ -203,7 +233,7 @@ struct Client: Sendable {
     ) async throws -> [String: Any] {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
-        request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+        if !key.isEmpty { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
         request.httpBody = body
