@@ -94,7 +94,10 @@ def main():
                 return
             if "subject" in query:
                 subject = query["subject"][0]
-                proof = query.get("proof", [hmac.new(secret.encode(), subject.encode(), hashlib.sha256).hexdigest()])[0]
+                # What the shop's server computes for the signed-in person: EXPIRES.hex(HMAC-SHA256(secret, "EXPIRES|id")).
+                expires = int(time.time()) + 3600
+                mac = hmac.new(secret.encode(), ("%d|%s" % (expires, subject)).encode(), hashlib.sha256).hexdigest()
+                proof = query.get("proof", ["%d.%s" % (expires, mac)])[0]
                 identity = ' data-subject="%s" data-proof="%s"' % (subject, proof)
             html = PAGE.format(gateway=gateway, endpoint=relay_base, version=version, integrity=integrity, key=key, identity=identity,
                                body=body).encode()
@@ -112,7 +115,8 @@ def main():
         a copy of each (DevTools does not report the beacons a page sends as it goes away)."""
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            relayed.append((self.path, self.headers.get("Origin"), body))
+            entry = {"path": self.path, "origin": self.headers.get("Origin"), "referer": self.headers.get("Referer"), "body": body}
+            relayed.append(entry)
             forward = {h: self.headers[h] for h in ("Origin", "Content-Type", "Sec-GPC") if self.headers.get(h)}
             request = urllib.request.Request(gateway + self.path, data=body, method="POST", headers=forward)
             try:
@@ -120,6 +124,7 @@ def main():
                     status, headers, answer = r.status, r.headers, r.read()
             except urllib.error.HTTPError as e:
                 status, headers, answer = e.code, e.headers, e.read()
+            entry["status"] = status
             self.send_response(status)
             for h in ("Content-Type", "Access-Control-Allow-Origin", "Vary"):
                 if headers.get(h):
@@ -241,7 +246,7 @@ def run(browser, veil, gateway, relay, relayed, shop, other, officer, check):
         {(i["item"], i["kind"]) for i in export(subject).get("interactions", [])}))
     check(got is not None, "stored after consent: %s, wanted at least %s" % (
         sorted({(i["item"], i["kind"]) for i in export(subject).get("interactions", [])}), sorted(wanted)))
-    sent = [e for path, _, body in relayed if path.startswith("/v1/events") for e in json.loads(body)["events"]]
+    sent = [e for r in relayed if r["path"].startswith("/v1/events") for e in json.loads(r["body"])["events"]]
     views = [e for e in sent if e.get("kind") == "page_view" and e.get("item") == "sku-8"]
     check(len(views) == 1, "page views of sku-8 sent: %d" % len(views))
     if views:
@@ -255,12 +260,15 @@ def run(browser, veil, gateway, relay, relayed, shop, other, officer, check):
         check(set(e) <= allowed, "an event sent fields beyond the script's list: %s" % sorted(set(e) - allowed))
         text = json.dumps(e)
         check("http" not in text and "127.0.0.1" not in text and ua not in text, "an event carries a URL or the user agent: %s" % text[:200])
-    gateway_urls = [relay + path for path, _, _ in relayed]
+    gateway_urls = [relay + r["path"] for r in relayed]
     check(all(set(urllib.parse.parse_qs(urllib.parse.urlparse(u).query)) <= {"key", "proof"} for u in gateway_urls),
           "a request to the gateway carries more than key and proof in its URL")
     consents_sent = [u for u in gateway_urls if "/v1/consents" in u]
     check(len(consents_sent) == 2, "the choice was sent %d times over five pages (once per purpose expected)" % len(consents_sent))
-    check(all(origin == shop for _, origin, _ in relayed), "a request without the page's origin: %s" % {o for _, o, _ in relayed})
+    check(all(r["origin"] == shop for r in relayed), "a request without the page's origin: %s" % {r["origin"] for r in relayed})
+    # The page's path never goes with them: no Referer, or the origin alone (beacons follow the page's policy).
+    referers = {r["referer"] for r in relayed}
+    check(referers <= {None, shop + "/"}, "a request carried the page's address: %s" % referers)
     print("after consent: stored %s" % sorted(got or []))
 
     # 3. Withdrawal: the random id goes, the gateway shreds the person's data, and nothing more is sent.
@@ -322,11 +330,45 @@ def run(browser, veil, gateway, relay, relayed, shop, other, officer, check):
     got = wait_for("member events", lambda: any(i["item"] == "sku-41" for i in export("customer-77").get("interactions", [])))
     check(bool(got), "the signed-in person's page view was not stored")
     forger = browser.new_page()
-    browse(forger, shop + "/item/sku-43?subject=customer-78&proof=" + "0" * 64, dwell=0.2)
+    seen = len(relayed)
+    forged = "%d.%s" % (int(time.time()) + 3600, "0" * 64)
+    browse(forger, shop + "/item/sku-43?subject=customer-78&proof=" + forged, dwell=0.2)
     forger.evaluate("document.getElementById('accept').click()")
-    time.sleep(1.5)
+    refused = wait_for("forged refused", lambda: [r for r in relayed[seen:] if "status" in r] or None)
+    check(bool(refused) and all(r["status"] == 403 for r in refused), "a forged proof was not refused: %s" % [r.get("status") for r in relayed[seen:]])
     check(consent_state("customer-78").get("personalization") is False, "a forged proof recorded consent")
     print("signed in: consent and page view stored with the shop's proof; a forged proof refused")
+
+    # 7. A change of mind before the grant is recorded: the withdrawal follows it, and nothing is kept.
+    racer = browser.new_page()
+    browse(racer, shop + "/item/sku-50", dwell=0.2)
+    seen = len(relayed)
+    racer.evaluate("answer({personalization: true, marketing: false}); answer({personalization: false, marketing: false})")
+    time.sleep(2)
+    grants = [json.loads(r["body"]) for r in relayed[seen:] if r["path"].startswith("/v1/consents")]
+    subjects = {g["subject"] for g in grants}
+    check(len(subjects) == 1, "the change of mind named %d subjects: %s" % (len(subjects), grants))
+    if len(subjects) == 1:
+        person = subjects.pop()
+        check(consent_state(person).get("personalization") is False, "granted and at once withdrawn, the ledger says %s" % consent_state(person))
+    check(racer.evaluate("localStorage.getItem('veil')") is None, "an id was kept after the change of mind")
+    print("granted then withdrawn at once: %d consent calls, ends withdrawn, nothing kept" % len(grants))
+
+    # 8. The per-client limit: one address exhausting its bucket leaves another's untouched.
+    def post_from(address):
+        import http.client
+        body = json.dumps({"subject": "anon-" + "ab" * 16, "purpose": "analytics", "granted": False, "method": "banner",
+                           "notice_version": "2026-01"})
+        c = http.client.HTTPConnection("127.0.0.1", int(gateway.rsplit(":", 1)[1]), timeout=5, source_address=(address, 0))
+        c.request("POST", "/v1/consents?key=" + page_key, body, {"Origin": shop, "Content-Type": "text/plain"})
+        status = c.getresponse().status
+        c.close()
+        return status
+    page_key = re.search(r'data-key="([^"]+)"', urllib.request.urlopen(shop + "/item/sku-1").read().decode()).group(1)
+    statuses = [post_from("127.0.0.3") for _ in range(40)]
+    check(201 in statuses and 429 in statuses, "40 calls from one address: %s" % sorted(set(statuses)))
+    check(post_from("127.0.0.4") == 201, "another address was limited with the first")
+    print("rate limit per client: one address %d x 201 then 429; another address still served" % statuses.count(201))
 
 
 if __name__ == "__main__":

@@ -92,16 +92,16 @@ public struct PrincipalStore: Sendable {
     /// ``SubjectProofs``). Derived from the key, never stored; shown once beside the key.
     public func identitySecret(ofKey key: String) -> String { proofs.secret(forKey: hash(key)) }
 
-    /// Whether `proof` is the shop's proof of `subject` for this browser principal's key.
-    func vouches(_ principal: Principal, for subject: String) -> Bool {
+    /// Whether the request's proof is the shop's proof of `subject` for this browser principal's key, valid at `now`.
+    func vouches(_ principal: Principal, for subject: String, at now: Date) -> Bool {
         guard let proof = principal.subjectProof, !principal.keyFingerprint.isEmpty else { return false }
-        return proofs.isValid(proof: proof, subject: subject, keyFingerprint: principal.keyFingerprint)
+        return proofs.isValid(proof: proof, subject: subject, keyFingerprint: principal.keyFingerprint, now: Int64(now.timeIntervalSince1970))
     }
 
     /// Whether a browser key may name `subject`: one of the script's random ids (`anon-` and 32 hex digits: no
     /// person's id, unguessable, so naming one speaks for nobody else) or an id the shop's proof vouches for.
-    func browserMayName(_ subject: String, _ principal: Principal) -> Bool {
-        Self.isScriptID(subject) || vouches(principal, for: subject)
+    func browserMayName(_ subject: String, _ principal: Principal, at now: Date) -> Bool {
+        Self.isScriptID(subject) || vouches(principal, for: subject, at: now)
     }
 
     static func isScriptID(_ subject: String) -> Bool {
@@ -114,8 +114,8 @@ public struct PrincipalStore: Sendable {
 
     static let subjectProofRequired = GatewayError(
         .forbidden, "subject_proof_required",
-        "a browser key may name a shop's own subject id only with the shop's proof (proof= in the query: HMAC-SHA256 of the id under the key's "
-            + "identity secret, computed on the shop's server); the script's own ids (anon- and 32 hex digits) need none")
+        "a browser key may name a shop's own subject id only with the shop's unexpired proof (proof=EXPIRES.HMAC in the query, computed "
+            + "on the shop's server with the key's identity secret); the script's own ids (anon- and 32 hex digits) need none")
 
     /// `scheme://host[:port]` in lower case, as a browser sends it in `Origin`; refuses paths, wildcards and `null`.
     static func normalizedOrigin(_ text: String) throws -> String {
@@ -127,7 +127,8 @@ public struct PrincipalStore: Sendable {
             let host = components.host, !host.isEmpty, !host.contains("*"), components.user == nil, components.password == nil,
             components.path.isEmpty || components.path == "/", components.query == nil, components.fragment == nil
         else { throw refuse }
-        let port = components.port.map { ":\($0)" } ?? ""
+        // A browser leaves the scheme's default port out of `Origin`.
+        let port = components.port.flatMap { ($0 == 443 && scheme == "https") || ($0 == 80 && scheme == "http") ? nil : ":\($0)" } ?? ""
         return "\(scheme)://\(host)\(port)"
     }
 

@@ -58,8 +58,12 @@ public final class RateLimiter: Sendable {
     func check(principal: String, role: String, now: TimeInterval) -> TimeInterval? {
         let limit = limits[role] ?? Self.unlisted
         return buckets.withLock { table in
-            // Browser keys have a bucket per client address: forget the idle ones (a full bucket is a new one).
-            if table.count >= Self.maxBuckets { table = table.filter { now - $0.value.updated < 60 } }
+            // Browser keys have a bucket per client address: forget the idle ones (a full bucket is a new one), and
+            // all of them if that is not enough, so that a sweep comes at most once per `maxBuckets` new clients.
+            if table.count >= Self.maxBuckets {
+                table = table.filter { now - $0.value.updated < 60 }
+                if table.count >= Self.maxBuckets / 2 { table.removeAll(keepingCapacity: true) }
+            }
             var bucket = table[principal] ?? TokenBucket(tokens: limit.burst, updated: now)
             let wait = bucket.take(limit, now: now)
             table[principal] = bucket

@@ -126,7 +126,10 @@ extension VeilService {
             principal.subjectProof = query["proof"].map(String.init)
             limited += "|" + clientFingerprint(clientAddress)
         } else if fields == 0 {
-            note.update { $0.reason = "secret API key sent in the URL" }
+            // Named, so the operator learns which key to replace (whoever holds it could flood anyway).
+            note.update {
+                $0.actor = principal.name; $0.role = principal.role; $0.reason = "secret API key sent in the URL: replace it"
+            }
             throw GatewayError(
                 .unauthorized, "unauthenticated",
                 "only a browser key may be sent in the URL; send this key in the Authorization header, and replace it, since URLs are logged")
@@ -170,10 +173,12 @@ struct EdgeMiddleware: RouterMiddleware {
             response = mapped.response(requestID: context.requestID)
         }
         var audited = !RouteTable.publicPaths.contains(request.uri.path)
-        if audited, response.status.code >= 400, context.audit.snapshot.actor == AuditNote.anonymous {
-            // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method): a few
-            // per client and window get entries of their own, the rest one aggregate entry, and past the limit a 429
-            // (a flood must leave a bounded record, not fill the audit disk).
+        let note = context.audit.snapshot
+        if audited, response.status.code >= 400, note.actor == AuditNote.anonymous || note.role == Role.browser {
+            // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method), or
+            // refused to a browser key, which anyone can copy from a page: a few per client and window get entries of
+            // their own, the rest one aggregate entry, and past the limit a 429 (a flood must leave a bounded record,
+            // not fill the audit disk).
             let client = service.clientFingerprint(context.clientAddress)
             let seconds = Int64(service.now().timeIntervalSince1970)
             switch service.refusals.record(client: client, at: seconds) {

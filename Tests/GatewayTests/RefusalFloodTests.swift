@@ -42,7 +42,7 @@ import Testing
             let entries = try await client.call(.get, "/v1/audit?action=auth:refused", key: f.keys["compliance-officer"])
             let reasons = (entries.json["entries"] as? [[String: Any]] ?? []).compactMap { ($0["record"] as? [String: Any])?["reason"] as? String }
             #expect(reasons.count == 2)
-            #expect(reasons.last?.hasPrefix("400 requests answered without authentication in the 60 s") == true, "\(reasons)")
+            #expect(reasons.last?.hasPrefix("400 requests refused without authentication or to a browser key in the 60 s") == true, "\(reasons)")
             #expect(reasons.last?.contains(": 5 have entries of their own") == true, "\(reasons)")
             #expect(reasons.last?.contains("100 were answered 429; the others named entry \(before + 6)") == true, "\(reasons)")
         }

@@ -38,13 +38,23 @@ func temporaryDirectory(_ name: String = #function) -> String {
         let secret = proofs.secret(forKey: keyA)
         #expect(secret.hasPrefix("vs_") && secret.utf8.count == 67)
         #expect(proofs.secret(forKey: keyA) == secret && proofs.secret(forKey: keyB) != secret)
-        let proof = SubjectProofs.proof(subject: "customer-42", secret: secret)
-        #expect(proofs.isValid(proof: proof, subject: "customer-42", keyFingerprint: keyA))
-        #expect(proofs.isValid(proof: proof.uppercased(), subject: "customer-42", keyFingerprint: keyA))
-        #expect(!proofs.isValid(proof: proof, subject: "customer-43", keyFingerprint: keyA))
-        #expect(!proofs.isValid(proof: proof, subject: "customer-42", keyFingerprint: keyB))
-        #expect(!proofs.isValid(proof: String(proof.dropLast(2)), subject: "customer-42", keyFingerprint: keyA))
-        #expect(!proofs.isValid(proof: "not hex", subject: "customer-42", keyFingerprint: keyA))
+        let now: Int64 = 1_800_000_000
+        let proof = SubjectProofs.proof(subject: "customer-42", secret: secret, expires: now + 3600)
+        #expect(proofs.isValid(proof: proof, subject: "customer-42", keyFingerprint: keyA, now: now))
+        #expect(proofs.isValid(proof: proof.uppercased(), subject: "customer-42", keyFingerprint: keyA, now: now))
+        #expect(!proofs.isValid(proof: proof, subject: "customer-43", keyFingerprint: keyA, now: now))
+        #expect(!proofs.isValid(proof: proof, subject: "customer-42", keyFingerprint: keyB, now: now))
+        #expect(!proofs.isValid(proof: String(proof.dropLast(2)), subject: "customer-42", keyFingerprint: keyA, now: now))
+        #expect(!proofs.isValid(proof: "not hex", subject: "customer-42", keyFingerprint: keyA, now: now))
+        // Expired, or valid for longer than a proof may be: refused.
+        #expect(!proofs.isValid(proof: proof, subject: "customer-42", keyFingerprint: keyA, now: now + 3600))
+        let forever = SubjectProofs.proof(subject: "customer-42", secret: secret, expires: now + SubjectProofs.maxLifetime + 1)
+        #expect(!proofs.isValid(proof: forever, subject: "customer-42", keyFingerprint: keyA, now: now))
+        // The expiry is signed: moving it breaks the proof.
+        let moved = "\(now + 7200)." + proof.split(separator: ".")[1]
+        #expect(!proofs.isValid(proof: moved, subject: "customer-42", keyFingerprint: keyA, now: now))
+        // What a shop's server computes with any standard HMAC: hex(HMAC-SHA256(key: secret, message: "EXPIRES|id")).
+        #expect(proof == "\(now + 3600)." + Hash.hmacSHA256(Array("\(now + 3600)|customer-42".utf8), key: Array(secret.utf8)).hexString)
     }
 
     @Test func initCreatesOwnerOnlyKeyFilesAndAPublicAuditKey() throws {

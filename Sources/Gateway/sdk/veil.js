@@ -19,6 +19,7 @@
   var queue = [];
   var ready = null;         // a promise: the current subject's choice is recorded; events wait for it
   var allowed = null;       // what `ready` settled to: null while pending
+  var pending = null;       // the person whose choice is being recorded
   var started = Date.now();
   var gpc = navigator.globalPrivacyControl === true;
 
@@ -57,7 +58,7 @@
     if (beacon && navigator.sendBeacon && navigator.sendBeacon(url(path, proof), new Blob([text], {type: 'text/plain'}))) {
       return Promise.resolve(true);
     }
-    return fetch(url(path, proof), {method: 'POST', mode: 'cors', keepalive: true, credentials: 'omit',
+    return fetch(url(path, proof), {method: 'POST', mode: 'cors', keepalive: true, credentials: 'omit', referrerPolicy: 'no-referrer',
                                     headers: {'Content-Type': 'text/plain'}, body: text})
       .then(function (r) { return r.ok; }, function () { return false; });
   }
@@ -79,22 +80,29 @@
     var marketing = choice.marketing === true && !gpc;
     if (!personalization && !marketing) {
       queue = [];
-      var leaving = who(false);
-      var had = state && state.recorded;
+      // A grant still on its way counts as made: its withdrawal is sent after it, so the ledger ends withdrawn.
+      var leaving = who(false) || pending;
+      var had = (state && state.recorded) || pending;
+      var before = allowed === null ? ready : null;
       save(null);                     // the random id goes at once; nothing is sent any more
       ready = null;
       allowed = null;
+      pending = null;
       if (!leaving || (!had && declined())) return;
       if (!had && !cfg.subject) return; // a random id never used speaks for nobody: nothing to record
       declined(true);
-      record(leaving, 'personalization', false);
-      gpc ? recordGPC(leaving) : record(leaving, 'marketing', false);
+      (before || Promise.resolve()).then(function () {
+        record(leaving, 'personalization', false);
+        gpc ? recordGPC(leaving) : record(leaving, 'marketing', false);
+      });
       return;
     }
-    var person = who(true);
+    var person = cfg.subject ? who(false) : (who(false) || pending || who(true));
     var recorded = state && state.recorded;
-    if (recorded && recorded.subject === person.subject && recorded.personalization === personalization &&
-        recorded.marketing === marketing && recorded.gpc === gpc) {
+    var wanted = {subject: person.subject, personalization: personalization, marketing: marketing, gpc: gpc,
+                  notice: cfg.notice, jurisdiction: cfg.jurisdiction};
+    // Recorded once, not on every page; again when the choice, the person, the notice or the law changes.
+    if (recorded && Object.keys(wanted).every(function (k) { return recorded[k] === wanted[k]; })) {
       if (!ready) { ready = Promise.resolve(true); allowed = true; }
       return;
     }
@@ -102,14 +110,14 @@
     var steps = [record(person, 'personalization', personalization)];
     steps.push(gpc ? recordGPC(person) : record(person, 'marketing', marketing));
     allowed = null;
+    pending = person;
     var mine = ready = Promise.all(steps).then(function (results) {
+      if (ready !== mine) return false; // withdrawn or changed meanwhile: keep nothing of this one
+      pending = null;
       var ok = results.every(Boolean);
-      if (ok) {
-        save({id: cfg.subject ? (state && state.id) || null : person.subject,
-              recorded: {subject: person.subject, personalization: personalization, marketing: marketing, gpc: gpc}});
-      }
-      if (ready === mine) allowed = ok && personalization;
-      return ok && personalization;
+      if (ok) save({id: cfg.subject ? (state && state.id) || null : person.subject, recorded: wanted});
+      allowed = ok && personalization;
+      return allowed;
     });
   }
 
@@ -210,7 +218,7 @@
         document.readyState === 'loading' ? document.addEventListener('DOMContentLoaded', noteSearch) : noteSearch();
       }
     },
-    /** The signed-in person: the shop's id and the proof its server computed (HMAC-SHA256 under the key's secret). */
+    /** The signed-in person: the shop's id and the proof its server computed (EXPIRES.HMAC-SHA256 under the key's secret). */
     identify: function (subject, proof) { cfg.subject = subject; cfg.proof = proof; sync(); },
     /** Options: endpoint, key, notice, jurisdiction (the same as the script tag's data attributes). */
     init: function (o) { for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) cfg[k] = o[k]; },
