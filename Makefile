@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test disk-full-test browser-test secrets-scan soak format
+.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test disk-full-test browser-test console-test secrets-scan soak format
 
 deps:
 	@scripts/ensure-deps.sh
@@ -12,8 +12,8 @@ demo: deps
 	.build/release/veil demo
 
 ## Run every test: the Swift suites, then the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
-## audit witness against a live server, the tracking script in headless Chromium and the secrets scan, against the
-## built binary.
+## audit witness against a live server, the tracking script and the compliance console in headless Chromium, and the
+## secrets scan, against the built binary.
 test: deps
 	$(SWIFT) format lint --strict --configuration .swift-format -r Sources Tests Plugins Package.swift
 	$(SWIFT) build --build-tests
@@ -24,6 +24,7 @@ test: deps
 	python3 scripts/witness_test.py --veil .build/debug/veil
 	scripts/ensure-browser.sh
 	python3 scripts/browser_test.py --veil .build/debug/veil
+	python3 scripts/console_test.py --veil .build/debug/veil
 	python3 -m unittest scripts/test_wrk_output.py
 	VEIL=.build/debug/veil scripts/secrets-scan.sh
 
@@ -39,6 +40,11 @@ shutdown-test: build
 browser-test: build
 	scripts/ensure-browser.sh
 	python3 scripts/browser_test.py --veil .build/debug/veil
+
+## The compliance console in headless Chromium; screenshots of each page go to the folder it prints.
+console-test: build
+	scripts/ensure-browser.sh
+	python3 scripts/console_test.py --veil .build/debug/veil
 
 disk-full-test: build
 	python3 scripts/disk_full_test.py --veil .build/debug/veil

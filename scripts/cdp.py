@@ -1,6 +1,7 @@
 """A small Chrome DevTools Protocol client over `--remote-debugging-pipe`: headless Chromium driven with the standard
 library alone (no WebDriver, no websocket package). Messages are JSON, each ended by a NUL byte; the browser reads
 commands on its fd 3 and writes answers and events on its fd 4."""
+import fcntl
 import json
 import os
 import shutil
@@ -25,8 +26,12 @@ class Browser:
         self._from_browser, from_browser_w = os.pipe()
 
         def child_fds():
-            os.dup2(to_browser_r, 3)
-            os.dup2(from_browser_w, 4)
+            # Moved above 10 first: a pipe end may already be fd 3 or 4 (dup2 onto itself would keep it close-on-exec,
+            # and the second dup2 could overwrite the first's source).
+            high_r = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
+            high_w = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
 
         self.process = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -92,7 +97,7 @@ class Browser:
         target = self.send("Target.createTarget", params)["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, session, target)
-        for domain in ("Page", "Runtime", "Network"):
+        for domain in ("Page", "Runtime", "Network", "Log"):
             page.send(domain + ".enable")
         return page
 

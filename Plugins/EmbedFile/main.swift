@@ -7,7 +7,7 @@ guard arguments.count == 4, let data = FileManager.default.contents(atPath: argu
     FileHandle.standardError.write(Data("usage: EmbedFile INPUT OUTPUT NAME (INPUT must be readable)\n".utf8))
     exit(2)
 }
-let name = arguments[3].filter { $0.isLetter || $0.isNumber }
+let name = arguments[3].map { $0.isLetter || $0.isNumber ? $0 : "_" }.reduce(into: "") { $0.append($1) }
 var text = "// Generated from \((arguments[1] as NSString).lastPathComponent) by the EmbedScript plugin; do not edit.\n"
 text += "extension Embedded {\n    static let \(name): [UInt8] = [\n"
 let bytes = [UInt8](data)

@@ -26,7 +26,33 @@ public struct SourceQualityLog: Sendable {
                         ) WITHOUT ROWID;
                         """)
             }
+            // The same counters per day (UTC), for the console's charts of the last days.
+            migrator.registerMigration("sourcequality.v2.daily") { db in
+                try db.execute(
+                    sql: """
+                        CREATE TABLE source_quality_daily (
+                            source TEXT NOT NULL,
+                            day INTEGER NOT NULL,
+                            events INTEGER NOT NULL,
+                            rejected INTEGER NOT NULL,
+                            duplicates INTEGER NOT NULL,
+                            completeness_sum REAL NOT NULL,
+                            PRIMARY KEY (source, day)
+                        ) WITHOUT ROWID;
+                        """)
+            }
         }
+    }
+
+    /// One source's counters on one day.
+    public struct Day: Sendable, Equatable {
+        public var source: String
+        /// Days since the epoch (UTC).
+        public var day: Int64
+        public var events: Int
+        public var rejected: Int
+        public var duplicates: Int
+        public var rejectRate: Double { events == 0 ? 0 : Double(rejected) / Double(events) }
     }
 
     /// What one batch adds to a source's counters.
@@ -60,7 +86,8 @@ public struct SourceQualityLog: Sendable {
 
     public init() {}
 
-    public func record(_ deltas: [String: Delta], in db: Database) throws {
+    /// Adds a batch's counters; with `day` (days since the epoch), to that day's counters too.
+    public func record(_ deltas: [String: Delta], day: Int64? = nil, in db: Database) throws {
         var merged: [String: Delta] = [:]
         var tracked: Int?
         for (source, delta) in deltas.sorted(by: { $0.key < $1.key }) {
@@ -91,7 +118,23 @@ public struct SourceQualityLog: Sendable {
                         last_event = MAX(COALESCE(last_event, excluded.last_event), COALESCE(excluded.last_event, last_event))
                     """
             ).execute(arguments: [source, d.events, d.accepted, d.rejected, d.duplicates, d.outliers, d.completenessSum, d.lastEvent])
+            guard let day else { continue }
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO source_quality_daily (source, day, events, rejected, duplicates, completeness_sum) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(source, day) DO UPDATE SET events = events + excluded.events, rejected = rejected + excluded.rejected,
+                        duplicates = duplicates + excluded.duplicates, completeness_sum = completeness_sum + excluded.completeness_sum
+                    """
+            ).execute(arguments: [source, day, d.events, d.rejected, d.duplicates, d.completenessSum])
         }
+    }
+
+    /// Every source's counters per day from `since` (days since the epoch) on, oldest first.
+    public func days(since: Int64, in db: Database) throws -> [Day] {
+        try GRDB.Row.fetchAll(
+            db, sql: "SELECT source, day, events, rejected, duplicates FROM source_quality_daily WHERE day >= ? ORDER BY source, day",
+            arguments: [since]
+        ).map { Day(source: $0["source"], day: $0["day"], events: $0["events"], rejected: $0["rejected"], duplicates: $0["duplicates"]) }
     }
 
     public func rows(in db: Database) throws -> [Row] {

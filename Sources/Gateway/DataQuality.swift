@@ -53,6 +53,12 @@ public struct DataQualityReport: Sendable, Codable, Equatable {
 }
 
 extension VeilService {
+    /// Each source's counters per day over the last `days` days (UTC), for the console's charts.
+    func qualityDays(_ days: Int) async throws -> [SourceQualityLog.Day] {
+        let since = Int64(now().timeIntervalSince1970) / 86_400 - Int64(days - 1)
+        return try await store.pool.read { try sourceQuality.days(since: since, in: $0) }
+    }
+
     /// The data-quality report of every source, from the durable counters.
     public func qualityReport() async throws -> DataQualityReport {
         let rows = try await store.pool.read { try sourceQuality.rows(in: $0) }

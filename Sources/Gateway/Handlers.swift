@@ -195,6 +195,7 @@ enum Handlers {
             }
             // In force before this returns: the server's key cache forgets the principal once the revocation commits.
             try await service.principals.revoke(name: name)
+            service.consoleSessions.drop(principal: name)
             // A known principal's name (a closed set of the operator's own), so the record says whom.
             context.audit.update { $0.reason = "principal '\(name)' revoked" }
             return try jsonObject(["revoked": name])

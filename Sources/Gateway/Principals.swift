@@ -170,6 +170,18 @@ public struct PrincipalStore: Sendable {
         }
     }
 
+    /// The active principal named `name`, or nil (unknown or revoked): a console session checks it on every page.
+    public func active(name: String) async throws -> Principal? {
+        try await store.pool.read { db -> Principal? in
+            guard
+                let row = try Row.fetchOne(
+                    db.cachedStatement(sql: "SELECT name, role, namespace, origins FROM principals WHERE name = ? AND revoked_at IS NULL"),
+                    arguments: [name])
+            else { return nil }
+            return Principal(name: row["name"], role: row["role"], namespace: row["namespace"], origins: Self.origins(row["origins"]))
+        }
+    }
+
     /// The active principal holding `key`, or nil. The stored hash is compared in constant time.
     public func authenticate(key: String) async throws -> Principal? {
         guard key.hasPrefix("vk_"), key.utf8.count == 67 else { return nil }

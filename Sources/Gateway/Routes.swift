@@ -60,9 +60,11 @@ public enum RouteTable {
 
 /// Builds the router: the edge middleware, then every route of ``RouteTable`` with its handler.
 public enum GatewayRouter {
-    public static func build(service: VeilService) -> Router<VeilRequestContext> {
+    /// - Parameter secureCookies: the console's cookies carry `Secure` (the server speaks TLS).
+    public static func build(service: VeilService, secureCookies: Bool = false) -> Router<VeilRequestContext> {
         let router = Router(context: VeilRequestContext.self)
         router.add(middleware: EdgeMiddleware(service: service))
+        Console.register(on: router, service: service, secureCookies: secureCookies)
         for spec in RouteTable.routes {
             router.on(RouterPath(spec.path), method: spec.method) { request, context -> Response in
                 context.audit.update { $0.action = spec.action?.rawValue ?? "public" }
@@ -172,7 +174,7 @@ struct EdgeMiddleware: RouterMiddleware {
             }
             response = mapped.response(requestID: context.requestID)
         }
-        var audited = !RouteTable.publicPaths.contains(request.uri.path)
+        var audited = !RouteTable.publicPaths.contains(request.uri.path) && !Console.publicPaths.contains(request.uri.path)
         let note = context.audit.snapshot
         if audited, response.status.code >= 400, note.actor == AuditNote.anonymous || note.role == Role.browser {
             // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method), or

@@ -205,7 +205,7 @@ public enum GatewayServer {
         throws -> some ApplicationProtocol
     {
         Application(
-            router: GatewayRouter.build(service: service),
+            router: GatewayRouter.build(service: service, secureCookies: configuration.tls != nil),
             server: try serverBuilder(configuration, logger: service.logger),
             // Beyond the cap the server stops accepting: new connections wait in the kernel's backlog, not in memory.
             configuration: .init(

@@ -65,6 +65,8 @@ public final class VeilService: Sendable {
     public let logger: Logger
     /// Points where a test can hold a request to force an interleaving (no-ops otherwise).
     public let hooks = TestHooks()
+    /// Signed-in users of the compliance console (in this process).
+    let consoleSessions = ConsoleSessions()
     let now: @Sendable () -> Date
     let trainingThreads: Int
     let passphrase: String?
@@ -159,6 +161,19 @@ public final class VeilService: Sendable {
     func token(for subject: String, principal: Principal) async throws -> SubjectToken {
         let token = try sourceToken(for: subject, principal: principal)
         return try await store.pool.read { try linker.canonical(token, in: $0) }
+    }
+
+    /// A subject's token in `namespace`, identity links followed, as the API finds it: for the command line's search of
+    /// the audit log.
+    public func subjectToken(for subject: String, namespace: String) async throws -> SubjectToken {
+        try await token(for: subject, principal: Principal(name: "cli", role: "admin", namespace: namespace))
+    }
+
+    /// The tokens of one person: the subject's and those identity links join to it (tokens only, never ids).
+    func personTokens(subject: String, principal: Principal, note: AuditNote) async throws -> [SubjectToken] {
+        let token = try await token(for: subject, principal: principal)
+        note.update { $0.subjectToken = token.rawValue }
+        return try await store.pool.read { try linker.person(of: token, in: $0) }
     }
 
     /// The token of the id as this source knows it, before identity links.
@@ -500,7 +515,7 @@ public final class VeilService: Sendable {
                 touched.insert(token.rawValue)
             }
             try features.countAnonymous(anonymousCounts, in: db)
-            try sourceQuality.record(quality, in: db)
+            try sourceQuality.record(quality, day: Int64(at.timeIntervalSince1970) / 86_400, in: db)
             return Written(
                 result: IngestResult(
                     accepted: accepted, duplicates: duplicates, anonymized: anonymized,

@@ -2,6 +2,7 @@ import ArgumentParser
 import Audit
 import Foundation
 import Gateway
+import Storage
 import Vault
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -74,34 +75,103 @@ struct AuditCommand: AsyncParsableCommand {
         }
     }
 
-    struct Query: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print matching entries as JSON lines.")
+    struct Query: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print matching entries: a table on a terminal, JSON lines otherwise (or with --json).",
+            discussion: "With --subject, the id is tokenized as the API does (in --namespace) and the lookup is itself audited.")
         @OptionGroup var common: CommonOptions
         @Option var actor: String?
+        @Option(help: "A person's subject id, as the app knows it (tokenized here; never stored).") var subject: String?
+        @Option(help: "The namespace the subject id belongs to (the app's or tenant's).") var namespace = "default"
         @Option(help: "Subject token (tokens, never raw ids, are in the log).") var subjectToken: String?
         @Option var action: String?
         @Option var outcome: AuditOutcome?
-        @Option(help: "Entries at or after this time (ISO 8601).") var from: String?
-        @Option(help: "Entries at or before this time (ISO 8601).") var to: String?
+        @Option(help: "Entries at or after this time: a day (2026-12-01, UTC) or ISO 8601.") var from: String?
+        @Option(help: "Entries at or before this time: a day (the whole day) or ISO 8601.") var to: String?
         @Option(help: "Only entries after this sequence number (the cursor).") var after: Int64 = 0
         @Option(help: "1 to 1000.") var limit = 100
+        @Flag(help: "JSON lines even on a terminal.") var json = false
 
-        func run() throws {
+        func run() async throws {
             guard (1...1000).contains(limit) else { throw ValidationError("--limit must be 1 to 1000") }
-            func millis(_ text: String?, _ name: String) throws -> Int64? {
+            guard subject == nil || subjectToken == nil else { throw ValidationError("give --subject or --subject-token, not both") }
+            func millis(_ text: String?, _ name: String, endOfDay: Bool) throws -> Int64? {
                 guard let text else { return nil }
+                if let day = try? Date(text + "T00:00:00Z", strategy: .iso8601) {
+                    return Int64(day.timeIntervalSince1970 * 1000) + (endOfDay ? 86_400_000 - 1 : 0)
+                }
                 guard let date = ISO8601DateFormatter().date(from: text) else {
-                    throw ValidationError("--\(name) must be an ISO 8601 time such as 2026-12-01T00:00:00Z")
+                    throw ValidationError("--\(name) must be a day such as 2026-12-01 or an ISO 8601 time such as 2026-12-01T10:00:00Z")
                 }
                 return Int64(date.timeIntervalSince1970 * 1000)
             }
             let paths = try common.paths()
+            var token = subjectToken
+            if let subject {
+                let service = try openService(common)
+                let found = try await service.subjectToken(for: subject, namespace: namespace)
+                token = found.rawValue
+                // Looking up one person's entries is an access to that person: recorded like the API's search.
+                try await service.audit.append(
+                    AuditRecord(
+                        actor: "cli", role: "admin", action: "audit:read", resource: "veil audit query", subjectToken: found.rawValue,
+                        outcome: .allowed, reason: "entries of one subject looked up from the command line"))
+                try await service.audit.checkpoint()
+            }
             let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase).store)
             let entries = try index.query(
                 AuditQuery(
-                    actor: actor, subjectToken: subjectToken, action: action, outcome: outcome,
-                    from: try millis(from, "from"), to: try millis(to, "to"), after: after, limit: limit))
-            for e in entries { try printJSON(e) }
+                    actor: actor, subjectToken: token, action: action, outcome: outcome,
+                    from: try millis(from, "from", endOfDay: false), to: try millis(to, "to", endOfDay: true), after: after, limit: limit))
+            if json || isatty(STDOUT_FILENO) == 0 {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                for e in entries { print(String(decoding: try encoder.encode(Line(e)), as: UTF8.self)) }
+            } else {
+                printTable(entries)
+            }
+        }
+
+        /// One entry as a line: the time in ISO 8601 (UTC), the record's fields flat.
+        struct Line: Encodable {
+            var sequence: Int64, time: String, actor: String, role: String, action: String, resource: String
+            var subject_token: String?, purpose: String?, outcome: String, reason: String, request_id: String, hash: String
+            init(_ e: AuditEntry) {
+                sequence = e.sequence
+                time = Query.iso(e.at)
+                actor = e.record.actor
+                role = e.record.role
+                action = e.record.action
+                resource = e.record.resource
+                subject_token = e.record.subjectToken
+                purpose = e.record.purpose
+                outcome = e.record.outcome
+                reason = e.record.reason
+                request_id = e.record.requestID
+                hash = e.hash
+            }
+        }
+
+        static func iso(_ millis: Int64) -> String {
+            Date(timeIntervalSince1970: Double(millis) / 1000).ISO8601Format()
+        }
+
+        func printTable(_ entries: [AuditEntry]) {
+            guard !entries.isEmpty else { return print("no entries match") }
+            let rows = entries.map { e in
+                [
+                    String(e.sequence), Self.iso(e.at), e.record.actor, e.record.action, e.record.resource, e.record.outcome,
+                    String(e.record.reason.prefix(60)),
+                ]
+            }
+            let header = ["#", "time (UTC)", "actor", "action", "resource", "outcome", "reason"]
+            let widths = header.indices.map { c in ([header] + rows).map { $0[c].count }.max() ?? 0 }
+            for row in [header] + rows {
+                print(
+                    row.indices.map { $0 == row.count - 1 ? row[$0] : row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(
+                        separator: "  "))
+            }
+            if entries.count == limit, let last = entries.last { print("more: --after \(last.sequence)") }
         }
     }
 

@@ -9,6 +9,7 @@ import Ingestion
 import Logging
 import Policy
 import ServiceLifecycle
+import UnixSignals
 import Vault
 
 /// The end-to-end demo: everything through the real HTTP API of a server started in process.
@@ -21,6 +22,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Option var days = 60
     @Option var seed: UInt64 = 7
     @Option(help: .hidden) var apiKeysOut: String?
+    @Flag(help: "Leave the server running after the story, to open the compliance console on the demo's data (Ctrl-C stops it).")
+    var serve = false
+    @Option(help: "With --serve: the port (default: a free one).") var port = 0
 
     func run() async throws {
         let started = Date()
@@ -49,12 +53,14 @@ struct DemoCommand: AsyncParsableCommand {
         }
 
         var config = ServerConfiguration()
-        config.port = 0
+        config.port = serve ? port : 0
         config.retrainInterval = 0
         config.retentionInterval = 0
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let app = try GatewayServer.application(service: service, configuration: config) { port in portContinuation.yield(port) }
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(services: [app], logger: logger)
+        if serve { groupConfiguration.gracefulShutdownSignals = [.sigterm, .sigint] }
+        let group = ServiceGroup(configuration: groupConfiguration)
         async let running: Void = group.run()
         var iterator = portStream.makeAsyncIterator()
         guard let port = await iterator.next() else { throw ValidationError("server did not start") }
@@ -68,8 +74,14 @@ struct DemoCommand: AsyncParsableCommand {
             try? await running
             throw error
         }
-        // A graceful stop lets the server sign its final audit checkpoint.
-        await group.triggerGracefulShutdown()
+        if serve {
+            step("the server keeps running: the compliance console is at http://127.0.0.1:\(port)/console")
+            print("   sign in with the compliance officer's key (a throwaway demo key): \(officerKey)")
+            print("   or the administrator's: \(adminKey); Ctrl-C stops the server")
+        } else {
+            // A graceful stop lets the server sign its final audit checkpoint.
+            await group.triggerGracefulShutdown()
+        }
         try await running
         let verify = try AuditReader(path: paths.auditDatabase).verify(
             publicKey: service.ring.auditSigner.publicKey, trustedHeads: held.isEmpty ? [] : [held])

@@ -1,0 +1,231 @@
+import Audit
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Mustache
+import Policy
+
+/// The compliance console under `/console`: pages rendered on the server from the templates in `console/`, no
+/// script, nothing from another origin. Each page stands for an API route and is authorized and audited as that
+/// route's action, under the signed-in principal.
+enum Console {
+    typealias Page = @Sendable (ConsoleRequest) async throws -> Response
+
+    struct Route: Sendable {
+        let method: HTTPRequest.Method
+        let path: String
+        /// The API action the page stands for; nil for the pages that need no session.
+        let action: Action?
+        let handle: Page
+    }
+
+    /// Not audited: the sign-in form, the style sheet and the redirect to the start page (they read nothing). Signing
+    /// in (`POST /console/session`) is.
+    static let publicPaths: Set<String> = ["/console", "/console/signin", "/console/console.css"]
+    static let sessionCookie = "veil_console"
+    static let signinCookie = "veil_signin"
+
+    static func register(on router: Router<VeilRequestContext>, service: VeilService, secureCookies: Bool) {
+        for route in routes {
+            router.on(RouterPath(route.path), method: route.method) { request, context -> Response in
+                context.audit.update { $0.action = route.action?.rawValue ?? "console:signin" }
+                let call = try await ConsoleRequest(service: service, request: request, context: context, secureCookies: secureCookies)
+                do {
+                    if let action = route.action { try call.authorize(action) }
+                    return try await route.handle(call)
+                } catch let error as ConsoleError {
+                    return error.page
+                } catch {
+                    let mapped = GatewayError.from(error)
+                    let message = mapped.status.code >= 500 ? "something went wrong (request \(context.requestID))" : mapped.message
+                    if mapped.status.code >= 500 { service.logger.error("console page failed", metadata: ["request_id": "\(context.requestID)"]) }
+                    return render("error", ["title": "Error", "message": message], status: mapped.status)
+                }
+            }
+        }
+    }
+
+    static let routes: [Route] = [
+        Route(method: .get, path: "/console", action: nil) { _ in redirect("/console/audit") },
+        Route(method: .get, path: "/console/console.css", action: nil) { _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/css; charset=utf-8", .cacheControl: "public, max-age=300"],
+                body: .init(byteBuffer: ByteBuffer(bytes: Embedded.console_css)))
+        },
+        Route(method: .get, path: "/console/signin", action: nil, handle: ConsoleAuth.form),
+        Route(method: .post, path: "/console/session", action: nil, handle: ConsoleAuth.signIn),
+        Route(method: .post, path: "/console/signout", action: nil, handle: ConsoleAuth.signOut),
+        Route(method: .get, path: "/console/audit", action: .auditRead, handle: ConsolePages.auditLog),
+        Route(method: .get, path: "/console/audit/{seq}", action: .auditRead, handle: ConsolePages.auditEntry),
+        Route(method: .get, path: "/console/integrity", action: .auditRead, handle: ConsolePages.integrity),
+        Route(method: .get, path: "/console/integrity/head", action: .auditHeads, handle: ConsolePages.downloadHead),
+        Route(method: .get, path: "/console/subjects", action: .consentRead, handle: ConsolePages.subject),
+        Route(method: .post, path: "/console/subjects/export", action: .subjectsExport, handle: ConsolePages.export),
+        Route(method: .post, path: "/console/subjects/erase", action: .subjectsErase, handle: ConsolePages.erase),
+        Route(method: .get, path: "/console/result", action: .auditRead, handle: ConsolePages.result),
+        Route(method: .get, path: "/console/operations", action: .auditRead, handle: ConsolePages.operations),
+        Route(method: .post, path: "/console/principals/revoke", action: .principalsWrite, handle: ConsolePages.revoke),
+    ]
+
+    /// The templates, compiled once from the files the build embedded.
+    static let library: MustacheLibrary = {
+        var templates: [String: MustacheTemplate] = [:]
+        for (name, bytes) in Embedded.consoleTemplates {
+            // The templates ship with the binary and are tested: a broken one is a build mistake, not a runtime state.
+            templates[name] = try! MustacheTemplate(string: String(decoding: bytes, as: UTF8.self))
+        }
+        return MustacheLibrary(templates: templates)
+    }()
+
+    /// Headers of every console page: nothing cached, nothing framed, no script, nothing from elsewhere.
+    static func secured(_ headers: inout HTTPFields) {
+        headers[.cacheControl] = "no-store"
+        headers[.contentSecurityPolicy] =
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+        headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+    }
+
+    static func render(_ template: String, _ values: [String: Any], status: HTTPResponse.Status = .ok, headers extra: HTTPFields = [:]) -> Response {
+        let html = library.render(values, withTemplate: template) ?? "template \(template) is missing"
+        var headers: HTTPFields = [.contentType: "text/html; charset=utf-8"]
+        secured(&headers)
+        headers.append(contentsOf: extra)
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static func redirect(_ location: String, headers extra: HTTPFields = [:]) -> Response {
+        var headers: HTTPFields = [.location: location]
+        secured(&headers)
+        headers.append(contentsOf: extra)
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    static func cookie(_ name: String, _ value: String, secure: Bool, maxAge: Int? = nil) -> String {
+        var c = "\(name)=\(value); Path=/console; HttpOnly; SameSite=Strict"
+        if secure { c += "; Secure" }
+        if let maxAge { c += "; Max-Age=\(maxAge)" }
+        return c
+    }
+}
+
+/// An error shown as a console page.
+struct ConsoleError: Error {
+    let status: HTTPResponse.Status
+    let title: String
+    let message: String
+
+    var page: Response {
+        Console.render("error", ["title": title, "message": message, "signin": status == .unauthorized], status: status)
+    }
+
+    static let signedOut = ConsoleError(
+        status: .unauthorized, title: "Sign in", message: "Your session has ended or never began. Sign in with your API key.")
+    static let badForm = ConsoleError(
+        status: .forbidden, title: "Form refused", message: "The form lacked its security token or it had expired. Open the page again and retry.")
+}
+
+/// One console request: the service, the parsed cookies and form, and the session if there is one.
+struct ConsoleRequest: Sendable {
+    let service: VeilService
+    let request: Request
+    let context: VeilRequestContext
+    let secureCookies: Bool
+    let cookies: [String: String]
+    let form: [String: String]
+    let sessionID: String?
+    let session: ConsoleSessions.Session?
+
+    init(service: VeilService, request: Request, context: VeilRequestContext, secureCookies: Bool) async throws {
+        self.service = service
+        self.request = request
+        self.context = context
+        self.secureCookies = secureCookies
+        cookies = Self.parseCookies(request.headers[values: .cookie])
+        form = request.method == .post ? Self.parseForm(try await Handlers.collect(request, context)) : [:]
+        sessionID = cookies[Console.sessionCookie]
+        var live = sessionID.flatMap { service.consoleSessions.use($0, now: service.now()) }
+        // A principal revoked since sign-in (here or from the command line) loses its sessions.
+        if let s = live, try await service.principals.active(name: s.principal.name) == nil {
+            service.consoleSessions.drop(principal: s.principal.name)
+            live = nil
+        }
+        session = live
+        if let live {
+            context.audit.update {
+                $0.actor = live.principal.name; $0.role = live.principal.role
+            }
+        }
+    }
+
+    var principal: Principal { session!.principal }
+
+    /// Needs a session whose role holds `action`, and on a form, the session's CSRF token.
+    func authorize(_ action: Action) throws {
+        guard let session else {
+            context.audit.update { $0.reason = "no console session" }
+            throw ConsoleError.signedOut
+        }
+        guard service.policy.allows(role: session.principal.role, action) else {
+            context.audit.update { $0.reason = "role lacks \(action.rawValue)" }
+            throw ConsoleError(
+                status: .forbidden, title: "Not allowed", message: "Your role (\(session.principal.role)) may not \(action.rawValue).")
+        }
+        if request.method == .post { try checkCSRF(session.csrf) }
+    }
+
+    func checkCSRF(_ expected: String) throws {
+        guard let given = form["csrf"], SecureRandomCompare.equal(given, expected) else {
+            context.audit.update { $0.reason = "form without a valid CSRF token" }
+            throw ConsoleError.badForm
+        }
+    }
+
+    /// Values every page's layout reads.
+    func base(_ title: String, _ values: [String: Any] = [:]) -> [String: Any] {
+        var v = values
+        v["title"] = title
+        if let session {
+            v["user"] = session.principal.name
+            v["role"] = session.principal.role
+            v["csrf"] = session.csrf
+            v["admin"] = service.policy.allows(role: session.principal.role, .principalsWrite)
+        }
+        return v
+    }
+
+    static func parseCookies(_ headers: [String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for header in headers {
+            for part in header.split(separator: ";") {
+                let pair = part.split(separator: "=", maxSplits: 1)
+                guard pair.count == 2 else { continue }
+                out[pair[0].trimmingCharacters(in: .whitespaces)] = pair[1].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return out
+    }
+
+    /// `application/x-www-form-urlencoded`: `+` is a space, then percent-decoding.
+    static func parseForm(_ body: [UInt8]) -> [String: String] {
+        var out: [String: String] = [:]
+        for part in String(decoding: body, as: UTF8.self).split(separator: "&") {
+            let pair = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String? { Handlers.percentDecoded(String(s).replacingOccurrences(of: "+", with: " ")) }
+            guard let key = decode(pair[0]) else { continue }
+            out[key] = pair.count > 1 ? decode(pair[1]) ?? "" : ""
+        }
+        return out
+    }
+}
+
+/// Constant-time comparison of two tokens' text.
+enum SecureRandomCompare {
+    static func equal(_ a: String, _ b: String) -> Bool {
+        var diff = UInt8(a.utf8.count == b.utf8.count ? 0 : 1)
+        for (x, y) in zip(a.utf8, b.utf8) { diff |= x ^ y }
+        return diff == 0
+    }
+}

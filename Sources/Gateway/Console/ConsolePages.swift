@@ -1,0 +1,269 @@
+import Audit
+import Consent
+import FeatureStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Policy
+import Storage
+import Vault
+
+/// The console's pages. Each calls the service the API route it stands for calls.
+enum ConsolePages {
+    static let auditLog: Console.Page = { call in
+        let p = call.request.uri.queryParameters
+        func text(_ name: String) -> String? {
+            guard let value = p[Substring(name)], !value.isEmpty else { return nil }
+            return String(value)
+        }
+        var q = AuditQuery(limit: 50)
+        q.actor = text("actor")
+        q.action = text("action")
+        if let outcome = text("outcome") {
+            guard let value = AuditOutcome(rawValue: outcome) else { throw invalid("outcome is one of allowed, denied, rejected, error") }
+            q.outcome = value
+        }
+        q.from = try text("from").map { try time($0, endOfDay: false) }
+        q.to = try text("to").map { try time($0, endOfDay: true) }
+        q.after =
+            try text("cursor").map {
+                guard let v = Int64($0), v >= 0 else { throw invalid("the page cursor is a sequence number") }; return v
+            } ?? 0
+        let subject = text("subject")
+        if let subject {
+            // Tokenized here; the id itself is shown back only in this officer's search box and never stored.
+            let token = try await call.service.token(for: subject, principal: call.principal)
+            q.subjectToken = token.rawValue
+            call.context.audit.update { $0.subjectToken = token.rawValue }
+        }
+        let query = q
+        let entries = try await offThePool { try call.service.auditIndex.query(query) }
+        var next: String?
+        if entries.count == query.limit, let last = entries.last?.sequence {
+            var items = [URLQueryItem(name: "cursor", value: String(last))]
+            for name in ["subject", "actor", "action", "outcome", "from", "to"] {
+                if let v = text(name) { items.append(URLQueryItem(name: name, value: v)) }
+            }
+            var c = URLComponents()
+            c.queryItems = items
+            next = "/console/audit?" + (c.percentEncodedQuery ?? "")
+        }
+        var values = call.base(
+            "Access log",
+            [
+                "subject": subject ?? "", "actor": q.actor ?? "", "action": q.action ?? "", "from": text("from") ?? "", "to": text("to") ?? "",
+                "outcomes": AuditOutcome.allCases.map { ["value": $0.rawValue, "selected": $0 == q.outcome] },
+                "entries": entries.map(row), "none": entries.isEmpty,
+            ])
+        if let next { values["next"] = next }
+        return Console.render("audit", values)
+    }
+
+    static let auditEntry: Console.Page = { call in
+        guard let seq = call.context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else { throw invalid("no such entry") }
+        let reader = AuditReader(store: call.service.audit.store)
+        guard let entry = try await offThePool({ try reader.query(AuditQuery(after: seq - 1, limit: 1)) }).first, entry.sequence == seq else {
+            throw ConsoleError(status: .notFound, title: "No such entry", message: "The log has no entry \(seq).")
+        }
+        var values = row(entry)
+        values["previous_hash"] = entry.previousHash
+        values["hash"] = entry.hash
+        values["request_id"] = entry.record.requestID
+        values["subject_token"] = entry.record.subjectToken ?? "none"
+        values["purpose"] = entry.record.purpose ?? "none"
+        if let proof = try? await offThePool({ try reader.inclusionProof(sequence: seq) }) {
+            values["proof"] = ["tree_size": proof.treeSize, "leaf_hash": proof.leafHash, "hashes": proof.hashes, "root": proof.checkpoint.rootHash]
+        }
+        return Console.render("entry", call.base("Entry \(seq)", values))
+    }
+
+    static let integrity: Console.Page = { call in
+        let reader = AuditReader(store: call.service.audit.store)
+        let key = call.service.ring.auditSigner.publicKey
+        let verification = try await offThePool { try reader.verify(publicKey: key) }
+        let head = try await offThePool { try reader.newestCheckpoint() }
+        return Console.render(
+            "integrity",
+            call.base(
+                "Integrity",
+                [
+                    "intact": verification.intact, "entries": verification.entries, "heads": verification.checkpoints,
+                    "signed_through": verification.signedThrough, "reason": verification.reason ?? "", "proves": verification.proves,
+                    "head": head?.note ?? "", "has_head": head != nil,
+                ]))
+    }
+
+    /// The newest signed head as a file, for the officer to keep away from the gateway.
+    static let downloadHead: Console.Page = { call in
+        guard let head = try await call.service.audit.checkpoint(minimumInterval: .seconds(1)) else {
+            throw ConsoleError(status: .notFound, title: "No signed head", message: "The log has signed no tree head yet.")
+        }
+        var headers: HTTPFields = [
+            .contentType: "text/plain; charset=utf-8", .contentDisposition: "attachment; filename=\"veil-head-\(head.size).txt\"",
+        ]
+        Console.secured(&headers)
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: head.note)))
+    }
+
+    static let subject: Console.Page = { call in
+        guard let subject = call.request.uri.queryParameters["subject"].map(String.init), !subject.isEmpty else {
+            return Console.render("subject", call.base("A person's record", ["searched": false]))
+        }
+        let note = call.context.audit
+        let state = try await call.service.consentState(subject: subject, principal: call.principal, note: note)
+        let history = try await call.service.consentHistory(subject: subject, principal: call.principal, note: note)
+        let tokens = try await call.service.personTokens(subject: subject, principal: call.principal, note: note)
+        let purposes = (state["purposes"] as? [String: [String: Any]] ?? [:]).sorted { $0.key < $1.key }.map { name, decision in
+            ["purpose": name, "allowed": decision["allowed"] as? Bool ?? false, "reason": decision["reason"] as? String ?? ""] as [String: Any]
+        }
+        let events = history.map { r -> [String: Any] in
+            [
+                "seq": r.sequence, "at": iso(r.event.at), "purpose": r.event.purpose, "granted": r.event.granted, "method": r.event.method.rawValue,
+                "notice": r.event.noticeVersion, "jurisdiction": r.event.jurisdiction, "gpc_conflict": r.event.gpcConflict == true,
+                "source": r.event.sourceApp,
+            ]
+        }
+        return Console.render(
+            "subject",
+            call.base(
+                "A person's record",
+                [
+                    "searched": true, "subject": subject, "purposes": purposes, "history": events, "no_history": events.isEmpty,
+                    "tokens": tokens.map(\.rawValue),
+                ]))
+    }
+
+    static let export: Console.Page = { call in
+        let subject = try field(call, "subject")
+        let export = try await call.service.export(subject: subject, principal: call.principal, note: call.context.audit)
+        var data = try Handlers.encoder.encode(export)
+        let recipient = call.form["recipient"]?.trimmingCharacters(in: .whitespaces) ?? ""
+        if !recipient.isEmpty {
+            guard let key = [UInt8](hexString: recipient), key.count == 32 else { throw invalid("the requester's key is 64 hex digits (X25519)") }
+            data = try JSONSerialization.data(withJSONObject: [
+                "sealed": Data(try SealedBox.seal(Array(data), to: key)).base64EncodedString(), "algorithm": "crypto_box_seal",
+            ])
+        }
+        var headers: HTTPFields = [.contentType: "application/json", .contentDisposition: "attachment; filename=\"veil-export.json\""]
+        Console.secured(&headers)
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static let erase: Console.Page = { call in
+        let subject = try field(call, "subject")
+        // Typed again, exactly: an erasure cannot be undone.
+        guard call.form["confirm"] == subject else {
+            throw ConsoleError(
+                status: .unprocessableContent, title: "Not erased", message: "To erase, type the subject id again, exactly, in the confirmation box.")
+        }
+        let outcome = try await call.service.erase(subject: subject, principal: call.principal, note: call.context.audit)
+        let rows = outcome["rows_deleted"] as? Int ?? 0
+        call.service.consoleSessions.note(call.sessionID!, requestID: call.context.requestID, result: "Erased: \(rows) rows shredded.")
+        return Console.redirect("/console/result?request=\(call.context.requestID)")
+    }
+
+    /// What a data-subject request did, and the audit entry that records it.
+    static let result: Console.Page = { call in
+        guard let id = call.request.uri.queryParameters["request"].map(String.init), let text = call.session?.results[id] else {
+            throw ConsoleError(status: .notFound, title: "No such request", message: "This session made no such request.")
+        }
+        let actor = call.principal.name
+        let count = call.service.audit.count
+        let entry = try await offThePool {
+            try call.service.auditIndex.query(AuditQuery(actor: actor, after: max(0, count - 10_000), limit: 1000)).last {
+                $0.record.requestID == id
+            }
+        }
+        return Console.render("result", call.base("Done", ["outcome": text, "entry": entry?.sequence ?? 0, "has_entry": entry != nil]))
+    }
+
+    static let operations: Console.Page = { call in
+        let report = try await call.service.qualityReport()
+        let days = try await call.service.qualityDays(7)
+        let today = Int64(call.service.now().timeIntervalSince1970) / 86_400
+        let labels = (0..<7).map { today - 6 + Int64($0) }
+        let sources = report.sources.map { s -> [String: Any] in
+            let perDay = Dictionary(days.filter { $0.source == s.source }.map { ($0.day, $0) }, uniquingKeysWith: { a, _ in a })
+            return [
+                "source": s.source, "events": s.events, "freshness": s.freshnessSeconds.map { "\(Int($0)) s ago" } ?? "never",
+                "completeness": percent(s.completeness), "reject": percent(s.rejectRate), "duplicates": percent(s.duplicateRate),
+                "outliers": s.outliers, "problems": s.problems.joined(separator: "; "), "healthy": s.problems.isEmpty,
+                "chart": Charts.bars(
+                    title: "Events per day from \(s.source)", labels: labels.map(dayLabel), values: labels.map { Double(perDay[$0]?.events ?? 0) }),
+            ]
+        }
+        // Denied requests per day over the week, from the log's index (at most 20,000 counted).
+        let from = (today - 6) * 86_400_000
+        let denied = try await offThePool { () -> [Int64: Int] in
+            var counts: [Int64: Int] = [:]
+            var q = AuditQuery(outcome: .denied, from: from, limit: 1000)
+            for _ in 0..<20 {
+                let page = try call.service.auditIndex.query(q)
+                for e in page { counts[e.at / 86_400_000, default: 0] += 1 }
+                guard page.count == q.limit, let last = page.last else { break }
+                q.after = last.sequence
+            }
+            return counts
+        }
+        var values = call.base(
+            "Operations",
+            [
+                "sources": sources, "no_sources": sources.isEmpty,
+                "denied_chart": Charts.bars(
+                    title: "Denied requests per day", labels: labels.map(dayLabel), values: labels.map { Double(denied[$0] ?? 0) }),
+            ])
+        if values["admin"] as? Bool == true {
+            values["principals"] = try call.service.principals.list().map {
+                ["name": $0.name, "role": $0.role, "namespace": $0.namespace, "revoked": $0.revoked, "origins": $0.origins.joined(separator: " ")]
+                    as [String: Any]
+            }
+        }
+        return Console.render("operations", values)
+    }
+
+    static let revoke: Console.Page = { call in
+        let name = try field(call, "name")
+        guard call.form["confirm"] == name else {
+            throw ConsoleError(status: .unprocessableContent, title: "Not revoked", message: "To revoke, type the principal's name again.")
+        }
+        try await call.service.principals.revoke(name: name)
+        call.service.consoleSessions.drop(principal: name)
+        call.context.audit.update { $0.reason = "principal '\(name)' revoked" }
+        return Console.redirect("/console/operations")
+    }
+
+    // MARK: - Helpers
+
+    static func row(_ e: AuditEntry) -> [String: Any] {
+        [
+            "seq": e.sequence, "at": iso(e.at), "actor": e.record.actor, "role": e.record.role, "action": e.record.action,
+            "resource": e.record.resource, "outcome": e.record.outcome, "reason": e.record.reason, "denied": e.record.outcome != "allowed",
+        ]
+    }
+
+    static func iso(_ millis: Int64) -> String {
+        Date(timeIntervalSince1970: Double(millis) / 1000).ISO8601Format()
+    }
+
+    static func dayLabel(_ day: Int64) -> String {
+        Date(timeIntervalSince1970: Double(day * 86_400)).ISO8601Format(.iso8601.month().day())
+    }
+
+    static func percent(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
+
+    static func invalid(_ message: String) -> ConsoleError { ConsoleError(status: .badRequest, title: "Check the form", message: message) }
+
+    static func field(_ call: ConsoleRequest, _ name: String) throws -> String {
+        guard let value = call.form[name], !value.isEmpty else { throw invalid("\(name) is required") }
+        return value
+    }
+
+    /// A day (`2026-12-05`, the whole day in UTC) or an ISO 8601 time, in milliseconds.
+    static func time(_ s: String, endOfDay: Bool) throws -> Int64 {
+        if let day = try? Date(s + "T00:00:00Z", strategy: .iso8601) {
+            return Int64(day.timeIntervalSince1970 * 1000) + (endOfDay ? 86_400_000 - 1 : 0)
+        }
+        guard let t = ISO8601DateFormatter().date(from: s) else { throw invalid("times are a day (2026-12-05) or ISO 8601 (2026-12-05T10:00:00Z)") }
+        return Int64(t.timeIntervalSince1970 * 1000)
+    }
+}
