@@ -119,7 +119,10 @@ import Testing
             try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("e-7", "u-7", "sku-1")]])
             let officer = try await Self.signIn(client, key: try #require(f.keys["compliance-officer"]))
             let cookie = "veil_console=\(officer.session)"
-            for form in [["subject": "u-7", "confirm": "u-7"], ["subject": "u-7", "confirm": "u-7", "csrf": (officer.csrf.first == "0" ? "1" : "0") + officer.csrf.dropFirst()]] {
+            for form in [
+                ["subject": "u-7", "confirm": "u-7"],
+                ["subject": "u-7", "confirm": "u-7", "csrf": (officer.csrf.first == "0" ? "1" : "0") + officer.csrf.dropFirst()],
+            ] {
                 let r = try await Self.post(client, "/console/subjects/erase", form, cookie: cookie)
                 #expect(r.status == 403 && r.body.contains("security token"), "\(r.status)")
             }
