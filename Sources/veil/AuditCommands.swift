@@ -97,13 +97,10 @@ struct AuditCommand: AsyncParsableCommand {
             guard subject == nil || subjectToken == nil else { throw ValidationError("give --subject or --subject-token, not both") }
             func millis(_ text: String?, _ name: String, endOfDay: Bool) throws -> Int64? {
                 guard let text else { return nil }
-                if let day = try? Date(text + "T00:00:00Z", strategy: .iso8601) {
-                    return Int64(day.timeIntervalSince1970 * 1000) + (endOfDay ? 86_400_000 - 1 : 0)
-                }
-                guard let date = ISO8601DateFormatter().date(from: text) else {
+                guard let t = AuditTime.millis(text, endOfDay: endOfDay) else {
                     throw ValidationError("--\(name) must be a day such as 2026-12-01 or an ISO 8601 time such as 2026-12-01T10:00:00Z")
                 }
-                return Int64(date.timeIntervalSince1970 * 1000)
+                return t
             }
             let paths = try common.paths()
             var token = subjectToken

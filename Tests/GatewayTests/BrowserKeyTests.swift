@@ -13,6 +13,16 @@ import Vault
 @Suite struct BrowserKeyTests {
     let anon = "anon-" + String(repeating: "3f", count: 16)
 
+    /// A fixture whose refusals past the third per client and minute are counted, not recorded one by one; a fixed
+    /// clock keeps the test inside one window. Returns it with its browser key.
+    static func fixtureAuditingThreeRefusals() throws -> (GatewayFixture, String) {
+        var limits = RefusalLimits()
+        limits.individuallyAudited = 3
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))
+        let f = try GatewayFixture(refusalLimits: limits, now: clock.now)
+        return (f, try #require(f.keys["browser"]))
+    }
+
     func browserURL(_ path: String, key: String, proof: String? = nil) -> String {
         path + "?key=" + key + (proof.map { "&proof=" + $0 } ?? "")
     }
@@ -64,11 +74,7 @@ import Vault
     }
 
     @Test func aCopiedKeyFromAnotherPageOrWithoutAPageIsRefusedAndAuditedInAggregate() async throws {
-        var limits = RefusalLimits()
-        limits.individuallyAudited = 3
-        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))
-        let f = try GatewayFixture(refusalLimits: limits, now: clock.now)
-        let key = try #require(f.keys["browser"])
+        let (f, key) = try Self.fixtureAuditingThreeRefusals()
         try await f.app.test(.router) { client in
             let before = f.auditCount
             for n in 0..<40 {
@@ -159,11 +165,7 @@ import Vault
     /// Refusals to a browser key (anyone can copy it from a page) must leave a bounded record, as refusals without a
     /// key do: a few entries of their own per client and window, the rest counted in one entry.
     @Test func refusalsToABrowserKeyCannotFloodTheAuditLog() async throws {
-        var limits = RefusalLimits()
-        limits.individuallyAudited = 3
-        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))
-        let f = try GatewayFixture(refusalLimits: limits, now: clock.now)
-        let key = try #require(f.keys["browser"])
+        let (f, key) = try Self.fixtureAuditingThreeRefusals()
         try await f.app.test(.router) { client in
             let before = f.auditCount
             for n in 0..<60 {

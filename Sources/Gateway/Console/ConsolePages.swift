@@ -258,12 +258,22 @@ enum ConsolePages {
         return value
     }
 
-    /// A day (`2026-12-05`, the whole day in UTC) or an ISO 8601 time, in milliseconds.
     static func time(_ s: String, endOfDay: Bool) throws -> Int64 {
+        guard let t = AuditTime.millis(s, endOfDay: endOfDay) else {
+            throw invalid("times are a day (2026-12-05) or ISO 8601 (2026-12-05T10:00:00Z)")
+        }
+        return t
+    }
+}
+
+/// The times an officer types to search the audit log, in the console and on the command line.
+public enum AuditTime {
+    /// A day (`2026-12-05`: from its first millisecond, or with `endOfDay` to its last, in UTC) or an ISO 8601 time,
+    /// in milliseconds since the epoch; nil for anything else.
+    public static func millis(_ s: String, endOfDay: Bool) -> Int64? {
         if let day = try? Date(s + "T00:00:00Z", strategy: .iso8601) {
             return Int64(day.timeIntervalSince1970 * 1000) + (endOfDay ? 86_400_000 - 1 : 0)
         }
-        guard let t = ISO8601DateFormatter().date(from: s) else { throw invalid("times are a day (2026-12-05) or ISO 8601 (2026-12-05T10:00:00Z)") }
-        return Int64(t.timeIntervalSince1970 * 1000)
+        return ISO8601DateFormatter().date(from: s).map { Int64($0.timeIntervalSince1970 * 1000) }
     }
 }
