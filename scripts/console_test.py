@@ -103,6 +103,7 @@ def main():
         found = text()
         check("consent:write" in found and "recommendations:read" in found, "the search by id did not find the person's requests: %s" % found[-400:])
         check("Next page" not in found, "a next page offered for a short list")
+        check(PEOPLE[0] not in page.evaluate("location.href"), "the person's id is in the address")
         snap("search", PEOPLE[0])
         first = page.evaluate("document.querySelector('tbody a') && document.querySelector('tbody a').getAttribute('href')")
         if first:
@@ -118,7 +119,8 @@ def main():
         check("banner" in record and "granted" in record and "EU" in record, "the consent history is missing: %s" % record[:300])
         snap("record", PEOPLE[0])
         # A form without its CSRF token: refused, nothing erased.
-        page.goto(base + "/console/subjects?subject=" + urllib.parse.quote(PEOPLE[1]))
+        page.goto(base + "/console/subjects")
+        submit("form.search", {"subject": PEOPLE[1]})
         page.evaluate("document.querySelector('form.danger [name=csrf]').remove()")
         submit("form.danger", {"confirm": PEOPLE[1]})
         check("security token" in text(), "a form without its token was not refused: %s" % text()[:200])
@@ -126,7 +128,8 @@ def main():
         status, body = api.call("GET", "/v1/subjects/%s/export" % urllib.parse.quote(PEOPLE[1]), officer)
         check(body.get("has_data") is True, "data went although the form was refused")
         # Erasure with the typed confirmation: its outcome and its audit entry.
-        page.goto(base + "/console/subjects?subject=" + urllib.parse.quote(PEOPLE[1]))
+        page.goto(base + "/console/subjects")
+        submit("form.search", {"subject": PEOPLE[1]})
         snap("record-before-erasure", PEOPLE[1])
         submit("form.danger", {"confirm": PEOPLE[1]})
         outcome = text()

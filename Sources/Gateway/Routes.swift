@@ -174,10 +174,13 @@ struct EdgeMiddleware: RouterMiddleware {
             }
             response = mapped.response(requestID: context.requestID)
         }
-        var audited = !RouteTable.publicPaths.contains(request.uri.path) && !Console.publicPaths.contains(request.uri.path)
+        // By the route the router matched: `/console/` or `/health/live/` reach the same handlers as without the slash.
+        let route = context.endpointPath ?? request.uri.path
+        var audited = !RouteTable.publicPaths.contains(route) && !Console.publicPaths.contains(route)
         let note = context.audit.snapshot
-        if audited, response.status.code >= 400, note.actor == AuditNote.anonymous || note.role == Role.browser {
-            // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method), or
+        if audited, note.actor == AuditNote.anonymous || (note.role == Role.browser && response.status.code >= 400) {
+            // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method, a console
+            // page without a session), or
             // refused to a browser key, which anyone can copy from a page: a few per client and window get entries of
             // their own, the rest one aggregate entry, and past the limit a 429 (a flood must leave a bounded record,
             // not fill the audit disk).

@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import Policy
 import Storage
 import Testing
 
@@ -78,9 +79,28 @@ import Testing
             }
             let integrity = try await Self.get(client, "/console/integrity", session: session)
             #expect(integrity.body.contains("Intact"))
-            // Without a session: a page that says to sign in, in the refusals' bounded record.
+            // Without a session: a page that says to sign in.
             let anonymous = try await Self.get(client, "/console/audit")
             #expect(anonymous.status == 401 && anonymous.body.contains("/console/signin"))
+        }
+    }
+
+    /// Anonymous requests to the console, or to public pages under other spellings (`/console/`, `/health/live/`), leave
+    /// a bounded record: the first few a minute one by one, then one counted entry.
+    @Test func anonymousTrafficCannotFloodTheAuditLog() async throws {
+        var limits = RefusalLimits()
+        limits.individuallyAudited = 3
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))
+        let f = try GatewayFixture(refusalLimits: limits, now: clock.now)
+        try await f.app.test(.router) { client in
+            let flood = f.auditCount
+            for n in 0..<60 {
+                let path = ["/console/", "/console/signin/", "/console//audit", "/console/nowhere", "/health/live/", "/console/audit"][n % 6]
+                let r = try await Self.get(client, path)
+                #expect(r.status < 500, "\(path): \(r.status)")
+                #expect(r.headers[.cacheControl] == "no-store" || !path.hasPrefix("/console"), "\(path) without the console's headers")
+            }
+            #expect(f.auditCount - flood <= 3 + 1, "60 anonymous requests left \(f.auditCount - flood) entries")
         }
     }
 
@@ -126,9 +146,19 @@ import Testing
                 let r = try await Self.post(client, "/console/subjects/erase", form, cookie: cookie)
                 #expect(r.status == 403 && r.body.contains("security token"), "\(r.status)")
             }
-            // Sign-in without its own token (login CSRF) is refused too.
-            let forced = try await Self.post(client, "/console/session", ["key": try #require(f.keys["admin"]), "csrf": "abc"], cookie: nil)
-            #expect(forced.status == 403)
+            // Sign-in without its own token (login CSRF: another site signing the officer into the attacker's session) is
+            // refused too, an empty token included, and so is any form a browser says comes from another site.
+            for token in ["abc", ""] {
+                let forced = try await Self.post(client, "/console/session", ["key": try #require(f.keys["admin"]), "csrf": token], cookie: nil)
+                #expect(forced.status == 403 && forced.cookie("veil_console") == nil, "token '\(token)'")
+            }
+            var h = HTTPFields()
+            h[.contentType] = "application/x-www-form-urlencoded"
+            h[.cookie] = cookie
+            h[HTTPField.Name("Sec-Fetch-Site")!] = "cross-site"
+            let crossSite = try await client.execute(
+                uri: "/console/subjects/erase", method: .post, headers: h, body: ByteBuffer(string: "subject=u-7&confirm=u-7&csrf=\(officer.csrf)"))
+            #expect(crossSite.status == .forbidden)
             // A mistyped confirmation erases nothing.
             let mistyped = try await Self.post(
                 client, "/console/subjects/erase", ["subject": "u-7", "confirm": "u-8", "csrf": officer.csrf], cookie: cookie)
@@ -142,7 +172,7 @@ import Testing
             #expect(result.body.contains("Erased") && result.body.contains("audit entry"), "\(result.body)")
             // The refused attempts are on record (denied, rejected); the erasure once, allowed, under the officer.
             let attempts = try AuditReader(store: f.service.audit.store).query(AuditQuery(action: "subjects:erase", limit: 10))
-            #expect(attempts.map(\.record.outcome) == ["denied", "denied", "rejected", "allowed"], "\(attempts.map(\.record.outcome))")
+            #expect(attempts.map(\.record.outcome) == ["denied", "denied", "denied", "rejected", "allowed"], "\(attempts.map(\.record.outcome))")
             let entries = attempts.filter { $0.record.outcome == "allowed" }
             #expect(
                 entries.count == 1 && entries[0].record.actor == "p-compliance-officer" && entries[0].record.subjectToken == f.token("u-7").rawValue)
@@ -155,15 +185,19 @@ import Testing
         try await f.app.test(.router) { client in
             try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("mira@example.com"))
             let officer = try await Self.signIn(client, key: try #require(f.keys["compliance-officer"]))
+            let cookie = "veil_console=\(officer.session)"
+            // The id goes in a form, never in an address (history, proxies' logs).
+            #expect(try await Self.get(client, "/console/audit?subject=mira%40example.com", session: officer.session).status == 400)
+            #expect(try await Self.get(client, "/console/subjects?subject=mira%40example.com", session: officer.session).status == 400)
             let before = f.auditCount
-            let page = try await Self.get(client, "/console/audit?subject=mira%40example.com", session: officer.session)
+            let page = try await Self.post(client, "/console/audit", ["subject": "mira@example.com", "csrf": officer.csrf], cookie: cookie)
             #expect(page.status == 200)
             #expect(page.body.components(separatedBy: "mira@example.com").count == 2, "the typed id appears once: in the search box")
             #expect(page.body.contains("POST /v1/consents"), "the consent request is found by the person's id")
             let entry = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 1)).first)
             #expect(entry.record.action == "audit:read" && entry.record.subjectToken == f.token("mira@example.com").rawValue)
             #expect(!entry.record.resource.contains("mira") && !entry.record.reason.contains("mira"))
-            let record = try await Self.get(client, "/console/subjects?subject=mira%40example.com", session: officer.session)
+            let record = try await Self.post(client, "/console/subjects", ["subject": "mira@example.com", "csrf": officer.csrf], cookie: cookie)
             #expect(record.body.contains("banner") && record.body.contains("EU") && record.body.contains(f.token("mira@example.com").rawValue))
         }
     }
@@ -184,6 +218,11 @@ import Testing
             let out = try await Self.post(client, "/console/signout", ["csrf": again.csrf], cookie: "veil_console=\(again.session)")
             #expect(out.status == 303)
             #expect(try await Self.get(client, "/console/audit", session: again.session).status == 401, "signed out")
+            // Revoked through the API: the session is gone at once.
+            let officer2 = try await Self.signIn(client, key: try #require(f.keys["compliance-officer"]))
+            let other = try f.service.principals.add(name: "ops2", role: "admin", knownRoles: Set(f.service.policy.roles.keys))
+            #expect(try await client.call(.delete, "/v1/principals/p-compliance-officer", key: other).status == 200)
+            #expect(try await Self.get(client, "/console/audit", session: officer2.session).status == 401)
         }
     }
 }

@@ -18,6 +18,8 @@ enum Console {
         /// The API action the page stands for; nil for the pages that need no session.
         let action: Action?
         let handle: Page
+        /// What its audit entry names: the API action, or the console's own for signing in and out.
+        var auditAction: String { action?.rawValue ?? (path == "/console/signout" ? "console:signout" : "console:signin") }
     }
 
     /// Not audited: the sign-in form, the style sheet and the redirect to the start page (they read nothing). Signing
@@ -29,9 +31,9 @@ enum Console {
     static func register(on router: Router<VeilRequestContext>, service: VeilService, secureCookies: Bool) {
         for route in routes {
             router.on(RouterPath(route.path), method: route.method) { request, context -> Response in
-                context.audit.update { $0.action = route.action?.rawValue ?? "console:signin" }
-                let call = try await ConsoleRequest(service: service, request: request, context: context, secureCookies: secureCookies)
+                context.audit.update { $0.action = route.auditAction }
                 do {
+                    let call = try await ConsoleRequest(service: service, request: request, context: context, secureCookies: secureCookies)
                     if let action = route.action { try call.authorize(action) }
                     return try await route.handle(call)
                 } catch let error as ConsoleError {
@@ -40,7 +42,9 @@ enum Console {
                     let mapped = GatewayError.from(error)
                     let message = mapped.status.code >= 500 ? "something went wrong (request \(context.requestID))" : mapped.message
                     if mapped.status.code >= 500 { service.logger.error("console page failed", metadata: ["request_id": "\(context.requestID)"]) }
-                    return render("error", ["title": "Error", "message": message], status: mapped.status)
+                    var headers = HTTPFields()
+                    if let wait = mapped.headers[.retryAfter] { headers[.retryAfter] = wait }
+                    return render("error", ["title": "Error", "message": message], status: mapped.status, headers: headers)
                 }
             }
         }
@@ -56,16 +60,23 @@ enum Console {
         Route(method: .get, path: "/console/signin", action: nil, handle: ConsoleAuth.form),
         Route(method: .post, path: "/console/session", action: nil, handle: ConsoleAuth.signIn),
         Route(method: .post, path: "/console/signout", action: nil, handle: ConsoleAuth.signOut),
+        // Searches by a person's id are forms sent by POST: the id stays out of URLs, browser history and proxies' logs.
         Route(method: .get, path: "/console/audit", action: .auditRead, handle: ConsolePages.auditLog),
+        Route(method: .post, path: "/console/audit", action: .auditRead, handle: ConsolePages.auditLog),
         Route(method: .get, path: "/console/audit/{seq}", action: .auditRead, handle: ConsolePages.auditEntry),
         Route(method: .get, path: "/console/integrity", action: .auditRead, handle: ConsolePages.integrity),
         Route(method: .get, path: "/console/integrity/head", action: .auditHeads, handle: ConsolePages.downloadHead),
         Route(method: .get, path: "/console/subjects", action: .consentRead, handle: ConsolePages.subject),
+        Route(method: .post, path: "/console/subjects", action: .consentRead, handle: ConsolePages.subject),
         Route(method: .post, path: "/console/subjects/export", action: .subjectsExport, handle: ConsolePages.export),
         Route(method: .post, path: "/console/subjects/erase", action: .subjectsErase, handle: ConsolePages.erase),
         Route(method: .get, path: "/console/result", action: .auditRead, handle: ConsolePages.result),
         Route(method: .get, path: "/console/operations", action: .auditRead, handle: ConsolePages.operations),
         Route(method: .post, path: "/console/principals/revoke", action: .principalsWrite, handle: ConsolePages.revoke),
+        // Any other path under /console: a page, not the API's JSON, with the console's headers.
+        Route(method: .get, path: "/console/**", action: nil) { _ in
+            throw ConsoleError(status: .notFound, title: "No such page", message: "The console has no such page.")
+        },
     ]
 
     /// The templates, compiled once from the files the build embedded.
@@ -157,10 +168,21 @@ struct ConsoleRequest: Sendable {
             context.audit.update {
                 $0.actor = live.principal.name; $0.role = live.principal.role
             }
+            try Self.limit(live.principal, service: service, note: context.audit)
         }
     }
 
     var principal: Principal { session!.principal }
+
+    /// The principal's rate limit, as on the API: a console page costs what its API call does.
+    static func limit(_ principal: Principal, service: VeilService, note: AuditNote) throws {
+        guard let wait = service.rateLimiter.check(principal: principal.name, role: principal.role, now: service.now().timeIntervalSince1970)
+        else { return }
+        note.update { $0.reason = "rate limit of role \(principal.role)" }
+        var error = GatewayError(.tooManyRequests, "rate_limited", "Too many requests; retry in a few seconds.")
+        error.headers[.retryAfter] = String(Int(wait.rounded(.up)))
+        throw error
+    }
 
     /// Needs a session whose role holds `action`, and on a form, the session's CSRF token.
     func authorize(_ action: Action) throws {
@@ -177,11 +199,24 @@ struct ConsoleRequest: Sendable {
     }
 
     func checkCSRF(_ expected: String) throws {
-        guard let given = form["csrf"], SecureRandomCompare.equal(given, expected) else {
+        // A form from another site is refused whatever it carries (a browser says where a request comes from).
+        let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!]
+        let crossSite = site.map { $0 != "same-origin" && $0 != "none" } ?? false
+        guard !crossSite, !expected.isEmpty, let given = form["csrf"], SecureRandomCompare.equal(given, expected) else {
             context.audit.update { $0.reason = "form without a valid CSRF token" }
             throw ConsoleError.badForm
         }
     }
+
+    /// A form field (POST) or query parameter (GET), nil when absent or empty.
+    func field(_ name: String) -> String? {
+        let value = request.method == .post ? form[name] : request.uri.queryParameters[Substring(name)].map(String.init)
+        return value.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    static let idInURL = ConsoleError(
+        status: .badRequest, title: "Use the form",
+        message: "A person's id is sent with the search form, never in the address: addresses stay in browser history and proxies' logs.")
 
     /// Values every page's layout reads.
     func base(_ title: String, _ values: [String: Any] = [:]) -> [String: Any] {

@@ -22,6 +22,7 @@ enum ConsoleAuth {
             call.context.audit.update { $0.reason = "console sign-in with an unknown or revoked API key" }
             throw ConsoleError(status: .unauthorized, title: "Sign in", message: "That key is unknown or revoked.")
         }
+        try ConsoleRequest.limit(principal, service: call.service, note: call.context.audit)
         // A browser key is public: it never opens the console, whatever a policy says.
         guard !principal.isBrowser, call.service.policy.allows(role: principal.role, .auditRead) else {
             call.context.audit.update {
@@ -34,6 +35,8 @@ enum ConsoleAuth {
         call.context.audit.update {
             $0.actor = principal.name; $0.role = principal.role; $0.reason = "console session opened"
         }
+        // A new sign-in ends the session this browser had.
+        if let old = call.sessionID { call.service.consoleSessions.drop(old) }
         let session = call.service.consoleSessions.create(principal, now: call.service.now())
         var headers = HTTPFields()
         headers.append(HTTPField(name: .setCookie, value: Console.cookie(Console.sessionCookie, session.id, secure: call.secureCookies)))

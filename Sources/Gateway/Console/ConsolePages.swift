@@ -11,11 +11,9 @@ import Vault
 /// The console's pages. Each calls the service the API route it stands for calls.
 enum ConsolePages {
     static let auditLog: Console.Page = { call in
-        let p = call.request.uri.queryParameters
-        func text(_ name: String) -> String? {
-            guard let value = p[Substring(name)], !value.isEmpty else { return nil }
-            return String(value)
-        }
+        // A search comes as a form (POST); its later pages as links that name the person by token only.
+        let text = call.field
+        guard call.request.method == .post || text("subject") == nil else { throw ConsoleRequest.idInURL }
         var q = AuditQuery(limit: 50)
         q.actor = text("actor")
         q.action = text("action")
@@ -32,16 +30,21 @@ enum ConsolePages {
         let subject = text("subject")
         if let subject {
             // Tokenized here; the id itself is shown back only in this officer's search box and never stored.
-            let token = try await call.service.token(for: subject, principal: call.principal)
-            q.subjectToken = token.rawValue
-            call.context.audit.update { $0.subjectToken = token.rawValue }
+            q.subjectToken = try await call.service.token(for: subject, principal: call.principal).rawValue
+        } else if let token = text("subject_token") {
+            guard token.utf8.count == 32, token.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else {
+                throw invalid("subject_token is 32 hex digits")
+            }
+            q.subjectToken = token
         }
+        if let token = q.subjectToken { call.context.audit.update { $0.subjectToken = token } }
         let query = q
         let entries = try await offThePool { try call.service.auditIndex.query(query) }
         var next: String?
         if entries.count == query.limit, let last = entries.last?.sequence {
             var items = [URLQueryItem(name: "cursor", value: String(last))]
-            for name in ["subject", "actor", "action", "outcome", "from", "to"] {
+            if let token = query.subjectToken { items.append(URLQueryItem(name: "subject_token", value: token)) }
+            for name in ["actor", "action", "outcome", "from", "to"] {
                 if let v = text(name) { items.append(URLQueryItem(name: name, value: v)) }
             }
             var c = URLComponents()
@@ -106,9 +109,11 @@ enum ConsolePages {
     }
 
     static let subject: Console.Page = { call in
-        guard let subject = call.request.uri.queryParameters["subject"].map(String.init), !subject.isEmpty else {
+        guard call.request.method == .post else {
+            guard call.field("subject") == nil else { throw ConsoleRequest.idInURL }
             return Console.render("subject", call.base("A person's record", ["searched": false]))
         }
+        let subject = try field(call, "subject")
         let note = call.context.audit
         let state = try await call.service.consentState(subject: subject, principal: call.principal, note: note)
         let history = try await call.service.consentHistory(subject: subject, principal: call.principal, note: note)
@@ -135,11 +140,17 @@ enum ConsolePages {
 
     static let export: Console.Page = { call in
         let subject = try field(call, "subject")
+        let recipient = call.form["recipient"]?.trimmingCharacters(in: .whitespaces) ?? ""
+        let sealTo =
+            try recipient.isEmpty
+            ? nil
+            : [UInt8](hexString: recipient).flatMap { $0.count == 32 ? $0 : nil }
+                ?? {
+                    throw invalid("the requester's key is 64 hex digits (X25519)")
+                }()
         let export = try await call.service.export(subject: subject, principal: call.principal, note: call.context.audit)
         var data = try Handlers.encoder.encode(export)
-        let recipient = call.form["recipient"]?.trimmingCharacters(in: .whitespaces) ?? ""
-        if !recipient.isEmpty {
-            guard let key = [UInt8](hexString: recipient), key.count == 32 else { throw invalid("the requester's key is 64 hex digits (X25519)") }
+        if let key = sealTo {
             data = try JSONSerialization.data(withJSONObject: [
                 "sealed": Data(try SealedBox.seal(Array(data), to: key)).base64EncodedString(), "algorithm": "crypto_box_seal",
             ])
@@ -169,9 +180,14 @@ enum ConsolePages {
         }
         let actor = call.principal.name
         let count = call.service.audit.count
-        let entry = try await offThePool {
-            try call.service.auditIndex.query(AuditQuery(actor: actor, after: max(0, count - 10_000), limit: 1000)).last {
-                $0.record.requestID == id
+        // The request came moments ago: its entry is among the newest (pages of this officer's entries from there).
+        let entry = try await offThePool { () -> AuditEntry? in
+            var q = AuditQuery(actor: actor, after: max(0, count - 5_000), limit: 1000)
+            while true {
+                let page = try call.service.auditIndex.query(q)
+                if let hit = page.first(where: { $0.record.requestID == id }) { return hit }
+                guard page.count == q.limit, let last = page.last else { return nil }
+                q.after = last.sequence
             }
         }
         return Console.render("result", call.base("Done", ["outcome": text, "entry": entry?.sequence ?? 0, "has_entry": entry != nil]))
