@@ -180,6 +180,39 @@ import Testing
         }
     }
 
+    /// An export shows what it did and its audit entry, and hands the file out once.
+    @Test func anExportShowsItsOutcomeAndItsEntryAndIsDownloadedOnce() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("u-9"))
+            try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("e-9", "u-9", "sku-1")]])
+            let officer = try await Self.signIn(client, key: try #require(f.keys["compliance-officer"]))
+            let cookie = "veil_console=\(officer.session)"
+            let bad = try await Self.post(
+                client, "/console/subjects/export", ["subject": "u-9", "recipient": "zz", "csrf": officer.csrf], cookie: cookie)
+            #expect(bad.status == 400)
+            let made = try await Self.post(client, "/console/subjects/export", ["subject": "u-9", "csrf": officer.csrf], cookie: cookie)
+            #expect(made.status == 303)
+            let result = try await Self.get(client, try #require(made.headers[.location]), session: officer.session)
+            #expect(result.body.contains("Exported: 1 consent events, 1 interactions"), "\(result.body)")
+            let entry = try #require(
+                try AuditReader(store: f.service.audit.store).query(AuditQuery(action: "subjects:export", outcome: .allowed, limit: 10)).first)
+            #expect(entry.record.subjectToken == f.token("u-9").rawValue && result.body.contains("/console/audit/\(entry.sequence)"))
+            let request = try #require(made.headers[.location]?.components(separatedBy: "request=").last)
+            let file = try await Self.get(client, "/console/result/download?request=\(request)", session: officer.session)
+            #expect(
+                file.status == 200 && file.headers[.contentDisposition]?.hasPrefix("attachment") == true && file.headers[.cacheControl] == "no-store")
+            let json = try JSONSerialization.jsonObject(with: Data(file.body.utf8)) as? [String: Any]
+            #expect(json?["has_data"] as? Bool == true && (json?["interactions"] as? [Any])?.count == 1)
+            #expect(try await Self.get(client, "/console/result/download?request=\(request)", session: officer.session).status == 404, "once")
+            // Another session cannot fetch it.
+            let admin = try await Self.signIn(client, key: try #require(f.keys["admin"]))
+            let again = try await Self.post(client, "/console/subjects/export", ["subject": "u-9", "csrf": officer.csrf], cookie: cookie)
+            let other = try #require(again.headers[.location]?.components(separatedBy: "request=").last)
+            #expect(try await Self.get(client, "/console/result/download?request=\(other)", session: admin.session).status == 404)
+        }
+    }
+
     @Test func aSearchIsAuditedAsTheAPIsAndTheIdIsShownOnlyWhereItWasTyped() async throws {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in

@@ -71,6 +71,7 @@ enum Console {
         Route(method: .post, path: "/console/subjects/export", action: .subjectsExport, handle: ConsolePages.export),
         Route(method: .post, path: "/console/subjects/erase", action: .subjectsErase, handle: ConsolePages.erase),
         Route(method: .get, path: "/console/result", action: .auditRead, handle: ConsolePages.result),
+        Route(method: .get, path: "/console/result/download", action: .subjectsExport, handle: ConsolePages.download),
         Route(method: .get, path: "/console/operations", action: .auditRead, handle: ConsolePages.operations),
         Route(method: .post, path: "/console/principals/revoke", action: .principalsWrite, handle: ConsolePages.revoke),
         // Any other path under /console: a page, not the API's JSON, with the console's headers.

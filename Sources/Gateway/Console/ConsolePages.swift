@@ -155,6 +155,20 @@ enum ConsolePages {
                 "sealed": Data(try SealedBox.seal(Array(data), to: key)).base64EncodedString(), "algorithm": "crypto_box_seal",
             ])
         }
+        // Kept in this session for one download from the result page, which shows what was done and its audit entry.
+        let what =
+            "Exported: \(export.consents.count) consent events, \(export.interactions.count) interactions"
+            + (sealTo == nil ? "." : ", sealed to the requester's key.")
+        call.service.consoleSessions.note(call.sessionID!, requestID: call.context.requestID, result: what, download: data)
+        return Console.redirect("/console/result?request=\(call.context.requestID)")
+    }
+
+    /// The export a request of this session made, once.
+    static let download: Console.Page = { call in
+        guard let id = call.field("request"), let data = call.service.consoleSessions.takeDownload(call.sessionID!, requestID: id) else {
+            throw ConsoleError(status: .notFound, title: "Nothing to download", message: "This export was downloaded already or never made here.")
+        }
+        call.context.audit.update { $0.reason = "download of the export made by request \(id)" }
         var headers: HTTPFields = [.contentType: "application/json", .contentDisposition: "attachment; filename=\"veil-export.json\""]
         Console.secured(&headers)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
@@ -190,7 +204,14 @@ enum ConsolePages {
                 q.after = last.sequence
             }
         }
-        return Console.render("result", call.base("Done", ["outcome": text, "entry": entry?.sequence ?? 0, "has_entry": entry != nil]))
+        return Console.render(
+            "result",
+            call.base(
+                "Done",
+                [
+                    "outcome": text, "entry": entry?.sequence ?? 0, "has_entry": entry != nil, "request": id,
+                    "download": call.session?.downloads[id] != nil,
+                ]))
     }
 
     static let operations: Console.Page = { call in

@@ -13,6 +13,8 @@ final class ConsoleSessions: Sendable {
         var lastSeen: Date
         /// What the session's data-subject requests did, by request id, for the result page that follows them.
         var results: [String: String] = [:]
+        /// Exports waiting for their one download, by request id.
+        var downloads: [String: Data] = [:]
     }
 
     /// A session unused this long is gone (seconds).
@@ -47,11 +49,21 @@ final class ConsoleSessions: Sendable {
         }
     }
 
-    func note(_ id: String, requestID: String, result: String) {
+    func note(_ id: String, requestID: String, result: String, download: Data? = nil) {
         table.withLock { sessions in
             sessions[id]?.results[requestID] = result
             if let count = sessions[id]?.results.count, count > 50 { sessions[id]?.results.removeAll() }
+            // At most a few exports wait in memory, and only until downloaded or the session ends.
+            if let download {
+                if let count = sessions[id]?.downloads.count, count >= 3 { sessions[id]?.downloads.removeAll() }
+                sessions[id]?.downloads[requestID] = download
+            }
         }
+    }
+
+    /// The export waiting under `requestID`, removed as it is handed out.
+    func takeDownload(_ id: String, requestID: String) -> Data? {
+        table.withLock { $0[id]?.downloads.removeValue(forKey: requestID) }
     }
 
     func drop(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
