@@ -34,7 +34,7 @@ while :; do
   seed=$((seed + 1))
   PYTHONPATH=scripts SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/schemathesis" run Sources/Gateway/openapi.yaml \
     --url "http://127.0.0.1:$PORT" -H "Authorization: Bearer $KEY" \
-    --checks not_a_server_error,veil_error_shape --max-examples "$EXAMPLES" --seed "$seed" --workers 2 \
+    --checks all --max-examples "$EXAMPLES" --seed "$seed" --workers 2 \
     --phases examples,fuzzing --request-timeout 10 --no-color > "$DIR/fuzz.log" 2>&1 || status=$?
   # The summary says "Test cases:" then "  N generated, N passed" (or "... found K unique failures").
   n=$(grep -oE '^ *[0-9]+ generated' "$DIR/fuzz.log" | tail -n 1 | tr -dc 0-9 || true)

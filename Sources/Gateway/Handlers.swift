@@ -63,7 +63,7 @@ enum Handlers {
             query.exclude = Set(list(params["exclude"]))
             query.session = list(params["session"])
             guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
-                throw GatewayError.badRequest("too many values in session, exclude or category")
+                throw GatewayError.unprocessable("too many values: at most 50 in session, 500 in exclude and 20 in category")
             }
             let body = try await service.recommend(
                 subject: try subject(context), query: query, principal: principal,
@@ -119,7 +119,7 @@ enum Handlers {
                 throw GatewayError.badRequest("trusted_heads must hold 1 to 1000 signed notes")
             }
             let verifier = try body.verifier_key.map { key in
-                do { return try NoteVerifier(verifierKey: key) } catch { throw GatewayError.badRequest("verifier_key: \(error)") }
+                do { return try NoteVerifier(verifierKey: key) } catch { throw GatewayError.unprocessable("verifier_key: \(error)") }
             }
             let reader = AuditReader(store: service.audit.store)
             do {
@@ -283,7 +283,16 @@ enum Handlers {
     static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: VeilRequestContext) async throws -> T {
         let body = try await collect(request, context)
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
+        // RFC 3339 times, with or without fractional seconds (`.iso8601` alone refuses those).
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            let whole = ISO8601DateFormatter(), fractional = ISO8601DateFormatter()
+            fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            guard let date = whole.date(from: text) ?? fractional.date(from: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an ISO 8601 time"))
+            }
+            return date
+        }
         do {
             return try decoder.decode(T.self, from: Data(body))
         } catch let DecodingError.keyNotFound(key, _) {
@@ -343,10 +352,12 @@ enum Handlers {
     }
 
     static func millis(_ s: String, _ name: String) throws -> Int64 {
-        if let n = Int64(s) { return n }
-        let f = ISO8601DateFormatter()
-        guard let d = f.date(from: s) else { throw GatewayError.badRequest("\(name) must be ISO 8601 or epoch milliseconds") }
-        return Int64(d.timeIntervalSince1970 * 1000)
+        if let n = Int64(s) {
+            guard n >= 0 else { throw GatewayError.badRequest("\(name) must be ISO 8601 or epoch milliseconds (0 or more)") }
+            return n
+        }
+        guard let t = AuditTime.millis(s, endOfDay: false) else { throw GatewayError.badRequest("\(name) must be ISO 8601 or epoch milliseconds") }
+        return t
     }
 
     /// With `?recipient=<hex X25519 public key>`, the body is sealed to that key (crypto_box_seal) and sent base64.

@@ -539,8 +539,11 @@ public final class VeilService: Sendable {
 
     func upsertItems(_ items: [CatalogItem]) async throws {
         guard !items.isEmpty, items.count <= 10_000 else { throw GatewayError.badRequest("send 1 to 10000 items") }
-        for item in items where item.id.isEmpty || item.id.utf8.count > 256 || item.title.isEmpty {
-            throw GatewayError.badRequest("every item needs an id (1-256 bytes) and a title")
+        for item in items where item.id.isEmpty || item.title.isEmpty {
+            throw GatewayError.badRequest("every item needs an id and a title")
+        }
+        for item in items where item.id.utf8.count > 256 {
+            throw GatewayError.unprocessable("an item id is at most 256 bytes")
         }
         let at = now()
         try await store.pool.write { try features.upsert(items, at: at, in: $0) }

@@ -34,6 +34,29 @@ import Testing
         }
     }
 
+    /// The contract's line between 400 (the request does not match openapi.yaml's schema) and 422 (it matches, and the
+    /// server refuses what it means), as schemathesis checks it with every check in `make fuzz`.
+    @Test func schemaValidRequestsAreAcceptedOrRefusedWith422() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            var grant = consent("u-edge")
+            grant["expires_at"] = "2099-01-01T10:00:00.125+02:00"  // RFC 3339 with fractional seconds
+            let created = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: grant)
+            #expect(created.status == 201, "\(created.body)")
+            let partial: [String: Any] = ["subject": "u-edge", "purpose": "marketing", "gpc": true, "notice_version": "2026-01"]
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: partial).status == 400, "purpose without granted")
+            let longID = String(repeating: "é", count: 200)  // 200 characters, 400 bytes
+            let items: [String: Any] = ["items": [["id": longID, "title": "t", "category": "c"]]]
+            #expect(try await client.call(.put, "/v1/items", key: f.keys["app"], json: items).status == 422)
+            #expect(try await client.call(.put, "/v1/items", key: f.keys["app"], json: ["items": []]).status == 400)
+            let session = (0..<60).map { "s\($0)" }.joined(separator: ",")
+            #expect(try await client.call(.get, "/v1/recommendations/u-edge?session=\(session)", key: f.keys["recommendation-client"]).status == 422)
+            let officer = f.keys["compliance-officer"]
+            #expect(try await client.call(.get, "/v1/audit?from=-92", key: officer).status == 400)
+            #expect(try await client.call(.get, "/v1/audit?from=2026-12-01T00:00:00.5Z", key: officer).status == 200)
+        }
+    }
+
     @Test func aKnownPathAskedWithAnotherMethodGets405NamingTheMethods() async throws {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in

@@ -311,6 +311,9 @@ public enum AuditTime {
         if let day = try? Date(s + "T00:00:00Z", strategy: .iso8601) {
             return Int64(day.timeIntervalSince1970 * 1000) + (endOfDay ? 86_400_000 - 1 : 0)
         }
-        return ISO8601DateFormatter().date(from: s).map { Int64($0.timeIntervalSince1970 * 1000) }
+        if let t = ISO8601DateFormatter().date(from: s) { return Int64(t.timeIntervalSince1970 * 1000) }
+        let fractional = ISO8601DateFormatter()
+        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return fractional.date(from: s).map { Int64($0.timeIntervalSince1970 * 1000) }
     }
 }
