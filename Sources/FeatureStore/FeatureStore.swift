@@ -442,18 +442,48 @@ public struct DeliveryLog: Sendable {
         try db.cachedStatement(sql: "DELETE FROM deliveries WHERE token = ?").execute(arguments: [token.rawValue])
     }
 
+    /// One event's delivery keys: keyed hashes of its id and of its content, never the raw values.
+    public struct Keys: Sendable, Equatable {
+        public var id: String
+        public var content: String
+        /// The same event's keys as recorded before deliveries had a key of their own; set while such records remain,
+        /// so that a redelivery of an event first delivered then is still recognized.
+        public var legacy: (id: String, content: String)?
+
+        public init(id: String, content: String, legacy: (id: String, content: String)? = nil) {
+            self.id = id
+            self.content = content
+            self.legacy = legacy
+        }
+
+        public static func == (a: Keys, b: Keys) -> Bool {
+            a.id == b.id && a.content == b.content && a.legacy?.id == b.legacy?.id && a.legacy?.content == b.legacy?.content
+        }
+    }
+
     /// Records a delivery of one subject's event. Returns false when the same id, or the same content, was
-    /// delivered before. `id` and `content` are keyed hashes: no raw identifier is stored.
-    public func firstDelivery(token: SubjectToken, id: String, content: String, at: Int64, in db: Database) throws -> Bool {
+    /// delivered before.
+    public func firstDelivery(token: SubjectToken, keys: Keys, at: Int64, in db: Database) throws -> Bool {
+        if let legacy = keys.legacy {
+            let seen = try Bool.fetchOne(
+                db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM deliveries WHERE token = ? AND key IN (?, ?))"),
+                arguments: [token.rawValue, "i:" + legacy.id, "c:" + legacy.content])
+            if seen == true { return false }
+        }
         let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO deliveries (token, key, at) VALUES (?, ?, ?)")
-        try insert.execute(arguments: [token.rawValue, "i:" + id, at])
+        try insert.execute(arguments: [token.rawValue, "d:" + keys.id, at])
         guard db.changesCount == 1 else { return false }
-        try insert.execute(arguments: [token.rawValue, "c:" + content, at])
+        try insert.execute(arguments: [token.rawValue, "k:" + keys.content, at])
         guard db.changesCount == 1 else {
             // Same content under a new id: a repeated delivery. Forget the id so the check stays consistent.
-            try db.cachedStatement(sql: "DELETE FROM deliveries WHERE token = ? AND key = ?").execute(arguments: [token.rawValue, "i:" + id])
+            try db.cachedStatement(sql: "DELETE FROM deliveries WHERE token = ? AND key = ?").execute(arguments: [token.rawValue, "d:" + keys.id])
             return false
         }
         return true
+    }
+
+    /// Whether any delivery is still recorded under the keys of before (`i:` and `c:`).
+    public func hasLegacy(in db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM deliveries WHERE substr(key, 1, 2) IN ('i:', 'c:'))") ?? false
     }
 }

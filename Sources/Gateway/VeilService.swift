@@ -65,6 +65,11 @@ public final class VeilService: Sendable {
     public let logger: Logger
     /// Points where a test can hold a request to force an interleaving (no-ops otherwise).
     public let hooks = TestHooks()
+    /// Keys event deliveries for deduplication; the legacy one recognizes those recorded before, while any remain.
+    let deliveryFingerprinter: Fingerprinter
+    let legacyDeliveryFingerprinter: Fingerprinter
+    /// Whether deliveries recorded under the keys of before remain (read at start, again after each retention sweep).
+    let legacyDeliveries = Mutex(false)
     /// Signed-in users of the compliance console (in this process).
     let consoleSessions = ConsoleSessions()
     let now: @Sendable () -> Date
@@ -108,7 +113,9 @@ public final class VeilService: Sendable {
         policy = try PolicyParser.load(directory: paths.policiesDirectory)
         store = try Runtime.openOperationalStore(paths)
         keys = SubjectKeys(ring: ring)
-        tokenizer = Tokenizer(key: ring.pseudonymKey)
+        tokenizer = Tokenizer(ring.fingerprinter(for: .subjectTokens))
+        deliveryFingerprinter = ring.fingerprinter(for: .deliveries)
+        legacyDeliveryFingerprinter = ring.fingerprinter(for: .legacyDeliveries)
         ledger = ConsentLedger(policy: policy)
         identities = IdentityMap(keys: keys)
         linker = IdentityLinker(fingerprinter: ring.fingerprinter(for: .identityLinking))
@@ -145,6 +152,8 @@ public final class VeilService: Sendable {
                 "saved promotion bandits do not fit their campaigns any more; they start cold",
                 metadata: ["campaigns": "\(promotions.discarded.sorted())"])
         }
+        let legacy = try store.pool.read { try DeliveryLog().hasLegacy(in: $0) }
+        legacyDeliveries.withLock { $0 = legacy }
     }
 
     func catalogCategories() -> [String: String] {
@@ -167,6 +176,24 @@ public final class VeilService: Sendable {
     /// the audit log.
     public func subjectToken(for subject: String, namespace: String) async throws -> SubjectToken {
         try await token(for: subject, principal: Principal(name: "cli", role: "admin", namespace: namespace))
+    }
+
+    /// An event's delivery keys: its id and content under the deliveries' own key (kind and namespace length-prefixed,
+    /// so no two inputs run together), and while deliveries of before remain, the keys they were recorded under.
+    func deliveryKeys(namespace: String, id: String, content: String) -> DeliveryLog.Keys {
+        func digest(_ kind: String, _ value: String) -> String {
+            var message: [UInt8] = []
+            message.appendLengthPrefixed(kind)
+            message.appendLengthPrefixed(namespace)
+            message.append(contentsOf: value.utf8)
+            return deliveryFingerprinter.digest(message, length: 16).hexString
+        }
+        var keys = DeliveryLog.Keys(id: digest("id", id), content: digest("content", content))
+        if legacyDeliveries.withLock({ $0 }) {
+            func legacy(_ value: String) -> String { legacyDeliveryFingerprinter.digest(Array("\(namespace)|\(value)".utf8), length: 16).hexString }
+            keys.legacy = (legacy(id), legacy(content))
+        }
+        return keys
     }
 
     /// The tokens of one person: the subject's and those identity links join to it (tokens only, never ids).
@@ -359,8 +386,7 @@ public final class VeilService: Sendable {
         /// The subject's token in the sending namespace, before identity links.
         let source: SubjectToken
         /// Keyed hashes of the event id and of its content, for deduplication.
-        let deliveryID: String
-        let content: String
+        let delivery: DeliveryLog.Keys
         /// The minimized fields; nil when the personalization purpose does not cover the event's category.
         let kept: [String: FieldValue]?
         /// Signed hash buckets of a search query's words.
@@ -428,8 +454,7 @@ public final class VeilService: Sendable {
             if event.kind == .search, let query = kept?["query"]?.stringValue { terms = Array(termHasher.signedTerms(query).prefix(32)) }
             return PreparedEvent(
                 event: event, source: source,
-                deliveryID: Hash.keyed(Array("\(principal.namespace)|\(event.id)".utf8), key: ring.pseudonymKey, length: 16).hexString,
-                content: Hash.keyed(Array("\(principal.namespace)|\(event.contentKey)".utf8), key: ring.pseudonymKey, length: 16).hexString,
+                delivery: deliveryKeys(namespace: principal.namespace, id: event.id, content: event.contentKey),
                 kept: kept, terms: terms)
         }
         struct Written: Sendable {
@@ -464,7 +489,7 @@ public final class VeilService: Sendable {
             var tokens: [SubjectToken: SubjectToken] = [:]
             var anonymousCounts: [FeatureStore.AnonymousCount: Int] = [:]
             for p in prepared {
-                let event = p.event, deliveryID = p.deliveryID
+                let event = p.event, deliveryID = p.delivery.id
                 let token = try tokens[p.source] ?? linker.canonical(p.source, in: db)
                 tokens[p.source] = token
                 // A browser with GPC on sends the header with every batch: the ledger records the signal once, not
@@ -477,7 +502,7 @@ public final class VeilService: Sendable {
                         noticeVersion: policy.currentNotice, jurisdiction: ConsentLedger.unspecifiedJurisdiction, in: db)
                     gpcDone.insert(token)
                 }
-                guard try deliveries.firstDelivery(token: token, id: deliveryID, content: p.content, at: event.timestamp, in: db) else {
+                guard try deliveries.firstDelivery(token: token, keys: p.delivery, at: event.timestamp, in: db) else {
                     duplicates += 1
                     quality[event.source, default: .init()].duplicates += 1
                     continue
@@ -1043,6 +1068,8 @@ extension VeilService {
             for token in lapsed { try features.deleteRows(token, in: db) }
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
+        let remaining = try await store.pool.read { try deliveries.hasLegacy(in: $0) }
+        legacyDeliveries.withLock { $0 = remaining }
         for token in lapsed { cache.drop(token: token.rawValue) }
         await scrubWAL(after: "retention")
         return report

@@ -4,12 +4,14 @@ import Vault
 /// Turns an app's subject ids into tokens. Stable for a key; namespaces (apps, tenants, or domains such as
 /// recommender vs analytics) give unlinkable tokens for the same id.
 public struct Tokenizer: Sendable {
-    private let key: SecretKey
+    private let fingerprinter: Fingerprinter
     /// The namespace used when a caller names none.
     public let defaultNamespace: String
 
-    public init(key: SecretKey, defaultNamespace: String = "default") {
-        self.key = key
+    /// - Parameter fingerprinter: the key ring's (or an ephemeral) fingerprinter for ``FingerprintPurpose/subjectTokens``.
+    public init(_ fingerprinter: Fingerprinter, defaultNamespace: String = "default") {
+        precondition(fingerprinter.purpose == .subjectTokens, "a tokenizer needs the subject-token fingerprinter")
+        self.fingerprinter = fingerprinter
         self.defaultNamespace = defaultNamespace
     }
 
@@ -21,6 +23,6 @@ public struct Tokenizer: Sendable {
         message.reserveCapacity(4 + namespace.utf8.count + subject.utf8.count)
         message.appendLengthPrefixed(namespace)
         message.append(contentsOf: subject.utf8)
-        return SubjectToken(digest: Hash.keyed(message, key: key, length: 16))
+        return SubjectToken(digest: fingerprinter.digest(message, length: 16))
     }
 }

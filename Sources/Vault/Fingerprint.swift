@@ -11,10 +11,20 @@ public enum FingerprintPurpose: CaseIterable, Sendable {
     case modelProvenance
     /// The secrets with which a shop's server vouches for the subject ids its pages send with a browser key.
     case browserIdentity
+    /// Subject tokens. Keyed with the pseudonym key itself, as every token ever stored was: fixed for good.
+    case subjectTokens
+    /// Event deliveries (ids and content), for deduplication.
+    case deliveries
+    /// Deliveries as recorded before they had a key of their own (the pseudonym key, over "namespace|id"): read
+    /// only, to recognize a redelivery of an event first delivered then, until retention has removed those records.
+    case legacyDeliveries
 
-    /// The derivation context. Fixed for good: stored fingerprints (API keys, match keys) depend on it.
-    var context: String {
+    /// The derivation context; nil for the purposes keyed with the pseudonym key itself. Fixed for good: stored
+    /// fingerprints (API keys, match keys, tokens) depend on it.
+    var context: String? {
         switch self {
+        case .subjectTokens, .legacyDeliveries: return nil
+        case .deliveries: return "deliver_"
         case .apiKeys: return "apikeys_"
         case .identityLinking: return "linking_"
         case .clientAddress: return "clients_"
@@ -46,6 +56,7 @@ public struct Fingerprinter: Sendable {
 extension KeyRing {
     /// The fingerprinter for `purpose`, its key derived from the pseudonym key.
     public func fingerprinter(for purpose: FingerprintPurpose) -> Fingerprinter {
-        Fingerprinter(purpose: purpose, key: KeyDerivation.derive(from: pseudonymKey, context: purpose.context, id: 1))
+        guard let context = purpose.context else { return Fingerprinter(purpose: purpose, key: pseudonymKey) }
+        return Fingerprinter(purpose: purpose, key: KeyDerivation.derive(from: pseudonymKey, context: context, id: 1))
     }
 }

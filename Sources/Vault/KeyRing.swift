@@ -15,8 +15,9 @@ public struct KeyRing: Sendable {
     /// The version new data is sealed under.
     public let currentVersion: UInt32
     private let masterKeys: [UInt32: SecretKey]
-    /// Key for subject tokens. Never stored in a database.
-    public let pseudonymKey: SecretKey
+    /// Key for subject tokens, and the root of every fingerprinter's key. Never stored in a database, never handed out:
+    /// callers get ``fingerprinter(for:)``.
+    let pseudonymKey: SecretKey
     /// Signs audit checkpoints.
     public let auditSigner: SigningKeyPair
 

@@ -10,7 +10,7 @@ import Storage
 import Synchronization
 import TestSupport
 import Testing
-import Vault
+@testable import Vault
 
 /// A small shop: 30 consenting subjects in two taste groups, 20 items.
 func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: Int = 30, catalogAlreadySent: Bool = false) async throws {

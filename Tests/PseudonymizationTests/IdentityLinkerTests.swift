@@ -8,7 +8,7 @@ import Vault
 struct LinkerFixture {
     let store: Store
     let linker = IdentityLinker(fingerprinter: .ephemeral(.identityLinking))
-    let tokenizer = Tokenizer(key: SecretKey(randomCount: 32))
+    let tokenizer = Tokenizer(.ephemeral(.subjectTokens))
 
     init() throws {
         store = try Store(path: NSTemporaryDirectory() + "veil-link-\(UUID().uuidString)/veil.sqlite", migrations: [IdentityLinker.Migrations()])

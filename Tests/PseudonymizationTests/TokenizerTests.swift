@@ -12,8 +12,8 @@ let policiesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponen
     @Test func tokensAreStableAcrossKeyReloadsAndNeverContainTheId() throws {
         let dir = NSTemporaryDirectory() + "veil-tok-\(UUID().uuidString)"
         try KeyRing.initialize(directory: dir)
-        let a = Tokenizer(key: try KeyRing.load(directory: dir).pseudonymKey)
-        let b = Tokenizer(key: try KeyRing.load(directory: dir).pseudonymKey)
+        let a = Tokenizer(try KeyRing.load(directory: dir).fingerprinter(for: .subjectTokens))
+        let b = Tokenizer(try KeyRing.load(directory: dir).fingerprinter(for: .subjectTokens))
         let id = "alice@example.com"
         let token = a.token(for: id)
         #expect(token == b.token(for: id))
@@ -24,10 +24,10 @@ let policiesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponen
     }
 
     @Test func namespacesGiveUnlinkableTokens() {
-        let t = Tokenizer(key: SecretKey(randomCount: 32))
+        let t = Tokenizer(.ephemeral(.subjectTokens))
         #expect(t.token(for: "u-42", namespace: "shop-a") != t.token(for: "u-42", namespace: "shop-b"))
         #expect(t.token(for: "bc", namespace: "a") != t.token(for: "c", namespace: "ab"))
-        #expect(Tokenizer(key: SecretKey(randomCount: 32)).token(for: "u-42") != t.token(for: "u-42"))
+        #expect(Tokenizer(.ephemeral(.subjectTokens)).token(for: "u-42") != t.token(for: "u-42"))
     }
 
     @Test func malformedTokensAreRejected() {

@@ -2,8 +2,8 @@ import Foundation
 import GRDB
 import TestSupport
 import Testing
-import Vault
 @testable import Storage
+@testable import Vault
 
 /// A table of sealed per-subject records, as a feature module would define one.
 struct NotesTable: MigrationSet {

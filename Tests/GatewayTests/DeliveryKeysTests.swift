@@ -1,0 +1,60 @@
+import FeatureStore
+import Foundation
+import GRDB
+import HTTPTypes
+import HummingbirdTesting
+import Storage
+import Synchronization
+import Testing
+@testable import Gateway
+@testable import Vault
+
+/// Issue #24: deliveries have a fingerprinter of their own (they were hashed with the subject-token key itself, over
+/// an ambiguous "namespace|id"). Deliveries recorded the old way must still be recognized until retention removes them.
+@Suite struct DeliveryKeysTests {
+    @Test func aRedeliveryOfAnEventRecordedUnderTheOldKeysIsStillADuplicate() async throws {
+        let f = try GatewayFixture()
+        let ring = f.service.ring
+        let token = f.token("u-old").rawValue
+        // As the previous version recorded event "old-1" of u-old: its id under the pseudonym key, "namespace|id".
+        let legacy = Hash.keyed(Array("default|old-1".utf8), key: ring.pseudonymKey, length: 16).hexString
+        try await f.service.store.pool.write { db in
+            try db.execute(sql: "INSERT INTO deliveries (token, key, at) VALUES (?, ?, ?)", arguments: [token, "i:" + legacy, 1_795_000_000])
+        }
+        #expect(f.service.legacyDeliveries.withLock { $0 } == false, "read at start, before the row existed")
+        let present = try await f.service.store.pool.read { try DeliveryLog().hasLegacy(in: $0) }
+        f.service.legacyDeliveries.withLock { $0 = present }
+        #expect(f.service.legacyDeliveries.withLock { $0 })
+        try await f.app.test(.router) { client in
+            try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("u-old"))
+            let again = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("old-1", "u-old", "sku-1")]])
+            #expect(again.json["duplicates"] as? Int == 1 && again.json["accepted"] as? Int == 0, "\(again.body)")
+            let fresh = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("new-1", "u-old", "sku-2")]])
+            #expect(fresh.json["accepted"] as? Int == 1)
+        }
+        // New deliveries are recorded under the deliveries' own key, never under the token key.
+        let keys = try await f.service.store.pool.read { db in
+            try String.fetchAll(db, sql: "SELECT key FROM deliveries WHERE token = ?", arguments: [token])
+        }
+        let expected = f.service.deliveryKeys(namespace: "default", id: "new-1", content: "x").id
+        #expect(keys.contains("d:" + expected))
+        #expect(keys.filter { $0.hasPrefix("i:") } == ["i:" + legacy], "\(keys)")
+        #expect(!keys.contains("i:" + Hash.keyed(Array("default|new-1".utf8), key: ring.pseudonymKey, length: 16).hexString))
+        // Once retention has removed the old records, the old keys are no longer computed.
+        _ = try await f.service.retentionSweep()
+        #expect(f.service.legacyDeliveries.withLock { $0 } == true, "the old record is within retention")
+        try await f.service.store.pool.write { db in try db.execute(sql: "DELETE FROM deliveries WHERE key LIKE 'i:%'") }
+        _ = try await f.service.retentionSweep()
+        #expect(f.service.legacyDeliveries.withLock { $0 } == false)
+        #expect(f.service.deliveryKeys(namespace: "default", id: "x", content: "y").legacy == nil)
+    }
+
+    @Test func deliveryKeysKeepNamespacesAndKindsApart() throws {
+        let f = try GatewayFixture()
+        let a = f.service.deliveryKeys(namespace: "a|b", id: "c", content: "z")
+        let b = f.service.deliveryKeys(namespace: "a", id: "b|c", content: "z")
+        #expect(a.id != b.id, "the old \"namespace|id\" input made these one")
+        #expect(
+            f.service.deliveryKeys(namespace: "n", id: "v", content: "v").id != f.service.deliveryKeys(namespace: "n", id: "v", content: "v").content)
+    }
+}
