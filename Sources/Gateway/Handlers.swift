@@ -3,6 +3,7 @@ import FeatureStore
 import Foundation
 import GRDB
 import HTTPTypes
+import Ingestion
 import Hummingbird
 import Logging
 import Prometheus
@@ -286,12 +287,10 @@ enum Handlers {
         // RFC 3339 times, with or without fractional seconds (`.iso8601` alone refuses those).
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
-            let whole = ISO8601DateFormatter(), fractional = ISO8601DateFormatter()
-            fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            guard let date = whole.date(from: text) ?? fractional.date(from: text) else {
+            guard let seconds = Clean.parseISO8601(text) else {
                 throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an ISO 8601 time"))
             }
-            return date
+            return Date(timeIntervalSince1970: Double(seconds))
         }
         do {
             return try decoder.decode(T.self, from: Data(body))
@@ -356,6 +355,7 @@ enum Handlers {
             guard n >= 0 else { throw GatewayError.badRequest("\(name) must be ISO 8601 or epoch milliseconds (0 or more)") }
             return n
         }
+        // Epoch milliseconds count from 1970 (the contract says 0 or more); an ISO 8601 time may name any year.
         guard let t = AuditTime.millis(s, endOfDay: false) else { throw GatewayError.badRequest("\(name) must be ISO 8601 or epoch milliseconds") }
         return t
     }

@@ -2,6 +2,7 @@ import FeatureStore
 import Foundation
 import GRDB
 import HTTPTypes
+import Logging
 import HummingbirdTesting
 import Storage
 import Synchronization
@@ -13,7 +14,9 @@ import Testing
 /// an ambiguous "namespace|id"). Deliveries recorded the old way must still be recognized until retention removes them.
 @Suite struct DeliveryKeysTests {
     @Test func aRedeliveryOfAnEventRecordedUnderTheOldKeysIsStillADuplicate() async throws {
-        let f = try GatewayFixture()
+        // A fixed clock: the old record (18 November 2026) stays within retention however late this runs.
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))
+        let f = try GatewayFixture(now: clock.now)
         let ring = f.service.ring
         let token = f.token("u-old").rawValue
         // As the previous version recorded event "old-1" of u-old: its id under the pseudonym key, "namespace|id".
@@ -22,9 +25,16 @@ import Testing
             try db.execute(sql: "INSERT INTO deliveries (token, key, at) VALUES (?, ?, ?)", arguments: [token, "i:" + legacy, 1_795_000_000])
         }
         #expect(f.service.legacyDeliveries.withLock { $0 } == false, "read at start, before the row existed")
-        let present = try await f.service.store.pool.read { try DeliveryLog().hasLegacy(in: $0) }
-        f.service.legacyDeliveries.withLock { $0 = present }
-        #expect(f.service.legacyDeliveries.withLock { $0 })
+        // A server started on this data reads that old records remain.
+        var quiet = Logger(label: "veil-test")
+        quiet.logLevel = .critical
+        let restarted = try VeilService(
+            paths: RuntimePaths(
+                dataDirectory: f.root + "/data", keysDirectory: f.root + "/Keys",
+                policiesDirectory: repositoryRoot.appendingPathComponent("Policies").path),
+            passphrase: nil, logger: quiet, now: clock.now)
+        #expect(restarted.legacyDeliveries.withLock { $0 })
+        f.service.legacyDeliveries.withLock { $0 = true }
         try await f.app.test(.router) { client in
             try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("u-old"))
             let again = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("old-1", "u-old", "sku-1")]])

@@ -3,6 +3,7 @@ import Consent
 import FeatureStore
 import Foundation
 import HTTPTypes
+import Ingestion
 import Hummingbird
 import Policy
 import Storage
@@ -311,9 +312,6 @@ public enum AuditTime {
         if let day = try? Date(s + "T00:00:00Z", strategy: .iso8601) {
             return Int64(day.timeIntervalSince1970 * 1000) + (endOfDay ? 86_400_000 - 1 : 0)
         }
-        if let t = ISO8601DateFormatter().date(from: s) { return Int64(t.timeIntervalSince1970 * 1000) }
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return fractional.date(from: s).map { Int64($0.timeIntervalSince1970 * 1000) }
+        return Clean.parseISO8601(s).map { $0 * 1000 }
     }
 }
