@@ -24,17 +24,17 @@ public struct KeyRing: Sendable {
     /// All master versions still held, ascending.
     public var versions: [UInt32] { masterKeys.keys.sorted() }
 
-    /// The master key of `version`.
+    /// The master key of `version`. Internal: callers seal and open through the ring, never with the key.
     /// - Throws: ``VaultError/Code/unknownKeyVersion`` when that version was never created or was retired.
-    public func masterKey(version: UInt32) throws -> SecretKey {
+    func masterKey(version: UInt32) throws -> SecretKey {
         guard let key = masterKeys[version] else {
             throw VaultError(.unknownKeyVersion, "master key version \(version) is not in the key ring (retired or never created)")
         }
         return key
     }
 
-    /// The current master key.
-    public var currentMasterKey: SecretKey { masterKeys[currentVersion]! }
+    /// The current master key (internal, as ``masterKey(version:)``).
+    var currentMasterKey: SecretKey { masterKeys[currentVersion]! }
 
     /// Seals `plaintext` under the current master key.
     public func seal(_ plaintext: [UInt8], associatedData: [UInt8]) -> [UInt8] {
