@@ -154,6 +154,11 @@ public struct PrincipalStore: Sendable {
 
     private static func origins(_ column: String) -> [String] { column.split(separator: " ").map(String.init) }
 
+    /// A principal from a row of `principals` (name, role, namespace, origins).
+    private static func principal(_ row: Row) -> Principal {
+        Principal(name: row["name"], role: row["role"], namespace: row["namespace"], origins: origins(row["origins"]))
+    }
+
     /// After the commit: a lookup that read the principal before it may not cache it any more (generation).
     private func revoked(_ name: String, changed: Int) throws {
         cache.clear()
@@ -178,7 +183,7 @@ public struct PrincipalStore: Sendable {
                     db.cachedStatement(sql: "SELECT name, role, namespace, origins FROM principals WHERE name = ? AND revoked_at IS NULL"),
                     arguments: [name])
             else { return nil }
-            return Principal(name: row["name"], role: row["role"], namespace: row["namespace"], origins: Self.origins(row["origins"]))
+            return Self.principal(row)
         }
     }
 
@@ -197,8 +202,9 @@ public struct PrincipalStore: Sendable {
             else { return nil }
             guard let stored = [UInt8](hexString: row["key_hash"]), SecureRandom.constantTimeEqual(stored, digest) else { return nil }
             guard (row["revoked_at"] as Int64?) == nil else { return nil }
-            return Principal(
-                name: row["name"], role: row["role"], namespace: row["namespace"], origins: Self.origins(row["origins"]), keyFingerprint: digest)
+            var principal = Self.principal(row)
+            principal.keyFingerprint = digest
+            return principal
         }
         if let principal { cache.put(digest, principal, until: now.addingTimeInterval(cacheSeconds), generation: generation) }
         return principal

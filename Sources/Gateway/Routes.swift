@@ -139,17 +139,24 @@ extension VeilService {
         note.update {
             $0.actor = principal.name; $0.role = principal.role
         }
-        if let wait = rateLimiter.check(principal: limited, role: principal.role, now: now().timeIntervalSince1970) {
-            note.update { $0.reason = "rate limit of role \(principal.role)" }
-            var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests for this principal; retry after the Retry-After seconds")
-            error.headers[.retryAfter] = String(Int(wait.rounded(.up)))
-            throw error
-        }
+        try enforceRateLimit(bucket: limited, role: principal.role, note: note)
         guard policy.allows(role: principal.role, action) else {
             note.update { $0.reason = "role lacks \(action.rawValue)" }
             throw GatewayError.forbidden(principal.role, action.rawValue)
         }
         return principal
+    }
+}
+
+extension VeilService {
+    /// Takes one request from the bucket `bucket` of `role`'s limit; past it, a 429 with `Retry-After`, noted for the
+    /// audit entry. The API and the console both go through here.
+    func enforceRateLimit(bucket: String, role: String, note: AuditNote) throws {
+        guard let wait = rateLimiter.check(principal: bucket, role: role, now: now().timeIntervalSince1970) else { return }
+        note.update { $0.reason = "rate limit of role \(role)" }
+        var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests for this principal; retry after the Retry-After seconds")
+        error.headers[.retryAfter] = String(Int(wait.rounded(.up)))
+        throw error
     }
 }
 
@@ -180,10 +187,9 @@ struct EdgeMiddleware: RouterMiddleware {
         let note = context.audit.snapshot
         if audited, note.actor == AuditNote.anonymous || (note.role == Role.browser && response.status.code >= 400) {
             // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method, a console
-            // page without a session), or
-            // refused to a browser key, which anyone can copy from a page: a few per client and window get entries of
-            // their own, the rest one aggregate entry, and past the limit a 429 (a flood must leave a bounded record,
-            // not fill the audit disk).
+            // page without a session), or refused to a browser key, which anyone can copy from a page: a few per
+            // client and window get entries of their own, the rest one aggregate entry, and past the limit a 429 (a
+            // flood must leave a bounded record, not fill the audit disk).
             let client = service.clientFingerprint(context.clientAddress)
             let seconds = Int64(service.now().timeIntervalSince1970)
             switch service.refusals.record(client: client, at: seconds) {

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import Mustache
 import Policy
+import Vault
 
 /// The compliance console under `/console`: pages rendered on the server from the templates in `console/`, no
 /// script, nothing from another origin. Each page stands for an API route and is authorized and audited as that
@@ -177,12 +178,7 @@ struct ConsoleRequest: Sendable {
 
     /// The principal's rate limit, as on the API: a console page costs what its API call does.
     static func limit(_ principal: Principal, service: VeilService, note: AuditNote) throws {
-        guard let wait = service.rateLimiter.check(principal: principal.name, role: principal.role, now: service.now().timeIntervalSince1970)
-        else { return }
-        note.update { $0.reason = "rate limit of role \(principal.role)" }
-        var error = GatewayError(.tooManyRequests, "rate_limited", "Too many requests; retry in a few seconds.")
-        error.headers[.retryAfter] = String(Int(wait.rounded(.up)))
-        throw error
+        try service.enforceRateLimit(bucket: principal.name, role: principal.role, note: note)
     }
 
     /// Needs a session whose role holds `action`, and on a form, the session's CSRF token.
@@ -203,7 +199,7 @@ struct ConsoleRequest: Sendable {
         // A form from another site is refused whatever it carries (a browser says where a request comes from).
         let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!]
         let crossSite = site.map { $0 != "same-origin" && $0 != "none" } ?? false
-        guard !crossSite, !expected.isEmpty, let given = form["csrf"], SecureRandomCompare.equal(given, expected) else {
+        guard !crossSite, !expected.isEmpty, let given = form["csrf"], SecureRandom.constantTimeEqual(Array(given.utf8), Array(expected.utf8)) else {
             context.audit.update { $0.reason = "form without a valid CSRF token" }
             throw ConsoleError.badForm
         }
@@ -254,14 +250,5 @@ struct ConsoleRequest: Sendable {
             out[key] = pair.count > 1 ? decode(pair[1]) ?? "" : ""
         }
         return out
-    }
-}
-
-/// Constant-time comparison of two tokens' text.
-enum SecureRandomCompare {
-    static func equal(_ a: String, _ b: String) -> Bool {
-        var diff = UInt8(a.utf8.count == b.utf8.count ? 0 : 1)
-        for (x, y) in zip(a.utf8, b.utf8) { diff |= x ^ y }
-        return diff == 0
     }
 }
