@@ -41,42 +41,33 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .target(name: "Vault", dependencies: ["CSodium", "CCrypto"], swiftSettings: swiftSettings),
-        .target(
-            name: "Storage",
-            dependencies: ["Vault", .product(name: "GRDB", package: "GRDB.swift")],
-            swiftSettings: swiftSettings
-        ),
+        .target(name: "Storage", dependencies: ["Vault"], swiftSettings: swiftSettings),
         .target(
             name: "Policy",
             dependencies: [.product(name: "Yams", package: "Yams"), "Vault"],
             swiftSettings: swiftSettings
         ),
+        .target(name: "Pseudonymization", dependencies: ["Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
+        .target(name: "Consent", dependencies: ["Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
+        .target(name: "Ingestion", dependencies: ["Policy", "Pseudonymization", "Vault"], swiftSettings: swiftSettings),
+        .target(name: "FeatureStore", dependencies: ["Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
+        // The SQLite backend: every table, migration and statement of the modules above, behind their repositories.
         .target(
-            name: "Pseudonymization",
-            dependencies: ["Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            name: "SQLiteStorage",
+            dependencies: ["Storage", "Vault", "Consent", "Pseudonymization", "FeatureStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
-        .target(
-            name: "Consent",
-            dependencies: ["Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
-            swiftSettings: swiftSettings
-        ),
+        // The audit log keeps a SQLite engine of its own (its files, its sync order).
         .target(
             name: "Audit",
-            dependencies: ["Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
-            swiftSettings: swiftSettings
-        ),
-        .target(name: "Ingestion", dependencies: ["Policy", "Pseudonymization", "Vault"], swiftSettings: swiftSettings),
-        .target(
-            name: "FeatureStore",
-            dependencies: ["Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Storage", "SQLiteStorage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .target(name: "Recommender", swiftSettings: swiftSettings),
         .target(
             name: "Gateway",
             dependencies: [
-                "Vault", "Storage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
+                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
                 "FeatureStore", "Recommender",
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -102,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "veil",
             dependencies: [
-                "Vault", "Storage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "Gateway",
+                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -116,21 +107,21 @@ let package = Package(
         .target(
             name: "TestSupport", dependencies: ["Recommender", .product(name: "GRDB", package: "GRDB.swift")], path: "Tests/TestSupport",
             swiftSettings: swiftSettings),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Vault", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "SQLiteStorage", "Vault", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PseudonymizationTests",
-            dependencies: ["Pseudonymization", "Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Pseudonymization", "Policy", "Storage", "SQLiteStorage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ConsentTests",
-            dependencies: ["Consent", "Policy", "Storage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Consent", "Policy", "Storage", "SQLiteStorage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "AuditTests",
-            dependencies: ["Audit", "Storage", "Vault", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["Audit", "Storage", "SQLiteStorage", "Vault", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "RecommenderTests", dependencies: ["Recommender"], swiftSettings: swiftSettings),
@@ -138,7 +129,8 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "Vault", "Storage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization", "Recommender", "TestSupport",
+                "Gateway", "Vault", "Storage", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization", "Recommender",
+                "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Yams", package: "Yams"),

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SQLiteStorage
 import GRDBSQLite
 import Storage
 import Synchronization

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Policy
 import Storage
 import Vault
@@ -10,50 +9,6 @@ import Vault
 /// deleted, inserted or reordered event breaks the chain at that point (see ``verify(in:)``).
 /// Consent-based purposes default to "no consent".
 public struct ConsentLedger: Sendable {
-    public struct Migrations: MigrationSet {
-        public init() {}
-        public func register(in migrator: inout DatabaseMigrator) {
-            migrator.registerMigration("consent.v1.ledger") { db in
-                try db.execute(
-                    sql: """
-                        CREATE TABLE consent_events (
-                            seq INTEGER PRIMARY KEY,
-                            token TEXT NOT NULL,
-                            purpose TEXT NOT NULL,
-                            body TEXT NOT NULL,
-                            prev_hash TEXT NOT NULL,
-                            hash TEXT NOT NULL
-                        );
-                        CREATE INDEX consent_events_token ON consent_events(token, seq);
-                        CREATE TABLE consent_state (
-                            token TEXT NOT NULL,
-                            purpose TEXT NOT NULL,
-                            granted INTEGER NOT NULL,
-                            seq INTEGER NOT NULL,
-                            expires_at INTEGER,
-                            PRIMARY KEY (token, purpose)
-                        ) WITHOUT ROWID;
-                        CREATE TRIGGER consent_events_no_update BEFORE UPDATE ON consent_events
-                            BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
-                        CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events
-                            BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
-                        """)
-            }
-            // The state remembers under which notice and purpose version consent was given, so that a notice that
-            // requires re-consent, or a new version of the purpose, ends it.
-            migrator.registerMigration("consent.v2.state_versions") { db in
-                try db.execute(
-                    sql: """
-                        ALTER TABLE consent_state ADD COLUMN notice_version TEXT NOT NULL DEFAULT '';
-                        ALTER TABLE consent_state ADD COLUMN purpose_version INTEGER NOT NULL DEFAULT 0;
-                        UPDATE consent_state SET
-                            notice_version = (SELECT json_extract(body, '$.noticeVersion') FROM consent_events e WHERE e.seq = consent_state.seq),
-                            purpose_version = (SELECT json_extract(body, '$.purposeVersion') FROM consent_events e WHERE e.seq = consent_state.seq);
-                        """)
-            }
-        }
-    }
-
     public static let genesisHash = String(repeating: "0", count: 64)
     /// Two letters, optionally a separator and one to three letters or digits (ISO 3166-1 and -2 style).
     static func isJurisdictionCode(_ s: String) -> Bool {
@@ -102,22 +57,18 @@ public struct ConsentLedger: Sendable {
 
     /// Appends an event and updates the current state in the same transaction.
     @discardableResult
-    public func append(_ event: ConsentEvent, in db: Database) throws -> ConsentRecord {
-        let head = try Row.fetchOne(db, sql: "SELECT seq, hash FROM consent_events ORDER BY seq DESC LIMIT 1")
-        let sequence: Int64 = (head?["seq"] ?? 0) + 1
-        let previous: String = head?["hash"] ?? Self.genesisHash
+    public func append(_ event: ConsentEvent, in tx: some ConsentRepository) throws -> ConsentRecord {
+        let head = try tx.consentHead()
+        let sequence = (head?.sequence ?? 0) + 1
+        let previous = head?.hash ?? Self.genesisHash
         let hash = Hash.blake2b(event.canonicalBytes(sequence: sequence, previousHash: previous)).hexString
         let body = String(decoding: try JSONEncoder.sorted.encode(event), as: UTF8.self)
-        try db.execute(
-            sql: "INSERT INTO consent_events (seq, token, purpose, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [sequence, event.token.rawValue, event.purpose, body, previous, hash])
-        try db.execute(
-            sql: """
-                INSERT INTO consent_state (token, purpose, granted, seq, expires_at, notice_version, purpose_version) VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(token, purpose) DO UPDATE SET granted = excluded.granted, seq = excluded.seq, expires_at = excluded.expires_at,
-                    notice_version = excluded.notice_version, purpose_version = excluded.purpose_version
-                """,
-            arguments: [event.token.rawValue, event.purpose, event.granted, sequence, event.expiresAt, event.noticeVersion, event.purposeVersion])
+        try tx.appendConsentEvent(
+            StoredConsentEvent(
+                sequence: sequence, token: event.token.rawValue, purpose: event.purpose, body: body, previousHash: previous, hash: hash),
+            state: ConsentStateRow(
+                token: event.token.rawValue, purpose: event.purpose, granted: event.granted, sequence: sequence, expiresAt: event.expiresAt,
+                noticeVersion: event.noticeVersion, purposeVersion: event.purposeVersion))
         return ConsentRecord(sequence: sequence, event: event, previousHash: previous, hash: hash)
     }
 
@@ -125,30 +76,26 @@ public struct ConsentLedger: Sendable {
     /// the withdrawal carries `gpcConflict = true` so both stay visible.
     @discardableResult
     public func recordGPC(
-        token: SubjectToken, at: Date, sourceApp: String, principal: String, noticeVersion: String, jurisdiction: String, in db: Database
+        token: SubjectToken, at: Date, sourceApp: String, principal: String, noticeVersion: String, jurisdiction: String,
+        in tx: some ConsentRepository
     ) throws -> ConsentRecord {
         var event = try makeEvent(
             token: token, purpose: "marketing", granted: false, at: at, sourceApp: sourceApp, principal: principal,
             method: .gpc, noticeVersion: noticeVersion, jurisdiction: jurisdiction)
-        let current = try decision(token: token, purpose: "marketing", at: at, in: db)
+        let current = try decision(token: token, purpose: "marketing", at: at, in: tx)
         event.gpcConflict = current.allowed
-        return try append(event, in: db)
+        return try append(event, in: tx)
     }
 
     /// Whether `purpose` may use `token`'s data at `at`.
-    public func decision(token: SubjectToken, purpose: String, at: Date, in db: Database) throws -> ConsentDecision {
+    public func decision(token: SubjectToken, purpose: String, at: Date, in tx: some ConsentRepository) throws -> ConsentDecision {
         guard let p = policy.purposes[purpose] else { return ConsentDecision(allowed: false, reason: .unknownPurpose) }
         guard p.requiresConsent else { return ConsentDecision(allowed: true, reason: .notConsentBased) }
-        guard
-            let row = try Row.fetchOne(
-                db.cachedStatement(
-                    sql: "SELECT granted, expires_at, notice_version, purpose_version FROM consent_state WHERE token = ? AND purpose = ?"),
-                arguments: [token.rawValue, purpose])
-        else {
+        guard let row = try tx.consentState(token: token.rawValue, purpose: purpose) else {
             return ConsentDecision(allowed: false, reason: .noRecord)
         }
         return Self.decide(
-            granted: row["granted"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"], purposeVersion: row["purpose_version"],
+            granted: row.granted, expiresAt: row.expiresAt, noticeVersion: row.noticeVersion, purposeVersion: row.purposeVersion,
             purpose: p, policy: policy, at: at)
     }
 
@@ -168,30 +115,25 @@ public struct ConsentLedger: Sendable {
 
     /// The purposes whose latest event for `token` is a grant, whatever their decision now (expired, or needing
     /// re-consent): an erasure withdraws them all, so no change of policy can bring one back.
-    public func grantedPurposes(token: SubjectToken, in db: Database) throws -> [String] {
-        try String.fetchAll(
-            db.cachedStatement(sql: "SELECT purpose FROM consent_state WHERE token = ? AND granted = 1 ORDER BY purpose"),
-            arguments: [token.rawValue])
+    public func grantedPurposes(token: SubjectToken, in tx: some ConsentRepository) throws -> [String] {
+        try tx.grantedConsentPurposes(token: token.rawValue)
     }
 
     /// Current state per purpose (every purpose of the policy).
-    public func state(token: SubjectToken, at: Date, in db: Database) throws -> [String: ConsentDecision] {
+    public func state(token: SubjectToken, at: Date, in tx: some ConsentRepository) throws -> [String: ConsentDecision] {
         var out: [String: ConsentDecision] = [:]
-        for purpose in policy.purposes.keys { out[purpose] = try decision(token: token, purpose: purpose, at: at, in: db) }
+        for purpose in policy.purposes.keys { out[purpose] = try decision(token: token, purpose: purpose, at: at, in: tx) }
         return out
     }
 
     /// Every event of one subject, oldest first, with hashes: the proof of consent (GDPR Art. 7(1)).
-    public func history(token: SubjectToken, in db: Database) throws -> [ConsentRecord] {
-        try Row.fetchAll(
-            db.cachedStatement(sql: "SELECT seq, body, prev_hash, hash FROM consent_events WHERE token = ? ORDER BY seq"), arguments: [token.rawValue]
-        ).map(Self.record)
+    public func history(token: SubjectToken, in tx: some ConsentRepository) throws -> [ConsentRecord] {
+        try tx.consentEvents(token: token.rawValue).map(Self.record)
     }
 
-    static func record(_ row: Row) throws -> ConsentRecord {
-        let body: String = row["body"]
-        let event = try JSONDecoder().decode(ConsentEvent.self, from: Data(body.utf8))
-        return ConsentRecord(sequence: row["seq"], event: event, previousHash: row["prev_hash"], hash: row["hash"])
+    static func record(_ stored: StoredConsentEvent) throws -> ConsentRecord {
+        let event = try JSONDecoder().decode(ConsentEvent.self, from: Data(stored.body.utf8))
+        return ConsentRecord(sequence: stored.sequence, event: event, previousHash: stored.previousHash, hash: stored.hash)
     }
 
     /// The outcome of a chain check.
@@ -214,50 +156,49 @@ public struct ConsentLedger: Sendable {
     }
 
     /// Recomputes every hash and link. Detects an edited, deleted, inserted or reordered event.
-    public func verify(in db: Database) throws -> Verification {
+    public func verify(in tx: some ConsentRepository) throws -> Verification {
         var expectedSequence: Int64 = 1
         var previous = Self.genesisHash
         var count = 0
-        var expected: [StateKey: StateRow] = [:]
-        let cursor = try Row.fetchCursor(db, sql: "SELECT seq, token, purpose, body, prev_hash, hash FROM consent_events ORDER BY seq")
-        while let row = try cursor.next() {
-            let seq: Int64 = row["seq"]
-            func bad(_ reason: String) -> Verification { Verification(events: count, firstBadSequence: min(seq, expectedSequence), reason: reason) }
+        var expected: [StateKey: ConsentStateRow] = [:]
+        var failure: Verification?
+        try tx.forEachConsentEvent { stored in
+            let seq = stored.sequence
+            func bad(_ reason: String) -> Bool {
+                failure = Verification(events: count, firstBadSequence: min(seq, expectedSequence), reason: reason)
+                return false
+            }
             guard seq == expectedSequence else { return bad("sequence gap or reordering: expected \(expectedSequence), found \(seq)") }
-            guard (row["prev_hash"] as String) == previous else { return bad("link to the previous event is broken") }
-            guard let record = try? Self.record(row),
-                record.event.token.rawValue == (row["token"] as String), record.event.purpose == (row["purpose"] as String)
+            guard stored.previousHash == previous else { return bad("link to the previous event is broken") }
+            guard let record = try? Self.record(stored), record.event.token.rawValue == stored.token, record.event.purpose == stored.purpose
             else {
                 return bad("event body is unreadable or disagrees with its columns")
             }
             let hash = Hash.blake2b(record.event.canonicalBytes(sequence: seq, previousHash: previous)).hexString
-            guard hash == (row["hash"] as String) else { return bad("event content does not match its hash") }
+            guard hash == stored.hash else { return bad("event content does not match its hash") }
             previous = hash
             expectedSequence += 1
             count += 1
             let e = record.event
-            expected[StateKey(token: e.token.rawValue, purpose: e.purpose)] = StateRow(
-                granted: e.granted, seq: seq, expiresAt: e.expiresAt,
+            expected[StateKey(token: e.token.rawValue, purpose: e.purpose)] = ConsentStateRow(
+                token: e.token.rawValue, purpose: e.purpose, granted: e.granted, sequence: seq, expiresAt: e.expiresAt,
                 noticeVersion: e.noticeVersion, purposeVersion: e.purposeVersion)
+            return true
         }
-        // Every decision reads `consent_state`, so it must be exactly what the (verified) events give: an edit of
-        // that table alone, which no trigger can stop, is reported here.
+        if let failure { return failure }
+        // Every decision reads the current state, so it must be exactly what the (verified) events give: an edit of
+        // the state alone, which no trigger can stop, is reported here.
         var result = Verification(events: count, firstBadSequence: nil, reason: nil)
         func differ(_ key: StateKey, _ what: String) {
             result.stateDifferenceCount += 1
             if result.stateDifferences.count < 20 { result.stateDifferences.append("token \(key.token), purpose \(key.purpose): \(what)") }
         }
-        let stored = try Row.fetchCursor(
-            db, sql: "SELECT token, purpose, granted, seq, expires_at, notice_version, purpose_version FROM consent_state")
         var seen = Set<StateKey>()
-        while let row = try stored.next() {
-            let key = StateKey(token: row["token"], purpose: row["purpose"])
+        try tx.forEachConsentState { actual in
+            let key = StateKey(token: actual.token, purpose: actual.purpose)
             seen.insert(key)
-            let actual = StateRow(
-                granted: row["granted"], seq: row["seq"], expiresAt: row["expires_at"], noticeVersion: row["notice_version"],
-                purposeVersion: row["purpose_version"])
-            guard let want = expected[key] else { differ(key, "a state with no event in the ledger"); continue }
-            if actual != want { differ(key, "state \(actual) but the ledger's last event (seq \(want.seq)) gives \(want)") }
+            guard let want = expected[key] else { return differ(key, "a state with no event in the ledger") }
+            if actual != want { differ(key, "state \(actual) but the ledger's last event (seq \(want.sequence)) gives \(want)") }
         }
         for key in Set(expected.keys).subtracting(seen) { differ(key, "no state although the ledger has events") }
         if result.stateDifferenceCount > 0 {
@@ -267,21 +208,12 @@ public struct ConsentLedger: Sendable {
     }
 
     struct StateKey: Hashable { var token: String; var purpose: String }
-    struct StateRow: Equatable, CustomStringConvertible {
-        var granted: Bool, seq: Int64, expiresAt: Int64?, noticeVersion: String, purposeVersion: Int
-        var description: String {
-            "granted=\(granted) seq=\(seq) expires=\(expiresAt.map(String.init) ?? "-") notice=\(noticeVersion) purpose_version=\(purposeVersion)"
-        }
-    }
 
     /// Consent events past their expiry become "expired" through ``decision(token:purpose:at:in:)``; this
     /// lists the (token, purpose) pairs that lapsed, for the retention job to act on.
-    public func lapsed(at: Date, in db: Database) throws -> [(SubjectToken, String)] {
-        try Row.fetchAll(
-            db.cachedStatement(sql: "SELECT token, purpose FROM consent_state WHERE granted = 1 AND expires_at IS NOT NULL AND expires_at <= ?"),
-            arguments: [Int64(at.timeIntervalSince1970 * 1000)]
-        ).compactMap { row in
-            SubjectToken(rawValue: row["token"]).map { ($0, row["purpose"]) }
+    public func lapsed(at: Date, in tx: some ConsentRepository) throws -> [(SubjectToken, String)] {
+        try tx.lapsedConsents(atMillis: Int64(at.timeIntervalSince1970 * 1000)).compactMap { pair in
+            SubjectToken(rawValue: pair.token).map { ($0, pair.purpose) }
         }
     }
 }

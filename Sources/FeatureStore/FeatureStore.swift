@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Policy
 import Storage
 
@@ -136,46 +135,6 @@ public struct TrainingSnapshot: Sendable {
 /// A subject's rows are sealed with the subject's personalization data key (`<token>#personalization`), so a
 /// withdrawal or an erasure shreds them by deleting one key.
 public struct FeatureStore: Sendable {
-    public struct Migrations: MigrationSet {
-        public init() {}
-        public func register(in migrator: inout DatabaseMigrator) {
-            migrator.registerMigration("featurestore.v1") { db in
-                try db.execute(
-                    sql: """
-                        -- Keyed by (token, id): a subject's rows share pages, so a batch touches few pages.
-                        CREATE TABLE interactions (
-                            token TEXT NOT NULL,
-                            id TEXT NOT NULL,
-                            day INTEGER NOT NULL,
-                            body BLOB NOT NULL,
-                            PRIMARY KEY (token, id)
-                        ) WITHOUT ROWID;
-                        CREATE INDEX interactions_day ON interactions(day);
-                        CREATE TABLE profiles (
-                            token TEXT PRIMARY KEY NOT NULL,
-                            body BLOB NOT NULL
-                        ) WITHOUT ROWID;
-                        CREATE TABLE items (
-                            id TEXT PRIMARY KEY NOT NULL,
-                            body TEXT NOT NULL,
-                            available INTEGER NOT NULL,
-                            updated_at INTEGER NOT NULL
-                        ) WITHOUT ROWID;
-                        CREATE TABLE item_daily_counts (
-                            item TEXT NOT NULL,
-                            day INTEGER NOT NULL,
-                            count INTEGER NOT NULL,
-                            PRIMARY KEY (item, day)
-                        ) WITHOUT ROWID;
-                        """)
-            }
-            // Which rows a withdrawal already took out of the anonymous counts (see uncountAnonymous(of:in:)).
-            migrator.registerMigration("featurestore.v2.uncounted") { db in
-                try db.execute(sql: "ALTER TABLE interactions ADD COLUMN uncounted INTEGER NOT NULL DEFAULT 0")
-            }
-        }
-    }
-
     let keys: SubjectKeys
     public init(keys: SubjectKeys) { self.keys = keys }
 
@@ -184,20 +143,20 @@ public struct FeatureStore: Sendable {
     /// Stores one interaction; `id` must be unique and free of raw identifiers (a keyed hash of the event id).
     /// - Returns: false when the id was already stored (a repeated delivery).
     @discardableResult
-    public func add(_ interaction: StoredInteraction, id: String, token: SubjectToken, in db: Database) throws -> Bool {
-        let body = try keys.seal(interaction.encoded(), token: Self.keyOwner(token), table: "interactions", rowID: id, in: db)
-        try db.cachedStatement(sql: "INSERT OR IGNORE INTO interactions (id, token, day, body) VALUES (?, ?, ?, ?)")
-            .execute(arguments: [id, token.rawValue, interaction.time / 86_400, body])
-        return db.changesCount == 1
+    public func add(
+        _ interaction: StoredInteraction, id: String, token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository
+    ) throws -> Bool {
+        let body = try keys.seal(interaction.encoded(), token: Self.keyOwner(token), table: "interactions", rowID: id, in: tx)
+        return try tx.insertInteraction(id: id, token: token.rawValue, day: interaction.time / 86_400, body: body)
     }
 
     /// A subject's interactions, oldest first; empty when there are none or they were shredded.
-    public func interactions(of token: SubjectToken, in db: Database) throws -> [StoredInteraction] {
-        let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ?"), arguments: [token.rawValue])
+    public func interactions(of token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws -> [StoredInteraction] {
+        let rows = try tx.interactionRows(token: token.rawValue, uncountedOnly: false)
         var out: [StoredInteraction] = []
         for row in rows {
             do {
-                let plain = try keys.open(row["body"], token: Self.keyOwner(token), table: "interactions", rowID: row["id"], in: db)
+                let plain = try keys.open(row.body, token: Self.keyOwner(token), table: "interactions", rowID: row.id, in: tx)
                 guard let interaction = StoredInteraction(encoded: plain) else {
                     throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
                 }
@@ -210,19 +169,17 @@ public struct FeatureStore: Sendable {
     }
 
     /// Replaces a subject's generalized profile.
-    public func setProfile(_ profile: [String: String], token: SubjectToken, in db: Database) throws {
+    public func setProfile(_ profile: [String: String], token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws {
         let body = try keys.seal(
-            try JSONEncoder().encodeBytes(profile), token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO profiles (token, body) VALUES (?, ?)").execute(arguments: [token.rawValue, body])
+            try JSONEncoder().encodeBytes(profile), token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: tx)
+        try tx.setProfile(token: token.rawValue, body: body)
     }
 
-    public func profile(of token: SubjectToken, in db: Database) throws -> [String: String]? {
-        guard let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM profiles WHERE token = ?"), arguments: [token.rawValue]) else {
-            return nil
-        }
+    public func profile(of token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws -> [String: String]? {
+        guard let body = try tx.profile(token: token.rawValue) else { return nil }
         do {
             return try JSONDecoder().decode(
-                [String: String].self, from: Data(try keys.open(body, token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: db)))
+                [String: String].self, from: Data(try keys.open(body, token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: tx)))
         } catch let error as StorageError where error.code == .shredded {
             return nil
         }
@@ -233,27 +190,21 @@ public struct FeatureStore: Sendable {
     /// key store of its own (``SubjectKeys/shredKeys(_:in:)``) before ``deleteRows(_:in:)``.
     /// - Returns: the number of rows deleted.
     @discardableResult
-    public func shred(_ token: SubjectToken, in db: Database) throws -> Int {
-        try keys.shred(token: Self.keyOwner(token), in: db)
-        return try deleteRows(token, in: db)
+    public func shred(_ token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws -> Int {
+        try keys.shred(token: Self.keyOwner(token), in: tx)
+        return try deleteRows(token, in: tx)
     }
 
     /// Deletes a subject's sealed rows (after its key was shredded).
     /// - Returns: the number of rows deleted.
     @discardableResult
-    public func deleteRows(_ token: SubjectToken, in db: Database) throws -> Int {
-        try db.cachedStatement(sql: "DELETE FROM interactions WHERE token = ?").execute(arguments: [token.rawValue])
-        var deleted = db.changesCount
-        try db.cachedStatement(sql: "DELETE FROM profiles WHERE token = ?").execute(arguments: [token.rawValue])
-        deleted += db.changesCount
-        return deleted
+    public func deleteRows(_ token: SubjectToken, in tx: some FeatureRepository) throws -> Int {
+        try tx.deleteSubjectRows(token: token.rawValue)
     }
 
     /// Whether any row of the subject is still stored.
-    public func hasData(_ token: SubjectToken, in db: Database) throws -> Bool {
-        try Bool.fetchOne(
-            db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM interactions WHERE token = ?) OR EXISTS(SELECT 1 FROM profiles WHERE token = ?)"),
-            arguments: [token.rawValue, token.rawValue]) ?? false
+    public func hasData(_ token: SubjectToken, in tx: some FeatureRepository) throws -> Bool {
+        try tx.subjectHasRows(token: token.rawValue)
     }
 
     /// An item's anonymous interactions on one day (days since the epoch, UTC).
@@ -268,13 +219,8 @@ public struct FeatureStore: Sendable {
 
     /// Adds anonymous interaction counts (no subject, no consent needed): one statement per item and day of a
     /// batch, not one per event.
-    public func countAnonymous(_ counts: [AnonymousCount: Int], in db: Database) throws {
-        let statement = try db.cachedStatement(
-            sql: """
-                INSERT INTO item_daily_counts (item, day, count) VALUES (?, ?, ?)
-                ON CONFLICT(item, day) DO UPDATE SET count = count + excluded.count
-                """)
-        for (key, n) in counts { try statement.execute(arguments: [key.item, key.day, n]) }
+    public func countAnonymous(_ counts: [AnonymousCount: Int], in tx: some FeatureRepository) throws {
+        for (key, n) in counts { try tx.addAnonymousCount(item: key.item, day: key.day, count: n) }
     }
 
     /// One stored event of a subject as ingestion counted it anonymously: its row, item and day.
@@ -287,17 +233,15 @@ public struct FeatureStore: Sendable {
     /// What these subjects' stored events added to the anonymous counts (one per item event) and not yet taken back
     /// out, read while their key still opens them: call before their key is shredded, in a read. A single row that
     /// cannot be opened or decoded is skipped (it cannot hold up a withdrawal); a key that cannot be read throws.
-    public func countedEvents(of tokens: [SubjectToken], in db: Database) throws -> [CountedEvent] {
+    public func countedEvents(of tokens: [SubjectToken], in tx: some FeatureRepository & SubjectKeyRepository) throws -> [CountedEvent] {
         var out: [CountedEvent] = []
         for token in tokens {
             // The key's own failures (it cannot be unwrapped, the key store cannot be read) are not skipped: they
             // would leave the events counted after the shred. Nil: shredded already.
-            guard try keys.dataKey(for: Self.keyOwner(token), in: db, create: false) != nil else { continue }
-            let rows = try Row.fetchAll(
-                db.cachedStatement(sql: "SELECT id, body FROM interactions WHERE token = ? AND uncounted = 0"), arguments: [token.rawValue])
-            for row in rows {
-                let id: String = row["id"]
-                guard let plain = try? keys.open(row["body"], token: Self.keyOwner(token), table: "interactions", rowID: id, in: db),
+            guard try keys.dataKey(for: Self.keyOwner(token), in: tx, create: false) != nil else { continue }
+            for row in try tx.interactionRows(token: token.rawValue, uncountedOnly: true) {
+                let id = row.id
+                guard let plain = try? keys.open(row.body, token: Self.keyOwner(token), table: "interactions", rowID: id, in: tx),
                     let x = StoredInteraction(encoded: plain), !x.item.isEmpty
                 else { continue }
                 out.append(CountedEvent(token: token.rawValue, id: id, count: AnonymousCount(item: x.item, day: x.time / 86_400)))
@@ -311,54 +255,45 @@ public struct FeatureStore: Sendable {
     /// retry never takes one out twice. Counts that reach zero are deleted.
     /// - Returns: the number of events taken out.
     @discardableResult
-    public func uncount(_ events: [CountedEvent], in db: Database) throws -> Int {
+    public func uncount(_ events: [CountedEvent], in tx: some FeatureRepository) throws -> Int {
         var counts: [AnonymousCount: Int] = [:]
-        let mark = try db.cachedStatement(sql: "UPDATE interactions SET uncounted = 1 WHERE token = ? AND id = ? AND uncounted = 0")
         for event in events {
-            try mark.execute(arguments: [event.token, event.id])
-            if db.changesCount == 1 { counts[event.count, default: 0] += 1 }
+            if try tx.markUncounted(token: event.token, id: event.id) { counts[event.count, default: 0] += 1 }
         }
-        let subtract = try db.cachedStatement(sql: "UPDATE item_daily_counts SET count = MAX(count - ?, 0) WHERE item = ? AND day = ?")
-        let prune = try db.cachedStatement(sql: "DELETE FROM item_daily_counts WHERE item = ? AND day = ? AND count = 0")
-        for (key, n) in counts {
-            try subtract.execute(arguments: [n, key.item, key.day])
-            try prune.execute(arguments: [key.item, key.day])
-        }
+        for (key, n) in counts { try tx.subtractAnonymousCount(item: key.item, day: key.day, count: n) }
         return counts.values.reduce(0, +)
     }
 
     // MARK: - Catalog
 
     /// Inserts or replaces catalog items.
-    public func upsert(_ items: [CatalogItem], at: Date, in db: Database) throws {
+    public func upsert(_ items: [CatalogItem], at: Date, in tx: some FeatureRepository) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         for item in items {
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO items (id, body, available, updated_at) VALUES (?, ?, ?, ?)").execute(arguments: [
-                item.id, String(decoding: try encoder.encode(item), as: UTF8.self), item.available, Int64(at.timeIntervalSince1970),
-            ])
+            try tx.setCatalogItem(
+                id: item.id, body: String(decoding: try encoder.encode(item), as: UTF8.self), available: item.available,
+                updatedAt: Int64(at.timeIntervalSince1970))
         }
     }
 
-    public func catalog(in db: Database) throws -> [CatalogItem] {
-        try String.fetchAll(db, sql: "SELECT body FROM items ORDER BY id").map { try JSONDecoder().decode(CatalogItem.self, from: Data($0.utf8)) }
+    public func catalog(in tx: some FeatureRepository) throws -> [CatalogItem] {
+        try tx.catalogBodies().map { try JSONDecoder().decode(CatalogItem.self, from: Data($0.utf8)) }
     }
 
     // MARK: - Retention
 
     /// Deletes interactions older than `days` days before `now`. Returns how many rows went.
-    public func deleteInteractions(olderThanDays days: Int, now: Date, in db: Database) throws -> Int {
-        let cutoff = Int64(now.timeIntervalSince1970) / 86_400 - Int64(days)
-        try db.cachedStatement(sql: "DELETE FROM interactions WHERE day < ?").execute(arguments: [cutoff])
-        return db.changesCount
+    public func deleteInteractions(olderThanDays days: Int, now: Date, in tx: some FeatureRepository) throws -> Int {
+        try tx.deleteInteractions(beforeDay: Int64(now.timeIntervalSince1970) / 86_400 - Int64(days))
     }
 
     // MARK: - Training
 
     /// Decrypts every readable interaction into dense indices. Items come from the catalog first, then any
     /// item seen only in interactions; users are the tokens with at least one readable interaction.
-    public func trainingSnapshot(in db: Database) throws -> TrainingSnapshot {
-        var items = try String.fetchAll(db, sql: "SELECT id FROM items ORDER BY id")
+    public func trainingSnapshot(in tx: some FeatureRepository & SubjectKeyRepository) throws -> TrainingSnapshot {
+        var items = try tx.catalogItemIDs()
         var itemIndex = Dictionary(uniqueKeysWithValues: items.enumerated().map { ($1, Int32($0)) })
         func index(_ item: String) -> Int32 {
             if let i = itemIndex[item] { return i }
@@ -371,23 +306,22 @@ public struct FeatureStore: Sendable {
         var profiles: [[String: String]] = []
         var purchases: [Int] = []
         var interactions: [(user: Int32, item: Int32, weight: Float, time: Int64)] = []
-        let tokenStrings = try String.fetchAll(db, sql: "SELECT DISTINCT token FROM interactions ORDER BY token")
-        for raw in tokenStrings {
+        for raw in try tx.interactionTokens() {
             guard let token = SubjectToken(rawValue: raw) else { continue }
-            let rows = try self.interactions(of: token, in: db)
+            let rows = try self.interactions(of: token, in: tx)
             if rows.allSatisfy({ $0.item.isEmpty }) { continue }
             let u = Int32(tokens.count)
             tokens.append(token)
-            profiles.append(try profile(of: token, in: db) ?? [:])
+            profiles.append(try profile(of: token, in: tx) ?? [:])
             purchases.append(rows.filter { $0.kind == .purchase }.count)
             // Search terms are no item: they feed content profiles at serving time only.
             for r in rows where !r.item.isEmpty { interactions.append((u, index(r.item), r.weight, r.time)) }
         }
         var counts = [Float](repeating: 0, count: items.count)
-        for row in try Row.fetchAll(db, sql: "SELECT item, SUM(count) AS n FROM item_daily_counts GROUP BY item") {
-            let i = Int(index(row["item"]))
+        for total in try tx.anonymousTotals() {
+            let i = Int(index(total.item))
             if i >= counts.count { counts.append(contentsOf: [Float](repeating: 0, count: i - counts.count + 1)) }
-            counts[i] = Float(row["n"] as Int64)
+            counts[i] = Float(total.count)
         }
         if counts.count < items.count { counts.append(contentsOf: [Float](repeating: 0, count: items.count - counts.count)) }
         return TrainingSnapshot(
@@ -395,10 +329,8 @@ public struct FeatureStore: Sendable {
     }
 
     /// Anonymous daily counts since `sinceDay` (for trending), per item id.
-    public func recentCounts(sinceDay: Int64, in db: Database) throws -> [(item: String, day: Int64, count: Int64)] {
-        try Row.fetchAll(db.cachedStatement(sql: "SELECT item, day, count FROM item_daily_counts WHERE day >= ?"), arguments: [sinceDay]).map {
-            ($0["item"], $0["day"], $0["count"])
-        }
+    public func recentCounts(sinceDay: Int64, in tx: some FeatureRepository) throws -> [(item: String, day: Int64, count: Int64)] {
+        try tx.anonymousCounts(sinceDay: sinceDay)
     }
 }
 
@@ -409,37 +341,17 @@ extension JSONEncoder {
 /// Which event deliveries were already seen, by keyed hash of the event id and by content fingerprint.
 /// Repeated deliveries are acknowledged and stored once.
 public struct DeliveryLog: Sendable {
-    public struct Migrations: MigrationSet {
-        public init() {}
-        public func register(in migrator: inout DatabaseMigrator) {
-            migrator.registerMigration("featurestore.v1.deliveries") { db in
-                try db.execute(
-                    sql: """
-                        -- Both the event-id hash and the content fingerprint are keys under the subject's token,
-                        -- so a delivery check reads and writes the subject's page only.
-                        CREATE TABLE deliveries (
-                            token TEXT NOT NULL,
-                            key TEXT NOT NULL,
-                            at INTEGER NOT NULL,
-                            PRIMARY KEY (token, key)
-                        ) WITHOUT ROWID;
-                        """)
-            }
-        }
-    }
-
     public init() {}
 
     /// Forgets deliveries older than `cutoff` (epoch seconds); a redelivery after that counts as new.
-    public func deleteOlder(than cutoff: Int64, in db: Database) throws -> Int {
-        try db.cachedStatement(sql: "DELETE FROM deliveries WHERE at < ?").execute(arguments: [cutoff])
-        return db.changesCount
+    public func deleteOlder(than cutoff: Int64, in tx: some DeliveryRepository) throws -> Int {
+        try tx.deleteDeliveries(before: cutoff)
     }
 
     /// Forgets every delivery of `token` (erasure): keyed hashes and exact times would otherwise outlive the
     /// subject as an activity timeline.
-    public func erase(_ token: SubjectToken, in db: Database) throws {
-        try db.cachedStatement(sql: "DELETE FROM deliveries WHERE token = ?").execute(arguments: [token.rawValue])
+    public func erase(_ token: SubjectToken, in tx: some DeliveryRepository) throws {
+        try tx.deleteDeliveries(token: token.rawValue)
     }
 
     /// One event's delivery keys: keyed hashes of its id and of its content, never the raw values.
@@ -463,27 +375,65 @@ public struct DeliveryLog: Sendable {
 
     /// Records a delivery of one subject's event. Returns false when the same id, or the same content, was
     /// delivered before.
-    public func firstDelivery(token: SubjectToken, keys: Keys, at: Int64, in db: Database) throws -> Bool {
-        if let legacy = keys.legacy {
-            let seen = try Bool.fetchOne(
-                db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM deliveries WHERE token = ? AND key IN (?, ?))"),
-                arguments: [token.rawValue, "i:" + legacy.id, "c:" + legacy.content])
-            if seen == true { return false }
+    public func firstDelivery(token: SubjectToken, keys: Keys, at: Int64, in tx: some DeliveryRepository) throws -> Bool {
+        if let legacy = keys.legacy, try tx.deliveryRecorded(token: token.rawValue, anyOf: ["i:" + legacy.id, "c:" + legacy.content]) {
+            return false
         }
-        let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO deliveries (token, key, at) VALUES (?, ?, ?)")
-        try insert.execute(arguments: [token.rawValue, "d:" + keys.id, at])
-        guard db.changesCount == 1 else { return false }
-        try insert.execute(arguments: [token.rawValue, "k:" + keys.content, at])
-        guard db.changesCount == 1 else {
+        guard try tx.recordDelivery(token: token.rawValue, key: "d:" + keys.id, at: at) else { return false }
+        guard try tx.recordDelivery(token: token.rawValue, key: "k:" + keys.content, at: at) else {
             // Same content under a new id: a repeated delivery. Forget the id so the check stays consistent.
-            try db.cachedStatement(sql: "DELETE FROM deliveries WHERE token = ? AND key = ?").execute(arguments: [token.rawValue, "d:" + keys.id])
+            try tx.deleteDelivery(token: token.rawValue, key: "d:" + keys.id)
             return false
         }
         return true
     }
 
     /// Whether any delivery is still recorded under the keys of before (`i:` and `c:`).
-    public func hasLegacy(in db: Database) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM deliveries WHERE substr(key, 1, 2) IN ('i:', 'c:'))") ?? false
+    public func hasLegacy(in tx: some DeliveryRepository) throws -> Bool {
+        try tx.deliveriesRecorded(withPrefixes: ["i:", "c:"])
     }
+}
+
+/// What the feature store holds, as seen from one transaction of a storage backend: sealed interactions and
+/// profiles keyed by token, the catalog in clear, and anonymous daily counts per item.
+public protocol FeatureRepository {
+    /// Stores a sealed interaction. Returns false when `id` was already stored.
+    func insertInteraction(id: String, token: String, day: Int64, body: [UInt8]) throws -> Bool
+    /// A token's sealed interactions; with `uncountedOnly`, only those not yet taken out of the anonymous counts.
+    func interactionRows(token: String, uncountedOnly: Bool) throws -> [(id: String, body: [UInt8])]
+    /// Marks an interaction as taken out of the anonymous counts. Returns false when it already was, or is gone.
+    func markUncounted(token: String, id: String) throws -> Bool
+    /// Every token with at least one interaction, sorted.
+    func interactionTokens() throws -> [String]
+    /// Deletes interactions of days before `day`. Returns how many.
+    func deleteInteractions(beforeDay day: Int64) throws -> Int
+    func setProfile(token: String, body: [UInt8]) throws
+    func profile(token: String) throws -> [UInt8]?
+    /// Deletes a token's interactions and profile. Returns how many rows went.
+    func deleteSubjectRows(token: String) throws -> Int
+    func subjectHasRows(token: String) throws -> Bool
+    func addAnonymousCount(item: String, day: Int64, count: Int) throws
+    /// Subtracts from a day's count (never below zero); a count that reaches zero goes.
+    func subtractAnonymousCount(item: String, day: Int64, count: Int) throws
+    /// Each item's anonymous count over all days.
+    func anonymousTotals() throws -> [(item: String, count: Int64)]
+    func anonymousCounts(sinceDay: Int64) throws -> [(item: String, day: Int64, count: Int64)]
+    func setCatalogItem(id: String, body: String, available: Bool, updatedAt: Int64) throws
+    /// Every catalog item's JSON body, by id.
+    func catalogBodies() throws -> [String]
+    /// Every catalog item id, sorted.
+    func catalogItemIDs() throws -> [String]
+}
+
+/// What the delivery log holds, as seen from one transaction of a storage backend: keyed hashes per token.
+public protocol DeliveryRepository {
+    /// Records `key` for `token`. Returns false when it was recorded already.
+    func recordDelivery(token: String, key: String, at: Int64) throws -> Bool
+    func deliveryRecorded(token: String, anyOf keys: [String]) throws -> Bool
+    func deleteDelivery(token: String, key: String) throws
+    func deleteDeliveries(token: String) throws
+    /// Forgets deliveries recorded before `cutoff` (epoch seconds). Returns how many.
+    func deleteDeliveries(before cutoff: Int64) throws -> Int
+    /// Whether any key starts with one of `prefixes` (two characters each).
+    func deliveriesRecorded(withPrefixes prefixes: [String]) throws -> Bool
 }

@@ -4,6 +4,7 @@ import Ingestion
 import Logging
 import Pseudonymization
 import GRDB
+import SQLiteStorage
 import Prometheus
 import Storage
 import Synchronization

@@ -2,6 +2,7 @@ import Audit
 import Foundation
 import Policy
 import GRDB
+import SQLiteStorage
 import Logging
 import Recommender
 import Storage

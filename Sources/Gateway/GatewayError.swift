@@ -1,6 +1,7 @@
 import Foundation
 import Audit
 import GRDB
+import SQLiteStorage
 import Hummingbird
 import Storage
 

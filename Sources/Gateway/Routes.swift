@@ -2,6 +2,7 @@ import Audit
 import FeatureStore
 import Foundation
 import GRDB
+import SQLiteStorage
 import HTTPTypes
 import Hummingbird
 import Logging

@@ -4,6 +4,7 @@ import FeatureStore
 import Foundation
 import Pseudonymization
 import Storage
+import SQLiteStorage
 import Vault
 
 /// Where one Veil instance keeps its state. Several instances can live side by side with different paths.
@@ -34,8 +35,8 @@ public enum Runtime {
     /// Every module's tables in the operational database, lowest module first.
     public static var operationalMigrations: [any MigrationSet] {
         [
-            SubjectKeys.Migrations(), ConsentLedger.Migrations(), IdentityMap.Migrations(), IdentityLinker.Migrations(), FeatureStore.Migrations(),
-            DeliveryLog.Migrations(), PrincipalStore.Migrations(), SourceQualityLog.Migrations(),
+            SubjectKeyTables(), ConsentTables(), IdentityTables(), LinkTables(), FeatureTables(), DeliveryTables(), PrincipalStore.Migrations(),
+            SourceQualityTables(),
             ExperimentTracker.Migrations(), PromotionBandits.Migrations(),
         ]
     }

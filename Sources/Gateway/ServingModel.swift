@@ -3,6 +3,7 @@ import Policy
 import FeatureStore
 import Recommender
 import Storage
+import SQLiteStorage
 import Synchronization
 
 /// Serving choices an operator sets in the configuration file.

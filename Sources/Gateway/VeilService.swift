@@ -3,6 +3,7 @@ import Consent
 import FeatureStore
 import Foundation
 import GRDB
+import SQLiteStorage
 import Hummingbird
 import Ingestion
 import Logging
@@ -233,7 +234,8 @@ public final class VeilService: Sendable {
     }
 
     func linkInTransaction(_ token: SubjectToken, scope: String, attributes: LinkAttributes) async throws -> IdentityLinker.Link? {
-        try await store.pool.write { try linker.link(token, scope: scope, attributes: attributes, in: $0) }
+        let at = now()
+        return try await store.pool.write { try linker.link(token, scope: scope, attributes: attributes, at: at, in: $0) }
     }
 
     /// Undoes a link (admin only, through the command line). Audited.
@@ -323,11 +325,11 @@ public final class VeilService: Sendable {
         let change = event
         // The key store is written on its own, before the data file: the identity key this transaction seals with is
         // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.
-        try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store.pool)
+        try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store)
         let person = shredNeeded ? try await store.pool.read { try linker.person(of: token, in: $0) } : []
         if shredNeeded {
             try await uncountAnonymous(person)
-            try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store.pool)
+            try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store)
             // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
             forgetInModels(person.isEmpty ? [token] : person, unlearn: true)
         }
@@ -478,7 +480,7 @@ public final class VeilService: Sendable {
             }
             return owners
         }
-        try await keys.ensureKeys(owners, in: store.pool)
+        try await keys.ensureKeys(owners, in: store)
         let counted = quality
         let written = try await store.pool.write { db -> Written in
             var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: InteractionKind, item: String)] = []
@@ -837,7 +839,7 @@ public final class VeilService: Sendable {
             return person
         }
         try await uncountAnonymous(person)
-        try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store.pool)
+        try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store)
         // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
         forgetInModels(person, unlearn: true)
         let deleted = try await store.pool.write { db -> Int in
@@ -1060,7 +1062,7 @@ extension VeilService {
         // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
         let lapsed = try await store.pool.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
         try await uncountAnonymous(lapsed)
-        try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store.pool)
+        try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store)
         forgetInModels(lapsed, unlearn: true)
         let report = try await store.pool.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
@@ -1091,8 +1093,8 @@ extension VeilService {
         keys.replaceRing(ring)
         var total = 0
         while true {
-            let keys = self.keys, pool = store.pool
-            let n = try await offThePool { try keys.rewrapBatch(in: pool, batchSize: 200) }
+            let keys = self.keys, store = self.store
+            let n = try await offThePool { try keys.rewrapBatch(in: store, batchSize: 200) }
             if n == 0 { break }
             total += n
             await Task.yield()

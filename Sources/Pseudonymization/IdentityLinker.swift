@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Storage
 import Vault
 
@@ -25,40 +24,6 @@ public struct LinkAttributes: Sendable {
 ///   `threshold`.
 /// A link can be undone; every link and undo is returned for the caller to audit.
 public struct IdentityLinker: Sendable {
-    public struct Migrations: MigrationSet {
-        public init() {}
-        public func register(in migrator: inout DatabaseMigrator) {
-            migrator.registerMigration("pseudonymization.v1.links") { db in
-                try db.execute(
-                    sql: """
-                        CREATE TABLE match_keys (
-                            kind TEXT NOT NULL,
-                            key TEXT NOT NULL,
-                            token TEXT NOT NULL,
-                            name_grams TEXT,
-                            PRIMARY KEY (kind, key, token)
-                        ) WITHOUT ROWID;
-                        CREATE TABLE identity_links (
-                            token TEXT PRIMARY KEY NOT NULL,
-                            canonical TEXT NOT NULL,
-                            rule TEXT NOT NULL,
-                            score REAL NOT NULL,
-                            created_at INTEGER NOT NULL
-                        ) WITHOUT ROWID;
-                        """)
-            }
-            // Match keys became scoped (a namespace, or a group of namespaces that share identities); the unscoped
-            // keys of v1 let a link cross tenants, and their inputs are not stored to recompute them.
-            migrator.registerMigration("pseudonymization.v2.scoped_match_keys") { db in
-                try db.execute(sql: "DELETE FROM match_keys")
-            }
-            // Links record their scope; NULL marks a link made before links were scoped, which may cross tenants.
-            migrator.registerMigration("pseudonymization.v3.link_scope") { db in
-                try db.execute(sql: "ALTER TABLE identity_links ADD COLUMN scope TEXT")
-            }
-        }
-    }
-
     /// The outcome of ``link(_:attributes:in:)``.
     public struct Link: Sendable, Equatable {
         public var token: SubjectToken
@@ -108,13 +73,10 @@ public struct IdentityLinker: Sendable {
 
     /// The canonical token of `token` (itself when unlinked), following a chain of links (a canonical token that was
     /// itself linked later) to its end.
-    public func canonical(_ token: SubjectToken, in db: Database) throws -> SubjectToken {
+    public func canonical(_ token: SubjectToken, in tx: some LinkRepository) throws -> SubjectToken {
         var current = token
         var seen: Set<SubjectToken> = [token]
-        while let raw = try String.fetchOne(
-            db.cachedStatement(sql: "SELECT canonical FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
-            let next = SubjectToken(rawValue: raw), seen.insert(next).inserted
-        {
+        while let link = try tx.link(of: current.rawValue), let next = SubjectToken(rawValue: link.canonical), seen.insert(next).inserted {
             current = next
         }
         return current
@@ -122,12 +84,11 @@ public struct IdentityLinker: Sendable {
 
     /// The canonical token of `token` for a new link in `scope`: the chain is followed only through links made in
     /// that same scope, so a new link never inherits one of another tenant or one made before links were scoped.
-    func canonical(_ token: SubjectToken, within scope: String, in db: Database) throws -> SubjectToken {
+    func canonical(_ token: SubjectToken, within scope: String, in tx: some LinkRepository) throws -> SubjectToken {
         var current = token
         var seen: Set<SubjectToken> = [token]
-        while let row = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT canonical, scope FROM identity_links WHERE token = ?"), arguments: [current.rawValue]),
-            (row["scope"] as String?) == scope, let next = SubjectToken(rawValue: row["canonical"]), seen.insert(next).inserted
+        while let link = try tx.link(of: current.rawValue), link.scope == scope, let next = SubjectToken(rawValue: link.canonical),
+            seen.insert(next).inserted
         {
             current = next
         }
@@ -135,25 +96,24 @@ public struct IdentityLinker: Sendable {
     }
 
     /// Links made before links were scoped (they may cross tenants): how many remain.
-    public func legacyLinkCount(in db: Database) throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT count(*) FROM identity_links WHERE scope IS NULL") ?? 0
+    public func legacyLinkCount(in tx: some LinkRepository) throws -> Int {
+        try tx.unscopedLinkCount()
     }
 
     /// Removes every link made before links were scoped. Returns how many.
-    public func undoLegacyLinks(in db: Database) throws -> Int {
-        try db.execute(sql: "DELETE FROM identity_links WHERE scope IS NULL")
-        return db.changesCount
+    public func undoLegacyLinks(in tx: some LinkRepository) throws -> Int {
+        try tx.deleteUnscopedLinks()
     }
 
     /// Every token of the person `token` belongs to: its canonical token and every token linked to it, directly or
     /// through a chain. Erasure, withdrawal and export reach all of them.
-    public func person(of token: SubjectToken, in db: Database) throws -> [SubjectToken] {
-        let root = try canonical(token, in: db)
+    public func person(of token: SubjectToken, in tx: some LinkRepository) throws -> [SubjectToken] {
+        let root = try canonical(token, in: tx)
         var found: [SubjectToken] = [root]
         var seen: Set<SubjectToken> = [root]
         var next = 0
         while next < found.count {
-            for member in try members(of: found[next], in: db) where seen.insert(member).inserted { found.append(member) }
+            for member in try members(of: found[next], in: tx) where seen.insert(member).inserted { found.append(member) }
             next += 1
         }
         return found
@@ -164,19 +124,16 @@ public struct IdentityLinker: Sendable {
     /// says share identities (`PolicySet.identityScope(of:)`), so a link never crosses tenants by accident.
     /// - Returns: the link made, or nil when no rule matched (the token stays its own canonical token).
     @discardableResult
-    public func link(_ token: SubjectToken, scope: String, attributes: LinkAttributes, in db: Database) throws -> Link? {
+    public func link(_ token: SubjectToken, scope: String, attributes: LinkAttributes, at: Date, in tx: some LinkRepository) throws -> Link? {
         var found: Link?
         if let email = attributes.email.map(Self.normalizeEmail), !email.isEmpty {
             let k = matchKey("email", scope: scope, email)
-            if let other = try String.fetchOne(
-                db.cachedStatement(sql: "SELECT token FROM match_keys WHERE kind = 'email' AND key = ? AND token <> ? LIMIT 1"),
-                arguments: [k, token.rawValue]
-            ).flatMap(SubjectToken.init(rawValue:)) {
-                found = Link(token: token, canonical: try canonical(other, within: scope, in: db), rule: "email", score: 1)
+            if let other = try tx.matchKeyHolders(kind: "email", key: k, excluding: token.rawValue, limit: 1).first
+                .flatMap({ SubjectToken(rawValue: $0.token) })
+            {
+                found = Link(token: token, canonical: try canonical(other, within: scope, in: tx), rule: "email", score: 1)
             }
-            try db.cachedStatement(sql: "INSERT OR IGNORE INTO match_keys (kind, key, token) VALUES ('email', ?, ?)").execute(arguments: [
-                k, token.rawValue,
-            ])
+            try tx.addMatchKey(kind: "email", key: k, token: token.rawValue, nameGrams: nil)
         }
         if let name = attributes.name.map(Self.normalizeName), let postcode = attributes.postcode.map(Self.normalizePostcode), !name.isEmpty,
             !postcode.isEmpty
@@ -184,46 +141,79 @@ public struct IdentityLinker: Sendable {
             let k = matchKey("postcode", scope: scope, postcode)
             let grams = Set(Self.trigrams(name).map { h("gram|" + $0) })
             if found == nil {
-                for row in try Row.fetchAll(
-                    db.cachedStatement(sql: "SELECT token, name_grams FROM match_keys WHERE kind = 'postcode' AND key = ? AND token <> ?"),
-                    arguments: [k, token.rawValue])
-                {
-                    let theirs = Set(((row["name_grams"] as String?) ?? "").split(separator: ",").map(String.init))
+                for holder in try tx.matchKeyHolders(kind: "postcode", key: k, excluding: token.rawValue, limit: nil) {
+                    let theirs = Set((holder.nameGrams ?? "").split(separator: ",").map(String.init))
                     let score = Self.similarity(grams, theirs)
-                    if score >= threshold, score > (found?.score ?? 0), let other = SubjectToken(rawValue: row["token"]) {
-                        found = Link(token: token, canonical: try canonical(other, within: scope, in: db), rule: "name+postcode", score: score)
+                    if score >= threshold, score > (found?.score ?? 0), let other = SubjectToken(rawValue: holder.token) {
+                        found = Link(token: token, canonical: try canonical(other, within: scope, in: tx), rule: "name+postcode", score: score)
                     }
                 }
             }
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO match_keys (kind, key, token, name_grams) VALUES ('postcode', ?, ?, ?)")
-                .execute(arguments: [k, token.rawValue, grams.sorted().joined(separator: ",")])
+            try tx.addMatchKey(kind: "postcode", key: k, token: token.rawValue, nameGrams: grams.sorted().joined(separator: ","))
         }
         guard let link = found, link.canonical != token else { return nil }
-        try db.cachedStatement(
-            sql: "INSERT OR REPLACE INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, ?, ?, ?, ?)"
-        )
-        .execute(arguments: [token.rawValue, link.canonical.rawValue, link.rule, link.score, Int64(Date().timeIntervalSince1970), scope])
+        try tx.setLink(
+            StoredLink(
+                token: token.rawValue, canonical: link.canonical.rawValue, rule: link.rule, score: link.score,
+                createdAt: Int64(at.timeIntervalSince1970), scope: scope))
         return link
     }
 
     /// Undoes the link of `token`. Returns whether a link existed.
     @discardableResult
-    public func unlink(_ token: SubjectToken, in db: Database) throws -> Bool {
-        try db.cachedStatement(sql: "DELETE FROM identity_links WHERE token = ?").execute(arguments: [token.rawValue])
-        return db.changesCount > 0
+    public func unlink(_ token: SubjectToken, in tx: some LinkRepository) throws -> Bool {
+        try tx.deleteLink(token: token.rawValue)
     }
 
     /// The tokens linked to `canonical` (not including itself).
-    public func members(of canonical: SubjectToken, in db: Database) throws -> [SubjectToken] {
-        try String.fetchAll(db.cachedStatement(sql: "SELECT token FROM identity_links WHERE canonical = ?"), arguments: [canonical.rawValue])
-            .compactMap(SubjectToken.init(rawValue:))
+    public func members(of canonical: SubjectToken, in tx: some LinkRepository) throws -> [SubjectToken] {
+        try tx.linkedTokens(canonical: canonical.rawValue).compactMap(SubjectToken.init(rawValue:))
     }
 
     /// Forgets every matching key and link of `token` (erasure).
-    public func erase(_ token: SubjectToken, in db: Database) throws {
-        try db.cachedStatement(sql: "DELETE FROM match_keys WHERE token = ?").execute(arguments: [token.rawValue])
-        try db.cachedStatement(sql: "DELETE FROM identity_links WHERE token = ? OR canonical = ?").execute(arguments: [
-            token.rawValue, token.rawValue,
-        ])
+    public func erase(_ token: SubjectToken, in tx: some LinkRepository) throws {
+        try tx.forgetMatchKeysAndLinks(token: token.rawValue)
     }
+}
+
+/// A link as stored: `token` belongs to the person whose canonical token is `canonical`, found by `rule` in `scope`
+/// (nil for a link made before links were scoped).
+public struct StoredLink: Sendable, Equatable {
+    public var token: String
+    public var canonical: String
+    public var rule: String
+    public var score: Double
+    public var createdAt: Int64
+    public var scope: String?
+
+    public init(token: String, canonical: String, rule: String, score: Double, createdAt: Int64, scope: String?) {
+        self.token = token
+        self.canonical = canonical
+        self.rule = rule
+        self.score = score
+        self.createdAt = createdAt
+        self.scope = scope
+    }
+}
+
+/// What identity linkage stores, as seen from one transaction of a storage backend: keyed match keys per token and
+/// the links between tokens. No raw attribute is ever passed here.
+public protocol LinkRepository {
+    /// The link recorded for `token`, if any.
+    func link(of token: String) throws -> StoredLink?
+    /// Records or replaces the link of `link.token`.
+    func setLink(_ link: StoredLink) throws
+    /// Removes the link of `token`. Returns whether one existed.
+    func deleteLink(token: String) throws -> Bool
+    /// The tokens linked directly to `canonical`.
+    func linkedTokens(canonical: String) throws -> [String]
+    func unscopedLinkCount() throws -> Int
+    /// Removes every link with no scope. Returns how many.
+    func deleteUnscopedLinks() throws -> Int
+    /// Tokens other than `excluding` that hold match key `key` of `kind`, at most `limit` when given.
+    func matchKeyHolders(kind: String, key: String, excluding: String, limit: Int?) throws -> [(token: String, nameGrams: String?)]
+    /// Records a match key of `token`; an email key is kept as first recorded, a postcode key's name grams are replaced.
+    func addMatchKey(kind: String, key: String, token: String, nameGrams: String?) throws
+    /// Forgets every match key of `token` and every link from or to it.
+    func forgetMatchKeysAndLinks(token: String) throws
 }

@@ -3,6 +3,7 @@ import Audit
 import Foundation
 import Gateway
 import Storage
+import SQLiteStorage
 import Vault
 #if canImport(FoundationNetworking)
     import FoundationNetworking

@@ -2,6 +2,7 @@ import ArgumentParser
 import Audit
 import Gateway
 import Storage
+import SQLiteStorage
 import Vault
 
 struct KeysCommand: ParsableCommand {
@@ -53,7 +54,7 @@ struct KeysCommand: ParsableCommand {
             let keys = SubjectKeys(ring: ring)
             var total = 0
             while true {
-                let n = try keys.rewrapBatch(in: store.pool, batchSize: batchSize)
+                let n = try keys.rewrapBatch(in: store, batchSize: batchSize)
                 if n == 0 { break }
                 total += n
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Storage
+import SQLiteStorage
 import Synchronization
 import GRDB
 import TestSupport

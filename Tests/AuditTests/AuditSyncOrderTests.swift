@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import GRDB
+import SQLiteStorage
 import Synchronization
 import Testing
 @testable import Audit

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SQLiteStorage
 import Policy
 import Storage
 import Testing
@@ -15,7 +16,7 @@ struct LedgerFixture {
 
     init() throws {
         path = NSTemporaryDirectory() + "veil-consent-\(UUID().uuidString)/veil.sqlite"
-        store = try Store(path: path, migrations: [ConsentLedger.Migrations()])
+        store = try Store(path: path, migrations: [ConsentTables()])
         ledger = ConsentLedger(policy: try PolicyParser.load(directory: policiesDirectory))
     }
 

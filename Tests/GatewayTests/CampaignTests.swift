@@ -1,6 +1,7 @@
 import Foundation
 import Policy
 import GRDB
+import SQLiteStorage
 import Storage
 import Hummingbird
 import HummingbirdTesting

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdTesting
 import Recommender
 import Storage
+import SQLiteStorage
 import Testing
 
 func profileEvent(_ id: String, _ subject: String, age: Int, location: String, device: String) -> [String: Any] {

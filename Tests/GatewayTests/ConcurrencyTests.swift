@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import GRDB
+import SQLiteStorage
 import Synchronization
 import Gateway
 import Hummingbird

@@ -2,6 +2,7 @@ import Foundation
 import Gateway
 import HTTPTypes
 import Storage
+import SQLiteStorage
 import Hummingbird
 import HummingbirdTesting
 import Synchronization

@@ -7,6 +7,7 @@ import HummingbirdTesting
 import NIOCore
 import Policy
 import Storage
+import SQLiteStorage
 import Testing
 
 /// Issue #26: the compliance console, as an attacker and an officer would try it (the browser test drives the same

@@ -1,6 +1,7 @@
 import FeatureStore
 import Foundation
 import GRDB
+import SQLiteStorage
 import HTTPTypes
 import Logging
 import HummingbirdTesting

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Storage
+import SQLiteStorage
 import Testing
 @testable import Gateway
 

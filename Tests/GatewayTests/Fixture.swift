@@ -1,6 +1,7 @@
 import Audit
 import FeatureStore
 import GRDB
+import SQLiteStorage
 import Pseudonymization
 import Storage
 import Synchronization

@@ -1,6 +1,7 @@
 import Foundation
 @testable import Gateway
 import GRDB
+import SQLiteStorage
 import Logging
 import Synchronization
 import Testing

@@ -2,6 +2,7 @@ import Audit
 import FeatureStore
 import Foundation
 import GRDB
+import SQLiteStorage
 import Gateway
 import Hummingbird
 import HummingbirdTesting

@@ -1,6 +1,7 @@
 import FeatureStore
 import Foundation
 import Storage
+import SQLiteStorage
 import Gateway
 import Hummingbird
 import HummingbirdTesting

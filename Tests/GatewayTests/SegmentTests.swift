@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import Recommender
 import Storage
+import SQLiteStorage
 import Testing
 @testable import Gateway
 

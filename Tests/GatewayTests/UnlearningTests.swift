@@ -4,6 +4,7 @@ import FeatureStore
 import Foundation
 @testable import Gateway
 import GRDB
+import SQLiteStorage
 import Hummingbird
 import HummingbirdTesting
 import Recommender

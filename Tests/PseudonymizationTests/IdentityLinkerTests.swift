@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SQLiteStorage
 import Storage
 import Testing
 import Vault
@@ -11,12 +12,12 @@ struct LinkerFixture {
     let tokenizer = Tokenizer(.ephemeral(.subjectTokens))
 
     init() throws {
-        store = try Store(path: NSTemporaryDirectory() + "veil-link-\(UUID().uuidString)/veil.sqlite", migrations: [IdentityLinker.Migrations()])
+        store = try Store(path: NSTemporaryDirectory() + "veil-link-\(UUID().uuidString)/veil.sqlite", migrations: [LinkTables()])
     }
 
     /// Links within `scope`; by default the scope of a group that the shop's sources ("shop", "crm") share.
     func link(_ id: String, _ ns: String, _ a: LinkAttributes, scope: String = "group:retail") throws -> IdentityLinker.Link? {
-        try store.pool.write { try linker.link(tokenizer.token(for: id, namespace: ns), scope: scope, attributes: a, in: $0) }
+        try store.pool.write { try linker.link(tokenizer.token(for: id, namespace: ns), scope: scope, attributes: a, at: Date(), in: $0) }
     }
 
     func canonical(_ id: String, _ ns: String) throws -> SubjectToken {

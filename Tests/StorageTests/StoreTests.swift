@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
-@testable import Storage
+@testable import SQLiteStorage
+import Storage
 import Testing
 
 @Suite struct BackgroundCheckpointTests {

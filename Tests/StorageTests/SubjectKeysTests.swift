@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SQLiteStorage
 import TestSupport
 import Testing
 @testable import Storage
@@ -24,7 +25,7 @@ struct Fixture {
         dir = NSTemporaryDirectory() + "veil-storage-\(UUID().uuidString)"
         ring = try KeyRing.initialize(directory: dir + "/keys")
         store = try Store(
-            path: dir + "/data/veil.sqlite", migrations: [SubjectKeys.Migrations(), NotesTable()],
+            path: dir + "/data/veil.sqlite", migrations: [SubjectKeyTables(), NotesTable()],
             configuration: .init(keyStorePath: dir + "/keys/subject-keys.sqlite"))
         keys = SubjectKeys(ring: ring)
     }
@@ -36,7 +37,7 @@ struct Fixture {
         let token = token(subject)
         try store.pool.write { db in
             let sealed = try keys.seal(Array(body.utf8), token: token, table: "notes", rowID: id, in: db)
-            try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)", arguments: [id, token, sealed])
+            try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)", arguments: [id, token, Data(sealed)])
         }
     }
 
@@ -44,7 +45,7 @@ struct Fixture {
         let keys = keys ?? self.keys
         return try (store ?? self.store).pool.read { db in
             let row = try Row.fetchOne(db, sql: "SELECT token, body FROM notes WHERE id = ?", arguments: [id])!
-            return String(decoding: try keys.open(row["body"], token: row["token"], table: "notes", rowID: id, in: db), as: UTF8.self)
+            return String(decoding: try keys.open(Array(row["body"] as Data), token: row["token"], table: "notes", rowID: id, in: db), as: UTF8.self)
         }
     }
 }
@@ -174,7 +175,7 @@ struct Fixture {
 
         // Restored with the live key store attached: alice's row is in the file, and nothing opens it.
         let restored = try Store(
-            path: backup, migrations: [SubjectKeys.Migrations(), NotesTable()],
+            path: backup, migrations: [SubjectKeyTables(), NotesTable()],
             configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite"))
         let keys = SubjectKeys(ring: f.ring)
         #expect(try restored.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM notes WHERE id = 'a1'") } == 1)
@@ -214,7 +215,7 @@ struct Fixture {
         try queue.close()
         let keyStore = f.dir + "/old-keys/subject-keys.sqlite"
         for _ in 0..<2 {
-            let upgraded = try Store(path: old, migrations: [SubjectKeys.Migrations(), NotesTable()], configuration: .init(keyStorePath: keyStore))
+            let upgraded = try Store(path: old, migrations: [SubjectKeyTables(), NotesTable()], configuration: .init(keyStorePath: keyStore))
             #expect(try f.read(id: "n1", keys: SubjectKeys(ring: f.ring), store: upgraded) == "old row")
             let tables = try upgraded.pool.read { try String.fetchAll($0, sql: "SELECT name FROM main.sqlite_master WHERE type = 'table'") }
             #expect(!tables.contains("subject_keys") && !tables.contains("shredded_subjects"), "\(tables)")
@@ -234,7 +235,7 @@ struct Fixture {
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: f.dir + "/keys/subject-keys.sqlite" + suffix) }
         #expect {
             _ = try Store(
-                path: f.store.path, migrations: [SubjectKeys.Migrations(), NotesTable()],
+                path: f.store.path, migrations: [SubjectKeyTables(), NotesTable()],
                 configuration: .init(keyStorePath: f.dir + "/keys/subject-keys.sqlite"))
         } throws: { error in
             (error as? StorageError)?.message.contains("restore the key store") == true
@@ -269,14 +270,14 @@ struct Fixture {
         try KeyRing.rotate(directory: f.ring.directory)
         let rotated = try KeyRing.load(directory: f.ring.directory)
         let keys = SubjectKeys(ring: rotated)
-        #expect(try f.store.pool.read { try SubjectKeys.versionCounts(in: $0) } == [1: 25])
+        #expect(try SubjectKeys.versionCounts(in: f.store) == [1: 25])
         // New subjects are wrapped under v2 right away.
         try f.write(subject: "u-new", id: "new", body: "after rotation", keys: keys)
-        #expect(try keys.rewrapBatch(in: f.store.pool, batchSize: 10) == 10)
+        #expect(try keys.rewrapBatch(in: f.store, batchSize: 10) == 10)
         // An interrupted run leaves a mix that still reads.
         #expect(try f.read(id: "n3", keys: SubjectKeys(ring: rotated)) == "row 3")
-        while try keys.rewrapBatch(in: f.store.pool, batchSize: 10) > 0 {}
-        #expect(try f.store.pool.read { try SubjectKeys.versionCounts(in: $0) } == [2: 26])
+        while try keys.rewrapBatch(in: f.store, batchSize: 10) > 0 {}
+        #expect(try SubjectKeys.versionCounts(in: f.store) == [2: 26])
         _ = try KeyRing.retire(directory: f.ring.directory, below: 2)
         let onlyV2 = SubjectKeys(ring: try KeyRing.load(directory: f.ring.directory))
         for i in 0..<25 { #expect(try f.read(id: "n\(i)", keys: onlyV2) == "row \(i)") }

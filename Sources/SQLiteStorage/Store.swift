@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import GRDBSQLite
+import Storage
 import Synchronization
 
 /// A module's tables: a stable set of named migrations, never edited once shipped.
@@ -139,7 +140,7 @@ public final class Store: Sendable {
                     try tracked
                     && Bool.fetchOne(
                         db, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
-                        arguments: [SubjectKeys.keyStoreMigration]) == true
+                        arguments: [SubjectKeyTables.keyStoreMigration]) == true
                 return (moved, try Int.fetchOne(db, sql: "SELECT count(*) FROM \(Store.keyStoreSchema).sqlite_master") ?? 0)
             }
             guard !movedOut || keyTables > 0 else {
@@ -149,7 +150,7 @@ public final class Store: Sendable {
                         + "(without it no subject's data can be opened), or start with an empty data directory")
             }
             do {
-                try pool.write { db in try SubjectKeys.prepareKeyStore(in: db) }
+                try pool.write { db in try SubjectKeyTables.prepareKeyStore(in: db) }
             } catch {
                 throw StorageError(.migrationFailed, "preparing the key store \(keyStore) failed: \(Store.describe(error))")
             }
@@ -324,4 +325,24 @@ final class BackgroundCheckpointer: @unchecked Sendable {
     }
 
     deinit { timer.cancel() }
+}
+
+/// The SQLite backend's unit of work is GRDB's: a `Database` inside `read { }` or `write { }`, which implements the
+/// repository protocols of the modules stored here (see the `…Tables.swift` files).
+extension Store: TransactionRunner {
+    public func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await pool.read(body)
+    }
+
+    public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await pool.write(body)
+    }
+
+    public func readBlocking<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.read(body)
+    }
+
+    public func writeBlocking<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.write(body)
+    }
 }

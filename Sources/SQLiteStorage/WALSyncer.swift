@@ -1,4 +1,5 @@
 import Foundation
+import Storage
 import Synchronization
 
 /// Makes committed transactions of a database in WAL mode with `synchronous = NORMAL` durable against a power
