@@ -51,10 +51,14 @@ let package = Package(
         .target(name: "Consent", dependencies: ["Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
         .target(name: "Ingestion", dependencies: ["Policy", "Pseudonymization", "Vault"], swiftSettings: swiftSettings),
         .target(name: "FeatureStore", dependencies: ["Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
+        // The storage seam: the operational database's unit of work and store, as the core sees them.
+        .target(name: "Persistence", dependencies: ["Storage", "Consent", "Pseudonymization", "FeatureStore"], swiftSettings: swiftSettings),
         // The SQLite backend: every table, migration and statement of the modules above, behind their repositories.
         .target(
             name: "SQLiteStorage",
-            dependencies: ["Storage", "Vault", "Consent", "Pseudonymization", "FeatureStore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "Storage", "Vault", "Consent", "Pseudonymization", "FeatureStore", "Persistence", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The audit log keeps a SQLite engine of its own (its files, its sync order).
@@ -67,7 +71,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
+                "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
                 "FeatureStore", "Recommender",
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -129,7 +133,8 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "Vault", "Storage", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization", "Recommender",
+                "Gateway", "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization",
+                "Recommender",
                 "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -1,7 +1,6 @@
 import FeatureStore
 import Foundation
-import GRDB
-import SQLiteStorage
+import Persistence
 import Storage
 import Recommender
 import Synchronization
@@ -119,22 +118,6 @@ public struct PromotionContext: Sendable, Equatable {
 /// shutdown, and restored at start. Exposures still waiting for their reward name subject tokens and stay in
 /// memory only: a restart forgets them, so rewards for exposures made before it are not counted.
 public final class PromotionBandits: Sendable {
-    public struct Migrations: MigrationSet {
-        public init() {}
-        public func register(in migrator: inout DatabaseMigrator) {
-            migrator.registerMigration("promotions.v1.bandits") { db in
-                try db.execute(
-                    sql: """
-                        CREATE TABLE promotion_bandits (
-                            campaign TEXT PRIMARY KEY,
-                            state BLOB NOT NULL,
-                            saved_at INTEGER NOT NULL
-                        ) WITHOUT ROWID;
-                        """)
-            }
-        }
-    }
-
     /// Shares of the campaign's maximum boost the bandit chooses from.
     public static let levels: [Float] = [0, 0.25, 0.5, 0.75, 1]
     static let attributionWindow: TimeInterval = 1800
@@ -162,7 +145,7 @@ public final class PromotionBandits: Sendable {
     private let saving = Mutex(())
 
     /// Bandits for `campaigns`, each restored from `store` when a saved one fits, otherwise cold.
-    public init(campaigns: [Campaign], store: Store? = nil) throws {
+    public init(campaigns: [Campaign], store: (any OperationalStore)? = nil) throws {
         self.campaigns = campaigns
         let dimension = PromotionContext(
             at: Date(timeIntervalSince1970: 0), window: Date(timeIntervalSince1970: 0)..<Date(timeIntervalSince1970: 1),
@@ -170,17 +153,13 @@ public final class PromotionBandits: Sendable {
         ).vector.count
         let cold = LinUCB(arms: Self.levels.count, dimension: dimension, alpha: Self.alpha)
         let saved =
-            try store?.pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT campaign, state FROM promotion_bandits").reduce(into: [String: Data]()) {
-                    $0[$1["campaign"]] = $1["state"]
-                }
-            } ?? [:]
+            try store?.readBlocking { try $0.savedBandits() } ?? [:]
         var bandits: [String: LinUCB] = [:]
         var discarded: [String] = []
         for c in campaigns {
             bandits[c.name] = cold
             guard let data = saved[c.name] else { continue }
-            if let restored = try? JSONDecoder().decode(LinUCB.self, from: data), restored.fits(cold) {
+            if let restored = try? JSONDecoder().decode(LinUCB.self, from: Data(data)), restored.fits(cold) {
                 bandits[c.name] = restored
             } else {
                 discarded.append(c.name)
@@ -234,11 +213,11 @@ public final class PromotionBandits: Sendable {
     /// Writes the bandits that changed since the last save; on failure they stay marked for the next one. Saves
     /// run one at a time, so an older snapshot never overwrites a newer one (the periodic save may still be
     /// running when the shutdown's starts).
-    public func save(to store: Store, at date: Date) throws {
+    public func save(to store: any OperationalStore, at date: Date) throws {
         try saving.withLock { _ in try saveChanged(to: store, at: date) }
     }
 
-    private func saveChanged(to store: Store, at date: Date) throws {
+    private func saveChanged(to store: any OperationalStore, at date: Date) throws {
         let changed = state.withLock { s -> [(String, LinUCB)] in
             defer { s.unsaved.removeAll() }
             return s.unsaved.compactMap { name in s.bandits[name].map { (name, $0) } }
@@ -246,15 +225,9 @@ public final class PromotionBandits: Sendable {
         guard !changed.isEmpty else { return }
         do {
             let encoder = JSONEncoder()
-            let rows = try changed.map { ($0.0, try encoder.encode($0.1)) }
-            try store.pool.write { db in
-                for (name, data) in rows {
-                    try db.execute(
-                        sql: """
-                            INSERT INTO promotion_bandits (campaign, state, saved_at) VALUES (?, ?, ?)
-                            ON CONFLICT(campaign) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at
-                            """, arguments: [name, data, Int64(date.timeIntervalSince1970)])
-                }
+            let rows = try changed.map { ($0.0, Array(try encoder.encode($0.1))) }
+            try store.writeBlocking { tx in
+                for (name, state) in rows { try tx.saveBandit(campaign: name, state: state, at: Int64(date.timeIntervalSince1970)) }
             }
         } catch {
             state.withLock { s in for (name, _) in changed { s.unsaved.insert(name) } }

@@ -3,9 +3,8 @@ import Foundation
 import Ingestion
 import Logging
 import Pseudonymization
-import GRDB
-import SQLiteStorage
 import Prometheus
+import Persistence
 import Storage
 import Synchronization
 
@@ -57,12 +56,12 @@ extension VeilService {
     /// Each source's counters per day over the last `days` days (UTC), for the console's charts.
     func qualityDays(_ days: Int) async throws -> [SourceQualityLog.Day] {
         let since = Int64(now().timeIntervalSince1970) / 86_400 - Int64(days - 1)
-        return try await store.pool.read { try sourceQuality.days(since: since, in: $0) }
+        return try await store.read { try sourceQuality.days(since: since, in: $0) }
     }
 
     /// The data-quality report of every source, from the durable counters.
     public func qualityReport() async throws -> DataQualityReport {
-        let rows = try await store.pool.read { try sourceQuality.rows(in: $0) }
+        let rows = try await store.read { try sourceQuality.rows(in: $0) }
         let report = DataQualityReport(rows: rows, thresholds: quality, now: now())
         metrics.recordQuality(report)
         return report

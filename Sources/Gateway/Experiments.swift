@@ -1,10 +1,9 @@
 import Audit
 import Foundation
 import Policy
-import GRDB
-import SQLiteStorage
 import Logging
 import Recommender
+import Persistence
 import Storage
 import Synchronization
 import Vault
@@ -71,24 +70,6 @@ public struct CanarySettings: Sendable, Equatable {
 /// Counts exposures and outcomes per experiment and variant. Counters are kept in memory and flushed to the
 /// database every few seconds and at shutdown (`experiment_counts`: aggregates only, no tokens).
 public final class ExperimentTracker: Sendable {
-    public struct Migrations: MigrationSet {
-        public init() {}
-        public func register(in migrator: inout DatabaseMigrator) {
-            migrator.registerMigration("experiments.v1") { db in
-                try db.execute(
-                    sql: """
-                        CREATE TABLE experiment_counts (
-                            experiment TEXT NOT NULL,
-                            variant TEXT NOT NULL,
-                            metric TEXT NOT NULL,
-                            count INTEGER NOT NULL,
-                            PRIMARY KEY (experiment, variant, metric)
-                        ) WITHOUT ROWID;
-                        """)
-            }
-        }
-    }
-
     /// Outcome metrics counted from events: click, add_to_cart, purchase.
     public static let outcomeOfKind: [InteractionKind: String] = [
         .click: "click", .searchClick: "click", .addToCart: "add_to_cart", .purchase: "purchase",
@@ -123,34 +104,27 @@ public final class ExperimentTracker: Sendable {
     }
 
     /// Writes the pending counters.
-    public func flush(to store: Store) async throws {
+    public func flush(to store: any OperationalStore) async throws {
         let deltas = pending.withLock { p -> [String: Int] in
             defer { p.removeAll() }
             return p
         }
         guard !deltas.isEmpty else { return }
-        try await store.pool.write { db in
+        try await store.write { tx in
             for (key, n) in deltas {
                 let parts = key.split(separator: "\u{1}", omittingEmptySubsequences: false).map(String.init)
-                try db.execute(
-                    sql: """
-                        INSERT INTO experiment_counts (experiment, variant, metric, count) VALUES (?, ?, ?, ?)
-                        ON CONFLICT(experiment, variant, metric) DO UPDATE SET count = count + excluded.count
-                        """, arguments: [parts[0], parts[1], parts[2], n])
+                try tx.addExperimentCount(experiment: parts[0], variant: parts[1], metric: parts[2], count: n)
             }
         }
     }
 
     /// Stored counts of one experiment: variant → metric → count.
-    public static func counts(_ experiment: String, in store: Store) async throws -> [String: [String: Int]] {
-        try await store.pool.read { db in
-            var out: [String: [String: Int]] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT variant, metric, count FROM experiment_counts WHERE experiment = ?", arguments: [experiment])
-            {
-                out[row["variant"], default: [:]][row["metric"]] = row["count"]
-            }
-            return out
+    public static func counts(_ experiment: String, in store: any OperationalStore) async throws -> [String: [String: Int]] {
+        var out: [String: [String: Int]] = [:]
+        for row in try await store.read({ try $0.experimentCounts(experiment: experiment) }) {
+            out[row.variant, default: [:]][row.metric] = row.count
         }
+        return out
     }
 }
 

@@ -1,8 +1,7 @@
 import Foundation
 import Audit
-import GRDB
-import SQLiteStorage
 import Hummingbird
+import Persistence
 import Storage
 
 /// The one error type of the HTTP edge. Every 4xx and 5xx leaves Veil in the same shape:
@@ -69,8 +68,7 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     /// Whether `error` says the disk is full, whichever layer threw it.
     static func isDiskFull(_ error: any Error) -> Bool {
         switch error {
-        case let error as DatabaseError: error.resultCode == .SQLITE_FULL
-        case let error as StorageError: error.code == .full
+        case let error as any BackendError: error.isDiskFull
         case let error as AuditError: error.diskFull
         default: false
         }
@@ -106,7 +104,7 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
 /// since other errors' descriptions may quote the input that caused them.
 func loggableReason(_ error: any Error) -> String {
     switch error {
-    case let error as DatabaseError: "SQLite error \(error.resultCode): \(error.message ?? "no message")"
+    case let error as any BackendError: error.loggableReason
     case let error as GatewayError: error.description
     default: "\(type(of: error))"
     }

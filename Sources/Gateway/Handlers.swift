@@ -1,14 +1,13 @@
 import Audit
 import FeatureStore
 import Foundation
-import GRDB
-import SQLiteStorage
 import HTTPTypes
 import Ingestion
 import Hummingbird
 import Logging
 import Prometheus
 import Policy
+import Persistence
 import Storage
 import Vault
 
@@ -226,7 +225,7 @@ enum Handlers {
 
     /// Ready when the database answers, its disks have room and no source crosses a data-quality threshold.
     static let ready: Handler = { service, _, _ in
-        guard (try? await service.store.pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1 else {
+        guard await service.store.isReachable() else {
             throw GatewayError(.serviceUnavailable, "not_ready", "the database does not answer")
         }
         guard service.storage.writable() else { throw GatewayError.storageFull }

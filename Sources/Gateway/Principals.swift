@@ -1,7 +1,6 @@
 import Foundation
-import GRDB
-import SQLiteStorage
 import Hummingbird
+import Persistence
 import Policy
 import Storage
 import Synchronization
@@ -9,29 +8,6 @@ import Vault
 
 /// API-key principals. Only a keyed hash of each key is stored; the key itself is shown once, at creation.
 public struct PrincipalStore: Sendable {
-    public struct Migrations: MigrationSet {
-        public init() {}
-        public func register(in migrator: inout DatabaseMigrator) {
-            migrator.registerMigration("gateway.v1.principals") { db in
-                try db.execute(
-                    sql: """
-                        CREATE TABLE principals (
-                            name TEXT PRIMARY KEY NOT NULL,
-                            role TEXT NOT NULL,
-                            namespace TEXT NOT NULL,
-                            key_hash TEXT NOT NULL UNIQUE,
-                            created_at INTEGER NOT NULL,
-                            revoked_at INTEGER
-                        ) WITHOUT ROWID
-                        """)
-            }
-            // A browser key's origins, space-separated; empty for every other key.
-            migrator.registerMigration("gateway.v2.principal_origins") { db in
-                try db.execute(sql: "ALTER TABLE principals ADD COLUMN origins TEXT NOT NULL DEFAULT ''")
-            }
-        }
-    }
-
     public struct Listing: Sendable, Equatable {
         public var name: String
         public var role: String
@@ -42,14 +18,16 @@ public struct PrincipalStore: Sendable {
 
     private let fingerprinter: Fingerprinter
     private let proofs: SubjectProofs
-    public let store: Store
+    public let store: any OperationalStore
     /// Successful lookups, kept for at most `cacheSeconds`: a revocation by another process (the CLI) reaches a
     /// running server within that time; one made through this store applies at once.
     private let cache = PrincipalCache()
+    private let now: @Sendable () -> Date
     public var cacheSeconds: TimeInterval = 1
 
     /// - Parameter ring: the API-key hashing key is derived from its pseudonymization key.
-    public init(store: Store, ring: KeyRing) {
+    public init(store: any OperationalStore, ring: KeyRing, now: @escaping @Sendable () -> Date = Date.init) {
+        self.now = now
         self.store = store
         fingerprinter = ring.fingerprinter(for: .apiKeys)
         proofs = ring.subjectProofs
@@ -77,14 +55,14 @@ public struct PrincipalStore: Sendable {
             throw GatewayError.badRequest("only a browser key is bound to origins; role '\(role)' keys are secret and never sent by a page")
         }
         let key = "vk_" + SecureRandom.bytes(32).hexString
-        let keyHash = hash(key).hexString
-        try store.pool.write { db in
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM principals WHERE name = ?", arguments: [name]) == true {
+        let row = PrincipalRow(
+            name: name, role: role, namespace: namespace, origins: origins.joined(separator: " "), keyHash: hash(key),
+            createdAt: Int64(now().timeIntervalSince1970), revokedAt: nil)
+        try store.writeBlocking { tx in
+            if try tx.principalExists(name: name) {
                 throw GatewayError(.conflict, "conflict", "principal '\(name)' exists; revoke it or choose another name")
             }
-            try db.execute(
-                sql: "INSERT INTO principals (name, role, namespace, key_hash, created_at, origins) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [name, role, namespace, keyHash, Int64(Date().timeIntervalSince1970), origins.joined(separator: " ")])
+            try tx.insertPrincipal(row)
         }
         return key
     }
@@ -137,27 +115,21 @@ public struct PrincipalStore: Sendable {
     /// before this returns; a revocation by another process (the command line) reaches a running server within
     /// `cacheSeconds`.
     public func revoke(name: String) throws {
-        try revoked(name, changed: try store.pool.write { try Self.markRevoked(name, in: $0) })
+        let at = Int64(now().timeIntervalSince1970)
+        try revoked(name, changed: try store.writeBlocking { try $0.revokePrincipal(name: name, at: at) })
     }
 
     /// The same, for a request's task (the write suspends instead of blocking a thread); durable before it returns.
     public func revoke(name: String) async throws {
-        try revoked(name, changed: try await store.pool.write { try Self.markRevoked(name, in: $0) })
-        try await store.syncWAL()
-    }
-
-    private static func markRevoked(_ name: String, in db: Database) throws -> Int {
-        try db.execute(
-            sql: "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-            arguments: [Int64(Date().timeIntervalSince1970), name])
-        return db.changesCount
+        let at = Int64(now().timeIntervalSince1970)
+        try revoked(name, changed: try await store.write { try $0.revokePrincipal(name: name, at: at) })
+        try await store.syncCommitted()
     }
 
     private static func origins(_ column: String) -> [String] { column.split(separator: " ").map(String.init) }
 
-    /// A principal from a row of `principals` (name, role, namespace, origins).
-    private static func principal(_ row: Row) -> Principal {
-        Principal(name: row["name"], role: row["role"], namespace: row["namespace"], origins: origins(row["origins"]))
+    private static func principal(_ row: PrincipalRow) -> Principal {
+        Principal(name: row.name, role: row.role, namespace: row.namespace, origins: origins(row.origins))
     }
 
     /// After the commit: a lookup that read the principal before it may not cache it any more (generation).
@@ -167,42 +139,26 @@ public struct PrincipalStore: Sendable {
     }
 
     public func list() throws -> [Listing] {
-        try store.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, role, namespace, origins, revoked_at FROM principals ORDER BY name").map {
-                Listing(
-                    name: $0["name"], role: $0["role"], namespace: $0["namespace"], origins: Self.origins($0["origins"]),
-                    revoked: ($0["revoked_at"] as Int64?) != nil)
-            }
+        try store.readBlocking { try $0.principals() }.map {
+            Listing(name: $0.name, role: $0.role, namespace: $0.namespace, origins: Self.origins($0.origins), revoked: $0.revokedAt != nil)
         }
     }
 
     /// The active principal named `name`, or nil (unknown or revoked): a console session checks it on every page.
     public func active(name: String) async throws -> Principal? {
-        try await store.pool.read { db -> Principal? in
-            guard
-                let row = try Row.fetchOne(
-                    db.cachedStatement(sql: "SELECT name, role, namespace, origins FROM principals WHERE name = ? AND revoked_at IS NULL"),
-                    arguments: [name])
-            else { return nil }
-            return Self.principal(row)
-        }
+        try await store.read { try $0.activePrincipal(name: name) }.map(Self.principal)
     }
 
     /// The active principal holding `key`, or nil. The stored hash is compared in constant time.
     public func authenticate(key: String) async throws -> Principal? {
         guard key.hasPrefix("vk_"), key.utf8.count == 67 else { return nil }
         let digest = hash(key)
-        let now = Date()
+        let now = self.now()
         if let hit = cache.get(digest, now: now) { return hit }
         let generation = cache.generation
-        let principal = try await store.pool.read { db -> Principal? in
-            guard
-                let row = try Row.fetchOne(
-                    db.cachedStatement(sql: "SELECT name, role, namespace, origins, key_hash, revoked_at FROM principals WHERE key_hash = ?"),
-                    arguments: [digest.hexString])
-            else { return nil }
-            guard let stored = [UInt8](hexString: row["key_hash"]), SecureRandom.constantTimeEqual(stored, digest) else { return nil }
-            guard (row["revoked_at"] as Int64?) == nil else { return nil }
+        let principal = try await store.read { tx -> Principal? in
+            guard let row = try tx.principal(keyHash: digest) else { return nil }
+            guard SecureRandom.constantTimeEqual(row.keyHash, digest), row.revokedAt == nil else { return nil }
             var principal = Self.principal(row)
             principal.keyFingerprint = digest
             return principal

@@ -1,6 +1,5 @@
 import Foundation
 import Storage
-import SQLiteStorage
 import Vault
 
 /// Whom a model was trained on, for a compliance officer: how many subjects, one keyed digest of all their tokens

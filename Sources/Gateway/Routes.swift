@@ -1,8 +1,6 @@
 import Audit
 import FeatureStore
 import Foundation
-import GRDB
-import SQLiteStorage
 import HTTPTypes
 import Hummingbird
 import Logging

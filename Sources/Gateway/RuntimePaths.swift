@@ -3,8 +3,9 @@ import Consent
 import FeatureStore
 import Foundation
 import Pseudonymization
-import Storage
+import Persistence
 import SQLiteStorage
+import Storage
 import Vault
 
 /// Where one Veil instance keeps its state. Several instances can live side by side with different paths.
@@ -32,20 +33,11 @@ public struct RuntimePaths: Sendable {
 
 /// Opens the pieces of a Veil instance in one place, so the command line and the server agree on them.
 public enum Runtime {
-    /// Every module's tables in the operational database, lowest module first.
-    public static var operationalMigrations: [any MigrationSet] {
-        [
-            SubjectKeyTables(), ConsentTables(), IdentityTables(), LinkTables(), FeatureTables(), DeliveryTables(), PrincipalStore.Migrations(),
-            SourceQualityTables(),
-            ExperimentTracker.Migrations(), PromotionBandits.Migrations(),
-        ]
-    }
-
     /// Opens (and migrates) the operational database.
     public static func openOperationalStore(_ paths: RuntimePaths) throws -> Store {
         // WAL checkpoints beside the writer: in the commit path they were 8% of ingestion time.
         try Store(
-            path: paths.operationalDatabase, migrations: operationalMigrations,
+            path: paths.operationalDatabase, migrations: OperationalSchema.migrations,
             configuration: .init(
                 fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
                 walCyclePages: 12_000, keyStorePath: paths.keyStoreDatabase))

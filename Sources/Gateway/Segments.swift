@@ -1,10 +1,9 @@
 import Audit
 import FeatureStore
-import GRDB
-import SQLiteStorage
 import Foundation
 import Policy
 import Recommender
+import Persistence
 import Storage
 
 /// Customer segments over behaviour (purchase frequency, price level, discount and new-arrival share, category
@@ -169,6 +168,6 @@ extension VeilService {
     }
 
     func readTrainingData() throws -> (TrainingSnapshot, [CatalogItem]) {
-        try store.pool.read { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
+        try store.readBlocking { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
     }
 }

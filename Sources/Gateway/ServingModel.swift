@@ -3,7 +3,6 @@ import Policy
 import FeatureStore
 import Recommender
 import Storage
-import SQLiteStorage
 import Synchronization
 
 /// Serving choices an operator sets in the configuration file.

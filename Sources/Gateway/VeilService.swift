@@ -2,8 +2,6 @@ import Audit
 import Consent
 import FeatureStore
 import Foundation
-import GRDB
-import SQLiteStorage
 import Hummingbird
 import Ingestion
 import Logging
@@ -11,6 +9,7 @@ import Policy
 import Prometheus
 import Pseudonymization
 import Recommender
+import Persistence
 import Storage
 import Synchronization
 import Vault
@@ -21,7 +20,7 @@ public final class VeilService: Sendable {
     public let paths: RuntimePaths
     public let ring: KeyRing
     public let policy: PolicySet
-    public let store: Store
+    public let store: any OperationalStore
     public let keys: SubjectKeys
     public let tokenizer: Tokenizer
     public let ledger: ConsentLedger
@@ -125,7 +124,7 @@ public final class VeilService: Sendable {
             path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
             checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
         auditIndex = try AuditIndex(path: paths.auditIndexDatabase, log: audit.store)
-        principals = PrincipalStore(store: store, ring: ring)
+        principals = PrincipalStore(store: store, ring: ring, now: now)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
         rateLimiter = RateLimiter(limits: rateLimits)
         refusals = RefusalLog(limits: refusalLimits)
@@ -153,13 +152,14 @@ public final class VeilService: Sendable {
                 "saved promotion bandits do not fit their campaigns any more; they start cold",
                 metadata: ["campaigns": "\(promotions.discarded.sorted())"])
         }
-        let legacy = try store.pool.read { try DeliveryLog().hasLegacy(in: $0) }
+        let legacy = try store.readBlocking { try DeliveryLog().hasLegacy(in: $0) }
         legacyDeliveries.withLock { $0 = legacy }
     }
 
     func catalogCategories() -> [String: String] {
         if let known = categories.withLock({ $0 }) { return known }
-        let loaded = (try? store.pool.read { db in try features.catalog(in: db) }.reduce(into: [String: String]()) { $0[$1.id] = $1.category }) ?? [:]
+        let loaded =
+            (try? store.readBlocking { db in try features.catalog(in: db) }.reduce(into: [String: String]()) { $0[$1.id] = $1.category }) ?? [:]
         categories.withLock { $0 = loaded }
         return loaded
     }
@@ -170,7 +170,7 @@ public final class VeilService: Sendable {
     /// the person's canonical token.
     func token(for subject: String, principal: Principal) async throws -> SubjectToken {
         let token = try sourceToken(for: subject, principal: principal)
-        return try await store.pool.read { try linker.canonical(token, in: $0) }
+        return try await store.read { try linker.canonical(token, in: $0) }
     }
 
     /// A subject's token in `namespace`, identity links followed, as the API finds it: for the command line's search of
@@ -201,7 +201,7 @@ public final class VeilService: Sendable {
     func personTokens(subject: String, principal: Principal, note: AuditNote) async throws -> [SubjectToken] {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
-        return try await store.pool.read { try linker.person(of: token, in: $0) }
+        return try await store.read { try linker.person(of: token, in: $0) }
     }
 
     /// The token of the id as this source knows it, before identity links.
@@ -219,7 +219,7 @@ public final class VeilService: Sendable {
         let principal = Principal(name: actor, role: "admin", namespace: namespace)
         let token = try sourceToken(for: subject, principal: principal)
         let link = try await linkInTransaction(token, scope: policy.identityScope(of: namespace), attributes: attributes)
-        try await store.syncWAL()
+        try await store.syncCommitted()
         if let link {
             cache.drop(token: link.canonical.rawValue)
             cache.forgetLinks()
@@ -235,14 +235,14 @@ public final class VeilService: Sendable {
 
     func linkInTransaction(_ token: SubjectToken, scope: String, attributes: LinkAttributes) async throws -> IdentityLinker.Link? {
         let at = now()
-        return try await store.pool.write { try linker.link(token, scope: scope, attributes: attributes, at: at, in: $0) }
+        return try await store.write { try linker.link(token, scope: scope, attributes: attributes, at: at, in: $0) }
     }
 
     /// Undoes a link (admin only, through the command line). Audited.
     public func unlinkSubject(_ subject: String, namespace: String, actor: String) async throws -> Bool {
         let token = try sourceToken(for: subject, principal: Principal(name: actor, role: "admin", namespace: namespace))
         let existed = try await unlinkInTransaction(token)
-        try await store.syncWAL()
+        try await store.syncCommitted()
         if existed { cache.forgetLinks() }
         try await audit.append(
             AuditRecord(
@@ -254,9 +254,9 @@ public final class VeilService: Sendable {
     /// Links made before links were scoped to a tenant may join subjects of two namespaces: counts them, or (with
     /// `undo`) removes them all, audited. Their subjects keep their own tokens from then on.
     public func legacyLinks(undo: Bool, actor: String) async throws -> Int {
-        guard undo else { return try await store.pool.read { try linker.legacyLinkCount(in: $0) } }
-        let removed = try await store.pool.write { try linker.undoLegacyLinks(in: $0) }
-        try await store.syncWAL()
+        guard undo else { return try await store.read { try linker.legacyLinkCount(in: $0) } }
+        let removed = try await store.write { try linker.undoLegacyLinks(in: $0) }
+        try await store.syncCommitted()
         cache.clear()
         try await audit.append(
             AuditRecord(
@@ -266,7 +266,7 @@ public final class VeilService: Sendable {
     }
 
     func unlinkInTransaction(_ token: SubjectToken) async throws -> Bool {
-        try await store.pool.write { try linker.unlink(token, in: $0) }
+        try await store.write { try linker.unlink(token, in: $0) }
     }
 
     // MARK: - Consent
@@ -326,14 +326,14 @@ public final class VeilService: Sendable {
         // The key store is written on its own, before the data file: the identity key this transaction seals with is
         // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.
         try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store)
-        let person = shredNeeded ? try await store.pool.read { try linker.person(of: token, in: $0) } : []
+        let person = shredNeeded ? try await store.read { try linker.person(of: token, in: $0) } : []
         if shredNeeded {
             try await uncountAnonymous(person)
             try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store)
             // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
             forgetInModels(person.isEmpty ? [token] : person, unlearn: true)
         }
-        let receipt = try await store.pool.write { db -> ConsentRecord in
+        let receipt = try await store.write { db -> ConsentRecord in
             try identities.remember(subject: request.subject, token: token, in: db)
             var last: ConsentRecord?
             if gpc {
@@ -354,7 +354,7 @@ public final class VeilService: Sendable {
         if !shredNeeded && (change?.granted == false || gpc) { forgetInModels([token], unlearn: false) }
         if shredNeeded { await scrubWAL(after: "consent withdrawal") }
         // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
-        try await store.syncWAL()
+        try await store.syncCommitted()
         metrics.consents.increment()
         return ConsentReceipt(
             sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
@@ -365,19 +365,19 @@ public final class VeilService: Sendable {
     func consentState(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
-        let state = try await store.pool.read { try ledger.state(token: token, at: now(), in: $0) }
+        let state = try await store.read { try ledger.state(token: token, at: now(), in: $0) }
         return ["purposes": state.mapValues { ["allowed": $0.allowed, "reason": $0.reason.rawValue] }]
     }
 
     func consentHistory(subject: String, principal: Principal, note: AuditNote) async throws -> [ConsentRecord] {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
-        return try await store.pool.read { try ledger.history(token: token, in: $0) }
+        return try await store.read { try ledger.history(token: token, in: $0) }
     }
 
     /// Recomputes the consent ledger's hash chain.
     public func verifyConsentLedger() async throws -> ConsentLedger.Verification {
-        try await store.pool.read { try ledger.verify(in: $0) }
+        try await store.read { try ledger.verify(in: $0) }
     }
 
     // MARK: - Events
@@ -468,7 +468,7 @@ public final class VeilService: Sendable {
         // The keys this batch will seal with, created in the key store alone before the batch's transaction (see
         // SubjectKeys.ensureKeys): those of every subject with personalization consent.
         let sources = Set(sourceTokens.values)
-        let owners = try await store.pool.read { db -> [String] in
+        let owners = try await store.read { db -> [String] in
             var owners: [String] = []
             var seen = Set<SubjectToken>()
             for source in sources {
@@ -482,7 +482,7 @@ public final class VeilService: Sendable {
         }
         try await keys.ensureKeys(owners, in: store)
         let counted = quality
-        let written = try await store.pool.write { db -> Written in
+        let written = try await store.write { db -> Written in
             var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: InteractionKind, item: String)] = []
             var accepted = 0, duplicates = 0, anonymized = 0
             var gpcDone = Set<SubjectToken>()
@@ -573,7 +573,7 @@ public final class VeilService: Sendable {
             throw GatewayError.unprocessable("an item id is at most 256 bytes")
         }
         let at = now()
-        try await store.pool.write { try features.upsert(items, at: at, in: $0) }
+        try await store.write { try features.upsert(items, at: at, in: $0) }
         categories.withLock { known in
             guard known != nil else { return }
             for item in items { known![item.id] = item.category }
@@ -733,7 +733,7 @@ public final class VeilService: Sendable {
             let token = try await token(for: subject, principal: principal)
             note.update { $0.subjectToken = token.rawValue }
             // A linked person's data is trained under its canonical token.
-            let canonical = try await store.pool.read { try linker.canonical(token, in: $0) }
+            let canonical = try await store.read { try linker.canonical(token, in: $0) }
             let tokens = Set([token.rawValue, canonical.rawValue])
             out["subject"] = [
                 "in_model": tokens.contains { provenance.contains($0, fingerprinter: provenanceFingerprinter) },
@@ -798,17 +798,17 @@ public final class VeilService: Sendable {
     /// could no longer read which items to subtract.
     func uncountAnonymous(_ tokens: [SubjectToken]) async throws {
         guard !tokens.isEmpty else { return }
-        let events = try await store.pool.read { try features.countedEvents(of: tokens, in: $0) }
+        let events = try await store.read { try features.countedEvents(of: tokens, in: $0) }
         guard !events.isEmpty else { return }
-        _ = try await store.pool.write { try features.uncount(events, in: $0) }
-        try await store.syncWAL()
+        _ = try await store.write { try features.uncount(events, in: $0) }
+        try await store.syncCommitted()
     }
 
     /// Empties the WAL after shredding so no old page image stays in it; when a reader keeps it busy, says so in
     /// the log (the store retries until it succeeds) and returns false.
     @discardableResult
     func scrubWAL(after what: String) async -> Bool {
-        guard case .deferred(let reason) = await store.scrubWAL() else { return true }
+        guard case .deferred(let reason) = await store.scrubAfterErasure() else { return true }
         logger.warning(
             "a reader keeps old pages in the WAL after \(what); emptying it is retried every second until done", metadata: ["error": "\(reason)"])
         return false
@@ -824,7 +824,7 @@ public final class VeilService: Sendable {
         // leaves a state a retry completes: (1) on the record, every grant of every token of the person is withdrawn
         // (whatever its decision now, so no policy change revives one); (2) their keys are shredded, in the key
         // store alone, so nothing left can be opened; (3) their rows, deliveries, match keys and links go.
-        let person = try await store.pool.write { db -> [SubjectToken] in
+        let person = try await store.write { db -> [SubjectToken] in
             let person = try linker.person(of: token, in: db)
             for member in person {
                 // A purpose the policy no longer names is never allowed (and the ledger cannot record an event for it).
@@ -842,7 +842,7 @@ public final class VeilService: Sendable {
         try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store)
         // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
         forgetInModels(person, unlearn: true)
-        let deleted = try await store.pool.write { db -> Int in
+        let deleted = try await store.write { db -> Int in
             var rows = 0
             for member in person {
                 rows += try features.deleteRows(member, in: db)
@@ -855,7 +855,7 @@ public final class VeilService: Sendable {
         for member in person { cache.drop(token: member.rawValue) }
         cache.drop(token: token.rawValue)
         cache.forgetLinks()
-        try await store.syncWAL()
+        try await store.syncCommitted()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.
         guard await scrubWAL(after: "erasure") else { throw GatewayError.erasureNotScrubbed }
         return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]
@@ -882,7 +882,7 @@ public final class VeilService: Sendable {
     func export(subject: String, principal: Principal, note: AuditNote) async throws -> Export {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
-        return try await store.pool.read { db in
+        return try await store.read { db in
             // Everything of the person, as erasure reaches it: rows written under linked tokens before their link too.
             let person = try linker.person(of: token, in: db)
             let interactions = try person.flatMap { try features.interactions(of: $0, in: db) }.sorted { $0.time < $1.time }
@@ -921,7 +921,7 @@ public final class VeilService: Sendable {
         if let remembered = cache.canonical(of: source, now: at) {
             token = remembered
         } else {
-            token = try await store.pool.read { try linker.canonical(source, in: $0) }
+            token = try await store.read { try linker.canonical(source, in: $0) }
             cache.remember(source: source, canonical: token, now: at)
         }
         note.update {
@@ -964,7 +964,7 @@ public final class VeilService: Sendable {
         guard let stable = models.model else { throw GatewayError.internalError }
         let model = useCanary ? models.canary ?? stable : stable
         let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
-        let (decision, history, profile, marketing) = try await store.pool.read {
+        let (decision, history, profile, marketing) = try await store.read {
             db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
             let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
             guard decision.allowed else { return (decision, [], nil, false) }
@@ -1060,17 +1060,17 @@ extension VeilService {
         let at = now()
         let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
         // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
-        let lapsed = try await store.pool.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
+        let lapsed = try await store.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
         try await uncountAnonymous(lapsed)
         try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store)
         forgetInModels(lapsed, unlearn: true)
-        let report = try await store.pool.write { db -> RetentionReport in
+        let report = try await store.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
             let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
             for token in lapsed { try features.deleteRows(token, in: db) }
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
-        let remaining = try await store.pool.read { try deliveries.hasLegacy(in: $0) }
+        let remaining = try await store.read { try deliveries.hasLegacy(in: $0) }
         legacyDeliveries.withLock { $0 = remaining }
         for token in lapsed { cache.drop(token: token.rawValue) }
         await scrubWAL(after: "retention")

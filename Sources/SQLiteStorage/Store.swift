@@ -330,11 +330,11 @@ final class BackgroundCheckpointer: @unchecked Sendable {
 /// The SQLite backend's unit of work is GRDB's: a `Database` inside `read { }` or `write { }`, which implements the
 /// repository protocols of the modules stored here (see the `…Tables.swift` files).
 extension Store: TransactionRunner {
-    public func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    public func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws -> T {
         try await pool.read(body)
     }
 
-    public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    public func write<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws -> T {
         try await pool.write(body)
     }
 

@@ -6,9 +6,9 @@
 public protocol TransactionRunner<Transaction>: Sendable {
     associatedtype Transaction
     /// A read-only transaction (a snapshot).
-    func read<T: Sendable>(_ body: @escaping @Sendable (Transaction) throws -> T) async throws -> T
+    func read<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T
     /// A write transaction: everything in `body` commits together or not at all.
-    func write<T: Sendable>(_ body: @escaping @Sendable (Transaction) throws -> T) async throws -> T
+    func write<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T
     /// A read, blocking the calling thread (for command-line tools and work already off the cooperative pool).
     func readBlocking<T>(_ body: (Transaction) throws -> T) throws -> T
     /// A write, blocking the calling thread (for command-line tools and work already off the cooperative pool).

@@ -125,7 +125,7 @@ import Testing
         let broken = try JSONSerialization.data(withJSONObject: [
             "arms": 2, "dimension": 3, "alpha": 0.5, "inverse": [[1.0]], "b": [[0.0]], "pulls": [7, 7],
         ])
-        try await f.service.store.pool.write { db in
+        try await f.service.sqlite.pool.write { db in
             try db.execute(sql: "UPDATE promotion_bandits SET state = ? WHERE campaign = 'launch'", arguments: [broken])
         }
         let other = Campaign(name: "spring", tags: ["new"], start: Date(timeIntervalSince1970: 0))

@@ -177,7 +177,7 @@ final class WriteLockHolder: Sendable {
         let f = try GatewayFixture()
         let a = f.service.tokenizer.token(for: "a-old", namespace: "default"), b = f.service.tokenizer.token(for: "b-other", namespace: "tenant-b")
         _ = try await f.service.linkSubject("a-old", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
-        try await f.service.store.pool.write { db in
+        try await f.service.sqlite.pool.write { db in
             try db.execute(
                 sql: "INSERT INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, 'email', 1, 0, NULL)",
                 arguments: [a.rawValue, b.rawValue])

@@ -14,7 +14,7 @@ import Testing
 @Suite struct DataInventoryTests {
     /// Columns that name a subject: a new table with one must be in `DataInventory`.
     static func tokenTables(_ f: GatewayFixture) throws -> [String: [String]] {
-        try f.service.store.pool.read { db in
+        try f.service.sqlite.pool.read { db in
             var found: [String: [String]] = [:]
             for schema in ["main", Store.keyStoreSchema] {
                 let tables = try String.fetchAll(
@@ -123,7 +123,7 @@ import Testing
         for table in DataInventory.tables where table.erasure == .deleted {
             #expect(left[table.name] ?? 0 == 0, "\(table.name) still holds \(left[table.name] ?? 0) rows of the person")
         }
-        let granted = try await f.service.store.pool.read { db in
+        let granted = try await f.service.sqlite.pool.read { db in
             try Int.fetchOne(
                 db, sql: "SELECT count(*) FROM consent_state WHERE granted = 1 AND token IN (?, ?, ?)",
                 arguments: StatementArguments(tokens.map(\.rawValue)))
@@ -181,7 +181,7 @@ import Testing
 extension GatewayFixture {
     /// Rows per inventory table whose token columns name one of `tokens` (or a key owner `<token>#…`).
     func rowsNaming(_ tokens: [SubjectToken]) throws -> [String: Int] {
-        try service.store.pool.read { db in
+        try service.sqlite.pool.read { db in
             var counts: [String: Int] = [:]
             for table in DataInventory.tables {
                 for column in table.tokenColumns {

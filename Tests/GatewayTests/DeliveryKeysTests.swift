@@ -22,7 +22,7 @@ import Testing
         let token = f.token("u-old").rawValue
         // As the previous version recorded event "old-1" of u-old: its id under the pseudonym key, "namespace|id".
         let legacy = Hash.keyed(Array("default|old-1".utf8), key: ring.pseudonymKey, length: 16).hexString
-        try await f.service.store.pool.write { db in
+        try await f.service.sqlite.pool.write { db in
             try db.execute(sql: "INSERT INTO deliveries (token, key, at) VALUES (?, ?, ?)", arguments: [token, "i:" + legacy, 1_795_000_000])
         }
         #expect(f.service.legacyDeliveries.withLock { $0 } == false, "read at start, before the row existed")
@@ -44,7 +44,7 @@ import Testing
             #expect(fresh.json["accepted"] as? Int == 1)
         }
         // New deliveries are recorded under the deliveries' own key, never under the token key.
-        let keys = try await f.service.store.pool.read { db in
+        let keys = try await f.service.sqlite.pool.read { db in
             try String.fetchAll(db, sql: "SELECT key FROM deliveries WHERE token = ?", arguments: [token])
         }
         let expected = f.service.deliveryKeys(namespace: "default", id: "new-1", content: "x").id
@@ -54,7 +54,7 @@ import Testing
         // Once retention has removed the old records, the old keys are no longer computed.
         _ = try await f.service.retentionSweep()
         #expect(f.service.legacyDeliveries.withLock { $0 } == true, "the old record is within retention")
-        try await f.service.store.pool.write { db in try db.execute(sql: "DELETE FROM deliveries WHERE key LIKE 'i:%'") }
+        try await f.service.sqlite.pool.write { db in try db.execute(sql: "DELETE FROM deliveries WHERE key LIKE 'i:%'") }
         _ = try await f.service.retentionSweep()
         #expect(f.service.legacyDeliveries.withLock { $0 } == false)
         #expect(f.service.deliveryKeys(namespace: "default", id: "x", content: "y").legacy == nil)

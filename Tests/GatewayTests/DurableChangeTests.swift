@@ -29,7 +29,7 @@ import Testing
         let waited = Mutex<DispatchTimeoutResult?>(nil)
         // Set once the held sync's fdatasync has returned: the change may be acknowledged only after that.
         let syncReturned = Mutex(false)
-        f.service.store.walSyncer.replaceSyncFunction { fd in
+        f.service.sqlite.walSyncer.replaceSyncFunction { fd in
             // Syncs before the change commits (a withdrawal makes its subtraction from the anonymous counts durable
             // before shredding) pass; the first one that sees it committed is held.
             guard (try? committed()) == true,
@@ -44,7 +44,7 @@ import Testing
             syncReturned.withLock { $0 = true }
             return status
         }
-        defer { f.service.store.walSyncer.replaceSyncFunction { fdatasync($0) } }
+        defer { f.service.sqlite.walSyncer.replaceSyncFunction { fdatasync($0) } }
         let acknowledged = Mutex(false)
         let task = Task { () async throws -> Bool in
             defer { enteredContinuation.finish() }  // acknowledged without any sync: the wait below ends with nil
@@ -69,7 +69,7 @@ import Testing
         let f = try GatewayFixture()
         let roles = Set(f.service.policy.roles.keys)
         _ = try f.service.principals.add(name: "to-revoke", role: "app", knownRoles: roles)
-        let store = f.service.store
+        let store = f.service.sqlite
         @Sendable func count(_ sql: String, _ arguments: StatementArguments = []) throws -> Int {
             try store.pool.read { try Int.fetchOne($0, sql: sql, arguments: arguments) ?? 0 }
         }

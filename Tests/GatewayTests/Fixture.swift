@@ -121,24 +121,24 @@ extension GatewayFixture {
     func keyVersionCounts() throws -> [UInt32: Int] { try SubjectKeys.versionCounts(in: service.store) }
 
     func snapshot() throws -> TrainingSnapshot {
-        try service.store.pool.read { try service.features.trainingSnapshot(in: $0) }
+        try service.sqlite.pool.read { try service.features.trainingSnapshot(in: $0) }
     }
 
     func hasData(_ subject: String) throws -> Bool {
-        try service.store.pool.read { try service.features.hasData(token(subject), in: $0) }
+        try service.sqlite.pool.read { try service.features.hasData(token(subject), in: $0) }
     }
 
     func storedInteractions(_ subject: String) throws -> Int {
-        try service.store.pool.read { try service.features.interactions(of: token(subject), in: $0) }.count
+        try service.sqlite.pool.read { try service.features.interactions(of: token(subject), in: $0) }.count
     }
 
     func personalizationKeyExists(_ subject: String) throws -> Bool {
-        try service.store.pool.read { try service.keys.dataKey(for: FeatureStore.keyOwner(token(subject)), in: $0, create: false) } != nil
+        try service.sqlite.pool.read { try service.keys.dataKey(for: FeatureStore.keyOwner(token(subject)), in: $0, create: false) } != nil
     }
 
     /// A live backup of the data file, as an operator takes one.
     func vacuumInto(_ path: String) throws {
-        try service.store.pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
+        try service.sqlite.pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
     }
 }
 
@@ -153,4 +153,9 @@ final class TestClock: Sendable {
     init(_ start: Date) { current = Mutex(start) }
     func now() -> Date { current.withLock { $0 } }
     func advance(_ seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
+}
+
+extension VeilService {
+    /// The SQLite store behind the service, for tests that check its files and tables directly.
+    var sqlite: Store { store as! Store }
 }

@@ -130,7 +130,7 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
         try await f.app.test(.router) { client in
             try await seedShop(client, f)
             // A read transaction held open on another thread, as a long export or training read would.
-            let reader = HeldReader(f.service.store.pool, table: "sqlite_master")
+            let reader = HeldReader(f.service.sqlite.pool, table: "sqlite_master")
             let withdrawal = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("shopper-3@example.com", granted: false))
             #expect(withdrawal.status == 201, "the withdrawal is recorded and its data shredded; only the WAL waits")
             let warnings = capture.messages.withLock { $0.filter { $0.0 == .warning }.map(\.1) }
@@ -139,11 +139,11 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
             #expect(erasure.status == 503)
             #expect((erasure.json["error"] as? [String: Any])?["code"] as? String == "erasure_incomplete")
             #expect(erasure.headers[.retryAfter] == "1")
-            #expect(f.service.store.walScrubPending)
+            #expect(f.service.sqlite.walScrubPending)
             reader.end()
-            for _ in 0..<200 where f.service.store.walScrubPending { try await Task.sleep(for: .milliseconds(25)) }
-            #expect(!f.service.store.walScrubPending)
-            let walBytes = (try FileManager.default.attributesOfItem(atPath: f.service.store.path + "-wal")[.size] as? NSNumber)?.intValue
+            for _ in 0..<200 where f.service.sqlite.walScrubPending { try await Task.sleep(for: .milliseconds(25)) }
+            #expect(!f.service.sqlite.walScrubPending)
+            let walBytes = (try FileManager.default.attributesOfItem(atPath: f.service.sqlite.path + "-wal")[.size] as? NSNumber)?.intValue
             #expect(walBytes == 0)
             // The erasure had happened; repeating the request confirms it.
             let again = try await client.call(.post, "/v1/subjects/shopper-4%40example.com/erase", key: f.keys["compliance-officer"])
@@ -182,7 +182,7 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
                 policiesDirectory: f.service.paths.policiesDirectory), passphrase: nil)
         let shopper4 = f.token("shopper-4@example.com")
         #expect(
-            try await restored.store.pool.read {
+            try await restored.sqlite.pool.read {
                 try Int.fetchOne($0, sql: "SELECT count(*) FROM interactions WHERE token = ?", arguments: [shopper4.rawValue])
             } == 5)
         try await Application(router: GatewayRouter.build(service: restored)).test(.router) { client in

@@ -41,7 +41,7 @@ import Testing
 
     /// The model trained from scratch on what the feature store holds now, with `model`'s time and hyperparameters.
     func fromScratch(_ f: GatewayFixture, like model: ServingModel) throws -> ServingModel {
-        let catalog = try f.service.store.pool.read { try f.service.features.catalog(in: $0) }
+        let catalog = try f.service.sqlite.pool.read { try f.service.features.catalog(in: $0) }
         return ServingModel.train(
             snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(model.trainedAt),
             fixing: model.hyperparameters)
@@ -129,7 +129,7 @@ import Testing
             #expect(try await f.service.rechooseIfDue())
             #expect(try await f.service.rechooseIfDue() == false, "once")
             let rechosen = try #require(f.service.models.model)
-            let catalog = try await f.service.store.pool.read { try f.service.features.catalog(in: $0) }
+            let catalog = try await f.service.sqlite.pool.read { try f.service.features.catalog(in: $0) }
             let searched = ServingModel.train(snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(rechosen.trainedAt))
             #expect(rechosen.hyperparameters == searched.hyperparameters)
             #expect(same(fingerprint(rechosen, time: time), fingerprint(searched, time: time)))
@@ -321,7 +321,7 @@ import Testing
             try await seedShop(client, f, subjects: 10)
             let token = f.token("shopper-5@example.com").rawValue
             let stored = try f.snapshot()
-            try await f.service.store.pool.write { db in
+            try await f.service.sqlite.pool.write { db in
                 try db.execute(
                     sql: "UPDATE interactions SET body = x'00' WHERE token = ?1 AND id = (SELECT id FROM interactions WHERE token = ?1 LIMIT 1)",
                     arguments: [token])

@@ -7,7 +7,6 @@ import Ingestion
 import Hummingbird
 import Policy
 import Storage
-import SQLiteStorage
 import Vault
 
 /// The console's pages. Each calls the service the API route it stands for calls.
