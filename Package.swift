@@ -68,10 +68,22 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "Recommender", swiftSettings: swiftSettings),
+        // The core: the use cases (consent, ingest, subject rights, recommend, train, keys) and their typed errors; no HTTP.
+        .target(
+            name: "VeilCore",
+            dependencies: [
+                "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
+                "FeatureStore", "Recommender",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "Gateway",
             dependencies: [
-                "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
+                "VeilCore", "Vault", "Storage", "Persistence", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
                 "FeatureStore", "Recommender",
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -97,7 +109,8 @@ let package = Package(
         .executableTarget(
             name: "veil",
             dependencies: [
-                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "Gateway",
+                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "VeilCore",
+                "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -133,7 +146,8 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion", "Pseudonymization",
+                "Gateway", "VeilCore", "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion",
+                "Pseudonymization",
                 "Recommender",
                 "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -3,6 +3,7 @@ import Audit
 import Hummingbird
 import Persistence
 import Storage
+import VeilCore
 
 /// The one error type of the HTTP edge. Every 4xx and 5xx leaves Veil in the same shape:
 /// `{"error":{"code","message","request_id"}}`. Messages never hold keys, raw subject ids or stack traces.
@@ -79,6 +80,7 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     static func from(_ error: any Error) -> GatewayError {
         if let error = error as? GatewayError { return error }
         if isDiskFull(error) { return storageFull }
+        if let error = error as? CoreError { return from(error) }
         if let error = error as? AuditProofError {
             switch error {
             case .noSuchEntry, .noSuchHead: return GatewayError(.notFound, "not_found", error.description)
@@ -99,13 +101,28 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// What went wrong, for the server log: SQLite's result code and message (which name tables and columns, never
-/// values), the edge's own errors as they are (their messages hold no personal data), else only the error's type,
-/// since other errors' descriptions may quote the input that caused them.
-func loggableReason(_ error: any Error) -> String {
-    switch error {
-    case let error as any BackendError: error.loggableReason
-    case let error as GatewayError: error.description
-    default: "\(type(of: error))"
+extension GatewayError {
+    /// The one place a core error becomes a status.
+    static func from(_ error: CoreError) -> GatewayError {
+        let status: HTTPResponse.Status =
+            switch error.kind {
+            case .invalid: .badRequest
+            case .unprocessable: .unprocessableContent
+            case .forbidden: .forbidden
+            case .notFound: .notFound
+            case .conflict: .conflict
+            case .tooLarge: .contentTooLarge
+            case .rateLimited: .tooManyRequests
+            case .unavailable: .serviceUnavailable
+            case .internal: .internalServerError
+            }
+        var mapped = GatewayError(status, error.code, error.message)
+        if let seconds = error.retryAfter { mapped.headers[.retryAfter] = String(seconds) }
+        return mapped
     }
+}
+
+extension GatewayError: LoggableError {
+    /// Its messages hold no personal data.
+    public var loggableReason: String { description }
 }

@@ -1,6 +1,7 @@
 import Audit
 import FeatureStore
 import Foundation
+import VeilCore
 import HTTPTypes
 import Ingestion
 import Hummingbird

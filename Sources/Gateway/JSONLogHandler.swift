@@ -1,4 +1,5 @@
 import Foundation
+import VeilCore
 import Logging
 import Synchronization
 

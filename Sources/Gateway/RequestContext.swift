@@ -1,47 +1,10 @@
 import Foundation
+import VeilCore
 import Hummingbird
 import NIOCore
 import Policy
 import Synchronization
 import Vault
-
-/// Who is calling: resolved from the API key by the gateway, never from a header the client sets.
-public struct Principal: Sendable, Equatable {
-    public var name: String
-    public var role: String
-    /// The token namespace of this principal's app: subjects are tokenized within it.
-    public var namespace: String
-    /// A browser key's origins (`scheme://host[:port]`): it is accepted only from pages of these.
-    public var origins: [String] = []
-    /// The fingerprint of the key it authenticated with: a browser key's identity secret derives from it.
-    var keyFingerprint: [UInt8] = []
-    /// The shop's proof for the subject id a browser request names (`proof` in its query), if it sent one.
-    var subjectProof: String?
-
-    /// Whether this principal's key is publishable (in web pages): see ``Role/browser``.
-    public var isBrowser: Bool { role == Role.browser }
-}
-
-/// What one request did, filled by the route and written to the audit log by the middleware, exactly once.
-final class AuditNote: Sendable {
-    /// The actor of a request no principal was authenticated for.
-    static let anonymous = "anonymous"
-    struct Fields {
-        var action = "none"
-        var actor = AuditNote.anonymous
-        var role = "none"
-        var subjectToken: String?
-        var purpose: String?
-        var reason = ""
-    }
-    let fields = Mutex(Fields())
-    /// Recorded instead of a value outside its closed set (a purpose the policy does not name).
-    static let unrecognized = "(unrecognized)"
-    /// No audit field written from a note exceeds this: entries are permanent.
-    static let maxFieldBytes = 512
-    func update(_ body: (inout Fields) -> Void) { fields.withLock { body(&$0) } }
-    var snapshot: Fields { fields.withLock { $0 } }
-}
 
 /// The per-request context: request id, authenticated principal and the audit note.
 public struct VeilRequestContext: RequestContext {

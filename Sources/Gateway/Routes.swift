@@ -1,6 +1,7 @@
 import Audit
 import FeatureStore
 import Foundation
+import VeilCore
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -62,7 +63,7 @@ public enum GatewayRouter {
     /// - Parameter secureCookies: the console's cookies carry `Secure` (the server speaks TLS).
     public static func build(service: VeilService, secureCookies: Bool = false) -> Router<VeilRequestContext> {
         let router = Router(context: VeilRequestContext.self)
-        router.add(middleware: EdgeMiddleware(service: service))
+        router.add(middleware: EdgeMiddleware(service: service, metrics: EdgeMetrics(registry: service.metrics.registry)))
         Console.register(on: router, service: service, secureCookies: secureCookies)
         for spec in RouteTable.routes {
             router.on(RouterPath(spec.path), method: spec.method) { request, context -> Response in
@@ -147,28 +148,17 @@ extension VeilService {
     }
 }
 
-extension VeilService {
-    /// Takes one request from the bucket `bucket` of `role`'s limit; past it, a 429 with `Retry-After`, noted for the
-    /// audit entry. The API and the console both go through here.
-    func enforceRateLimit(bucket: String, role: String, note: AuditNote) throws {
-        guard let wait = rateLimiter.check(principal: bucket, role: role, now: now().timeIntervalSince1970) else { return }
-        note.update { $0.reason = "rate limit of role \(role)" }
-        var error = GatewayError(.tooManyRequests, "rate_limited", "too many requests for this principal; retry after the Retry-After seconds")
-        error.headers[.retryAfter] = String(Int(wait.rounded(.up)))
-        throw error
-    }
-}
-
 /// Writes one audit entry per /v1 request (allowed, denied or failed), maps every error to the one error shape,
 /// and tags each response with its request id.
 struct EdgeMiddleware: RouterMiddleware {
     typealias Context = VeilRequestContext
     let service: VeilService
+    let metrics: EdgeMetrics
     static let auditEntryHeader = HTTPField.Name("Veil-Audit-Entry")!
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
-        service.metrics.requests.increment()
+        metrics.requests.increment()
         var response: Response
         do {
             response = try await next(request, context)
@@ -225,7 +215,7 @@ struct EdgeMiddleware: RouterMiddleware {
             do {
                 let appended = ContinuousClock.now
                 let entry = try await service.audit.append(record)
-                service.metrics.auditWait.record(.now - appended)
+                metrics.auditWait.record(.now - appended)
                 // The sequence number of this very access's entry: a client can later ask for its proof.
                 response.headers[Self.auditEntryHeader] = String(entry.sequence)
             } catch {
@@ -240,7 +230,7 @@ struct EdgeMiddleware: RouterMiddleware {
             }
         }
         response.headers[HTTPField.Name("X-Request-Id")!] = context.requestID
-        service.metrics.duration(path: context.endpointPath, method: request.method).record(.now - start)
+        metrics.duration(path: context.endpointPath, method: request.method).record(.now - start)
         return response
     }
 }

@@ -1,5 +1,6 @@
 import Audit
 import Foundation
+import VeilCore
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS

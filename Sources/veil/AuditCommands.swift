@@ -1,6 +1,7 @@
 import ArgumentParser
 import Audit
 import Foundation
+import VeilCore
 import Gateway
 import Storage
 import SQLiteStorage

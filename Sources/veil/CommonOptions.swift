@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VeilCore
 import Gateway
 
 /// The options every state-touching command shares, so that instances can live side by side. Each path comes

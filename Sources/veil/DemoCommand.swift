@@ -1,6 +1,7 @@
 import ArgumentParser
 import Audit
 import Foundation
+import VeilCore
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Audit
 import Gateway
+import VeilCore
 import Storage
 import SQLiteStorage
 import Vault

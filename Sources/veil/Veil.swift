@@ -1,5 +1,6 @@
 import ArgumentParser
 import Gateway
+import VeilCore
 import Logging
 
 @main

@@ -1,5 +1,6 @@
 import Audit
 import Foundation
+import VeilCore
 import Gateway
 import HTTPTypes
 import Hummingbird

@@ -7,6 +7,7 @@ import Hummingbird
 import HummingbirdTesting
 import Testing
 @testable import Gateway
+@testable import VeilCore
 
 @Suite struct CampaignTests {
     @Test func namedTriggersResolvePerYear() {

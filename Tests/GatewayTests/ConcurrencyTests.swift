@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import VeilCore
 import GRDB
 import SQLiteStorage
 import Synchronization

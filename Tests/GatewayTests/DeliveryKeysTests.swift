@@ -9,6 +9,7 @@ import Storage
 import Synchronization
 import Testing
 @testable import Gateway
+@testable import VeilCore
 @testable import Vault
 
 /// Issue #24: deliveries have a fingerprinter of their own (they were hashed with the subject-token key itself, over

@@ -5,6 +5,7 @@ import Storage
 import SQLiteStorage
 import Testing
 @testable import Gateway
+@testable import VeilCore
 
 @Suite struct ExperimentTests {
     @Test func assignmentIsStableBalancedAndIndependentAcrossExperiments() {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import Gateway
+@testable import VeilCore
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting

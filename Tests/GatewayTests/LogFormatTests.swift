@@ -1,5 +1,6 @@
 import Foundation
 @testable import Gateway
+@testable import VeilCore
 import GRDB
 import SQLiteStorage
 import Logging

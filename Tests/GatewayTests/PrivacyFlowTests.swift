@@ -1,6 +1,7 @@
 import Audit
 import FeatureStore
 import Foundation
+import VeilCore
 import GRDB
 import SQLiteStorage
 import Gateway

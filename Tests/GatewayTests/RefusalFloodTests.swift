@@ -1,5 +1,6 @@
 import Audit
 import Foundation
+import VeilCore
 import HTTPTypes
 import Gateway
 import Hummingbird

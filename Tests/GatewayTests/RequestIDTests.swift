@@ -1,4 +1,5 @@
 @testable import Gateway
+@testable import VeilCore
 import Testing
 
 @Suite struct RequestIDTests {

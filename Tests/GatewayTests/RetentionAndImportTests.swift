@@ -1,5 +1,6 @@
 import FeatureStore
 import Foundation
+import VeilCore
 import Storage
 import SQLiteStorage
 import Gateway

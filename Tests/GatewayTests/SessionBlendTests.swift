@@ -2,6 +2,7 @@ import Foundation
 import Recommender
 import Testing
 @testable import Gateway
+@testable import VeilCore
 
 @Suite struct SessionBlendTests {
     /// Long-term taste says shoes (items 0-9); sessions walk a fixed path through headphones (10-19). The weight

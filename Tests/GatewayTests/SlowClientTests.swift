@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import VeilCore
 import Gateway
 import Hummingbird
 import Synchronization

@@ -1,4 +1,5 @@
 import Foundation
+import VeilCore
 import Gateway
 import Hummingbird
 import HummingbirdTesting

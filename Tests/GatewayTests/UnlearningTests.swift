@@ -3,6 +3,7 @@ import Dispatch
 import FeatureStore
 import Foundation
 @testable import Gateway
+@testable import VeilCore
 import GRDB
 import SQLiteStorage
 import Hummingbird

@@ -1,4 +1,5 @@
 import Foundation
+import VeilCore
 import HTTPTypes
 import Hummingbird
 import Policy

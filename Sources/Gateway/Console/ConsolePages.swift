@@ -2,6 +2,7 @@ import Audit
 import Consent
 import FeatureStore
 import Foundation
+import VeilCore
 import HTTPTypes
 import Ingestion
 import Hummingbird

@@ -4,7 +4,7 @@ import Synchronization
 /// Whether the disks under the data directory and the audit log have room. Set when a write fails for lack of
 /// space; readiness then answers 503 `storage_full` until both have room again, so a load balancer stops sending
 /// traffic and the server recovers by itself once space returns.
-final class StorageHealth: Sendable {
+public final class StorageHealth: Sendable {
     private let full = Mutex(false)
     private let directories: [String]
     /// Free bytes below which readiness fails even before a write does.
@@ -14,10 +14,10 @@ final class StorageHealth: Sendable {
 
     init(directories: [String]) { self.directories = directories }
 
-    func noteFull() { full.withLock { $0 = true } }
+    public func noteFull() { full.withLock { $0 = true } }
 
     /// Whether the server can write: false while a disk is (still) full.
-    func writable() -> Bool {
+    public func writable() -> Bool {
         let free = directories.map(Self.freeBytes).min() ?? .max
         return full.withLock { isFull in
             if isFull, free >= Self.recovered { isFull = false }

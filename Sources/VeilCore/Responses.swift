@@ -1,5 +1,5 @@
 import Foundation
-import Hummingbird
+import NIOCore
 
 /// One recommended item with why it was chosen.
 public struct RecommendedItem: Codable, Sendable, Equatable {
@@ -70,9 +70,9 @@ struct RenderedRecommendation: Sendable {
     }
 }
 
-enum JSONText {
+public enum JSONText {
     /// Appends `s` as a JSON string literal, escaping quotes, backslashes and control characters.
-    static func string(_ s: String, into out: inout [UInt8]) {
+    public static func string(_ s: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for byte in s.utf8 {
             switch byte {

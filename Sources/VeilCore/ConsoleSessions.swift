@@ -5,16 +5,16 @@ import Vault
 /// Signed-in console users, kept in this process only: a random session id (the cookie) → the principal, the CSRF
 /// token of their forms and when the session was last used. An API key is exchanged for a session once and never
 /// kept.
-final class ConsoleSessions: Sendable {
-    struct Session: Sendable {
-        var principal: Principal
-        var csrf: String
+public final class ConsoleSessions: Sendable {
+    public struct Session: Sendable {
+        public var principal: Principal
+        public var csrf: String
         var created: Date
         var lastSeen: Date
         /// What the session's data-subject requests did, by request id, for the result page that follows them.
-        var results: [String: String] = [:]
+        public var results: [String: String] = [:]
         /// Exports waiting for their one download, by request id.
-        var downloads: [String: Data] = [:]
+        public var downloads: [String: Data] = [:]
     }
 
     /// A session unused this long is gone (seconds).
@@ -26,7 +26,7 @@ final class ConsoleSessions: Sendable {
     private let table = Mutex<[String: Session]>([:])
 
     /// A new session for `principal`: its id (the cookie's value) and its CSRF token.
-    func create(_ principal: Principal, now: Date) -> (id: String, csrf: String) {
+    public func create(_ principal: Principal, now: Date) -> (id: String, csrf: String) {
         let id = SecureRandom.bytes(32).hexString, csrf = SecureRandom.bytes(32).hexString
         table.withLock { sessions in
             if sessions.count >= Self.maximumSessions { sessions = sessions.filter { Self.live($0.value, now: now) } }
@@ -36,7 +36,7 @@ final class ConsoleSessions: Sendable {
     }
 
     /// The live session under `id`, its idle time restarted; nil (and dropped) once expired.
-    func use(_ id: String, now: Date) -> Session? {
+    public func use(_ id: String, now: Date) -> Session? {
         table.withLock { sessions in
             guard var session = sessions[id] else { return nil }
             guard Self.live(session, now: now) else {
@@ -49,7 +49,7 @@ final class ConsoleSessions: Sendable {
         }
     }
 
-    func note(_ id: String, requestID: String, result: String, download: Data? = nil) {
+    public func note(_ id: String, requestID: String, result: String, download: Data? = nil) {
         table.withLock { sessions in
             sessions[id]?.results[requestID] = result
             if let count = sessions[id]?.results.count, count > 50 { sessions[id]?.results.removeAll() }
@@ -62,14 +62,14 @@ final class ConsoleSessions: Sendable {
     }
 
     /// The export waiting under `requestID`, removed as it is handed out.
-    func takeDownload(_ id: String, requestID: String) -> Data? {
+    public func takeDownload(_ id: String, requestID: String) -> Data? {
         table.withLock { $0[id]?.downloads.removeValue(forKey: requestID) }
     }
 
-    func drop(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
+    public func drop(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
 
     /// Drops every session of the principal named `name` (revoked).
-    func drop(principal name: String) { table.withLock { $0 = $0.filter { $0.value.principal.name != name } } }
+    public func drop(principal name: String) { table.withLock { $0 = $0.filter { $0.value.principal.name != name } } }
 
     private static func live(_ s: Session, now: Date) -> Bool {
         now.timeIntervalSince(s.lastSeen) < idleTimeout && now.timeIntervalSince(s.created) < maximumAge

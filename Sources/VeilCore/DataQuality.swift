@@ -54,7 +54,7 @@ public struct DataQualityReport: Sendable, Codable, Equatable {
 
 extension VeilService {
     /// Each source's counters per day over the last `days` days (UTC), for the console's charts.
-    func qualityDays(_ days: Int) async throws -> [SourceQualityLog.Day] {
+    public func qualityDays(_ days: Int) async throws -> [SourceQualityLog.Day] {
         let since = Int64(now().timeIntervalSince1970) / 86_400 - Int64(days - 1)
         return try await store.read { try sourceQuality.days(since: since, in: $0) }
     }
@@ -70,7 +70,7 @@ extension VeilService {
     /// Re-judges quality at most once a second (and always when `force`), logging a warning for every source
     /// that newly crosses a threshold and a notice when it recovers. Returns the report.
     @discardableResult
-    func watchQuality(force: Bool = false) async -> DataQualityReport? {
+    public func watchQuality(force: Bool = false) async -> DataQualityReport? {
         let at = now()
         let due = qualityWatch.withLock { state -> Bool in
             guard force || at.timeIntervalSince(state.lastCheck) >= 1 else { return false }

@@ -2,7 +2,7 @@ import Audit
 import Consent
 import FeatureStore
 import Foundation
-import Hummingbird
+import NIOCore
 import Ingestion
 import Logging
 import Policy
@@ -52,12 +52,12 @@ public final class VeilService: Sendable {
     let lastRechoose = Mutex<Date?>(nil)
     public let cache: RecommendationCache
     public let parser = EventParser()
-    public let metrics = GatewayMetrics()
+    public let metrics = VeilMetrics()
     public let rateLimiter: RateLimiter
     /// Room on the disks under the data and the audit log (readiness, `storage_full`).
-    let storage: StorageHealth
+    public let storage: StorageHealth
     /// Refusals before authentication, per client fingerprint and window.
-    let refusals: RefusalLog
+    public let refusals: RefusalLog
     /// Fingerprints client addresses (the addresses are never stored).
     let clientFingerprinter: Fingerprinter
     /// Fingerprints the subjects a model was trained on (never the tokens themselves).
@@ -71,8 +71,8 @@ public final class VeilService: Sendable {
     /// Whether deliveries recorded under the keys of before remain (read at start, again after each retention sweep).
     let legacyDeliveries = Mutex(false)
     /// Signed-in users of the compliance console (in this process).
-    let consoleSessions = ConsoleSessions()
-    let now: @Sendable () -> Date
+    public let consoleSessions = ConsoleSessions()
+    public let now: @Sendable () -> Date
     let trainingThreads: Int
     let passphrase: String?
     /// Exclusions, content similarity and segment size used by every retrain.
@@ -168,7 +168,7 @@ public final class VeilService: Sendable {
 
     /// Validates an app's subject id, tokenizes it in the principal's namespace and follows an identity link to
     /// the person's canonical token.
-    func token(for subject: String, principal: Principal) async throws -> SubjectToken {
+    public func token(for subject: String, principal: Principal) async throws -> SubjectToken {
         let token = try sourceToken(for: subject, principal: principal)
         return try await store.read { try linker.canonical(token, in: $0) }
     }
@@ -198,7 +198,7 @@ public final class VeilService: Sendable {
     }
 
     /// The tokens of one person: the subject's and those identity links join to it (tokens only, never ids).
-    func personTokens(subject: String, principal: Principal, note: AuditNote) async throws -> [SubjectToken] {
+    public func personTokens(subject: String, principal: Principal, note: AuditNote) async throws -> [SubjectToken] {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         return try await store.read { try linker.person(of: token, in: $0) }
@@ -206,7 +206,7 @@ public final class VeilService: Sendable {
 
     /// The token of the id as this source knows it, before identity links.
     func sourceToken(for subject: String, principal: Principal) throws -> SubjectToken {
-        if let problem = SubjectID.problem(subject) { throw GatewayError(.unprocessableContent, "invalid_subject", "subject \(problem)") }
+        if let problem = SubjectID.problem(subject) { throw CoreError(.unprocessable, "invalid_subject", "subject \(problem)") }
         if principal.isBrowser, !principals.browserMayName(subject, principal, at: now()) { throw PrincipalStore.subjectProofRequired }
         return tokenizer.token(for: subject, namespace: principal.namespace)
     }
@@ -285,7 +285,7 @@ public final class VeilService: Sendable {
     /// Records a consent decision (and a GPC signal when present) in one transaction. A withdrawal of
     /// personalization shreds the subject's behaviour data before this returns. Like `ingest`, the transaction runs
     /// on the writer's queue while the request's task is suspended.
-    func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> ConsentReceipt {
+    public func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> ConsentReceipt {
         let token = try await token(for: request.subject, principal: principal)
         // The audit log keeps only values from closed sets: an unknown purpose is client text (it held an e-mail
         // address in a 200 KB field once), recorded as a fixed marker.
@@ -299,14 +299,14 @@ public final class VeilService: Sendable {
         let jurisdiction = request.jurisdiction ?? ConsentLedger.unspecifiedJurisdiction
         var event: ConsentEvent?
         if let purpose = request.purpose {
-            guard let granted = request.granted else { throw GatewayError.badRequest("'granted' (true or false) is required with 'purpose'") }
+            guard let granted = request.granted else { throw CoreError.invalid("'granted' (true or false) is required with 'purpose'") }
             guard let method = ConsentMethod(rawValue: request.method ?? "api") else {
-                throw GatewayError.unprocessable(
+                throw CoreError.unprocessable(
                     "unknown method '\(request.method ?? "")'; use \(ConsentMethod.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             // A page records what its visitor chose there; imports and GPC signals (gpc: true) are other paths.
             if principal.isBrowser, method != .banner, method != .settings {
-                throw GatewayError.unprocessable("a browser key records choices made on the page: method banner or settings")
+                throw CoreError.unprocessable("a browser key records choices made on the page: method banner or settings")
             }
             do {
                 event = try ledger.makeEvent(
@@ -314,12 +314,12 @@ public final class VeilService: Sendable {
                     principal: principal.name, method: method, noticeVersion: request.notice_version,
                     jurisdiction: jurisdiction, expiresAt: request.expires_at)
             } catch let error as ConsentError {
-                throw GatewayError.unprocessable(error.message)
+                throw CoreError.unprocessable(error.message)
             }
         } else if !gpc {
-            throw GatewayError.badRequest("'purpose' and 'granted' are required (or 'gpc': true)")
+            throw CoreError.invalid("'purpose' and 'granted' are required (or 'gpc': true)")
         } else if policy.notices[request.notice_version] == nil {
-            throw GatewayError.unprocessable("unknown notice version '\(request.notice_version)'")
+            throw CoreError.unprocessable("unknown notice version '\(request.notice_version)'")
         }
         let shredNeeded = event.map { $0.purpose == Self.personalization && !$0.granted } ?? false
         let change = event
@@ -362,14 +362,14 @@ public final class VeilService: Sendable {
             gpc_conflict: receipt.event.gpcConflict)
     }
 
-    func consentState(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
+    public func consentState(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         let state = try await store.read { try ledger.state(token: token, at: now(), in: $0) }
         return ["purposes": state.mapValues { ["allowed": $0.allowed, "reason": $0.reason.rawValue] }]
     }
 
-    func consentHistory(subject: String, principal: Principal, note: AuditNote) async throws -> [ConsentRecord] {
+    public func consentHistory(subject: String, principal: Principal, note: AuditNote) async throws -> [ConsentRecord] {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         return try await store.read { try ledger.history(token: token, in: $0) }
@@ -401,13 +401,13 @@ public final class VeilService: Sendable {
     /// held one of the cooperative pool's two threads through the wait for the write lock and the commit,
     /// so a stream of small event batches starved every other request (cached recommendations beside single-event
     /// posts fell from about 10k to 2.4k requests/s).
-    func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
+    public func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
         let at = now()
         var parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
         do {
             parsed = try parser.parse(body: body, now: at)
         } catch let error as EventParser.BatchError {
-            throw body.count > parser.limits.maxBytes ? GatewayError.tooLarge : GatewayError.badRequest(error.reason)
+            throw body.count > parser.limits.maxBytes ? CoreError.tooLarge : CoreError.invalid(error.reason)
         }
         if principal.isBrowser {
             // A page speaks for the person on it only; what they bought or who they are comes from the shop's server.
@@ -564,13 +564,13 @@ public final class VeilService: Sendable {
 
     // MARK: - Catalog
 
-    func upsertItems(_ items: [CatalogItem]) async throws {
-        guard !items.isEmpty, items.count <= 10_000 else { throw GatewayError.badRequest("send 1 to 10000 items") }
+    public func upsertItems(_ items: [CatalogItem]) async throws {
+        guard !items.isEmpty, items.count <= 10_000 else { throw CoreError.invalid("send 1 to 10000 items") }
         for item in items where item.id.isEmpty || item.title.isEmpty {
-            throw GatewayError.badRequest("every item needs an id and a title")
+            throw CoreError.invalid("every item needs an id and a title")
         }
         for item in items where item.id.utf8.count > 256 {
-            throw GatewayError.unprocessable("an item id is at most 256 bytes")
+            throw CoreError.unprocessable("an item id is at most 256 bytes")
         }
         let at = now()
         try await store.write { try features.upsert(items, at: at, in: $0) }
@@ -721,9 +721,9 @@ public final class VeilService: Sendable {
 
     /// What the served model was trained on and, given a subject, whether their data is in it (and whether they await
     /// unlearning). The subject is tokenized like any request's.
-    func provenance(subject: String?, principal: Principal, note: AuditNote) async throws -> [String: Any] {
+    public func provenance(subject: String?, principal: Principal, note: AuditNote) async throws -> [String: Any] {
         guard let model = models.model, let provenance = model.provenance else {
-            throw GatewayError(.serviceUnavailable, "no_model", "no model is served yet")
+            throw CoreError(.unavailable, "no_model", "no model is served yet")
         }
         var out: [String: Any] = [
             "model_version": model.version, "subjects": provenance.subjects, "subjects_digest": provenance.digest,
@@ -816,7 +816,7 @@ public final class VeilService: Sendable {
 
     // MARK: - Data-subject requests
 
-    func erase(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
+    public func erase(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         let at = now()
@@ -857,14 +857,14 @@ public final class VeilService: Sendable {
         cache.forgetLinks()
         try await store.syncCommitted()
         // An erasure answers only once nothing of the subject is left in the files, WAL included.
-        guard await scrubWAL(after: "erasure") else { throw GatewayError.erasureNotScrubbed }
+        guard await scrubWAL(after: "erasure") else { throw CoreError.erasureNotScrubbed }
         return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]
     }
 
-    struct Export: Encodable {
-        var token: String
-        var consents: [ConsentRecord]
-        var interactions: [StoredInteraction]
+    public struct Export: Encodable, Sendable {
+        public var token: String
+        public var consents: [ConsentRecord]
+        public var interactions: [StoredInteraction]
         var profile: [String: String]?
         /// Values the model inferred about the subject: listed so the subject sees them, never as facts.
         var imputed: [Imputed]
@@ -879,7 +879,7 @@ public final class VeilService: Sendable {
         }
     }
 
-    func export(subject: String, principal: Principal, note: AuditNote) async throws -> Export {
+    public func export(subject: String, principal: Principal, note: AuditNote) async throws -> Export {
         let token = try await token(for: subject, principal: principal)
         note.update { $0.subjectToken = token.rawValue }
         return try await store.read { db in
@@ -911,10 +911,13 @@ public final class VeilService: Sendable {
         public var categories: [String] = []
         public var exclude: Set<String> = []
         public var session: [String] = []
+        public init() {}
     }
 
     /// The response body of `GET /v1/recommendations/{subject}`.
-    func recommend(subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote) async throws -> ByteBuffer {
+    public func recommend(
+        subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote
+    ) async throws -> ByteBuffer {
         let at = now()
         let source = try sourceToken(for: subject, principal: principal)
         let token: SubjectToken
@@ -929,8 +932,8 @@ public final class VeilService: Sendable {
         }
         let versions = models.versions
         guard let stableVersion = versions.stable else {
-            throw GatewayError(
-                .serviceUnavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
+            throw CoreError(
+                .unavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
         }
         // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
         var variant: ExperimentSpec.Variant?
@@ -961,7 +964,7 @@ public final class VeilService: Sendable {
         // between this read and the put), the list computed here is not cached.
         let generation = cache.generation(token: token.rawValue)
         // A miss: the model itself (a swap since the versions were read just means this list is keyed by the newer one).
-        guard let stable = models.model else { throw GatewayError.internalError }
+        guard let stable = models.model else { throw CoreError.internal }
         let model = useCanary ? models.canary ?? stable : stable
         let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
         let (decision, history, profile, marketing) = try await store.read {

@@ -1,5 +1,5 @@
 import Foundation
-import Hummingbird
+import NIOCore
 import Persistence
 import Policy
 import Storage
@@ -41,18 +41,18 @@ public struct PrincipalStore: Sendable {
         name: String, role: String, namespace: String = "default", origins: [String] = [], knownRoles: Set<String>
     ) throws -> String {
         guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
-            throw GatewayError.badRequest("principal names are 1-64 letters, digits, '-', '_' or '.'")
+            throw CoreError.invalid("principal names are 1-64 letters, digits, '-', '_' or '.'")
         }
         guard knownRoles.contains(role) else {
-            throw GatewayError.badRequest("unknown role '\(role)'; roles: \(knownRoles.sorted().joined(separator: ", "))")
+            throw CoreError.invalid("unknown role '\(role)'; roles: \(knownRoles.sorted().joined(separator: ", "))")
         }
         let origins = try origins.map(Self.normalizedOrigin)
         if role == Role.browser {
             guard !origins.isEmpty else {
-                throw GatewayError.badRequest("a browser key needs the origin of every page it is put in: --origin https://shop.example")
+                throw CoreError.invalid("a browser key needs the origin of every page it is put in: --origin https://shop.example")
             }
         } else if !origins.isEmpty {
-            throw GatewayError.badRequest("only a browser key is bound to origins; role '\(role)' keys are secret and never sent by a page")
+            throw CoreError.invalid("only a browser key is bound to origins; role '\(role)' keys are secret and never sent by a page")
         }
         let key = "vk_" + SecureRandom.bytes(32).hexString
         let row = PrincipalRow(
@@ -60,7 +60,7 @@ public struct PrincipalStore: Sendable {
             createdAt: Int64(now().timeIntervalSince1970), revokedAt: nil)
         try store.writeBlocking { tx in
             if try tx.principalExists(name: name) {
-                throw GatewayError(.conflict, "conflict", "principal '\(name)' exists; revoke it or choose another name")
+                throw CoreError(.conflict, "conflict", "principal '\(name)' exists; revoke it or choose another name")
             }
             try tx.insertPrincipal(row)
         }
@@ -91,7 +91,7 @@ public struct PrincipalStore: Sendable {
             }
     }
 
-    static let subjectProofRequired = GatewayError(
+    static let subjectProofRequired = CoreError(
         .forbidden, "subject_proof_required",
         "a browser key may name a shop's own subject id only with the shop's unexpired proof (proof=EXPIRES.HMAC in the query, computed "
             + "on the shop's server with the key's identity secret); the script's own ids (anon- and 32 hex digits) need none")
@@ -99,7 +99,7 @@ public struct PrincipalStore: Sendable {
     /// `scheme://host[:port]` in lower case, as a browser sends it in `Origin`; refuses paths, wildcards and `null`.
     static func normalizedOrigin(_ text: String) throws -> String {
         let lowered = text.lowercased()
-        let refuse = GatewayError.badRequest(
+        let refuse = CoreError.invalid(
             "origin '\(text.prefix(100))' is not an origin: give scheme, host and optional port only, as https://shop.example or http://localhost:8000"
         )
         guard let components = URLComponents(string: lowered), let scheme = components.scheme, ["http", "https"].contains(scheme),
@@ -135,7 +135,7 @@ public struct PrincipalStore: Sendable {
     /// After the commit: a lookup that read the principal before it may not cache it any more (generation).
     private func revoked(_ name: String, changed: Int) throws {
         cache.clear()
-        guard changed == 1 else { throw GatewayError(.notFound, "not_found", "no active principal named '\(name)'") }
+        guard changed == 1 else { throw CoreError(.notFound, "not_found", "no active principal named '\(name)'") }
     }
 
     public func list() throws -> [Listing] {

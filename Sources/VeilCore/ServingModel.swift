@@ -131,7 +131,7 @@ public struct ServingModel: Sendable {
 
     /// What the model was trained from, kept in memory to unlearn subjects without a full retrain.
     struct Training: Sendable {
-        var snapshot: TrainingSnapshot
+        public var snapshot: TrainingSnapshot
         var split: EvaluationSplit
         let catalog: [CatalogItem]
         let time: Int64
@@ -220,7 +220,7 @@ public struct ServingModel: Sendable {
 
     /// What the feature store would give without the subjects at indices `gone`: their rows gone, and their events
     /// out of the anonymous counts (as a withdrawal takes them out of the stored counts).
-    static func snapshot(_ snapshot: TrainingSnapshot, without gone: Set<Int>) -> TrainingSnapshot {
+    public static func snapshot(_ snapshot: TrainingSnapshot, without gone: Set<Int>) -> TrainingSnapshot {
         var out = snapshot
         var newIndex = [Int32](repeating: -1, count: snapshot.tokens.count)
         var next: Int32 = 0
@@ -460,7 +460,7 @@ public final class ModelRegistry: Sendable {
     public var model: ServingModel? { current.withLock { $0.stable } }
     /// The stable and canary models' versions, without copying a model (a copy retains every one of its
     /// arrays and tables: measurable on a cache hit, which needs only the version).
-    var versions: (stable: String?, canary: String?) { current.withLock { ($0.stable?.version, $0.canary?.version) } }
+    public var versions: (stable: String?, canary: String?) { current.withLock { ($0.stable?.version, $0.canary?.version) } }
     /// A newly trained model serving a share of subjects until it is promoted or rolled back.
     public var canary: ServingModel? { current.withLock { $0.canary } }
     /// Makes `model` the one every subject gets (and ends any canary).
@@ -547,7 +547,7 @@ public final class RecommendationCache: Sendable {
         }
     }
     struct Slot: Hashable {
-        var token: String
+        public var token: String
         var key: Key
     }
     struct Entry {

@@ -24,7 +24,7 @@ public struct RefusalLimits: Sendable {
 /// the first few of each client and window are entries of their own, the rest are counted and written as one
 /// aggregate entry per client and window when the window ends (``closed(before:)``) or at shutdown (``drain()``).
 /// Clients are keyed fingerprints of the peer address, never the address itself.
-final class RefusalLog: Sendable {
+public final class RefusalLog: Sendable {
     struct Window: Sendable, Equatable {
         var start: Int64
         var count = 0
@@ -36,7 +36,7 @@ final class RefusalLog: Sendable {
         /// of them); the closing aggregate entry refers back to it.
         var opening: Int64?
     }
-    enum Verdict: Equatable {
+    public enum Verdict: Equatable, Sendable {
         /// Record this refusal as an entry of its own.
         case audit
         /// Counted into the window's aggregate entry.
@@ -55,7 +55,7 @@ final class RefusalLog: Sendable {
 
     init(limits: RefusalLimits) { self.limits = limits }
 
-    func record(client: String, at seconds: Int64) -> Verdict {
+    public func record(client: String, at seconds: Int64) -> Verdict {
         let limits = self.limits
         let start = seconds - seconds % max(1, limits.window)
         return windows.withLock { all -> Verdict in
@@ -150,7 +150,7 @@ final class RefusalLog: Sendable {
 extension VeilService {
     /// A keyed fingerprint of a client address: the same client is recognizable across windows, the address is not.
     /// IPv6 clients are keyed by their /64: one host owns a whole /64 and could otherwise rotate through it.
-    func clientFingerprint(_ address: String?) -> String {
+    public func clientFingerprint(_ address: String?) -> String {
         guard let address else { return "unknown" }
         var client = address
         var v6 = in6_addr()
@@ -181,7 +181,7 @@ extension VeilService {
     /// number of entries), saying that this client's further refusals are counted into the entry that closes the
     /// window. Nil if it cannot be written (a full disk) or the window's budget of such entries across all clients is
     /// spent: the refusal is then answered without the header rather than failed.
-    func refusalEntry(client: String, at seconds: Int64) async -> Int64? {
+    public func refusalEntry(client: String, at seconds: Int64) async -> Int64? {
         let window = max(1, refusals.limits.window)
         let start = seconds - seconds % window
         if let entry = refusals.opening(client: client, start: start) { return entry }

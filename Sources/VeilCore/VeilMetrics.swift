@@ -1,22 +1,16 @@
 import Audit
 import Foundation
-import HTTPTypes
+
 import Prometheus
 import Synchronization
 
-/// Prometheus metrics of the gateway, rendered at `GET /metrics`.
-public final class GatewayMetrics: Sendable {
+/// Prometheus metrics of Veil, rendered at `GET /metrics`; the HTTP edge registers its own (requests, durations)
+/// in the same ``registry``.
+public final class VeilMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
-    let requests: Counter
-    let consents: Counter
+    public let consents: Counter
     let cacheHits: Counter
     let cacheMisses: Counter
-    /// Per route template and method, built once so that recording takes no lock beyond the histogram's own.
-    private let durations: [String: [HTTPRequest.Method: DurationHistogram]]
-    private let unmatchedDuration: DurationHistogram
-    /// How long each audited request waited on its audit entry (part of its duration): until the entry was durable,
-    /// then until a thread was free to resume the request. `auditDurableWait` is the first part alone.
-    let auditWait: DurationHistogram
     private let auditEntries: Counter
     private let auditBatches: Counter
     private let auditSyncs: Counter
@@ -25,42 +19,16 @@ public final class GatewayMetrics: Sendable {
     private let auditSeen = Mutex(AuditLog.Stats())
     private let perSource = Mutex<[String: (accepted: Counter, rejected: Counter, duplicates: Counter, lastEvent: Gauge)]>([:])
 
-    static let requestBuckets: [Duration] = [
-        .microseconds(500), .milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10),
-        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
-        .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
-    ]
-    static let auditBuckets: [Duration] = [
-        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
-        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
-        .milliseconds(250), .seconds(1),
-    ]
-
     /// `veil_<metric>_<unit>`; an empty unit leaves the suffix out.
-    static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+    public static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "veil", metricName: metric, unitName: unit, helpText: help)
     }
 
-    init(routes: [RouteSpec] = RouteTable.routes) {
+    init() {
         let name = Self.name
-        requests = registry.makeCounter(descriptor: name("requests", "total", "HTTP requests handled"))
         consents = registry.makeCounter(descriptor: name("consent_changes", "total", "Consent events recorded"))
         cacheHits = registry.makeCounter(descriptor: name("recommendation_cache_hits", "total", "Recommendation cache hits"))
         cacheMisses = registry.makeCounter(descriptor: name("recommendation_cache_misses", "total", "Recommendation cache misses"))
-        let duration = name(
-            "request_duration", "seconds", "Time from a request's arrival at the gateway to its response, its audit entry's wait included")
-        var durations: [String: [HTTPRequest.Method: DurationHistogram]] = [:]
-        for route in routes {
-            durations[route.path, default: [:]][route.method] = registry.makeDurationHistogram(
-                descriptor: duration, labels: [("method", route.method.rawValue), ("route", route.path)], buckets: Self.requestBuckets)
-        }
-        self.durations = durations
-        unmatchedDuration = registry.makeDurationHistogram(
-            descriptor: duration, labels: [("method", "any"), ("route", "unmatched")], buckets: Self.requestBuckets)
-        auditWait = registry.makeDurationHistogram(
-            descriptor: name(
-                "audit_wait", "seconds", "Time an audited request waited on its audit entry: until durable, then for a thread to resume it"),
-            buckets: Self.auditBuckets)
         auditEntries = registry.makeCounter(descriptor: name("audit_entries", "total", "Audit entries written by this process"))
         auditBatches = registry.makeCounter(descriptor: name("audit_batches", "total", "Audit write transactions (group commits) of this process"))
         auditSyncs = registry.makeCounter(descriptor: name("audit_syncs", "total", "WAL fsyncs that made audit entries durable"))
@@ -68,11 +36,6 @@ public final class GatewayMetrics: Sendable {
             descriptor: name(
                 "audit_durable_wait_seconds", "total",
                 "Summed over audit entries: time from the append to the entry being durable (the log's own part of the audit wait)"))
-    }
-
-    /// The duration histogram of a route template (`context.endpointPath`) and method; nil paths are unmatched requests.
-    func duration(path: String?, method: HTTPRequest.Method) -> DurationHistogram {
-        path.flatMap { durations[$0]?[method] } ?? unmatchedDuration
     }
 
     func recordIngest(source: String, accepted: Int, rejected: Int, duplicates: Int, at: Date) {
