@@ -72,7 +72,7 @@ let package = Package(
         .target(
             name: "VeilCore",
             dependencies: [
-                "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
+                "Vault", "Storage", "Persistence", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
                 "FeatureStore", "Recommender",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "VeilCore", "Vault", "Storage", "Persistence", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
+                "VeilCore", "Policy", "Consent", "Audit", "Ingestion",
                 "FeatureStore", "Recommender",
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

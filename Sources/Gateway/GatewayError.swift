@@ -1,8 +1,6 @@
 import Foundation
 import Audit
 import Hummingbird
-import Persistence
-import Storage
 import VeilCore
 
 /// The one error type of the HTTP edge. Every 4xx and 5xx leaves Veil in the same shape:
@@ -66,20 +64,11 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
         return error
     }
 
-    /// Whether `error` says the disk is full, whichever layer threw it.
-    static func isDiskFull(_ error: any Error) -> Bool {
-        switch error {
-        case let error as any BackendError: error.isDiskFull
-        case let error as AuditError: error.diskFull
-        default: false
-        }
-    }
-
     /// Maps any error to the edge's shape: ours as they are, Hummingbird's by status, a full disk to 503, anything
     /// else to 500.
     static func from(_ error: any Error) -> GatewayError {
         if let error = error as? GatewayError { return error }
-        if isDiskFull(error) { return storageFull }
+        if VeilCore.isDiskFull(error) { return storageFull }
         if let error = error as? CoreError { return from(error) }
         if let error = error as? AuditProofError {
             switch error {

@@ -8,9 +8,6 @@ import Hummingbird
 import Logging
 import Prometheus
 import Policy
-import Persistence
-import Storage
-import Vault
 
 typealias Handler = @Sendable (VeilService, Request, VeilRequestContext) async throws -> Response
 /// A handler of an authorized route: it gets the principal the route's action admitted.
@@ -77,7 +74,7 @@ enum Handlers {
         },
         .route(.get, "/v1/subjects/{subject}/export", .subjectsExport) { service, request, context, principal in
             let export = try await service.export(subject: try subject(context), principal: principal, note: context.audit)
-            return try sealedIfAsked(try encoder.encode(export), request)
+            return try sealedIfAsked(try encoder.encode(export), request, service)
         },
         .route(.get, "/v1/audit", .auditRead) { service, request, context, principal in
             let p = request.uri.queryParameters
@@ -91,7 +88,7 @@ enum Handlers {
                 return outcome
             }
             if let s = p["subject"] {
-                q.subjectToken = try await service.token(for: String(s), principal: principal).rawValue
+                q.subjectToken = try await service.auditToken(for: String(s), principal: principal)
             }
             // A lookup of one person's entries is itself an access to that person: its entry names whom it searched.
             if let searched = q.subjectToken { context.audit.update { $0.subjectToken = searched } }
@@ -111,7 +108,7 @@ enum Handlers {
             return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
         },
         .route(.get, "/v1/audit/verify", .auditRead) { service, _, _, _ in
-            try json(await offThePool { try AuditReader(store: service.audit.store).verify(publicKey: service.ring.auditSigner.publicKey) })
+            try json(await service.verifyAuditLog())
         },
         .route(.post, "/v1/audit/verify", .auditRead) { service, request, context, _ in
             // Heads the caller kept from before (its own export, a witness's): the log must still match them.
@@ -123,10 +120,8 @@ enum Handlers {
             let verifier = try body.verifier_key.map { key in
                 do { return try NoteVerifier(verifierKey: key) } catch { throw GatewayError.unprocessable("verifier_key: \(error)") }
             }
-            let reader = AuditReader(store: service.audit.store)
             do {
-                let heads = body.trusted_heads, key = service.ring.auditSigner.publicKey
-                return try json(await offThePool { try reader.verify(publicKey: key, trustedHeads: heads, trustedVerifier: verifier) })
+                return try json(await service.verifyAuditLog(trustedHeads: body.trusted_heads, verifier: verifier))
             } catch let error as AuditError where error.invalidInput {
                 throw GatewayError(.unprocessableContent, "untrusted_head", error.message)
             }
@@ -175,7 +170,7 @@ enum Handlers {
         .route(.get, "/v1/audit/export", .auditExport) { service, request, _, _ in
             try await service.audit.checkpoint()
             let lines = try await offThePool { try AuditReader(store: service.audit.store).exportJSONLines() }
-            if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request) }
+            if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request, service) }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
         },
         .route(.post, "/v1/model/train", .policyReload) { service, _, _, _ in
@@ -226,7 +221,7 @@ enum Handlers {
 
     /// Ready when the database answers, its disks have room and no source crosses a data-quality threshold.
     static let ready: Handler = { service, _, _ in
-        guard await service.store.isReachable() else {
+        guard await service.databaseReachable() else {
             throw GatewayError(.serviceUnavailable, "not_ready", "the database does not answer")
         }
         guard service.storage.writable() else { throw GatewayError.storageFull }
@@ -362,14 +357,13 @@ enum Handlers {
     }
 
     /// With `?recipient=<hex X25519 public key>`, the body is sealed to that key (crypto_box_seal) and sent base64.
-    static func sealedIfAsked(_ data: Data, _ request: Request) throws -> Response {
+    static func sealedIfAsked(_ data: Data, _ request: Request, _ service: VeilService) throws -> Response {
         guard let hex = request.uri.queryParameters["recipient"] else {
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
-        guard let key = [UInt8](hexString: String(hex)), key.count == 32 else {
+        guard let key = RecipientKey(hex: String(hex)) else {
             throw GatewayError.badRequest("recipient must be a 32-byte X25519 public key in hex")
         }
-        let sealed = try SealedBox.seal(Array(data), to: key)
-        return try json(["sealed": Data(sealed).base64EncodedString(), "algorithm": "crypto_box_seal"])
+        return try json(["sealed": try service.seal(data, to: key).base64EncodedString(), "algorithm": "crypto_box_seal"])
     }
 }

@@ -6,9 +6,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import Prometheus
-import Storage
 import Policy
-import Vault
 
 /// One route: method, path, the single action that authorizes it (nil only for the public probes) and its handler.
 public struct RouteSpec: Sendable {
@@ -221,7 +219,7 @@ struct EdgeMiddleware: RouterMiddleware {
             } catch {
                 // The entry must be durable before the request returns; if it cannot be, the request fails.
                 service.logger.error("audit append failed", metadata: ["request_id": "\(context.requestID)", "error": "\(loggableReason(error))"])
-                if GatewayError.isDiskFull(error) {
+                if isDiskFull(error) {
                     service.storage.noteFull()
                     response = GatewayError.storageFull.response(requestID: context.requestID)
                 } else {

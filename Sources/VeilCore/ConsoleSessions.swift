@@ -27,7 +27,7 @@ public final class ConsoleSessions: Sendable {
 
     /// A new session for `principal`: its id (the cookie's value) and its CSRF token.
     public func create(_ principal: Principal, now: Date) -> (id: String, csrf: String) {
-        let id = SecureRandom.bytes(32).hexString, csrf = SecureRandom.bytes(32).hexString
+        let id = FormToken.make(), csrf = FormToken.make()
         table.withLock { sessions in
             if sessions.count >= Self.maximumSessions { sessions = sessions.filter { Self.live($0.value, now: now) } }
             sessions[id] = Session(principal: principal, csrf: csrf, created: now, lastSeen: now)

@@ -4,7 +4,6 @@ import FeatureStore
 import Foundation
 import Pseudonymization
 import Persistence
-import SQLiteStorage
 import Storage
 import Vault
 
@@ -29,17 +28,4 @@ public struct RuntimePaths: Sendable {
     public var auditDatabase: String { (dataDirectory as NSString).appendingPathComponent("audit.sqlite") }
     /// The audit log's query index: derived data, rebuilt by `veil audit reindex`.
     public var auditIndexDatabase: String { (dataDirectory as NSString).appendingPathComponent("audit-index.sqlite") }
-}
-
-/// Opens the pieces of a Veil instance in one place, so the command line and the server agree on them.
-public enum Runtime {
-    /// Opens (and migrates) the operational database.
-    public static func openOperationalStore(_ paths: RuntimePaths) throws -> Store {
-        // WAL checkpoints beside the writer: in the commit path they were 8% of ingestion time.
-        try Store(
-            path: paths.operationalDatabase, migrations: OperationalSchema.migrations,
-            configuration: .init(
-                fullSync: false, walAutocheckpointPages: 16_000, backgroundCheckpointInterval: 0.25,
-                walCyclePages: 12_000, keyStorePath: paths.keyStoreDatabase))
-    }
 }

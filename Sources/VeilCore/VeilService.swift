@@ -96,9 +96,11 @@ public final class VeilService: Sendable {
     /// The purpose that feeds the feature store and the recommender.
     static let personalization = "personalization"
 
-    /// Opens the key ring, the policy, both databases and the principals.
+    /// Opens the key ring, the policy, the audit log and the principals, over `store` (the operational database, opened
+    /// by the caller with the backend of its choice).
     public init(
-        paths: RuntimePaths, passphrase: String?, cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000, cacheMaxBytes: Int = 64 << 20,
+        paths: RuntimePaths, store: any OperationalStore, passphrase: String?, cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000,
+        cacheMaxBytes: Int = 64 << 20,
         checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
         trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
         ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
@@ -111,7 +113,7 @@ public final class VeilService: Sendable {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
         policy = try PolicyParser.load(directory: paths.policiesDirectory)
-        store = try Runtime.openOperationalStore(paths)
+        self.store = store
         keys = SubjectKeys(ring: ring)
         tokenizer = Tokenizer(ring.fingerprinter(for: .subjectTokens))
         deliveryFingerprinter = ring.fingerprinter(for: .deliveries)

@@ -198,7 +198,7 @@ extension BenchCommand {
         try KeyRing.initialize(directory: paths.keysDirectory)
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        return try VeilService(paths: paths, passphrase: nil, trainingThreads: trainingThreads, logger: logger)
+        return try VeilService(paths: paths, store: try Backend.open(paths), passphrase: nil, trainingThreads: trainingThreads, logger: logger)
     }
 
     /// The sample shop's events as `POST /v1/events` bodies of `size` events each.

@@ -38,7 +38,7 @@ struct DemoCommand: AsyncParsableCommand {
         try KeyRing.initialize(directory: paths.keysDirectory)
         var logger = Logger(label: "veil")
         logger.logLevel = .warning
-        let service = try VeilService(paths: paths, passphrase: nil, logger: logger)
+        let service = try VeilService(paths: paths, store: try Backend.open(paths), passphrase: nil, logger: logger)
         let roles = Set(service.policy.roles.keys)
         let appKey = try service.principals.add(name: "shop-app", role: "app", knownRoles: roles)
         let recsKey = try service.principals.add(name: "shop-recs", role: "recommendation-client", knownRoles: roles)

@@ -51,7 +51,7 @@ struct KeysCommand: ParsableCommand {
 
         func run() async throws {
             let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
-            let store = try Runtime.openOperationalStore(try common.paths())
+            let store = try Backend.open(try common.paths())
             let keys = SubjectKeys(ring: ring)
             var total = 0
             while true {
@@ -73,7 +73,7 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "Lowest master version to keep.") var below: UInt32
 
         func run() async throws {
-            let store = try Runtime.openOperationalStore(try common.paths())
+            let store = try Backend.open(try common.paths())
             let counts = try SubjectKeys.versionCounts(in: store)
             let stranded = counts.filter { $0.key < below }.values.reduce(0, +)
             guard stranded == 0 else {
@@ -92,7 +92,7 @@ struct KeysCommand: ParsableCommand {
         func run() throws {
             let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
             print("master versions: \(ring.versions.map { "v\($0)" }.joined(separator: ", ")) (current v\(ring.currentVersion))")
-            let store = try Runtime.openOperationalStore(try common.paths())
+            let store = try Backend.open(try common.paths())
             print("subject keys per version: \(describe(try SubjectKeys.versionCounts(in: store)))")
         }
     }

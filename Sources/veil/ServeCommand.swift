@@ -112,8 +112,9 @@ func ensureOpenFiles(for maxConnections: Int, logger: Logger) {
 func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logger = Logger(label: "veil")) throws -> VeilService {
     let config = try common.configuration()
     do {
+        let paths = try common.paths()
         return try VeilService(
-            paths: try common.paths(), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
+            paths: paths, store: try Backend.open(paths), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
             checkpointInterval: Int64(config.auditHeadEveryEntries),
             rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
             experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,

@@ -52,7 +52,8 @@ struct GatewayFixture {
         quiet.logLevel = .critical
         let logger = logger ?? quiet
         service = try VeilService(
-            paths: paths, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50, trainingThreads: 1,
+            paths: paths, store: try openStore(paths), passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50,
+            trainingThreads: 1,
             rateLimits: rateLimits, serving: serving,
             ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
             refusalLimits: refusalLimits, logger: logger, now: now)
@@ -159,4 +160,19 @@ final class TestClock: Sendable {
 extension VeilService {
     /// The SQLite store behind the service, for tests that check its files and tables directly.
     var sqlite: Store { store as! Store }
+}
+
+/// The SQLite operational store at `paths`, opened as `veil` opens it.
+func openStore(_ paths: RuntimePaths) throws -> Store {
+    try OperationalSchema.open(path: paths.operationalDatabase, keyStorePath: paths.keyStoreDatabase)
+}
+
+extension VeilService {
+    /// A service over the SQLite backend at `paths` (a restart in a test).
+    convenience init(
+        paths: RuntimePaths, passphrase: String?, campaigns: [Campaign] = [], logger: Logger = Logger(label: "veil"),
+        now: @escaping @Sendable () -> Date = Date.init
+    ) throws {
+        try self.init(paths: paths, store: try openStore(paths), passphrase: passphrase, campaigns: campaigns, logger: logger, now: now)
+    }
 }

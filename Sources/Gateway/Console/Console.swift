@@ -6,7 +6,6 @@ import Hummingbird
 import Logging
 import Mustache
 import Policy
-import Vault
 
 /// The compliance console under `/console`: pages rendered on the server from the templates in `console/`, no
 /// script, nothing from another origin. Each page stands for an API route and is authorized and audited as that
@@ -200,7 +199,7 @@ struct ConsoleRequest: Sendable {
         // A form from another site is refused whatever it carries (a browser says where a request comes from).
         let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!]
         let crossSite = site.map { $0 != "same-origin" && $0 != "none" } ?? false
-        guard !crossSite, !expected.isEmpty, let given = form["csrf"], SecureRandom.constantTimeEqual(Array(given.utf8), Array(expected.utf8)) else {
+        guard !crossSite, !expected.isEmpty, let given = form["csrf"], FormToken.matches(given, expected) else {
             context.audit.update { $0.reason = "form without a valid CSRF token" }
             throw ConsoleError.badForm
         }

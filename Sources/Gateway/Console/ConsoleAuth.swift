@@ -3,14 +3,13 @@ import VeilCore
 import HTTPTypes
 import Hummingbird
 import Policy
-import Vault
 
 /// Signing in and out: an API key of a role that may read the audit log is exchanged for a session.
 enum ConsoleAuth {
     /// The sign-in form. Its CSRF token is a cookie of its own (there is no session yet), checked against the form.
     static let form: Console.Page = { call in
         if call.session != nil { return Console.redirect("/console/audit") }
-        let token = SecureRandom.bytes(32).hexString
+        let token = FormToken.make()
         return Console.render(
             "signin", call.base("Sign in", ["csrf": token]),
             headers: [.setCookie: Console.cookie(Console.signinCookie, token, secure: call.secureCookies, maxAge: 600)])

@@ -7,8 +7,6 @@ import HTTPTypes
 import Ingestion
 import Hummingbird
 import Policy
-import Storage
-import Vault
 
 /// The console's pages. Each calls the service the API route it stands for calls.
 enum ConsolePages {
@@ -32,7 +30,7 @@ enum ConsolePages {
         let subject = text("subject")
         if let subject {
             // Tokenized here; the id itself is shown back only in this officer's search box and never stored.
-            q.subjectToken = try await call.service.token(for: subject, principal: call.principal).rawValue
+            q.subjectToken = try await call.service.auditToken(for: subject, principal: call.principal)
         } else if let token = text("subject_token") {
             guard token.utf8.count == 32, token.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else {
                 throw invalid("subject_token is 32 hex digits")
@@ -83,10 +81,8 @@ enum ConsolePages {
     }
 
     static let integrity: Console.Page = { call in
-        let reader = AuditReader(store: call.service.audit.store)
-        let key = call.service.ring.auditSigner.publicKey
-        let verification = try await offThePool { try reader.verify(publicKey: key) }
-        let head = try await offThePool { try reader.newestCheckpoint() }
+        let verification = try await call.service.verifyAuditLog()
+        let head = try await call.service.newestAuditHead()
         return Console.render(
             "integrity",
             call.base(
@@ -146,7 +142,7 @@ enum ConsolePages {
         let sealTo =
             try recipient.isEmpty
             ? nil
-            : [UInt8](hexString: recipient).flatMap { $0.count == 32 ? $0 : nil }
+            : RecipientKey(hex: recipient)
                 ?? {
                     throw invalid("the requester's key is 64 hex digits (X25519)")
                 }()
@@ -154,7 +150,7 @@ enum ConsolePages {
         var data = try Handlers.encoder.encode(export)
         if let key = sealTo {
             data = try JSONSerialization.data(withJSONObject: [
-                "sealed": Data(try SealedBox.seal(Array(data), to: key)).base64EncodedString(), "algorithm": "crypto_box_seal",
+                "sealed": try call.service.seal(data, to: key).base64EncodedString(), "algorithm": "crypto_box_seal",
             ])
         }
         // Kept in this session for one download from the result page, which shows what was done and its audit entry.
