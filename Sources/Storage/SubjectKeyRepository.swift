@@ -1,6 +1,6 @@
 /// What the key store holds, as seen from one transaction: per-subject data keys, stored wrapped by a master key,
 /// and the tokens whose key was shredded. Implemented by a storage backend.
-public protocol SubjectKeyRepository {
+public protocol SubjectKeyRepository: SendableMetatype {
     /// True in a read-only transaction (a snapshot that may predate a shredding).
     var isReadOnlyTransaction: Bool { get }
     /// Registers `body` to run if the current write transaction rolls back.

@@ -132,7 +132,7 @@ enum ConsolePages {
                 "A person's record",
                 [
                     "searched": true, "subject": subject, "purposes": purposes, "history": events, "no_history": events.isEmpty,
-                    "tokens": tokens.map(\.rawValue),
+                    "tokens": tokens.map { "\($0)" },
                 ]))
     }
 
