@@ -31,15 +31,15 @@ enum Handlers {
         .probe(.get, TrackingScript.path) { _, _, _ in script(cache: "public, max-age=300") },
         .probe(.get, TrackingScript.versionedPath) { _, _, _ in script(cache: "public, max-age=31536000, immutable") },
         .route(.post, "/v1/consents", .consentWrite) { service, request, context, principal in
-            let body = try await decode(VeilService.ConsentRequest.self, request, context)
+            let body = try await decode(ConsentService.ConsentRequest.self, request, context)
             let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
-            return try json(await service.recordConsent(body, principal: principal, gpcHeader: gpc, note: context.audit), status: .created)
+            return try json(await service.consent.record(body, principal: principal, gpcHeader: gpc, note: context.audit), status: .created)
         },
         .route(.get, "/v1/consents/{subject}", .consentRead) { service, _, context, principal in
-            try await jsonObject(service.consentState(subject: try subject(context), principal: principal, note: context.audit))
+            try await jsonObject(service.consent.state(subject: try subject(context), principal: principal, note: context.audit))
         },
         .route(.get, "/v1/consents/{subject}/history", .consentRead) { service, _, context, principal in
-            try await json(["events": service.consentHistory(subject: try subject(context), principal: principal, note: context.audit)])
+            try await json(["events": service.consent.history(subject: try subject(context), principal: principal, note: context.audit)])
         },
         .route(.post, "/v1/events", .eventsWrite, ingestEvents),
         .route(.post, "/v1/feedback", .eventsWrite, ingestEvents),
@@ -70,10 +70,10 @@ enum Handlers {
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         },
         .route(.post, "/v1/subjects/{subject}/erase", .subjectsErase) { service, _, context, principal in
-            try jsonObject(await service.erase(subject: try subject(context), principal: principal, note: context.audit))
+            try jsonObject(await service.rights.erase(subject: try subject(context), principal: principal, note: context.audit))
         },
         .route(.get, "/v1/subjects/{subject}/export", .subjectsExport) { service, request, context, principal in
-            let export = try await service.export(subject: try subject(context), principal: principal, note: context.audit)
+            let export = try await service.rights.export(subject: try subject(context), principal: principal, note: context.audit)
             return try sealedIfAsked(try encoder.encode(export), request, service)
         },
         .route(.get, "/v1/audit", .auditRead) { service, request, context, principal in

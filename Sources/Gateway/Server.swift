@@ -153,7 +153,7 @@ struct PeriodicService: Service {
     static func retention(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: true) {
             do {
-                let report = try await service.runRetention()
+                let report = try await service.retention.run()
                 service.logger.info(
                     "retention ran",
                     metadata: ["interactions_deleted": "\(report.interactionsDeleted)", "lapsed_shredded": "\(report.lapsedConsentsShredded)"])

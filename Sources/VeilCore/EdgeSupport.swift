@@ -63,7 +63,7 @@ extension VeilService {
 
     /// The token under which the audit log records `subject` for this principal's namespace, in hex.
     public func auditToken(for subject: String, principal: Principal) async throws -> String {
-        try await token(for: subject, principal: principal).rawValue
+        try await subjects.token(for: subject, principal: principal).rawValue
     }
 
     /// `data` sealed to `recipient` (crypto_box_seal): only the holder of its secret key opens it.

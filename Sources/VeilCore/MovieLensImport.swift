@@ -31,8 +31,8 @@ extension VeilService {
             let f = line.split(separator: "|", omittingEmptySubsequences: false)
             guard f.count >= 5 else { continue }
             let subject = "ml-user-\(f[0])"
-            _ = try await recordConsent(
-                ConsentRequest(
+            _ = try await consent.record(
+                ConsentService.ConsentRequest(
                     subject: subject, purpose: "personalization", granted: true, method: "import",
                     notice_version: policy.currentNotice, jurisdiction: "US", expires_at: nil, gpc: nil),
                 principal: principal, gpcHeader: false, note: note)

@@ -65,11 +65,17 @@ public final class VeilService: Sendable {
     public let logger: Logger
     /// Points where a test can hold a request to force an interleaving (no-ops otherwise).
     public let hooks = TestHooks()
-    /// Keys event deliveries for deduplication; the legacy one recognizes those recorded before, while any remain.
-    let deliveryFingerprinter: Fingerprinter
-    let legacyDeliveryFingerprinter: Fingerprinter
-    /// Whether deliveries recorded under the keys of before remain (read at start, again after each retention sweep).
-    let legacyDeliveries = Mutex(false)
+    /// Keys event deliveries for deduplication.
+    public let deliveryKeys: DeliveryKeying
+    /// Subject ids to tokens, and identity links.
+    public let subjects: Subjects
+    /// Consent decisions, state, history and the ledger's verification.
+    public let consent: ConsentService
+    /// Export and erasure.
+    public let rights: SubjectRights
+    /// The retention job.
+    public let retention: Retention
+    let forgetting: Forgetting
     /// Signed-in users of the compliance console (in this process).
     public let consoleSessions = ConsoleSessions()
     public let now: @Sendable () -> Date
@@ -116,8 +122,6 @@ public final class VeilService: Sendable {
         self.store = store
         keys = SubjectKeys(ring: ring)
         tokenizer = Tokenizer(ring.fingerprinter(for: .subjectTokens))
-        deliveryFingerprinter = ring.fingerprinter(for: .deliveries)
-        legacyDeliveryFingerprinter = ring.fingerprinter(for: .legacyDeliveries)
         ledger = ConsentLedger(policy: policy)
         identities = IdentityMap(keys: keys)
         linker = IdentityLinker(fingerprinter: ring.fingerprinter(for: .identityLinking))
@@ -154,8 +158,21 @@ public final class VeilService: Sendable {
                 "saved promotion bandits do not fit their campaigns any more; they start cold",
                 metadata: ["campaigns": "\(promotions.discarded.sorted())"])
         }
-        let legacy = try store.readBlocking { try DeliveryLog().hasLegacy(in: $0) }
-        legacyDeliveries.withLock { $0 = legacy }
+        deliveryKeys = DeliveryKeying(ring: ring, legacyRemain: try store.readBlocking { try DeliveryLog().hasLegacy(in: $0) })
+        subjects = Subjects(
+            tokenizer: tokenizer, linker: linker, store: store, policy: policy, principals: principals, cache: cache, audit: audit, now: now)
+        forgetting = Forgetting(
+            store: store, features: features, models: models, unlearning: unlearning, promotions: promotions, logger: logger, now: now)
+        consent = ConsentService(
+            subjects: subjects, ledger: ledger, identities: identities, keys: keys, features: features, store: store, policy: policy,
+            forgetting: forgetting, cache: cache, metrics: metrics, now: now)
+        rights = SubjectRights(
+            subjects: subjects, ledger: ledger, linker: linker, identities: identities, keys: keys, features: features,
+            deliveries: deliveries, store: store, policy: policy, forgetting: forgetting, cache: cache, models: models,
+            serving: self.serving, now: now)
+        retention = Retention(
+            ledger: ledger, keys: keys, features: features, deliveries: deliveries, deliveryKeys: deliveryKeys, store: store,
+            policy: policy, forgetting: forgetting, cache: cache, audit: audit, now: now)
     }
 
     func catalogCategories() -> [String: String] {
@@ -164,222 +181,6 @@ public final class VeilService: Sendable {
             (try? store.readBlocking { db in try features.catalog(in: db) }.reduce(into: [String: String]()) { $0[$1.id] = $1.category }) ?? [:]
         categories.withLock { $0 = loaded }
         return loaded
-    }
-
-    // MARK: - Subjects
-
-    /// Validates an app's subject id, tokenizes it in the principal's namespace and follows an identity link to
-    /// the person's canonical token.
-    public func token(for subject: String, principal: Principal) async throws -> SubjectToken {
-        let token = try sourceToken(for: subject, principal: principal)
-        return try await store.read { try linker.canonical(token, in: $0) }
-    }
-
-    /// A subject's token in `namespace`, identity links followed, as the API finds it: for the command line's search of
-    /// the audit log.
-    public func subjectToken(for subject: String, namespace: String) async throws -> SubjectToken {
-        try await token(for: subject, principal: Principal(name: "cli", role: "admin", namespace: namespace))
-    }
-
-    /// An event's delivery keys: its id and content under the deliveries' own key (kind and namespace length-prefixed,
-    /// so no two inputs run together), and while deliveries of before remain, the keys they were recorded under.
-    func deliveryKeys(namespace: String, id: String, content: String) -> DeliveryLog.Keys {
-        func digest(_ kind: String, _ value: String) -> String {
-            var message: [UInt8] = []
-            message.appendLengthPrefixed(kind)
-            message.appendLengthPrefixed(namespace)
-            message.append(contentsOf: value.utf8)
-            return deliveryFingerprinter.digest(message, length: 16).hexString
-        }
-        var keys = DeliveryLog.Keys(id: digest("id", id), content: digest("content", content))
-        if legacyDeliveries.withLock({ $0 }) {
-            func legacy(_ value: String) -> String { legacyDeliveryFingerprinter.digest(Array("\(namespace)|\(value)".utf8), length: 16).hexString }
-            keys.legacy = (legacy(id), legacy(content))
-        }
-        return keys
-    }
-
-    /// The tokens of one person: the subject's and those identity links join to it (tokens only, never ids).
-    public func personTokens(subject: String, principal: Principal, note: AuditNote) async throws -> [SubjectToken] {
-        let token = try await token(for: subject, principal: principal)
-        note.update { $0.subjectToken = token.rawValue }
-        return try await store.read { try linker.person(of: token, in: $0) }
-    }
-
-    /// The token of the id as this source knows it, before identity links.
-    func sourceToken(for subject: String, principal: Principal) throws -> SubjectToken {
-        if let problem = SubjectID.problem(subject) { throw CoreError(.unprocessable, "invalid_subject", "subject \(problem)") }
-        if principal.isBrowser, !principals.browserMayName(subject, principal, at: now()) { throw PrincipalStore.subjectProofRequired }
-        return tokenizer.token(for: subject, namespace: principal.namespace)
-    }
-
-    // MARK: - Identity linkage
-
-    /// Links the subject to an earlier token of the same person when a rule matches (exact e-mail, or name and
-    /// postcode above the similarity threshold). Only keyed hashes of the attributes are stored. Audited.
-    public func linkSubject(_ subject: String, namespace: String, attributes: LinkAttributes, actor: String) async throws -> IdentityLinker.Link? {
-        let principal = Principal(name: actor, role: "admin", namespace: namespace)
-        let token = try sourceToken(for: subject, principal: principal)
-        let link = try await linkInTransaction(token, scope: policy.identityScope(of: namespace), attributes: attributes)
-        try await store.syncCommitted()
-        if let link {
-            cache.drop(token: link.canonical.rawValue)
-            cache.forgetLinks()
-        }
-        try await audit.append(
-            AuditRecord(
-                actor: actor, role: "admin", action: "identity:link", resource: "namespace \(namespace)",
-                subjectToken: token.rawValue, outcome: link == nil ? .noMatch : .linked,
-                reason: link.map { "rule \($0.rule), score \(String(format: "%.2f", $0.score)), canonical \($0.canonical.rawValue)" }
-                    ?? "no rule matched"))
-        return link
-    }
-
-    func linkInTransaction(_ token: SubjectToken, scope: String, attributes: LinkAttributes) async throws -> IdentityLinker.Link? {
-        let at = now()
-        return try await store.write { try linker.link(token, scope: scope, attributes: attributes, at: at, in: $0) }
-    }
-
-    /// Undoes a link (admin only, through the command line). Audited.
-    public func unlinkSubject(_ subject: String, namespace: String, actor: String) async throws -> Bool {
-        let token = try sourceToken(for: subject, principal: Principal(name: actor, role: "admin", namespace: namespace))
-        let existed = try await unlinkInTransaction(token)
-        try await store.syncCommitted()
-        if existed { cache.forgetLinks() }
-        try await audit.append(
-            AuditRecord(
-                actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
-                subjectToken: token.rawValue, outcome: existed ? .unlinked : .noLink))
-        return existed
-    }
-
-    /// Links made before links were scoped to a tenant may join subjects of two namespaces: counts them, or (with
-    /// `undo`) removes them all, audited. Their subjects keep their own tokens from then on.
-    public func legacyLinks(undo: Bool, actor: String) async throws -> Int {
-        guard undo else { return try await store.read { try linker.legacyLinkCount(in: $0) } }
-        let removed = try await store.write { try linker.undoLegacyLinks(in: $0) }
-        try await store.syncCommitted()
-        cache.clear()
-        try await audit.append(
-            AuditRecord(
-                actor: actor, role: "admin", action: "identity:unlink", resource: "links made before links were scoped",
-                outcome: .unlinked, reason: "\(removed) legacy links removed"))
-        return removed
-    }
-
-    func unlinkInTransaction(_ token: SubjectToken) async throws -> Bool {
-        try await store.write { try linker.unlink(token, in: $0) }
-    }
-
-    // MARK: - Consent
-
-    public struct ConsentRequest: Decodable, Sendable {
-        public var subject: String
-        public var purpose: String?
-        public var granted: Bool?
-        public var method: String?
-        public var notice_version: String
-        public var jurisdiction: String?
-        public var expires_at: Date?
-        public var gpc: Bool?
-    }
-
-    /// Records a consent decision (and a GPC signal when present) in one transaction. A withdrawal of
-    /// personalization shreds the subject's behaviour data before this returns. Like `ingest`, the transaction runs
-    /// on the writer's queue while the request's task is suspended.
-    public func recordConsent(_ request: ConsentRequest, principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> ConsentReceipt {
-        let token = try await token(for: request.subject, principal: principal)
-        // The audit log keeps only values from closed sets: an unknown purpose is client text (it held an e-mail
-        // address in a 200 KB field once), recorded as a fixed marker.
-        let auditedPurpose = request.purpose.map { policy.purposes[$0] == nil ? AuditNote.unrecognized : $0 }
-        note.update {
-            $0.subjectToken = token.rawValue; $0.purpose = auditedPurpose
-        }
-        let gpc = gpcHeader || request.gpc == true
-        let at = now()
-        // A grant without a jurisdiction is refused by the ledger (422); a withdrawal or GPC signal never is.
-        let jurisdiction = request.jurisdiction ?? ConsentLedger.unspecifiedJurisdiction
-        var event: ConsentEvent?
-        if let purpose = request.purpose {
-            guard let granted = request.granted else { throw CoreError.invalid("'granted' (true or false) is required with 'purpose'") }
-            guard let method = ConsentMethod(rawValue: request.method ?? "api") else {
-                throw CoreError.unprocessable(
-                    "unknown method '\(request.method ?? "")'; use \(ConsentMethod.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            // A page records what its visitor chose there; imports and GPC signals (gpc: true) are other paths.
-            if principal.isBrowser, method != .banner, method != .settings {
-                throw CoreError.unprocessable("a browser key records choices made on the page: method banner or settings")
-            }
-            do {
-                event = try ledger.makeEvent(
-                    token: token, purpose: purpose, granted: granted, at: at, sourceApp: principal.namespace,
-                    principal: principal.name, method: method, noticeVersion: request.notice_version,
-                    jurisdiction: jurisdiction, expiresAt: request.expires_at)
-            } catch let error as ConsentError {
-                throw CoreError.unprocessable(error.message)
-            }
-        } else if !gpc {
-            throw CoreError.invalid("'purpose' and 'granted' are required (or 'gpc': true)")
-        } else if policy.notices[request.notice_version] == nil {
-            throw CoreError.unprocessable("unknown notice version '\(request.notice_version)'")
-        }
-        let shredNeeded = event.map { $0.purpose == Self.personalization && !$0.granted } ?? false
-        let change = event
-        // The key store is written on its own, before the data file: the identity key this transaction seals with is
-        // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.
-        try await keys.ensureKeys([IdentityMap.keyOwner(token)], in: store)
-        let person = shredNeeded ? try await store.read { try linker.person(of: token, in: $0) } : []
-        if shredNeeded {
-            try await uncountAnonymous(person)
-            try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store)
-            // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
-            forgetInModels(person.isEmpty ? [token] : person, unlearn: true)
-        }
-        let receipt = try await store.write { db -> ConsentRecord in
-            try identities.remember(subject: request.subject, token: token, in: db)
-            var last: ConsentRecord?
-            if gpc {
-                last = try ledger.recordGPC(
-                    token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
-                    noticeVersion: request.notice_version, jurisdiction: jurisdiction, in: db)
-            }
-            if let change { last = try ledger.append(change, in: db) }
-            for member in person { try features.deleteRows(member, in: db) }
-            return last!
-        }
-        // Queued again now that the withdrawal and the deletion committed: a retrain that read its snapshot between the
-        // shred and this commit (an event stored meanwhile under a new key) cannot settle them.
-        if shredNeeded { forgetInModels(person.isEmpty ? [token] : person, unlearn: true) }
-        cache.drop(token: token.rawValue)
-        for member in person { cache.drop(token: member.rawValue) }
-        // Any other withdrawal (GPC withdraws marketing): the bandits' exposures and the models' inferences about them go.
-        if !shredNeeded && (change?.granted == false || gpc) { forgetInModels([token], unlearn: false) }
-        if shredNeeded { await scrubWAL(after: "consent withdrawal") }
-        // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
-        try await store.syncCommitted()
-        metrics.consents.increment()
-        return ConsentReceipt(
-            sequence: receipt.sequence, hash: receipt.hash, previous_hash: receipt.previousHash, purpose: receipt.event.purpose,
-            granted: receipt.event.granted, notice_version: receipt.event.noticeVersion, notice_hash: receipt.event.noticeHash,
-            gpc_conflict: receipt.event.gpcConflict)
-    }
-
-    public func consentState(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
-        let token = try await token(for: subject, principal: principal)
-        note.update { $0.subjectToken = token.rawValue }
-        let state = try await store.read { try ledger.state(token: token, at: now(), in: $0) }
-        return ["purposes": state.mapValues { ["allowed": $0.allowed, "reason": $0.reason.rawValue] }]
-    }
-
-    public func consentHistory(subject: String, principal: Principal, note: AuditNote) async throws -> [ConsentRecord] {
-        let token = try await token(for: subject, principal: principal)
-        note.update { $0.subjectToken = token.rawValue }
-        return try await store.read { try ledger.history(token: token, in: $0) }
-    }
-
-    /// Recomputes the consent ledger's hash chain.
-    public func verifyConsentLedger() async throws -> ConsentLedger.Verification {
-        try await store.read { try ledger.verify(in: $0) }
     }
 
     // MARK: - Events
@@ -458,7 +259,7 @@ public final class VeilService: Sendable {
             if event.kind == .search, let query = kept?["query"]?.stringValue { terms = Array(termHasher.signedTerms(query).prefix(32)) }
             return PreparedEvent(
                 event: event, source: source,
-                delivery: deliveryKeys(namespace: principal.namespace, id: event.id, content: event.contentKey),
+                delivery: deliveryKeys.keys(namespace: principal.namespace, id: event.id, content: event.contentKey),
                 kept: kept, terms: terms)
         }
         struct Written: Sendable {
@@ -732,10 +533,10 @@ public final class VeilService: Sendable {
             "unlearning_pending": unlearning.pendingCount,
         ]
         if let subject {
-            let token = try await token(for: subject, principal: principal)
+            let token = try await subjects.token(for: subject, principal: principal)
             note.update { $0.subjectToken = token.rawValue }
             // A linked person's data is trained under its canonical token.
-            let canonical = try await store.read { try linker.canonical(token, in: $0) }
+            let canonical = try await subjects.canonical(token)
             let tokens = Set([token.rawValue, canonical.rawValue])
             out["subject"] = [
                 "in_model": tokens.contains { provenance.contains($0, fingerprinter: provenanceFingerprinter) },
@@ -781,131 +582,6 @@ public final class VeilService: Sendable {
         return true
     }
 
-    /// What the served models and the bandits hold about these subjects alone goes before a withdrawal or an
-    /// erasure returns (imputed values, exposures awaiting a reward). Experiment assignments are a hash of the
-    /// token, held nowhere.
-    /// With `unlearn`, their training data was deleted: a model trained without them follows within
-    /// ``unlearnWithin``.
-    func forgetInModels(_ tokens: [SubjectToken], unlearn: Bool) {
-        guard !tokens.isEmpty else { return }
-        // Forgotten (every model installed from now on forgets them too) before queued, so that an unlearning
-        // settling the queue meanwhile cannot leave them remembered as forgotten for good.
-        models.forget(Set(tokens.map(\.rawValue)), detach: unlearn)
-        if unlearn { unlearning.enqueue(tokens.map(\.rawValue), at: now()) }
-        for token in tokens { promotions.forget(token: token.rawValue) }
-    }
-
-    /// Takes the subjects' stored events back out of the anonymous counts while their keys still open them (read,
-    /// then marked and subtracted in one write), durably before their keys are shredded: after the shred a retry
-    /// could no longer read which items to subtract.
-    func uncountAnonymous(_ tokens: [SubjectToken]) async throws {
-        guard !tokens.isEmpty else { return }
-        let events = try await store.read { try features.countedEvents(of: tokens, in: $0) }
-        guard !events.isEmpty else { return }
-        _ = try await store.write { try features.uncount(events, in: $0) }
-        try await store.syncCommitted()
-    }
-
-    /// Empties the WAL after shredding so no old page image stays in it; when a reader keeps it busy, says so in
-    /// the log (the store retries until it succeeds) and returns false.
-    @discardableResult
-    func scrubWAL(after what: String) async -> Bool {
-        guard case .deferred(let reason) = await store.scrubAfterErasure() else { return true }
-        logger.warning(
-            "a reader keeps old pages in the WAL after \(what); emptying it is retried every second until done", metadata: ["error": "\(reason)"])
-        return false
-    }
-
-    // MARK: - Data-subject requests
-
-    public func erase(subject: String, principal: Principal, note: AuditNote) async throws -> [String: Any] {
-        let token = try await token(for: subject, principal: principal)
-        note.update { $0.subjectToken = token.rawValue }
-        let at = now()
-        // Three steps, because the data file and the key store do not commit atomically together, and each step
-        // leaves a state a retry completes: (1) on the record, every grant of every token of the person is withdrawn
-        // (whatever its decision now, so no policy change revives one); (2) their keys are shredded, in the key
-        // store alone, so nothing left can be opened; (3) their rows, deliveries, match keys and links go.
-        let person = try await store.write { db -> [SubjectToken] in
-            let person = try linker.person(of: token, in: db)
-            for member in person {
-                // A purpose the policy no longer names is never allowed (and the ledger cannot record an event for it).
-                for purpose in try ledger.grantedPurposes(token: member, in: db) where policy.purposes[purpose]?.requiresConsent == true {
-                    let event = try ledger.makeEvent(
-                        token: member, purpose: purpose, granted: false, at: at, sourceApp: principal.namespace,
-                        principal: principal.name, method: .api, noticeVersion: policy.currentNotice,
-                        jurisdiction: ConsentLedger.unspecifiedJurisdiction)
-                    try ledger.append(event, in: db)
-                }
-            }
-            return person
-        }
-        try await uncountAnonymous(person)
-        try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store)
-        // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
-        forgetInModels(person, unlearn: true)
-        let deleted = try await store.write { db -> Int in
-            var rows = 0
-            for member in person {
-                rows += try features.deleteRows(member, in: db)
-                try identities.deleteRow(member, in: db)
-                try deliveries.erase(member, in: db)
-                try linker.erase(member, in: db)
-            }
-            return rows
-        }
-        for member in person { cache.drop(token: member.rawValue) }
-        cache.drop(token: token.rawValue)
-        cache.forgetLinks()
-        try await store.syncCommitted()
-        // An erasure answers only once nothing of the subject is left in the files, WAL included.
-        guard await scrubWAL(after: "erasure") else { throw CoreError.erasureNotScrubbed }
-        return ["erased": true, "rows_deleted": deleted, "completed_at": ISO8601DateFormatter().string(from: at)]
-    }
-
-    public struct Export: Encodable, Sendable {
-        public var token: String
-        public var consents: [ConsentRecord]
-        public var interactions: [StoredInteraction]
-        var profile: [String: String]?
-        /// Values the model inferred about the subject: listed so the subject sees them, never as facts.
-        var imputed: [Imputed]
-        var has_data: Bool
-
-        struct Imputed: Encodable {
-            var field: String
-            var value: String
-            var method: String
-            var support: Float
-            var is_fact = false
-        }
-    }
-
-    public func export(subject: String, principal: Principal, note: AuditNote) async throws -> Export {
-        let token = try await token(for: subject, principal: principal)
-        note.update { $0.subjectToken = token.rawValue }
-        return try await store.read { db in
-            // Everything of the person, as erasure reaches it: rows written under linked tokens before their link too.
-            let person = try linker.person(of: token, in: db)
-            let interactions = try person.flatMap { try features.interactions(of: $0, in: db) }.sorted { $0.time < $1.time }
-            let profile = try features.profile(of: token, in: db)
-            let consents = try person.flatMap { try ledger.history(token: $0, in: db) }.sorted { $0.sequence < $1.sequence }
-            // Inferences live in the current model only; a subject whose data is gone has none.
-            let guess = interactions.isEmpty ? nil : models.model?.imputedAgeBands[token.rawValue]
-            let imputed =
-                guess.map {
-                    [
-                        Export.Imputed(
-                            field: "age_band", value: $0.value, method: "k-nearest neighbours over behaviour (k=\(serving.imputationNeighbours))",
-                            support: $0.support)
-                    ]
-                } ?? []
-            return Export(
-                token: token.rawValue, consents: consents, interactions: interactions, profile: profile,
-                imputed: imputed, has_data: !interactions.isEmpty || profile != nil)
-        }
-    }
-
     // MARK: - Recommendations
 
     public struct RecommendationQuery: Sendable {
@@ -921,12 +597,12 @@ public final class VeilService: Sendable {
         subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote
     ) async throws -> ByteBuffer {
         let at = now()
-        let source = try sourceToken(for: subject, principal: principal)
+        let source = try subjects.sourceToken(for: subject, principal: principal)
         let token: SubjectToken
         if let remembered = cache.canonical(of: source, now: at) {
             token = remembered
         } else {
-            token = try await store.read { try linker.canonical(source, in: $0) }
+            token = try await subjects.canonical(source)
             cache.remember(source: source, canonical: token, now: at)
         }
         note.update {
@@ -1017,10 +693,10 @@ extension VeilService {
         let principal = Principal(name: "bench-app", role: "app", namespace: "default")
         let note = AuditNote()
         for (n, user) in shop.users.enumerated() {
-            let request = ConsentRequest(
+            let request = ConsentService.ConsentRequest(
                 subject: user.id, purpose: "personalization", granted: n % 8 != 7, method: "banner",
                 notice_version: "2026-01", jurisdiction: "EU", expires_at: nil, gpc: nil)
-            _ = try await recordConsent(request, principal: principal, gpcHeader: false, note: note)
+            _ = try await consent.record(request, principal: principal, gpcHeader: false, note: note)
         }
         return principal
     }
@@ -1034,52 +710,6 @@ extension VeilService {
                 actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",
                 purpose: "personalization", outcome: .allowed, reason: note.snapshot.reason, requestID: "bench"))
         return result.accepted
-    }
-}
-
-// MARK: - Retention
-
-extension VeilService {
-    public struct RetentionReport: Sendable, Equatable, Codable {
-        public var interactionsDeleted: Int
-        public var deliveriesDeleted: Int
-        public var lapsedConsentsShredded: Int
-    }
-
-    /// Deletes behaviour data older than the personalization purpose's retention, forgets old delivery
-    /// fingerprints, and shreds the data of subjects whose personalization consent lapsed. Audited.
-    @discardableResult
-    public func runRetention() async throws -> RetentionReport {
-        let report = try await retentionSweep()
-        try await audit.append(
-            AuditRecord(
-                actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: Self.personalization,
-                outcome: .allowed,
-                reason:
-                    "deleted \(report.interactionsDeleted) interactions, \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) lapsed subjects"
-            ))
-        return report
-    }
-
-    func retentionSweep() async throws -> RetentionReport {
-        let at = now()
-        let days = policy.purposes[Self.personalization]?.retentionDays ?? 180
-        // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
-        let lapsed = try await store.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == Self.personalization }.map(\.0) }
-        try await uncountAnonymous(lapsed)
-        try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store)
-        forgetInModels(lapsed, unlearn: true)
-        let report = try await store.write { db -> RetentionReport in
-            let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
-            let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
-            for token in lapsed { try features.deleteRows(token, in: db) }
-            return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
-        }
-        let remaining = try await store.read { try deliveries.hasLegacy(in: $0) }
-        legacyDeliveries.withLock { $0 = remaining }
-        for token in lapsed { cache.drop(token: token.rawValue) }
-        await scrubWAL(after: "retention")
-        return report
     }
 }
 

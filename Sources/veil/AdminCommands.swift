@@ -95,7 +95,7 @@ struct ConsentCommand: ParsableCommand {
 
         func run() async throws {
             let service = try openService(common)
-            let result = try await service.verifyConsentLedger()
+            let result = try await service.consent.verifyLedger()
             if let bad = result.firstBadSequence {
                 print("consent ledger FAILED verification at event \(bad): \(result.reason ?? "")")
                 throw ExitCode(1)

@@ -108,7 +108,7 @@ struct AuditCommand: AsyncParsableCommand {
             var token = subjectToken
             if let subject {
                 let service = try openService(common)
-                let found = try await service.subjectToken(for: subject, namespace: namespace)
+                let found = try await service.subjects.token(for: subject, namespace: namespace)
                 token = found.rawValue
                 // Looking up one person's entries is an access to that person: recorded like the API's search.
                 try await service.audit.append(

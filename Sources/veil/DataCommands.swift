@@ -15,7 +15,7 @@ struct RetentionCommand: AsyncParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func run() async throws {
-            let report = try await openService(common).runRetention()
+            let report = try await openService(common).retention.run()
             print(
                 "retention: deleted \(report.interactionsDeleted) interactions and \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) subjects whose consent lapsed"
             )
@@ -68,7 +68,7 @@ struct LinkCommand: AsyncParsableCommand {
         @Option var postcode: String?
 
         func run() async throws {
-            let link = try await openService(common).linkSubject(
+            let link = try await openService(common).subjects.link(
                 subject, namespace: namespace,
                 attributes: LinkAttributes(email: email, name: name, postcode: postcode), actor: "cli")
             if let link {
@@ -86,7 +86,7 @@ struct LinkCommand: AsyncParsableCommand {
         @Option var namespace = "default"
 
         func run() async throws {
-            let existed = try await openService(common).unlinkSubject(subject, namespace: namespace, actor: "cli")
+            let existed = try await openService(common).subjects.unlink(subject, namespace: namespace, actor: "cli")
             print(existed ? "link undone" : "the subject had no link")
         }
     }
@@ -99,7 +99,7 @@ struct LinkCommand: AsyncParsableCommand {
         @Flag(help: "Remove them all (audited); their subjects keep their own tokens from then on.") var undo = false
 
         func run() async throws {
-            let n = try await openService(common).legacyLinks(undo: undo, actor: "cli")
+            let n = try await openService(common).subjects.legacyLinks(undo: undo, actor: "cli")
             print(
                 undo
                     ? "removed \(n) links made before links were scoped"

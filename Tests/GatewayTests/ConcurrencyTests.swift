@@ -177,17 +177,17 @@ final class WriteLockHolder: Sendable {
     @Test func aNewLinkNeverInheritsALinkMadeBeforeLinksWereScoped() async throws {
         let f = try GatewayFixture()
         let a = f.service.tokenizer.token(for: "a-old", namespace: "default"), b = f.service.tokenizer.token(for: "b-other", namespace: "tenant-b")
-        _ = try await f.service.linkSubject("a-old", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
+        _ = try await f.service.subjects.link("a-old", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
         try await f.service.sqlite.pool.write { db in
             try db.execute(
                 sql: "INSERT INTO identity_links (token, canonical, rule, score, created_at, scope) VALUES (?, ?, 'email', 1, 0, NULL)",
                 arguments: [a.rawValue, b.rawValue])
         }
-        let link = try await f.service.linkSubject("a-new", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
+        let link = try await f.service.subjects.link("a-new", namespace: "default", attributes: .init(email: "old@example.com"), actor: "test")
         #expect(link?.canonical == a, "the new link followed a legacy link into another tenant: \(String(describing: link))")
-        #expect(try await f.service.legacyLinks(undo: false, actor: "test") == 1)
-        #expect(try await f.service.legacyLinks(undo: true, actor: "test") == 1)
-        #expect(try await f.service.legacyLinks(undo: false, actor: "test") == 0)
+        #expect(try await f.service.subjects.legacyLinks(undo: false, actor: "test") == 1)
+        #expect(try await f.service.subjects.legacyLinks(undo: true, actor: "test") == 1)
+        #expect(try await f.service.subjects.legacyLinks(undo: false, actor: "test") == 0)
     }
 
     /// Issue #21, item 3, as it was found: two tenants link their own subjects with the same e-mail (or the same name
@@ -200,8 +200,8 @@ final class WriteLockHolder: Sendable {
         let bClient = try f.service.principals.add(name: "b-recs", role: "recommendation-client", namespace: "tenant-b", knownRoles: roles)
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 6)
-            _ = try await f.service.linkSubject("shopper-0@example.com", namespace: "default", attributes: attributes, actor: "test")
-            let link = try await f.service.linkSubject("b-user", namespace: "tenant-b", attributes: attributes, actor: "test")
+            _ = try await f.service.subjects.link("shopper-0@example.com", namespace: "default", attributes: attributes, actor: "test")
+            let link = try await f.service.subjects.link("b-user", namespace: "tenant-b", attributes: attributes, actor: "test")
             #expect(link == nil)
             let theirs = try await client.call(.get, "/v1/recommendations/b-user", key: bClient)
             #expect(theirs.status == 200)
@@ -216,14 +216,15 @@ final class WriteLockHolder: Sendable {
         let f = try GatewayFixture(sharedIdentities: ["default", "tenant-b"])
         try await f.app.test(.router) { client in
             #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("app-42")).status == 201)
-            _ = try await f.service.linkSubject("app-42", namespace: "default", attributes: .init(email: "Alice@example.com"), actor: "test")
-            let link = try await f.service.linkSubject("crm-9", namespace: "tenant-b", attributes: .init(email: "alice@example.com "), actor: "test")
+            _ = try await f.service.subjects.link("app-42", namespace: "default", attributes: .init(email: "Alice@example.com"), actor: "test")
+            let link = try await f.service.subjects.link(
+                "crm-9", namespace: "tenant-b", attributes: .init(email: "alice@example.com "), actor: "test")
             #expect(link?.rule == "email")
             // The CRM source (another namespace) writes under the person's canonical token.
             let r = try await client.call(.post, "/v1/events", key: f.otherNamespaceAppKey, json: ["events": [pageView("crm-e1", "crm-9", "sku-7")]])
             #expect(r.json["anonymized"] as? Int == 0)
             #expect(try f.storedInteractions("app-42") == 1)
-            #expect(try await f.service.unlinkSubject("crm-9", namespace: "tenant-b", actor: "test"))
+            #expect(try await f.service.subjects.unlink("crm-9", namespace: "tenant-b", actor: "test"))
             let after = try await client.call(
                 .post, "/v1/events", key: f.otherNamespaceAppKey, json: ["events": [pageView("crm-e2", "crm-9", "sku-8")]])
             #expect(after.json["anonymized"] as? Int == 1)
@@ -242,10 +243,11 @@ final class WriteLockHolder: Sendable {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 6)
-            _ = try await f.service.linkSubject(
+            _ = try await f.service.subjects.link(
                 "shopper-0@example.com", namespace: "default", attributes: .init(email: "s0@example.com"), actor: "test")
             #expect(
-                try await f.service.linkSubject("loyalty-0", namespace: "default", attributes: .init(email: "S0@example.com"), actor: "test") != nil)
+                try await f.service.subjects.link("loyalty-0", namespace: "default", attributes: .init(email: "S0@example.com"), actor: "test") != nil
+            )
             let recs = f.keys["recommendation-client"]
             let first = try await client.call(.get, "/v1/recommendations/shopper-0%40example.com?k=4", key: recs)
             #expect(first.json["personalized"] as? Bool == true)
@@ -257,7 +259,7 @@ final class WriteLockHolder: Sendable {
             func items(_ json: [String: Any]) -> [String] { (json["items"] as? [[String: Any]])?.compactMap { $0["item"] as? String } ?? [] }
             #expect(!items(first.json).isEmpty)
             #expect(items(second.json) == items(first.json))
-            #expect(try await f.service.unlinkSubject("loyalty-0", namespace: "default", actor: "test"))
+            #expect(try await f.service.subjects.unlink("loyalty-0", namespace: "default", actor: "test"))
             // loyalty-0 never consented on its own: unlinked, it gets the non-personalized list right away.
             let after = try await client.call(.get, "/v1/recommendations/loyalty-0?k=4", key: recs)
             #expect(after.json["personalized"] as? Bool == false)

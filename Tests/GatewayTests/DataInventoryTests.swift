@@ -62,9 +62,9 @@ import Testing
             let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events])
             #expect(r.status == 200)
         }
-        _ = try await f.service.linkSubject(
+        _ = try await f.service.subjects.link(
             "jane@example.com", namespace: "default", attributes: LinkAttributes(email: "jane@example.com"), actor: "test")
-        let link = try await f.service.linkSubject(
+        let link = try await f.service.subjects.link(
             "jane-alias", namespace: "default", attributes: LinkAttributes(email: "JANE@example.com"), actor: "test")
         #expect(link?.canonical == canonical)
         try await f.app.test(.router) { client in
@@ -106,11 +106,11 @@ import Testing
             }
         }
         // p-alias → p-old first; then p-old's person is linked to p-new (a later, separate match): a chain.
-        _ = try await f.service.linkSubject("p-old", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
-        _ = try await f.service.linkSubject("p-alias", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
-        _ = try await f.service.linkSubject(
+        _ = try await f.service.subjects.link("p-old", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
+        _ = try await f.service.subjects.link("p-alias", namespace: "default", attributes: LinkAttributes(email: "a@example.com"), actor: "test")
+        _ = try await f.service.subjects.link(
             "p-new", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
-        _ = try await f.service.linkSubject(
+        _ = try await f.service.subjects.link(
             "p-old", namespace: "default", attributes: LinkAttributes(name: "Pat Person", postcode: "10115"), actor: "test")
         let tokens = ids.map { f.token($0) }
         try await f.app.test(.router) { client in
@@ -167,8 +167,8 @@ import Testing
                         == 200)
             }
         }
-        _ = try await f.service.linkSubject("w-main", namespace: "default", attributes: LinkAttributes(email: "w@example.com"), actor: "test")
-        _ = try await f.service.linkSubject("w-alias", namespace: "default", attributes: LinkAttributes(email: "w@example.com"), actor: "test")
+        _ = try await f.service.subjects.link("w-main", namespace: "default", attributes: LinkAttributes(email: "w@example.com"), actor: "test")
+        _ = try await f.service.subjects.link("w-alias", namespace: "default", attributes: LinkAttributes(email: "w@example.com"), actor: "test")
         #expect(try f.storedInteractions("w-alias") == 1)
         try await f.app.test(.router) { client in
             let withdrawn = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("w-main", granted: false))

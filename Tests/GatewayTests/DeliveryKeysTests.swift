@@ -26,7 +26,7 @@ import Testing
         try await f.service.sqlite.pool.write { db in
             try db.execute(sql: "INSERT INTO deliveries (token, key, at) VALUES (?, ?, ?)", arguments: [token, "i:" + legacy, 1_795_000_000])
         }
-        #expect(f.service.legacyDeliveries.withLock { $0 } == false, "read at start, before the row existed")
+        #expect(f.service.deliveryKeys.legacy == false, "read at start, before the row existed")
         // A server started on this data reads that old records remain.
         var quiet = Logger(label: "veil-test")
         quiet.logLevel = .critical
@@ -35,8 +35,8 @@ import Testing
                 dataDirectory: f.root + "/data", keysDirectory: f.root + "/Keys",
                 policiesDirectory: repositoryRoot.appendingPathComponent("Policies").path),
             passphrase: nil, logger: quiet, now: clock.now)
-        #expect(restarted.legacyDeliveries.withLock { $0 })
-        f.service.legacyDeliveries.withLock { $0 = true }
+        #expect(restarted.deliveryKeys.legacy)
+        f.service.deliveryKeys.legacy = true
         try await f.app.test(.router) { client in
             try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("u-old"))
             let again = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": [pageView("old-1", "u-old", "sku-1")]])
@@ -48,25 +48,26 @@ import Testing
         let keys = try await f.service.sqlite.pool.read { db in
             try String.fetchAll(db, sql: "SELECT key FROM deliveries WHERE token = ?", arguments: [token])
         }
-        let expected = f.service.deliveryKeys(namespace: "default", id: "new-1", content: "x").id
+        let expected = f.service.deliveryKeys.keys(namespace: "default", id: "new-1", content: "x").id
         #expect(keys.contains("d:" + expected))
         #expect(keys.filter { $0.hasPrefix("i:") } == ["i:" + legacy], "\(keys)")
         #expect(!keys.contains("i:" + Hash.keyed(Array("default|new-1".utf8), key: ring.pseudonymKey, length: 16).hexString))
         // Once retention has removed the old records, the old keys are no longer computed.
-        _ = try await f.service.retentionSweep()
-        #expect(f.service.legacyDeliveries.withLock { $0 } == true, "the old record is within retention")
+        _ = try await f.service.retention.sweep()
+        #expect(f.service.deliveryKeys.legacy == true, "the old record is within retention")
         try await f.service.sqlite.pool.write { db in try db.execute(sql: "DELETE FROM deliveries WHERE key LIKE 'i:%'") }
-        _ = try await f.service.retentionSweep()
-        #expect(f.service.legacyDeliveries.withLock { $0 } == false)
-        #expect(f.service.deliveryKeys(namespace: "default", id: "x", content: "y").legacy == nil)
+        _ = try await f.service.retention.sweep()
+        #expect(f.service.deliveryKeys.legacy == false)
+        #expect(f.service.deliveryKeys.keys(namespace: "default", id: "x", content: "y").legacy == nil)
     }
 
     @Test func deliveryKeysKeepNamespacesAndKindsApart() throws {
         let f = try GatewayFixture()
-        let a = f.service.deliveryKeys(namespace: "a|b", id: "c", content: "z")
-        let b = f.service.deliveryKeys(namespace: "a", id: "b|c", content: "z")
+        let a = f.service.deliveryKeys.keys(namespace: "a|b", id: "c", content: "z")
+        let b = f.service.deliveryKeys.keys(namespace: "a", id: "b|c", content: "z")
         #expect(a.id != b.id, "the old \"namespace|id\" input made these one")
         #expect(
-            f.service.deliveryKeys(namespace: "n", id: "v", content: "v").id != f.service.deliveryKeys(namespace: "n", id: "v", content: "v").content)
+            f.service.deliveryKeys.keys(namespace: "n", id: "v", content: "v").id
+                != f.service.deliveryKeys.keys(namespace: "n", id: "v", content: "v").content)
     }
 }

@@ -129,12 +129,12 @@ import Testing
                 try count("SELECT count(*) FROM match_keys WHERE token = ?", [linked]) == 1
             }
         ) {
-            _ = try await f.service.linkSubject(
+            _ = try await f.service.subjects.link(
                 "durable@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
         }
         // A second id with the same e-mail is linked to the first; undoing that link waits for its sync too.
         let second = f.token("durable-2@example.com").rawValue
-        let link = try await f.service.linkSubject(
+        let link = try await f.service.subjects.link(
             "durable-2@example.com", namespace: "default", attributes: LinkAttributes(email: "d@example.com"), actor: "test")
         #expect(link?.canonical.rawValue == linked)
         #expect(try count("SELECT count(*) FROM identity_links WHERE token = ?", [second]) == 1)
@@ -144,7 +144,7 @@ import Testing
                 try count("SELECT count(*) FROM identity_links WHERE token = ?", [second]) == 0
             }
         ) {
-            let existed = try await f.service.unlinkSubject("durable-2@example.com", namespace: "default", actor: "test")
+            let existed = try await f.service.subjects.unlink("durable-2@example.com", namespace: "default", actor: "test")
             #expect(existed)
         }
     }

@@ -32,7 +32,7 @@ import Testing
         }
         #expect(try f.storedInteractions("old@example.com") == 2)
         clock.advance(7200)
-        let report = try await f.service.runRetention()
+        let report = try await f.service.retention.run()
         #expect(report.interactionsDeleted == 1)
         #expect(report.lapsedConsentsShredded == 1)
         #expect(try f.storedInteractions("old@example.com") == 1)

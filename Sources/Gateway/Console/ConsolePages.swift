@@ -113,9 +113,9 @@ enum ConsolePages {
         }
         let subject = try field(call, "subject")
         let note = call.context.audit
-        let state = try await call.service.consentState(subject: subject, principal: call.principal, note: note)
-        let history = try await call.service.consentHistory(subject: subject, principal: call.principal, note: note)
-        let tokens = try await call.service.personTokens(subject: subject, principal: call.principal, note: note)
+        let state = try await call.service.consent.state(subject: subject, principal: call.principal, note: note)
+        let history = try await call.service.consent.history(subject: subject, principal: call.principal, note: note)
+        let tokens = try await call.service.subjects.personTokens(subject: subject, principal: call.principal, note: note)
         let purposes = (state["purposes"] as? [String: [String: Any]] ?? [:]).sorted { $0.key < $1.key }.map { name, decision in
             ["purpose": name, "allowed": decision["allowed"] as? Bool ?? false, "reason": decision["reason"] as? String ?? ""] as [String: Any]
         }
@@ -146,7 +146,7 @@ enum ConsolePages {
                 ?? {
                     throw invalid("the requester's key is 64 hex digits (X25519)")
                 }()
-        let export = try await call.service.export(subject: subject, principal: call.principal, note: call.context.audit)
+        let export = try await call.service.rights.export(subject: subject, principal: call.principal, note: call.context.audit)
         var data = try Handlers.encoder.encode(export)
         if let key = sealTo {
             data = try JSONSerialization.data(withJSONObject: [
@@ -179,7 +179,7 @@ enum ConsolePages {
             throw ConsoleError(
                 status: .unprocessableContent, title: "Not erased", message: "To erase, type the subject id again, exactly, in the confirmation box.")
         }
-        let outcome = try await call.service.erase(subject: subject, principal: call.principal, note: call.context.audit)
+        let outcome = try await call.service.rights.erase(subject: subject, principal: call.principal, note: call.context.audit)
         let rows = outcome["rows_deleted"] as? Int ?? 0
         call.service.consoleSessions.note(call.sessionID!, requestID: call.context.requestID, result: "Erased: \(rows) rows shredded.")
         return Console.redirect("/console/result?request=\(call.context.requestID)")
