@@ -46,11 +46,11 @@ enum Handlers {
         .route(.put, "/v1/items", .catalogWrite) { service, request, context, _ in
             struct Items: Decodable { var items: [CatalogItem] }
             let body = try await decode(Items.self, request, context)
-            try await service.upsertItems(body.items)
+            try await service.intake.upsertItems(body.items)
             return try json(["stored": body.items.count])
         },
         .route(.get, "/v1/recommendations/{subject}", .recommendationsRead) { service, request, context, principal in
-            var query = VeilService.RecommendationQuery()
+            var query = Recommendations.RecommendationQuery()
             let params = request.uri.queryParameters
             if let k = params["k"] {
                 guard let value = Int(String(k)), (1...100).contains(value) else {
@@ -64,7 +64,7 @@ enum Handlers {
             guard query.session.count <= 50, query.exclude.count <= 500, query.categories.count <= 20 else {
                 throw GatewayError.unprocessable("too many values: at most 50 in session, 500 in exclude and 20 in category")
             }
-            let body = try await service.recommend(
+            let body = try await service.recommendations.recommend(
                 subject: try subject(context), query: query, principal: principal,
                 requestID: context.requestID, note: context.audit)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
@@ -203,7 +203,7 @@ enum Handlers {
     static let ingestEvents: AuthorizedHandler = { service, request, context, principal in
         let body = try await collect(request, context)
         let gpc = request.headers[HTTPField.Name("Sec-GPC")!] == "1"
-        let result = try await service.ingest(body: body, principal: principal, gpcHeader: gpc, note: context.audit)
+        let result = try await service.intake.ingest(body: body, principal: principal, gpcHeader: gpc, note: context.audit)
         if result.accepted + result.duplicates == 0 && !result.rejected.isEmpty {
             // Every event was refused: a 4xx in the one error shape, still naming each event's reason.
             let rejected = result.rejected.map { ["index": $0.index, "reason": $0.reason] as [String: Any] }
@@ -225,7 +225,7 @@ enum Handlers {
             throw GatewayError(.serviceUnavailable, "not_ready", "the database does not answer")
         }
         guard service.storage.writable() else { throw GatewayError.storageFull }
-        guard let quality = await service.watchQuality(force: true) else {
+        guard let quality = await service.dataQuality.watch(force: true) else {
             throw GatewayError(.serviceUnavailable, "not_ready", "data quality could not be read")
         }
         let failing = quality.sources.filter { !$0.problems.isEmpty }.count

@@ -1,4 +1,5 @@
 import Foundation
+import Pseudonymization
 import Synchronization
 
 /// How numeric outliers (dwell time, quantities, prices) are found and what happens to them.
@@ -124,6 +125,64 @@ public final class OutlierDetector: Sendable {
         if let type = category.split(separator: "/").first, String(type) != category { keys.append("\(field)|\(type)") }
         keys.append("\(field)|*")
         return keys
+    }
+}
+
+extension OutlierDetector {
+    /// Finds numeric outliers per item category and applies the configured action. Returns the events to keep,
+    /// the rejections the action added, and the number of flagged values per source and per field.
+    public func screen(
+        _ events: [(index: Int, event: CleanEvent)], categories: [String: String]
+    ) -> (kept: [(index: Int, event: CleanEvent)], rejected: [Rejection], flagged: [String: Int], fields: [String: Int]) {
+        var kept: [(index: Int, event: CleanEvent)] = []
+        var rejected: [Rejection] = []
+        var flagged: [String: Int] = [:]
+        var fields: [String: Int] = [:]
+        for (index, original) in events {
+            var event = original
+            var reasons: [String] = []
+            func check(_ field: String, item: String, _ value: Double) -> Double {
+                guard case .outlier(let bound) = judge(field: field, category: categories[item] ?? "", value: value) else { return value }
+                flagged[event.source, default: 0] += 1
+                fields[field, default: 0] += 1
+                reasons.append("\(field) \(value) is an outlier for its category (fence \(String(format: "%.4g", bound)))")
+                event.cappedFields.append(field)
+                return policy.action == .cap ? bound : value
+            }
+            switch event.kind {
+            case .pageView:
+                if let item = event.fields["item"]?.stringValue, let dwell = event.fields["dwell_ms"]?.numberValue {
+                    event.fields["dwell_ms"] = .number(check("dwell_ms", item: item, dwell))
+                }
+            case .feedback:
+                if event.fields["signal"]?.stringValue == "dwell", let item = event.fields["item"]?.stringValue,
+                    let dwell = event.fields["value"]?.numberValue
+                {
+                    event.fields["value"] = .number(check("dwell_ms", item: item, dwell))
+                }
+            case .purchase:
+                guard let value = event.fields["lines"], case FieldValue.list(let lines) = value else { break }
+                var screenedLines: [FieldValue] = []
+                for line in lines {
+                    guard case FieldValue.object(var l) = line, let item = l["item"]?.stringValue else {
+                        screenedLines.append(line)
+                        continue
+                    }
+                    if let q = l["quantity"]?.numberValue { l["quantity"] = .number(check("quantity", item: item, q).rounded()) }
+                    if let p = l["unit_price"]?.numberValue { l["unit_price"] = .number(check("unit_price", item: item, p)) }
+                    screenedLines.append(.object(l))
+                }
+                event.fields["lines"] = .list(screenedLines)
+            case .search, .profile:
+                break
+            }
+            if policy.action == .exclude && !reasons.isEmpty {
+                rejected.append(Rejection(index: index, reason: "excluded as an outlier: " + reasons.joined(separator: "; "), source: event.source))
+            } else {
+                kept.append((index, event))
+            }
+        }
+        return (kept, rejected, flagged, fields)
     }
 }
 

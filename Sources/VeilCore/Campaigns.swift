@@ -235,27 +235,3 @@ public final class PromotionBandits: Sendable {
         }
     }
 }
-
-extension VeilService {
-    /// The running campaigns that target this subject, each with the boost its bandit chose for the context.
-    func promotionOffers(
-        _ campaigns: [Campaign], model: ServingModel, token: SubjectToken, history: [StoredInteraction], segment: SegmentModel.Segment?,
-        profile: [String: String]?, at: Date
-    ) -> [Ranker.Promotion] {
-        guard !history.isEmpty else { return [] }
-        var offers: [Ranker.Promotion] = []
-        for campaign in campaigns {
-            guard let window = campaign.window(at: at), campaign.segments.isEmpty || segment.map({ campaign.segments.contains($0.name) }) == true
-            else { continue }
-            let mask = model.items.map { id in
-                campaign.items.contains(id) || !(model.catalogByID[id]?.tags ?? []).allSatisfy { !campaign.tags.contains($0) }
-            }
-            let promoted = Set(zip(model.items, mask).filter(\.1).map(\.0))
-            guard !promoted.isEmpty else { continue }
-            let context = PromotionContext(at: at, window: window, device: profile?["device"], segment: segment?.id)
-            let boost = promotions.choose(campaign: campaign, context: context, token: token.rawValue, items: promoted, at: at)
-            offers.append(Ranker.Promotion(campaign: campaign.name, items: mask, boost: boost))
-        }
-        return offers
-    }
-}

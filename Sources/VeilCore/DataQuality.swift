@@ -52,17 +52,41 @@ public struct DataQualityReport: Sendable, Codable, Equatable {
     static func percent(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
 }
 
-extension VeilService {
+/// Each source's ingestion counters judged against the thresholds: the report, the console's charts, and a watch
+/// that logs a source crossing a threshold or recovering.
+public final class DataQualityMonitor: Sendable {
+    let store: any OperationalStore
+    let sourceQuality: SourceQualityLog
+    let thresholds: QualityThresholds
+    let metrics: VeilMetrics
+    let logger: Logger
+    let now: @Sendable () -> Date
+    private let watched = Mutex<(lastCheck: Date, unhealthy: Set<String>)>((.distantPast, []))
+
+    init(
+        store: any OperationalStore, sourceQuality: SourceQualityLog, thresholds: QualityThresholds, metrics: VeilMetrics, logger: Logger,
+        now: @escaping @Sendable () -> Date
+    ) {
+        self.store = store
+        self.sourceQuality = sourceQuality
+        self.thresholds = thresholds
+        self.metrics = metrics
+        self.logger = logger
+        self.now = now
+    }
+
     /// Each source's counters per day over the last `days` days (UTC), for the console's charts.
-    public func qualityDays(_ days: Int) async throws -> [SourceQualityLog.Day] {
+    public func days(_ days: Int) async throws -> [SourceQualityLog.Day] {
         let since = Int64(now().timeIntervalSince1970) / 86_400 - Int64(days - 1)
+        let sourceQuality = self.sourceQuality
         return try await store.read { try sourceQuality.days(since: since, in: $0) }
     }
 
     /// The data-quality report of every source, from the durable counters.
-    public func qualityReport() async throws -> DataQualityReport {
+    public func report() async throws -> DataQualityReport {
+        let sourceQuality = self.sourceQuality
         let rows = try await store.read { try sourceQuality.rows(in: $0) }
-        let report = DataQualityReport(rows: rows, thresholds: quality, now: now())
+        let report = DataQualityReport(rows: rows, thresholds: thresholds, now: now())
         metrics.recordQuality(report)
         return report
     }
@@ -70,16 +94,16 @@ extension VeilService {
     /// Re-judges quality at most once a second (and always when `force`), logging a warning for every source
     /// that newly crosses a threshold and a notice when it recovers. Returns the report.
     @discardableResult
-    public func watchQuality(force: Bool = false) async -> DataQualityReport? {
+    public func watch(force: Bool = false) async -> DataQualityReport? {
         let at = now()
-        let due = qualityWatch.withLock { state -> Bool in
+        let due = watched.withLock { state -> Bool in
             guard force || at.timeIntervalSince(state.lastCheck) >= 1 else { return false }
             state.lastCheck = at
             return true
         }
-        guard due, let report = try? await qualityReport() else { return nil }
+        guard due, let report = try? await report() else { return nil }
         let bad = Dictionary(uniqueKeysWithValues: report.sources.filter { !$0.problems.isEmpty }.map { ($0.source, $0.problems) })
-        let previously = qualityWatch.withLock { state in
+        let previously = watched.withLock { state in
             defer { state.unhealthy = Set(bad.keys) }
             return state.unhealthy
         }
@@ -90,62 +114,5 @@ extension VeilService {
             logger.notice("data quality recovered", metadata: ["source": "\(source)"])
         }
         return report
-    }
-
-    /// Finds numeric outliers per item category and applies the configured action. Returns the events to keep,
-    /// the rejections the action added, and the number of flagged values per source.
-    func screenOutliers(
-        _ events: [(index: Int, event: CleanEvent)]
-    ) -> (kept: [(index: Int, event: CleanEvent)], rejected: [Rejection], flagged: [String: Int]) {
-        let policy = outliers.policy
-        var kept: [(index: Int, event: CleanEvent)] = []
-        var rejected: [Rejection] = []
-        var flagged: [String: Int] = [:]
-        let categories = catalogCategories()
-        for (index, original) in events {
-            var event = original
-            var reasons: [String] = []
-            func screen(_ field: String, item: String, _ value: Double) -> Double {
-                guard case .outlier(let bound) = outliers.judge(field: field, category: categories[item] ?? "", value: value) else { return value }
-                flagged[event.source, default: 0] += 1
-                metrics.outliers(field: field, action: policy.action.rawValue).increment()
-                reasons.append("\(field) \(value) is an outlier for its category (fence \(String(format: "%.4g", bound)))")
-                event.cappedFields.append(field)
-                return policy.action == .cap ? bound : value
-            }
-            switch event.kind {
-            case .pageView:
-                if let item = event.fields["item"]?.stringValue, let dwell = event.fields["dwell_ms"]?.numberValue {
-                    event.fields["dwell_ms"] = .number(screen("dwell_ms", item: item, dwell))
-                }
-            case .feedback:
-                if event.fields["signal"]?.stringValue == "dwell", let item = event.fields["item"]?.stringValue,
-                    let dwell = event.fields["value"]?.numberValue
-                {
-                    event.fields["value"] = .number(screen("dwell_ms", item: item, dwell))
-                }
-            case .purchase:
-                guard let value = event.fields["lines"], case FieldValue.list(let lines) = value else { break }
-                var screenedLines: [FieldValue] = []
-                for line in lines {
-                    guard case FieldValue.object(var l) = line, let item = l["item"]?.stringValue else {
-                        screenedLines.append(line)
-                        continue
-                    }
-                    if let q = l["quantity"]?.numberValue { l["quantity"] = .number(screen("quantity", item: item, q).rounded()) }
-                    if let p = l["unit_price"]?.numberValue { l["unit_price"] = .number(screen("unit_price", item: item, p)) }
-                    screenedLines.append(.object(l))
-                }
-                event.fields["lines"] = .list(screenedLines)
-            case .search, .profile:
-                break
-            }
-            if policy.action == .exclude && !reasons.isEmpty {
-                rejected.append(Rejection(index: index, reason: "excluded as an outlier: " + reasons.joined(separator: "; "), source: event.source))
-            } else {
-                kept.append((index, event))
-            }
-        }
-        return (kept, rejected, flagged)
     }
 }

@@ -23,7 +23,7 @@ extension VeilService {
                 id: "ml-\(movie.id)", title: movie.title, category: "movies/\(genres.first ?? "unknown")",
                 attributes: movie.year > 0 ? ["decade": "\(movie.year / 10 * 10)"] : [:], tags: genres)
         }
-        try await upsertItems(catalog)
+        try await intake.upsertItems(catalog)
         let note = AuditNote()
         var subjects = 0
         var profiles: [[String: Any]] = []
@@ -45,7 +45,7 @@ extension VeilService {
         var accepted = 0, rejected = 0
         func send(_ events: [[String: Any]]) async throws {
             let body = Array(try JSONSerialization.data(withJSONObject: ["events": events]))
-            let result = try await ingest(body: body, principal: principal, gpcHeader: false, note: note)
+            let result = try await intake.ingest(body: body, principal: principal, gpcHeader: false, note: note)
             accepted += result.accepted
             rejected += result.rejected.count
         }

@@ -33,7 +33,7 @@ struct Ranker {
 
     /// - Parameter profile: the subject's generalized profile; pass it only with personalization consent.
     func rank(
-        history: [StoredInteraction], session: [String], profile: [String: String]?, query: VeilService.RecommendationQuery,
+        history: [StoredInteraction], session: [String], profile: [String: String]?, query: Recommendations.RecommendationQuery,
         now: Date
     ) -> Result {
         let n = model.items.count

@@ -75,6 +75,12 @@ public final class VeilService: Sendable {
     public let rights: SubjectRights
     /// The retention job.
     public let retention: Retention
+    /// Events and the catalog.
+    public let intake: IngestService
+    /// Recommendations.
+    public let recommendations: Recommendations
+    /// Data quality per source.
+    public let dataQuality: DataQualityMonitor
     let forgetting: Forgetting
     /// Signed-in users of the compliance console (in this process).
     public let consoleSessions = ConsoleSessions()
@@ -90,14 +96,11 @@ public final class VeilService: Sendable {
     /// Hashes search terms into the content model's feature space (its width comes from the serving options).
     let termHasher: FeatureHasher
     let sourceQuality = SourceQualityLog()
-    /// Item → category path, for per-category outlier statistics; loaded on first use, updated by `PUT /v1/items`.
-    private let categories = Mutex<[String: String]?>(nil)
     /// A/B tests and the canary of a new model: assignment, exposures and outcomes.
     public let experiments: ExperimentTracker
     public let canary: CanarySettings
     /// Campaigns and the contextual bandits that set how strongly their items are boosted.
     public let promotions: PromotionBandits
-    let qualityWatch = Mutex<(lastCheck: Date, unhealthy: Set<String>)>((.distantPast, []))
 
     /// The purpose that feeds the feature store and the recommender.
     static let personalization = "personalization"
@@ -170,217 +173,19 @@ public final class VeilService: Sendable {
             subjects: subjects, ledger: ledger, linker: linker, identities: identities, keys: keys, features: features,
             deliveries: deliveries, store: store, policy: policy, forgetting: forgetting, cache: cache, models: models,
             serving: self.serving, now: now)
+        dataQuality = DataQualityMonitor(
+            store: store, sourceQuality: sourceQuality, thresholds: quality, metrics: metrics, logger: logger, now: now)
+        intake = IngestService(
+            parser: parser, policy: policy, principals: principals, tokenizer: tokenizer, termHasher: termHasher, deliveryKeys: deliveryKeys,
+            linker: linker, ledger: ledger, deliveries: deliveries, features: features, identities: identities, sourceQuality: sourceQuality,
+            keys: keys, store: store, cache: cache, experiments: self.experiments, promotions: promotions, outliers: outliers,
+            quality: dataQuality, metrics: metrics, now: now)
+        recommendations = Recommendations(
+            subjects: subjects, cache: cache, models: models, experiments: self.experiments, promotions: promotions, store: store,
+            ledger: ledger, features: features, metrics: metrics, hooks: hooks, now: now)
         retention = Retention(
             ledger: ledger, keys: keys, features: features, deliveries: deliveries, deliveryKeys: deliveryKeys, store: store,
             policy: policy, forgetting: forgetting, cache: cache, audit: audit, now: now)
-    }
-
-    func catalogCategories() -> [String: String] {
-        if let known = categories.withLock({ $0 }) { return known }
-        let loaded =
-            (try? store.readBlocking { db in try features.catalog(in: db) }.reduce(into: [String: String]()) { $0[$1.id] = $1.category }) ?? [:]
-        categories.withLock { $0 = loaded }
-        return loaded
-    }
-
-    // MARK: - Events
-
-    /// An event with the work that needs no database done.
-    struct PreparedEvent: Sendable {
-        let event: CleanEvent
-        /// The subject's token in the sending namespace, before identity links.
-        let source: SubjectToken
-        /// Keyed hashes of the event id and of its content, for deduplication.
-        let delivery: DeliveryLog.Keys
-        /// The minimized fields; nil when the personalization purpose does not cover the event's category.
-        let kept: [String: FieldValue]?
-        /// Signed hash buckets of a search query's words.
-        let terms: [Int32]
-    }
-
-    /// Validate → clean → consent → tokenize → minimize → seal → commit, for a whole batch in one transaction.
-    ///
-    /// The transaction runs on the database's writer queue while the request's task is suspended: a blocking write
-    /// held one of the cooperative pool's two threads through the wait for the write lock and the commit,
-    /// so a stream of small event batches starved every other request (cached recommendations beside single-event
-    /// posts fell from about 10k to 2.4k requests/s).
-    public func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
-        let at = now()
-        var parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
-        do {
-            parsed = try parser.parse(body: body, now: at)
-        } catch let error as EventParser.BatchError {
-            throw body.count > parser.limits.maxBytes ? CoreError.tooLarge : CoreError.invalid(error.reason)
-        }
-        if principal.isBrowser {
-            // A page speaks for the person on it only; what they bought or who they are comes from the shop's server.
-            // By bytes, as tokens are made: String equality would let a proven "café" vouch for "cafe\u{301}" too.
-            for subject in Set(parsed.events.map { Array($0.event.subject.utf8) })
-            where !principals.browserMayName(String(decoding: subject, as: UTF8.self), principal, at: at) {
-                throw PrincipalStore.subjectProofRequired
-            }
-            let refused = parsed.events.filter { [.purchase, .profile].contains($0.event.kind) }
-            if !refused.isEmpty {
-                parsed.events.removeAll { [.purchase, .profile].contains($0.event.kind) }
-                parsed.rejected += refused.map {
-                    Rejection(
-                        index: $0.index, reason: "a browser key cannot send \($0.event.kind.rawValue) events; send them from the shop's server",
-                        source: $0.event.source)
-                }
-            }
-        }
-        let screened = screenOutliers(parsed.events)
-        let rejections = (parsed.rejected + screened.rejected).sorted { $0.index < $1.index }
-        note.update {
-            $0.purpose = Self.personalization; $0.reason = "\(screened.kept.count) valid, \(rejections.count) rejected"
-        }
-        var quality: [String: SourceQualityLog.Delta] = [:]
-        for r in rejections {
-            quality[r.source ?? "unknown", default: .init()].events += 1
-            quality[r.source ?? "unknown", default: .init()].rejected += 1
-        }
-        for (_, event) in parsed.events {
-            quality[event.source, default: .init()].completenessSum += event.completeness
-        }
-        for (_, event) in screened.kept { quality[event.source, default: .init()].events += 1 }
-        for (source, n) in screened.flagged { quality[source, default: .init()].outliers += n }
-        let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
-        // Everything that needs no database is done before the write transaction, which batches from concurrent
-        // requests take in turn: keyed hashes, minimization, search-term hashing.
-        let personalizable = policy.purposes[Self.personalization]?.categories ?? []
-        // Keyed by the id's bytes: String equality would merge two ids that differ only in Unicode normalization.
-        var sourceTokens: [[UInt8]: SubjectToken] = [:]
-        let prepared = screened.kept.map { (_, event) -> PreparedEvent in
-            let bytes = Array(event.subject.utf8)
-            let source = sourceTokens[bytes] ?? tokenizer.token(for: event.subject, namespace: principal.namespace)
-            sourceTokens[bytes] = source
-            let kept = personalizable.contains(event.kind.category) ? minimizer.minimize(event.fields, category: event.kind.category) : nil
-            var terms: [Int32] = []
-            if event.kind == .search, let query = kept?["query"]?.stringValue { terms = Array(termHasher.signedTerms(query).prefix(32)) }
-            return PreparedEvent(
-                event: event, source: source,
-                delivery: deliveryKeys.keys(namespace: principal.namespace, id: event.id, content: event.contentKey),
-                kept: kept, terms: terms)
-        }
-        struct Written: Sendable {
-            var result: IngestResult
-            /// Tokens whose cached lists are now stale.
-            var touched: Set<String> = []
-            var outcomes: [(token: String, kind: InteractionKind, item: String)] = []
-        }
-        // The keys this batch will seal with, created in the key store alone before the batch's transaction (see
-        // SubjectKeys.ensureKeys): those of every subject with personalization consent.
-        let sources = Set(sourceTokens.values)
-        let owners = try await store.read { db -> [String] in
-            var owners: [String] = []
-            var seen = Set<SubjectToken>()
-            for source in sources {
-                let token = try linker.canonical(source, in: db)
-                guard seen.insert(token).inserted, try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed else {
-                    continue
-                }
-                owners += [FeatureStore.keyOwner(token), IdentityMap.keyOwner(token)]
-            }
-            return owners
-        }
-        try await keys.ensureKeys(owners, in: store)
-        let counted = quality
-        let written = try await store.write { db -> Written in
-            var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: InteractionKind, item: String)] = []
-            var accepted = 0, duplicates = 0, anonymized = 0
-            var gpcDone = Set<SubjectToken>()
-            // Per batch: one consent lookup and one identity record per subject, not per event.
-            var decisions: [SubjectToken: Bool] = [:]
-            var tokens: [SubjectToken: SubjectToken] = [:]
-            var anonymousCounts: [FeatureStore.AnonymousCount: Int] = [:]
-            for p in prepared {
-                let event = p.event, deliveryID = p.delivery.id
-                let token = try tokens[p.source] ?? linker.canonical(p.source, in: db)
-                tokens[p.source] = token
-                // A browser with GPC on sends the header with every batch: the ledger records the signal once, not
-                // again while marketing stays withdrawn.
-                if try gpcHeader && !gpcDone.contains(token)
-                    && ledger.decision(token: token, purpose: "marketing", at: at, in: db).reason != .withdrawn
-                {
-                    try ledger.recordGPC(
-                        token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
-                        noticeVersion: policy.currentNotice, jurisdiction: ConsentLedger.unspecifiedJurisdiction, in: db)
-                    gpcDone.insert(token)
-                }
-                guard try deliveries.firstDelivery(token: token, keys: p.delivery, at: event.timestamp, in: db) else {
-                    duplicates += 1
-                    quality[event.source, default: .init()].duplicates += 1
-                    continue
-                }
-                accepted += 1
-                quality[event.source, default: .init()].accepted += 1
-                // Freshness is about deliveries: a backfill of old events is fresh data from a live source.
-                quality[event.source, default: .init()].lastEvent = Int64(at.timeIntervalSince1970)
-                for signal in event.signals { anonymousCounts[.init(item: signal.item, day: event.timestamp / 86_400), default: 0] += 1 }
-                let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: Self.personalization, at: at, in: db).allowed
-                decisions[token] = allowed
-                guard allowed, let kept = p.kept else {
-                    anonymized += 1
-                    continue
-                }
-                // Experiments and bandits learn only from subjects with personalization consent.
-                for signal in event.signals { outcomes.append((token.rawValue, signal.kind, signal.item)) }
-                if event.kind == .profile {
-                    try features.setProfile(kept.compactMapValues { $0.stringValue }, token: token, in: db)
-                }
-                if !p.terms.isEmpty {
-                    // Only hashed buckets of the words are kept: enough to match item text, not to read the query back.
-                    try features.add(
-                        StoredInteraction(
-                            item: "", kind: .searchTerms, weight: 1, time: event.timestamp, terms: p.terms,
-                            termWidth: Int32(termHasher.width)),
-                        id: "\(deliveryID)-q", token: token, in: db)
-                }
-                for (n, signal) in event.signals.enumerated() {
-                    try features.add(
-                        StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),
-                        id: "\(deliveryID)-\(n)", token: token, in: db)
-                }
-                if !touched.contains(token.rawValue) { try identities.remember(subject: event.subject, token: token, in: db) }
-                touched.insert(token.rawValue)
-            }
-            try features.countAnonymous(anonymousCounts, in: db)
-            try sourceQuality.record(quality, day: Int64(at.timeIntervalSince1970) / 86_400, in: db)
-            return Written(
-                result: IngestResult(
-                    accepted: accepted, duplicates: duplicates, anonymized: anonymized,
-                    rejected: rejections.map { .init(index: $0.index, reason: $0.reason) }),
-                touched: touched, outcomes: outcomes)
-        }
-        let result = written.result
-        for token in written.touched { cache.drop(token: token) }
-        for (token, kind, item) in written.outcomes {
-            experiments.outcome(token: token, kind: kind, at: at)
-            if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
-        }
-        await watchQuality()
-        metrics.recordIngest(
-            source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
-            duplicates: result.duplicates, at: at)
-        return result
-    }
-
-    // MARK: - Catalog
-
-    public func upsertItems(_ items: [CatalogItem]) async throws {
-        guard !items.isEmpty, items.count <= 10_000 else { throw CoreError.invalid("send 1 to 10000 items") }
-        for item in items where item.id.isEmpty || item.title.isEmpty {
-            throw CoreError.invalid("every item needs an id and a title")
-        }
-        for item in items where item.id.utf8.count > 256 {
-            throw CoreError.unprocessable("an item id is at most 256 bytes")
-        }
-        let at = now()
-        try await store.write { try features.upsert(items, at: at, in: $0) }
-        categories.withLock { known in
-            guard known != nil else { return }
-            for item in items { known![item.id] = item.category }
-        }
     }
 
     // MARK: - Training
@@ -581,108 +386,6 @@ public final class VeilService: Sendable {
         _ = try await retrainOffThePool { try self.retrain(canaryAllowed: false) }
         return true
     }
-
-    // MARK: - Recommendations
-
-    public struct RecommendationQuery: Sendable {
-        public var k = 10
-        public var categories: [String] = []
-        public var exclude: Set<String> = []
-        public var session: [String] = []
-        public init() {}
-    }
-
-    /// The response body of `GET /v1/recommendations/{subject}`.
-    public func recommend(
-        subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote
-    ) async throws -> ByteBuffer {
-        let at = now()
-        let source = try subjects.sourceToken(for: subject, principal: principal)
-        let token: SubjectToken
-        if let remembered = cache.canonical(of: source, now: at) {
-            token = remembered
-        } else {
-            token = try await subjects.canonical(source)
-            cache.remember(source: source, canonical: token, now: at)
-        }
-        note.update {
-            $0.subjectToken = token.rawValue; $0.purpose = Self.personalization
-        }
-        let versions = models.versions
-        guard let stableVersion = versions.stable else {
-            throw CoreError(
-                .unavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
-        }
-        // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
-        var variant: ExperimentSpec.Variant?
-        var arms: [String] = []
-        var useCanary = false
-        let assignments = experiments.assignments(token: token.rawValue, at: at)
-        for (experiment, v) in assignments {
-            arms.append("\(experiment.name)=\(v.name)")
-            if experiment.name.hasPrefix("canary:") {
-                useCanary = v.name == "canary" && versions.canary != nil
-            } else if variant == nil {
-                variant = v
-            }
-        }
-        func cacheKey(_ version: String) -> RecommendationCache.Key {
-            .init(
-                modelVersion: version, arms: arms, k: query.k, categories: query.categories, exclude: query.exclude.sorted(), session: query.session)
-        }
-        if let cached = cache.get(token: token.rawValue, key: cacheKey(useCanary ? versions.canary! : stableVersion), now: at) {
-            metrics.cacheHits.increment()
-            note.update { $0.reason = cached.auditReason + " (cached)" }
-            // Experiments count only subjects whose consent the list was made under.
-            if cached.consented { experiments.exposure(assignments) }
-            return cached.body(requestID: requestID, subject: subject)
-        }
-        metrics.cacheMisses.increment()
-        // Read before the snapshot below: if the subject's lists are dropped meanwhile (a withdrawal committing
-        // between this read and the put), the list computed here is not cached.
-        let generation = cache.generation(token: token.rawValue)
-        // A miss: the model itself (a swap since the versions were read just means this list is keyed by the newer one).
-        guard let stable = models.model else { throw CoreError.internal }
-        let model = useCanary ? models.canary ?? stable : stable
-        let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
-        let (decision, history, profile, marketing) = try await store.read {
-            db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
-            let decision = try ledger.decision(token: token, purpose: Self.personalization, at: at, in: db)
-            guard decision.allowed else { return (decision, [], nil, false) }
-            let history = try features.interactions(of: token, in: db)
-            // Promotions are targeted with the subject's data only under marketing consent.
-            let marketing = campaigns.isEmpty ? false : try ledger.decision(token: token, purpose: "marketing", at: at, in: db).allowed
-            // The profile matters for a subject without history (demographic cold start) and for targeting.
-            let needProfile = marketing || history.isEmpty && query.session.isEmpty
-            return (decision, history, needProfile ? try features.profile(of: token, in: db) : nil, marketing)
-        }
-        // The subject's behaviour segment, for segment strategies and campaign targeting (computed once).
-        let segment =
-            history.isEmpty
-            ? nil
-            : model.segmentModel?.segment(of: history, catalog: model.catalogByID, types: model.productTypes, now: Int64(at.timeIntervalSince1970))
-        let offers =
-            marketing ? promotionOffers(campaigns, model: model, token: token, history: history, segment: segment, profile: profile, at: at) : []
-        let auditReason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)"
-        note.update { $0.reason = auditReason }
-        var ranker = Ranker(model: model, variant: variant)
-        ranker.promotions = offers
-        ranker.segment = segment
-        let ranked = ranker.rank(
-            history: history, session: decision.allowed ? query.session : [], profile: history.isEmpty ? profile : nil,
-            query: query, now: at)
-        let rendered = RenderedRecommendation(
-            RecommendationResponse(
-                subject: subject, personalized: ranked.personalized, model_version: model.version,
-                request_id: requestID, items: ranked.items),
-            auditReason: auditReason, consented: decision.allowed)
-        if decision.allowed { experiments.exposure(assignments) }
-        hooks.beforeCachePut()
-        cache.put(
-            token: token.rawValue, key: cacheKey(model.version), value: rendered, now: at,
-            validUntil: decision.expiresAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, generation: generation)
-        return rendered.body(requestID: requestID, subject: subject)
-    }
 }
 
 // MARK: - Benchmark hooks
@@ -704,7 +407,7 @@ extension VeilService {
     /// One batch through the same path as `POST /v1/events`, including its audit entry.
     public func benchIngest(body: [UInt8], principal: Principal) async throws -> Int {
         let note = AuditNote()
-        let result = try await ingest(body: body, principal: principal, gpcHeader: false, note: note)
+        let result = try await intake.ingest(body: body, principal: principal, gpcHeader: false, note: note)
         try await audit.append(
             AuditRecord(
                 actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",

@@ -117,7 +117,7 @@ struct QualityCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let report = try await openService(common, logger: quietLogger()).qualityReport()
+        let report = try await openService(common, logger: quietLogger()).dataQuality.report()
         if json {
             try printJSON(report.sources)
         } else if report.sources.isEmpty {

@@ -65,7 +65,7 @@ func view(_ id: String, _ subject: String, _ item: String, source: String = "web
             let error = try #require(ready.json["error"] as? [String: Any])
             #expect(error["code"] as? String == "not_ready")
             #expect((error["message"] as? String)?.contains("data quality: 1 source(s)") == true)
-            let report = try await f.service.qualityReport()
+            let report = try await f.service.dataQuality.report()
             let kiosk = try #require(report.sources.first { $0.source == "kiosk" })
             #expect(kiosk.events == 12)
             #expect(abs(kiosk.rejectRate - 8.0 / 12) < 1e-9)
@@ -79,7 +79,7 @@ func view(_ id: String, _ subject: String, _ item: String, source: String = "web
             #expect(warnings.first?.2.contains("source=kiosk") == true)
             // Staleness: a week without events from either source.
             clock.advance(8 * 86_400)
-            let stale = try await f.service.qualityReport()
+            let stale = try await f.service.dataQuality.report()
             #expect(stale.sources.allSatisfy { $0.problems.contains { $0.hasPrefix("stale: last event") } })
         }
     }
@@ -92,7 +92,7 @@ func view(_ id: String, _ subject: String, _ item: String, source: String = "web
             let events = [view("a0", "s1", "sku-1", source: "app"), sparse]
             _ = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events])
             _ = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events])
-            let app = try #require(try await f.service.qualityReport().sources.first { $0.source == "app" })
+            let app = try #require(try await f.service.dataQuality.report().sources.first { $0.source == "app" })
             #expect(app.events == 4)
             #expect(app.duplicateRate == 0.5)
             #expect(app.completeness == 0.5)
@@ -122,7 +122,7 @@ func view(_ id: String, _ subject: String, _ item: String, source: String = "web
                     #expect(r.json["accepted"] as? Int == 1)
                     #expect(rejected.isEmpty)
                 }
-                let web = try #require(try await f.service.qualityReport().sources.first { $0.source == "web" })
+                let web = try #require(try await f.service.dataQuality.report().sources.first { $0.source == "web" })
                 #expect(web.outliers == 1)
                 let metrics = try await client.call(.get, "/metrics", key: nil).body
                 #expect(metrics.contains("veil_outliers_total{field=\"dwell_ms\",action=\"\(action.rawValue)\"} 1"))

@@ -213,8 +213,8 @@ enum ConsolePages {
     }
 
     static let operations: Console.Page = { call in
-        let report = try await call.service.qualityReport()
-        let days = try await call.service.qualityDays(7)
+        let report = try await call.service.dataQuality.report()
+        let days = try await call.service.dataQuality.days(7)
         let today = Int64(call.service.now().timeIntervalSince1970) / 86_400
         let labels = (0..<7).map { today - 6 + Int64($0) }
         let sources = report.sources.map { s -> [String: Any] in
