@@ -174,12 +174,12 @@ enum Handlers {
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
         },
         .route(.post, "/v1/model/train", .policyReload) { service, _, _, _ in
-            let model = try await service.trainOffThePool()
+            let model = try await service.training.trainOffThePool()
             return try json(["model_version": model.version, "users": "\(model.users)", "items": "\(model.items.count)"])
         },
         .route(.get, "/v1/model/provenance", .auditRead) { service, request, context, principal in
             let subject = request.uri.queryParameters["subject"].map(String.init)
-            return try await jsonObject(service.provenance(subject: subject, principal: principal, note: context.audit))
+            return try await jsonObject(service.training.provenance(subject: subject, principal: principal, note: context.audit))
         },
         .route(.post, "/v1/keys/rotate", .keysRotate) { service, _, context, _ in
             let (version, rewrapped) = try await service.rotateAndRewrap()

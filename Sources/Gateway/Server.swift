@@ -89,7 +89,7 @@ struct PeriodicService: Service {
     static func retrain(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
-                let model = try await service.trainOffThePool()
+                let model = try await service.training.trainOffThePool()
                 service.logger.info("retrained", metadata: ["model_version": "\(model.version)"])
             } catch {
                 logFailure("scheduled retrain", error, service.logger)
@@ -102,7 +102,7 @@ struct PeriodicService: Service {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
                 try await service.experiments.flush(to: service.store)
-                try await service.evaluateCanary()
+                try await service.training.evaluateCanary()
             } catch {
                 logFailure("experiment bookkeeping", error, service.logger)
             }
@@ -125,10 +125,10 @@ struct PeriodicService: Service {
     static func unlearning(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
-                if try await service.unlearnIfDue() {
+                if try await service.training.unlearnIfDue() {
                     service.logger.info("unlearned", metadata: ["model_version": "\(service.models.versions.stable ?? "none")"])
                 }
-                if try await service.rechooseIfDue() {
+                if try await service.training.rechooseIfDue() {
                     service.logger.info(
                         "retrained to choose hyperparameters without unlearned subjects",
                         metadata: ["model_version": "\(service.models.versions.stable ?? "none")"])

@@ -154,20 +154,3 @@ public struct SegmentModel: Sendable {
         return segments[Clustering.nearest(scaler.transform(row), among: centroids)]
     }
 }
-
-extension VeilService {
-    /// Segments the subjects of the feature store (for `veil segments`). Audited: it reads every subject's data.
-    public func segmentReport(view: SegmentModel.View, method: SegmentModel.Method, k: Int?, actor: String) async throws -> SegmentModel? {
-        let (snapshot, catalog) = try readTrainingData()
-        let model = SegmentModel.fit(snapshot: snapshot, catalog: catalog, view: view, method: method, k: k, now: now())
-        try await audit.append(
-            AuditRecord(
-                actor: actor, role: "admin", action: "segments:analyse", resource: "feature store", purpose: Self.personalization,
-                outcome: .allowed, reason: "\(view.rawValue) view, \(method.rawValue), \(model?.segments.count ?? 0) segments"))
-        return model
-    }
-
-    func readTrainingData() throws -> (TrainingSnapshot, [CatalogItem]) {
-        try store.readBlocking { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
-    }
-}

@@ -78,7 +78,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func run() throws {
-        let model = try openService(common).train()
+        let model = try openService(common).training.train()
         print(
             "trained \(model.version): \(model.users) subjects, \(model.items.count) items, weights \(model.blendWeights.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
         )

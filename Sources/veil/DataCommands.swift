@@ -159,7 +159,7 @@ struct SegmentsCommand: AsyncParsableCommand {
     func run() async throws {
         let service = try openService(common, logger: quietLogger())
         guard
-            let model = try await service.segmentReport(
+            let model = try await service.training.segmentReport(
                 view: SegmentModel.View(rawValue: view)!, method: SegmentModel.Method(rawValue: method)!,
                 k: k, actor: "cli")
         else {
@@ -188,7 +188,7 @@ struct ExperimentsCommand: ParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let report = try await openService(common, logger: quietLogger()).experimentReport(name)
+            let report = try await openService(common, logger: quietLogger()).training.experimentReport(name)
             guard !report.arms.isEmpty else {
                 throw CLIError(message: "no exposures recorded for experiment '\(name)'; check the name in the configuration file")
             }

@@ -50,7 +50,7 @@ struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "veil")
         logger.logLevel = Logger.Level(rawValue: logLevel ?? config.logLevel ?? "info")!
         let service = try openService(common, cacheTTL: cacheTTL, logger: logger)
-        service.trainAtStart()
+        service.training.trainAtStart()
         var server = ServerConfiguration()
         server.host = host ?? config.host ?? server.host
         server.port = port ?? config.port ?? server.port

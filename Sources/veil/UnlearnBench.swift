@@ -107,7 +107,7 @@ extension BenchCommand {
             let shop = SampleShop(users: shopUsers, items: 1000, days: 60, seed: 1)
             let app = try await service.benchPrepare(shop: shop)
             for body in try BenchCommand.batches(of: shop, size: 500) { _ = try await service.benchIngest(body: body, principal: app) }
-            let model = try service.train()
+            let model = try service.training.train()
             return model
         }
 

@@ -58,7 +58,7 @@ import Testing
             #expect(try await Self.hitsAndMisses(client) == (1, 2))
 
             clock.advance(10)
-            let retrained = try f.service.train()
+            let retrained = try f.service.training.train()
             let fresh = try await client.call(.get, uri, key: key)
             #expect(fresh.json["model_version"] as? String == retrained.version)
             #expect(try await Self.hitsAndMisses(client) == (1, 3))

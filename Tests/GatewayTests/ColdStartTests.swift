@@ -52,7 +52,7 @@ func specifiedCatalog() -> [[String: Any]] {
         }
         let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events])
         #expect(r.json["accepted"] as? Int == events.count)
-        _ = try f.service.train()
+        _ = try f.service.training.train()
     }
 
     func newcomer(
@@ -196,7 +196,7 @@ func specifiedCatalog() -> [[String: Any]] {
             ]
             for j in 0..<4 { events.append(pageView("na-\(j)", "no-age", "sku-\(j * 2)")) }
             #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events]).json["accepted"] as? Int == 5)
-            _ = try f.service.train()
+            _ = try f.service.training.train()
             let export = try await client.call(.get, "/v1/subjects/no-age/export", key: f.keys["compliance-officer"])
             let profile = try #require(export.json["profile"] as? [String: String])
             #expect(profile["age_band"] == nil, "the subject never gave an age")

@@ -45,7 +45,7 @@ import Testing
                     expected[arm, default: (0, 0)].clicks += 1
                 }
             }
-            let report = try await f.service.experimentReport("ranker")
+            let report = try await f.service.training.experimentReport("ranker")
             #expect(report.arms.map(\.variant) == ["control", "popular"])
             for arm in report.arms {
                 #expect(arm.exposures == expected[arm.variant]?.exposures)
@@ -65,7 +65,7 @@ import Testing
             try await seedShop(client, f)
             let first = try #require(f.service.models.model?.version)
             clock.advance(60)
-            let candidate = try f.service.train()
+            let candidate = try f.service.training.train()
             #expect(f.service.models.model?.version == first, "a new model starts as a canary")
             #expect(f.service.models.canary?.version == candidate.version)
             let spec = try #require(f.service.experiments.canaryExperiment)
@@ -86,7 +86,7 @@ import Testing
                     }
                 }
             }
-            let action = try await f.service.evaluateCanary()
+            let action = try await f.service.training.evaluateCanary()
             let audit = try await client.call(.get, "/v1/audit?actor=canary", key: f.keys["compliance-officer"])
             let actions = ((audit.json["entries"] as? [[String: Any]]) ?? []).compactMap { ($0["record"] as? [String: Any])?["action"] as? String }
             return (action, f.service.models.model?.version == candidate.version, actions)

@@ -34,7 +34,7 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
     let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events])
     #expect(r.status == 200)
     #expect(r.json["accepted"] as? Int == events.count)
-    _ = try f.service.train()
+    _ = try f.service.training.train()
 }
 
 @Suite struct PrivacyFlowTests {

@@ -32,7 +32,7 @@ func seedTiers(_ client: some TestClientProtocol, _ f: GatewayFixture) async thr
         events.append(pageView("v-\(s)", subject, "sku-\(5 + s % 5)"))
     }
     #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": events]).json["accepted"] as? Int == events.count)
-    _ = try f.service.train()
+    _ = try f.service.training.train()
 }
 
 @Suite struct SegmentTests {
@@ -40,14 +40,14 @@ func seedTiers(_ client: some TestClientProtocol, _ f: GatewayFixture) async thr
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             try await seedTiers(client, f)
-            let model = try #require(try await f.service.segmentReport(view: .behaviour, method: .kmeans, k: nil, actor: "test"))
+            let model = try #require(try await f.service.training.segmentReport(view: .behaviour, method: .kmeans, k: nil, actor: "test"))
             let names = Set(model.segments.map(\.name))
             #expect(names.contains("bargain hunters") && names.contains("premium buyers"), "\(model.segments)")
             let bargain = try #require(model.segments.first { $0.name == "bargain hunters" })
             #expect(bargain.size == 16)
             // Every even subject is in the bargain segment.
             for s in stride(from: 0, to: 32, by: 2) { #expect(model.assignments[f.token("tier-\(s)").rawValue] == bargain.id) }
-            let ward = try #require(try await f.service.segmentReport(view: .both, method: .ward, k: 2, actor: "test"))
+            let ward = try #require(try await f.service.training.segmentReport(view: .both, method: .ward, k: 2, actor: "test"))
             #expect(ward.segments.map(\.size).sorted() == [16, 16])
             // Analysing segments reads everyone's data: it is on the audit record.
             let entries = try await client.call(.get, "/v1/audit?action=segments:analyse", key: f.keys["compliance-officer"])

@@ -59,7 +59,7 @@ import Testing
         f.service.hooks.onTrainingSnapshotRead {
             snapshotRead.signal(); proceed.wait()
         }
-        let retrain = Task { try await f.service.trainOffThePool() }
+        let retrain = Task { try await f.service.training.trainOffThePool() }
         await withCheckedContinuation { c in
             DispatchQueue.global().async {
                 snapshotRead.wait(); c.resume()
@@ -106,9 +106,9 @@ import Testing
             try countsLostExactlyTheSubjectsEvents(stored, try f.snapshot(), token: token)
             #expect(f.service.unlearning.isPending(token))
             // Requests arriving together are batched: nothing retrains before the batch window has passed.
-            #expect(try await f.service.unlearnIfDue() == false)
+            #expect(try await f.service.training.unlearnIfDue() == false)
             clock.advance(16)
-            #expect(try await f.service.unlearnIfDue())
+            #expect(try await f.service.training.unlearnIfDue())
             #expect(!f.service.unlearning.isPending(token))
             let served = try #require(f.service.models.model)
             #expect(served.version != withS.version)
@@ -125,10 +125,10 @@ import Testing
             #expect(withS.ranker is HybridModel && entries.first?.record.reason.contains("unlearned") == true)
             // Its hyperparameters were chosen with the subject in the data: a full retrain chooses them again within
             // the configured time (an hour by default), and then the model is exactly a training without them.
-            #expect(try await f.service.rechooseIfDue() == false)
-            clock.advance(f.service.rechooseWithin)
-            #expect(try await f.service.rechooseIfDue())
-            #expect(try await f.service.rechooseIfDue() == false, "once")
+            #expect(try await f.service.training.rechooseIfDue() == false)
+            clock.advance(f.service.training.rechooseWithin)
+            #expect(try await f.service.training.rechooseIfDue())
+            #expect(try await f.service.training.rechooseIfDue() == false, "once")
             let rechosen = try #require(f.service.models.model)
             let catalog = try await f.service.sqlite.pool.read { try f.service.features.catalog(in: $0) }
             let searched = ServingModel.train(snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(rechosen.trainedAt))
@@ -150,7 +150,7 @@ import Testing
             try await seedShop(client, f, subjects: 30)
             let profiles = (0..<10).map { profileEvent("p-\($0)", "shopper-\($0)@example.com", age: 30 + $0, location: "DE-BE", device: "mobile") }
             #expect(try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": profiles]).status == 200)
-            try f.service.train()
+            try f.service.training.train()
             let subject = "shopper-6@example.com"
             let token = f.token(subject).rawValue
             let before = try #require(f.service.models.model)
@@ -179,7 +179,7 @@ import Testing
             #expect(fingerprint(after, time: time, rankerOnly: true) == fingerprint(before, time: time, rankerOnly: true))
             // Then unlearning removes the detached rows, and the result equals a training without the subject.
             clock.advance(16)
-            #expect(try await f.service.unlearnIfDue())
+            #expect(try await f.service.training.unlearnIfDue())
             let served = try #require(f.service.models.model)
             #expect(served.training?.forgotten.isEmpty == true && served.users == before.users - 1)
             #expect(same(fingerprint(served, time: time), fingerprint(try fromScratch(f, like: before), time: time)))
@@ -208,7 +208,7 @@ import Testing
             #expect(installed.imputedAgeBands[token] == nil)
             #expect(f.service.unlearning.isPending(token), "the racing model was trained on data that still held the subject")
             clock.advance(16)
-            #expect(try await f.service.unlearnIfDue())
+            #expect(try await f.service.training.unlearnIfDue())
             #expect(!f.service.unlearning.isPending(token))
             let time = Int64(clock.now().timeIntervalSince1970)
             let served = try #require(f.service.models.model)
@@ -229,7 +229,7 @@ import Testing
             let (first, proceed) = await heldRetrain(f)
             try await withdraw(client, f, subject)
             clock.advance(16)
-            let second = Task { try await f.service.unlearnIfDue() }  // waits for the first to finish
+            let second = Task { try await f.service.training.unlearnIfDue() }  // waits for the first to finish
             try await Task.sleep(for: .milliseconds(200))
             proceed.signal()
             let older = try await first.value
@@ -253,7 +253,7 @@ import Testing
             #expect(try await client.call(.post, "/v1/subjects/never-seen%40example.com/erase", key: f.keys["compliance-officer"]).status == 200)
             #expect(f.service.unlearning.pendingCount == 1)
             clock.advance(16)
-            #expect(try await f.service.unlearnIfDue() == false)
+            #expect(try await f.service.training.unlearnIfDue() == false)
             #expect(f.service.unlearning.pendingCount == 0 && f.service.models.model?.version == version)
         }
     }
@@ -280,7 +280,7 @@ import Testing
             #expect((waiting.json["subject"] as? [String: Any])?["in_model"] as? Bool == true)
             #expect((waiting.json["subject"] as? [String: Any])?["awaiting_unlearning"] as? Bool == true)
             clock.advance(16)
-            #expect(try await f.service.unlearnIfDue())
+            #expect(try await f.service.training.unlearnIfDue())
             let after = try await client.call(.get, "/v1/model/provenance?subject=shopper-3%40example.com", key: officer)
             #expect(after.json["subjects"] as? Int == 11 && after.json["model_version"] as? String != before.json["model_version"] as? String)
             #expect((after.json["subject"] as? [String: Any])?["in_model"] as? Bool == false)
@@ -304,13 +304,13 @@ import Testing
             try await seedShop(client, f, subjects: 30)
             try await withdraw(client, f, "shopper-8@example.com")
             clock.advance(16)
-            #expect(try await f.service.unlearnIfDue())
+            #expect(try await f.service.training.unlearnIfDue())
             let unlearned = try #require(f.service.models.model)
-            clock.advance(f.service.rechooseWithin)
-            #expect(try await f.service.rechooseIfDue())
+            clock.advance(f.service.training.rechooseWithin)
+            #expect(try await f.service.training.rechooseIfDue())
             let served = try #require(f.service.models.model)
             #expect(served.version != unlearned.version && f.service.models.canary == nil)
-            #expect(try await f.service.rechooseIfDue() == false)
+            #expect(try await f.service.training.rechooseIfDue() == false)
         }
     }
 
