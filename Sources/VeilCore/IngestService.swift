@@ -97,29 +97,7 @@ public final class IngestService: Sendable {
     /// posts fell from about 10k to 2.4k requests/s).
     public func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
         let at = now()
-        var parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
-        do {
-            parsed = try parser.parse(body: body, now: at)
-        } catch let error as EventParser.BatchError {
-            throw body.count > parser.limits.maxBytes ? CoreError.tooLarge : CoreError.invalid(error.reason)
-        }
-        if principal.isBrowser {
-            // A page speaks for the person on it only; what they bought or who they are comes from the shop's server.
-            // By bytes, as tokens are made: String equality would let a proven "café" vouch for "cafe\u{301}" too.
-            for subject in Set(parsed.events.map { Array($0.event.subject.utf8) })
-            where !principals.browserMayName(String(decoding: subject, as: UTF8.self), principal, at: at) {
-                throw PrincipalStore.subjectProofRequired
-            }
-            let refused = parsed.events.filter { [.purchase, .profile].contains($0.event.kind) }
-            if !refused.isEmpty {
-                parsed.events.removeAll { [.purchase, .profile].contains($0.event.kind) }
-                parsed.rejected += refused.map {
-                    Rejection(
-                        index: $0.index, reason: "a browser key cannot send \($0.event.kind.rawValue) events; send them from the shop's server",
-                        source: $0.event.source)
-                }
-            }
-        }
+        let parsed = try parse(body, principal: principal, at: at)
         let screened = outliers.screen(parsed.events, categories: catalogCategories())
         for (field, n) in screened.fields { metrics.outliers(field: field, action: outliers.policy.action.rawValue).increment(by: Int64(n)) }
         let rejections = (parsed.rejected + screened.rejected).sorted { $0.index < $1.index }
@@ -136,13 +114,62 @@ public final class IngestService: Sendable {
         }
         for (_, event) in screened.kept { quality[event.source, default: .init()].events += 1 }
         for (source, n) in screened.flagged { quality[source, default: .init()].outliers += n }
+        let prepared = prepare(screened.kept.map(\.event), principal: principal, at: at)
+        // The keys this batch will seal with, created in the key store alone before the batch's transaction (see
+        // SubjectKeys.ensureKeys): those of every subject with personalization consent.
+        let owners = try await keyOwners(of: Set(prepared.map(\.source)), at: at)
+        try await keys.ensureKeys(owners, in: store)
+        let written = try await commit(prepared, quality: quality, principal: principal, gpcHeader: gpcHeader, at: at)
+        let result = IngestResult(
+            accepted: written.accepted, duplicates: written.duplicates, anonymized: written.anonymized,
+            rejected: rejections.map { .init(index: $0.index, reason: $0.reason) })
+        for token in written.touched { cache.drop(token: token) }
+        for (token, kind, item) in written.outcomes {
+            experiments.outcome(token: token, kind: kind, at: at)
+            if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
+        }
+        await qualityMonitor.watch()
+        metrics.recordIngest(
+            source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
+            duplicates: result.duplicates, at: at)
+        return result
+    }
+
+    /// The batch parsed; for a browser key, what a page may not send (purchases, profiles, others' ids) refused.
+    func parse(_ body: [UInt8], principal: Principal, at: Date) throws -> (events: [(index: Int, event: CleanEvent)], rejected: [Rejection]) {
+        var parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
+        do {
+            parsed = try parser.parse(body: body, now: at)
+        } catch let error as EventParser.BatchError {
+            throw body.count > parser.limits.maxBytes ? CoreError.tooLarge : CoreError.invalid(error.reason)
+        }
+        guard principal.isBrowser else { return parsed }
+        // A page speaks for the person on it only; what they bought or who they are comes from the shop's server.
+        // By bytes, as tokens are made: String equality would let a proven "café" vouch for "cafe\u{301}" too.
+        for subject in Set(parsed.events.map { Array($0.event.subject.utf8) })
+        where !principals.browserMayName(String(decoding: subject, as: UTF8.self), principal, at: at) {
+            throw PrincipalStore.subjectProofRequired
+        }
+        let refused = parsed.events.filter { [.purchase, .profile].contains($0.event.kind) }
+        if !refused.isEmpty {
+            parsed.events.removeAll { [.purchase, .profile].contains($0.event.kind) }
+            parsed.rejected += refused.map {
+                Rejection(
+                    index: $0.index, reason: "a browser key cannot send \($0.event.kind.rawValue) events; send them from the shop's server",
+                    source: $0.event.source)
+            }
+        }
+        return parsed
+    }
+
+    /// Everything that needs no database, done before the write transaction, which batches from concurrent requests
+    /// take in turn: keyed hashes, minimization, search-term hashing.
+    func prepare(_ events: [CleanEvent], principal: Principal, at: Date) -> [PreparedEvent] {
         let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
-        // Everything that needs no database is done before the write transaction, which batches from concurrent
-        // requests take in turn: keyed hashes, minimization, search-term hashing.
         let personalizable = policy.purposes[VeilService.personalization]?.categories ?? []
         // Keyed by the id's bytes: String equality would merge two ids that differ only in Unicode normalization.
         var sourceTokens: [[UInt8]: SubjectToken] = [:]
-        let prepared = screened.kept.map { (_, event) -> PreparedEvent in
+        return events.map { event -> PreparedEvent in
             let bytes = Array(event.subject.utf8)
             let source = sourceTokens[bytes] ?? tokenizer.token(for: event.subject, namespace: principal.namespace)
             sourceTokens[bytes] = source
@@ -154,40 +181,46 @@ public final class IngestService: Sendable {
                 delivery: deliveryKeys.keys(namespace: principal.namespace, id: event.id, content: event.contentKey),
                 kept: kept, terms: terms)
         }
-        struct Written: Sendable {
-            var result: IngestResult
-            /// Tokens whose cached lists are now stale.
-            var touched: Set<String> = []
-            var outcomes: [(token: String, kind: InteractionKind, item: String)] = []
-        }
-        // The keys this batch will seal with, created in the key store alone before the batch's transaction (see
-        // SubjectKeys.ensureKeys): those of every subject with personalization consent.
-        let sources = Set(sourceTokens.values)
-        let owners = try await store.read { db -> [String] in
+    }
+
+    /// The data keys a batch from these sources will seal with: those of every person with personalization consent.
+    func keyOwners(of sources: Set<SubjectToken>, at: Date) async throws -> [String] {
+        let linker = self.linker, ledger = self.ledger
+        return try await store.read { db -> [String] in
             var owners: [String] = []
             var seen = Set<SubjectToken>()
             for source in sources {
                 let token = try linker.canonical(source, in: db)
                 guard seen.insert(token).inserted, try ledger.decision(token: token, purpose: VeilService.personalization, at: at, in: db).allowed
-                else {
-                    continue
-                }
+                else { continue }
                 owners += [FeatureStore.keyOwner(token), IdentityMap.keyOwner(token)]
             }
             return owners
         }
-        try await keys.ensureKeys(owners, in: store)
-        let counted = quality
-        let written = try await store.write { db -> Written in
-            var quality = counted, touched = Set<String>(), outcomes: [(token: String, kind: InteractionKind, item: String)] = []
-            var accepted = 0, duplicates = 0, anonymized = 0
+    }
+
+    /// What a batch's transaction wrote.
+    struct Written: Sendable {
+        var accepted = 0, duplicates = 0, anonymized = 0
+        /// Tokens whose cached lists are now stale.
+        var touched: Set<String> = []
+        var outcomes: [(token: String, kind: InteractionKind, item: String)] = []
+    }
+
+    /// The batch's one write transaction: per event, the person's token, a GPC signal recorded once, deduplication,
+    /// anonymous counts, and (with personalization consent) the sealed rows; then the source-quality counters.
+    func commit(
+        _ prepared: [PreparedEvent], quality counted: [String: SourceQualityLog.Delta], principal: Principal, gpcHeader: Bool, at: Date
+    ) async throws -> Written {
+        try await store.write { db -> Written in
+            var quality = counted, written = Written()
             var gpcDone = Set<SubjectToken>()
             // Per batch: one consent lookup and one identity record per subject, not per event.
             var decisions: [SubjectToken: Bool] = [:]
             var tokens: [SubjectToken: SubjectToken] = [:]
             var anonymousCounts: [FeatureStore.AnonymousCount: Int] = [:]
             for p in prepared {
-                let event = p.event, deliveryID = p.delivery.id
+                let event = p.event
                 let token = try tokens[p.source] ?? linker.canonical(p.source, in: db)
                 tokens[p.source] = token
                 // A browser with GPC on sends the header with every batch: the ledger records the signal once, not
@@ -201,11 +234,11 @@ public final class IngestService: Sendable {
                     gpcDone.insert(token)
                 }
                 guard try deliveries.firstDelivery(token: token, keys: p.delivery, at: event.timestamp, in: db) else {
-                    duplicates += 1
+                    written.duplicates += 1
                     quality[event.source, default: .init()].duplicates += 1
                     continue
                 }
-                accepted += 1
+                written.accepted += 1
                 quality[event.source, default: .init()].accepted += 1
                 // Freshness is about deliveries: a backfill of old events is fresh data from a live source.
                 quality[event.source, default: .init()].lastEvent = Int64(at.timeIntervalSince1970)
@@ -213,49 +246,42 @@ public final class IngestService: Sendable {
                 let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: VeilService.personalization, at: at, in: db).allowed
                 decisions[token] = allowed
                 guard allowed, let kept = p.kept else {
-                    anonymized += 1
+                    written.anonymized += 1
                     continue
                 }
                 // Experiments and bandits learn only from subjects with personalization consent.
-                for signal in event.signals { outcomes.append((token.rawValue, signal.kind, signal.item)) }
-                if event.kind == .profile {
-                    try features.setProfile(kept.compactMapValues { $0.stringValue }, token: token, in: db)
-                }
-                if !p.terms.isEmpty {
-                    // Only hashed buckets of the words are kept: enough to match item text, not to read the query back.
-                    try features.add(
-                        StoredInteraction(
-                            item: "", kind: .searchTerms, weight: 1, time: event.timestamp, terms: p.terms,
-                            termWidth: Int32(termHasher.width)),
-                        id: "\(deliveryID)-q", token: token, in: db)
-                }
-                for (n, signal) in event.signals.enumerated() {
-                    try features.add(
-                        StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),
-                        id: "\(deliveryID)-\(n)", token: token, in: db)
-                }
-                if !touched.contains(token.rawValue) { try identities.remember(subject: event.subject, token: token, in: db) }
-                touched.insert(token.rawValue)
+                for signal in event.signals { written.outcomes.append((token.rawValue, signal.kind, signal.item)) }
+                try keep(p, kept: kept, token: token, firstOfBatch: !written.touched.contains(token.rawValue), in: db)
+                written.touched.insert(token.rawValue)
             }
             try features.countAnonymous(anonymousCounts, in: db)
             try sourceQuality.record(quality, day: Int64(at.timeIntervalSince1970) / 86_400, in: db)
-            return Written(
-                result: IngestResult(
-                    accepted: accepted, duplicates: duplicates, anonymized: anonymized,
-                    rejected: rejections.map { .init(index: $0.index, reason: $0.reason) }),
-                touched: touched, outcomes: outcomes)
+            return written
         }
-        let result = written.result
-        for token in written.touched { cache.drop(token: token) }
-        for (token, kind, item) in written.outcomes {
-            experiments.outcome(token: token, kind: kind, at: at)
-            if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
+    }
+
+    /// One consented event's rows, sealed under the person's key: the profile, the hashed search terms, each signal;
+    /// and, the first time in a batch, the person's sealed original id.
+    func keep(
+        _ p: PreparedEvent, kept: [String: FieldValue], token: SubjectToken, firstOfBatch: Bool, in db: some OperationalTransaction
+    ) throws {
+        let event = p.event, deliveryID = p.delivery.id
+        if event.kind == .profile {
+            try features.setProfile(kept.compactMapValues { $0.stringValue }, token: token, in: db)
         }
-        await qualityMonitor.watch()
-        metrics.recordIngest(
-            source: principal.namespace, accepted: result.accepted, rejected: result.rejected.count,
-            duplicates: result.duplicates, at: at)
-        return result
+        if !p.terms.isEmpty {
+            // Only hashed buckets of the words are kept: enough to match item text, not to read the query back.
+            try features.add(
+                StoredInteraction(
+                    item: "", kind: .searchTerms, weight: 1, time: event.timestamp, terms: p.terms, termWidth: Int32(termHasher.width)),
+                id: "\(deliveryID)-q", token: token, in: db)
+        }
+        for (n, signal) in event.signals.enumerated() {
+            try features.add(
+                StoredInteraction(item: signal.item, kind: signal.kind, weight: signal.weight, time: event.timestamp),
+                id: "\(deliveryID)-\(n)", token: token, in: db)
+        }
+        if firstOfBatch { try identities.remember(subject: event.subject, token: token, in: db) }
     }
 
     public func upsertItems(_ items: [CatalogItem]) async throws {
