@@ -68,12 +68,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "Recommender", swiftSettings: swiftSettings),
+        // The serving side of the recommender, without I/O: the served model, the ranker, segments, provenance.
+        .target(name: "Serving", dependencies: ["Recommender", "FeatureStore", "Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
         // The core: the use cases (consent, ingest, subject rights, recommend, train, keys) and their typed errors; no HTTP.
         .target(
             name: "VeilCore",
             dependencies: [
                 "Vault", "Storage", "Persistence", "Policy", "Consent", "Pseudonymization", "Audit", "Ingestion",
-                "FeatureStore", "Recommender",
+                "FeatureStore", "Recommender", "Serving",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -84,7 +86,7 @@ let package = Package(
             name: "Gateway",
             dependencies: [
                 "VeilCore", "Policy", "Consent", "Audit", "Ingestion",
-                "FeatureStore", "Recommender",
+                "FeatureStore", "Recommender", "Serving",
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -109,7 +111,8 @@ let package = Package(
         .executableTarget(
             name: "veil",
             dependencies: [
-                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "VeilCore",
+                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "Serving",
+                "VeilCore",
                 "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -146,7 +149,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "VeilCore", "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion",
+                "Gateway", "VeilCore", "Serving", "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion",
                 "Pseudonymization",
                 "Recommender",
                 "TestSupport",

@@ -164,7 +164,9 @@ struct EdgeMiddleware: RouterMiddleware {
             let mapped = GatewayError.from(error)
             if mapped.code == GatewayError.storageFull.code { service.storage.noteFull() }
             if mapped.status.code >= 500 {
-                service.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(loggableReason(error))"])
+                // A core error is logged as the edge answered it (status, code, message), as before the core had errors of its own.
+                let reason = error is CoreError ? mapped.description : loggableReason(error)
+                service.logger.error("request failed", metadata: ["request_id": "\(context.requestID)", "error": "\(reason)"])
             }
             response = mapped.response(requestID: context.requestID)
         }

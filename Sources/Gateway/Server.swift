@@ -1,5 +1,6 @@
 import Audit
 import Foundation
+import Serving
 import VeilCore
 import Hummingbird
 import HummingbirdCore

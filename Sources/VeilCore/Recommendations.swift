@@ -6,6 +6,7 @@ import Persistence
 import Policy
 import Prometheus
 import Recommender
+import Serving
 import Storage
 
 /// Recommendations for a subject: consent checked, the served model (or its canary) ranked with the subject's history,
@@ -41,13 +42,7 @@ public final class Recommendations: Sendable {
         self.now = now
     }
 
-    public struct RecommendationQuery: Sendable {
-        public var k = 10
-        public var categories: [String] = []
-        public var exclude: Set<String> = []
-        public var session: [String] = []
-        public init() {}
-    }
+    public typealias RecommendationQuery = Serving.RecommendationQuery
 
     /// The response body of `GET /v1/recommendations/{subject}`.
     public func recommend(
@@ -122,7 +117,9 @@ public final class Recommendations: Sendable {
             marketing ? promotionOffers(campaigns, model: model, token: token, history: history, segment: segment, profile: profile, at: at) : []
         let auditReason = decision.allowed ? "personalized" : "non-personalized: \(decision.reason.rawValue)"
         note.update { $0.reason = auditReason }
-        var ranker = Ranker(model: model, variant: variant)
+        var ranker = Ranker(model: model)
+        ranker.rankerOverride = variant?.ranker
+        ranker.strategyBoostOverride = variant?.strategyBoost
         ranker.promotions = offers
         ranker.segment = segment
         let ranked = ranker.rank(

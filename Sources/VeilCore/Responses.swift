@@ -1,16 +1,6 @@
 import Foundation
 import NIOCore
-
-/// One recommended item with why it was chosen.
-public struct RecommendedItem: Codable, Sendable, Equatable {
-    public var item: String
-    public var score: Float
-    /// `because-you-viewed`, `because-you-bought`, `because-you-searched`, `because-you-rated`, `because-you-carted`,
-    /// `similar-to`, `for-you`, `popular-in-your-segment`, `popular-in-your-region`, `popular-in-your-age-group`,
-    /// `popular`, `trending`.
-    public var reason: String
-    public var explanation: String
-}
+import Serving
 
 public struct RecommendationResponse: Codable, Sendable, Equatable {
     public var subject: String

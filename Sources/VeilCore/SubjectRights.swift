@@ -1,6 +1,7 @@
 import Consent
 import FeatureStore
 import Foundation
+import Serving
 import Persistence
 import Policy
 import Pseudonymization

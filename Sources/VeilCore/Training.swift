@@ -1,6 +1,7 @@
 import Audit
 import FeatureStore
 import Foundation
+import Serving
 import Logging
 import Persistence
 import Policy

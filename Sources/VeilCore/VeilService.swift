@@ -2,6 +2,7 @@ import Audit
 import Consent
 import FeatureStore
 import Foundation
+import Serving
 import NIOCore
 import Ingestion
 import Logging
@@ -91,10 +92,11 @@ public final class VeilService: Sendable {
     /// The purpose that feeds the feature store and the recommender.
     static let personalization = "personalization"
 
-    /// Opens the key ring, the policy, the audit log and the principals, over `store` (the operational database, opened
-    /// by the caller with the backend of its choice).
+    /// Opens the key ring, the policy, the operational database (`store`, with the backend of the caller's choice), the
+    /// audit log and the principals, in that order.
     public init(
-        paths: RuntimePaths, store: any OperationalStore, passphrase: String?, cacheTTL: TimeInterval = 30, cacheMaxEntries: Int = 50_000,
+        paths: RuntimePaths, store openStore: @autoclosure () throws -> any OperationalStore, passphrase: String?, cacheTTL: TimeInterval = 30,
+        cacheMaxEntries: Int = 50_000,
         cacheMaxBytes: Int = 64 << 20,
         checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
         trainingThreads: Int = 2, rateLimits: [String: RateLimit] = RateLimiter.defaults, serving: ServingOptions = ServingOptions(),
@@ -108,6 +110,9 @@ public final class VeilService: Sendable {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
         policy = try PolicyParser.load(directory: paths.policiesDirectory)
+        // Opened once the keys and the policy have loaded: a wrong passphrase or a broken policy must not create or
+        // migrate a database (in a mistyped data directory, say) before it is reported.
+        let store = try openStore()
         self.store = store
         keys = SubjectKeys(ring: ring)
         tokenizer = Tokenizer(ring.fingerprinter(for: .subjectTokens))

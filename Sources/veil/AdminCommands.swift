@@ -2,6 +2,7 @@ import ArgumentParser
 import Audit
 import Consent
 import Foundation
+import Serving
 import VeilCore
 import Gateway
 import Policy

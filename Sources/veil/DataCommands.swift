@@ -1,6 +1,7 @@
 import ArgumentParser
 import Audit
 import Foundation
+import Serving
 import VeilCore
 import Gateway
 import Logging

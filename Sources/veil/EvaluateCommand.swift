@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Serving
 import Recommender
 
 struct EvaluateCommand: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Serving
 import VeilCore
 import Gateway
 import Ingestion

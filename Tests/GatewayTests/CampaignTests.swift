@@ -8,6 +8,7 @@ import HummingbirdTesting
 import Testing
 @testable import Gateway
 @testable import VeilCore
+@testable import Serving
 
 @Suite struct CampaignTests {
     @Test func namedTriggersResolvePerYear() {

@@ -6,6 +6,7 @@ import SQLiteStorage
 import Testing
 @testable import Gateway
 @testable import VeilCore
+@testable import Serving
 
 @Suite struct ExperimentTests {
     @Test func assignmentIsStableBalancedAndIndependentAcrossExperiments() {

@@ -6,6 +6,7 @@ import Pseudonymization
 import Storage
 import Synchronization
 import Foundation
+import Serving
 import VeilCore
 import Gateway
 import HTTPTypes

@@ -8,6 +8,7 @@ import SQLiteStorage
 import Testing
 @testable import Gateway
 @testable import VeilCore
+@testable import Serving
 
 /// 20 shoes: sku-0…4 on clearance (cheap), sku-5…9 mid-priced, sku-10…19 premium (sku-10 and 11 new arrivals).
 func tieredCatalog() -> [[String: Any]] {

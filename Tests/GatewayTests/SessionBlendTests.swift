@@ -3,6 +3,7 @@ import Recommender
 import Testing
 @testable import Gateway
 @testable import VeilCore
+@testable import Serving
 
 @Suite struct SessionBlendTests {
     /// Long-term taste says shoes (items 0-9); sessions walk a fixed path through headphones (10-19). The weight

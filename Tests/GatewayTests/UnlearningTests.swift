@@ -4,6 +4,7 @@ import FeatureStore
 import Foundation
 @testable import Gateway
 @testable import VeilCore
+@testable import Serving
 import GRDB
 import SQLiteStorage
 import Hummingbird

@@ -9,31 +9,41 @@ import Recommender
 /// - history (stored or in the session): the hybrid, with new items reached through content similarity;
 /// - no history but a generalized profile: popularity in the subject's demographic segment;
 /// - neither, or no consent: anonymous popularity and trends.
-struct Ranker {
+public struct Ranker {
     let model: ServingModel
-    /// The A/B-test variant of the subject, when one applies.
-    var variant: ExperimentSpec.Variant? = nil
+    /// What ranks this subject's list when an A/B-test variant says (`popularity`, `content`); nil: the hybrid.
+    public var rankerOverride: String? = nil
+    /// The segment-strategy boost an A/B-test variant sets.
+    public var strategyBoostOverride: Float? = nil
     /// Campaign boosts chosen for this subject (only with marketing consent).
-    var promotions: [Promotion] = []
+    public var promotions: [Promotion] = []
     /// The subject's behaviour segment, when segments are in use.
-    var segment: SegmentModel.Segment?
+    public var segment: SegmentModel.Segment?
 
-    struct Promotion {
-        var campaign: String
+    public init(model: ServingModel) { self.model = model }
+
+    public struct Promotion: Sendable {
+        public var campaign: String
         /// Per item: whether the campaign promotes it.
-        var items: [Bool]
+        public var items: [Bool]
         /// In standard deviations of the subject's scores.
-        var boost: Float
+        public var boost: Float
+
+        public init(campaign: String, items: [Bool], boost: Float) {
+            self.campaign = campaign
+            self.items = items
+            self.boost = boost
+        }
     }
 
-    struct Result {
-        var personalized: Bool
-        var items: [RecommendedItem]
+    public struct Result: Sendable {
+        public var personalized: Bool
+        public var items: [RecommendedItem]
     }
 
     /// - Parameter profile: the subject's generalized profile; pass it only with personalization consent.
-    func rank(
-        history: [StoredInteraction], session: [String], profile: [String: String]?, query: Recommendations.RecommendationQuery,
+    public func rank(
+        history: [StoredInteraction], session: [String], profile: [String: String]?, query: RecommendationQuery,
         now: Date
     ) -> Result {
         let n = model.items.count
@@ -75,7 +85,7 @@ struct Ranker {
         let items = weights.keys.sorted()
         var context = UserContext(user: nil, items: items, weights: items.map { weights[$0]! }, time: time, itemTimes: items.map { lastSeen[$0]! })
         context.hashedTerms = Array(terms.suffix(64))
-        if !items.isEmpty, let ranker = variant?.ranker, ranker != "hybrid" {
+        if !items.isEmpty, let ranker = rankerOverride, ranker != "hybrid" {
             if ranker == "content" {
                 return Result(
                     personalized: true,
@@ -129,7 +139,7 @@ struct Ranker {
             }
             // The subject's segment strategy lifts the items it favours by the configured number of standard deviations.
             if let strategy, let favoured = model.strategyItems[strategy] {
-                let boost = variant?.strategyBoost ?? model.options.strategyBoost
+                let boost = strategyBoostOverride ?? model.options.strategyBoost
                 for i in 0..<n where favoured[i] { out[i] += boost }
             }
             for promotion in promotions where promotion.boost > 0 {
@@ -219,4 +229,24 @@ struct Ranker {
         }
         return ("for-you", "Picked for you from your recent activity")
     }
+}
+
+/// One recommended item with why it was chosen.
+public struct RecommendedItem: Codable, Sendable, Equatable {
+    public var item: String
+    public var score: Float
+    /// `because-you-viewed`, `because-you-bought`, `because-you-searched`, `because-you-rated`, `because-you-carted`,
+    /// `similar-to`, `for-you`, `popular-in-your-segment`, `popular-in-your-region`, `popular-in-your-age-group`,
+    /// `popular`, `trending`.
+    public var reason: String
+    public var explanation: String
+}
+
+/// What a caller asks of a list: how many, in which categories, without which items, after which items this session.
+public struct RecommendationQuery: Sendable {
+    public var k = 10
+    public var categories: [String] = []
+    public var exclude: Set<String> = []
+    public var session: [String] = []
+    public init() {}
 }

@@ -15,7 +15,7 @@ public struct ModelProvenance: Sendable {
         let high: UInt64, low: UInt64
     }
 
-    init(tokens: [SubjectToken], fingerprinter: Fingerprinter) {
+    public init(tokens: [SubjectToken], fingerprinter: Fingerprinter) {
         var members = Set<Member>()
         members.reserveCapacity(tokens.count)
         for token in tokens { members.insert(Self.member(token.rawValue, fingerprinter)) }
@@ -31,7 +31,7 @@ public struct ModelProvenance: Sendable {
     }
 
     /// Whether `token` was among the model's training subjects.
-    func contains(_ token: String, fingerprinter: Fingerprinter) -> Bool { members.contains(Self.member(token, fingerprinter)) }
+    public func contains(_ token: String, fingerprinter: Fingerprinter) -> Bool { members.contains(Self.member(token, fingerprinter)) }
 
     private static func member(_ token: String, _ fingerprinter: Fingerprinter) -> Member {
         let bytes = fingerprinter.digest(Array(token.utf8), length: 16)

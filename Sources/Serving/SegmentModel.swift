@@ -1,9 +1,7 @@
-import Audit
 import FeatureStore
 import Foundation
 import Policy
 import Recommender
-import Persistence
 import Storage
 
 /// Customer segments over behaviour (purchase frequency, price level, discount and new-arrival share, category
@@ -146,7 +144,7 @@ public struct SegmentModel: Sendable {
     }
 
     /// The segment of a subject from their current history (behaviour view only).
-    func segment(of history: [StoredInteraction], catalog: [String: CatalogItem], types: [String], now: Int64) -> Segment? {
+    public func segment(of history: [StoredInteraction], catalog: [String: CatalogItem], types: [String], now: Int64) -> Segment? {
         guard view == .behaviour, !history.isEmpty else { return nil }
         let items = history.filter { !$0.item.isEmpty }.map { (id: $0.item, time: $0.time) }
         let row = Self.behaviour(items: items, purchases: history.filter { $0.kind == .purchase }.count, catalog: catalog, types: types, now: now)
