@@ -1,6 +1,7 @@
 import Foundation
 import Policy
 import Storage
+import Vault
 
 /// One minimized behavioural signal of a subject, as stored (sealed) in the feature store.
 public struct StoredInteraction: Sendable, Equatable, Codable {
@@ -138,7 +139,7 @@ public struct FeatureStore: Sendable {
     let keys: SubjectKeys
     public init(keys: SubjectKeys) { self.keys = keys }
 
-    public static func keyOwner(_ token: SubjectToken) -> String { "\(token.rawValue)#personalization" }
+    public static func keyOwner(_ token: SubjectToken) -> DataKeyOwner { DataKeyOwner(token: token.rawValue, use: .personalization) }
 
     /// Stores one interaction; `id` must be unique and free of raw identifiers (a keyed hash of the event id).
     /// - Returns: false when the id was already stored (a repeated delivery).
@@ -146,7 +147,7 @@ public struct FeatureStore: Sendable {
     public func add(
         _ interaction: StoredInteraction, id: String, token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository
     ) throws -> Bool {
-        let body = try keys.seal(interaction.encoded(), token: Self.keyOwner(token), table: "interactions", rowID: id, in: tx)
+        let body = try keys.seal(interaction.encoded(), at: RowAddress(table: "interactions", row: id, owner: Self.keyOwner(token)), in: tx)
         return try tx.insertInteraction(id: id, token: token.rawValue, day: interaction.time / 86_400, body: body)
     }
 
@@ -156,7 +157,7 @@ public struct FeatureStore: Sendable {
         var out: [StoredInteraction] = []
         for row in rows {
             do {
-                let plain = try keys.open(row.body, token: Self.keyOwner(token), table: "interactions", rowID: row.id, in: tx)
+                let plain = try keys.open(row.body, at: RowAddress(table: "interactions", row: row.id, owner: Self.keyOwner(token)), in: tx)
                 guard let interaction = StoredInteraction(encoded: plain) else {
                     throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
                 }
@@ -171,7 +172,7 @@ public struct FeatureStore: Sendable {
     /// Replaces a subject's generalized profile.
     public func setProfile(_ profile: [String: String], token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws {
         let body = try keys.seal(
-            try JSONEncoder().encodeBytes(profile), token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: tx)
+            try JSONEncoder().encodeBytes(profile), at: RowAddress(table: "profiles", row: token.rawValue, owner: Self.keyOwner(token)), in: tx)
         try tx.setProfile(token: token.rawValue, body: body)
     }
 
@@ -179,7 +180,8 @@ public struct FeatureStore: Sendable {
         guard let body = try tx.profile(token: token.rawValue) else { return nil }
         do {
             return try JSONDecoder().decode(
-                [String: String].self, from: Data(try keys.open(body, token: Self.keyOwner(token), table: "profiles", rowID: token.rawValue, in: tx)))
+                [String: String].self,
+                from: Data(try keys.open(body, at: RowAddress(table: "profiles", row: token.rawValue, owner: Self.keyOwner(token)), in: tx)))
         } catch let error as StorageError where error.code == .shredded {
             return nil
         }
@@ -191,7 +193,7 @@ public struct FeatureStore: Sendable {
     /// - Returns: the number of rows deleted.
     @discardableResult
     public func shred(_ token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws -> Int {
-        try keys.shred(token: Self.keyOwner(token), in: tx)
+        try keys.shred(Self.keyOwner(token), in: tx)
         return try deleteRows(token, in: tx)
     }
 
@@ -241,7 +243,7 @@ public struct FeatureStore: Sendable {
             guard try keys.dataKey(for: Self.keyOwner(token), in: tx, create: false) != nil else { continue }
             for row in try tx.interactionRows(token: token.rawValue, uncountedOnly: true) {
                 let id = row.id
-                guard let plain = try? keys.open(row.body, token: Self.keyOwner(token), table: "interactions", rowID: id, in: tx),
+                guard let plain = try? keys.open(row.body, at: RowAddress(table: "interactions", row: id, owner: Self.keyOwner(token)), in: tx),
                     let x = StoredInteraction(encoded: plain), !x.item.isEmpty
                 else { continue }
                 out.append(CountedEvent(token: token.rawValue, id: id, count: AnonymousCount(item: x.item, day: x.time / 86_400)))

@@ -1,5 +1,6 @@
 import Foundation
 import Storage
+import Vault
 
 /// The token → original id map, kept only encrypted (with the subject's identity key), for data-subject
 /// access and erasure. The gateway lets only `compliance-officer` and `admin` read it, and audits each use.
@@ -8,12 +9,14 @@ public struct IdentityMap: Sendable {
     public init(keys: SubjectKeys) { self.keys = keys }
 
     /// The name of the data key that seals a token's identity.
-    public static func keyOwner(_ token: SubjectToken) -> String { "\(token.rawValue)#identity" }
+    public static func keyOwner(_ token: SubjectToken) -> DataKeyOwner { DataKeyOwner(token: token.rawValue, use: .identity) }
+
+    static func address(_ token: SubjectToken) -> RowAddress { RowAddress(table: "identities", row: token.rawValue, owner: keyOwner(token)) }
 
     /// Records the original id of `token` (idempotent).
     public func remember(subject: String, token: SubjectToken, in tx: some IdentityRepository & SubjectKeyRepository) throws {
         if try tx.identityExists(token: token.rawValue) { return }
-        let sealed = try keys.seal(Array(subject.utf8), token: Self.keyOwner(token), table: "identities", rowID: token.rawValue, in: tx)
+        let sealed = try keys.seal(Array(subject.utf8), at: Self.address(token), in: tx)
         try tx.insertIdentity(token: token.rawValue, body: sealed)
     }
 
@@ -22,7 +25,7 @@ public struct IdentityMap: Sendable {
         guard let body = try tx.identity(token: token.rawValue) else { return nil }
         do {
             return String(
-                decoding: try keys.open(body, token: Self.keyOwner(token), table: "identities", rowID: token.rawValue, in: tx), as: UTF8.self)
+                decoding: try keys.open(body, at: Self.address(token), in: tx), as: UTF8.self)
         } catch let error as StorageError where error.code == .shredded {
             return nil
         }
@@ -30,7 +33,7 @@ public struct IdentityMap: Sendable {
 
     /// Erases the identity: the key is shredded and the row deleted.
     public func erase(_ token: SubjectToken, in tx: some IdentityRepository & SubjectKeyRepository) throws {
-        try keys.shred(token: Self.keyOwner(token), in: tx)
+        try keys.shred(Self.keyOwner(token), in: tx)
         try deleteRow(token, in: tx)
     }
 

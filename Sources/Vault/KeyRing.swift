@@ -47,7 +47,7 @@ public struct KeyRing: Sendable {
     }
 
     /// A key derived from the current master key for one named use (8-byte context).
-    public func derivedKey(context: String, id: UInt64 = 1) -> SecretKey {
+    func derivedKey(context: String, id: UInt64 = 1) -> SecretKey {
         KeyDerivation.derive(from: currentMasterKey, context: context, id: id)
     }
 

@@ -53,7 +53,7 @@ public final class SecretKey: @unchecked Sendable, CustomStringConvertible, Cust
     }
 
     /// Gives scoped read access to the key bytes. Do not let the pointer escape.
-    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try body(UnsafeRawBufferPointer(pointer))
     }
 

@@ -184,10 +184,10 @@ public final class IngestService: Sendable {
     }
 
     /// The data keys a batch from these sources will seal with: those of every person with personalization consent.
-    func keyOwners(of sources: Set<SubjectToken>, at: Date) async throws -> [String] {
+    func keyOwners(of sources: Set<SubjectToken>, at: Date) async throws -> [DataKeyOwner] {
         let linker = self.linker, ledger = self.ledger
-        return try await store.read { db -> [String] in
-            var owners: [String] = []
+        return try await store.read { db -> [DataKeyOwner] in
+            var owners: [DataKeyOwner] = []
             var seen = Set<SubjectToken>()
             for source in sources {
                 let token = try linker.canonical(source, in: db)

@@ -31,12 +31,16 @@ struct Fixture {
     }
 
     func token(_ subject: String) -> String { Hash.keyed(Array(subject.utf8), key: ring.pseudonymKey).hexString }
+    func owner(_ subject: String) -> DataKeyOwner { DataKeyOwner(token: token(subject), use: .personalization) }
+    func address(_ id: String, _ token: String) -> RowAddress {
+        RowAddress(table: "notes", row: id, owner: DataKeyOwner(token: token, use: .personalization))
+    }
 
     func write(subject: String, id: String, body: String, keys: SubjectKeys? = nil) throws {
         let keys = keys ?? self.keys
         let token = token(subject)
         try store.pool.write { db in
-            let sealed = try keys.seal(Array(body.utf8), token: token, table: "notes", rowID: id, in: db)
+            let sealed = try keys.seal(Array(body.utf8), at: self.address(id, token), in: db)
             try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES (?, ?, ?)", arguments: [id, token, Data(sealed)])
         }
     }
@@ -45,7 +49,7 @@ struct Fixture {
         let keys = keys ?? self.keys
         return try (store ?? self.store).pool.read { db in
             let row = try Row.fetchOne(db, sql: "SELECT token, body FROM notes WHERE id = ?", arguments: [id])!
-            return String(decoding: try keys.open(Array(row["body"] as Data), token: row["token"], table: "notes", rowID: id, in: db), as: UTF8.self)
+            return String(decoding: try keys.open(Array(row["body"] as Data), at: self.address(id, row["token"]), in: db), as: UTF8.self)
         }
     }
 }
@@ -66,7 +70,7 @@ struct Fixture {
         struct Abort: Error {}
         #expect(throws: Abort.self) {
             try f.store.pool.write { db in
-                _ = try f.keys.seal(Array("lost".utf8), token: f.token("u-9"), table: "notes", rowID: "n0", in: db)
+                _ = try f.keys.seal(Array("lost".utf8), at: f.address("n0", f.token("u-9")), in: db)
                 throw Abort()
             }
         }
@@ -95,25 +99,25 @@ struct Fixture {
 
     @Test func bindingHoldsAcrossRandomisedTrials() throws {
         let f = try Fixture()
-        let token = f.token("u-1")
-        let key = try f.store.pool.write { try f.keys.dataKey(for: token, in: $0, create: true)! }
+        let owner = f.owner("u-1")
+        let key = try f.store.pool.write { try f.keys.dataKey(for: owner, in: $0, create: true)! }
         var rng = TestRandom()
         for trial in 0..<1000 {
             let rowID = "r\(trial)"
-            let sealed = AEAD.seal(
-                [UInt8](repeating: 1, count: 20), key: key, version: 1,
-                associatedData: SubjectKeys.rowAD(table: "notes", rowID: rowID, token: token))
-            // Change exactly one of: table, row id, token, key version, or one ciphertext byte.
+            let sealed = key.seal([UInt8](repeating: 1, count: 20), at: RowAddress(table: "notes", row: rowID, owner: owner))
+            #expect(try key.open(sealed, at: RowAddress(table: "notes", row: rowID, owner: owner)) == [UInt8](repeating: 1, count: 20))
+            // Change exactly one of: table, row id, owner (token, then use), key version, or one ciphertext byte.
             var envelope = sealed
-            var ad = SubjectKeys.rowAD(table: "notes", rowID: rowID, token: token)
-            switch trial % 5 {
-            case 0: ad = SubjectKeys.rowAD(table: "notez", rowID: rowID, token: token)
-            case 1: ad = SubjectKeys.rowAD(table: "notes", rowID: "r\(trial + 1)", token: token)
-            case 2: ad = SubjectKeys.rowAD(table: "notes", rowID: rowID, token: f.token("u-2"))
-            case 3: envelope[4] ^= 0x02
+            var address = RowAddress(table: "notes", row: rowID, owner: owner)
+            switch trial % 6 {
+            case 0: address = RowAddress(table: "notez", row: rowID, owner: owner)
+            case 1: address = RowAddress(table: "notes", row: "r\(trial + 1)", owner: owner)
+            case 2: address = RowAddress(table: "notes", row: rowID, owner: f.owner("u-2"))
+            case 3: address = RowAddress(table: "notes", row: rowID, owner: DataKeyOwner(token: owner.token, use: .identity))
+            case 4: envelope[4] ^= 0x02
             default: envelope[Int.random(in: 5..<envelope.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
             }
-            #expect(throws: VaultError.self, "trial \(trial), seed \(rng.seed)") { try AEAD.open(envelope, key: key, associatedData: ad) }
+            #expect(throws: VaultError.self, "trial \(trial), seed \(rng.seed)") { try key.open(envelope, at: address) }
         }
     }
 
@@ -123,7 +127,7 @@ struct Fixture {
     @Test func aReaderOnAnOldSnapshotDoesNotBringAShreddedKeyBack() throws {
         let f = try Fixture()
         let keys = SubjectKeys(ring: f.ring)
-        let token = f.token("u-1")
+        let token = f.token("u-1"), owner = f.owner("u-1")
         try f.write(subject: "u-1", id: "n1", body: "before", keys: keys)
         let snapshotTaken = DispatchSemaphore(value: 0), shredded = DispatchSemaphore(value: 0)
         let reader = Thread {
@@ -132,7 +136,7 @@ struct Fixture {
                 _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM keystore.subject_keys")  // and key store
                 snapshotTaken.signal()
                 _ = shredded.wait(timeout: .now() + 10)
-                #expect(try keys.dataKey(for: token, in: db, create: false) != nil, "the old snapshot still holds the key")
+                #expect(try keys.dataKey(for: owner, in: db, create: false) != nil, "the old snapshot still holds the key")
             }
             snapshotTaken.signal()
         }
@@ -140,7 +144,7 @@ struct Fixture {
         reader.start()
         #expect(snapshotTaken.wait(timeout: .now() + 10) == .success)
         try f.store.pool.write { db in
-            try keys.shred(token: token, in: db)
+            try keys.shred(owner, in: db)
             try db.execute(sql: "DELETE FROM notes WHERE token = ?", arguments: [token])
         }
         shredded.signal()
@@ -162,7 +166,7 @@ struct Fixture {
         try f.store.pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [backup]) }
 
         try f.store.pool.write { db in
-            try f.keys.shred(token: f.token("alice@example.com"), in: db)
+            try f.keys.shred(f.owner("alice@example.com"), in: db)
             try db.execute(sql: "DELETE FROM notes WHERE token = ?", arguments: [f.token("alice@example.com")])
         }
         try f.store.checkpointAndTruncate()
@@ -192,7 +196,10 @@ struct Fixture {
             let row = try Row.fetchOne(db, sql: "SELECT token, wrapped, key_version FROM keystore.subject_keys")!
             return (row["token"], row["wrapped"], row["key_version"])
         }
-        let sealed = try f.store.pool.read { try Data.fetchOne($0, sql: "SELECT body FROM notes WHERE id = 'n1'")! }
+        let (noteToken, sealed) = try f.store.pool.read { db -> (String, Data) in
+            let row = try Row.fetchOne(db, sql: "SELECT token, body FROM notes WHERE id = 'n1'")!
+            return (row["token"], row["body"])
+        }
         // The old layout: the v1 tables in the data file, holding the key, and v1 alone recorded as applied.
         let old = f.dir + "/old/veil.sqlite"
         try FileManager.default.createDirectory(atPath: f.dir + "/old", withIntermediateDirectories: true)
@@ -210,7 +217,7 @@ struct Fixture {
                     """)
             try db.execute(
                 sql: "INSERT INTO subject_keys (token, key_version, wrapped, created_at) VALUES (?, ?, ?, 0)", arguments: [token, version, wrapped])
-            try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES ('n1', ?, ?)", arguments: [token, sealed])
+            try db.execute(sql: "INSERT INTO notes (id, token, body) VALUES ('n1', ?, ?)", arguments: [noteToken, sealed])
         }
         try queue.close()
         let keyStore = f.dir + "/old-keys/subject-keys.sqlite"

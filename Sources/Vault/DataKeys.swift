@@ -1,0 +1,86 @@
+/// Whose rows a data key protects, and for which use: one key per subject token and use, so that withdrawing
+/// personalization shreds the behaviour rows and leaves the identity a subject may still ask to export.
+public struct DataKeyOwner: Hashable, Sendable {
+    public enum Use: String, Sendable, CaseIterable {
+        case personalization
+        case identity
+    }
+
+    public let token: String
+    public let use: Use
+
+    public init(token: String, use: Use) {
+        self.token = token
+        self.use = use
+    }
+
+    /// How the key store names the key (`<token>#<use>`).
+    public var rawValue: String { "\(token)#\(use.rawValue)" }
+}
+
+/// Where a sealed value lives: its table, its row and the key's owner. Bound into the ciphertext as associated data,
+/// so a value copied to another row, table or subject fails to open.
+public struct RowAddress: Sendable, Equatable {
+    public let table: String
+    public let row: String
+    public let owner: DataKeyOwner
+
+    public init(table: String, row: String, owner: DataKeyOwner) {
+        self.table = table
+        self.row = row
+        self.owner = owner
+    }
+
+    /// Length prefixes keep the encoding unambiguous whatever the parts contain.
+    var associatedData: [UInt8] {
+        var ad = [UInt8]("veil.row.v1".utf8)
+        for part in [table, row, owner.rawValue] { ad.appendLengthPrefixed(part) }
+        return ad
+    }
+}
+
+/// A subject's data key, unwrapped: it seals and opens values at their row address and never hands out its bytes.
+public struct DataKey: Sendable {
+    let key: SecretKey
+    /// The generation recorded in row envelopes sealed with a data key.
+    static let generation: UInt32 = 1
+
+    public func seal(_ plaintext: [UInt8], at address: RowAddress) -> [UInt8] {
+        AEAD.seal(plaintext, key: key, version: Self.generation, associatedData: address.associatedData)
+    }
+
+    /// - Throws: ``VaultError`` when the value was altered, moved to another address or sealed with another key.
+    public func open(_ sealed: [UInt8], at address: RowAddress) throws -> [UInt8] {
+        try AEAD.open(sealed, associatedData: address.associatedData) { version in
+            guard version == Self.generation else { throw VaultError(.unknownKeyVersion, "unknown subject key generation \(version)") }
+            return key
+        }
+    }
+}
+
+extension KeyRing {
+    /// The associated data that binds a wrapped data key to its owner's name in the key store.
+    private static func wrapAD(_ ownerName: String) -> [UInt8] { Array("subject_keys|\(ownerName)".utf8) }
+
+    /// A new random data key for `owner`, and the same key wrapped under the current master version for the key store.
+    public func newDataKey(for owner: DataKeyOwner) -> (key: DataKey, wrapped: [UInt8]) {
+        let key = SecretKey(randomCount: AEAD.keyLength)
+        let wrapped = key.withUnsafeBytes { seal(Array($0), associatedData: Self.wrapAD(owner.rawValue)) }
+        return (DataKey(key: key), wrapped)
+    }
+
+    /// The data key stored wrapped for `owner`.
+    public func unwrapDataKey(_ wrapped: [UInt8], for owner: DataKeyOwner) throws -> DataKey {
+        var raw = try open(wrapped, associatedData: Self.wrapAD(owner.rawValue))
+        defer { raw.wipe() }
+        return DataKey(key: try SecretKey(copying: raw, expectedCount: AEAD.keyLength))
+    }
+
+    /// A wrapped data key, wrapped again under the current master version (key rotation). `ownerName` is the key
+    /// store's name for it.
+    public func rewrapDataKey(_ wrapped: [UInt8], ownerName: String) throws -> [UInt8] {
+        var raw = try open(wrapped, associatedData: Self.wrapAD(ownerName))
+        defer { raw.wipe() }
+        return seal(raw, associatedData: Self.wrapAD(ownerName))
+    }
+}
