@@ -31,7 +31,8 @@ public struct RowAddress: Sendable, Equatable {
         self.owner = owner
     }
 
-    /// Length prefixes keep the encoding unambiguous whatever the parts contain.
+    /// Length prefixes keep the encoding unambiguous whatever the parts contain. These bytes are in every sealed row
+    /// on disk: a change makes every stored row unreadable (a test pins them).
     var associatedData: [UInt8] {
         var ad = [UInt8]("veil.row.v1".utf8)
         for part in [table, row, owner.rawValue] { ad.appendLengthPrefixed(part) }
@@ -39,19 +40,27 @@ public struct RowAddress: Sendable, Equatable {
     }
 }
 
-/// A subject's data key, unwrapped: it seals and opens values at their row address and never hands out its bytes.
+/// A subject's data key, unwrapped: it seals and opens values at row addresses of its own owner only, and never hands
+/// out its bytes.
 public struct DataKey: Sendable {
     let key: SecretKey
+    /// Whose key it is: a value of another owner is neither sealed nor opened with it.
+    public let owner: DataKeyOwner
     /// The generation recorded in row envelopes sealed with a data key.
     static let generation: UInt32 = 1
 
+    /// Seals `plaintext` for the row at `address`, which must be one of this key's owner (a programming error
+    /// otherwise: the row would not become noise when that owner's key is shredded).
     public func seal(_ plaintext: [UInt8], at address: RowAddress) -> [UInt8] {
-        AEAD.seal(plaintext, key: key, version: Self.generation, associatedData: address.associatedData)
+        precondition(address.owner == owner, "a data key seals rows of its own owner only")
+        return AEAD.seal(plaintext, key: key, version: Self.generation, associatedData: address.associatedData)
     }
 
-    /// - Throws: ``VaultError`` when the value was altered, moved to another address or sealed with another key.
+    /// - Throws: ``VaultError`` when the value was altered, moved to another address or sealed with another key, or
+    ///   when `address` is not of this key's owner.
     public func open(_ sealed: [UInt8], at address: RowAddress) throws -> [UInt8] {
-        try AEAD.open(sealed, associatedData: address.associatedData) { version in
+        guard address.owner == owner else { throw VaultError(.authenticationFailed, "a data key opens rows of its own owner only") }
+        return try AEAD.open(sealed, associatedData: address.associatedData) { version in
             guard version == Self.generation else { throw VaultError(.unknownKeyVersion, "unknown subject key generation \(version)") }
             return key
         }
@@ -60,20 +69,24 @@ public struct DataKey: Sendable {
 
 extension KeyRing {
     /// The associated data that binds a wrapped data key to its owner's name in the key store.
-    private static func wrapAD(_ ownerName: String) -> [UInt8] { Array("subject_keys|\(ownerName)".utf8) }
+    static func wrapAD(_ ownerName: String) -> [UInt8] { Array("subject_keys|\(ownerName)".utf8) }
 
     /// A new random data key for `owner`, and the same key wrapped under the current master version for the key store.
     public func newDataKey(for owner: DataKeyOwner) -> (key: DataKey, wrapped: [UInt8]) {
         let key = SecretKey(randomCount: AEAD.keyLength)
-        let wrapped = key.withUnsafeBytes { seal(Array($0), associatedData: Self.wrapAD(owner.rawValue)) }
-        return (DataKey(key: key), wrapped)
+        let wrapped = key.withUnsafeBytes { bytes in
+            var raw = Array(bytes)
+            defer { raw.wipe() }
+            return seal(raw, associatedData: Self.wrapAD(owner.rawValue))
+        }
+        return (DataKey(key: key, owner: owner), wrapped)
     }
 
     /// The data key stored wrapped for `owner`.
     public func unwrapDataKey(_ wrapped: [UInt8], for owner: DataKeyOwner) throws -> DataKey {
         var raw = try open(wrapped, associatedData: Self.wrapAD(owner.rawValue))
         defer { raw.wipe() }
-        return DataKey(key: try SecretKey(copying: raw, expectedCount: AEAD.keyLength))
+        return DataKey(key: try SecretKey(copying: raw, expectedCount: AEAD.keyLength), owner: owner)
     }
 
     /// A wrapped data key, wrapped again under the current master version (key rotation). `ownerName` is the key

@@ -37,12 +37,12 @@ public struct KeyRing: Sendable {
     var currentMasterKey: SecretKey { masterKeys[currentVersion]! }
 
     /// Seals `plaintext` under the current master key.
-    public func seal(_ plaintext: [UInt8], associatedData: [UInt8]) -> [UInt8] {
+    func seal(_ plaintext: [UInt8], associatedData: [UInt8]) -> [UInt8] {
         AEAD.seal(plaintext, key: currentMasterKey, version: currentVersion, associatedData: associatedData)
     }
 
     /// Opens an envelope sealed under any master version still in the ring.
-    public func open(_ envelope: [UInt8], associatedData: [UInt8]) throws -> [UInt8] {
+    func open(_ envelope: [UInt8], associatedData: [UInt8]) throws -> [UInt8] {
         try AEAD.open(envelope, associatedData: associatedData) { try masterKey(version: $0) }
     }
 
