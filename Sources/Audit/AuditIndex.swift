@@ -9,7 +9,7 @@ import Synchronization
 ///
 /// The index lives in a file of its own beside the log and is derived data: rebuildable from the log at any time
 /// (``reindex()``), never read by verification, and kept off the append path (an index on random tokens inside the
-/// log's own transactions halved append throughput when measured). It trails the log: ``catchUp(limit:)`` indexes
+/// log's own transactions makes every append a random page write). It trails the log: ``catchUp(limit:)`` indexes
 /// what was appended since, and a query answers from the index up to its watermark and from a scan of the log's tail
 /// after it, so answers are complete whatever the lag.
 public final class AuditIndex: Sendable {

@@ -20,17 +20,12 @@ private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 /// synchronous = NORMAL) and a second queue runs `fdatasync` on the WAL file back to back, resuming the callers
 /// of every batch committed before that sync began. The writer never waits for the disk, and one sync covers
 /// all batches committed while the previous one ran. Two syncs may run at once, so a batch committed just after
-/// one began does not wait for it to end before its own starts (paired serving runs: 4–13% less CPU per
-/// request). SQLite's synchronous = FULL, a sync inside every commit, held the writer for each one: `veil bench
-/// audit` measured 36–42k appends/s with it at 64 callers, 54–70k pipelined.
-///
-/// The previous design, an actor handing batches to GRDB's asynchronous writes, added an actor hop per append
-/// and three thread hand-offs per batch: measured with both servers under the same load at once, this one
-/// serves about 8% more cached recommendations per second.
+/// one began does not wait for it to end before its own starts. SQLite's synchronous = FULL, a sync inside every
+/// commit, held the writer for each one. An actor handing batches to GRDB's asynchronous writes added an actor hop
+/// per append and three thread hand-offs per batch. (The measurements behind these choices: docs/design-notes.md.)
 ///
 /// The entries table has no secondary index on purpose: an index on random subject tokens turns every append
-/// into a random page write, which cut append throughput by more than half when measured. Compliance queries
-/// scan in sequence order instead (about half a second per million entries).
+/// into a random page write. Compliance queries use the index of ``AuditIndex``, a file of its own.
 public final class AuditLog: Sendable {
     public struct Migrations: MigrationSet {
         public init() {}

@@ -7,8 +7,8 @@ import Synchronization
 /// metadata as string fields.
 ///
 /// Formatting happens only when a line is written. swift-log's `StreamLogHandler` renders its metadata again on
-/// every metadata change, and Hummingbird sets a request id on each request's logger: measured under the serving
-/// load, that rendering was about 5% of the request tasks' CPU although nothing was logged.
+/// every metadata change, and Hummingbird sets a request id on each request's logger: under serving load that
+/// rendering cost CPU although nothing was logged (docs/design-notes.md).
 ///
 /// Personal data stays out by construction of the call sites (the gateway logs tokens, counts and error types,
 /// never ids or bodies); `scripts/secrets_scan.py` checks server logs for raw ids in CI.

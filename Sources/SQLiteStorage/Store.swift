@@ -283,19 +283,18 @@ public final class Store: Sendable {
 }
 
 /// Runs `PRAGMA wal_checkpoint(PASSIVE)` on a timer from a connection of its own. A passive checkpoint never
-/// waits for, nor blocks, the writer: measured on the audit log under load, moving checkpoints out of the commit
-/// path took away stalls of about 100 ms every few seconds.
+/// waits for, nor blocks, the writer, so checkpoints leave the commit path (and the stalls they caused there).
 ///
 /// A passive pass alone never lets the WAL start over while commits keep coming: SQLite rewinds the WAL only
 /// when a write transaction begins with every frame already copied, and the writer appends more while the pass
 /// runs. Left at that, the writer's own autocheckpoint ended each cycle inside a commit, copying everything since
-/// the last pass and syncing the main file: audit commits stalled 11–25 ms every few seconds under load. So once
+/// the last pass and syncing the main file: commits stalled every few seconds under load. So once
 /// the WAL holds `cyclePages`, the pass is followed by a second one on the pool's writer connection, taken in
 /// turn with the writes (no lock wait, no busy-handler sleep): it copies only what was committed during the
 /// first, and the next transaction rewinds the WAL. It still syncs the main file, which holds the writes back
-/// for that long (10–15 ms at the audit log's 12,000-page cycle under load): SQLite syncs the main file only
-/// when a pass copies the whole WAL, so that sync writes back every page copied during the cycle. Writing them
-/// back after each first pass instead made the WAL's own syncs slower (see the README's serving benchmark).
+/// for that long: SQLite syncs the main file only when a pass copies the whole WAL, so that sync writes back every
+/// page copied during the cycle. Writing them back after each first pass instead made the WAL's own syncs slower.
+/// (The stall lengths measured: docs/design-notes.md.)
 final class BackgroundCheckpointer: @unchecked Sendable {
     // @unchecked: the timer is set up in init and only cancelled after, both thread-safe in libdispatch.
     private let timer: any DispatchSourceTimer

@@ -93,8 +93,7 @@ public final class IngestService: Sendable {
     ///
     /// The transaction runs on the database's writer queue while the request's task is suspended: a blocking write
     /// held one of the cooperative pool's two threads through the wait for the write lock and the commit,
-    /// so a stream of small event batches starved every other request (cached recommendations beside single-event
-    /// posts fell from about 10k to 2.4k requests/s).
+    /// so a stream of small event batches starved every other request (docs/design-notes.md).
     public func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
         let at = now()
         let parsed = try parse(body, principal: principal, at: at)
