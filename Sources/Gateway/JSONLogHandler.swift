@@ -39,10 +39,16 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
-    public init(label: String, sink: Sink = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
+    /// The clock that stamps each line.
+    let now: @Sendable () -> Date
+
+    public init(
+        label: String, sink: Sink = .standardError, metadataProvider: Logger.MetadataProvider? = nil, now: @escaping @Sendable () -> Date = Date.init
+    ) {
         self.label = label
         self.sink = sink
         self.metadataProvider = metadataProvider
+        self.now = now
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -54,7 +60,7 @@ public struct JSONLogHandler: LogHandler {
         var fields = metadata
         if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
         if let own = event.metadata { fields.merge(own) { $1 } }
-        sink.emit(Self.line(time: Date(), level: event.level, label: label, message: event.message.description, metadata: fields))
+        sink.emit(Self.line(time: now(), level: event.level, label: label, message: event.message.description, metadata: fields))
     }
 
     /// One log line, newline included. Metadata keys are sorted so lines diff and grep predictably; the four

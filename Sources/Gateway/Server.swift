@@ -103,7 +103,7 @@ struct PeriodicService: Service {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
                 try await service.experiments.flush(to: service.store)
-                try await service.training.evaluateCanary()
+                try await service.review.evaluateCanary()
             } catch {
                 logFailure("experiment bookkeeping", error, service.logger)
             }

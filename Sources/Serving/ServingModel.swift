@@ -95,7 +95,7 @@ public struct ServingModel: Sendable {
     /// held-out data (blend weights, session weight, segment count) are taken from there instead of searched for.
     public static func train(
         snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
-        now: Date = Date(), fixing chosen: Hyperparameters? = nil
+        now: Date, fixing chosen: Hyperparameters? = nil
     ) -> ServingModel {
         let split = trainingSplit(snapshot, catalog: catalog)
         let modelOptions = Self.modelOptions(options, threads: threads)

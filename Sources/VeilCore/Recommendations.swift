@@ -49,14 +49,7 @@ public final class Recommendations: Sendable {
         subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote
     ) async throws -> ByteBuffer {
         let at = now()
-        let source = try subjects.sourceToken(for: subject, principal: principal)
-        let token: SubjectToken
-        if let remembered = cache.canonical(of: source, now: at) {
-            token = remembered
-        } else {
-            token = try await subjects.canonical(source)
-            cache.remember(source: source, canonical: token, now: at)
-        }
+        let token = try await person(of: try subjects.sourceToken(for: subject, principal: principal), at: at)
         note.update {
             $0.subjectToken = token.rawValue; $0.purpose = VeilService.personalization
         }
@@ -65,19 +58,7 @@ public final class Recommendations: Sendable {
             throw CoreError(
                 .unavailable, "no_model", "no model is trained yet; send events and run `veil train` or wait for the scheduled retrain")
         }
-        // Experiments: the canary model for its share of subjects, and the variant settings of A/B tests.
-        var variant: ExperimentSpec.Variant?
-        var arms: [String] = []
-        var useCanary = false
-        let assignments = experiments.assignments(token: token.rawValue, at: at)
-        for (experiment, v) in assignments {
-            arms.append("\(experiment.name)=\(v.name)")
-            if experiment.name.hasPrefix("canary:") {
-                useCanary = v.name == "canary" && versions.canary != nil
-            } else if variant == nil {
-                variant = v
-            }
-        }
+        let (assignments, arms, variant, useCanary) = experimentArms(token, canaryServed: versions.canary != nil, at: at)
         func cacheKey(_ version: String) -> RecommendationCache.Key {
             .init(
                 modelVersion: version, arms: arms, k: query.k, categories: query.categories, exclude: query.exclude.sorted(), session: query.session)
@@ -97,17 +78,8 @@ public final class Recommendations: Sendable {
         guard let stable = models.model else { throw CoreError.internal }
         let model = useCanary ? models.canary ?? stable : stable
         let campaigns = promotions.campaigns.filter { $0.window(at: at) != nil }
-        let (decision, history, profile, marketing) = try await store.read {
-            db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
-            let decision = try ledger.decision(token: token, purpose: VeilService.personalization, at: at, in: db)
-            guard decision.allowed else { return (decision, [], nil, false) }
-            let history = try features.interactions(of: token, in: db)
-            // Promotions are targeted with the subject's data only under marketing consent.
-            let marketing = campaigns.isEmpty ? false : try ledger.decision(token: token, purpose: "marketing", at: at, in: db).allowed
-            // The profile matters for a subject without history (demographic cold start) and for targeting.
-            let needProfile = marketing || history.isEmpty && query.session.isEmpty
-            return (decision, history, needProfile ? try features.profile(of: token, in: db) : nil, marketing)
-        }
+        let (decision, history, profile, marketing) = try await subjectData(
+            token, campaigns: !campaigns.isEmpty, sessionGiven: !query.session.isEmpty, at: at)
         // The subject's behaviour segment, for segment strategies and campaign targeting (computed once).
         let segment =
             history.isEmpty
@@ -136,6 +108,54 @@ public final class Recommendations: Sendable {
             token: token.rawValue, key: cacheKey(model.version), value: rendered, now: at,
             validUntil: decision.expiresAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, generation: generation)
         return rendered.body(requestID: requestID, subject: subject)
+    }
+
+    /// The person's canonical token of a source token, remembered for a while (identity links change rarely).
+    func person(of source: SubjectToken, at: Date) async throws -> SubjectToken {
+        if let remembered = cache.canonical(of: source, now: at) { return remembered }
+        let token = try await subjects.canonical(source)
+        cache.remember(source: source, canonical: token, now: at)
+        return token
+    }
+
+    /// The subject's experiments: every assignment (for exposures), the arms that key the cache, the A/B variant
+    /// whose settings apply, and whether the canary model serves this subject.
+    func experimentArms(
+        _ token: SubjectToken, canaryServed: Bool, at: Date
+    ) -> (
+        assignments: [(experiment: ExperimentSpec, variant: ExperimentSpec.Variant)], arms: [String], variant: ExperimentSpec.Variant?, canary: Bool
+    ) {
+        var variant: ExperimentSpec.Variant?
+        var arms: [String] = []
+        var useCanary = false
+        let assignments = experiments.assignments(token: token.rawValue, at: at)
+        for (experiment, v) in assignments {
+            arms.append("\(experiment.name)=\(v.name)")
+            if experiment.name.hasPrefix("canary:") {
+                useCanary = v.name == "canary" && canaryServed
+            } else if variant == nil {
+                variant = v
+            }
+        }
+        return (assignments, arms, variant, useCanary)
+    }
+
+    /// What a list may be made from, in one read: the personalization decision, and under it the history, the
+    /// marketing decision (only when campaigns run) and the profile (for a cold start or targeting).
+    func subjectData(
+        _ token: SubjectToken, campaigns: Bool, sessionGiven: Bool, at: Date
+    ) async throws -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) {
+        let ledger = self.ledger, features = self.features
+        return try await store.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
+            let decision = try ledger.decision(token: token, purpose: VeilService.personalization, at: at, in: db)
+            guard decision.allowed else { return (decision, [], nil, false) }
+            let history = try features.interactions(of: token, in: db)
+            // Promotions are targeted with the subject's data only under marketing consent.
+            let marketing = campaigns ? try ledger.decision(token: token, purpose: "marketing", at: at, in: db).allowed : false
+            // The profile matters for a subject without history (demographic cold start) and for targeting.
+            let needProfile = marketing || history.isEmpty && !sessionGiven
+            return (decision, history, needProfile ? try features.profile(of: token, in: db) : nil, marketing)
+        }
     }
 
     /// The running campaigns that target this subject, each with the boost its bandit chose for the context.

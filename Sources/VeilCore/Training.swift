@@ -281,45 +281,4 @@ public final class Training: Sendable {
     func readTrainingData() throws -> (TrainingSnapshot, [CatalogItem]) {
         try store.readBlocking { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
     }
-
-    public func experimentReport(_ name: String) async throws -> ExperimentReport {
-        try await experiments.flush(to: store)
-        let order = experiments.experiments.first { $0.name == name }?.variants.map(\.name) ?? ["stable", "canary"]
-        return ExperimentReport(experiment: name, counts: try await ExperimentTracker.counts(name, in: store), order: order)
-    }
-
-    /// Decides a running canary once both arms have enough exposures: rolled back when its click-through rate is
-    /// significantly worse (one-sided, at `alpha`), promoted otherwise. Both outcomes are audited.
-    @discardableResult
-    public func evaluateCanary() async throws -> String? {
-        guard let spec = experiments.canaryExperiment, let candidate = models.canary else { return nil }
-        try await experiments.flush(to: store)
-        let counts = try await ExperimentTracker.counts(spec.name, in: store)
-        let stable = counts["stable"] ?? [:], trial = counts["canary"] ?? [:]
-        let (ns, nc) = (stable["exposure"] ?? 0, trial["exposure"] ?? 0)
-        guard ns >= canary.minimumExposures, nc >= canary.minimumExposures else { return nil }
-        let (cs, cc) = (min(stable["click"] ?? 0, ns), min(trial["click"] ?? 0, nc))
-        let test = Proportions.zTest(successesA: cs, trialsA: ns, successesB: cc, trialsB: nc)
-        // One-sided: worse means a negative z whose one-sided p-value (half the two-sided one) is below alpha.
-        let worse = test.z < 0 && test.p / 2 < canary.alpha
-        let detail = String(
-            format: "CTR stable %.4f (%d/%d), canary %.4f (%d/%d), z %.2f, one-sided p %.4f", Double(cs) / Double(ns), cs, ns,
-            Double(cc) / Double(nc), cc, nc, test.z, test.p / 2)
-        if worse {
-            models.dropCanary()
-        } else {
-            // Not while subjects await unlearning (the candidate may hold them), and only the candidate still on
-            // trial: an unlearning retrain may have replaced both models meanwhile.
-            guard unlearning.pendingCount == 0, models.promoteCanary(version: candidate.version) else { return nil }
-        }
-        experiments.setCanary(nil)
-        cache.clear()
-        let action = worse ? "model:rollback" : "model:promote"
-        try await audit.append(
-            AuditRecord(
-                actor: "canary", role: "system", action: action, resource: "model \(candidate.version)",
-                outcome: worse ? .rolledBack : .promoted, reason: detail))
-        logger.notice("canary decided", metadata: ["action": "\(action)", "model_version": "\(candidate.version)"])
-        return action
-    }
 }

@@ -69,6 +69,8 @@ public final class VeilService: Sendable {
     public let dataQuality: DataQualityMonitor
     /// Training, canaries, unlearning and provenance of the served models.
     public let training: Training
+    /// Experiment reports and canary decisions.
+    public let review: ExperimentReview
     let forgetting: Forgetting
     /// Signed-in users of the compliance console (in this process).
     public let consoleSessions = ConsoleSessions()
@@ -92,6 +94,9 @@ public final class VeilService: Sendable {
     /// The purpose that feeds the feature store and the recommender.
     static let personalization = "personalization"
 
+    /// Only wiring: each service is built once here with what it uses, so the one place that knows them all is this
+    /// initializer (it is long for that reason, not for logic).
+    ///
     /// Opens the key ring, the policy, the operational database (`store`, with the backend of the caller's choice), the
     /// audit log and the principals, in that order.
     public init(
@@ -176,6 +181,9 @@ public final class VeilService: Sendable {
             experiments: self.experiments, canary: canary, serving: self.serving, trainingThreads: trainingThreads, hooks: hooks,
             provenanceFingerprinter: provenanceFingerprinter, audit: audit, logger: logger, unlearnWithin: unlearnWithin,
             rechooseWithin: rechooseWithin, now: now)
+        review = ExperimentReview(
+            experiments: self.experiments, canary: canary, models: models, unlearning: unlearning, cache: cache, store: store, audit: audit,
+            logger: logger)
         retention = Retention(
             ledger: ledger, keys: keys, features: features, deliveries: deliveries, deliveryKeys: deliveryKeys, store: store,
             policy: policy, forgetting: forgetting, cache: cache, audit: audit, now: now)

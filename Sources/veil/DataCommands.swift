@@ -189,7 +189,7 @@ struct ExperimentsCommand: ParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let report = try await openService(common, logger: quietLogger()).training.experimentReport(name)
+            let report = try await openService(common, logger: quietLogger()).review.experimentReport(name)
             guard !report.arms.isEmpty else {
                 throw CLIError(message: "no exposures recorded for experiment '\(name)'; check the name in the configuration file")
             }

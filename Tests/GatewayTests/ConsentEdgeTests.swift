@@ -156,7 +156,7 @@ import Testing
                 ]
                 #expect(try await client.call(.post, "/v1/feedback", key: f.keys["app"], json: ["events": [click]]).json["accepted"] as? Int == 1)
             }
-            let report = try await f.service.training.experimentReport("arms")
+            let report = try await f.service.review.experimentReport("arms")
             #expect(report.arms.reduce(0) { $0 + $1.exposures } == 1)
             #expect(report.arms.reduce(0) { $0 + $1.clicks } == 1)
         }

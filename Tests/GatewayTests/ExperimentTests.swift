@@ -46,7 +46,7 @@ import Testing
                     expected[arm, default: (0, 0)].clicks += 1
                 }
             }
-            let report = try await f.service.training.experimentReport("ranker")
+            let report = try await f.service.review.experimentReport("ranker")
             #expect(report.arms.map(\.variant) == ["control", "popular"])
             for arm in report.arms {
                 #expect(arm.exposures == expected[arm.variant]?.exposures)
@@ -87,7 +87,7 @@ import Testing
                     }
                 }
             }
-            let action = try await f.service.training.evaluateCanary()
+            let action = try await f.service.review.evaluateCanary()
             let audit = try await client.call(.get, "/v1/audit?actor=canary", key: f.keys["compliance-officer"])
             let actions = ((audit.json["entries"] as? [[String: Any]]) ?? []).compactMap { ($0["record"] as? [String: Any])?["action"] as? String }
             return (action, f.service.models.model?.version == candidate.version, actions)
