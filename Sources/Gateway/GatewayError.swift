@@ -1,5 +1,6 @@
 import Foundation
 import Audit
+import Consent
 import Hummingbird
 import VeilCore
 
@@ -28,14 +29,6 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     }
     static let notFound = GatewayError(.notFound, "not_found", "no such route")
     static let tooLarge = GatewayError(.contentTooLarge, "payload_too_large", "request body exceeds 1 MiB")
-    static var erasureNotScrubbed: GatewayError {
-        var error = GatewayError(
-            .serviceUnavailable, "erasure_incomplete",
-            "the subject's data is erased, but a long-running read still keeps old database pages in the write-ahead log; they are removed automatically once it ends: repeat the request to confirm"
-        )
-        error.headers[.retryAfter] = "1"
-        return error
-    }
     static let internalError = GatewayError(.internalServerError, "internal", "internal error; the request id identifies it in the server log")
 
     struct Body: Encodable {
@@ -70,6 +63,9 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
         if let error = error as? GatewayError { return error }
         if VeilCore.isDiskFull(error) { return storageFull }
         if let error = error as? CoreError { return from(error) }
+        // The consent ledger refuses what the request asked (an unknown purpose or notice, a malformed value) wherever
+        // in a use case it is reached: always the client's to fix.
+        if let error = error as? ConsentError { return GatewayError(.unprocessableContent, "unprocessable", error.message) }
         if let error = error as? AuditProofError {
             switch error {
             case .noSuchEntry, .noSuchHead: return GatewayError(.notFound, "not_found", error.description)

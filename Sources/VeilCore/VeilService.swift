@@ -119,7 +119,7 @@ public final class VeilService: Sendable {
         // migrate a database (in a mistyped data directory, say) before it is reported.
         let store = try openStore()
         self.store = store
-        keys = SubjectKeys(ring: ring)
+        keys = SubjectKeys(ring: ring, clock: now)
         tokenizer = Tokenizer(ring.fingerprinter(for: .subjectTokens))
         ledger = ConsentLedger(policy: policy)
         identities = IdentityMap(keys: keys)

@@ -79,6 +79,25 @@ import Testing
         }
     }
 
+    /// A GPC signal alone is recorded as a withdrawal under the jurisdiction sent: one that is no code is refused with
+    /// 422 (it once reached the ledger inside the write and came back a 500), and nothing is recorded.
+    @Test func aGPCSignalWithAMalformedJurisdictionIsRefusedNotAnError() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            let r = try await client.call(
+                .post, "/v1/consents", key: f.keys["app"],
+                json: ["subject": "gpc-odd", "notice_version": "2026-01", "gpc": true, "jurisdiction": "!!"])
+            #expect(r.status == 422, "\(r.body)")
+            #expect(((r.json["error"] as? [String: Any])?["message"] as? String ?? "").contains("jurisdiction"), "\(r.body)")
+            let history = try await client.call(.get, "/v1/consents/gpc-odd/history", key: f.keys["app"])
+            #expect(history.status == 200 && (history.json["events"] as? [Any])?.isEmpty != false, "\(history.body)")
+            let ok = try await client.call(
+                .post, "/v1/consents", key: f.keys["app"],
+                json: ["subject": "gpc-odd", "notice_version": "2026-01", "gpc": true, "jurisdiction": "DE"])
+            #expect(ok.status == 201, "\(ok.body)")
+        }
+    }
+
     /// Item 6: a list cached under a consent that lapses before the TTL is not served past the lapse.
     @Test func aCachedListIsNeverServedPastTheConsentItWasMadeUnder() async throws {
         let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_000))
