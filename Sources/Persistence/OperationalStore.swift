@@ -20,12 +20,8 @@ public protocol OperationalStore: TransactionRunner, AnyObject where Transaction
     /// After an erasure: leaves no old image of what was shredded in the engine's own files (a write-ahead log), or
     /// says why not yet and keeps trying.
     func scrubAfterErasure() async -> ErasureScrub
-    /// A deferred ``scrubAfterErasure()`` has not succeeded yet.
-    var scrubPending: Bool { get }
     /// Whether the database answers a trivial query (readiness).
     func isReachable() async -> Bool
-    /// The files that hold this database, those that exist (empty for a server database).
-    var files: [String] { get }
 }
 
 /// What ``OperationalStore/scrubAfterErasure()`` achieved.

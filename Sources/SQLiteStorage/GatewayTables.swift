@@ -144,8 +144,6 @@ extension Store: OperationalStore {
         }
     }
 
-    public var scrubPending: Bool { walScrubPending }
-
     public func isReachable() async -> Bool {
         (try? await pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1
     }

@@ -78,14 +78,11 @@ public final class ConsentService: Sendable {
             if principal.isBrowser, method != .banner, method != .settings {
                 throw CoreError.unprocessable("a browser key records choices made on the page: method banner or settings")
             }
-            do {
-                event = try ledger.makeEvent(
-                    token: token, purpose: purpose, granted: granted, at: at, sourceApp: principal.namespace,
-                    principal: principal.name, method: method, noticeVersion: request.notice_version,
-                    jurisdiction: jurisdiction, expiresAt: request.expires_at)
-            } catch let error as ConsentError {
-                throw CoreError.unprocessable(error.message)
-            }
+            // The ledger refuses an unknown purpose or notice, or a malformed value: a ConsentError the edge maps to 422.
+            event = try ledger.makeEvent(
+                token: token, purpose: purpose, granted: granted, at: at, sourceApp: principal.namespace,
+                principal: principal.name, method: method, noticeVersion: request.notice_version,
+                jurisdiction: jurisdiction, expiresAt: request.expires_at)
         } else if !gpc {
             throw CoreError.invalid("'purpose' and 'granted' are required (or 'gpc': true)")
         } else if policy.notices[request.notice_version] == nil {

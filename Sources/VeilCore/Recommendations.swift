@@ -49,7 +49,7 @@ public final class Recommendations: Sendable {
         subject: String, query: RecommendationQuery, principal: Principal, requestID: String, note: AuditNote
     ) async throws -> ByteBuffer {
         let at = now()
-        let token = try await person(of: try subjects.sourceToken(for: subject, principal: principal), at: at)
+        let token = try await canonicalToken(of: try subjects.sourceToken(for: subject, principal: principal), at: at)
         note.update {
             $0.subjectToken = token.rawValue; $0.purpose = VeilService.personalization
         }
@@ -111,7 +111,7 @@ public final class Recommendations: Sendable {
     }
 
     /// The person's canonical token of a source token, remembered for a while (identity links change rarely).
-    func person(of source: SubjectToken, at: Date) async throws -> SubjectToken {
+    func canonicalToken(of source: SubjectToken, at: Date) async throws -> SubjectToken {
         if let remembered = cache.canonical(of: source, now: at) { return remembered }
         let token = try await subjects.canonical(source)
         cache.remember(source: source, canonical: token, now: at)
