@@ -5,11 +5,11 @@ import NIOCore
 import Policy
 import Synchronization
 
-/// The per-request context: request id, authenticated principal and the audit note.
+/// The per-request context: request id, client address and the audit note. The principal an authorized route admitted
+/// is handed to its handler as a value (``AuthorizedHandler``), never looked up here.
 public struct VeilRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let requestID: String
-    public var principal: Principal?
     let audit = AuditNote()
 
     /// The peer's IP address, for limiting refusals before authentication (nil in tests without a socket).

@@ -26,9 +26,7 @@ public struct RouteSpec: Sendable {
         RouteSpec(
             method: method, path: path, action: action,
             respond: { service, request, context in
-                var context = context
                 let principal = try await service.authorize(request, action: action, note: context.audit, clientAddress: context.clientAddress)
-                context.principal = principal
                 guard principal.isBrowser, let origin = request.headers[.origin] else {
                     return try await handler(service, request, context, principal)
                 }
@@ -50,10 +48,10 @@ public struct RouteSpec: Sendable {
 
 /// Every route Veil serves, with its action: the one place authorization is decided.
 public enum RouteTable {
-    public static var routes: [RouteSpec] { Handlers.routes }
+    public static let routes: [RouteSpec] = API.groups.flatMap { $0.routes }
 
     /// Public probes that read no personal data and are not audited.
-    public static let publicPaths: Set<String> = Set(Handlers.routes.filter { $0.action == nil }.map(\.path))
+    public static let publicPaths: Set<String> = Set(routes.filter { $0.action == nil }.map(\.path))
 }
 
 /// Builds the router: the edge middleware, then every route of ``RouteTable`` with its handler.

@@ -7,6 +7,8 @@ import Vault
 /// kept.
 public final class ConsoleSessions: Sendable {
     public struct Session: Sendable {
+        /// The session's id: its cookie's value.
+        public let id: String
         public var principal: Principal
         public var csrf: String
         var created: Date
@@ -30,7 +32,7 @@ public final class ConsoleSessions: Sendable {
         let id = FormToken.make(), csrf = FormToken.make()
         table.withLock { sessions in
             if sessions.count >= Self.maximumSessions { sessions = sessions.filter { Self.live($0.value, now: now) } }
-            sessions[id] = Session(principal: principal, csrf: csrf, created: now, lastSeen: now)
+            sessions[id] = Session(id: id, principal: principal, csrf: csrf, created: now, lastSeen: now)
         }
         return (id, csrf)
     }

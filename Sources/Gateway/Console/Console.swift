@@ -11,16 +11,29 @@ import Policy
 /// script, nothing from another origin. Each page stands for an API route and is authorized and audited as that
 /// route's action, under the signed-in principal.
 enum Console {
+    /// A page that needs no session (signing in, the style sheet).
     typealias Page = @Sendable (ConsoleRequest) async throws -> Response
+    /// A page behind a session: it gets the session whose role its action admitted.
+    typealias SignedInPage = @Sendable (ConsoleRequest, ConsoleSessions.Session) async throws -> Response
 
     struct Route: Sendable {
         let method: HTTPRequest.Method
         let path: String
         /// The API action the page stands for; nil for the pages that need no session.
         let action: Action?
-        let handle: Page
+        let respond: @Sendable (ConsoleRequest) async throws -> Response
         /// What its audit entry names: the API action, or the console's own for signing in and out.
         var auditAction: String { action?.rawValue ?? (path == "/console/signout" ? "console:signout" : "console:signin") }
+
+        /// A page anyone may open.
+        static func open(_ method: HTTPRequest.Method, _ path: String, _ page: @escaping Page) -> Route {
+            Route(method: method, path: path, action: nil, respond: page)
+        }
+
+        /// A page for a session whose role holds `action` (and, on a form, its CSRF token).
+        static func page(_ method: HTTPRequest.Method, _ path: String, _ action: Action, _ page: @escaping SignedInPage) -> Route {
+            Route(method: method, path: path, action: action, respond: { call in try await page(call, try call.authorize(action)) })
+        }
     }
 
     /// Not audited: the sign-in form, the style sheet and the redirect to the start page (they read nothing). Signing
@@ -35,8 +48,7 @@ enum Console {
                 context.audit.update { $0.action = route.auditAction }
                 do {
                     let call = try await ConsoleRequest(service: service, request: request, context: context, secureCookies: secureCookies)
-                    if let action = route.action { try call.authorize(action) }
-                    return try await route.handle(call)
+                    return try await route.respond(call)
                 } catch let error as ConsoleError {
                     return error.page
                 } catch {
@@ -52,31 +64,31 @@ enum Console {
     }
 
     static let routes: [Route] = [
-        Route(method: .get, path: "/console", action: nil) { _ in redirect("/console/audit") },
-        Route(method: .get, path: "/console/console.css", action: nil) { _ in
+        .open(.get, "/console") { _ in redirect("/console/audit") },
+        .open(.get, "/console/console.css") { _ in
             Response(
                 status: .ok, headers: [.contentType: "text/css; charset=utf-8", .cacheControl: "public, max-age=300"],
                 body: .init(byteBuffer: ByteBuffer(bytes: Embedded.console_css)))
         },
-        Route(method: .get, path: "/console/signin", action: nil, handle: ConsoleAuth.form),
-        Route(method: .post, path: "/console/session", action: nil, handle: ConsoleAuth.signIn),
-        Route(method: .post, path: "/console/signout", action: nil, handle: ConsoleAuth.signOut),
+        .open(.get, "/console/signin", ConsoleAuth.form),
+        .open(.post, "/console/session", ConsoleAuth.signIn),
+        .open(.post, "/console/signout", ConsoleAuth.signOut),
         // Searches by a person's id are forms sent by POST: the id stays out of URLs, browser history and proxies' logs.
-        Route(method: .get, path: "/console/audit", action: .auditRead, handle: ConsolePages.auditLog),
-        Route(method: .post, path: "/console/audit", action: .auditRead, handle: ConsolePages.auditLog),
-        Route(method: .get, path: "/console/audit/{seq}", action: .auditRead, handle: ConsolePages.auditEntry),
-        Route(method: .get, path: "/console/integrity", action: .auditRead, handle: ConsolePages.integrity),
-        Route(method: .get, path: "/console/integrity/head", action: .auditHeads, handle: ConsolePages.downloadHead),
-        Route(method: .get, path: "/console/subjects", action: .consentRead, handle: ConsolePages.subject),
-        Route(method: .post, path: "/console/subjects", action: .consentRead, handle: ConsolePages.subject),
-        Route(method: .post, path: "/console/subjects/export", action: .subjectsExport, handle: ConsolePages.export),
-        Route(method: .post, path: "/console/subjects/erase", action: .subjectsErase, handle: ConsolePages.erase),
-        Route(method: .get, path: "/console/result", action: .auditRead, handle: ConsolePages.result),
-        Route(method: .get, path: "/console/result/download", action: .subjectsExport, handle: ConsolePages.download),
-        Route(method: .get, path: "/console/operations", action: .auditRead, handle: ConsolePages.operations),
-        Route(method: .post, path: "/console/principals/revoke", action: .principalsWrite, handle: ConsolePages.revoke),
+        .page(.get, "/console/audit", .auditRead, ConsolePages.auditLog),
+        .page(.post, "/console/audit", .auditRead, ConsolePages.auditLog),
+        .page(.get, "/console/audit/{seq}", .auditRead, ConsolePages.auditEntry),
+        .page(.get, "/console/integrity", .auditRead, ConsolePages.integrity),
+        .page(.get, "/console/integrity/head", .auditHeads, ConsolePages.downloadHead),
+        .page(.get, "/console/subjects", .consentRead, ConsolePages.subject),
+        .page(.post, "/console/subjects", .consentRead, ConsolePages.subject),
+        .page(.post, "/console/subjects/export", .subjectsExport, ConsolePages.export),
+        .page(.post, "/console/subjects/erase", .subjectsErase, ConsolePages.erase),
+        .page(.get, "/console/result", .auditRead, ConsolePages.result),
+        .page(.get, "/console/result/download", .subjectsExport, ConsolePages.download),
+        .page(.get, "/console/operations", .auditRead, ConsolePages.operations),
+        .page(.post, "/console/principals/revoke", .principalsWrite, ConsolePages.revoke),
         // Any other path under /console: a page, not the API's JSON, with the console's headers.
-        Route(method: .get, path: "/console/**", action: nil) { _ in
+        .open(.get, "/console/**") { _ in
             throw ConsoleError(status: .notFound, title: "No such page", message: "The console has no such page.")
         },
     ]
@@ -157,7 +169,7 @@ struct ConsoleRequest: Sendable {
         self.context = context
         self.secureCookies = secureCookies
         cookies = Self.parseCookies(request.headers[values: .cookie])
-        form = request.method == .post ? Self.parseForm(try await Handlers.collect(request, context)) : [:]
+        form = request.method == .post ? Self.parseForm(try await API.collect(request, context)) : [:]
         sessionID = cookies[Console.sessionCookie]
         var live = sessionID.flatMap { service.consoleSessions.use($0, now: service.now()) }
         // A principal revoked since sign-in (here or from the command line) loses its sessions.
@@ -174,15 +186,13 @@ struct ConsoleRequest: Sendable {
         }
     }
 
-    var principal: Principal { session!.principal }
-
     /// The principal's rate limit, as on the API: a console page costs what its API call does.
     static func limit(_ principal: Principal, service: VeilService, note: AuditNote) throws {
         try service.enforceRateLimit(bucket: principal.name, role: principal.role, note: note)
     }
 
     /// Needs a session whose role holds `action`, and on a form, the session's CSRF token.
-    func authorize(_ action: Action) throws {
+    func authorize(_ action: Action) throws -> ConsoleSessions.Session {
         guard let session else {
             context.audit.update { $0.reason = "no console session" }
             throw ConsoleError.signedOut
@@ -193,6 +203,7 @@ struct ConsoleRequest: Sendable {
                 status: .forbidden, title: "Not allowed", message: "Your role (\(session.principal.role)) may not \(action.rawValue).")
         }
         if request.method == .post { try checkCSRF(session.csrf) }
+        return session
     }
 
     func checkCSRF(_ expected: String) throws {
@@ -245,7 +256,7 @@ struct ConsoleRequest: Sendable {
         var out: [String: String] = [:]
         for part in String(decoding: body, as: UTF8.self).split(separator: "&") {
             let pair = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ s: Substring) -> String? { Handlers.percentDecoded(String(s).replacingOccurrences(of: "+", with: " ")) }
+            func decode(_ s: Substring) -> String? { API.percentDecoded(String(s).replacingOccurrences(of: "+", with: " ")) }
             guard let key = decode(pair[0]) else { continue }
             out[key] = pair.count > 1 ? decode(pair[1]) ?? "" : ""
         }

@@ -45,9 +45,9 @@ enum ConsoleAuth {
     }
 
     static let signOut: Console.Page = { call in
-        guard let session = call.session, let id = call.sessionID else { throw ConsoleError.signedOut }
+        guard let session = call.session else { throw ConsoleError.signedOut }
         try call.checkCSRF(session.csrf)
-        call.service.consoleSessions.drop(id)
+        call.service.consoleSessions.drop(session.id)
         call.context.audit.update {
             $0.action = "console:signout"; $0.reason = "console session closed"
         }

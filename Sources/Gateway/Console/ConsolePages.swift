@@ -10,7 +10,7 @@ import Policy
 
 /// The console's pages. Each calls the service the API route it stands for calls.
 enum ConsolePages {
-    static let auditLog: Console.Page = { call in
+    static let auditLog: Console.SignedInPage = { call, session in
         // A search comes as a form (POST); its later pages as links that name the person by token only.
         let text = call.field
         guard call.request.method == .post || text("subject") == nil else { throw ConsoleRequest.idInURL }
@@ -30,7 +30,7 @@ enum ConsolePages {
         let subject = text("subject")
         if let subject {
             // Tokenized here; the id itself is shown back only in this officer's search box and never stored.
-            q.subjectToken = try await call.service.auditToken(for: subject, principal: call.principal)
+            q.subjectToken = try await call.service.auditToken(for: subject, principal: session.principal)
         } else if let token = text("subject_token") {
             guard token.utf8.count == 32, token.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else {
                 throw invalid("subject_token is 32 hex digits")
@@ -62,7 +62,7 @@ enum ConsolePages {
         return Console.render("audit", values)
     }
 
-    static let auditEntry: Console.Page = { call in
+    static let auditEntry: Console.SignedInPage = { call, session in
         guard let seq = call.context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else { throw invalid("no such entry") }
         let reader = AuditReader(store: call.service.audit.store)
         guard let entry = try await offThePool({ try reader.query(AuditQuery(after: seq - 1, limit: 1)) }).first, entry.sequence == seq else {
@@ -80,7 +80,7 @@ enum ConsolePages {
         return Console.render("entry", call.base("Entry \(seq)", values))
     }
 
-    static let integrity: Console.Page = { call in
+    static let integrity: Console.SignedInPage = { call, session in
         let verification = try await call.service.verifyAuditLog()
         let head = try await call.service.newestAuditHead()
         return Console.render(
@@ -95,7 +95,7 @@ enum ConsolePages {
     }
 
     /// The newest signed head as a file, for the officer to keep away from the gateway.
-    static let downloadHead: Console.Page = { call in
+    static let downloadHead: Console.SignedInPage = { call, session in
         guard let head = try await call.service.audit.checkpoint(minimumInterval: .seconds(1)) else {
             throw ConsoleError(status: .notFound, title: "No signed head", message: "The log has signed no tree head yet.")
         }
@@ -106,16 +106,16 @@ enum ConsolePages {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: head.note)))
     }
 
-    static let subject: Console.Page = { call in
+    static let subject: Console.SignedInPage = { call, session in
         guard call.request.method == .post else {
             guard call.field("subject") == nil else { throw ConsoleRequest.idInURL }
             return Console.render("subject", call.base("A person's record", ["searched": false]))
         }
         let subject = try field(call, "subject")
         let note = call.context.audit
-        let state = try await call.service.consent.state(subject: subject, principal: call.principal, note: note)
-        let history = try await call.service.consent.history(subject: subject, principal: call.principal, note: note)
-        let tokens = try await call.service.subjects.personTokens(subject: subject, principal: call.principal, note: note)
+        let state = try await call.service.consent.state(subject: subject, principal: session.principal, note: note)
+        let history = try await call.service.consent.history(subject: subject, principal: session.principal, note: note)
+        let tokens = try await call.service.subjects.personTokens(subject: subject, principal: session.principal, note: note)
         let purposes = (state["purposes"] as? [String: [String: Any]] ?? [:]).sorted { $0.key < $1.key }.map { name, decision in
             ["purpose": name, "allowed": decision["allowed"] as? Bool ?? false, "reason": decision["reason"] as? String ?? ""] as [String: Any]
         }
@@ -136,7 +136,7 @@ enum ConsolePages {
                 ]))
     }
 
-    static let export: Console.Page = { call in
+    static let export: Console.SignedInPage = { call, session in
         let subject = try field(call, "subject")
         let recipient = call.form["recipient"]?.trimmingCharacters(in: .whitespaces) ?? ""
         let sealTo =
@@ -146,8 +146,8 @@ enum ConsolePages {
                 ?? {
                     throw invalid("the requester's key is 64 hex digits (X25519)")
                 }()
-        let export = try await call.service.rights.export(subject: subject, principal: call.principal, note: call.context.audit)
-        var data = try Handlers.encoder.encode(export)
+        let export = try await call.service.rights.export(subject: subject, principal: session.principal, note: call.context.audit)
+        var data = try API.encoder.encode(export)
         if let key = sealTo {
             data = try JSONSerialization.data(withJSONObject: [
                 "sealed": try call.service.seal(data, to: key).base64EncodedString(), "algorithm": "crypto_box_seal",
@@ -157,13 +157,13 @@ enum ConsolePages {
         let what =
             "Exported: \(export.consents.count) consent events, \(export.interactions.count) interactions"
             + (sealTo == nil ? "." : ", sealed to the requester's key.")
-        call.service.consoleSessions.note(call.sessionID!, requestID: call.context.requestID, result: what, download: data)
+        call.service.consoleSessions.note(session.id, requestID: call.context.requestID, result: what, download: data)
         return Console.redirect("/console/result?request=\(call.context.requestID)")
     }
 
     /// The export a request of this session made, once.
-    static let download: Console.Page = { call in
-        guard let id = call.field("request"), let data = call.service.consoleSessions.takeDownload(call.sessionID!, requestID: id) else {
+    static let download: Console.SignedInPage = { call, session in
+        guard let id = call.field("request"), let data = call.service.consoleSessions.takeDownload(session.id, requestID: id) else {
             throw ConsoleError(status: .notFound, title: "Nothing to download", message: "This export was downloaded already or never made here.")
         }
         call.context.audit.update { $0.reason = "download of the export made by request \(id)" }
@@ -172,25 +172,25 @@ enum ConsolePages {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    static let erase: Console.Page = { call in
+    static let erase: Console.SignedInPage = { call, session in
         let subject = try field(call, "subject")
         // Typed again, exactly: an erasure cannot be undone.
         guard call.form["confirm"] == subject else {
             throw ConsoleError(
                 status: .unprocessableContent, title: "Not erased", message: "To erase, type the subject id again, exactly, in the confirmation box.")
         }
-        let outcome = try await call.service.rights.erase(subject: subject, principal: call.principal, note: call.context.audit)
+        let outcome = try await call.service.rights.erase(subject: subject, principal: session.principal, note: call.context.audit)
         let rows = outcome["rows_deleted"] as? Int ?? 0
-        call.service.consoleSessions.note(call.sessionID!, requestID: call.context.requestID, result: "Erased: \(rows) rows shredded.")
+        call.service.consoleSessions.note(session.id, requestID: call.context.requestID, result: "Erased: \(rows) rows shredded.")
         return Console.redirect("/console/result?request=\(call.context.requestID)")
     }
 
     /// What a data-subject request did, and the audit entry that records it.
-    static let result: Console.Page = { call in
-        guard let id = call.request.uri.queryParameters["request"].map(String.init), let text = call.session?.results[id] else {
+    static let result: Console.SignedInPage = { call, session in
+        guard let id = call.request.uri.queryParameters["request"].map(String.init), let text = session.results[id] else {
             throw ConsoleError(status: .notFound, title: "No such request", message: "This session made no such request.")
         }
-        let actor = call.principal.name
+        let actor = session.principal.name
         let count = call.service.audit.count
         // The request came moments ago: its entry is among the newest (pages of this officer's entries from there).
         let entry = try await offThePool { () -> AuditEntry? in
@@ -208,11 +208,11 @@ enum ConsolePages {
                 "Done",
                 [
                     "outcome": text, "entry": entry?.sequence ?? 0, "has_entry": entry != nil, "request": id,
-                    "download": call.session?.downloads[id] != nil,
+                    "download": session.downloads[id] != nil,
                 ]))
     }
 
-    static let operations: Console.Page = { call in
+    static let operations: Console.SignedInPage = { call, session in
         let report = try await call.service.dataQuality.report()
         let days = try await call.service.dataQuality.days(7)
         let today = Int64(call.service.now().timeIntervalSince1970) / 86_400
@@ -256,7 +256,7 @@ enum ConsolePages {
         return Console.render("operations", values)
     }
 
-    static let revoke: Console.Page = { call in
+    static let revoke: Console.SignedInPage = { call, session in
         let name = try field(call, "name")
         guard call.form["confirm"] == name else {
             throw ConsoleError(status: .unprocessableContent, title: "Not revoked", message: "To revoke, type the principal's name again.")
