@@ -33,12 +33,12 @@ public final class AuditIndex: Sendable {
     static let blockSize: Int64 = 4096
 
     let index: Store
-    let log: Store
+    let log: AuditReader
     /// One catch-up at a time (the server's background one and a query's).
     private let catching = Mutex(())
 
-    /// Opens (creating) the index at `path` for the log in `log`.
-    public init(path: String, log: Store) throws {
+    /// Opens (creating) the index at `path` for the log `log` reads.
+    public init(path: String, log: AuditReader) throws {
         index = try Store(path: path, migrations: [Migrations()], configuration: .init(fullSync: false))
         self.log = log
     }
@@ -56,7 +56,7 @@ public final class AuditIndex: Sendable {
             while done < limit {
                 let from = try indexedThrough
                 let batch = min(50_000, limit - done)
-                let rows = try log.pool.read { db in
+                let rows = try log.store.pool.read { db in
                     try Row.fetchAll(
                         db, sql: "SELECT seq, at, actor, subject_token FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [from, batch]
                     )
@@ -116,7 +116,6 @@ public final class AuditIndex: Sendable {
     ///   scan; this only keeps the tail short). Tests pass 0 to query an index that lags.
     func query(_ q: AuditQuery, catchUpLimit: Int) throws -> [AuditEntry] {
         if catchUpLimit > 0 { try catchUp(limit: catchUpLimit) }
-        let reader = AuditReader(store: log)
         let limit = max(1, min(q.limit, 1000))
         let watermark = try indexedThrough
         var out: [AuditEntry] = []
@@ -128,14 +127,14 @@ public final class AuditIndex: Sendable {
             } else if q.from != nil || q.to != nil {
                 out = try viaTime(q, through: watermark, limit: limit)
             } else {
-                return try reader.query(q)  // no filter an index serves: one scan, as before
+                return try log.query(q)  // no filter an index serves: one scan, as before
             }
         }
         if out.count < limit {
             var tail = q
             tail.after = max(q.after, watermark)
             tail.limit = limit - out.count
-            out += try reader.query(tail)
+            out += try log.query(tail)
         }
         return out
     }
@@ -151,7 +150,7 @@ public final class AuditIndex: Sendable {
                     arguments: [key, cursor, watermark, max(limit * 2, 256)])
             }
             guard let last = page.last else { break }
-            let entries = try log.pool.read { db in
+            let entries = try log.store.pool.read { db in
                 try Row.fetchAll(
                     db, sql: "SELECT \(AuditReader.columns) FROM entries WHERE seq IN (\(page.map(String.init).joined(separator: ","))) ORDER BY seq"
                 )
@@ -174,14 +173,13 @@ public final class AuditIndex: Sendable {
                 arguments: [q.from ?? Int64.min, q.to ?? Int64.max, max(0, q.after / Self.blockSize)])
         }
         var out: [AuditEntry] = []
-        let reader = AuditReader(store: log)
         for block in blocks {
             var part = q
             part.after = max(q.after, block * Self.blockSize)
             part.limit = limit - out.count
             let upper = min((block + 1) * Self.blockSize, watermark)
             guard part.after < upper else { continue }
-            out += try reader.query(part, through: upper)
+            out += try log.query(part, through: upper)
             if out.count >= limit { break }
         }
         return out

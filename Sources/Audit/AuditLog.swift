@@ -92,7 +92,7 @@ public final class AuditLog: Sendable {
     /// A head is signed when entries have waited this long without one (checked by a timer).
     public static let defaultCheckpointMaxAge: Duration = .seconds(30)
 
-    public let store: Store
+    let store: Store
     /// Signs tree heads as C2SP checkpoints.
     public let heads: HeadSigner
     private let checkpointInterval: Int64
@@ -405,28 +405,7 @@ public final class AuditLog: Sendable {
         return cp
     }
 
-    /// How appends were grouped since the log was opened: how well group commit and the pipelined fsync batch.
-    public struct Stats: Sendable, Equatable {
-        /// Entries written by this process.
-        public var entries = 0
-        /// Write transactions (each a batch of entries).
-        public var batches = 0
-        /// WAL fsyncs that made committed entries durable (none when opened without `fullSync`).
-        public var syncs = 0
-        /// Time spent inside the write transactions.
-        public var writeNanos: UInt64 = 0
-        /// Summed over the entries: from the append to the entry being durable (committed, and fsynced when the
-        /// log syncs). Per entry, the wait the log itself adds; a caller resumes after it, once a thread is free.
-        public var durableWaitNanos: UInt64 = 0
-
-        public init(entries: Int = 0, batches: Int = 0, syncs: Int = 0, writeNanos: UInt64 = 0, durableWaitNanos: UInt64 = 0) {
-            self.entries = entries
-            self.batches = batches
-            self.syncs = syncs
-            self.writeNanos = writeNanos
-            self.durableWaitNanos = durableWaitNanos
-        }
-    }
+    public typealias Stats = AuditStats
 
     public var stats: Stats { state.withLock { $0.stats } }
 
@@ -456,4 +435,27 @@ public final class AuditLog: Sendable {
         try step(statement, in: db)
     }
 
+}
+
+/// How appends were grouped since the log was opened: how well group commit and the pipelined fsync batch.
+public struct AuditStats: Sendable, Equatable {
+    /// Entries written by this process.
+    public var entries = 0
+    /// Write transactions (each a batch of entries).
+    public var batches = 0
+    /// WAL fsyncs that made committed entries durable (none when opened without `fullSync`).
+    public var syncs = 0
+    /// Time spent inside the write transactions.
+    public var writeNanos: UInt64 = 0
+    /// Summed over the entries: from the append to the entry being durable (committed, and fsynced when the
+    /// log syncs). Per entry, the wait the log itself adds; a caller resumes after it, once a thread is free.
+    public var durableWaitNanos: UInt64 = 0
+
+    public init(entries: Int = 0, batches: Int = 0, syncs: Int = 0, writeNanos: UInt64 = 0, durableWaitNanos: UInt64 = 0) {
+        self.entries = entries
+        self.batches = batches
+        self.syncs = syncs
+        self.writeNanos = writeNanos
+        self.durableWaitNanos = durableWaitNanos
+    }
 }

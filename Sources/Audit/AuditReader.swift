@@ -108,9 +108,9 @@ public enum AuditProofError: Error, Equatable, Sendable, CustomStringConvertible
 
 /// Read-only access to an audit database: query, verify, export. Works on a copy of the file too.
 public struct AuditReader: Sendable {
-    public let store: Store
+    let store: Store
 
-    public init(store: Store) { self.store = store }
+    init(store: Store) { self.store = store }
 
     /// Opens an audit database for reading (it must exist).
     public init(path: String) throws {

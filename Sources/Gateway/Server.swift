@@ -144,7 +144,7 @@ struct PeriodicService: Service {
     static func auditIndex(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: true) {
             do {
-                try await offThePool { try service.auditIndex.catchUp() }
+                try await offThePool { try service.audit.catchUpIndex() }
             } catch {
                 logFailure("indexing the audit log", error, service.logger)
             }

@@ -50,15 +50,14 @@ extension VeilService {
     /// Verifies the whole audit log with the gateway's own key, and against `trustedHeads` a caller kept from before
     /// (signed notes; `verifier` when they were signed by another key than this gateway's).
     public func verifyAuditLog(trustedHeads: [String] = [], verifier: NoteVerifier? = nil) async throws -> AuditVerification {
-        let reader = AuditReader(store: audit.store)
-        let key = ring.auditSigner.publicKey
-        return try await offThePool { try reader.verify(publicKey: key, trustedHeads: trustedHeads, trustedVerifier: verifier) }
+        let audit = self.audit
+        return try await offThePool { try audit.verify(trustedHeads: trustedHeads, verifier: verifier) }
     }
 
     /// The newest signed head of the audit log.
     public func newestAuditHead() async throws -> AuditCheckpoint? {
-        let reader = AuditReader(store: audit.store)
-        return try await offThePool { try reader.newestCheckpoint() }
+        let audit = self.audit
+        return try await offThePool { try audit.newestCheckpoint() }
     }
 
     /// The token under which the audit log records `subject` for this principal's namespace, in hex.

@@ -188,12 +188,12 @@ public final class ExperimentReview: Sendable {
     let unlearning: UnlearningQueue
     let cache: RecommendationCache
     let store: any OperationalStore
-    let audit: AuditLog
+    let audit: any AuditTrail
     let logger: Logger
 
     init(
         experiments: ExperimentTracker, canary: CanarySettings, models: ModelRegistry, unlearning: UnlearningQueue, cache: RecommendationCache,
-        store: any OperationalStore, audit: AuditLog, logger: Logger
+        store: any OperationalStore, audit: any AuditTrail, logger: Logger
     ) {
         self.experiments = experiments
         self.canary = canary

@@ -18,12 +18,12 @@ public final class Retention: Sendable {
     let policy: PolicySet
     let forgetting: Forgetting
     let cache: RecommendationCache
-    let audit: AuditLog
+    let audit: any AuditTrail
     let now: @Sendable () -> Date
 
     init(
         ledger: ConsentLedger, keys: SubjectKeys, features: FeatureStore, deliveries: DeliveryLog, deliveryKeys: DeliveryKeying,
-        store: any OperationalStore, policy: PolicySet, forgetting: Forgetting, cache: RecommendationCache, audit: AuditLog,
+        store: any OperationalStore, policy: PolicySet, forgetting: Forgetting, cache: RecommendationCache, audit: any AuditTrail,
         now: @escaping @Sendable () -> Date
     ) {
         self.ledger = ledger

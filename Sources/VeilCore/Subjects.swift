@@ -14,12 +14,12 @@ public final class Subjects: Sendable {
     let policy: PolicySet
     let principals: PrincipalStore
     let cache: RecommendationCache
-    let audit: AuditLog
+    let audit: any AuditTrail
     let now: @Sendable () -> Date
 
     init(
         tokenizer: Tokenizer, linker: IdentityLinker, store: any OperationalStore, policy: PolicySet, principals: PrincipalStore,
-        cache: RecommendationCache, audit: AuditLog, now: @escaping @Sendable () -> Date
+        cache: RecommendationCache, audit: any AuditTrail, now: @escaping @Sendable () -> Date
     ) {
         self.tokenizer = tokenizer
         self.linker = linker

@@ -26,7 +26,7 @@ public final class Training: Sendable {
     let trainingThreads: Int
     let hooks: TestHooks
     let provenanceFingerprinter: Fingerprinter
-    let audit: AuditLog
+    let audit: any AuditTrail
     let logger: Logger
     let now: @Sendable () -> Date
     /// How soon after a withdrawal or an erasure a model trained without the subject must be served.
@@ -48,7 +48,7 @@ public final class Training: Sendable {
     init(
         store: any OperationalStore, features: FeatureStore, subjects: Subjects, models: ModelRegistry, unlearning: UnlearningQueue,
         cache: RecommendationCache, experiments: ExperimentTracker, canary: CanarySettings, serving: ServingOptions, trainingThreads: Int,
-        hooks: TestHooks, provenanceFingerprinter: Fingerprinter, audit: AuditLog, logger: Logger, unlearnWithin: TimeInterval,
+        hooks: TestHooks, provenanceFingerprinter: Fingerprinter, audit: any AuditTrail, logger: Logger, unlearnWithin: TimeInterval,
         rechooseWithin: TimeInterval, now: @escaping @Sendable () -> Date
     ) {
         self.store = store

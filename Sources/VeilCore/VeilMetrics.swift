@@ -16,7 +16,7 @@ public final class VeilMetrics: Sendable {
     private let auditSyncs: Counter
     private let auditDurableWait: Counter
     /// The audit log's counts as of the last scrape: the counters above move by the difference.
-    private let auditSeen = Mutex(AuditLog.Stats())
+    private let auditSeen = Mutex(AuditStats())
     private let perSource = Mutex<[String: (accepted: Counter, rejected: Counter, duplicates: Counter, lastEvent: Gauge)]>([:])
 
     /// `veil_<metric>_<unit>`; an empty unit leaves the suffix out.
@@ -102,10 +102,10 @@ public final class VeilMetrics: Sendable {
     }
 
     /// The exposition text, with the audit log's counts brought up to date first.
-    public func render(audit: AuditLog.Stats) -> [UInt8] {
-        let delta = auditSeen.withLock { seen -> AuditLog.Stats in
+    public func render(audit: AuditStats) -> [UInt8] {
+        let delta = auditSeen.withLock { seen -> AuditStats in
             defer { seen = audit }
-            return AuditLog.Stats(
+            return AuditStats(
                 entries: audit.entries - seen.entries, batches: audit.batches - seen.batches, syncs: audit.syncs - seen.syncs,
                 durableWaitNanos: audit.durableWaitNanos - seen.durableWaitNanos)
         }

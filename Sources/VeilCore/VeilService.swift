@@ -29,9 +29,8 @@ public final class VeilService: Sendable {
     public let linker: IdentityLinker
     public let features: FeatureStore
     public let deliveries = DeliveryLog()
-    public let audit: AuditLog
-    /// Subject, actor and time queries of the audit log without a scan.
-    public let auditIndex: AuditIndex
+    /// The audit log, with its query index.
+    public let audit: any AuditTrail
     public let principals: PrincipalStore
     public let models = ModelRegistry()
     /// Subjects whose data is gone but who may still shape the served model's item-side parameters.
@@ -125,10 +124,9 @@ public final class VeilService: Sendable {
         identities = IdentityMap(keys: keys)
         linker = IdentityLinker(fingerprinter: ring.fingerprinter(for: .identityLinking))
         features = FeatureStore(keys: keys)
-        audit = try AuditLog(
-            path: paths.auditDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
+        audit = try SQLiteAuditTrail(
+            path: paths.auditDatabase, indexPath: paths.auditIndexDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
             checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
-        auditIndex = try AuditIndex(path: paths.auditIndexDatabase, log: audit.store)
         principals = PrincipalStore(store: store, ring: ring, now: now)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
         rateLimiter = RateLimiter(limits: rateLimits)

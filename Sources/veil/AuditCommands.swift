@@ -117,7 +117,7 @@ struct AuditCommand: AsyncParsableCommand {
                         outcome: .allowed, reason: "entries of one subject looked up from the command line"))
                 try await service.audit.checkpoint()
             }
-            let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase).store)
+            let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase))
             let entries = try index.query(
                 AuditQuery(
                     actor: actor, subjectToken: token, action: action, outcome: outcome,
@@ -182,7 +182,7 @@ struct AuditCommand: AsyncParsableCommand {
         func run() throws {
             let paths = try common.paths()
             let start = Date()
-            let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase).store)
+            let index = try AuditIndex(path: paths.auditIndexDatabase, log: AuditReader(path: paths.auditDatabase))
             let count = try index.reindex()
             print("indexed \(count) entries in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         }

@@ -106,7 +106,7 @@ struct BenchCommand: AsyncParsableCommand {
                 let subjects = max(1, queryEntries / 10)  // ten entries per subject on average
                 let built = try await clock.measure { try await Self.fill(log, count: queryEntries, callers: 100, subjects: subjects) }
                 let reader = try AuditReader(path: path)
-                let index = try AuditIndex(path: dir + "/query-index.sqlite", log: reader.store)
+                let index = try AuditIndex(path: dir + "/query-index.sqlite", log: reader)
                 let indexing = try clock.measure { try index.reindex() }
                 var indexed: [Double] = [], scanned: [Double] = []
                 var found = 0

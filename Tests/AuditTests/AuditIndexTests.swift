@@ -38,7 +38,7 @@ import Vault
     @Test func indexedQueriesReturnExactlyWhatAScanReturnsAtAnyLag() async throws {
         let path = try await makeLog(9000)  // three time blocks, the clock stepping back in the second
         let reader = try AuditReader(path: path)
-        let index = try AuditIndex(path: path + "-index", log: reader.store)
+        let index = try AuditIndex(path: path + "-index", log: reader)
         let times = try reader.query(AuditQuery(limit: 1000)).map(\.at) + (try reader.query(AuditQuery(after: 8000, limit: 1000)).map(\.at))
         var random = TestRandom()
         var indexed = 0
@@ -74,7 +74,7 @@ import Vault
     @Test func reindexRebuildsADeletedOrTamperedIndex() async throws {
         let path = try await makeLog(500)
         let reader = try AuditReader(path: path)
-        let index = try AuditIndex(path: path + "-index", log: reader.store)
+        let index = try AuditIndex(path: path + "-index", log: reader)
         let token = String(format: "%032x", 3)
         let expected = try reader.query(AuditQuery(subjectToken: token, limit: 1000))
         #expect(!expected.isEmpty)

@@ -110,7 +110,7 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
                 // Exactly one audit entry per /v1 request, allowed or refused; none for a public probe. (A retrain also
                 // records each subject it unlearned, an erasure by an earlier vector among them.)
                 let audited = RouteTable.publicPaths.contains(route.path) ? 0 : 1
-                let added = try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 1000))
+                let added = try f.service.audit.query(AuditQuery(after: before, limit: 1000))
                 #expect(
                     added.filter { $0.record.action != "model:unlearn" }.count == audited, "\(vector): audit entries \(added.map(\.record.action))")
                 #expect(route.path == "/v1/model/train" || added.allSatisfy { $0.record.action != "model:unlearn" })

@@ -120,7 +120,7 @@ import Vault
                     let header = answer.headers[HTTPField.Name("Veil-Audit-Entry")!]
                     let seq = try #require(
                         header.flatMap { Int64($0) }, "\(role) \(route.method) \(path) → \(answer.status) without Veil-Audit-Entry")
-                    let entry = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: seq - 1, limit: 1)).first)
+                    let entry = try #require(try f.service.audit.query(AuditQuery(after: seq - 1, limit: 1)).first)
                     #expect(
                         entry.sequence == seq && entry.record.requestID == answer.headers[HTTPField.Name("X-Request-Id")!]
                             && entry.record.actor == "p-\(role)", "\(role) \(route.method) \(path)")

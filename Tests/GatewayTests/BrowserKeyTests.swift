@@ -94,7 +94,7 @@ import Vault
             }
             #expect(try f.hasData(anon) == false)
             #expect(f.auditCount == before + 3 + 1, "a few refusals one by one, the rest in one aggregate entry")
-            let entries = try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 10))
+            let entries = try f.service.audit.query(AuditQuery(after: before, limit: 10))
             #expect(entries.allSatisfy { $0.record.actor == "anonymous" }, "\(entries.map(\.record.actor))")
             #expect(entries.first?.record.reason.contains("origin not configured") == true)
         }
@@ -176,7 +176,7 @@ import Vault
                 #expect(r.status == 403 || r.status == 429, "an unproven id, then past the key's rate limit: \(r.status)")
             }
             #expect(f.auditCount == before + 3 + 1, "\(f.auditCount - before) entries for 60 refusals")
-            let own = try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 3))
+            let own = try f.service.audit.query(AuditQuery(after: before, limit: 3))
             #expect(own.allSatisfy { $0.record.actor == "p-browser" }, "the first ones name the key: \(own.map(\.record.actor))")
         }
     }
@@ -236,7 +236,7 @@ import Vault
             #expect(r.status == 401 && (r.json["error"] as? [String: Any])?["message"] as? String ?? "" != "")
             #expect(r.body.contains("only a browser key may be sent in the URL"))
             #expect(try f.hasData(anon) == false)
-            let entry = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: f.auditCount - 1, limit: 1)).first)
+            let entry = try #require(try f.service.audit.query(AuditQuery(after: f.auditCount - 1, limit: 1)).first)
             #expect(entry.record.actor == "p-app" && entry.record.reason.contains("replace it"), "the operator learns which key leaked")
         }
     }

@@ -64,7 +64,7 @@ import Testing
             let form = try await Self.get(client, "/console/signin")
             #expect(form.status == 200 && f.auditCount == before, "the sign-in form reads nothing and is not audited")
             let (session, _) = try await Self.signIn(client, key: try #require(f.keys["compliance-officer"]))
-            let signedIn = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 1)).first)
+            let signedIn = try #require(try f.service.audit.query(AuditQuery(after: before, limit: 1)).first)
             #expect(signedIn.record.action == "console:signin" && signedIn.record.actor == "p-compliance-officer")
             // The cookie: HttpOnly, SameSite=Strict, only for /console (no Secure without TLS).
             let again = try await Self.post(
@@ -173,7 +173,7 @@ import Testing
             let result = try await Self.get(client, try #require(erased.headers[.location]), session: officer.session)
             #expect(result.body.contains("Erased") && result.body.contains("audit entry"), "\(result.body)")
             // The refused attempts are on record (denied, rejected); the erasure once, allowed, under the officer.
-            let attempts = try AuditReader(store: f.service.audit.store).query(AuditQuery(action: "subjects:erase", limit: 10))
+            let attempts = try f.service.audit.query(AuditQuery(action: "subjects:erase", limit: 10))
             #expect(attempts.map(\.record.outcome) == ["denied", "denied", "denied", "rejected", "allowed"], "\(attempts.map(\.record.outcome))")
             let entries = attempts.filter { $0.record.outcome == "allowed" }
             #expect(
@@ -198,7 +198,7 @@ import Testing
             let result = try await Self.get(client, try #require(made.headers[.location]), session: officer.session)
             #expect(result.body.contains("Exported: 1 consent events, 1 interactions"), "\(result.body)")
             let entry = try #require(
-                try AuditReader(store: f.service.audit.store).query(AuditQuery(action: "subjects:export", outcome: .allowed, limit: 10)).first)
+                try f.service.audit.query(AuditQuery(action: "subjects:export", outcome: .allowed, limit: 10)).first)
             #expect(entry.record.subjectToken == f.token("u-9").rawValue && result.body.contains("/console/audit/\(entry.sequence)"))
             let request = try #require(made.headers[.location]?.components(separatedBy: "request=").last)
             let file = try await Self.get(client, "/console/result/download?request=\(request)", session: officer.session)
@@ -229,7 +229,7 @@ import Testing
             #expect(page.status == 200)
             #expect(page.body.components(separatedBy: "mira@example.com").count == 2, "the typed id appears once: in the search box")
             #expect(page.body.contains("POST /v1/consents"), "the consent request is found by the person's id")
-            let entry = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before, limit: 1)).first)
+            let entry = try #require(try f.service.audit.query(AuditQuery(after: before, limit: 1)).first)
             #expect(entry.record.action == "audit:read" && entry.record.subjectToken == f.token("mira@example.com").rawValue)
             #expect(!entry.record.resource.contains("mira") && !entry.record.reason.contains("mira"))
             let record = try await Self.post(client, "/console/subjects", ["subject": "mira@example.com", "csrf": officer.csrf], cookie: cookie)

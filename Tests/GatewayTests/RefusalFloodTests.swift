@@ -33,7 +33,7 @@ import Testing
             #expect(statuses == [401: 300, 429: 100])
             #expect(f.auditCount == before + 5 + 1, "the first refusals of the window are entries of their own, the rest share one")
             #expect(Set(named.prefix(5)).count == 5 && Set(named.dropFirst(5)) == [before + 6])
-            let shared = try #require(try AuditReader(store: f.service.audit.store).query(AuditQuery(after: before + 5, limit: 1)).first)
+            let shared = try #require(try f.service.audit.query(AuditQuery(after: before + 5, limit: 1)).first)
             #expect(shared.record.action == "auth:refused" && shared.record.reason.contains("are counted, not recorded one by one"))
             // A valid key from the same client still works.
             #expect(try await client.call(.get, "/v1/consents/u-1", key: f.keys["app"]).status == 200)

@@ -120,7 +120,7 @@ import Testing
             #expect(same(fingerprint(served, time: time), fingerprint(scratch, time: time)))
             #expect(served.users == withS.users - 1 && served.hyperparameters == withS.hyperparameters)
             // The unlearning is on the record, naming the subject's token and both model versions.
-            let entries = try AuditReader(store: f.service.audit.store).query(AuditQuery(subjectToken: token, action: "model:unlearn"))
+            let entries = try f.service.audit.query(AuditQuery(subjectToken: token, action: "model:unlearn"))
             #expect(entries.count == 1 && entries.first?.record.resource == "model \(withS.version) -> \(served.version)", "\(entries)")
             // Unlearned in place (the hybrid's components downdated, ALS refitted), not retrained from the store.
             #expect(withS.ranker is HybridModel && entries.first?.record.reason.contains("unlearned") == true)
@@ -287,7 +287,7 @@ import Testing
             #expect((after.json["subject"] as? [String: Any])?["in_model"] as? Bool == false)
             #expect(after.json["subjects_digest"] as? String != before.json["subjects_digest"] as? String)
             // The lookup is audited under the subject's token; an app may not ask.
-            let lookups = try AuditReader(store: f.service.audit.store).query(
+            let lookups = try f.service.audit.query(
                 AuditQuery(subjectToken: f.token("shopper-3@example.com").rawValue, action: "audit:read"))
             #expect(lookups.count == 3)
             #expect(try await client.call(.get, "/v1/model/provenance", key: f.keys["app"]).status == 403)

@@ -42,7 +42,7 @@ extension API {
                         return v
                     } ?? 100
                 let query = q
-                let entries = try await offThePool { try service.auditIndex.query(query) }
+                let entries = try await offThePool { try service.audit.query(query) }
                 struct Page: Encodable { var entries: [AuditEntry]; var next_cursor: Int64? }
                 return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
             },
@@ -82,7 +82,7 @@ extension API {
                     guard let to = Int64(String(value)) else { throw GatewayError.badRequest("to must be a tree size (a positive integer)") }
                     return to
                 }
-                return try json(await offThePool { try AuditReader(store: service.audit.store).consistencyProof(from: from, to: to) })
+                return try json(await offThePool { try service.audit.consistencyProof(from: from, to: to) })
             },
             .route(.get, "/v1/audit/entries/{seq}/proof", .auditRead) { service, request, context, _ in
                 guard let seq = context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else {
@@ -92,10 +92,9 @@ extension API {
                     guard let size = Int64(String(value)) else { throw GatewayError.badRequest("tree_size must be a positive integer") }
                     return size
                 }
-                let reader = AuditReader(store: service.audit.store)
                 // A proof against the newest head for an entry signed by none yet: sign one now (at most one a second),
                 // rather than make the caller wait for the next.
-                if size == nil, seq > (try reader.newestCheckpoint()?.size ?? 0), seq <= service.audit.count {
+                if size == nil, seq > (try service.audit.newestCheckpoint()?.size ?? 0), seq <= service.audit.count {
                     let head = try await service.audit.checkpoint(minimumInterval: .seconds(1))
                     if (head?.size ?? 0) < seq {
                         var error = GatewayError(
@@ -104,11 +103,11 @@ extension API {
                         throw error
                     }
                 }
-                return try json(await offThePool { try reader.inclusionProof(sequence: seq, treeSize: size) })
+                return try json(await offThePool { try service.audit.inclusionProof(sequence: seq, treeSize: size) })
             },
             .route(.get, "/v1/audit/export", .auditExport) { service, request, _, _ in
                 try await service.audit.checkpoint()
-                let lines = try await offThePool { try AuditReader(store: service.audit.store).exportJSONLines() }
+                let lines = try await offThePool { try service.audit.exportJSONLines() }
                 if request.uri.queryParameters["recipient"] != nil { return try sealedIfAsked(Data(lines), request, service) }
                 return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
             },

@@ -39,7 +39,7 @@ enum ConsolePages {
         }
         if let token = q.subjectToken { call.context.audit.update { $0.subjectToken = token } }
         let query = q
-        let entries = try await offThePool { try call.service.auditIndex.query(query) }
+        let entries = try await offThePool { try call.service.audit.query(query) }
         var next: String?
         if entries.count == query.limit, let last = entries.last?.sequence {
             var items = [URLQueryItem(name: "cursor", value: String(last))]
@@ -64,8 +64,8 @@ enum ConsolePages {
 
     static let auditEntry: Console.SignedInPage = { call, session in
         guard let seq = call.context.parameters.get("seq").flatMap({ Int64($0) }), seq >= 1 else { throw invalid("no such entry") }
-        let reader = AuditReader(store: call.service.audit.store)
-        guard let entry = try await offThePool({ try reader.query(AuditQuery(after: seq - 1, limit: 1)) }).first, entry.sequence == seq else {
+        let audit = call.service.audit
+        guard let entry = try await offThePool({ try audit.query(AuditQuery(after: seq - 1, limit: 1)) }).first, entry.sequence == seq else {
             throw ConsoleError(status: .notFound, title: "No such entry", message: "The log has no entry \(seq).")
         }
         var values = row(entry)
@@ -74,7 +74,7 @@ enum ConsolePages {
         values["request_id"] = entry.record.requestID
         values["subject_token"] = entry.record.subjectToken ?? "none"
         values["purpose"] = entry.record.purpose ?? "none"
-        if let proof = try? await offThePool({ try reader.inclusionProof(sequence: seq) }) {
+        if let proof = try? await offThePool({ try audit.inclusionProof(sequence: seq, treeSize: nil) }) {
             values["proof"] = ["tree_size": proof.treeSize, "leaf_hash": proof.leafHash, "hashes": proof.hashes, "root": proof.checkpoint.rootHash]
         }
         return Console.render("entry", call.base("Entry \(seq)", values))
@@ -196,7 +196,7 @@ enum ConsolePages {
         let entry = try await offThePool { () -> AuditEntry? in
             var q = AuditQuery(actor: actor, after: max(0, count - 5_000), limit: 1000)
             while true {
-                let page = try call.service.auditIndex.query(q)
+                let page = try call.service.audit.query(q)
                 if let hit = page.first(where: { $0.record.requestID == id }) { return hit }
                 guard page.count == q.limit, let last = page.last else { return nil }
                 q.after = last.sequence
@@ -233,7 +233,7 @@ enum ConsolePages {
             var counts: [Int64: Int] = [:]
             var q = AuditQuery(outcome: .denied, from: from, limit: 1000)
             for _ in 0..<20 {
-                let page = try call.service.auditIndex.query(q)
+                let page = try call.service.audit.query(q)
                 for e in page { counts[e.at / 86_400_000, default: 0] += 1 }
                 guard page.count == q.limit, let last = page.last else { break }
                 q.after = last.sequence
