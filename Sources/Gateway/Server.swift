@@ -102,15 +102,14 @@ struct PeriodicService: Service {
     static func experiments(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
-                try await service.experiments.flush(to: service.store)
+                try await service.flushExperimentCounts()
                 try await service.review.evaluateCanary()
             } catch {
                 logFailure("experiment bookkeeping", error, service.logger)
             }
             // On its own: a failed save must not hold back the canary decision, nor the reverse.
             do {
-                let (promotions, store, at) = (service.promotions, service.store, service.now())
-                try await offThePool { try promotions.save(to: store, at: at) }
+                try await service.savePromotionBandits()
             } catch {
                 logFailure("saving the promotion bandits", error, service.logger)
             }
@@ -178,13 +177,12 @@ struct AuditFlushService: Service {
             PeriodicService.logFailure("recording refusals before authentication at shutdown", error, service.logger)
         }
         do {
-            try await service.experiments.flush(to: service.store)
+            try await service.flushExperimentCounts()
         } catch {
             PeriodicService.logFailure("saving the experiment counters at shutdown", error, service.logger)
         }
         do {
-            let (promotions, store, at) = (service.promotions, service.store, service.now())
-            try await offThePool { try promotions.save(to: store, at: at) }
+            try await service.savePromotionBandits()
         } catch {
             PeriodicService.logFailure("saving the promotion bandits at shutdown", error, service.logger)
         }

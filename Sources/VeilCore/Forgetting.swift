@@ -1,5 +1,6 @@
 import FeatureStore
 import Foundation
+import Serving
 import Logging
 import Persistence
 import Storage

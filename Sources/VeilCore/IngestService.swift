@@ -1,6 +1,7 @@
 import Consent
 import FeatureStore
 import Foundation
+import Serving
 import Ingestion
 import Persistence
 import Policy

@@ -1,7 +1,4 @@
-import FeatureStore
 import Foundation
-import Persistence
-import Storage
 import Recommender
 import Synchronization
 
@@ -113,10 +110,11 @@ public struct PromotionContext: Sendable, Equatable {
 /// One LinUCB bandit per campaign choosing the boost level; rewarded by clicks, add-to-carts and purchases of
 /// promoted items that follow an exposure within half an hour (an exposure counts at once; no reward is 0).
 ///
-/// What each bandit learnt is saved to the operational database (`promotion_bandits`: one row per campaign,
-/// aggregates over context vectors of time, device class and segment, no tokens) every few seconds and at
-/// shutdown, and restored at start. Exposures still waiting for their reward name subject tokens and stay in
-/// memory only: a restart forgets them, so rewards for exposures made before it are not counted.
+/// No I/O: what each bandit learnt comes in as the bytes saved before (``init(campaigns:saved:)``) and goes out
+/// through ``saveChanged(_:)``, which the core writes to the operational database (`promotion_bandits`: one row per
+/// campaign, aggregates over context vectors of time, device class and segment, no tokens) every few seconds and
+/// at shutdown. Exposures still waiting for their reward name subject tokens and stay in memory only: a restart
+/// forgets them, so rewards for exposures made before it are not counted.
 public final class PromotionBandits: Sendable {
     /// Shares of the campaign's maximum boost the bandit chooses from.
     public static let levels: [Float] = [0, 0.25, 0.5, 0.75, 1]
@@ -144,16 +142,14 @@ public final class PromotionBandits: Sendable {
     private let state: Mutex<State>
     private let saving = Mutex(())
 
-    /// Bandits for `campaigns`, each restored from `store` when a saved one fits, otherwise cold.
-    public init(campaigns: [Campaign], store: (any OperationalStore)? = nil) throws {
+    /// Bandits for `campaigns`, each restored from its `saved` state (by campaign) when that fits, otherwise cold.
+    public init(campaigns: [Campaign], saved: [String: [UInt8]] = [:]) {
         self.campaigns = campaigns
         let dimension = PromotionContext(
             at: Date(timeIntervalSince1970: 0), window: Date(timeIntervalSince1970: 0)..<Date(timeIntervalSince1970: 1),
             device: nil, segment: nil
         ).vector.count
         let cold = LinUCB(arms: Self.levels.count, dimension: dimension, alpha: Self.alpha)
-        let saved =
-            try store?.readBlocking { try $0.savedBandits() } ?? [:]
         var bandits: [String: LinUCB] = [:]
         var discarded: [String] = []
         for c in campaigns {
@@ -170,7 +166,7 @@ public final class PromotionBandits: Sendable {
     }
 
     /// Chooses the boost of `campaign` for `context` and remembers the exposure of `token` to `items`.
-    func choose(campaign: Campaign, context: PromotionContext, token: String, items: Set<String>, at: Date) -> Float {
+    public func choose(campaign: Campaign, context: PromotionContext, token: String, items: Set<String>, at: Date) -> Float {
         let x = context.vector
         return state.withLock { s in
             for (key, e) in s.pending where at.timeIntervalSince(e.at) > Self.attributionWindow { s.pending[key] = nil }
@@ -195,7 +191,7 @@ public final class PromotionBandits: Sendable {
     }
 
     /// A click, add-to-cart or purchase of `item` by `token`: rewards the exposure that showed it.
-    func reward(token: String, item: String, at: Date) {
+    public func reward(token: String, item: String, at: Date) {
         state.withLock { s in
             for campaign in campaigns {
                 let key = token + "|" + campaign.name
@@ -210,28 +206,23 @@ public final class PromotionBandits: Sendable {
     /// How often each boost level was learned from, per campaign (for tests and metrics).
     public func pulls(_ campaign: String) -> [Int] { state.withLock { $0.bandits[campaign]?.pulls ?? [] } }
 
-    /// Writes the bandits that changed since the last save; on failure they stay marked for the next one. Saves
-    /// run one at a time, so an older snapshot never overwrites a newer one (the periodic save may still be
-    /// running when the shutdown's starts).
-    public func save(to store: any OperationalStore, at date: Date) throws {
-        try saving.withLock { _ in try saveChanged(to: store, at: date) }
-    }
-
-    private func saveChanged(to store: any OperationalStore, at date: Date) throws {
-        let changed = state.withLock { s -> [(String, LinUCB)] in
-            defer { s.unsaved.removeAll() }
-            return s.unsaved.compactMap { name in s.bandits[name].map { (name, $0) } }
-        }
-        guard !changed.isEmpty else { return }
-        do {
-            let encoder = JSONEncoder()
-            let rows = try changed.map { ($0.0, Array(try encoder.encode($0.1))) }
-            try store.writeBlocking { tx in
-                for (name, state) in rows { try tx.saveBandit(campaign: name, state: state, at: Int64(date.timeIntervalSince1970)) }
+    /// Hands the bandits that changed since the last save to `write` as (campaign, encoded state); if it throws they
+    /// stay marked for the next one. Saves run one at a time, so an older snapshot never overwrites a newer one (the
+    /// periodic save may still be running when the shutdown's starts).
+    public func saveChanged(_ write: ([(campaign: String, state: [UInt8])]) throws -> Void) throws {
+        try saving.withLock { _ in
+            let changed = state.withLock { s -> [(String, LinUCB)] in
+                defer { s.unsaved.removeAll() }
+                return s.unsaved.compactMap { name in s.bandits[name].map { (name, $0) } }
             }
-        } catch {
-            state.withLock { s in for (name, _) in changed { s.unsaved.insert(name) } }
-            throw error
+            guard !changed.isEmpty else { return }
+            do {
+                let encoder = JSONEncoder()
+                try write(try changed.map { (campaign: $0.0, state: Array(try encoder.encode($0.1))) })
+            } catch {
+                state.withLock { s in for (name, _) in changed { s.unsaved.insert(name) } }
+                throw error
+            }
         }
     }
 }
