@@ -80,9 +80,9 @@ public struct ConsentLedger: Sendable {
         in tx: some ConsentRepository
     ) throws -> ConsentRecord {
         var event = try makeEvent(
-            token: token, purpose: "marketing", granted: false, at: at, sourceApp: sourceApp, principal: principal,
+            token: token, purpose: CorePurpose.marketing.rawValue, granted: false, at: at, sourceApp: sourceApp, principal: principal,
             method: .gpc, noticeVersion: noticeVersion, jurisdiction: jurisdiction)
-        let current = try decision(token: token, purpose: "marketing", at: at, in: tx)
+        let current = try decision(token: token, purpose: CorePurpose.marketing.rawValue, at: at, in: tx)
         event.gpcConflict = current.allowed
         return try append(event, in: tx)
     }

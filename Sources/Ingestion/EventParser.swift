@@ -175,23 +175,27 @@ public struct EventParser: Sendable {
             let signal = try requiredString(raw, "signal")
             fields["item"] = .string(item)
             fields["signal"] = .string(signal)
-            switch signal {
-            case "rating":
+            guard let known = FeedbackSignal(rawValue: signal) else {
+                throw BatchError(
+                    reason:
+                        "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected \(FeedbackSignal.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+            switch known {
+            case .rating:
                 guard let value = try optionalNumber(raw, "value"), (0...5).contains(value) else {
                     throw BatchError(reason: "a rating needs a 'value' between 0 and 5")
                 }
                 fields["value"] = .number(value)
                 signals.append(ItemSignal(item: item, kind: .rating, weight: Float(max(value - 2, 0.5))))
-            case "click": signals.append(ItemSignal(item: item, kind: .click, weight: 1))
-            case "add_to_cart": signals.append(ItemSignal(item: item, kind: .addToCart, weight: 2))
-            case "dwell":
+            case .click: signals.append(ItemSignal(item: item, kind: .click, weight: 1))
+            case .addToCart: signals.append(ItemSignal(item: item, kind: .addToCart, weight: 2))
+            case .dwell:
                 guard let value = try optionalNumber(raw, "value"), value >= 0 else {
                     throw BatchError(reason: "a dwell signal needs a non-negative 'value' in ms")
                 }
                 fields["value"] = .number(cap("value", value, max: limits.maxDwellMs))
                 signals.append(ItemSignal(item: item, kind: .dwell, weight: 0.5))
-            default:
-                throw BatchError(reason: "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected rating, click, add_to_cart or dwell")
             }
         }
         var content: [UInt8] = []
@@ -224,4 +228,12 @@ public struct EventParser: Sendable {
         guard d.isFinite, abs(d) < 1e15 else { throw BatchError(reason: "field '\(path)\(key)' is out of range") }
         return d
     }
+}
+
+/// What a feedback event says about an item that was shown.
+public enum FeedbackSignal: String, Sendable, CaseIterable {
+    case rating
+    case click
+    case addToCart = "add_to_cart"
+    case dwell
 }

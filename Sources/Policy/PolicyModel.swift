@@ -16,6 +16,33 @@ public enum Action: String, Sendable, CaseIterable, Hashable, Codable {
     case principalsWrite = "principals:write"
 }
 
+/// What the audit log records besides the routes' ``Action``s: work done by the command line, background jobs and the
+/// console's sign-in, which no API key is authorized for.
+public enum SystemAction: String, Sendable, CaseIterable {
+    case authRefused = "auth:refused"
+    case consoleSignin = "console:signin"
+    case consoleSignout = "console:signout"
+    case identityLink = "identity:link"
+    case identityUnlink = "identity:unlink"
+    case importMovieLens = "import:movielens"
+    case keysRetire = "keys:retire"
+    case keysRewrap = "keys:rewrap"
+    case modelPromote = "model:promote"
+    case modelRollback = "model:rollback"
+    case modelUnlearn = "model:unlearn"
+    case principalsAdd = "principals:add"
+    case principalsRevoke = "principals:revoke"
+    case retentionRun = "retention:run"
+    case segmentsAnalyse = "segments:analyse"
+}
+
+/// The purposes Veil's own code acts on, whatever else a policy defines: personalization feeds the feature store and
+/// the recommender; marketing allows campaign boosts (and a GPC signal withdraws it).
+public enum CorePurpose: String, Sendable, CaseIterable {
+    case personalization
+    case marketing
+}
+
 /// The legal ground a purpose rests on.
 public enum LawfulBasis: String, Sendable, CaseIterable, Codable {
     case consent
@@ -65,6 +92,12 @@ public struct Role: Sendable, Equatable {
     /// The publishable role: its keys are put in web pages (the tracking script), so they are bound to origins, need
     /// a shop's proof for any subject id but the script's random ones, and may only send.
     public static let browser = "browser"
+    /// The role the command line acts under in audit records (an operator at the machine).
+    public static let admin = "admin"
+    /// The role of background jobs (retention, unlearning, canary decisions) in audit records.
+    public static let system = "system"
+    /// Recorded for requests refused before any principal was known.
+    public static let none = "none"
     /// All a browser key may ever be allowed.
     public static let browserActions: Set<Action> = [.eventsWrite, .consentWrite]
 }

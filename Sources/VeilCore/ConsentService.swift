@@ -88,7 +88,7 @@ public final class ConsentService: Sendable {
         } else if policy.notices[request.notice_version] == nil {
             throw CoreError.unprocessable("unknown notice version '\(request.notice_version)'")
         }
-        let shredNeeded = event.map { $0.purpose == VeilService.personalization && !$0.granted } ?? false
+        let shredNeeded = event.map { $0.purpose == CorePurpose.personalization.rawValue && !$0.granted } ?? false
         let change = event
         // The key store is written on its own, before the data file: the identity key this transaction seals with is
         // created first, and a withdrawal shreds the person's keys (every linked token's) before its rows go.

@@ -68,12 +68,25 @@ public struct CanarySettings: Sendable, Equatable {
     public init() {}
 }
 
+/// What an experiment counts per variant: responses served (exposures) and the outcomes that followed them.
+public enum ExperimentMetric: String, Sendable, CaseIterable {
+    case exposure
+    case click
+    case addToCart = "add_to_cart"
+    case purchase
+}
+
+extension Dictionary where Key == String, Value == Int {
+    /// A variant's count of `metric` (0 when none was counted).
+    subscript(metric metric: ExperimentMetric) -> Int { self[metric.rawValue] ?? 0 }
+}
+
 /// Counts exposures and outcomes per experiment and variant. Counters are kept in memory and flushed to the
 /// database every few seconds and at shutdown (`experiment_counts`: aggregates only, no tokens).
 public final class ExperimentTracker: Sendable {
     /// Outcome metrics counted from events: click, add_to_cart, purchase.
-    public static let outcomeOfKind: [InteractionKind: String] = [
-        .click: "click", .searchClick: "click", .addToCart: "add_to_cart", .purchase: "purchase",
+    public static let outcomeOfKind: [InteractionKind: ExperimentMetric] = [
+        .click: .click, .searchClick: .click, .addToCart: .addToCart, .purchase: .purchase,
     ]
 
     public let experiments: [ExperimentSpec]
@@ -90,13 +103,13 @@ public final class ExperimentTracker: Sendable {
     func setCanary(_ spec: ExperimentSpec?) { canary.withLock { $0 = spec } }
     var canaryExperiment: ExperimentSpec? { canary.withLock { $0 } }
 
-    func count(_ experiment: String, _ variant: String, _ metric: String, by n: Int = 1) {
-        pending.withLock { $0["\(experiment)\u{1}\(variant)\u{1}\(metric)", default: 0] += n }
+    func count(_ experiment: String, _ variant: String, _ metric: ExperimentMetric, by n: Int = 1) {
+        pending.withLock { $0["\(experiment)\u{1}\(variant)\u{1}\(metric.rawValue)", default: 0] += n }
     }
 
     /// One response served to a subject with these assignments.
     public func exposure(_ assignments: [(experiment: ExperimentSpec, variant: ExperimentSpec.Variant)]) {
-        for (e, v) in assignments { count(e.name, v.name, "exposure") }
+        for (e, v) in assignments { count(e.name, v.name, .exposure) }
     }
 
     public func outcome(token: String, kind: InteractionKind, at date: Date) {
@@ -156,10 +169,10 @@ public struct ExperimentReport: Sendable, Codable, Equatable {
         var arms: [Arm] = []
         for name in names {
             let c = counts[name] ?? [:]
-            let n = c["exposure"] ?? 0, clicks = c["click"] ?? 0, purchases = c["purchase"] ?? 0
+            let n = c[metric: .exposure], clicks = c[metric: .click], purchases = c[metric: .purchase]
             let ctr = Proportions.wilson(successes: min(clicks, n), trials: n), conv = Proportions.wilson(successes: min(purchases, n), trials: n)
             var arm = Arm(
-                variant: name, exposures: n, clicks: clicks, addToCart: c["add_to_cart"] ?? 0, purchases: purchases,
+                variant: name, exposures: n, clicks: clicks, addToCart: c[metric: .addToCart], purchases: purchases,
                 ctr: n > 0 ? Double(clicks) / Double(n) : 0, ctrInterval: [ctr.lowerBound, ctr.upperBound],
                 conversion: n > 0 ? Double(purchases) / Double(n) : 0, conversionInterval: [conv.lowerBound, conv.upperBound])
             if let control = arms.first {
@@ -219,9 +232,9 @@ public final class ExperimentReview: Sendable {
         try await experiments.flush(to: store)
         let counts = try await ExperimentTracker.counts(spec.name, in: store)
         let stable = counts["stable"] ?? [:], trial = counts["canary"] ?? [:]
-        let (ns, nc) = (stable["exposure"] ?? 0, trial["exposure"] ?? 0)
+        let (ns, nc) = (stable[metric: .exposure], trial[metric: .exposure])
         guard ns >= canary.minimumExposures, nc >= canary.minimumExposures else { return nil }
-        let (cs, cc) = (min(stable["click"] ?? 0, ns), min(trial["click"] ?? 0, nc))
+        let (cs, cc) = (min(stable[metric: .click], ns), min(trial[metric: .click], nc))
         let test = Proportions.zTest(successesA: cs, trialsA: ns, successesB: cc, trialsB: nc)
         // One-sided: worse means a negative z whose one-sided p-value (half the two-sided one) is below alpha.
         let worse = test.z < 0 && test.p / 2 < canary.alpha
@@ -237,10 +250,10 @@ public final class ExperimentReview: Sendable {
         }
         experiments.setCanary(nil)
         cache.clear()
-        let action = worse ? "model:rollback" : "model:promote"
+        let action = (worse ? SystemAction.modelRollback : .modelPromote).rawValue
         try await audit.append(
             AuditRecord(
-                actor: "canary", role: "system", action: action, resource: "model \(candidate.version)",
+                actor: "canary", role: Role.system, action: action, resource: "model \(candidate.version)",
                 outcome: worse ? .rolledBack : .promoted, reason: detail))
         logger.notice("canary decided", metadata: ["action": "\(action)", "model_version": "\(candidate.version)"])
         return action

@@ -102,7 +102,7 @@ public final class IngestService: Sendable {
         for (field, n) in screened.fields { metrics.outliers(field: field, action: outliers.policy.action.rawValue).increment(by: Int64(n)) }
         let rejections = (parsed.rejected + screened.rejected).sorted { $0.index < $1.index }
         note.update {
-            $0.purpose = VeilService.personalization; $0.reason = "\(screened.kept.count) valid, \(rejections.count) rejected"
+            $0.purpose = CorePurpose.personalization.rawValue; $0.reason = "\(screened.kept.count) valid, \(rejections.count) rejected"
         }
         var quality: [String: SourceQualityLog.Delta] = [:]
         for r in rejections {
@@ -166,7 +166,7 @@ public final class IngestService: Sendable {
     /// take in turn: keyed hashes, minimization, search-term hashing.
     func prepare(_ events: [CleanEvent], principal: Principal, at: Date) -> [PreparedEvent] {
         let minimizer = Minimizer(policy: policy, currentYear: Calendar(identifier: .gregorian).component(.year, from: at))
-        let personalizable = policy.purposes[VeilService.personalization]?.categories ?? []
+        let personalizable = policy.purposes[CorePurpose.personalization.rawValue]?.categories ?? []
         // Keyed by the id's bytes: String equality would merge two ids that differ only in Unicode normalization.
         var sourceTokens: [[UInt8]: SubjectToken] = [:]
         return events.map { event -> PreparedEvent in
@@ -191,7 +191,8 @@ public final class IngestService: Sendable {
             var seen = Set<SubjectToken>()
             for source in sources {
                 let token = try linker.canonical(source, in: db)
-                guard seen.insert(token).inserted, try ledger.decision(token: token, purpose: VeilService.personalization, at: at, in: db).allowed
+                guard seen.insert(token).inserted,
+                    try ledger.decision(token: token, purpose: CorePurpose.personalization.rawValue, at: at, in: db).allowed
                 else { continue }
                 owners += [FeatureStore.keyOwner(token), IdentityMap.keyOwner(token)]
             }
@@ -226,7 +227,7 @@ public final class IngestService: Sendable {
                 // A browser with GPC on sends the header with every batch: the ledger records the signal once, not
                 // again while marketing stays withdrawn.
                 if try gpcHeader && !gpcDone.contains(token)
-                    && ledger.decision(token: token, purpose: "marketing", at: at, in: db).reason != .withdrawn
+                    && ledger.decision(token: token, purpose: CorePurpose.marketing.rawValue, at: at, in: db).reason != .withdrawn
                 {
                     try ledger.recordGPC(
                         token: token, at: at, sourceApp: principal.namespace, principal: principal.name,
@@ -243,7 +244,8 @@ public final class IngestService: Sendable {
                 // Freshness is about deliveries: a backfill of old events is fresh data from a live source.
                 quality[event.source, default: .init()].lastEvent = Int64(at.timeIntervalSince1970)
                 for signal in event.signals { anonymousCounts[.init(item: signal.item, day: event.timestamp / 86_400), default: 0] += 1 }
-                let allowed = try decisions[token] ?? ledger.decision(token: token, purpose: VeilService.personalization, at: at, in: db).allowed
+                let allowed =
+                    try decisions[token] ?? ledger.decision(token: token, purpose: CorePurpose.personalization.rawValue, at: at, in: db).allowed
                 decisions[token] = allowed
                 guard allowed, let kept = p.kept else {
                     written.anonymized += 1

@@ -16,7 +16,7 @@ extension VeilService {
     /// Imports MovieLens 100K through the same consent → token → minimize → seal path as the HTTP API:
     /// each user's consent is recorded with method `import`, ratings become `feedback` events.
     public func importMovieLens(ratings: String, items: String, users: String, namespace: String) async throws -> ImportReport {
-        let principal = Principal(name: "import", role: "admin", namespace: namespace)
+        let principal = Principal(name: "import", role: Role.admin, namespace: namespace)
         let catalog = try Dataset.parseMovieLensItems(items).map { movie in
             let genres = movie.genres.map { Dataset.movieLensGenres[$0].lowercased() }
             return CatalogItem(
@@ -33,7 +33,7 @@ extension VeilService {
             let subject = "ml-user-\(f[0])"
             _ = try await consent.record(
                 ConsentService.ConsentRequest(
-                    subject: subject, purpose: "personalization", granted: true, method: "import",
+                    subject: subject, purpose: CorePurpose.personalization.rawValue, granted: true, method: "import",
                     notice_version: policy.currentNotice, jurisdiction: "US", expires_at: nil, gpc: nil),
                 principal: principal, gpcHeader: false, note: note)
             profiles.append([
@@ -65,7 +65,7 @@ extension VeilService {
         if !batch.isEmpty { try await send(batch) }
         try await audit.append(
             AuditRecord(
-                actor: "import", role: "admin", action: "import:movielens", resource: "namespace \(namespace)",
+                actor: "import", role: Role.admin, action: SystemAction.importMovieLens.rawValue, resource: "namespace \(namespace)",
                 outcome: .allowed, reason: "\(subjects) subjects, \(accepted - profileCount) ratings"))
         return ImportReport(items: catalog.count, subjects: subjects, ratings: accepted - profileCount, rejected: rejected)
     }

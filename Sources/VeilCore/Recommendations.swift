@@ -51,7 +51,7 @@ public final class Recommendations: Sendable {
         let at = now()
         let token = try await canonicalToken(of: try subjects.sourceToken(for: subject, principal: principal), at: at)
         note.update {
-            $0.subjectToken = token.rawValue; $0.purpose = VeilService.personalization
+            $0.subjectToken = token.rawValue; $0.purpose = CorePurpose.personalization.rawValue
         }
         let versions = models.versions
         guard let stableVersion = versions.stable else {
@@ -147,11 +147,11 @@ public final class Recommendations: Sendable {
     ) async throws -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) {
         let ledger = self.ledger, features = self.features
         return try await store.read { db -> (ConsentDecision, [StoredInteraction], [String: String]?, Bool) in
-            let decision = try ledger.decision(token: token, purpose: VeilService.personalization, at: at, in: db)
+            let decision = try ledger.decision(token: token, purpose: CorePurpose.personalization.rawValue, at: at, in: db)
             guard decision.allowed else { return (decision, [], nil, false) }
             let history = try features.interactions(of: token, in: db)
             // Promotions are targeted with the subject's data only under marketing consent.
-            let marketing = campaigns ? try ledger.decision(token: token, purpose: "marketing", at: at, in: db).allowed : false
+            let marketing = campaigns ? try ledger.decision(token: token, purpose: CorePurpose.marketing.rawValue, at: at, in: db).allowed : false
             // The profile matters for a subject without history (demographic cold start) and for targeting.
             let needProfile = marketing || history.isEmpty && !sessionGiven
             return (decision, history, needProfile ? try features.profile(of: token, in: db) : nil, marketing)

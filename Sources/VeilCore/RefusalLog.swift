@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Audit
 import Synchronization
 import Vault
@@ -169,7 +170,8 @@ extension VeilService {
             let from = Date(timeIntervalSince1970: Double(w.start)).ISO8601Format()
             try await audit.append(
                 AuditRecord(
-                    actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
+                    actor: AuditNote.anonymous, role: Role.none, action: SystemAction.authRefused.rawValue, resource: "client \(client)",
+                    outcome: .denied,
                     reason: "\(w.count) requests refused without authentication or to a browser key in the \(limits.window) s from \(from): "
                         + "\(w.audited) have entries of their own, \(w.limited) were answered 429"
                         + (w.opening.map { "; the others named entry \($0)" } ?? "")))
@@ -189,7 +191,7 @@ extension VeilService {
         guard refusals.takeOpeningSlot(start: start) else { return nil }
         let from = Date(timeIntervalSince1970: Double(start)).ISO8601Format()
         let record = AuditRecord(
-            actor: AuditNote.anonymous, role: "none", action: "auth:refused", resource: "client \(client)", outcome: .denied,
+            actor: AuditNote.anonymous, role: Role.none, action: SystemAction.authRefused.rawValue, resource: "client \(client)", outcome: .denied,
             reason: "from here on, the requests of this client refused without authentication or to a browser key in the \(window) s from \(from) "
                 + "are counted, not recorded one by one; their number follows in an entry when the window closes")
         guard let entry = try? await audit.append(record) else { return nil }

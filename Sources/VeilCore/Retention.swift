@@ -52,7 +52,8 @@ public final class Retention: Sendable {
         let report = try await sweep()
         try await audit.append(
             AuditRecord(
-                actor: "retention", role: "system", action: "retention:run", resource: "feature store", purpose: VeilService.personalization,
+                actor: "retention", role: Role.system, action: SystemAction.retentionRun.rawValue, resource: "feature store",
+                purpose: CorePurpose.personalization.rawValue,
                 outcome: .allowed,
                 reason:
                     "deleted \(report.interactionsDeleted) interactions, \(report.deliveriesDeleted) delivery fingerprints; shredded \(report.lapsedConsentsShredded) lapsed subjects"
@@ -62,9 +63,9 @@ public final class Retention: Sendable {
 
     func sweep() async throws -> RetentionReport {
         let at = now()
-        let days = policy.purposes[VeilService.personalization]?.retentionDays ?? 180
+        let days = policy.purposes[CorePurpose.personalization.rawValue]?.retentionDays ?? 180
         // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
-        let lapsed = try await store.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == VeilService.personalization }.map(\.0) }
+        let lapsed = try await store.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == CorePurpose.personalization.rawValue }.map(\.0) }
         try await forgetting.uncountAnonymous(lapsed)
         try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store)
         forgetting.forgetInModels(lapsed, unlearn: true)

@@ -45,7 +45,7 @@ public final class Subjects: Sendable {
     /// A subject's token in `namespace`, identity links followed, as the API finds it: for the command line's search of
     /// the audit log.
     public func token(for subject: String, namespace: String) async throws -> SubjectToken {
-        try await token(for: subject, principal: Principal(name: "cli", role: "admin", namespace: namespace))
+        try await token(for: subject, principal: Principal(name: "cli", role: Role.admin, namespace: namespace))
     }
 
     /// The tokens of one person: the subject's and those identity links join to it (tokens only, never ids).
@@ -70,7 +70,7 @@ public final class Subjects: Sendable {
     /// Links the subject to an earlier token of the same person when a rule matches (exact e-mail, or name and
     /// postcode above the similarity threshold). Only keyed hashes of the attributes are stored. Audited.
     public func link(_ subject: String, namespace: String, attributes: LinkAttributes, actor: String) async throws -> IdentityLinker.Link? {
-        let principal = Principal(name: actor, role: "admin", namespace: namespace)
+        let principal = Principal(name: actor, role: Role.admin, namespace: namespace)
         let token = try sourceToken(for: subject, principal: principal)
         let link = try await linkInTransaction(token, scope: policy.identityScope(of: namespace), attributes: attributes)
         try await store.syncCommitted()
@@ -80,7 +80,7 @@ public final class Subjects: Sendable {
         }
         try await audit.append(
             AuditRecord(
-                actor: actor, role: "admin", action: "identity:link", resource: "namespace \(namespace)",
+                actor: actor, role: Role.admin, action: SystemAction.identityLink.rawValue, resource: "namespace \(namespace)",
                 subjectToken: token.rawValue, outcome: link == nil ? .noMatch : .linked,
                 reason: link.map { "rule \($0.rule), score \(String(format: "%.2f", $0.score)), canonical \($0.canonical.rawValue)" }
                     ?? "no rule matched"))
@@ -94,13 +94,13 @@ public final class Subjects: Sendable {
 
     /// Undoes a link (admin only, through the command line). Audited.
     public func unlink(_ subject: String, namespace: String, actor: String) async throws -> Bool {
-        let token = try sourceToken(for: subject, principal: Principal(name: actor, role: "admin", namespace: namespace))
+        let token = try sourceToken(for: subject, principal: Principal(name: actor, role: Role.admin, namespace: namespace))
         let existed = try await unlinkInTransaction(token)
         try await store.syncCommitted()
         if existed { cache.forgetLinks() }
         try await audit.append(
             AuditRecord(
-                actor: actor, role: "admin", action: "identity:unlink", resource: "namespace \(namespace)",
+                actor: actor, role: Role.admin, action: SystemAction.identityUnlink.rawValue, resource: "namespace \(namespace)",
                 subjectToken: token.rawValue, outcome: existed ? .unlinked : .noLink))
         return existed
     }
@@ -115,7 +115,7 @@ public final class Subjects: Sendable {
         cache.clear()
         try await audit.append(
             AuditRecord(
-                actor: actor, role: "admin", action: "identity:unlink", resource: "links made before links were scoped",
+                actor: actor, role: Role.admin, action: SystemAction.identityUnlink.rawValue, resource: "links made before links were scoped",
                 outcome: .unlinked, reason: "\(removed) legacy links removed"))
         return removed
     }

@@ -197,7 +197,7 @@ public final class Training: Sendable {
         for (token, waited) in result.unlearned {
             try await audit.append(
                 AuditRecord(
-                    actor: "unlearning", role: "system", action: "model:unlearn",
+                    actor: "unlearning", role: Role.system, action: SystemAction.modelUnlearn.rawValue,
                     resource: "model \(result.replaced ?? "none") -> \(result.model.version)", subjectToken: token,
                     outcome: .allowed,
                     reason: result.method == .retrained
@@ -273,7 +273,8 @@ public final class Training: Sendable {
         let model = SegmentModel.fit(snapshot: snapshot, catalog: catalog, view: view, method: method, k: k, now: now())
         try await audit.append(
             AuditRecord(
-                actor: actor, role: "admin", action: "segments:analyse", resource: "feature store", purpose: VeilService.personalization,
+                actor: actor, role: Role.admin, action: SystemAction.segmentsAnalyse.rawValue, resource: "feature store",
+                purpose: CorePurpose.personalization.rawValue,
                 outcome: .allowed, reason: "\(view.rawValue) view, \(method.rawValue), \(model?.segments.count ?? 0) segments"))
         return model
     }

@@ -90,9 +90,6 @@ public final class VeilService: Sendable {
     /// Campaigns and the contextual bandits that set how strongly their items are boosted.
     public let promotions: PromotionBandits
 
-    /// The purpose that feeds the feature store and the recommender.
-    static let personalization = "personalization"
-
     /// Only wiring: each service is built once here with what it uses, so the one place that knows them all is this
     /// initializer (it is long for that reason, not for logic).
     ///
@@ -197,7 +194,7 @@ extension VeilService {
         let note = AuditNote()
         for (n, user) in shop.users.enumerated() {
             let request = ConsentService.ConsentRequest(
-                subject: user.id, purpose: "personalization", granted: n % 8 != 7, method: "banner",
+                subject: user.id, purpose: CorePurpose.personalization.rawValue, granted: n % 8 != 7, method: "banner",
                 notice_version: "2026-01", jurisdiction: "EU", expires_at: nil, gpc: nil)
             _ = try await consent.record(request, principal: principal, gpcHeader: false, note: note)
         }
@@ -210,8 +207,8 @@ extension VeilService {
         let result = try await intake.ingest(body: body, principal: principal, gpcHeader: false, note: note)
         try await audit.append(
             AuditRecord(
-                actor: principal.name, role: principal.role, action: "events:write", resource: "POST /v1/events",
-                purpose: "personalization", outcome: .allowed, reason: note.snapshot.reason, requestID: "bench"))
+                actor: principal.name, role: principal.role, action: Action.eventsWrite.rawValue, resource: "POST /v1/events",
+                purpose: CorePurpose.personalization.rawValue, outcome: .allowed, reason: note.snapshot.reason, requestID: "bench"))
         return result.accepted
     }
 }

@@ -29,7 +29,8 @@ struct PrincipalsCommand: ParsableCommand {
                 name: name, role: role, namespace: namespace, origins: origins, knownRoles: Set(service.policy.roles.keys))
             try await service.audit.append(
                 AuditRecord(
-                    actor: "cli", role: "admin", action: "principals:add", resource: "principal \(name)", outcome: .allowed, reason: "role \(role)"))
+                    actor: "cli", role: Role.admin, action: SystemAction.principalsAdd.rawValue, resource: "principal \(name)", outcome: .allowed,
+                    reason: "role \(role)"))
             try await service.audit.checkpoint()
             if role == Role.browser {
                 print("created browser key \(name) for \(origins.joined(separator: ", ")); it is public (put it in the page), may only send events")
@@ -54,7 +55,8 @@ struct PrincipalsCommand: ParsableCommand {
             let service = try openService(common)
             try await service.principals.revoke(name: name)
             try await service.audit.append(
-                AuditRecord(actor: "cli", role: "admin", action: "principals:revoke", resource: "principal \(name)", outcome: .allowed))
+                AuditRecord(
+                    actor: "cli", role: Role.admin, action: SystemAction.principalsRevoke.rawValue, resource: "principal \(name)", outcome: .allowed))
             try await service.audit.checkpoint()
             print("revoked \(name); a running server refuses its key within 1 s (revoke through DELETE /v1/principals/\(name) for at once)")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Audit
 import Foundation
+import Policy
 import VeilCore
 import Gateway
 import Storage
@@ -113,7 +114,7 @@ struct AuditCommand: AsyncParsableCommand {
                 // Looking up one person's entries is an access to that person: recorded like the API's search.
                 try await service.audit.append(
                     AuditRecord(
-                        actor: "cli", role: "admin", action: "audit:read", resource: "veil audit query", subjectToken: found.rawValue,
+                        actor: "cli", role: Role.admin, action: Action.auditRead.rawValue, resource: "veil audit query", subjectToken: found.rawValue,
                         outcome: .allowed, reason: "entries of one subject looked up from the command line"))
                 try await service.audit.checkpoint()
             }

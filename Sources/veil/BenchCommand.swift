@@ -1,6 +1,7 @@
 import ArgumentParser
 import Audit
 import Foundation
+import Policy
 import VeilCore
 import Gateway
 import Ingestion
@@ -37,8 +38,8 @@ struct BenchCommand: AsyncParsableCommand {
                             // Interpolation, not String(format:): the callers share the 2 cores with the log.
                             try await log.append(
                                 AuditRecord(
-                                    actor: "bench-\(t % 16)", role: "app", action: "events:write", resource: "POST /v1/events",
-                                    subjectToken: Self.token((n &* 2_654_435_761) % subjects), purpose: "personalization",
+                                    actor: "bench-\(t % 16)", role: "app", action: Action.eventsWrite.rawValue, resource: "POST /v1/events",
+                                    subjectToken: Self.token((n &* 2_654_435_761) % subjects), purpose: CorePurpose.personalization.rawValue,
                                     outcome: .allowed, reason: "status 200", requestID: "r\(n)"))
                         }
                     }

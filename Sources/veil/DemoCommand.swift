@@ -43,7 +43,7 @@ struct DemoCommand: AsyncParsableCommand {
         let appKey = try service.principals.add(name: "shop-app", role: "app", knownRoles: roles)
         let recsKey = try service.principals.add(name: "shop-recs", role: "recommendation-client", knownRoles: roles)
         let officerKey = try service.principals.add(name: "dpo", role: "compliance-officer", knownRoles: roles)
-        let adminKey = try service.principals.add(name: "ops", role: "admin", knownRoles: roles)
+        let adminKey = try service.principals.add(name: "ops", role: Role.admin, knownRoles: roles)
         let browserKey = try service.principals.add(name: "shop-web", role: Role.browser, origins: [Self.shopOrigin], knownRoles: roles)
         print("   principals: shop-app (app), shop-recs (recommendation-client), dpo (compliance-officer), ops (admin),")
         print("   shop-web (browser: the key in the shop's pages, for \(Self.shopOrigin) only)")

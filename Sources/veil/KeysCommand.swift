@@ -1,3 +1,4 @@
+import Policy
 import ArgumentParser
 import Audit
 import Gateway
@@ -33,7 +34,7 @@ struct KeysCommand: ParsableCommand {
 
         func run() async throws {
             let version = try KeyRing.rotate(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
-            try await auditKeyEvent(common, action: "keys:rotate", reason: "master key v\(version) added")
+            try await auditKeyEvent(common, action: Action.keysRotate.rawValue, reason: "master key v\(version) added")
             print("master key v\(version) is now current; run `veil keys rewrap` to move stored data keys to it")
         }
     }
@@ -61,7 +62,8 @@ struct KeysCommand: ParsableCommand {
             }
             try await store.checkpointAndTruncate()
             let counts = try SubjectKeys.versionCounts(in: store)
-            try await auditKeyEvent(common, action: "keys:rewrap", reason: "re-wrapped \(total) subject keys under v\(ring.currentVersion)")
+            try await auditKeyEvent(
+                common, action: SystemAction.keysRewrap.rawValue, reason: "re-wrapped \(total) subject keys under v\(ring.currentVersion)")
             print("re-wrapped \(total) subject keys; keys per master version: \(describe(counts))")
         }
     }
@@ -80,7 +82,7 @@ struct KeysCommand: ParsableCommand {
                 throw ValidationError("\(stranded) subject keys are still wrapped under versions below \(below); run `veil keys rewrap` first")
             }
             let retired = try KeyRing.retire(directory: try common.paths().keysDirectory, below: below)
-            try await auditKeyEvent(common, action: "keys:retire", reason: "retired master versions below v\(below)")
+            try await auditKeyEvent(common, action: SystemAction.keysRetire.rawValue, reason: "retired master versions below v\(below)")
             print(retired.isEmpty ? "nothing to retire" : "retired master versions \(retired.map(String.init).joined(separator: ", "))")
         }
     }
@@ -102,7 +104,7 @@ struct KeysCommand: ParsableCommand {
 func auditKeyEvent(_ common: CommonOptions, action: String, reason: String) async throws {
     let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
     let log = try AuditLog(path: try common.paths().auditDatabase, signer: ring.auditSigner)
-    try await log.append(AuditRecord(actor: "cli", role: "admin", action: action, resource: "key ring", outcome: .allowed, reason: reason))
+    try await log.append(AuditRecord(actor: "cli", role: Role.admin, action: action, resource: "key ring", outcome: .allowed, reason: reason))
     // A one-shot process signs its head before it exits, as the server does at shutdown.
     try await log.checkpoint()
 }

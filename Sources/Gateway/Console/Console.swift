@@ -23,7 +23,7 @@ enum Console {
         let action: Action?
         let respond: @Sendable (ConsoleRequest) async throws -> Response
         /// What its audit entry names: the API action, or the console's own for signing in and out.
-        var auditAction: String { action?.rawValue ?? (path == "/console/signout" ? "console:signout" : "console:signin") }
+        var auditAction: String { action?.rawValue ?? (path == "/console/signout" ? SystemAction.consoleSignout : .consoleSignin).rawValue }
 
         /// A page anyone may open.
         static func open(_ method: HTTPRequest.Method, _ path: String, _ page: @escaping Page) -> Route {

@@ -49,7 +49,7 @@ enum ConsoleAuth {
         try call.checkCSRF(session.csrf)
         call.service.consoleSessions.drop(session.id)
         call.context.audit.update {
-            $0.action = "console:signout"; $0.reason = "console session closed"
+            $0.action = SystemAction.consoleSignout.rawValue; $0.reason = "console session closed"
         }
         return Console.redirect(
             "/console/signin", headers: [.setCookie: Console.cookie(Console.sessionCookie, "", secure: call.secureCookies, maxAge: 0)])
