@@ -2,6 +2,7 @@ import Foundation
 import Audit
 import Consent
 import Hummingbird
+import Ingestion
 import VeilCore
 
 /// The one error type of the HTTP edge. Every 4xx and 5xx leaves Veil in the same shape:
@@ -66,6 +67,8 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
         // The consent ledger refuses what the request asked (an unknown purpose or notice, a malformed value) wherever
         // in a use case it is reached: always the client's to fix.
         if let error = error as? ConsentError { return GatewayError(.unprocessableContent, "unprocessable", error.message) }
+        // A batch of events unusable as a whole: the client's to fix (a body over the limit, malformed JSON).
+        if let error = error as? EventParser.BatchError { return error.tooLarge ? .tooLarge : .badRequest(error.reason) }
         if let error = error as? AuditProofError {
             switch error {
             case .noSuchEntry, .noSuchHead: return GatewayError(.notFound, "not_found", error.description)
@@ -82,6 +85,9 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
             default: return .internalError
             }
         }
+        // Anything else is the server's fault, by design: a VaultError in a request means a stored envelope or a key
+        // file no longer opens (never the client's input), and a PolicyError cannot arise once the server runs (the
+        // policy is loaded and checked at start). Logged with its loggable reason, answered as 500.
         return .internalError
     }
 }

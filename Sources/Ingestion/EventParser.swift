@@ -25,6 +25,8 @@ public struct EventParser: Sendable {
     /// A batch-level failure (the whole body is unusable).
     public struct BatchError: Error, CustomStringConvertible, Sendable {
         public let reason: String
+        /// The body is over the size limit (the rest are malformed batches).
+        public var tooLarge = false
         public var description: String { reason }
     }
 
@@ -32,7 +34,7 @@ public struct EventParser: Sendable {
     /// - Returns: the clean events with their indices, and the rejections.
     /// - Throws: ``BatchError`` for malformed JSON, a missing `events` list, or a batch over the limits.
     public func parse(body: [UInt8], now: Date) throws -> (events: [(index: Int, event: CleanEvent)], rejected: [Rejection]) {
-        guard body.count <= limits.maxBytes else { throw BatchError(reason: "batch is larger than \(limits.maxBytes) bytes") }
+        guard body.count <= limits.maxBytes else { throw BatchError(reason: "batch is larger than \(limits.maxBytes) bytes", tooLarge: true) }
         let json: JSONValue
         do {
             json = try JSONReader.parse(body)

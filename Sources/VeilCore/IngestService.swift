@@ -137,12 +137,8 @@ public final class IngestService: Sendable {
 
     /// The batch parsed; for a browser key, what a page may not send (purchases, profiles, others' ids) refused.
     func parse(_ body: [UInt8], principal: Principal, at: Date) throws -> (events: [(index: Int, event: CleanEvent)], rejected: [Rejection]) {
-        var parsed: (events: [(index: Int, event: CleanEvent)], rejected: [Rejection])
-        do {
-            parsed = try parser.parse(body: body, now: at)
-        } catch let error as EventParser.BatchError {
-            throw body.count > parser.limits.maxBytes ? CoreError.tooLarge : CoreError.invalid(error.reason)
-        }
+        // A batch the parser refuses as a whole reaches the edge as the parser's own error.
+        var parsed = try parser.parse(body: body, now: at)
         guard principal.isBrowser else { return parsed }
         // A page speaks for the person on it only; what they bought or who they are comes from the shop's server.
         // By bytes, as tokens are made: String equality would let a proven "café" vouch for "cafe\u{301}" too.

@@ -97,6 +97,30 @@ func base(_ kind: String, _ extra: [String: Any]) -> [String: Any] {
             ])
     }
 
+    /// A feedback signal outside the closed set is refused naming every signal there is; a batch over the byte limit is
+    /// refused as a whole as too large (a 413 at the edge), a malformed one as malformed (a 400).
+    @Test func unknownSignalsAndWholeBatchFailuresAreNamed() throws {
+        let r = try parse([base("feedback", ["item": "a", "signal": "wink"])])
+        #expect(r.rejected.map(\.reason) == ["unknown feedback signal 'wink'; expected rating, click, add_to_cart, dwell"])
+        var limits = EventParser.Limits()
+        limits.maxBytes = 64
+        let small = EventParser(limits: limits)
+        let big = Array(try JSONSerialization.data(withJSONObject: ["events": [base("page_view", ["item": "a"])]]))
+        #expect(big.count > 64)
+        #expect(throws: EventParser.BatchError.self) { try small.parse(body: big, now: now) }
+        do {
+            _ = try small.parse(body: big, now: now)
+        } catch let error as EventParser.BatchError {
+            #expect(error.tooLarge)
+        }
+        do {
+            _ = try EventParser().parse(body: Array("{\"events\": [".utf8), now: now)
+            Issue.record("a malformed batch parsed")
+        } catch let error as EventParser.BatchError {
+            #expect(!error.tooLarge && error.reason.hasPrefix("body is not valid JSON"))
+        }
+    }
+
     /// Sources show in clear in quality counters and public metrics: an e-mail address or a URL is refused, and a
     /// rejected event's bad source is counted as "invalid".
     @Test func sourcesMustBeChannelNames() throws {
