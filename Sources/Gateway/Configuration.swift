@@ -83,191 +83,205 @@ public struct VeilConfiguration: Sendable, Equatable {
         config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
-        if let node = top["server"] {
-            let s = try r.mapping(
-                node, "server",
-                keys: [
-                    "host", "port", "tls_cert", "tls_key", "retrain_interval_s", "unlearn_within_s", "rechoose_within_s", "retention_interval_s",
-                    "log_level",
-                    "header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections",
-                ])
-            config.host = try s["host"].map { try r.string($0, "server.host") }
-            config.port = try s["port"].map { try r.int($0, "server.port", 0...65535) }
-            config.tlsCertificate = try s["tls_cert"].map { try r.string($0, "server.tls_cert") }
-            config.tlsKey = try s["tls_key"].map { try r.string($0, "server.tls_key") }
-            config.retrainInterval = try s["retrain_interval_s"].map { try r.double($0, "server.retrain_interval_s", 0...) }
-            config.unlearnWithin = try s["unlearn_within_s"].map { try r.double($0, "server.unlearn_within_s", 4...86_400) }
-            config.rechooseWithin = try s["rechoose_within_s"].map { try r.double($0, "server.rechoose_within_s", 60...604_800) }
-            config.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
-            config.logLevel = try s["log_level"].map {
-                try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"])
-            }
-            config.headerTimeout = try s["header_timeout_s"].map { try r.double($0, "server.header_timeout_s", ServerConfiguration.timeoutRange) }
-            config.bodyTimeout = try s["body_timeout_s"].map { try r.double($0, "server.body_timeout_s", ServerConfiguration.timeoutRange) }
-            config.idleTimeout = try s["idle_timeout_s"].map { try r.double($0, "server.idle_timeout_s", ServerConfiguration.timeoutRange) }
-            config.maxConnections = try s["max_connections"].map { try r.int($0, "server.max_connections", ServerConfiguration.maxConnectionsRange) }
-        }
-        if let node = top["recommendations"] {
-            let s = try r.mapping(
-                node, "recommendations",
-                keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])
-            config.cacheTTL = try s["cache_ttl_s"].map { try r.double($0, "recommendations.cache_ttl_s", 0...) }
-            if let kinds = s["exclude_interacted_kinds"] {
-                let known = InteractionKind.itemKinds.map(\.rawValue)
-                config.serving.excludeInteractedKinds = Set(
-                    try r.list(kinds, "recommendations.exclude_interacted_kinds").map {
-                        InteractionKind(rawValue: try r.choice($0, "an interaction kind", known))!
-                    })
-            }
-            if let n = s["minimum_segment_size"] {
-                config.serving.minimumSegmentSize = try r.int(n, "recommendations.minimum_segment_size", 1...1_000_000)
-            }
-            if let n = s["content_hash_width"] {
-                config.serving.contentHashWidth = try r.int(n, "recommendations.content_hash_width", 16...(1 << 24))
-            }
-            if let node = s["content_similarity"] {
-                for (type, value) in try r.pairs(node, "recommendations.content_similarity") {
-                    let choice = try r.choice(value, "the similarity of '\(type)'", ContentSimilarity.allCases.map(\.rawValue))
-                    config.serving.contentSimilarity[type] = ContentSimilarity(rawValue: choice)
-                }
-            }
-        }
-        if let node = top["rate_limits"] {
-            for (role, value) in try r.pairs(node, "rate_limits") {
-                let s = try r.mapping(value, "rate_limits.\(role)", keys: ["per_second", "burst"])
-                guard let rate = s["per_second"], let burst = s["burst"] else {
-                    throw ConfigurationError(file: file, line: value.line, reason: "rate_limits.\(role) needs per_second and burst")
-                }
-                config.rateLimits[role] = RateLimit(
-                    perSecond: try r.double(rate, "rate_limits.\(role).per_second", 0.001...),
-                    burst: try r.double(burst, "rate_limits.\(role).burst", 1...))
-            }
-        }
-        if let node = top["quality"] {
-            let s = try r.mapping(
-                node, "quality", keys: ["max_staleness_s", "min_completeness", "max_reject_rate", "max_duplicate_rate", "min_events"])
-            if let n = s["max_staleness_s"] { config.quality.maxStaleness = try r.double(n, "quality.max_staleness_s", 0...) }
-            if let n = s["min_completeness"] { config.quality.minCompleteness = try r.double(n, "quality.min_completeness", 0...1) }
-            if let n = s["max_reject_rate"] { config.quality.maxRejectRate = try r.double(n, "quality.max_reject_rate", 0...1) }
-            if let n = s["max_duplicate_rate"] { config.quality.maxDuplicateRate = try r.double(n, "quality.max_duplicate_rate", 0...1) }
-            if let n = s["min_events"] { config.quality.minEvents = try r.int(n, "quality.min_events", 0...Int.max) }
-        }
-        if let node = top["ingestion"] {
-            let s = try r.mapping(node, "ingestion", keys: ["outliers", "outlier_method", "outlier_threshold", "imputation_neighbours"])
-            if let n = s["outliers"] {
-                config.ingestion.outliers.action = OutlierPolicy.Action(
-                    rawValue: try r.choice(n, "ingestion.outliers", OutlierPolicy.Action.allCases.map(\.rawValue)))!
-            }
-            if let n = s["outlier_method"] {
-                config.ingestion.outliers.method = OutlierPolicy.Method(
-                    rawValue: try r.choice(n, "ingestion.outlier_method", OutlierPolicy.Method.allCases.map(\.rawValue)))!
-            }
-            if let n = s["outlier_threshold"] { config.ingestion.outliers.threshold = try r.double(n, "ingestion.outlier_threshold", 0.5...100) }
-            if let n = s["imputation_neighbours"] { config.serving.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
-        }
-        if let node = top["segments"] {
-            let s = try r.mapping(node, "segments", keys: ["strategies", "boost"])
-            if let n = s["boost"] { config.serving.strategyBoost = Float(try r.double(n, "segments.boost", 0...10)) }
-            if let strategies = s["strategies"] {
-                for (name, value) in try r.pairs(strategies, "segments.strategies") {
-                    let choice = try r.choice(value, "the strategy of '\(name)'", SegmentStrategy.allCases.map(\.rawValue))
-                    config.serving.segmentStrategies[name] = SegmentStrategy(rawValue: choice)
-                }
-            }
-        }
-        if let node = top["experiments"] {
-            var names = Set<String>()
-            for (n, entry) in try r.list(node, "experiments").enumerated() {
-                let what = "experiments[\(n)]"
-                let e = try r.mapping(entry, what, keys: ["name", "start", "end", "variants"])
-                guard let nameNode = e["name"], let variantsNode = e["variants"] else {
-                    throw ConfigurationError(file: file, line: entry.line, reason: "\(what) needs a name and variants")
-                }
-                let name = try r.string(nameNode, "\(what).name")
-                guard !name.hasPrefix("canary:"), names.insert(name).inserted else {
-                    throw ConfigurationError(file: file, line: nameNode.line, reason: "experiment name '\(name)' is taken or reserved")
-                }
-                var variants: [ExperimentSpec.Variant] = []
-                for (m, v) in try r.list(variantsNode, "\(what).variants").enumerated() {
-                    let vw = "\(what).variants[\(m)]"
-                    let fields = try r.mapping(v, vw, keys: ["name", "weight", "ranker", "strategy_boost"])
-                    guard let vn = fields["name"] else { throw ConfigurationError(file: file, line: v.line, reason: "\(vw) needs a name") }
-                    variants.append(
-                        ExperimentSpec.Variant(
-                            name: try r.string(vn, "\(vw).name"),
-                            weight: try fields["weight"].map { try r.double($0, "\(vw).weight", 0.0001...1000) } ?? 1,
-                            ranker: try fields["ranker"].map { try r.choice($0, "\(vw).ranker", ["hybrid", "popularity", "content"]) },
-                            strategyBoost: try fields["strategy_boost"].map { Float(try r.double($0, "\(vw).strategy_boost", 0...10)) }))
-                }
-                guard variants.count >= 2, Set(variants.map(\.name)).count == variants.count else {
-                    throw ConfigurationError(file: file, line: variantsNode.line, reason: "\(what) needs at least two variants with distinct names")
-                }
-                func date(_ key: String) throws -> Date? {
-                    try e[key].map { node in
-                        guard let t = Ingestion.Clean.timestamp(try r.string(node, "\(what).\(key)")) else {
-                            throw ConfigurationError(
-                                file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
-                        }
-                        return Date(timeIntervalSince1970: TimeInterval(t))
-                    }
-                }
-                config.experiments.append(ExperimentSpec(name: name, start: try date("start"), end: try date("end"), variants: variants))
-            }
-        }
-        if let node = top["campaigns"] {
-            var names = Set<String>()
-            for (n, entry) in try r.list(node, "campaigns").enumerated() {
-                let what = "campaigns[\(n)]"
-                let c = try r.mapping(entry, what, keys: ["name", "items", "tags", "start", "end", "trigger", "segments", "max_boost"])
-                guard let nameNode = c["name"] else { throw ConfigurationError(file: file, line: entry.line, reason: "\(what) needs a name") }
-                let name = try r.string(nameNode, "\(what).name")
-                guard names.insert(name).inserted else {
-                    throw ConfigurationError(file: file, line: nameNode.line, reason: "campaign '\(name)' appears twice")
-                }
-                func strings(_ key: String) throws -> Set<String> {
-                    Set(try c[key].map { try r.list($0, "\(what).\(key)").map { try r.string($0, "\(what).\(key)") } } ?? [])
-                }
-                func date(_ key: String) throws -> Date? {
-                    try c[key].map { node in
-                        guard let t = Ingestion.Clean.timestamp(try r.string(node, "\(what).\(key)")) else {
-                            throw ConfigurationError(
-                                file: file, line: node.line, reason: "\(what).\(key) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
-                        }
-                        return Date(timeIntervalSince1970: TimeInterval(t))
-                    }
-                }
-                let campaign = Campaign(
-                    name: name, items: try strings("items"), tags: try strings("tags"), start: try date("start"), end: try date("end"),
-                    trigger: try c["trigger"].map {
-                        Campaign.Trigger(rawValue: try r.choice($0, "\(what).trigger", Campaign.Trigger.allCases.map(\.rawValue)))!
-                    },
-                    segments: try strings("segments"), maxBoost: try c["max_boost"].map { Float(try r.double($0, "\(what).max_boost", 0...10)) } ?? 1)
-                guard !campaign.items.isEmpty || !campaign.tags.isEmpty else {
-                    throw ConfigurationError(file: file, line: entry.line, reason: "\(what) promotes nothing: give items or tags")
-                }
-                guard campaign.trigger != nil || campaign.start != nil || campaign.end != nil else {
-                    throw ConfigurationError(file: file, line: entry.line, reason: "\(what) needs a trigger or a start/end")
-                }
-                config.campaigns.append(campaign)
-            }
-        }
-        if let node = top["audit"] {
-            let s = try r.mapping(node, "audit", keys: ["sync", "head_every_entries", "head_max_age_s"])
-            if let n = s["sync"] { config.auditSync = try r.choice(n, "audit.sync", ["full", "normal"]) }
-            if let n = s["head_every_entries"] { config.auditHeadEveryEntries = try r.int(n, "audit.head_every_entries", 1...100_000_000) }
-            if let n = s["head_max_age_s"] { config.auditHeadMaxAgeSeconds = try r.int(n, "audit.head_max_age_s", 1...86_400) }
-        }
-        if let node = top["canary"] {
-            let s = try r.mapping(node, "canary", keys: ["share", "min_exposures", "alpha"])
-            if let n = s["share"] { config.canary.share = try r.double(n, "canary.share", 0...0.5) }
-            if let n = s["min_exposures"] { config.canary.minimumExposures = try r.int(n, "canary.min_exposures", 10...10_000_000) }
-            if let n = s["alpha"] { config.canary.alpha = try r.double(n, "canary.alpha", 0.0001...0.5) }
-        }
+        if let node = top["server"] { try config.readServer(node, r) }
+        if let node = top["recommendations"] { try config.readRecommendations(node, r) }
+        if let node = top["rate_limits"] { try config.readRateLimits(node, r) }
+        if let node = top["quality"] { try config.readQuality(node, r) }
+        if let node = top["ingestion"] { try config.readIngestion(node, r) }
+        if let node = top["segments"] { try config.readSegments(node, r) }
+        if let node = top["experiments"] { try config.readExperiments(node, r) }
+        if let node = top["campaigns"] { try config.readCampaigns(node, r) }
+        if let node = top["audit"] { try config.readAudit(node, r) }
+        if let node = top["canary"] { try config.readCanary(node, r) }
         if (config.tlsCertificate == nil) != (config.tlsKey == nil) {
             throw ConfigurationError(
                 file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")
         }
         return config
+    }
+
+    /// The `server` section: address, TLS, schedules, logging, timeouts.
+    mutating func readServer(_ node: Node, _ r: Reader) throws {
+        let s = try r.mapping(
+            node, "server",
+            keys: [
+                "host", "port", "tls_cert", "tls_key", "retrain_interval_s", "unlearn_within_s", "rechoose_within_s", "retention_interval_s",
+                "log_level",
+                "header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections",
+            ])
+        self.host = try s["host"].map { try r.string($0, "server.host") }
+        self.port = try s["port"].map { try r.int($0, "server.port", 0...65535) }
+        self.tlsCertificate = try s["tls_cert"].map { try r.string($0, "server.tls_cert") }
+        self.tlsKey = try s["tls_key"].map { try r.string($0, "server.tls_key") }
+        self.retrainInterval = try s["retrain_interval_s"].map { try r.double($0, "server.retrain_interval_s", 0...) }
+        self.unlearnWithin = try s["unlearn_within_s"].map { try r.double($0, "server.unlearn_within_s", 4...86_400) }
+        self.rechooseWithin = try s["rechoose_within_s"].map { try r.double($0, "server.rechoose_within_s", 60...604_800) }
+        self.retentionInterval = try s["retention_interval_s"].map { try r.double($0, "server.retention_interval_s", 0...) }
+        self.logLevel = try s["log_level"].map {
+            try r.choice($0, "server.log_level", ["trace", "debug", "info", "notice", "warning", "error", "critical"])
+        }
+        self.headerTimeout = try s["header_timeout_s"].map { try r.double($0, "server.header_timeout_s", ServerConfiguration.timeoutRange) }
+        self.bodyTimeout = try s["body_timeout_s"].map { try r.double($0, "server.body_timeout_s", ServerConfiguration.timeoutRange) }
+        self.idleTimeout = try s["idle_timeout_s"].map { try r.double($0, "server.idle_timeout_s", ServerConfiguration.timeoutRange) }
+        self.maxConnections = try s["max_connections"].map { try r.int($0, "server.max_connections", ServerConfiguration.maxConnectionsRange) }
+    }
+
+    /// The `recommendations` section: cache and serving options.
+    mutating func readRecommendations(_ node: Node, _ r: Reader) throws {
+        let s = try r.mapping(
+            node, "recommendations",
+            keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])
+        self.cacheTTL = try s["cache_ttl_s"].map { try r.double($0, "recommendations.cache_ttl_s", 0...) }
+        if let kinds = s["exclude_interacted_kinds"] {
+            let known = InteractionKind.itemKinds.map(\.rawValue)
+            self.serving.excludeInteractedKinds = Set(
+                try r.list(kinds, "recommendations.exclude_interacted_kinds").map {
+                    InteractionKind(rawValue: try r.choice($0, "an interaction kind", known))!
+                })
+        }
+        if let n = s["minimum_segment_size"] {
+            self.serving.minimumSegmentSize = try r.int(n, "recommendations.minimum_segment_size", 1...1_000_000)
+        }
+        if let n = s["content_hash_width"] {
+            self.serving.contentHashWidth = try r.int(n, "recommendations.content_hash_width", 16...(1 << 24))
+        }
+        if let node = s["content_similarity"] {
+            for (type, value) in try r.pairs(node, "recommendations.content_similarity") {
+                let choice = try r.choice(value, "the similarity of '\(type)'", ContentSimilarity.allCases.map(\.rawValue))
+                self.serving.contentSimilarity[type] = ContentSimilarity(rawValue: choice)
+            }
+        }
+    }
+
+    /// The `rate_limits` section: per role.
+    mutating func readRateLimits(_ node: Node, _ r: Reader) throws {
+        for (role, value) in try r.pairs(node, "rate_limits") {
+            let s = try r.mapping(value, "rate_limits.\(role)", keys: ["per_second", "burst"])
+            guard let rate = s["per_second"], let burst = s["burst"] else {
+                throw ConfigurationError(file: r.file, line: value.line, reason: "rate_limits.\(role) needs per_second and burst")
+            }
+            self.rateLimits[role] = RateLimit(
+                perSecond: try r.double(rate, "rate_limits.\(role).per_second", 0.001...),
+                burst: try r.double(burst, "rate_limits.\(role).burst", 1...))
+        }
+    }
+
+    /// The `quality` section: data-quality thresholds.
+    mutating func readQuality(_ node: Node, _ r: Reader) throws {
+        let s = try r.mapping(
+            node, "quality", keys: ["max_staleness_s", "min_completeness", "max_reject_rate", "max_duplicate_rate", "min_events"])
+        if let n = s["max_staleness_s"] { self.quality.maxStaleness = try r.double(n, "quality.max_staleness_s", 0...) }
+        if let n = s["min_completeness"] { self.quality.minCompleteness = try r.double(n, "quality.min_completeness", 0...1) }
+        if let n = s["max_reject_rate"] { self.quality.maxRejectRate = try r.double(n, "quality.max_reject_rate", 0...1) }
+        if let n = s["max_duplicate_rate"] { self.quality.maxDuplicateRate = try r.double(n, "quality.max_duplicate_rate", 0...1) }
+        if let n = s["min_events"] { self.quality.minEvents = try r.int(n, "quality.min_events", 0...Int.max) }
+    }
+
+    /// The `ingestion` section: outliers and imputation.
+    mutating func readIngestion(_ node: Node, _ r: Reader) throws {
+        let s = try r.mapping(node, "ingestion", keys: ["outliers", "outlier_method", "outlier_threshold", "imputation_neighbours"])
+        if let n = s["outliers"] {
+            self.ingestion.outliers.action = OutlierPolicy.Action(
+                rawValue: try r.choice(n, "ingestion.outliers", OutlierPolicy.Action.allCases.map(\.rawValue)))!
+        }
+        if let n = s["outlier_method"] {
+            self.ingestion.outliers.method = OutlierPolicy.Method(
+                rawValue: try r.choice(n, "ingestion.outlier_method", OutlierPolicy.Method.allCases.map(\.rawValue)))!
+        }
+        if let n = s["outlier_threshold"] { self.ingestion.outliers.threshold = try r.double(n, "ingestion.outlier_threshold", 0.5...100) }
+        if let n = s["imputation_neighbours"] { self.serving.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
+    }
+
+    /// The `segments` section: strategies and boost.
+    mutating func readSegments(_ node: Node, _ r: Reader) throws {
+        let s = try r.mapping(node, "segments", keys: ["strategies", "boost"])
+        if let n = s["boost"] { self.serving.strategyBoost = Float(try r.double(n, "segments.boost", 0...10)) }
+        if let strategies = s["strategies"] {
+            for (name, value) in try r.pairs(strategies, "segments.strategies") {
+                let choice = try r.choice(value, "the strategy of '\(name)'", SegmentStrategy.allCases.map(\.rawValue))
+                self.serving.segmentStrategies[name] = SegmentStrategy(rawValue: choice)
+            }
+        }
+    }
+
+    /// The `experiments` section: A/B tests.
+    mutating func readExperiments(_ node: Node, _ r: Reader) throws {
+        var names = Set<String>()
+        for (n, entry) in try r.list(node, "experiments").enumerated() {
+            let what = "experiments[\(n)]"
+            let e = try r.mapping(entry, what, keys: ["name", "start", "end", "variants"])
+            guard let nameNode = e["name"], let variantsNode = e["variants"] else {
+                throw ConfigurationError(file: r.file, line: entry.line, reason: "\(what) needs a name and variants")
+            }
+            let name = try r.string(nameNode, "\(what).name")
+            guard !name.hasPrefix("canary:"), names.insert(name).inserted else {
+                throw ConfigurationError(file: r.file, line: nameNode.line, reason: "experiment name '\(name)' is taken or reserved")
+            }
+            var variants: [ExperimentSpec.Variant] = []
+            for (m, v) in try r.list(variantsNode, "\(what).variants").enumerated() {
+                let vw = "\(what).variants[\(m)]"
+                let fields = try r.mapping(v, vw, keys: ["name", "weight", "ranker", "strategy_boost"])
+                guard let vn = fields["name"] else { throw ConfigurationError(file: r.file, line: v.line, reason: "\(vw) needs a name") }
+                variants.append(
+                    ExperimentSpec.Variant(
+                        name: try r.string(vn, "\(vw).name"),
+                        weight: try fields["weight"].map { try r.double($0, "\(vw).weight", 0.0001...1000) } ?? 1,
+                        ranker: try fields["ranker"].map { try r.choice($0, "\(vw).ranker", ["hybrid", "popularity", "content"]) },
+                        strategyBoost: try fields["strategy_boost"].map { Float(try r.double($0, "\(vw).strategy_boost", 0...10)) }))
+            }
+            guard variants.count >= 2, Set(variants.map(\.name)).count == variants.count else {
+                throw ConfigurationError(file: r.file, line: variantsNode.line, reason: "\(what) needs at least two variants with distinct names")
+            }
+            func date(_ key: String) throws -> Date? { try e[key].map { try r.date($0, "\(what).\(key)") } }
+            self.experiments.append(ExperimentSpec(name: name, start: try date("start"), end: try date("end"), variants: variants))
+        }
+    }
+
+    /// The `campaigns` section: promotions.
+    mutating func readCampaigns(_ node: Node, _ r: Reader) throws {
+        var names = Set<String>()
+        for (n, entry) in try r.list(node, "campaigns").enumerated() {
+            let what = "campaigns[\(n)]"
+            let c = try r.mapping(entry, what, keys: ["name", "items", "tags", "start", "end", "trigger", "segments", "max_boost"])
+            guard let nameNode = c["name"] else { throw ConfigurationError(file: r.file, line: entry.line, reason: "\(what) needs a name") }
+            let name = try r.string(nameNode, "\(what).name")
+            guard names.insert(name).inserted else {
+                throw ConfigurationError(file: r.file, line: nameNode.line, reason: "campaign '\(name)' appears twice")
+            }
+            func strings(_ key: String) throws -> Set<String> {
+                Set(try c[key].map { try r.list($0, "\(what).\(key)").map { try r.string($0, "\(what).\(key)") } } ?? [])
+            }
+            func date(_ key: String) throws -> Date? { try c[key].map { try r.date($0, "\(what).\(key)") } }
+            let campaign = Campaign(
+                name: name, items: try strings("items"), tags: try strings("tags"), start: try date("start"), end: try date("end"),
+                trigger: try c["trigger"].map {
+                    Campaign.Trigger(rawValue: try r.choice($0, "\(what).trigger", Campaign.Trigger.allCases.map(\.rawValue)))!
+                },
+                segments: try strings("segments"), maxBoost: try c["max_boost"].map { Float(try r.double($0, "\(what).max_boost", 0...10)) } ?? 1)
+            guard !campaign.items.isEmpty || !campaign.tags.isEmpty else {
+                throw ConfigurationError(file: r.file, line: entry.line, reason: "\(what) promotes nothing: give items or tags")
+            }
+            guard campaign.trigger != nil || campaign.start != nil || campaign.end != nil else {
+                throw ConfigurationError(file: r.file, line: entry.line, reason: "\(what) needs a trigger or a start/end")
+            }
+            self.campaigns.append(campaign)
+        }
+    }
+
+    /// The `audit` section: sync and signed heads.
+    mutating func readAudit(_ node: Node, _ r: Reader) throws {
+        let s = try r.mapping(node, "audit", keys: ["sync", "head_every_entries", "head_max_age_s"])
+        if let n = s["sync"] { self.auditSync = try r.choice(n, "audit.sync", ["full", "normal"]) }
+        if let n = s["head_every_entries"] { self.auditHeadEveryEntries = try r.int(n, "audit.head_every_entries", 1...100_000_000) }
+        if let n = s["head_max_age_s"] { self.auditHeadMaxAgeSeconds = try r.int(n, "audit.head_max_age_s", 1...86_400) }
+    }
+
+    /// The `canary` section: how new models are tried.
+    mutating func readCanary(_ node: Node, _ r: Reader) throws {
+        let s = try r.mapping(node, "canary", keys: ["share", "min_exposures", "alpha"])
+        if let n = s["share"] { self.canary.share = try r.double(n, "canary.share", 0...0.5) }
+        if let n = s["min_exposures"] { self.canary.minimumExposures = try r.int(n, "canary.min_exposures", 10...10_000_000) }
+        if let n = s["alpha"] { self.canary.alpha = try r.double(n, "canary.alpha", 0.0001...0.5) }
     }
 
     static func line(of error: YamlError) -> Int {
@@ -282,6 +296,13 @@ public struct VeilConfiguration: Sendable, Equatable {
         let file: String
 
         func fail(_ node: Node, _ reason: String) -> ConfigurationError { ConfigurationError(file: file, line: node.line, reason: reason) }
+
+        func date(_ node: Node, _ what: String) throws -> Date {
+            guard let t = Ingestion.Clean.timestamp(try string(node, what)) else {
+                throw fail(node, "\(what) must be an ISO 8601 time such as 2026-11-27T00:00:00Z")
+            }
+            return Date(timeIntervalSince1970: TimeInterval(t))
+        }
 
         func pairs(_ node: Node, _ what: String) throws -> [(String, Node)] {
             guard let mapping = node.mapping else { throw fail(node, "\(what) must be a mapping") }

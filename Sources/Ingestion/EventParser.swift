@@ -93,113 +93,15 @@ public struct EventParser: Sendable {
         guard Double(timestamp) <= now.timeIntervalSince1970 + limits.maxFutureSkew else {
             throw BatchError(reason: "timestamp lies in the future")
         }
-        var fields: [String: FieldValue] = ["timestamp": .number(Double(timestamp))]
-        var signals: [ItemSignal] = []
-        var capped: [String] = []
-        func cap(_ name: String, _ value: Double, max: Double) -> Double {
-            if value > max { capped.append(name); return max }
-            return value
-        }
-
+        var p = KindFields(fields: ["timestamp": .number(Double(timestamp))])
         switch kind {
-        case .pageView:
-            let item = try requiredString(raw, "item")
-            fields["item"] = .string(item)
-            if let dwell = try optionalNumber(raw, "dwell_ms") {
-                guard dwell >= 0 else { throw BatchError(reason: "dwell_ms must not be negative") }
-                fields["dwell_ms"] = .number(cap("dwell_ms", dwell, max: limits.maxDwellMs))
-            }
-            if let depth = try optionalNumber(raw, "scroll_depth") {
-                guard (0...1).contains(depth) else { throw BatchError(reason: "scroll_depth must be between 0 and 1") }
-                fields["scroll_depth"] = .number(depth)
-            }
-            if let referrer = raw["referrer"]?.stringValue { fields["referrer"] = .string(Clean.truncate(referrer, limits.maxStringLength)) }
-            if let device = raw["device"]?.stringValue { fields["device"] = .string(Clean.text(device)) }
-            signals.append(ItemSignal(item: item, kind: .pageView, weight: 1))
-        case .purchase:
-            fields["order"] = .string(try requiredString(raw, "order"))
-            guard let lines = raw["lines"]?.arrayValue, !lines.isEmpty else { throw BatchError(reason: "purchase needs a non-empty 'lines' list") }
-            var cleanLines: [FieldValue] = []
-            for (n, entry) in lines.enumerated() {
-                guard let line = entry.objectValue else { throw BatchError(reason: "lines[\(n)] must be an object") }
-                let item = try requiredString(line, "item", path: "lines[\(n)].")
-                guard let quantity = try optionalNumber(line, "quantity", path: "lines[\(n)]."), quantity > 0, quantity == quantity.rounded() else {
-                    throw BatchError(reason: "lines[\(n)].quantity must be a positive whole number")
-                }
-                guard let price = try optionalNumber(line, "unit_price", path: "lines[\(n)]."), price >= 0 else {
-                    throw BatchError(reason: "lines[\(n)].unit_price must be a non-negative number")
-                }
-                guard let currency = Clean.currency(line["currency"]?.stringValue) else {
-                    throw BatchError(reason: "lines[\(n)].currency must be a three-letter ISO 4217 code")
-                }
-                let q = cap("lines[\(n)].quantity", quantity, max: limits.maxQuantity)
-                let p = cap("lines[\(n)].unit_price", price, max: limits.maxUnitPrice)
-                cleanLines.append(.object(["item": .string(item), "quantity": .number(q), "unit_price": .number(p), "currency": .string(currency)]))
-                signals.append(ItemSignal(item: item, kind: .purchase, weight: Float(3 + min(q, 5) - 1)))
-            }
-            fields["lines"] = .list(cleanLines)
-        case .search:
-            let query = Clean.searchTerms(try requiredString(raw, "query"))
-            guard !query.isEmpty else { throw BatchError(reason: "query is empty after cleaning") }
-            fields["query"] = .string(Clean.truncate(query, limits.maxStringLength))
-            if let filters = raw["filters"]?.objectValue {
-                fields["filters"] = .object(filters.compactMapValues { $0.stringValue.map { .string(Clean.text($0)) } })
-            }
-            let shown = raw["shown"]?.arrayValue?.compactMap(\.stringValue) ?? []
-            fields["shown"] = .list(shown.map { .string($0) })
-            var clicked: [FieldValue] = []
-            for (n, entry) in (raw["clicked"]?.arrayValue ?? []).enumerated() {
-                guard let click = entry.objectValue, let item = click["item"]?.stringValue, !item.isEmpty else {
-                    throw BatchError(reason: "clicked[\(n)] must be an object with an 'item'")
-                }
-                let position = click["position"]?.numberValue.map { FieldValue.number($0) } ?? .number(-1)
-                clicked.append(.object(["item": .string(item), "position": position]))
-                signals.append(ItemSignal(item: item, kind: .searchClick, weight: 1))
-            }
-            fields["clicked"] = .list(clicked)
-        case .profile:
-            if let age = try optionalNumber(raw, "age") {
-                guard (0...120).contains(age) else { throw BatchError(reason: "age must be between 0 and 120") }
-                fields["age"] = .number(age)
-            }
-            if let year = try optionalNumber(raw, "birth_year") {
-                let current = Calendar(identifier: .gregorian).component(.year, from: now)
-                guard (current - 120...current).contains(Int(year)) else { throw BatchError(reason: "birth_year is out of range") }
-                fields["birth_year"] = .number(year)
-            }
-            for key in ["gender", "location", "device"] {
-                if let value = raw[key]?.stringValue { fields[key] = .string(Clean.text(value)) }
-            }
-            // Identifiers an app might send along are kept here only so the minimizer can be seen dropping them.
-            for key in ["email", "name", "ip", "phone"] where raw[key] != nil { fields[key] = .string("") }
-        case .feedback:
-            let item = try requiredString(raw, "item")
-            let signal = try requiredString(raw, "signal")
-            fields["item"] = .string(item)
-            fields["signal"] = .string(signal)
-            guard let known = FeedbackSignal(rawValue: signal) else {
-                throw BatchError(
-                    reason:
-                        "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected \(FeedbackSignal.allCases.map(\.rawValue).joined(separator: ", "))"
-                )
-            }
-            switch known {
-            case .rating:
-                guard let value = try optionalNumber(raw, "value"), (0...5).contains(value) else {
-                    throw BatchError(reason: "a rating needs a 'value' between 0 and 5")
-                }
-                fields["value"] = .number(value)
-                signals.append(ItemSignal(item: item, kind: .rating, weight: Float(max(value - 2, 0.5))))
-            case .click: signals.append(ItemSignal(item: item, kind: .click, weight: 1))
-            case .addToCart: signals.append(ItemSignal(item: item, kind: .addToCart, weight: 2))
-            case .dwell:
-                guard let value = try optionalNumber(raw, "value"), value >= 0 else {
-                    throw BatchError(reason: "a dwell signal needs a non-negative 'value' in ms")
-                }
-                fields["value"] = .number(cap("value", value, max: limits.maxDwellMs))
-                signals.append(ItemSignal(item: item, kind: .dwell, weight: 0.5))
-            }
+        case .pageView: try readPageView(raw, now: now, into: &p)
+        case .purchase: try readPurchase(raw, now: now, into: &p)
+        case .search: try readSearch(raw, now: now, into: &p)
+        case .profile: try readProfile(raw, now: now, into: &p)
+        case .feedback: try readFeedback(raw, now: now, into: &p)
         }
+        let (fields, signals, capped) = (p.fields, p.signals, p.capped)
         var content: [UInt8] = []
         content.reserveCapacity(256)
         content.append(contentsOf: "\(kind.rawValue)|\(subject)|\(timestamp / 10)|".utf8)
@@ -211,6 +113,119 @@ public struct EventParser: Sendable {
             id: id, kind: kind, subject: subject, timestamp: timestamp, source: source, fields: fields,
             signals: signals, cappedFields: capped, completeness: Double(present) / Double(max(expected.count, 1)),
             contentKey: contentKey)
+    }
+
+    /// A page view: the item, dwell time, scroll depth, referrer and device.
+    private func readPageView(_ raw: [String: JSONValue], now: Date, into p: inout KindFields) throws {
+        let item = try requiredString(raw, "item")
+        p.fields["item"] = .string(item)
+        if let dwell = try optionalNumber(raw, "dwell_ms") {
+            guard dwell >= 0 else { throw BatchError(reason: "dwell_ms must not be negative") }
+            p.fields["dwell_ms"] = .number(p.cap("dwell_ms", dwell, max: limits.maxDwellMs))
+        }
+        if let depth = try optionalNumber(raw, "scroll_depth") {
+            guard (0...1).contains(depth) else { throw BatchError(reason: "scroll_depth must be between 0 and 1") }
+            p.fields["scroll_depth"] = .number(depth)
+        }
+        if let referrer = raw["referrer"]?.stringValue { p.fields["referrer"] = .string(Clean.truncate(referrer, limits.maxStringLength)) }
+        if let device = raw["device"]?.stringValue { p.fields["device"] = .string(Clean.text(device)) }
+        p.signals.append(ItemSignal(item: item, kind: .pageView, weight: 1))
+    }
+
+    /// A purchase: its order and lines (item, quantity, unit price, currency).
+    private func readPurchase(_ raw: [String: JSONValue], now: Date, into p: inout KindFields) throws {
+        p.fields["order"] = .string(try requiredString(raw, "order"))
+        guard let lines = raw["lines"]?.arrayValue, !lines.isEmpty else { throw BatchError(reason: "purchase needs a non-empty 'lines' list") }
+        var cleanLines: [FieldValue] = []
+        for (n, entry) in lines.enumerated() {
+            guard let line = entry.objectValue else { throw BatchError(reason: "lines[\(n)] must be an object") }
+            let item = try requiredString(line, "item", path: "lines[\(n)].")
+            guard let quantity = try optionalNumber(line, "quantity", path: "lines[\(n)]."), quantity > 0, quantity == quantity.rounded() else {
+                throw BatchError(reason: "lines[\(n)].quantity must be a positive whole number")
+            }
+            guard let price = try optionalNumber(line, "unit_price", path: "lines[\(n)]."), price >= 0 else {
+                throw BatchError(reason: "lines[\(n)].unit_price must be a non-negative number")
+            }
+            guard let currency = Clean.currency(line["currency"]?.stringValue) else {
+                throw BatchError(reason: "lines[\(n)].currency must be a three-letter ISO 4217 code")
+            }
+            let q = p.cap("lines[\(n)].quantity", quantity, max: limits.maxQuantity)
+            let unitPrice = p.cap("lines[\(n)].unit_price", price, max: limits.maxUnitPrice)
+            cleanLines.append(
+                .object(["item": .string(item), "quantity": .number(q), "unit_price": .number(unitPrice), "currency": .string(currency)]))
+            p.signals.append(ItemSignal(item: item, kind: .purchase, weight: Float(3 + min(q, 5) - 1)))
+        }
+        p.fields["lines"] = .list(cleanLines)
+    }
+
+    /// A search: its cleaned query, filters, what was shown and what was clicked.
+    private func readSearch(_ raw: [String: JSONValue], now: Date, into p: inout KindFields) throws {
+        let query = Clean.searchTerms(try requiredString(raw, "query"))
+        guard !query.isEmpty else { throw BatchError(reason: "query is empty after cleaning") }
+        p.fields["query"] = .string(Clean.truncate(query, limits.maxStringLength))
+        if let filters = raw["filters"]?.objectValue {
+            p.fields["filters"] = .object(filters.compactMapValues { $0.stringValue.map { .string(Clean.text($0)) } })
+        }
+        let shown = raw["shown"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        p.fields["shown"] = .list(shown.map { .string($0) })
+        var clicked: [FieldValue] = []
+        for (n, entry) in (raw["clicked"]?.arrayValue ?? []).enumerated() {
+            guard let click = entry.objectValue, let item = click["item"]?.stringValue, !item.isEmpty else {
+                throw BatchError(reason: "clicked[\(n)] must be an object with an 'item'")
+            }
+            let position = click["position"]?.numberValue.map { FieldValue.number($0) } ?? .number(-1)
+            clicked.append(.object(["item": .string(item), "position": position]))
+            p.signals.append(ItemSignal(item: item, kind: .searchClick, weight: 1))
+        }
+        p.fields["clicked"] = .list(clicked)
+    }
+
+    /// A profile: age or birth year, gender, location and device (identifiers are marked for the minimizer).
+    private func readProfile(_ raw: [String: JSONValue], now: Date, into p: inout KindFields) throws {
+        if let age = try optionalNumber(raw, "age") {
+            guard (0...120).contains(age) else { throw BatchError(reason: "age must be between 0 and 120") }
+            p.fields["age"] = .number(age)
+        }
+        if let year = try optionalNumber(raw, "birth_year") {
+            let current = Calendar(identifier: .gregorian).component(.year, from: now)
+            guard (current - 120...current).contains(Int(year)) else { throw BatchError(reason: "birth_year is out of range") }
+            p.fields["birth_year"] = .number(year)
+        }
+        for key in ["gender", "location", "device"] {
+            if let value = raw[key]?.stringValue { p.fields[key] = .string(Clean.text(value)) }
+        }
+        // Identifiers an app might send along are kept here only so the minimizer can be seen dropping them.
+        for key in ["email", "name", "ip", "phone"] where raw[key] != nil { p.fields[key] = .string("") }
+    }
+
+    /// Feedback about an item that was shown: one of the ``FeedbackSignal``s.
+    private func readFeedback(_ raw: [String: JSONValue], now: Date, into p: inout KindFields) throws {
+        let item = try requiredString(raw, "item")
+        let signal = try requiredString(raw, "signal")
+        p.fields["item"] = .string(item)
+        p.fields["signal"] = .string(signal)
+        guard let known = FeedbackSignal(rawValue: signal) else {
+            throw BatchError(
+                reason:
+                    "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected \(FeedbackSignal.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
+        }
+        switch known {
+        case .rating:
+            guard let value = try optionalNumber(raw, "value"), (0...5).contains(value) else {
+                throw BatchError(reason: "a rating needs a 'value' between 0 and 5")
+            }
+            p.fields["value"] = .number(value)
+            p.signals.append(ItemSignal(item: item, kind: .rating, weight: Float(max(value - 2, 0.5))))
+        case .click: p.signals.append(ItemSignal(item: item, kind: .click, weight: 1))
+        case .addToCart: p.signals.append(ItemSignal(item: item, kind: .addToCart, weight: 2))
+        case .dwell:
+            guard let value = try optionalNumber(raw, "value"), value >= 0 else {
+                throw BatchError(reason: "a dwell signal needs a non-negative 'value' in ms")
+            }
+            p.fields["value"] = .number(p.cap("value", value, max: limits.maxDwellMs))
+            p.signals.append(ItemSignal(item: item, kind: .dwell, weight: 0.5))
+        }
     }
 
     private func requiredString(_ raw: [String: JSONValue], _ key: String, path: String = "") throws -> String {
@@ -238,4 +253,20 @@ public enum FeedbackSignal: String, Sendable, CaseIterable {
     case click
     case addToCart = "add_to_cart"
     case dwell
+}
+
+/// What an event's kind adds: its cleaned fields, the item signals it gives, and the fields capped on the way.
+struct KindFields {
+    var fields: [String: FieldValue]
+    var signals: [ItemSignal] = []
+    var capped: [String] = []
+
+    /// `value`, or `max` when above it (and the field named as capped).
+    mutating func cap(_ name: String, _ value: Double, max: Double) -> Double {
+        if value > max {
+            capped.append(name)
+            return max
+        }
+        return value
+    }
 }
