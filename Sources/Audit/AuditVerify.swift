@@ -22,30 +22,7 @@ extension AuditReader {
     public func verify(publicKey: SigningPublicKey, trustedHeads: [String] = [], trustedVerifier: NoteVerifier? = nil) throws -> AuditVerification {
         // Heads are checked under the log's own origin: a head of another log signed with the same key is not one of its.
         let verifier = try trustedVerifier ?? HeadSigner.verifier(for: publicKey)
-        var failures: [(Int64, String)] = []
-        var trusted: [(size: Int64, root: MerkleNode)] = []
-        for (i, note) in trustedHeads.enumerated() {
-            let head: Checkpoint
-            do {
-                head = try Checkpoint(text: SignedNote.open(note, verifiers: [verifier]).text)
-            } catch .noVerifiedSignature, .invalidSignature, .ambiguousKey {
-                // Well formed, but not signed by the key this log is checked with: the key on the gateway's disk was
-                // replaced, or the head is another log's. A failure of the log, not of the request.
-                failures.append(
-                    (1, "trusted head \(i + 1) is not signed by \(verifier.name)'s key: the log's key was replaced, or the head is another log's"))
-                continue
-            } catch {
-                throw AuditError("trusted head \(i + 1) is not a signed checkpoint: \(error)", invalidInput: true)
-            }
-            guard let size = Int64(exactly: head.size) else {
-                throw AuditError("trusted head \(i + 1) claims \(head.size) entries, more than a log can hold", invalidInput: true)
-            }
-            trusted.append((size, MerkleNode(head.rootHash)!))
-        }
-        trusted.sort { $0.size < $1.size }
-        for (a, b) in zip(trusted, trusted.dropFirst()) where a.size == b.size && a.root != b.root {
-            failures.append((1, "fork: the log's key signed two different heads of size \(a.size)"))
-        }
+        var (trusted, failures) = try Self.openTrusted(trustedHeads, verifier: verifier)
         let stored = try checkpoints()
         let legacy = try legacyCheckpoints()
         // What the rows are, before reading them in order: a rebuilt table can hold sequence numbers that are not
@@ -74,6 +51,62 @@ extension AuditReader {
         let validThrough = scan.failure.map { $0.0 - 1 } ?? entries
 
         // Trusted heads, smallest first: a mismatch is located after the last one that still matches.
+        let matched = Self.matchTrusted(trusted, scan: scan, entries: entries, count: count, failures: &failures)
+        result.trustedThrough = matched
+
+        result.signedThrough = Self.checkHeads(
+            stored: stored, legacy: legacy, verifier: verifier, publicKey: publicKey, scan: scan, entries: entries, count: count,
+            validThrough: validThrough, failures: &failures)
+        // The stored tree: proofs and signed roots are built from it, so a node that disagrees with the entries
+        // (forged, or left from before a cut) is a failure even though verification recomputes the tree itself.
+        failures += try storedNodeFailures(scan: scan, entries: validThrough)
+        if let first = failures.min(by: { $0.0 < $1.0 }) {
+            result.firstBadSequence = first.0
+            result.reason = first.1
+        }
+        if !trusted.isEmpty, result.intact, matched > 0 { result.proves = AuditVerification.againstTrusted(matched) }
+        return result
+    }
+
+    /// The trusted heads that verify under `verifier`, smallest first, and the failures of the log they show: a head
+    /// not signed by its key, two heads of one size (a fork). A head that is not a signed checkpoint at all is the
+    /// request's fault and throws.
+    static func openTrusted(
+        _ trustedHeads: [String], verifier: NoteVerifier
+    ) throws -> (
+        trusted: [(size: Int64, root: MerkleNode)], failures: [(Int64, String)]
+    ) {
+        var failures: [(Int64, String)] = []
+        var trusted: [(size: Int64, root: MerkleNode)] = []
+        for (i, note) in trustedHeads.enumerated() {
+            let head: Checkpoint
+            do {
+                head = try Checkpoint(text: SignedNote.open(note, verifiers: [verifier]).text)
+            } catch .noVerifiedSignature, .invalidSignature, .ambiguousKey {
+                // Well formed, but not signed by the key this log is checked with: the key on the gateway's disk was
+                // replaced, or the head is another log's. A failure of the log, not of the request.
+                failures.append(
+                    (1, "trusted head \(i + 1) is not signed by \(verifier.name)'s key: the log's key was replaced, or the head is another log's"))
+                continue
+            } catch {
+                throw AuditError("trusted head \(i + 1) is not a signed checkpoint: \(error)", invalidInput: true)
+            }
+            guard let size = Int64(exactly: head.size) else {
+                throw AuditError("trusted head \(i + 1) claims \(head.size) entries, more than a log can hold", invalidInput: true)
+            }
+            trusted.append((size, MerkleNode(head.rootHash)!))
+        }
+        trusted.sort { $0.size < $1.size }
+        for (a, b) in zip(trusted, trusted.dropFirst()) where a.size == b.size && a.root != b.root {
+            failures.append((1, "fork: the log's key signed two different heads of size \(a.size)"))
+        }
+        return (trusted, failures)
+    }
+
+    /// How far the entries still match the trusted heads (the size of the largest that matches, 0 for none).
+    static func matchTrusted(
+        _ trusted: [(size: Int64, root: MerkleNode)], scan: Scan, entries: Int64, count: Int64, failures: inout [(Int64, String)]
+    ) -> Int64 {
         var matched: Int64 = 0
         for head in trusted {
             if head.size == 0 {
@@ -97,8 +130,16 @@ extension AuditReader {
             }
             matched = head.size
         }
-        result.trustedThrough = matched
+        return matched
+    }
 
+    /// Checks the log's own signed heads (and the checkpoints from before the tree) against the entries; returns how
+    /// far they sign the log.
+    static func checkHeads(
+        stored: [AuditCheckpoint], legacy: [LegacyCheckpoint], verifier: NoteVerifier, publicKey: SigningPublicKey, scan: Scan,
+        entries: Int64, count: Int64, validThrough: Int64, failures: inout [(Int64, String)]
+    ) -> Int64 {
+        var signedThrough: Int64 = 0
         for head in stored {
             let checked: Checkpoint
             do {
@@ -114,7 +155,7 @@ extension AuditReader {
             } else if head.size <= validThrough, scan.roots[head.size] != MerkleNode(checked.rootHash) {
                 failures.append((head.size, "the signed head of size \(head.size) does not match the entries"))
             } else if head.size <= validThrough {
-                result.signedThrough = max(result.signedThrough, head.size)
+                signedThrough = max(signedThrough, head.size)
             }
         }
         for cp in legacy {
@@ -127,18 +168,10 @@ extension AuditReader {
             } else if cp.sequence <= validThrough, scan.chain[cp.sequence] != cp.headHash {
                 failures.append((cp.sequence, "checkpoint at \(cp.sequence) does not match the entry there"))
             } else if cp.sequence <= validThrough {
-                result.signedThrough = max(result.signedThrough, cp.sequence)
+                signedThrough = max(signedThrough, cp.sequence)
             }
         }
-        // The stored tree: proofs and signed roots are built from it, so a node that disagrees with the entries
-        // (forged, or left from before a cut) is a failure even though verification recomputes the tree itself.
-        failures += try storedNodeFailures(scan: scan, entries: validThrough)
-        if let first = failures.min(by: { $0.0 < $1.0 }) {
-            result.firstBadSequence = first.0
-            result.reason = first.1
-        }
-        if !trusted.isEmpty, result.intact, matched > 0 { result.proves = AuditVerification.againstTrusted(matched) }
-        return result
+        return signedThrough
     }
 
     /// Every stored node checked against the nodes the scan recomputed from the entries; nodes beyond the entries

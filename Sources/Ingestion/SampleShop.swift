@@ -89,35 +89,7 @@ public struct SampleShop: Sendable {
     /// Generates a shop. Day 0 is `start`; weekends have more sessions; days 40%–55% of the range are a promotion.
     public init(users userCount: Int, items itemCount: Int, days: Int, seed: UInt64, start: Date = Date(timeIntervalSince1970: 1_790_000_000)) {
         var rng = SampleRandom(seed: seed)
-        for n in 0..<itemCount {
-            let c = Self.categories[n % Self.categories.count]
-            let brand = c.brands[rng.below(c.brands.count)]
-            let noun = c.nouns[rng.below(c.nouns.count)]
-            var attributes: [String: String] = [:]
-            var price = 10 + rng.unit() * 90
-            if c.path.hasPrefix("apparel") {
-                attributes = [
-                    "size": ["S", "M", "L", "XL"][rng.below(4)], "color": Self.colors[rng.below(Self.colors.count)],
-                    "style": ["casual", "sport", "formal"][rng.below(3)],
-                ]
-            } else if c.path.hasPrefix("electronics") {
-                attributes = [
-                    "storage_gb": ["64", "128", "256"][rng.below(3)], "battery_h": String(8 + rng.below(30)),
-                    "wireless": rng.unit() < 0.7 ? "yes" : "no",
-                ]
-                price *= 8
-            } else {
-                attributes = ["material": ["steel", "paper", "nylon", "cast iron"][rng.below(4)]]
-            }
-            // Every tenth item from the third is on clearance (cheaper); from the seventh, a new arrival.
-            var tags = [String(c.path.split(separator: "/").last!), noun.lowercased()]
-            if n % 10 == 3 { tags.append("clearance"); price *= 0.6 }
-            if n % 10 == 7 { tags.append("new") }
-            items.append(
-                Item(
-                    id: String(format: "sku-%04d", n), title: "\(brand) \(noun) \(n)", category: c.path, brand: brand,
-                    price: (price * 100).rounded() / 100, available: rng.unit() > 0.03, attributes: attributes, tags: tags))
-        }
+        for n in 0..<itemCount { items.append(Self.makeItem(n, &rng)) }
         let byCategory = Dictionary(grouping: items.indices, by: { items[$0].category })
         // What each style reaches for, per category: clearance items, the dearest quarter, new arrivals.
         var styled: [String: [String: [Int]]] = [:]
@@ -128,17 +100,7 @@ public struct SampleShop: Sendable {
                 "trend": pool.filter { items[$0].tags.contains("new") },
             ]
         }
-        for n in 0..<userCount {
-            let first = Self.categories[rng.below(Self.categories.count)].path
-            var second = Self.categories[rng.below(Self.categories.count)].path
-            if second == first { second = Self.categories[(Self.categories.firstIndex { $0.path == first }! + 1) % Self.categories.count].path }
-            users.append(
-                User(
-                    id: "user-\(n)@example.com", age: 18 + rng.below(55), gender: ["f", "m", "x"][rng.below(3)],
-                    location: Self.regions[rng.below(Self.regions.count)], device: Self.devices[rng.below(Self.devices.count)],
-                    tastes: [first, second],
-                    style: Self.styles[n % Self.styles.count]))
-        }
+        for n in 0..<userCount { users.append(Self.makeUser(n, &rng)) }
         promotionDays = (days * 2 / 5)..<max(days * 2 / 5 + 1, days * 11 / 20)
         promoted = stride(from: 0, to: items.count, by: 17).map { items[$0].id }
         let formatter = ISO8601DateFormatter()
@@ -200,6 +162,48 @@ public struct SampleShop: Sendable {
                 }
             }
         }
+    }
+
+    /// Item `n`: its category by turn, brand, attributes, price and tags drawn from `rng`.
+    static func makeItem(_ n: Int, _ rng: inout SampleRandom) -> Item {
+        let c = Self.categories[n % Self.categories.count]
+        let brand = c.brands[rng.below(c.brands.count)]
+        let noun = c.nouns[rng.below(c.nouns.count)]
+        var attributes: [String: String] = [:]
+        var price = 10 + rng.unit() * 90
+        if c.path.hasPrefix("apparel") {
+            attributes = [
+                "size": ["S", "M", "L", "XL"][rng.below(4)], "color": Self.colors[rng.below(Self.colors.count)],
+                "style": ["casual", "sport", "formal"][rng.below(3)],
+            ]
+        } else if c.path.hasPrefix("electronics") {
+            attributes = [
+                "storage_gb": ["64", "128", "256"][rng.below(3)], "battery_h": String(8 + rng.below(30)),
+                "wireless": rng.unit() < 0.7 ? "yes" : "no",
+            ]
+            price *= 8
+        } else {
+            attributes = ["material": ["steel", "paper", "nylon", "cast iron"][rng.below(4)]]
+        }
+        // Every tenth item from the third is on clearance (cheaper); from the seventh, a new arrival.
+        var tags = [String(c.path.split(separator: "/").last!), noun.lowercased()]
+        if n % 10 == 3 { tags.append("clearance"); price *= 0.6 }
+        if n % 10 == 7 { tags.append("new") }
+        return Item(
+            id: String(format: "sku-%04d", n), title: "\(brand) \(noun) \(n)", category: c.path, brand: brand,
+            price: (price * 100).rounded() / 100, available: rng.unit() > 0.03, attributes: attributes, tags: tags)
+    }
+
+    /// User `n`: two favourite categories, a style by turn, and a profile drawn from `rng`.
+    static func makeUser(_ n: Int, _ rng: inout SampleRandom) -> User {
+        let first = Self.categories[rng.below(Self.categories.count)].path
+        var second = Self.categories[rng.below(Self.categories.count)].path
+        if second == first { second = Self.categories[(Self.categories.firstIndex { $0.path == first }! + 1) % Self.categories.count].path }
+        return User(
+            id: "user-\(n)@example.com", age: 18 + rng.below(55), gender: ["f", "m", "x"][rng.below(3)],
+            location: Self.regions[rng.below(Self.regions.count)], device: Self.devices[rng.below(Self.devices.count)],
+            tastes: [first, second],
+            style: Self.styles[n % Self.styles.count])
     }
 }
 

@@ -87,42 +87,52 @@ struct Cooccurrence: Sendable {
     /// each item's users (memory O(non-zeros of C)).
     init(_ userItems: SparseMatrix, threads: Int = 1) {
         let n = userItems.columns
+        let (offsets, indices, values) = n <= 4096 ? Self.denseProducts(userItems, threads: threads) : Self.sparseProducts(userItems)
+        self.init(items: n, offsets: offsets, indices: indices, values: values)
+    }
+
+    /// Co-occurrence rows (CSR) through a dense items × items matrix, rows split over threads.
+    static func denseProducts(_ userItems: SparseMatrix, threads: Int) -> (offsets: [Int], indices: [Int32], values: [Double]) {
+        let n = userItems.columns
         var offsets = [0], indices = [Int32](), values = [Double]()
-        if n <= 4096 {
-            var dense = [Double](repeating: 0, count: n * n)
-            dense.withShared { shared in
-                // Each thread owns a range of rows and takes from every user only the pairs that land in it.
-                parallelChunks(count: n, threads: threads) { mine in
-                    userItems.indices.withUnsafeBufferPointer { columns in
-                        userItems.values.withUnsafeBufferPointer { weights in
-                            for u in 0..<userItems.rows {
-                                let lo = userItems.offsets[u], hi = userItems.offsets[u + 1]
-                                for p in lo..<hi where mine.contains(Int(columns[p])) {
-                                    let row = shared.base + Int(columns[p]) * n, wi = Double(weights[p])
-                                    for q in lo..<hi { row[Int(columns[q])] += wi * Double(weights[q]) }
-                                }
+        var dense = [Double](repeating: 0, count: n * n)
+        dense.withShared { shared in
+            // Each thread owns a range of rows and takes from every user only the pairs that land in it.
+            parallelChunks(count: n, threads: threads) { mine in
+                userItems.indices.withUnsafeBufferPointer { columns in
+                    userItems.values.withUnsafeBufferPointer { weights in
+                        for u in 0..<userItems.rows {
+                            let lo = userItems.offsets[u], hi = userItems.offsets[u + 1]
+                            for p in lo..<hi where mine.contains(Int(columns[p])) {
+                                let row = shared.base + Int(columns[p]) * n, wi = Double(weights[p])
+                                for q in lo..<hi { row[Int(columns[q])] += wi * Double(weights[q]) }
                             }
                         }
                     }
                 }
             }
-            dense.withUnsafeMutableBufferPointer { d in
-                var nonZero = 0
-                for x in d where x != 0 { nonZero += 1 }
-                indices.reserveCapacity(nonZero)
-                values.reserveCapacity(nonZero)
-                for i in 0..<n {
-                    let row = d.baseAddress! + i * n
-                    for j in 0..<n where row[j] != 0 {
-                        indices.append(Int32(j))
-                        values.append(row[j])
-                    }
-                    offsets.append(indices.count)
-                }
-            }
-            self.init(items: n, offsets: offsets, indices: indices, values: values)
-            return
         }
+        dense.withUnsafeMutableBufferPointer { d in
+            var nonZero = 0
+            for x in d where x != 0 { nonZero += 1 }
+            indices.reserveCapacity(nonZero)
+            values.reserveCapacity(nonZero)
+            for i in 0..<n {
+                let row = d.baseAddress! + i * n
+                for j in 0..<n where row[j] != 0 {
+                    indices.append(Int32(j))
+                    values.append(row[j])
+                }
+                offsets.append(indices.count)
+            }
+        }
+        return (offsets, indices, values)
+    }
+
+    /// Co-occurrence rows (CSR) one item at a time through its users, with one dense accumulator.
+    static func sparseProducts(_ userItems: SparseMatrix) -> (offsets: [Int], indices: [Int32], values: [Double]) {
+        let n = userItems.columns
+        var offsets = [0], indices = [Int32](), values = [Double]()
         let itemUsers = userItems.transposed()
         var accumulator = [Double](repeating: 0, count: n)
         var touched = [Bool](repeating: false, count: n)
@@ -169,7 +179,7 @@ struct Cooccurrence: Sendable {
                 }
             }
         }
-        self.init(items: n, offsets: offsets, indices: indices, values: values)
+        return (offsets, indices, values)
     }
 
     private init(items n: Int, offsets: [Int], indices: [Int32], values: [Double]) {

@@ -74,6 +74,59 @@ public final class Store: Sendable {
 
     /// Opens (creating if needed) the database at `path` and applies `migrations` in order.
     public init(path: String, migrations: [any MigrationSet], configuration: StoreConfiguration = .init()) throws {
+        try Self.createDirectory(of: path)
+        let synchronous = configuration.fullSync ? "FULL" : "NORMAL"
+        let keyStore = configuration.keyStorePath
+        let config = Self.connectionConfiguration(configuration)
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            // Once more after opening: GRDB's pool switches the writer to WAL after `prepareDatabase` and sets
+            // `synchronous = NORMAL` as it does, so a FULL asked for above would silently not hold.
+            try pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA main.synchronous = \(synchronous)")
+                if keyStore != nil { try db.execute(sql: "PRAGMA \(Store.keyStoreSchema).synchronous = FULL") }
+            }
+        } catch {
+            throw StorageError(.cannotOpen, "cannot open database \(path): \(Store.describe(error))")
+        }
+        self.path = path
+        keyStorePath = keyStore
+        walSyncer = WALSyncer(walPath: path + "-wal")
+        fullSync = configuration.fullSync
+        busyTimeout = configuration.busyTimeout
+        var migrator = DatabaseMigrator()
+        for set in migrations { set.register(in: &migrator) }
+        if let keyStore { try Self.prepareKeyStore(keyStore, beside: path, in: pool) }
+        do {
+            try migrator.migrate(pool)
+        } catch {
+            throw StorageError(.migrationFailed, "migrating \(path) failed: \(Store.describe(error))")
+        }
+        // Restrict the files to the owner: they hold ciphertext, tokens and wrapped keys.
+        for file in [path] + (keyStore.map { [$0] } ?? []) {
+            for suffix in ["", "-wal", "-shm"] {
+                _ = try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file + suffix)
+            }
+        }
+        if configuration.backgroundCheckpointInterval > 0 {
+            do {
+                checkpointer = try BackgroundCheckpointer(
+                    path: path, pool: pool, interval: configuration.backgroundCheckpointInterval,
+                    cyclePages: configuration.walCyclePages, synchronous: synchronous)
+            } catch {
+                throw StorageError(.cannotOpen, "cannot open the checkpoint connection to \(path): \(Store.describe(error))")
+            }
+        } else {
+            checkpointer = nil
+        }
+        if keyStore != nil {
+            // The migration moved keys out of the data file: leave none of their old pages in its WAL either.
+            try? checkpointAndTruncate()
+        }
+    }
+
+    /// Creates the directory `path` lives in (owner only), if missing.
+    static func createDirectory(of path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             do {
@@ -82,6 +135,11 @@ public final class Store: Sendable {
                 throw StorageError(.cannotOpen, "cannot create data directory \(directory); check that its parent exists and is writable")
             }
         }
+    }
+
+    /// GRDB's configuration: busy timeout, readers, and the pragmas every connection runs (with the key store attached;
+    /// its directory is created here, before the first connection attaches it).
+    static func connectionConfiguration(_ configuration: StoreConfiguration) -> Configuration {
         var config = Configuration()
         config.busyMode = .timeout(configuration.busyTimeout)
         config.foreignKeysEnabled = true
@@ -113,74 +171,34 @@ public final class Store: Sendable {
                 }
             }
         }
-        do {
-            pool = try DatabasePool(path: path, configuration: config)
-            // Once more after opening: GRDB's pool switches the writer to WAL after `prepareDatabase` and sets
-            // `synchronous = NORMAL` as it does, so a FULL asked for above would silently not hold.
-            try pool.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA main.synchronous = \(synchronous)")
-                if keyStore != nil { try db.execute(sql: "PRAGMA \(Store.keyStoreSchema).synchronous = FULL") }
-            }
-        } catch {
-            throw StorageError(.cannotOpen, "cannot open database \(path): \(Store.describe(error))")
+        return config
+    }
+
+    /// Refuses an empty key store beside a data file whose keys moved out, and creates the key store's tables.
+    static func prepareKeyStore(_ keyStore: String, beside path: String, in pool: DatabasePool) throws {
+        // ATTACH creates a missing file: an empty key store beside a data file whose keys already moved out means
+        // the key store was deleted or replaced. Starting would make every subject unreadable without a word.
+        let (movedOut, keyTables) = try pool.read { db -> (Bool, Int) in
+            let tracked = try Bool.fetchOne(db, sql: "SELECT 1 FROM main.sqlite_master WHERE name = 'grdb_migrations'") == true
+            let moved =
+                try tracked
+                && Bool.fetchOne(
+                    db, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
+                    arguments: [SubjectKeyTables.keyStoreMigration]) == true
+            return (moved, try Int.fetchOne(db, sql: "SELECT count(*) FROM \(Store.keyStoreSchema).sqlite_master") ?? 0)
         }
-        self.path = path
-        keyStorePath = keyStore
-        walSyncer = WALSyncer(walPath: path + "-wal")
-        fullSync = configuration.fullSync
-        busyTimeout = configuration.busyTimeout
-        var migrator = DatabaseMigrator()
-        for set in migrations { set.register(in: &migrator) }
-        if let keyStore {
-            // ATTACH creates a missing file: an empty key store beside a data file whose keys already moved out means
-            // the key store was deleted or replaced. Starting would make every subject unreadable without a word.
-            let (movedOut, keyTables) = try pool.read { db -> (Bool, Int) in
-                let tracked = try Bool.fetchOne(db, sql: "SELECT 1 FROM main.sqlite_master WHERE name = 'grdb_migrations'") == true
-                let moved =
-                    try tracked
-                    && Bool.fetchOne(
-                        db, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
-                        arguments: [SubjectKeyTables.keyStoreMigration]) == true
-                return (moved, try Int.fetchOne(db, sql: "SELECT count(*) FROM \(Store.keyStoreSchema).sqlite_master") ?? 0)
-            }
-            guard !movedOut || keyTables > 0 else {
-                throw StorageError(
-                    .cannotOpen,
-                    "the key store \(keyStore) is empty but \(path) is not: restore the key store from its backup "
-                        + "(without it no subject's data can be opened), or start with an empty data directory")
-            }
-            do {
-                try pool.write { db in try SubjectKeyTables.prepareKeyStore(in: db) }
-            } catch {
-                throw StorageError(.migrationFailed, "preparing the key store \(keyStore) failed: \(Store.describe(error))")
-            }
+        guard !movedOut || keyTables > 0 else {
+            throw StorageError(
+                .cannotOpen,
+                "the key store \(keyStore) is empty but \(path) is not: restore the key store from its backup "
+                    + "(without it no subject's data can be opened), or start with an empty data directory")
         }
         do {
-            try migrator.migrate(pool)
+            try pool.write { db in try SubjectKeyTables.prepareKeyStore(in: db) }
         } catch {
-            throw StorageError(.migrationFailed, "migrating \(path) failed: \(Store.describe(error))")
+            throw StorageError(.migrationFailed, "preparing the key store \(keyStore) failed: \(Store.describe(error))")
         }
-        // Restrict the files to the owner: they hold ciphertext, tokens and wrapped keys.
-        for file in [path] + (keyStore.map { [$0] } ?? []) {
-            for suffix in ["", "-wal", "-shm"] {
-                _ = try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file + suffix)
-            }
-        }
-        if configuration.backgroundCheckpointInterval > 0 {
-            do {
-                checkpointer = try BackgroundCheckpointer(
-                    path: path, pool: pool, interval: configuration.backgroundCheckpointInterval,
-                    cyclePages: configuration.walCyclePages, synchronous: synchronous)
-            } catch {
-                throw StorageError(.cannotOpen, "cannot open the checkpoint connection to \(path): \(Store.describe(error))")
-            }
-        } else {
-            checkpointer = nil
-        }
-        if keyStore != nil {
-            // The migration moved keys out of the data file: leave none of their old pages in its WAL either.
-            try? checkpointAndTruncate()
-        }
+
     }
 
     /// Makes every transaction committed before this call durable against a power cut: one `fdatasync` of the WAL,

@@ -92,7 +92,8 @@ struct DemoCommand: AsyncParsableCommand {
         step("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; state kept in \(root)")
     }
 
-    /// The demo's requests; returns the signed head the compliance officer kept.
+    /// The demo's requests; returns the signed head the compliance officer kept. Long on purpose: it is the story the
+    /// README tells, step by numbered step, and reads best top to bottom in one place.
     func script(api: Client, keys: (app: String, recs: String, officer: String, admin: String, browser: String)) async throws -> String {
         step("2. sample shop: \(users) users, \(items) items, \(days) days (seed \(seed))")
         let shop = SampleShop(users: users, items: items, days: days, seed: seed)
