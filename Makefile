@@ -11,13 +11,16 @@ demo: deps
 	$(SWIFT) build -c release --product veil
 	.build/release/veil demo
 
-## Run every test: the Swift suites, then the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
+## Run every test: the Swift suites (the repository suites on SQLite and on a scratch PostgreSQL server, then the
+## gateway suite again with PostgreSQL as its operational database), then the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
 ## audit witness against a live server, the tracking script and the compliance console in headless Chromium, and the
 ## secrets scan, against the built binary.
 test: deps
 	$(SWIFT) format lint --strict --configuration .swift-format -r Sources Tests Plugins Package.swift
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	scripts/ensure-postgres.sh
+	scripts/with-postgres.sh $(SWIFT) test --skip-build
+	VEIL_TEST_BACKEND=postgres scripts/with-postgres.sh $(SWIFT) test --skip-build --filter GatewayTests
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
 	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
 	python3 scripts/disk_full_test.py --veil .build/debug/veil

@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.34.1"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(
@@ -58,6 +59,19 @@ let package = Package(
             name: "SQLiteStorage",
             dependencies: [
                 "Storage", "Vault", "Consent", "Pseudonymization", "FeatureStore", "Persistence", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The PostgreSQL backend: the same repositories over postgres-nio, for several gateways on one database.
+        .target(
+            name: "PostgresStorage",
+            dependencies: [
+                "Storage", "Vault", "Consent", "Pseudonymization", "FeatureStore", "Persistence",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -95,7 +109,6 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -111,8 +124,8 @@ let package = Package(
         .executableTarget(
             name: "veil",
             dependencies: [
-                "Vault", "Storage", "SQLiteStorage", "Policy", "Consent", "Audit", "Ingestion", "Pseudonymization", "Recommender", "Serving",
-                "VeilCore",
+                "Vault", "Storage", "SQLiteStorage", "PostgresStorage", "Persistence", "Policy", "Consent", "Audit", "Ingestion",
+                "Pseudonymization", "Recommender", "Serving", "VeilCore",
                 "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -125,7 +138,9 @@ let package = Package(
         .testTarget(name: "VaultTests", dependencies: ["Vault"], swiftSettings: swiftSettings),
         // Helpers shared by test targets (a test target cannot depend on another).
         .target(
-            name: "TestSupport", dependencies: ["Recommender", .product(name: "GRDB", package: "GRDB.swift")], path: "Tests/TestSupport",
+            name: "TestSupport",
+            dependencies: ["Recommender", "Persistence", "SQLiteStorage", "PostgresStorage", .product(name: "GRDB", package: "GRDB.swift")],
+            path: "Tests/TestSupport",
             swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "SQLiteStorage", "Vault", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
@@ -145,11 +160,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "RecommenderTests", dependencies: ["Recommender"], swiftSettings: swiftSettings),
+        // The operational repositories, the same tests on every backend.
+        .testTarget(
+            name: "BackendTests",
+            dependencies: [
+                "Persistence", "SQLiteStorage", "PostgresStorage", "Storage", "Vault", "Consent", "Pseudonymization", "FeatureStore", "TestSupport",
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "IngestionTests", dependencies: ["Ingestion", "Pseudonymization", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "VeilCore", "Serving", "Vault", "Storage", "Persistence", "SQLiteStorage", "Policy", "Audit", "FeatureStore", "Ingestion",
+                "Gateway", "VeilCore", "Serving", "Vault", "Storage", "Persistence", "SQLiteStorage", "PostgresStorage", "Policy", "Audit",
+                "FeatureStore", "Ingestion",
                 "Pseudonymization",
                 "Recommender",
                 "TestSupport",

@@ -53,6 +53,13 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var auditHeadEveryEntries = 100_000
     /// A signed tree head once entries have waited this many seconds for one.
     public var auditHeadMaxAgeSeconds = 30
+    /// The operational database: nil is the embedded SQLite file in the data directory; a `postgres://` URL selects
+    /// PostgreSQL.
+    public var databaseURL: String?
+    /// PostgreSQL connections per gateway.
+    public var databasePoolSize = 8
+    /// PostgreSQL statements running longer are cancelled (milliseconds).
+    public var databaseStatementTimeoutMs = 10_000
 
     public init() {}
 
@@ -78,12 +85,13 @@ public struct VeilConfiguration: Sendable, Equatable {
             root, "the configuration",
             keys: [
                 "data_dir", "keys", "policies", "server", "recommendations", "rate_limits", "quality", "ingestion",
-                "segments", "experiments", "canary", "campaigns", "audit",
+                "segments", "experiments", "canary", "campaigns", "audit", "storage",
             ])
         config.dataDirectory = try top["data_dir"].map { try r.string($0, "data_dir") }
         config.keysDirectory = try top["keys"].map { try r.string($0, "keys") }
         config.policiesDirectory = try top["policies"].map { try r.string($0, "policies") }
         if let node = top["server"] { try config.readServer(node, r) }
+        if let node = top["storage"] { try config.readStorage(node, r) }
         if let node = top["recommendations"] { try config.readRecommendations(node, r) }
         if let node = top["rate_limits"] { try config.readRateLimits(node, r) }
         if let node = top["quality"] { try config.readQuality(node, r) }
@@ -98,6 +106,21 @@ public struct VeilConfiguration: Sendable, Equatable {
                 file: file, line: top["server"]?.line ?? 1, reason: "server.tls_cert and server.tls_key go together: set both or neither")
         }
         return config
+    }
+
+    /// The `storage` section: a `postgres://` URL, or a mapping of `url`, `pool_size` and `statement_timeout_ms`.
+    mutating func readStorage(_ node: Node, _ r: Reader) throws {
+        if node.mapping == nil {
+            databaseURL = try r.string(node, "storage")
+        } else {
+            let s = try r.mapping(node, "storage", keys: ["url", "pool_size", "statement_timeout_ms"])
+            databaseURL = try s["url"].map { try r.string($0, "storage.url") }
+            if let n = s["pool_size"] { databasePoolSize = try r.int(n, "storage.pool_size", 1...500) }
+            if let n = s["statement_timeout_ms"] { databaseStatementTimeoutMs = try r.int(n, "storage.statement_timeout_ms", 100...3_600_000) }
+        }
+        if let url = databaseURL, !(url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")) {
+            throw r.fail(node, "storage must be a postgres:// URL (leave it out for the embedded SQLite database)")
+        }
     }
 
     /// The `server` section: address, TLS, schedules, logging, timeouts.

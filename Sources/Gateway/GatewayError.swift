@@ -30,6 +30,12 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     }
     static let notFound = GatewayError(.notFound, "not_found", "no such route")
     static let tooLarge = GatewayError(.contentTooLarge, "payload_too_large", "request body exceeds 1 MiB")
+    /// The database did not answer in time (restarting, unreachable): retry shortly.
+    static var databaseUnavailable: GatewayError {
+        var error = GatewayError(.serviceUnavailable, "database_unavailable", "the database does not answer; retry after the Retry-After seconds")
+        error.headers[.retryAfter] = "5"
+        return error
+    }
     static let internalError = GatewayError(.internalServerError, "internal", "internal error; the request id identifies it in the server log")
 
     struct Body: Encodable {
@@ -63,6 +69,7 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
     static func from(_ error: any Error) -> GatewayError {
         if let error = error as? GatewayError { return error }
         if VeilCore.isDiskFull(error) { return storageFull }
+        if VeilCore.isDatabaseUnavailable(error) { return databaseUnavailable }
         if let error = error as? CoreError { return from(error) }
         // The consent ledger refuses what the request asked (an unknown purpose or notice, a malformed value) wherever
         // in a use case it is reached: always the client's to fix.

@@ -35,8 +35,15 @@ public enum ErasureScrub: Sendable, Equatable {
 /// An error of a storage backend that the edge must tell apart: a full disk is a 503 to retry, not a 500.
 public protocol BackendError: Error {
     var isDiskFull: Bool { get }
+    /// The database did not answer (down, restarting, unreachable, a statement timed out): the request may succeed
+    /// if retried, and is answered 503 with Retry-After.
+    var isUnavailable: Bool { get }
     /// What went wrong, for the server log: codes and messages that name tables and columns, never values.
     var loggableReason: String { get }
+}
+
+extension BackendError {
+    public var isUnavailable: Bool { false }
 }
 
 extension StorageError: BackendError {

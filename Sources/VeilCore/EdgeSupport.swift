@@ -43,6 +43,11 @@ public func isDiskFull(_ error: any Error) -> Bool {
     }
 }
 
+/// Whether `error` says the database did not answer (down, restarting, a statement timed out): worth a retry.
+public func isDatabaseUnavailable(_ error: any Error) -> Bool {
+    (error as? any BackendError)?.isUnavailable ?? false
+}
+
 extension VeilService {
     /// Whether the operational database answers (readiness).
     public func databaseReachable() async -> Bool { await store.isReachable() }

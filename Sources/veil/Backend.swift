@@ -1,9 +1,26 @@
+import Foundation
+import Gateway
+import Persistence
+import PostgresStorage
 import SQLiteStorage
 import VeilCore
 
-/// Where the command line chooses the storage backend: the embedded SQLite one, the only one built so far.
+/// Where the command line chooses the storage backend: the embedded SQLite file in the data directory, or PostgreSQL
+/// when a `postgres://` URL is given (`--database-url`, `VEIL_DATABASE_URL`, or `storage:` in the configuration).
 enum Backend {
-    /// Opens (and migrates) the operational database of `paths`.
+    /// Opens (and migrates) the operational database the options name.
+    static func open(_ common: CommonOptions) throws -> any OperationalStore {
+        let config = try common.configuration()
+        guard let url = common.databaseURL ?? config.databaseURL else { return try open(try common.paths()) }
+        do {
+            return try PostgresStore(
+                settings: PostgresSettings(url: url, poolSize: config.databasePoolSize, statementTimeoutMs: config.databaseStatementTimeoutMs))
+        } catch {
+            throw CLIError(message: "\(error)")
+        }
+    }
+
+    /// The embedded SQLite database of `paths` (the demo and the benchmarks, which keep everything in one directory).
     static func open(_ paths: RuntimePaths) throws -> Store {
         try OperationalSchema.open(path: paths.operationalDatabase, keyStorePath: paths.keyStoreDatabase)
     }

@@ -18,6 +18,18 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("policies"), help: "Policy directory (default ./Policies).")
     var policiesDirectory: String?
 
+    @Option(
+        name: .customLong("database-url"),
+        help:
+            "PostgreSQL as the operational database: postgres://user@host:5432/db[?sslmode=require] (else VEIL_DATABASE_URL, the configuration's storage, or the embedded SQLite file)."
+    )
+    var databaseURLOption: String?
+
+    /// The PostgreSQL URL from the flag, else the environment (a password is better kept out of the command line).
+    var databaseURL: String? {
+        databaseURLOption ?? ProcessInfo.processInfo.environment["VEIL_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     /// The configuration file's settings (defaults when no file is given).
     func configuration() throws -> VeilConfiguration {
         guard let configPath else { return VeilConfiguration() }

@@ -52,7 +52,7 @@ struct KeysCommand: ParsableCommand {
 
         func run() async throws {
             let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
-            let store = try Backend.open(try common.paths())
+            let store = try Backend.open(common)
             let keys = SubjectKeys(ring: ring)
             var total = 0
             while true {
@@ -60,7 +60,8 @@ struct KeysCommand: ParsableCommand {
                 if n == 0 { break }
                 total += n
             }
-            try await store.checkpointAndTruncate()
+            // SQLite: leave no old wrapped key in the WAL either.
+            if let sqlite = store as? Store { try await sqlite.checkpointAndTruncate() }
             let counts = try SubjectKeys.versionCounts(in: store)
             try await auditKeyEvent(
                 common, action: SystemAction.keysRewrap.rawValue, reason: "re-wrapped \(total) subject keys under v\(ring.currentVersion)")
@@ -75,7 +76,7 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "Lowest master version to keep.") var below: UInt32
 
         func run() async throws {
-            let store = try Backend.open(try common.paths())
+            let store = try Backend.open(common)
             let counts = try SubjectKeys.versionCounts(in: store)
             let stranded = counts.filter { $0.key < below }.values.reduce(0, +)
             guard stranded == 0 else {
@@ -94,7 +95,7 @@ struct KeysCommand: ParsableCommand {
         func run() throws {
             let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
             print("master versions: \(ring.versions.map { "v\($0)" }.joined(separator: ", ")) (current v\(ring.currentVersion))")
-            let store = try Backend.open(try common.paths())
+            let store = try Backend.open(common)
             print("subject keys per version: \(describe(try SubjectKeys.versionCounts(in: store)))")
         }
     }

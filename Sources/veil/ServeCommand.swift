@@ -114,7 +114,7 @@ func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logge
     do {
         let paths = try common.paths()
         return try VeilService(
-            paths: paths, store: try Backend.open(paths), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
+            paths: paths, store: try Backend.open(common), passphrase: common.passphrase, cacheTTL: cacheTTL ?? config.cacheTTL ?? 30,
             checkpointInterval: Int64(config.auditHeadEveryEntries),
             rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
             experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,

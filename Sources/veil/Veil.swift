@@ -15,7 +15,7 @@ struct Veil: AsyncParsableCommand {
             DemoCommand.self, ServeCommand.self, KeysCommand.self, PrincipalsCommand.self, PolicyCommand.self, ConsentCommand.self,
             AuditCommand.self, TrainCommand.self, ModelCommand.self, EvaluateCommand.self, SampleCommand.self, ImportCommand.self,
             QualityCommand.self, SegmentsCommand.self, ExperimentsCommand.self, RetentionCommand.self, LinkCommand.self, BenchCommand.self,
-            SDKCommand.self,
+            SDKCommand.self, StorageCommand.self,
         ]
     )
 

@@ -98,7 +98,7 @@ import Testing
 
     /// What the bandits learnt is saved when the server shuts down and restored by the next start; a saved bandit
     /// that no longer fits (another shape of state) starts cold instead of failing the start.
-    @Test func banditsSurviveARestart() async throws {
+    @Test(sqliteOnly) func banditsSurviveARestart() async throws {
         let campaign = Campaign(name: "launch", items: ["sku-9"], start: Date(timeIntervalSince1970: 0), maxBoost: 3)
         let f = try GatewayFixture(campaigns: [campaign])
         let at = Date(timeIntervalSince1970: 1_795_000_000)

@@ -30,7 +30,7 @@ import Testing
         }
     }
 
-    @Test func everyTableWithATokenIsInTheInventory() throws {
+    @Test(sqliteOnly) func everyTableWithATokenIsInTheInventory() throws {
         let f = try GatewayFixture()
         let found = try Self.tokenTables(f)
         let listed = Dictionary(uniqueKeysWithValues: DataInventory.tables.map { ($0.name, $0.tokenColumns.sorted()) })
@@ -43,7 +43,7 @@ import Testing
 
     /// A subject with data in every table (consent, events under two linked ids, a profile, deliveries, match keys),
     /// erased by its canonical id: no table that erasure deletes holds any of its tokens afterwards.
-    @Test func erasureLeavesNoRowOfAnyOfTheSubjectsTokens() async throws {
+    @Test(sqliteOnly) func erasureLeavesNoRowOfAnyOfTheSubjectsTokens() async throws {
         let f = try GatewayFixture()
         let alias = f.token("jane-alias"), canonical = f.token("jane@example.com")
         try await f.app.test(.router) { client in
@@ -93,7 +93,7 @@ import Testing
     /// A person reached through a chain of links (alias → old canonical → newer canonical), with grants under each
     /// token: erasure through any of the ids withdraws every grant and leaves no row of any token; a withdrawal
     /// shreds the rows written under an alias before its link; export shows them before.
-    @Test func erasureAndWithdrawalReachTheWholePersonThroughChainsOfLinks() async throws {
+    @Test(sqliteOnly) func erasureAndWithdrawalReachTheWholePersonThroughChainsOfLinks() async throws {
         let f = try GatewayFixture()
         let ids = ["p-alias", "p-old", "p-new"]
         try await f.app.test(.router) { client in
@@ -156,7 +156,7 @@ import Testing
         }
     }
 
-    @Test func aWithdrawalShredsWhatALinkedIdWroteBeforeItsLink() async throws {
+    @Test(sqliteOnly) func aWithdrawalShredsWhatALinkedIdWroteBeforeItsLink() async throws {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             for id in ["w-main", "w-alias"] {

@@ -15,7 +15,7 @@ import Testing
 /// Issue #24: deliveries have a fingerprinter of their own (they were hashed with the subject-token key itself, over
 /// an ambiguous "namespace|id"). Deliveries recorded the old way must still be recognized until retention removes them.
 @Suite struct DeliveryKeysTests {
-    @Test func aRedeliveryOfAnEventRecordedUnderTheOldKeysIsStillADuplicate() async throws {
+    @Test(sqliteOnly) func aRedeliveryOfAnEventRecordedUnderTheOldKeysIsStillADuplicate() async throws {
         // A fixed clock: the old record (18 November 2026) stays within retention however late this runs.
         let clock = TestClock(Date(timeIntervalSince1970: 1_795_400_010))
         let f = try GatewayFixture(now: clock.now)

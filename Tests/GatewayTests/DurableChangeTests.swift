@@ -66,7 +66,7 @@ import Testing
         #expect(committedWhenSyncBegan == nil || waited.withLock { $0 } == .success, "\(what): the held sync timed out before the test released it")
     }
 
-    @Test func consentChangesErasuresLinksUnlinksAndRevocationsWaitForTheirSync() async throws {
+    @Test(sqliteOnly) func consentChangesErasuresLinksUnlinksAndRevocationsWaitForTheirSync() async throws {
         let f = try GatewayFixture()
         let roles = Set(f.service.policy.roles.keys)
         _ = try f.service.principals.add(name: "to-revoke", role: "app", knownRoles: roles)

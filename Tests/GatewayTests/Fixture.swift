@@ -2,6 +2,9 @@ import Audit
 import FeatureStore
 import GRDB
 import SQLiteStorage
+import PostgresStorage
+import Persistence
+import TestSupport
 import Pseudonymization
 import Storage
 import Synchronization
@@ -124,19 +127,39 @@ extension GatewayFixture {
     func keyVersionCounts() throws -> [UInt32: Int] { try SubjectKeys.versionCounts(in: service.store) }
 
     func snapshot() throws -> TrainingSnapshot {
-        try service.sqlite.pool.read { try service.features.trainingSnapshot(in: $0) }
+        try service.store.readBlocking { try service.features.trainingSnapshot(in: $0) }
     }
 
     func hasData(_ subject: String) throws -> Bool {
-        try service.sqlite.pool.read { try service.features.hasData(token(subject), in: $0) }
+        try service.store.readBlocking { try service.features.hasData(token(subject), in: $0) }
     }
 
     func storedInteractions(_ subject: String) throws -> Int {
-        try service.sqlite.pool.read { try service.features.interactions(of: token(subject), in: $0) }.count
+        try service.store.readBlocking { try service.features.interactions(of: token(subject), in: $0) }.count
     }
 
     func personalizationKeyExists(_ subject: String) throws -> Bool {
-        try service.sqlite.pool.read { try service.keys.dataKey(for: FeatureStore.keyOwner(token(subject)), in: $0, create: false) } != nil
+        try service.store.readBlocking { try service.keys.dataKey(for: FeatureStore.keyOwner(token(subject)), in: $0, create: false) } != nil
+    }
+
+    /// `pg_dump` of the fixture's PostgreSQL database (data and key store), as an operator's backup holds it.
+    func postgresDump() throws -> Data {
+        let name = try String(contentsOfFile: service.paths.dataDirectory + "/postgres-database", encoding: .utf8)
+        var settings = try PostgresSettings(url: try TestBackend.postgresURL())
+        settings.database = name
+        let bin = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last.map {
+            "/usr/lib/postgresql/\($0)/bin/pg_dump"
+        }
+        let dump = Process()
+        dump.executableURL = URL(fileURLWithPath: bin ?? "/usr/bin/pg_dump")
+        dump.arguments = ["-h", settings.host, "-p", String(settings.port), "-U", settings.user, "-d", name]
+        let out = Pipe()
+        dump.standardOutput = out
+        try dump.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        dump.waitUntilExit()
+        #expect(dump.terminationStatus == 0 && data.count > 1000, "pg_dump of \(name) failed")
+        return data
     }
 
     /// A live backup of the data file, as an operator takes one.
@@ -159,17 +182,37 @@ final class TestClock: Sendable {
 }
 
 extension VeilService {
-    /// The SQLite store behind the service, for tests that check its files and tables directly.
+    /// The SQLite store behind the service, for tests that check its files and tables directly (they run on the
+    /// SQLite backend only: see ``sqliteOnly``).
     var sqlite: Store { store as! Store }
 }
 
-/// The SQLite operational store at `paths`, opened as `veil` opens it.
-func openStore(_ paths: RuntimePaths) throws -> Store {
-    try OperationalSchema.open(path: paths.operationalDatabase, keyStorePath: paths.keyStoreDatabase)
+/// For tests that check SQLite's own files, WAL or SQL: the gateway suite on PostgreSQL (`VEIL_TEST_BACKEND=postgres`)
+/// leaves them out, and the same promise is checked on PostgreSQL by tests of its own.
+let sqliteOnly = Testing.ConditionTrait.enabled(if: TestBackend.current == .sqlite, "checks the SQLite backend's own files or SQL")
+
+/// The operational store at `paths`, as `veil` opens it: the SQLite file there, or with `VEIL_TEST_BACKEND=postgres`
+/// a database of its own on the test server (the same one again when a test restarts the service on `paths`).
+func openStore(_ paths: RuntimePaths) throws -> any OperationalStore {
+    switch TestBackend.current {
+    case .sqlite:
+        return try OperationalSchema.open(path: paths.operationalDatabase, keyStorePath: paths.keyStoreDatabase)
+    case .postgres:
+        let note = paths.dataDirectory + "/postgres-database"
+        if let name = try? String(contentsOfFile: note, encoding: .utf8) {
+            var settings = try PostgresSettings(url: try TestBackend.postgresURL(), poolSize: 4)
+            settings.database = name
+            return try PostgresStore(settings: settings)
+        }
+        let settings = try TestBackend.freshDatabase()
+        try FileManager.default.createDirectory(atPath: paths.dataDirectory, withIntermediateDirectories: true)
+        try settings.database.write(toFile: note, atomically: true, encoding: .utf8)
+        return try PostgresStore(settings: settings)
+    }
 }
 
 extension VeilService {
-    /// A service over the SQLite backend at `paths` (a restart in a test).
+    /// A service over the test backend at `paths` (a restart in a test).
     convenience init(
         paths: RuntimePaths, passphrase: String?, campaigns: [Campaign] = [], logger: Logger = Logger(label: "veil"),
         now: @escaping @Sendable () -> Date = Date.init

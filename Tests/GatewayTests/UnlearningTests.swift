@@ -43,7 +43,7 @@ import Testing
 
     /// The model trained from scratch on what the feature store holds now, with `model`'s time and hyperparameters.
     func fromScratch(_ f: GatewayFixture, like model: ServingModel) throws -> ServingModel {
-        let catalog = try f.service.sqlite.pool.read { try f.service.features.catalog(in: $0) }
+        let catalog = try f.service.store.readBlocking { try f.service.features.catalog(in: $0) }
         return ServingModel.train(
             snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(model.trainedAt),
             fixing: model.hyperparameters)
@@ -131,7 +131,7 @@ import Testing
             #expect(try await f.service.training.rechooseIfDue())
             #expect(try await f.service.training.rechooseIfDue() == false, "once")
             let rechosen = try #require(f.service.models.model)
-            let catalog = try await f.service.sqlite.pool.read { try f.service.features.catalog(in: $0) }
+            let catalog = try await f.service.store.read { try f.service.features.catalog(in: $0) }
             let searched = ServingModel.train(snapshot: try f.snapshot(), catalog: catalog, threads: 1, now: try #require(rechosen.trainedAt))
             #expect(rechosen.hyperparameters == searched.hyperparameters)
             #expect(same(fingerprint(rechosen, time: time), fingerprint(searched, time: time)))
@@ -317,7 +317,7 @@ import Testing
 
     /// A stored event that cannot be opened (a damaged row) holds up neither the withdrawal nor the subtraction of
     /// the subject's other events.
-    @Test func anUnreadableRowDoesNotHoldUpAWithdrawal() async throws {
+    @Test(sqliteOnly) func anUnreadableRowDoesNotHoldUpAWithdrawal() async throws {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
             try await seedShop(client, f, subjects: 10)

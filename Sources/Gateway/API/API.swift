@@ -23,10 +23,12 @@ protocol RouteGroup {
 /// OpenAPI, access-matrix and metrics tests read them), and what their handlers share: decode, encode, parameters.
 /// No privacy logic lives here.
 enum API {
-    static let groups: [any RouteGroup.Type] = [
-        ProbeRoutes.self, ConsentRoutes.self, IngestRoutes.self, RecommendationRoutes.self, SubjectRoutes.self, AuditRoutes.self,
-        ModelRoutes.self, OperatorRoutes.self,
-    ]
+    static var groups: [any RouteGroup.Type] {
+        [
+            ProbeRoutes.self, ConsentRoutes.self, IngestRoutes.self, RecommendationRoutes.self, SubjectRoutes.self, AuditRoutes.self,
+            ModelRoutes.self, OperatorRoutes.self,
+        ]
+    }
 
     static let encoder: JSONEncoder = {
         let e = JSONEncoder()

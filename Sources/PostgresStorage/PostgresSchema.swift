@@ -1,0 +1,174 @@
+import Foundation
+import PostgresNIO
+import Storage
+
+/// The operational database's tables in PostgreSQL, the same as the SQLite backend's final schema, and the
+/// migrations that build them: applied at start under a session advisory lock, each in a transaction of its own,
+/// recorded in `veil_migrations`, so several gateways starting at once migrate once.
+enum PostgresSchema {
+    struct Migration {
+        let id: String
+        let sql: String
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            id: "v1.operational",
+            sql: """
+                CREATE SCHEMA IF NOT EXISTS veil_keys;
+                CREATE TABLE veil_keys.subject_keys (
+                    token TEXT PRIMARY KEY,
+                    key_version BIGINT NOT NULL,
+                    generation BIGINT NOT NULL DEFAULT 1,
+                    wrapped BYTEA NOT NULL,
+                    created_at BIGINT NOT NULL
+                );
+                CREATE INDEX subject_keys_version ON veil_keys.subject_keys (key_version);
+                CREATE TABLE veil_keys.shredded_subjects (
+                    token TEXT PRIMARY KEY,
+                    shredded_at BIGINT NOT NULL
+                );
+                CREATE TABLE consent_events (
+                    seq BIGINT PRIMARY KEY,
+                    token TEXT NOT NULL,
+                    purpose TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    prev_hash TEXT NOT NULL,
+                    hash TEXT NOT NULL
+                );
+                CREATE INDEX consent_events_token ON consent_events (token, seq);
+                CREATE FUNCTION veil_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN RAISE EXCEPTION 'the consent ledger is append-only'; END $$;
+                CREATE TRIGGER consent_events_append_only BEFORE UPDATE OR DELETE ON consent_events
+                    FOR EACH ROW EXECUTE FUNCTION veil_append_only();
+                CREATE TABLE consent_state (
+                    token TEXT NOT NULL,
+                    purpose TEXT NOT NULL,
+                    granted BOOLEAN NOT NULL,
+                    seq BIGINT NOT NULL,
+                    expires_at BIGINT,
+                    notice_version TEXT NOT NULL DEFAULT '',
+                    purpose_version INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (token, purpose)
+                );
+                CREATE TABLE identities (
+                    token TEXT PRIMARY KEY,
+                    body BYTEA NOT NULL
+                );
+                CREATE TABLE match_keys (
+                    kind TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    token TEXT NOT NULL,
+                    name_grams TEXT,
+                    PRIMARY KEY (kind, key, token)
+                );
+                CREATE INDEX match_keys_token ON match_keys (token);
+                CREATE TABLE identity_links (
+                    token TEXT PRIMARY KEY,
+                    canonical TEXT NOT NULL,
+                    rule TEXT NOT NULL,
+                    score DOUBLE PRECISION NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    scope TEXT
+                );
+                CREATE INDEX identity_links_canonical ON identity_links (canonical);
+                CREATE TABLE interactions (
+                    token TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    day BIGINT NOT NULL,
+                    body BYTEA NOT NULL,
+                    uncounted BOOLEAN NOT NULL DEFAULT FALSE,
+                    PRIMARY KEY (token, id)
+                );
+                CREATE INDEX interactions_day ON interactions (day);
+                CREATE TABLE profiles (
+                    token TEXT PRIMARY KEY,
+                    body BYTEA NOT NULL
+                );
+                CREATE TABLE items (
+                    id TEXT PRIMARY KEY,
+                    body TEXT NOT NULL,
+                    available BOOLEAN NOT NULL,
+                    updated_at BIGINT NOT NULL
+                );
+                CREATE TABLE item_daily_counts (
+                    item TEXT NOT NULL,
+                    day BIGINT NOT NULL,
+                    count BIGINT NOT NULL,
+                    PRIMARY KEY (item, day)
+                );
+                CREATE TABLE deliveries (
+                    token TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    at BIGINT NOT NULL,
+                    PRIMARY KEY (token, key)
+                );
+                CREATE INDEX deliveries_at ON deliveries (at);
+                CREATE TABLE principals (
+                    name TEXT PRIMARY KEY,
+                    role TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    key_hash TEXT NOT NULL UNIQUE,
+                    created_at BIGINT NOT NULL,
+                    revoked_at BIGINT,
+                    origins TEXT NOT NULL DEFAULT ''
+                );
+                CREATE TABLE source_quality (
+                    source TEXT PRIMARY KEY,
+                    events BIGINT NOT NULL,
+                    accepted BIGINT NOT NULL,
+                    rejected BIGINT NOT NULL,
+                    duplicates BIGINT NOT NULL,
+                    outliers BIGINT NOT NULL,
+                    completeness_sum DOUBLE PRECISION NOT NULL,
+                    last_event BIGINT
+                );
+                CREATE TABLE source_quality_daily (
+                    source TEXT NOT NULL,
+                    day BIGINT NOT NULL,
+                    events BIGINT NOT NULL,
+                    rejected BIGINT NOT NULL,
+                    duplicates BIGINT NOT NULL,
+                    completeness_sum DOUBLE PRECISION NOT NULL,
+                    PRIMARY KEY (source, day)
+                );
+                CREATE TABLE experiment_counts (
+                    experiment TEXT NOT NULL,
+                    variant TEXT NOT NULL,
+                    metric TEXT NOT NULL,
+                    count BIGINT NOT NULL,
+                    PRIMARY KEY (experiment, variant, metric)
+                );
+                CREATE TABLE promotion_bandits (
+                    campaign TEXT PRIMARY KEY,
+                    state BYTEA NOT NULL,
+                    saved_at BIGINT NOT NULL
+                );
+                """)
+    ]
+
+    static func migrate(_ store: PostgresStore) throws {
+        try store.withConnection { connection in
+            let logger = store.logger
+            func run(_ query: PostgresQuery) throws -> PostgresQueryResult { try connection.query(query, logger: logger).wait() }
+            _ = try run("SELECT pg_advisory_lock(\(PostgresStore.migrationLock))")
+            defer { _ = try? run("SELECT pg_advisory_unlock(\(PostgresStore.migrationLock))") }
+            _ = try run("CREATE TABLE IF NOT EXISTS veil_migrations (id TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            let applied = Set(try run("SELECT id FROM veil_migrations").rows.map { try $0.decode(String.self) })
+            for migration in migrations where !applied.contains(migration.id) {
+                do {
+                    _ = try run("BEGIN")
+                    // One statement at a time (the extended protocol takes one per query); statements end at ";" + newline.
+                    for statement in migration.sql.components(separatedBy: ";\n") where !statement.allSatisfy(\.isWhitespace) {
+                        _ = try run(PostgresQuery(unsafeSQL: statement))
+                    }
+                    _ = try run("INSERT INTO veil_migrations (id, applied_at) VALUES (\(migration.id), extract(epoch FROM now())::BIGINT)")
+                    _ = try run("COMMIT")
+                } catch {
+                    _ = try? run("ROLLBACK")
+                    throw StorageError(.migrationFailed, "migration \(migration.id) failed: \(PostgresStore.describe(error))")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Persistence
+import PostgresNIO
+import Storage
+import Synchronization
+
+/// Where and how to reach the PostgreSQL database.
+public struct PostgresSettings: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+    /// `disable`, `prefer` or `require` (as libpq's `sslmode`; `require` verifies the server's certificate).
+    public var tls: String
+    /// Connections kept open (per gateway).
+    public var poolSize: Int
+    /// A statement running longer is cancelled (milliseconds).
+    public var statementTimeoutMs: Int
+    /// How long a request waits for a free connection or a connection attempt before it fails (seconds).
+    public var connectTimeout: Double
+
+    /// Reads `postgres://user[:password]@host[:port]/database[?sslmode=…]`.
+    /// - Throws: ``StorageError`` naming what is wrong with the URL (never echoing a password).
+    public init(url: String, poolSize: Int = 8, statementTimeoutMs: Int = 10_000, connectTimeout: Double = 5) throws {
+        guard let c = URLComponents(string: url), c.scheme == "postgres" || c.scheme == "postgresql", let host = c.host, !host.isEmpty else {
+            throw StorageError(.cannotOpen, "the database URL must look like postgres://user@host:5432/database")
+        }
+        let database = String(c.path.drop(while: { $0 == "/" }))
+        guard !database.isEmpty else { throw StorageError(.cannotOpen, "the database URL names no database (postgres://user@host/DATABASE)") }
+        guard let user = c.user, !user.isEmpty else {
+            throw StorageError(.cannotOpen, "the database URL names no user (postgres://USER@host/database)")
+        }
+        self.host = host
+        self.port = c.port ?? 5432
+        self.user = user.removingPercentEncoding ?? user
+        self.password = c.password.map { $0.removingPercentEncoding ?? $0 }
+        self.database = database
+        let mode = c.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
+        guard ["disable", "prefer", "require"].contains(mode) else {
+            throw StorageError(.cannotOpen, "sslmode must be disable, prefer or require")
+        }
+        tls = mode
+        self.poolSize = max(1, poolSize)
+        self.statementTimeoutMs = max(100, statementTimeoutMs)
+        self.connectTimeout = connectTimeout
+    }
+
+    /// The URL without its password, for logs and errors.
+    public var redacted: String { "postgres://\(user)@\(host):\(port)/\(database)" }
+}
+
+/// The operational database in PostgreSQL: the same repositories as the SQLite backend, over a small pool of
+/// connections shared by the gateway's requests.
+///
+/// The core's unit of work is synchronous (a closure over one transaction), so a transaction runs on a Dispatch
+/// thread and waits for each statement's future; never on an event loop or a cooperative thread. Writes are
+/// serialized across every gateway on the database by a transaction-scoped advisory lock, as SQLite serializes them
+/// in one file: the consent ledger's chain, the key store and the counters keep exactly the atomicity they have there.
+/// Reads run in read-only REPEATABLE READ snapshots, beside writes.
+public final class PostgresStore: Sendable {
+    public let settings: PostgresSettings
+    let group: MultiThreadedEventLoopGroup
+    let logger: Logger
+    private let idle = Mutex<[PostgresConnection]>([])
+    private let slots: DispatchSemaphore
+    private let nextID = Atomic<Int>(0)
+    private let tlsContext: NIOSSLContext?
+    /// Key-store rewrites started and completed (see ``scrubKeyStore()``).
+    private let scrubbing = Mutex((started: 0, completed: 0))
+    private let rewriting = Mutex(())
+
+    /// The lock every write transaction takes (and migrations, at start, take at session level).
+    static let writeLock: Int64 = 0x7665_696C_0001
+    static let migrationLock: Int64 = 0x7665_696C_0002
+    /// The schema of the per-subject data keys: apart from the data, so that a dump of the data (`pg_dump -N veil_keys`)
+    /// holds no key, and a role can be given the data without the keys.
+    public static let keySchema = "veil_keys"
+
+    /// Connects and brings the schema up to date (under an advisory lock, so gateways starting together migrate once).
+    public init(settings: PostgresSettings, logger: Logger = Logger(label: "veil.postgres")) throws {
+        self.settings = settings
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        slots = DispatchSemaphore(value: settings.poolSize)
+        switch settings.tls {
+        case "disable": tlsContext = nil
+        default:
+            do {
+                var config = TLSConfiguration.makeClientConfiguration()
+                if settings.tls == "prefer" { config.certificateVerification = .none }
+                tlsContext = try NIOSSLContext(configuration: config)
+            } catch {
+                throw StorageError(.cannotOpen, "cannot set up TLS to the database: \(error)")
+            }
+        }
+        do {
+            try PostgresSchema.migrate(self)
+        } catch let error as StorageError {
+            try? group.syncShutdownGracefully()
+            throw error
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw StorageError(.migrationFailed, "migrating \(settings.redacted) failed: \(PostgresStore.describe(error))")
+        }
+    }
+
+    deinit {
+        for connection in idle.withLock({ $0 }) { try? connection.close().wait() }
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Closes the pooled connections (a gateway shutting down).
+    public func close() {
+        let open = idle.withLock { connections -> [PostgresConnection] in
+            defer { connections.removeAll() }
+            return connections
+        }
+        for connection in open { try? connection.close().wait() }
+    }
+
+    /// Creates the database `name` on the server `settings` reach (connecting to their database to do so), for
+    /// tests and demos that want a database of their own; returns settings naming it.
+    public static func createDatabase(_ name: String, using settings: PostgresSettings) throws -> PostgresSettings {
+        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }), name.first?.isLetter == true else {
+            throw StorageError(.cannotOpen, "a database name of letters, digits and underscores, starting with a letter")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let logger = Logger(label: "veil.postgres.admin")
+        let configuration = PostgresConnection.Configuration(
+            host: settings.host, port: settings.port, username: settings.user, password: settings.password, database: settings.database,
+            tls: .disable)
+        do {
+            let connection = try PostgresConnection.connect(on: group.next(), configuration: configuration, id: 0, logger: logger).wait()
+            defer { try? connection.close().wait() }
+            _ = try connection.query("CREATE DATABASE \(unescaped: name) TEMPLATE template0 STRATEGY FILE_COPY", logger: logger).wait()
+        } catch {
+            throw StorageError(.cannotOpen, "cannot create database \(name) on \(settings.redacted): \(describe(error))")
+        }
+        var named = settings
+        named.database = name
+        return named
+    }
+
+    // MARK: Connections
+
+    func connect() throws -> PostgresConnection {
+        let tls: PostgresConnection.Configuration.TLS =
+            switch settings.tls {
+            case "require": .require(tlsContext!)
+            case "prefer": .prefer(tlsContext!)
+            default: .disable
+            }
+        var configuration = PostgresConnection.Configuration(
+            host: settings.host, port: settings.port, username: settings.user, password: settings.password, database: settings.database,
+            tls: tls)
+        configuration.options.connectTimeout = .milliseconds(Int64(settings.connectTimeout * 1000))
+        do {
+            let connection = try PostgresConnection.connect(
+                on: group.next(), configuration: configuration, id: nextID.add(1, ordering: .relaxed).newValue, logger: logger
+            ).wait()
+            _ = try connection.query("SET statement_timeout = \(unescaped: String(settings.statementTimeoutMs))", logger: logger).wait()
+            return connection
+        } catch {
+            throw PostgresUnavailable(reason: "cannot connect to \(settings.redacted): \(PostgresStore.describe(error))")
+        }
+    }
+
+    /// Runs `body` with a pooled connection; a connection that failed is dropped, not returned to the pool.
+    func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        guard slots.wait(timeout: .now() + settings.connectTimeout) == .success else {
+            throw PostgresUnavailable(reason: "no database connection was free within \(settings.connectTimeout) s")
+        }
+        defer { slots.signal() }
+        let pooled = idle.withLock { $0.popLast() }
+        let connection = try pooled.flatMap { $0.isClosed ? nil : $0 } ?? connect()
+        do {
+            let result = try body(connection)
+            if !connection.isClosed { idle.withLock { $0.append(connection) } }
+            return result
+        } catch {
+            // A statement's error on a healthy connection (a constraint, a timeout) leaves it usable once rolled back;
+            // a broken connection is dropped.
+            let broken = connection.isClosed || (error as? PSQLError).map { $0.serverInfo == nil } ?? (error is PostgresUnavailable)
+            if broken {
+                try? connection.close().wait()
+            } else {
+                idle.withLock { $0.append(connection) }
+            }
+            throw error
+        }
+    }
+
+    /// One transaction: BEGIN, `body`, COMMIT; ROLLBACK (and the transaction's rollback hooks) if anything throws.
+    func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
+        try withConnection { connection in
+            let tx = PostgresTransaction(connection: connection, logger: logger, readOnly: readOnly)
+            try tx.run(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
+            do {
+                if !readOnly { try tx.run("SELECT pg_advisory_xact_lock(\(Self.writeLock))") }
+                let result = try body(tx)
+                try tx.run("COMMIT")
+                return result
+            } catch {
+                do {
+                    try tx.run("ROLLBACK")
+                } catch {
+                    // The connection is in no state to be reused.
+                    try? connection.close().wait()
+                }
+                tx.rolledBack()
+                throw error
+            }
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let info = error.serverInfo {
+                // The SQLSTATE and the server's message; never the detail, which can quote a row's values.
+                return "\(info[.sqlState] ?? "?"): \(info[.message] ?? "no message")"
+            }
+            return "\(error.code)"
+        }
+        if let error = error as? PostgresUnavailable { return error.reason }
+        if let error = error as? PostgresError { return error.description }
+        return String(describing: type(of: error))
+    }
+}
+
+extension PostgresStore: TransactionRunner {
+    public typealias Transaction = PostgresTransaction
+
+    public func read<T: Sendable>(_ body: @Sendable (PostgresTransaction) throws -> T) async throws -> T {
+        try await withoutActuallyEscaping(body) { body in
+            try await Self.offThread { try self.transaction(readOnly: true, body) }
+        }
+    }
+
+    public func write<T: Sendable>(_ body: @Sendable (PostgresTransaction) throws -> T) async throws -> T {
+        try await withoutActuallyEscaping(body) { body in
+            try await Self.offThread { try self.transaction(readOnly: false, body) }
+        }
+    }
+
+    public func readBlocking<T>(_ body: (PostgresTransaction) throws -> T) throws -> T { try transaction(readOnly: true, body) }
+    public func writeBlocking<T>(_ body: (PostgresTransaction) throws -> T) throws -> T { try transaction(readOnly: false, body) }
+
+    /// Runs blocking database work on a Dispatch thread: waiting for a statement must never hold a cooperative thread.
+    /// The work is dropped before the caller resumes, so that a closure lent by `withoutActuallyEscaping` is
+    /// released before that scope ends.
+    static func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let work = Lent(body)
+        return try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global(qos: .userInitiated).async {
+                let result = Result { try work.run() }
+                continuation.resume(with: result)
+            }
+        }
+    }
+}
+
+/// A closure run once, then let go of.
+private final class Lent<T>: @unchecked Sendable {
+    private var body: (@Sendable () throws -> T)?
+    init(_ body: @escaping @Sendable () throws -> T) { self.body = body }
+    func run() throws -> T {
+        let body = self.body!
+        self.body = nil
+        return try body()
+    }
+}
+
+extension PostgresStore: OperationalStore {
+    /// A commit is durable when it returns (`synchronous_commit` is PostgreSQL's default, on).
+    public func syncCommitted() async throws {}
+
+    /// PostgreSQL keeps a deleted row's bytes in its table file until the page is reused or the table is rewritten: after
+    /// an erasure or a withdrawal the key store's tables are rewritten (VACUUM FULL, a new file without the shredded
+    /// keys; the key store holds one short row per subject, so this takes milliseconds to about a second and locks only
+    /// the key store). The server's write-ahead log still holds the deleted rows' images until its segments are
+    /// recycled, which the README states. One rewrite at a time; a rewrite that cannot take its lock in time is
+    /// deferred.
+    public func scrubAfterErasure() async -> ErasureScrub {
+        do {
+            try await Self.offThread { try self.scrubKeyStore() }
+            return .done
+        } catch {
+            return .deferred(reason: "rewriting the key store failed: \(Self.describe(error))")
+        }
+    }
+
+    public func isReachable() async -> Bool {
+        (try? await Self.offThread { try self.withConnection { try $0.query("SELECT 1", logger: self.logger).wait().count } }) == 1
+    }
+
+    /// Rewrites the key store's tables, so that shredded keys leave its files (VACUUM FULL takes an exclusive lock on
+    /// them for as long as the rewrite lasts: seconds for a million subjects).
+    /// Callers that arrive while a rewrite runs share the next one: a rewrite that started after a caller arrived (and
+    /// so after its shredding committed) covers it.
+    public func scrubKeyStore() throws {
+        let arrived = scrubbing.withLock { $0.started }
+        try rewriting.withLock { _ in
+            guard scrubbing.withLock({ $0.completed <= arrived }) else { return }
+            let generation = scrubbing.withLock { state -> Int in
+                state.started += 1
+                return state.started
+            }
+            try withConnection { connection in
+                // Waits at most two seconds for readers of the key store to finish, then gives up (and the erasure
+                // says so) rather than hold every request that needs a key behind it.
+                _ = try connection.query("SET lock_timeout = '2s'", logger: logger).wait()
+                defer { _ = try? connection.query("SET lock_timeout = 0", logger: logger).wait() }
+                for table in ["subject_keys", "shredded_subjects"] {
+                    _ = try connection.query("VACUUM FULL \(unescaped: Self.keySchema).\(unescaped: table)", logger: logger).wait()
+                }
+            }
+            scrubbing.withLock { $0.completed = max($0.completed, generation) }
+        }
+    }
+}
+
+/// The database did not answer (refused, timed out, restarting): a request fails with 503 and Retry-After.
+public struct PostgresUnavailable: Error, CustomStringConvertible, BackendError {
+    public let reason: String
+    public var description: String { reason }
+    public var isDiskFull: Bool { false }
+    public var isUnavailable: Bool { true }
+    public var loggableReason: String { "PostgreSQL unavailable: \(reason)" }
+}
+
+extension PSQLError: BackendError {
+    /// SQLSTATE 53100 (disk_full) or 53200 (out_of_memory) on the server.
+    public var isDiskFull: Bool { serverInfo?[.sqlState] == "53100" }
+    /// The connection broke, the server is shutting down or starting, or a statement ran past its timeout (SQLSTATE
+    /// classes 08 and 57).
+    public var isUnavailable: Bool {
+        guard let state = serverInfo?[.sqlState] else { return code != .server }
+        return state.hasPrefix("08") || state.hasPrefix("57")
+    }
+    public var loggableReason: String { "PostgreSQL error \(PostgresStore.describe(self))" }
+}
