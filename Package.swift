@@ -165,6 +165,9 @@ let package = Package(
             name: "BackendTests",
             dependencies: [
                 "Persistence", "SQLiteStorage", "PostgresStorage", "Storage", "Vault", "Consent", "Pseudonymization", "FeatureStore", "TestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

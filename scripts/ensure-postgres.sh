@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs PostgreSQL (the server the PostgreSQL backend's tests run against), or says exactly how to.
 set -euo pipefail
-if ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then exit 0; fi
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
   echo "installing postgresql" >&2
   export DEBIAN_FRONTEND=noninteractive

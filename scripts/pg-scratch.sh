@@ -10,7 +10,7 @@ cmd=${1:?usage: pg-scratch.sh start|stop DIR [PORT]}
 dir=${2:?usage: pg-scratch.sh start|stop DIR [PORT]}
 port=${3:-55432}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-if [ -z "$bin" ]; then
+if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
   echo "PostgreSQL is not installed: apt-get install -y postgresql (Debian), then retry" >&2
   exit 1
 fi
@@ -27,7 +27,7 @@ case "$cmd" in
     durability="-c fsync=on"
     [ "${PG_SCRATCH_FAST:-}" = 1 ] && durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' $durability -c max_connections=300" start >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' $durability -c max_connections=500" start >/dev/null
     as_postgres "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAc "SELECT 1 FROM pg_database WHERE datname = 'veil'" | grep -q 1 ||
       as_postgres "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE veil" >/dev/null
     echo "postgres://postgres@127.0.0.1:$port/veil"

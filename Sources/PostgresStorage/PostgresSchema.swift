@@ -41,6 +41,8 @@ enum PostgresSchema {
                     BEGIN RAISE EXCEPTION 'the consent ledger is append-only'; END $$;
                 CREATE TRIGGER consent_events_append_only BEFORE UPDATE OR DELETE ON consent_events
                     FOR EACH ROW EXECUTE FUNCTION veil_append_only();
+                CREATE TRIGGER consent_events_no_truncate BEFORE TRUNCATE ON consent_events
+                    FOR EACH STATEMENT EXECUTE FUNCTION veil_append_only();
                 CREATE TABLE consent_state (
                     token TEXT NOT NULL,
                     purpose TEXT NOT NULL,

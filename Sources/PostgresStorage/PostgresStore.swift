@@ -16,7 +16,8 @@ public struct PostgresSettings: Sendable, Equatable {
     public var user: String
     public var password: String?
     public var database: String
-    /// `disable`, `prefer` or `require` (as libpq's `sslmode`; `require` verifies the server's certificate).
+    /// `disable`, `prefer` or `require` (as libpq's `sslmode`, except that `require` verifies the server's certificate
+    /// and name); by default `prefer`, and `disable` for a server on loopback.
     public var tls: String
     /// Connections kept open (per gateway).
     public var poolSize: Int
@@ -38,10 +39,13 @@ public struct PostgresSettings: Sendable, Equatable {
         }
         self.host = host
         self.port = c.port ?? 5432
-        self.user = user.removingPercentEncoding ?? user
-        self.password = c.password.map { $0.removingPercentEncoding ?? $0 }
+        // URLComponents hands out user and password already percent-decoded.
+        self.user = user
+        self.password = c.password
         self.database = database
-        let mode = c.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
+        // As libpq: TLS when the server offers it, unless the server is this machine.
+        let loopback = ["localhost", "127.0.0.1", "::1", "[::1]"].contains(host)
+        let mode = c.queryItems?.first { $0.name == "sslmode" }?.value ?? (loopback ? "disable" : "prefer")
         guard ["disable", "prefer", "require"].contains(mode) else {
             throw StorageError(.cannotOpen, "sslmode must be disable, prefer or require")
         }
@@ -74,6 +78,9 @@ public final class PostgresStore: Sendable {
     /// Key-store rewrites started and completed (see ``scrubKeyStore()``).
     private let scrubbing = Mutex((started: 0, completed: 0))
     private let rewriting = Mutex(())
+    /// A deferred rewrite is being retried in the background.
+    private let retrying = Mutex(false)
+    private let writeGate = DispatchSemaphore(value: 1)
 
     /// The lock every write transaction takes (and migrations, at start, take at session level).
     static let writeLock: Int64 = 0x7665_696C_0001
@@ -111,6 +118,7 @@ public final class PostgresStore: Sendable {
     }
 
     deinit {
+        if let connection = sole.withLock({ $0 }) { try? connection.close().wait() }
         for connection in idle.withLock({ $0 }) { try? connection.close().wait() }
         try? group.syncShutdownGracefully()
     }
@@ -139,13 +147,31 @@ public final class PostgresStore: Sendable {
         do {
             let connection = try PostgresConnection.connect(on: group.next(), configuration: configuration, id: 0, logger: logger).wait()
             defer { try? connection.close().wait() }
-            _ = try connection.query("CREATE DATABASE \(unescaped: name) TEMPLATE template0 STRATEGY FILE_COPY", logger: logger).wait()
+            _ = try connection.query("CREATE DATABASE \(unescaped: name) TEMPLATE template0", logger: logger).wait()
         } catch {
             throw StorageError(.cannotOpen, "cannot create database \(name) on \(settings.redacted): \(describe(error))")
         }
         var named = settings
         named.database = name
         return named
+    }
+
+    static let gatewayLock: Int64 = 0x7665_696C_0003
+    private let sole = Mutex<PostgresConnection?>(nil)
+
+    /// Claims the database for this gateway alone, for as long as the process lives (a session advisory lock on a
+    /// connection of its own): several gateways on one database do not yet share their caches of keys, principals and
+    /// lists, so a second one must not start.
+    public func claimSoleGateway() throws {
+        let connection = try connect()
+        let got = try connection.query("SELECT pg_try_advisory_lock(\(Self.gatewayLock))", logger: logger).wait().rows.first?.decode(Bool.self)
+        guard got == true else {
+            try? connection.close().wait()
+            throw StorageError(
+                .cannotOpen,
+                "another veil serve already runs on \(settings.redacted); several gateways on one database are not built yet: run one")
+        }
+        sole.withLock { $0 = connection }
     }
 
     // MARK: Connections
@@ -198,14 +224,25 @@ public final class PostgresStore: Sendable {
     }
 
     /// One transaction: BEGIN, `body`, COMMIT; ROLLBACK (and the transaction's rollback hooks) if anything throws.
+    /// Writers of this process queue for one gate before they take a connection, so that waiting writers never hold
+    /// the connections that reads need; across gateways they queue on the advisory lock.
     func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
-        try withConnection { connection in
+        if !readOnly {
+            let patience = settings.connectTimeout + Double(settings.statementTimeoutMs) / 1000
+            guard writeGate.wait(timeout: .now() + patience) == .success else {
+                throw PostgresUnavailable(reason: "no write could start within \(Int(patience)) s")
+            }
+        }
+        defer { if !readOnly { writeGate.signal() } }
+        return try withConnection { connection in
             let tx = PostgresTransaction(connection: connection, logger: logger, readOnly: readOnly)
             try tx.run(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
             do {
                 if !readOnly { try tx.run("SELECT pg_advisory_xact_lock(\(Self.writeLock))") }
                 let result = try body(tx)
-                try tx.run("COMMIT")
+                // An aborted transaction answers COMMIT with ROLLBACK and no error: that is a failure, never a success.
+                let tag = try connection.query("COMMIT", logger: logger).wait().metadata.command
+                guard tag == "COMMIT" else { throw PostgresUnavailable(reason: "the server rolled the transaction back") }
                 return result
             } catch {
                 do {
@@ -292,7 +329,68 @@ extension PostgresStore: OperationalStore {
             try await Self.offThread { try self.scrubKeyStore() }
             return .done
         } catch {
-            return .deferred(reason: "rewriting the key store failed: \(Self.describe(error))")
+            retryScrubLater()
+            return .deferred(reason: "rewriting the key store failed: \(Self.describe(error)); retried every second until done")
+        }
+    }
+
+    /// VACUUM FULL copies into the new file every deleted row that some open snapshot may still see; so first every
+    /// snapshot older than this rewrite must end (at most two seconds, else the rewrite is deferred). It waits at most
+    /// two seconds for readers of the key store, and checks that each table really got a new file (VACUUM FULL of a
+    /// table the role does not own only warns).
+    private func rewriteKeyStore(on connection: PostgresConnection) throws {
+        func one<T: PostgresDecodable>(_ query: PostgresQuery, _ type: T.Type) throws -> T? {
+            try connection.query(query, logger: logger).wait().rows.first.map { try $0.decode(T.self) }
+        }
+        let horizon = try one("SELECT pg_snapshot_xmax(pg_current_snapshot())::TEXT", String.self) ?? "0"
+        let deadline = DispatchTime.now() + 2
+        while true {
+            let older =
+                try one(
+                    """
+                    SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (
+                        (backend_xmin IS NOT NULL AND age(backend_xmin) > age(\(horizon)::xid))
+                        OR (backend_xid IS NOT NULL AND age(backend_xid) > age(\(horizon)::xid)))
+                    """, Int64.self) ?? 0
+            if older == 0 { break }
+            guard DispatchTime.now() < deadline else {
+                throw PostgresUnavailable(reason: "\(older) transaction(s) older than the shredding still run")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        _ = try connection.query("SET lock_timeout = '2s'", logger: logger).wait()
+        defer { _ = try? connection.query("SET lock_timeout = 0", logger: logger).wait() }
+        for table in ["subject_keys", "shredded_subjects"] {
+            let name = "\(Self.keySchema).\(table)"
+            let before = try one("SELECT pg_relation_filenode(\(name)::regclass)::BIGINT", Int64.self)
+            _ = try connection.query("VACUUM FULL \(unescaped: name)", logger: logger).wait()
+            let after = try one("SELECT pg_relation_filenode(\(name)::regclass)::BIGINT", Int64.self)
+            guard before != after else {
+                throw StorageError(.cannotOpen, "VACUUM FULL did not rewrite \(name): the database role must own the key store's tables")
+            }
+        }
+    }
+
+    /// Retries a deferred rewrite every second until one succeeds (one retrier at a time).
+    func retryScrubLater() {
+        guard
+            retrying.withLock({ busy in
+                defer { busy = true }
+                return !busy
+            })
+        else { return }
+        scheduleScrubAttempt()
+    }
+
+    private func scheduleScrubAttempt() {
+        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + 1) { [weak self] in
+            guard let self else { return }
+            do {
+                try self.scrubKeyStore()
+                self.retrying.withLock { $0 = false }
+            } catch {
+                self.scheduleScrubAttempt()
+            }
         }
     }
 
@@ -312,15 +410,7 @@ extension PostgresStore: OperationalStore {
                 state.started += 1
                 return state.started
             }
-            try withConnection { connection in
-                // Waits at most two seconds for readers of the key store to finish, then gives up (and the erasure
-                // says so) rather than hold every request that needs a key behind it.
-                _ = try connection.query("SET lock_timeout = '2s'", logger: logger).wait()
-                defer { _ = try? connection.query("SET lock_timeout = 0", logger: logger).wait() }
-                for table in ["subject_keys", "shredded_subjects"] {
-                    _ = try connection.query("VACUUM FULL \(unescaped: Self.keySchema).\(unescaped: table)", logger: logger).wait()
-                }
-            }
+            try withConnection { connection in try rewriteKeyStore(on: connection) }
             scrubbing.withLock { $0.completed = max($0.completed, generation) }
         }
     }

@@ -200,7 +200,10 @@ extension PostgresTransaction: LinkRepository {
     public func matchKeyHolders(kind: String, key: String, excluding: String, limit: Int?) throws -> [(token: String, nameGrams: String?)] {
         let bound = limit.map(Int64.init)
         return try rows(
-            "SELECT token, name_grams FROM match_keys WHERE kind = \(kind) AND key = \(key) AND token <> \(excluding) LIMIT \(bound)"
+            """
+            SELECT token, name_grams FROM match_keys WHERE kind = \(kind) AND key = \(key) AND token <> \(excluding)
+            ORDER BY token COLLATE "C" LIMIT \(bound)
+            """
         ).map { try $0.decode((String, String?).self) }
     }
 

@@ -108,7 +108,7 @@ extension Database: LinkRepository {
 
     public func matchKeyHolders(kind: String, key: String, excluding: String, limit: Int?) throws -> [(token: String, nameGrams: String?)] {
         try Row.fetchAll(
-            cachedStatement(sql: "SELECT token, name_grams FROM match_keys WHERE kind = ? AND key = ? AND token <> ? LIMIT ?"),
+            cachedStatement(sql: "SELECT token, name_grams FROM match_keys WHERE kind = ? AND key = ? AND token <> ? ORDER BY token LIMIT ?"),
             arguments: [kind, key, excluding, limit ?? -1]
         ).map { ($0["token"], $0["name_grams"]) }
     }

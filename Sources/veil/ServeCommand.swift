@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PostgresStorage
 import VeilCore
 import Gateway
 import Hummingbird
@@ -50,6 +51,9 @@ struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "veil")
         logger.logLevel = Logger.Level(rawValue: logLevel ?? config.logLevel ?? "info")!
         let service = try openService(common, cacheTTL: cacheTTL, logger: logger)
+        if let postgres = service.store as? PostgresStore {
+            do { try postgres.claimSoleGateway() } catch { throw CLIError(message: "\(error)") }
+        }
         service.training.trainAtStart()
         var server = ServerConfiguration()
         server.host = host ?? config.host ?? server.host

@@ -147,7 +147,7 @@ extension GatewayFixture {
         let name = try String(contentsOfFile: service.paths.dataDirectory + "/postgres-database", encoding: .utf8)
         var settings = try PostgresSettings(url: try TestBackend.postgresURL())
         settings.database = name
-        let bin = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last.map {
+        let bin = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.last.map {
             "/usr/lib/postgresql/\($0)/bin/pg_dump"
         }
         let dump = Process()

@@ -14,7 +14,9 @@ public enum TestBackend: String, CaseIterable, Sendable, CustomTestStringConvert
 
     /// The backend the gateway suite's fixtures use: SQLite unless `VEIL_TEST_BACKEND=postgres`.
     public static var current: TestBackend {
-        ProcessInfo.processInfo.environment["VEIL_TEST_BACKEND"].flatMap(TestBackend.init(rawValue:)) ?? .sqlite
+        guard let name = ProcessInfo.processInfo.environment["VEIL_TEST_BACKEND"], !name.isEmpty else { return .sqlite }
+        guard let backend = TestBackend(rawValue: name) else { fatalError("VEIL_TEST_BACKEND is sqlite or postgres, not '\(name)'") }
+        return backend
     }
 
     /// The server PostgreSQL tests run on. A test that needs PostgreSQL and finds none fails with this message; it
