@@ -29,7 +29,7 @@ test: deps
 	python3 scripts/browser_test.py --veil .build/debug/veil
 	python3 scripts/console_test.py --veil .build/debug/veil
 	python3 -m unittest scripts/test_wrk_output.py
-	VEIL=.build/debug/veil scripts/secrets-scan.sh
+	VEIL=.build/debug/veil scripts/with-postgres.sh scripts/secrets-scan.sh
 
 format:
 	$(SWIFT) format format --configuration .swift-format -i -r Sources Tests Plugins Package.swift

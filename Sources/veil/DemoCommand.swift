@@ -8,7 +8,9 @@ import VeilCore
 import Gateway
 import Ingestion
 import Logging
+import Persistence
 import Policy
+import PostgresStorage
 import ServiceLifecycle
 import UnixSignals
 import Vault
@@ -26,6 +28,10 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(help: "Leave the server running after the story, to open the compliance console on the demo's data (Ctrl-C stops it).")
     var serve = false
     @Option(help: "With --serve: the port (default: a free one).") var port = 0
+    @Option(
+        name: .customLong("database-url"),
+        help: "Run the story on PostgreSQL (an empty database: postgres://user@host/db) instead of a SQLite file in --dir.")
+    var databaseURL: String?
 
     func run() async throws {
         let started = Date()
@@ -38,7 +44,9 @@ struct DemoCommand: AsyncParsableCommand {
         try KeyRing.initialize(directory: paths.keysDirectory)
         var logger = Logger(label: "veil")
         logger.logLevel = .warning
-        let service = try VeilService(paths: paths, store: try Backend.open(paths), passphrase: nil, logger: logger)
+        let store: any OperationalStore =
+            try databaseURL.map { try PostgresStore(settings: PostgresSettings(url: $0)) } ?? Backend.open(paths)
+        let service = try VeilService(paths: paths, store: store, passphrase: nil, logger: logger)
         let roles = Set(service.policy.roles.keys)
         let appKey = try service.principals.add(name: "shop-app", role: "app", knownRoles: roles)
         let recsKey = try service.principals.add(name: "shop-recs", role: "recommendation-client", knownRoles: roles)
