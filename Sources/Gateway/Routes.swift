@@ -172,7 +172,9 @@ struct EdgeMiddleware: RouterMiddleware {
         let route = context.endpointPath ?? request.uri.path
         var audited = !RouteTable.publicPaths.contains(route) && !Console.publicPaths.contains(route)
         let note = context.audit.snapshot
-        if audited, note.actor == AuditNote.anonymous || (note.role == Role.browser && response.status.code >= 400) {
+        // A 5xx is the server's failure, not a refusal of the client (the database did not answer while the key was
+        // checked, say): it keeps its own answer and entry, and never counts toward a client's refusals.
+        if audited, response.status.code < 500, note.actor == AuditNote.anonymous || (note.role == Role.browser && response.status.code >= 400) {
             // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method, a console
             // page without a session), or refused to a browser key, which anyone can copy from a page: a few per
             // client and window get entries of their own, the rest one aggregate entry, and past the limit a 429 (a

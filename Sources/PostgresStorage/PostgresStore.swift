@@ -81,6 +81,11 @@ public final class PostgresStore: Sendable {
     /// A deferred rewrite is being retried in the background.
     private let retrying = Mutex(false)
     private let writeGate = DispatchSemaphore(value: 1)
+    private let lastFailure = Mutex<DispatchTime?>(nil)
+
+    /// How long a statement's answer is waited for: the server's statement timeout ends it first, unless the server stopped
+    /// answering.
+    var patience: Double { Double(settings.statementTimeoutMs) / 1000 + 1 }
 
     /// The lock every write transaction takes (and migrations, at start, take at session level).
     static let writeLock: Int64 = 0x7665_696C_0001
@@ -123,13 +128,15 @@ public final class PostgresStore: Sendable {
         try? group.syncShutdownGracefully()
     }
 
-    /// Closes the pooled connections (a gateway shutting down).
+    /// Closes the connections and stops the store's event loop (a gateway shutting down; the store is unusable after).
     public func close() {
         let open = idle.withLock { connections -> [PostgresConnection] in
             defer { connections.removeAll() }
             return connections
         }
-        for connection in open { try? connection.close().wait() }
+        for connection in open + [sole.withLock { $0 }].compactMap({ $0 }) { try? connection.close().wait() }
+        sole.withLock { $0 = nil }
+        try? group.syncShutdownGracefully()
     }
 
     /// Creates the database `name` on the server `settings` reach (connecting to their database to do so), for
@@ -158,13 +165,15 @@ public final class PostgresStore: Sendable {
 
     static let gatewayLock: Int64 = 0x7665_696C_0003
     private let sole = Mutex<PostgresConnection?>(nil)
+    private let claimed = Mutex(false)
 
     /// Claims the database for this gateway alone, for as long as the process lives (a session advisory lock on a
     /// connection of its own): several gateways on one database do not yet share their caches of keys, principals and
     /// lists, so a second one must not start.
     public func claimSoleGateway() throws {
         let connection = try connect()
-        let got = try connection.query("SELECT pg_try_advisory_lock(\(Self.gatewayLock))", logger: logger).wait().rows.first?.decode(Bool.self)
+        let got = try connection.answer("SELECT pg_try_advisory_lock(\(Self.gatewayLock))", logger: logger, within: patience).rows.first?
+            .decode(Bool.self)
         guard got == true else {
             try? connection.close().wait()
             throw StorageError(
@@ -172,11 +181,24 @@ public final class PostgresStore: Sendable {
                 "another veil serve already runs on \(settings.redacted); several gateways on one database are not built yet: run one")
         }
         sole.withLock { $0 = connection }
+        claimed.withLock { $0 = true }
+    }
+
+    /// A restart of the server ends the session that held the claim: the readiness check claims it again, and stays
+    /// red if another gateway took the database meanwhile.
+    private func keepClaim() throws {
+        guard claimed.withLock({ $0 }), sole.withLock({ $0?.isClosed ?? true }) else { return }
+        try claimSoleGateway()
     }
 
     // MARK: Connections
 
     func connect() throws -> PostgresConnection {
+        // While the server is down, fail at once for a second after a failed attempt instead of queueing every
+        // request behind another connect timeout.
+        if let failed = lastFailure.withLock({ $0 }), DispatchTime.now() < failed + 1 {
+            throw PostgresUnavailable(reason: "cannot connect to \(settings.redacted) (failed less than a second ago)")
+        }
         let tls: PostgresConnection.Configuration.TLS =
             switch settings.tls {
             case "require": .require(tlsContext!)
@@ -191,9 +213,10 @@ public final class PostgresStore: Sendable {
             let connection = try PostgresConnection.connect(
                 on: group.next(), configuration: configuration, id: nextID.add(1, ordering: .relaxed).newValue, logger: logger
             ).wait()
-            _ = try connection.query("SET statement_timeout = \(unescaped: String(settings.statementTimeoutMs))", logger: logger).wait()
+            _ = try connection.answer("SET statement_timeout = \(unescaped: String(settings.statementTimeoutMs))", logger: logger, within: patience)
             return connection
         } catch {
+            lastFailure.withLock { $0 = .now() }
             throw PostgresUnavailable(reason: "cannot connect to \(settings.redacted): \(PostgresStore.describe(error))")
         }
     }
@@ -228,20 +251,20 @@ public final class PostgresStore: Sendable {
     /// the connections that reads need; across gateways they queue on the advisory lock.
     func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
         if !readOnly {
-            let patience = settings.connectTimeout + Double(settings.statementTimeoutMs) / 1000
-            guard writeGate.wait(timeout: .now() + patience) == .success else {
-                throw PostgresUnavailable(reason: "no write could start within \(Int(patience)) s")
+            let queueing = settings.connectTimeout + Double(settings.statementTimeoutMs) / 1000
+            guard writeGate.wait(timeout: .now() + queueing) == .success else {
+                throw PostgresUnavailable(reason: "no write could start within \(Int(queueing)) s")
             }
         }
         defer { if !readOnly { writeGate.signal() } }
         return try withConnection { connection in
-            let tx = PostgresTransaction(connection: connection, logger: logger, readOnly: readOnly)
+            let tx = PostgresTransaction(connection: connection, logger: logger, readOnly: readOnly, patience: patience)
             try tx.run(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
             do {
                 if !readOnly { try tx.run("SELECT pg_advisory_xact_lock(\(Self.writeLock))") }
                 let result = try body(tx)
                 // An aborted transaction answers COMMIT with ROLLBACK and no error: that is a failure, never a success.
-                let tag = try connection.query("COMMIT", logger: logger).wait().metadata.command
+                let tag = try connection.answer("COMMIT", logger: logger, within: patience).metadata.command
                 guard tag == "COMMIT" else { throw PostgresUnavailable(reason: "the server rolled the transaction back") }
                 return result
             } catch {
@@ -395,7 +418,11 @@ extension PostgresStore: OperationalStore {
     }
 
     public func isReachable() async -> Bool {
-        (try? await Self.offThread { try self.withConnection { try $0.query("SELECT 1", logger: self.logger).wait().count } }) == 1
+        let answered = try? await Self.offThread {
+            try self.keepClaim()
+            return try self.withConnection { try $0.answer("SELECT 1", logger: self.logger, within: self.patience).count }
+        }
+        return answered == 1
     }
 
     /// Rewrites the key store's tables, so that shredded keys leave its files (VACUUM FULL takes an exclusive lock on

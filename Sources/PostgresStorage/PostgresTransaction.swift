@@ -10,10 +10,13 @@ public final class PostgresTransaction: Sendable {
     let connection: PostgresConnection
     let logger: Logger
     let readOnly: Bool
+    /// How long a statement's answer is waited for (the statement timeout and a margin).
+    let patience: Double
     private let rollbackHooks = Mutex<[@Sendable () -> Void]>([])
 
-    init(connection: PostgresConnection, logger: Logger, readOnly: Bool) {
+    init(connection: PostgresConnection, logger: Logger, readOnly: Bool, patience: Double) {
         self.connection = connection
+        self.patience = patience
         self.logger = logger
         self.readOnly = readOnly
     }
@@ -27,19 +30,44 @@ public final class PostgresTransaction: Sendable {
     /// Runs `query`; returns its rows.
     @discardableResult
     func rows(_ query: PostgresQuery) throws -> [PostgresRow] {
-        try connection.query(query, logger: logger).wait().rows
+        try connection.answer(query, logger: logger, within: patience).rows
     }
 
     /// Runs `query`; returns how many rows it inserted, updated or deleted.
     @discardableResult
     func run(_ query: PostgresQuery) throws -> Int {
-        try connection.query(query, logger: logger).wait().metadata.rows ?? 0
+        try connection.answer(query, logger: logger, within: patience).metadata.rows ?? 0
     }
 
     /// The first column of the first row, if any.
     func value<T: PostgresDecodable>(_ query: PostgresQuery, as type: T.Type = T.self) throws -> T? {
         guard let row = try rows(query).first else { return nil }
         return try row.decode(T.self)
+    }
+}
+
+extension PostgresConnection {
+    /// Runs `query` and waits at most `seconds` for its answer; past that the connection is closed and the statement
+    /// fails as unavailable. The server's statement timeout ends slow statements; this ends the wait for a server that
+    /// stopped answering without closing the socket (seen across a restart), which would otherwise hold the caller, and
+    /// a graceful shutdown behind it, for ever.
+    func answer(_ query: PostgresQuery, logger: Logger, within seconds: Double) throws -> PostgresQueryResult {
+        let promise = eventLoop.makePromise(of: PostgresQueryResult.self)
+        let settled = Mutex(false)
+        @Sendable func settle(_ result: Result<PostgresQueryResult, any Error>) {
+            if settled.withLock({ done in
+                defer { done = true }; return !done
+            }) {
+                promise.completeWith(result)
+            }
+        }
+        self.query(query, logger: logger).whenComplete(settle)
+        let deadline = eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
+            settle(.failure(PostgresUnavailable(reason: "the database did not answer within \(Int(seconds)) s")))
+            let _: EventLoopFuture<Void> = self.close()
+        }
+        defer { deadline.cancel() }
+        return try promise.futureResult.wait()
     }
 }
 

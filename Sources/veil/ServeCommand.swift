@@ -77,6 +77,8 @@ struct ServeCommand: AsyncParsableCommand {
         } catch let error as GatewayServer.TLSError {
             throw CLIError(message: error.description)
         }
+        // The database's connections and event loop end with the server (a live event loop would keep the process).
+        defer { (service.store as? PostgresStore)?.close() }
         do {
             try await app.runService()
         } catch {
