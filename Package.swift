@@ -81,7 +81,12 @@ let package = Package(
             dependencies: ["Storage", "SQLiteStorage", "Vault", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
-        .target(name: "Recommender", swiftSettings: swiftSettings),
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(name: "Recommender", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
         // The serving side of the recommender, without I/O: the served model, the ranker, segments, provenance.
         .target(name: "Serving", dependencies: ["Recommender", "FeatureStore", "Policy", "Storage", "Vault"], swiftSettings: swiftSettings),
         // The core: the use cases (consent, ingest, subject rights, recommend, train, keys) and their typed errors; no HTTP.

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system libraries Veil builds against, or says exactly how to.
 set -euo pipefail
-packages="libsodium-dev libsqlite3-dev libssl-dev pkg-config"
+packages="libsodium-dev libsqlite3-dev libssl-dev libopenblas-dev pkg-config"
 missing=0
 command -v pkg-config >/dev/null 2>&1 || missing=1
 if [ "$missing" = 0 ]; then
-  pkg-config --exists libsodium sqlite3 openssl || missing=1
+  pkg-config --exists libsodium sqlite3 openssl openblas || missing=1
 fi
 if [ "$missing" = 1 ]; then
   if [ "$(id -u)" = 0 ]; then

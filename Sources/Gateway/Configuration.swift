@@ -153,7 +153,9 @@ public struct VeilConfiguration: Sendable, Equatable {
     mutating func readRecommendations(_ node: Node, _ r: Reader) throws {
         let s = try r.mapping(
             node, "recommendations",
-            keys: ["cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity"])
+            keys: [
+                "cache_ttl_s", "exclude_interacted_kinds", "minimum_segment_size", "content_hash_width", "content_similarity", "ease_max_items",
+            ])
         self.cacheTTL = try s["cache_ttl_s"].map { try r.double($0, "recommendations.cache_ttl_s", 0...) }
         if let kinds = s["exclude_interacted_kinds"] {
             let known = InteractionKind.itemKinds.map(\.rawValue)
@@ -167,6 +169,9 @@ public struct VeilConfiguration: Sendable, Equatable {
         }
         if let n = s["content_hash_width"] {
             self.serving.contentHashWidth = try r.int(n, "recommendations.content_hash_width", 16...(1 << 24))
+        }
+        if let n = s["ease_max_items"] {
+            self.serving.easeMaxItems = try r.int(n, "recommendations.ease_max_items", 1...50_000)
         }
         if let node = s["content_similarity"] {
             for (type, value) in try r.pairs(node, "recommendations.content_similarity") {

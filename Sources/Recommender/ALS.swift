@@ -19,16 +19,17 @@ public struct ALS: Sendable {
     public init(_ configuration: Configuration = .init()) { self.configuration = configuration }
 
     /// Trains on a users × items matrix of interaction strengths.
-    public func fit(_ userItems: SparseMatrix) -> ALSModel {
+    public func fit(_ userItems: SparseMatrix, progress: ProgressReporter = .silent) -> ALSModel {
         let f = configuration.factors
         var rng = SeededGenerator(seed: configuration.seed)
         var userFactors = (0..<(userItems.rows * f)).map { _ in rng.nextFloat() * 0.01 }
         var itemFactors = (0..<(userItems.columns * f)).map { _ in rng.nextFloat() * 0.01 }
         let confidence = userItems.mapValues { $0 * configuration.alpha }
         let itemUsers = confidence.transposed()
-        for _ in 0..<configuration.iterations {
+        for iteration in 0..<configuration.iterations {
             ALS.solveRows(confidence, fixed: itemFactors, solved: &userFactors, configuration: configuration)
             ALS.solveRows(itemUsers, fixed: userFactors, solved: &itemFactors, configuration: configuration)
+            progress.advance("als", "iterations", done: iteration + 1, total: configuration.iterations)
         }
         return ALSModel(factors: f, userFactors: userFactors, itemFactors: itemFactors, configuration: configuration)
     }

@@ -55,6 +55,15 @@ public struct EvaluationSplit: Sendable {
         self.init(users: users, items: items, train: interactions, relevant: relevant, itemContent: content)
     }
 
+    /// A split of generated data: users and items named by their index, no item metadata.
+    public init(users: Int, items: Int, train: [Interaction], test: [Interaction]) {
+        var relevant = [Set<Int32>](repeating: [], count: users)
+        for x in test { relevant[Int(x.user)].insert(x.item) }
+        self.init(
+            users: (0..<users).map { "u\($0)" }, items: (0..<items).map { "i\($0)" }, train: train, relevant: relevant,
+            itemContent: Array(repeating: ItemContent(productType: "", categorical: [], text: []), count: items))
+    }
+
     init(users: [String], items: [String], train: [Interaction], relevant: [Set<Int32>], itemContent: [ItemContent]) {
         self.users = users
         self.items = items

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Learns the hybrid's blend weights on a validation split carved from train (never on test), then
 /// refits every component on the whole training data with those weights.
 public struct HybridTrainer: Sendable {
@@ -6,49 +8,89 @@ public struct HybridTrainer: Sendable {
     /// Candidate values for each weight during coordinate ascent.
     public var grid: [Float] = [0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1]
     public var rounds = 2
+    /// Validation users the blend search scores: a fixed sample past this many.
+    public var maxValidationUsers = 2_000
+    /// Catalogs up to this size are searched exactly; past it, among each component's ``candidates`` best per user.
+    public var exactItems = 4_096
+    public var candidates = 200
 
     public init(options: ModelCatalog.Options) { self.options = options }
 
     /// The chosen weights and the validation NDCG@10 they reached.
+    ///
+    /// Every component's z-scores are computed once per validation user. On a catalog of at most ``exactItems`` items
+    /// the search ranks every unseen item, as serving does; past that each component contributes its ``candidates``
+    /// best items per user and blends are ranked within their union, which keeps the table's memory and each trial's
+    /// time independent of the catalog. Past ``maxValidationUsers`` users a fixed sample of them is scored.
     public func chooseWeights(on validation: EvaluationSplit) -> (weights: [Float], ndcg: Double) {
-        let components = Self.componentNames.map { try! ModelCatalog.fit($0, on: validation, options: options) }
-        let users = (0..<validation.users.count).filter { !validation.relevant[$0].isEmpty }
-        let n = validation.items.count
-        // Standardised scores of every component for every validation user, computed once.
-        var table = [[Float]](repeating: [], count: components.count)
-        for (c, model) in components.enumerated() {
-            var rows = [Float](repeating: 0, count: users.count * n)
-            rows.withShared { out in
-                parallelChunks(count: users.count, threads: options.threads) { range in
-                    for r in range {
-                        let b = UnsafeMutableBufferPointer(start: out.base + r * n, count: n)
-                        model.score(validation.context(forUser: users[r]), into: b)
-                        HybridModel.standardise(b)
-                    }
-                }
-            }
-            table[c] = rows
+        let progress = options.progress
+        progress.phase("hybrid", "validation fits", total: Self.componentNames.count)
+        let components = Self.componentNames.enumerated().map { index, name in
+            defer { progress.advance("hybrid", "validation fits", done: index + 1, total: Self.componentNames.count) }
+            return try! ModelCatalog.fit(name, on: validation, options: options)
         }
-        func evaluate(_ weights: [Float]) -> Double {
-            var lists = [[Int32]](repeating: [], count: validation.users.count)
-            var blended = [Float](repeating: 0, count: n)
-            for (r, u) in users.enumerated() {
-                for i in 0..<n { blended[i] = 0 }
-                blended.withUnsafeMutableBufferPointer { b in
-                    for c in 0..<components.count where weights[c] != 0 {
-                        table[c].withUnsafeBufferPointer { t in Vec.axpy(weights[c], t.baseAddress! + r * n, b.baseAddress!, n) }
+        let users = Self.sample((0..<validation.users.count).filter { !validation.relevant[$0].isEmpty }, maxValidationUsers, seed: options.seed)
+        let n = validation.items.count, exact = n <= exactItems, count = components.count
+        // Per sampled user: the candidate items (increasing), and per component the z-scores at them.
+        var candidateItems = [[Int32]](repeating: [], count: users.count)
+        var table = [[[Float]]](repeating: [], count: users.count)
+        progress.phase("hybrid", "validation scores", total: users.count)
+        let scored = Mutex(0)
+        candidateItems.withShared { chosenOut in
+            table.withShared { tableOut in
+                parallelChunks(count: users.count, threads: options.threads) { range in
+                    var rows = [Float](repeating: 0, count: count * n)
+                    var seen = [Bool](repeating: false, count: n)
+                    for r in range {
+                        let context = validation.context(forUser: users[r])
+                        for i in context.items { seen[Int(i)] = true }
+                        rows.withUnsafeMutableBufferPointer { all in
+                            var chosen = Set<Int32>()
+                            for (c, model) in components.enumerated() {
+                                let row = UnsafeMutableBufferPointer(rebasing: all[(c * n)..<((c + 1) * n)])
+                                model.score(context, into: row)
+                                HybridModel.standardise(row)
+                                if !exact { chosen.formUnion(TopK.select(scores: UnsafeBufferPointer(row), k: candidates) { seen[$0] }.items) }
+                            }
+                            let items = exact ? (0..<Int32(n)).filter { !seen[Int($0)] } : chosen.sorted()
+                            (chosenOut.base + r).pointee = items
+                            (tableOut.base + r).pointee = (0..<count).map { c in items.map { all[c * n + Int($0)] } }
+                        }
+                        for i in context.items { seen[Int(i)] = false }
+                        let done = scored.withLock {
+                            $0 += 1; return $0
+                        }
+                        if done % 256 == 0 { progress.advance("hybrid", "validation scores", done: done, total: users.count) }
                     }
-                    let seen = Set(validation.context(forUser: u).items)
-                    lists[u] = TopK.select(scores: UnsafeBufferPointer(b), k: 10) { seen.contains(Int32($0)) }.items
                 }
             }
-            return validation.metrics(lists, k: 10).ndcg
+        }
+        let relevant = users.map { validation.relevant[$0] }
+        func evaluate(_ weights: [Float]) -> Double {
+            var lists = [[Int32]](repeating: [], count: users.count)
+            var blended: [Float] = []
+            for r in users.indices {
+                let items = candidateItems[r]
+                guard !items.isEmpty else { continue }
+                blended.removeAll(keepingCapacity: true)
+                blended.append(contentsOf: repeatElement(0, count: items.count))
+                blended.withUnsafeMutableBufferPointer { b in
+                    for c in 0..<count where weights[c] != 0 {
+                        table[r][c].withUnsafeBufferPointer { t in Vec.axpy(weights[c], t.baseAddress!, b.baseAddress!, items.count) }
+                    }
+                    lists[r] = TopK.select(scores: UnsafeBufferPointer(b), k: 10) { _ in false }.items.map { items[Int($0)] }
+                }
+            }
+            return RankingMetrics.compute(recommendations: lists, relevant: relevant, k: 10, catalogSize: n).ndcg
         }
         var weights = [Float](repeating: 0, count: components.count)
         weights[0] = 1
         var best = evaluate(weights)
-        for _ in 0..<rounds {
+        let steps = rounds * (components.count - 1)
+        options.progress.phase("hybrid", "blend search", total: steps)
+        for round in 0..<rounds {
             for c in 1..<components.count {
+                defer { options.progress.advance("hybrid", "blend search", done: round * (components.count - 1) + c, total: steps) }
                 for value in grid where value != weights[c] {
                     var trial = weights
                     trial[c] = value
@@ -63,6 +105,12 @@ public struct HybridTrainer: Sendable {
         return (weights, best)
     }
 
+    static func sample(_ users: [Int], _ limit: Int, seed: UInt64) -> [Int] {
+        guard users.count > limit else { return users }
+        var rng = SeededGenerator(seed: seed)
+        return users.shuffled(using: &rng).prefix(limit).sorted()
+    }
+
     public func fit(_ split: EvaluationSplit) -> HybridModel {
         fit(split, weights: chooseWeights(on: split.validationSplit()).weights)
     }
@@ -70,6 +118,7 @@ public struct HybridTrainer: Sendable {
     /// Fits the components on `split` with blend weights chosen before (one per ``componentNames``).
     public func fit(_ split: EvaluationSplit, weights: [Float]) -> HybridModel {
         precondition(weights.count == Self.componentNames.count)
+        options.progress.phase("hybrid", "final fits", total: weights.filter { $0 != 0 }.count)
         let components = zip(Self.componentNames, weights).map { name, weight -> any ScoringModel in
             // A zero-weight component is not trained on the full data: it would not change a score.
             weight == 0 ? ZeroModel(itemCount: split.items.count) : try! ModelCatalog.fit(name, on: split, options: options)

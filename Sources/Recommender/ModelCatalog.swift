@@ -7,6 +7,10 @@ public enum ModelCatalog {
         public var seed: UInt64 = 42
         public var als = ALS.Configuration()
         public var easeRegularization: Float = 250
+        /// How many of the most interacted-with items EASE models (``EASE/maxItems``).
+        public var easeMaxItems = EASE.defaultMaxItems
+        /// Where fits report their phases and steps.
+        public var progress = ProgressReporter.silent
         public var trendingHalfLife: Double = 7 * 86_400
         /// Buckets of the content model's feature hashing.
         public var contentHashWidth = 1 << 14
@@ -23,6 +27,7 @@ public enum ModelCatalog {
     /// Trains model `name` on `split`'s training data.
     public static func fit(_ name: String, on split: EvaluationSplit, options: Options) throws -> any ScoringModel {
         let matrix = split.trainMatrix
+        if name != "hybrid" { options.progress.phase(name, "fit") }
         switch name {
         case "popularity":
             return PopularityModel(matrix)
@@ -32,7 +37,7 @@ public enum ModelCatalog {
             var cfg = options.als
             cfg.threads = options.threads
             cfg.seed = options.seed
-            return ALS(cfg).fit(matrix)
+            return ALS(cfg).fit(matrix, progress: options.progress)
         case "bpr":
             var cfg = BPR.Configuration()
             cfg.seed = options.seed
@@ -42,7 +47,8 @@ public enum ModelCatalog {
         case "item-knn-bm25":
             return ItemKNN(similarity: .bm25, threads: options.threads).fit(matrix)
         case "ease":
-            return EASE(regularization: options.easeRegularization, threads: options.threads).fit(matrix)
+            return EASE(regularization: options.easeRegularization, threads: options.threads, maxItems: options.easeMaxItems)
+                .fit(matrix, progress: options.progress)
         case "content":
             return ContentModel(items: split.itemContent, width: options.contentHashWidth, similarity: options.contentSimilarity)
         case "hybrid":

@@ -96,7 +96,7 @@ extension EASEModel: Unlearnable {
     /// Removing user x from the Gram matrix G is G − xxᵀ, so by Sherman–Morrison
     /// `P' = P + (Px)(Px)ᵀ / (1 − xᵀPx)`, one O(items²) update per user instead of an O(items³) inversion. Exact.
     public func unlearning(_ request: UnlearningRequest) -> EASEModel? {
-        let n = itemCount
+        let n = items.count
         var p = inverse
         var px = [Double](repeating: 0, count: n)
         var failed = false
@@ -104,12 +104,16 @@ extension EASEModel: Unlearnable {
             px.withUnsafeMutableBufferPointer { v in
                 for u in request.removed.sorted() {
                     let row = request.row(u)
-                    guard !row.items.isEmpty else { continue }
+                    // Only the modeled items are in the Gram matrix; the others never entered it.
+                    let x = zip(row.items, row.values).compactMap { item, value -> (Int, Double)? in
+                        Int(item) < itemCount && position[Int(item)] >= 0 ? (Int(position[Int(item)]), Double(value)) : nil
+                    }
+                    guard !x.isEmpty else { continue }
                     for i in 0..<n { v[i] = 0 }
                     // P is symmetric: Px is a sum of P's rows.
-                    for (k, x) in zip(row.items, row.values) { DenseSolver.axpyDouble(Double(x), pp.baseAddress! + Int(k) * n, v.baseAddress!, n) }
+                    for (k, value) in x { DenseSolver.axpyDouble(value, pp.baseAddress! + k * n, v.baseAddress!, n) }
                     var xpx = 0.0
-                    for (k, x) in zip(row.items, row.values) { xpx += Double(x) * v[Int(k)] }
+                    for (k, value) in x { xpx += value * v[k] }
                     // G − xxᵀ still holds λI, so it stays positive definite and 1 − xᵀPx > 0; were rounding to say
                     // otherwise, only a refit can be trusted.
                     guard 1 - xpx > 1e-12 else { failed = true; return }
@@ -118,7 +122,7 @@ extension EASEModel: Unlearnable {
                 }
             }
         }
-        return failed ? nil : EASEModel(inverse: p, itemCount: n)
+        return failed ? nil : EASEModel(inverse: p, items: items, itemCount: itemCount)
     }
 }
 

@@ -13,6 +13,9 @@ public struct ServingOptions: Sendable, Equatable {
     public var contentSimilarity: [String: ContentSimilarity] = [:]
     /// Buckets of the content model's feature hashing.
     public var contentHashWidth = 1 << 14
+    /// How many of the most interacted-with items EASE models (its fit grows with the cube of this, its memory with the
+    /// square: 12 bytes per pair).
+    public var easeMaxItems = EASE.defaultMaxItems
     /// A demographic segment is used for cold-start lists only when it holds at least this many subjects.
     public var minimumSegmentSize = 5
     /// Neighbours that vote on a missing age band (k-nearest-neighbour imputation over behaviour).
@@ -95,10 +98,12 @@ public struct ServingModel: Sendable {
     /// held-out data (blend weights, session weight, segment count) are taken from there instead of searched for.
     public static func train(
         snapshot: TrainingSnapshot, catalog: [CatalogItem], options: ServingOptions = ServingOptions(), threads: Int = 2,
-        now: Date, fixing chosen: Hyperparameters? = nil
+        now: Date, fixing chosen: Hyperparameters? = nil, progress: ProgressReporter = .silent
     ) -> ServingModel {
+        progress.phase("serving model", "split")
         let split = trainingSplit(snapshot, catalog: catalog)
-        let modelOptions = Self.modelOptions(options, threads: threads)
+        var modelOptions = Self.modelOptions(options, threads: threads)
+        modelOptions.progress = progress
         let time = Int64(now.timeIntervalSince1970)
         let ranker: any ScoringModel
         let hybridData = split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100
@@ -109,6 +114,7 @@ public struct ServingModel: Sendable {
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
+        progress.phase("serving model", "neighbours, sessions, segments")
         // The hybrid's item-kNN is the same model as the explanations' neighbours: one fit, one co-occurrence matrix.
         let neighbours = Self.sharedNeighbours(ranker) ?? ItemKNN(similarity: .cosine, neighbours: 50, threads: threads).fit(split.trainMatrix)
         let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
@@ -160,6 +166,7 @@ public struct ServingModel: Sendable {
         modelOptions.threads = threads
         modelOptions.als.factors = 32
         modelOptions.contentHashWidth = options.contentHashWidth
+        modelOptions.easeMaxItems = options.easeMaxItems
         modelOptions.contentSimilarity = options.contentSimilarity
         return modelOptions
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Synchronization
 @testable import Recommender
 
 /// Two planted taste groups: users 0..<20 like items 0..<10, users 20..<40 like items 10..<20.
@@ -86,6 +87,54 @@ func groupPrecision(_ model: any ScoringModel, _ matrix: SparseMatrix) -> Double
         #expect(groupPrecision(ItemKNN(similarity: .cosine, neighbours: 10).fit(matrix), matrix) == 1)
         #expect(groupPrecision(ItemKNN(similarity: .bm25, neighbours: 10).fit(matrix), matrix) == 1)
         #expect(groupPrecision(EASE(regularization: 5).fit(matrix), matrix) == 1)
+    }
+
+    /// Past `maxItems`, EASE models the most interacted-with items exactly as a fit on the catalog cut to them would,
+    /// and scores every other item zero.
+    @Test func easeModelsTheMostInteractedItemsWhenTheCatalogIsTooLarge() throws {
+        var rng = SeededGenerator(seed: 11)
+        var entries: [(row: Int32, column: Int32, value: Float)] = []
+        // Item i is interacted with by about (40 - i) / 40 of the users: counts fall with the index, with noise.
+        for u in 0..<60 { for i in 0..<40 where rng.nextFloat() < Float(40 - i) / 45 { entries.append((Int32(u), Int32(i), 1)) } }
+        let matrix = SparseMatrix(rows: 60, columns: 40, entries: entries)
+        let counts = matrix.columnCounts()
+        let capped = EASE(regularization: 3, maxItems: 12).fit(matrix)
+        let expected = counts.indices.sorted { counts[$0] != counts[$1] ? counts[$0] > counts[$1] : $0 < $1 }.prefix(12).sorted()
+        #expect(capped.items.map(Int.init) == expected)
+        // The same model fitted on a catalog of only those items.
+        let index = Dictionary(uniqueKeysWithValues: expected.enumerated().map { ($1, Int32($0)) })
+        let cut = SparseMatrix(
+            rows: 60, columns: 12, entries: entries.compactMap { e in index[Int(e.column)].map { (e.row, $0, e.value) } })
+        let reference = EASE(regularization: 3).fit(cut)
+        #expect(zip(capped.weights, reference.weights).allSatisfy { abs($0 - $1) < 1e-5 })
+        var scores = [Float](repeating: 1, count: 40)
+        let context = UserContext(user: 0, items: Array(matrix.columns(ofRow: 0)))
+        scores.withUnsafeMutableBufferPointer { capped.score(context, into: $0) }
+        for item in 0..<40 where index[item] == nil { #expect(scores[item] == 0) }
+        #expect(scores.contains { $0 != 0 })
+        let outside = try #require((0..<40).first { index[$0] == nil })
+        #expect(capped.strongestReason(for: Int32(outside), in: context) == nil)
+    }
+
+    /// LAPACK's Cholesky inverse on two threads: A · A⁻¹ = I for a random SPD matrix large enough to be split.
+    @Test func theSolverInvertsASymmetricPositiveDefiniteMatrix() {
+        let n = 300
+        var rng = SeededGenerator(seed: 5)
+        let b = (0..<(n * n)).map { _ in Double(rng.nextFloat()) - 0.5 }
+        var a = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in 0..<n { for k in 0..<n { a[i * n + j] += b[i * n + k] * b[j * n + k] } } }
+        for i in 0..<n { a[i * n + i] += 1 }
+        let inverse = DenseSolver.invertSymmetricPositiveDefinite(a, n: n, threads: 2)
+        var worst = 0.0
+        for i in 0..<n {
+            for j in 0..<n {
+                var sum = 0.0
+                for k in 0..<n { sum += a[i * n + k] * inverse[k * n + j] }
+                worst = max(worst, abs(sum - (i == j ? 1 : 0)))
+            }
+        }
+        #expect(worst < 1e-8)
+        #expect(inverse[1] == inverse[n])
     }
 
     @Test func easeMatchesABruteForceSolve() {
@@ -198,5 +247,56 @@ func groupPrecision(_ model: any ScoringModel, _ matrix: SparseMatrix) -> Double
         let validation = split.validationSplit()
         #expect(validation.train.count == 8)
         #expect(validation.relevant[0] == Set([split.items.firstIndex(of: "i8")!, split.items.firstIndex(of: "i9")!].map(Int32.init)))
+    }
+}
+
+@Suite struct HybridSearchTests {
+    /// Forcing the candidate path with candidates that cover the catalog must choose what the exact search chooses.
+    @Test func theCandidateSearchCoveringTheCatalogChoosesWhatTheExactOneChooses() throws {
+        let validation = try movieLensSlice().validationSplit()
+        var exact = HybridTrainer(options: ModelCatalog.Options())
+        exact.rounds = 1
+        var candidates = exact
+        candidates.exactItems = 0
+        candidates.candidates = validation.items.count
+        let a = exact.chooseWeights(on: validation), b = candidates.chooseWeights(on: validation)
+        #expect(a.weights == b.weights)
+        #expect(abs(a.ndcg - b.ndcg) < 1e-9)
+        // With few candidates per component the search still runs, and finds a blend at least as good as EASE alone.
+        candidates.candidates = 20
+        let few = candidates.chooseWeights(on: validation)
+        #expect(few.ndcg > 0.05, "\(few)")
+    }
+
+    /// Past `maxValidationUsers` a fixed sample is scored: the same choice for the same seed.
+    @Test func aSampleOfValidationUsersIsFixedBySeed() throws {
+        let validation = try movieLensSlice().validationSplit()
+        var trainer = HybridTrainer(options: ModelCatalog.Options())
+        trainer.rounds = 1
+        trainer.maxValidationUsers = 100
+        let users = (0..<validation.users.count).filter { !validation.relevant[$0].isEmpty }
+        #expect(users.count > 100)
+        #expect(HybridTrainer.sample(users, 100, seed: 42) == HybridTrainer.sample(users, 100, seed: 42))
+        #expect(HybridTrainer.sample(users, 100, seed: 42) != HybridTrainer.sample(users, 100, seed: 43))
+        #expect(HybridTrainer.sample(users, 100, seed: 42).count == 100)
+        let first = trainer.chooseWeights(on: validation), second = trainer.chooseWeights(on: validation)
+        #expect(first.weights == second.weights && first.ndcg == second.ndcg)
+    }
+
+    /// A fit reports its phases in order, and ALS every iteration.
+    @Test func fitsReportTheirPhasesAndSteps() throws {
+        let updates = Mutex<[ProgressReporter.Update]>([])
+        var options = ModelCatalog.Options()
+        options.progress = ProgressReporter { update in updates.withLock { $0.append(update) } }
+        options.als.iterations = 4
+        _ = try ModelCatalog.fit("hybrid", on: movieLensSlice(), options: options)
+        let seen = updates.withLock { $0 }
+        let phases = seen.filter { $0.task == "hybrid" }.map(\.phase).reduce(into: [String]()) { if $0.last != $1 { $0.append($1) } }
+        #expect(phases == ["validation fits", "validation scores", "blend search", "final fits"], "\(phases)")
+        let fits = seen.filter { $0.task == "hybrid" && $0.phase == "validation fits" }
+        #expect(fits.last.map { $0.done == $0.total && $0.total == HybridTrainer.componentNames.count } == true)
+        let iterations = seen.filter { $0.task == "als" && $0.phase == "iterations" }.map(\.done)
+        #expect(iterations.prefix(4) == [1, 2, 3, 4])
+        #expect(seen.contains { $0.task == "ease" && $0.phase == "solve" })
     }
 }

@@ -117,6 +117,30 @@ func topTenAgreement(_ a: any ScoringModel, _ b: any ScoringModel, on split: Eva
         }
     }
 
+    /// With more items than it models, EASE forgets over the items it chose: equal to a fit without the subjects on a
+    /// catalog cut to those items (the choice itself is made again by the next full retrain).
+    @Test func easeOverItsModeledItemsForgetsExactly() throws {
+        let split = try movieLensSlice()
+        let model = EASE(regularization: 100, maxItems: 60).fit(split.trainMatrix)
+        #expect(model.items.count == 60 && split.items.count > 60)
+        let index = Dictionary(uniqueKeysWithValues: model.items.enumerated().map { ($1, Int32($0)) })
+        for removed in Self.removals {
+            let request = UnlearningRequest(removing: removed, from: split)
+            let unlearned = try #require(model.unlearning(request))
+            #expect(unlearned.items == model.items)
+            let after = request.after.trainMatrix
+            var entries: [(row: Int32, column: Int32, value: Float)] = []
+            for u in 0..<after.rows {
+                for k in after.offsets[u]..<after.offsets[u + 1] {
+                    if let p = index[after.indices[k]] { entries.append((Int32(u), p, after.values[k])) }
+                }
+            }
+            let scratch = EASE(regularization: 100).fit(SparseMatrix(rows: after.rows, columns: 60, entries: entries))
+            #expect(zip(unlearned.weights, scratch.weights).map { abs($0 - $1) }.max()! < 1e-5)
+            #expect(zip(model.weights, scratch.weights).map { abs($0 - $1) }.max()! > 1e-4)
+        }
+    }
+
     @Test func countsTrendingSessionsAndContentForgetExactly() throws {
         let split = try movieLensSlice()
         let popularity = PopularityModel(split.trainMatrix)
