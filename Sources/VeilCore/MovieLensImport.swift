@@ -15,7 +15,9 @@ extension VeilService {
 
     /// Imports MovieLens 100K through the same consent → token → minimize → seal path as the HTTP API:
     /// each user's consent is recorded with method `import`, ratings become `feedback` events.
-    public func importMovieLens(ratings: String, items: String, users: String, namespace: String) async throws -> ImportReport {
+    public func importMovieLens(
+        ratings: String, items: String, users: String, namespace: String, progress: ProgressReporter = .silent
+    ) async throws -> ImportReport {
         let principal = Principal(name: "import", role: Role.admin, namespace: namespace)
         let catalog = try Dataset.parseMovieLensItems(items).map { movie in
             let genres = movie.genres.map { Dataset.movieLensGenres[$0].lowercased() }
@@ -27,7 +29,10 @@ extension VeilService {
         let note = AuditNote()
         var subjects = 0
         var profiles: [[String: Any]] = []
-        for line in users.split(separator: "\n") {
+        let userLines = users.split(separator: "\n")
+        progress.phase("import", "consents", total: userLines.count)
+        for (n, line) in userLines.enumerated() {
+            progress.advance("import", "consents", done: n, total: userLines.count)
             let f = line.split(separator: "|", omittingEmptySubsequences: false)
             guard f.count >= 5 else { continue }
             let subject = "ml-user-\(f[0])"
@@ -52,12 +57,15 @@ extension VeilService {
         for start in stride(from: 0, to: profiles.count, by: 500) { try await send(Array(profiles[start..<min(start + 500, profiles.count)])) }
         let profileCount = accepted
         var batch: [[String: Any]] = []
-        for row in try Dataset.parseRatings(ratings) {
+        let rows = try Dataset.parseRatings(ratings)
+        progress.phase("import", "ratings", total: rows.count)
+        for (n, row) in rows.enumerated() {
             batch.append([
                 "id": "ml-\(row.user)-\(row.item)", "kind": "feedback", "subject": "ml-user-\(row.user)", "timestamp": row.timestamp * 1000,
                 "source": "movielens", "item": "ml-\(row.item)", "signal": "rating", "value": Double(row.rating),
             ])
             if batch.count == 1000 {
+                progress.advance("import", "ratings", done: n, total: rows.count)
                 try await send(batch)
                 batch.removeAll(keepingCapacity: true)
             }

@@ -27,7 +27,10 @@ public final class Training: Sendable {
     let hooks: TestHooks
     let provenanceFingerprinter: Fingerprinter
     let audit: any AuditTrail
+    let metrics: VeilMetrics
     let logger: Logger
+    /// Where a retrain reports its phases: the log, with each phase's duration, and whatever the caller added.
+    let progress: ProgressReporter
     let now: @Sendable () -> Date
     /// How soon after a withdrawal or an erasure a model trained without the subject must be served.
     public let unlearnWithin: TimeInterval
@@ -48,9 +51,11 @@ public final class Training: Sendable {
     init(
         store: any OperationalStore, features: FeatureStore, subjects: Subjects, models: ModelRegistry, unlearning: UnlearningQueue,
         cache: RecommendationCache, experiments: ExperimentTracker, canary: CanarySettings, serving: ServingOptions, trainingThreads: Int,
-        hooks: TestHooks, provenanceFingerprinter: Fingerprinter, audit: any AuditTrail, logger: Logger, unlearnWithin: TimeInterval,
-        rechooseWithin: TimeInterval, now: @escaping @Sendable () -> Date
+        hooks: TestHooks, provenanceFingerprinter: Fingerprinter, audit: any AuditTrail, metrics: VeilMetrics, logger: Logger,
+        unlearnWithin: TimeInterval,
+        rechooseWithin: TimeInterval, progress: ProgressReporter, now: @escaping @Sendable () -> Date
     ) {
+        self.progress = progress.and(PhaseLog.reporter(logger))
         self.store = store
         self.features = features
         self.subjects = subjects
@@ -64,6 +69,7 @@ public final class Training: Sendable {
         self.hooks = hooks
         self.provenanceFingerprinter = provenanceFingerprinter
         self.audit = audit
+        self.metrics = metrics
         self.logger = logger
         self.unlearnWithin = unlearnWithin
         self.rechooseWithin = rechooseWithin
@@ -151,9 +157,15 @@ public final class Training: Sendable {
     private func retrainLocked(canaryAllowed: Bool = true) throws -> Retrained {
         let generation = unlearning.generation  // before the snapshot: see UnlearningQueue
         let started = now()
+        let clock = ContinuousClock.now
+        ProcessMemory.resetPeak()
         let (snapshot, catalog) = try readTrainingData()
         hooks.trainingSnapshotRead()
-        var model = ServingModel.train(snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now())
+        var model = ServingModel.train(
+            snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now(), progress: progress)
+        let took = ContinuousClock.now - clock
+        metrics.recordTraining(seconds: Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18, peakBytes: ProcessMemory.peak())
+        progress.phase("serving model", "installed")
         stamp(&model)
         let replaced = models.versions.stable
         // While subjects await unlearning the new model goes to everyone: a canary would leave them in the stable one.
@@ -281,5 +293,25 @@ public final class Training: Sendable {
 
     func readTrainingData() throws -> (TrainingSnapshot, [CatalogItem]) {
         try store.readBlocking { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
+    }
+}
+
+/// Logs each phase of a training with how long it took (logged when the next begins; the retrain's own log line closes
+/// the last).
+enum PhaseLog {
+    static func reporter(_ logger: Logger) -> ProgressReporter {
+        let current = Mutex<(key: String, started: ContinuousClock.Instant)?>(nil)
+        return ProgressReporter { update in
+            let key = "\(update.task) \(update.phase)"
+            let finished = current.withLock { state -> (String, Duration)? in
+                guard state?.key != key else { return nil }
+                defer { state = (key, .now) }
+                return state.map { ($0.key, .now - $0.started) }
+            }
+            if let (phase, took) = finished {
+                let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+                logger.info("training phase done", metadata: ["phase": "\(phase)", "seconds": "\(String(format: "%.3f", seconds))"])
+            }
+        }
     }
 }

@@ -17,6 +17,8 @@ public final class VeilMetrics: Sendable {
     private let auditDurableWait: Counter
     /// The audit log's counts as of the last scrape: the counters above move by the difference.
     private let auditSeen = Mutex(AuditStats())
+    private let trainingSeconds: Gauge
+    private let trainingPeakBytes: Gauge
     private let perSource = Mutex<[String: (accepted: Counter, rejected: Counter, duplicates: Counter, lastEvent: Gauge)]>([:])
 
     /// `veil_<metric>_<unit>`; an empty unit leaves the suffix out.
@@ -32,10 +34,18 @@ public final class VeilMetrics: Sendable {
         auditEntries = registry.makeCounter(descriptor: name("audit_entries", "total", "Audit entries written by this process"))
         auditBatches = registry.makeCounter(descriptor: name("audit_batches", "total", "Audit write transactions (group commits) of this process"))
         auditSyncs = registry.makeCounter(descriptor: name("audit_syncs", "total", "WAL fsyncs that made audit entries durable"))
+        trainingSeconds = registry.makeGauge(descriptor: name("training_last_duration", "seconds", "Wall time of the last full training"))
+        trainingPeakBytes = registry.makeGauge(
+            descriptor: name("training_last_peak_memory", "bytes", "The process's peak resident memory during the last full training"))
         auditDurableWait = registry.makeCounter(
             descriptor: name(
                 "audit_durable_wait_seconds", "total",
                 "Summed over audit entries: time from the append to the entry being durable (the log's own part of the audit wait)"))
+    }
+
+    func recordTraining(seconds: Double, peakBytes: Int) {
+        trainingSeconds.set(seconds)
+        trainingPeakBytes.set(Double(peakBytes))
     }
 
     func recordIngest(source: String, accepted: Int, rejected: Int, duplicates: Int, at: Date) {
@@ -114,5 +124,20 @@ public final class VeilMetrics: Sendable {
         auditBatches.increment(by: Int64(delta.batches))
         auditSyncs.increment(by: Int64(delta.syncs))
         return registry.emitToBuffer()
+    }
+}
+
+/// The process's peak resident memory (Linux's VmHWM), which a training resets before it starts so that its own peak is
+/// what is read after.
+public enum ProcessMemory {
+    public static func resetPeak() { try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8) }
+
+    /// Bytes; 0 where /proc is not readable.
+    public static func peak() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+            let kB = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return 0 }
+        return kB * 1024
     }
 }

@@ -106,7 +106,7 @@ public final class VeilService: Sendable {
         unlearnWithin: TimeInterval = 60, rechooseWithin: TimeInterval = 3600, auditFullSync: Bool = true,
         checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge,
         refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
-        now: @escaping @Sendable () -> Date = Date.init
+        trainingProgress: ProgressReporter = .silent, now: @escaping @Sendable () -> Date = Date.init
     ) throws {
         self.paths = paths
         ring = try KeyRing.load(directory: paths.keysDirectory, passphrase: passphrase)
@@ -174,8 +174,8 @@ public final class VeilService: Sendable {
         training = Training(
             store: store, features: features, subjects: subjects, models: models, unlearning: unlearning, cache: cache,
             experiments: self.experiments, canary: canary, serving: self.serving, trainingThreads: trainingThreads, hooks: hooks,
-            provenanceFingerprinter: provenanceFingerprinter, audit: audit, logger: logger, unlearnWithin: unlearnWithin,
-            rechooseWithin: rechooseWithin, now: now)
+            provenanceFingerprinter: provenanceFingerprinter, audit: audit, metrics: metrics, logger: logger, unlearnWithin: unlearnWithin,
+            rechooseWithin: rechooseWithin, progress: trainingProgress, now: now)
         review = ExperimentReview(
             experiments: self.experiments, canary: canary, models: models, unlearning: unlearning, cache: cache, store: store, audit: audit,
             logger: logger)

@@ -81,7 +81,9 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func run() throws {
-        let model = try openService(common).training.train()
+        let progress = TerminalProgress("train")
+        let model = try openService(common, trainingProgress: progress.reporter).training.train()
+        progress.finish("trained on \(model.users) subjects and \(model.items.count) items")
         print(
             "trained \(model.version): \(model.users) subjects, \(model.items.count) items, weights \(model.blendWeights.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
         )

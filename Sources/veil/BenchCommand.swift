@@ -11,7 +11,7 @@ import Vault
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks of the real code paths (build with -c release first).",
-        subcommands: [Audit.self, Ingest.self, Unlearn.self])
+        subcommands: [Audit.self, Ingest.self, Unlearn.self, Scale.self])
 
     struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -45,8 +45,11 @@ struct ImportCommand: AsyncParsableCommand {
                 return String(decoding: data, as: UTF8.self)
             }
             let service = try openService(common)
+            let progress = TerminalProgress("import")
             let report = try await service.importMovieLens(
-                ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: namespace)
+                ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: namespace,
+                progress: progress.reporter)
+            progress.finish("\(report.subjects) subjects and \(report.ratings) ratings imported")
             print(
                 "imported \(report.items) items, \(report.subjects) subjects (consent recorded with method import), \(report.ratings) ratings (\(report.rejected) rejected)"
             )

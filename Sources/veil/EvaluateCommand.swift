@@ -18,6 +18,8 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "List length.") var k: Int = 10
     @Option(help: "Threads for training and scoring.") var threads: Int = 1
     @Option(help: "Random seed.") var seed: UInt64 = 42
+    @Option(help: "How many of the most interacted-with items EASE models (its fit grows with the cube of this).")
+    var easeMaxItems = EASE.defaultMaxItems
     @Flag(help: "One JSON object per model per line.") var json = false
 
     func validate() throws {
@@ -33,6 +35,7 @@ struct EvaluateCommand: ParsableCommand {
             return
         }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard easeMaxItems >= 1 else { throw ValidationError("--ease-max-items must be at least 1") }
         guard model == "all" || ModelCatalog.names.contains(model) else {
             throw ValidationError("unknown model '\(model)'; choose one of: \(ModelCatalog.names.joined(separator: ", ")), all")
         }
@@ -49,9 +52,12 @@ struct EvaluateCommand: ParsableCommand {
                 }
             } ?? []
         let split = EvaluationSplit(train: trainRows, test: testRows, catalog: catalog)
+        let progress = TerminalProgress("evaluate")
         var options = ModelCatalog.Options()
         options.threads = threads
         options.seed = seed
+        options.easeMaxItems = easeMaxItems
+        options.progress = progress.reporter
         let names = model == "all" ? ModelCatalog.names : [model]
         if !json {
             print("| model | P@\(k) | R@\(k) | NDCG@\(k) | MAP@\(k) | coverage | train s | score s |")
@@ -62,6 +68,7 @@ struct EvaluateCommand: ParsableCommand {
             var fitted: (any ScoringModel)?
             let trainTime = try clock.measure { fitted = try ModelCatalog.fit(name, on: split, options: options) }
             var lists: [[Int32]] = []
+            options.progress.phase(name, "top-\(k) for every user", total: split.users.count)
             let scoreTime = clock.measure { lists = split.recommendAll(fitted!, k: k, threads: threads) }
             let m = split.metrics(lists, k: k)
             let trainSeconds = trainTime.seconds, scoreSeconds = scoreTime.seconds
@@ -78,6 +85,8 @@ struct EvaluateCommand: ParsableCommand {
                 )
             }
         }
+        progress.finish(
+            "\(names.count) model\(names.count == 1 ? "" : "s") trained and evaluated on \(split.users.count) users, \(split.items.count) items")
     }
 
     func readText(_ path: String) throws -> String {

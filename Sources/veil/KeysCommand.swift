@@ -6,6 +6,7 @@ import VeilCore
 import Storage
 import SQLiteStorage
 import Vault
+import Recommender
 
 struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -54,12 +55,17 @@ struct KeysCommand: ParsableCommand {
             let ring = try KeyRing.load(directory: try common.paths().keysDirectory, passphrase: common.passphrase)
             let store = try Backend.open(common)
             let keys = SubjectKeys(ring: ring)
+            let progress = TerminalProgress("keys rewrap")
+            let waiting = try SubjectKeys.versionCounts(in: store).filter { $0.key != ring.currentVersion }.values.reduce(0, +)
+            progress.reporter.phase("rewrap", "subject keys", total: waiting)
             var total = 0
             while true {
                 let n = try keys.rewrapBatch(in: store, batchSize: batchSize)
                 if n == 0 { break }
                 total += n
+                progress.reporter.advance("rewrap", "subject keys", done: total, total: max(waiting, total))
             }
+            progress.finish("\(total) subject keys re-wrapped")
             // SQLite: leave no old wrapped key in the WAL either.
             if let sqlite = store as? Store { try await sqlite.checkpointAndTruncate() }
             let counts = try SubjectKeys.versionCounts(in: store)

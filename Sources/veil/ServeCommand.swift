@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PostgresStorage
+import Recommender
 import VeilCore
 import Gateway
 import Hummingbird
@@ -115,7 +116,9 @@ func ensureOpenFiles(for maxConnections: Int, logger: Logger) {
 
 /// Opens a service with the configuration file's settings, turning the modules' errors into one-line messages
 /// with the fix.
-func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logger = Logger(label: "veil")) throws -> VeilService {
+func openService(
+    _ common: CommonOptions, cacheTTL: Double? = nil, logger: Logger = Logger(label: "veil"), trainingProgress: ProgressReporter = .silent
+) throws -> VeilService {
     let config = try common.configuration()
     do {
         let paths = try common.paths()
@@ -125,7 +128,7 @@ func openService(_ common: CommonOptions, cacheTTL: Double? = nil, logger: Logge
             rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
             experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,
             unlearnWithin: config.unlearnWithin ?? 60, rechooseWithin: config.rechooseWithin ?? 3600, auditFullSync: config.auditSync == "full",
-            checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), logger: logger)
+            checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), logger: logger, trainingProgress: trainingProgress)
     } catch let error as any CustomStringConvertible & Error {
         throw CLIError(message: "\(error)")
     }

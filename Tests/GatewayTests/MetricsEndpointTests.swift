@@ -7,6 +7,25 @@ import Testing
 
 /// What an operator reads on /metrics about requests and the audit log.
 @Suite struct MetricsEndpointTests {
+    /// The last full training's wall time and the process's peak memory during it, for capacity planning.
+    @Test func theLastTrainingsDurationAndPeakMemoryAreExposed() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f, subjects: 12)
+            let before = try await client.call(.get, "/metrics", key: nil).body
+            let started = ContinuousClock.now
+            _ = try f.service.training.train()
+            let took = ContinuousClock.now - started
+            let metrics = try await client.call(.get, "/metrics", key: nil).body
+            let seconds = try #require(metricSample("veil_training_last_duration_seconds", in: metrics))
+            let peak = try #require(metricSample("veil_training_last_peak_memory_bytes", in: metrics))
+            #expect(seconds > 0 && seconds <= Double(took.components.seconds) + 1, "\(seconds) s for a training of \(took)")
+            #expect(seconds != metricSample("veil_training_last_duration_seconds", in: before))
+            // At least the test process's own resident memory, and not beyond this machine's.
+            #expect(peak > 10_000_000 && peak < 64_000_000_000, "\(peak)")
+        }
+    }
+
     @Test func requestsAreTimedPerRouteAndTheAuditWaitAndGroupCommitAreCounted() async throws {
         let f = try GatewayFixture()
         try await f.app.test(.router) { client in
