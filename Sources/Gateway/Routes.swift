@@ -172,9 +172,7 @@ struct EdgeMiddleware: RouterMiddleware {
         let route = context.endpointPath ?? request.uri.path
         var audited = !RouteTable.publicPaths.contains(route) && !Console.publicPaths.contains(route)
         let note = context.audit.snapshot
-        // A 5xx is the server's failure, not a refusal of the client (the database did not answer while the key was
-        // checked, say): it keeps its own answer and entry, and never counts toward a client's refusals.
-        if audited, response.status.code < 500, note.actor == AuditNote.anonymous || (note.role == Role.browser && response.status.code >= 400) {
+        if audited, note.actor == AuditNote.anonymous || (note.role == Role.browser && response.status.code >= 400) {
             // Answered without an authenticated principal (no or a bad key, an unknown path, a wrong method, a console
             // page without a session), or refused to a browser key, which anyone can copy from a page: a few per
             // client and window get entries of their own, the rest one aggregate entry, and past the limit a 429 (a
@@ -184,6 +182,11 @@ struct EdgeMiddleware: RouterMiddleware {
             switch service.refusals.record(client: client, at: seconds) {
             case .audit: context.audit.update { $0.reason += $0.reason.isEmpty ? "client \(client)" : "; client \(client)" }
             case .counted:
+                audited = false
+            case .limited where response.status.code >= 500:
+                // The server's own failure (the database did not answer while the key was checked, say) keeps its
+                // answer, with its Retry-After: it is counted, so a flood during an outage stays a bounded record, but
+                // a client is not told it sent too many requests.
                 audited = false
             case .limited(let wait):
                 audited = false

@@ -172,8 +172,14 @@ public final class PostgresStore: Sendable {
     /// lists, so a second one must not start.
     public func claimSoleGateway() throws {
         let connection = try connect()
-        let got = try connection.answer("SELECT pg_try_advisory_lock(\(Self.gatewayLock))", logger: logger, within: patience).rows.first?
-            .decode(Bool.self)
+        let got: Bool?
+        do {
+            got = try connection.answer("SELECT pg_try_advisory_lock(\(Self.gatewayLock))", logger: logger, within: patience).rows.first?
+                .decode(Bool.self)
+        } catch {
+            try? connection.close().wait()
+            throw error
+        }
         guard got == true else {
             try? connection.close().wait()
             throw StorageError(
@@ -187,9 +193,13 @@ public final class PostgresStore: Sendable {
     /// A restart of the server ends the session that held the claim: the readiness check claims it again, and stays
     /// red if another gateway took the database meanwhile.
     private func keepClaim() throws {
-        guard claimed.withLock({ $0 }), sole.withLock({ $0?.isClosed ?? true }) else { return }
-        try claimSoleGateway()
+        // One re-claim at a time: two probes racing would see each other's lock as another gateway's.
+        try reclaiming.withLock { _ in
+            guard claimed.withLock({ $0 }), sole.withLock({ $0?.isClosed ?? true }) else { return }
+            try claimSoleGateway()
+        }
     }
+    private let reclaiming = Mutex(())
 
     // MARK: Connections
 
@@ -213,7 +223,13 @@ public final class PostgresStore: Sendable {
             let connection = try PostgresConnection.connect(
                 on: group.next(), configuration: configuration, id: nextID.add(1, ordering: .relaxed).newValue, logger: logger
             ).wait()
-            _ = try connection.answer("SET statement_timeout = \(unescaped: String(settings.statementTimeoutMs))", logger: logger, within: patience)
+            do {
+                _ = try connection.answer(
+                    "SET statement_timeout = \(unescaped: String(settings.statementTimeoutMs))", logger: logger, within: patience)
+            } catch {
+                try? connection.close().wait()
+                throw error
+            }
             return connection
         } catch {
             lastFailure.withLock { $0 = .now() }
@@ -363,7 +379,7 @@ extension PostgresStore: OperationalStore {
     /// table the role does not own only warns).
     private func rewriteKeyStore(on connection: PostgresConnection) throws {
         func one<T: PostgresDecodable>(_ query: PostgresQuery, _ type: T.Type) throws -> T? {
-            try connection.query(query, logger: logger).wait().rows.first.map { try $0.decode(T.self) }
+            try connection.answer(query, logger: logger, within: patience).rows.first.map { try $0.decode(T.self) }
         }
         let horizon = try one("SELECT pg_snapshot_xmax(pg_current_snapshot())::TEXT", String.self) ?? "0"
         let deadline = DispatchTime.now() + 2
@@ -381,12 +397,13 @@ extension PostgresStore: OperationalStore {
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        _ = try connection.query("SET lock_timeout = '2s'", logger: logger).wait()
-        defer { _ = try? connection.query("SET lock_timeout = 0", logger: logger).wait() }
+        _ = try connection.answer("SET lock_timeout = '2s'", logger: logger, within: patience)
+        defer { _ = try? connection.answer("SET lock_timeout = 0", logger: logger, within: patience) }
         for table in ["subject_keys", "shredded_subjects"] {
             let name = "\(Self.keySchema).\(table)"
             let before = try one("SELECT pg_relation_filenode(\(name)::regclass)::BIGINT", Int64.self)
-            _ = try connection.query("VACUUM FULL \(unescaped: name)", logger: logger).wait()
+            // A rewrite copies the table: bounded by the statement timeout like any statement, and waited for as long.
+            _ = try connection.answer("VACUUM FULL \(unescaped: name)", logger: logger, within: patience)
             let after = try one("SELECT pg_relation_filenode(\(name)::regclass)::BIGINT", Int64.self)
             guard before != after else {
                 throw StorageError(.cannotOpen, "VACUUM FULL did not rewrite \(name): the database role must own the key store's tables")

@@ -54,17 +54,21 @@ extension PostgresConnection {
     func answer(_ query: PostgresQuery, logger: Logger, within seconds: Double) throws -> PostgresQueryResult {
         let promise = eventLoop.makePromise(of: PostgresQueryResult.self)
         let settled = Mutex(false)
-        @Sendable func settle(_ result: Result<PostgresQueryResult, any Error>) {
-            if settled.withLock({ done in
-                defer { done = true }; return !done
-            }) {
-                promise.completeWith(result)
+        /// True for the one caller that settles the promise.
+        @Sendable func settle(_ result: Result<PostgresQueryResult, any Error>) -> Bool {
+            let won = settled.withLock { done in
+                defer { done = true }
+                return !done
             }
+            if won { promise.completeWith(result) }
+            return won
         }
-        self.query(query, logger: logger).whenComplete(settle)
+        self.query(query, logger: logger).whenComplete { _ = settle($0) }
         let deadline = eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
-            settle(.failure(PostgresUnavailable(reason: "the database did not answer within \(Int(seconds)) s")))
-            let _: EventLoopFuture<Void> = self.close()
+            // Only a wait that really timed out closes the connection (an answer that won the race leaves it usable).
+            if settle(.failure(PostgresUnavailable(reason: "the database did not answer within \(Int(seconds)) s"))) {
+                let _: EventLoopFuture<Void> = self.close()
+            }
         }
         defer { deadline.cancel() }
         return try promise.futureResult.wait()
