@@ -171,7 +171,7 @@ public struct VeilConfiguration: Sendable, Equatable {
             self.serving.contentHashWidth = try r.int(n, "recommendations.content_hash_width", 16...(1 << 24))
         }
         if let n = s["ease_max_items"] {
-            self.serving.easeMaxItems = try r.int(n, "recommendations.ease_max_items", 1...50_000)
+            self.serving.easeMaxItems = try r.int(n, "recommendations.ease_max_items", 1...20_000)
         }
         if let node = s["content_similarity"] {
             for (type, value) in try r.pairs(node, "recommendations.content_similarity") {

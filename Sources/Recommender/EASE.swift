@@ -5,14 +5,15 @@ import Synchronization
 /// `P = (XᵀX + λI)⁻¹`, `B = I − P · diag(1/diag(P))` with a zero diagonal.
 ///
 /// Its fit costs the cube of the items it models and its memory twelve bytes per pair of them (the inverse in Double,
-/// kept for unlearning, and the weights in Float), so it models only the `maxItems` most interacted-with items; the
-/// others score zero, and the hybrid's validation decides how much EASE counts beside the models that cover them.
+/// kept for unlearning, and the weights in Float; about twenty while fitting), so it models only the `maxItems` most
+/// interacted-with items; the others score below every modeled one, and the hybrid's validation decides how much EASE
+/// counts beside the models that cover them.
 public struct EASE: Sendable {
     public var regularization: Float
     public var threads: Int
     public var maxItems: Int
 
-    /// 10,000 items: a fit of about a minute and 1.2 GB on a small server.
+    /// 10,000 items: seconds of LAPACK on two cores, 1.2 GB kept and about as much again while fitting.
     public static let defaultMaxItems = 10_000
 
     public init(regularization: Float = 250, threads: Int = 1, maxItems: Int = EASE.defaultMaxItems) {
@@ -118,10 +119,10 @@ public struct EASEModel: ScoringModel {
     }
 
     public func score(_ context: UserContext, into out: UnsafeMutableBufferPointer<Float>) {
-        for i in 0..<out.count { out[i] = 0 }
         let m = items.count
         weights.withUnsafeBufferPointer { w in
             if m == itemCount {
+                for i in 0..<out.count { out[i] = 0 }
                 for (item, weight) in zip(context.items, context.weights) where Int(item) < itemCount {
                     Vec.axpy(weight, w.baseAddress! + Int(item) * m, out.baseAddress!, m)
                 }
@@ -132,6 +133,11 @@ public struct EASEModel: ScoringModel {
                 for (item, weight) in zip(context.items, context.weights) where Int(item) < itemCount && position[Int(item)] >= 0 {
                     Vec.axpy(weight, w.baseAddress! + Int(position[Int(item)]) * m, l.baseAddress!, m)
                 }
+                // An item EASE does not model ranks below every one it does (a zero would rank it above the items
+                // it scores negatively).
+                var lowest: Float = 0
+                for p in 0..<m { lowest = min(lowest, l[p]) }
+                for i in 0..<out.count { out[i] = lowest }
                 for (p, item) in items.enumerated() { out[Int(item)] = l[p] }
             }
         }

@@ -4,16 +4,27 @@ public struct HybridModel: ScoringModel {
     public let name = "hybrid"
     public let components: [any ScoringModel]
     public let weights: [Float]
+    /// Histories are weighted by recency at this scale (``UserContext/weightedByRecency(scale:)``) before every
+    /// component scores them; nil: not weighted. Chosen on validation with the blend.
+    public let recency: Float?
     public var itemCount: Int { components[0].itemCount }
 
-    public init(components: [any ScoringModel], weights: [Float]) {
+    public init(components: [any ScoringModel], weights: [Float], recency: Float? = nil) {
         precondition(components.count == weights.count && !components.isEmpty)
         precondition(components.allSatisfy { $0.itemCount == components[0].itemCount })
+        precondition(recency.map { $0 > 0 } ?? true)
         self.components = components
         self.weights = weights
+        self.recency = recency
     }
 
-    public func score(_ context: UserContext, into out: UnsafeMutableBufferPointer<Float>) {
+    /// The same blend and recency over other components (unlearned, precomputed).
+    public func replacing(components: [any ScoringModel]) -> HybridModel {
+        HybridModel(components: components, weights: weights, recency: recency)
+    }
+
+    public func score(_ raw: UserContext, into out: UnsafeMutableBufferPointer<Float>) {
+        let context = recency.map { raw.weightedByRecency(scale: $0) } ?? raw
         for i in 0..<out.count { out[i] = 0 }
         var buffer = [Float](repeating: 0, count: itemCount)
         buffer.withUnsafeMutableBufferPointer { b in
@@ -27,7 +38,7 @@ public struct HybridModel: ScoringModel {
 
     /// The same blend with time-dependent components fixed for serving around `time`.
     public func precomputing(at time: Int64) -> HybridModel {
-        HybridModel(components: components.map { ($0 as? TrendingModel)?.precomputing(at: time) ?? $0 }, weights: weights)
+        replacing(components: components.map { ($0 as? TrendingModel)?.precomputing(at: time) ?? $0 })
     }
 
     /// In place: (x − mean) / std; all zeros when the row is constant.

@@ -13,16 +13,29 @@ public struct HybridTrainer: Sendable {
     /// Catalogs up to this size are searched exactly; past it, among each component's ``candidates`` best per user.
     public var exactItems = 4_096
     public var candidates = 200
+    /// Recency scales tried for the histories (nil: unweighted), chosen by EASE's validation NDCG@10 before the blend.
+    public var recencyGrid: [Float?] = [nil, 5, 10, 20, 40]
 
     public init(options: ModelCatalog.Options) { self.options = options }
 
-    /// The chosen weights and the validation NDCG@10 they reached.
+    /// What the search chose.
+    public struct Choice: Sendable {
+        /// One per ``HybridTrainer/componentNames``.
+        public var weights: [Float]
+        /// ``HybridModel/recency``.
+        public var recency: Float?
+        /// The validation NDCG@10 the choice reached.
+        public var ndcg: Double
+        public var blend: (weights: [Float], recency: Float?) { (weights, recency) }
+    }
+
+    /// The chosen recency scale and weights, and the validation NDCG@10 they reached.
     ///
     /// Every component's z-scores are computed once per validation user. On a catalog of at most ``exactItems`` items
     /// the search ranks every unseen item, as serving does; past that each component contributes its ``candidates``
     /// best items per user and blends are ranked within their union, which keeps the table's memory and each trial's
     /// time independent of the catalog. Past ``maxValidationUsers`` users a fixed sample of them is scored.
-    public func chooseWeights(on validation: EvaluationSplit) -> (weights: [Float], ndcg: Double) {
+    public func chooseWeights(on validation: EvaluationSplit) -> Choice {
         let progress = options.progress
         progress.phase("hybrid", "validation fits", total: Self.componentNames.count)
         let components = Self.componentNames.enumerated().map { index, name in
@@ -30,6 +43,7 @@ public struct HybridTrainer: Sendable {
             return try! ModelCatalog.fit(name, on: validation, options: options)
         }
         let users = Self.sample((0..<validation.users.count).filter { !validation.relevant[$0].isEmpty }, maxValidationUsers, seed: options.seed)
+        let recency = chooseRecency(components[0], on: validation, users: users)
         let n = validation.items.count, exact = n <= exactItems, count = components.count
         // Per sampled user: the candidate items (increasing), and per component the z-scores at them.
         var candidateItems = [[Int32]](repeating: [], count: users.count)
@@ -42,7 +56,8 @@ public struct HybridTrainer: Sendable {
                     var rows = [Float](repeating: 0, count: count * n)
                     var seen = [Bool](repeating: false, count: n)
                     for r in range {
-                        let context = validation.context(forUser: users[r])
+                        let raw = validation.context(forUser: users[r])
+                        let context = recency.map { raw.weightedByRecency(scale: $0) } ?? raw
                         for i in context.items { seen[Int(i)] = true }
                         rows.withUnsafeMutableBufferPointer { all in
                             var chosen = Set<Int32>()
@@ -102,7 +117,40 @@ public struct HybridTrainer: Sendable {
                 }
             }
         }
-        return (weights, best)
+        return Choice(weights: weights, recency: recency, ndcg: best)
+    }
+
+    /// The recency scale under which `model` (EASE, the first component) ranks the held-out items of `users` best.
+    func chooseRecency(_ model: any ScoringModel, on validation: EvaluationSplit, users: [Int]) -> Float? {
+        guard recencyGrid.count > 1 else { return recencyGrid.first ?? nil }
+        options.progress.phase("hybrid", "recency", total: recencyGrid.count)
+        let n = validation.items.count
+        var best: (scale: Float?, ndcg: Double)?
+        for (step, scale) in recencyGrid.enumerated() {
+            var lists = [[Int32]](repeating: [], count: users.count)
+            lists.withShared { out in
+                parallelChunks(count: users.count, threads: options.threads) { range in
+                    var scores = [Float](repeating: 0, count: n)
+                    var seen = [Bool](repeating: false, count: n)
+                    for r in range {
+                        let raw = validation.context(forUser: users[r])
+                        let context = scale.map { raw.weightedByRecency(scale: $0) } ?? raw
+                        for i in context.items { seen[Int(i)] = true }
+                        (out.base + r).pointee = scores.withUnsafeMutableBufferPointer { b in
+                            model.score(context, into: b)
+                            return TopK.select(scores: UnsafeBufferPointer(b), k: 10) { seen[$0] }.items
+                        }
+                        for i in context.items { seen[Int(i)] = false }
+                    }
+                }
+            }
+            let ndcg = RankingMetrics.compute(
+                recommendations: lists, relevant: users.map { validation.relevant[$0] }, k: 10, catalogSize: n
+            ).ndcg
+            if ndcg > (best?.ndcg ?? -1) + 1e-9 { best = (scale, ndcg) }
+            options.progress.advance("hybrid", "recency", done: step + 1, total: recencyGrid.count)
+        }
+        return best?.scale ?? nil
     }
 
     static func sample(_ users: [Int], _ limit: Int, seed: UInt64) -> [Int] {
@@ -112,18 +160,19 @@ public struct HybridTrainer: Sendable {
     }
 
     public func fit(_ split: EvaluationSplit) -> HybridModel {
-        fit(split, weights: chooseWeights(on: split.validationSplit()).weights)
+        let choice = chooseWeights(on: split.validationSplit())
+        return fit(split, weights: choice.weights, recency: choice.recency)
     }
 
-    /// Fits the components on `split` with blend weights chosen before (one per ``componentNames``).
-    public func fit(_ split: EvaluationSplit, weights: [Float]) -> HybridModel {
+    /// Fits the components on `split` with blend weights (one per ``componentNames``) and recency chosen before.
+    public func fit(_ split: EvaluationSplit, weights: [Float], recency: Float? = nil) -> HybridModel {
         precondition(weights.count == Self.componentNames.count)
         options.progress.phase("hybrid", "final fits", total: weights.filter { $0 != 0 }.count)
         let components = zip(Self.componentNames, weights).map { name, weight -> any ScoringModel in
             // A zero-weight component is not trained on the full data: it would not change a score.
             weight == 0 ? ZeroModel(itemCount: split.items.count) : try! ModelCatalog.fit(name, on: split, options: options)
         }
-        return HybridModel(components: components, weights: weights)
+        return HybridModel(components: components, weights: weights, recency: recency)
     }
 }
 

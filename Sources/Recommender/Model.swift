@@ -1,3 +1,5 @@
+import Foundation
+
 /// What a model knows about the user it scores for: never an identity, only dense indices.
 public struct UserContext: Sendable {
     /// The user's row in the training matrix, when the user was seen in training.
@@ -19,6 +21,25 @@ public struct UserContext: Sendable {
         self.weights = weights ?? [Float](repeating: 1, count: items.count)
         self.time = time
         self.itemTimes = itemTimes
+    }
+
+    /// The same history with each item's weight multiplied by `exp(−rank / scale)`, where rank counts the history's
+    /// items seen strictly later (0 for the latest, equal for items seen at the same moment): what someone looked at
+    /// last says most about what comes next. Unchanged without item times.
+    public func weightedByRecency(scale: Float) -> UserContext {
+        guard itemTimes.count == items.count, !items.isEmpty else { return self }
+        let newestFirst = itemTimes.sorted(by: >)
+        var copy = self
+        for (k, t) in itemTimes.enumerated() {
+            // Items later than t: the position of t's first occurrence in the descending order.
+            var lo = 0, hi = newestFirst.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if newestFirst[mid] > t { lo = mid + 1 } else { hi = mid }
+            }
+            copy.weights[k] *= expf(-Float(lo) / scale)
+        }
+        return copy
     }
 }
 

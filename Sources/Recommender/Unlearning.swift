@@ -96,6 +96,9 @@ extension EASEModel: Unlearnable {
     /// Removing user x from the Gram matrix G is G − xxᵀ, so by Sherman–Morrison
     /// `P' = P + (Px)(Px)ᵀ / (1 − xᵀPx)`, one O(items²) update per user instead of an O(items³) inversion. Exact.
     public func unlearning(_ request: UnlearningRequest) -> EASEModel? {
+        // The modeled items were chosen by counts that included the removed subjects: if a fit without them would
+        // choose others, only a refit is equal to it.
+        if items.count < itemCount, EASE.mostInteracted(request.after.trainMatrix, limit: items.count) != items { return nil }
         let n = items.count
         var p = inverse
         var px = [Double](repeating: 0, count: n)
@@ -214,7 +217,7 @@ extension HybridModel: Unlearnable {
                 return nil
             }
         }
-        return HybridModel(components: unlearned, weights: weights)
+        return replacing(components: unlearned)
     }
 
     /// Exact when every component with a weight is.

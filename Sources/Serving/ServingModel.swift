@@ -107,10 +107,13 @@ public struct ServingModel: Sendable {
         let time = Int64(now.timeIntervalSince1970)
         let ranker: any ScoringModel
         let hybridData = split.users.count >= 10 && split.trainMatrix.nonZeroCount >= 100
-        if let weights = chosen.map({ $0.blendWeights })
-            ?? (hybridData ? HybridTrainer(options: modelOptions).chooseWeights(on: split.validationSplit()).weights : nil)
-        {
-            ranker = HybridTrainer(options: modelOptions).fit(split, weights: weights).precomputing(at: time)
+        // Chosen before (unlearning keeps the choices): as they were, popularity included; else searched for.
+        let blend: (weights: [Float], recency: Float?)? =
+            if let chosen { chosen.blendWeights.map { ($0, chosen.recency) } } else {
+                hybridData ? HybridTrainer(options: modelOptions).chooseWeights(on: split.validationSplit()).blend : nil
+            }
+        if let blend {
+            ranker = HybridTrainer(options: modelOptions).fit(split, weights: blend.weights, recency: blend.recency).precomputing(at: time)
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
@@ -130,6 +133,8 @@ public struct ServingModel: Sendable {
     public struct Hyperparameters: Sendable, Equatable {
         /// The hybrid's blend weights (per ``HybridTrainer/componentNames``); nil when the ranker is popularity.
         public var blendWeights: [Float]?
+        /// The hybrid's recency scale (``HybridModel/recency``).
+        public var recency: Float? = nil
         public var sessionWeight: Float
         /// Behaviour segments' k; nil when no segment model is fitted.
         public var segmentCount: Int?
@@ -158,7 +163,9 @@ public struct ServingModel: Sendable {
     public var trainedAt: Date? { training.map { Date(timeIntervalSince1970: TimeInterval($0.time)) } }
 
     public var hyperparameters: Hyperparameters {
-        Hyperparameters(blendWeights: (ranker as? HybridModel)?.weights, sessionWeight: sessionWeight, segmentCount: segmentModel?.centroids.count)
+        Hyperparameters(
+            blendWeights: (ranker as? HybridModel)?.weights, recency: (ranker as? HybridModel)?.recency, sessionWeight: sessionWeight,
+            segmentCount: segmentModel?.centroids.count)
     }
 
     static func modelOptions(_ options: ServingOptions, threads: Int) -> ModelCatalog.Options {
@@ -371,7 +378,7 @@ public struct ServingModel: Sendable {
         training.forgotten.formUnion(rows)
         model.training = training
         if let hybrid = model.ranker as? HybridModel {
-            model.ranker = HybridModel(components: hybrid.components.map { ($0 as? ALSModel)?.zeroingUsers(rows) ?? $0 }, weights: hybrid.weights)
+            model.ranker = hybrid.replacing(components: hybrid.components.map { ($0 as? ALSModel)?.zeroingUsers(rows) ?? $0 })
         }
         model.sessionModel = model.sessionModel.removingSessions(of: rows) ?? model.sessionModel
         return model

@@ -85,7 +85,7 @@ struct TrainCommand: ParsableCommand {
         let model = try openService(common, trainingProgress: progress.reporter).training.train()
         progress.finish("trained on \(model.users) subjects and \(model.items.count) items")
         print(
-            "trained \(model.version): \(model.users) subjects, \(model.items.count) items, weights \(model.blendWeights.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
+            "trained \(model.version): \(model.users) subjects, \(model.items.count) items, weights \(model.blendWeights.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")), history recency scale \(model.hyperparameters.recency.map { "\($0)" } ?? "none")"
         )
     }
 }

@@ -70,7 +70,9 @@ extension BenchCommand {
                 guard let unlearnable = model as? any Unlearnable else { continue }
                 func refit(_ after: EvaluationSplit) throws -> any ScoringModel {
                     // The retrain keeps the hyperparameters too, so that both sides do the same work.
-                    if let hybrid = model as? HybridModel { return HybridTrainer(options: options).fit(after, weights: hybrid.weights) }
+                    if let hybrid = model as? HybridModel {
+                        return HybridTrainer(options: options).fit(after, weights: hybrid.weights, recency: hybrid.recency)
+                    }
                     return try ModelCatalog.fit(name, on: after, options: options)
                 }
                 var unlearnOne: [Double] = [], unlearnMany: [Double] = [], retrain: [Double] = []
