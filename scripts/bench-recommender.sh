@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs implicit (the peer) and Veil on the ml-100k split in the same run and prints both tables and ratios.
+# Runs the peers (implicit's models, and the dense numpy EASE of ../shared/anchors/baseline_ease_sansa.py) and Veil
+# on the ml-100k split in the same run and prints the tables and ratios.
 # Usage: scripts/bench-recommender.sh [REPEATS]   (needs ../shared and a release build: make release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +25,8 @@ for threads in 1 2; do
       --items "$SHARED/data/ml-100k/u.item" --model all --threads "$threads" --json >> "$OUT/veil-$threads.jsonl"
   done
 done
+# The dense EASE in numpy (λ chosen on validation); its SANSA half needs packages this script does not install, so
+# only the EASE line is kept (the script prints it before it reaches SANSA).
+OPENBLAS_NUM_THREADS=2 "$VENV/bin/python" "$SHARED/anchors/baseline_ease_sansa.py" \
+  --split "$SHARED/data/ml-100k/split" --format ml-100k --catalog "$SHARED/data/ml-100k/u.item" > "$OUT/ease.txt" 2> "$OUT/ease.log" || true
 python3 scripts/bench_report.py "$OUT"
