@@ -415,7 +415,7 @@ public final class AuditLog: Sendable {
     static func insert(_ e: AuditEntry, in db: Database) throws {
         let r = e.record
         // A cached statement (compiled once per connection), bound through SQLite's C API: GRDB's argument
-        // binding was 18% of the writer's time.
+        // binding was a large share of the writer's time (docs/design-notes.md, "Measured hot spots").
         let statement = try db.cachedStatement(
             sql: """
                 INSERT INTO entries (seq, at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash)

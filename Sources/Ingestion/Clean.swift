@@ -149,7 +149,7 @@ public enum Clean {
     }
 
     /// A stable, unambiguous byte rendering of fields (keys sorted, strings length-prefixed, numbers by their
-    /// bits), for content hashing. Rendering numbers as text made this 12% of ingestion time.
+    /// bits), for content hashing; numbers by their bits because rendering them as text was costly in ingestion.
     static func canonical(_ fields: [String: FieldValue], into out: inout [UInt8]) {
         out.append(UInt8(ascii: "{"))
         for key in fields.keys.sorted() {

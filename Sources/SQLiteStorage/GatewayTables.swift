@@ -158,7 +158,7 @@ extension DatabaseError: BackendError {
 public enum OperationalSchema {
     /// Opens (and migrates) the operational database at `path`, with its key store in a file of its own.
     public static func open(path: String, keyStorePath: String) throws -> Store {
-        // WAL checkpoints beside the writer: in the commit path they were 8% of ingestion time.
+        // WAL checkpoints beside the writer: in the commit path they held up every ingestion commit.
         try Store(
             path: path, migrations: migrations,
             configuration: .init(

@@ -6,8 +6,8 @@ import Synchronization
 import Vault
 
 /// Request ids: 16 hex digits from the operating system's CSPRNG, unpredictable so that an id says nothing about
-/// traffic volume. Drawn 4 KiB at a time: a random-bytes system call per request was 2% of a cached
-/// recommendation request's CPU.
+/// traffic volume. Drawn 4 KiB at a time: a random-bytes system call per request showed in a cached
+/// recommendation request's profile.
 public enum RequestID {
     private static let pool = Mutex<(bytes: [UInt8], used: Int)>(([], 0))
 

@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Synchronization
 
 /// Requests per second and burst allowed for one role.
@@ -41,11 +42,11 @@ public final class RateLimiter: Sendable {
         "app": RateLimit(perSecond: 20_000, burst: 40_000),
         "recommendation-client": RateLimit(perSecond: 50_000, burst: 100_000),
         "compliance-officer": RateLimit(perSecond: 200, burst: 400),
-        "admin": RateLimit(perSecond: 200, burst: 400),
+        Role.admin: RateLimit(perSecond: 200, burst: 400),
         // A witness polls the newest head every minute or so.
         "witness": RateLimit(perSecond: 1, burst: 10),
         // Per browser key and client address: a page sends its consent and a few event batches.
-        "browser": RateLimit(perSecond: 2, burst: 30),
+        Role.browser: RateLimit(perSecond: 2, burst: 30),
     ]
 
     /// The limit of a role the configuration names no limit for (a role added to Policies/roles.yaml later):

@@ -99,7 +99,7 @@ enum API {
     }
 
     /// `s` with %XX escapes decoded; nil when an escape is malformed or the result is not UTF-8.
-    /// (Foundation's `removingPercentEncoding` cost 3% of a cached recommendation request.)
+    /// (Foundation's `removingPercentEncoding` showed in the cached recommendation route's profile.)
     static func percentDecoded(_ s: String) -> String? {
         let utf8 = s.utf8
         guard utf8.contains(UInt8(ascii: "%")) else { return s }

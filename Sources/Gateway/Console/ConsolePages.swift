@@ -272,7 +272,8 @@ enum ConsolePages {
     static func row(_ e: AuditEntry) -> [String: Any] {
         [
             "seq": e.sequence, "at": iso(e.at), "actor": e.record.actor, "role": e.record.role, "action": e.record.action,
-            "resource": e.record.resource, "outcome": e.record.outcome, "reason": e.record.reason, "denied": e.record.outcome != "allowed",
+            "resource": e.record.resource, "outcome": e.record.outcome, "reason": e.record.reason,
+            "denied": e.record.outcome != AuditOutcome.allowed.rawValue,
         ]
     }
 
