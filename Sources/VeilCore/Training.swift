@@ -164,7 +164,7 @@ public final class Training: Sendable {
         var model = ServingModel.train(
             snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now(), progress: progress)
         let took = ContinuousClock.now - clock
-        metrics.recordTraining(seconds: Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18, peakBytes: ProcessMemory.peak())
+        metrics.recordTraining(seconds: took.seconds, peakBytes: ProcessMemory.peak())
         progress.phase("serving model", "installed")
         stamp(&model)
         let replaced = models.versions.stable
@@ -309,9 +309,12 @@ enum PhaseLog {
                 return state.map { ($0.key, .now - $0.started) }
             }
             if let (phase, took) = finished {
-                let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
-                logger.info("training phase done", metadata: ["phase": "\(phase)", "seconds": "\(String(format: "%.3f", seconds))"])
+                logger.info("training phase done", metadata: ["phase": "\(phase)", "seconds": "\(String(format: "%.3f", took.seconds))"])
             }
         }
     }
+}
+
+extension Duration {
+    fileprivate var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -58,7 +58,7 @@ final class TerminalProgress: Sendable {
     }
 
     static func format(_ d: Duration) -> String {
-        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        let seconds = d.seconds
         return seconds < 60 ? String(format: "%.1f s", seconds) : String(format: "%d min %02d s", Int(seconds) / 60, Int(seconds) % 60)
     }
 
