@@ -72,14 +72,14 @@ def run(a, veil, check, pgdir, port, url):
                 if n % 2:
                     status, body, headers = api.call_full("POST", "/v1/consents", app, {
                         "subject": subject, "purpose": "personalization", "granted": granted, "method": "banner",
-                        "notice_version": "2026-01", "jurisdiction": "EU"}, timeout=30)
+                        "notice_version": "2026-01", "jurisdiction": "EU"}, timeout=45)
                     ok = status == 201
                 else:
                     event = {"id": "pg-ev-%d" % n, "kind": "page_view", "subject": "pg-events@example.com",
                              "timestamp": "2026-12-01T10:%02d:%02dZ" % ((n // 60) % 60, n % 60), "source": "web",
                              "item": "sku-%d" % n, "dwell_ms": 4000, "scroll_depth": 0.5, "referrer": "direct",
                              "device": "Mozilla/5.0 (X11; Linux x86_64)"}
-                    status, body, headers = api.call_full("POST", "/v1/events", app, {"events": [event]}, timeout=30)
+                    status, body, headers = api.call_full("POST", "/v1/events", app, {"events": [event]}, timeout=45)
                     ok = status == 200 and body.get("accepted", 0) + body.get("duplicates", 0) == 1
             except Exception as e:  # a hang past the timeout or a broken connection: both are failures here
                 with lock:
@@ -87,7 +87,9 @@ def run(a, veil, check, pgdir, port, url):
                 continue
             elapsed = time.time() - started
             with lock:
-                if elapsed > 20:
+                # The gateway's bound for a write: the write gate's queueing (connect 5 s + statement 10 s) and then
+                # its own connect (5 s) and statement wait (statement timeout + 1 s): 31 s.
+                if elapsed > 32:
                     figures["slow"] += 1
                 if ok:
                     figures["ok"] += 1
@@ -139,11 +141,11 @@ def run(a, veil, check, pgdir, port, url):
     stop.set()
     for t in threads:
         t.join()
-    print("answered ok: %d; 503 database_unavailable with Retry-After: %d; other answers: %d; slower than 20 s: %d"
+    print("answered ok: %d; 503 database_unavailable with Retry-After: %d; other answers: %d; slower than 32 s: %d"
           % (figures["ok"], figures["503"], len(figures["other"]), figures["slow"]))
     check(figures["503"] >= a.rounds, "fewer 503s (%d) than outages: the outages were not seen" % figures["503"])
     check(not figures["other"], "answers other than success or 503 database_unavailable: %s" % figures["other"][:5])
-    check(figures["slow"] == 0, "%d requests took longer than 20 s (connect timeout 5 s, statement timeout 10 s and margin)" % figures["slow"])
+    check(figures["slow"] == 0, "%d requests took longer than 32 s (write queueing, connect and statement bounds)" % figures["slow"])
 
     # Nothing acknowledged is lost.
     for subject, granted in sorted(acked_consents.items()):
@@ -161,7 +163,7 @@ def run(a, veil, check, pgdir, port, url):
     print("acknowledged: %d consent subjects, %d events; stored events: %d" % (len(acked_consents), acked_events, stored))
     server.terminate()
     try:
-        server.wait(timeout=30)
+        server.wait(timeout=45)
     except subprocess.TimeoutExpired:
         check(False, "the gateway did not stop within 30 s of SIGTERM")
         server.kill()
