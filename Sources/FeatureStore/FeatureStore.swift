@@ -129,6 +129,18 @@ public struct TrainingSnapshot: Sendable {
     public var profiles: [[String: String]]
     /// Per token, how many purchase lines it has.
     public var purchases: [Int]
+
+    public init(
+        tokens: [SubjectToken], items: [String], interactions: [(user: Int32, item: Int32, weight: Float, time: Int64)],
+        anonymousCounts: [Float], profiles: [[String: String]], purchases: [Int]
+    ) {
+        self.tokens = tokens
+        self.items = items
+        self.interactions = interactions
+        self.anonymousCounts = anonymousCounts
+        self.profiles = profiles
+        self.purchases = purchases
+    }
 }
 
 /// Minimized, encrypted, token-keyed interactions and profiles; the catalog; anonymous aggregates.

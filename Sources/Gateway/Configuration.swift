@@ -207,7 +207,8 @@ public struct VeilConfiguration: Sendable, Equatable {
 
     /// The `ingestion` section: outliers and imputation.
     mutating func readIngestion(_ node: Node, _ r: Reader) throws {
-        let s = try r.mapping(node, "ingestion", keys: ["outliers", "outlier_method", "outlier_threshold", "imputation_neighbours"])
+        let s = try r.mapping(
+            node, "ingestion", keys: ["outliers", "outlier_method", "outlier_threshold", "imputation_neighbours", "imputation_references"])
         if let n = s["outliers"] {
             self.ingestion.outliers.action = OutlierPolicy.Action(
                 rawValue: try r.choice(n, "ingestion.outliers", OutlierPolicy.Action.allCases.map(\.rawValue)))!
@@ -218,6 +219,9 @@ public struct VeilConfiguration: Sendable, Equatable {
         }
         if let n = s["outlier_threshold"] { self.ingestion.outliers.threshold = try r.double(n, "ingestion.outlier_threshold", 0.5...100) }
         if let n = s["imputation_neighbours"] { self.serving.imputationNeighbours = try r.int(n, "ingestion.imputation_neighbours", 1...100) }
+        if let n = s["imputation_references"] {
+            self.serving.imputationReferences = try r.int(n, "ingestion.imputation_references", 10...1_000_000)
+        }
     }
 
     /// The `segments` section: strategies and boost.

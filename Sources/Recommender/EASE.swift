@@ -91,8 +91,9 @@ public struct EASEModel: ScoringModel {
     /// Catalog index → row of `weights`, or −1 for an item EASE does not model.
     let position: [Int32]
     public let weights: [Float]
-    /// `P = (XᵀX + λI)⁻¹`, kept so that removing a user is a rank-one update of P rather than a new inversion.
-    let inverse: [Double]
+    /// `P = (XᵀX + λI)⁻¹`, kept so that removing a user is a rank-one update of P rather than a new inversion;
+    /// empty in a model kept for scoring only (``Unlearnable/scoringOnly``).
+    var inverse: [Double]
 
     init(inverse: [Double], items: [Int32], itemCount: Int, threads: Int = 1) {
         let m = items.count
@@ -207,13 +208,15 @@ public enum DenseSolver {
     }
 }
 
-/// OpenBLAS's thread count is one process-wide setting: solves take turns so that each runs with its own.
+/// OpenBLAS's thread count is one process-wide setting: solves take turns so that each runs with its own. In
+/// ``Background`` work the solve runs on the caller's thread alone: OpenBLAS's own threads keep the priority they
+/// were started with.
 enum OpenBLASThreads {
     private static let turn = Mutex(())
 
     static func run(_ threads: Int, _ body: () -> Void) {
         turn.withLock { _ in
-            openblas_set_num_threads(Int32(max(1, threads)))
+            openblas_set_num_threads(Background.isCurrent ? 1 : Int32(max(1, threads)))
             body()
         }
     }

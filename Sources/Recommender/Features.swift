@@ -100,26 +100,67 @@ public struct KNNImputer: Sendable {
         public var support: Float
     }
 
-    /// For every row without a label, the imputed label (nil when no row has a label); rows with a label are nil.
-    public func impute(features: [[Float]], labels: [String?]) -> [Imputed?] {
+    /// For every row without a label, the imputed label (nil when no row votes); rows with a label are nil.
+    ///
+    /// - Parameters:
+    ///   - references: the labelled rows that vote (default: every labelled row). A shop with a million subjects
+    ///     bounds them: each unlabelled row is compared with every reference.
+    ///   - threads: rows imputed in parallel.
+    public func impute(features: [[Float]], labels: [String?], references: [Int]? = nil, threads: Int = 1) -> [Imputed?] {
         precondition(features.count == labels.count)
-        let known = labels.indices.filter { labels[$0] != nil }
-        guard !known.isEmpty else { return [Imputed?](repeating: nil, count: labels.count) }
-        return labels.indices.map { r in
-            guard labels[r] == nil else { return nil }
-            var nearest = known.map { (row: $0, distance: Self.distance(features[r], features[$0])) }
-            nearest.sort { ($0.distance, $0.row) < ($1.distance, $1.row) }
-            let neighbours = nearest.prefix(k)
-            var votes: [String: (count: Int, closest: Float)] = [:]
-            for n in neighbours {
-                let label = labels[n.row]!
-                let v = votes[label] ?? (0, n.distance)
-                votes[label] = (v.count + 1, min(v.closest, n.distance))
-            }
-            // Most votes; ties go to the label with the closest neighbour, then by name (deterministic).
-            let winner = votes.max { a, b in (a.value.count, -a.value.closest, b.key) < (b.value.count, -b.value.closest, a.key) }!
-            return Imputed(value: winner.key, support: Float(winner.value.count) / Float(neighbours.count))
+        let voters = references ?? labels.indices.filter { labels[$0] != nil }
+        let unlabelled = labels.indices.filter { labels[$0] == nil }
+        var out = [Imputed?](repeating: nil, count: labels.count)
+        guard !voters.isEmpty, !unlabelled.isEmpty else { return out }
+        precondition(voters.allSatisfy { labels[$0] != nil }, "a reference row without a label")
+        // The references' features packed contiguously: the distance loop reads them once per unlabelled row.
+        let width = features[voters[0]].count
+        precondition(features.allSatisfy { $0.count == width }, "feature rows of different widths")
+        var packed = [Float](repeating: 0, count: max(1, voters.count * width))
+        for (r, row) in voters.enumerated() {
+            for c in 0..<min(width, features[row].count) { packed[r * width + c] = features[row][c] }
         }
+        packed.withUnsafeBufferPointer { packed in
+            let references = UncheckedPointer(packed.baseAddress!)
+            out.withShared { out in
+                parallelChunks(count: unlabelled.count, threads: min(threads, max(1, unlabelled.count / 256))) { range in
+                    for n in range {
+                        let r = unlabelled[n]
+                        out.base[r] = vote(features[r], width: width, packed: references.pointer, voters: voters, labels: labels)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// The majority label of the `k` references nearest to `row`; ties go to the label with the closest neighbour,
+    /// then by name, and equal distances to the lower row (deterministic).
+    private func vote(_ row: [Float], width: Int, packed: UnsafePointer<Float>, voters: [Int], labels: [String?]) -> Imputed? {
+        var nearest: [(distance: Float, row: Int)] = []
+        nearest.reserveCapacity(k + 1)
+        for (r, voter) in voters.enumerated() {
+            var sum: Float = 0
+            let base = r * width
+            for c in 0..<min(width, row.count) {
+                let d = row[c] - packed[base + c]
+                sum += d * d
+            }
+            if nearest.count == k, let worst = nearest.last, (sum, voter) >= (worst.distance, worst.row) { continue }
+            let at = nearest.firstIndex { (sum, voter) < ($0.distance, $0.row) } ?? nearest.count
+            nearest.insert((sum, voter), at: at)
+            if nearest.count > k { nearest.removeLast() }
+        }
+        var votes: [String: (count: Int, closest: Float)] = [:]
+        for n in nearest {
+            let label = labels[n.row]!
+            let v = votes[label] ?? (0, n.distance)
+            votes[label] = (v.count + 1, min(v.closest, n.distance))
+        }
+        guard let winner = votes.max(by: { a, b in (a.value.count, -a.value.closest, b.key) < (b.value.count, -b.value.closest, a.key) }) else {
+            return nil
+        }
+        return Imputed(value: winner.key, support: Float(winner.value.count) / Float(nearest.count))
     }
 
     static func distance(_ a: [Float], _ b: [Float]) -> Float {

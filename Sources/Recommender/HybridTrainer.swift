@@ -40,7 +40,9 @@ public struct HybridTrainer: Sendable {
         progress.phase("hybrid", "validation fits", total: Self.componentNames.count)
         let components = Self.componentNames.enumerated().map { index, name in
             defer { progress.advance("hybrid", "validation fits", done: index + 1, total: Self.componentNames.count) }
-            return try! ModelCatalog.fit(name, on: validation, options: options)
+            // Scored, then dropped: what only unlearning needs goes at once, not after the last fit.
+            let fitted = try! ModelCatalog.fit(name, on: validation, options: options)
+            return (fitted as? any Unlearnable)?.scoringOnly ?? fitted
         }
         let users = Self.sample((0..<validation.users.count).filter { !validation.relevant[$0].isEmpty }, maxValidationUsers, seed: options.seed)
         let recency = chooseRecency(components[0], on: validation, users: users)

@@ -51,13 +51,23 @@ public protocol Unlearnable: ScoringModel {
     /// True when ``unlearning(_:)`` gives what training without the users gives (up to float rounding); false when
     /// it approximates it (see the model's documentation for how far).
     var unlearnsExactly: Bool { get }
+    /// The same scores without what only unlearning needs (item-kNN's co-occurrences, EASE's inverse): for models
+    /// that are scored and dropped, like the hybrid's validation fits. Its ``unlearning(_:)`` answers nil.
+    var scoringOnly: Self { get }
 }
 
 extension Unlearnable {
     public var unlearnsExactly: Bool { true }
+    public var scoringOnly: Self { self }
 }
 
 extension ItemKNNModel: Unlearnable {
+    public var scoringOnly: ItemKNNModel {
+        var model = self
+        model.cooccurrence = nil
+        return model
+    }
+
     /// Cosine: subtracts the users' co-occurrences (and with them the items' norms, the diagonal) and re-ranks the
     /// neighbours of every item whose similarities changed: exact. BM25: nil (its weights depend on every user).
     public func unlearning(_ request: UnlearningRequest) -> ItemKNNModel? {
@@ -93,6 +103,12 @@ extension ItemKNNModel: Unlearnable {
 }
 
 extension EASEModel: Unlearnable {
+    public var scoringOnly: EASEModel {
+        var model = self
+        model.inverse = []
+        return model
+    }
+
     /// Removing user x from the Gram matrix G is G − xxᵀ, so by Sherman–Morrison
     /// `P' = P + (Px)(Px)ᵀ / (1 − xᵀPx)`, one O(items²) update per user instead of an O(items³) inversion. Exact.
     public func unlearning(_ request: UnlearningRequest) -> EASEModel? {
@@ -100,6 +116,7 @@ extension EASEModel: Unlearnable {
         // choose others, only a refit is equal to it.
         if items.count < itemCount, EASE.mostInteracted(request.after.trainMatrix, limit: items.count) != items { return nil }
         let n = items.count
+        guard inverse.count == n * n else { return nil }
         var p = inverse
         var px = [Double](repeating: 0, count: n)
         var failed = false

@@ -20,6 +20,9 @@ public struct ServingOptions: Sendable, Equatable {
     public var minimumSegmentSize = 5
     /// Neighbours that vote on a missing age band (k-nearest-neighbour imputation over behaviour).
     public var imputationNeighbours = 5
+    /// Subjects with an age band that vote in the imputation, at most: each subject without one is compared with every
+    /// one of them. Chosen by token order, which keyed tokens make a random sample that depends on no other subject.
+    public var imputationReferences = 2048
     /// Strategy per segment name (`clearance`, `new-arrivals`, `premium`), applied by the ranker as a boost.
     public var segmentStrategies: [String: SegmentStrategy] = [:]
     /// How far a strategy lifts the items it favours, in standard deviations of the subject's scores.
@@ -112,17 +115,20 @@ public struct ServingModel: Sendable {
             if let chosen { chosen.blendWeights.map { ($0, chosen.recency) } } else {
                 hybridData ? HybridTrainer(options: modelOptions).chooseWeights(on: split.validationSplit()).blend : nil
             }
+        // Before the final fit: the session weight's search fits an item-kNN of its own, and two co-occurrence matrices
+        // held at once would set the peak memory of a big shop's training.
+        progress.phase("serving model", "sessions")
+        let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
+        let sessionModel = SessionKNN(sessions: sessions.map(\.items), owners: sessions.map(\.user), items: split.items.count)
+        let sessionWeight = chosen?.sessionWeight ?? Self.chooseSessionWeight(split, sessions: sessions, threads: threads)
         if let blend {
             ranker = HybridTrainer(options: modelOptions).fit(split, weights: blend.weights, recency: blend.recency).precomputing(at: time)
         } else {
             ranker = PopularityModel(counts: snapshot.anonymousCounts)
         }
-        progress.phase("serving model", "neighbours, sessions, segments")
+        progress.phase("serving model", "neighbours, segments")
         // The hybrid's item-kNN is the same model as the explanations' neighbours: one fit, one co-occurrence matrix.
         let neighbours = Self.sharedNeighbours(ranker) ?? ItemKNN(similarity: .cosine, neighbours: 50, threads: threads).fit(split.trainMatrix)
-        let sessions = SessionData.sessions(from: split.train, gap: sessionGap)
-        let sessionModel = SessionKNN(sessions: sessions.map(\.items), owners: sessions.map(\.user), items: split.items.count)
-        let sessionWeight = chosen?.sessionWeight ?? Self.chooseSessionWeight(split, sessions: sessions)
         return assemble(
             snapshot: snapshot, split: split, catalog: catalog, options: options, time: time, ranker: ranker, neighbours: neighbours,
             sessionModel: sessionModel, sessionWeight: sessionWeight, segmentCount: chosen?.segmentCount, threads: threads)
@@ -296,9 +302,12 @@ public struct ServingModel: Sendable {
         for (t, token) in snapshot.tokens.enumerated() {
             if let u = userIndex[token.rawValue], t < snapshot.profiles.count { profiles[u] = snapshot.profiles[t] }
         }
+        let labelled = profiles.indices.filter { profiles[$0]["age_band"] != nil }
+        let references =
+            labelled.count <= options.imputationReferences
+            ? labelled : labelled.sorted { split.users[$0] < split.users[$1] }.prefix(options.imputationReferences).sorted()
         let imputations = KNNImputer(k: options.imputationNeighbours).impute(
-            features: behaviour.rows.map(scaler.transform),
-            labels: profiles.map { $0["age_band"] })
+            features: behaviour.rows.map(scaler.transform), labels: profiles.map { $0["age_band"] }, references: references, threads: threads)
         var imputed: [String: KNNImputer.Imputed] = [:]
         for (u, guess) in imputations.enumerated() {
             guard let guess else { continue }
@@ -388,12 +397,15 @@ public struct ServingModel: Sendable {
     /// HitRate@10 on the newest fifth of sessions, with both models fitted on the older sessions only (item-kNN
     /// over each user's history stands in for the long-term model, which would have seen the held-out items).
     static let sessionGap: Int64 = 1800
-    static func chooseSessionWeight(_ split: EvaluationSplit, sessions: [(user: Int32, start: Int64, items: [Int32])]) -> Float {
+    static func chooseSessionWeight(
+        _ split: EvaluationSplit, sessions: [(user: Int32, start: Int64, items: [Int32])], threads: Int = 1
+    ) -> Float {
         guard sessions.count >= 20 else { return 0.5 }
         let cut = sessions[sessions.count * 4 / 5].start
         let older = split.train.filter { $0.time < cut }
-        let knn = ItemKNN(similarity: .cosine, neighbours: 50).fit(
-            SparseMatrix(users: split.users.count, items: split.items.count, interactions: older))
+        let knn = ItemKNN(similarity: .cosine, neighbours: 50, threads: threads).fit(
+            SparseMatrix(users: split.users.count, items: split.items.count, interactions: older)
+        ).scoringOnly
         let sknn = SessionKNN(sessions: sessions.filter { $0.start < cut }.map(\.items), items: split.items.count)
         var history = [[Int32]](repeating: [], count: split.users.count)
         for x in older { history[Int(x.user)].append(x.item) }

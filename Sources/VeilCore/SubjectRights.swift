@@ -125,7 +125,9 @@ public final class SubjectRights: Sendable {
                 guess.map {
                     [
                         Export.Imputed(
-                            field: "age_band", value: $0.value, method: "k-nearest neighbours over behaviour (k=\(serving.imputationNeighbours))",
+                            field: "age_band", value: $0.value,
+                            method:
+                                "k-nearest neighbours over behaviour (k=\(serving.imputationNeighbours), among up to \(serving.imputationReferences) subjects who gave one)",
                             support: $0.support)
                     ]
                 } ?? []

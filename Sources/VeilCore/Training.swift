@@ -191,20 +191,22 @@ public final class Training: Sendable {
         return Retrained(model: model, replaced: replaced, unlearned: unlearned, method: .retrained)
     }
 
-    /// `train()` on a thread of its own: training takes seconds of CPU, which on one of the cooperative pool's
-    /// threads (as many as there are cores) would hold up the requests queued behind it.
+    /// `train()` as ``Background`` work: on threads of its own at a lower priority, so that training (seconds to minutes
+    /// of CPU) neither holds up a cooperative pool thread nor takes the cores from the requests served meanwhile.
     /// Each subject it unlearned gets an audit entry naming the model versions before and after.
     @discardableResult
     public func trainOffThePool() async throws -> ServingModel {
         try await retrainOffThePool { try self.retrain() }!.model
     }
 
-    private func retrainOffThePool(_ body: @escaping @Sendable () throws -> Retrained?) async throws -> Retrained? {
-        let outcome = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Retrained?, any Error>) in
-            DispatchQueue.global(qos: .utility).async {
-                continuation.resume(with: Result { try body() })
+    /// Unlearning is not background work: its delay is a promise to the subject, kept under any load.
+    private func retrainOffThePool(background: Bool = true, _ body: @escaping @Sendable () throws -> Retrained?) async throws -> Retrained? {
+        let outcome =
+            background
+            ? try await Background.run(body)
+            : try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Retrained?, any Error>) in
+                DispatchQueue.global(qos: .userInitiated).async { continuation.resume(with: Result { try body() }) }
             }
-        }
         guard let result = outcome else { return nil }
         for (token, waited) in result.unlearned {
             try await audit.append(
@@ -257,7 +259,7 @@ public final class Training: Sendable {
                 return true
             })
         else { return false }
-        return try await retrainOffThePool { try self.unlearnLocked() } != nil
+        return try await retrainOffThePool(background: false) { try self.unlearnLocked() } != nil
     }
 
     /// Retrains in full (hyperparameters searched again) once a model unlearned in place has served with

@@ -136,7 +136,8 @@ public enum ProcessMemory {
     public static func peak() -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
             let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-            let kB = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            // "VmHWM:\t 1234 kB": the number is padded to eight characters, so past 9.5 GiB no blank precedes it.
+            let kB = line.dropFirst("VmHWM:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap({ Int($0) })
         else { return 0 }
         return kB * 1024
     }

@@ -44,6 +44,31 @@ import Testing
         #expect(tie[0] == .init(value: "a", support: 0.5))
     }
 
+    /// Only the given references vote (a large shop bounds them), and the rows imputed on several threads get what
+    /// one thread gives them.
+    @Test func knnImputationVotesWithTheReferencesOnlyAndAgreesAcrossThreads() {
+        var features: [[Float]] = [], labels: [String?] = []
+        var rng = SeededGenerator(seed: 9)
+        for n in 0..<3000 {
+            features.append([rng.nextFloat() * 10, rng.nextFloat() * 10, rng.nextFloat()])
+            labels.append(n % 3 == 0 ? (features[n][0] < 5 ? "young" : "old") : nil)
+        }
+        let imputer = KNNImputer(k: 5)
+        let serial = imputer.impute(features: features, labels: labels)
+        #expect(imputer.impute(features: features, labels: labels, threads: 4) == serial)
+        // Two references, far apart on the first feature: each row takes the label of the one nearer.
+        let left = labels.indices.first { labels[$0] == "young" && features[$0][0] < 1 }!
+        let right = labels.indices.first { labels[$0] == "old" && features[$0][0] > 9 }!
+        let two = KNNImputer(k: 1).impute(features: features, labels: labels, references: [left, right], threads: 2)
+        for n in labels.indices where labels[n] == nil {
+            let nearer =
+                zip(features[n], features[left]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +)
+                <= zip(features[n], features[right]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +)
+            #expect(two[n]?.value == (nearer ? "young" : "old"))
+        }
+        #expect(labels.indices.filter { labels[$0] != nil }.allSatisfy { two[$0] == nil }, "a labelled row is never imputed")
+    }
+
     @Test func behaviourFeaturesDescribeActivityTypesPricesAndRecency() {
         let matrix = SparseMatrix(
             users: 2, items: 3, interactions: [Interaction(user: 0, item: 0), Interaction(user: 0, item: 1), Interaction(user: 1, item: 2)])

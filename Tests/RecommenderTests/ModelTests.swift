@@ -89,6 +89,57 @@ func groupPrecision(_ model: any ScoringModel, _ matrix: SparseMatrix) -> Double
         #expect(groupPrecision(EASE(regularization: 5).fit(matrix), matrix) == 1)
     }
 
+    /// Past 4,096 items the co-occurrences are built sparse, in blocks over threads, into arrays of exactly their size:
+    /// the same rows as the dense build, on any number of threads.
+    @Test func sparseCooccurrencesEqualTheDenseOnesOnAnyThreads() {
+        var rng = SeededGenerator(seed: 3)
+        var interactions: [Interaction] = []
+        for u in 0..<400 {
+            // Long-tailed: low item numbers are popular, so equal row counts would not be equal work.
+            var items = Set<Int32>()
+            for _ in 0..<(2 + Int(rng.next() % 30)) { items.insert(Int32(pow(Double(rng.nextFloat()), 3) * 3000)) }
+            for i in items { interactions.append(Interaction(user: Int32(u), item: i, weight: 1 + Float(rng.next() % 3))) }
+        }
+        let matrix = SparseMatrix(users: 400, items: 3000, interactions: interactions)
+        let dense = Cooccurrence.denseProducts(matrix, threads: 1, as: Double.self)
+        for threads in [1, 3] {
+            let sparse = Cooccurrence.sparseProducts(matrix, threads: threads, as: Double.self)
+            #expect(sparse.offsets == dense.offsets && sparse.indices == dense.indices && sparse.values == dense.values, "threads \(threads)")
+        }
+        // Whole weights and few users: the sums are kept in Float, equal to the Double ones; fractional weights keep
+        // Double, as does a sum that could pass 2^24.
+        let narrow = Cooccurrence(matrix, threads: 2)
+        #expect(narrow.isNarrow && narrow.counts.map(Double.init) == dense.values)
+        let fractional = SparseMatrix(
+            users: 400, items: 3000, interactions: interactions.map { Interaction(user: $0.user, item: $0.item, weight: $0.weight + 0.5) })
+        #expect(!Cooccurrence(fractional).isNarrow)
+        #expect(!Cooccurrence.fitsInFloat(SparseMatrix(users: 2, items: 2, interactions: [Interaction(user: 0, item: 0, weight: 4096)])))
+        let blocks = Cooccurrence.blocks(cumulativeWork: [0, 10, 10, 30, 31, 60], count: 3)
+        #expect(blocks.first?.lowerBound == 0 && blocks.last?.upperBound == 5)
+        #expect(zip(blocks, blocks.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound && !$0.isEmpty }, "\(blocks)")
+    }
+
+    /// A validation fit kept for scoring only scores as the full model does, and cannot unlearn.
+    @Test func modelsKeptForScoringOnlyScoreTheSameAndDoNotUnlearn() {
+        let (matrix, _) = plantedMatrix()
+        let split = EvaluationSplit(
+            users: matrix.rows, items: matrix.columns,
+            train: (0..<matrix.rows).flatMap { u in
+                (matrix.offsets[u]..<matrix.offsets[u + 1]).map { Interaction(user: Int32(u), item: matrix.indices[$0]) }
+            }, test: [])
+        let models: [any Unlearnable] = [ItemKNN().fit(matrix), EASE(regularization: 5).fit(matrix)]
+        for model in models {
+            let light = model.scoringOnly
+            var a = [Float](repeating: 0, count: matrix.columns), b = a
+            let context = UserContext(user: 0, items: [0, 1])
+            a.withUnsafeMutableBufferPointer { model.score(context, into: $0) }
+            b.withUnsafeMutableBufferPointer { light.score(context, into: $0) }
+            #expect(a == b, "\(model.name)")
+            let request = UnlearningRequest(removing: [0], from: split)
+            #expect(model.unlearning(request) != nil && light.unlearning(request) == nil, "\(model.name)")
+        }
+    }
+
     /// Past `maxItems`, EASE models the most interacted-with items exactly as a fit on the catalog cut to them would,
     /// and scores every other item zero.
     @Test func easeModelsTheMostInteractedItemsWhenTheCatalogIsTooLarge() throws {
