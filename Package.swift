@@ -130,7 +130,7 @@ let package = Package(
             name: "veil",
             dependencies: [
                 "Vault", "Storage", "SQLiteStorage", "PostgresStorage", "Persistence", "Policy", "Consent", "Audit", "Ingestion",
-                "Pseudonymization", "Recommender", "Serving", "VeilCore",
+                "Pseudonymization", "FeatureStore", "Recommender", "Serving", "VeilCore",
                 "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

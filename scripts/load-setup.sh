@@ -1,6 +1,6 @@
-# Sourced by the load scripts (bench-serve, bench-mixed, compare-serve, rotation-under-load): checks the release
-# binary and wrk, populates a temporary data directory with `veil demo` (USERS users, 1,000 items) and writes a wrk
-# script asking for recommendations of consenting demo subjects. Sets DIR, USERS, VEIL, common, RECS; defines
+# Sourced by the load scripts (bench-serve, bench-mixed, bench-retrain, compare-serve, rotation-under-load): checks the
+# release binary and wrk, populates a temporary data directory with `veil demo` (USERS users and ITEMS items, 1,000 each
+# unless set) and writes a wrk script asking for recommendations of consenting demo subjects. Sets DIR, USERS, VEIL, common, RECS; defines
 # start_server, stop_server and warm (on $PORT) and write_events_script (an app principal and a wrk script posting one
 # page view per request to $DIR/events.lua).
 # Usage: PREFIX=name RECS_PRINCIPAL=name; source scripts/load-setup.sh
@@ -8,9 +8,10 @@ VEIL=${VEIL:-.build/release/veil}
 [ -x "$VEIL" ] || { echo "build first: make release" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 DIR=$(mktemp -d "/tmp/veil-${PREFIX}.XXXXXX")
-USERS=1000
+USERS=${USERS:-1000}
+ITEMS=${ITEMS:-1000}
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
-"$VEIL" demo --dir "$DIR" --users $USERS --items 1000 --days 60 > "$DIR/demo.log"
+"$VEIL" demo --dir "$DIR" --users "$USERS" --items "$ITEMS" --days 60 > "$DIR/demo.log"
 common=(--data-dir "$DIR/data" --keys "$DIR/Keys" --policies ./Policies)
 RECS=$("$VEIL" principals add "$RECS_PRINCIPAL" --role recommendation-client "${common[@]}" | tail -1)
 # Every eighth demo subject declined personalization: ask for the others. The requests are formatted once, when
@@ -30,11 +31,12 @@ request = function()
 end
 LUA
 
-# Starts `veil serve` on $PORT with the data directory (extra flags pass through) and waits until it answers.
+# Starts `veil serve` on $PORT with the data directory (extra flags pass through) and waits until it answers (at most
+# START_WAIT seconds, 10 unless set: the server trains before it listens).
 start_server() {
   "$VEIL" serve "${common[@]}" --port "$PORT" --log-level error --retrain-interval 0 "$@" > "$DIR/serve.log" 2>&1 &
   SERVER=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/live" >/dev/null && return; sleep 0.1; done
+  for _ in $(seq $((${START_WAIT:-10} * 10))); do curl -sf "http://127.0.0.1:$PORT/health/live" >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; cat "$DIR/serve.log" >&2; exit 1
 }
 stop_server() { kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; }

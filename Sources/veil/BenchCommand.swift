@@ -2,6 +2,7 @@ import ArgumentParser
 import Audit
 import Foundation
 import Policy
+import Recommender
 import VeilCore
 import Gateway
 import Ingestion
@@ -55,9 +56,14 @@ struct BenchCommand: AsyncParsableCommand {
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let signer = SigningKeyPair.generate()
             let clock = ContinuousClock()
+            let progress = TerminalProgress("bench audit")
+            defer { progress.finish("done") }
             var rates: [Int: [Double]] = [:]
             for trial in 1...max(trials, 1) {
-                for callers in concurrency {
+                for (n, callers) in concurrency.enumerated() {
+                    progress.reporter.advance(
+                        "append \(entries) entries", "trial \(trial) of \(max(trials, 1)), \(callers) callers",
+                        done: (trial - 1) * concurrency.count + n, total: max(trials, 1) * concurrency.count)
                     let path = dir + "/audit-\(trial)-\(callers).sqlite"
                     let log = try AuditLog(path: path, signer: signer)
                     let n = entries / callers * callers
@@ -82,11 +88,13 @@ struct BenchCommand: AsyncParsableCommand {
             }
             if verifyEntries > 0 {
                 // Built without fsync (the durability of the fixture is not what is measured), a head every 10,000.
+                progress.reporter.phase("verify", "build \(verifyEntries) entries")
                 let path = dir + "/verify.sqlite"
                 let log = try AuditLog(path: path, signer: signer, checkpointInterval: 10_000, checkpointMaxAge: nil, fullSync: false)
                 try await Self.fill(log, count: verifyEntries, callers: 100, subjects: 100_000)
                 let head = try await log.checkpoint()
                 let reader = try AuditReader(path: path)
+                progress.reporter.phase("verify", "verify \(max(trials, 1)) times")
                 var times: [Double] = []
                 var result: AuditVerification?
                 for _ in 0..<max(trials, 1) {
@@ -105,12 +113,15 @@ struct BenchCommand: AsyncParsableCommand {
                 let path = dir + "/query.sqlite"
                 let log = try AuditLog(path: path, signer: signer, checkpointInterval: 100_000, checkpointMaxAge: nil, fullSync: false)
                 let subjects = max(1, queryEntries / 10)  // ten entries per subject on average
+                progress.reporter.phase("query", "build \(queryEntries) entries")
                 let built = try await clock.measure { try await Self.fill(log, count: queryEntries, callers: 100, subjects: subjects) }
                 let reader = try AuditReader(path: path)
                 let index = try AuditIndex(path: dir + "/query-index.sqlite", log: reader)
+                progress.reporter.phase("query", "index")
                 let indexing = try clock.measure { try index.reindex() }
                 var indexed: [Double] = [], scanned: [Double] = []
                 var found = 0
+                progress.reporter.phase("query", "5 subjects from the index, 2 by a scan")
                 for k in 0..<5 {
                     let token = Self.token((k * 7919) % subjects)
                     let q = AuditQuery(subjectToken: token, limit: 1000)
@@ -147,13 +158,17 @@ struct BenchCommand: AsyncParsableCommand {
             let shop = SampleShop(users: users, items: 1000, days: days, seed: 1)
             let batches = try BenchCommand.batches(of: shop, size: batch)
             var rates: [Int: [Double]] = [:]
+            let progress = TerminalProgress("bench ingest")
+            defer { progress.finish("done") }
             // Trials of each setting alternate, so a change in the shared host's speed affects them alike.
             for trial in 1...max(trials, 1) {
                 for streams in self.streams.map({ max($0, 1) }) {
+                    progress.reporter.phase("trial \(trial) of \(max(trials, 1)), \(streams) in flight", "prepare \(users) subjects")
                     let dir = NSTemporaryDirectory() + "veil-bench-ingest-\(UUID().uuidString.prefix(8))"
                     defer { try? FileManager.default.removeItem(atPath: dir) }
                     let service = try BenchCommand.service(in: dir)
                     let app = try await service.benchPrepare(shop: shop)
+                    progress.reporter.phase("trial \(trial) of \(max(trials, 1)), \(streams) in flight", "ingest \(batches.count) batches")
                     let clock = ContinuousClock()
                     var accepted = 0
                     let elapsed = try await clock.measure {

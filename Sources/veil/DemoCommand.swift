@@ -106,7 +106,11 @@ struct DemoCommand: AsyncParsableCommand {
         step("2. sample shop: \(users) users, \(items) items, \(days) days (seed \(seed))")
         let shop = SampleShop(users: users, items: items, days: days, seed: seed)
         let encoder = JSONEncoder()
-        _ = try await api.send("PUT", "/v1/items", key: keys.app, body: try encoder.encode(["items": shop.items]), expect: 200)
+        // In parts well under the 1 MiB body limit: a big catalog does not fit one request.
+        for start in stride(from: 0, to: shop.items.count, by: 2000) {
+            let part = Array(shop.items[start..<min(start + 2000, shop.items.count)])
+            _ = try await api.send("PUT", "/v1/items", key: keys.app, body: try encoder.encode(["items": part]), expect: 200)
+        }
         print("   catalog: \(shop.items.count) items stored in clear (not personal)")
 
         step("3. consents: most opt in, some opt out, one sends Global Privacy Control")
@@ -259,7 +263,14 @@ struct Client: Sendable {
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
         request.httpBody = body
-        let (data, response) = try await URLSession.shared.data(for: request)
+        // A retrain of a big generated shop takes minutes.
+        request.timeoutInterval = 1800
+        let (data, response): (Data, URLResponse)
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw ValidationError("\(method) \(path) got no answer from the demo's gateway: \(error.localizedDescription)")
+        }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
         guard status == expect else {

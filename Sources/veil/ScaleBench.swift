@@ -1,6 +1,9 @@
 import ArgumentParser
+import FeatureStore
 import Foundation
 import Recommender
+import Serving
+import Storage
 import VeilCore
 
 extension BenchCommand {
@@ -11,8 +14,11 @@ extension BenchCommand {
         )
         @Option(help: "Sizes as ITEMSxSUBJECTS, comma-separated.") var sizes = "1000x10000,10000x100000"
         @Option(help: "Mean interactions per subject (exponentially distributed, at least 3).") var perSubject = 20
-        @Option(help: "Models, comma-separated, from: \(ModelCatalog.names.joined(separator: ", ")).")
-        var models = "popularity,als,item-knn,ease,hybrid"
+        @Option(
+            help:
+                "Models, comma-separated, from: \(ModelCatalog.names.joined(separator: ", ")); and `server`: the model the gateway trains (the hybrid with its blend searched, neighbours, sessions and their weight, behaviour segments, age bands imputed for the 40% of subjects without one), from a feature-store snapshot of the shop."
+        )
+        var models = "popularity,als,item-knn,ease,hybrid,server"
         @Option var threads = 2
         @Option(help: "How many of the most interacted-with items EASE models.") var easeMaxItems = EASE.defaultMaxItems
         @Option(help: "Subjects whose lists are evaluated and timed one at a time.") var sampleSubjects = 1000
@@ -33,10 +39,12 @@ extension BenchCommand {
             guard perSubject >= 3, threads >= 1, easeMaxItems >= 1, sampleSubjects >= 10 else {
                 throw ValidationError("--per-subject must be at least 3, --threads and --ease-max-items at least 1, --sample-subjects at least 10")
             }
-            for name in models.split(separator: ",") where !ModelCatalog.names.contains(String(name)) {
-                throw ValidationError("unknown model '\(name)'; choose from: \(ModelCatalog.names.joined(separator: ", "))")
+            for name in models.split(separator: ",") where !ModelCatalog.names.contains(String(name)) && name != Self.server {
+                throw ValidationError("unknown model '\(name)'; choose from: \((ModelCatalog.names + [Self.server]).joined(separator: ", "))")
             }
         }
+
+        static let server = "server"
 
         struct Row {
             let items: Int, subjects: Int, interactions: Int, model: String
@@ -50,30 +58,68 @@ extension BenchCommand {
             emit("| items | subjects | interactions | model | fit s | peak memory GB | NDCG@10 | score p50 ms | score p99 ms |")
             emit("|---|---|---|---|---|---|---|---|---|")
             for size in try parsedSizes() {
-                progress.reporter.phase("shop \(size.items)x\(size.subjects)", "generate")
-                let split = SyntheticShop(items: size.items, subjects: size.subjects, perSubject: perSubject, seed: seed).split()
+                let shop = SyntheticShop(items: size.items, subjects: size.subjects, perSubject: perSubject, seed: seed)
                 var options = ModelCatalog.Options()
                 options.threads = threads
                 options.easeMaxItems = easeMaxItems
                 options.progress = progress.reporter
-                for name in names {
-                    ProcessMemory.resetPeak()
-                    let start = ContinuousClock.now
-                    let fitted = try ModelCatalog.fit(name, on: split, options: options)
-                    let fitSeconds = (ContinuousClock.now - start).seconds
-                    // Served as the gateway serves it: time-dependent scores fixed at the data's latest moment.
-                    let latest = split.referenceTimes.max() ?? 0
-                    let model = (fitted as? HybridModel)?.precomputing(at: latest) ?? (fitted as? TrendingModel)?.precomputing(at: latest) ?? fitted
-                    let peak = ProcessMemory.peak()
-                    progress.reporter.phase(name, "score \(sampleSubjects) subjects")
-                    let (ndcg, p50, p99) = evaluate(model, on: split, at: latest)
+                func record(_ name: String, _ fit: Duration, peak: Int, _ scores: (ndcg: Double, p50: Double, p99: Double), interactions: Int) {
                     let row = Row(
-                        items: size.items, subjects: size.subjects, interactions: split.trainMatrix.nonZeroCount, model: name,
-                        fitSeconds: fitSeconds, peakBytes: peak, ndcg: ndcg, p50: p50, p99: p99)
+                        items: size.items, subjects: size.subjects, interactions: interactions, model: name, fitSeconds: fit.seconds,
+                        peakBytes: peak, ndcg: scores.ndcg, p50: scores.p50, p99: scores.p99)
                     rows.append(row)
                     emit(
-                        "| \(row.items) | \(row.subjects) | \(row.interactions) | \(name) | \(fmt(fitSeconds, 2)) | \(fmt(Double(peak) / 1e9, 2)) | \(fmt(ndcg)) | \(fmt(p50, 2)) | \(fmt(p99, 2)) |"
+                        "| \(row.items) | \(row.subjects) | \(row.interactions) | \(name) | \(fmt(row.fitSeconds, 2)) | \(fmt(Double(peak) / 1e9, 2)) | \(fmt(row.ndcg)) | \(fmt(row.p50, 2)) | \(fmt(row.p99, 2)) |"
                     )
+                }
+                let models = names.filter { $0 != Self.server }
+                if !models.isEmpty {
+                    progress.reporter.phase("shop \(size.items)x\(size.subjects)", "generate")
+                    let split = shop.split()
+                    // Time-dependent scores are fixed at the data's latest moment, as the gateway serves them.
+                    let latest = split.referenceTimes.max() ?? 0
+                    for name in models {
+                        ProcessMemory.resetPeak()
+                        let start = ContinuousClock.now
+                        let fitted = try ModelCatalog.fit(name, on: split, options: options)
+                        let model =
+                            (fitted as? HybridModel)?.precomputing(at: latest) ?? (fitted as? TrendingModel)?.precomputing(at: latest) ?? fitted
+                        let took = ContinuousClock.now - start
+                        let peak = ProcessMemory.peak()
+                        progress.reporter.phase(name, "score \(sampleSubjects) subjects")
+                        record(
+                            name, took, peak: peak, evaluate(model, on: split, relevant: split.relevant, at: latest),
+                            interactions: split.trainMatrix.nonZeroCount)
+                    }
+                }
+                if names.contains(Self.server) {
+                    // The process holds what a server would (the snapshot, then the model with its training data) and
+                    // the held-out items; not the generated split, which would count twice.
+                    progress.reporter.phase("shop \(size.items)x\(size.subjects)", "generate a feature-store snapshot")
+                    let (data, relevant, latest) = { () -> ((snapshot: TrainingSnapshot, catalog: [CatalogItem]), [Set<Int32>], Int64) in
+                        let split = shop.split()
+                        return (shop.featureStoreSnapshot(of: split), split.relevant, split.referenceTimes.max() ?? 0)
+                    }()
+                    var serving = ServingOptions()
+                    serving.easeMaxItems = easeMaxItems
+                    serving.segmentsForCampaigns = true
+                    ProcessMemory.resetPeak()
+                    let start = ContinuousClock.now
+                    let served = ServingModel.train(
+                        snapshot: data.snapshot, catalog: data.catalog, options: serving, threads: threads,
+                        now: Date(timeIntervalSince1970: TimeInterval(latest)), progress: progress.reporter)
+                    let took = ContinuousClock.now - start
+                    let peak = ProcessMemory.peak()
+                    // Scored with the shop's item and subject indices, which the snapshot keeps.
+                    guard served.items == data.snapshot.items, let trained = served.trainingSplit,
+                        trained.users == data.snapshot.tokens.map(\.rawValue), trained.users.count == relevant.count
+                    else {
+                        throw CLIError(message: "the served model reordered the shop's items or subjects")
+                    }
+                    progress.reporter.phase(Self.server, "score \(sampleSubjects) subjects")
+                    record(
+                        Self.server, took, peak: peak, evaluate(served.ranker, on: trained, relevant: relevant, at: latest),
+                        interactions: trained.trainMatrix.nonZeroCount)
                 }
             }
             progress.finish("\(rows.count) fits")
@@ -82,9 +128,13 @@ extension BenchCommand {
 
         /// NDCG@10 over a fixed sample of subjects, each list computed alone (score every item, top 10 of the unseen) at
         /// the serving time `now`, as the gateway computes an uncached list, and the latency of doing so.
-        func evaluate(_ model: any ScoringModel, on split: EvaluationSplit, at now: Int64) -> (Double, Double, Double) {
+        func evaluate(
+            _ model: any ScoringModel, on split: EvaluationSplit, relevant held: [Set<Int32>], at now: Int64
+        ) -> (
+            ndcg: Double, p50: Double, p99: Double
+        ) {
             var rng = SeededGenerator(seed: seed)
-            let candidates = (0..<split.users.count).filter { !split.relevant[$0].isEmpty }
+            let candidates = (0..<split.users.count).filter { !held[$0].isEmpty }
             let sample = (0..<min(sampleSubjects, candidates.count)).map { _ in candidates[Int(rng.next() % UInt64(candidates.count))] }
             var scores = [Float](repeating: 0, count: model.itemCount)
             var seen = [Bool](repeating: false, count: model.itemCount)
@@ -101,7 +151,7 @@ extension BenchCommand {
                 for i in context.items { seen[Int(i)] = false }
                 latencies.append((ContinuousClock.now - start).seconds * 1000)
                 lists.append(top)
-                relevant.append(split.relevant[u])
+                relevant.append(held[u])
             }
             latencies.sort()
             let ndcg = RankingMetrics.compute(recommendations: lists, relevant: relevant, k: 10, catalogSize: split.items.count).ndcg
@@ -137,7 +187,7 @@ private func emit(_ line: String) { FileHandle.standardOutput.write(Data((line +
 
 /// A generated shop for scale measurements: items in categories of long-tailed popularity, subjects with one to three
 /// favourite categories, and items often bought after their predecessor in the category (so item-to-item models have
-/// something to find). Each subject's last fifth is held out.
+/// something to find), in visits of a few items. Each subject's last fifth is held out.
 struct SyntheticShop {
     let items: Int, subjects: Int, perSubject: Int, seed: UInt64
 
@@ -171,11 +221,50 @@ struct SyntheticShop {
             }
             let held = max(1, chosen.count / 5)
             for (j, item) in chosen.enumerated() {
-                let x = Interaction(user: Int32(u), item: item, weight: 1, time: 1_700_000_000 + Int64(u) + Int64(j) * 3600)
+                // Visits of four items two minutes apart, three days between visits.
+                let time = 1_700_000_000 + Int64(u) + Int64(j / 4) * 3 * 86_400 + Int64(j % 4) * 120
+                let x = Interaction(user: Int32(u), item: item, weight: 1, time: time)
                 if j < chosen.count - held { train.append(x) } else { test.append(x) }
             }
         }
         return EvaluationSplit(users: subjects, items: items, train: train, test: test)
+    }
+
+    /// The training part as the gateway's feature store would hand it to training: keyed tokens, items in index
+    /// order, anonymous counts, a purchase count, and a profile (age band, region, device) for 60% of subjects, the
+    /// age band following the product type the subject first chose (so that behaviour can impute the rest); and a
+    /// catalog of 20 product types with brands, prices and sale tags.
+    func featureStoreSnapshot(of split: EvaluationSplit) -> (snapshot: TrainingSnapshot, catalog: [CatalogItem]) {
+        let categories = max(8, items / 250)
+        let bands = ["18-24", "25-34", "35-44", "45-54", "55-64"]
+        var rng = SeededGenerator(seed: seed ^ 0x5EED)
+        let tokens = (0..<split.users.count).map { _ in
+            SubjectToken(digest: [rng.next(), rng.next()].flatMap { word in (0..<8).map { UInt8(truncatingIfNeeded: word >> ($0 * 8)) } })
+        }
+        var counts = [Float](repeating: 0, count: items)
+        var first = [Int](repeating: -1, count: split.users.count), purchases = [Int](repeating: 0, count: split.users.count)
+        for x in split.train {
+            counts[Int(x.item)] += 1
+            if first[Int(x.user)] < 0 { first[Int(x.user)] = Int(x.item) % categories }
+            if x.item % 4 == 0 { purchases[Int(x.user)] += 1 }
+        }
+        let profiles = (0..<split.users.count).map { u -> [String: String] in
+            guard rng.nextFloat() < 0.6 else { return [:] }
+            return [
+                "age_band": bands[max(first[u], 0) % 20 % bands.count], "location": "region-\(u % 7)",
+                "device": u % 3 == 0 ? "mobile" : "desktop",
+            ]
+        }
+        let snapshot = TrainingSnapshot(
+            tokens: tokens, items: split.items, interactions: split.train.map { ($0.user, $0.item, $0.weight, $0.time) },
+            anonymousCounts: counts, profiles: profiles, purchases: purchases)
+        let catalog = split.items.indices.map { i in
+            let c = i % categories
+            return CatalogItem(
+                id: split.items[i], title: "Item \(i)", category: "type-\(c % 20)/category-\(c)", brand: "brand-\(i % 97)",
+                price: 5 + Double(i * 7919 % 500), tags: i % 10 == 0 ? ["sale"] : [])
+        }
+        return (snapshot, catalog)
     }
 
     private func cumulative(_ weights: [Double]) -> [Double] {

@@ -45,12 +45,15 @@ extension BenchCommand {
                 "| data | model | exact | retrain s | unlearn 1 s | speed-up | unlearn \(batch) s | speed-up | NDCG@10 unlearned | NDCG@10 retrained |"
             )
             print("|---|---|---|---|---|---|---|---|---|---|")
-            try models(on: EvaluationSplit(train: Dataset.parseRatings(train), test: Dataset.parseRatings(test)), name: "ml-100k")
-            let served = try await shopModel()
+            let terminal = TerminalProgress("bench unlearn")
+            defer { terminal.finish("done") }
+            let progress = terminal.reporter
+            try models(on: EvaluationSplit(train: Dataset.parseRatings(train), test: Dataset.parseRatings(test)), name: "ml-100k", progress: progress)
+            let served = try await shopModel(progress: progress)
             // The shop has no test file: each subject's last fifth of interactions is held out, as for blend weights.
             let shopSplit = try require(served.trainingSplit, "the served model keeps its training data")
-            try models(on: shopSplit.validationSplit(), name: "sample shop")
-            try servedModel(served)
+            try models(on: shopSplit.validationSplit(), name: "sample shop", progress: progress)
+            try servedModel(served, progress: progress)
         }
 
         /// Removal sets drawn once per dataset: one subject, and a batch.
@@ -61,11 +64,12 @@ extension BenchCommand {
             return ([Int(rng.next() % UInt64(users))], many)
         }
 
-        func models(on split: EvaluationSplit, name data: String) throws {
+        func models(on split: EvaluationSplit, name data: String, progress: ProgressReporter) throws {
             var options = ModelCatalog.Options()
             options.threads = threads
             let (one, many) = removals(split.users.count)
             for name in ["popularity", "trending", "item-knn", "ease", "als", "hybrid"] {
+                progress.phase(data, "\(name): unlearn and retrain, \(trials) trials")
                 let model = try ModelCatalog.fit(name, on: split, options: options)
                 guard let unlearnable = model as? any Unlearnable else { continue }
                 func refit(_ after: EvaluationSplit) throws -> any ScoringModel {
@@ -103,11 +107,12 @@ extension BenchCommand {
         }
 
         /// The sample shop through the gateway's ingestion and training: the model `veil serve` would serve.
-        func shopModel() async throws -> ServingModel {
+        func shopModel(progress: ProgressReporter) async throws -> ServingModel {
             let dir = NSTemporaryDirectory() + "veil-bench-unlearn-\(UUID().uuidString.prefix(8))"
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let service = try BenchCommand.service(in: dir, trainingThreads: threads)
             let shop = SampleShop(users: shopUsers, items: 1000, days: 60, seed: 1)
+            progress.phase("sample shop", "ingest and train the served model")
             let app = try await service.benchPrepare(shop: shop)
             for body in try BenchCommand.batches(of: shop, size: 500) { _ = try await service.benchIngest(body: body, principal: app) }
             let model = try service.training.train()
@@ -116,11 +121,12 @@ extension BenchCommand {
 
         /// The served model as the gateway unlearns it (ALS and the derived tables refitted) against a retrain with its
         /// hyperparameters kept and against the full retrain that searches them again.
-        func servedModel(_ model: ServingModel) throws {
+        func servedModel(_ model: ServingModel, progress: ProgressReporter) throws {
             let users = try require(model.trainingSplit?.users, "the served model keeps its training data")
             let (one, many) = removals(users.count)
             let oneTokens = Set(one.map { users[$0] }), manyTokens = Set(many.map { users[$0] })
             var a: [Double] = [], b: [Double] = [], fixed: [Double] = [], full: [Double] = []
+            progress.phase("served model", "unlearn and retrain, \(trials) trials")
             for _ in 0..<trials {
                 a.append(timed { model.unlearning(oneTokens) }.1)
                 b.append(timed { model.unlearning(manyTokens) }.1)
