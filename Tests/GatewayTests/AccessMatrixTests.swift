@@ -202,4 +202,27 @@ func routesReached(by method: String, _ path: String) -> [RouteSpec] {
             #expect(documented == served, "undocumented: \(served.subtracting(documented)); not served: \(documented.subtracting(served))")
         }
     }
+
+    /// Every `/v1` operation can meet a database that does not answer or a full disk (503 in the error shape, with
+    /// Retry-After), and every one a body can be sent to can meet the 1 MiB cap (413): the contract says so, so that
+    /// clients and fuzzers expect both.
+    @Test func everyOperationDocumentsUnavailabilityAndEveryBodyTheSizeCap() async throws {
+        let f = try GatewayFixture()
+        try await f.app.test(.router) { client in
+            let r = try await client.call(.get, "/openapi.yaml", key: nil)
+            let doc = try #require(try Yams.load(yaml: r.body) as? [String: Any])
+            let paths = try #require(doc["paths"] as? [String: [String: Any]])
+            let components = try #require((doc["components"] as? [String: Any])?["responses"] as? [String: Any])
+            #expect(components["Unavailable"] != nil && components["TooLarge"] != nil)
+            for route in RouteTable.routes where route.path.hasPrefix("/v1") {
+                let name = "\(route.method.rawValue) \(route.path)"
+                let operation = try #require(paths[route.path]?[route.method.rawValue.lowercased()] as? [String: Any], "\(name)")
+                let responses = try #require(operation["responses"] as? [String: Any], "\(name)")
+                #expect((responses["503"] as? [String: Any])?["$ref"] as? String == "#/components/responses/Unavailable", "\(name)")
+                if [.post, .put, .patch].contains(route.method) {
+                    #expect((responses["413"] as? [String: Any])?["$ref"] as? String == "#/components/responses/TooLarge", "\(name)")
+                }
+            }
+        }
+    }
 }
