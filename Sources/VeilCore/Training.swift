@@ -201,12 +201,7 @@ public final class Training: Sendable {
 
     /// Unlearning is not background work: its delay is a promise to the subject, kept under any load.
     private func retrainOffThePool(background: Bool = true, _ body: @escaping @Sendable () throws -> Retrained?) async throws -> Retrained? {
-        let outcome =
-            background
-            ? try await Background.run(body)
-            : try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Retrained?, any Error>) in
-                DispatchQueue.global(qos: .userInitiated).async { continuation.resume(with: Result { try body() }) }
-            }
+        let outcome = background ? try await Background.run(body) : try await offThePool(body)
         guard let result = outcome else { return nil }
         for (token, waited) in result.unlearned {
             try await audit.append(
