@@ -159,7 +159,7 @@ public struct FeatureStore: Sendable {
     public func add(
         _ interaction: StoredInteraction, id: String, token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository
     ) throws -> Bool {
-        let body = try keys.seal(interaction.encoded(), at: RowAddress(table: "interactions", row: id, owner: Self.keyOwner(token)), in: tx)
+        let body = try keys.seal(interaction.encoded(), at: RowAddress(table: .interactions, row: id, owner: Self.keyOwner(token)), in: tx)
         return try tx.insertInteraction(id: id, token: token.rawValue, day: interaction.time / 86_400, body: body)
     }
 
@@ -169,7 +169,7 @@ public struct FeatureStore: Sendable {
         var out: [StoredInteraction] = []
         for row in rows {
             do {
-                let plain = try keys.open(row.body, at: RowAddress(table: "interactions", row: row.id, owner: Self.keyOwner(token)), in: tx)
+                let plain = try keys.open(row.body, at: RowAddress(table: .interactions, row: row.id, owner: Self.keyOwner(token)), in: tx)
                 guard let interaction = StoredInteraction(encoded: plain) else {
                     throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
                 }
@@ -184,7 +184,7 @@ public struct FeatureStore: Sendable {
     /// Replaces a subject's generalized profile.
     public func setProfile(_ profile: [String: String], token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws {
         let body = try keys.seal(
-            try JSONEncoder().encodeBytes(profile), at: RowAddress(table: "profiles", row: token.rawValue, owner: Self.keyOwner(token)), in: tx)
+            try JSONEncoder().encodeBytes(profile), at: RowAddress(table: .profiles, row: token.rawValue, owner: Self.keyOwner(token)), in: tx)
         try tx.setProfile(token: token.rawValue, body: body)
     }
 
@@ -193,7 +193,7 @@ public struct FeatureStore: Sendable {
         do {
             return try JSONDecoder().decode(
                 [String: String].self,
-                from: Data(try keys.open(body, at: RowAddress(table: "profiles", row: token.rawValue, owner: Self.keyOwner(token)), in: tx)))
+                from: Data(try keys.open(body, at: RowAddress(table: .profiles, row: token.rawValue, owner: Self.keyOwner(token)), in: tx)))
         } catch let error as StorageError where error.code == .shredded {
             return nil
         }
@@ -255,7 +255,7 @@ public struct FeatureStore: Sendable {
             guard try keys.dataKey(for: Self.keyOwner(token), in: tx, create: false) != nil else { continue }
             for row in try tx.interactionRows(token: token.rawValue, uncountedOnly: true) {
                 let id = row.id
-                guard let plain = try? keys.open(row.body, at: RowAddress(table: "interactions", row: id, owner: Self.keyOwner(token)), in: tx),
+                guard let plain = try? keys.open(row.body, at: RowAddress(table: .interactions, row: id, owner: Self.keyOwner(token)), in: tx),
                     let x = StoredInteraction(encoded: plain), !x.item.isEmpty
                 else { continue }
                 out.append(CountedEvent(token: token.rawValue, id: id, count: AnonymousCount(item: x.item, day: x.time / 86_400)))

@@ -11,7 +11,7 @@ public struct IdentityMap: Sendable {
     /// The name of the data key that seals a token's identity.
     public static func keyOwner(_ token: SubjectToken) -> DataKeyOwner { DataKeyOwner(token: token.rawValue, use: .identity) }
 
-    static func address(_ token: SubjectToken) -> RowAddress { RowAddress(table: "identities", row: token.rawValue, owner: keyOwner(token)) }
+    static func address(_ token: SubjectToken) -> RowAddress { RowAddress(table: .identities, row: token.rawValue, owner: keyOwner(token)) }
 
     /// Records the original id of `token` (idempotent).
     public func remember(subject: String, token: SubjectToken, in tx: some IdentityRepository & SubjectKeyRepository) throws {

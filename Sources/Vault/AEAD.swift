@@ -5,18 +5,18 @@ import CSodium
 /// Envelope layout: `format (1) ‖ key version (4, big endian) ‖ nonce (24) ‖ ciphertext ‖ tag (16)`.
 /// The header is authenticated together with the caller's associated data, so changing the key
 /// version, the format, the associated data or any byte makes ``open(_:associatedData:key:)`` fail.
-public enum AEAD {
+enum AEAD {
     /// The only envelope format this build writes.
-    public static let format: UInt8 = 1
-    public static let keyLength = 32
-    public static let nonceLength = 24
-    public static let tagLength = 16
+    static let format: UInt8 = 1
+    static let keyLength = 32
+    static let nonceLength = 24
+    static let tagLength = 16
     static let headerLength = 1 + 4
     /// Bytes an envelope adds to its plaintext.
-    public static let overhead = headerLength + nonceLength + tagLength
+    static let overhead = headerLength + nonceLength + tagLength
 
     /// Seals `plaintext` under `key`, recording `version` in the envelope.
-    public static func seal(
+    static func seal(
         _ plaintext: [UInt8], key: SecretKey, version: UInt32, associatedData: [UInt8]
     ) -> [UInt8] {
         precondition(key.count == keyLength, "AEAD keys are 32 bytes")
@@ -47,7 +47,7 @@ public enum AEAD {
     }
 
     /// The key version recorded in an envelope, read without decrypting it.
-    public static func keyVersion(of envelope: [UInt8]) throws -> UInt32 {
+    static func keyVersion(of envelope: [UInt8]) throws -> UInt32 {
         guard envelope.count >= overhead else {
             throw VaultError(.malformedEnvelope, "ciphertext is shorter than an envelope (\(envelope.count) bytes)")
         }
@@ -59,7 +59,7 @@ public enum AEAD {
 
     /// Opens an envelope, asking `key` for the key of the version it names.
     /// - Throws: ``VaultError`` `.malformedEnvelope`, `.unknownKeyVersion` (from `key`) or `.authenticationFailed`.
-    public static func open(
+    static func open(
         _ envelope: [UInt8], associatedData: [UInt8], key: (UInt32) throws -> SecretKey
     ) throws -> [UInt8] {
         let version = try keyVersion(of: envelope)
@@ -92,7 +92,7 @@ public enum AEAD {
     }
 
     /// Opens an envelope with one known key.
-    public static func open(_ envelope: [UInt8], key: SecretKey, associatedData: [UInt8]) throws -> [UInt8] {
+    static func open(_ envelope: [UInt8], key: SecretKey, associatedData: [UInt8]) throws -> [UInt8] {
         try open(envelope, associatedData: associatedData) { _ in key }
     }
 }

@@ -18,14 +18,22 @@ public struct DataKeyOwner: Hashable, Sendable {
     public var rawValue: String { "\(token)#\(use.rawValue)" }
 }
 
+/// The tables whose rows are sealed with a subject's data key. A closed set: the name is bound into every sealed row,
+/// so a new table is a decision made here, not a string picked by a caller.
+public enum SealedTable: String, Sendable, CaseIterable {
+    case interactions
+    case profiles
+    case identities
+}
+
 /// Where a sealed value lives: its table, its row and the key's owner. Bound into the ciphertext as associated data,
 /// so a value copied to another row, table or subject fails to open.
 public struct RowAddress: Sendable, Equatable {
-    public let table: String
+    public let table: SealedTable
     public let row: String
     public let owner: DataKeyOwner
 
-    public init(table: String, row: String, owner: DataKeyOwner) {
+    public init(table: SealedTable, row: String, owner: DataKeyOwner) {
         self.table = table
         self.row = row
         self.owner = owner
@@ -35,7 +43,7 @@ public struct RowAddress: Sendable, Equatable {
     /// on disk: a change makes every stored row unreadable (a test pins them).
     var associatedData: [UInt8] {
         var ad = [UInt8]("veil.row.v1".utf8)
-        for part in [table, row, owner.rawValue] { ad.appendLengthPrefixed(part) }
+        for part in [table.rawValue, row, owner.rawValue] { ad.appendLengthPrefixed(part) }
         return ad
     }
 }

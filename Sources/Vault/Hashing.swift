@@ -9,7 +9,7 @@ public enum Hash {
     }
 
     /// Keyed BLAKE2b: a PRF/MAC of `message` under `key` (16...64 bytes).
-    public static func keyed(_ message: [UInt8], key: SecretKey, length: Int = 32) -> [UInt8] {
+    static func keyed(_ message: [UInt8], key: SecretKey, length: Int = 32) -> [UInt8] {
         compute(message, length: length, key: key)
     }
 
@@ -89,9 +89,9 @@ extension Hash {
 
 /// Deterministic sub-keys from a master key (crypto_kdf). Suited to per-purpose keys;
 /// never to per-subject erasure keys, which must be random so that deleting them destroys data.
-public enum KeyDerivation {
+enum KeyDerivation {
     /// Derives a 32-byte sub-key for `context` (exactly 8 ASCII bytes) and `id`.
-    public static func derive(from master: SecretKey, context: String, id: UInt64, length: Int = 32) -> SecretKey {
+    static func derive(from master: SecretKey, context: String, id: UInt64, length: Int = 32) -> SecretKey {
         let ctx = Array(context.utf8)
         precondition(ctx.count == Int(crypto_kdf_contextbytes()), "a KDF context is exactly 8 bytes")
         precondition(master.count == Int(crypto_kdf_keybytes()), "a KDF master key is 32 bytes")

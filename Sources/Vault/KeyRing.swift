@@ -46,11 +46,6 @@ public struct KeyRing: Sendable {
         try AEAD.open(envelope, associatedData: associatedData) { try masterKey(version: $0) }
     }
 
-    /// A key derived from the current master key for one named use (8-byte context).
-    func derivedKey(context: String, id: UInt64 = 1) -> SecretKey {
-        KeyDerivation.derive(from: currentMasterKey, context: context, id: id)
-    }
-
     init(directory: String, masterKeys: [UInt32: SecretKey], pseudonymKey: SecretKey, auditSigner: SigningKeyPair) {
         self.directory = directory
         self.masterKeys = masterKeys

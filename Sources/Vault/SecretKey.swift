@@ -4,14 +4,14 @@ import CSodium
 ///
 /// The bytes are reachable only through ``withUnsafeBytes(_:)``; `description` never shows them.
 /// Immutable after creation, hence safe to share across tasks.
-public final class SecretKey: @unchecked Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+final class SecretKey: @unchecked Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     private let pointer: UnsafeMutableRawBufferPointer
 
     /// The key length in bytes.
-    public var count: Int { pointer.count }
+    var count: Int { pointer.count }
 
     /// Creates a key of `count` random bytes.
-    public convenience init(randomCount count: Int) {
+    convenience init(randomCount count: Int) {
         Sodium.ensureReady()
         self.init(uninitializedCount: count)
         randombytes_buf(pointer.baseAddress!, count)
@@ -19,7 +19,7 @@ public final class SecretKey: @unchecked Sendable, CustomStringConvertible, Cust
 
     /// Copies `bytes` into locked memory. The caller should wipe its own copy.
     /// - Throws: ``VaultError/Code/invalidKeyLength`` when `expectedCount` is given and differs.
-    public convenience init(copying bytes: [UInt8], expectedCount: Int? = nil) throws {
+    convenience init(copying bytes: [UInt8], expectedCount: Int? = nil) throws {
         if let expectedCount, bytes.count != expectedCount {
             throw VaultError(.invalidKeyLength, "key must be \(expectedCount) bytes, found \(bytes.count)")
         }
@@ -64,13 +64,13 @@ public final class SecretKey: @unchecked Sendable, CustomStringConvertible, Cust
         UnsafePointer(pointer.baseAddress!.assumingMemoryBound(to: UInt8.self))
     }
 
-    public var description: String { "SecretKey(\(count) bytes, redacted)" }
-    public var debugDescription: String { description }
+    var description: String { "SecretKey(\(count) bytes, redacted)" }
+    var debugDescription: String { description }
 }
 
 extension Array where Element == UInt8 {
     /// Overwrites the array's bytes with zeros (for transient copies of key material).
-    public mutating func wipe() {
+    mutating func wipe() {
         withUnsafeMutableBytes { buffer in
             if let base = buffer.baseAddress { sodium_memzero(base, buffer.count) }
         }

@@ -33,7 +33,7 @@ struct Fixture {
     func token(_ subject: String) -> String { Hash.keyed(Array(subject.utf8), key: ring.pseudonymKey).hexString }
     func owner(_ subject: String) -> DataKeyOwner { DataKeyOwner(token: token(subject), use: .personalization) }
     func address(_ id: String, _ token: String) -> RowAddress {
-        RowAddress(table: "notes", row: id, owner: DataKeyOwner(token: token, use: .personalization))
+        RowAddress(table: .interactions, row: id, owner: DataKeyOwner(token: token, use: .personalization))
     }
 
     func write(subject: String, id: String, body: String, keys: SubjectKeys? = nil) throws {
@@ -104,16 +104,16 @@ struct Fixture {
         var rng = TestRandom()
         for trial in 0..<1000 {
             let rowID = "r\(trial)"
-            let sealed = key.seal([UInt8](repeating: 1, count: 20), at: RowAddress(table: "notes", row: rowID, owner: owner))
-            #expect(try key.open(sealed, at: RowAddress(table: "notes", row: rowID, owner: owner)) == [UInt8](repeating: 1, count: 20))
+            let sealed = key.seal([UInt8](repeating: 1, count: 20), at: RowAddress(table: .interactions, row: rowID, owner: owner))
+            #expect(try key.open(sealed, at: RowAddress(table: .interactions, row: rowID, owner: owner)) == [UInt8](repeating: 1, count: 20))
             // Change exactly one of: table, row id, owner (token, then use), key version, or one ciphertext byte.
             var envelope = sealed
-            var address = RowAddress(table: "notes", row: rowID, owner: owner)
+            var address = RowAddress(table: .interactions, row: rowID, owner: owner)
             switch trial % 6 {
-            case 0: address = RowAddress(table: "notez", row: rowID, owner: owner)
-            case 1: address = RowAddress(table: "notes", row: "r\(trial + 1)", owner: owner)
-            case 2: address = RowAddress(table: "notes", row: rowID, owner: f.owner("u-2"))
-            case 3: address = RowAddress(table: "notes", row: rowID, owner: DataKeyOwner(token: owner.token, use: .identity))
+            case 0: address = RowAddress(table: .profiles, row: rowID, owner: owner)
+            case 1: address = RowAddress(table: .interactions, row: "r\(trial + 1)", owner: owner)
+            case 2: address = RowAddress(table: .interactions, row: rowID, owner: f.owner("u-2"))
+            case 3: address = RowAddress(table: .interactions, row: rowID, owner: DataKeyOwner(token: owner.token, use: .identity))
             case 4: envelope[4] ^= 0x02
             default: envelope[Int.random(in: 5..<envelope.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
             }

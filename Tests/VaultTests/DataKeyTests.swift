@@ -11,7 +11,7 @@ import Testing
     /// would open again. Written out by hand: "veil.row.v1", then table, row and owner, each as a 4-byte big-endian
     /// length and its bytes.
     @Test func theRowAssociatedDataIsExactlyTheOneOnDisk() {
-        let address = RowAddress(table: "interactions", row: "r-1", owner: owner)
+        let address = RowAddress(table: .interactions, row: "r-1", owner: owner)
         #expect(
             address.associatedData.hexString
                 == "7665696c2e726f772e76310000000c696e746572616374696f6e7300000003722d3100000030"
@@ -30,7 +30,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let ring = try KeyRing.initialize(directory: dir)
         let (key, wrapped) = ring.newDataKey(for: owner)
-        let address = RowAddress(table: "interactions", row: "r-1", owner: owner)
+        let address = RowAddress(table: .interactions, row: "r-1", owner: owner)
         let sealed = key.seal(Array("viewed sku-1".utf8), at: address)
         // The key as stored, unwrapped again (a restart), opens the row.
         #expect(try ring.unwrapDataKey(wrapped, for: owner).open(sealed, at: address) == Array("viewed sku-1".utf8))
@@ -40,9 +40,9 @@ import Testing
         // the owner check in front of it would have said.
         let other = DataKeyOwner(token: Self.token, use: .identity)
         let sameBytes = DataKey(key: key.key, owner: other)
-        #expect(throws: VaultError.self) { try sameBytes.open(sealed, at: RowAddress(table: "interactions", row: "r-1", owner: other)) }
-        #expect(throws: VaultError.self) { try key.open(sealed, at: RowAddress(table: "interactions", row: "r-2", owner: owner)) }
-        #expect(throws: VaultError.self) { try key.open(sealed, at: RowAddress(table: "profiles", row: "r-1", owner: owner)) }
+        #expect(throws: VaultError.self) { try sameBytes.open(sealed, at: RowAddress(table: .interactions, row: "r-1", owner: other)) }
+        #expect(throws: VaultError.self) { try key.open(sealed, at: RowAddress(table: .interactions, row: "r-2", owner: owner)) }
+        #expect(throws: VaultError.self) { try key.open(sealed, at: RowAddress(table: .profiles, row: "r-1", owner: owner)) }
         // Re-wrapped under a new master version, it still opens the row.
         try KeyRing.rotate(directory: dir)
         let rotated = try KeyRing.load(directory: dir)
