@@ -71,10 +71,9 @@ public final class VeilService: Sendable {
     /// Experiment reports and canary decisions.
     public let review: ExperimentReview
     let forgetting: Forgetting
-    /// Signed-in users of the compliance console (in this process).
-    public let consoleSessions = ConsoleSessions()
     public let now: @Sendable () -> Date
-    let passphrase: String?
+    /// Master key rotation and the re-wrapping of every subject key.
+    public let keyRotation: KeyRotation
     /// Exclusions, content similarity and segment size used by every retrain.
     public let serving: ServingOptions
     /// Thresholds of the data-quality check (readiness turns red when one is crossed).
@@ -133,7 +132,7 @@ public final class VeilService: Sendable {
         provenanceFingerprinter = ring.fingerprinter(for: .modelProvenance)
         self.logger = logger
         self.now = now
-        self.passphrase = passphrase
+        keyRotation = KeyRotation(keysDirectory: paths.keysDirectory, passphrase: passphrase, keys: keys, store: store)
         var serving = serving
         serving.segmentsForCampaigns = campaigns.contains { !$0.segments.isEmpty }
         self.serving = serving
@@ -182,58 +181,5 @@ public final class VeilService: Sendable {
         retention = Retention(
             ledger: ledger, keys: keys, features: features, deliveries: deliveries, deliveryKeys: deliveryKeys, store: store,
             policy: policy, forgetting: forgetting, cache: cache, audit: audit, now: now)
-    }
-}
-
-// MARK: - Benchmark hooks
-
-extension VeilService {
-    /// Creates an app principal and records consents for a generated shop (7 of 8 subjects opt in).
-    public func benchPrepare(shop: SampleShop) async throws -> Principal {
-        let principal = Principal(name: "bench-app", role: "app", namespace: "default")
-        let note = AuditNote()
-        for (n, user) in shop.users.enumerated() {
-            let request = ConsentService.ConsentRequest(
-                subject: user.id, purpose: CorePurpose.personalization.rawValue, granted: n % 8 != 7, method: "banner",
-                notice_version: "2026-01", jurisdiction: "EU", expires_at: nil, gpc: nil)
-            _ = try await consent.record(request, principal: principal, gpcHeader: false, note: note)
-        }
-        return principal
-    }
-
-    /// One batch through the same path as `POST /v1/events`, including its audit entry.
-    public func benchIngest(body: [UInt8], principal: Principal) async throws -> Int {
-        let note = AuditNote()
-        let result = try await intake.ingest(body: body, principal: principal, gpcHeader: false, note: note)
-        try await audit.append(
-            AuditRecord(
-                actor: principal.name, role: principal.role, action: Action.eventsWrite.rawValue, resource: "POST /v1/events",
-                purpose: CorePurpose.personalization.rawValue, outcome: .allowed, reason: note.snapshot.reason, requestID: "bench"))
-        return result.accepted
-    }
-}
-
-// MARK: - Key rotation while serving
-
-extension VeilService {
-    /// Adds a master key version, swaps the reloaded ring in while requests keep running, then re-wraps every
-    /// stored data key under it in batches. The caller audits it (the HTTP route through its request entry).
-    public func rotateAndRewrap() async throws -> (version: UInt32, rewrapped: Int) {
-        // Argon2id for a passphrase, once per master version: off the cooperative pool.
-        let (directory, passphrase) = (paths.keysDirectory, self.passphrase)
-        let (version, ring) = try await offThePool {
-            let version = try KeyRing.rotate(directory: directory, passphrase: passphrase)
-            return (version, try KeyRing.load(directory: directory, passphrase: passphrase))
-        }
-        keys.replaceRing(ring)
-        var total = 0
-        while true {
-            let keys = self.keys, store = self.store
-            let n = try await offThePool { try keys.rewrapBatch(in: store, batchSize: 200) }
-            if n == 0 { break }
-            total += n
-            await Task.yield()
-        }
-        return (version, total)
     }
 }

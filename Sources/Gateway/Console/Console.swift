@@ -43,11 +43,14 @@ enum Console {
     static let signinCookie = "veil_signin"
 
     static func register(on router: Router<VeilRequestContext>, service: VeilService, secureCookies: Bool) {
+        // Signed-in users, kept in this process only: one table per router.
+        let sessions = ConsoleSessions()
         for route in routes {
             router.on(RouterPath(route.path), method: route.method) { request, context -> Response in
                 context.audit.update { $0.action = route.auditAction }
                 do {
-                    let call = try await ConsoleRequest(service: service, request: request, context: context, secureCookies: secureCookies)
+                    let call = try await ConsoleRequest(
+                        service: service, sessions: sessions, request: request, context: context, secureCookies: secureCookies)
                     return try await route.respond(call)
                 } catch let error as ConsoleError {
                     return error.page
@@ -155,6 +158,7 @@ struct ConsoleError: Error {
 /// One console request: the service, the parsed cookies and form, and the session if there is one.
 struct ConsoleRequest: Sendable {
     let service: VeilService
+    let sessions: ConsoleSessions
     let request: Request
     let context: VeilRequestContext
     let secureCookies: Bool
@@ -163,18 +167,19 @@ struct ConsoleRequest: Sendable {
     let sessionID: String?
     let session: ConsoleSessions.Session?
 
-    init(service: VeilService, request: Request, context: VeilRequestContext, secureCookies: Bool) async throws {
+    init(service: VeilService, sessions: ConsoleSessions, request: Request, context: VeilRequestContext, secureCookies: Bool) async throws {
         self.service = service
+        self.sessions = sessions
         self.request = request
         self.context = context
         self.secureCookies = secureCookies
         cookies = Self.parseCookies(request.headers[values: .cookie])
         form = request.method == .post ? Self.parseForm(try await API.collect(request, context)) : [:]
         sessionID = cookies[Console.sessionCookie]
-        var live = sessionID.flatMap { service.consoleSessions.use($0, now: service.now()) }
+        var live = sessionID.flatMap { sessions.use($0, now: service.now()) }
         // A principal revoked since sign-in (here or from the command line) loses its sessions.
         if let s = live, try await service.principals.active(name: s.principal.name) == nil {
-            service.consoleSessions.drop(principal: s.principal.name)
+            sessions.drop(principal: s.principal.name)
             live = nil
         }
         session = live

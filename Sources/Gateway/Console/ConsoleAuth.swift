@@ -36,8 +36,8 @@ enum ConsoleAuth {
             $0.actor = principal.name; $0.role = principal.role; $0.reason = "console session opened"
         }
         // A new sign-in ends the session this browser had.
-        if let old = call.sessionID { call.service.consoleSessions.drop(old) }
-        let session = call.service.consoleSessions.create(principal, now: call.service.now())
+        if let old = call.sessionID { call.sessions.drop(old) }
+        let session = call.sessions.create(principal, now: call.service.now())
         var headers = HTTPFields()
         headers.append(HTTPField(name: .setCookie, value: Console.cookie(Console.sessionCookie, session.id, secure: call.secureCookies)))
         headers.append(HTTPField(name: .setCookie, value: Console.cookie(Console.signinCookie, "", secure: call.secureCookies, maxAge: 0)))
@@ -47,7 +47,7 @@ enum ConsoleAuth {
     static let signOut: Console.Page = { call in
         guard let session = call.session else { throw ConsoleError.signedOut }
         try call.checkCSRF(session.csrf)
-        call.service.consoleSessions.drop(session.id)
+        call.sessions.drop(session.id)
         call.context.audit.update {
             $0.action = SystemAction.consoleSignout.rawValue; $0.reason = "console session closed"
         }

@@ -157,13 +157,13 @@ enum ConsolePages {
         let what =
             "Exported: \(export.consents.count) consent events, \(export.interactions.count) interactions"
             + (sealTo == nil ? "." : ", sealed to the requester's key.")
-        call.service.consoleSessions.note(session.id, requestID: call.context.requestID, result: what, download: data)
+        call.sessions.note(session.id, requestID: call.context.requestID, result: what, download: data)
         return Console.redirect("/console/result?request=\(call.context.requestID)")
     }
 
     /// The export a request of this session made, once.
     static let download: Console.SignedInPage = { call, session in
-        guard let id = call.field("request"), let data = call.service.consoleSessions.takeDownload(session.id, requestID: id) else {
+        guard let id = call.field("request"), let data = call.sessions.takeDownload(session.id, requestID: id) else {
             throw ConsoleError(status: .notFound, title: "Nothing to download", message: "This export was downloaded already or never made here.")
         }
         call.context.audit.update { $0.reason = "download of the export made by request \(id)" }
@@ -181,7 +181,7 @@ enum ConsolePages {
         }
         let outcome = try await call.service.rights.erase(subject: subject, principal: session.principal, note: call.context.audit)
         let rows = outcome["rows_deleted"] as? Int ?? 0
-        call.service.consoleSessions.note(session.id, requestID: call.context.requestID, result: "Erased: \(rows) rows shredded.")
+        call.sessions.note(session.id, requestID: call.context.requestID, result: "Erased: \(rows) rows shredded.")
         return Console.redirect("/console/result?request=\(call.context.requestID)")
     }
 
@@ -262,7 +262,7 @@ enum ConsolePages {
             throw ConsoleError(status: .unprocessableContent, title: "Not revoked", message: "To revoke, type the principal's name again.")
         }
         try await call.service.principals.revoke(name: name)
-        call.service.consoleSessions.drop(principal: name)
+        call.sessions.drop(principal: name)
         call.context.audit.update { $0.reason = "principal '\(name)' revoked" }
         return Console.redirect("/console/operations")
     }

@@ -1,22 +1,22 @@
 import Foundation
 import Synchronization
-import Vault
+import VeilCore
 
 /// Signed-in console users, kept in this process only: a random session id (the cookie) → the principal, the CSRF
 /// token of their forms and when the session was last used. An API key is exchanged for a session once and never
 /// kept.
-public final class ConsoleSessions: Sendable {
-    public struct Session: Sendable {
+final class ConsoleSessions: Sendable {
+    struct Session: Sendable {
         /// The session's id: its cookie's value.
-        public let id: String
-        public var principal: Principal
-        public var csrf: String
+        let id: String
+        var principal: Principal
+        var csrf: String
         var created: Date
         var lastSeen: Date
         /// What the session's data-subject requests did, by request id, for the result page that follows them.
-        public var results: [String: String] = [:]
+        var results: [String: String] = [:]
         /// Exports waiting for their one download, by request id.
-        public var downloads: [String: Data] = [:]
+        var downloads: [String: Data] = [:]
     }
 
     /// A session unused this long is gone (seconds).
@@ -28,7 +28,7 @@ public final class ConsoleSessions: Sendable {
     private let table = Mutex<[String: Session]>([:])
 
     /// A new session for `principal`: its id (the cookie's value) and its CSRF token.
-    public func create(_ principal: Principal, now: Date) -> (id: String, csrf: String) {
+    func create(_ principal: Principal, now: Date) -> (id: String, csrf: String) {
         let id = FormToken.make(), csrf = FormToken.make()
         table.withLock { sessions in
             if sessions.count >= Self.maximumSessions { sessions = sessions.filter { Self.live($0.value, now: now) } }
@@ -38,7 +38,7 @@ public final class ConsoleSessions: Sendable {
     }
 
     /// The live session under `id`, its idle time restarted; nil (and dropped) once expired.
-    public func use(_ id: String, now: Date) -> Session? {
+    func use(_ id: String, now: Date) -> Session? {
         table.withLock { sessions in
             guard var session = sessions[id] else { return nil }
             guard Self.live(session, now: now) else {
@@ -51,7 +51,7 @@ public final class ConsoleSessions: Sendable {
         }
     }
 
-    public func note(_ id: String, requestID: String, result: String, download: Data? = nil) {
+    func note(_ id: String, requestID: String, result: String, download: Data? = nil) {
         table.withLock { sessions in
             sessions[id]?.results[requestID] = result
             if let count = sessions[id]?.results.count, count > 50 { sessions[id]?.results.removeAll() }
@@ -64,14 +64,14 @@ public final class ConsoleSessions: Sendable {
     }
 
     /// The export waiting under `requestID`, removed as it is handed out.
-    public func takeDownload(_ id: String, requestID: String) -> Data? {
+    func takeDownload(_ id: String, requestID: String) -> Data? {
         table.withLock { $0[id]?.downloads.removeValue(forKey: requestID) }
     }
 
-    public func drop(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
+    func drop(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
 
     /// Drops every session of the principal named `name` (revoked).
-    public func drop(principal name: String) { table.withLock { $0 = $0.filter { $0.value.principal.name != name } } }
+    func drop(principal name: String) { table.withLock { $0 = $0.filter { $0.value.principal.name != name } } }
 
     private static func live(_ s: Session, now: Date) -> Bool {
         now.timeIntervalSince(s.lastSeen) < idleTimeout && now.timeIntervalSince(s.created) < maximumAge
