@@ -198,16 +198,16 @@ public struct EventParser: Sendable {
         for key in ["email", "name", "ip", "phone"] where raw[key] != nil { p.fields[key] = .string("") }
     }
 
-    /// Feedback about an item that was shown: one of the ``FeedbackSignal``s.
+    /// Feedback about an item that was shown: one of ``InteractionKind/feedbackSignals``.
     private func readFeedback(_ raw: [String: JSONValue], now: Date, into p: inout KindFields) throws {
         let item = try requiredString(raw, "item")
         let signal = try requiredString(raw, "signal")
         p.fields["item"] = .string(item)
         p.fields["signal"] = .string(signal)
-        guard let known = FeedbackSignal(rawValue: signal) else {
+        guard let known = InteractionKind(rawValue: signal), InteractionKind.feedbackSignals.contains(known) else {
             throw BatchError(
                 reason:
-                    "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected \(FeedbackSignal.allCases.map(\.rawValue).joined(separator: ", "))"
+                    "unknown feedback signal '\(Clean.truncate(signal, 40))'; expected \(InteractionKind.feedbackSignals.map(\.rawValue).joined(separator: ", "))"
             )
         }
         switch known {
@@ -225,6 +225,7 @@ public struct EventParser: Sendable {
             }
             p.fields["value"] = .number(p.cap("value", value, max: limits.maxDwellMs))
             p.signals.append(ItemSignal(item: item, kind: .dwell, weight: 0.5))
+        default: preconditionFailure("\(known) is not a feedback signal")  // the guard above admits only those
         }
     }
 
@@ -245,14 +246,6 @@ public struct EventParser: Sendable {
         guard d.isFinite, abs(d) < 1e15 else { throw BatchError(reason: "field '\(path)\(key)' is out of range") }
         return d
     }
-}
-
-/// What a feedback event says about an item that was shown.
-public enum FeedbackSignal: String, Sendable, CaseIterable {
-    case rating
-    case click
-    case addToCart = "add_to_cart"
-    case dwell
 }
 
 /// What an event's kind adds: its cleaned fields, the item signals it gives, and the fields capped on the way.

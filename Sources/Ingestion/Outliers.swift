@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Pseudonymization
 import Synchronization
 
@@ -155,7 +156,7 @@ extension OutlierDetector {
                     event.fields["dwell_ms"] = .number(check("dwell_ms", item: item, dwell))
                 }
             case .feedback:
-                if event.fields["signal"]?.stringValue == FeedbackSignal.dwell.rawValue, let item = event.fields["item"]?.stringValue,
+                if event.fields["signal"]?.stringValue == InteractionKind.dwell.rawValue, let item = event.fields["item"]?.stringValue,
                     let dwell = event.fields["value"]?.numberValue
                 {
                     event.fields["value"] = .number(check("dwell_ms", item: item, dwell))

@@ -11,6 +11,9 @@ public enum InteractionKind: String, Sendable, CaseIterable, Codable, Hashable {
     /// The hashed words of a search, stored as an interaction without an item.
     case searchTerms = "search_terms"
 
+    /// What a feedback event's `signal` may name, in the order error messages list them.
+    public static let feedbackSignals: [InteractionKind] = [.rating, .click, .addToCart, .dwell]
+
     /// The kinds that concern one item (every kind but search terms).
     public static var itemKinds: [InteractionKind] { allCases.filter { $0 != .searchTerms } }
 }

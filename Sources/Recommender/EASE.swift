@@ -190,6 +190,9 @@ public enum DenseSolver {
         return a
     }
 
+    /// `Vector.axpy` for Double, kept apart on purpose: the Gram matrix is summed in Double (exact for the counts it
+    /// holds), and the two differ in scalar and SIMD width (4 Doubles against 8 Floats per 256-bit register); one generic
+    /// version would hide that width behind a type parameter in the hottest loop of the fit.
     @inline(__always)
     static func axpyDouble(_ alpha: Double, _ x: UnsafePointer<Double>, _ y: UnsafeMutablePointer<Double>, _ n: Int) {
         var i = 0

@@ -76,7 +76,7 @@ extension Hash {
 
     /// HMAC-SHA-256 (RFC 2104) of `message` under `key` of any length: for proofs computed outside Veil, by code that
     /// has any standard library's HMAC but not BLAKE2b.
-    public static func hmacSHA256(_ message: [UInt8], key: [UInt8]) -> [UInt8] {
+    static func hmacSHA256(_ message: [UInt8], key: [UInt8]) -> [UInt8] {
         Sodium.ensureReady()
         var state = crypto_auth_hmacsha256_state()
         var out = [UInt8](repeating: 0, count: Int(crypto_auth_hmacsha256_BYTES))

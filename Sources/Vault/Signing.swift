@@ -37,7 +37,7 @@ public struct SigningKeyPair: Sendable {
     /// The pair an Ed25519 32-byte seed determines (RFC 8032 §5.1.5), as other tools store keys: Go's note signer
     /// keys, for one. The seed is copied into locked memory; the caller should wipe its own copy.
     /// - Throws: ``VaultError/Code/invalidKeyLength`` unless `seed` is 32 bytes.
-    public init(seed: [UInt8]) throws {
+    init(seed: [UInt8]) throws {
         Sodium.ensureReady()
         guard seed.count == Int(crypto_sign_seedbytes()) else {
             throw VaultError(.invalidKeyLength, "an Ed25519 seed is 32 bytes, found \(seed.count)")

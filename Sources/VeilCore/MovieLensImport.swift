@@ -5,7 +5,13 @@ import Ingestion
 import Policy
 import Recommender
 
-extension VeilService {
+/// Imports MovieLens 100K through the same consent → token → minimize → seal path as the HTTP API.
+public struct MovieLensImport: Sendable {
+    let intake: IngestService
+    let consent: ConsentService
+    let policy: PolicySet
+    let audit: any AuditTrail
+
     public struct ImportReport: Sendable, Equatable {
         public var items: Int
         public var subjects: Int
@@ -13,9 +19,8 @@ extension VeilService {
         public var rejected: Int
     }
 
-    /// Imports MovieLens 100K through the same consent → token → minimize → seal path as the HTTP API:
-    /// each user's consent is recorded with method `import`, ratings become `feedback` events.
-    public func importMovieLens(
+    /// Each user's consent is recorded with method `import`, ratings become `feedback` events; audited once.
+    public func run(
         ratings: String, items: String, users: String, namespace: String, progress: ProgressReporter = .silent
     ) async throws -> ImportReport {
         let principal = Principal(name: "import", role: Role.admin, namespace: namespace)

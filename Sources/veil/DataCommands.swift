@@ -46,7 +46,7 @@ struct ImportCommand: AsyncParsableCommand {
             }
             let service = try openService(common)
             let progress = TerminalProgress("import")
-            let report = try await service.importMovieLens(
+            let report = try await service.movieLens.run(
                 ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: namespace,
                 progress: progress.reporter)
             progress.finish("\(report.subjects) subjects and \(report.ratings) ratings imported")

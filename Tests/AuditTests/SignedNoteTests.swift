@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Vault
+@testable import Vault
 @testable import Audit
 
 /// A 32-byte root hash in base64 (from trillian-tessera's parse_test.go), for checkpoint texts.

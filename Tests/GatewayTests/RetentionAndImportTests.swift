@@ -53,7 +53,7 @@ import Testing
         }
         let f = try GatewayFixture()
         func read(_ name: String) throws -> String { String(decoding: try Data(contentsOf: dir.appendingPathComponent(name)), as: UTF8.self) }
-        let report = try await f.service.importMovieLens(
+        let report = try await f.service.movieLens.run(
             ratings: try read("u.data"), items: try read("u.item"), users: try read("u.user"), namespace: "ml")
         #expect(report.items == 1682)
         #expect(report.subjects == 943)
