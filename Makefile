@@ -13,7 +13,7 @@ demo: deps
 
 ## Run every test: the Swift suites (the repository suites on SQLite and on a scratch PostgreSQL server, then the
 ## gateway suite again with PostgreSQL as its operational database), then PostgreSQL restarted under a serving
-## gateway, the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
+## gateway, one of three gateways on one database killed and restarted, the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
 ## audit witness against a live server, the tracking script and the compliance console in headless Chromium, and the
 ## secrets scan, against the built binary.
 test: deps
@@ -23,6 +23,7 @@ test: deps
 	scripts/with-postgres.sh $(SWIFT) test --skip-build
 	VEIL_TEST_BACKEND=postgres scripts/with-postgres.sh $(SWIFT) test --skip-build --filter GatewayTests
 	python3 scripts/pg_restart_test.py --veil .build/debug/veil --rounds 3
+	python3 scripts/cluster_test.py --veil .build/debug/veil --rounds 3
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
 	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
 	python3 scripts/disk_full_test.py --veil .build/debug/veil

@@ -15,13 +15,20 @@ public struct HeadSigner: Sendable {
 
     /// `veil.audit/` and the first 4 bytes of SHA-256 of the public key in hex: stable for a key, distinct across
     /// deployments, and free of anything personal.
-    public static func defaultOrigin(for key: SigningPublicKey) -> String {
-        "veil.audit/" + Array(Hash.sha256(key.bytes).prefix(4)).hexString
+    /// With `logName` (gateways that share a database and a key each keep a log of their own): that name after it, so
+    /// that a witness tells their logs apart instead of taking two of them for a fork of one.
+    public static func defaultOrigin(for key: SigningPublicKey, logName: String? = nil) -> String {
+        "veil.audit/" + Array(Hash.sha256(key.bytes).prefix(4)).hexString + (logName.map { "/" + $0 } ?? "")
     }
 
-    /// The verifier of heads signed with `key` under the default origin.
-    public static func verifier(for key: SigningPublicKey) throws -> NoteVerifier {
-        try NoteVerifier(name: defaultOrigin(for: key), publicKey: key)
+    /// The verifier of heads signed with `key` under the default origin (of the log named `logName`).
+    public static func verifier(for key: SigningPublicKey, logName: String? = nil) throws -> NoteVerifier {
+        try NoteVerifier(name: defaultOrigin(for: key, logName: logName), publicKey: key)
+    }
+
+    /// Whether `name` may name a log: 1 to 32 lower-case letters, digits and `-` (it goes into every signed head).
+    public static func isValidLogName(_ name: String) -> Bool {
+        (1...32).contains(name.utf8.count) && name.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D }
     }
 
     /// What a compliance officer or a witness keeps to check heads (`origin+keyid+base64`, Go's verifier key).

@@ -48,19 +48,24 @@ public final class SQLiteAuditTrail: AuditTrail {
     let reader: AuditReader
     let index: AuditIndex
     private let publicKey: SigningPublicKey
+    private let logName: String?
 
-    /// Opens (creating) the log at `path` and its query index at `indexPath`; the other parameters are
-    /// ``AuditLog``'s.
+    /// Opens (creating) the log at `path` and its query index at `indexPath`; `logName` names this gateway's log in
+    /// its signed heads when several share a key (``HeadSigner/defaultOrigin(for:logName:)``); the other parameters
+    /// are ``AuditLog``'s.
     public init(
-        path: String, indexPath: String, signer: SigningKeyPair, checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
+        path: String, indexPath: String, signer: SigningKeyPair, logName: String? = nil,
+        checkpointInterval: Int64 = AuditLog.defaultCheckpointInterval,
         checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge, fullSync: Bool = true,
         now: @escaping @Sendable () -> Date = Date.init
     ) throws {
         log = try AuditLog(
-            path: path, signer: signer, checkpointInterval: checkpointInterval, checkpointMaxAge: checkpointMaxAge, fullSync: fullSync, now: now)
+            path: path, signer: signer, origin: HeadSigner.defaultOrigin(for: signer.publicKey, logName: logName),
+            checkpointInterval: checkpointInterval, checkpointMaxAge: checkpointMaxAge, fullSync: fullSync, now: now)
         reader = AuditReader(store: log.store)
         index = try AuditIndex(path: indexPath, log: reader)
         publicKey = signer.publicKey
+        self.logName = logName
     }
 
     @discardableResult
@@ -86,6 +91,6 @@ public final class SQLiteAuditTrail: AuditTrail {
     public func exportJSONLines() throws -> [UInt8] { try reader.exportJSONLines() }
 
     public func verify(trustedHeads: [String], verifier: NoteVerifier?) throws -> AuditVerification {
-        try reader.verify(publicKey: publicKey, trustedHeads: trustedHeads, trustedVerifier: verifier)
+        try reader.verify(publicKey: publicKey, logName: logName, trustedHeads: trustedHeads, trustedVerifier: verifier)
     }
 }

@@ -19,9 +19,12 @@ extension AuditReader {
     ///   - trustedHeads: signed notes (C2SP checkpoints); each must carry a valid signature by `trustedVerifier`.
     ///   - trustedVerifier: the key the trusted heads were signed with; by default the audit key under the name the
     ///     note gives.
-    public func verify(publicKey: SigningPublicKey, trustedHeads: [String] = [], trustedVerifier: NoteVerifier? = nil) throws -> AuditVerification {
+    ///   - logName: the log's name, when it has one (``HeadSigner/defaultOrigin(for:logName:)``).
+    public func verify(
+        publicKey: SigningPublicKey, logName: String? = nil, trustedHeads: [String] = [], trustedVerifier: NoteVerifier? = nil
+    ) throws -> AuditVerification {
         // Heads are checked under the log's own origin: a head of another log signed with the same key is not one of its.
-        let verifier = try trustedVerifier ?? HeadSigner.verifier(for: publicKey)
+        let verifier = try trustedVerifier ?? HeadSigner.verifier(for: publicKey, logName: logName)
         var (trusted, failures) = try Self.openTrusted(trustedHeads, verifier: verifier)
         let stored = try checkpoints()
         let legacy = try legacyCheckpoints()

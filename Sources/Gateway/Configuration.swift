@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Serving
 import VeilCore
@@ -53,6 +54,9 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var auditHeadEveryEntries = 100_000
     /// A signed tree head once entries have waited this many seconds for one.
     public var auditHeadMaxAgeSeconds = 30
+    /// This gateway's log's name in its signed heads (`audit.log_name`): each of several gateways sharing a key names
+    /// its own, so that witnesses tell their logs apart.
+    public var auditLogName: String?
     /// The operational database: nil is the embedded SQLite file in the data directory; a `postgres://` URL selects
     /// PostgreSQL.
     public var databaseURL: String?
@@ -60,6 +64,9 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var databasePoolSize = 8
     /// PostgreSQL statements running longer are cancelled (milliseconds).
     public var databaseStatementTimeoutMs = 10_000
+    /// `storage.gateways: several`: other gateways may serve the same PostgreSQL database (this one then does not
+    /// claim it alone, and applies what the others announce). `one` (default): a second `veil serve` is refused.
+    public var sharedDatabase = false
 
     public init() {}
 
@@ -108,15 +115,23 @@ public struct VeilConfiguration: Sendable, Equatable {
         return config
     }
 
-    /// The `storage` section: a `postgres://` URL, or a mapping of `url`, `pool_size` and `statement_timeout_ms`.
+    /// The `storage` section: a `postgres://` URL, or a mapping of `url`, `pool_size`, `statement_timeout_ms` and
+    /// `gateways`.
     mutating func readStorage(_ node: Node, _ r: Reader) throws {
         if node.mapping == nil {
             databaseURL = try r.string(node, "storage")
         } else {
-            let s = try r.mapping(node, "storage", keys: ["url", "pool_size", "statement_timeout_ms"])
+            let s = try r.mapping(node, "storage", keys: ["url", "pool_size", "statement_timeout_ms", "gateways"])
             databaseURL = try s["url"].map { try r.string($0, "storage.url") }
             if let n = s["pool_size"] { databasePoolSize = try r.int(n, "storage.pool_size", 1...500) }
             if let n = s["statement_timeout_ms"] { databaseStatementTimeoutMs = try r.int(n, "storage.statement_timeout_ms", 100...3_600_000) }
+            if let n = s["gateways"] {
+                switch try r.string(n, "storage.gateways") {
+                case "one": sharedDatabase = false
+                case "several": sharedDatabase = true
+                default: throw r.fail(n, "storage.gateways is one (the default) or several")
+                }
+            }
         }
         if let url = databaseURL, !(url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")) {
             throw r.fail(node, "storage must be a postgres:// URL (leave it out for the embedded SQLite database)")
@@ -302,10 +317,15 @@ public struct VeilConfiguration: Sendable, Equatable {
 
     /// The `audit` section: sync and signed heads.
     mutating func readAudit(_ node: Node, _ r: Reader) throws {
-        let s = try r.mapping(node, "audit", keys: ["sync", "head_every_entries", "head_max_age_s"])
+        let s = try r.mapping(node, "audit", keys: ["sync", "head_every_entries", "head_max_age_s", "log_name"])
         if let n = s["sync"] { self.auditSync = try r.choice(n, "audit.sync", ["full", "normal"]) }
         if let n = s["head_every_entries"] { self.auditHeadEveryEntries = try r.int(n, "audit.head_every_entries", 1...100_000_000) }
         if let n = s["head_max_age_s"] { self.auditHeadMaxAgeSeconds = try r.int(n, "audit.head_max_age_s", 1...86_400) }
+        if let n = s["log_name"] {
+            let name = try r.string(n, "audit.log_name")
+            guard HeadSigner.isValidLogName(name) else { throw r.fail(n, "audit.log_name is 1 to 32 lower-case letters, digits and '-'") }
+            self.auditLogName = name
+        }
     }
 
     /// The `canary` section: how new models are tried.

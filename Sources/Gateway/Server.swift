@@ -55,6 +55,19 @@ public struct ServerConfiguration: Sendable {
     }
 }
 
+/// Watches what other gateways on a shared database announce, until shutdown (returns at once on SQLite).
+struct ClusterSyncService: Service {
+    let sync: ClusterSync
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            await sync.run()
+            // A service that returns would stop the whole group: on a store no other gateway shares, wait for shutdown.
+            try await gracefulShutdown()
+        }
+    }
+}
+
 /// Runs a job every `interval` seconds as a `Service`, cancelled on graceful shutdown (retraining, retention).
 struct PeriodicService: Service {
     let interval: TimeInterval
@@ -216,7 +229,7 @@ public enum GatewayServer {
                 PeriodicService.retention(service, every: configuration.retentionInterval),
                 PeriodicService.experiments(service, every: 5), PeriodicService.auditIndex(service, every: 2),
                 PeriodicService.unlearning(service, every: 1),
-                AuditFlushService(service: service),
+                AuditFlushService(service: service), ClusterSyncService(sync: service.clusterSync),
             ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: service.logger)

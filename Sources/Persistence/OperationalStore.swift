@@ -8,7 +8,7 @@ import Storage
 /// A storage backend's transaction type conforms; the core names only this protocol.
 public protocol OperationalTransaction:
     SubjectKeyRepository, ConsentRepository, IdentityRepository, LinkRepository, FeatureRepository, DeliveryRepository,
-    SourceQualityRepository, PrincipalRepository, ExperimentCountRepository, BanditRepository
+    SourceQualityRepository, PrincipalRepository, ExperimentCountRepository, BanditRepository, InvalidationRepository
 {}
 
 /// The operational database (consent, tokens, sealed features, catalog, key store, principals, counters) as the core
@@ -22,6 +22,12 @@ public protocol OperationalStore: TransactionRunner, AnyObject where Transaction
     func scrubAfterErasure() async -> ErasureScrub
     /// Whether the database answers a trivial query (readiness).
     func isReachable() async -> Bool
+    /// Whether other gateways may share this database (then their announcements must be watched).
+    var isShared: Bool { get }
+    /// Reports what other processes announce (``InvalidationRepository``) until the calling task is cancelled,
+    /// reconnecting by itself and reporting ``InvalidationSignal/lost`` while it cannot watch. A store that is not
+    /// shared returns at once.
+    func watchInvalidations(_ report: @escaping @Sendable (InvalidationSignal) -> Void) async
 }
 
 /// What ``OperationalStore/scrubAfterErasure()`` achieved.

@@ -146,7 +146,16 @@ enum PostgresSchema {
                     state BYTEA NOT NULL,
                     saved_at BIGINT NOT NULL
                 );
-                """)
+                """),
+        Migration(
+            id: "v2.invalidations",
+            sql: """
+                CREATE TABLE veil_generation (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    value BIGINT NOT NULL
+                );
+                INSERT INTO veil_generation (id, value) VALUES (1, 0)
+                """),
     ]
 
     static func migrate(_ store: PostgresStore) throws {

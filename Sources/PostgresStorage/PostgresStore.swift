@@ -25,6 +25,8 @@ public struct PostgresSettings: Sendable, Equatable {
     public var statementTimeoutMs: Int
     /// How long a request waits for a free connection or a connection attempt before it fails (seconds).
     public var connectTimeout: Double
+    /// Other gateways serve the same database (`storage.gateways: several`): their announcements are watched.
+    public var shared = false
 
     /// Reads `postgres://user[:password]@host[:port]/database[?sslmode=…]`.
     /// - Throws: ``StorageError`` naming what is wrong with the URL (never echoing a password).
@@ -82,6 +84,10 @@ public final class PostgresStore: Sendable {
     private let retrying = Mutex(false)
     private let writeGate = DispatchSemaphore(value: 1)
     private let lastFailure = Mutex<DispatchTime?>(nil)
+    /// This process's own announcements as its watch receives them.
+    let echoes = Echoes()
+    /// Names this process in its announcements, so that it does not apply its own a second time.
+    let origin = (0..<8).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
 
     /// How long a statement's answer is waited for: the server's statement timeout ends it first, unless the server stopped
     /// answering.
@@ -265,7 +271,16 @@ public final class PostgresStore: Sendable {
     /// One transaction: BEGIN, `body`, COMMIT; ROLLBACK (and the transaction's rollback hooks) if anything throws.
     /// Writers of this process queue for one gate before they take a connection, so that waiting writers never hold
     /// the connections that reads need; across gateways they queue on the advisory lock.
+    /// A write that announced something returns once this process's own watch has received it (at most a second): PostgreSQL
+    /// sends a notification to every listening gateway at the commit, so by the time the caller answers its client the
+    /// other gateways have been sent it too.
     func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
+        let (result, announced) = try runTransaction(readOnly: readOnly, body)
+        if let announced { echoes.wait(for: announced, timeout: 1) }
+        return result
+    }
+
+    private func runTransaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> (T, Int64?) {
         if !readOnly {
             let queueing = settings.connectTimeout + Double(settings.statementTimeoutMs) / 1000
             guard writeGate.wait(timeout: .now() + queueing) == .success else {
@@ -274,7 +289,7 @@ public final class PostgresStore: Sendable {
         }
         defer { if !readOnly { writeGate.signal() } }
         return try withConnection { connection in
-            let tx = PostgresTransaction(connection: connection, logger: logger, readOnly: readOnly, patience: patience)
+            let tx = PostgresTransaction(connection: connection, logger: logger, readOnly: readOnly, patience: patience, origin: origin)
             try tx.run(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
             do {
                 if !readOnly { try tx.run("SELECT pg_advisory_xact_lock(\(Self.writeLock))") }
@@ -282,7 +297,7 @@ public final class PostgresStore: Sendable {
                 // An aborted transaction answers COMMIT with ROLLBACK and no error: that is a failure, never a success.
                 let tag = try connection.answer("COMMIT", logger: logger, within: patience).metadata.command
                 guard tag == "COMMIT" else { throw PostgresUnavailable(reason: "the server rolled the transaction back") }
-                return result
+                return (result, tx.announced)
             } catch {
                 do {
                     try tx.run("ROLLBACK")

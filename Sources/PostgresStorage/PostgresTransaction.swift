@@ -12,10 +12,16 @@ public final class PostgresTransaction: Sendable {
     let readOnly: Bool
     /// How long a statement's answer is waited for (the statement timeout and a margin).
     let patience: Double
+    /// The store's name in announcements (``InvalidationRepository``).
+    let origin: String
+    /// The generation this transaction's announcement bumped the database to, if it made one.
+    var announced: Int64? { announcedGeneration.withLock { $0 } }
+    let announcedGeneration = Mutex<Int64?>(nil)
     private let rollbackHooks = Mutex<[@Sendable () -> Void]>([])
 
-    init(connection: PostgresConnection, logger: Logger, readOnly: Bool, patience: Double) {
+    init(connection: PostgresConnection, logger: Logger, readOnly: Bool, patience: Double, origin: String) {
         self.connection = connection
+        self.origin = origin
         self.patience = patience
         self.logger = logger
         self.readOnly = readOnly

@@ -132,6 +132,11 @@ extension Database: BanditRepository {
     }
 }
 
+extension Database: InvalidationRepository {
+    /// One gateway serves a SQLite file: there is nobody to tell (commands beside it are seen at the caches' TTL).
+    public func announce(_ invalidations: [Invalidation]) throws {}
+}
+
 extension Database: OperationalTransaction {}
 
 extension Store: OperationalStore {
@@ -147,6 +152,10 @@ extension Store: OperationalStore {
     public func isReachable() async -> Bool {
         (try? await pool.read { try Int.fetchOne($0, sql: "SELECT 1") }) == 1
     }
+
+    public var isShared: Bool { false }
+
+    public func watchInvalidations(_ report: @escaping @Sendable (InvalidationSignal) -> Void) async {}
 }
 
 extension DatabaseError: BackendError {

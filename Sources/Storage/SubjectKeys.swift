@@ -120,6 +120,13 @@ public final class SubjectKeys: Sendable {
         }
     }
 
+    /// Drops the subject's cached data keys (another gateway shredded them).
+    public func forgetCached(token: String) {
+        cache.withLock { cache in
+            for use in DataKeyOwner.Use.allCases { cache.removeValue(forKey: DataKeyOwner(token: token, use: use).rawValue) }
+        }
+    }
+
     /// Drops every cached data key (after a key ring reload, say).
     public func clearCache() { cache.withLock { $0.removeAll() } }
 

@@ -100,6 +100,12 @@ public final class ConsentService: Sendable {
             // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
             forgetting.forgetInModels(person.isEmpty ? [token] : person, unlearn: true)
         }
+        // What the other gateways on a shared database must forget, sent when (and only if) this commits.
+        let withdrawn = change?.granted == false || gpc
+        let announced: [Invalidation] =
+            shredNeeded
+            ? (person.isEmpty ? [token] : person).map { .forgotten(token: $0.rawValue, unlearn: true) }
+            : [withdrawn ? .forgotten(token: token.rawValue, unlearn: false) : .subject(token: token.rawValue)]
         let receipt = try await store.write { db -> ConsentRecord in
             try identities.remember(subject: request.subject, token: token, in: db)
             var last: ConsentRecord?
@@ -110,6 +116,7 @@ public final class ConsentService: Sendable {
             }
             if let change { last = try ledger.append(change, in: db) }
             for member in person { try features.deleteRows(member, in: db) }
+            try db.announce(announced)
             return last!
         }
         // Queued again now that the withdrawal and the deletion committed: a retrain that read its snapshot between the
@@ -118,7 +125,7 @@ public final class ConsentService: Sendable {
         cache.drop(token: token.rawValue)
         for member in person { cache.drop(token: member.rawValue) }
         // Any other withdrawal (GPC withdraws marketing): the bandits' exposures and the models' inferences about them go.
-        if !shredNeeded && (change?.granted == false || gpc) { forgetting.forgetInModels([token], unlearn: false) }
+        if !shredNeeded && withdrawn { forgetting.forgetInModels([token], unlearn: false) }
         if shredNeeded { await forgetting.scrubWAL(after: "consent withdrawal") }
         // Acknowledged only once it survives a power cut (the store commits without a sync; events may).
         try await store.syncCommitted()

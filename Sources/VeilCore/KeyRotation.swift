@@ -11,7 +11,15 @@ public struct KeyRotation: Sendable {
 
     /// Adds a master key version, swaps the reloaded ring in, then re-wraps every stored data key under it in batches.
     /// The caller audits it (the HTTP route through its request entry).
+    /// - Throws: ``CoreError`` (conflict) on a database other gateways share: their rings would not hold the new
+    ///   version, and could not open the keys re-wrapped under it.
     public func rotateAndRewrap() async throws -> (version: UInt32, rewrapped: Int) {
+        guard !store.isShared else {
+            throw CoreError(
+                .conflict, "rotation_needs_every_gateway",
+                "other gateways share this database and would not hold the new master key: stop them, run `veil keys rotate` and "
+                    + "`veil keys rewrap` on the keys directory every gateway reads, then start them again")
+        }
         // Argon2id for a passphrase, once per master version: off the cooperative pool.
         let (directory, passphrase) = (keysDirectory, self.passphrase)
         let (version, ring) = try await offThePool {

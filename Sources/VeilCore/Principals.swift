@@ -116,15 +116,24 @@ public struct PrincipalStore: Sendable {
     /// `cacheSeconds`.
     public func revoke(name: String) throws {
         let at = Int64(now().timeIntervalSince1970)
-        try revoked(name, changed: try store.writeBlocking { try $0.revokePrincipal(name: name, at: at) })
+        try revoked(name, changed: try store.writeBlocking { try Self.revoke(name, at: at, in: $0) })
     }
 
     /// The same, for a request's task (the write suspends instead of blocking a thread); durable before it returns.
     public func revoke(name: String) async throws {
         let at = Int64(now().timeIntervalSince1970)
-        try revoked(name, changed: try await store.write { try $0.revokePrincipal(name: name, at: at) })
+        try revoked(name, changed: try await store.write { try Self.revoke(name, at: at, in: $0) })
         try await store.syncCommitted()
     }
+
+    private static func revoke(_ name: String, at: Int64, in tx: some OperationalTransaction) throws -> Int {
+        let changed = try tx.revokePrincipal(name: name, at: at)
+        if changed == 1 { try tx.announce([.principals]) }
+        return changed
+    }
+
+    /// Forgets every principal looked up so far (another gateway revoked one).
+    public func forgetCached() { cache.clear() }
 
     private static func origins(_ column: String) -> [String] { column.split(separator: " ").map(String.init) }
 

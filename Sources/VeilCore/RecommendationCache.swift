@@ -62,6 +62,8 @@ public final class RecommendationCache: Sendable {
         /// just not cached), and memory stays fixed however many tokens pass.
         var stripes = [UInt64](repeating: 0, count: RecommendationCache.stripeCount)
         var epoch: UInt64 = 0
+        /// Nothing is served or stored (the watch over other gateways' announcements is down).
+        var fenced = false
     }
     static let stripeCount = 4096
     private let state = Mutex(State())
@@ -92,7 +94,7 @@ public final class RecommendationCache: Sendable {
     }
 
     func get(token: String, key: Key, now: Date) -> RenderedRecommendation? {
-        state.withLock { $0.entries[Slot(token: token, key: key)].flatMap { $0.expires > now ? $0.value : nil } }
+        state.withLock { s in s.fenced ? nil : s.entries[Slot(token: token, key: key)].flatMap { $0.expires > now ? $0.value : nil } }
     }
 
     /// Stores a list until the TTL or `validUntil` (the consent's expiry), whichever is first, unless the token was
@@ -106,7 +108,7 @@ public final class RecommendationCache: Sendable {
         let bytes = value.head.count + value.auditReason.utf8.count + token.utf8.count + key.approximateBytes
         guard bytes <= maxBytes else { return }
         state.withLock { s in
-            guard s.stripes[generation.stripe] == generation.value, s.epoch == generation.epoch else { return }
+            guard !s.fenced, s.stripes[generation.stripe] == generation.value, s.epoch == generation.epoch else { return }
             if let old = s.entries[slot] { s.bytes -= old.bytes }
             let order = s.next
             s.next += 1
@@ -169,12 +171,17 @@ public final class RecommendationCache: Sendable {
 
     public func clear() {
         state.withLock { s in
-            let epoch = s.epoch &+ 1
+            let (epoch, fenced) = (s.epoch &+ 1, s.fenced)
             s = State()
             s.epoch = epoch
+            s.fenced = fenced
         }
         forgetLinks()
     }
+
+    /// While fenced, every lookup misses and nothing is stored: lists are computed from the database, which other
+    /// gateways' changes have reached.
+    public func fence(_ on: Bool) { state.withLock { $0.fenced = on } }
 
     public func contains(token: String) -> Bool { state.withLock { $0.keysOfToken[token] != nil } }
 

@@ -73,6 +73,7 @@ public final class Retention: Sendable {
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)
             let deliveries = try deliveries.deleteOlder(than: Int64(at.timeIntervalSince1970) - Int64(days) * 86_400, in: db)
             for token in lapsed { try features.deleteRows(token, in: db) }
+            try db.announce(lapsed.map { .forgotten(token: $0.rawValue, unlearn: true) })
             return RetentionReport(interactionsDeleted: interactions, deliveriesDeleted: deliveries, lapsedConsentsShredded: lapsed.count)
         }
         let remaining = try await store.read { try deliveries.hasLegacy(in: $0) }

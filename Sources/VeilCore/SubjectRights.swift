@@ -81,6 +81,7 @@ public final class SubjectRights: Sendable {
                 try deliveries.erase(member, in: db)
                 try linker.erase(member, in: db)
             }
+            try db.announce(person.map { .forgotten(token: $0.rawValue, unlearn: true) } + [.links])
             return rows
         }
         for member in person { cache.drop(token: member.rawValue) }

@@ -89,7 +89,11 @@ public final class Subjects: Sendable {
 
     func linkInTransaction(_ token: SubjectToken, scope: String, attributes: LinkAttributes) async throws -> IdentityLinker.Link? {
         let at = now()
-        return try await store.write { [linker] in try linker.link(token, scope: scope, attributes: attributes, at: at, in: $0) }
+        return try await store.write { [linker] db in
+            let link = try linker.link(token, scope: scope, attributes: attributes, at: at, in: db)
+            if link != nil { try db.announce([.links]) }
+            return link
+        }
     }
 
     /// Undoes a link (admin only, through the command line). Audited.
@@ -110,7 +114,11 @@ public final class Subjects: Sendable {
     public func legacyLinks(undo: Bool, actor: String) async throws -> Int {
         let linker = self.linker
         guard undo else { return try await store.read { try linker.legacyLinkCount(in: $0) } }
-        let removed = try await store.write { try linker.undoLegacyLinks(in: $0) }
+        let removed = try await store.write { db in
+            let removed = try linker.undoLegacyLinks(in: db)
+            try db.announce([.links])
+            return removed
+        }
         try await store.syncCommitted()
         cache.clear()
         try await audit.append(
@@ -121,6 +129,10 @@ public final class Subjects: Sendable {
     }
 
     func unlinkInTransaction(_ token: SubjectToken) async throws -> Bool {
-        try await store.write { [linker] in try linker.unlink(token, in: $0) }
+        try await store.write { [linker] db in
+            let existed = try linker.unlink(token, in: db)
+            if existed { try db.announce([.links]) }
+            return existed
+        }
     }
 }

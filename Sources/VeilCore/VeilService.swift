@@ -70,6 +70,10 @@ public final class VeilService: Sendable {
     public let training: Training
     /// Experiment reports and canary decisions.
     public let review: ExperimentReview
+    /// The MovieLens 100K import (`veil import movielens`).
+    public let movieLens: MovieLensImport
+    /// What other gateways on a shared database announce, applied to this one's memory.
+    public let clusterSync: ClusterSync
     let forgetting: Forgetting
     public let now: @Sendable () -> Date
     /// Master key rotation and the re-wrapping of every subject key.
@@ -103,7 +107,7 @@ public final class VeilService: Sendable {
         ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(),
         experiments: [ExperimentSpec] = [], canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [],
         unlearnWithin: TimeInterval = 60, rechooseWithin: TimeInterval = 3600, auditFullSync: Bool = true,
-        checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge,
+        checkpointMaxAge: Duration? = AuditLog.defaultCheckpointMaxAge, auditLogName: String? = nil,
         refusalLimits: RefusalLimits = RefusalLimits(), logger: Logger = Logger(label: "veil"),
         trainingProgress: ProgressReporter = .silent, now: @escaping @Sendable () -> Date = Date.init
     ) throws {
@@ -121,7 +125,8 @@ public final class VeilService: Sendable {
         linker = IdentityLinker(fingerprinter: ring.fingerprinter(for: .identityLinking))
         features = FeatureStore(keys: keys)
         audit = try SQLiteAuditTrail(
-            path: paths.auditDatabase, indexPath: paths.auditIndexDatabase, signer: ring.auditSigner, checkpointInterval: checkpointInterval,
+            path: paths.auditDatabase, indexPath: paths.auditIndexDatabase, signer: ring.auditSigner, logName: auditLogName,
+            checkpointInterval: checkpointInterval,
             checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
         principals = PrincipalStore(store: store, ring: ring, now: now)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
@@ -175,6 +180,12 @@ public final class VeilService: Sendable {
             experiments: self.experiments, canary: canary, serving: self.serving, trainingThreads: trainingThreads, hooks: hooks,
             provenanceFingerprinter: provenanceFingerprinter, audit: audit, metrics: metrics, logger: logger, unlearnWithin: unlearnWithin,
             rechooseWithin: rechooseWithin, progress: trainingProgress, now: now)
+        movieLens = MovieLensImport(intake: intake, consent: consent, policy: policy, audit: audit)
+        clusterSync = ClusterSync(
+            store: store, cache: cache, principals: principals, keys: keys, forgetting: forgetting, logger: logger,
+            retrain: { [training, logger] in
+                do { _ = try await training.trainOffThePool() } catch { logger.error("retraining after missed announcements failed: \(error)") }
+            })
         review = ExperimentReview(
             experiments: self.experiments, canary: canary, models: models, unlearning: unlearning, cache: cache, store: store, audit: audit,
             logger: logger)

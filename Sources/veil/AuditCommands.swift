@@ -44,7 +44,7 @@ struct AuditCommand: AsyncParsableCommand {
             let result: AuditVerification
             do {
                 result = try AuditReader(path: try common.paths().auditDatabase).verify(
-                    publicKey: key, trustedHeads: notes, trustedVerifier: verifier)
+                    publicKey: key, logName: try common.configuration().auditLogName, trustedHeads: notes, trustedVerifier: verifier)
             } catch let error as AuditError where error.invalidInput {
                 throw ValidationError(error.message)
             }
@@ -220,7 +220,7 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() throws {
             let key = try readAuditPublicKey(pubkey, common)
-            print(try HeadSigner.verifier(for: key).verifierKey)
+            print(try HeadSigner.verifier(for: key, logName: try common.configuration().auditLogName).verifierKey)
         }
     }
 

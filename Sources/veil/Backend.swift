@@ -13,8 +13,9 @@ enum Backend {
         let config = try common.configuration()
         guard let url = common.databaseURL ?? config.databaseURL else { return try open(try common.paths()) }
         do {
-            return try PostgresStore(
-                settings: PostgresSettings(url: url, poolSize: config.databasePoolSize, statementTimeoutMs: config.databaseStatementTimeoutMs))
+            var settings = try PostgresSettings(url: url, poolSize: config.databasePoolSize, statementTimeoutMs: config.databaseStatementTimeoutMs)
+            settings.shared = config.sharedDatabase
+            return try PostgresStore(settings: settings)
         } catch {
             throw CLIError(message: "\(error)")
         }

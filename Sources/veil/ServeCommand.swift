@@ -52,7 +52,10 @@ struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "veil")
         logger.logLevel = Logger.Level(rawValue: logLevel ?? config.logLevel ?? "info")!
         let service = try openService(common, cacheTTL: cacheTTL, logger: logger)
-        if let postgres = service.store as? PostgresStore {
+        if config.sharedDatabase, !(service.store is PostgresStore) {
+            throw CLIError(message: "storage.gateways: several needs a PostgreSQL database (storage.url, --database-url or VEIL_DATABASE_URL)")
+        }
+        if let postgres = service.store as? PostgresStore, !config.sharedDatabase {
             do { try postgres.claimSoleGateway() } catch { throw CLIError(message: "\(error)") }
         }
         service.training.trainAtStart()
@@ -128,7 +131,8 @@ func openService(
             rateLimits: config.rateLimits, serving: config.serving, ingestion: config.ingestion, quality: config.quality,
             experiments: config.experiments, canary: config.canary, campaigns: config.campaigns,
             unlearnWithin: config.unlearnWithin ?? 60, rechooseWithin: config.rechooseWithin ?? 3600, auditFullSync: config.auditSync == "full",
-            checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), logger: logger, trainingProgress: trainingProgress)
+            checkpointMaxAge: .seconds(config.auditHeadMaxAgeSeconds), auditLogName: config.auditLogName, logger: logger,
+            trainingProgress: trainingProgress)
     } catch let error as any CustomStringConvertible & Error {
         throw CLIError(message: "\(error)")
     }

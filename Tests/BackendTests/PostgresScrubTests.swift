@@ -50,7 +50,7 @@ import Testing
 }
 
 /// A superuser connection of the test server, to checkpoint and find the key store's files.
-private final class Admin: @unchecked Sendable {
+final class Admin: @unchecked Sendable {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let connection: PostgresConnection
     let logger = Logger(label: "test.admin")

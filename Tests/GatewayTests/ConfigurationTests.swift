@@ -70,5 +70,14 @@ import Testing
         #expect(error("- a\n- b\n").contains("must be a mapping"))
         #expect(error("audit:\n  head_every_entries: 0\n").contains("audit.head_every_entries must be a whole number from 1 to 100000000"))
         #expect(error("audit:\n  head_max_age_s: 0\n").contains("audit.head_max_age_s must be a whole number from 1 to 86400"))
+        #expect(error("audit:\n  log_name: Gateway 1\n").contains("veil.yaml:2: audit.log_name is 1 to 32 lower-case letters, digits and '-'"))
+        #expect(error("storage:\n  gateways: many\n").contains("veil.yaml:2: storage.gateways is one (the default) or several"))
+    }
+
+    @Test func severalGatewaysNameTheirDatabaseSharingAndTheirLogs() throws {
+        let config = try VeilConfiguration.parse(
+            "storage:\n  url: postgres://veil@db/veil\n  gateways: several\naudit:\n  log_name: gw-2\n", file: "gw.yaml")
+        #expect(config.sharedDatabase && config.auditLogName == "gw-2")
+        #expect(!VeilConfiguration().sharedDatabase && VeilConfiguration().auditLogName == nil)
     }
 }

@@ -38,7 +38,8 @@ struct GatewayFixture {
         ingestion: IngestionSettings = IngestionSettings(), quality: QualityThresholds = QualityThresholds(), experiments: [ExperimentSpec] = [],
         canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
         refusalLimits: RefusalLimits = RefusalLimits(),
-        now: @escaping @Sendable () -> Date = Date.init
+        now: @escaping @Sendable () -> Date = Date.init, backend: TestBackend = .current, sharedDatabase: Bool = false,
+        sharing other: GatewayFixture? = nil
     ) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         var policies = repositoryRoot.appendingPathComponent("Policies").path
@@ -50,17 +51,31 @@ struct GatewayFixture {
             try "shared_identities:\n  shop: [\(sharedIdentities.joined(separator: ", "))]\n".write(
                 toFile: policies + "/identities.yaml", atomically: true, encoding: .utf8)
         }
-        let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: root + "/Keys", policiesDirectory: policies)
-        try KeyRing.initialize(directory: paths.keysDirectory)
+        // A second gateway on the same database shares the first one's keys, as gateways behind one load balancer do.
+        let paths = RuntimePaths(dataDirectory: root + "/data", keysDirectory: (other?.root ?? root) + "/Keys", policiesDirectory: policies)
+        if other == nil { try KeyRing.initialize(directory: paths.keysDirectory) }
+        let store: any OperationalStore
+        if let first = other?.service.store as? PostgresStore {
+            var settings = first.settings
+            settings.shared = true
+            store = try PostgresStore(settings: settings)
+        } else {
+            precondition(other == nil, "gateways share a PostgreSQL database only")
+            store = try openStore(paths, backend: backend, shared: sharedDatabase)
+        }
         var quiet = Logger(label: "veil-test")
         quiet.logLevel = .critical
         let logger = logger ?? quiet
         service = try VeilService(
-            paths: paths, store: try openStore(paths), passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50,
+            paths: paths, store: store, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50,
             trainingThreads: 1,
             rateLimits: rateLimits, serving: serving,
             ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
             refusalLimits: refusalLimits, logger: logger, now: now)
+        if let other {
+            (keys, revokedKey, otherNamespaceAppKey) = (other.keys, other.revokedKey, other.otherNamespaceAppKey)
+            return
+        }
         let roles = Set(service.policy.roles.keys)
         for role in roles.sorted() {
             // A browser key needs the origins of its pages (a request names its own in `Origin`).
@@ -193,8 +208,9 @@ let sqliteOnly = Testing.ConditionTrait.enabled(if: TestBackend.current == .sqli
 
 /// The operational store at `paths`, as `veil` opens it: the SQLite file there, or with `VEIL_TEST_BACKEND=postgres`
 /// a database of its own on the test server (the same one again when a test restarts the service on `paths`).
-func openStore(_ paths: RuntimePaths) throws -> any OperationalStore {
-    switch TestBackend.current {
+/// `shared`: as `storage.gateways: several` (PostgreSQL only).
+func openStore(_ paths: RuntimePaths, backend: TestBackend = .current, shared: Bool = false) throws -> any OperationalStore {
+    switch backend {
     case .sqlite:
         return try OperationalSchema.open(path: paths.operationalDatabase, keyStorePath: paths.keyStoreDatabase)
     case .postgres:
@@ -202,9 +218,11 @@ func openStore(_ paths: RuntimePaths) throws -> any OperationalStore {
         if let name = try? String(contentsOfFile: note, encoding: .utf8) {
             var settings = try PostgresSettings(url: try TestBackend.postgresURL(), poolSize: 4)
             settings.database = name
+            settings.shared = shared
             return try PostgresStore(settings: settings)
         }
-        let settings = try TestBackend.freshDatabase()
+        var settings = try TestBackend.freshDatabase()
+        settings.shared = shared
         try FileManager.default.createDirectory(atPath: paths.dataDirectory, withIntermediateDirectories: true)
         try settings.database.write(toFile: note, atomically: true, encoding: .utf8)
         return try PostgresStore(settings: settings)

@@ -1,0 +1,221 @@
+import Dispatch
+import Foundation
+import Logging
+import Persistence
+import PostgresNIO
+import Synchronization
+
+/// Announcements between the gateways on one database: a transaction that changes what gateways hold in memory bumps
+/// the database's generation and sends `NOTIFY veil_invalidations`, which PostgreSQL delivers at commit, to every
+/// listener, in commit order. Every gateway listens on a connection of its own. A generation that skips one, a watch
+/// that breaks, or a heartbeat that finds the generation ahead of the notifications, makes the watcher resync (the
+/// gateway forgets everything it holds) instead of serving what a lost notification should have dropped.
+enum Announcements {
+    static let channel = "veil_invalidations"
+    /// A payload longer than this is replaced by `*` (forget everything): NOTIFY takes at most 8000 bytes.
+    static let maximumPayload = 7000
+
+    /// `<generation> <origin> <item> <item> …`, an item being `s:<token>`, `f:<token>`, `u:<token>` (forgotten,
+    /// to be unlearned), `l`, `p` or `*`. Tokens are hex, so no item contains a space.
+    static func payload(generation: Int64, origin: String, _ invalidations: [Invalidation]) -> String {
+        var items = Set<String>()
+        for invalidation in invalidations {
+            switch invalidation {
+            case .subject(let token): items.insert("s:" + token)
+            case .forgotten(let token, let unlearn): items.insert((unlearn ? "u:" : "f:") + token)
+            case .links: items.insert("l")
+            case .principals: items.insert("p")
+            }
+        }
+        let text = "\(generation) \(origin) " + items.sorted().joined(separator: " ")
+        return text.utf8.count <= maximumPayload ? text : "\(generation) \(origin) *"
+    }
+
+    struct Parsed: Equatable {
+        var generation: Int64
+        var origin: String
+        /// nil: forget everything.
+        var invalidations: [Invalidation]?
+    }
+
+    static func parse(_ payload: String) -> Parsed? {
+        let parts = payload.split(separator: " ")
+        guard parts.count >= 2, let generation = Int64(parts[0]) else { return nil }
+        var invalidations: [Invalidation] = []
+        for item in parts.dropFirst(2) {
+            let token = String(item.dropFirst(2))
+            switch item.prefix(2) {
+            case "s:": invalidations.append(.subject(token: token))
+            case "f:": invalidations.append(.forgotten(token: token, unlearn: false))
+            case "u:": invalidations.append(.forgotten(token: token, unlearn: true))
+            default:
+                switch item {
+                case "l": invalidations.append(.links)
+                case "p": invalidations.append(.principals)
+                case "*": return Parsed(generation: generation, origin: String(parts[1]), invalidations: nil)
+                default: return nil
+                }
+            }
+        }
+        return Parsed(generation: generation, origin: String(parts[1]), invalidations: invalidations)
+    }
+}
+
+extension PostgresTransaction: InvalidationRepository {
+    public func announce(_ invalidations: [Invalidation]) throws {
+        guard !invalidations.isEmpty else { return }
+        let generation = try value("UPDATE veil_generation SET value = value + 1 WHERE id = 1 RETURNING value", as: Int64.self) ?? 0
+        let payload = Announcements.payload(generation: generation, origin: origin, invalidations)
+        try run("SELECT pg_notify(\(Announcements.channel), \(payload))")
+        announcedGeneration.withLock { $0 = generation }
+    }
+}
+
+extension PostgresStore {
+    public var isShared: Bool { settings.shared }
+
+    /// Listens on a connection of its own; reports `resync` once listening (and after any gap), `lost` when the
+    /// connection breaks or a heartbeat goes unanswered, and tries again every second.
+    public func watchInvalidations(_ report: @escaping @Sendable (InvalidationSignal) -> Void) async {
+        while !Task.isCancelled {
+            do {
+                try await watchOnce(report)
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("watching other gateways' announcements failed; retrying", metadata: ["error": "\(Self.describe(error))"])
+            }
+            echoes.watching(false)
+            report(.lost)
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    private func watchOnce(_ report: @escaping @Sendable (InvalidationSignal) -> Void) async throws {
+        let connection = try await Self.offThread { try self.connect() }
+        do {
+            try await listen(on: connection, report)
+            try? await connection.close()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    private func listen(on connection: PostgresConnection, _ report: @escaping @Sendable (InvalidationSignal) -> Void) async throws {
+        /// The newest generation applied, or covered by a resync.
+        let held = Held()
+        let logger = self.logger, patience = self.patience, origin = self.origin, echoes = self.echoes
+        let generation: @Sendable () async throws -> Int64 = {
+            try await Self.offThread {
+                try connection.answer("SELECT value FROM veil_generation WHERE id = 1", logger: logger, within: patience).rows.first?
+                    .decode(Int64.self) ?? 0
+            }
+        }
+        try await connection.listen(on: Announcements.channel) { notifications in
+            // Listening before reading the generation: whatever commits from here on is delivered; what came before is
+            // covered by the resync.
+            let current = try await generation()
+            held.value.withLock { $0 = current }
+            report(.resync)
+            echoes.watching(true)
+            echoes.saw(current)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // A generation the heartbeat saw a second ago that no notification has brought since was lost:
+                    // resync. A heartbeat that fails (a half-open connection) closes the connection, which ends the
+                    // notifications below.
+                    var seen = current
+                    do {
+                        while true {
+                            try await Task.sleep(for: .seconds(1))
+                            let now = try await generation()
+                            let behind = held.value.withLock { held -> Bool in
+                                guard held < seen else { return false }
+                                held = now
+                                return true
+                            }
+                            if behind {
+                                report(.resync)
+                                echoes.saw(now)
+                            }
+                            seen = now
+                        }
+                    } catch {
+                        try? await connection.close()
+                        throw error
+                    }
+                }
+                for try await notification in notifications {
+                    guard let parsed = Announcements.parse(notification.payload) else {
+                        report(.resync)
+                        continue
+                    }
+                    let step = held.value.withLock { held -> Int in
+                        defer { held = max(held, parsed.generation) }
+                        return parsed.generation <= held ? 0 : parsed.generation == held + 1 ? 1 : 2
+                    }
+                    defer { echoes.saw(parsed.generation) }
+                    switch step {
+                    case 0: continue
+                    case 1 where parsed.origin == origin: continue
+                    case 1:
+                        guard let invalidations = parsed.invalidations else {
+                            report(.resync)
+                            continue
+                        }
+                        for invalidation in invalidations { report(.apply(invalidation)) }
+                    default: report(.resync)
+                    }
+                }
+                group.cancelAll()
+                throw PostgresUnavailable(reason: "the announcements' connection closed")
+            }
+        }
+    }
+}
+
+private final class Held: Sendable {
+    let value = Mutex<Int64>(0)
+}
+
+/// This process's own announcements coming back through its watch, for the writes waiting to see theirs.
+final class Echoes: Sendable {
+    private struct State {
+        var watching = false
+        var seen: Int64 = 0
+        var waiters: [(generation: Int64, ready: DispatchSemaphore)] = []
+    }
+    private let state = Mutex(State())
+
+    /// Not watching: nobody waits (and those waiting go on).
+    func watching(_ on: Bool) {
+        let released = state.withLock { s -> [DispatchSemaphore] in
+            s.watching = on
+            guard !on else { return [] }
+            defer { s.waiters.removeAll() }
+            return s.waiters.map(\.ready)
+        }
+        for ready in released { ready.signal() }
+    }
+
+    func saw(_ generation: Int64) {
+        let released = state.withLock { s -> [DispatchSemaphore] in
+            s.seen = max(s.seen, generation)
+            let seen = s.seen
+            defer { s.waiters.removeAll { $0.generation <= seen } }
+            return s.waiters.filter { $0.generation <= seen }.map(\.ready)
+        }
+        for ready in released { ready.signal() }
+    }
+
+    /// Waits until the watch has received `generation`, at most `timeout` seconds; at once when not watching.
+    func wait(for generation: Int64, timeout: Double) {
+        let ready = DispatchSemaphore(value: 0)
+        let waits = state.withLock { s -> Bool in
+            guard s.watching, s.seen < generation else { return false }
+            s.waiters.append((generation, ready))
+            return true
+        }
+        if waits { _ = ready.wait(timeout: .now() + timeout) }
+    }
+}

@@ -1,0 +1,84 @@
+import Logging
+import Persistence
+import Storage
+import Synchronization
+
+/// Keeps what this gateway holds in memory in step with the other gateways on a shared database: it applies what they
+/// announce (``Invalidation``: cached lists, data keys, principals, links, the served models' memory of a subject), and
+/// while it cannot watch their announcements the recommendation cache serves nothing. After any gap (a lost watch, a
+/// skipped generation) it forgets everything it holds and retrains, since a missed announcement may have been a
+/// withdrawal or an erasure that the served model must unlearn.
+public final class ClusterSync: Sendable {
+    let store: any OperationalStore
+    let cache: RecommendationCache
+    let principals: PrincipalStore
+    let keys: SubjectKeys
+    let forgetting: Forgetting
+    let retrain: @Sendable () async -> Void
+    let logger: Logger
+    private let state = Mutex((current: false, resyncs: 0, lost: 0))
+
+    init(
+        store: any OperationalStore, cache: RecommendationCache, principals: PrincipalStore, keys: SubjectKeys, forgetting: Forgetting,
+        logger: Logger, retrain: @escaping @Sendable () async -> Void
+    ) {
+        self.store = store
+        self.cache = cache
+        self.principals = principals
+        self.keys = keys
+        self.forgetting = forgetting
+        self.logger = logger
+        self.retrain = retrain
+    }
+
+    /// Whether announcements are being watched now (always false for a store no other gateway shares).
+    public var isCurrent: Bool { state.withLock { $0.current } }
+
+    /// Watches until the calling task is cancelled; returns at once for a store no other gateway shares. Until the
+    /// watch is current, the cache serves nothing.
+    public func run() async {
+        guard store.isShared else { return }
+        cache.fence(true)
+        await store.watchInvalidations { [self] in apply($0) }
+    }
+
+    func apply(_ signal: InvalidationSignal) {
+        switch signal {
+        case .apply(.subject(let token)):
+            cache.drop(token: token)
+        case .apply(.forgotten(let token, let unlearn)):
+            keys.forgetCached(token: token)
+            cache.drop(token: token)
+            if let token = SubjectToken(rawValue: token) { forgetting.forgetInModels([token], unlearn: unlearn) }
+        case .apply(.links):
+            cache.clear()
+        case .apply(.principals):
+            principals.forgetCached()
+        case .lost:
+            cache.fence(true)
+            forgetAll()
+            let first = state.withLock { s -> Bool in
+                defer { (s.current, s.lost) = (false, s.lost + 1) }
+                return s.current
+            }
+            if first { logger.warning("lost the watch over other gateways' announcements: serving without the cache until it resumes") }
+        case .resync:
+            forgetAll()
+            cache.fence(false)
+            let gap = state.withLock { s -> Bool in
+                defer { (s.current, s.resyncs) = (true, s.resyncs + 1) }
+                return s.resyncs > 0
+            }
+            if gap {
+                logger.warning("announcements from other gateways may have been missed: forgot every cached value; retraining")
+                Task { await retrain() }
+            }
+        }
+    }
+
+    private func forgetAll() {
+        cache.clear()
+        principals.forgetCached()
+        keys.clearCache()
+    }
+}
