@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test disk-full-test browser-test console-test secrets-scan soak format
+.PHONY: deps demo cluster-demo test build release evaluate evaluate-sessions bench-recommender bench-serve fuzz crash-test shutdown-test disk-full-test browser-test console-test secrets-scan soak format
 
 deps:
 	@scripts/ensure-deps.sh
@@ -11,10 +11,18 @@ demo: deps
 	$(SWIFT) build -c release --product veil
 	.build/release/veil demo
 
+## PostgreSQL, three gateways on it and nginx in front, on loopback: a shop's story through the load balancer and a
+## withdrawal made through one gateway obeyed by the others (scripts/cluster_demo.py; installs postgresql and nginx-light).
+cluster-demo: deps
+	scripts/ensure-postgres.sh
+	scripts/ensure-nginx.sh
+	$(SWIFT) build -c release --product veil
+	python3 scripts/cluster_demo.py --veil .build/release/veil
+
 ## Run every test: the Swift suites (the repository suites on SQLite and on a scratch PostgreSQL server, then the
 ## gateway suite again with PostgreSQL as its operational database), then PostgreSQL restarted under a serving
-## gateway, one of three gateways on one database killed and restarted, the kill -9 crash test, the graceful-shutdown test, the full-disk test, the
-## audit witness against a live server, the tracking script and the compliance console in headless Chromium, and the
+## gateway, one of three gateways on one database killed and restarted, the cluster demo behind nginx, the kill -9
+## crash test, the graceful-shutdown test, the full-disk test, the audit witness against a live server, the tracking script and the compliance console in headless Chromium, and the
 ## secrets scan, against the built binary.
 test: deps
 	$(SWIFT) format lint --strict --configuration .swift-format -r Sources Tests Plugins Package.swift
@@ -24,6 +32,8 @@ test: deps
 	VEIL_TEST_BACKEND=postgres scripts/with-postgres.sh $(SWIFT) test --skip-build --filter GatewayTests
 	python3 scripts/pg_restart_test.py --veil .build/debug/veil --rounds 3
 	python3 scripts/cluster_test.py --veil .build/debug/veil --rounds 3
+	scripts/ensure-nginx.sh
+	python3 scripts/cluster_demo.py --veil .build/debug/veil
 	python3 scripts/crash_test.py --veil .build/debug/veil --rounds 20
 	python3 scripts/shutdown_test.py --veil .build/debug/veil --rounds 3
 	python3 scripts/disk_full_test.py --veil .build/debug/veil

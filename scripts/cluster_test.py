@@ -18,40 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-from veil_instance import ROOT, Api, Checks, Instance, free_port
+from veil_instance import ROOT, Checks, Gateway, Instance, free_port
 
 SCRATCH = os.path.join(ROOT, "scripts", "pg-scratch.sh")
 GATEWAYS = 3
-
-
-class Gateway:
-    def __init__(self, veil, base, i, url, config):
-        self.veil, self.i = veil, i
-        self.data = "%s/gw%d" % (base.work, i)
-        self.common = ["--data-dir", self.data, "--keys", base.work + "/Keys", "--policies", os.path.join(ROOT, "Policies"),
-                       "--database-url", url, "--config", config]
-        self.port = free_port()
-        self.api = Api(self.port)
-        self.log = "%s/gw%d.log" % (base.work, i)
-        self.process = None
-
-    def start(self):
-        log = open(self.log, "ab")
-        self.process = subprocess.Popen([self.veil, "serve", "--port", str(self.port), "--retrain-interval", "0",
-                                         "--retention-interval", "0", "--log-level", "warning"] + self.common,
-                                        stdout=log, stderr=log)
-        log.close()
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(self.api.base + "/health/live", timeout=1)
-                return
-            except Exception:
-                if self.process.poll() is not None:
-                    raise SystemExit("gateway %d exited at start; see %s" % (self.i, self.log))
-                time.sleep(0.05)
-        raise SystemExit("gateway %d did not start; see %s" % (self.i, self.log))
 
 
 def main():
@@ -82,10 +53,7 @@ def run(a, base, url, gateways):
     app, officer = base.principal("c-app", "app"), base.principal("c-dpo", "compliance-officer")
     for i in range(GATEWAYS):
         # One database, one key; each gateway's audit log named apart, so their signed heads are told apart.
-        config = "%s/gw%d.yaml" % (base.work, i)
-        with open(config, "w") as f:
-            f.write("storage:\n  gateways: several\naudit:\n  log_name: gw%d\n" % i)
-        gateways.append(Gateway(a.veil, base, i, url, config))
+        gateways.append(Gateway(a.veil, base, i, url))
         gateways[-1].start()
 
     acked_consents = {}   # subject -> granted, for every 201 (writes to one subject go through one client, in order)
@@ -185,18 +153,12 @@ def run(a, base, url, gateways):
     print("acknowledged: %d consent subjects, %d events" % (len(acked_consents), len(acked_items)))
     # Sharing is for PostgreSQL only: asked of a SQLite file, serve refuses with the fix.
     alone = subprocess.run([a.veil, "serve", "--port", str(free_port()), "--data-dir", base.work + "/alone", "--keys",
-                            base.work + "/Keys", "--policies", os.path.join(ROOT, "Policies"), "--config", gateways[0].common[-1]],
+                            base.work + "/Keys", "--policies", os.path.join(ROOT, "Policies"), "--config", gateways[0].config],
                            capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "VEIL_DATABASE_URL"})
     check(alone.returncode != 0 and "needs a PostgreSQL database" in alone.stderr + alone.stdout,
           "storage.gateways: several on SQLite was not refused (exit %d): %s" % (alone.returncode, (alone.stderr + alone.stdout)[-200:]))
     for g in gateways:
-        g.process.terminate()
-        try:
-            g.process.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            check(False, "gateway %d did not stop within 45 s of SIGTERM" % g.i)
-            g.process.kill()
-            g.process.wait()
+        check(g.stop(), "gateway %d did not stop within 45 s of SIGTERM" % g.i)
         verify = subprocess.run([a.veil, "audit", "verify"] + g.common, capture_output=True, text=True)
         check(verify.returncode == 0, "gateway %d: audit verify failed: %s" % (g.i, verify.stdout[-300:]))
         key = subprocess.run([a.veil, "audit", "key"] + g.common, capture_output=True, text=True).stdout

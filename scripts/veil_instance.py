@@ -96,3 +96,50 @@ class Checks:
             return 1
         shutil.rmtree(work, ignore_errors=True)
         return 0
+
+
+class Gateway:
+    """One of several `veil serve` processes on one PostgreSQL database (cluster_test.py, cluster_demo.py): its own
+    data directory (its audit log) and port, the shared keys, `storage.gateways: several` and a log name of its own."""
+
+    def __init__(self, veil, base, i, url):
+        self.veil, self.i = veil, i
+        self.data = "%s/gw%d" % (base.work, i)
+        self.config = "%s/gw%d.yaml" % (base.work, i)
+        with open(self.config, "w") as f:
+            f.write("storage:\n  gateways: several\naudit:\n  log_name: gw%d\n" % i)
+        self.common = ["--data-dir", self.data, "--keys", base.work + "/Keys", "--policies", os.path.join(ROOT, "Policies"),
+                       "--database-url", url, "--config", self.config]
+        self.port = free_port()
+        self.api = Api(self.port)
+        self.log = "%s/gw%d.log" % (base.work, i)
+        self.process = None
+
+    def start(self, log_level="warning"):
+        log = open(self.log, "ab")
+        self.process = subprocess.Popen([self.veil, "serve", "--port", str(self.port), "--retrain-interval", "0",
+                                         "--retention-interval", "0", "--log-level", log_level] + self.common,
+                                        stdout=log, stderr=log)
+        log.close()
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(self.api.base + "/health/live", timeout=1)
+                return
+            except Exception:
+                if self.process.poll() is not None:
+                    raise SystemExit("gateway %d exited at start; see %s" % (self.i, self.log))
+                time.sleep(0.05)
+        raise SystemExit("gateway %d did not start; see %s" % (self.i, self.log))
+
+    def stop(self, timeout=45):
+        """SIGTERM (the gateway signs its last audit head); True if it stopped in time."""
+        if not self.process or self.process.poll() is not None:
+            return True
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return False
