@@ -151,6 +151,10 @@ def run(a, base, url, gateways):
     missing = sorted(acked_items - exported)
     check(status == 200 and not missing, "acknowledged events missing from the export (%d): %s" % (len(missing), missing[:5]))
     print("acknowledged: %d consent subjects, %d events" % (len(acked_consents), len(acked_items)))
+    # A gateway that would not watch the others (gateways: one, the default) is refused beside them.
+    lone = subprocess.run([a.veil, "serve", "--port", str(free_port())] + base.common, capture_output=True, text=True, timeout=60)
+    check(lone.returncode != 0 and "gateways: several" in lone.stderr + lone.stdout,
+          "a gateways: one server started beside gateways: several ones (exit %d)" % lone.returncode)
     # Sharing is for PostgreSQL only: asked of a SQLite file, serve refuses with the fix.
     alone = subprocess.run([a.veil, "serve", "--port", str(free_port()), "--data-dir", base.work + "/alone", "--keys",
                             base.work + "/Keys", "--policies", os.path.join(ROOT, "Policies"), "--config", gateways[0].config],

@@ -107,7 +107,8 @@ extension PostgresStore {
         let logger = self.logger, patience = self.patience, origin = self.origin, echoes = self.echoes
         let generation: @Sendable () async throws -> Int64 = {
             try await Self.offThread {
-                try connection.answer("SELECT value FROM veil_generation WHERE id = 1", logger: logger, within: patience).rows.first?
+                // Its own bound, not the statement timeout: a half-open connection must be noticed within seconds.
+                try connection.answer("SELECT value FROM veil_generation WHERE id = 1", logger: logger, within: min(patience, 2)).rows.first?
                     .decode(Int64.self) ?? 0
             }
         }
@@ -186,6 +187,9 @@ final class Echoes: Sendable {
         var waiters: [(generation: Int64, ready: DispatchSemaphore)] = []
     }
     private let state = Mutex(State())
+
+    /// The newest generation the watch has received.
+    var seen: Int64 { state.withLock { $0.seen } }
 
     /// Not watching: nobody waits (and those waiting go on).
     func watching(_ on: Bool) {

@@ -173,14 +173,16 @@ public final class PostgresStore: Sendable {
     private let sole = Mutex<PostgresConnection?>(nil)
     private let claimed = Mutex(false)
 
-    /// Claims the database for this gateway alone, for as long as the process lives (a session advisory lock on a
-    /// connection of its own): several gateways on one database do not yet share their caches of keys, principals and
-    /// lists, so a second one must not start.
-    public func claimSoleGateway() throws {
+    /// Claims the database for as long as the process lives (a session advisory lock on a connection of its own): for
+    /// this gateway alone (`gateways: one`, an exclusive lock), or for gateways that all watch each other's
+    /// announcements (`several`, a shared lock). Either refuses beside the other: a gateway that does not watch would
+    /// serve what the others' changes made stale.
+    public func claimGateway() throws {
         let connection = try connect()
         let got: Bool?
+        let lock = settings.shared ? "pg_try_advisory_lock_shared" : "pg_try_advisory_lock"
         do {
-            got = try connection.answer("SELECT pg_try_advisory_lock(\(Self.gatewayLock))", logger: logger, within: patience).rows.first?
+            got = try connection.answer("SELECT \(unescaped: lock)(\(Self.gatewayLock))", logger: logger, within: patience).rows.first?
                 .decode(Bool.self)
         } catch {
             try? connection.close().wait()
@@ -190,7 +192,9 @@ public final class PostgresStore: Sendable {
             try? connection.close().wait()
             throw StorageError(
                 .cannotOpen,
-                "another veil serve already runs on \(settings.redacted); several gateways on one database are not built yet: run one")
+                settings.shared
+                    ? "a veil serve with storage.gateways: one runs on \(settings.redacted) and holds it alone; stop it, or give it gateways: several"
+                    : "another veil serve already runs on \(settings.redacted); to run several on one database, give each storage.gateways: several")
         }
         sole.withLock { $0 = connection }
         claimed.withLock { $0 = true }
@@ -202,7 +206,7 @@ public final class PostgresStore: Sendable {
         // One re-claim at a time: two probes racing would see each other's lock as another gateway's.
         try reclaiming.withLock { _ in
             guard claimed.withLock({ $0 }), sole.withLock({ $0?.isClosed ?? true }) else { return }
-            try claimSoleGateway()
+            try claimGateway()
         }
     }
     private let reclaiming = Mutex(())

@@ -13,6 +13,8 @@ public final class SubjectKeys: Sendable {
     private var ring: KeyRing { ringBox.withLock { $0 } }
     private let cache = Mutex<[String: DataKey]>([:])
     private let cacheLimit: Int
+    /// Nothing is remembered while set (another gateway's shredding could not be heard).
+    private let fenced = Atomic<Bool>(false)
 
     private let clock: @Sendable () -> Date
 
@@ -36,7 +38,7 @@ public final class SubjectKeys: Sendable {
     /// - Throws: ``StorageError/Code/unreadable`` when the stored key cannot be unwrapped.
     public func dataKey(for owner: DataKeyOwner, in tx: some SubjectKeyRepository, create: Bool) throws -> DataKey? {
         let name = owner.rawValue
-        if let key = cache.withLock({ $0[name] }) { return key }
+        if !fenced.load(ordering: .acquiring), let key = cache.withLock({ $0[name] }) { return key }
         if let wrapped = try tx.wrappedSubjectKey(owner: name) {
             let key: DataKey
             do {
@@ -62,6 +64,7 @@ public final class SubjectKeys: Sendable {
     }
 
     private func remember(_ token: String, _ key: DataKey) {
+        guard !fenced.load(ordering: .acquiring) else { return }
         cache.withLock { cache in
             if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
             cache[token] = key
@@ -125,6 +128,13 @@ public final class SubjectKeys: Sendable {
         cache.withLock { cache in
             for use in DataKeyOwner.Use.allCases { cache.removeValue(forKey: DataKeyOwner(token: token, use: use).rawValue) }
         }
+    }
+
+    /// While fenced every key is read from the key store and none is remembered (the watch over other gateways'
+    /// shreddings is down); fencing drops what is remembered.
+    public func fence(_ on: Bool) {
+        fenced.store(on, ordering: .releasing)
+        if on { clearCache() }
     }
 
     /// Drops every cached data key (after a key ring reload, say).

@@ -5,28 +5,38 @@ import Synchronization
 
 /// Keeps what this gateway holds in memory in step with the other gateways on a shared database: it applies what they
 /// announce (``Invalidation``: cached lists, data keys, principals, links, the served models' memory of a subject), and
-/// while it cannot watch their announcements the recommendation cache serves nothing. After any gap (a lost watch, a
-/// skipped generation) it forgets everything it holds and retrains, since a missed announcement may have been a
-/// withdrawal or an erasure that the served model must unlearn.
+/// while it cannot watch their announcements neither lists, remembered links nor data keys are served from memory.
+/// After any gap (a lost watch, a skipped generation) it forgets everything it holds and retrains, since a missed
+/// announcement may have been a withdrawal or an erasure that the served model must unlearn; so it does too when the
+/// watch begins after a model was trained (at start, from a snapshot the watch does not cover).
 public final class ClusterSync: Sendable {
     let store: any OperationalStore
     let cache: RecommendationCache
     let principals: PrincipalStore
     let keys: SubjectKeys
     let forgetting: Forgetting
+    let models: ModelRegistry
     let retrain: @Sendable () async -> Void
     let logger: Logger
-    private let state = Mutex((current: false, resyncs: 0, lost: 0))
+    private struct State {
+        var current = false
+        var resyncs = 0
+        /// One retrain at a time; a gap during one asks for another after it (its snapshot may predate the gap).
+        var retraining = false
+        var retrainAgain = false
+    }
+    private let state = Mutex(State())
 
     init(
         store: any OperationalStore, cache: RecommendationCache, principals: PrincipalStore, keys: SubjectKeys, forgetting: Forgetting,
-        logger: Logger, retrain: @escaping @Sendable () async -> Void
+        models: ModelRegistry, logger: Logger, retrain: @escaping @Sendable () async -> Void
     ) {
         self.store = store
         self.cache = cache
         self.principals = principals
         self.keys = keys
         self.forgetting = forgetting
+        self.models = models
         self.logger = logger
         self.retrain = retrain
     }
@@ -39,6 +49,7 @@ public final class ClusterSync: Sendable {
     public func run() async {
         guard store.isShared else { return }
         cache.fence(true)
+        keys.fence(true)
         await store.watchInvalidations { [self] in apply($0) }
     }
 
@@ -56,22 +67,47 @@ public final class ClusterSync: Sendable {
             principals.forgetCached()
         case .lost:
             cache.fence(true)
+            keys.fence(true)
             forgetAll()
-            let first = state.withLock { s -> Bool in
-                defer { (s.current, s.lost) = (false, s.lost + 1) }
+            let wasCurrent = state.withLock { s -> Bool in
+                defer { s.current = false }
                 return s.current
             }
-            if first { logger.warning("lost the watch over other gateways' announcements: serving without the cache until it resumes") }
+            if wasCurrent { logger.warning("lost the watch over other gateways' announcements: serving nothing from memory until it resumes") }
         case .resync:
             forgetAll()
             cache.fence(false)
-            let gap = state.withLock { s -> Bool in
+            keys.fence(false)
+            let first = state.withLock { s -> Bool in
                 defer { (s.current, s.resyncs) = (true, s.resyncs + 1) }
-                return s.resyncs > 0
+                return s.resyncs == 0
             }
-            if gap {
+            if !first {
                 logger.warning("announcements from other gateways may have been missed: forgot every cached value; retraining")
-                Task { await retrain() }
+                scheduleRetrain()
+            } else if models.versions.stable != nil {
+                scheduleRetrain()
+            }
+        }
+    }
+
+    private func scheduleRetrain() {
+        let start = state.withLock { s -> Bool in
+            guard !s.retraining else {
+                s.retrainAgain = true
+                return false
+            }
+            s.retraining = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            repeat {
+                await retrain()
+            } while state.withLock { s -> Bool in
+                defer { s.retrainAgain = false }
+                s.retraining = s.retrainAgain
+                return s.retrainAgain
             }
         }
     }

@@ -96,7 +96,7 @@ public final class ConsentService: Sendable {
         let person = shredNeeded ? try await subjects.person(of: token) : []
         if shredNeeded {
             try await forgetting.uncountAnonymous(person)
-            try await keys.shredKeys(person.map(FeatureStore.keyOwner), in: store)
+            try await forgetting.shredKeys(person.map(FeatureStore.keyOwner), of: person)
             // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
             forgetting.forgetInModels(person.isEmpty ? [token] : person, unlearn: true)
         }

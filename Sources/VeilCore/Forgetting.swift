@@ -4,11 +4,13 @@ import Serving
 import Logging
 import Persistence
 import Storage
+import Vault
 
 /// The steps every withdrawal, erasure and lapse of consent shares once a person's data is to go: taking their events
 /// out of the anonymous counts, making the models forget them, and scrubbing the write-ahead log after the shred.
 final class Forgetting: Sendable {
     let store: any OperationalStore
+    let keys: SubjectKeys
     let features: FeatureStore
     let models: ModelRegistry
     let unlearning: UnlearningQueue
@@ -17,10 +19,12 @@ final class Forgetting: Sendable {
     let now: @Sendable () -> Date
 
     init(
-        store: any OperationalStore, features: FeatureStore, models: ModelRegistry, unlearning: UnlearningQueue, promotions: PromotionBandits,
+        store: any OperationalStore, keys: SubjectKeys, features: FeatureStore, models: ModelRegistry, unlearning: UnlearningQueue,
+        promotions: PromotionBandits,
         logger: Logger, now: @escaping @Sendable () -> Date
     ) {
         self.store = store
+        self.keys = keys
         self.features = features
         self.models = models
         self.unlearning = unlearning
@@ -41,6 +45,18 @@ final class Forgetting: Sendable {
         models.forget(Set(tokens.map(\.rawValue)), detach: unlearn)
         if unlearn { unlearning.enqueue(tokens.map(\.rawValue), at: now()) }
         for token in tokens { promotions.forget(token: token.rawValue) }
+    }
+
+    /// Shreds the data keys of `owners` (of `tokens`) in a transaction of the key store alone, committed before the
+    /// caller deletes the rows (see ``SubjectKeys/shredKeys(_:in:)``), and tells the other gateways on a shared database
+    /// in the same transaction: from its commit no gateway opens or seals with those keys, whatever fails next.
+    func shredKeys(_ owners: [DataKeyOwner], of tokens: [SubjectToken]) async throws {
+        guard !owners.isEmpty else { return }
+        let keys = self.keys
+        try await store.write { tx in
+            for owner in owners { try keys.shred(owner, in: tx) }
+            try tx.announce(tokens.map { .forgotten(token: $0.rawValue, unlearn: true) })
+        }
     }
 
     /// Takes the subjects' stored events back out of the anonymous counts while their keys still open them (read,

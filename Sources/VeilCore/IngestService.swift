@@ -32,6 +32,7 @@ public final class IngestService: Sendable {
     let cache: RecommendationCache
     let experiments: ExperimentTracker
     let promotions: PromotionBandits
+    let forgetting: Forgetting
     let outliers: OutlierDetector
     let qualityMonitor: DataQualityMonitor
     let metrics: VeilMetrics
@@ -43,7 +44,7 @@ public final class IngestService: Sendable {
         parser: EventParser, policy: PolicySet, principals: PrincipalStore, tokenizer: Tokenizer, termHasher: FeatureHasher,
         deliveryKeys: DeliveryKeying, linker: IdentityLinker, ledger: ConsentLedger, deliveries: DeliveryLog, features: FeatureStore,
         identities: IdentityMap, sourceQuality: SourceQualityLog, keys: SubjectKeys, store: any OperationalStore, cache: RecommendationCache,
-        experiments: ExperimentTracker, promotions: PromotionBandits, outliers: OutlierDetector, quality: DataQualityMonitor,
+        experiments: ExperimentTracker, promotions: PromotionBandits, forgetting: Forgetting, outliers: OutlierDetector, quality: DataQualityMonitor,
         metrics: VeilMetrics, now: @escaping @Sendable () -> Date
     ) {
         self.parser = parser
@@ -63,6 +64,7 @@ public final class IngestService: Sendable {
         self.cache = cache
         self.experiments = experiments
         self.promotions = promotions
+        self.forgetting = forgetting
         self.outliers = outliers
         self.qualityMonitor = quality
         self.metrics = metrics
@@ -124,6 +126,9 @@ public final class IngestService: Sendable {
             accepted: written.accepted, duplicates: written.duplicates, anonymized: written.anonymized,
             rejected: rejections.map { .init(index: $0.index, reason: $0.reason) })
         for token in written.touched { cache.drop(token: token) }
+        // A GPC signal withdraws marketing: lists with promotions and the bandits' exposures go, as for one sent alone.
+        for token in written.gpc { cache.drop(token: token.rawValue) }
+        forgetting.forgetInModels(written.gpc, unlearn: false)
         for (token, kind, item) in written.outcomes {
             experiments.outcome(token: token, kind: kind, at: at)
             if ExperimentTracker.outcomeOfKind[kind] != nil { promotions.reward(token: token, item: item, at: at) }
@@ -201,6 +206,8 @@ public final class IngestService: Sendable {
         var accepted = 0, duplicates = 0, anonymized = 0
         /// Tokens whose cached lists are now stale.
         var touched: Set<String> = []
+        /// Tokens whose GPC signal this batch recorded (a withdrawal of marketing).
+        var gpc: [SubjectToken] = []
         var outcomes: [(token: String, kind: InteractionKind, item: String)] = []
     }
 
@@ -254,6 +261,8 @@ public final class IngestService: Sendable {
             }
             try features.countAnonymous(anonymousCounts, in: db)
             try sourceQuality.record(quality, day: Int64(at.timeIntervalSince1970) / 86_400, in: db)
+            written.gpc = Array(gpcDone)
+            try db.announce(written.gpc.map { .forgotten(token: $0.rawValue, unlearn: false) })
             return written
         }
     }

@@ -146,11 +146,12 @@ public final class RecommendationCache: Sendable {
 
     /// The canonical token `source` resolved to within the TTL, if remembered.
     func canonical(of source: SubjectToken, now: Date) -> SubjectToken? {
-        links.withLock { $0[source.rawValue].flatMap { $0.expires > now ? $0.canonical : nil } }
+        guard !isFenced else { return nil }
+        return links.withLock { $0[source.rawValue].flatMap { $0.expires > now ? $0.canonical : nil } }
     }
 
     func remember(source: SubjectToken, canonical: SubjectToken, now: Date) {
-        guard ttl > 0 else { return }
+        guard ttl > 0, !isFenced else { return }
         links.withLock { all in
             if all.count > Self.linkCapacity { all.removeAll() }
             all[source.rawValue] = (canonical, now.addingTimeInterval(ttl))
@@ -181,7 +182,12 @@ public final class RecommendationCache: Sendable {
 
     /// While fenced, every lookup misses and nothing is stored: lists are computed from the database, which other
     /// gateways' changes have reached.
-    public func fence(_ on: Bool) { state.withLock { $0.fenced = on } }
+    public func fence(_ on: Bool) {
+        state.withLock { $0.fenced = on }
+        if on { forgetLinks() }
+    }
+
+    private var isFenced: Bool { state.withLock { $0.fenced } }
 
     public func contains(token: String) -> Bool { state.withLock { $0.keysOfToken[token] != nil } }
 

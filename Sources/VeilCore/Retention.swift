@@ -67,7 +67,7 @@ public final class Retention: Sendable {
         // Keys of lapsed subjects first, in the key store alone; then their rows and the old data.
         let lapsed = try await store.read { db in try ledger.lapsed(at: at, in: db).filter { $0.1 == CorePurpose.personalization.rawValue }.map(\.0) }
         try await forgetting.uncountAnonymous(lapsed)
-        try await keys.shredKeys(lapsed.map(FeatureStore.keyOwner), in: store)
+        try await forgetting.shredKeys(lapsed.map(FeatureStore.keyOwner), of: lapsed)
         forgetting.forgetInModels(lapsed, unlearn: true)
         let report = try await store.write { db -> RetentionReport in
             let interactions = try features.deleteInteractions(olderThanDays: days, now: at, in: db)

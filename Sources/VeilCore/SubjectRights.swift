@@ -67,10 +67,11 @@ public final class SubjectRights: Sendable {
                     try ledger.append(event, in: db)
                 }
             }
+            try db.announce(person.map { .subject(token: $0.rawValue) })
             return person
         }
         try await forgetting.uncountAnonymous(person)
-        try await keys.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, in: store)
+        try await forgetting.shredKeys(person.flatMap { [FeatureStore.keyOwner($0), IdentityMap.keyOwner($0)] }, of: person)
         // Unreadable from here: forgotten by the models and queued for unlearning now, whatever fails next.
         forgetting.forgetInModels(person, unlearn: true)
         let deleted = try await store.write { db -> Int in

@@ -157,7 +157,7 @@ public final class VeilService: Sendable {
         subjects = Subjects(
             tokenizer: tokenizer, linker: linker, store: store, policy: policy, principals: principals, cache: cache, audit: audit, now: now)
         forgetting = Forgetting(
-            store: store, features: features, models: models, unlearning: unlearning, promotions: promotions, logger: logger, now: now)
+            store: store, keys: keys, features: features, models: models, unlearning: unlearning, promotions: promotions, logger: logger, now: now)
         consent = ConsentService(
             subjects: subjects, ledger: ledger, identities: identities, keys: keys, features: features, store: store, policy: policy,
             forgetting: forgetting, cache: cache, metrics: metrics, now: now)
@@ -170,7 +170,7 @@ public final class VeilService: Sendable {
         intake = IngestService(
             parser: parser, policy: policy, principals: principals, tokenizer: tokenizer, termHasher: termHasher, deliveryKeys: deliveryKeys,
             linker: linker, ledger: ledger, deliveries: deliveries, features: features, identities: identities, sourceQuality: sourceQuality,
-            keys: keys, store: store, cache: cache, experiments: self.experiments, promotions: promotions, outliers: outliers,
+            keys: keys, store: store, cache: cache, experiments: self.experiments, promotions: promotions, forgetting: forgetting, outliers: outliers,
             quality: dataQuality, metrics: metrics, now: now)
         recommendations = Recommendations(
             subjects: subjects, cache: cache, models: models, experiments: self.experiments, promotions: promotions, store: store,
@@ -182,7 +182,7 @@ public final class VeilService: Sendable {
             rechooseWithin: rechooseWithin, progress: trainingProgress, now: now)
         movieLens = MovieLensImport(intake: intake, consent: consent, policy: policy, audit: audit)
         clusterSync = ClusterSync(
-            store: store, cache: cache, principals: principals, keys: keys, forgetting: forgetting, logger: logger,
+            store: store, cache: cache, principals: principals, keys: keys, forgetting: forgetting, models: models, logger: logger,
             retrain: { [training, logger] in
                 do { _ = try await training.trainOffThePool() } catch { logger.error("retraining after missed announcements failed: \(error)") }
             })

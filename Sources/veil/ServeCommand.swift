@@ -55,8 +55,11 @@ struct ServeCommand: AsyncParsableCommand {
         if config.sharedDatabase, !(service.store is PostgresStore) {
             throw CLIError(message: "storage.gateways: several needs a PostgreSQL database (storage.url, --database-url or VEIL_DATABASE_URL)")
         }
-        if let postgres = service.store as? PostgresStore, !config.sharedDatabase {
-            do { try postgres.claimSoleGateway() } catch { throw CLIError(message: "\(error)") }
+        if config.sharedDatabase, config.auditLogName == nil {
+            throw CLIError(message: "storage.gateways: several needs audit.log_name, a name of this gateway's own (gw1, gw2, …) for its audit log")
+        }
+        if let postgres = service.store as? PostgresStore {
+            do { try postgres.claimGateway() } catch { throw CLIError(message: "\(error)") }
         }
         service.training.trainAtStart()
         var server = ServerConfiguration()

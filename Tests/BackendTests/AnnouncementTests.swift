@@ -51,7 +51,9 @@ import Testing
             }
         }
         try await a.write { try $0.announce([.forgotten(token: Self.tokenA, unlearn: true), .links, .principals, .subject(token: Self.tokenA)]) }
-        // The write returned after A's own watch received it: B has been sent it at the same commit.
+        // The write returned after A's own watch received it (generation 1: the rolled-back one bumped nothing), so B
+        // has been sent it at the same commit.
+        #expect(a.echoes.seen == 1)
         try await seenByB.until("the committed announcement") { $0.count == 5 }
         #expect(
             Set(seenByB.all.dropFirst())
@@ -75,15 +77,22 @@ import Testing
         try await seenByB.until("a resync for the oversized announcement") { $0.filter { $0 == .resync }.count == 2 }
         #expect(!seenByB.all.contains { if case .apply = $0 { true } else { false } })
 
-        // A generation bumped without its notification (as if the notification were lost): the heartbeat finds the
-        // database ahead of what arrived and resyncs within a few seconds.
+        // A notification lost, then the next one arrives: its generation skips one, so B resyncs instead of applying
+        // it as if nothing were missed.
         let admin = try Admin(settings)
         defer { admin.close() }
         try admin.run("UPDATE veil_generation SET value = value + 1 WHERE id = 1")
-        try await seenByB.until("a resync for the missed generation") { $0.filter { $0 == .resync }.count == 3 }
-        // And the next announcement applies normally again.
+        try await a.write { try $0.announce([.subject(token: Self.tokenB)]) }
+        try await seenByB.until("a resync for the skipped generation") { $0.filter { $0 == .resync }.count == 3 }
+        #expect(!seenByB.all.contains(.apply(.subject(token: Self.tokenB))))
+        // A generation bumped and no notification after it at all: the heartbeat finds the database ahead of what
+        // arrived and resyncs within a few seconds.
+        try admin.run("UPDATE veil_generation SET value = value + 1 WHERE id = 1")
+        try await seenByB.until("a resync for the missed generation") { $0.filter { $0 == .resync }.count == 4 }
+        // And the next announcement applies normally again; the watch never broke.
         try await a.write { try $0.announce([.subject(token: Self.tokenA)]) }
         try await seenByB.until("the next announcement") { $0.last == .apply(.subject(token: Self.tokenA)) }
+        #expect(!seenByB.all.contains(.lost))
     }
 
     @Test func aStoreNoOtherGatewaySharesHasNothingToWatch() async throws {

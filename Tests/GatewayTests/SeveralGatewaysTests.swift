@@ -2,11 +2,12 @@ import Foundation
 import Gateway
 import Hummingbird
 import HummingbirdTesting
+import Persistence
 import PostgresStorage
 import Storage
 import TestSupport
 import Testing
-import VeilCore
+@testable import VeilCore
 
 /// Two gateways on one PostgreSQL database (`storage.gateways: several`), each with its own cache, principals, data
 /// keys and served model: a change made through one is in force on the other's very next response.
@@ -82,6 +83,37 @@ import VeilCore
                 #expect(rotate.status == 409)
                 #expect((rotate.json["error"] as? [String: Any])?["code"] as? String == "rotation_needs_every_gateway")
             }
+        }
+    }
+
+    /// While the watch is down nothing personal is served from memory; when it resumes after a gap, the gateway
+    /// retrains (a missed announcement may have been a withdrawal its model must unlearn), and so it does when the watch
+    /// first begins after a model was trained at start.
+    @Test func aLostWatchFencesTheCacheAndAGapRetrains() async throws {
+        let f = try GatewayFixture(backend: .postgres, sharedDatabase: true)
+        try await f.app.test(.router) { client in
+            try await seedShop(client, f)
+            let reader = f.keys["recommendation-client"]
+            _ = try await client.call(.get, Self.list, key: reader)
+            _ = try await client.call(.get, Self.list, key: reader)
+            #expect(try await CacheTests.hitsAndMisses(client) == (1, 1))
+
+            let sync = f.service.clusterSync
+            sync.apply(.lost)
+            _ = try await client.call(.get, Self.list, key: reader)
+            _ = try await client.call(.get, Self.list, key: reader)
+            #expect(try await CacheTests.hitsAndMisses(client) == (1, 3), "a fenced cache answered or stored a list")
+
+            for (round, why) in ["the watch began after the model was trained", "a gap"].enumerated() {
+                let before = f.service.models.versions.stable
+                if round == 1 { sync.apply(.lost) }
+                sync.apply(.resync)
+                for _ in 0..<1000 where f.service.models.versions.stable == before { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(f.service.models.versions.stable != before, "no retrain after \(why)")
+            }
+            _ = try await client.call(.get, Self.list, key: reader)
+            _ = try await client.call(.get, Self.list, key: reader)
+            #expect(try await CacheTests.hitsAndMisses(client).hits == 2, "the cache did not serve again once the watch resumed")
         }
     }
 }
