@@ -166,17 +166,14 @@ public struct FeatureStore: Sendable {
     /// A subject's interactions, oldest first; empty when there are none or they were shredded.
     public func interactions(of token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws -> [StoredInteraction] {
         let rows = try tx.interactionRows(token: token.rawValue, uncountedOnly: false)
+        guard !rows.isEmpty, let open = try keys.opener(for: Self.keyOwner(token), in: tx) else { return [] }
         var out: [StoredInteraction] = []
         for row in rows {
-            do {
-                let plain = try keys.open(row.body, at: RowAddress(table: .interactions, row: row.id, owner: Self.keyOwner(token)), in: tx)
-                guard let interaction = StoredInteraction(encoded: plain) else {
-                    throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
-                }
-                out.append(interaction)
-            } catch let error as StorageError where error.code == .shredded {
-                continue
+            let plain = try open(row.body, RowAddress(table: .interactions, row: row.id, owner: Self.keyOwner(token)))
+            guard let interaction = StoredInteraction(encoded: plain) else {
+                throw StorageError(.unreadable, "a stored interaction has an unknown encoding")
             }
+            out.append(interaction)
         }
         return out.sorted { ($0.time, $0.item) < ($1.time, $1.item) }
     }
@@ -252,10 +249,10 @@ public struct FeatureStore: Sendable {
         for token in tokens {
             // The key's own failures (it cannot be unwrapped, the key store cannot be read) are not skipped: they
             // would leave the events counted after the shred. Nil: shredded already.
-            guard try keys.dataKey(for: Self.keyOwner(token), in: tx, create: false) != nil else { continue }
+            guard let open = try keys.opener(for: Self.keyOwner(token), in: tx) else { continue }
             for row in try tx.interactionRows(token: token.rawValue, uncountedOnly: true) {
                 let id = row.id
-                guard let plain = try? keys.open(row.body, at: RowAddress(table: .interactions, row: id, owner: Self.keyOwner(token)), in: tx),
+                guard let plain = try? open(row.body, RowAddress(table: .interactions, row: id, owner: Self.keyOwner(token))),
                     let x = StoredInteraction(encoded: plain), !x.item.isEmpty
                 else { continue }
                 out.append(CountedEvent(token: token.rawValue, id: id, count: AnonymousCount(item: x.item, day: x.time / 86_400)))

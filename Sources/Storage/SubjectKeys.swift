@@ -76,6 +76,22 @@ public final class SubjectKeys: Sendable {
         try dataKey(for: address.owner, in: tx, create: true)!.seal(plaintext, at: address)
     }
 
+    /// Opens the values of one owner (a subject's interactions) with one key-store read, where ``open(_:at:in:)`` per
+    /// value would read the key again for each (a round trip each on a database server: most of an uncached
+    /// recommendation's time on PostgreSQL). Nil when the owner's key is gone; the opener throws as ``open(_:at:in:)``.
+    public func opener(
+        for owner: DataKeyOwner, in tx: some SubjectKeyRepository
+    ) throws -> (@Sendable (_ sealed: [UInt8], _ address: RowAddress) throws -> [UInt8])? {
+        guard let key = try dataKey(for: owner, in: tx, create: false) else { return nil }
+        return { sealed, address in
+            do {
+                return try key.open(sealed, at: address)
+            } catch let error as VaultError {
+                throw StorageError(.unreadable, "a sealed row cannot be opened: \(error.message)")
+            }
+        }
+    }
+
     /// Opens a value sealed by ``seal(_:at:in:)``.
     /// - Throws: ``StorageError`` `.shredded` when the owner's key is gone, `.unreadable` on any mismatch.
     public func open(_ sealed: [UInt8], at address: RowAddress, in tx: some SubjectKeyRepository) throws -> [UInt8] {

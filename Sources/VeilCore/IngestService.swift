@@ -71,12 +71,18 @@ public final class IngestService: Sendable {
         self.now = now
     }
 
-    func catalogCategories() -> [String: String] {
+    /// Item → category, read once. The read suspends instead of blocking: many first batches arriving together
+    /// once blocked both threads of the cooperative pool waiting for a reader connection that only a suspended read on
+    /// that pool could give back (a deadlock seen under load). A failed read is not remembered.
+    func catalogCategories() async -> [String: String] {
         if let known = categories.withLock({ $0 }) { return known }
-        let loaded =
-            (try? store.readBlocking { db in try features.catalog(in: db) }.reduce(into: [String: String]()) { $0[$1.id] = $1.category }) ?? [:]
-        categories.withLock { $0 = loaded }
-        return loaded
+        let features = self.features
+        guard let catalog = try? await store.read({ db in try features.catalog(in: db) }) else { return [:] }
+        let loaded = catalog.reduce(into: [String: String]()) { $0[$1.id] = $1.category }
+        return categories.withLock { known in
+            if known == nil { known = loaded }
+            return known!
+        }
     }
 
     /// An event with the work that needs no database done.
@@ -100,7 +106,7 @@ public final class IngestService: Sendable {
     public func ingest(body: [UInt8], principal: Principal, gpcHeader: Bool, note: AuditNote) async throws -> IngestResult {
         let at = now()
         let parsed = try parse(body, principal: principal, at: at)
-        let screened = outliers.screen(parsed.events, categories: catalogCategories())
+        let screened = outliers.screen(parsed.events, categories: await catalogCategories())
         for (field, n) in screened.fields { metrics.outliers(field: field, action: outliers.policy.action.rawValue).increment(by: Int64(n)) }
         let rejections = (parsed.rejected + screened.rejected).sorted { $0.index < $1.index }
         note.update {

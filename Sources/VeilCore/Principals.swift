@@ -147,10 +147,15 @@ public struct PrincipalStore: Sendable {
         guard changed == 1 else { throw CoreError(.notFound, "not_found", "no active principal named '\(name)'") }
     }
 
-    public func list() throws -> [Listing] {
-        try store.readBlocking { try $0.principals() }.map {
-            Listing(name: $0.name, role: $0.role, namespace: $0.namespace, origins: Self.origins($0.origins), revoked: $0.revokedAt != nil)
-        }
+    /// Every principal (the command line; it blocks its thread for the read).
+    public func list() throws -> [Listing] { try store.readBlocking { try $0.principals() }.map(Self.listing) }
+
+    /// The same for a request's task: the read suspends, never holding a thread of the cooperative pool while it
+    /// waits for a connection.
+    public func list() async throws -> [Listing] { try await store.read { try $0.principals() }.map(Self.listing) }
+
+    private static func listing(_ row: PrincipalRow) -> Listing {
+        Listing(name: row.name, role: row.role, namespace: row.namespace, origins: origins(row.origins), revoked: row.revokedAt != nil)
     }
 
     /// The active principal named `name`, or nil (unknown or revoked): a console session checks it on every page.

@@ -248,7 +248,7 @@ enum ConsolePages {
                     title: "Denied requests per day", labels: labels.map(dayLabel), values: labels.map { Double(denied[$0] ?? 0) }),
             ])
         if values["admin"] as? Bool == true {
-            values["principals"] = try call.service.principals.list().map {
+            values["principals"] = try await call.service.principals.list().map {
                 ["name": $0.name, "role": $0.role, "namespace": $0.namespace, "revoked": $0.revoked, "origins": $0.origins.joined(separator: " ")]
                     as [String: Any]
             }
