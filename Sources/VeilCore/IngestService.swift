@@ -38,7 +38,9 @@ public final class IngestService: Sendable {
     let metrics: VeilMetrics
     let now: @Sendable () -> Date
     /// Item → category path, for per-category outlier statistics; loaded on first use, updated by `PUT /v1/items`.
-    private let categories = Mutex<[String: String]?>(nil)
+    /// Item → category once read, and how many catalog uploads this process has made (a read that an upload
+    /// overtook is not kept: it may lack the upload's items).
+    private let categories = Mutex<(known: [String: String]?, uploads: Int)>((nil, 0))
 
     init(
         parser: EventParser, policy: PolicySet, principals: PrincipalStore, tokenizer: Tokenizer, termHasher: FeatureHasher,
@@ -75,13 +77,14 @@ public final class IngestService: Sendable {
     /// once blocked both threads of the cooperative pool waiting for a reader connection that only a suspended read on
     /// that pool could give back (a deadlock seen under load). A failed read is not remembered.
     func catalogCategories() async -> [String: String] {
-        if let known = categories.withLock({ $0 }) { return known }
+        let (known, uploads) = categories.withLock { ($0.known, $0.uploads) }
+        if let known { return known }
         let features = self.features
         guard let catalog = try? await store.read({ db in try features.catalog(in: db) }) else { return [:] }
         let loaded = catalog.reduce(into: [String: String]()) { $0[$1.id] = $1.category }
-        return categories.withLock { known in
-            if known == nil { known = loaded }
-            return known!
+        return categories.withLock { state in
+            if state.known == nil, state.uploads == uploads { state.known = loaded }
+            return state.known ?? loaded
         }
     }
 
@@ -307,9 +310,10 @@ public final class IngestService: Sendable {
         }
         let at = now()
         try await store.write { try features.upsert(items, at: at, in: $0) }
-        categories.withLock { known in
-            guard known != nil else { return }
-            for item in items { known![item.id] = item.category }
+        categories.withLock { state in
+            state.uploads += 1
+            guard state.known != nil else { return }
+            for item in items { state.known![item.id] = item.category }
         }
     }
 }

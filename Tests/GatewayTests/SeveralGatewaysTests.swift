@@ -16,7 +16,9 @@ import Testing
     /// announcements.
     static func pair() async throws -> (a: GatewayFixture, b: GatewayFixture, watch: Task<Void, Never>) {
         let a = try GatewayFixture(backend: .postgres, sharedDatabase: true)
-        let b = try GatewayFixture(backend: .postgres, sharing: a)
+        // B's clock stands still: what it caches (principals for a second, lists for the TTL) never expires on its own,
+        // so whatever B stops serving, an announcement made it stop.
+        let b = try GatewayFixture(now: TestClock(Date()).now, backend: .postgres, sharing: a)
         let watch = Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await a.service.clusterSync.run() }
@@ -75,7 +77,8 @@ import Testing
                 #expect(after.json["personalized"] as? Bool == false)
                 #expect(b.service.unlearning.isPending(a.token(Self.shopper).rawValue))
 
-                // The reader's key was just used on B (and is cached there); revoked through A, B refuses it at once.
+                // The reader's key was used on B and is cached there (B's clock does not move); revoked through A, B
+                // refuses it at once.
                 #expect(try await viaA.call(.delete, "/v1/principals/p-recommendation-client", key: a.keys["admin"]).status == 200)
                 #expect(try await viaB.call(.get, "/v1/recommendations/shopper-1%40example.com?k=5", key: reader).status == 401)
                 // A master key rotated through one gateway would leave the others unable to open re-wrapped keys.
