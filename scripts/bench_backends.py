@@ -3,10 +3,12 @@
 PostgreSQL with one gateway, and PostgreSQL with three gateways behind nginx (storage.gateways: several). Each is
 populated by `veil demo` (USERS subjects, ITEMS items, the same seed) and driven by wrk (2 threads, 64 connections,
 DURATION s per route): cached recommendations (after a pass that fills the caches), uncached ones (the cache off),
-and one event per request. ROUNDS rounds, the configurations alternated within each; prints each round and the
+one event per request, and events in batches of BATCH per request (a shop's server posting what it collected; counted
+in events/s). ROUNDS rounds, the configurations alternated within each; prints each round and the
 medians, with each figure's ratio to SQLite's. PostgreSQL runs with fsync on, on the same disk and the same 2 cores.
 
 Usage: scripts/bench_backends.py [--veil .build/release/veil] [--duration 10] [--rounds 3] [--users 1000] [--items 1000]
+       [--batch 50]
 """
 import argparse
 import os
@@ -69,6 +71,25 @@ request = function()
   return wrk.format("POST", "/v1/events", {["Authorization"] = "Bearer %(key)s", ["Content-Type"] = "application/json"}, body)
 end
 """ % {"users": users, "key": key, "tag": tag})
+
+
+def batch_script(path, users, key, tag, size):
+    """A shop's server posting page views in batches of SIZE (events from many subjects in one request)."""
+    with open(path, "w") as f:
+        f.write("""counter = 0
+local thread_id = math.random(1, 1000000000)
+request = function()
+  counter = counter + 1
+  local events = {}
+  for j = 1, %(size)d do
+    local n = (counter * 7919 + j * 104729) %% %(users)d
+    events[j] = '{"id":"%(tag)s-b-' .. thread_id .. '-' .. counter .. '-' .. j .. '","kind":"page_view","subject":"user-' .. n ..
+      '@example.com","timestamp":"2026-11-20T10:00:00Z","source":"bench","item":"sku-000' .. (j %% 10) .. '","dwell_ms":1500}'
+  end
+  local body = '{"events":[' .. table.concat(events, ",") .. ']}'
+  return wrk.format("POST", "/v1/events", {["Authorization"] = "Bearer %(key)s", ["Content-Type"] = "application/json"}, body)
+end
+""" % {"users": users, "key": key, "tag": tag, "size": size})
 
 
 class Setup:
@@ -151,6 +172,8 @@ def measure(setup, a, scripts):
         fill(setup, scripts["recs"])
         row["cached"] = wrk(setup.port, "/v1/recommendations/x", scripts["recs"], a.duration)
         row["events"] = wrk(setup.port, "/v1/events", scripts["events"][setup.name], a.duration)
+        batched = wrk(setup.port, "/v1/events", scripts["batches"][setup.name], a.duration)
+        row["batched"] = {"rps": batched["rps"] * a.batch, "p99": batched["p99"]}
     finally:
         setup.stop()
     setup.start(cache_ttl=0)
@@ -168,6 +191,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--items", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=50, help="events per request in the batched ingest measurement")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="veil-bench-backends-")
     os.chmod(work, 0o755)
@@ -183,7 +207,7 @@ def main():
             app, recs = open(out).read().split("\n")[:2]
             keys[name] = (app, recs)
         # The recommendation client of each store reads the same subjects; the scripts differ only in their key.
-        scripts = {"recs": work + "/recs.lua", "events": {}}
+        scripts = {"recs": work + "/recs.lua", "events": {}, "batches": {}}
         recs_script(scripts["recs"], a.users, keys["sqlite"][1])
         sqlite = Setup("sqlite", a.veil, work, work + "/sqlite/Keys", [work + "/sqlite/data"])
         pg1 = Setup("postgres-1", a.veil, work, work + "/postgres/Keys", [work + "/postgres/data"], url)
@@ -192,6 +216,9 @@ def main():
         for s in setups:
             events_script("%s/events-%s.lua" % (work, s.name), a.users, keys["sqlite" if s is sqlite else "postgres"][0], s.name)
             scripts["events"][s.name] = "%s/events-%s.lua" % (work, s.name)
+            key = keys["sqlite" if s is sqlite else "postgres"][0]
+            batch_script("%s/batches-%s.lua" % (work, s.name), a.users, key, s.name, a.batch)
+            scripts["batches"][s.name] = "%s/batches-%s.lua" % (work, s.name)
         pg_recs = work + "/recs-pg.lua"
         recs_script(pg_recs, a.users, keys["postgres"][1])
         results = {s.name: [] for s in setups}
@@ -200,18 +227,20 @@ def main():
             for s in order:
                 row = measure(s, a, dict(scripts, recs=scripts["recs"] if s is sqlite else pg_recs))
                 results[s.name].append(row)
-                print("round %d %-10s cached %8.0f/s p99 %6.2f ms | uncached %7.0f/s p99 %6.2f ms | events %7.0f/s p99 %6.2f ms" % (
+                print(("round %d %-10s cached %8.0f/s p99 %6.2f ms | uncached %7.0f/s p99 %6.2f ms | events %7.0f/s p99 %6.2f ms"
+                       " | batched events %7.0f/s p99 %6.2f ms") % (
                     r + 1, s.name, row["cached"]["rps"], row["cached"]["p99"], row["uncached"]["rps"], row["uncached"]["p99"],
-                    row["events"]["rps"], row["events"]["p99"]), flush=True)
+                    row["events"]["rps"], row["events"]["p99"], row["batched"]["rps"], row["batched"]["p99"]), flush=True)
         print("\nmedians of %d rounds (%d s per route, wrk 2 threads, 64 connections); ratio to SQLite with one gateway:" % (
             a.rounds, a.duration))
-        print("| configuration | cached recommendations/s | uncached recommendations/s | events/s (one per request) |")
-        print("|---|---|---|---|")
-        base = {route: statistics.median(x[route]["rps"] for x in results["sqlite"]) for route in ["cached", "uncached", "events"]}
+        print("| configuration | cached recommendations/s | uncached recommendations/s | events/s (one per request) |"
+              " events/s (%d per request) |" % a.batch)
+        print("|---|---|---|---|---|")
+        base = {route: statistics.median(x[route]["rps"] for x in results["sqlite"]) for route in ["cached", "uncached", "events", "batched"]}
         labels = {"sqlite": "SQLite, 1 gateway", "postgres-1": "PostgreSQL, 1 gateway", "postgres-3": "PostgreSQL, 3 gateways + nginx"}
         for s in setups:
             cells = []
-            for route in ["cached", "uncached", "events"]:
+            for route in ["cached", "uncached", "events", "batched"]:
                 rps = statistics.median(x[route]["rps"] for x in results[s.name])
                 p99 = statistics.median(x[route]["p99"] for x in results[s.name])
                 cells.append("%.0f (%.2f×), p99 %.1f ms" % (rps, rps / base[route], p99))

@@ -137,11 +137,21 @@ def run(a, base, url, gateways):
     print("   20 items, 30 consents (answered by %d gateways), %d page views" % (len(upstreams - {None}), len(events)))
     check(len(upstreams - {None}) == 3, "the load balancer did not spread the consents over three gateways: %s" % upstreams)
 
-    step("each gateway trains its own model from the shared database")
-    for g in gateways:
-        status, body = g.api.call("POST", "/v1/model/train", keys["admin"], timeout=120)
-        check(status == 200, "gateway %d did not train: %d %s" % (g.i, status, body))
-        print("   gateway %d: model %s" % (g.i, body.get("model_version", body.get("version", "?"))))
+    step("gateway 0 trains and publishes the model in the database; gateways 1 and 2 load it")
+    status, body = gateways[0].api.call("POST", "/v1/model/train", keys["admin"], timeout=120)
+    check(status == 200, "gateway 0 did not train: %d %s" % (status, body))
+    version = body.get("model_version")
+    print("   gateway 0: trained %s" % version)
+    for g in gateways[1:]:
+        served = None
+        for _ in range(100):  # within seconds: read from the database and decoded beside serving
+            _, info = g.api.call("GET", "/v1/model/provenance", keys["compliance-officer"])
+            served = info.get("model_version")
+            if served == version:
+                break
+            time.sleep(0.1)
+        check(served == version, "gateway %d serves %s, not the published %s" % (g.i, served, version))
+        print("   gateway %d: serves %s" % (g.i, served))
 
     person, path = "shopper-0@example.com", "/v1/recommendations/shopper-0%40example.com?k=3"
     step("recommendations for %s through the load balancer" % person)

@@ -103,7 +103,8 @@ struct PeriodicService: Service {
     static func retrain(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: false) {
             do {
-                let model = try await service.training.trainOffThePool()
+                // On a shared database, a model another gateway trained in the last half period serves instead.
+                let model = try await service.training.trainOffThePool(unlessPublished: .trainedWithin(interval / 2))
                 service.logger.info("retrained", metadata: ["model_version": "\(model.version)"])
             } catch {
                 logFailure("scheduled retrain", error, service.logger)

@@ -11,6 +11,8 @@ public enum Invalidation: Sendable, Hashable {
     case links
     /// A principal was revoked: every cached principal goes.
     case principals
+    /// A new model version was published (``ModelRepository``): every gateway loads and serves it.
+    case model(version: String)
 }
 
 /// Announcements to the other gateways on this database.
@@ -18,6 +20,9 @@ public protocol InvalidationRepository {
     /// Sends `invalidations` to every gateway watching this database when this transaction commits (never if it
     /// rolls back). A store that only one process serves may ignore them.
     func announce(_ invalidations: [Invalidation]) throws
+    /// How many announcements the database had seen as of this transaction's snapshot (0 where nobody announces): a
+    /// model trained from this snapshot saw every change announced up to it.
+    func announcementGeneration() throws -> Int64
 }
 
 /// What a watch over a database's announcements reports (``OperationalStore/watchInvalidations(_:)``).

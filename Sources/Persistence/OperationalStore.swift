@@ -8,7 +8,7 @@ import Storage
 /// A storage backend's transaction type conforms; the core names only this protocol.
 public protocol OperationalTransaction:
     SubjectKeyRepository, ConsentRepository, IdentityRepository, LinkRepository, FeatureRepository, DeliveryRepository,
-    SourceQualityRepository, PrincipalRepository, ExperimentCountRepository, BanditRepository, InvalidationRepository
+    SourceQualityRepository, PrincipalRepository, ExperimentCountRepository, BanditRepository, InvalidationRepository, ModelRepository
 {}
 
 /// The operational database (consent, tokens, sealed features, catalog, key store, principals, counters) as the core
@@ -28,6 +28,9 @@ public protocol OperationalStore: TransactionRunner, AnyObject where Transaction
     /// reconnecting by itself and reporting ``InvalidationSignal/lost`` while it cannot watch. A store that is not
     /// shared returns at once.
     func watchInvalidations(_ report: @escaping @Sendable (InvalidationSignal) -> Void) async
+    /// Runs `body` as the only process of the database that trains (on a shared database, a lock held across gateways
+    /// for as long as `body` runs; waits for it up to `patience` seconds). Nil when another process kept it that long.
+    func asSoleTrainer<T>(patience: Double, _ body: () throws -> T) throws -> T?
 }
 
 /// What ``OperationalStore/scrubAfterErasure()`` achieved.

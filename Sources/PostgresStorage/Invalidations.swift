@@ -16,7 +16,8 @@ enum Announcements {
     static let maximumPayload = 7000
 
     /// `<generation> <origin> <item> <item> …`, an item being `s:<token>`, `f:<token>`, `u:<token>` (forgotten,
-    /// to be unlearned), `l`, `p` or `*`. Tokens are hex, so no item contains a space.
+    /// to be unlearned), `m:<model version>`, `l`, `p` or `*`. Tokens are hex and versions base-36 with dashes, so no
+    /// item contains a space.
     static func payload(generation: Int64, origin: String, _ invalidations: [Invalidation]) -> String {
         var items = Set<String>()
         for invalidation in invalidations {
@@ -25,6 +26,7 @@ enum Announcements {
             case .forgotten(let token, let unlearn): items.insert((unlearn ? "u:" : "f:") + token)
             case .links: items.insert("l")
             case .principals: items.insert("p")
+            case .model(let version): items.insert("m:" + version)
             }
         }
         let text = "\(generation) \(origin) " + items.sorted().joined(separator: " ")
@@ -48,6 +50,7 @@ enum Announcements {
             case "s:": invalidations.append(.subject(token: token))
             case "f:": invalidations.append(.forgotten(token: token, unlearn: false))
             case "u:": invalidations.append(.forgotten(token: token, unlearn: true))
+            case "m:": invalidations.append(.model(version: token))
             default:
                 switch item {
                 case "l": invalidations.append(.links)
@@ -69,10 +72,41 @@ extension PostgresTransaction: InvalidationRepository {
         try run("SELECT pg_notify(\(Announcements.channel), \(payload))")
         announcedGeneration.withLock { $0 = generation }
     }
+
+    public func announcementGeneration() throws -> Int64 {
+        try value("SELECT value FROM veil_generation WHERE id = 1", as: Int64.self) ?? 0
+    }
 }
 
 extension PostgresStore {
     public var isShared: Bool { settings.shared }
+
+    static let trainerLock: Int64 = 0x7665_696C_0004
+
+    /// A session advisory lock on a connection of its own, held while `body` runs: a gateway that dies mid-training
+    /// drops its connection and with it the lock. Polled rather than waited for, since every connection carries the
+    /// statement timeout.
+    public func asSoleTrainer<T>(patience: Double, _ body: () throws -> T) throws -> T? {
+        let connection = try connect()
+        defer { try? connection.close().wait() }
+        let deadline = Date().addingTimeInterval(patience)
+        while true {
+            let got = try connection.answer("SELECT pg_try_advisory_lock(\(Self.trainerLock))", logger: logger, within: self.patience)
+                .rows.first?.decode(Bool.self)
+            if got == true { break }
+            guard Date() < deadline else { return nil }
+            Thread.sleep(forTimeInterval: 0.25)
+        }
+        // The lock's connection is idle while the training runs (minutes): a NAT or a proxy drops idle connections, and
+        // the server keeps a dropped backend, and its lock, until TCP gives up on it. A statement every 15 s keeps it
+        // alive. (Should it die anyway, the publish that follows is conditional: see ``ModelRepository``.)
+        let beat = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        beat.schedule(deadline: .now() + 15, repeating: 15)
+        beat.setEventHandler { [logger, patience] in _ = try? connection.answer("SELECT 1", logger: logger, within: patience) }
+        beat.resume()
+        defer { beat.cancel() }
+        return try body()
+    }
 
     /// Listens on a connection of its own; reports `resync` once listening (and after any gap), `lost` when the
     /// connection breaks or a heartbeat goes unanswered, and tries again every second.

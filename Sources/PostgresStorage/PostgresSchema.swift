@@ -156,6 +156,23 @@ enum PostgresSchema {
                 );
                 INSERT INTO veil_generation (id, value) VALUES (1, 0)
                 """),
+        Migration(
+            id: "v3.models",
+            sql: """
+                CREATE TABLE model_parts (
+                    version TEXT NOT NULL,
+                    part INTEGER NOT NULL,
+                    bytes BYTEA NOT NULL,
+                    PRIMARY KEY (version, part)
+                );
+                CREATE TABLE published_model (
+                    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+                    version TEXT NOT NULL,
+                    trained_at BIGINT NOT NULL,
+                    generation BIGINT NOT NULL,
+                    parts INTEGER NOT NULL
+                )
+                """),
     ]
 
     static func migrate(_ store: PostgresStore) throws {

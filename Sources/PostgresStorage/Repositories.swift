@@ -474,4 +474,36 @@ extension PostgresTransaction: BanditRepository {
     }
 }
 
+extension PostgresTransaction: ModelRepository {
+    public func insertModelPart(version: String, index: Int, bytes: [UInt8]) throws {
+        try run("INSERT INTO model_parts (version, part, bytes) VALUES (\(version), \(index), \(Bytes(bytes)))")
+    }
+
+    public func publishModel(_ model: PublishedModel, replacing expected: String?) throws -> [String]? {
+        // Under the writer lock every write transaction takes: nobody publishes between this read and the update.
+        guard try value("SELECT version FROM published_model", as: String.self) == expected else { return nil }
+        let others = try rows("SELECT DISTINCT version FROM model_parts WHERE version <> \(model.version)").map { try $0.decode(String.self) }
+        try run("DELETE FROM model_parts WHERE version <> \(model.version)")
+        try run(
+            """
+            INSERT INTO published_model (only_row, version, trained_at, generation, parts)
+            VALUES (1, \(model.version), \(model.trainedAt), \(model.generation), \(model.parts))
+            ON CONFLICT (only_row) DO UPDATE SET version = excluded.version, trained_at = excluded.trained_at,
+                generation = excluded.generation, parts = excluded.parts
+            """)
+        return others
+    }
+
+    public func publishedModel() throws -> PublishedModel? {
+        try rows("SELECT version, trained_at, generation, parts FROM published_model").first.map {
+            let (version, trainedAt, generation, parts) = try $0.decode((String, Int64, Int64, Int).self)
+            return PublishedModel(version: version, trainedAt: trainedAt, generation: generation, parts: parts)
+        }
+    }
+
+    public func modelPart(version: String, index: Int) throws -> [UInt8]? {
+        try rows("SELECT bytes FROM model_parts WHERE version = \(version) AND part = \(index)").first.map { try $0.decode(ByteBuffer.self).bytes }
+    }
+}
+
 extension PostgresTransaction: OperationalTransaction {}

@@ -110,13 +110,18 @@ public struct EASEModel: ScoringModel {
                 }
             }
         }
-        var position = [Int32](repeating: -1, count: itemCount)
-        for (p, i) in items.enumerated() { position[Int(i)] = Int32(p) }
         self.itemCount = itemCount
         self.items = items
-        self.position = position
+        self.position = Self.positions(of: items, itemCount: itemCount)
         self.weights = weights
         self.inverse = inverse
+    }
+
+    /// Per catalog item, its row among the modeled `items`, or -1.
+    static func positions(of items: [Int32], itemCount: Int) -> [Int32] {
+        var position = [Int32](repeating: -1, count: itemCount)
+        for (p, i) in items.enumerated() { position[Int(i)] = Int32(p) }
+        return position
     }
 
     public func score(_ context: UserContext, into out: UnsafeMutableBufferPointer<Float>) {

@@ -112,11 +112,12 @@ extension EASEModel: Unlearnable {
     /// Removing user x from the Gram matrix G is G − xxᵀ, so by Sherman–Morrison
     /// `P' = P + (Px)(Px)ᵀ / (1 − xᵀPx)`, one O(items²) update per user instead of an O(items³) inversion. Exact.
     public func unlearning(_ request: UnlearningRequest) -> EASEModel? {
+        let n = items.count
+        // A model kept for scoring only, or decoded from bytes, has no inverse to downdate.
+        guard inverse.count == n * n else { return nil }
         // The modeled items were chosen by counts that included the removed subjects: if a fit without them would
         // choose others, only a refit is equal to it.
         if items.count < itemCount, EASE.mostInteracted(request.after.trainMatrix, limit: items.count) != items { return nil }
-        let n = items.count
-        guard inverse.count == n * n else { return nil }
         var p = inverse
         var px = [Double](repeating: 0, count: n)
         var failed = false

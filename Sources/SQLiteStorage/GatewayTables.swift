@@ -132,9 +132,61 @@ extension Database: BanditRepository {
     }
 }
 
+/// The published model, in sealed parts (see ``ModelRepository``).
+public struct ModelTables: MigrationSet {
+    public init() {}
+    public func register(in migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("models.v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE model_parts (
+                        version TEXT NOT NULL,
+                        part INTEGER NOT NULL,
+                        bytes BLOB NOT NULL,
+                        PRIMARY KEY (version, part)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE published_model (
+                        only INTEGER PRIMARY KEY CHECK (only = 1),
+                        version TEXT NOT NULL,
+                        trained_at INTEGER NOT NULL,
+                        generation INTEGER NOT NULL,
+                        parts INTEGER NOT NULL
+                    );
+                    """)
+        }
+    }
+}
+
+extension Database: ModelRepository {
+    public func insertModelPart(version: String, index: Int, bytes: [UInt8]) throws {
+        try execute(sql: "INSERT INTO model_parts (version, part, bytes) VALUES (?, ?, ?)", arguments: [version, index, Data(bytes)])
+    }
+
+    public func publishModel(_ model: PublishedModel, replacing expected: String?) throws -> [String]? {
+        guard try String.fetchOne(self, sql: "SELECT version FROM published_model") == expected else { return nil }
+        let others = try String.fetchAll(self, sql: "SELECT DISTINCT version FROM model_parts WHERE version <> ?", arguments: [model.version])
+        try execute(sql: "DELETE FROM model_parts WHERE version <> ?", arguments: [model.version])
+        try execute(
+            sql: "INSERT OR REPLACE INTO published_model (only, version, trained_at, generation, parts) VALUES (1, ?, ?, ?, ?)",
+            arguments: [model.version, model.trainedAt, model.generation, model.parts])
+        return others
+    }
+
+    public func publishedModel() throws -> PublishedModel? {
+        try Row.fetchOne(self, sql: "SELECT version, trained_at, generation, parts FROM published_model").map {
+            PublishedModel(version: $0["version"], trainedAt: $0["trained_at"], generation: $0["generation"], parts: $0["parts"])
+        }
+    }
+
+    public func modelPart(version: String, index: Int) throws -> [UInt8]? {
+        try Data.fetchOne(self, sql: "SELECT bytes FROM model_parts WHERE version = ? AND part = ?", arguments: [version, index]).map { Array($0) }
+    }
+}
+
 extension Database: InvalidationRepository {
     /// One gateway serves a SQLite file: there is nobody to tell (commands beside it are seen at the caches' TTL).
     public func announce(_ invalidations: [Invalidation]) throws {}
+    public func announcementGeneration() throws -> Int64 { 0 }
 }
 
 extension Database: OperationalTransaction {}
@@ -156,6 +208,9 @@ extension Store: OperationalStore {
     public var isShared: Bool { false }
 
     public func watchInvalidations(_ report: @escaping @Sendable (InvalidationSignal) -> Void) async {}
+
+    /// One process writes a SQLite file: the process's own retrain lock is the only one needed.
+    public func asSoleTrainer<T>(patience: Double, _ body: () throws -> T) throws -> T? { try body() }
 }
 
 extension DatabaseError: BackendError {
@@ -178,7 +233,7 @@ public enum OperationalSchema {
     public static var migrations: [any MigrationSet] {
         [
             SubjectKeyTables(), ConsentTables(), IdentityTables(), LinkTables(), FeatureTables(), DeliveryTables(), PrincipalTables(),
-            SourceQualityTables(), ExperimentTables(), BanditTables(),
+            SourceQualityTables(), ExperimentTables(), BanditTables(), ModelTables(),
         ]
     }
 }

@@ -42,3 +42,29 @@ public struct ModelProvenance: Sendable {
         }
     }
 }
+
+extension ModelProvenance {
+    /// The per-subject digests as (high, low) words in ascending order: with `subjects` and `digest`, what an encoding
+    /// keeps to rebuild the provenance exactly, since the tokens it was made from are not kept.
+    var memberWords: [UInt64] {
+        var words: [UInt64] = []
+        words.reserveCapacity(members.count * 2)
+        for m in members.sorted(by: { ($0.high, $0.low) < ($1.high, $1.low) }) {
+            words.append(m.high)
+            words.append(m.low)
+        }
+        return words
+    }
+
+    /// Nil unless the words are pairs of distinct members, as many as `subjects`.
+    init?(subjects: Int, digest: String, memberWords words: [UInt64]) {
+        guard words.count % 2 == 0, words.count / 2 == subjects else { return nil }
+        var members = Set<Member>()
+        members.reserveCapacity(subjects)
+        for k in stride(from: 0, to: words.count, by: 2) { members.insert(Member(high: words[k], low: words[k + 1])) }
+        guard members.count == subjects else { return nil }
+        self.subjects = subjects
+        self.digest = digest
+        self.members = members
+    }
+}

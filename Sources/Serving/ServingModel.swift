@@ -75,6 +75,10 @@ public struct ServingModel: Sendable {
     /// The hybrid's learned weights, stored with the model.
     public let blendWeights: [String: Float]
     public let users: Int
+    /// The token of each training user, by row of the user-indexed parts (ALS factors, session owners); a forgotten
+    /// subject's is replaced by a random one. Kept apart from ``training`` so that a model decoded without its
+    /// training data can still forget a subject.
+    public internal(set) var userTokens: [String]
     public let options: ServingOptions
     /// The z-score scaler of behavioural features, fitted on this model's training subjects.
     public let behaviourScaler: FeatureScaler
@@ -348,7 +352,7 @@ public struct ServingModel: Sendable {
             cold: split.trainMatrix.columnCounts().map { $0 == 0 },
             segments: SegmentPopularity(matrix: split.trainMatrix, userSegments: segmentKeys, minimumUsers: options.minimumSegmentSize),
             popularity: popularity, trending: trending,
-            blendWeights: weights, users: split.users.count, options: options,
+            blendWeights: weights, users: split.users.count, userTokens: split.users, options: options,
             behaviourScaler: scaler, behaviourFeatureNames: behaviour.names,
             sessionModel: sessionModel, sessionWeight: sessionWeight, imputedAgeBands: imputed,
             segmentModel: segmentModel, strategyItems: strategyItems, catalogByID: catalogByID,
@@ -373,18 +377,23 @@ public struct ServingModel: Sendable {
             model.segmentModel?.assignments[token] = nil
             changed = true
         }
-        guard detach, var training = model.training else { return changed ? model : nil }
-        let rows = training.rows(of: tokens)
+        guard detach else { return changed ? model : nil }
+        let rows = Set(userTokens.indices.filter { tokens.contains(userTokens[$0]) })
         guard !rows.isEmpty else { return changed ? model : nil }
+        // A model decoded from bytes keeps no training data: its token list is all there is to detach them from.
+        var training = model.training
+        model.training = nil
         for u in rows {
-            let t = training.snapshotIndex[u]
             let placeholder = SubjectToken(digest: (0..<16).map { _ in UInt8.random(in: 0...255) })
-            training.split.users[u] = placeholder.rawValue
-            training.snapshot.tokens[t] = placeholder
-            training.snapshot.profiles[t] = [:]
-            training.snapshot.purchases[t] = 0
+            model.userTokens[u] = placeholder.rawValue
+            if let t = training?.snapshotIndex[u] {
+                training?.split.users[u] = placeholder.rawValue
+                training?.snapshot.tokens[t] = placeholder
+                training?.snapshot.profiles[t] = [:]
+                training?.snapshot.purchases[t] = 0
+            }
         }
-        training.forgotten.formUnion(rows)
+        training?.forgotten.formUnion(rows)
         model.training = training
         if let hybrid = model.ranker as? HybridModel {
             model.ranker = hybrid.replacing(components: hybrid.components.map { ($0 as? ALSModel)?.zeroingUsers(rows) ?? $0 })

@@ -4,6 +4,9 @@ public struct DataKeyOwner: Hashable, Sendable {
     public enum Use: String, Sendable, CaseIterable {
         case personalization
         case identity
+        /// A published model version's key (the "token" is the version): retiring the version shreds it, so that no
+        /// backup of the database can bring back a model that still held a withdrawn subject.
+        case model
     }
 
     public let token: String
@@ -24,6 +27,8 @@ public enum SealedTable: String, Sendable, CaseIterable {
     case interactions
     case profiles
     case identities
+    /// The parts of a published model (``DataKeyOwner/Use/model``).
+    case models
 }
 
 /// Where a sealed value lives: its table, its row and the key's owner. Bound into the ciphertext as associated data,

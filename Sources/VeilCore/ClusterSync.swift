@@ -17,6 +17,7 @@ public final class ClusterSync: Sendable {
     let forgetting: Forgetting
     let models: ModelRegistry
     let retrain: @Sendable () async -> Void
+    let adopt: @Sendable () async -> Void
     let logger: Logger
     private struct State {
         var current = false
@@ -29,8 +30,9 @@ public final class ClusterSync: Sendable {
 
     init(
         store: any OperationalStore, cache: RecommendationCache, principals: PrincipalStore, keys: SubjectKeys, forgetting: Forgetting,
-        models: ModelRegistry, logger: Logger, retrain: @escaping @Sendable () async -> Void
+        models: ModelRegistry, logger: Logger, retrain: @escaping @Sendable () async -> Void, adopt: @escaping @Sendable () async -> Void
     ) {
+        self.adopt = adopt
         self.store = store
         self.cache = cache
         self.principals = principals
@@ -65,6 +67,10 @@ public final class ClusterSync: Sendable {
             cache.clear()
         case .apply(.principals):
             principals.forgetCached()
+        case .apply(.model):
+            // Loading (hundreds of megabytes for a big shop) happens beside serving; the model served until then
+            // already forgets whom the announcements before this one named.
+            Task { await adopt() }
         case .lost:
             cache.fence(true)
             keys.fence(true)

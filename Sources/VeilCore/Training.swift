@@ -47,14 +47,27 @@ public final class Training: Sendable {
     let hyperparametersStaleSince = Mutex<Date?>(nil)
     /// When a re-choosing retrain was last attempted.
     let lastRechoose = Mutex<Date?>(nil)
+    /// On a database several gateways share: where the one model they all serve is published. Nil otherwise.
+    let sharing: ModelSharing?
+    /// One adoption of a published model at a time.
+    let adopting = NSLock()
+    /// The announcement generation of the served model's snapshot (shared databases): an older published model is
+    /// never adopted over it.
+    let servedGeneration = Mutex<Int64?>(nil)
+    /// Versions a model installed here replaced (shared databases): never adopted again, though a failed publish may
+    /// leave one published (it may hold a subject this gateway has unlearned since).
+    let replacedHere = Mutex<Set<String>>([])
+    /// How long a gateway waits for another to finish training (a big shop's training takes minutes).
+    static let trainerPatience: Double = 900
 
     init(
         store: any OperationalStore, features: FeatureStore, subjects: Subjects, models: ModelRegistry, unlearning: UnlearningQueue,
         cache: RecommendationCache, experiments: ExperimentTracker, canary: CanarySettings, serving: ServingOptions, trainingThreads: Int,
         hooks: TestHooks, provenanceFingerprinter: Fingerprinter, audit: any AuditTrail, metrics: VeilMetrics, logger: Logger,
-        unlearnWithin: TimeInterval,
-        rechooseWithin: TimeInterval, progress: ProgressReporter, now: @escaping @Sendable () -> Date
+        unlearnWithin: TimeInterval, rechooseWithin: TimeInterval, sharing: ModelSharing?, progress: ProgressReporter,
+        now: @escaping @Sendable () -> Date
     ) {
+        self.sharing = sharing
         self.progress = progress.and(PhaseLog.reporter(logger))
         self.store = store
         self.features = features
@@ -80,7 +93,12 @@ public final class Training: Sendable {
     /// server: it starts without a model until a scheduled retrain or `POST /v1/model/train` succeeds.
     public func trainAtStart() {
         do {
-            let model = try train()
+            // Serving what another gateway published needs no trainer lock: a training elsewhere does not hold up the start.
+            if sharing != nil, (try? adoptPublished()) == true { return }
+            guard let model = try retrain(unlessPublished: .any)?.model else {
+                logger.info("serving the model published on the shared database", metadata: ["model_version": "\(models.versions.stable ?? "none")"])
+                return
+            }
             if model.users > 0 {
                 logger.info("model trained at start", metadata: ["model_version": "\(model.version)", "users": "\(model.users)"])
             }
@@ -96,6 +114,9 @@ public final class Training: Sendable {
         public let replaced: String?
         public let unlearned: [(token: String, waited: TimeInterval)]
         public let method: Method
+        /// When the snapshot its data comes from was read, and that snapshot's announcement generation.
+        let trainedAt: Date
+        let generation: Int64
 
         public enum Method: Sendable {
             /// Trained from a snapshot read after the subjects' rows were deleted.
@@ -107,27 +128,128 @@ public final class Training: Sendable {
 
     /// Retrains from the feature store and swaps the model in atomically.
     @discardableResult
-    public func train() throws -> ServingModel { try retrain().model }
+    public func train() throws -> ServingModel { try retrain()?.model ?? models.model! }
+
+    /// When a gateway on a shared database serves the published model instead of training one.
+    public enum Freshness: Sendable, Equatable {
+        /// Whatever model is published (at start).
+        case any
+        /// One whose snapshot was read at most this long ago (a schedule: N gateways must not train N times a period).
+        case trainedWithin(TimeInterval)
+        /// One whose snapshot saw every change announced so far (after a gap in the watch, when what was missed is
+        /// unknown).
+        case sawEveryAnnouncement
+    }
 
     /// Retrains, swaps the model in, and settles the unlearning queue: subjects deleted before the snapshot are
     /// unlearned; any deleted while it trained stay queued (the model may hold them) and lose at once what the model
-    /// holds about them alone.
-    func retrain(canaryAllowed: Bool = true) throws -> Retrained {
+    /// holds about them alone. On a shared database, as its only trainer, and publishes the model; nil when a
+    /// published model as fresh as `fresh` asks is served instead.
+    func retrain(canaryAllowed: Bool = true, unlessPublished fresh: Freshness? = nil) throws -> Retrained? {
         retraining.lock()
         defer { retraining.unlock() }
-        return try retrainLocked(canaryAllowed: canaryAllowed)
+        guard let sharing else { return try retrainLocked(canaryAllowed: canaryAllowed) }
+        let needed = fresh == .sawEveryAnnouncement ? try store.readBlocking { try $0.announcementGeneration() } : 0
+        return try asTrainer(sharing) {
+            if let fresh, let published = try sharing.published(), models.versions.stable == published.version {
+                switch fresh {
+                case .any: return nil
+                case .trainedWithin(let interval): if now().timeIntervalSince1970 - Double(published.trainedAt) < interval { return nil }
+                case .sawEveryAnnouncement: if published.generation >= needed { return nil }
+                }
+            }
+            // A canary would need every gateway to split subjects alike: on a shared database a new model goes to everyone.
+            return try retrainLocked(canaryAllowed: false)
+        }
     }
 
-    /// Subjects queued but in no served model (never trained on, or unlearned by a model trained since) need no
-    /// retrain: settled here, under the retrain lock, so that no retrain in flight can still install them. Then
-    /// retrains if any remain. Nil when none did.
+    /// Runs `work` as the shared database's only trainer, once this gateway serves the published model, and publishes
+    /// the model `work` installed.
+    private func asTrainer(_ sharing: ModelSharing, _ work: () throws -> Retrained?) throws -> Retrained? {
+        let outcome = try store.asSoleTrainer(patience: Self.trainerPatience) { () throws -> Retrained? in
+            do {
+                try adoptPublished()
+            } catch {
+                // An unreadable published model (damaged, or of another format version) must not stop every training.
+                logger.error("the published model cannot be loaded; training over it", metadata: ["error": "\(loggableReason(error))"])
+            }
+            let expected = try sharing.published()?.version
+            guard let result = try work() else { return nil }
+            // What the registry installed: with whoever was forgotten while it trained forgotten in it too.
+            let installed = models.model.flatMap { $0.version == result.model.version ? $0 : nil } ?? result.model
+            do {
+                let seen = try sharing.publish(installed, trainedAt: result.trainedAt, generation: result.generation, replacing: expected)
+                servedGeneration.withLock { $0 = seen }
+            } catch {
+                // Served here all the same (and audited by the caller); the others keep theirs until the next publish.
+                logger.error(
+                    "publishing the model failed; the other gateways keep serving theirs",
+                    metadata: ["model_version": "\(result.model.version)", "error": "\(loggableReason(error))"])
+            }
+            return result
+        }
+        guard let outcome else {
+            throw CoreError(
+                .unavailable, "trainer_busy",
+                "another gateway has been training for \(Int(Self.trainerPatience)) s; its model is served once it publishes it", retryAfter: 60)
+        }
+        return outcome
+    }
+
+    /// Serves the published model of a shared database when it is newer than the one served: what the registry has
+    /// forgotten is forgotten in it too, and pending subjects it does not hold are settled. Returns whether it did.
+    @discardableResult
+    func adoptPublished() throws -> Bool {
+        guard let sharing else { return false }
+        adopting.lock()
+        defer { adopting.unlock() }
+        for _ in 0..<3 {
+            guard let published = try sharing.published(), published.version != models.versions.stable else { return false }
+            // Never back to an older one, nor to one a model trained here replaced (whose publishing failed).
+            if let served = servedGeneration.withLock({ $0 }), published.generation < served { return false }
+            if replacedHere.withLock({ $0.contains(published.version) }) { return false }
+            let model: ServingModel
+            do {
+                model = try sharing.load(published)
+            } catch let error as CoreError where error.code == ModelSharing.retired.code {
+                continue
+            }
+            models.swap(model)
+            servedGeneration.withLock { $0 = published.generation }
+            cache.clear()
+            settleUnlearned()
+            logger.info("serving the model another gateway published", metadata: ["model_version": "\(published.version)"])
+            return true
+        }
+        return false
+    }
+
+    /// Subjects queued but in no served model (never trained on, or unlearned by a model trained since) need no retrain.
+    private func settleUnlearned() {
+        let served = [models.model, models.canary].compactMap { $0?.provenance }
+        models.settled(unlearning.settle { token in !served.contains { $0.contains(token, fingerprinter: provenanceFingerprinter) } })
+    }
+
+    /// Settles what needs no retrain, under the retrain lock, so that no retrain in flight can still install it. Then
+    /// unlearns what remains. Nil when nothing did. On a shared database a gateway serving another's model (without its
+    /// training data) leaves the unlearning to the one that trained it, which unlearns in place in seconds, for half
+    /// the delay; then it retrains itself.
     func unlearnLocked() throws -> Retrained? {
         retraining.lock()
         defer { retraining.unlock() }
-        let served = [models.model, models.canary].compactMap { $0?.provenance }
-        models.settled(unlearning.settle { token in !served.contains { $0.contains(token, fingerprinter: provenanceFingerprinter) } })
-        guard unlearning.pendingCount > 0 else { return nil }
-        return try unlearnIncrementallyLocked() ?? retrainLocked()
+        let work = { () throws -> Retrained? in
+            self.settleUnlearned()
+            guard self.unlearning.pendingCount > 0 else { return nil }
+            if let done = self.unlearnIncrementallyLocked() { return done }
+            if self.sharing != nil, self.models.model?.training == nil, let oldest = self.unlearning.oldest,
+                self.now().timeIntervalSince(oldest) < self.unlearnWithin / 2
+            {
+                return nil
+            }
+            return try self.retrainLocked()
+        }
+        guard let sharing else { return try work() }
+        return try asTrainer(sharing, work)
     }
 
     /// Removes every pending subject from the stable model without a full retrain (``ServingModel/unlearning(_:)``)
@@ -135,15 +257,19 @@ public final class Training: Sendable {
     private func unlearnIncrementallyLocked() -> Retrained? {
         let (generation, pending) = unlearning.pending
         guard let stable = models.model, var model = stable.unlearning(pending) else { return nil }
+        let announced = servedGeneration.withLock { $0 } ?? 0
         stamp(&model)
         models.swap(model)
+        replacedHere.withLock { _ = $0.insert(stable.version) }
         cache.clear()
         let at = now()
         hyperparametersStaleSince.withLock { $0 = $0 ?? at }
         let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: at)
         if !stillPending.isEmpty { models.forget(stillPending) }
         models.settled(unlearned.map(\.token))
-        return Retrained(model: model, replaced: stable.version, unlearned: unlearned, method: .unlearned)
+        return Retrained(
+            model: model, replaced: stable.version, unlearned: unlearned, method: .unlearned, trainedAt: stable.trainedAt ?? at,
+            generation: announced)
     }
 
     /// Records whom the model was trained on; the version names them too, so a model without one more subject is
@@ -159,7 +285,7 @@ public final class Training: Sendable {
         let started = now()
         let clock = ContinuousClock.now
         ProcessMemory.resetPeak()
-        let (snapshot, catalog) = try readTrainingData()
+        let (snapshot, catalog, announced) = try readTrainingData()
         hooks.trainingSnapshotRead()
         var model = ServingModel.train(
             snapshot: snapshot, catalog: catalog, options: serving, threads: trainingThreads, now: now(), progress: progress)
@@ -181,6 +307,8 @@ public final class Training: Sendable {
             logger.notice("new model in canary", metadata: ["model_version": "\(model.version)", "share": "\(canary.share)"])
         } else {
             models.swap(model)
+            servedGeneration.withLock { $0 = announced }
+            if let replaced { replacedHere.withLock { _ = $0.insert(replaced) } }
             // Everyone is served hyperparameters searched on data read after every unlearning before it started.
             hyperparametersStaleSince.withLock { since in if let s = since, s <= started { since = nil } }
         }
@@ -188,15 +316,17 @@ public final class Training: Sendable {
         let (unlearned, stillPending) = unlearning.installed(trainedAfter: generation, at: now())
         if !stillPending.isEmpty { models.forget(stillPending) }
         models.settled(unlearned.map(\.token))
-        return Retrained(model: model, replaced: replaced, unlearned: unlearned, method: .retrained)
+        return Retrained(
+            model: model, replaced: replaced, unlearned: unlearned, method: .retrained, trainedAt: started, generation: announced)
     }
 
     /// `train()` as ``Background`` work: on threads of its own at a lower priority, so that training (seconds to minutes
     /// of CPU) neither holds up a cooperative pool thread nor takes the cores from the requests served meanwhile.
     /// Each subject it unlearned gets an audit entry naming the model versions before and after.
+    /// On a shared database, with `fresh`, the published model is served instead when it is that fresh.
     @discardableResult
-    public func trainOffThePool() async throws -> ServingModel {
-        try await retrainOffThePool { try self.retrain() }!.model
+    public func trainOffThePool(unlessPublished fresh: Freshness? = nil) async throws -> ServingModel {
+        try await retrainOffThePool { try self.retrain(unlessPublished: fresh) }?.model ?? models.model!
     }
 
     /// Unlearning is not background work: its delay is a promise to the subject, kept under any load.
@@ -254,7 +384,10 @@ public final class Training: Sendable {
                 return true
             })
         else { return false }
-        return try await retrainOffThePool(background: false) { try self.unlearnLocked() } != nil
+        let done = try await retrainOffThePool(background: false) { try self.unlearnLocked() } != nil
+        // Nothing to unlearn yet (on a shared database, the trainer still has the time to): the slot stays free.
+        if !done { lastUnlearning.withLock { $0 = nil } }
+        return done
     }
 
     /// Retrains in full (hyperparameters searched again) once a model unlearned in place has served with
@@ -278,7 +411,7 @@ public final class Training: Sendable {
 
     /// Segments the subjects of the feature store (for `veil segments`). Audited: it reads every subject's data.
     public func segmentReport(view: SegmentModel.View, method: SegmentModel.Method, k: Int?, actor: String) async throws -> SegmentModel? {
-        let (snapshot, catalog) = try readTrainingData()
+        let (snapshot, catalog, _) = try readTrainingData()
         let model = SegmentModel.fit(snapshot: snapshot, catalog: catalog, view: view, method: method, k: k, now: now())
         try await audit.append(
             AuditRecord(
@@ -288,8 +421,9 @@ public final class Training: Sendable {
         return model
     }
 
-    func readTrainingData() throws -> (TrainingSnapshot, [CatalogItem]) {
-        try store.readBlocking { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db)) }
+    /// The snapshot, the catalog and the announcement generation they saw, read together.
+    func readTrainingData() throws -> (TrainingSnapshot, [CatalogItem], Int64) {
+        try store.readBlocking { db in (try features.trainingSnapshot(in: db), try features.catalog(in: db), try db.announcementGeneration()) }
     }
 }
 

@@ -179,12 +179,24 @@ public final class VeilService: Sendable {
             store: store, features: features, subjects: subjects, models: models, unlearning: unlearning, cache: cache,
             experiments: self.experiments, canary: canary, serving: self.serving, trainingThreads: trainingThreads, hooks: hooks,
             provenanceFingerprinter: provenanceFingerprinter, audit: audit, metrics: metrics, logger: logger, unlearnWithin: unlearnWithin,
-            rechooseWithin: rechooseWithin, progress: trainingProgress, now: now)
+            rechooseWithin: rechooseWithin, sharing: store.isShared ? ModelSharing(store: store, keys: keys) : nil, progress: trainingProgress,
+            now: now)
         movieLens = MovieLensImport(intake: intake, consent: consent, policy: policy, audit: audit)
         clusterSync = ClusterSync(
             store: store, cache: cache, principals: principals, keys: keys, forgetting: forgetting, models: models, logger: logger,
             retrain: { [training, logger] in
-                do { _ = try await training.trainOffThePool() } catch { logger.error("retraining after missed announcements failed: \(error)") }
+                do {
+                    _ = try await training.trainOffThePool(unlessPublished: .sawEveryAnnouncement)
+                } catch {
+                    logger.error("retraining after missed announcements failed: \(error)")
+                }
+            },
+            adopt: { [training, logger] in
+                do {
+                    _ = try await offThePool { try training.adoptPublished() }
+                } catch {
+                    logger.error("loading the model another gateway published failed: \(loggableReason(error))")
+                }
             })
         review = ExperimentReview(
             experiments: self.experiments, canary: canary, models: models, unlearning: unlearning, cache: cache, store: store, audit: audit,

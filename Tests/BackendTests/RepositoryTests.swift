@@ -2,6 +2,7 @@ import Consent
 import FeatureStore
 import Foundation
 import Persistence
+import PostgresStorage
 import Pseudonymization
 import Storage
 import Synchronization
@@ -239,6 +240,65 @@ import Testing
             #expect(try tx.activePrincipal(name: "shop") == nil)
             #expect(try tx.principals().first?.revokedAt == 9)
         }
+    }
+
+    /// The published model: parts stored before it is published, one version published at a time, every other
+    /// version (an older model, or parts a crashed trainer left) deleted when one is, and named so its key can go too.
+    @Test(arguments: TestBackend.allCases) func oneModelIsPublishedAndTheOthersAreDeleted(_ backend: TestBackend) async throws {
+        let s = try store(backend)
+        #expect(try await s.read { try $0.publishedModel() } == nil)
+        try await s.write { tx throws in
+            try tx.insertModelPart(version: "m-1", index: 0, bytes: [1, 2])
+            try tx.insertModelPart(version: "m-1", index: 1, bytes: [3])
+            try tx.insertModelPart(version: "m-orphan", index: 0, bytes: [9])
+        }
+        #expect(try await s.read { try $0.publishedModel() } == nil, "parts alone publish nothing")
+        let first = PublishedModel(version: "m-1", trainedAt: 100, generation: 7, parts: 2)
+        #expect(try await s.write { try $0.publishModel(first, replacing: "m-0") } == nil, "published over a version that is not there")
+        #expect(try await s.write { try $0.publishModel(first, replacing: nil) } == ["m-orphan"])
+        try await s.read { tx throws in
+            #expect(try tx.publishedModel() == first)
+            #expect(try tx.modelPart(version: "m-1", index: 1) == [3])
+            #expect(try tx.modelPart(version: "m-orphan", index: 0) == nil)
+        }
+        try await s.write { tx throws in try tx.insertModelPart(version: "m-2", index: 0, bytes: [4]) }
+        let second = PublishedModel(version: "m-2", trainedAt: 200, generation: 9, parts: 1)
+        #expect(
+            try await s.write { try $0.publishModel(second, replacing: nil) } == nil, "a trainer that missed m-1 overwrote it with its own")
+        #expect(try await s.read { try $0.publishedModel() } == first)
+        #expect(try await s.write { try $0.publishModel(second, replacing: "m-1") } == ["m-1"])
+        try await s.read { tx throws in
+            #expect(try tx.publishedModel() == second)
+            #expect(try tx.modelPart(version: "m-1", index: 0) == nil, "a replaced model's parts are gone")
+            #expect(try tx.modelPart(version: "m-2", index: 0) == [4])
+        }
+    }
+
+    /// One process trains at a time: on PostgreSQL across every gateway of the database, and released when the trainer
+    /// finishes.
+    @Test func onlyOneGatewayTrainsAtATime() async throws {
+        let settings = try TestBackend.freshDatabase()
+        let a = try PostgresStore(settings: settings), b = try PostgresStore(settings: settings)
+        let entered = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        // Every wait on a thread of its own: a test that blocks the cooperative pool starves the suites beside it.
+        let trainer = Task {
+            try await Self.onThread {
+                try a.asSoleTrainer(patience: 5) { () -> Int in
+                    entered.signal()
+                    release.wait()
+                    return 1
+                }
+            }
+        }
+        try await Self.onThread { entered.wait() }
+        #expect(try await Self.onThread { try b.asSoleTrainer(patience: 0.5) { 2 } } == nil, "a second gateway trained while the first did")
+        release.signal()
+        #expect(try await trainer.value == 1)
+        #expect(try await Self.onThread { try b.asSoleTrainer(patience: 5) { 3 } } == 3, "the lock outlived the training that held it")
+    }
+
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { done in DispatchQueue.global().async { done.resume(with: Result { try body() }) } }
     }
 
     /// Writers never interleave: each reads the ledger's head and appends after it, as consent does; concurrent

@@ -4,8 +4,11 @@ import Hummingbird
 import HummingbirdTesting
 import Persistence
 import PostgresStorage
+import Serving
 import Storage
 import TestSupport
+import Vault
+import Synchronization
 import Testing
 @testable import VeilCore
 
@@ -89,6 +92,83 @@ import Testing
         }
     }
 
+    /// Waits (at most 10 s) until `f` serves `version`.
+    static func serves(_ f: GatewayFixture, _ version: String?) async throws -> Bool {
+        for _ in 0..<1000 where f.service.models.versions.stable != version { try await Task.sleep(for: .milliseconds(10)) }
+        return f.service.models.versions.stable == version
+    }
+
+    /// One gateway trains and publishes its model in the database; the other loads it (it trains nothing: a loaded
+    /// model carries no training data) and its answers name that version. A withdrawal through the loading gateway is
+    /// unlearned by the one that trained, which publishes the new version; the other serves it within seconds, and the
+    /// version that held the subject is gone from the database with its key.
+    @Test func oneGatewayTrainsAndEveryGatewayServesItsModel() async throws {
+        let (a, b, watch) = try await Self.pair()
+        defer { watch.cancel() }
+        try await a.app.test(.router) { viaA in
+            try await seedShop(viaA, a)
+            let trained = try #require(a.service.models.model)
+            #expect(trained.training != nil)
+            #expect(try await Self.serves(b, trained.version), "B does not serve the model A published")
+            #expect(b.service.models.model?.training == nil, "B trained a model of its own")
+            #expect(b.service.models.model?.provenance?.digest == trained.provenance?.digest)
+            try await b.app.test(.router) { viaB in
+                let reader = a.keys["recommendation-client"]
+                let list = try await viaB.call(.get, Self.list, key: reader)
+                #expect(list.json["personalized"] as? Bool == true)
+                #expect(list.json["model_version"] as? String == trained.version)
+                let fromA = try await viaA.call(.get, Self.list, key: reader)
+                #expect(
+                    (list.json["items"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+                        == (fromA.json["items"] as? [[String: Any]])?.compactMap { $0["id"] as? String }, "the two gateways rank differently")
+
+                #expect(try await viaB.call(.post, "/v1/consents", key: a.keys["app"], json: consent(Self.shopper, granted: false)).status == 201)
+                let token = a.token(Self.shopper).rawValue
+                #expect(b.service.unlearning.isPending(token))
+                // A hears of it through its watch (B answered once its own watch had it).
+                for _ in 0..<1000 where !a.service.unlearning.isPending(token) { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(a.service.unlearning.isPending(token))
+                // B holds no training data: it leaves the unlearning to A for half the delay (its clock stands still).
+                #expect(try b.service.training.unlearnLocked() == nil)
+                #expect(b.service.models.versions.stable == trained.version)
+
+                let unlearned = try #require(try a.service.training.unlearnLocked())
+                #expect(unlearned.method == .unlearned, "A has the training data to unlearn in place")
+                #expect(try await Self.serves(b, unlearned.model.version), "B does not serve the unlearned model")
+                #expect(!b.service.unlearning.isPending(token), "B still waits to unlearn a subject its model no longer holds")
+                let provenance = try #require(b.service.models.model?.provenance)
+                #expect(!provenance.contains(token, fingerprinter: b.service.training.provenanceFingerprinter))
+                #expect(try await viaB.call(.get, Self.list, key: reader).json["model_version"] as? String == unlearned.model.version)
+
+                // In the database: only the new version, and no key left for the one that held the subject.
+                try await a.service.store.read { tx throws in
+                    #expect(try tx.publishedModel()?.version == unlearned.model.version)
+                    #expect(try tx.modelPart(version: trained.version, index: 0) == nil)
+                    #expect(try tx.wrappedSubjectKey(owner: DataKeyOwner(token: trained.version, use: .model).rawValue) == nil)
+                    #expect(try tx.wrappedSubjectKey(owner: DataKeyOwner(token: unlearned.model.version, use: .model).rawValue) != nil)
+                }
+            }
+        }
+    }
+
+    /// A published model that cannot be loaded (damaged, or written by another format version) stops no training: the
+    /// next one trains over it and publishes in its place.
+    @Test func anUnreadablePublishedModelIsTrainedOver() async throws {
+        let f = try GatewayFixture(backend: .postgres, sharedDatabase: true)
+        try await f.app.test(.router) { client in try await seedShop(client, f) }
+        let first = try #require(f.service.models.versions.stable)
+        try await f.service.store.write { tx throws in
+            try tx.insertModelPart(version: "m-damaged", index: 0, bytes: [1, 2, 3])
+            _ = try tx.publishModel(PublishedModel(version: "m-damaged", trainedAt: 0, generation: .max, parts: 0), replacing: first)
+        }
+        let model = try f.service.training.train()
+        #expect(model.version != first)
+        try await f.service.store.read { tx throws in
+            #expect(try tx.publishedModel()?.version == model.version)
+            #expect(try tx.modelPart(version: "m-damaged", index: 0) == nil)
+        }
+    }
+
     /// While the watch is down nothing personal is served from memory; when it resumes after a gap, the gateway
     /// retrains (a missed announcement may have been a withdrawal its model must unlearn), and so it does when the watch
     /// first begins after a model was trained at start.
@@ -108,12 +188,27 @@ import Testing
             #expect(try await CacheTests.hitsAndMisses(client) == (1, 3), "a fenced cache answered or stored a list")
 
             for (round, why) in ["the watch began after the model was trained", "a gap"].enumerated() {
+                // A change announced after the model's snapshot, which the watch could have missed.
+                #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("late-\(round)@example.com")).status == 201)
                 let before = f.service.models.versions.stable
                 if round == 1 { sync.apply(.lost) }
                 sync.apply(.resync)
                 for _ in 0..<1000 where f.service.models.versions.stable == before { try await Task.sleep(for: .milliseconds(10)) }
                 #expect(f.service.models.versions.stable != before, "no retrain after \(why)")
             }
+            // A gap after which the published model saw every announcement needs no retrain: the retrain that follows
+            // the gap finds it fresh and reads no snapshot.
+            let snapshots = Mutex(0)
+            f.service.hooks.onTrainingSnapshotRead { snapshots.withLock { $0 += 1 } }
+            let current = f.service.models.versions.stable
+            sync.apply(.lost)
+            sync.apply(.resync)
+            _ = try await f.service.training.trainOffThePool(unlessPublished: .sawEveryAnnouncement)
+            #expect(snapshots.withLock { $0 } == 0, "retrained although the published model had seen everything")
+            #expect(f.service.models.versions.stable == current)
+            #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent("later@example.com")).status == 201)
+            _ = try await f.service.training.trainOffThePool(unlessPublished: .sawEveryAnnouncement)
+            #expect(snapshots.withLock { $0 } >= 1, "served a model that had not seen a later announcement")
             _ = try await client.call(.get, Self.list, key: reader)
             _ = try await client.call(.get, Self.list, key: reader)
             #expect(try await CacheTests.hitsAndMisses(client).hits == 2, "the cache did not serve again once the watch resumed")
