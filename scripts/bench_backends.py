@@ -3,8 +3,8 @@
 PostgreSQL with one gateway, and PostgreSQL with three gateways behind nginx (storage.gateways: several). Each is
 populated by `veil demo` (USERS subjects, ITEMS items, the same seed) and driven by wrk (2 threads, 64 connections,
 DURATION s per route): cached recommendations (after a pass that fills the caches), uncached ones (the cache off),
-one event per request, and events in batches of BATCH per request (a shop's server posting what it collected; counted
-in events/s). ROUNDS rounds, the configurations alternated within each; prints each round and the
+one event per request, and events in batches of BATCH per request over 8 connections (a shop's server posting what it
+collected; counted in events/s). ROUNDS rounds, the configurations alternated within each; prints each round and the
 medians, with each figure's ratio to SQLite's. PostgreSQL runs with fsync on, on the same disk and the same 2 cores.
 
 Usage: scripts/bench_backends.py [--veil .build/release/veil] [--duration 10] [--rounds 3] [--users 1000] [--items 1000]
@@ -137,8 +137,9 @@ class Setup:
         self.processes = []
 
 
-def wrk(port, path, script, duration, quiet=False):
-    out = subprocess.run(["wrk", "-t2", "-c64", "-d%ds" % duration, "--latency", "-s", script, "http://127.0.0.1:%d%s" % (port, path)],
+def wrk(port, path, script, duration, quiet=False, connections=64):
+    out = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency", "-s", script,
+                          "http://127.0.0.1:%d%s" % (port, path)],
                          check=True, capture_output=True, text=True).stdout
     w = summary(out)
     if problems(w) and not quiet:
@@ -172,7 +173,9 @@ def measure(setup, a, scripts):
         fill(setup, scripts["recs"])
         row["cached"] = wrk(setup.port, "/v1/recommendations/x", scripts["recs"], a.duration)
         row["events"] = wrk(setup.port, "/v1/events", scripts["events"][setup.name], a.duration)
-        batched = wrk(setup.port, "/v1/events", scripts["batches"][setup.name], a.duration)
+        # A shop's server posts its batches over a few connections: 64 clients with a batch each would queue past wrk's
+        # 2 s timeout behind the database's one writer, and count as errors what is only a queue.
+        batched = wrk(setup.port, "/v1/events", scripts["batches"][setup.name], a.duration, connections=8)
         row["batched"] = {"rps": batched["rps"] * a.batch, "p99": batched["p99"]}
     finally:
         setup.stop()
@@ -231,7 +234,7 @@ def main():
                        " | batched events %7.0f/s p99 %6.2f ms") % (
                     r + 1, s.name, row["cached"]["rps"], row["cached"]["p99"], row["uncached"]["rps"], row["uncached"]["p99"],
                     row["events"]["rps"], row["events"]["p99"], row["batched"]["rps"], row["batched"]["p99"]), flush=True)
-        print("\nmedians of %d rounds (%d s per route, wrk 2 threads, 64 connections); ratio to SQLite with one gateway:" % (
+        print("\nmedians of %d rounds (%d s per route, wrk 2 threads, 64 connections, 8 for batches); ratio to SQLite with one gateway:" % (
             a.rounds, a.duration))
         print("| configuration | cached recommendations/s | uncached recommendations/s | events/s (one per request) |"
               " events/s (%d per request) |" % a.batch)

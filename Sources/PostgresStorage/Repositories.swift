@@ -483,7 +483,6 @@ extension PostgresTransaction: ModelRepository {
         // Under the writer lock every write transaction takes: nobody publishes between this read and the update.
         guard try value("SELECT version FROM published_model", as: String.self) == expected else { return nil }
         let others = try rows("SELECT DISTINCT version FROM model_parts WHERE version <> \(model.version)").map { try $0.decode(String.self) }
-        try run("DELETE FROM model_parts WHERE version <> \(model.version)")
         try run(
             """
             INSERT INTO published_model (only_row, version, trained_at, generation, parts)
@@ -499,6 +498,14 @@ extension PostgresTransaction: ModelRepository {
             let (version, trainedAt, generation, parts) = try $0.decode((String, Int64, Int64, Int).self)
             return PublishedModel(version: version, trainedAt: trainedAt, generation: generation, parts: parts)
         }
+    }
+
+    public func deleteModelParts(except version: String, limit: Int) throws -> Int {
+        try run(
+            """
+            DELETE FROM model_parts WHERE (version, part) IN
+                (SELECT version, part FROM model_parts WHERE version <> \(version) LIMIT \(limit))
+            """)
     }
 
     public func modelPart(version: String, index: Int) throws -> [UInt8]? {

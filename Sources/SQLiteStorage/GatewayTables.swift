@@ -165,7 +165,6 @@ extension Database: ModelRepository {
     public func publishModel(_ model: PublishedModel, replacing expected: String?) throws -> [String]? {
         guard try String.fetchOne(self, sql: "SELECT version FROM published_model") == expected else { return nil }
         let others = try String.fetchAll(self, sql: "SELECT DISTINCT version FROM model_parts WHERE version <> ?", arguments: [model.version])
-        try execute(sql: "DELETE FROM model_parts WHERE version <> ?", arguments: [model.version])
         try execute(
             sql: "INSERT OR REPLACE INTO published_model (only, version, trained_at, generation, parts) VALUES (1, ?, ?, ?, ?)",
             arguments: [model.version, model.trainedAt, model.generation, model.parts])
@@ -176,6 +175,13 @@ extension Database: ModelRepository {
         try Row.fetchOne(self, sql: "SELECT version, trained_at, generation, parts FROM published_model").map {
             PublishedModel(version: $0["version"], trainedAt: $0["trained_at"], generation: $0["generation"], parts: $0["parts"])
         }
+    }
+
+    public func deleteModelParts(except version: String, limit: Int) throws -> Int {
+        try execute(
+            sql: "DELETE FROM model_parts WHERE (version, part) IN (SELECT version, part FROM model_parts WHERE version <> ? LIMIT ?)",
+            arguments: [version, limit])
+        return changesCount
     }
 
     public func modelPart(version: String, index: Int) throws -> [UInt8]? {

@@ -14,14 +14,16 @@ import Testing
 
 /// Two gateways on one PostgreSQL database (`storage.gateways: several`), each with its own cache, principals, data
 /// keys and served model: a change made through one is in force on the other's very next response.
-@Suite struct SeveralGatewaysTests {
+// One test at a time: each runs two gateways with their listeners, and six at once on two cores delay a listener far
+// more than any deployment should (the "very next response" checks measure that delay).
+@Suite(.serialized) struct SeveralGatewaysTests {
     /// Gateway A (which made the principals) and gateway B on A's database and keys, both watching the other's
     /// announcements.
-    static func pair() async throws -> (a: GatewayFixture, b: GatewayFixture, watch: Task<Void, Never>) {
+    static func pair(clock: TestClock = TestClock(Date())) async throws -> (a: GatewayFixture, b: GatewayFixture, watch: Task<Void, Never>) {
         let a = try GatewayFixture(backend: .postgres, sharedDatabase: true)
         // B's clock stands still: what it caches (principals for a second, lists for the TTL) never expires on its own,
         // so whatever B stops serving, an announcement made it stop.
-        let b = try GatewayFixture(now: TestClock(Date()).now, backend: .postgres, sharing: a)
+        let b = try GatewayFixture(now: clock.now, backend: .postgres, sharing: a)
         let watch = Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await a.service.clusterSync.run() }
@@ -148,6 +150,29 @@ import Testing
                     #expect(try tx.wrappedSubjectKey(owner: DataKeyOwner(token: unlearned.model.version, use: .model).rawValue) != nil)
                 }
             }
+        }
+    }
+
+    /// When the gateway that trained does not unlearn a subject within half the delay (down, or busy), another one
+    /// does: a full retrain without the subject, published, and served by the first.
+    @Test func anotherGatewayUnlearnsWhenTheTrainerDoesNotWithinHalfTheDelay() async throws {
+        let clock = TestClock(Date())
+        let (a, b, watch) = try await Self.pair(clock: clock)
+        defer { watch.cancel() }
+        try await a.app.test(.router) { viaA in
+            try await seedShop(viaA, a)
+            let trained = try #require(a.service.models.versions.stable)
+            #expect(try await Self.serves(b, trained))
+            #expect(try await viaA.call(.post, "/v1/consents", key: a.keys["app"], json: consent(Self.shopper, granted: false)).status == 201)
+            let token = a.token(Self.shopper).rawValue
+            for _ in 0..<1000 where !b.service.unlearning.isPending(token) { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(try b.service.training.unlearnLocked() == nil, "B did not leave the unlearning to A first")
+            clock.advance(b.service.training.unlearnWithin / 2 + 1)
+            let done = try #require(try b.service.training.unlearnLocked())
+            #expect(done.method == .retrained, "B has no training data to unlearn in place")
+            #expect(!b.service.unlearning.isPending(token))
+            #expect(try await Self.serves(a, done.model.version), "A does not serve the model B published")
+            #expect(!a.service.unlearning.isPending(token), "A still waits to unlearn a subject its model no longer holds")
         }
     }
 
