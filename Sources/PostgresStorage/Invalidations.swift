@@ -12,6 +12,9 @@ import Synchronization
 /// gateway forgets everything it holds) instead of serving what a lost notification should have dropped.
 enum Announcements {
     static let channel = "veil_invalidations"
+    /// Where each watching gateway says, every second and after each announcement it applied, `<generation> <origin>`:
+    /// it is alive and has applied everything up to that generation. A writer answers once every gateway alive has.
+    static let ackChannel = "veil_applied"
     /// A payload longer than this is replaced by `*` (forget everything): NOTIFY takes at most 8000 bytes.
     static let maximumPayload = 7000
 
@@ -146,64 +149,97 @@ extension PostgresStore {
                     .decode(Int64.self) ?? 0
             }
         }
+        /// The newest generation applied, or covered by a resync, once done (`held` moves when a notification arrives,
+        /// before it is applied).
+        let applied = Held()
+        /// Records that everything up to `generation` is applied and tells the other gateways how far this one is (and
+        /// that it is alive).
+        let acknowledge: @Sendable (_ generation: Int64) async throws -> Void = { generation in
+            let upTo = applied.value.withLock { value -> Int64 in
+                value = max(value, generation)
+                return value
+            }
+            let payload = "\(upTo) \(origin)"
+            _ = try await Self.offThread {
+                try connection.answer("SELECT pg_notify(\(Announcements.ackChannel), \(payload))", logger: logger, within: min(patience, 2))
+            }
+        }
         try await connection.listen(on: Announcements.channel) { notifications in
-            // Listening before reading the generation: whatever commits from here on is delivered; what came before is
-            // covered by the resync.
-            let current = try await generation()
-            held.value.withLock { $0 = current }
-            report(.resync)
-            echoes.watching(true)
-            echoes.saw(current)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    // A generation the heartbeat saw a second ago that no notification has brought since was lost:
-                    // resync. A heartbeat that fails (a half-open connection) closes the connection, which ends the
-                    // notifications below.
-                    var seen = current
-                    do {
-                        while true {
-                            try await Task.sleep(for: .seconds(1))
-                            let now = try await generation()
-                            let behind = held.value.withLock { held -> Bool in
-                                guard held < seen else { return false }
-                                held = now
-                                return true
-                            }
-                            if behind {
-                                report(.resync)
-                                echoes.saw(now)
-                            }
-                            seen = now
+            try await connection.listen(on: Announcements.ackChannel) { acknowledgements in
+                // Listening before reading the generation: whatever commits from here on is delivered; what came before is
+                // covered by the resync.
+                let current = try await generation()
+                held.value.withLock { $0 = current }
+                report(.resync)
+                echoes.watching(true)
+                echoes.saw(current)
+                // At once: from now on writers wait for this gateway, which may cache from now on.
+                try await acknowledge(current)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for try await acknowledgement in acknowledgements {
+                            let parts = acknowledgement.payload.split(separator: " ")
+                            guard parts.count == 2, let applied = Int64(parts[0]), parts[1] != origin else { continue }
+                            echoes.peer(String(parts[1]), applied: applied)
                         }
-                    } catch {
-                        try? await connection.close()
-                        throw error
                     }
-                }
-                for try await notification in notifications {
-                    guard let parsed = Announcements.parse(notification.payload) else {
-                        report(.resync)
-                        continue
+                    group.addTask {
+                        // A generation the heartbeat saw a second ago that no notification has brought since was lost:
+                        // resync. A heartbeat that fails (a half-open connection) closes the connection, which ends the
+                        // notifications below.
+                        var seen = current
+                        do {
+                            while true {
+                                try await Task.sleep(for: .seconds(1))
+                                let now = try await generation()
+                                let behind = held.value.withLock { held -> Bool in
+                                    guard held < seen else { return false }
+                                    held = now
+                                    return true
+                                }
+                                if behind {
+                                    report(.resync)
+                                    echoes.saw(now)
+                                }
+                                seen = now
+                                try await acknowledge(behind ? now : 0)
+                            }
+                        } catch {
+                            try? await connection.close()
+                            throw error
+                        }
                     }
-                    let step = held.value.withLock { held -> Int in
-                        defer { held = max(held, parsed.generation) }
-                        return parsed.generation <= held ? 0 : parsed.generation == held + 1 ? 1 : 2
-                    }
-                    defer { echoes.saw(parsed.generation) }
-                    switch step {
-                    case 0: continue
-                    case 1 where parsed.origin == origin: continue
-                    case 1:
-                        guard let invalidations = parsed.invalidations else {
+                    for try await notification in notifications {
+                        guard let parsed = Announcements.parse(notification.payload) else {
                             report(.resync)
+                            try await acknowledge(held.value.withLock { $0 })
                             continue
                         }
-                        for invalidation in invalidations { report(.apply(invalidation)) }
-                    default: report(.resync)
+                        let step = held.value.withLock { held -> Int in
+                            defer { held = max(held, parsed.generation) }
+                            return parsed.generation <= held ? 0 : parsed.generation == held + 1 ? 1 : 2
+                        }
+                        defer { echoes.saw(parsed.generation) }
+                        switch step {
+                        case 0: continue
+                        case 1 where parsed.origin == origin:
+                            // Nothing to apply; the next heartbeat says so.
+                            applied.value.withLock { $0 = max($0, parsed.generation) }
+                        case 1:
+                            if let invalidations = parsed.invalidations {
+                                for invalidation in invalidations { report(.apply(invalidation)) }
+                            } else {
+                                report(.resync)
+                            }
+                            try await acknowledge(parsed.generation)
+                        default:
+                            report(.resync)
+                            try await acknowledge(parsed.generation)
+                        }
                     }
+                    group.cancelAll()
+                    throw PostgresUnavailable(reason: "the announcements' connection closed")
                 }
-                group.cancelAll()
-                throw PostgresUnavailable(reason: "the announcements' connection closed")
             }
         }
     }
@@ -213,17 +249,61 @@ private final class Held: Sendable {
     let value = Mutex<Int64>(0)
 }
 
-/// This process's own announcements coming back through its watch, for the writes waiting to see theirs.
+/// This process's own announcements coming back through its watch, and how far every other gateway watching the
+/// database has applied theirs, for the writes waiting until every gateway alive has applied theirs.
 final class Echoes: Sendable {
+    private struct Peer {
+        var heard: DispatchTime
+        var applied: Int64
+    }
     private struct State {
         var watching = false
         var seen: Int64 = 0
+        var peers: [String: Peer] = [:]
         var waiters: [(generation: Int64, ready: DispatchSemaphore)] = []
+        /// A gateway heard from within this long (nanoseconds) is waited for.
+        let peerLifetime: UInt64
+
+        func done(_ generation: Int64) -> Bool {
+            guard seen >= generation else { return false }
+            let now = DispatchTime.now().uptimeNanoseconds
+            return peers.values.allSatisfy { $0.applied >= generation || now - $0.heard.uptimeNanoseconds > peerLifetime }
+        }
+
+        /// Removes and returns the waiters now done (each judged once: a peer's lifetime may run out meanwhile).
+        mutating func released() -> [DispatchSemaphore] {
+            let finished = waiters.map { done($0.generation) }
+            let ready = zip(waiters, finished).filter(\.1).map(\.0.ready)
+            waiters = zip(waiters, finished).filter { !$0.1 }.map(\.0)
+            return ready
+        }
     }
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+
+    /// - Parameter peerLifetime: how long a gateway that said nothing is still waited for (each speaks every second).
+    init(peerLifetime: Double = 3) {
+        state = Mutex(State(peerLifetime: UInt64(peerLifetime * 1e9)))
+    }
 
     /// The newest generation the watch has received.
     var seen: Int64 { state.withLock { $0.seen } }
+
+    /// Other gateways heard from within their lifetime.
+    var alivePeers: Int {
+        state.withLock { s in
+            let now = DispatchTime.now().uptimeNanoseconds
+            return s.peers.values.filter { now - $0.heard.uptimeNanoseconds <= s.peerLifetime }.count
+        }
+    }
+
+    /// Another gateway has applied every announcement up to `applied` (and is alive).
+    func peer(_ origin: String, applied: Int64) {
+        let released = state.withLock { s -> [DispatchSemaphore] in
+            s.peers[origin] = Peer(heard: .now(), applied: max(s.peers[origin]?.applied ?? 0, applied))
+            return s.released()
+        }
+        for ready in released { ready.signal() }
+    }
 
     /// Not watching: nobody waits (and those waiting go on).
     func watching(_ on: Bool) {
@@ -239,18 +319,17 @@ final class Echoes: Sendable {
     func saw(_ generation: Int64) {
         let released = state.withLock { s -> [DispatchSemaphore] in
             s.seen = max(s.seen, generation)
-            let seen = s.seen
-            defer { s.waiters.removeAll { $0.generation <= seen } }
-            return s.waiters.filter { $0.generation <= seen }.map(\.ready)
+            return s.released()
         }
         for ready in released { ready.signal() }
     }
 
-    /// Waits until the watch has received `generation`, at most `timeout` seconds; at once when not watching.
+    /// Waits until the watch has received `generation` and every other gateway alive has applied it, at most `timeout`
+    /// seconds; at once when not watching.
     func wait(for generation: Int64, timeout: Double) {
         let ready = DispatchSemaphore(value: 0)
         let waits = state.withLock { s -> Bool in
-            guard s.watching, s.seen < generation else { return false }
+            guard s.watching, !s.done(generation) else { return false }
             s.waiters.append((generation, ready))
             return true
         }

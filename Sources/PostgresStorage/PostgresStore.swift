@@ -275,9 +275,9 @@ public final class PostgresStore: Sendable {
     /// One transaction: BEGIN, `body`, COMMIT; ROLLBACK (and the transaction's rollback hooks) if anything throws.
     /// Writers of this process queue for one gate before they take a connection, so that waiting writers never hold
     /// the connections that reads need; across gateways they queue on the advisory lock.
-    /// A write that announced something returns once this process's own watch has received it (at most a second): PostgreSQL
-    /// sends a notification to every listening gateway at the commit, so by the time the caller answers its client the
-    /// other gateways have been sent it too.
+    /// A write that announced something returns once this process's own watch has received it and every other gateway
+    /// heard from in the last 3 s has said it applied it (at most a second: a gateway that stopped answering is not
+    /// waited for longer), so that the caller's client finds it in force on any gateway it asks next.
     func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
         let (result, announced) = try runTransaction(readOnly: readOnly, body)
         if let announced { echoes.wait(for: announced, timeout: 1) }

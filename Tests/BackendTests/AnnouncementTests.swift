@@ -110,6 +110,18 @@ import Testing
 /// A write that announced returns only once its own gateway's watch has received the announcement (which PostgreSQL
 /// sends to every gateway at the same commit), and never waits for a watch that is down.
 @Suite struct EchoTests {
+    /// Runs `body` on a Dispatch thread: a wait on a semaphore must not hold one of the cooperative pool's threads,
+    /// which the tests beside it (and this one's sleeps) need.
+    static func onThread(_ body: @escaping @Sendable () -> Void) -> Task<Void, Never> {
+        Task {
+            await withCheckedContinuation { done in
+                DispatchQueue.global().async {
+                    body(); done.resume()
+                }
+            }
+        }
+    }
+
     @Test func aWriterWaitsForItsOwnAnnouncementOnlyWhileWatching() async throws {
         let echoes = Echoes()
         let start = ContinuousClock.now
@@ -119,7 +131,7 @@ import Testing
         echoes.watching(true)
         echoes.saw(4)
         let returned = Mutex(false)
-        let waiter = Task.detached {
+        let waiter = Self.onThread {
             echoes.wait(for: 5, timeout: 10)
             returned.withLock { $0 = true }
         }
@@ -130,11 +142,67 @@ import Testing
         #expect(returned.withLock { $0 })
 
         // A watch that goes down releases whoever waits.
-        let second = Task.detached { echoes.wait(for: 9, timeout: 10) }
+        let second = Self.onThread { echoes.wait(for: 9, timeout: 10) }
         try await Task.sleep(for: .milliseconds(100))
         let released = ContinuousClock.now
         echoes.watching(false)
         await second.value
         #expect(ContinuousClock.now - released < .seconds(5))
+    }
+
+    /// A writer also waits for every other gateway heard from to say it applied the announcement.
+    @Test func aWriterWaitsForEveryOtherGatewayAliveToApplyIt() async throws {
+        // A lifetime no scheduling delay of a loaded test run reaches.
+        let echoes = Echoes(peerLifetime: 600)
+        echoes.watching(true)
+        echoes.peer("other", applied: 4)
+        echoes.saw(5)
+        let returned = Mutex(false)
+        let waiter = Self.onThread {
+            echoes.wait(for: 5, timeout: 10)
+            returned.withLock { $0 = true }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!returned.withLock { $0 }, "returned before the other gateway applied its announcement")
+        echoes.peer("other", applied: 5)
+        await waiter.value
+        #expect(returned.withLock { $0 })
+    }
+
+    /// A gateway that stopped speaking (killed) is not waited for once its lifetime is over.
+    @Test func aSilentGatewayIsNotWaitedForPastItsLifetime() async throws {
+        let echoes = Echoes(peerLifetime: 0.2)
+        echoes.watching(true)
+        echoes.peer("killed", applied: 4)
+        echoes.saw(5)
+        try await Task.sleep(for: .milliseconds(300))
+        let start = ContinuousClock.now
+        await Self.onThread { echoes.wait(for: 5, timeout: 10) }.value
+        #expect(ContinuousClock.now - start < .seconds(5), "waited for a gateway silent past its lifetime")
+    }
+}
+
+/// Across two stores on one database: the writer answers only once the other has applied its announcement.
+@Suite struct AppliedTests {
+    @Test func aWriteReturnsOnlyOnceTheOtherGatewayHasAppliedItsAnnouncement() async throws {
+        let settings = try TestBackend.freshDatabase()
+        let a = try PostgresStore(settings: settings), b = try PostgresStore(settings: settings)
+        let applied = Mutex(false)
+        let (seenByA, watchA) = AnnouncementTests.watch(a)
+        // B applies slowly (a model forgetting a subject, on a loaded gateway).
+        let watchB = Task {
+            await b.watchInvalidations { signal in
+                guard case .apply = signal else { return }
+                Thread.sleep(forTimeInterval: 0.3)
+                applied.withLock { $0 = true }
+            }
+        }
+        defer { watchA.cancel(); watchB.cancel() }
+        try await seenByA.until("A's first resync") { $0.contains(.resync) }
+        for _ in 0..<500 where a.echoes.alivePeers == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(a.echoes.alivePeers == 1, "A never heard from B")
+
+        try await a.write { try $0.announce([.links]) }
+        #expect(applied.withLock { $0 }, "A's write returned before B had applied its announcement")
     }
 }

@@ -137,6 +137,8 @@ import Testing
                 let unlearned = try #require(try a.service.training.unlearnLocked())
                 #expect(unlearned.method == .unlearned, "A has the training data to unlearn in place")
                 #expect(try await Self.serves(b, unlearned.model.version), "B does not serve the unlearned model")
+                // Settled right after the swap the line above waited for.
+                for _ in 0..<1000 where b.service.unlearning.isPending(token) { try await Task.sleep(for: .milliseconds(10)) }
                 #expect(!b.service.unlearning.isPending(token), "B still waits to unlearn a subject its model no longer holds")
                 let provenance = try #require(b.service.models.model?.provenance)
                 #expect(!provenance.contains(token, fingerprinter: b.service.training.provenanceFingerprinter))
@@ -172,6 +174,7 @@ import Testing
             #expect(done.method == .retrained, "B has no training data to unlearn in place")
             #expect(!b.service.unlearning.isPending(token))
             #expect(try await Self.serves(a, done.model.version), "A does not serve the model B published")
+            for _ in 0..<1000 where a.service.unlearning.isPending(token) { try await Task.sleep(for: .milliseconds(10)) }
             #expect(!a.service.unlearning.isPending(token), "A still waits to unlearn a subject its model no longer holds")
         }
     }
