@@ -23,11 +23,12 @@ public protocol ModelRepository {
     func insertModelPart(version: String, index: Int, bytes: [UInt8]) throws
     /// Makes `model` the published one if `expected` still is (nil: none is). Returns every other version that has
     /// parts (an earlier model may still hold a withdrawn subject), so that their keys can be shredded in the same unit
-    /// of work and their parts deleted after it (``deleteModelParts(except:limit:)``); nil, changing nothing, when
+    /// of work and their parts deleted after it (``deleteModelParts(of:limit:)``); nil, changing nothing, when
     /// another version was published since: two trainers (one that lost its lock) never overwrite each other's model.
     func publishModel(_ model: PublishedModel, replacing expected: String?) throws -> [String]?
-    /// Deletes up to `limit` parts of versions other than `version`; returns how many.
-    func deleteModelParts(except version: String, limit: Int) throws -> Int
+    /// Deletes up to `limit` parts of `version` (a retired one: never "every other", which would catch the parts a
+    /// later trainer is writing); returns how many.
+    func deleteModelParts(of version: String, limit: Int) throws -> Int
     /// The published model, if any.
     func publishedModel() throws -> PublishedModel?
     /// One part of a stored version; nil once the version was deleted.

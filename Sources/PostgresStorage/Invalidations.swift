@@ -118,7 +118,10 @@ extension PostgresStore {
             do {
                 try await watchOnce(report)
             } catch {
-                if Task.isCancelled { return }
+                if Task.isCancelled {
+                    echoes.watching(false)
+                    return
+                }
                 logger.warning("watching other gateways' announcements failed; retrying", metadata: ["error": "\(Self.describe(error))"])
             }
             echoes.watching(false)
@@ -153,15 +156,16 @@ extension PostgresStore {
         /// before it is applied).
         let applied = Held()
         /// Records that everything up to `generation` is applied and tells the other gateways how far this one is (and
-        /// that it is alive).
-        let acknowledge: @Sendable (_ generation: Int64) async throws -> Void = { generation in
-            let upTo = applied.value.withLock { value -> Int64 in
-                value = max(value, generation)
-                return value
-            }
-            let payload = "\(upTo) \(origin)"
-            _ = try await Self.offThread {
-                try connection.answer("SELECT pg_notify(\(Announcements.ackChannel), \(payload))", logger: logger, within: min(patience, 2))
+        /// that it is alive). Sent beside the loop, never waited for: one send at a time, carrying the newest value, so a
+        /// slow round trip neither holds up the announcements behind it nor queues a send per announcement.
+        let sender = Coalescing()
+        let acknowledge: @Sendable (_ generation: Int64) -> Void = { generation in
+            applied.value.withLock { $0 = max($0, generation) }
+            sender.request {
+                let payload = "\(applied.value.withLock { $0 }) \(origin)"
+                _ = try await Self.offThread {
+                    try connection.answer("SELECT pg_notify(\(Announcements.ackChannel), \(payload))", logger: logger, within: min(patience, 2))
+                }
             }
         }
         try await connection.listen(on: Announcements.channel) { notifications in
@@ -174,7 +178,7 @@ extension PostgresStore {
                 echoes.watching(true)
                 echoes.saw(current)
                 // At once: from now on writers wait for this gateway, which may cache from now on.
-                try await acknowledge(current)
+                acknowledge(current)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for try await acknowledgement in acknowledgements {
@@ -202,7 +206,7 @@ extension PostgresStore {
                                     echoes.saw(now)
                                 }
                                 seen = now
-                                try await acknowledge(behind ? now : 0)
+                                acknowledge(behind ? now : 0)
                             }
                         } catch {
                             try? await connection.close()
@@ -212,7 +216,7 @@ extension PostgresStore {
                     for try await notification in notifications {
                         guard let parsed = Announcements.parse(notification.payload) else {
                             report(.resync)
-                            try await acknowledge(held.value.withLock { $0 })
+                            acknowledge(held.value.withLock { $0 })
                             continue
                         }
                         let step = held.value.withLock { held -> Int in
@@ -231,10 +235,10 @@ extension PostgresStore {
                             } else {
                                 report(.resync)
                             }
-                            try await acknowledge(parsed.generation)
+                            acknowledge(parsed.generation)
                         default:
                             report(.resync)
-                            try await acknowledge(parsed.generation)
+                            acknowledge(parsed.generation)
                         }
                     }
                     group.cancelAll()
@@ -247,6 +251,32 @@ extension PostgresStore {
 
 private final class Held: Sendable {
     let value = Mutex<Int64>(0)
+}
+
+/// Runs one send at a time; a request while one runs makes it run once more after (with whatever is newest then).
+private final class Coalescing: Sendable {
+    private let state = Mutex((running: false, again: false))
+
+    func request(_ send: @escaping @Sendable () async throws -> Void) {
+        let start = state.withLock { s -> Bool in
+            guard !s.running else {
+                s.again = true
+                return false
+            }
+            s.running = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            repeat {
+                try? await send()
+            } while state.withLock { s -> Bool in
+                defer { s.again = false }
+                s.running = s.again
+                return s.again
+            }
+        }
+    }
 }
 
 /// This process's own announcements coming back through its watch, and how far every other gateway watching the
@@ -280,8 +310,10 @@ final class Echoes: Sendable {
     }
     private let state: Mutex<State>
 
-    /// - Parameter peerLifetime: how long a gateway that said nothing is still waited for (each speaks every second).
-    init(peerLifetime: Double = 3) {
+    /// - Parameter peerLifetime: how long a gateway that said nothing is still waited for. Each speaks every second and
+    /// notices within 3 s that its own watch broke (then it serves nothing from memory): the lifetime leaves it twice
+    /// that, so no writer stops waiting for a gateway that still serves from memory.
+    init(peerLifetime: Double = 6) {
         state = Mutex(State(peerLifetime: UInt64(peerLifetime * 1e9)))
     }
 
@@ -299,7 +331,10 @@ final class Echoes: Sendable {
     /// Another gateway has applied every announcement up to `applied` (and is alive).
     func peer(_ origin: String, applied: Int64) {
         let released = state.withLock { s -> [DispatchSemaphore] in
-            s.peers[origin] = Peer(heard: .now(), applied: max(s.peers[origin]?.applied ?? 0, applied))
+            let now = DispatchTime.now()
+            s.peers[origin] = Peer(heard: now, applied: max(s.peers[origin]?.applied ?? 0, applied))
+            // Gateways gone for ten lifetimes (restarted under a new origin) are forgotten.
+            if s.peers.count > 16 { s.peers = s.peers.filter { now.uptimeNanoseconds - $0.value.heard.uptimeNanoseconds < 10 * s.peerLifetime } }
             return s.released()
         }
         for ready in released { ready.signal() }

@@ -276,7 +276,7 @@ public final class PostgresStore: Sendable {
     /// Writers of this process queue for one gate before they take a connection, so that waiting writers never hold
     /// the connections that reads need; across gateways they queue on the advisory lock.
     /// A write that announced something returns once this process's own watch has received it and every other gateway
-    /// heard from in the last 3 s has said it applied it (at most a second: a gateway that stopped answering is not
+    /// heard from in the last 6 s has said it applied it (at most a second: a gateway that stopped answering is not
     /// waited for longer), so that the caller's client finds it in force on any gateway it asks next.
     func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
         let (result, announced) = try runTransaction(readOnly: readOnly, body)

@@ -500,11 +500,11 @@ extension PostgresTransaction: ModelRepository {
         }
     }
 
-    public func deleteModelParts(except version: String, limit: Int) throws -> Int {
+    public func deleteModelParts(of version: String, limit: Int) throws -> Int {
         try run(
             """
             DELETE FROM model_parts WHERE (version, part) IN
-                (SELECT version, part FROM model_parts WHERE version <> \(version) LIMIT \(limit))
+                (SELECT version, part FROM model_parts WHERE version = \(version) LIMIT \(limit))
             """)
     }
 

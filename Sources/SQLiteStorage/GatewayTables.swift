@@ -177,9 +177,9 @@ extension Database: ModelRepository {
         }
     }
 
-    public func deleteModelParts(except version: String, limit: Int) throws -> Int {
+    public func deleteModelParts(of version: String, limit: Int) throws -> Int {
         try execute(
-            sql: "DELETE FROM model_parts WHERE (version, part) IN (SELECT version, part FROM model_parts WHERE version <> ? LIMIT ?)",
+            sql: "DELETE FROM model_parts WHERE (version, part) IN (SELECT version, part FROM model_parts WHERE version = ? LIMIT ?)",
             arguments: [version, limit])
         return changesCount
     }

@@ -57,9 +57,10 @@ final class ModelSharing: Sendable {
             for version in retired { try keys.shred(DataKeyOwner(token: version, use: .model), in: tx) }
             return (retired, seen)
         }
-        // Their parts are noise now; deleted a few at a time, so that no write waits long behind the deletion.
-        if !retired.isEmpty {
-            while try store.writeBlocking({ try $0.deleteModelParts(except: model.version, limit: 4) }) > 0 {}
+        // Their parts are noise now; deleted a few at a time, so that no write waits long behind the deletion. The model
+        // is published whatever happens here: what is left is deleted after the next publish.
+        for version in retired {
+            while (try? store.writeBlocking({ try $0.deleteModelParts(of: version, limit: 4) })) ?? 0 > 0 {}
         }
         // The retired keys' bytes leave the engine's files too, as a subject's do after an erasure.
         if !retired.isEmpty {

@@ -257,7 +257,7 @@ import Testing
         #expect(try await s.write { try $0.publishModel(first, replacing: "m-0") } == nil, "published over a version that is not there")
         #expect(try await s.write { try $0.publishModel(first, replacing: nil) } == ["m-orphan"])
         #expect(try await s.read { try $0.modelPart(version: "m-orphan", index: 0) } == [9], "parts go after the publish, not in it")
-        #expect(try await s.write { try $0.deleteModelParts(except: "m-1", limit: 4) } == 1)
+        #expect(try await s.write { try $0.deleteModelParts(of: "m-orphan", limit: 4) } == 1)
         try await s.read { tx throws in
             #expect(try tx.publishedModel() == first)
             #expect(try tx.modelPart(version: "m-1", index: 1) == [3])
@@ -269,9 +269,10 @@ import Testing
             try await s.write { try $0.publishModel(second, replacing: nil) } == nil, "a trainer that missed m-1 overwrote it with its own")
         #expect(try await s.read { try $0.publishedModel() } == first)
         #expect(try await s.write { try $0.publishModel(second, replacing: "m-1") } == ["m-1"])
-        #expect(try await s.write { try $0.deleteModelParts(except: "m-2", limit: 1) } == 1)
-        #expect(try await s.write { try $0.deleteModelParts(except: "m-2", limit: 1) } == 1)
-        #expect(try await s.write { try $0.deleteModelParts(except: "m-2", limit: 1) } == 0)
+        #expect(try await s.write { try $0.deleteModelParts(of: "m-1", limit: 1) } == 1)
+        #expect(try await s.write { try $0.deleteModelParts(of: "m-1", limit: 1) } == 1)
+        #expect(try await s.write { try $0.deleteModelParts(of: "m-1", limit: 1) } == 0)
+        #expect(try await s.read { try $0.modelPart(version: "m-2", index: 0) } == [4], "the published version's parts were deleted")
         try await s.read { tx throws in
             #expect(try tx.publishedModel() == second)
             #expect(try tx.modelPart(version: "m-1", index: 0) == nil, "a replaced model's parts are gone")
