@@ -108,6 +108,15 @@ package struct ModelWriter {
         for s in values { string(s) }
     }
 
+    /// The entry count, then each key and its value in key order (the same map always gives the same bytes).
+    package mutating func map<V>(_ entries: [String: V], _ write: (inout ModelWriter, V) -> Void) {
+        count(entries.count)
+        for (key, value) in entries.sorted(by: { $0.key < $1.key }) {
+            string(key)
+            write(&self, value)
+        }
+    }
+
     /// A presence byte, then the value when there is one.
     package mutating func optional<T, E: Error>(_ value: T?, _ write: (inout ModelWriter, T) throws(E) -> Void) throws(E) {
         bool(value != nil)

@@ -165,11 +165,7 @@ extension ContentModel {
     func write(to w: inout ModelWriter) {
         w.int(itemCount)
         w.int(hasher.width)
-        w.count(similarity.count)
-        for (type, choice) in similarity.sorted(by: { $0.key < $1.key }) {
-            w.string(type)
-            w.string(choice.rawValue)
-        }
+        w.map(similarity) { $0.string($1.rawValue) }
         w.double(halfLife)
         w.ints(offsets)
         w.int32s(indices)
@@ -273,11 +269,7 @@ extension SegmentPopularity {
     package func write(to w: inout ModelWriter) {
         w.int(minimumUsers)
         w.int(itemCount)
-        w.count(counts.count)
-        for (key, row) in counts.sorted(by: { $0.key < $1.key }) {
-            w.string(key)
-            w.floats(row)
-        }
+        w.map(counts) { $0.floats($1) }
     }
 
     package init(reading r: inout ModelReader, items n: Int) throws(ModelCodingError) {

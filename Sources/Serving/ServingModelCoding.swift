@@ -21,11 +21,7 @@ extension ServingModel {
         segments.write(to: &w)
         w.floats(popularity)
         w.floats(trending)
-        w.count(blendWeights.count)
-        for (name, weight) in blendWeights.sorted(by: { $0.key < $1.key }) {
-            w.string(name)
-            w.float(weight)
-        }
+        w.map(blendWeights) { $0.float($1) }
         w.int(users)
         w.strings(userTokens)
         options.write(to: &w)
@@ -33,11 +29,7 @@ extension ServingModel {
         w.strings(behaviourFeatureNames)
         sessionModel.write(to: &w)
         w.float(sessionWeight)
-        w.count(imputedAgeBands.count)
-        for (token, guess) in imputedAgeBands.sorted(by: { $0.key < $1.key }) {
-            w.string(token)
-            guess.write(to: &w)
-        }
+        w.map(imputedAgeBands) { $1.write(to: &$0) }
         w.optional(segmentModel) { $1.write(to: &$0) }
         w.count(strategyItems.count)
         for (strategy, mask) in strategyItems.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
@@ -141,21 +133,13 @@ extension ServingModel {
 extension ServingOptions {
     func write(to w: inout ModelWriter) {
         w.strings(excludeInteractedKinds.map(\.rawValue).sorted())
-        w.count(contentSimilarity.count)
-        for (type, choice) in contentSimilarity.sorted(by: { $0.key < $1.key }) {
-            w.string(type)
-            w.string(choice.rawValue)
-        }
+        w.map(contentSimilarity) { $0.string($1.rawValue) }
         w.int(contentHashWidth)
         w.int(easeMaxItems)
         w.int(minimumSegmentSize)
         w.int(imputationNeighbours)
         w.int(imputationReferences)
-        w.count(segmentStrategies.count)
-        for (segment, strategy) in segmentStrategies.sorted(by: { $0.key < $1.key }) {
-            w.string(segment)
-            w.string(strategy.rawValue)
-        }
+        w.map(segmentStrategies) { $0.string($1.rawValue) }
         w.float(strategyBoost)
         w.bool(segmentsForCampaigns)
     }
@@ -212,11 +196,7 @@ extension SegmentModel {
         scaler.write(to: &w)
         w.count(centroids.count)
         for c in centroids { w.floats(c) }
-        w.count(assignments.count)
-        for (token, segment) in assignments.sorted(by: { $0.key < $1.key }) {
-            w.string(token)
-            w.int(segment)
-        }
+        w.map(assignments) { $0.int($1) }
     }
 
     init(reading r: inout ModelReader) throws(ModelCodingError) {
@@ -260,11 +240,7 @@ extension CatalogItem {
         w.optional(brand) { $0.string($1) }
         w.optional(price) { $0.double($1) }
         w.bool(available)
-        w.count(attributes.count)
-        for (key, value) in attributes.sorted(by: { $0.key < $1.key }) {
-            w.string(key)
-            w.string(value)
-        }
+        w.map(attributes) { $0.string($1) }
         w.strings(tags)
     }
 
