@@ -114,6 +114,15 @@ import Testing
             #expect(try await Self.serves(b, trained.version), "B does not serve the model A published")
             #expect(b.service.models.model?.training == nil, "B trained a model of its own")
             #expect(b.service.models.model?.provenance?.digest == trained.provenance?.digest)
+            // As a copy of the database shows it: the model's parts hold its per-row tokens and catalog only sealed.
+            let token = Array(a.token(Self.shopper).rawValue.utf8), item = Array("sku-1".utf8)
+            try await a.service.store.read { tx throws in
+                let published = try #require(try tx.publishedModel())
+                for index in 0..<published.parts {
+                    let part = try #require(try tx.modelPart(version: published.version, index: index))
+                    #expect(!contains(part, token) && !contains(part, item), "part \(index) of the stored model is readable")
+                }
+            }
             try await b.app.test(.router) { viaB in
                 let reader = a.keys["recommendation-client"]
                 let list = try await viaB.call(.get, Self.list, key: reader)
@@ -242,4 +251,10 @@ import Testing
             #expect(try await CacheTests.hitsAndMisses(client).hits == 2, "the cache did not serve again once the watch resumed")
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack`.
+private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+    guard !needle.isEmpty, haystack.count >= needle.count else { return false }
+    return (0...(haystack.count - needle.count)).contains { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
 }
