@@ -119,6 +119,8 @@ public final class AuditLog: Sendable {
         var pending: [Pending] = []
         var draining = false
         var headSequence: Int64
+        /// The last entry known durable (fsynced, or committed when the log does not sync).
+        var durableSequence: Int64
         /// The size of the newest signed tree head this process knows of.
         var signedSize: Int64
         var stats = Stats()
@@ -180,7 +182,7 @@ public final class AuditLog: Sendable {
                 try Int64.fetchOne(db, sql: "SELECT CAST(MAX(size) AS INTEGER) FROM tree_heads") ?? 0
             )
         }
-        state = Mutex(State(headSequence: head, signedSize: signed))
+        state = Mutex(State(headSequence: head, durableSequence: head, signedSize: signed))
         if let checkpointMaxAge {
             // On the writer's queue: between batches, never inside one.
             let timer = DispatchSource.makeTimerSource(queue: writer)
@@ -262,7 +264,10 @@ public final class AuditLog: Sendable {
                 state.stats.entries += batch.count
                 state.stats.writeNanos += committed - t0
                 state.stats.durableWaitNanos += waited
-                guard syncs else { return false }
+                guard syncs else {
+                    state.durableSequence = state.headSequence
+                    return false
+                }
                 for (pending, entry) in zip(batch, entries) { state.unsynced.append((pending.continuation, entry, pending.appended)) }
                 guard state.syncing < 2 else { return false }
                 state.syncing += 1
@@ -296,6 +301,8 @@ public final class AuditLog: Sendable {
                 let waited = ready.reduce(0) { $0 + (synced - $1.appended) }
                 state.withLock {
                     $0.stats.syncs += 1; $0.stats.durableWaitNanos += waited
+                    // The sync covers every commit before it, these and any a concurrent loop still syncs.
+                    $0.durableSequence = max($0.durableSequence, ready.map { $0.entry.sequence }.max() ?? 0)
                 }
                 for (continuation, entry, _) in ready { continuation.resume(returning: entry) }
             } catch {
@@ -411,6 +418,10 @@ public final class AuditLog: Sendable {
 
     /// The number of entries.
     public var count: Int64 { state.withLock { $0.headSequence } }
+
+    /// The number of entries known durable: what may leave this file (shipping copies no entry a power cut could
+    /// still take from it).
+    public var durableCount: Int64 { state.withLock { $0.durableSequence } }
 
     static func insert(_ e: AuditEntry, in db: Database) throws {
         let r = e.record

@@ -52,6 +52,13 @@ public struct AuditVerification: Sendable, Equatable, Codable {
     public var intact: Bool { firstBadSequence == nil }
     /// What "intact" means for this result: said with every result, so nobody reads more into it.
     public var proves = AuditVerification.withoutTrustedHead
+    /// The log verified, when gateways sharing a database each keep one (their `audit.log_name`).
+    public var log: String?
+    /// On a gateway sharing its database: every gateway's log as shipped to it, each verified on its own (this
+    /// gateway's among them, as shipped). The top-level fields are this gateway's own log file's.
+    public var logs: [AuditVerification]?
+    /// Whether this log and every log in ``logs`` verified.
+    public var allIntact: Bool { intact && (logs ?? []).allSatisfy(\.intact) }
 
     public static let withoutTrustedHead =
         "internal consistency only: the entries, the tree and the signed heads stored in this same file agree; "
@@ -146,9 +153,16 @@ public struct AuditReader: Sendable {
         }
     }
 
-    /// The signed tree heads stored in the log, smallest first.
+    /// The signed tree heads stored in the log, smallest first (every row, however edited: verify reads these).
     public func checkpoints() throws -> [AuditCheckpoint] {
         try store.pool.read { db in try Row.fetchAll(db, sql: "SELECT size, root, at, note FROM tree_heads ORDER BY size").map(Self.head) }
+    }
+
+    /// The signed tree heads larger than `size`, smallest first.
+    public func checkpoints(after size: Int64) throws -> [AuditCheckpoint] {
+        try store.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size > ? ORDER BY size", arguments: [size]).map(Self.head)
+        }
     }
 
     /// The newest signed tree head; nil before the first.

@@ -15,6 +15,8 @@ public protocol AuditTrail: AnyObject, Sendable {
     func checkpoint(minimumInterval: Duration) async throws -> AuditCheckpoint?
     /// The number of entries.
     var count: Int64 { get }
+    /// The number of entries known durable (``AuditLog/durableCount``).
+    var durableCount: Int64 { get }
     /// How appends were grouped since the log was opened.
     var stats: AuditStats { get }
     /// The entries matching `query`, in sequence order.
@@ -24,6 +26,10 @@ public protocol AuditTrail: AnyObject, Sendable {
     func catchUpIndex() throws -> Int
     /// The newest signed head.
     func newestCheckpoint() throws -> AuditCheckpoint?
+    /// Up to `limit` entries after sequence number `after`, in order, read from the log itself (shipping copies them).
+    func entries(after: Int64, limit: Int) throws -> [AuditEntry]
+    /// The signed heads larger than `size`, smallest first.
+    func checkpoints(after size: Int64) throws -> [AuditCheckpoint]
     /// The inclusion proof of entry `sequence` in the tree of `treeSize` entries (the newest head's by default).
     func inclusionProof(sequence: Int64, treeSize: Int64?) throws -> AuditInclusionProof
     /// The consistency proof between the trees of `from` and `to` entries (the newest head's by default).
@@ -77,11 +83,14 @@ public final class SQLiteAuditTrail: AuditTrail {
     }
 
     public var count: Int64 { log.count }
+    public var durableCount: Int64 { log.durableCount }
     public var stats: AuditStats { log.stats }
     public func query(_ query: AuditQuery) throws -> [AuditEntry] { try index.query(query) }
     @discardableResult
     public func catchUpIndex() throws -> Int { try index.catchUp() }
     public func newestCheckpoint() throws -> AuditCheckpoint? { try reader.newestCheckpoint() }
+    public func entries(after: Int64, limit: Int) throws -> [AuditEntry] { try reader.query(AuditQuery(after: after, limit: limit)) }
+    public func checkpoints(after size: Int64) throws -> [AuditCheckpoint] { try reader.checkpoints(after: size) }
 
     public func inclusionProof(sequence: Int64, treeSize: Int64?) throws -> AuditInclusionProof {
         try reader.inclusionProof(sequence: sequence, treeSize: treeSize)

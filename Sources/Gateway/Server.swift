@@ -164,6 +164,18 @@ struct PeriodicService: Service {
         }
     }
 
+    /// On a shared database: ships this gateway's audit log to it (``SharedAudit``), so that every gateway verifies
+    /// and queries all the logs. A copy that diverged from the file is logged as an error each time: someone must look.
+    static func auditShipping(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
+        PeriodicService(interval: service.sharedAudit == nil ? 0 : interval, runAtStart: true) {
+            do {
+                try await service.sharedAudit?.shipPending()
+            } catch {
+                logFailure("shipping the audit log to the shared database", error, service.logger)
+            }
+        }
+    }
+
     static func retention(_ service: VeilService, every interval: TimeInterval) -> PeriodicService {
         PeriodicService(interval: interval, runAtStart: true) {
             do {
@@ -203,6 +215,11 @@ struct AuditFlushService: Service {
         if let cp = try await service.audit.checkpoint() {
             service.logger.info("audit tree head signed at shutdown", metadata: ["size": "\(cp.size)"])
         }
+        do {
+            try await service.sharedAudit?.shipPending()
+        } catch {
+            PeriodicService.logFailure("shipping the audit log at shutdown", error, service.logger)
+        }
     }
 }
 
@@ -229,7 +246,7 @@ public enum GatewayServer {
                 PeriodicService.retrain(service, every: configuration.retrainInterval),
                 PeriodicService.retention(service, every: configuration.retentionInterval),
                 PeriodicService.experiments(service, every: 5), PeriodicService.auditIndex(service, every: 2),
-                PeriodicService.unlearning(service, every: 1),
+                PeriodicService.unlearning(service, every: 1), PeriodicService.auditShipping(service, every: 1),
                 AuditFlushService(service: service), ClusterSyncService(sync: service.clusterSync),
             ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },

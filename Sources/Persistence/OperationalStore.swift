@@ -31,6 +31,12 @@ public protocol OperationalStore: TransactionRunner, AnyObject where Transaction
     /// Runs `body` as the only process of the database that trains (on a shared database, a lock held across gateways
     /// for as long as `body` runs; waits for it up to `patience` seconds). Nil when another process kept it that long.
     func asSoleTrainer<T>(patience: Double, _ body: () throws -> T) throws -> T?
+    /// Where the gateways sharing this database ship their audit logs; nil for a database one gateway keeps alone.
+    var auditArchive: (any AuditArchive)? { get }
+}
+
+extension OperationalStore {
+    public var auditArchive: (any AuditArchive)? { nil }
 }
 
 /// What ``OperationalStore/scrubAfterErasure()`` achieved.

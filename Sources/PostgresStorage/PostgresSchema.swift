@@ -173,6 +173,33 @@ enum PostgresSchema {
                     parts INTEGER NOT NULL
                 )
                 """),
+        Migration(
+            id: "v4.audit_archive",
+            sql: """
+                CREATE TABLE audit_archive (
+                    position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    log TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    at BIGINT NOT NULL,
+                    actor TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    outcome TEXT NOT NULL,
+                    subject_token TEXT,
+                    hash TEXT NOT NULL,
+                    body BYTEA NOT NULL,
+                    UNIQUE (log, seq)
+                );
+                CREATE INDEX audit_archive_subject ON audit_archive (subject_token, position) WHERE subject_token IS NOT NULL;
+                CREATE INDEX audit_archive_actor ON audit_archive (actor, position);
+                CREATE INDEX audit_archive_at ON audit_archive (at);
+                CREATE TABLE audit_archive_heads (
+                    log TEXT NOT NULL,
+                    size BIGINT NOT NULL,
+                    at BIGINT NOT NULL,
+                    note TEXT NOT NULL,
+                    PRIMARY KEY (log, size)
+                )
+                """),
     ]
 
     static func migrate(_ store: PostgresStore) throws {

@@ -129,7 +129,7 @@ public final class PostgresStore: Sendable {
     }
 
     deinit {
-        if let connection = sole.withLock({ $0 }) { try? connection.close().wait() }
+        for connection in [sole.withLock({ $0 }), logClaim.withLock({ $0 })].compactMap({ $0 }) { try? connection.close().wait() }
         for connection in idle.withLock({ $0 }) { try? connection.close().wait() }
         try? group.syncShutdownGracefully()
     }
@@ -140,8 +140,9 @@ public final class PostgresStore: Sendable {
             defer { connections.removeAll() }
             return connections
         }
-        for connection in open + [sole.withLock { $0 }].compactMap({ $0 }) { try? connection.close().wait() }
+        for connection in open + [sole.withLock { $0 }, logClaim.withLock { $0 }].compactMap({ $0 }) { try? connection.close().wait() }
         sole.withLock { $0 = nil }
+        logClaim.withLock { $0 = nil }
         try? group.syncShutdownGracefully()
     }
 
@@ -171,6 +172,8 @@ public final class PostgresStore: Sendable {
 
     static let gatewayLock: Int64 = 0x7665_696C_0003
     private let sole = Mutex<PostgresConnection?>(nil)
+    /// The connection holding this process's claim on its audit log's name (``AuditArchive/claim(log:)``).
+    let logClaim = Mutex<PostgresConnection?>(nil)
     private let claimed = Mutex(false)
 
     /// Claims the database for as long as the process lives (a session advisory lock on a connection of its own): for
@@ -178,18 +181,8 @@ public final class PostgresStore: Sendable {
     /// announcements (`several`, a shared lock). Either refuses beside the other: a gateway that does not watch would
     /// serve what the others' changes made stale.
     public func claimGateway() throws {
-        let connection = try connect()
-        let got: Bool?
         let lock = settings.shared ? "pg_try_advisory_lock_shared" : "pg_try_advisory_lock"
-        do {
-            got = try connection.answer("SELECT \(unescaped: lock)(\(Self.gatewayLock))", logger: logger, within: patience).rows.first?
-                .decode(Bool.self)
-        } catch {
-            try? connection.close().wait()
-            throw error
-        }
-        guard got == true else {
-            try? connection.close().wait()
+        guard let connection = try holding("SELECT \(unescaped: lock)(\(Self.gatewayLock))") else {
             throw StorageError(
                 .cannotOpen,
                 settings.shared
@@ -198,6 +191,20 @@ public final class PostgresStore: Sendable {
         }
         sole.withLock { $0 = connection }
         claimed.withLock { $0 = true }
+    }
+
+    /// A connection of its own on which `tryLock` (a `pg_try_advisory_lock…` call) took its session lock; nil, the
+    /// connection closed, when another session holds it.
+    func holding(_ tryLock: PostgresQuery) throws -> PostgresConnection? {
+        let connection = try connect()
+        do {
+            if try connection.answer(tryLock, logger: logger, within: patience).rows.first?.decode(Bool.self) == true { return connection }
+        } catch {
+            try? connection.close().wait()
+            throw error
+        }
+        try? connection.close().wait()
+        return nil
     }
 
     /// A restart of the server ends the session that held the claim: the readiness check claims it again, and stays
@@ -284,19 +291,26 @@ public final class PostgresStore: Sendable {
         return result
     }
 
-    private func runTransaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> (T, Int64?) {
-        if !readOnly {
+    /// A write transaction that neither queues behind this process's writers nor takes the writer lock: for tables no
+    /// other unit of work writes (the audit archive), so that it never holds up a consent change or an event batch.
+    func unserializedWrite<T>(_ body: (PostgresTransaction) throws -> T) throws -> T {
+        try runTransaction(readOnly: false, serialized: false, body).0
+    }
+
+    private func runTransaction<T>(readOnly: Bool, serialized: Bool = true, _ body: (PostgresTransaction) throws -> T) throws -> (T, Int64?) {
+        let serialized = serialized && !readOnly
+        if serialized {
             let queueing = settings.connectTimeout + Double(settings.statementTimeoutMs) / 1000
             guard writeGate.wait(timeout: .now() + queueing) == .success else {
                 throw PostgresUnavailable(reason: "no write could start within \(Int(queueing)) s")
             }
         }
-        defer { if !readOnly { writeGate.signal() } }
+        defer { if serialized { writeGate.signal() } }
         return try withConnection { connection in
             let tx = PostgresTransaction(connection: connection, logger: logger, readOnly: readOnly, patience: patience, origin: origin)
             try tx.run(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
             do {
-                if !readOnly { try tx.run("SELECT pg_advisory_xact_lock(\(Self.writeLock))") }
+                if serialized { try tx.run("SELECT pg_advisory_xact_lock(\(Self.writeLock))") }
                 let result = try body(tx)
                 // An aborted transaction answers COMMIT with ROLLBACK and no error: that is a failure, never a success.
                 let tag = try connection.answer("COMMIT", logger: logger, within: patience).metadata.command

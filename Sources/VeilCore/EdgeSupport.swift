@@ -54,9 +54,36 @@ extension VeilService {
 
     /// Verifies the whole audit log with the gateway's own key, and against `trustedHeads` a caller kept from before
     /// (signed notes; `verifier` when they were signed by another key than this gateway's).
+    ///
+    /// On a database several gateways share, every gateway's log as shipped there is verified too (``SharedAudit``),
+    /// each against the trusted heads that name it; this gateway's file is checked against the rest.
     public func verifyAuditLog(trustedHeads: [String] = [], verifier: NoteVerifier? = nil) async throws -> AuditVerification {
         let audit = self.audit
-        return try await offThePool { try audit.verify(trustedHeads: trustedHeads, verifier: verifier) }
+        guard let shared = sharedAudit else {
+            return try await offThePool { try audit.verify(trustedHeads: trustedHeads, verifier: verifier) }
+        }
+        let logs = try await shared.archive.logs()
+        let others = Set(logs.filter { $0 != shared.log }.map { HeadSigner.defaultOrigin(for: shared.publicKey, logName: $0) })
+        // Another log's head is checked against that log, not held against this one.
+        let own = verifier == nil ? trustedHeads.filter { !others.contains(String(SharedAudit.origin(of: $0))) } : trustedHeads
+        var result = try await offThePool { try audit.verify(trustedHeads: own, verifier: verifier) }
+        result.log = shared.log
+        result.logs = try await shared.verifyAll(trustedHeads: trustedHeads, verifier: verifier)
+        return result
+    }
+
+    /// The audit entries matching `query`: this gateway's log's, or on a shared database every gateway's (each named by
+    /// its log) with the cursor of the next page.
+    public func queryAuditLog(_ query: AuditQuery) async throws -> (entries: [LoggedAuditEntry], next: Int64?) {
+        if let shared = sharedAudit {
+            let entries = try await shared.query(query)
+            return (entries, entries.count == query.limit ? entries.last?.position : nil)
+        }
+        let audit = self.audit
+        let entries = try await offThePool { try audit.query(query) }
+        return (
+            entries.map { LoggedAuditEntry(log: nil, position: $0.sequence, entry: $0) }, entries.count == query.limit ? entries.last?.sequence : nil
+        )
     }
 
     /// The newest signed head of the audit log.

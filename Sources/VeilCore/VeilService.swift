@@ -31,6 +31,8 @@ public final class VeilService: Sendable {
     public let deliveries = DeliveryLog()
     /// The audit log, with its query index.
     public let audit: any AuditTrail
+    /// Every gateway's audit log as one, on a database several gateways share (with `audit.log_name`); nil otherwise.
+    public let sharedAudit: SharedAudit?
     public let principals: PrincipalStore
     public let models = ModelRegistry()
     /// Subjects whose data is gone but who may still shape the served model's item-side parameters.
@@ -128,6 +130,11 @@ public final class VeilService: Sendable {
             path: paths.auditDatabase, indexPath: paths.auditIndexDatabase, signer: ring.auditSigner, logName: auditLogName,
             checkpointInterval: checkpointInterval,
             checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
+        if let archive = store.auditArchive, let auditLogName {
+            sharedAudit = SharedAudit(archive: archive, audit: audit, log: auditLogName, publicKey: ring.auditSigner.publicKey, logger: logger)
+        } else {
+            sharedAudit = nil
+        }
         principals = PrincipalStore(store: store, ring: ring, now: now)
         cache = RecommendationCache(ttl: cacheTTL, maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes)
         rateLimiter = RateLimiter(limits: rateLimits)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Audit
 import Foundation
+import Persistence
 import Policy
 import VeilCore
 import Gateway
@@ -16,7 +17,7 @@ struct AuditCommand: AsyncParsableCommand {
         commandName: "audit", abstract: "Verify, query, prove and export the audit log; witness a remote one.",
         subcommands: [Verify.self, Query.self, Reindex.self, Export.self, Checkpoint.self, Key.self, Prove.self, Consistency.self, Witness.self])
 
-    struct Verify: ParsableCommand {
+    struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
                 "Check every entry, the Merkle tree and every signed head; with --trusted-head, that the log still matches heads kept elsewhere. Exit 1 naming the first bad entry."
@@ -32,7 +33,7 @@ struct AuditCommand: AsyncParsableCommand {
             help: "File holding the verifier key the trusted heads were signed with (`veil audit key`); default: the audit key.")
         var verifierKey: String?
 
-        func run() throws {
+        func run() async throws {
             let key = try readAuditPublicKey(pubkey, common)
             let notes = try trustedHeads.flatMap(readNotes)
             let verifier = try verifierKey.map { path in
@@ -41,17 +42,42 @@ struct AuditCommand: AsyncParsableCommand {
                     throw ValidationError("\(path): \(error)")
                 }
             }
+            let config = try common.configuration()
+            // On a shared database: every gateway's log as shipped there, each against the trusted heads naming it; this
+            // gateway's file against the others.
+            var shared: [AuditVerification] = []
+            var own = notes
+            if config.sharedDatabase, let archive = try Backend.open(common).auditArchive {
+                do {
+                    shared = try await SharedAudit.verify(archive, publicKey: key, trustedHeads: notes, verifier: verifier)
+                } catch let error as AuditError where error.invalidInput {
+                    throw ValidationError(error.message)
+                }
+                let others = Set(
+                    shared.compactMap(\.log).filter { $0 != config.auditLogName }.map { HeadSigner.defaultOrigin(for: key, logName: $0) })
+                if verifier == nil { own = notes.filter { !others.contains(String($0.prefix { $0 != "\n" })) } }
+            }
             let result: AuditVerification
             do {
                 result = try AuditReader(path: try common.paths().auditDatabase).verify(
-                    publicKey: key, logName: try common.configuration().auditLogName, trustedHeads: notes, trustedVerifier: verifier)
+                    publicKey: key, logName: config.auditLogName, trustedHeads: own, trustedVerifier: verifier)
             } catch let error as AuditError where error.invalidInput {
                 throw ValidationError(error.message)
+            }
+            for log in shared {
+                if let bad = log.firstBadSequence {
+                    print("audit log '\(log.log ?? "")' in the shared database FAILED verification at entry \(bad): \(log.reason ?? "")")
+                } else {
+                    print(
+                        "audit log '\(log.log ?? "")' in the shared database intact: \(log.entries) entries, signed through entry \(log.signedThrough)"
+                            + (log.trustedHeads > 0 ? ", \(log.trustedHeads) trusted heads match, the largest of \(log.trustedThrough) entries" : ""))
+                }
             }
             if let bad = result.firstBadSequence {
                 print("audit log FAILED verification at entry \(bad): \(result.reason ?? "")")
                 throw ExitCode(1)
             }
+            if shared.contains(where: { !$0.intact }) { throw ExitCode(1) }
             let unsigned = result.entries - result.signedThrough
             print(
                 "audit log intact: \(result.entries) entries, \(result.checkpoints) signed heads, signed through entry \(result.signedThrough)"

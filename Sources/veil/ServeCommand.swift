@@ -61,6 +61,9 @@ struct ServeCommand: AsyncParsableCommand {
         if let postgres = service.store as? PostgresStore {
             do { try postgres.claimGateway() } catch { throw CLIError(message: "\(error)") }
         }
+        if let shared = service.sharedAudit {
+            do { try await shared.claim() } catch { throw CLIError(message: "\(error)") }
+        }
         service.training.trainAtStart()
         var server = ServerConfiguration()
         server.host = host ?? config.host ?? server.host

@@ -39,7 +39,7 @@ struct GatewayFixture {
         canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
         refusalLimits: RefusalLimits = RefusalLimits(),
         now: @escaping @Sendable () -> Date = Date.init, backend: TestBackend = .current, sharedDatabase: Bool = false,
-        sharing other: GatewayFixture? = nil
+        sharing other: GatewayFixture? = nil, auditLogName: String? = nil
     ) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         var policies = repositoryRoot.appendingPathComponent("Policies").path
@@ -71,7 +71,7 @@ struct GatewayFixture {
             trainingThreads: 1,
             rateLimits: rateLimits, serving: serving,
             ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
-            refusalLimits: refusalLimits, logger: logger, now: now)
+            auditLogName: auditLogName, refusalLimits: refusalLimits, logger: logger, now: now)
         if let other {
             (keys, revokedKey, otherNamespaceAppKey) = (other.keys, other.revokedKey, other.otherNamespaceAppKey)
             return
@@ -159,22 +159,36 @@ extension GatewayFixture {
 
     /// `pg_dump` of the fixture's PostgreSQL database (data and key store), as an operator's backup holds it.
     func postgresDump() throws -> Data {
+        let (status, data) = try postgresTool("pg_dump", [])
+        #expect(status == 0 && data.count > 1000, "pg_dump of the fixture's database failed")
+        return data
+    }
+
+    /// Runs `sql` with `psql` on the fixture's PostgreSQL database, as someone with access to the database would;
+    /// returns its output (unaligned, tuples only).
+    @discardableResult
+    func psql(_ sql: String) throws -> String {
+        let (status, data) = try postgresTool("psql", ["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        #expect(status == 0, "psql failed: \(sql)")
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    private func postgresTool(_ tool: String, _ arguments: [String]) throws -> (Int32, Data) {
         let name = try String(contentsOfFile: service.paths.dataDirectory + "/postgres-database", encoding: .utf8)
         var settings = try PostgresSettings(url: try TestBackend.postgresURL())
         settings.database = name
         let bin = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.last.map {
-            "/usr/lib/postgresql/\($0)/bin/pg_dump"
+            "/usr/lib/postgresql/\($0)/bin/\(tool)"
         }
-        let dump = Process()
-        dump.executableURL = URL(fileURLWithPath: bin ?? "/usr/bin/pg_dump")
-        dump.arguments = ["-h", settings.host, "-p", String(settings.port), "-U", settings.user, "-d", name]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bin ?? "/usr/bin/\(tool)")
+        process.arguments = ["-h", settings.host, "-p", String(settings.port), "-U", settings.user, "-d", name] + arguments
         let out = Pipe()
-        dump.standardOutput = out
-        try dump.run()
+        process.standardOutput = out
+        try process.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
-        dump.waitUntilExit()
-        #expect(dump.terminationStatus == 0 && data.count > 1000, "pg_dump of \(name) failed")
-        return data
+        process.waitUntilExit()
+        return (process.terminationStatus, data)
     }
 
     /// A live backup of the data file, as an operator takes one.

@@ -41,10 +41,9 @@ extension API {
                         guard let v = Int(String($0)), (1...1000).contains(v) else { throw GatewayError.badRequest("limit must be 1 to 1000") };
                         return v
                     } ?? 100
-                let query = q
-                let entries = try await offThePool { try service.audit.query(query) }
-                struct Page: Encodable { var entries: [AuditEntry]; var next_cursor: Int64? }
-                return try json(Page(entries: entries, next_cursor: entries.count == q.limit ? entries.last?.sequence : nil))
+                let (entries, next) = try await service.queryAuditLog(q)
+                struct Page: Encodable { var entries: [LoggedAuditEntry]; var next_cursor: Int64? }
+                return try json(Page(entries: entries, next_cursor: next))
             },
             .route(.get, "/v1/audit/verify", .auditRead) { service, _, _, _ in
                 try json(await service.verifyAuditLog())

@@ -1,0 +1,110 @@
+import Audit
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Persistence
+import Storage
+import Testing
+@testable import VeilCore
+
+/// Several gateways' audit logs as one: each ships its log to the database they share, and any of them verifies and
+/// queries every log. The copy is attacked as someone with write access to the database would: rewritten, its query
+/// columns edited, cut with its heads, shipped under a name another gateway holds.
+// Part of SeveralGatewaysTests' suite: one test of two gateways at a time.
+extension SeveralGatewaysTests {
+    @Test func everyGatewaysLogIsQueriedAndVerifiedThroughAnyOfThem() async throws {
+        let (a, b, watch) = try await Self.pair()
+        defer { watch.cancel() }
+        let officer = a.keys["compliance-officer"], reader = a.keys["recommendation-client"]
+        let token = a.token(Self.shopper).rawValue
+        try await a.app.test(.router) { viaA in
+            try await seedShop(viaA, a)
+            try await b.app.test(.router) { viaB in
+                // The person's list asked for through both gateways: an entry naming them in each log.
+                for _ in 0..<3 { #expect(try await viaB.call(.get, Self.list, key: reader).status == 200) }
+                #expect(try await viaA.call(.get, Self.list, key: reader).status == 200)
+                let bHead = try #require(try await b.service.audit.checkpoint())
+                let shipped = try await #require(b.service.sharedAudit).shipPending()  // what B's background shipping does
+                #expect(shipped == Int(b.service.audit.count))
+
+                let found = try await viaA.call(.get, "/v1/audit?subject=shopper-0%40example.com&limit=1000", key: officer)
+                let entries = try #require(found.json["entries"] as? [[String: Any]])
+                #expect(Set(entries.compactMap { $0["log"] as? String }) == ["gw-a", "gw-b"], "A's query finds B's entries too")
+                #expect(entries.filter { $0["log"] as? String == "gw-b" }.count == 3)
+                // The copy holds what the file holds: tokens, never the person's id.
+                #expect(try a.psql("SELECT COUNT(*) FROM audit_archive WHERE log = 'gw-b'").trimmed == String(shipped))
+                let dump = try a.postgresDump()
+                #expect(dump.range(of: Data(Self.shopper.utf8)) == nil && dump.range(of: Data("shopper-0%40example.com".utf8)) == nil)
+
+                func verify(_ heads: [String] = []) async throws -> (own: [String: Any], logs: [String: [String: Any]]) {
+                    let response =
+                        heads.isEmpty
+                        ? try await viaA.call(.get, "/v1/audit/verify", key: officer)
+                        : try await viaA.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": heads])
+                    #expect(response.status == 200)
+                    let logs = try #require(response.json["logs"] as? [[String: Any]])
+                    return (response.json, Dictionary(uniqueKeysWithValues: logs.map { ($0["log"] as? String ?? "?", $0) }))
+                }
+                var result = try await verify([bHead.note])
+                #expect(result.own["log"] as? String == "gw-a" && result.own["firstBadSequence"] == nil, "B's head is not held against A's log")
+                #expect(Set(result.logs.keys) == ["gw-a", "gw-b"])
+                #expect(result.logs.values.allSatisfy { $0["firstBadSequence"] == nil })
+                #expect(result.logs["gw-b"]?["trustedThrough"] as? Int == Int(bHead.size))
+
+                // Rewritten in the copy, body and query columns alike: the digest gives it away.
+                let b2 = "log = 'gw-b' AND seq = 2"
+                try a.psql(
+                    """
+                    UPDATE audit_archive SET outcome = 'denied',
+                        body = convert_to(replace(convert_from(body, 'UTF8'), '"outcome":"allowed"', '"outcome":"denied"'), 'UTF8') WHERE \(b2)
+                    """)
+                result = try await verify()
+                #expect(result.logs["gw-b"]?["firstBadSequence"] as? Int == 2)
+                #expect((result.logs["gw-b"]?["reason"] as? String)?.contains("does not match its hash") == true)
+                try a.psql(
+                    """
+                    UPDATE audit_archive SET outcome = 'allowed',
+                        body = convert_to(replace(convert_from(body, 'UTF8'), '"outcome":"denied"', '"outcome":"allowed"'), 'UTF8') WHERE \(b2)
+                    """)
+                #expect(try await verify().logs["gw-b"]?["firstBadSequence"] == nil)
+
+                // Only the indexed column edited, so that a query for the person misses the entry: verify names it.
+                let named = try #require(Int(a.psql("SELECT MIN(seq) FROM audit_archive WHERE log = 'gw-b' AND subject_token = '\(token)'").trimmed))
+                try a.psql("UPDATE audit_archive SET subject_token = NULL WHERE log = 'gw-b' AND seq = \(named)")
+                result = try await verify()
+                #expect(result.logs["gw-b"]?["firstBadSequence"] as? Int == named)
+                #expect((result.logs["gw-b"]?["reason"] as? String)?.contains("query columns") == true)
+                try a.psql("UPDATE audit_archive SET subject_token = '\(token)' WHERE log = 'gw-b' AND seq = \(named)")
+
+                // Cut after the first entry, with every head: consistent on its own, caught by the head an officer kept.
+                try a.psql("DELETE FROM audit_archive WHERE log = 'gw-b' AND seq > 1; DELETE FROM audit_archive_heads WHERE log = 'gw-b'")
+                #expect(try await verify().logs["gw-b"]?["firstBadSequence"] == nil)
+                result = try await verify([bHead.note])
+                #expect(result.logs["gw-b"]?["firstBadSequence"] as? Int == 2)
+                #expect((result.logs["gw-b"]?["reason"] as? String)?.contains("cut") == true)
+                // B ships again what its file still holds: the copy is whole again.
+                _ = try await b.service.sharedAudit?.shipPending()
+                #expect(try await verify([bHead.note]).logs["gw-b"]?["trustedThrough"] as? Int == Int(bHead.size))
+
+                // A copy that no longer continues B's file (another gateway shipped under its name) stops B's shipping.
+                try a.psql(
+                    "UPDATE audit_archive SET hash = repeat('0', 64) WHERE log = 'gw-b' AND seq = (SELECT MAX(seq) FROM audit_archive WHERE log = 'gw-b')"
+                )
+                await #expect(throws: SharedAudit.Diverged.self) { try await b.service.sharedAudit?.shipPending() }
+            }
+        }
+    }
+
+    @Test func aSecondGatewayCannotKeepALogUnderTheNameAnotherHolds() async throws {
+        let (a, b, watch) = try await Self.pair()
+        defer { watch.cancel() }
+        try await #require(a.service.sharedAudit).claim()
+        let archive = try #require(b.service.store.auditArchive)
+        await #expect(throws: StorageError.self) { try await archive.claim(log: "gw-a") }
+        try await archive.claim(log: "gw-b")
+    }
+}
+
+extension String {
+    fileprivate var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
+}
