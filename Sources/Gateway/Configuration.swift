@@ -62,6 +62,9 @@ public struct VeilConfiguration: Sendable, Equatable {
     public var databaseURL: String?
     /// PostgreSQL connections per gateway.
     public var databasePoolSize = 8
+    /// The PostgreSQL role that owns the key store's schema (`storage.key_role`): the gateway's role must be a member;
+    /// a role that is not (a backup's, an analyst's) reads the data and never a key.
+    public var keyRole: String?
     /// PostgreSQL statements running longer are cancelled (milliseconds).
     public var databaseStatementTimeoutMs = 10_000
     /// `storage.gateways: several`: other gateways may serve the same PostgreSQL database (this one then does not
@@ -115,13 +118,22 @@ public struct VeilConfiguration: Sendable, Equatable {
         return config
     }
 
-    /// The `storage` section: a `postgres://` URL, or a mapping of `url`, `pool_size`, `statement_timeout_ms` and
-    /// `gateways`.
+    /// The `storage` section: a `postgres://` URL, or a mapping of `url`, `pool_size`, `statement_timeout_ms`,
+    /// `gateways` and `key_role`.
     mutating func readStorage(_ node: Node, _ r: Reader) throws {
         if node.mapping == nil {
             databaseURL = try r.string(node, "storage")
         } else {
-            let s = try r.mapping(node, "storage", keys: ["url", "pool_size", "statement_timeout_ms", "gateways"])
+            let s = try r.mapping(node, "storage", keys: ["url", "pool_size", "statement_timeout_ms", "gateways", "key_role"])
+            if let n = s["key_role"] {
+                let role = try r.string(n, "storage.key_role")
+                // The storage backend checks the name again; the configuration names the line.
+                guard role.range(of: "^[a-z_][a-z0-9_]{0,62}$", options: .regularExpression) != nil else {
+                    throw r.fail(
+                        n, "storage.key_role is a PostgreSQL role name: 1 to 63 lower-case letters, digits and '_', not starting with a digit")
+                }
+                keyRole = role
+            }
             databaseURL = try s["url"].map { try r.string($0, "storage.url") }
             if let n = s["pool_size"] { databasePoolSize = try r.int(n, "storage.pool_size", 1...500) }
             if let n = s["statement_timeout_ms"] { databaseStatementTimeoutMs = try r.int(n, "storage.statement_timeout_ms", 100...3_600_000) }

@@ -202,6 +202,50 @@ enum PostgresSchema {
                 """),
     ]
 
+    /// Hands the key store's schema and tables to `role` (idempotent): the gateway keeps its access as a member of the
+    /// role, and a role that is not a member (a backup's) can neither read a key nor dump one.
+    static func giveKeyStore(to role: String, _ store: PostgresStore) throws {
+        guard PostgresRoleName.isValid(role) else { throw StorageError(.cannotOpen, "storage.key_role '\(role)' is not a role name Veil accepts") }
+        try store.withConnection { connection in
+            func run(_ query: PostgresQuery) throws -> PostgresQueryResult {
+                try connection.answer(query, logger: store.logger, within: store.patience)
+            }
+            let member = try run(
+                """
+                SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = \(role)),
+                    EXISTS (SELECT 1 FROM pg_roles WHERE rolname = \(role)) AND pg_has_role(current_user, \(role), 'USAGE')
+                """
+            ).rows.first?.decode((Bool, Bool).self)
+            guard member?.0 == true else {
+                throw StorageError(
+                    .cannotOpen,
+                    "storage.key_role names the role '\(role)', which does not exist: CREATE ROLE \(role) NOLOGIN; GRANT \(role) TO \(store.settings.user)"
+                )
+            }
+            guard member?.1 == true else {
+                throw StorageError(
+                    .cannotOpen,
+                    "the database role '\(store.settings.user)' is not a member of storage.key_role '\(role)': GRANT \(role) TO \(store.settings.user)"
+                )
+            }
+            let quoted = "\"\(role)\""
+            _ = try run("BEGIN")
+            do {
+                // Under the migration lock: gateways starting together hand it over once.
+                _ = try run("SELECT pg_advisory_xact_lock(\(PostgresStore.migrationLock))")
+                _ = try run("ALTER SCHEMA \(unescaped: PostgresStore.keySchema) OWNER TO \(unescaped: quoted)")
+                for table in ["subject_keys", "shredded_subjects"] {
+                    _ = try run("ALTER TABLE \(unescaped: PostgresStore.keySchema).\(unescaped: table) OWNER TO \(unescaped: quoted)")
+                }
+                _ = try run("REVOKE ALL ON SCHEMA \(unescaped: PostgresStore.keySchema) FROM PUBLIC")
+                _ = try run("COMMIT")
+            } catch {
+                _ = try? run("ROLLBACK")
+                throw StorageError(.migrationFailed, "handing the key store to storage.key_role '\(role)' failed: \(PostgresStore.describe(error))")
+            }
+        }
+    }
+
     static func migrate(_ store: PostgresStore) throws {
         try store.withConnection { connection in
             let logger = store.logger
@@ -224,6 +268,19 @@ enum PostgresSchema {
                     throw StorageError(.migrationFailed, "migration \(migration.id) failed: \(PostgresStore.describe(error))")
                 }
             }
+        }
+    }
+}
+
+/// The role names `storage.key_role` accepts: plain lower-case identifiers, so that one is never quoted wrongly into
+/// a statement.
+public enum PostgresRoleName {
+    public static func isValid(_ name: String) -> Bool {
+        guard let first = name.utf8.first, (1...63).contains(name.utf8.count), !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else {
+            return false
+        }
+        return name.utf8.allSatisfy {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "_")
         }
     }
 }

@@ -27,6 +27,9 @@ public struct PostgresSettings: Sendable, Equatable {
     public var connectTimeout: Double
     /// Other gateways serve the same database (`storage.gateways: several`): their announcements are watched.
     public var shared = false
+    /// The role that is to own the key store's schema and tables (``PostgresRoleName``), of which the gateway's role
+    /// must be a member; nil leaves them with the gateway's role.
+    public var keyRole: String?
 
     /// Reads `postgres://user[:password]@host[:port]/database[?sslmode=…]`.
     /// - Throws: ``StorageError`` naming what is wrong with the URL (never echoing a password).
@@ -119,11 +122,13 @@ public final class PostgresStore: Sendable {
         }
         do {
             try PostgresSchema.migrate(self)
+            if let role = settings.keyRole { try PostgresSchema.giveKeyStore(to: role, self) }
         } catch let error as StorageError {
-            try? group.syncShutdownGracefully()
+            // Closes the pooled connection before the loop it runs on stops: closing it after (in deinit) waits for ever.
+            close()
             throw error
         } catch {
-            try? group.syncShutdownGracefully()
+            close()
             throw StorageError(.migrationFailed, "migrating \(settings.redacted) failed: \(PostgresStore.describe(error))")
         }
     }

@@ -15,6 +15,7 @@ enum Backend {
         do {
             var settings = try PostgresSettings(url: url, poolSize: config.databasePoolSize, statementTimeoutMs: config.databaseStatementTimeoutMs)
             settings.shared = config.sharedDatabase
+            settings.keyRole = config.keyRole
             return try PostgresStore(settings: settings)
         } catch {
             throw CLIError(message: "\(error)")

@@ -72,12 +72,13 @@ import Testing
         #expect(error("audit:\n  head_max_age_s: 0\n").contains("audit.head_max_age_s must be a whole number from 1 to 86400"))
         #expect(error("audit:\n  log_name: Gateway 1\n").contains("veil.yaml:2: audit.log_name is 1 to 32 lower-case letters, digits and '-'"))
         #expect(error("storage:\n  gateways: many\n").contains("veil.yaml:2: storage.gateways is one (the default) or several"))
+        #expect(error("storage:\n  key_role: \"keys; DROP TABLE x\"\n").contains("veil.yaml:2: storage.key_role is a PostgreSQL role name"))
     }
 
     @Test func severalGatewaysNameTheirDatabaseSharingAndTheirLogs() throws {
         let config = try VeilConfiguration.parse(
-            "storage:\n  url: postgres://veil@db/veil\n  gateways: several\naudit:\n  log_name: gw-2\n", file: "gw.yaml")
-        #expect(config.sharedDatabase && config.auditLogName == "gw-2")
+            "storage:\n  url: postgres://veil@db/veil\n  gateways: several\n  key_role: veil_keys\naudit:\n  log_name: gw-2\n", file: "gw.yaml")
+        #expect(config.sharedDatabase && config.auditLogName == "gw-2" && config.keyRole == "veil_keys")
         #expect(!VeilConfiguration().sharedDatabase && VeilConfiguration().auditLogName == nil)
     }
 }
