@@ -57,8 +57,9 @@ public struct AuditVerification: Sendable, Equatable, Codable {
     /// On a gateway sharing its database: every gateway's log as shipped to it, each verified on its own (this
     /// gateway's among them, as shipped). The top-level fields are this gateway's own log file's.
     public var logs: [AuditVerification]?
-    /// Whether this log and every log in ``logs`` verified.
-    public var allIntact: Bool { intact && (logs ?? []).allSatisfy(\.intact) }
+    /// With ``logs``: whether this log and every one of them verified (a client must not read the top-level fields,
+    /// this gateway's own file's, as the verdict on all).
+    public var allLogsIntact: Bool?
 
     public static let withoutTrustedHead =
         "internal consistency only: the entries, the tree and the signed heads stored in this same file agree; "

@@ -102,3 +102,13 @@ extension AuditCheckpoint {
         self.init(size: size, rootHash: root, at: at, note: note)
     }
 }
+
+extension AuditVerification {
+    /// A log that could not be checked at all, failing at its first entry for `reason`.
+    public init(failedLog log: String, reason: String) {
+        self.init(entries: 0, checkpoints: 0)
+        self.log = log
+        firstBadSequence = 1
+        self.reason = reason
+    }
+}

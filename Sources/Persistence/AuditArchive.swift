@@ -87,14 +87,33 @@ public protocol AuditArchive: Sendable {
     /// How far `log` was shipped: its last entry's sequence number and digest (nil for none), and its largest head.
     func shipped(log: String) async throws -> (sequence: Int64, hash: String?, headSize: Int64)
     /// Stores `entries` (consecutive, continuing what ``shipped(log:)`` reported) and `heads` in one transaction;
-    /// rows already there are left as they are.
+    /// rows already there are left as they are. Shipments are placed one after another: a row's position is never
+    /// below that of a row committed before it, so a query paging by position misses none.
     func ship(entries: [ArchivedAuditEntry], heads: [ArchivedAuditHead]) async throws
+    /// Deletes `log`'s entries after sequence number `size` and its heads larger than it (a copy's tail that no head
+    /// the gateway's file holds vouches for, before the file's own is shipped in its place).
+    func retract(log: String, after size: Int64) async throws
     /// The names of every log shipped, sorted.
     func logs() async throws -> [String]
-    /// Up to `limit` entries of `log` after sequence number `after`, in order (verification reads a log in pages).
-    func entries(log: String, after: Int64, limit: Int) async throws -> [ArchivedAuditEntry]
+    /// Up to `limit` rows of `log` after `after` in the order of (sequence number, position), whatever their
+    /// sequence numbers (verification reads every row, including any an editor put before the first or twice).
+    func entries(log: String, after: ArchiveCursor, limit: Int) async throws -> [ArchivedAuditEntry]
     /// Every head of `log`, smallest first.
     func heads(log: String) async throws -> [ArchivedAuditHead]
     /// The entries of every log matching `filter`, in the order they were placed, from an index.
     func query(_ filter: ArchivedAuditFilter) async throws -> [ArchivedAuditEntry]
+}
+
+/// Where a reading of one log's copy stopped: the last row's sequence number and position.
+public struct ArchiveCursor: Sendable, Equatable {
+    public var sequence: Int64
+    public var position: Int64
+
+    public init(sequence: Int64, position: Int64) {
+        self.sequence = sequence
+        self.position = position
+    }
+
+    /// Before every row.
+    public static let start = ArchiveCursor(sequence: .min, position: .min)
 }

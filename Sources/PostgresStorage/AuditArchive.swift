@@ -12,22 +12,21 @@ struct PostgresAuditArchive: AuditArchive {
 
     /// The class id of the per-log advisory locks (the other key is the log name's hash).
     static let logLockClass: Int32 = 0x7665_696C
+    /// Serializes shipments (transaction-scoped), not the operational writers.
+    static let shippingLock: Int64 = 0x7665_696C_0005
 
-    func claim(log: String) async throws {
+    func retract(log: String, after size: Int64) async throws {
         try await PostgresStore.offThread { [store] in
-            guard let connection = try store.holding("SELECT pg_try_advisory_lock(\(Self.logLockClass), hashtext(\(log)))") else {
-                throw StorageError(
-                    .cannotOpen,
-                    "another gateway on \(store.settings.redacted) already keeps the audit log named '\(log)'; give each gateway an audit.log_name of its own"
-                )
-            }
-            // Held, like the gateway's own claim, for as long as the process lives.
-            if let old = store.logClaim.withLock({ claimed in
-                defer { claimed = connection }; return claimed
-            }) {
-                try? old.close().wait()
+            try store.unserializedWrite { tx in
+                try tx.run("SELECT pg_advisory_xact_lock(\(Self.shippingLock))")
+                try tx.run("DELETE FROM audit_archive WHERE log = \(log) AND seq > \(size)")
+                try tx.run("DELETE FROM audit_archive_heads WHERE log = \(log) AND size > \(size)")
             }
         }
+    }
+
+    func claim(log: String) async throws {
+        try await PostgresStore.offThread { [store] in try store.claimLog(log) }
     }
 
     func shipped(log: String) async throws -> (sequence: Int64, hash: String?, headSize: Int64) {
@@ -44,6 +43,9 @@ struct PostgresAuditArchive: AuditArchive {
         guard !entries.isEmpty || !heads.isEmpty else { return }
         try await PostgresStore.offThread { [store] in
             try store.unserializedWrite { tx in
+                // Positions are taken in the order shipments commit: a query paging by position never passes a row
+                // that a slower shipment commits later with a smaller one.
+                try tx.run("SELECT pg_advisory_xact_lock(\(Self.shippingLock))")
                 // One statement per batch (arrays unnested), not one round trip per entry.
                 for batch in stride(from: 0, to: entries.count, by: 1000).map({ entries[$0..<min($0 + 1000, entries.count)] }) {
                     try tx.run(
@@ -71,9 +73,17 @@ struct PostgresAuditArchive: AuditArchive {
 
     func logs() async throws -> [String] {
         try await store.read { tx in
-            try tx.rows("SELECT DISTINCT log FROM audit_archive UNION SELECT DISTINCT log FROM audit_archive_heads ORDER BY 1").map {
-                try $0.decode(String.self)
-            }
+            // A skip scan of the (log, seq) index: one probe per log, not a pass over every entry.
+            try tx.rows(
+                """
+                WITH RECURSIVE names (log) AS (
+                    (SELECT log FROM audit_archive ORDER BY log LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT a.log FROM audit_archive a WHERE a.log > names.log ORDER BY a.log LIMIT 1) FROM names WHERE names.log IS NOT NULL
+                )
+                SELECT log FROM names WHERE log IS NOT NULL UNION SELECT DISTINCT log FROM audit_archive_heads ORDER BY 1
+                """
+            ).map { try $0.decode(String.self) }
         }
     }
 
@@ -85,12 +95,13 @@ struct PostgresAuditArchive: AuditArchive {
             body: Array(body.readableBytesView), position: position)
     }
 
-    func entries(log: String, after: Int64, limit: Int) async throws -> [ArchivedAuditEntry] {
+    func entries(log: String, after: ArchiveCursor, limit: Int) async throws -> [ArchivedAuditEntry] {
         try await store.read { tx in
             try tx.rows(
                 """
                 SELECT position, log, seq, at, actor, action, outcome, subject_token, hash, body FROM audit_archive
-                WHERE log = \(log) AND seq > \(after) ORDER BY seq LIMIT \(max(1, min(limit, 10_000)))
+                WHERE log = \(log) AND (seq, position) > (\(after.sequence), \(after.position))
+                ORDER BY seq, position LIMIT \(max(1, min(limit, 10_000)))
                 """
             ).map(Self.entry)
         }
@@ -111,7 +122,7 @@ struct PostgresAuditArchive: AuditArchive {
             try tx.rows(
                 """
                 SELECT position, log, seq, at, actor, action, outcome, subject_token, hash, body FROM audit_archive
-                WHERE position > \(filter.after)
+                WHERE position > \(filter.after) AND seq >= 1
                     AND (\(filter.subjectToken)::TEXT IS NULL OR subject_token = \(filter.subjectToken))
                     AND (\(filter.actor)::TEXT IS NULL OR actor = \(filter.actor))
                     AND (\(filter.action)::TEXT IS NULL OR action = \(filter.action))
@@ -126,6 +137,23 @@ struct PostgresAuditArchive: AuditArchive {
 }
 
 extension PostgresStore {
+    /// Holds `log`'s name for this process (a session lock on a connection of its own, re-taken by the readiness
+    /// check after the database restarted); holding it already is fine.
+    func claimLog(_ log: String) throws {
+        if claimedLog.withLock({ $0 }) == log, logClaim.withLock({ $0.map { !$0.isClosed } ?? false }) { return }
+        guard let connection = try holding("SELECT pg_try_advisory_lock(\(PostgresAuditArchive.logLockClass), hashtext(\(log)))") else {
+            throw StorageError(
+                .cannotOpen,
+                "another gateway on \(settings.redacted) already keeps the audit log named '\(log)'; give each gateway an audit.log_name of its own")
+        }
+        let old = logClaim.withLock { claimed in
+            defer { claimed = connection }
+            return claimed
+        }
+        if let old { try? old.close().wait() }
+        claimedLog.withLock { $0 = log }
+    }
+
     /// The audit archive of the gateways sharing this database (``AuditArchive``).
     public var auditArchive: (any AuditArchive)? { settings.shared ? PostgresAuditArchive(store: self) : nil }
 }

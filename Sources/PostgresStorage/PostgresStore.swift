@@ -177,8 +177,9 @@ public final class PostgresStore: Sendable {
 
     static let gatewayLock: Int64 = 0x7665_696C_0003
     private let sole = Mutex<PostgresConnection?>(nil)
-    /// The connection holding this process's claim on its audit log's name (``AuditArchive/claim(log:)``).
+    /// The connection holding this process's claim on its audit log's name (``AuditArchive/claim(log:)``), and the name.
     let logClaim = Mutex<PostgresConnection?>(nil)
+    let claimedLog = Mutex<String?>(nil)
     private let claimed = Mutex(false)
 
     /// Claims the database for as long as the process lives (a session advisory lock on a connection of its own): for
@@ -217,8 +218,9 @@ public final class PostgresStore: Sendable {
     private func keepClaim() throws {
         // One re-claim at a time: two probes racing would see each other's lock as another gateway's.
         try reclaiming.withLock { _ in
-            guard claimed.withLock({ $0 }), sole.withLock({ $0?.isClosed ?? true }) else { return }
-            try claimGateway()
+            if claimed.withLock({ $0 }), sole.withLock({ $0?.isClosed ?? true }) { try claimGateway() }
+            // The audit log's name too: a restart ended that session as well.
+            if let log = claimedLog.withLock({ $0 }), logClaim.withLock({ $0?.isClosed ?? true }) { try claimLog(log) }
         }
     }
     private let reclaiming = Mutex(())

@@ -62,13 +62,14 @@ extension VeilService {
         guard let shared = sharedAudit else {
             return try await offThePool { try audit.verify(trustedHeads: trustedHeads, verifier: verifier) }
         }
-        let logs = try await shared.archive.logs()
-        let others = Set(logs.filter { $0 != shared.log }.map { HeadSigner.defaultOrigin(for: shared.publicKey, logName: $0) })
         // Another log's head is checked against that log, not held against this one.
-        let own = verifier == nil ? trustedHeads.filter { !others.contains(String(SharedAudit.origin(of: $0))) } : trustedHeads
-        var result = try await offThePool { try audit.verify(trustedHeads: own, verifier: verifier) }
+        let own = SharedAudit.ownHeads(trustedHeads, own: shared.log, key: shared.publicKey)
+        let ownVerifier = SharedAudit.ownVerifier(verifier, own: shared.log, key: shared.publicKey)
+        var result = try await offThePool { try audit.verify(trustedHeads: own, verifier: ownVerifier) }
         result.log = shared.log
-        result.logs = try await shared.verifyAll(trustedHeads: trustedHeads, verifier: verifier)
+        let logs = try await shared.verifyAll(trustedHeads: trustedHeads, verifier: verifier)
+        result.logs = logs
+        result.allLogsIntact = result.intact && logs.allSatisfy(\.intact)
         return result
     }
 

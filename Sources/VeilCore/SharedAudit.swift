@@ -2,6 +2,7 @@ import Audit
 import Foundation
 import Logging
 import Persistence
+import Synchronization
 import Vault
 
 /// The audit logs of every gateway on a shared database, kept as one: each gateway ships its own log (entries made
@@ -9,19 +10,30 @@ import Vault
 /// any gateway verifies and queries all of them. A copy is held to its signed heads exactly as the file is, so whoever
 /// can write the database gains nothing the file's writer would not: a rewrite shows against the heads, a re-signed
 /// copy against a head kept elsewhere.
-public struct SharedAudit: Sendable {
+public final class SharedAudit: Sendable {
     let archive: any AuditArchive
     let audit: any AuditTrail
     /// This gateway's log's name (`audit.log_name`).
     public let log: String
     let publicKey: SigningPublicKey
     let logger: Logger
+    /// One shipment at a time in this process: a request that finds one running does not start another.
+    private let shipping = Mutex(false)
+
+    init(archive: any AuditArchive, audit: any AuditTrail, log: String, publicKey: SigningPublicKey, logger: Logger) {
+        self.archive = archive
+        self.audit = audit
+        self.log = log
+        self.publicKey = publicKey
+        self.logger = logger
+    }
 
     /// Entries shipped per transaction.
     static let page = 1000
 
-    /// A copy of the log that this gateway cannot continue: another gateway shipped under its name, or its own file
-    /// was cut or replaced after shipping.
+    /// A copy of the log that this gateway cannot continue without destroying evidence: the copy holds a head signed
+    /// with the audit key that this gateway's file does not (its file was cut or replaced, or another gateway ships
+    /// under its name).
     public struct Diverged: Error, CustomStringConvertible {
         public let description: String
     }
@@ -30,28 +42,36 @@ public struct SharedAudit: Sendable {
     /// with the same name is refused).
     public func claim() async throws { try await archive.claim(log: log) }
 
-    /// Ships every entry and signed head not yet in the database; returns how many entries it shipped. Heads are
-    /// shipped with the entries they cover, never before them (a head beyond the copy's entries reads as a cut).
+    /// Ships every entry and signed head not yet in the database, at most `pages` transactions of them (a request
+    /// ships what little is pending; the background shipper catches up with any backlog); returns how many entries
+    /// it shipped, nil when another shipment of this process was running. Heads are shipped with the entries they
+    /// cover, never before them (a head beyond the copy's entries reads as a cut).
     @discardableResult
-    public func shipPending() async throws -> Int {
-        let (shippedThrough, hash, headSize) = try await archive.shipped(log: log)
-        var sequence = shippedThrough
+    public func shipPending(pages: Int = .max) async throws -> Int? {
+        guard
+            shipping.withLock({ busy in
+                defer { busy = true }; return !busy
+            })
+        else { return nil }
+        defer { shipping.withLock { $0 = false } }
+        var (sequence, hash, headSize) = try await archive.shipped(log: log)
         let audit = self.audit
         if sequence > 0 {
-            let local = try await offThePool { try audit.entries(after: shippedThrough - 1, limit: 1) }.first
-            guard let local, local.hash == hash else {
-                throw Diverged(
-                    description: local == nil
-                        ? "the shared database holds \(sequence) entries of audit log '\(log)', this gateway's file fewer: the file was cut or replaced, or another gateway uses this log name"
-                        : "entry \(sequence) of audit log '\(log)' in the shared database differs from this gateway's file: another gateway uses this log name, or one copy was rewritten"
-                )
+            let through = sequence
+            let local = try await offThePool { try audit.entries(after: through - 1, limit: 1) }.first
+            if local?.hash != hash {
+                try await repairCopy()
+                (sequence, _, headSize) = try await archive.shipped(log: log)
             }
         }
-        var heads = try await offThePool { try audit.checkpoints(after: headSize) }
+        // A log's first shipment carries a signed head: a copy that no head vouches for is not a gateway's.
+        var durable = audit.durableCount
+        if headSize == 0, durable > sequence, let head = try await audit.checkpoint() { durable = max(durable, head.size) }
+        let since = headSize
+        var heads = try await offThePool { try audit.checkpoints(after: since) }
         var shipped = 0
         // Only what a power cut cannot take from the file: the copy must never hold an entry the file could lose.
-        let durable = audit.durableCount
-        while sequence < durable || !heads.isEmpty {
+        for _ in 0..<max(1, pages) {
             let after = sequence
             let entries = try await offThePool { try audit.entries(after: after, limit: Self.page) }.filter { $0.sequence <= durable }
             let through = entries.last?.sequence ?? sequence
@@ -68,6 +88,38 @@ public struct SharedAudit: Sendable {
         return shipped
     }
 
+    /// The copy's last entry is not the file's. Its tail after the largest head both hold is replaced from the file
+    /// when no head signed with the audit key vouches for it (rows an editor appended, or entries a power cut took
+    /// from a file that does not sync); a signed head the file lacks is evidence against the file, and is kept.
+    private func repairCopy() async throws {
+        let audit = self.audit
+        let fileHeads = try await offThePool { try audit.checkpoints(after: 0) }
+        let notes = Dictionary(fileHeads.map { ($0.size, $0.note) }, uniquingKeysWith: { a, _ in a })
+        let verifier = try HeadSigner.verifier(for: publicKey, logName: log)
+        let copyHeads = try await archive.heads(log: log)
+        let common = copyHeads.filter { notes[$0.size] == $0.note }.map(\.size).max() ?? 0
+        if let signed = copyHeads.first(where: { $0.size > common && (try? SignedNote.open($0.note, verifiers: [verifier])) != nil }) {
+            throw Diverged(
+                description:
+                    "the shared database's copy of audit log '\(log)' holds a head of \(signed.size) entries signed with the audit key that this gateway's file does not: the file was cut or replaced, or another gateway ships under this name; nothing is shipped until someone looks"
+            )
+        }
+        if common > 0 {
+            let copied = try await archive.entries(log: log, after: ArchiveCursor(sequence: common - 1, position: .max), limit: 1).first
+            let local = try await offThePool { try audit.entries(after: common - 1, limit: 1) }.first
+            guard let copied, copied.sequence == common, copied.hash == local?.hash else {
+                throw Diverged(
+                    description:
+                        "entry \(common) of audit log '\(log)' differs between the shared database and this gateway's file, though both hold the head that signs it"
+                )
+            }
+        }
+        try await archive.retract(log: log, after: common)
+        logger.error(
+            "the shared database's copy of this gateway's audit log held entries after its last signed head that the file does not; replaced from the file",
+            metadata: ["log": "\(log)", "kept_through": "\(common)"])
+    }
+
     static func archived(_ entry: AuditEntry, log: String) throws -> ArchivedAuditEntry {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -80,59 +132,104 @@ public struct SharedAudit: Sendable {
     /// Verifies every log in the database, each against its own signed heads and the trusted heads that name it;
     /// `verifier` (another key than the audit key) is taken to have signed heads of the log it names.
     func verifyAll(trustedHeads: [String], verifier: NoteVerifier?) async throws -> [AuditVerification] {
-        try await shipPending()
+        do {
+            try await shipPending(pages: 1)
+        } catch {
+            // The copies are verified all the same: a copy this gateway cannot continue is what to look at.
+            logger.error("shipping the audit log before verifying failed", metadata: ["error": "\(error)"])
+        }
         return try await Self.verify(archive, publicKey: publicKey, trustedHeads: trustedHeads, verifier: verifier)
     }
 
+    /// The name of the log a signed note is a head of, when its origin is a named log's under `key`.
+    static func logName(of note: String, key: SigningPublicKey) -> String? {
+        let origin = note.prefix { $0 != "\n" }
+        let prefix = HeadSigner.defaultOrigin(for: key) + "/"
+        guard origin.hasPrefix(prefix) else { return nil }
+        let name = String(origin.dropFirst(prefix.count))
+        return HeadSigner.isValidLogName(name) ? name : nil
+    }
+
+    /// The trusted heads that are `own`'s log's or no named log's: those the gateway's own file is checked against.
+    public static func ownHeads(_ trustedHeads: [String], own: String?, key: SigningPublicKey) -> [String] {
+        trustedHeads.filter { note in logName(of: note, key: key).map { $0 == own } ?? true }
+    }
+
+    /// `verifier` if it is for the gateway's own log (or no named log), nil when it names another gateway's.
+    public static func ownVerifier(_ verifier: NoteVerifier?, own: String?, key: SigningPublicKey) -> NoteVerifier? {
+        verifier.flatMap { v in logName(of: v.name, key: key).map { $0 == own ? v : nil } ?? v }
+    }
+
     /// Verifies every log shipped to `archive` (what ``verifyAll(trustedHeads:verifier:)`` does after shipping; the
-    /// command line's `veil audit verify`, which ships nothing).
+    /// command line's `veil audit verify`, which ships nothing). A log a trusted head names but the database no
+    /// longer holds fails as cut to nothing.
     public static func verify(
         _ archive: any AuditArchive, publicKey: SigningPublicKey, trustedHeads: [String], verifier: NoteVerifier?
     ) async throws -> [AuditVerification] {
+        var names = Set(try await archive.logs())
+        names.formUnion(trustedHeads.compactMap { logName(of: $0, key: publicKey) })
         var results: [AuditVerification] = []
-        for name in try await archive.logs() {
-            // Heads signed with another key are this gateway's own log's (``VeilService/verifyAuditLog``); the audit key's
-            // name the log they belong to in their origin.
+        for name in names.sorted() {
+            guard HeadSigner.isValidLogName(name) else {
+                results.append(AuditVerification(failedLog: name, reason: "the database holds a log under a name no gateway can have"))
+                continue
+            }
             let origin = HeadSigner.defaultOrigin(for: publicKey, logName: name)
-            let mine = verifier == nil ? trustedHeads.filter { Self.origin(of: $0) == origin } : []
+            let mine = trustedHeads.filter { $0.prefix { $0 != "\n" } == origin }
             let heads = try await archive.heads(log: name).map { AuditCheckpoint(note: $0.note, size: $0.size, at: $0.at) }
-            var check = try StreamedLogVerification(publicKey: publicKey, logName: name, heads: heads, trustedHeads: mine)
-            var after: Int64 = 0
-            let decoder = JSONDecoder()
+            var check = try StreamedLogVerification(
+                publicKey: publicKey, logName: name, heads: heads, trustedHeads: mine,
+                trustedVerifier: verifier?.name == origin ? verifier : nil)
+            var after = ArchiveCursor.start
             while true {
                 let page = try await archive.entries(log: name, after: after, limit: 5000)
-                for row in page {
-                    guard let entry = try? decoder.decode(AuditEntry.self, from: Data(row.body)) else {
-                        check.fail(at: row.sequence, "entry \(row.sequence) of the copy cannot be read")
-                        continue
-                    }
-                    // The columns a query filters on are derived, never trusted; one that disagrees would hide the
-                    // entry from a query that should find it.
-                    if row.at != entry.at || row.actor != entry.record.actor || row.action != entry.record.action
-                        || row.outcome != entry.record.outcome || row.subjectToken != entry.record.subjectToken || row.hash != entry.hash
-                    {
-                        check.fail(at: row.sequence, "entry \(row.sequence)'s query columns disagree with the entry (a query would miss it)")
-                        continue
-                    }
-                    check.add(entry, at: row.sequence)
-                }
+                check = try await offThePool { [check] in Self.feed(check, page) }
                 guard let last = page.last, page.count == 5000 else { break }
-                after = last.sequence
+                after = ArchiveCursor(sequence: last.sequence, position: last.position)
             }
             var result = check.finish()
             result.log = name
+            if result.intact, result.entries > 0, result.signedThrough == 0 {
+                (result.firstBadSequence, result.reason) = (
+                    1, "no head signed with the audit key covers any entry: nothing shows this log to be a gateway's"
+                )
+            }
             results.append(result)
         }
         return results
     }
 
-    /// A signed note's origin: its first line.
-    static func origin(of note: String) -> Substring { note.prefix { $0 != "\n" } }
+    /// One page of a copy's rows into the verification: each decoded from its body, its indexed columns checked
+    /// byte for byte against the entry (an edited column would hide the entry from a query that should find it).
+    private static func feed(_ check: StreamedLogVerification, _ page: [ArchivedAuditEntry]) -> StreamedLogVerification {
+        var check = check
+        let decoder = JSONDecoder()
+        func same(_ a: String?, _ b: String?) -> Bool { a.map { Array($0.utf8) } == b.map { Array($0.utf8) } }
+        for row in page {
+            guard let entry = try? decoder.decode(AuditEntry.self, from: Data(row.body)) else {
+                check.fail(at: row.sequence, "entry \(row.sequence) of the copy cannot be read")
+                continue
+            }
+            guard row.at == entry.at, same(row.actor, entry.record.actor), same(row.action, entry.record.action),
+                same(row.outcome, entry.record.outcome), same(row.subjectToken, entry.record.subjectToken), same(row.hash, entry.hash)
+            else {
+                check.fail(at: row.sequence, "entry \(row.sequence)'s query columns disagree with the entry (a query would miss it)")
+                continue
+            }
+            check.add(entry, at: row.sequence)
+        }
+        return check
+    }
 
     /// The entries of every gateway's log matching `query`, in the order they reached the database (this gateway's
-    /// shipped first, so that its own latest are in), each with its log's name; the cursor is a position in that order.
+    /// pending ones shipped first, so that its own latest are in), each with its log's name; the cursor is a position
+    /// in that order.
     func query(_ query: AuditQuery) async throws -> [LoggedAuditEntry] {
-        try await shipPending()
+        do {
+            try await shipPending(pages: 1)
+        } catch {
+            logger.error("shipping the audit log before a query failed", metadata: ["error": "\(error)"])
+        }
         let rows = try await archive.query(
             ArchivedAuditFilter(
                 actor: query.actor, subjectToken: query.subjectToken, action: query.action, outcome: query.outcome?.rawValue,

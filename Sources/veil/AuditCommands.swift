@@ -46,21 +46,20 @@ struct AuditCommand: AsyncParsableCommand {
             // On a shared database: every gateway's log as shipped there, each against the trusted heads naming it; this
             // gateway's file against the others.
             var shared: [AuditVerification] = []
-            var own = notes
+            var (own, ownVerifier) = (notes, verifier)
             if config.sharedDatabase, let archive = try Backend.open(common).auditArchive {
                 do {
                     shared = try await SharedAudit.verify(archive, publicKey: key, trustedHeads: notes, verifier: verifier)
                 } catch let error as AuditError where error.invalidInput {
                     throw ValidationError(error.message)
                 }
-                let others = Set(
-                    shared.compactMap(\.log).filter { $0 != config.auditLogName }.map { HeadSigner.defaultOrigin(for: key, logName: $0) })
-                if verifier == nil { own = notes.filter { !others.contains(String($0.prefix { $0 != "\n" })) } }
+                own = SharedAudit.ownHeads(notes, own: config.auditLogName, key: key)
+                ownVerifier = SharedAudit.ownVerifier(verifier, own: config.auditLogName, key: key)
             }
             let result: AuditVerification
             do {
                 result = try AuditReader(path: try common.paths().auditDatabase).verify(
-                    publicKey: key, logName: config.auditLogName, trustedHeads: own, trustedVerifier: verifier)
+                    publicKey: key, logName: config.auditLogName, trustedHeads: own, trustedVerifier: ownVerifier)
             } catch let error as AuditError where error.invalidInput {
                 throw ValidationError(error.message)
             }

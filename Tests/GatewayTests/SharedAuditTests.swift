@@ -1,10 +1,11 @@
-import Audit
+@testable import Audit
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Persistence
 import Storage
 import Testing
+import Vault
 @testable import VeilCore
 
 /// Several gateways' audit logs as one: each ships its log to the database they share, and any of them verifies and
@@ -24,7 +25,8 @@ extension SeveralGatewaysTests {
                 for _ in 0..<3 { #expect(try await viaB.call(.get, Self.list, key: reader).status == 200) }
                 #expect(try await viaA.call(.get, Self.list, key: reader).status == 200)
                 let bHead = try #require(try await b.service.audit.checkpoint())
-                let shipped = try await #require(b.service.sharedAudit).shipPending()  // what B's background shipping does
+                let bShipping = try #require(b.service.sharedAudit)
+                let shipped = try #require(try await bShipping.shipPending())  // what B's background shipping does
                 #expect(shipped == Int(b.service.audit.count))
 
                 let found = try await viaA.call(.get, "/v1/audit?subject=shopper-0%40example.com&limit=1000", key: officer)
@@ -76,9 +78,10 @@ extension SeveralGatewaysTests {
                 #expect((result.logs["gw-b"]?["reason"] as? String)?.contains("query columns") == true)
                 try a.psql("UPDATE audit_archive SET subject_token = '\(token)' WHERE log = 'gw-b' AND seq = \(named)")
 
-                // Cut after the first entry, with every head: consistent on its own, caught by the head an officer kept.
+                // Cut after the first entry, with every head: no head vouches for what is left, and the head an officer
+                // kept shows the cut.
                 try a.psql("DELETE FROM audit_archive WHERE log = 'gw-b' AND seq > 1; DELETE FROM audit_archive_heads WHERE log = 'gw-b'")
-                #expect(try await verify().logs["gw-b"]?["firstBadSequence"] == nil)
+                #expect((try await verify().logs["gw-b"]?["reason"] as? String)?.contains("no head signed") == true)
                 result = try await verify([bHead.note])
                 #expect(result.logs["gw-b"]?["firstBadSequence"] as? Int == 2)
                 #expect((result.logs["gw-b"]?["reason"] as? String)?.contains("cut") == true)
@@ -86,11 +89,63 @@ extension SeveralGatewaysTests {
                 _ = try await b.service.sharedAudit?.shipPending()
                 #expect(try await verify([bHead.note]).logs["gw-b"]?["trustedThrough"] as? Int == Int(bHead.size))
 
-                // A copy that no longer continues B's file (another gateway shipped under its name) stops B's shipping.
+                // An entry before the first, a log under a name no gateway can have, a log copied under a name of
+                // its own without heads: each fails, none hides the others, and a query shows no row before entry 1.
                 try a.psql(
-                    "UPDATE audit_archive SET hash = repeat('0', 64) WHERE log = 'gw-b' AND seq = (SELECT MAX(seq) FROM audit_archive WHERE log = 'gw-b')"
-                )
+                    """
+                    INSERT INTO audit_archive (log, seq, at, actor, action, outcome, subject_token, hash, body)
+                        SELECT log, 0, at, actor, action, outcome, subject_token, hash, body FROM audit_archive WHERE log = 'gw-b' AND seq = 2;
+                    INSERT INTO audit_archive (log, seq, at, actor, action, outcome, subject_token, hash, body)
+                        SELECT 'Not A Name', seq, at, actor, action, outcome, subject_token, hash, body FROM audit_archive WHERE log = 'gw-b' AND seq = 1;
+                    INSERT INTO audit_archive (log, seq, at, actor, action, outcome, subject_token, hash, body)
+                        SELECT 'gw-x', seq, at, actor, action, outcome, subject_token, hash, body FROM audit_archive WHERE log = 'gw-b' AND seq >= 1
+                    """)
+                result = try await verify()
+                #expect(result.logs["gw-b"]?["firstBadSequence"] as? Int == 0)
+                #expect(result.logs["Not A Name"]?["firstBadSequence"] as? Int == 1)
+                #expect((result.logs["gw-x"]?["reason"] as? String)?.contains("no head signed") == true)
+                #expect(result.logs["gw-a"]?["firstBadSequence"] == nil)
+                #expect(result.own["allLogsIntact"] as? Bool == false && result.own["firstBadSequence"] == nil)
+                let everything = try await viaA.call(.get, "/v1/audit?actor=p-recommendation-client&limit=1000", key: officer)
+                let rows = try #require(everything.json["entries"] as? [[String: Any]])
+                #expect(!rows.contains { $0["log"] as? String == "gw-b" && $0["sequence"] as? Int == 0 })
+                try a.psql("DELETE FROM audit_archive WHERE seq < 1 OR log IN ('Not A Name', 'gw-x')")
+
+                // Rows appended after B's last signed head (no head vouches for them): B replaces them from its file.
+                try a.psql(
+                    """
+                    INSERT INTO audit_archive (log, seq, at, actor, action, outcome, subject_token, hash, body)
+                        SELECT log, seq + 1, at, actor, action, outcome, subject_token, hash, body FROM audit_archive
+                        WHERE log = 'gw-b' AND seq = (SELECT MAX(seq) FROM audit_archive WHERE log = 'gw-b')
+                    """)
+                #expect(try await verify().logs["gw-b"]?["firstBadSequence"] != nil)
+                _ = try await b.service.sharedAudit?.shipPending()
+                #expect(try await verify([bHead.note]).logs["gw-b"]?["firstBadSequence"] == nil)
+
+                // A copy that holds a head signed with the audit key that B's file does not (B's file was cut, or
+                // another gateway ships under its name) is evidence: B stops shipping rather than overwrite it.
+                let signer = try HeadSigner(
+                    origin: HeadSigner.defaultOrigin(for: b.service.ring.auditSigner.publicKey, logName: "gw-b"), keys: b.service.ring.auditSigner)
+                let forged = signer.sign(size: b.service.audit.count + 5, root: [UInt8](repeating: 7, count: 32))
+                try a.psql(
+                    """
+                    INSERT INTO audit_archive_heads (log, size, at, note) VALUES ('gw-b', \(b.service.audit.count + 5), 0, '\(forged)');
+                    UPDATE audit_archive SET hash = repeat('0', 64) WHERE log = 'gw-b' AND seq = (SELECT MAX(seq) FROM audit_archive WHERE log = 'gw-b')
+                    """)
                 await #expect(throws: SharedAudit.Diverged.self) { try await b.service.sharedAudit?.shipPending() }
+
+                // A head of B's given with B's verifier key (a witness's state, say) checks B's copy, not A's file.
+                try a.psql("DELETE FROM audit_archive_heads WHERE log = 'gw-b' AND size > \(b.service.audit.count)")
+                let key = try HeadSigner.verifier(for: b.service.ring.auditSigner.publicKey, logName: "gw-b").verifierKey
+                let keyed = try await viaA.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": [bHead.note], "verifier_key": key])
+                #expect(keyed.json["firstBadSequence"] == nil)
+                let bKeyed = (keyed.json["logs"] as? [[String: Any]])?.first { $0["log"] as? String == "gw-b" }
+                #expect(bKeyed?["trustedHeads"] as? Int == 1)
+
+                // Every row of B's deleted: the log is gone from the database, and the officer's head says it was there.
+                try a.psql("DELETE FROM audit_archive WHERE log = 'gw-b'; DELETE FROM audit_archive_heads WHERE log = 'gw-b'")
+                result = try await verify([bHead.note])
+                #expect((result.logs["gw-b"]?["reason"] as? String)?.contains("cut") == true)
             }
         }
     }

@@ -25,7 +25,7 @@ enum ConsolePages {
         q.to = try text("to").map { try time($0, endOfDay: true) }
         q.after =
             try text("cursor").map {
-                guard let v = Int64($0), v >= 0 else { throw invalid("the page cursor is a sequence number") }; return v
+                guard let v = Int64($0), v >= 0 else { throw invalid("the page cursor is a number") }; return v
             } ?? 0
         let subject = text("subject")
         if let subject {
@@ -39,9 +39,11 @@ enum ConsolePages {
         }
         if let token = q.subjectToken { call.context.audit.update { $0.subjectToken = token } }
         let query = q
-        let entries = try await offThePool { try call.service.audit.query(query) }
+        // On a shared database every gateway's log (each entry naming it); details open for this gateway's own.
+        let (entries, cursor) = try await call.service.queryAuditLog(query)
+        let own = call.service.sharedAudit?.log
         var next: String?
-        if entries.count == query.limit, let last = entries.last?.sequence {
+        if let last = cursor {
             var items = [URLQueryItem(name: "cursor", value: String(last))]
             if let token = query.subjectToken { items.append(URLQueryItem(name: "subject_token", value: token)) }
             for name in ["actor", "action", "outcome", "from", "to"] {
@@ -56,7 +58,12 @@ enum ConsolePages {
             [
                 "subject": subject ?? "", "actor": q.actor ?? "", "action": q.action ?? "", "from": text("from") ?? "", "to": text("to") ?? "",
                 "outcomes": AuditOutcome.allCases.map { ["value": $0.rawValue, "selected": $0 == q.outcome] },
-                "entries": entries.map(row), "none": entries.isEmpty,
+                "entries": entries.map { logged in
+                    var values = row(logged.entry)
+                    values["log_label"] = logged.log.map { $0 + " " } ?? ""
+                    values["link"] = logged.log == own
+                    return values
+                }, "none": entries.isEmpty,
             ])
         if let next { values["next"] = next }
         return Console.render("audit", values)
@@ -82,14 +89,19 @@ enum ConsolePages {
 
     static let integrity: Console.SignedInPage = { call, session in
         let verification = try await call.service.verifyAuditLog()
+        // On a shared database the verdict covers every gateway's log, and names the ones that fail.
+        let failing = (verification.logs ?? []).filter { !$0.intact }.map {
+            "log \($0.log ?? "?") fails at entry \($0.firstBadSequence ?? 0): \($0.reason ?? "")"
+        }
         let head = try await call.service.newestAuditHead()
         return Console.render(
             "integrity",
             call.base(
                 "Integrity",
                 [
-                    "intact": verification.intact, "entries": verification.entries, "heads": verification.checkpoints,
-                    "signed_through": verification.signedThrough, "reason": verification.reason ?? "", "proves": verification.proves,
+                    "intact": verification.allLogsIntact ?? verification.intact, "entries": verification.entries,
+                    "heads": verification.checkpoints, "signed_through": verification.signedThrough,
+                    "reason": ([verification.reason].compactMap { $0 } + failing).joined(separator: "; "), "proves": verification.proves,
                     "head": head?.note ?? "", "has_head": head != nil,
                 ]))
     }
