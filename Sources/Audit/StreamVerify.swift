@@ -112,3 +112,28 @@ extension AuditVerification {
         self.reason = reason
     }
 }
+
+extension AuditConsistencyProof {
+    /// The consistency proof from the tree of `from` entries to `head`, for a log known by its entries' digests (hex,
+    /// entries 1…`head.size` in order): a copy of another gateway's log. A digest an editor changed yields a proof
+    /// that fails against the heads a witness holds, which is what the witness is for.
+    public static func fromDigests(
+        _ digests: [String], from: Int64, head: AuditCheckpoint, fromHead: AuditCheckpoint?
+    ) throws -> AuditConsistencyProof {
+        guard from >= 1, from <= head.size else {
+            throw AuditProofError.invalidRange("from must be between 1 and the head's size \(head.size), found \(from)")
+        }
+        guard Int64(digests.count) == head.size else {
+            throw AuditProofError.invalidRange("the copy holds \(digests.count) of the \(head.size) entries the head covers")
+        }
+        let leaves = try digests.map { hex -> [UInt8] in
+            guard let digest = [UInt8](hexString: hex), digest.count == 32 else {
+                throw AuditProofError.invalidRange("the copy holds an entry digest that is not 32 bytes of hex")
+            }
+            return Merkle.leafHash(digest)
+        }
+        let path = try Merkle.consistencyProof(from: Int(from), leafHashes: leaves)
+        return AuditConsistencyProof(
+            from: from, to: head.size, hashes: path.map { Data($0).base64EncodedString() }, checkpoint: head, fromCheckpoint: fromHead)
+    }
+}

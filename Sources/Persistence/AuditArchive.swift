@@ -98,6 +98,8 @@ public protocol AuditArchive: Sendable {
     /// Up to `limit` rows of `log` after `after` in the order of (sequence number, position), whatever their
     /// sequence numbers (verification reads every row, including any an editor put before the first or twice).
     func entries(log: String, after: ArchiveCursor, limit: Int) async throws -> [ArchivedAuditEntry]
+    /// The digests (hex) of `log`'s entries 1…`through`, in order: the leaves of its tree, for a consistency proof.
+    func digests(log: String, through: Int64) async throws -> [String]
     /// Every head of `log`, smallest first.
     func heads(log: String) async throws -> [ArchivedAuditHead]
     /// The entries of every log matching `filter`, in the order they were placed, from an index.

@@ -107,6 +107,14 @@ struct PostgresAuditArchive: AuditArchive {
         }
     }
 
+    func digests(log: String, through: Int64) async throws -> [String] {
+        try await store.read { tx in
+            try tx.rows("SELECT hash FROM audit_archive WHERE log = \(log) AND seq >= 1 AND seq <= \(through) ORDER BY seq").map {
+                try $0.decode(String.self)
+            }
+        }
+    }
+
     func heads(log: String) async throws -> [ArchivedAuditHead] {
         try await store.read { tx in
             try tx.rows("SELECT size, at, note FROM audit_archive_heads WHERE log = \(log) ORDER BY size").map {

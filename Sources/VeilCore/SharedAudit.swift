@@ -221,6 +221,31 @@ public final class SharedAudit: Sendable {
         return check
     }
 
+    /// The newest signed head of gateway `name`'s log as shipped (nil before its first).
+    public func newestHead(of name: String) async throws -> AuditCheckpoint? {
+        try await archive.heads(log: name).last.map { AuditCheckpoint(note: $0.note, size: $0.size, at: $0.at) }
+    }
+
+    /// Copies this large at most answer a consistency proof (its digests are read whole); a witness of a larger log
+    /// asks its gateway directly.
+    public static let proofLimit: Int64 = 1_000_000
+
+    /// The consistency proof from `from` entries to the head of `to` (the newest by default) of gateway `name`'s log,
+    /// from its copy: what a witness reaching the gateways through a load balancer asks any of them for.
+    public func consistencyProof(of name: String, from: Int64, to: Int64?) async throws -> AuditConsistencyProof {
+        let heads = try await archive.heads(log: name).map { AuditCheckpoint(note: $0.note, size: $0.size, at: $0.at) }
+        guard let newest = heads.last else { throw AuditProofError.noSuchHead(to ?? 0, newest: 0) }
+        let size = to ?? newest.size
+        guard let head = heads.first(where: { $0.size == size }) else { throw AuditProofError.noSuchHead(size, newest: newest.size) }
+        guard head.size <= Self.proofLimit else {
+            throw AuditProofError.invalidRange(
+                "log \(name) is too large (\(head.size) entries) to prove from its copy; ask the gateway that keeps it directly")
+        }
+        let digests = try await archive.digests(log: name, through: head.size)
+        let fromHead = heads.first { $0.size == from }
+        return try await offThePool { try AuditConsistencyProof.fromDigests(digests, from: from, head: head, fromHead: fromHead) }
+    }
+
     /// The entries of every gateway's log matching `query`, in the order they reached the database (this gateway's
     /// pending ones shipped first, so that its own latest are in), each with its log's name; the cursor is a position
     /// in that order.

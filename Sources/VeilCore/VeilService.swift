@@ -33,6 +33,8 @@ public final class VeilService: Sendable {
     public let audit: any AuditTrail
     /// Every gateway's audit log as one, on a database several gateways share (with `audit.log_name`); nil otherwise.
     public let sharedAudit: SharedAudit?
+    /// This gateway's audit log's name (`audit.log_name`), if it has one.
+    public let auditLogName: String?
     public let principals: PrincipalStore
     public let models = ModelRegistry()
     /// Subjects whose data is gone but who may still shape the served model's item-side parameters.
@@ -130,6 +132,7 @@ public final class VeilService: Sendable {
             path: paths.auditDatabase, indexPath: paths.auditIndexDatabase, signer: ring.auditSigner, logName: auditLogName,
             checkpointInterval: checkpointInterval,
             checkpointMaxAge: checkpointMaxAge, fullSync: auditFullSync, now: now)
+        self.auditLogName = auditLogName
         if let archive = store.auditArchive, let auditLogName {
             sharedAudit = SharedAudit(archive: archive, audit: audit, log: auditLogName, publicKey: ring.auditSigner.publicKey, logger: logger)
         } else {

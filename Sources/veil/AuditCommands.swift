@@ -310,11 +310,16 @@ struct AuditCommand: AsyncParsableCommand {
             let witness = try WitnessState(directory: state, verifier: verifier)
             try witness.lock()
             let base = url.hasSuffix("/") ? String(url.dropLast()) : url
+            // A named log (one of several gateways') is asked for by name: any gateway on the shared database answers
+            // for it, so the witness may reach them through their load balancer.
+            let parts = verifier.name.split(separator: "/")
+            let named = parts.count == 3 && parts[0] == "veil.audit" ? "log=\(parts[2])" : nil
             while true {
                 do {
-                    let note = try await fetchNote(base + "/v1/audit/checkpoint", apiKey: apiKey)
+                    let note = try await fetchNote(base + "/v1/audit/checkpoint" + (named.map { "?" + $0 } ?? ""), apiKey: apiKey)
                     let (head, advanced) = try await witness.check(note) { from, to in
-                        try await fetchConsistency(base + "/v1/audit/consistency?from=\(from)&to=\(to)", apiKey: apiKey)
+                        try await fetchConsistency(
+                            base + "/v1/audit/consistency?from=\(from)&to=\(to)" + (named.map { "&" + $0 } ?? ""), apiKey: apiKey)
                     }
                     if advanced { try witness.record(note, size: head.size) }
                     print("\(Date()) head of \(head.size) entries \(advanced ? "accepted" : "unchanged")")

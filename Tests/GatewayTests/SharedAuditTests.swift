@@ -47,6 +47,23 @@ extension SeveralGatewaysTests {
                     let logs = try #require(response.json["logs"] as? [[String: Any]])
                     return (response.json, Dictionary(uniqueKeysWithValues: logs.map { ($0["log"] as? String ?? "?", $0) }))
                 }
+                // A witness of B's log reaching A (through a load balancer, say) asks for it by name: A answers from
+                // B's copy, and the proof between two of B's heads checks.
+                _ = try await viaB.call(.get, Self.list, key: reader)
+                let later = try #require(try await b.service.audit.checkpoint())
+                _ = try await bShipping.shipPending()
+                let head = try await viaA.call(.get, "/v1/audit/checkpoint?log=gw-b", key: officer)
+                #expect(head.json["note"] as? String == later.note)
+                let proof = try await viaA.call(.get, "/v1/audit/consistency?log=gw-b&from=\(bHead.size)&to=\(later.size)", key: officer)
+                let hashes = try #require(proof.json["hashes"] as? [String]).map { [UInt8](Data(base64Encoded: $0)!) }
+                try Merkle.verifyConsistency(
+                    size1: UInt64(bHead.size), size2: UInt64(later.size), root1: [UInt8](Data(base64Encoded: bHead.rootHash)!),
+                    root2: [UInt8](Data(base64Encoded: later.rootHash)!), proof: hashes)
+                let direct = try await viaB.call(.get, "/v1/audit/consistency?from=\(bHead.size)&to=\(later.size)", key: officer)
+                #expect(direct.json["hashes"] as? [String] == proof.json["hashes"] as? [String])
+                #expect(try await viaA.call(.get, "/v1/audit/checkpoint?log=gw-zz", key: officer).status == 404)
+                #expect(try await viaA.call(.get, "/v1/audit/checkpoint?log=Not%20A%20Name", key: officer).status == 400)
+
                 var result = try await verify([bHead.note])
                 #expect(result.own["log"] as? String == "gw-a" && result.own["firstBadSequence"] == nil, "B's head is not held against A's log")
                 #expect(Set(result.logs.keys) == ["gw-a", "gw-b"])

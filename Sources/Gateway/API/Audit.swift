@@ -64,7 +64,13 @@ extension API {
                     throw GatewayError(.unprocessableContent, "untrusted_head", error.message)
                 }
             },
-            .route(.get, "/v1/audit/checkpoint", .auditHeads) { service, _, _, _ in
+            .route(.get, "/v1/audit/checkpoint", .auditHeads) { service, request, _, _ in
+                if let shared = try otherLog(request, service) {
+                    guard let head = try await shared.audit.newestHead(of: shared.log) else {
+                        throw GatewayError(.notFound, "no_checkpoint", "log \(shared.log) has shipped no signed tree head yet")
+                    }
+                    return try json(head)
+                }
                 // Signs one over the entries so far if the newest does not cover them: a witness polling every minute
                 // gets a head at most a minute old (and adds one head per poll, no more).
                 guard let head = try await service.audit.checkpoint(minimumInterval: .seconds(1)) else {
@@ -80,6 +86,9 @@ extension API {
                 let to = try p["to"].map { value in
                     guard let to = Int64(String(value)) else { throw GatewayError.badRequest("to must be a tree size (a positive integer)") }
                     return to
+                }
+                if let shared = try otherLog(request, service) {
+                    return try json(await shared.audit.consistencyProof(of: shared.log, from: from, to: to))
                 }
                 return try json(await offThePool { try service.audit.consistencyProof(from: from, to: to) })
             },
@@ -111,5 +120,19 @@ extension API {
                 return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: lines)))
             },
         ]
+    }
+
+    /// `?log=NAME` naming another gateway's log on a shared database: its copy there answers (a witness that reaches
+    /// the gateways through a load balancer follows each log by name). This gateway's own name, or none, is its file.
+    static func otherLog(_ request: Request, _ service: VeilService) throws -> (audit: SharedAudit, log: String)? {
+        guard let name = request.uri.queryParameters["log"].map(String.init) else { return nil }
+        guard let shared = service.sharedAudit else {
+            guard name == service.auditLogName else {
+                throw GatewayError(.notFound, "no_such_log", "this gateway keeps no log named \(name) and shares no database with others")
+            }
+            return nil
+        }
+        guard HeadSigner.isValidLogName(name) else { throw GatewayError.badRequest("log must be 1 to 32 lower-case letters, digits and '-'") }
+        return name == shared.log ? nil : (shared, name)
     }
 }
