@@ -128,7 +128,7 @@ public struct VeilConfiguration: Sendable, Equatable {
             if let n = s["key_role"] {
                 let role = try r.string(n, "storage.key_role")
                 // The storage backend checks the name again; the configuration names the line.
-                guard role.range(of: "^[a-z_][a-z0-9_]{0,62}$", options: .regularExpression) != nil else {
+                guard role.range(of: "^[a-z_][a-z0-9_]{0,62}$", options: .regularExpression) != nil, !role.hasPrefix("pg_") else {
                     throw r.fail(
                         n, "storage.key_role is a PostgreSQL role name: 1 to 63 lower-case letters, digits and '_', not starting with a digit")
                 }

@@ -131,6 +131,7 @@ struct PostgresAuditArchive: AuditArchive {
                 """
                 SELECT position, log, seq, at, actor, action, outcome, subject_token, hash, body FROM audit_archive
                 WHERE position > \(filter.after) AND seq >= 1
+                    AND EXISTS (SELECT 1 FROM audit_archive_heads h WHERE h.log = audit_archive.log)
                     AND (\(filter.subjectToken)::TEXT IS NULL OR subject_token = \(filter.subjectToken))
                     AND (\(filter.actor)::TEXT IS NULL OR actor = \(filter.actor))
                     AND (\(filter.action)::TEXT IS NULL OR action = \(filter.action))

@@ -205,7 +205,11 @@ enum PostgresSchema {
     /// Hands the key store's schema and tables to `role` (idempotent): the gateway keeps its access as a member of the
     /// role, and a role that is not a member (a backup's) can neither read a key nor dump one.
     static func giveKeyStore(to role: String, _ store: PostgresStore) throws {
-        guard PostgresRoleName.isValid(role) else { throw StorageError(.cannotOpen, "storage.key_role '\(role)' is not a role name Veil accepts") }
+        guard PostgresRoleName.isValid(role), role != store.settings.user else {
+            throw StorageError(
+                .cannotOpen,
+                "storage.key_role must name a role of its own: not a predefined pg_ role, not the gateway's role '\(store.settings.user)'")
+        }
         try store.withConnection { connection in
             func run(_ query: PostgresQuery) throws -> PostgresQueryResult {
                 try connection.answer(query, logger: store.logger, within: store.patience)
@@ -228,20 +232,54 @@ enum PostgresSchema {
                     "the database role '\(store.settings.user)' is not a member of storage.key_role '\(role)': GRANT \(role) TO \(store.settings.user)"
                 )
             }
-            let quoted = "\"\(role)\""
-            _ = try run("BEGIN")
-            do {
-                // Under the migration lock: gateways starting together hand it over once.
-                _ = try run("SELECT pg_advisory_xact_lock(\(PostgresStore.migrationLock))")
-                _ = try run("ALTER SCHEMA \(unescaped: PostgresStore.keySchema) OWNER TO \(unescaped: quoted)")
-                for table in ["subject_keys", "shredded_subjects"] {
-                    _ = try run("ALTER TABLE \(unescaped: PostgresStore.keySchema).\(unescaped: table) OWNER TO \(unescaped: quoted)")
+            let schema = PostgresStore.keySchema
+            // Handed over once: an ALTER takes the tables' exclusive lock, which a start must not take every time.
+            let unowned = try run(
+                """
+                SELECT 'SCHEMA' FROM pg_namespace WHERE nspname = \(schema) AND nspowner::regrole::TEXT <> \(role)
+                UNION ALL
+                SELECT tablename FROM pg_tables WHERE schemaname = \(schema) AND tableowner <> \(role)
+                """
+            ).rows.map { try $0.decode(String.self) }
+            if !unowned.isEmpty {
+                let quoted = "\"\(role)\""
+                _ = try run("BEGIN")
+                do {
+                    // Under the migration lock: gateways starting together hand it over once; a reader in the way makes
+                    // this start fail within 2 s rather than queue every key read behind it.
+                    _ = try run("SELECT pg_advisory_xact_lock(\(PostgresStore.migrationLock))")
+                    _ = try run("SET LOCAL lock_timeout = '2s'")
+                    for name in unowned {
+                        _ = try run(
+                            name == "SCHEMA"
+                                ? "ALTER SCHEMA \(unescaped: schema) OWNER TO \(unescaped: quoted)"
+                                : "ALTER TABLE \(unescaped: schema).\(unescaped: "\"" + name + "\"") OWNER TO \(unescaped: quoted)")
+                    }
+                    _ = try run("REVOKE ALL ON SCHEMA \(unescaped: schema) FROM PUBLIC")
+                    _ = try run("COMMIT")
+                } catch {
+                    _ = try? run("ROLLBACK")
+                    throw StorageError(
+                        .migrationFailed, "handing the key store to storage.key_role '\(role)' failed: \(PostgresStore.describe(error))")
                 }
-                _ = try run("REVOKE ALL ON SCHEMA \(unescaped: PostgresStore.keySchema) FROM PUBLIC")
-                _ = try run("COMMIT")
-            } catch {
-                _ = try? run("ROLLBACK")
-                throw StorageError(.migrationFailed, "handing the key store to storage.key_role '\(role)' failed: \(PostgresStore.describe(error))")
+            }
+            // What the handover is for: no role that logs in reads a key unless it is one of the key role's members
+            // (superusers aside, whom nothing stops). A grant someone made, default privileges, pg_read_all_data: refused.
+            let readers = try run(
+                """
+                SELECT r.rolname FROM pg_roles r
+                WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT pg_has_role(r.oid, \(role), 'USAGE')
+                    AND has_schema_privilege(r.oid, \(schema), 'USAGE')
+                    AND EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = \(schema)
+                        AND has_table_privilege(r.oid, format('%I.%I', t.schemaname, t.tablename), 'SELECT'))
+                ORDER BY 1 LIMIT 5
+                """
+            ).rows.map { try $0.decode(String.self) }
+            guard readers.isEmpty else {
+                throw StorageError(
+                    .cannotOpen,
+                    "roles outside storage.key_role '\(role)' can read the key store (\(schema)): \(readers.joined(separator: ", ")); revoke their access (REVOKE … ON SCHEMA \(schema); not pg_read_all_data) or make them members of \(role)"
+                )
             }
         }
     }
@@ -276,7 +314,9 @@ enum PostgresSchema {
 /// a statement.
 public enum PostgresRoleName {
     public static func isValid(_ name: String) -> Bool {
-        guard let first = name.utf8.first, (1...63).contains(name.utf8.count), !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else {
+        guard !name.hasPrefix("pg_"), let first = name.utf8.first, (1...63).contains(name.utf8.count),
+            !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first)
+        else {
             return false
         }
         return name.utf8.allSatisfy {

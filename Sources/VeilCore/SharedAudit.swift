@@ -56,13 +56,14 @@ public final class SharedAudit: Sendable {
         defer { shipping.withLock { $0 = false } }
         var (sequence, hash, headSize) = try await archive.shipped(log: log)
         let audit = self.audit
-        if sequence > 0 {
-            let through = sequence
-            let local = try await offThePool { try audit.entries(after: through - 1, limit: 1) }.first
-            if local?.hash != hash {
-                try await repairCopy()
-                (sequence, _, headSize) = try await archive.shipped(log: log)
-            }
+        let through = sequence
+        let local = through > 0 ? try await offThePool { try audit.entries(after: through - 1, limit: 1) }.first : nil
+        let fileHeads = try await offThePool { try audit.newestCheckpoint()?.size ?? 0 }
+        // The copy's last entry is not the file's, or it claims a head the file never signed (a row an editor made
+        // up would otherwise hold back every later head): repaired from the file before anything is shipped.
+        if (through > 0 && local?.hash != hash) || headSize > fileHeads {
+            try await repairCopy()
+            (sequence, _, headSize) = try await archive.shipped(log: log)
         }
         // A log's first shipment carries a signed head: a copy that no head vouches for is not a gateway's.
         var durable = audit.durableCount
@@ -97,27 +98,33 @@ public final class SharedAudit: Sendable {
         let notes = Dictionary(fileHeads.map { ($0.size, $0.note) }, uniquingKeysWith: { a, _ in a })
         let verifier = try HeadSigner.verifier(for: publicKey, logName: log)
         let copyHeads = try await archive.heads(log: log)
-        let common = copyHeads.filter { notes[$0.size] == $0.note }.map(\.size).max() ?? 0
-        if let signed = copyHeads.first(where: { $0.size > common && (try? SignedNote.open($0.note, verifiers: [verifier])) != nil }) {
+        // Evidence: a head signed with the audit key, saying the size its row says, that the file does not hold as it
+        // is. A row whose note says another size, or that no key signed, is an editor's and goes with the tail.
+        if let signed = copyHeads.first(where: { row in
+            guard notes[row.size] != row.note, let text = try? SignedNote.open(row.note, verifiers: [verifier]).text,
+                let head = try? Checkpoint(text: text)
+            else { return false }
+            return Int64(exactly: head.size) == row.size
+        }) {
             throw Diverged(
                 description:
                     "the shared database's copy of audit log '\(log)' holds a head of \(signed.size) entries signed with the audit key that this gateway's file does not: the file was cut or replaced, or another gateway ships under this name; nothing is shipped until someone looks"
             )
         }
-        if common > 0 {
-            let copied = try await archive.entries(log: log, after: ArchiveCursor(sequence: common - 1, position: .max), limit: 1).first
-            let local = try await offThePool { try audit.entries(after: common - 1, limit: 1) }.first
-            guard let copied, copied.sequence == common, copied.hash == local?.hash else {
-                throw Diverged(
-                    description:
-                        "entry \(common) of audit log '\(log)' differs between the shared database and this gateway's file, though both hold the head that signs it"
-                )
+        // The largest head both hold under which the copy's entry is the file's: everything after it is replaced.
+        var kept: Int64 = 0
+        for size in copyHeads.map(\.size).filter({ notes[$0] != nil }).sorted(by: >) {
+            let copied = try await archive.entries(log: log, after: ArchiveCursor(sequence: size - 1, position: .max), limit: 1).first
+            let local = try await offThePool { try audit.entries(after: size - 1, limit: 1) }.first
+            if let copied, copied.sequence == size, copied.hash == local?.hash {
+                kept = size
+                break
             }
         }
-        try await archive.retract(log: log, after: common)
+        try await archive.retract(log: log, after: kept)
         logger.error(
-            "the shared database's copy of this gateway's audit log held entries after its last signed head that the file does not; replaced from the file",
-            metadata: ["log": "\(log)", "kept_through": "\(common)"])
+            "the shared database's copy of this gateway's audit log differed from the file where no head signed with the audit key vouches for it; replaced from the file",
+            metadata: ["log": "\(log)", "kept_through": "\(kept)"])
     }
 
     static func archived(_ entry: AuditEntry, log: String) throws -> ArchivedAuditEntry {
@@ -223,7 +230,28 @@ public final class SharedAudit: Sendable {
 
     /// The newest signed head of gateway `name`'s log as shipped (nil before its first).
     public func newestHead(of name: String) async throws -> AuditCheckpoint? {
-        try await archive.heads(log: name).last.map { AuditCheckpoint(note: $0.note, size: $0.size, at: $0.at) }
+        try await validHeads(of: name).last
+    }
+
+    /// The heads of `name`'s copy that are signed with the audit key under its origin and say the size their row
+    /// says, smallest first: what a witness is served (a row an editor made up is not).
+    func validHeads(of name: String) async throws -> [AuditCheckpoint] {
+        let verifier = try HeadSigner.verifier(for: publicKey, logName: name)
+        return try await archive.heads(log: name).compactMap { row in
+            guard let text = try? SignedNote.open(row.note, verifiers: [verifier]).text, let head = try? Checkpoint(text: text),
+                Int64(exactly: head.size) == row.size
+            else { return nil }
+            return AuditCheckpoint(note: row.note, size: row.size, at: row.at)
+        }
+    }
+
+    /// A copy too large to prove from: the witness must ask the gateway that keeps the log.
+    public struct ProofTooLarge: Error, CustomStringConvertible {
+        public let log: String
+        public let size: Int64
+        public var description: String {
+            "log \(log) holds \(size) entries, more than the \(SharedAudit.proofLimit) a proof from its copy covers: ask the gateway that keeps it directly"
+        }
     }
 
     /// Copies this large at most answer a consistency proof (its digests are read whole); a witness of a larger log
@@ -233,14 +261,14 @@ public final class SharedAudit: Sendable {
     /// The consistency proof from `from` entries to the head of `to` (the newest by default) of gateway `name`'s log,
     /// from its copy: what a witness reaching the gateways through a load balancer asks any of them for.
     public func consistencyProof(of name: String, from: Int64, to: Int64?) async throws -> AuditConsistencyProof {
-        let heads = try await archive.heads(log: name).map { AuditCheckpoint(note: $0.note, size: $0.size, at: $0.at) }
+        let heads = try await validHeads(of: name)
         guard let newest = heads.last else { throw AuditProofError.noSuchHead(to ?? 0, newest: 0) }
         let size = to ?? newest.size
         guard let head = heads.first(where: { $0.size == size }) else { throw AuditProofError.noSuchHead(size, newest: newest.size) }
-        guard head.size <= Self.proofLimit else {
-            throw AuditProofError.invalidRange(
-                "log \(name) is too large (\(head.size) entries) to prove from its copy; ask the gateway that keeps it directly")
+        guard from >= 1, from <= head.size else {
+            throw AuditProofError.invalidRange("from must be between 1 and the head's size \(head.size), found \(from)")
         }
+        guard head.size <= Self.proofLimit else { throw ProofTooLarge(log: name, size: head.size) }
         let digests = try await archive.digests(log: name, through: head.size)
         let fromHead = heads.first { $0.size == from }
         return try await offThePool { try AuditConsistencyProof.fromDigests(digests, from: from, head: head, fromHead: fromHead) }
@@ -260,9 +288,11 @@ public final class SharedAudit: Sendable {
                 actor: query.actor, subjectToken: query.subjectToken, action: query.action, outcome: query.outcome?.rawValue,
                 from: query.from, to: query.to, after: query.after, limit: query.limit))
         let decoder = JSONDecoder()
-        return try rows.map { row in
+        return rows.compactMap { row in
             guard let entry = try? decoder.decode(AuditEntry.self, from: Data(row.body)) else {
-                throw Diverged(description: "entry \(row.sequence) of audit log '\(row.log)' in the shared database cannot be read")
+                // Verification names it; one broken row must not take every query down.
+                logger.error("an entry in the shared audit archive cannot be read", metadata: ["log": "\(row.log)", "sequence": "\(row.sequence)"])
+                return nil
             }
             return LoggedAuditEntry(log: row.log, position: row.position, entry: entry)
         }

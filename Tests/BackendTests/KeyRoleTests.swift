@@ -53,6 +53,18 @@ import Testing
         #expect(data.status == 0 && data.output.range(of: Data("consent_events".utf8)) != nil, "\(data.error)")
         #expect(data.output.range(of: Data(marker)) == nil)
 
+        // A login role that could read the keys another way (pg_read_all_data, the usual backup grant) is refused: the
+        // gateway does not start while one can; without it, a second start finds the store handed over already.
+        try admin.run("GRANT pg_read_all_data TO \(unescaped: backup)")
+        #expect {
+            _ = try PostgresStore(settings: settings)
+        } throws: { error in
+            "\(error)".contains("can read the key store") && "\(error)".contains(backup)
+        }
+        try admin.run("REVOKE pg_read_all_data FROM \(unescaped: backup)")
+        let again = try PostgresStore(settings: settings)
+        again.close()
+
         // The gateway, a member, still shreds and rewrites the key store (VACUUM FULL needs the owner's rights).
         try await store.write { _ = try $0.deleteSubjectKey(owner: "t1#personalization", shreddedAt: 2) }
         #expect(await store.scrubAfterErasure() == .done)

@@ -70,6 +70,14 @@ extension SeveralGatewaysTests {
                 #expect(result.logs.values.allSatisfy { $0["firstBadSequence"] == nil })
                 #expect(result.logs["gw-b"]?["trustedThrough"] as? Int == Int(bHead.size))
 
+                // A head of B's given with B's verifier key (a witness's state, say) checks B's copy, not A's file.
+                let key = try HeadSigner.verifier(for: b.service.ring.auditSigner.publicKey, logName: "gw-b").verifierKey
+                let keyed = try await viaA.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": [bHead.note], "verifier_key": key])
+                #expect(keyed.json["firstBadSequence"] == nil)
+                let bKeyed = (keyed.json["logs"] as? [[String: Any]])?.first { $0["log"] as? String == "gw-b" }
+                #expect(bKeyed?["trustedHeads"] as? Int == 1 && bKeyed?["firstBadSequence"] == nil)
+                #expect(bKeyed?["trustedThrough"] as? Int == Int(bHead.size))
+
                 // Rewritten in the copy, body and query columns alike: the digest gives it away.
                 let b2 = "log = 'gw-b' AND seq = 2"
                 try a.psql(
@@ -139,6 +147,17 @@ extension SeveralGatewaysTests {
                 _ = try await b.service.sharedAudit?.shipPending()
                 #expect(try await verify([bHead.note]).logs["gw-b"]?["firstBadSequence"] == nil)
 
+                // A real head of B's copied into a row claiming another size is no evidence: B's next shipment removes it
+                // (it would otherwise hold back every later head) and the copy verifies.
+                try a.psql(
+                    """
+                    INSERT INTO audit_archive_heads (log, size, at, note)
+                        SELECT log, size + 1000000, at, note FROM audit_archive_heads WHERE log = 'gw-b' ORDER BY size DESC LIMIT 1
+                    """)
+                _ = try await b.service.sharedAudit?.shipPending()
+                #expect(try a.psql("SELECT COUNT(*) FROM audit_archive_heads WHERE log = 'gw-b' AND size > 1000000").trimmed == "0")
+                #expect(try await verify([bHead.note]).logs["gw-b"]?["firstBadSequence"] == nil)
+
                 // A copy that holds a head signed with the audit key that B's file does not (B's file was cut, or
                 // another gateway ships under its name) is evidence: B stops shipping rather than overwrite it.
                 let signer = try HeadSigner(
@@ -150,14 +169,6 @@ extension SeveralGatewaysTests {
                     UPDATE audit_archive SET hash = repeat('0', 64) WHERE log = 'gw-b' AND seq = (SELECT MAX(seq) FROM audit_archive WHERE log = 'gw-b')
                     """)
                 await #expect(throws: SharedAudit.Diverged.self) { try await b.service.sharedAudit?.shipPending() }
-
-                // A head of B's given with B's verifier key (a witness's state, say) checks B's copy, not A's file.
-                try a.psql("DELETE FROM audit_archive_heads WHERE log = 'gw-b' AND size > \(b.service.audit.count)")
-                let key = try HeadSigner.verifier(for: b.service.ring.auditSigner.publicKey, logName: "gw-b").verifierKey
-                let keyed = try await viaA.call(.post, "/v1/audit/verify", key: officer, json: ["trusted_heads": [bHead.note], "verifier_key": key])
-                #expect(keyed.json["firstBadSequence"] == nil)
-                let bKeyed = (keyed.json["logs"] as? [[String: Any]])?.first { $0["log"] as? String == "gw-b" }
-                #expect(bKeyed?["trustedHeads"] as? Int == 1)
 
                 // Every row of B's deleted: the log is gone from the database, and the officer's head says it was there.
                 try a.psql("DELETE FROM audit_archive WHERE log = 'gw-b'; DELETE FROM audit_archive_heads WHERE log = 'gw-b'")

@@ -88,7 +88,11 @@ extension API {
                     return to
                 }
                 if let shared = try otherLog(request, service) {
-                    return try json(await shared.audit.consistencyProof(of: shared.log, from: from, to: to))
+                    do {
+                        return try json(await shared.audit.consistencyProof(of: shared.log, from: from, to: to))
+                    } catch let error as SharedAudit.ProofTooLarge {
+                        throw GatewayError(.unprocessableContent, "proof_too_large", error.description)
+                    }
                 }
                 return try json(await offThePool { try service.audit.consistencyProof(from: from, to: to) })
             },
