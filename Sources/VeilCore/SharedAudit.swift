@@ -100,12 +100,7 @@ public final class SharedAudit: Sendable {
         let copyHeads = try await archive.heads(log: log)
         // Evidence: a head signed with the audit key, saying the size its row says, that the file does not hold as it
         // is. A row whose note says another size, or that no key signed, is an editor's and goes with the tail.
-        if let signed = copyHeads.first(where: { row in
-            guard notes[row.size] != row.note, let text = try? SignedNote.open(row.note, verifiers: [verifier]).text,
-                let head = try? Checkpoint(text: text)
-            else { return false }
-            return Int64(exactly: head.size) == row.size
-        }) {
+        if let signed = copyHeads.first(where: { notes[$0.size] != $0.note && Self.isSigned($0, by: verifier) }) {
             throw Diverged(
                 description:
                     "the shared database's copy of audit log '\(log)' holds a head of \(signed.size) entries signed with the audit key that this gateway's file does not: the file was cut or replaced, or another gateway ships under this name; nothing is shipped until someone looks"
@@ -149,7 +144,8 @@ public final class SharedAudit: Sendable {
     }
 
     /// The name of the log a signed note is a head of, when its origin is a named log's under `key`.
-    static func logName(of note: String, key: SigningPublicKey) -> String? {
+    /// (`note` may be an origin alone, as a verifier key's name is.)
+    public static func logName(of note: String, key: SigningPublicKey) -> String? {
         let origin = note.prefix { $0 != "\n" }
         let prefix = HeadSigner.defaultOrigin(for: key) + "/"
         guard origin.hasPrefix(prefix) else { return nil }
@@ -237,12 +233,17 @@ public final class SharedAudit: Sendable {
     /// says, smallest first: what a witness is served (a row an editor made up is not).
     func validHeads(of name: String) async throws -> [AuditCheckpoint] {
         let verifier = try HeadSigner.verifier(for: publicKey, logName: name)
-        return try await archive.heads(log: name).compactMap { row in
-            guard let text = try? SignedNote.open(row.note, verifiers: [verifier]).text, let head = try? Checkpoint(text: text),
-                Int64(exactly: head.size) == row.size
-            else { return nil }
-            return AuditCheckpoint(note: row.note, size: row.size, at: row.at)
+        return try await archive.heads(log: name).filter { Self.isSigned($0, by: verifier) }.map {
+            AuditCheckpoint(note: $0.note, size: $0.size, at: $0.at)
         }
+    }
+
+    /// Whether `row`'s note is a checkpoint signed by `verifier` that says the size the row says.
+    static func isSigned(_ row: ArchivedAuditHead, by verifier: NoteVerifier) -> Bool {
+        guard let text = try? SignedNote.open(row.note, verifiers: [verifier]).text, let head = try? Checkpoint(text: text) else {
+            return false
+        }
+        return Int64(exactly: head.size) == row.size
     }
 
     /// A copy too large to prove from: the witness must ask the gateway that keeps the log.

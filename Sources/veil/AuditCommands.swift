@@ -312,8 +312,7 @@ struct AuditCommand: AsyncParsableCommand {
             let base = url.hasSuffix("/") ? String(url.dropLast()) : url
             // A named log (one of several gateways') is asked for by name: any gateway on the shared database answers
             // for it, so the witness may reach them through their load balancer.
-            let parts = verifier.name.split(separator: "/")
-            let named = parts.count == 3 && parts[0] == "veil.audit" ? "log=\(parts[2])" : nil
+            let named = SharedAudit.logName(of: verifier.name, key: verifier.publicKey).map { "log=" + $0 }
             while true {
                 do {
                     let note = try await fetchNote(base + "/v1/audit/checkpoint" + (named.map { "?" + $0 } ?? ""), apiKey: apiKey)

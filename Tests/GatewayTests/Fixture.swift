@@ -174,21 +174,10 @@ extension GatewayFixture {
     }
 
     private func postgresTool(_ tool: String, _ arguments: [String]) throws -> (Int32, Data) {
-        let name = try String(contentsOfFile: service.paths.dataDirectory + "/postgres-database", encoding: .utf8)
         var settings = try PostgresSettings(url: try TestBackend.postgresURL())
-        settings.database = name
-        let bin = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.last.map {
-            "/usr/lib/postgresql/\($0)/bin/\(tool)"
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: bin ?? "/usr/bin/\(tool)")
-        process.arguments = ["-h", settings.host, "-p", String(settings.port), "-U", settings.user, "-d", name] + arguments
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, data)
+        settings.database = try String(contentsOfFile: service.paths.dataDirectory + "/postgres-database", encoding: .utf8)
+        let (status, output, _) = try PostgresTools.run(tool, settings, arguments)
+        return (status, output)
     }
 
     /// A live backup of the data file, as an operator takes one.

@@ -51,3 +51,27 @@ public struct MissingPostgres: Error, CustomStringConvertible {
         "this test needs PostgreSQL: set VEIL_TEST_POSTGRES_URL (make test starts a scratch server with scripts/pg-scratch.sh)"
     }
 }
+
+/// PostgreSQL's own client tools (`pg_dump`, `psql`) of the newest server version installed, run as someone with
+/// access to the database would run them.
+public enum PostgresTools {
+    /// Runs `tool` against `settings`' database as its user; returns the exit status, standard output and the end of
+    /// standard error.
+    public static func run(_ tool: String, _ settings: PostgresSettings, _ arguments: [String]) throws -> (status: Int32, output: Data, error: String)
+    {
+        let bin = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.last.map {
+            "/usr/lib/postgresql/\($0)/bin/\(tool)"
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bin ?? "/usr/bin/\(tool)")
+        process.arguments = ["-h", settings.host, "-p", String(settings.port), "-U", settings.user, "-d", settings.database] + arguments
+        let out = Pipe(), errors = Pipe()
+        process.standardOutput = out
+        process.standardError = errors
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let error = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, data, String(decoding: error.suffix(500), as: UTF8.self))
+    }
+}
