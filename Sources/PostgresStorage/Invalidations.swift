@@ -161,10 +161,15 @@ extension PostgresStore {
         let sender = Coalescing()
         let acknowledge: @Sendable (_ generation: Int64) -> Void = { generation in
             applied.value.withLock { $0 = max($0, generation) }
-            sender.request {
+            // The send outlives the watch that asked for it: it keeps the store, whose event loop its connection runs
+            // on, alive until it is done (a store let go of meanwhile would stop that loop under it).
+            sender.request { [self] in
                 let payload = "\(applied.value.withLock { $0 }) \(origin)"
                 _ = try await Self.offThread {
-                    try connection.answer("SELECT pg_notify(\(Announcements.ackChannel), \(payload))", logger: logger, within: min(patience, 2))
+                    guard !self.closing.load(ordering: .relaxed) else { return }
+                    try withExtendedLifetime(self) {
+                        try connection.answer("SELECT pg_notify(\(Announcements.ackChannel), \(payload))", logger: logger, within: min(patience, 2))
+                    }
                 }
             }
         }

@@ -139,8 +139,12 @@ public final class PostgresStore: Sendable {
         try? group.syncShutdownGracefully()
     }
 
+    /// Set by ``close()``: work sent beside a request (an acknowledgement) starts no statement on a loop about to stop.
+    let closing = Atomic<Bool>(false)
+
     /// Closes the connections and stops the store's event loop (a gateway shutting down; the store is unusable after).
     public func close() {
+        closing.store(true, ordering: .relaxed)
         let open = idle.withLock { connections -> [PostgresConnection] in
             defer { connections.removeAll() }
             return connections
