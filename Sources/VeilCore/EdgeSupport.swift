@@ -62,15 +62,10 @@ extension VeilService {
         guard let shared = sharedAudit else {
             return try await offThePool { try audit.verify(trustedHeads: trustedHeads, verifier: verifier) }
         }
-        // Another log's head is checked against that log, not held against this one.
-        let own = SharedAudit.ownHeads(trustedHeads, own: shared.log, key: shared.publicKey)
-        let ownVerifier = SharedAudit.ownVerifier(verifier, own: shared.log, key: shared.publicKey)
-        var result = try await offThePool { try audit.verify(trustedHeads: own, verifier: ownVerifier) }
-        result.log = shared.log
-        let logs = try await shared.verifyAll(trustedHeads: trustedHeads, verifier: verifier)
-        result.logs = logs
-        result.allLogsIntact = result.intact && logs.allSatisfy(\.intact)
-        return result
+        return try await SharedAudit.verify(
+            file: { heads, verifier in try await offThePool { try audit.verify(trustedHeads: heads, verifier: verifier) } },
+            own: shared.log, publicKey: shared.publicKey, trustedHeads: trustedHeads, verifier: verifier,
+            copies: try await shared.verifyAll(trustedHeads: trustedHeads, verifier: verifier))
     }
 
     /// The audit entries matching `query`: this gateway's log's, or on a shared database every gateway's (each named by

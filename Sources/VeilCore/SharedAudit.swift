@@ -30,6 +30,8 @@ public final class SharedAudit: Sendable {
 
     /// Entries shipped per transaction.
     static let page = 1000
+    /// Entries of a copy read per statement while verifying it.
+    static let verifyPage = 5000
 
     /// A copy of the log that this gateway cannot continue without destroying evidence: the copy holds a head signed
     /// with the audit key that this gateway's file does not (its file was cut or replaced, or another gateway ships
@@ -153,14 +155,21 @@ public final class SharedAudit: Sendable {
         return HeadSigner.isValidLogName(name) ? name : nil
     }
 
-    /// The trusted heads that are `own`'s log's or no named log's: those the gateway's own file is checked against.
-    public static func ownHeads(_ trustedHeads: [String], own: String?, key: SigningPublicKey) -> [String] {
-        trustedHeads.filter { note in logName(of: note, key: key).map { $0 == own } ?? true }
-    }
-
-    /// `verifier` if it is for the gateway's own log (or no named log), nil when it names another gateway's.
-    public static func ownVerifier(_ verifier: NoteVerifier?, own: String?, key: SigningPublicKey) -> NoteVerifier? {
-        verifier.flatMap { v in logName(of: v.name, key: key).map { $0 == own ? v : nil } ?? v }
+    /// A gateway's file verified beside the copies in the database (`copies`, what ``verify(_:publicKey:trustedHeads:verifier:)``
+    /// found): `file` is called with the trusted heads of the gateway's own log `own` (or of no named log) and the
+    /// verifier if it is that log's, since another log's head is checked against that log, not held against this one.
+    /// The answer is the file's, with `logs` and the verdict on all (`allLogsIntact`).
+    public static func verify(
+        file: ([String], NoteVerifier?) async throws -> AuditVerification, own: String?, publicKey: SigningPublicKey,
+        trustedHeads: [String], verifier: NoteVerifier?, copies: [AuditVerification]
+    ) async throws -> AuditVerification {
+        let heads = trustedHeads.filter { note in logName(of: note, key: publicKey).map { $0 == own } ?? true }
+        let ownVerifier = verifier.flatMap { v in logName(of: v.name, key: publicKey).map { $0 == own ? v : nil } ?? v }
+        var result = try await file(heads, ownVerifier)
+        result.log = own
+        result.logs = copies
+        result.allLogsIntact = result.intact && copies.allSatisfy(\.intact)
+        return result
     }
 
     /// Verifies every log shipped to `archive` (what ``verifyAll(trustedHeads:verifier:)`` does after shipping; the
@@ -185,9 +194,9 @@ public final class SharedAudit: Sendable {
                 trustedVerifier: verifier?.name == origin ? verifier : nil)
             var after = ArchiveCursor.start
             while true {
-                let page = try await archive.entries(log: name, after: after, limit: 5000)
+                let page = try await archive.entries(log: name, after: after, limit: verifyPage)
                 check = try await offThePool { [check] in Self.feed(check, page) }
-                guard let last = page.last, page.count == 5000 else { break }
+                guard let last = page.last, page.count == verifyPage else { break }
                 after = ArchiveCursor(sequence: last.sequence, position: last.position)
             }
             var result = check.finish()

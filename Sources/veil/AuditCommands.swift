@@ -45,21 +45,21 @@ struct AuditCommand: AsyncParsableCommand {
             let config = try common.configuration()
             // On a shared database: every gateway's log as shipped there, each against the trusted heads naming it; this
             // gateway's file against the others.
-            var shared: [AuditVerification] = []
-            var (own, ownVerifier) = (notes, verifier)
-            if config.sharedDatabase, let archive = try Backend.open(common).auditArchive {
-                do {
-                    shared = try await SharedAudit.verify(archive, publicKey: key, trustedHeads: notes, verifier: verifier)
-                } catch let error as AuditError where error.invalidInput {
-                    throw ValidationError(error.message)
-                }
-                own = SharedAudit.ownHeads(notes, own: config.auditLogName, key: key)
-                ownVerifier = SharedAudit.ownVerifier(verifier, own: config.auditLogName, key: key)
+            let auditPath = try common.paths().auditDatabase
+            let file = { (heads: [String], verifier: NoteVerifier?) in
+                try AuditReader(path: auditPath).verify(
+                    publicKey: key, logName: config.auditLogName, trustedHeads: heads, trustedVerifier: verifier)
             }
+            var shared: [AuditVerification] = []
             let result: AuditVerification
             do {
-                result = try AuditReader(path: try common.paths().auditDatabase).verify(
-                    publicKey: key, logName: config.auditLogName, trustedHeads: own, trustedVerifier: ownVerifier)
+                if config.sharedDatabase, let archive = try Backend.open(common).auditArchive {
+                    shared = try await SharedAudit.verify(archive, publicKey: key, trustedHeads: notes, verifier: verifier)
+                    result = try await SharedAudit.verify(
+                        file: file, own: config.auditLogName, publicKey: key, trustedHeads: notes, verifier: verifier, copies: shared)
+                } else {
+                    result = try file(notes, verifier)
+                }
             } catch let error as AuditError where error.invalidInput {
                 throw ValidationError(error.message)
             }
