@@ -39,7 +39,7 @@ struct GatewayFixture {
         canary: CanarySettings = CanarySettings(), campaigns: [Campaign] = [], logger: Logger? = nil, sharedIdentities: [String] = [],
         refusalLimits: RefusalLimits = RefusalLimits(),
         now: @escaping @Sendable () -> Date = Date.init, backend: TestBackend = .current, sharedDatabase: Bool = false,
-        sharing other: GatewayFixture? = nil, auditLogName: String? = nil
+        sharing other: GatewayFixture? = nil, auditLogName: String? = nil, auditHeadInterval: Int64 = 50
     ) throws {
         root = NSTemporaryDirectory() + "veil-gw-\(UUID().uuidString)"
         var policies = repositoryRoot.appendingPathComponent("Policies").path
@@ -67,7 +67,7 @@ struct GatewayFixture {
         quiet.logLevel = .critical
         let logger = logger ?? quiet
         service = try VeilService(
-            paths: paths, store: store, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: 50,
+            paths: paths, store: store, passphrase: nil, cacheTTL: cacheTTL, cacheMaxEntries: cacheMaxEntries, checkpointInterval: auditHeadInterval,
             trainingThreads: 1,
             rateLimits: rateLimits, serving: serving,
             ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,

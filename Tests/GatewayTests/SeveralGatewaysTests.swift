@@ -19,11 +19,13 @@ import Testing
 @Suite(.serialized) struct SeveralGatewaysTests {
     /// Gateway A (which made the principals) and gateway B on A's database and keys, both watching the other's
     /// announcements.
-    static func pair(clock: TestClock = TestClock(Date())) async throws -> (a: GatewayFixture, b: GatewayFixture, watch: Task<Void, Never>) {
+    static func pair(
+        clock: TestClock = TestClock(Date()), bHeadInterval: Int64 = 50
+    ) async throws -> (a: GatewayFixture, b: GatewayFixture, watch: Task<Void, Never>) {
         let a = try GatewayFixture(backend: .postgres, sharedDatabase: true, auditLogName: "gw-a")
         // B's clock stands still: what it caches (principals for a second, lists for the TTL) never expires on its own,
         // so whatever B stops serving, an announcement made it stop.
-        let b = try GatewayFixture(now: clock.now, backend: .postgres, sharing: a, auditLogName: "gw-b")
+        let b = try GatewayFixture(now: clock.now, backend: .postgres, sharing: a, auditLogName: "gw-b", auditHeadInterval: bHeadInterval)
         let watch = Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await a.service.clusterSync.run() }

@@ -181,6 +181,38 @@ extension SeveralGatewaysTests {
         }
     }
 
+    /// A log with a backlog of more than one shipment's page before its first head (a gateway that kept its log before
+    /// the database was shared, say) ships it with that head in one transaction: a verifier never finds the log's
+    /// entries in the database with no head vouching for any of them, which reads as a log no gateway signed.
+    @Test func aLogsFirstShipmentCarriesItsHeadWhateverItsBacklog() async throws {
+        // B signs heads only by age (30 s) or when asked: none while the backlog builds up.
+        let (a, b, watch) = try await Self.pair(bHeadInterval: 1_000_000)
+        defer { watch.cancel() }
+        #expect(try a.psql("SELECT COUNT(*) FROM audit_archive_heads WHERE log = 'gw-b'").trimmed == "0", "B has shipped no head yet")
+        let backlog = 2 * SharedAudit.page + 500
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<backlog {
+                group.addTask {
+                    _ = try await b.service.audit.append(
+                        AuditRecord(actor: "app-\(n)", role: "app", action: "events:write", resource: "/v1/events", outcome: .allowed))
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await b.service.audit.newestCheckpoint() == nil, "no head before the first shipment")
+        let shipping = try #require(b.service.sharedAudit)
+        // One transaction, as a request's own shipment or a verification makes.
+        let shipped = try #require(try await shipping.shipPending(pages: 1))
+        #expect(shipped == Int(b.service.audit.count) && shipped >= backlog)
+        let heads = try a.psql("SELECT size FROM audit_archive_heads WHERE log = 'gw-b'").trimmed
+        #expect(heads == String(shipped), "the first shipment carries the head of all it ships")
+        try await a.app.test(.router) { viaA in
+            let verified = try await viaA.call(.get, "/v1/audit/verify", key: a.keys["compliance-officer"])
+            let logB = (verified.json["logs"] as? [[String: Any]])?.first { $0["log"] as? String == "gw-b" }
+            #expect(logB?["firstBadSequence"] == nil && logB?["signedThrough"] as? Int == shipped, "\(logB ?? [:])")
+        }
+    }
+
     @Test func aSecondGatewayCannotKeepALogUnderTheNameAnotherHolds() async throws {
         let (a, b, watch) = try await Self.pair()
         defer { watch.cancel() }
