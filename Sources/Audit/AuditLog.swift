@@ -395,6 +395,35 @@ public final class AuditLog: Sendable {
         }
     }
 
+    /// Signs a head of the first `size` entries unless the log holds one (a log's first shipment to a shared database
+    /// carries a head over what it ships when the log's own first head lies further), and returns it once durable; nil
+    /// when the log holds fewer entries. A head over a prefix is as valid as any: verifiers check each against the
+    /// tree of its size. Runs on the log's writer queue, between batches.
+    public func checkpoint(size: Int64) async throws -> AuditCheckpoint? {
+        try await withCheckedThrowingContinuation { continuation in
+            writer.async {
+                continuation.resume(
+                    with: Result {
+                        let heads = self.heads
+                        let at = Int64(self.now().timeIntervalSince1970 * 1000)
+                        let (cp, fresh) = try self.store.pool.write { db -> (AuditCheckpoint?, Bool) in
+                            if let held = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [size]) {
+                                return (AuditReader.head(held), false)
+                            }
+                            let count = try Int64.fetchOne(db.cachedStatement(sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries")) ?? 0
+                            guard size > 0, size <= count else { return (nil, false) }
+                            return (try Self.insertHead(size: size, at: at, heads: heads, in: db), true)
+                        }
+                        if let cp, fresh {
+                            self.state.withLock { $0.signedSize = max($0.signedSize, cp.size) }
+                            if self.walDescriptor >= 0 { try self.syncWAL() }
+                        }
+                        return cp
+                    })
+            }
+        }
+    }
+
     private func signCheckpoint(minimumInterval: Duration = .zero) throws -> AuditCheckpoint? {
         let heads = self.heads
         let at = Int64(now().timeIntervalSince1970 * 1000)

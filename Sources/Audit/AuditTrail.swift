@@ -13,6 +13,10 @@ public protocol AuditTrail: AnyObject, Sendable {
     /// nil for an empty log.
     @discardableResult
     func checkpoint(minimumInterval: Duration) async throws -> AuditCheckpoint?
+    /// Signs a head of the first `size` entries unless one exists (``AuditLog/checkpoint(size:)``); nil when the log
+    /// holds fewer entries.
+    @discardableResult
+    func checkpoint(size: Int64) async throws -> AuditCheckpoint?
     /// The number of entries.
     var count: Int64 { get }
     /// The number of entries known durable (``AuditLog/durableCount``).
@@ -81,6 +85,9 @@ public final class SQLiteAuditTrail: AuditTrail {
     public func checkpoint(minimumInterval: Duration) async throws -> AuditCheckpoint? {
         try await log.checkpoint(minimumInterval: minimumInterval)
     }
+
+    @discardableResult
+    public func checkpoint(size: Int64) async throws -> AuditCheckpoint? { try await log.checkpoint(size: size) }
 
     public var count: Int64 { log.count }
     public var durableCount: Int64 { log.durableCount }

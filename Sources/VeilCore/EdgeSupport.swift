@@ -62,6 +62,7 @@ extension VeilService {
         guard let shared = sharedAudit else {
             return try await offThePool { try audit.verify(trustedHeads: trustedHeads, verifier: verifier) }
         }
+        // The copies first (after shipping what is pending), then the file.
         return try await SharedAudit.verify(
             file: { heads, verifier in try await offThePool { try audit.verify(trustedHeads: heads, verifier: verifier) } },
             own: shared.log, publicKey: shared.publicKey, trustedHeads: trustedHeads, verifier: verifier,

@@ -30,9 +30,6 @@ public final class SharedAudit: Sendable {
 
     /// Entries shipped per transaction.
     static let page = 1000
-    /// Entries a log's first shipment may carry in its one transaction with its first head (the default head interval:
-    /// a log whose first head lies further has its backlog shipped in pages, the head with the page that reaches it).
-    static let firstShipmentLimit = Int(AuditLog.defaultCheckpointInterval)
     /// Entries of a copy read per statement while verifying it.
     static let verifyPage = 5000
 
@@ -79,32 +76,22 @@ public final class SharedAudit: Sendable {
         // Only what a power cut cannot take from the file: the copy must never hold an entry the file could lose.
         for _ in 0..<max(1, pages) {
             let after = sequence
-            // Until a head is in the database, entries go out with the first head in one transaction, so that no reader
-            // finds the log's entries vouched for by no head (a backlog of a log that predates sharing, say).
-            let limit =
-                !vouched
-                ? min(max(Self.page, Int(clamping: (heads.first?.size ?? 0) - after)), Self.firstShipmentLimit) : Self.page
-            let entries = try await offThePool { () throws -> [AuditEntry] in
-                var read: [AuditEntry] = []
-                while read.count < limit {
-                    let want = min(Self.page, limit - read.count)
-                    let page = try audit.entries(after: read.last?.sequence ?? after, limit: want)
-                    read += page
-                    if page.count < want { break }
-                }
-                return read
-            }.filter { $0.sequence <= durable }
+            let entries = try await offThePool { try audit.entries(after: after, limit: Self.page) }.filter { $0.sequence <= durable }
             let through = entries.last?.sequence ?? sequence
-            let covered = heads.prefix { $0.size <= through }
+            var covered = Array(heads.prefix { $0.size <= through })
+            heads.removeFirst(covered.count)
+            // Until a head is in the database, every shipment carries one: no reader may find the log's entries there
+            // vouched for by no head (which reads as a log no gateway signed). When the file's first head lies beyond
+            // this page (a log kept before the database was shared), one is signed over what the page ships.
+            if !vouched, covered.isEmpty, through > 0, let head = try await audit.checkpoint(size: through) { covered = [head] }
             guard !entries.isEmpty || !covered.isEmpty else { break }
             try await archive.ship(
                 entries: try entries.map { try Self.archived($0, log: log) },
                 heads: covered.map { ArchivedAuditHead(log: log, size: $0.size, at: $0.at, note: $0.note) })
-            heads.removeFirst(covered.count)
             vouched = vouched || !covered.isEmpty
             sequence = through
             shipped += entries.count
-            if entries.count < limit { break }
+            if entries.count < Self.page { break }
         }
         return shipped
     }
