@@ -19,8 +19,14 @@ public final class SharedAudit: Sendable {
     let logger: Logger
     /// One shipment at a time in this process: a request that finds one running does not start another.
     private let shipping = Mutex(false)
+    /// The largest head a consistency proof from a copy reaches (``proofLimit`` unless a test sets a smaller one).
+    let proofSizeLimit: Int64
 
-    init(archive: any AuditArchive, audit: any AuditTrail, log: String, publicKey: SigningPublicKey, logger: Logger) {
+    init(
+        archive: any AuditArchive, audit: any AuditTrail, log: String, publicKey: SigningPublicKey, logger: Logger,
+        proofSizeLimit: Int64 = SharedAudit.proofLimit
+    ) {
+        self.proofSizeLimit = proofSizeLimit
         self.archive = archive
         self.audit = audit
         self.log = log
@@ -264,8 +270,9 @@ public final class SharedAudit: Sendable {
     public struct ProofTooLarge: Error, CustomStringConvertible {
         public let log: String
         public let size: Int64
+        public let limit: Int64
         public var description: String {
-            "log \(log) holds \(size) entries, more than the \(SharedAudit.proofLimit) a proof from its copy covers: ask the gateway that keeps it directly"
+            "log \(log) holds \(size) entries, more than the \(limit) a proof from its copy covers: ask the gateway that keeps it directly"
         }
     }
 
@@ -283,7 +290,7 @@ public final class SharedAudit: Sendable {
         guard from >= 1, from <= head.size else {
             throw AuditProofError.invalidRange("from must be between 1 and the head's size \(head.size), found \(from)")
         }
-        guard head.size <= Self.proofLimit else { throw ProofTooLarge(log: name, size: head.size) }
+        guard head.size <= proofSizeLimit else { throw ProofTooLarge(log: name, size: head.size, limit: proofSizeLimit) }
         let digests = try await archive.digests(log: name, through: head.size)
         let fromHead = heads.first { $0.size == from }
         return try await offThePool { try AuditConsistencyProof.fromDigests(digests, from: from, head: head, fromHead: fromHead) }

@@ -223,6 +223,30 @@ extension SeveralGatewaysTests {
         #expect(try await b.service.verifyAuditLog().intact)
     }
 
+    /// A gateway proves another's log from its copy only up to a size (the copy's digests are read whole): past it the
+    /// answer is ProofTooLarge (the route's 422 proof_too_large, on which `veil audit witness` stops and says where
+    /// to point), never a proof. Shown with a limit of a few entries instead of a million.
+    @Test func aProofOfAnotherLogPastTheLimitIsRefusedNotComputed() async throws {
+        let (a, b, watch) = try await Self.pair()
+        defer { watch.cancel() }
+        try await b.app.test(.router) { viaB in
+            for _ in 0..<3 { _ = try await viaB.call(.get, "/v1/consents/shopper-0%40example.com", key: b.keys["compliance-officer"]) }
+        }
+        let head = try #require(try await b.service.audit.checkpoint())
+        _ = try await b.service.sharedAudit?.shipPending()
+        let archive = try #require(a.service.store.auditArchive)
+        func proving(upTo limit: Int64) -> SharedAudit {
+            SharedAudit(
+                archive: archive, audit: a.service.audit, log: "gw-a", publicKey: a.service.ring.auditSigner.publicKey,
+                logger: a.service.logger, proofSizeLimit: limit)
+        }
+        let proof = try await proving(upTo: head.size).consistencyProof(of: "gw-b", from: 1, to: head.size)
+        #expect(proof.to == head.size)
+        await #expect(throws: SharedAudit.ProofTooLarge.self) {
+            try await proving(upTo: head.size - 1).consistencyProof(of: "gw-b", from: 1, to: head.size)
+        }
+    }
+
     @Test func aSecondGatewayCannotKeepALogUnderTheNameAnotherHolds() async throws {
         let (a, b, watch) = try await Self.pair()
         defer { watch.cancel() }
