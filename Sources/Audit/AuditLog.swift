@@ -388,11 +388,7 @@ public final class AuditLog: Sendable {
     /// queue, between batches, never on the caller's thread.
     @discardableResult
     public func checkpoint(minimumInterval: Duration = .zero) async throws -> AuditCheckpoint? {
-        try await withCheckedThrowingContinuation { continuation in
-            writer.async {
-                continuation.resume(with: Result { try self.signCheckpoint(minimumInterval: minimumInterval) })
-            }
-        }
+        try await onWriter { try self.signCheckpoint(minimumInterval: minimumInterval) }
     }
 
     /// Signs a head of the first `size` entries unless the log holds one (a log's first shipment to a shared database
@@ -400,46 +396,46 @@ public final class AuditLog: Sendable {
     /// when the log holds fewer entries. A head over a prefix is as valid as any: verifiers check each against the
     /// tree of its size. Runs on the log's writer queue, between batches.
     public func checkpoint(size: Int64) async throws -> AuditCheckpoint? {
-        try await withCheckedThrowingContinuation { continuation in
-            writer.async {
-                continuation.resume(
-                    with: Result {
-                        let heads = self.heads
-                        let at = Int64(self.now().timeIntervalSince1970 * 1000)
-                        let (cp, fresh) = try self.store.pool.write { db -> (AuditCheckpoint?, Bool) in
-                            if let held = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [size]) {
-                                return (AuditReader.head(held), false)
-                            }
-                            let count = try Int64.fetchOne(db.cachedStatement(sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries")) ?? 0
-                            guard size > 0, size <= count else { return (nil, false) }
-                            return (try Self.insertHead(size: size, at: at, heads: heads, in: db), true)
-                        }
-                        if let cp, fresh {
-                            self.state.withLock { $0.signedSize = max($0.signedSize, cp.size) }
-                            if self.walDescriptor >= 0 { try self.syncWAL() }
-                        }
-                        return cp
-                    })
+        try await onWriter {
+            try self.signHead { db, at in
+                if let held = try Row.fetchOne(db, sql: "SELECT size, root, at, note FROM tree_heads WHERE size = ?", arguments: [size]) {
+                    return (AuditReader.head(held), false)
+                }
+                let count = try Int64.fetchOne(db.cachedStatement(sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries")) ?? 0
+                guard size > 0, size <= count else { return (nil, false) }
+                return (try Self.insertHead(size: size, at: at, heads: self.heads, in: db), true)
             }
         }
     }
 
+    /// Runs `body` on the writer's queue (between batches, never on the caller's thread).
+    private func onWriter<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            writer.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
     private func signCheckpoint(minimumInterval: Duration = .zero) throws -> AuditCheckpoint? {
-        let heads = self.heads
-        let at = Int64(now().timeIntervalSince1970 * 1000)
         let spacing = minimumInterval.components.seconds * 1000 + minimumInterval.components.attoseconds / 1_000_000_000_000_000
-        let (cp, fresh) = try store.pool.write { db -> (AuditCheckpoint?, Bool) in
+        return try signHead { db, at in
             let size = try Int64.fetchOne(db.cachedStatement(sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries")) ?? 0
             let newest = try AuditReader.newestHead(in: db)
             if let newest, newest.size >= size || at - newest.at < spacing { return (newest, false) }
             guard size > 0 else { return (nil, false) }
-            return (try Self.insertHead(size: size, at: at, heads: heads, in: db), true)
+            return (try Self.insertHead(size: size, at: at, heads: self.heads, in: db), true)
         }
+    }
+
+    /// Runs `choose` in a write transaction, given the time of signing; it returns the head to answer with and whether
+    /// it signed it. A head it signed is counted and made durable before it is returned.
+    private func signHead(_ choose: (Database, Int64) throws -> (AuditCheckpoint?, signed: Bool)) throws -> AuditCheckpoint? {
+        let at = Int64(now().timeIntervalSince1970 * 1000)
+        let (cp, signed) = try store.pool.write { db in try choose(db, at) }
         if let cp {
             state.withLock {
                 $0.headSequence = max($0.headSequence, cp.size); $0.signedSize = max($0.signedSize, cp.size)
             }
-            if fresh, walDescriptor >= 0 { try syncWAL() }
+            if signed, walDescriptor >= 0 { try syncWAL() }
         }
         return cp
     }
