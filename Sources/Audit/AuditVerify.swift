@@ -26,19 +26,39 @@ extension AuditReader {
         // Heads are checked under the log's own origin: a head of another log signed with the same key is not one of its.
         let verifier = try trustedVerifier ?? HeadSigner.verifier(for: publicKey, logName: logName)
         var (trusted, failures) = try Self.openTrusted(trustedHeads, verifier: verifier)
-        let stored = try checkpoints()
-        let legacy = try legacyCheckpoints()
-        // What the rows are, before reading them in order: a rebuilt table can hold sequence numbers that are not
-        // integers (between or beyond the real ones), which a range scan would skip.
-        let (count, maxSeq, minSeq, oddSeq) = try store.pool.read { db in
-            let row = try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT COUNT(*), MAX(CASE WHEN typeof(seq) = 'integer' THEN seq END), MIN(CASE WHEN typeof(seq) = 'integer' THEN seq END),
-                        (SELECT CAST(MIN(seq) AS INTEGER) FROM entries WHERE typeof(seq) <> 'integer') FROM entries
-                    """)!
-            return (row[0] as Int64, row[1] as Int64? ?? 0, row[2] as Int64? ?? 1, row[3] as Int64?)
+        // A changed byte in the file's structure (a page's cells, a record's lengths) makes SQLite refuse to read
+        // on: that is a failed verification, named where it shows, not an error.
+        func readable<T>(_ what: String, failingAt position: @autoclosure () -> Int64, _ read: () throws -> T, else fallback: T) throws -> T {
+            do { return try read() } catch let error as DatabaseError where error.isDamage {
+                failures.append((position(), "\(what) cannot be read: the file is damaged (SQLite: \(error.message ?? "\(error.resultCode)"))"))
+                return fallback
+            }
         }
+        let stored = try readable("the signed heads", failingAt: 1, { try checkpoints() }, else: [])
+        let legacy = try readable("the checkpoints", failingAt: 1, { try legacyCheckpoints() }, else: [])
+        // What the rows are, before reading them in order: a rebuilt table can hold sequence numbers that are not
+        // integers (between or beyond the real ones), which a range scan would skip. Uncountable, the scan reads in
+        // order up to the sequence number the table's right edge still gives, and names the first entry it cannot
+        // read; the count's failure is named after the last it could.
+        var uncounted: Int64?
+        let (count, maxSeq, minSeq, oddSeq) = try readable(
+            "the entries", failingAt: (uncounted ?? 0) + 1,
+            {
+                try store.pool.read { db -> (Int64, Int64, Int64, Int64?) in
+                    let row = try Row.fetchOne(
+                        db,
+                        sql: """
+                            SELECT COUNT(*), MAX(CASE WHEN typeof(seq) = 'integer' THEN seq END), MIN(CASE WHEN typeof(seq) = 'integer' THEN seq END),
+                                (SELECT CAST(MIN(seq) AS INTEGER) FROM entries WHERE typeof(seq) <> 'integer') FROM entries
+                            """)!
+                    return (row[0] as Int64, row[1] as Int64? ?? 0, row[2] as Int64? ?? 1, row[3] as Int64?)
+                }
+            },
+            else: {
+                let last = (try? store.pool.read { try Int64.fetchOne($0, sql: "SELECT seq FROM entries ORDER BY seq DESC LIMIT 1") }) ?? 0
+                uncounted = last ?? 0
+                return (uncounted!, uncounted!, 1, nil)
+            }())
         if let oddSeq {
             failures.append((max(1, oddSeq), "an entry's sequence number is not an integer (the table was rebuilt)"))
         }
@@ -62,7 +82,7 @@ extension AuditReader {
             validThrough: validThrough, failures: &failures)
         // The stored tree: proofs and signed roots are built from it, so a node that disagrees with the entries
         // (forged, or left from before a cut) is a failure even though verification recomputes the tree itself.
-        failures += try storedNodeFailures(scan: scan, entries: validThrough)
+        failures += try readable("the stored tree", failingAt: 1, { try storedNodeFailures(scan: scan, entries: validThrough) }, else: [])
         if let first = failures.min(by: { $0.0 < $1.0 }) {
             result.firstBadSequence = first.0
             result.reason = first.1
@@ -178,19 +198,26 @@ extension AuditReader {
     }
 
     /// Every stored node checked against the nodes the scan recomputed from the entries; nodes beyond the entries
-    /// that remain mean the log was cut.
+    /// that remain mean the log was cut. The log stores every node it closes, so one missing (or read twice) is an
+    /// edit too: a range read of the stored nodes would hand a proof its neighbour's.
     private func storedNodeFailures(scan: Scan, entries: Int64) throws -> [(Int64, String)] {
         var failures: [(Int64, String)] = []
+        var seen = Set<NodeKey>()
         try store.pool.read { db in
             let rows = try Row.fetchCursor(db, sql: "SELECT level, idx, hash FROM tree_nodes ORDER BY level, idx")
             while let row = try rows.next() {
-                let level: Int = row[0], index: Int64 = row[1], bytes: Data = row[2]
-                guard level > 0, level < 63, index >= 0, index < (Int64.max >> level) - 1 else {
-                    failures.append((1, "the stored tree holds a node at an impossible position (level \(level))"))
+                // Read without trapping on an edited row's types.
+                guard let level = Int.fromDatabaseValue(row[0]), let index = Int64.fromDatabaseValue(row[1]),
+                    let bytes = Data.fromDatabaseValue(row[2]), level > 0, level < 63, level % AuditTree.stride == 0, index >= 0,
+                    index < (Int64.max >> level) - 1
+                else {
+                    failures.append((1, "the stored tree holds a node at a position, or of a type, Veil never writes"))
                     continue
                 }
                 let first = index << level + 1, last = (index + 1) << level
-                if last > entries {
+                if !seen.insert(NodeKey(level: level, index: index)).inserted {
+                    failures.append((first, "the stored tree holds the node for entries \(first)–\(last) twice"))
+                } else if last > entries {
                     failures.append(
                         (
                             entries + 1,
@@ -201,6 +228,13 @@ extension AuditReader {
                         (first, "the stored tree node for entries \(first)–\(last) does not match them: proofs served from it would fail"))
                 }
             }
+        }
+        for key in scan.nodes.keys where !seen.contains(key) && (key.index + 1) << key.level <= entries {
+            failures.append(
+                (
+                    key.index << key.level + 1,
+                    "the stored tree lacks the node for entries \(key.index << key.level + 1)–\((key.index + 1) << key.level)"
+                ))
         }
         return failures
     }
@@ -313,7 +347,12 @@ extension AuditReader {
         while true {
             let code = sqlite3_step(s)
             if code == SQLITE_DONE { break }
-            guard code == SQLITE_ROW else { throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage) }
+            guard code == SQLITE_ROW else {
+                let error = DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage)
+                guard error.isDamage else { throw error }
+                chunk.failure = (expected, "entry \(expected) cannot be read: the file is damaged (SQLite: \(error.message ?? "\(code)"))")
+                return chunk
+            }
             let seq = sqlite3_column_int64(s, 0)
             guard seq == expected else {
                 chunk.failure = (min(seq, expected), "expected entry \(expected), found \(seq) (entry removed, inserted or reordered)")
@@ -433,4 +472,10 @@ private struct EntryEncoder {
     }
 
     func deallocate() { buffer.deallocate() }
+}
+
+extension DatabaseError {
+    /// SQLite's verdict that the file's structure is broken: a changed byte in a page or a record's header, not a
+    /// changed value (which reads fine and fails its digest).
+    var isDamage: Bool { resultCode == .SQLITE_CORRUPT || resultCode == .SQLITE_NOTADB }
 }
