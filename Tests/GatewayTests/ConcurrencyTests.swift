@@ -141,9 +141,10 @@ final class WriteLockHolder: Sendable {
             #expect(try await client.call(.get, recs, key: f.keys["recommendation-client"]).status == 200)
 
             // Another process holds the operational database's write lock; a timer outside Swift's thread pool lets
-            // go after 5 s in any case, so a failure shows as an ordering, not a hang.
+            // go after 9 s in any case (under the 10 s busy timeout the waiting writers have), so a failure shows as an
+            // ordering, not a hang.
             let lock = try WriteLockHolder(path: f.service.paths.operationalDatabase)
-            DispatchQueue.global().asyncAfter(deadline: .now() + 5) { lock.release() }
+            DispatchQueue.global().asyncAfter(deadline: .now() + 9) { lock.release() }
 
             // More waiting writes (event batches and consent changes) than the pool has threads.
             let writers = ProcessInfo.processInfo.activeProcessorCount + 2

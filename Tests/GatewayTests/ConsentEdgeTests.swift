@@ -135,7 +135,7 @@ import Testing
                 })
             else { return }
             reachedContinuation.yield()
-            let result = release.wait(timeout: .now() + 30)
+            let result = release.wait(timeout: .now() + 300)  // only a deadlock waits this long; a starved run may need more than 30 s
             waited.withLock { $0 = result }
         }
         defer { f.service.hooks.onBeforeCachePut(nil) }

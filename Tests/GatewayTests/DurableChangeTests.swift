@@ -39,7 +39,7 @@ import Testing
                 })
             else { return fdatasync(fd) }
             enteredContinuation.yield(true)
-            let result = release.wait(timeout: .now() + 30)
+            let result = release.wait(timeout: .now() + 300)  // only a deadlock waits this long; a starved run may need more than 30 s
             waited.withLock { $0 = result }
             let status = fdatasync(fd)
             syncReturned.withLock { $0 = true }

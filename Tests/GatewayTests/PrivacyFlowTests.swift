@@ -143,7 +143,8 @@ func seedShop(_ client: some TestClientProtocol, _ f: GatewayFixture, subjects: 
             #expect(erasure.headers[.retryAfter] == "1")
             #expect(f.service.sqlite.walScrubPending)
             reader.end()
-            for _ in 0..<200 where f.service.sqlite.walScrubPending { try await Task.sleep(for: .milliseconds(25)) }
+            // Up to 120 s: the retrier runs on the cooperative pool, which a parallel run on two cores can keep busy.
+            for _ in 0..<4_800 where f.service.sqlite.walScrubPending { try await Task.sleep(for: .milliseconds(25)) }
             #expect(!f.service.sqlite.walScrubPending)
             let walBytes = (try FileManager.default.attributesOfItem(atPath: f.service.sqlite.path + "-wal")[.size] as? NSNumber)?.intValue
             #expect(walBytes == 0)
