@@ -34,9 +34,23 @@ public struct HeadSigner: Sendable {
     /// What a compliance officer or a witness keeps to check heads (`origin+keyid+base64`, Go's verifier key).
     public var verifier: NoteVerifier { signer.verifier }
 
-    /// The signed note for the head of `size` entries with `root` (32 bytes: a tree root, so always a valid checkpoint).
-    func sign(size: Int64, root: [UInt8]) -> String {
-        // Cannot fail: the origin passed the key-name check and the root is a node's 32 bytes.
-        try! signer.sign(Checkpoint(origin: origin, size: UInt64(size), rootHash: root).text)
+    /// The signed note for the head of `size` entries with `root` (32 bytes: a tree root, so always a valid
+    /// checkpoint), signed at `at` (milliseconds since the epoch), which the note states in an extension line: a
+    /// checkpoint carries no time of its own, and the time stored beside a head must not be open to edits that its
+    /// signature does not see. Readers of the format skip extension lines; witnesses cosign them with the rest.
+    func sign(size: Int64, root: [UInt8], at: Int64) -> String {
+        // Cannot fail: the origin passed the key-name check, the root is a node's 32 bytes, the line is one line.
+        try! signer.sign(
+            Checkpoint(origin: origin, size: UInt64(size), rootHash: root, extensions: [Self.timeLine + String(at)]).text)
+    }
+
+    /// How a head's extension line that states when it was signed begins; the rest is milliseconds since the epoch.
+    public static let timeLine = "time-ms "
+
+    /// Whether `head` states it was signed at `at` (milliseconds since the epoch): true for a head signed before
+    /// heads stated a time (it says nothing about when).
+    public static func states(_ head: Checkpoint, signedAt at: Int64) -> Bool {
+        guard let line = head.extensions.first(where: { $0.hasPrefix(timeLine) }) else { return true }
+        return line == timeLine + String(at)
     }
 }

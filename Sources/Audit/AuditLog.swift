@@ -365,7 +365,8 @@ public final class AuditLog: Sendable {
     @discardableResult
     static func insertHead(size: Int64, at: Int64, heads: HeadSigner, in db: Database) throws -> AuditCheckpoint {
         let root = try AuditTree.root(size: size, in: db)
-        let cp = AuditCheckpoint(size: size, rootHash: Data(root.bytes).base64EncodedString(), at: at, note: heads.sign(size: size, root: root.bytes))
+        let cp = AuditCheckpoint(
+            size: size, rootHash: Data(root.bytes).base64EncodedString(), at: at, note: heads.sign(size: size, root: root.bytes, at: at))
         try db.execute(
             sql: "INSERT INTO tree_heads (size, root, at, note) VALUES (?, ?, ?, ?)",
             arguments: [size, Data(root.bytes), at, cp.note])

@@ -163,6 +163,10 @@ extension AuditReader {
         entries: Int64, count: Int64, validThrough: Int64, failures: inout [(Int64, String)]
     ) -> Int64 {
         var signedThrough: Int64 = 0
+        // A size is a head's key: two rows of one size are an edit (a page's pointer turned to another head's row).
+        for (a, b) in zip(stored, stored.dropFirst()) where a.size == b.size {
+            failures.append((max(1, a.size), "the stored head of size \(a.size) is there twice (the file was edited)"))
+        }
         for head in stored {
             let checked: Checkpoint
             do {
@@ -173,6 +177,8 @@ extension AuditReader {
             }
             if Int64(exactly: checked.size) != head.size || Data(checked.rootHash).base64EncodedString() != head.rootHash {
                 failures.append((head.size, "the stored head of size \(head.size) does not say what its signed note says"))
+            } else if !HeadSigner.states(checked, signedAt: head.at) {
+                failures.append((head.size, "the stored time of the head of size \(head.size) is not the time its signed note states"))
             } else if head.size > entries {
                 failures.append((entries + 1, "the log is cut: a signed head covers \(head.size) entries, only \(count) remain"))
             } else if head.size <= validThrough, scan.roots[head.size] != MerkleNode(checked.rootHash) {
@@ -476,6 +482,7 @@ private struct EntryEncoder {
 
 extension DatabaseError {
     /// SQLite's verdict that the file's structure is broken: a changed byte in a page or a record's header, not a
-    /// changed value (which reads fine and fails its digest).
-    var isDamage: Bool { resultCode == .SQLITE_CORRUPT || resultCode == .SQLITE_NOTADB }
+    /// changed value (which reads fine and fails its digest). A value too big to read is one whose stored length was
+    /// changed: nothing Veil writes comes near SQLite's limit.
+    var isDamage: Bool { [.SQLITE_CORRUPT, .SQLITE_NOTADB, .SQLITE_TOOBIG].contains(resultCode) }
 }

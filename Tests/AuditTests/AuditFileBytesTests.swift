@@ -17,9 +17,7 @@ struct TableBytes {
     /// top four bits are read by nothing).
     var positions: [(offset: Int, rowid: Int64?, bits: UInt8)] = []
 
-    /// - Parameter excluding: a column (by its place in the table) whose value bytes are left out; its type and
-    ///   length in the record's header stay in.
-    init(file: [UInt8], rootPage: Int, excluding: Int? = nil) throws {
+    init(file: [UInt8], rootPage: Int) throws {
         let pageSize = Int(file[16]) << 8 | Int(file[17]) == 1 ? 65_536 : Int(file[16]) << 8 | Int(file[17])
         var pages = [rootPage]
         while let page = pages.popLast() {
@@ -61,32 +59,9 @@ struct TableBytes {
                 }
                 // Rows of the log are far below the size that would spill to an overflow page.
                 guard Int(payload) <= pageSize - 35 else { throw CocoaError(.fileReadCorruptFile) }
-                let excluded = excluding.map { Self.column($0, ofRecordAt: at, in: file) } ?? (0..<0)
-                positions += (cell..<at + Int(payload)).filter { !excluded.contains($0) }.map { ($0, leaf ? rowid : nil, 0xFF) }
+                positions += (cell..<at + Int(payload)).map { ($0, leaf ? rowid : nil, 0xFF) }
             }
         }
-    }
-
-    /// Where column `n`'s value lies in the record at `at`: after the header (its size, then a serial type per
-    /// column), the values in order, each as long as its serial type says.
-    static func column(_ n: Int, ofRecordAt at: Int, in file: [UInt8]) -> Range<Int> {
-        let (headerSize, first) = varint(file, at)
-        var type = at + first, value = at + Int(headerSize)
-        for i in 0...n {
-            let (serial, length) = varint(file, type)
-            type += length
-            let size =
-                switch serial {
-                case 0, 8, 9: 0
-                case 1, 2, 3, 4: Int(serial)
-                case 5: 6
-                case 6, 7: 8
-                default: Int(serial - (serial % 2 == 0 ? 12 : 13)) / 2
-                }
-            if i == n { return value..<value + size }
-            value += size
-        }
-        return value..<value
     }
 
     static func uint32(_ file: [UInt8], _ at: Int) -> Int {
@@ -191,18 +166,17 @@ struct TableBytes {
             "\(misses.count) of 1,000 changes not detected at their entry (seed \(random.seed)):\n\(misses.prefix(10).joined(separator: "\n"))")
     }
 
-    /// The same for the bytes of the signed heads and of the stored tree, which proofs are built from. A head's
-    /// stored time (`tree_heads.at`, the third column) is left out: a C2SP checkpoint carries no time, so nothing
-    /// signs it, and it says only when the head was stored (the entries' own times are in their digests). The heads
-    /// are not in the arguments yet: one change in about twenty runs of 300 verified intact and was not reproduced
-    /// (6,000 trials on one file found none); until it is explained, a suite that could fail by chance stays out.
-    @Test(arguments: ["tree_nodes"])
+    /// The same for the bytes of the signed heads (their size, root, stored time and signed note) and of the stored
+    /// tree, which proofs are built from. A change that only takes heads away (a page's cell count lowered) is the
+    /// deleted-heads attack, which a log cannot see on its own (a head held elsewhere does: TransparencyLogTests); it
+    /// is counted apart with the changes SQLite reads back unchanged.
+    @Test(arguments: ["tree_heads", "tree_nodes"])
     func everyChangedByteOfTheHeadsAndTheTreeIsDetected(_ table: String) async throws {
         // A node is stored per 256 entries.
         let (file, directory, key) = try await Self.pristine(entries: table == "tree_nodes" ? 2_600 : 57)
         let scratch = directory + "/changed.sqlite"
         try Data(file).write(to: URL(fileURLWithPath: scratch))
-        let bytes = try TableBytes(file: file, rootPage: try Self.rootPage(table, in: scratch), excluding: table == "tree_heads" ? 2 : nil)
+        let bytes = try TableBytes(file: file, rootPage: try Self.rootPage(table, in: scratch))
         #expect(bytes.positions.count > 100)
 
         let original = try #require(Self.contents(of: table, in: scratch))
@@ -214,7 +188,9 @@ struct TableBytes {
             var changed = file
             changed[offset] ^= Self.change(within: bits, using: &random)
             try Data(changed).write(to: URL(fileURLWithPath: scratch))
-            if Self.contents(of: table, in: scratch) == original {
+            if let now = Self.contents(of: table, in: scratch),
+                now == original || (table == "tree_heads" && Set(now).count == now.count && now.allSatisfy(original.contains))
+            {
                 unseen += 1
                 continue
             }
@@ -228,7 +204,7 @@ struct TableBytes {
                 misses.append("trial \(trial), offset \(offset): threw \(error)")
             }
         }
-        #expect(unseen < 15, "\(unseen) of 300 changes read back unchanged")
+        #expect(unseen < 15, "\(unseen) of 300 changes read back unchanged or only removed heads")
         #expect(
             misses.isEmpty,
             "\(misses.count) of 300 changes to \(table) not detected (seed \(random.seed)):\n\(misses.prefix(10).joined(separator: "\n"))")

@@ -17,7 +17,8 @@ struct AuditFixture {
         if let sync {
             log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval, fullSync: fullSync, now: Date.init, sync: sync)
         } else {
-            log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval, fullSync: fullSync)
+            // No heads by age: a starved run must not find a head the test did not ask for.
+            log = try AuditLog(path: path, signer: signer, checkpointInterval: checkpointInterval, checkpointMaxAge: nil, fullSync: fullSync)
         }
     }
 
@@ -175,6 +176,24 @@ struct AuditFixture {
         #expect(try f.verify().firstBadSequence == 13)
     }
 
+    /// Privacy check 10, "duplicating any record": an entry copied as it is (its digest and link included) to the end
+    /// of the log, or right after itself with the later entries moved up, is named where the copy stands.
+    @Test(arguments: [false, true]) func aDuplicatedEntryIsCaughtWhereTheCopyStands(inPlace: Bool) async throws {
+        let f = try AuditFixture(checkpointInterval: 100)
+        try await f.fill(20)
+        let columns = "at, actor, role, action, resource, subject_token, purpose, outcome, reason, request_id, prev_hash, hash"
+        if inPlace {
+            try f.tamper("UPDATE entries SET seq = seq + 1000 WHERE seq >= 8")
+            try f.tamper("UPDATE entries SET seq = seq - 999 WHERE seq >= 1000")
+            try f.tamper("INSERT INTO entries (seq, \(columns)) SELECT 8, \(columns) FROM entries WHERE seq = 7")
+        } else {
+            try f.tamper("INSERT INTO entries (seq, \(columns)) SELECT 21, \(columns) FROM entries WHERE seq = 7")
+        }
+        #expect(try f.string("SELECT COUNT(*) FROM entries") == "21")
+        let result = try f.verify()
+        #expect(result.firstBadSequence == (inPlace ? 8 : 21), "\(result.reason ?? "intact")")
+    }
+
     @Test func reorderedEntriesAreCaught() async throws {
         let f = try AuditFixture()
         try await f.fill(20)
@@ -191,6 +210,20 @@ struct AuditFixture {
         let result = try f.verify()
         #expect(result.firstBadSequence == 18)
         #expect(result.reason?.contains("cut") == true)
+    }
+
+    /// Privacy check 11, "changing the size, root or timestamp breaks verification": a head states in its signed note
+    /// when it was signed, so the time stored beside it cannot be moved.
+    @Test func aHeadsStoredTimeIsTheTimeItsNoteStates() async throws {
+        let f = try AuditFixture(checkpointInterval: 10)
+        try await f.fill(12)
+        let at = try f.string("SELECT at FROM tree_heads WHERE size = 10")
+        #expect(try f.string("SELECT note FROM tree_heads WHERE size = 10").contains("\n\(HeadSigner.timeLine)\(at)\n"))
+        try f.tamper("DROP TRIGGER IF EXISTS tree_heads_no_update")
+        try f.execute("UPDATE tree_heads SET at = at - 86400000 WHERE size = 10")
+        let result = try f.verify()
+        #expect(result.firstBadSequence == 10, "\(result.reason ?? "intact")")
+        #expect(result.reason?.contains("time") == true)
     }
 
     @Test func forgedHeadIsCaught() async throws {

@@ -236,7 +236,8 @@ import Vault
         await #expect(throws: WitnessError.wentBackwards(held: 65, served: 40)) { try await witness.check(first.note, consistency: proof) }
         // A head signed by another key under the log's name, and one signed by the log's key whose checkpoint names
         // another origin: both refused for what they are, before any proof is asked for.
-        let stranger = try HeadSigner(origin: verifier.name, keys: SigningKeyPair.generate()).sign(size: 70, root: [UInt8](repeating: 1, count: 32))
+        let stranger = try HeadSigner(origin: verifier.name, keys: SigningKeyPair.generate()).sign(
+            size: 70, root: [UInt8](repeating: 1, count: 32), at: 0)
         func refusedAsBadSignature(_ note: String) async -> Bool {
             do {
                 _ = try await witness.check(note) { _, _ in
@@ -289,11 +290,11 @@ import Vault
         try await f.fill(12)
         let origin = HeadSigner.defaultOrigin(for: f.signer.publicKey)
         // Signed under this log's name by another key (the key on the gateway was replaced, say): the log fails.
-        let stranger = try HeadSigner(origin: origin, keys: SigningKeyPair.generate()).sign(size: 12, root: [UInt8](repeating: 7, count: 32))
+        let stranger = try HeadSigner(origin: origin, keys: SigningKeyPair.generate()).sign(size: 12, root: [UInt8](repeating: 7, count: 32), at: 0)
         let result = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [stranger])
         #expect(result.firstBadSequence == 1 && result.reason?.contains("not signed by \(origin)'s key") == true, "\(result.reason ?? "")")
         // Another log's head, signed with the same key: not this log's either.
-        let other = try HeadSigner(origin: "veil.audit/other", keys: f.signer).sign(size: 12, root: [UInt8](repeating: 7, count: 32))
+        let other = try HeadSigner(origin: "veil.audit/other", keys: f.signer).sign(size: 12, root: [UInt8](repeating: 7, count: 32), at: 0)
         #expect(try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [other]).firstBadSequence == 1)
         // Not a signed checkpoint at all, or one claiming more entries than a log can hold: the input is refused.
         #expect { try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: ["not a note"]) } throws: { error in
@@ -305,11 +306,11 @@ import Vault
             (error as? AuditError)?.invalidInput == true
         }
         // An empty head (size 0) is consistent with every log; two heads of one size with different roots are a fork.
-        let empty = try HeadSigner(origin: origin, keys: f.signer).sign(size: 0, root: Merkle.emptyRoot)
+        let empty = try HeadSigner(origin: origin, keys: f.signer).sign(size: 0, root: Merkle.emptyRoot, at: 0)
         let head = try #require(try await f.log.checkpoint())
         let ok = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [empty, head.note])
         #expect(ok.intact && ok.trustedThrough == 12, "\(ok.reason ?? "")")
-        let fork = try HeadSigner(origin: origin, keys: f.signer).sign(size: 12, root: [UInt8](repeating: 7, count: 32))
+        let fork = try HeadSigner(origin: origin, keys: f.signer).sign(size: 12, root: [UInt8](repeating: 7, count: 32), at: 0)
         let forked = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: [head.note, fork])
         #expect(forked.firstBadSequence == 1 && forked.reason?.contains("fork") == true, "\(forked.reason ?? "")")
     }

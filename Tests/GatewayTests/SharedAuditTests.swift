@@ -165,7 +165,7 @@ extension SeveralGatewaysTests {
                 // another gateway ships under its name) is evidence: B stops shipping rather than overwrite it.
                 let signer = try HeadSigner(
                     origin: HeadSigner.defaultOrigin(for: b.service.ring.auditSigner.publicKey, logName: "gw-b"), keys: b.service.ring.auditSigner)
-                let forged = signer.sign(size: b.service.audit.count + 5, root: [UInt8](repeating: 7, count: 32))
+                let forged = signer.sign(size: b.service.audit.count + 5, root: [UInt8](repeating: 7, count: 32), at: 0)
                 try a.psql(
                     """
                     INSERT INTO audit_archive_heads (log, size, at, note) VALUES ('gw-b', \(b.service.audit.count + 5), 0, '\(forged)');
