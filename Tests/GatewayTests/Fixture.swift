@@ -71,7 +71,8 @@ struct GatewayFixture {
             trainingThreads: 1,
             rateLimits: rateLimits, serving: serving,
             ingestion: ingestion, quality: quality, experiments: experiments, canary: canary, campaigns: campaigns,
-            auditLogName: auditLogName, refusalLimits: refusalLimits, logger: logger, now: now)
+            // Heads by count and on request only: a timer head would land wherever a starved run lets 30 s pass.
+            checkpointMaxAge: nil, auditLogName: auditLogName, refusalLimits: refusalLimits, logger: logger, now: now)
         if let other {
             (keys, revokedKey, otherNamespaceAppKey) = (other.keys, other.revokedKey, other.otherNamespaceAppKey)
             return
