@@ -60,7 +60,13 @@ public final class AuditIndex: Sendable {
                     try Row.fetchAll(
                         db, sql: "SELECT seq, at, actor, subject_token FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [from, batch]
                     )
-                    .map { (seq: $0[0] as Int64, at: $0[1] as Int64, actor: $0[2] as String, subject: $0[3] as String?) }
+                    // Read without trapping on an edited row's types (verify names such a row; the index skips it).
+                    .compactMap { row -> (seq: Int64, at: Int64, actor: String, subject: String?)? in
+                        guard let seq = Int64.fromDatabaseValue(row[0] as DatabaseValue), let at = Int64.fromDatabaseValue(row[1] as DatabaseValue),
+                            let actor = String.fromDatabaseValue(row[2] as DatabaseValue)
+                        else { return nil }
+                        return (seq, at, actor, String.fromDatabaseValue(row[3] as DatabaseValue))
+                    }
                 }
                 guard let last = rows.last else { break }
                 try index.pool.write { db in

@@ -185,8 +185,13 @@ public struct AuditReader: Sendable {
 
     func legacyCheckpoints() throws -> [LegacyCheckpoint] {
         try store.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM checkpoints ORDER BY seq").map {
-                LegacyCheckpoint(sequence: $0["seq"], headHash: $0["head_hash"], at: $0["at"], signature: $0["signature"])
+            // Read without trapping on an edited row's types: a wrong value fails its signature instead.
+            try Row.fetchAll(db, sql: "SELECT seq, head_hash, at, signature FROM checkpoints ORDER BY seq").map {
+                LegacyCheckpoint(
+                    sequence: Int64.fromDatabaseValue($0[0] as DatabaseValue) ?? 0,
+                    headHash: String.fromDatabaseValue($0[1] as DatabaseValue) ?? "",
+                    at: Int64.fromDatabaseValue($0[2] as DatabaseValue) ?? 0,
+                    signature: String.fromDatabaseValue($0[3] as DatabaseValue) ?? "")
             }
         }
     }

@@ -28,10 +28,13 @@ extension AuditReader {
         var (trusted, failures) = try Self.openTrusted(trustedHeads, verifier: verifier)
         // A changed byte in the file's structure (a page's cells, a record's lengths) makes SQLite refuse to read
         // on: that is a failed verification, named where it shows, not an error.
-        func readable<T>(_ what: String, failingAt position: @autoclosure () -> Int64, _ read: () throws -> T, else fallback: T) throws -> T {
+        func readable<T>(
+            _ what: String, failingAt position: @autoclosure () -> Int64, _ read: () throws -> T, else fallback: @autoclosure () -> T
+        ) throws -> T {
             do { return try read() } catch let error as DatabaseError where error.isDamage {
+                let value = fallback()
                 failures.append((position(), "\(what) cannot be read: the file is damaged (SQLite: \(error.message ?? "\(error.resultCode)"))"))
-                return fallback
+                return value
             }
         }
         let stored = try readable("the signed heads", failingAt: 1, { try checkpoints() }, else: [])
@@ -39,7 +42,8 @@ extension AuditReader {
         // What the rows are, before reading them in order: a rebuilt table can hold sequence numbers that are not
         // integers (between or beyond the real ones), which a range scan would skip. Uncountable, the scan reads in
         // order up to the sequence number the table's right edge still gives, and names the first entry it cannot
-        // read; the count's failure is named after the last it could.
+        // read; the count's failure is named after the last it could. That sequence number is bounded by the rows the
+        // file's pages can hold, so a huge one an editor inserted is a gap, not a scan of 2^62 entries.
         var uncounted: Int64?
         let (count, maxSeq, minSeq, oddSeq) = try readable(
             "the entries", failingAt: (uncounted ?? 0) + 1,
@@ -55,8 +59,14 @@ extension AuditReader {
                 }
             },
             else: {
-                let last = (try? store.pool.read { try Int64.fetchOne($0, sql: "SELECT seq FROM entries ORDER BY seq DESC LIMIT 1") }) ?? 0
-                uncounted = last ?? 0
+                let (last, capacity) =
+                    (try? store.pool.read { db in
+                        (
+                            try Int64.fetchOne(db, sql: "SELECT seq FROM entries ORDER BY seq DESC LIMIT 1") ?? 0,
+                            try Int64.fetchOne(db, sql: "SELECT page_count * page_size / 4 FROM pragma_page_count, pragma_page_size") ?? 0
+                        )
+                    }) ?? (0, 0)
+                uncounted = max(0, min(last, capacity))
                 return (uncounted!, uncounted!, 1, nil)
             }())
         if let oddSeq {
@@ -163,9 +173,10 @@ extension AuditReader {
         entries: Int64, count: Int64, validThrough: Int64, failures: inout [(Int64, String)]
     ) -> Int64 {
         var signedThrough: Int64 = 0
-        // A size is a head's key: two rows of one size are an edit (a page's pointer turned to another head's row).
-        for (a, b) in zip(stored, stored.dropFirst()) where a.size == b.size {
-            failures.append((max(1, a.size), "the stored head of size \(a.size) is there twice (the file was edited)"))
+        // Heads are read in the order of their key, the size: a size read twice or out of order is an edit (a page's
+        // pointer turned to another head's row).
+        for (a, b) in zip(stored, stored.dropFirst()) where b.size <= a.size {
+            failures.append((max(1, b.size), "the stored head of size \(b.size) is out of place or there twice (the file was edited)"))
         }
         for head in stored {
             let checked: Checkpoint
@@ -210,6 +221,8 @@ extension AuditReader {
         var failures: [(Int64, String)] = []
         var seen = Set<NodeKey>()
         try store.pool.read { db in
+            // A live log grows while it is verified: nodes its new entries closed since the scan are not a cut.
+            let now = try Int64.fetchOne(db, sql: "SELECT CAST(MAX(seq) AS INTEGER) FROM entries") ?? 0
             let rows = try Row.fetchCursor(db, sql: "SELECT level, idx, hash FROM tree_nodes ORDER BY level, idx")
             while let row = try rows.next() {
                 // Read without trapping on an edited row's types.
@@ -223,6 +236,8 @@ extension AuditReader {
                 let first = index << level + 1, last = (index + 1) << level
                 if !seen.insert(NodeKey(level: level, index: index)).inserted {
                     failures.append((first, "the stored tree holds the node for entries \(first)–\(last) twice"))
+                } else if last > entries, last <= now {
+                    continue  // its entries are there: appended after the scan, or after a failure already named
                 } else if last > entries {
                     failures.append(
                         (
@@ -286,18 +301,30 @@ extension AuditReader {
         let sorted = sizes.sorted()
         let results = Mutex<[Int: Chunk]>([:])
         let next = Atomic<Int>(0)
+        // The first chunk that failed: nothing after it is read (the result stops there).
+        let failed = Atomic<Int>(.max)
         let workers = min(2, max(1, chunkCount))
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             while true {
                 let c = next.add(1, ordering: .relaxed).oldValue
-                if c >= chunkCount { return }
+                if c >= chunkCount || c > failed.load(ordering: .relaxed) { return }
                 let lo = Int64(c) * chunkSize, hi = min(lo + chunkSize, entries)
                 var chunk: Chunk
+                var scanned: Chunk?
                 do {
-                    chunk = try store.pool.read { db in try Self.scanChunk(lo: lo, hi: hi, sizes: sorted.filter { $0 > lo && $0 <= hi }, in: db) }
+                    chunk = try store.pool.read { db in
+                        scanned = try Self.scanChunk(lo: lo, hi: hi, sizes: sorted.filter { $0 > lo && $0 <= hi }, in: db)
+                        return scanned!
+                    }
                 } catch {
-                    chunk = Chunk(failure: (lo + 1, "the log cannot be read in entries \(lo + 1)–\(hi): \(error)"))
+                    // Ending the read can fail on a damaged page after the scan already named the entry it stopped at.
+                    if let scanned, scanned.failure != nil {
+                        chunk = scanned
+                    } else {
+                        chunk = Chunk(failure: (lo + 1, "the log cannot be read in entries \(lo + 1)–\(hi): \(error)"))
+                    }
                 }
+                if chunk.failure != nil { failed.min(c, ordering: .relaxed) }
                 results.withLock { $0[c] = chunk }
             }
         }
@@ -360,8 +387,10 @@ extension AuditReader {
                 return chunk
             }
             let seq = sqlite3_column_int64(s, 0)
+            // Named where the wrong row stands: a smaller number found here (only a damaged page reads rows out of
+            // order) is an entry missing at this place, not a fault of the entry that number belongs to.
             guard seq == expected else {
-                chunk.failure = (min(seq, expected), "expected entry \(expected), found \(seq) (entry removed, inserted or reordered)")
+                chunk.failure = (expected, "expected entry \(expected), found \(seq) (entry removed, inserted or reordered)")
                 return chunk
             }
             guard Self.fieldsAsWritten(s) else {

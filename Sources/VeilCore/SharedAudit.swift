@@ -258,12 +258,13 @@ public final class SharedAudit: Sendable {
         }
     }
 
-    /// Whether `row`'s note is a checkpoint signed by `verifier` that says the size the row says.
+    /// Whether `row`'s note is a checkpoint signed by `verifier` that says the size and (if it states one) the time
+    /// the row says.
     static func isSigned(_ row: ArchivedAuditHead, by verifier: NoteVerifier) -> Bool {
         guard let text = try? SignedNote.open(row.note, verifiers: [verifier]).text, let head = try? Checkpoint(text: text) else {
             return false
         }
-        return Int64(exactly: head.size) == row.size
+        return Int64(exactly: head.size) == row.size && HeadSigner.states(head, signedAt: row.at)
     }
 
     /// A copy too large to prove from: the witness must ask the gateway that keeps the log.

@@ -365,6 +365,21 @@ import Vault
         try f.tamper("UPDATE tree_nodes SET hash = zeroblob(32) WHERE level = 8 AND idx = 1")
         let forged = try f.verify()
         #expect(forged.firstBadSequence == 257 && forged.reason?.contains("stored tree node") == true, "\(forged.reason ?? "")")
+        // A node taken away (a range read of the stored nodes would hand a proof its neighbour's), or moved to a
+        // level the log never stores: both edits of the stored tree.
+        let h = try AuditFixture(checkpointInterval: 100_000)
+        try await bulk(h, 1_000)
+        #expect(try h.verify().intact)
+        try h.tamper("DELETE FROM tree_nodes WHERE level = 8 AND idx = 2")
+        let missing = try h.verify()
+        #expect(missing.firstBadSequence == 513 && missing.reason?.contains("lacks the node") == true, "\(missing.reason ?? "")")
+        try h.tamper("INSERT INTO tree_nodes (level, idx, hash) VALUES (8, 2, zeroblob(32))")
+        try h.tamper("UPDATE tree_nodes SET hash = (SELECT hash FROM tree_nodes WHERE level = 8 AND idx = 1) WHERE level = 8 AND idx = 2")
+        #expect(try h.verify().firstBadSequence == 513)
+        try h.tamper("DELETE FROM tree_nodes WHERE level = 8 AND idx = 2")
+        try h.tamper("INSERT INTO tree_nodes (level, idx, hash) SELECT 9, 1, hash FROM tree_nodes WHERE level = 8 AND idx = 1")
+        let moved = try h.verify()
+        #expect(moved.firstBadSequence == 1 && moved.reason?.contains("Veil never writes") == true, "\(moved.reason ?? "")")
         // The witness's scenario: a head held at 256, the log cut to 200 with its heads, then regrown past 256.
         let g = try AuditFixture(checkpointInterval: 100_000)
         try await bulk(g, 256)
