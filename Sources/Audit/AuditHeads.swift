@@ -37,7 +37,8 @@ public struct HeadSigner: Sendable {
     /// The signed note for the head of `size` entries with `root` (32 bytes: a tree root, so always a valid
     /// checkpoint), signed at `at` (milliseconds since the epoch), which the note states in an extension line: a
     /// checkpoint carries no time of its own, and the time stored beside a head must not be open to edits that its
-    /// signature does not see. Readers of the format skip extension lines; witnesses cosign them with the rest.
+    /// signature does not see. Readers of the format skip extension lines; an Ed25519 cosignature (C2SP
+    /// tlog-cosignature) signs them with the rest but states nothing about them, an ML-DSA-44 one leaves them out.
     func sign(size: Int64, root: [UInt8], at: Int64) -> String {
         // Cannot fail: the origin passed the key-name check, the root is a node's 32 bytes, the line is one line.
         try! signer.sign(
