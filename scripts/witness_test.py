@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The witness against a live server (issue #23): `veil audit witness --once` accepts the log's signed heads while the
 log grows, then exits 3 (and says ALERT) once the log was cut on disk and the server restarted on it; the heads the
-witness kept, given to `veil audit verify --trusted-head`, fail the cut log too.
+witness kept, given to `veil audit verify --trusted-head`, fail the cut log too; and one byte of an entry changed in
+the file fails `veil audit verify` at that entry.
 
 Usage: witness_test.py [--veil .build/debug/veil]
 Prints 'N passed, M failed'; exits 1 on any failure.
@@ -74,6 +75,22 @@ def main():
         server.wait(timeout=30)
     verify = subprocess.run([a.veil, "audit", "verify", "--trusted-head", state + "/heads"] + common, capture_output=True, text=True)
     check(verify.returncode == 1 and "cut" in verify.stdout, "verify against the witness's heads fails: %d %s" % (verify.returncode, verify.stdout))
+
+    # Privacy check 10 on the real file, through the command an officer runs: one byte of entry 12's stored request
+    # id changed on disk (the WAL copied into the file first) fails `veil audit verify` with exit 1, naming entry 12.
+    db = sqlite3.connect(work + "/data/audit.sqlite")
+    request_id = db.execute("SELECT request_id FROM entries WHERE seq = 12").fetchone()[0].encode()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    with open(work + "/data/audit.sqlite", "r+b") as f:
+        data = f.read()
+        at = data.find(request_id)
+        check(at >= 0 and data.find(request_id, at + 1) < 0, "entry 12's request id is stored once in the file")
+        f.seek(at + len(request_id) // 2)
+        f.write(bytes([data[at + len(request_id) // 2] ^ 0x01]))
+    flipped = subprocess.run([a.veil, "audit", "verify"] + common, capture_output=True, text=True)
+    check(flipped.returncode == 1 and "FAILED verification at entry 12:" in flipped.stdout,
+          "a changed byte of entry 12 fails verify at entry 12: %d %s %s" % (flipped.returncode, flipped.stdout, flipped.stderr))
     raise SystemExit(check.report(work))
 
 
