@@ -27,26 +27,25 @@ extension AuditReader {
         let verifier = try trustedVerifier ?? HeadSigner.verifier(for: publicKey, logName: logName)
         var (trusted, failures) = try Self.openTrusted(trustedHeads, verifier: verifier)
         // A changed byte in the file's structure (a page's cells, a record's lengths) makes SQLite refuse to read
-        // on: that is a failed verification, named where it shows, not an error.
+        // on: that is a failed verification, named where it shows (by default at the first entry), not an error.
         func readable<T>(
-            _ what: String, failingAt position: @autoclosure () -> Int64, _ read: () throws -> T, else fallback: @autoclosure () -> T
+            _ what: String, _ read: () throws -> T, else fallback: @autoclosure () -> T, failingAt position: (T) -> Int64 = { _ in 1 }
         ) throws -> T {
             do { return try read() } catch let error as DatabaseError where error.isDamage {
                 let value = fallback()
-                failures.append((position(), "\(what) cannot be read: the file is damaged (SQLite: \(error.message ?? "\(error.resultCode)"))"))
+                failures.append((position(value), "\(what) cannot be read: the file is damaged (SQLite: \(error.message ?? "\(error.resultCode)"))"))
                 return value
             }
         }
-        let stored = try readable("the signed heads", failingAt: 1, { try checkpoints() }, else: [])
-        let legacy = try readable("the checkpoints", failingAt: 1, { try legacyCheckpoints() }, else: [])
+        let stored = try readable("the signed heads", { try checkpoints() }, else: [])
+        let legacy = try readable("the checkpoints", { try legacyCheckpoints() }, else: [])
         // What the rows are, before reading them in order: a rebuilt table can hold sequence numbers that are not
         // integers (between or beyond the real ones), which a range scan would skip. Uncountable, the scan reads in
         // order up to the sequence number the table's right edge still gives, and names the first entry it cannot
         // read; the count's failure is named after the last it could. That sequence number is bounded by the rows the
         // file's pages can hold, so a huge one an editor inserted is a gap, not a scan of 2^62 entries.
-        var uncounted: Int64?
         let (count, maxSeq, minSeq, oddSeq) = try readable(
-            "the entries", failingAt: (uncounted ?? 0) + 1,
+            "the entries",
             {
                 try store.pool.read { db -> (Int64, Int64, Int64, Int64?) in
                     let row = try Row.fetchOne(
@@ -66,9 +65,10 @@ extension AuditReader {
                             try Int64.fetchOne(db, sql: "SELECT page_count * page_size / 4 FROM pragma_page_count, pragma_page_size") ?? 0
                         )
                     }) ?? (0, 0)
-                uncounted = max(0, min(last, capacity))
-                return (uncounted!, uncounted!, 1, nil)
-            }())
+                let bound = max(0, min(last, capacity))
+                return (bound, bound, 1, nil)
+            }(),
+            failingAt: { $0.0 + 1 })
         if let oddSeq {
             failures.append((max(1, oddSeq), "an entry's sequence number is not an integer (the table was rebuilt)"))
         }
@@ -92,7 +92,7 @@ extension AuditReader {
             validThrough: validThrough, failures: &failures)
         // The stored tree: proofs and signed roots are built from it, so a node that disagrees with the entries
         // (forged, or left from before a cut) is a failure even though verification recomputes the tree itself.
-        failures += try readable("the stored tree", failingAt: 1, { try storedNodeFailures(scan: scan, entries: validThrough) }, else: [])
+        failures += try readable("the stored tree", { try storedNodeFailures(scan: scan, entries: validThrough) }, else: [])
         if let first = failures.min(by: { $0.0 < $1.0 }) {
             result.firstBadSequence = first.0
             result.reason = first.1
