@@ -26,7 +26,7 @@ import Testing
             if !finished.load(ordering: .acquiring) { fatalError("requests stalled: a cooperative thread is blocked on the database") }
         }
         defer { finished.store(true, ordering: .releasing) }
-        try await f.app.test(.live) { client in
+        try await f.app.test(.ahc(.http)) { client in
             try await seedShop(client, f, subjects: 40)
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                 for n in 0..<64 {
@@ -55,7 +55,7 @@ import Testing
     @Test func eightConcurrentClientsLoseNothing() async throws {
         let f = try GatewayFixture()
         let subjects = (0..<6).map { "shared-\($0)@example.com" }
-        try await f.app.test(.live) { client in
+        try await f.app.test(.ahc(.http)) { client in
             for s in subjects {
                 #expect(try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(s)).status == 201)
             }
@@ -278,7 +278,7 @@ final class WriteLockHolder: Sendable {
 @Suite struct RotationUnderLoadTests {
     @Test func rotatingTheMasterKeyWhileServingFailsNoRequestAndEveryRowStillReads() async throws {
         let f = try GatewayFixture(cacheTTL: 0)
-        try await f.app.test(.live) { client in
+        try await f.app.test(.ahc(.http)) { client in
             try await seedShop(client, f, subjects: 30)
             let failures = try await withThrowingTaskGroup(of: Int.self) { group in
                 for c in 0..<4 {
