@@ -88,7 +88,7 @@ struct TableBytes {
 /// an attacker with the disk would change it: the raw bytes, not values through SQL.
 @Suite struct AuditFileBytesTests {
     /// A log of `entries` entries with heads, in a single file (its WAL copied in), and the file's bytes.
-    static func pristine(entries: Int = 57) async throws -> (file: [UInt8], directory: String, publicKey: SigningPublicKey) {
+    static func pristine(entries: Int) async throws -> (file: [UInt8], directory: String, publicKey: SigningPublicKey) {
         let f = try AuditFixture(checkpointInterval: 10, fullSync: false)
         try await f.fill(entries)
         try await f.log.checkpoint()
@@ -111,6 +111,30 @@ struct TableBytes {
         try? DatabaseQueue(path: path).read { db in try Row.fetchAll(db, sql: "SELECT * FROM \(table)").map { Array($0.databaseValues) } }
     }
 
+    /// A pristine log of `entries` entries, its file copied to a scratch path, the bytes that hold `table`'s rows, and
+    /// what SQLite reads from `table` before any change.
+    static func setUp(
+        entries: Int, table: String
+    ) async throws -> (file: [UInt8], scratch: String, key: SigningPublicKey, bytes: TableBytes, original: [[DatabaseValue]]) {
+        let (file, directory, key) = try await pristine(entries: entries)
+        let scratch = directory + "/changed.sqlite"
+        try Data(file).write(to: URL(fileURLWithPath: scratch))
+        let bytes = try TableBytes(file: file, rootPage: try rootPage(table, in: scratch))
+        return (file, scratch, key, bytes, try #require(contents(of: table, in: scratch)))
+    }
+
+    /// Writes `file` to `scratch` with one byte changed (at a random position of `bytes`, by a random mask of the bits
+    /// SQLite reads there); returns the position and what SQLite now reads from `table` (nil when it cannot).
+    static func changeOneByte(
+        of file: [UInt8], among bytes: TableBytes, table: String, at scratch: String, using random: inout TestRandom
+    ) throws -> (position: (offset: Int, rowid: Int64?, bits: UInt8), now: [[DatabaseValue]]?) {
+        let position = bytes.positions.randomElement(using: &random)!
+        var changed = file
+        changed[position.offset] ^= change(within: position.bits, using: &random)
+        try Data(changed).write(to: URL(fileURLWithPath: scratch))
+        return (position, contents(of: table, in: scratch))
+    }
+
     static func rootPage(_ table: String, in path: String) throws -> Int {
         try DatabaseQueue(path: path).read { try Int.fetchOne($0, sql: "SELECT rootpage FROM sqlite_master WHERE name = ?", arguments: [table])! }
     }
@@ -123,23 +147,16 @@ struct TableBytes {
     /// record's header size grown past what it parses, a NULL's serial type turned into a reserved one it also reads
     /// as NULL): they change nothing any reader sees, and are counted apart, and must stay rare.
     @Test func everyChangedByteOfTheEntriesIsDetectedAtItsEntry() async throws {
-        let (file, directory, key) = try await Self.pristine()
-        let scratch = directory + "/changed.sqlite"
-        try Data(file).write(to: URL(fileURLWithPath: scratch))
-        let entries = try TableBytes(file: file, rootPage: try Self.rootPage("entries", in: scratch))
+        let (file, scratch, key, entries, original) = try await Self.setUp(entries: 57, table: "entries")
         #expect(entries.positions.count > 57 * 200, "the walk found \(entries.positions.count) bytes for 57 entries")
         #expect(try AuditReader(path: scratch).verify(publicKey: key).intact)
 
-        let original = try #require(Self.contents(of: "entries", in: scratch))
         var random = TestRandom()
         var misses: [String] = []
         var unseen = 0
         for trial in 0..<1_000 {
-            let (offset, rowid, bits) = entries.positions.randomElement(using: &random)!
-            var changed = file
-            changed[offset] ^= Self.change(within: bits, using: &random)
-            try Data(changed).write(to: URL(fileURLWithPath: scratch))
-            if Self.contents(of: "entries", in: scratch) == original {
+            let ((offset, rowid, _), now) = try Self.changeOneByte(of: file, among: entries, table: "entries", at: scratch, using: &random)
+            if now == original {
                 unseen += 1
                 continue
             }
@@ -178,22 +195,15 @@ struct TableBytes {
     @Test(arguments: ["tree_heads", "tree_nodes"])
     func everyChangedByteOfTheHeadsAndTheTreeIsDetected(_ table: String) async throws {
         // A node is stored per 256 entries; heads (one per 10) then span several pages.
-        let (file, directory, key) = try await Self.pristine(entries: 2_600)
-        let scratch = directory + "/changed.sqlite"
-        try Data(file).write(to: URL(fileURLWithPath: scratch))
-        let bytes = try TableBytes(file: file, rootPage: try Self.rootPage(table, in: scratch))
+        let (file, scratch, key, bytes, original) = try await Self.setUp(entries: 2_600, table: table)
         #expect(bytes.positions.count > 100)
 
-        let original = try #require(Self.contents(of: table, in: scratch))
         var random = TestRandom()
         var misses: [String] = []
         var unseen = 0
         for trial in 0..<300 {
-            let (offset, _, bits) = bytes.positions.randomElement(using: &random)!
-            var changed = file
-            changed[offset] ^= Self.change(within: bits, using: &random)
-            try Data(changed).write(to: URL(fileURLWithPath: scratch))
-            if let now = Self.contents(of: table, in: scratch),
+            let ((offset, _, _), read) = try Self.changeOneByte(of: file, among: bytes, table: table, at: scratch, using: &random)
+            if let now = read,
                 now == original || (table == "tree_heads" && Set(now).count == now.count && now.allSatisfy(original.contains))
             {
                 unseen += 1
@@ -201,7 +211,7 @@ struct TableBytes {
             }
             do {
                 if try AuditReader(path: scratch).verify(publicKey: key).intact {
-                    let now = Self.contents(of: table, in: scratch) ?? []
+                    let now = read ?? []
                     let diff = zip(original, now).first { $0 != $1 }.map { "\($0.0) became \($0.1)" } ?? "\(original.count) rows became \(now.count)"
                     misses.append("trial \(trial), offset \(offset): verified intact; \(diff)")
                 }
