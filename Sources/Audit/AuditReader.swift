@@ -50,6 +50,10 @@ public struct AuditVerification: Sendable, Equatable, Codable {
     public var firstBadSequence: Int64?
     public var reason: String?
     public var intact: Bool { firstBadSequence == nil }
+    /// Every failure found, by sequence number (the first is `firstBadSequence` and `reason`), at most
+    /// ``maxReportedFailures``; nil when intact. A damaged part that fails from entry 1 (the page of the signed heads,
+    /// say) must not hide an entry rewritten further on.
+    public var failures: [AuditFailure]?
     /// What "intact" means for this result: said with every result, so nobody reads more into it.
     public var proves = AuditVerification.withoutTrustedHead
     /// The log verified, when gateways sharing a database each keep one (their `audit.log_name`).
@@ -66,9 +70,37 @@ public struct AuditVerification: Sendable, Equatable, Codable {
         + "a log cut or rewritten by someone who also deleted or re-signed the later heads verifies too. Detecting that needs a "
         + "head kept elsewhere: verify with a trusted head (veil audit verify --trusted-head, or trusted_heads in POST /v1/audit/verify)"
 
+    /// Failures reported beyond the first: enough for an officer to see every kind of damage, bounded for a file
+    /// damaged throughout.
+    public static let maxReportedFailures = 20
+
+    /// Records what verification found: the lowest sequence number first (in the order found among equals), each
+    /// failure once.
+    mutating func report(_ found: [(Int64, String)]) {
+        var seen = Set<AuditFailure>()
+        let ordered = found.enumerated().sorted { ($0.element.0, $0.offset) < ($1.element.0, $1.offset) }
+            .map { AuditFailure(sequence: $0.element.0, reason: $0.element.1) }
+            .filter { seen.insert($0).inserted }
+        guard let first = ordered.first else { return }
+        firstBadSequence = first.sequence
+        reason = first.reason
+        failures = Array(ordered.prefix(Self.maxReportedFailures))
+    }
+
     static func againstTrusted(_ size: Int64) -> String {
         "the first \(size) entries are exactly those the trusted head of size \(size) signed (not cut, rewritten, reordered or forked); "
             + "entries after it agree with the heads stored in this file only"
+    }
+}
+
+/// One thing verification found wrong, named at the first entry it affects.
+public struct AuditFailure: Sendable, Hashable, Codable {
+    public var sequence: Int64
+    public var reason: String
+
+    public init(sequence: Int64, reason: String) {
+        self.sequence = sequence
+        self.reason = reason
     }
 }
 

@@ -93,10 +93,7 @@ extension AuditReader {
         // The stored tree: proofs and signed roots are built from it, so a node that disagrees with the entries
         // (forged, or left from before a cut) is a failure even though verification recomputes the tree itself.
         failures += try readable("the stored tree", { try storedNodeFailures(scan: scan, entries: validThrough) }, else: [])
-        if let first = failures.min(by: { $0.0 < $1.0 }) {
-            result.firstBadSequence = first.0
-            result.reason = first.1
-        }
+        result.report(failures)
         if !trusted.isEmpty, result.intact, matched > 0 { result.proves = AuditVerification.againstTrusted(matched) }
         return result
     }

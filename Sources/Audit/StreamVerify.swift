@@ -85,10 +85,7 @@ public struct StreamedLogVerification: Sendable {
         result.signedThrough = AuditReader.checkHeads(
             stored: heads, legacy: [], verifier: verifier, publicKey: publicKey, scan: scan, entries: max(entries, count), count: count,
             validThrough: validThrough, failures: &failures)
-        if let first = failures.min(by: { $0.0 < $1.0 }) {
-            result.firstBadSequence = first.0
-            result.reason = first.1
-        }
+        result.report(failures)
         if !trusted.isEmpty, result.intact, matched > 0 { result.proves = AuditVerification.againstTrusted(matched) }
         return result
     }
@@ -108,8 +105,12 @@ extension AuditVerification {
     public init(failedLog log: String, reason: String) {
         self.init(entries: 0, checkpoints: 0)
         self.log = log
-        firstBadSequence = 1
-        self.reason = reason
+        report([(1, reason)])
+    }
+
+    /// Adds a failure of the log as a whole, at `sequence`, to what verification found.
+    public mutating func fail(at sequence: Int64, _ reason: String) {
+        report((failures ?? []).map { ($0.sequence, $0.reason) } + [(sequence, reason)])
     }
 }
 

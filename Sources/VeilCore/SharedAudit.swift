@@ -213,9 +213,7 @@ public final class SharedAudit: Sendable {
             var result = check.finish()
             result.log = name
             if result.intact, result.entries > 0, result.signedThrough == 0 {
-                (result.firstBadSequence, result.reason) = (
-                    1, "no head signed with the audit key covers any entry: nothing shows this log to be a gateway's"
-                )
+                result.fail(at: 1, "no head signed with the audit key covers any entry: nothing shows this log to be a gateway's")
             }
             results.append(result)
         }

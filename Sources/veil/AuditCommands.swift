@@ -66,6 +66,7 @@ struct AuditCommand: AsyncParsableCommand {
             for log in shared {
                 if let bad = log.firstBadSequence {
                     print("audit log '\(log.log ?? "")' in the shared database FAILED verification at entry \(bad): \(log.reason ?? "")")
+                    printFurtherFailures(of: log)
                 } else {
                     print(
                         "audit log '\(log.log ?? "")' in the shared database intact: \(log.entries) entries, signed through entry \(log.signedThrough)"
@@ -74,6 +75,7 @@ struct AuditCommand: AsyncParsableCommand {
             }
             if let bad = result.firstBadSequence {
                 print("audit log FAILED verification at entry \(bad): \(result.reason ?? "")")
+                printFurtherFailures(of: result)
                 throw ExitCode(1)
             }
             if shared.contains(where: { !$0.intact }) { throw ExitCode(1) }
@@ -85,6 +87,15 @@ struct AuditCommand: AsyncParsableCommand {
                         : "")
                     + (result.trustedHeads > 0 ? "; \(result.trustedHeads) trusted heads match, the largest of \(result.trustedThrough) entries" : "")
                     + "\nthis proves \(result.proves)")
+        }
+
+        /// What verification found beyond the first failure: a damaged part named at entry 1 must not hide the rest.
+        private func printFurtherFailures(of result: AuditVerification) {
+            let further = (result.failures ?? []).dropFirst()
+            for failure in further { print("  also at entry \(failure.sequence): \(failure.reason)") }
+            if further.count + 1 == AuditVerification.maxReportedFailures {
+                print("  (the first \(AuditVerification.maxReportedFailures) failures are shown)")
+            }
         }
 
         /// One file, or every `*.note` in a directory (a witness's `heads/`).

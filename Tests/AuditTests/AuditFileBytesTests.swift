@@ -188,6 +188,23 @@ struct TableBytes {
             "\(misses.count) of 1,000 changes not detected at their entry (seed \(random.seed)):\n\(misses.prefix(10).joined(separator: "\n"))")
     }
 
+    /// The page of the signed heads damaged past reading is named at entry 1; an entry changed further on is still
+    /// reported beside it, not hidden behind it.
+    @Test func anUnreadablePageOfHeadsDoesNotHideAChangedEntry() async throws {
+        let (file, scratch, key, entries, _) = try await Self.setUp(entries: 2_600, table: "entries")
+        var changed = file
+        let heads = try Self.rootPage("tree_heads", in: scratch)
+        changed[(heads - 1) * 4096] = 0x00  // no b-tree page has this type
+        // The last byte of entry 1,000's record: a digit of its stored digest.
+        let digit = try #require(entries.positions.last { $0.rowid == 1_000 })
+        changed[digit.offset] ^= 0x01
+        try Data(changed).write(to: URL(fileURLWithPath: scratch))
+        #expect(Self.contents(of: "tree_heads", in: scratch) == nil, "the heads' page should be unreadable")
+        let result = try AuditReader(path: scratch).verify(publicKey: key)
+        #expect(result.firstBadSequence == 1 && result.reason?.contains("signed heads cannot be read") == true, "\(result.reason ?? "")")
+        #expect(result.failures?.contains { $0.sequence == 1_000 } == true, "the changed entry is hidden: \(result.failures ?? [])")
+    }
+
     /// The same for the bytes of the signed heads (their size, root, stored time and signed note) and of the stored
     /// tree, which proofs are built from. A change that only takes heads away (a page's cell count lowered) is the
     /// deleted-heads attack, which a log cannot see on its own (a head held elsewhere does: TransparencyLogTests); it

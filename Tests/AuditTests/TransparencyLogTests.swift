@@ -402,6 +402,33 @@ import Vault
         #expect(result.intact && result.signedThrough == regrown.size, "\(result.reason ?? "")")
     }
 
+    /// Damage named at entry 1 (here a stored node where the log never writes one) must not hide an entry rewritten
+    /// further on: verification reports every failure it found, by sequence number, up to a bound.
+    @Test func everyFailureIsReportedNotOnlyTheFirst() async throws {
+        let f = try AuditFixture(checkpointInterval: 100_000)
+        try await bulk(f, 600)
+        #expect(try f.verify().failures == nil)
+        try f.tamper("INSERT INTO tree_nodes (level, idx, hash) SELECT 9, 1, hash FROM tree_nodes WHERE level = 8 AND idx = 1")
+        try f.tamper("DROP TRIGGER IF EXISTS entries_no_update")
+        try f.tamper("UPDATE entries SET action = 'consent:read' WHERE seq = 450")
+        let result = try f.verify()
+        #expect(result.firstBadSequence == 1 && result.reason?.contains("Veil never writes") == true, "\(result.reason ?? "")")
+        let found = result.failures ?? []
+        #expect(found.first == AuditFailure(sequence: 1, reason: result.reason ?? ""), "\(found)")
+        #expect(found.contains { $0.sequence == 450 }, "the rewritten entry is hidden behind the first failure: \(found)")
+        #expect(found.map(\.sequence) == found.map(\.sequence).sorted() && Set(found).count == found.count, "\(found)")
+        // What an officer's client reads (`POST /v1/audit/verify` answers this value as JSON).
+        let json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(result)) as? [String: Any]
+        let listed = json?["failures"] as? [[String: Any]]
+        #expect(listed?.count == found.count && listed?.contains { $0["sequence"] as? Int == 450 } == true, "\(json ?? [:])")
+        // A file failing everywhere is reported up to a bound: here 25 heads a stranger signed under this log's name.
+        let origin = HeadSigner.defaultOrigin(for: f.signer.publicKey)
+        let stranger = try HeadSigner(origin: origin, keys: SigningKeyPair.generate())
+        let notes = try (1...25).map { try stranger.sign(size: Int64($0), root: [UInt8](repeating: 7, count: 32), at: 0) }
+        let many = try AuditReader(path: f.path).verify(publicKey: f.signer.publicKey, trustedHeads: notes)
+        #expect(many.failures?.count == AuditVerification.maxReportedFailures && many.firstBadSequence == 1, "\(many.failures ?? [])")
+    }
+
     /// A log written before the tree: its chain checkpoints still verify, and opening it builds the tree.
     @Test func aLogFromBeforeTheTreeIsUpgradedAndStillVerifies() async throws {
         let dir = NSTemporaryDirectory() + "veil-audit-legacy-\(UUID().uuidString)"

@@ -93,6 +93,8 @@ enum ConsolePages {
         let failing = (verification.logs ?? []).filter { !$0.intact }.map {
             "log \($0.log ?? "?") fails at entry \($0.firstBadSequence ?? 0): \($0.reason ?? "")"
         }
+        // Every failure of this gateway's own file: damage named at entry 1 must not hide a rewritten entry further on.
+        let own = (verification.failures ?? []).map { "entry \($0.sequence): \($0.reason)" }
         let head = try await call.service.newestAuditHead()
         return Console.render(
             "integrity",
@@ -101,7 +103,7 @@ enum ConsolePages {
                 [
                     "intact": verification.allLogsIntact ?? verification.intact, "entries": verification.entries,
                     "heads": verification.checkpoints, "signed_through": verification.signedThrough,
-                    "reason": ([verification.reason].compactMap { $0 } + failing).joined(separator: "; "), "proves": verification.proves,
+                    "reason": (own + failing).joined(separator: "; "), "proves": verification.proves,
                     "head": head?.note ?? "", "has_head": head != nil,
                 ]))
     }
