@@ -99,6 +99,29 @@ public struct ConsentLedger: Sendable {
             purpose: p, policy: policy, at: at)
     }
 
+    /// ``decision(token:purpose:at:in:)`` for many tokens, from one read of their states.
+    public func decisions(
+        tokens: some Collection<SubjectToken>, purpose: String, at: Date, in tx: some ConsentRepository
+    ) throws -> [SubjectToken: ConsentDecision] {
+        var out: [SubjectToken: ConsentDecision] = [:]
+        guard let p = policy.purposes[purpose], p.requiresConsent else {
+            // Decided without a read: an unknown purpose, or one not based on consent.
+            for token in tokens { out[token] = try decision(token: token, purpose: purpose, at: at, in: tx) }
+            return out
+        }
+        let rows = try tx.consentStates(tokens: Array(Set(tokens.map(\.rawValue))), purpose: purpose)
+        for token in tokens {
+            guard let row = rows[token.rawValue] else {
+                out[token] = ConsentDecision(allowed: false, reason: .noRecord)
+                continue
+            }
+            out[token] = Self.decide(
+                granted: row.granted, expiresAt: row.expiresAt, noticeVersion: row.noticeVersion, purposeVersion: row.purposeVersion,
+                purpose: p, policy: policy, at: at)
+        }
+        return out
+    }
+
     /// The decision for a state row: one function for the live path and for ``verify(in:)``'s recomputation.
     static func decide(
         granted: Bool, expiresAt: Int64?, noticeVersion: String, purposeVersion: Int, purpose: Purpose, policy: PolicySet, at: Date

@@ -53,6 +53,9 @@ public protocol ConsentRepository {
     func appendConsentEvent(_ event: StoredConsentEvent, state: ConsentStateRow) throws
     /// The current state of `token` for `purpose`.
     func consentState(token: String, purpose: String) throws -> ConsentStateRow?
+    /// The current states of `tokens` for `purpose`, by token (one statement on a database server; by default one read
+    /// each).
+    func consentStates(tokens: [String], purpose: String) throws -> [String: ConsentStateRow]
     /// The purposes whose current state for `token` is a grant, sorted.
     func grantedConsentPurposes(token: String) throws -> [String]
     /// Every event of `token`, oldest first.
@@ -63,4 +66,12 @@ public protocol ConsentRepository {
     func forEachConsentState(_ body: (ConsentStateRow) throws -> Void) throws
     /// Granted states with an expiry at or before `atMillis`.
     func lapsedConsents(atMillis: Int64) throws -> [(token: String, purpose: String)]
+}
+
+extension ConsentRepository {
+    public func consentStates(tokens: [String], purpose: String) throws -> [String: ConsentStateRow] {
+        var out: [String: ConsentStateRow] = [:]
+        for token in tokens { out[token] = try consentState(token: token, purpose: purpose) }
+        return out
+    }
 }

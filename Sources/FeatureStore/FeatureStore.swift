@@ -163,6 +163,19 @@ public struct FeatureStore: Sendable {
         return try tx.insertInteraction(id: id, token: token.rawValue, day: interaction.time / 86_400, body: body)
     }
 
+    /// ``add(_:id:token:in:)`` for a batch's interactions, in one insert on a database server.
+    public func add(
+        _ interactions: [(interaction: StoredInteraction, id: String, token: SubjectToken)], in tx: some FeatureRepository & SubjectKeyRepository
+    ) throws {
+        guard !interactions.isEmpty else { return }
+        try tx.insertInteractions(
+            interactions.map { item in
+                let owner = Self.keyOwner(item.token)
+                let body = try keys.seal(item.interaction.encoded(), at: RowAddress(table: .interactions, row: item.id, owner: owner), in: tx)
+                return (item.id, item.token.rawValue, item.interaction.time / 86_400, body)
+            })
+    }
+
     /// A subject's interactions, oldest first; empty when there are none or they were shredded.
     public func interactions(of token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository) throws -> [StoredInteraction] {
         let rows = try tx.interactionRows(token: token.rawValue, uncountedOnly: false)
@@ -228,10 +241,11 @@ public struct FeatureStore: Sendable {
         }
     }
 
-    /// Adds anonymous interaction counts (no subject, no consent needed): one statement per item and day of a
-    /// batch, not one per event.
+    /// Adds anonymous interaction counts (no subject, no consent needed): one per item and day of a batch, not one per
+    /// event, and one statement for all of them on a database server.
     public func countAnonymous(_ counts: [AnonymousCount: Int], in tx: some FeatureRepository) throws {
-        for (key, n) in counts { try tx.addAnonymousCount(item: key.item, day: key.day, count: n) }
+        guard !counts.isEmpty else { return }
+        try tx.addAnonymousCounts(counts.map { ($0.key.item, $0.key.day, $0.value) })
     }
 
     /// One stored event of a subject as ingestion counted it anonymously: its row, item and day.
@@ -399,6 +413,41 @@ public struct DeliveryLog: Sendable {
         return true
     }
 
+    /// ``firstDelivery(token:keys:at:in:)`` for a batch's events, in order (a later event of the batch with an id or a
+    /// content already seen in it is a repeat too): one read of every key the batch names and one insert of the new
+    /// ones, where one event at a time costs two or three statements each on a database server.
+    public func firstDeliveries(_ events: [(token: SubjectToken, keys: Keys, at: Int64)], in tx: some DeliveryRepository) throws -> [Bool] {
+        var asked: [DeliveryKey] = []
+        for e in events {
+            asked += [DeliveryKey(token: e.token.rawValue, key: "d:" + e.keys.id), DeliveryKey(token: e.token.rawValue, key: "k:" + e.keys.content)]
+            if let legacy = e.keys.legacy {
+                asked += [
+                    DeliveryKey(token: e.token.rawValue, key: "i:" + legacy.id), DeliveryKey(token: e.token.rawValue, key: "c:" + legacy.content),
+                ]
+            }
+        }
+        var seen = try tx.recordedDeliveries(among: Array(Set(asked)))
+        var firsts: [Bool] = []
+        var recorded: [(key: DeliveryKey, at: Int64)] = []
+        for e in events {
+            let token = e.token.rawValue
+            let id = DeliveryKey(token: token, key: "d:" + e.keys.id), content = DeliveryKey(token: token, key: "k:" + e.keys.content)
+            let legacySeen = e.keys.legacy.map {
+                seen.contains(DeliveryKey(token: token, key: "i:" + $0.id)) || seen.contains(DeliveryKey(token: token, key: "c:" + $0.content))
+            }
+            // As one at a time: a seen id, or a seen content (whose new id is then not kept), is a repeat.
+            guard legacySeen != true, !seen.contains(id), !seen.contains(content) else {
+                firsts.append(false)
+                continue
+            }
+            seen.formUnion([id, content])
+            recorded += [(id, e.at), (content, e.at)]
+            firsts.append(true)
+        }
+        if !recorded.isEmpty { try tx.recordDeliveries(recorded) }
+        return firsts
+    }
+
     /// Whether any delivery is still recorded under the keys of before (`i:` and `c:`).
     public func hasLegacy(in tx: some DeliveryRepository) throws -> Bool {
         try tx.deliveriesRecorded(withPrefixes: ["i:", "c:"])
@@ -410,6 +459,9 @@ public struct DeliveryLog: Sendable {
 public protocol FeatureRepository {
     /// Stores a sealed interaction. Returns false when `id` was already stored.
     func insertInteraction(id: String, token: String, day: Int64, body: [UInt8]) throws -> Bool
+    /// Stores sealed interactions, each unless its `id` was already stored (one statement on a database server; by
+    /// default one insert each).
+    func insertInteractions(_ rows: [(id: String, token: String, day: Int64, body: [UInt8])]) throws
     /// A token's sealed interactions; with `uncountedOnly`, only those not yet taken out of the anonymous counts.
     func interactionRows(token: String, uncountedOnly: Bool) throws -> [(id: String, body: [UInt8])]
     /// Marks an interaction as taken out of the anonymous counts. Returns false when it already was, or is gone.
@@ -424,6 +476,9 @@ public protocol FeatureRepository {
     func deleteSubjectRows(token: String) throws -> Int
     func subjectHasRows(token: String) throws -> Bool
     func addAnonymousCount(item: String, day: Int64, count: Int) throws
+    /// Adds to several items' daily counts, each (item, day) once (one statement on a database server; by default one
+    /// each).
+    func addAnonymousCounts(_ counts: [(item: String, day: Int64, count: Int)]) throws
     /// Subtracts from a day's count (never below zero); a count that reaches zero goes.
     func subtractAnonymousCount(item: String, day: Int64, count: Int) throws
     /// Each item's anonymous count over all days.
@@ -434,6 +489,27 @@ public protocol FeatureRepository {
     func catalogBodies() throws -> [String]
     /// Every catalog item id, sorted.
     func catalogItemIDs() throws -> [String]
+}
+
+extension FeatureRepository {
+    public func addAnonymousCounts(_ counts: [(item: String, day: Int64, count: Int)]) throws {
+        for c in counts { try addAnonymousCount(item: c.item, day: c.day, count: c.count) }
+    }
+
+    public func insertInteractions(_ rows: [(id: String, token: String, day: Int64, body: [UInt8])]) throws {
+        for row in rows { _ = try insertInteraction(id: row.id, token: row.token, day: row.day, body: row.body) }
+    }
+}
+
+/// One recorded delivery key of one token.
+public struct DeliveryKey: Hashable, Sendable {
+    public var token: String
+    public var key: String
+
+    public init(token: String, key: String) {
+        self.token = token
+        self.key = key
+    }
 }
 
 /// What the delivery log holds, as seen from one transaction of a storage backend: keyed hashes per token.
@@ -447,4 +523,18 @@ public protocol DeliveryRepository {
     func deleteDeliveries(before cutoff: Int64) throws -> Int
     /// Whether any key starts with one of `prefixes` (two characters each).
     func deliveriesRecorded(withPrefixes prefixes: [String]) throws -> Bool
+    /// Which of `keys` are recorded (one statement on a database server; by default one read each).
+    func recordedDeliveries(among keys: [DeliveryKey]) throws -> Set<DeliveryKey>
+    /// Records keys none of which is recorded yet (one statement on a database server; by default one insert each).
+    func recordDeliveries(_ keys: [(key: DeliveryKey, at: Int64)]) throws
+}
+
+extension DeliveryRepository {
+    public func recordedDeliveries(among keys: [DeliveryKey]) throws -> Set<DeliveryKey> {
+        Set(try keys.filter { try deliveryRecorded(token: $0.token, anyOf: [$0.key]) })
+    }
+
+    public func recordDeliveries(_ keys: [(key: DeliveryKey, at: Int64)]) throws {
+        for k in keys { _ = try recordDelivery(token: k.key.token, key: k.key.key, at: k.at) }
+    }
 }

@@ -19,6 +19,11 @@ extension PostgresTransaction: SubjectKeyRepository {
         try value("SELECT wrapped FROM veil_keys.subject_keys WHERE token = \(owner)", as: ByteBuffer.self)?.bytes
     }
 
+    public func subjectKeysExisting(among owners: [String]) throws -> Set<String> {
+        guard !owners.isEmpty else { return [] }
+        return Set(try rows("SELECT token FROM veil_keys.subject_keys WHERE token = ANY(\(owners))").map { try $0.decode(String.self) })
+    }
+
     public func insertSubjectKey(owner: String, version: UInt32, wrapped: [UInt8], createdAt: Int64) throws {
         try run(
             "INSERT INTO veil_keys.subject_keys (token, key_version, wrapped, created_at) VALUES (\(owner), \(Int64(version)), \(Bytes(wrapped)), \(createdAt))"
@@ -75,6 +80,17 @@ extension PostgresTransaction: ConsentRepository {
             ON CONFLICT (token, purpose) DO UPDATE SET granted = excluded.granted, seq = excluded.seq, expires_at = excluded.expires_at,
                 notice_version = excluded.notice_version, purpose_version = excluded.purpose_version
             """)
+    }
+
+    public func consentStates(tokens: [String], purpose: String) throws -> [String: ConsentStateRow] {
+        guard !tokens.isEmpty else { return [:] }
+        let found = try rows(
+            """
+            SELECT token, purpose, granted, seq, expires_at, notice_version, purpose_version FROM consent_state
+            WHERE token = ANY(\(tokens)) AND purpose = \(purpose)
+            """
+        ).map(Self.consentStateRow)
+        return Dictionary(found.map { ($0.token, $0) }, uniquingKeysWith: { a, _ in a })
     }
 
     public func consentState(token: String, purpose: String) throws -> ConsentStateRow? {
@@ -161,14 +177,36 @@ extension PostgresTransaction: IdentityRepository {
     public func deleteIdentity(token: String) throws {
         try run("DELETE FROM identities WHERE token = \(token)")
     }
+
+    public func identitiesExisting(among tokens: [String]) throws -> Set<String> {
+        guard !tokens.isEmpty else { return [] }
+        return Set(try rows("SELECT token FROM identities WHERE token = ANY(\(tokens))").map { try $0.decode(String.self) })
+    }
+
+    public func insertIdentities(_ rows: [(token: String, body: [UInt8])]) throws {
+        guard !rows.isEmpty else { return }
+        // Bodies as base64 text: an array of bytea is not what the driver binds a Swift array of bytes as.
+        let tokens = rows.map(\.token), bodies = rows.map { Data($0.body).base64EncodedString() }
+        try run(
+            "INSERT INTO identities (token, body) SELECT t, decode(b, 'base64') FROM unnest(\(tokens)::text[], \(bodies)::text[]) AS u(t, b)")
+    }
 }
 
 extension PostgresTransaction: LinkRepository {
     public func link(of token: String) throws -> StoredLink? {
-        try rows("SELECT token, canonical, rule, score, created_at, scope FROM identity_links WHERE token = \(token)").first.map {
-            let (token, canonical, rule, score, created, scope) = try $0.decode((String, String, String, Double, Int64, String?).self)
-            return StoredLink(token: token, canonical: canonical, rule: rule, score: score, createdAt: created, scope: scope)
-        }
+        try rows("SELECT token, canonical, rule, score, created_at, scope FROM identity_links WHERE token = \(token)").first.map(Self.storedLink)
+    }
+
+    public func links(of tokens: [String]) throws -> [String: StoredLink] {
+        guard !tokens.isEmpty else { return [:] }
+        let found = try rows("SELECT token, canonical, rule, score, created_at, scope FROM identity_links WHERE token = ANY(\(tokens))").map(
+            Self.storedLink)
+        return Dictionary(found.map { ($0.token, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    static func storedLink(_ row: PostgresRow) throws -> StoredLink {
+        let (token, canonical, rule, score, created, scope) = try row.decode((String, String, String, Double, Int64, String?).self)
+        return StoredLink(token: token, canonical: canonical, rule: rule, score: score, createdAt: created, scope: scope)
     }
 
     public func setLink(_ l: StoredLink) throws {
@@ -232,6 +270,17 @@ extension PostgresTransaction: FeatureRepository {
             "INSERT INTO interactions (id, token, day, body) VALUES (\(id), \(token), \(day), \(Bytes(body))) ON CONFLICT DO NOTHING") == 1
     }
 
+    public func insertInteractions(_ rows: [(id: String, token: String, day: Int64, body: [UInt8])]) throws {
+        guard !rows.isEmpty else { return }
+        let ids = rows.map(\.id), tokens = rows.map(\.token), days = rows.map(\.day), bodies = rows.map { Data($0.body).base64EncodedString() }
+        try run(
+            """
+            INSERT INTO interactions (id, token, day, body)
+            SELECT i, t, d, decode(b, 'base64') FROM unnest(\(ids)::text[], \(tokens)::text[], \(days)::int8[], \(bodies)::text[]) AS u(i, t, d, b)
+            ON CONFLICT DO NOTHING
+            """)
+    }
+
     public func interactionRows(token: String, uncountedOnly: Bool) throws -> [(id: String, body: [UInt8])] {
         let query: PostgresQuery =
             uncountedOnly
@@ -282,6 +331,16 @@ extension PostgresTransaction: FeatureRepository {
             """)
     }
 
+    public func addAnonymousCounts(_ counts: [(item: String, day: Int64, count: Int)]) throws {
+        guard !counts.isEmpty else { return }
+        let items = counts.map(\.item), days = counts.map(\.day), added = counts.map { Int64($0.count) }
+        try run(
+            """
+            INSERT INTO item_daily_counts (item, day, count) SELECT * FROM unnest(\(items)::text[], \(days)::int8[], \(added)::int8[])
+            ON CONFLICT (item, day) DO UPDATE SET count = item_daily_counts.count + excluded.count
+            """)
+    }
+
     public func subtractAnonymousCount(item: String, day: Int64, count: Int) throws {
         try run("UPDATE item_daily_counts SET count = GREATEST(count - \(Int64(count)), 0) WHERE item = \(item) AND day = \(day)")
         try run("DELETE FROM item_daily_counts WHERE item = \(item) AND day = \(day) AND count = 0")
@@ -320,6 +379,30 @@ extension PostgresTransaction: DeliveryRepository {
     public func deliveryRecorded(token: String, anyOf keys: [String]) throws -> Bool {
         guard !keys.isEmpty else { return false }
         return try value("SELECT EXISTS(SELECT 1 FROM deliveries WHERE token = \(token) AND key = ANY(\(keys)))", as: Bool.self) ?? false
+    }
+
+    public func recordedDeliveries(among keys: [DeliveryKey]) throws -> Set<DeliveryKey> {
+        guard !keys.isEmpty else { return [] }
+        let tokens = keys.map(\.token), names = keys.map(\.key)
+        return Set(
+            try rows(
+                """
+                SELECT d.token, d.key FROM deliveries d JOIN unnest(\(tokens)::text[], \(names)::text[]) AS u(t, k) ON d.token = u.t AND d.key = u.k
+                """
+            ).map { row in
+                let (token, key) = try row.decode((String, String).self)
+                return DeliveryKey(token: token, key: key)
+            })
+    }
+
+    public func recordDeliveries(_ keys: [(key: DeliveryKey, at: Int64)]) throws {
+        guard !keys.isEmpty else { return }
+        let tokens = keys.map(\.key.token), names = keys.map(\.key.key), times = keys.map(\.at)
+        try run(
+            """
+            INSERT INTO deliveries (token, key, at) SELECT * FROM unnest(\(tokens)::text[], \(names)::text[], \(times)::int8[])
+            ON CONFLICT DO NOTHING
+            """)
     }
 
     public func deleteDelivery(token: String, key: String) throws {

@@ -82,6 +82,26 @@ public struct IdentityLinker: Sendable {
         return current
     }
 
+    /// The canonical token of each of `tokens`, as ``canonical(_:in:)`` finds it, reading the links of all of them a
+    /// hop at a time: a batch of events from many people costs a few statements, not one per person.
+    public func canonical(_ tokens: some Collection<SubjectToken>, in tx: some LinkRepository) throws -> [SubjectToken: SubjectToken] {
+        var current: [SubjectToken: SubjectToken] = [:]
+        var seen: [SubjectToken: Set<SubjectToken>] = [:]
+        for token in tokens { (current[token], seen[token]) = (token, [token]) }
+        var following = Array(current.keys)
+        while !following.isEmpty {
+            let links = try tx.links(of: Array(Set(following.map { current[$0]!.rawValue })))
+            following = following.filter { token in
+                guard let link = links[current[token]!.rawValue], let next = SubjectToken(rawValue: link.canonical),
+                    seen[token]!.insert(next).inserted
+                else { return false }
+                current[token] = next
+                return true
+            }
+        }
+        return current
+    }
+
     /// The canonical token of `token` for a new link in `scope`: the chain is followed only through links made in
     /// that same scope, so a new link never inherits one of another tenant or one made before links were scoped.
     func canonical(_ token: SubjectToken, within scope: String, in tx: some LinkRepository) throws -> SubjectToken {
@@ -201,6 +221,8 @@ public struct StoredLink: Sendable, Equatable {
 public protocol LinkRepository {
     /// The link recorded for `token`, if any.
     func link(of token: String) throws -> StoredLink?
+    /// The links recorded for `tokens`, by token (one statement on a database server; by default one read each).
+    func links(of tokens: [String]) throws -> [String: StoredLink]
     /// Records or replaces the link of `link.token`.
     func setLink(_ link: StoredLink) throws
     /// Removes the link of `token`. Returns whether one existed.
@@ -216,4 +238,12 @@ public protocol LinkRepository {
     func addMatchKey(kind: String, key: String, token: String, nameGrams: String?) throws
     /// Forgets every match key of `token` and every link from or to it.
     func forgetMatchKeysAndLinks(token: String) throws
+}
+
+extension LinkRepository {
+    public func links(of tokens: [String]) throws -> [String: StoredLink] {
+        var out: [String: StoredLink] = [:]
+        for token in tokens { out[token] = try link(of: token) }
+        return out
+    }
 }

@@ -17,4 +17,12 @@ public protocol SubjectKeyRepository: SendableMetatype {
     func replaceSubjectKey(owner: String, version: UInt32, wrapped: [UInt8]) throws
     /// How many wrapped keys each master version protects.
     func subjectKeyVersionCounts() throws -> [UInt32: Int]
+    /// Which of `owners` have a key (one statement on a database server; by default one read each).
+    func subjectKeysExisting(among owners: [String]) throws -> Set<String>
+}
+
+extension SubjectKeyRepository {
+    public func subjectKeysExisting(among owners: [String]) throws -> Set<String> {
+        Set(try owners.filter { try wrappedSubjectKey(owner: $0) != nil })
+    }
 }

@@ -122,7 +122,10 @@ public final class SubjectKeys: Sendable {
         // A key in the cache exists (shredding removes it from the cache first): no read needed for those.
         let owners = cache.withLock { known in owners.filter { known[$0.rawValue] == nil } }
         guard !owners.isEmpty else { return }
-        let missing = try await database.read { tx in try owners.filter { try tx.wrappedSubjectKey(owner: $0.rawValue) == nil } }
+        let missing = try await database.read { tx in
+            let existing = try tx.subjectKeysExisting(among: owners.map(\.rawValue))
+            return owners.filter { !existing.contains($0.rawValue) }
+        }
         guard !missing.isEmpty else { return }
         try await database.write { tx in
             for owner in missing { _ = try self.dataKey(for: owner, in: tx, create: true) }
