@@ -417,6 +417,8 @@ public struct DeliveryLog: Sendable {
     /// content already seen in it is a repeat too): one read of every key the batch names and one insert of the new
     /// ones, where one event at a time costs two or three statements each on a database server.
     public func firstDeliveries(_ events: [(token: SubjectToken, keys: Keys, at: Int64)], in tx: some DeliveryRepository) throws -> [Bool] {
+        // In process an insert that finds its key answers as fast as a read would: one event at a time, no read first.
+        guard tx.statementsAreRoundTrips else { return try events.map { try firstDelivery(token: $0.token, keys: $0.keys, at: $0.at, in: tx) } }
         var asked: [DeliveryKey] = []
         for e in events {
             asked += [DeliveryKey(token: e.token.rawValue, key: "d:" + e.keys.id), DeliveryKey(token: e.token.rawValue, key: "k:" + e.keys.content)]
@@ -476,8 +478,7 @@ public protocol FeatureRepository {
     func deleteSubjectRows(token: String) throws -> Int
     func subjectHasRows(token: String) throws -> Bool
     func addAnonymousCount(item: String, day: Int64, count: Int) throws
-    /// Adds to several items' daily counts, each (item, day) once (one statement on a database server; by default one
-    /// each).
+    /// Adds to several items' daily counts (one statement on a database server; by default one each).
     func addAnonymousCounts(_ counts: [(item: String, day: Int64, count: Int)]) throws
     /// Subtracts from a day's count (never below zero); a count that reaches zero goes.
     func subtractAnonymousCount(item: String, day: Int64, count: Int) throws
@@ -523,6 +524,9 @@ public protocol DeliveryRepository {
     func deleteDeliveries(before cutoff: Int64) throws -> Int
     /// Whether any key starts with one of `prefixes` (two characters each).
     func deliveriesRecorded(withPrefixes prefixes: [String]) throws -> Bool
+    /// True when each statement is a round trip to a database server, so that a batch is better read and written set
+    /// by set; false (the default) in process, where reading before inserting only adds statements.
+    var statementsAreRoundTrips: Bool { get }
     /// Which of `keys` are recorded (one statement on a database server; by default one read each).
     func recordedDeliveries(among keys: [DeliveryKey]) throws -> Set<DeliveryKey>
     /// Records keys none of which is recorded yet (one statement on a database server; by default one insert each).
@@ -530,6 +534,8 @@ public protocol DeliveryRepository {
 }
 
 extension DeliveryRepository {
+    public var statementsAreRoundTrips: Bool { false }
+
     public func recordedDeliveries(among keys: [DeliveryKey]) throws -> Set<DeliveryKey> {
         Set(try keys.filter { try deliveryRecorded(token: $0.token, anyOf: [$0.key]) })
     }

@@ -333,7 +333,19 @@ extension PostgresTransaction: FeatureRepository {
 
     public func addAnonymousCounts(_ counts: [(item: String, day: Int64, count: Int)]) throws {
         guard !counts.isEmpty else { return }
-        let items = counts.map(\.item), days = counts.map(\.day), added = counts.map { Int64($0.count) }
+        // One row per (item, day) as the server compares text, by its bytes: a statement's upsert may not touch a row
+        // twice.
+        var merged: [(item: String, day: Int64, count: Int64)] = []
+        var at: [[UInt8]: [Int64: Int]] = [:]
+        for c in counts {
+            if let i = at[Array(c.item.utf8)]?[c.day] {
+                merged[i].count += Int64(c.count)
+            } else {
+                at[Array(c.item.utf8), default: [:]][c.day] = merged.count
+                merged.append((c.item, c.day, Int64(c.count)))
+            }
+        }
+        let items = merged.map(\.item), days = merged.map(\.day), added = merged.map(\.count)
         try run(
             """
             INSERT INTO item_daily_counts (item, day, count) SELECT * FROM unnest(\(items)::text[], \(days)::int8[], \(added)::int8[])
@@ -372,6 +384,8 @@ extension PostgresTransaction: FeatureRepository {
 }
 
 extension PostgresTransaction: DeliveryRepository {
+    public var statementsAreRoundTrips: Bool { true }
+
     public func recordDelivery(token: String, key: String, at: Int64) throws -> Bool {
         try run("INSERT INTO deliveries (token, key, at) VALUES (\(token), \(key), \(at)) ON CONFLICT DO NOTHING") == 1
     }

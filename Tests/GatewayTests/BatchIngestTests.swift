@@ -1,6 +1,8 @@
+import FeatureStore
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import Policy
 import Pseudonymization
 import Storage
 import Testing
@@ -55,11 +57,95 @@ import Testing
         }
         #expect(try f.storedInteractions("u1") == 4, "e1, e2 with new content, g1, g2")
         #expect(try f.storedInteractions("u2") == 0)
+        #expect(try !f.personalizationKeyExists("u2"), "no data key for a person without consent")
         #expect(try f.storedInteractions("b-old") == 2, "e4 and e5, under the linked person's token")
         #expect(try f.storedInteractions("u4") == 2, "e6, g3")
         let revealed = try f.service.store.readBlocking { db in
             try ["u1", "u2", "u4"].map { try f.service.identities.reveal(f.token($0), in: db) }
         }
         #expect(revealed == ["u1", nil, "u4"], "each consenting person's id is kept, sealed; nobody else's")
+    }
+
+    /// The same events sent as one batch to one gateway and one event per request to another store the same: per person
+    /// the interactions (kind, item, time), the profile and the identity; the anonymous counts per item; the answers'
+    /// sums. Page views, a profile, a search, purchases, repeats, two people with one event id, a person without
+    /// consent and a linked person's two ids.
+    @Test func oneBatchAndOneEventAtATimeStoreTheSame() async throws {
+        @Sendable func events() -> [[String: Any]] {
+            [
+                pageView("p1", "v1", "sku-1"), pageView("p1", "v1", "sku-2"), pageView("p2", "v1", "sku-1"),
+                profileEvent("f1", "v1", age: 34, location: "FR", device: "mobile"),
+                [
+                    "id": "s1", "kind": "search", "subject": "v2", "timestamp": "2026-11-20T10:00:00Z", "source": "web",
+                    "query": "trail boots", "shown": ["sku-3"],
+                ],
+                purchase("o1", "v2", "sku-3"), purchase("o1", "v2", "sku-3"), pageView("p3", "v3", "sku-4"), pageView("p1", "v4", "sku-1"),
+                pageView("p4", "v5-alias", "sku-5"), pageView("p5", "v5", "sku-6"), pageView("p6", "v5-alias", "sku-5"),
+            ]
+        }
+        let subjects = ["v1", "v2", "v3", "v4", "v5", "v5-alias"]
+        func stored(_ f: GatewayFixture) throws -> (people: [String], counts: [String]) {
+            try f.service.store.readBlocking { db in
+                let people = try subjects.map { subject -> String in
+                    let token = try f.service.linker.canonical(f.token(subject), in: db)
+                    let rows = try f.service.features.interactions(of: token, in: db).map { "\($0.kind.rawValue) \($0.item) \($0.time)" }
+                    let profile = try f.service.features.profile(of: token, in: db) ?? [:]
+                    let identity = try f.service.identities.reveal(token, in: db) ?? "-"
+                    return "\(subject): \(rows.sorted()) \(profile.sorted { $0.key < $1.key }) \(identity)"
+                }
+                return (people, try db.anonymousTotals().map { "\($0.item) \($0.count)" }.sorted())
+            }
+        }
+        var results: [(answers: [Int], stored: (people: [String], counts: [String]))] = []
+        for oneAtATime in [false, true] {
+            let f = try GatewayFixture()
+            _ = try await f.service.subjects.link("v5", namespace: "default", attributes: .init(email: "v5@example.com"), actor: "test")
+            _ = try await f.service.subjects.link("v5-alias", namespace: "default", attributes: .init(email: "v5@example.com"), actor: "test")
+            let answers = try await f.app.test(.router) { client -> [Int] in
+                for s in ["v1", "v2", "v4", "v5"] { _ = try await client.call(.post, "/v1/consents", key: f.keys["app"], json: consent(s)) }
+                var sums = [0, 0, 0]
+                for batch in oneAtATime ? events().map { [$0] } : [events()] {
+                    let r = try await client.call(.post, "/v1/events", key: f.keys["app"], json: ["events": batch])
+                    #expect(r.status == 200, "\(r.body)")
+                    for (i, field) in ["accepted", "duplicates", "anonymized"].enumerated() { sums[i] += r.json[field] as? Int ?? -100 }
+                }
+                return sums
+            }
+            results.append((answers, try stored(f)))
+        }
+        #expect(results[0].answers == results[1].answers && results[0].answers == [8, 4, 1], "\(results.map(\.answers))")
+        #expect(results[0].stored.people == results[1].stored.people, "\(results[0].stored.people)\n\(results[1].stored.people)")
+        #expect(results[0].stored.counts == results[1].stored.counts, "\(results[0].stored.counts)\n\(results[1].stored.counts)")
+        #expect(results[0].stored.people.first?.contains("page_view sku-1") == true, "\(results[0].stored.people)")
+    }
+
+    /// Links are followed a hop at a time for all of a batch's people: as far as one person at a time, through chains
+    /// and around a cycle.
+    @Test func linksAreFollowedAsFarAsOneAtATime() async throws {
+        let f = try GatewayFixture()
+        let t = { (name: String) in f.token(name).rawValue }
+        let links = [("a", "b"), ("b", "c"), ("c", "d"), ("x", "y"), ("y", "x"), ("m", "c")]
+        try f.service.store.writeBlocking { db in
+            for (from, to) in links {
+                try db.setLink(StoredLink(token: t(from), canonical: t(to), rule: "email", score: 1, createdAt: 0, scope: "default"))
+            }
+        }
+        let names = ["a", "b", "c", "d", "x", "y", "m", "lone"]
+        let (together, alone) = try f.service.store.readBlocking { db in
+            (
+                try f.service.linker.canonical(names.map { f.token($0) }, in: db),
+                try names.map { try f.service.linker.canonical(f.token($0), in: db) }
+            )
+        }
+        #expect(names.map { together[f.token($0)] } == alone)
+        #expect(alone[0] == f.token("d") && alone[6] == f.token("d") && alone[7] == f.token("lone"), "a chain of three hops and one of two")
+    }
+
+    /// One item and day given twice to one statement is added up (a database server's upsert may not touch a row twice).
+    @Test func anonymousCountsOfOneItemAndDayGivenTwiceAddUp() throws {
+        let f = try GatewayFixture()
+        try f.service.store.writeBlocking { db in try db.addAnonymousCounts([("twice-a", 5, 2), ("twice-a", 5, 3), ("twice-b", 5, 1)]) }
+        let totals = try f.service.store.readBlocking { try $0.anonymousTotals() }.filter { $0.item.hasPrefix("twice-") }
+        #expect(totals.map { "\($0.item) \($0.count)" }.sorted() == ["twice-a 5", "twice-b 1"], "\(totals)")
     }
 }
