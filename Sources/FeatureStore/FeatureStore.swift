@@ -153,17 +153,9 @@ public struct FeatureStore: Sendable {
 
     public static func keyOwner(_ token: SubjectToken) -> DataKeyOwner { DataKeyOwner(token: token.rawValue, use: .personalization) }
 
-    /// Stores one interaction; `id` must be unique and free of raw identifiers (a keyed hash of the event id).
-    /// - Returns: false when the id was already stored (a repeated delivery).
-    @discardableResult
-    public func add(
-        _ interaction: StoredInteraction, id: String, token: SubjectToken, in tx: some FeatureRepository & SubjectKeyRepository
-    ) throws -> Bool {
-        let body = try keys.seal(interaction.encoded(), at: RowAddress(table: .interactions, row: id, owner: Self.keyOwner(token)), in: tx)
-        return try tx.insertInteraction(id: id, token: token.rawValue, day: interaction.time / 86_400, body: body)
-    }
-
-    /// ``add(_:id:token:in:)`` for a batch's interactions, in one insert on a database server.
+    /// Seals each interaction under its person's key and stores it; an `id` must be unique and free of raw identifiers
+    /// (a keyed hash of the event id), and one already stored is skipped (a repeated delivery). One insert for all of
+    /// them on a database server.
     public func add(
         _ interactions: [(interaction: StoredInteraction, id: String, token: SubjectToken)], in tx: some FeatureRepository & SubjectKeyRepository
     ) throws {
