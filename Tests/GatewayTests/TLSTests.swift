@@ -3,22 +3,19 @@ import VeilCore
 import Gateway
 import Hummingbird
 import HummingbirdTesting
+import TestSupport
 import Testing
 
 /// A self-signed development certificate, made with the same openssl command the README gives.
 func makeDevelopmentCertificate(in directory: String) throws -> (cert: String, key: String) {
     let cert = directory + "/dev-cert.pem", key = directory + "/dev-key.pem"
-    let openssl = Process()
-    openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    openssl.arguments = [
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "30",
-        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ]
-    openssl.standardOutput = FileHandle.nullDevice
-    openssl.standardError = FileHandle.nullDevice
-    try openssl.run()
-    openssl.waitUntilExit()
-    guard openssl.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+    let openssl = try Spawn.run(
+        "/usr/bin/env",
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "30",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+    guard openssl.status == 0 else { throw CocoaError(.fileWriteUnknown) }
     return (cert, key)
 }
 

@@ -62,16 +62,8 @@ public enum PostgresTools {
         let bin = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.last.map {
             "/usr/lib/postgresql/\($0)/bin/\(tool)"
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: bin ?? "/usr/bin/\(tool)")
-        process.arguments = ["-h", settings.host, "-p", String(settings.port), "-U", settings.user, "-d", settings.database] + arguments
-        let out = Pipe(), errors = Pipe()
-        process.standardOutput = out
-        process.standardError = errors
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let error = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, data, String(decoding: error.suffix(500), as: UTF8.self))
+        let (status, data, error) = try Spawn.run(
+            bin ?? "/usr/bin/\(tool)", ["-h", settings.host, "-p", String(settings.port), "-U", settings.user, "-d", settings.database] + arguments)
+        return (status, data, String(decoding: error.suffix(500), as: UTF8.self))
     }
 }
