@@ -91,9 +91,12 @@ public struct ConsentLedger: Sendable {
     public func decision(token: SubjectToken, purpose: String, at: Date, in tx: some ConsentRepository) throws -> ConsentDecision {
         guard let p = policy.purposes[purpose] else { return ConsentDecision(allowed: false, reason: .unknownPurpose) }
         guard p.requiresConsent else { return ConsentDecision(allowed: true, reason: .notConsentBased) }
-        guard let row = try tx.consentState(token: token.rawValue, purpose: purpose) else {
-            return ConsentDecision(allowed: false, reason: .noRecord)
-        }
+        return decision(for: try tx.consentState(token: token.rawValue, purpose: purpose), purpose: p, at: at)
+    }
+
+    /// The decision a token's state row (nil: none recorded) makes for a purpose based on consent.
+    private func decision(for row: ConsentStateRow?, purpose p: Purpose, at: Date) -> ConsentDecision {
+        guard let row else { return ConsentDecision(allowed: false, reason: .noRecord) }
         return Self.decide(
             granted: row.granted, expiresAt: row.expiresAt, noticeVersion: row.noticeVersion, purposeVersion: row.purposeVersion,
             purpose: p, policy: policy, at: at)
@@ -110,15 +113,7 @@ public struct ConsentLedger: Sendable {
             return out
         }
         let rows = try tx.consentStates(tokens: Array(Set(tokens.map(\.rawValue))), purpose: purpose)
-        for token in tokens {
-            guard let row = rows[token.rawValue] else {
-                out[token] = ConsentDecision(allowed: false, reason: .noRecord)
-                continue
-            }
-            out[token] = Self.decide(
-                granted: row.granted, expiresAt: row.expiresAt, noticeVersion: row.noticeVersion, purposeVersion: row.purposeVersion,
-                purpose: p, policy: policy, at: at)
-        }
+        for token in tokens { out[token] = decision(for: rows[token.rawValue], purpose: p, at: at) }
         return out
     }
 

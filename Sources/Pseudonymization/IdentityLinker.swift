@@ -74,16 +74,12 @@ public struct IdentityLinker: Sendable {
     /// The canonical token of `token` (itself when unlinked), following a chain of links (a canonical token that was
     /// itself linked later) to its end.
     public func canonical(_ token: SubjectToken, in tx: some LinkRepository) throws -> SubjectToken {
-        var current = token
-        var seen: Set<SubjectToken> = [token]
-        while let link = try tx.link(of: current.rawValue), let next = SubjectToken(rawValue: link.canonical), seen.insert(next).inserted {
-            current = next
-        }
-        return current
+        try canonical(CollectionOfOne(token), in: tx)[token] ?? token
     }
 
-    /// The canonical token of each of `tokens`, as ``canonical(_:in:)`` finds it, reading the links of all of them a
-    /// hop at a time: a batch of events from many people costs a few statements, not one per person.
+    /// The canonical token of each of `tokens`, following each chain as ``canonical(_:in:)`` does (stopping where it
+    /// would come back to a token it passed), reading the links of all of them a hop at a time: a batch of events from
+    /// many people costs a few statements, not one per person.
     public func canonical(_ tokens: some Collection<SubjectToken>, in tx: some LinkRepository) throws -> [SubjectToken: SubjectToken] {
         var current: [SubjectToken: SubjectToken] = [:]
         var seen: [SubjectToken: Set<SubjectToken>] = [:]

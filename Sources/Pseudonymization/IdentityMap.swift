@@ -15,9 +15,7 @@ public struct IdentityMap: Sendable {
 
     /// Records the original id of `token` (idempotent).
     public func remember(subject: String, token: SubjectToken, in tx: some IdentityRepository & SubjectKeyRepository) throws {
-        if try tx.identityExists(token: token.rawValue) { return }
-        let sealed = try keys.seal(Array(subject.utf8), at: Self.address(token), in: tx)
-        try tx.insertIdentity(token: token.rawValue, body: sealed)
+        try remember([(subject, token)], in: tx)
     }
 
     /// ``remember(subject:token:in:)`` for many people at once (the first subject given for a token is kept), in two
